@@ -1,0 +1,31 @@
+# netdiag — two commands: `make demo` (the main job) and `make test` (the tests).
+# Both bootstrap a fresh Debian 12 host as root through `make setup` (idempotent, quiet when done).
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-unit lint typecheck clean-state
+
+setup:
+	@scripts/bootstrap.sh
+
+demo: setup
+	@$(BIN)/netdiag doctor
+
+test: setup
+	@scripts/run-tests.sh $(PYTEST_ARGS)
+
+test-unit: setup
+	@$(BIN)/python -m pytest tests/unit -q
+
+lint: setup
+	@$(BIN)/ruff check netdiag tests && $(BIN)/ruff format --check netdiag tests
+
+typecheck: setup
+	@$(BIN)/mypy
+
+# Recover kernel state after a kill -9 of any netdiag process.
+clean-state: setup
+	@$(BIN)/netdiag lab down --all || true
+	@$(BIN)/netdiag tune --revert || true

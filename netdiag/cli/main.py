@@ -1,0 +1,85 @@
+"""The `netdiag` entry point: lazy command registry and the single error handler."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from netdiag import __version__
+from netdiag.errors import EXIT_INTERRUPTED, NetdiagError
+
+# name -> "module:attribute". Imported only when the command runs, so `netdiag doctor`
+# does not pay for bcc, matplotlib or the node's crypto at start-up.
+COMMANDS: dict[str, str] = {
+    # "doctor": "netdiag.cli.doctor:doctor",  (lands with issue 2)
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*COMMANDS, *super().list_commands(ctx)])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, attr = target.split(":")
+        cmd = getattr(importlib.import_module(module), attr)
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(__version__, prog_name="netdiag")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Tune and diagnose the Linux TCP transport under peer-to-peer nodes."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _print_error(err: str) -> None:
+    click.echo(f"netdiag: error: {err}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        rv: Any = cli.main(args=args, prog_name="netdiag", standalone_mode=False)
+    except NetdiagError as e:
+        if debug:
+            traceback.print_exc()
+        _print_error(str(e))
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.Abort:
+        # click turns KeyboardInterrupt/EOF into Abort; cleanup ran in the commands' finally blocks
+        click.echo("netdiag: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as e:
+        if debug:
+            traceback.print_exc()
+        e.show()
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("netdiag: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    return int(rv) if isinstance(rv, int) else 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

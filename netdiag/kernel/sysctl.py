@@ -1,0 +1,70 @@
+"""sysctl read/write through /proc/sys, namespace aware (net.* sysctls are per netns)."""
+
+from __future__ import annotations
+
+import errno
+import re
+from pathlib import Path
+
+from netdiag.errors import InputError, NetdiagError, PrivilegeError
+from netdiag.kernel import netns
+from netdiag.kernel.host import REAL, HostPaths
+
+_NAME = re.compile(r"^[a-z0-9_\-]+(\.[a-zA-Z0-9_\-]+)+$")
+
+
+def path_of(name: str, host: HostPaths = REAL) -> Path:
+    if not _NAME.match(name):
+        raise InputError(f"bad sysctl name {name!r}", "use the dotted form, e.g. net.core.rmem_max")
+    return host.proc / "sys" / name.replace(".", "/")
+
+
+def _normalize(value: str) -> str:
+    # the kernel prints vectors tab-separated; accept any whitespace from users
+    return " ".join(value.split())
+
+
+def read(name: str, netns_name: str | None = None, host: HostPaths = REAL) -> str:
+    p = path_of(name, host)
+
+    def body() -> str:
+        try:
+            return _normalize(p.read_text())
+        except FileNotFoundError:
+            raise InputError(
+                f"unknown sysctl {name}", f"this kernel has no {p}; check the name with `sysctl -a`"
+            ) from None
+        except PermissionError as e:
+            raise PrivilegeError(f"reading {name}: {e}", "run as root") from e
+
+    return netns.run_in(netns_name, body)
+
+
+def write(name: str, value: str | int, netns_name: str | None = None, host: HostPaths = REAL) -> None:
+    p = path_of(name, host)
+    text = _normalize(str(value))
+
+    def body() -> None:
+        if not p.exists():
+            raise InputError(
+                f"unknown sysctl {name}", f"this kernel has no {p}; check the name with `sysctl -a`"
+            )
+        try:
+            with p.open("w") as f:
+                f.write(text)
+        except PermissionError as e:
+            raise PrivilegeError(
+                f"writing {name}: {e}", "run as root; in a container /proc/sys may be read-only"
+            ) from e
+        except OSError as e:
+            if e.errno == errno.EROFS:
+                raise PrivilegeError(
+                    f"{name} is read-only here", "remount /proc/sys rw or run in a privileged container"
+                ) from e
+            if e.errno in (errno.EINVAL, errno.ERANGE):
+                raise InputError(f"{name}: kernel rejected value {text!r}", "check the range in the kernel docs") from e
+            if e.errno == errno.ENOENT:
+                raise InputError(f"{name}: kernel rejected value {text!r} (no such entry)") from e
+            raise NetdiagError(f"writing {name}={text!r}: {e}") from e
+
+    netns.run_in(netns_name, body)

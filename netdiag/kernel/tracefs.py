@@ -1,0 +1,50 @@
+"""tracefs: find it, mount it when missing (bcc reads tracepoint ids and formats from it)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from pathlib import Path
+
+from netdiag.errors import PrivilegeError
+from netdiag.kernel.host import REAL, HostPaths, mounts
+
+DEFAULT = Path("/sys/kernel/tracing")
+
+
+def mountpoint(host: HostPaths = REAL) -> Path | None:
+    for _src, target, fstype, _opts in mounts(host):
+        if fstype == "tracefs":
+            return Path(target)
+    return None
+
+
+def ensure(host: HostPaths = REAL) -> Path:
+    """Return the tracefs mount, mounting it at /sys/kernel/tracing if needed."""
+    found = mountpoint(host)
+    if found is not None:
+        return found
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.mount(b"tracefs", str(DEFAULT).encode(), b"tracefs", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise PrivilegeError(
+            f"cannot mount tracefs on {DEFAULT}: {os.strerror(err)}",
+            "run as root (CAP_SYS_ADMIN) or `mount -t tracefs tracefs /sys/kernel/tracing`",
+        )
+    return DEFAULT
+
+
+def tracepoint_exists(category: str, event: str, host: HostPaths = REAL) -> bool:
+    mp = mountpoint(host)
+    return mp is not None and (mp / "events" / category / event / "id").exists()
+
+
+def tracepoint_format(category: str, event: str, host: HostPaths = REAL) -> str | None:
+    mp = mountpoint(host)
+    if mp is None:
+        return None
+    try:
+        return (mp / "events" / category / event / "format").read_text()
+    except OSError:
+        return None
