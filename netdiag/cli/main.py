@@ -16,16 +16,23 @@ from netdiag.errors import EXIT_INTERRUPTED, NetdiagError
 # name -> "module:attribute". Imported only when the command runs, so `netdiag doctor`
 # does not pay for bcc, matplotlib or the node's crypto at start-up.
 COMMANDS: dict[str, str] = {
+    "bench": "netdiag.cli.bench:bench",
     # "doctor": "netdiag.cli.doctor:doctor",  (lands with issue 2)
 }
 
 
 class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use from a name -> "module:attr" map."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = COMMANDS if lazy is None else lazy
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*COMMANDS, *super().list_commands(ctx)])
+        return sorted([*self.lazy, *super().list_commands(ctx)])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
+        target = self.lazy.get(cmd_name)
         if target is None:
             return super().get_command(ctx, cmd_name)
         module, attr = target.split(":")

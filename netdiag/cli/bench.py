@@ -1,0 +1,15 @@
+"""`netdiag bench …`: benchmarks that print and save figures (ratios measured side by side)."""
+
+from __future__ import annotations
+
+import click
+
+from netdiag.cli.main import LazyGroup
+
+# name -> "module:attr"; each benchmark lives with the capability it measures.
+BENCHMARKS: dict[str, str] = {}
+
+
+@click.group(cls=LazyGroup, lazy=BENCHMARKS)
+def bench() -> None:
+    """Benchmarks: each prints its figures and saves them as JSON."""
