@@ -84,7 +84,8 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
             else:
                 console.print(_summary(the_lab.metadata(), the_lab.pending_roles))
                 console.print(
-                    f"lab [bold]{topo.name}[/] is up — Ctrl-C or `netdiag lab down {topo.name}` ends it"
+                    f"lab [bold]{topo.name}[/] is up — Ctrl-C or "
+                    f"`netdiag lab down {topo.name}` ends it"
                 )
             while True:
                 for s in the_lab.crashed():
@@ -147,7 +148,7 @@ def _detach(file: Path, engine: str | None, name: str, as_json: bool) -> None:
 @click.option("--all", "all_", is_flag=True, help="Every lab recorded in the state directory.")
 @click.option("--json", "as_json", is_flag=True)
 def down(name: str | None, all_: bool, as_json: bool) -> None:
-    """Stop lab NAME (or --all): processes, links and namespaces it recorded; works after kill -9."""
+    """Stop lab NAME (or --all): what it recorded is removed; works after kill -9."""
     if all_ == bool(name):
         raise click.UsageError("give a lab NAME or --all")
     if all_:

@@ -176,14 +176,14 @@ def measure_point(pt: Point, engine: str, seconds: float, port: int) -> dict[str
                 max(seconds / 2, 2.0),
                 port + 1,
             )
-            s = udp["end"]["sum"]
-            k, n = int(s["lost_packets"]), int(s["packets"])
-            lo, hi = wilson(k, n)
+            usum = udp["end"]["sum"]
+            k, total = int(usum["lost_packets"]), int(usum["packets"])
+            lo, hi = wilson(k, total)
             res.update(
-                loss_observed=k / n if n else None,
-                loss_packets=n,
+                loss_observed=k / total if total else None,
+                loss_packets=total,
                 loss_ci95=[round(lo, 5), round(hi, 5)],
-                loss_ratio=(k / n) / pt.loss if n else None,
+                loss_ratio=(k / total) / pt.loss if total else None,
                 loss_ok=lo <= pt.loss <= hi,
             )
         return res
@@ -242,7 +242,8 @@ def table(result: dict[str, Any]) -> Table:
         t.add_column(c, justify="right")
     for p in result["points"]:
         loss = (
-            f"{p['loss_observed'] * 100:.2f}% ({p['loss_ci95'][0] * 100:.2f}–{p['loss_ci95'][1] * 100:.2f})"
+            f"{p['loss_observed'] * 100:.2f}% "
+            f"({p['loss_ci95'][0] * 100:.2f}–{p['loss_ci95'][1] * 100:.2f})"
             if "loss_observed" in p
             else "—"
         )
