@@ -65,7 +65,9 @@ def test_sigkill_of_supervisor_then_down_all(lab_name: str, lab_state: Path) -> 
         "print('ready', flush=True)\n"
         "time.sleep(300)\n"
     )
-    sup = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=os.environ)
+    sup = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=os.environ
+    )
     assert sup.stdout is not None and sup.stdout.readline().strip() == "ready"
     rec = state.read(lab_name)
     assert rec is not None
@@ -79,8 +81,12 @@ def test_sigkill_of_supervisor_then_down_all(lab_name: str, lab_state: Path) -> 
     assert all(pid_alive(p) for p in procs)
     # ... (forwarders notice their supervisor is gone and exit on their own)
     assert not any(pid_alive(p) for p in links)
-    r = subprocess.run([sys.executable, "-m", "netdiag.cli.main", "lab", "down", "--all", "--json"],
-                       capture_output=True, text=True, env=os.environ)
+    r = subprocess.run(
+        [sys.executable, "-m", "netdiag.cli.main", "lab", "down", "--all", "--json"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
     assert r.returncode == 0, r.stderr
     assert [d["lab"] for d in json.loads(r.stdout)] == [lab_name]
     assert leftovers(lab_name) == []
@@ -124,7 +130,9 @@ def test_cli_detached_lifecycle(lab_name: str, tmp_path: Path) -> None:
     nd = [sys.executable, "-m", "netdiag.cli.main"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*nd, *args], capture_output=True, text=True, env=os.environ, timeout=60)
+        return subprocess.run(
+            [*nd, *args], capture_output=True, text=True, env=os.environ, timeout=60
+        )
 
     r = run("lab", "up", str(topo), "--detach", "--json")
     assert r.returncode == 0, r.stderr
@@ -153,7 +161,11 @@ def test_cli_detached_lifecycle(lab_name: str, tmp_path: Path) -> None:
 def test_bad_topology_file_exit_code(tmp_path: Path) -> None:
     f = tmp_path / "bad.toml"
     f.write_text('[[nodes]]\nname = "a"\n[[links]]\na = "a"\nb = "nope"\n')
-    r = subprocess.run([sys.executable, "-m", "netdiag.cli.main", "lab", "up", str(f)],
-                       capture_output=True, text=True, env=os.environ)
+    r = subprocess.run(
+        [sys.executable, "-m", "netdiag.cli.main", "lab", "up", str(f)],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
     assert r.returncode == 2
     assert f"netdiag: error: {f}:5: links[0].b: 'nope' is not a node" in r.stderr

@@ -64,7 +64,7 @@ def _error(text: str) -> str:
 
 
 def test_schema_error_names_key_path_and_line() -> None:
-    bad = GOOD.replace('queue = 50', 'queue = "lots"')
+    bad = GOOD.replace("queue = 50", 'queue = "lots"')
     msg = _error(bad)
     assert msg.startswith("lab.toml:31: links[1].queue:"), msg
 
@@ -80,7 +80,7 @@ def test_unknown_node_in_link() -> None:
 
 
 def test_unknown_key() -> None:
-    msg = _error(GOOD.replace('seed = 7', 'seed = 7\ncolour = "red"'))
+    msg = _error(GOOD.replace("seed = 7", 'seed = 7\ncolour = "red"'))
     assert msg.startswith("lab.toml:3: colour: unknown key"), msg
 
 
@@ -125,7 +125,11 @@ def test_two_node() -> None:
 def test_example_topologies_parse() -> None:
     from importlib import resources
 
-    files = [p for p in resources.files("netdiag.lab").joinpath("examples").iterdir() if p.name.endswith(".toml")]
+    files = [
+        p
+        for p in resources.files("netdiag.lab").joinpath("examples").iterdir()
+        if p.name.endswith(".toml")
+    ]
     assert files
     for f in files:
         t = parse(f.read_text(), f.name)

@@ -16,14 +16,22 @@ def test_duration(text: str | float, seconds: float) -> None:
 
 @pytest.mark.parametrize(
     ("text", "bps"),
-    [("100mbit", 100_000_000), ("1gbit", 1_000_000_000), ("500kbit", 500_000), ("12.5mbps", 100_000_000),
-     ("0", 0), (10_000_000, 10_000_000)],
+    [
+        ("100mbit", 100_000_000),
+        ("1gbit", 1_000_000_000),
+        ("500kbit", 500_000),
+        ("12.5mbps", 100_000_000),
+        ("0", 0),
+        (10_000_000, 10_000_000),
+    ],
 )
 def test_rate(text: str | int, bps: int) -> None:
     assert units.rate_bps(text) == bps
 
 
-@pytest.mark.parametrize(("text", "frac"), [("1%", 0.01), ("0.5%", 0.005), ("0.01", 0.01), (0, 0.0)])
+@pytest.mark.parametrize(
+    ("text", "frac"), [("1%", 0.01), ("0.5%", 0.005), ("0.01", 0.01), (0, 0.0)]
+)
 def test_loss(text: str | float, frac: float) -> None:
     assert units.loss_fraction(text) == pytest.approx(frac)
 
@@ -36,10 +44,19 @@ def test_queue() -> None:
 
 @pytest.mark.parametrize(
     ("fn", "bad"),
-    [(units.duration_s, "50 parsecs"), (units.duration_s, "-1ms"), (units.duration_s, "11s"),
-     (units.rate_bps, "fast"), (units.rate_bps, "100 furlongs"), (units.rate_bps, "10bit"),
-     (units.loss_fraction, "150%"), (units.loss_fraction, "1ms"), (units.queue_spec, "0"),
-     (units.queue_spec, 1.5), (units.duration_s, True)],
+    [
+        (units.duration_s, "50 parsecs"),
+        (units.duration_s, "-1ms"),
+        (units.duration_s, "11s"),
+        (units.rate_bps, "fast"),
+        (units.rate_bps, "100 furlongs"),
+        (units.rate_bps, "10bit"),
+        (units.loss_fraction, "150%"),
+        (units.loss_fraction, "1ms"),
+        (units.queue_spec, "0"),
+        (units.queue_spec, 1.5),
+        (units.duration_s, True),
+    ],
 )
 def test_bad_values_name_the_fix(fn: object, bad: object) -> None:
     with pytest.raises(InputError) as e:
