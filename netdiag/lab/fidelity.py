@@ -29,7 +29,7 @@ from rich.table import Table
 from netdiag.errors import NetdiagError
 from netdiag.kernel import netns
 from netdiag.lab.lab import Lab
-from netdiag.lab.topology import two_node
+from netdiag.lab.topology import Topology, parse, two_node
 
 PAYLOAD_SHARE = 1448 / 1500  # TCP payload per 1500-byte IP packet (20 IP + 32 TCP w/ timestamps)
 BUFFERS = (
@@ -281,6 +281,120 @@ def run(
     }
 
 
+def star(n_spokes: int, delay_s: float, rate_bps: int, engine: str, name: str) -> Topology:
+    lines = [
+        f'name = "{name}"',
+        f'engine = "{engine}"',
+        "[defaults]",
+        f"delay = {delay_s}",
+        f"rate = {rate_bps}",
+        'queue = "1bdp"',
+        "[[nodes]]",
+        'name = "hub"',
+    ]
+    for i in range(1, n_spokes + 1):
+        lines += ["[[nodes]]", f'name = "s{i}"']
+    for i in range(1, n_spokes + 1):
+        lines += ["[[links]]", 'a = "hub"', f'b = "s{i}"']
+    return parse("\n".join(lines), f"<star{n_spokes}>")
+
+
+def measure_scale(
+    n_spokes: int, engine: str, seconds: float, delay_s: float = 0.02, rate_bps: int = 10_000_000
+) -> dict[str, Any]:
+    """A hub and N spokes; half the spokes push TCP (bbr) to the hub while the other half
+    ping it, all at once: does every link still meet the targets with N links busy?"""
+    import secrets
+
+    topo = star(n_spokes, delay_s, rate_bps, engine, f"s{secrets.token_hex(3)}")
+    t0 = time.monotonic()
+    with Lab.up(topo) as lab:
+        up_s = time.monotonic() - t0
+        loaded = [f"s{i}" for i in range(1, n_spokes + 1, 2)]
+        pinging = [f"s{i}" for i in range(2, n_spokes + 1, 2)]
+        pids = lab.forwarder_pids()
+        servers = [
+            lab.popen(
+                "hub",
+                ["iperf3", "-s", "-1", "-p", str(6000 + k), "-B", lab.addr("hub")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for k in range(len(loaded))
+        ]
+        time.sleep(0.5)
+        c0, w0 = sum(_cpu_ticks(p) for p in pids), time.monotonic()
+        clients = [
+            lab.popen(
+                s,
+                [
+                    "iperf3",
+                    "-c",
+                    lab.addr("hub"),
+                    "-p",
+                    str(6000 + k),
+                    "-J",
+                    "-C",
+                    "bbr",
+                    "-O",
+                    "2",
+                    "-t",
+                    f"{seconds:g}",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for k, s in enumerate(loaded)
+        ]
+        time.sleep(2.0)  # pings run while the TCP flows are past start-up
+        pings = [
+            lab.popen(
+                s,
+                ["ping", "-n", "-c", "50", "-i", "0.02", lab.addr("hub")],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for s in pinging
+        ]
+        rtt_errs = []
+        for p in pings:
+            out, _ = p.communicate(timeout=60)
+            rtts = [float(m) * 1e3 for m in re.findall(r"time=([\d.]+) ms", out)]
+            rtt_errs.append(statistics.median(rtts) - delay_s * 1e6 if rtts else float("inf"))
+        ratios = []
+        for c in clients:
+            out, _ = c.communicate(timeout=seconds + 60)
+            try:
+                bps = float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
+            except (ValueError, KeyError):
+                bps = 0.0
+            ratios.append(bps / (rate_bps * PAYLOAD_SHARE))
+        cpu = (sum(_cpu_ticks(p) for p in pids) - c0) / os.sysconf("SC_CLK_TCK")
+        cpu_pct = cpu / (time.monotonic() - w0) * 100
+        for srv in servers:
+            try:
+                srv.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                srv.kill()
+        worst_rtt = max(rtt_errs) if rtt_errs else 0.0
+        return {
+            "namespaces": n_spokes + 1,
+            "links": n_spokes,
+            "up_s": round(up_s, 2),
+            "delay_us": delay_s * 1e6,
+            "rate_bps": rate_bps,
+            "loaded_links": len(loaded),
+            "rtt_err_us_worst": round(worst_rtt, 1),
+            "rtt_err_us_median": round(statistics.median(rtt_errs), 1) if rtt_errs else None,
+            "rtt_ok": worst_rtt <= rtt_target_s(delay_s) * 1e6,
+            "goodput_ratio_min": round(min(ratios), 4) if ratios else None,
+            "goodput_ratio_mean": round(statistics.fmean(ratios), 4) if ratios else None,
+            "rate_ok": bool(ratios) and all(abs(r - 1) <= 0.03 for r in ratios),
+            "emulator_cpu_pct": round(cpu_pct, 1),
+            "engine": lab.metadata()["engine"],
+        }
+
+
 def table(result: dict[str, Any]) -> Table:
     t = Table(title=f"emulator fidelity — engine {result['engine']}", show_edge=False)
     for c in (
@@ -320,5 +434,23 @@ def table(result: dict[str, Any]) -> Table:
             loss,
             ok(p.get("loss_ok")),
             f"{p['emulator_cpu_pct']}" if p["emulator_cpu_pct"] is not None else "—",
+        )
+    return t
+
+
+def scale_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="lab scale: half the links loaded (TCP), half pinged", show_edge=False)
+    for c in ("namespaces", "up s", "RTT err worst", "", "TCP/rate min", "mean", "", "CPU%"):
+        t.add_column(c, justify="right", no_wrap=True)
+    for r in rows:
+        t.add_row(
+            str(r["namespaces"]),
+            f"{r['up_s']:.1f}",
+            f"{r['rtt_err_us_worst'] / 1e3:+.3f}ms",
+            "✓" if r["rtt_ok"] else "✗",
+            f"{r['goodput_ratio_min']:.3f}",
+            f"{r['goodput_ratio_mean']:.3f}",
+            "✓" if r["rate_ok"] else "✗",
+            f"{r['emulator_cpu_pct']}",
         )
     return t
