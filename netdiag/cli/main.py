@@ -17,7 +17,7 @@ from netdiag.errors import EXIT_INTERRUPTED, NetdiagError
 # does not pay for bcc, matplotlib or the node's crypto at start-up.
 COMMANDS: dict[str, str] = {
     "bench": "netdiag.cli.bench:bench",
-    # "doctor": "netdiag.cli.doctor:doctor",  (lands with issue 2)
+    "doctor": "netdiag.cli.doctor:doctor",
 }
 
 

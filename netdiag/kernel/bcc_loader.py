@@ -48,8 +48,14 @@ def cflags(defines: Defines) -> list[str]:
 def render(src: Path, defines: Defines) -> str:
     """The final C of a program: the defines bcc passes, then the source."""
     lines = [f"#define {k} {v}" for k, v in defines.items()]
-    return "\n".join([f"/* {src.name} — compiled by bcc with these -D parameters */", *lines, "",
-                      src.read_text()])
+    return "\n".join(
+        [
+            f"/* {src.name} — compiled by bcc with these -D parameters */",
+            *lines,
+            "",
+            src.read_text(),
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ def prepare(env: LoadEnv = LoadEnv()) -> headers.HeaderTree:
 
 def import_bcc() -> Any:
     try:
-        import bcc  # type: ignore[import-not-found]
+        import bcc
     except ImportError as e:
         raise KernelFeatureError(
             f"the bcc Python module does not import ({e})",
@@ -90,5 +96,5 @@ def load(src: Path, defines: Defines | None = None, env: LoadEnv = LoadEnv()) ->
     except Exception as e:  # bcc raises bare Exception on compile/load failure
         raise NetdiagError(
             f"bcc could not compile or load {src.name}: {e}",
-            "run `netdiag doctor` to check headers and tracepoints; `--debug` shows the compiler log",
+            "run `netdiag doctor` to check headers and tracepoints; --debug shows the log",
         ) from e
