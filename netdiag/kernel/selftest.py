@@ -80,7 +80,7 @@ def sockops_attach() -> Result:
     bcc = bcc_loader.import_bcc()
     cg = root / f"nd-doctor-{secrets.token_hex(3)}"
     try:
-        fn = b.load_func("selftest_sockops", bcc.BPF.SOCK_OPS)
+        fn = b.load_func(b"selftest_sockops", bcc.BPF.SOCK_OPS)
         cg.mkdir()
         fd = os.open(cg, os.O_RDONLY)
         try:
