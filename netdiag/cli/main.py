@@ -81,6 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except Exception as e:  # a bug: still one line, unless the operator asked for the traceback
+        if debug:
+            traceback.print_exc()
+        _print_error(f"internal error: {type(e).__name__}: {e} — rerun with --debug and report it")
+        return 1
     return int(rv) if isinstance(rv, int) else 0
 
 
