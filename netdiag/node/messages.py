@@ -17,7 +17,7 @@ TOPIC_TXS = "txs"
 TOPICS = (TOPIC_BLOCKS, TOPIC_TXS)
 
 
-class _Msg(msgspec.Struct, tag_field="t", forbid_unknown_fields=True, frozen=True):
+class _Msg(msgspec.Struct, tag_field="t", forbid_unknown_fields=True):
     pass
 
 
