@@ -338,6 +338,20 @@ class Node:
     # ConnectionHandler -------------------------------------------------------------------
 
     def on_open(self, conn: Connection) -> str | None:
+        refusal = self._open(conn)
+        if refusal:
+            assert conn.peer_id is not None
+            self.log.info(
+                "peer_refused",
+                f"refused authenticated peer {short(conn.peer_id)} "
+                f"({conn.direction}, {conn.address}): {refusal}",
+                peer=conn.peer_id.hex(),
+                addr=conn.address,
+                reason=refusal,
+            )
+        return refusal
+
+    def _open(self, conn: Connection) -> str | None:
         pid = conn.peer_id
         assert pid is not None
         self.pending.discard(conn)
@@ -547,6 +561,11 @@ class Node:
         addrs = [c.listen_addr for c in self.conns.values() if c is not exclude and c.listen_addr]
         return sorted(set(addrs))[:64]
 
+    def add_address(self, addr: str) -> None:
+        """Dial ``addr`` as a bootstrap peer (reconnect with backoff for as long as we run)."""
+        split_hostport(addr)
+        self.addrs.setdefault(addr, AddrState(bootstrap=True))
+
     def _learn_addrs(self, addrs: list[str]) -> None:
         for a in addrs[:64]:
             if len(self.addrs) >= self.cfg.max_known_addrs:
@@ -567,7 +586,7 @@ class Node:
 
     def _on_publish(self, conn: Connection, topic: str, data: bytes) -> None:
         assert conn.peer_id is not None
-        mid, rec, first = self.gossip.receive(conn.peer_id, topic, data)
+        mid, _rec, first = self.gossip.receive(conn.peer_id, topic, data)
         if not first:
             self.metrics.gossip_duplicates.labels(topic).inc()
             return

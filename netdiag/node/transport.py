@@ -8,6 +8,7 @@ exceeds the write-buffer cap. Everything the peer sends is handed to a Connectio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from typing import Protocol
@@ -148,10 +149,8 @@ class Connection:
         finally:
             self.close(self.close_reason or reason)
             handler.on_closed(self, self.close_reason or reason)
-            try:
+            with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(self.writer.wait_closed(), 1.0)
-            except (TimeoutError, ConnectionError, OSError):
-                pass
 
     def _handle_events(self, handler: ConnectionHandler, events: list[Event]) -> None:
         for ev in events:
