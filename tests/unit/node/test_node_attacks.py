@@ -43,7 +43,7 @@ async def raw_connection(
 
 @pytest.mark.parametrize("use_tls", [True, False], ids=["tls", "plain"])
 async def test_garbage_over_socket_never_hurts_honest_peers(tmp_path: Path, use_tls: bool) -> None:
-    gen, _spec, keys = write_lab_genesis(tmp_path)
+    gen, _spec, _keys = write_lab_genesis(tmp_path)
     key_file = str(tmp_path / "validator-0.key")
     async with (
         running(node_cfg(tmp_path, "a", gen, key_file, tls=use_tls)) as (a, _),
