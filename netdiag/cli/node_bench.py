@@ -34,7 +34,7 @@ from rich.table import Table
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
 def validate(blocks: int, txs_per_block: int, rounds: int, out: Path, as_json: bool) -> None:
-    """Block and transaction validation throughput vs raw Ed25519 verify (same machine, same run)."""
+    """Block and tx validation throughput vs raw Ed25519 verify (same machine, same run)."""
     import cryptography
 
     from netdiag.node import benchmark
