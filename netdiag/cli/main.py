@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "bench": "netdiag.cli.bench:bench",
     "doctor": "netdiag.cli.doctor:doctor",
     "node": "netdiag.cli.node:node",
+    "lab": "netdiag.cli.lab:lab",
 }
 
 
