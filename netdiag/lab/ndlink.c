@@ -13,8 +13,8 @@
  *
  * Lifetime: stdin is a pipe from the supervisor; when it closes (supervisor exit, even
  * kill -9) this process exits and its TUN devices vanish with their file descriptors.
- * Control: lines on a FIFO: "ab|ba DELAY_NS JITTER_NS RATE_BPS LOSS_PPB QUEUE_PKTS".
- * Stats: rewritten as JSON to a file once a second and at exit.
+ * Control: lines on a FIFO: "ab|ba DELAY_NS JITTER_NS RATE_BPS LOSS_PPB QUEUE_PKTS", or
+ * "stats" to rewrite the stats file now. Stats: JSON, rewritten once a second and at exit.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -336,6 +336,7 @@ int main(int argc, char **argv) {
         pthread_attr_setstacksize(&at, 256 * 1024);
         if (pthread_create(&th[i], &at, run_dir, &dirs[i]) != 0) die("pthread_create");
     }
+    write_stats(stats); /* exists from the start: readers never race the first second */
     printf("ready\n");
     fflush(stdout);
 
@@ -360,6 +361,7 @@ int main(int argc, char **argv) {
                 struct cfg c;
                 if (strncmp(line, "ab ", 3) == 0 && parse_cfg(line + 3, &c) == 0) set_dir(&dirs[0], &c);
                 else if (strncmp(line, "ba ", 3) == 0 && parse_cfg(line + 3, &c) == 0) set_dir(&dirs[1], &c);
+                else if (strcmp(line, "stats") == 0) write_stats(stats);
                 else if (*line) fprintf(stderr, "ndlink: bad control line: %s\n", line);
                 line = nl + 1;
             }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from typing import Any
 
 from netdiag.errors import NetdiagError
@@ -77,6 +78,19 @@ class UserspaceEngine:
             os.close(fd)
 
     def stats(self, record: dict[str, Any]) -> dict[str, Any]:
+        # ask for a fresh file; the forwarder rewrites it atomically (rename), so wait for that
+        try:
+            before = os.stat(record["stats"]).st_mtime_ns
+            fd = os.open(record["ctl"], os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                os.write(fd, b"stats\n")
+            finally:
+                os.close(fd)
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline and os.stat(record["stats"]).st_mtime_ns == before:
+                time.sleep(0.005)
+        except (OSError, KeyError):
+            pass  # the forwarder is gone: the last file it wrote is the answer
         try:
             with open(record["stats"]) as f:
                 data: dict[str, Any] = json.load(f)
