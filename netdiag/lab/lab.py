@@ -240,9 +240,6 @@ class Lab:
                         p.stdin.close()  # EOF: the forwarder exits and its TUNs vanish
             for p in self.forwarders:
                 _stop(p, grace=2.0)
-                for f in (p.stdout, p.stderr):
-                    if f:
-                        f.close()
             rec = state.read(self.topology.name, self.root)
             if rec is not None:
                 teardown.destroy(rec, self.root)
