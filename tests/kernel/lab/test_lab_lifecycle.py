@@ -169,3 +169,31 @@ def test_bad_topology_file_exit_code(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert f"netdiag: error: {f}:5: links[0].b: 'nope' is not a node" in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_foreground_up_tears_down_on_signal(lab_name: str, tmp_path: Path, sig: int) -> None:
+    topo = tmp_path / "fg.toml"
+    topo.write_text(
+        f'name = "{lab_name}"\n[[nodes]]\nname = "a"\ncommand = "sleep 300"\n'
+        '[[nodes]]\nname = "b"\n[[links]]\na = "a"\nb = "b"\ndelay = "5ms"\n'
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-m", "netdiag.cli.main", "lab", "up", str(topo), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ,
+    )
+    assert p.stdout is not None
+    meta = json.loads(p.stdout.readline())  # printed once the lab is up
+    assert meta["lab"] == lab_name
+    rec = state.read(lab_name)
+    assert rec is not None and len(leftovers(lab_name)) == 2
+    pids = [q["pid"] for q in rec["procs"]] + [ln["pid"] for ln in rec["links"]]
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == (130 if sig == signal.SIGINT else 0), err
+    assert leftovers(lab_name) == []
+    assert not any(pid_alive(q) for q in pids)
+    assert state.read(lab_name) is None
