@@ -129,6 +129,14 @@ class Lab:
         work = state.work_dir(topo.name, root)
         (work / "logs").mkdir(parents=True, exist_ok=True)
         spaces = [ns_name(topo.name, n.name) for n in topo.nodes]
+        taken = [ns for ns in spaces if netns.exists(ns)]
+        if taken:
+            # not ours (no state file names it): never adopt, never delete it
+            raise NetdiagError(
+                f"namespace {taken[0]} exists but no lab records it",
+                f"give the lab another name, or remove it with `ip netns del {taken[0]}` "
+                "if you know it is a leftover",
+            )
         with state.locked(topo.name, root):
             state.write(
                 {

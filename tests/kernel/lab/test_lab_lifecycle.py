@@ -197,3 +197,22 @@ def test_foreground_up_tears_down_on_signal(lab_name: str, tmp_path: Path, sig: 
     assert leftovers(lab_name) == []
     assert not any(pid_alive(q) for q in pids)
     assert state.read(lab_name) is None
+
+
+def test_foreign_namespace_with_our_name_is_left_alone(lab_name: str) -> None:
+    from netdiag.errors import NetdiagError
+    from netdiag.kernel import netns
+
+    foreign = f"nd-{lab_name}-b"
+    netns.create(foreign)
+    try:
+        with (
+            pytest.raises(NetdiagError, match="exists but no lab records it"),
+            Lab.up(two_node(0.001, 0, name=lab_name)),
+        ):
+            pass
+        assert netns.exists(foreign)
+        assert not netns.exists(f"nd-{lab_name}-a")
+        assert state.read(lab_name) is None
+    finally:
+        netns.delete(foreign)
