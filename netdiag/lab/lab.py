@@ -362,6 +362,11 @@ class Lab:
             st = {"ab": st.get("ba", {}), "ba": st.get("ab", {})}
         return st
 
+    def link_devices(self, a: str, b: str) -> tuple[str, str]:
+        """(interface in a's namespace, interface in b's namespace) of the link a<->b."""
+        self.topology.link(a, b)
+        return dev_name(b), dev_name(a)
+
     def forwarder_pids(self) -> list[int]:
         return [p.pid for p in self.forwarders]
 
