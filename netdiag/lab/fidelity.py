@@ -484,7 +484,7 @@ def table(result: dict[str, Any]) -> Table:
         "RTT p50",
         "err",
         "",
-        "UDP/rate",
+        "link/rate",
         "",
         "TCP/rate",
         "loss [95% CI]",
