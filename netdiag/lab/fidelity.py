@@ -21,13 +21,11 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from rich.table import Table
 
 from netdiag.errors import NetdiagError
-from netdiag.kernel import netns
 from netdiag.lab.lab import Lab
 from netdiag.lab.topology import Topology, parse, two_node
 
@@ -86,12 +84,6 @@ def _cpu_ticks(pid: int) -> int:
         s = f.read()
     fields = s[s.rindex(")") + 2 :].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def _set_buffers() -> None:
-    for k in ("tcp_rmem", "tcp_wmem"):
-        with open(f"/proc/sys/net/ipv4/{k}", "w") as f:
-            f.write(BUFFERS)
 
 
 def iperf3(
@@ -159,6 +151,13 @@ def iperf3(
             srv.wait()
 
 
+def timed_counters(lab: Lab, node: str, dev: str) -> tuple[float, dict[str, int]]:
+    """Counters with the midpoint of the time it took to read them (a subprocess: ms)."""
+    t0 = time.monotonic()
+    c = if_counters(lab, node, dev)
+    return (t0 + time.monotonic()) / 2, c
+
+
 def if_counters(lab: Lab, node: str, dev: str) -> dict[str, int]:
     """Kernel counters of an interface in a node's namespace: an outside view of the link."""
     r = subprocess.run(
@@ -210,6 +209,8 @@ def steady_rate_bps(result: dict[str, Any]) -> float:
     return sum(float(i["bytes"]) * 8 for i in whole) / sum(float(i["seconds"]) for i in whole)
 
 
+PING_BYTES = 84  # IP packet of a default ping (56 data + 8 ICMP + 20 IP)
+LOSS_SAMPLES = 5000  # datagrams per loss measurement: 95 % CI about ±0.3 % at 1 %
 UDP_LEN = 1400  # datagram payload; the IP packet is 28 bytes more
 
 
@@ -219,12 +220,17 @@ def measure_point(
     topo = two_node(pt.delay_s, pt.rate_bps, 0.0, queue="1bdp", engine=engine, seed=seed)
     with Lab.up(topo) as lab:
         for n in ("a", "b"):
-            netns.run_in(lab.ns(n), partial(_set_buffers))
+            lab.sysctl(n, "net.ipv4.tcp_rmem", BUFFERS)
+            lab.sysctl(n, "net.ipv4.tcp_wmem", BUFFERS)
         meta = lab.metadata()
         # RTT on the idle link; judged on the median, which a single scheduling hiccup of this
         # shared host cannot move (the mean and p90 are reported next to it)
         rtt = ping_rtt(lab, "a", "b")
-        rtt_err_us = rtt["rtt_median_us"] - pt.delay_s * 1e6
+        # a real link of this rate also serializes the 84-byte probe each way
+        expect_rtt_us = pt.delay_s * 1e6 + (
+            2 * PING_BYTES * 8 / pt.rate_bps * 1e6 if pt.rate_bps else 0
+        )
+        rtt_err_us = rtt["rtt_median_us"] - expect_rtt_us
         pids = lab.forwarder_pids()
         # rate: UDP offered at 1.1 x the rate. The link's output is read from the kernel's
         # counters of the receiving interface (IP bytes, what the link serialized) over the
@@ -233,14 +239,20 @@ def measure_point(
         udp_secs = max(seconds, 3.0)
         marks: list[tuple[float, dict[str, int]]] = []
 
+        backlogs: list[int] = []
+
         def sample() -> None:
             time.sleep(1.0)  # past the first one-way delay and the queue filling
-            marks.append((time.monotonic(), if_counters(lab, "b", dev_b)))
+            marks.append(timed_counters(lab, "b", dev_b))
+            backlogs.append(int(lab.link_stats("a", "b").get("ab", {}).get("backlog_ns", 0)))
             time.sleep(udp_secs - 1.5)
-            marks.append((time.monotonic(), if_counters(lab, "b", dev_b)))
+            marks.append(timed_counters(lab, "b", dev_b))
+            backlogs.append(int(lab.link_stats("a", "b").get("ab", {}).get("backlog_ns", 0)))
 
         dev_b = lab.link_devices("a", "b")[1]
-        q0 = lab.link_stats("a", "b").get("ab", {}).get("drop_queue", 0)
+        # a deep queue for this phase (>= 100 ms of data): a sender that stalls for a moment
+        # on this shared host must not leave the link idle
+        lab.set_link("a", "b", queue_pkts=max(1000, math.ceil(pt.rate_bps * 0.1 / 8 / 1500)))
         udp = iperf3(
             lab,
             "a",
@@ -253,9 +265,11 @@ def measure_point(
         (t_a, c_a), (t_b, c_b) = marks
         link_bps = (c_b["rx_bytes"] - c_a["rx_bytes"]) * 8 / (t_b - t_a)
         app_bps = steady_rate_bps(udp)
-        # the link is only measured if it was the bottleneck: its queue must have overflowed.
-        # Otherwise the sender (iperf3 on this shared 2-core host) was slower than the link.
-        saturated = lab.link_stats("a", "b").get("ab", {}).get("drop_queue", 0) > q0
+        # the link is only measured if it was the bottleneck: a backlog at both marks (the
+        # queue grows at 0.1 x rate). Else the sender (iperf3 on this shared 2-core host)
+        # was slower than the link.
+        saturated = len(backlogs) == 2 and min(backlogs) > 0
+        lab.set_link("a", "b", queue_pkts=topo.links[0].shape.queue_packets(topo.mtu))
         offered_bps = float(udp["end"]["sum"]["bits_per_second"])
         # TCP goodput (bbr, first 2 s omitted) and the forwarder's CPU meanwhile
         t0, c0 = time.monotonic(), sum(_cpu_ticks(p) for p in pids)
@@ -269,8 +283,9 @@ def measure_point(
             "delay_us": pt.delay_s * 1e6,
             "loss": pt.loss,
             **rtt,
+            "rtt_expected_us": round(expect_rtt_us, 1),
             "rtt_err_us": round(rtt_err_us, 1),
-            "rtt_ratio": rtt["rtt_median_us"] / (pt.delay_s * 1e6) if pt.delay_s else None,
+            "rtt_ratio": rtt["rtt_median_us"] / expect_rtt_us if expect_rtt_us else None,
             "rtt_ok": abs(rtt_err_us) <= rtt_target_s(pt.delay_s) * 1e6,
             "link_bps": round(link_bps),
             "rate_ratio": link_bps / pt.rate_bps,
@@ -290,7 +305,11 @@ def measure_point(
         if pt.loss:
             # loss: datagrams the sender's interface handed to the link vs what the receiver's
             # interface got (kernel counters on both ends, so receiver overruns do not count)
-            lab.set_link("a", "b", loss=pt.loss)
+            # random loss only: a light load and a deep queue, so no datagram meets a full queue
+            lab.set_link("a", "b", loss=pt.loss, queue_pkts=10_000)
+            udp_bps = min(pt.rate_bps // 4, 20_000_000)
+            dlen = 200 if udp_bps <= 5_000_000 else 1000
+            udp_secs = min(8.0, max(2.0, LOSS_SAMPLES / (udp_bps / 8 / dlen)))
             dev_a = lab.link_devices("a", "b")[0]
             before = lab.link_stats("a", "b").get("ab", {})
             tx0, rx0 = if_counters(lab, "a", dev_a), if_counters(lab, "b", dev_b)
@@ -298,8 +317,8 @@ def measure_point(
                 lab,
                 "a",
                 "b",
-                ["-u", "-b", str(min(pt.rate_bps // 2, 20_000_000)), "-l", "1000"],
-                max(seconds / 2, 2.0),
+                ["-u", "-b", str(udp_bps), "-l", str(dlen)],
+                udp_secs,
                 port + 2,
             )
             time.sleep(pt.delay_s + 0.05)  # the last datagrams are still on the wire

@@ -362,6 +362,31 @@ class Lab:
             st = {"ab": st.get("ba", {}), "ba": st.get("ab", {})}
         return st
 
+    def sysctl(self, node: str, name: str, value: str | int) -> None:
+        """Set a network sysctl (e.g. "net.ipv4.tcp_rmem") inside a node's namespace only.
+
+        Only `net.*` names: those under /proc/sys/net seen from a child namespace are that
+        namespace's own; kernel.* or vm.* would change the host, so they are refused.
+        """
+        if not name.startswith("net.") or "/" in name or ".." in name:
+            raise InputError(
+                f"{name!r} is not a network-namespace sysctl",
+                "only net.* sysctls can be set per lab node (host-wide ones: `netdiag tune`)",
+            )
+        path = "/proc/sys/" + name.replace(".", "/")
+
+        def write() -> None:
+            with open(path, "w") as f:
+                f.write(str(value))
+
+        try:
+            netns.run_in(self.ns(node), write)
+        except OSError as e:
+            raise NetdiagError(
+                f"cannot set {name} in {self.ns(node)}: {e.strerror}",
+                "check the name with `netdiag lab exec NODE -- sysctl -a`",
+            ) from e
+
     def link_devices(self, a: str, b: str) -> tuple[str, str]:
         """(interface in a's namespace, interface in b's namespace) of the link a<->b."""
         self.topology.link(a, b)

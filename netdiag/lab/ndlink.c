@@ -281,15 +281,20 @@ static void write_stats(const char *path) {
     FILE *f = fopen(tmp, "w");
     if (!f) return;
     fprintf(f, "{");
+    uint64_t now = now_ns();
     for (int i = 0; i < 2; i++) {
         struct dir *d = &dirs[i];
+        /* how long the serializer stays busy with what is queued: > 0 means a backlog */
+        uint64_t last = __atomic_load_n(&d->last_tx_end, __ATOMIC_RELAXED);
         fprintf(f,
                 "%s\"%s\": {\"rx_pkts\": %llu, \"rx_bytes\": %llu, \"tx_pkts\": %llu, \"tx_bytes\": %llu, "
-                "\"drop_loss\": %llu, \"drop_queue\": %llu, \"drop_overflow\": %llu, \"write_err\": %llu}",
+                "\"drop_loss\": %llu, \"drop_queue\": %llu, \"drop_overflow\": %llu, \"write_err\": %llu, "
+                "\"backlog_ns\": %llu}",
                 i ? ", " : "", d->name, (unsigned long long)d->rx_pkts, (unsigned long long)d->rx_bytes,
                 (unsigned long long)d->tx_pkts, (unsigned long long)d->tx_bytes,
                 (unsigned long long)d->drop_loss, (unsigned long long)d->drop_queue,
-                (unsigned long long)d->drop_overflow, (unsigned long long)d->write_err);
+                (unsigned long long)d->drop_overflow, (unsigned long long)d->write_err,
+                (unsigned long long)(last > now ? last - now : 0));
     }
     fprintf(f, "}\n");
     fclose(f);

@@ -33,6 +33,19 @@ def test_up_exec_set_down_leaves_nothing(lab_name: str, lab_state: Path) -> None
         lab.set_link("a", "b", delay_s=0.005)
         r = lab.exec("a", ["ping", "-q", "-c", "10", "-i", "0.02", lab.addr("b")])
         assert 5_000 <= parse_ping(r.stdout)["rtt_avg_us"] <= 5_000 + 200 + 50
+        with open("/proc/sys/net/ipv4/tcp_rmem") as f:
+            host_before = f.read()
+        lab.sysctl("a", "net.ipv4.tcp_rmem", "4096 65536 8388607")
+        got = lab.exec("a", ["cat", "/proc/sys/net/ipv4/tcp_rmem"]).stdout.split()
+        assert got == ["4096", "65536", "8388607"]
+        with open("/proc/sys/net/ipv4/tcp_rmem") as f:
+            assert f.read() == host_before  # only the node's namespace changed
+        from netdiag.errors import InputError, NetdiagError
+
+        with pytest.raises(InputError, match="only net"):
+            lab.sysctl("a", "kernel.pid_max", 65536)  # host-global: refused
+        with pytest.raises(NetdiagError, match="cannot set"):
+            lab.sysctl("a", "net.ipv4.no_such_knob", 1)
         srv = lab.popen("b", ["sleep", "300"])
         assert state.path_of(lab_name).exists()
     assert leftovers(lab_name) == []
