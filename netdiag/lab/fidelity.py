@@ -447,6 +447,7 @@ def measure_scale(
             for k, s in enumerate(loaded)
         ]
         time.sleep(2.0)  # pings run while the TCP flows are past start-up
+        expect_us = delay_s * 1e6 + 2 * PING_BYTES * 8 / rate_bps * 1e6  # + probe serialization
         # 6 batches of 8 pings per spoke, all spokes at once; median of batch means (see ping_rtt)
         loop = f"for i in 1 2 3 4 5 6; do ping -n -q -c 8 -i 0.02 {lab.addr('hub')}; done"
         pings = [
@@ -456,7 +457,7 @@ def measure_scale(
         for p in pings:
             out, _ = p.communicate(timeout=60)
             means = [float(m) * 1e3 for m in re.findall(r"= [\d.]+/([\d.]+)/", out)]
-            rtt_errs.append(statistics.median(means) - delay_s * 1e6 if means else float("inf"))
+            rtt_errs.append(statistics.median(means) - expect_us if means else float("inf"))
         ratios = []
         for c in clients:
             out, _ = c.communicate(timeout=seconds + 60)
