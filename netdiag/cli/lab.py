@@ -307,7 +307,12 @@ def link_set(
     if idx is None:
         raise InputError(f"lab {name} has no link {a} <-> {b}", "see `netdiag lab status`")
     cur = rec["links"][idx]["shape"]
-    qp, qb = units.queue_spec(queue, "--queue") if queue else (int(cur["queue_pkts"]), 0.0)
+    if queue:
+        qp, qb = units.queue_spec(queue, "--queue")
+    elif cur.get("queue_bdp"):
+        qp, qb = 0, float(cur["queue_bdp"])  # a BDP-sized queue follows the new rate x delay
+    else:
+        qp, qb = int(cur["queue_pkts"]), 0.0
     shape = LinkShape(
         delay_s=units.duration_s(delay, "--delay") if delay else cur["delay_us"] / 1e6,
         jitter_s=units.duration_s(jitter, "--jitter") if jitter else cur["jitter_us"] / 1e6,

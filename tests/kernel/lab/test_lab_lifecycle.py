@@ -157,7 +157,9 @@ def test_cli_detached_lifecycle(lab_name: str, tmp_path: Path) -> None:
         assert r.returncode == 0 and parse_ping(r.stdout)["rtt_avg_us"] >= 10_000
         r = run("lab", "link", "set", "a", "b", "--delay", "30ms", "--loss", "0.5%", "--json")
         assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["delay_us"] == 30_000
+        changed = json.loads(r.stdout)
+        assert changed["delay_us"] == 30_000 and changed["loss"] == 0.005
+        assert changed["queue_pkts"] == 50  # 1 BDP follows: 20 Mbit/s x 30 ms / 1500 B
         r = run("lab", "exec", "a", "--", "ping", "-q", "-c", "3", "-i", "0.05", "10.0.0.2")
         assert parse_ping(r.stdout)["rtt_avg_us"] >= 30_000
         r = run("lab", "exec", "a", "--", "false")
