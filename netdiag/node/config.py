@@ -86,7 +86,13 @@ def load_config(
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {file} is not TOML: {e}") from e
     merged.update(_parse_env(env))
-    merged.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+    merged.update(
+        {
+            k: v
+            for k, v in overrides.items()
+            if v is not None and not (isinstance(v, list | tuple) and not v)
+        }
+    )
     for k in ("peers",):
         if k in merged and isinstance(merged[k], tuple):
             merged[k] = list(merged[k])

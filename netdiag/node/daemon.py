@@ -94,6 +94,7 @@ class Node:
         self.pending: set[Connection] = set()  # handshaking
         self.addrs: dict[str, AddrState] = {p: AddrState(bootstrap=True) for p in cfg.peers}
         self.dialing: set[str] = set()
+        self.self_addrs: set[str] = set()
         self.banned: dict[bytes, float] = {}
         self.banned_ips: dict[str, float] = {}
         self.failed_handshakes: dict[str, deque[float]] = {}
@@ -300,8 +301,12 @@ class Node:
             conn = self._new_conn(r, w, outbound=True, dialed=addr)
             self.pending.add(conn)
             await conn.run(self)
-            if conn.peer_id is None or (conn.close_reason and "refus" in conn.close_reason):
-                self._dial_failed(addr, st, conn.close_reason or "handshake failed")
+            why = conn.close_reason or "handshake failed"
+            if "handshake_self" in why:
+                self.addrs.pop(addr, None)  # that address is us: never dial it again
+                self.self_addrs.add(addr)
+            elif conn.peer_id is None or "refus" in why:
+                self._dial_failed(addr, st, why)
         finally:
             self.dialing.discard(addr)
 
@@ -422,8 +427,8 @@ class Node:
 
     def _note_failed_handshake(self, conn: Connection, reason: str) -> None:
         self.metrics.handshakes.labels("failed").inc()
-        if conn.outbound:
-            return
+        if conn.outbound or "handshake_self" in reason:
+            return  # our own dial to ourselves is not the remote address misbehaving
         now = self.clock()
         window = self.failed_handshakes.setdefault(conn.remote_host, deque())
         window.append(now)
@@ -570,6 +575,8 @@ class Node:
         for a in addrs[:64]:
             if len(self.addrs) >= self.cfg.max_known_addrs:
                 return
+            if a in self.self_addrs:
+                continue
             try:
                 split_hostport(a)
             except Exception:

@@ -1,0 +1,116 @@
+"""Nodes talking over loopback: late-joiner catch-up sync, peer exchange, self-dial, timeouts,
+slow readers, restart on the same store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from netdiag.node.messages import GetBlocks
+from tests.unit.node.nodekit import (
+    RawPeer,
+    api,
+    node_cfg,
+    running,
+    wait_for,
+    write_lab_genesis,
+)
+
+
+async def test_late_joiner_catches_up_by_sync_then_follows_gossip(tmp_path: Path) -> None:
+    gen, _, _ = write_lab_genesis(tmp_path, slot_ms=100)
+    async with running(
+        node_cfg(tmp_path, "a", gen, str(tmp_path / "validator-0.key"), tls=False)
+    ) as (a, _):
+        await wait_for(lambda: a.height >= 12, what="a produces")
+        async with running(
+            node_cfg(
+                tmp_path, "b", gen, tls=False, sync_batch=5, peers=[f"127.0.0.1:{a.listen_port}"]
+            )
+        ) as (b, _blog):
+            await wait_for(lambda: b.height >= 12, what="b catches up")
+            target = a.height + 3
+            await wait_for(lambda: b.height >= target, what="b follows new blocks")
+            assert b.chain is not None and a.chain is not None
+            assert b.chain.store.hash_at(12) == a.chain.store.hash_at(12)
+            assert b.metrics.blocks_received.labels("sync")._value.get() >= 12
+            st, s = await api(b, "/status")
+            await wait_for(lambda: b.synchronized(), what="synchronized")
+            assert st == 200 and not s["validator"]
+
+
+async def test_peer_exchange_finds_peers_not_configured(tmp_path: Path) -> None:
+    gen, _, _ = write_lab_genesis(tmp_path)
+    async with (
+        running(node_cfg(tmp_path, "a", gen, tls=False)) as (a, _),
+        running(node_cfg(tmp_path, "b", gen, tls=False, peers=[f"127.0.0.1:{a.listen_port}"])) as (
+            b,
+            _,
+        ),
+    ):
+        await wait_for(lambda: len(a.conns) == 1, what="a-b")
+        async with running(
+            node_cfg(tmp_path, "c", gen, tls=False, peers=[f"127.0.0.1:{a.listen_port}"])
+        ) as (c, _):
+            # c only knows a; a tells c about b's listen address
+            await wait_for(lambda: len(c.conns) == 2, what="c learns b via peer exchange")
+            assert b.node_id in c.conns
+
+
+async def test_dialing_ourselves_is_detected_and_dropped(tmp_path: Path) -> None:
+    gen, _, _ = write_lab_genesis(tmp_path)
+    async with running(node_cfg(tmp_path, "a", gen)) as (a, _log):
+        me = f"localhost:{a.listen_port}"  # another spelling of our own address
+        a.add_address(me)
+        await wait_for(lambda: me in a.self_addrs, what="self detected")
+        assert me not in a.addrs and not a.conns and not a.banned_ips
+
+
+async def test_silent_connection_hits_handshake_timeout(tmp_path: Path) -> None:
+    gen, _, _ = write_lab_genesis(tmp_path)
+    async with running(node_cfg(tmp_path, "a", gen, tls=False, handshake_timeout_s=0.3)) as (a, _):
+        r, w = await asyncio.open_connection("127.0.0.1", a.listen_port)
+        data = await asyncio.wait_for(r.read(), 5)  # node's Hello, then EOF at the timeout
+        assert data and a.metrics.limit_hits.labels("handshake_timeout")._value.get() == 1
+        w.close()
+
+
+async def test_peer_that_does_not_read_is_disconnected(tmp_path: Path) -> None:
+    gen, _, _ = write_lab_genesis(tmp_path, slot_ms=50)
+    cfg = node_cfg(
+        tmp_path,
+        "a",
+        gen,
+        str(tmp_path / "validator-0.key"),
+        tls=False,
+        max_write_buffer_bytes=64 << 10,
+        peer_msg_rate=1e6,
+    )
+    async with running(cfg) as (a, log):
+        await wait_for(lambda: a.height >= 20, what="blocks to serve")
+        reader = RawPeer(a)
+        await reader.connect(None)
+        for i in range(20000):  # ~100 MB of answers requested; we never read them
+            reader.send(GetBlocks(i, 1, 20))
+            if i % 500 == 0:
+                await asyncio.sleep(0)
+            if not a.conns:
+                break
+        await wait_for(lambda: "write buffer over limit" in log.getvalue(), what="slow-reader")
+        assert not a.conns
+        reader.w.transport.abort()
+
+
+async def test_restart_keeps_chain_and_continues(tmp_path: Path) -> None:
+    gen, _, _ = write_lab_genesis(tmp_path, slot_ms=50)
+    cfg = node_cfg(tmp_path, "a", gen, str(tmp_path / "validator-0.key"), tls=False)
+    async with running(cfg) as (a, _):
+        await wait_for(lambda: a.height >= 5, what="blocks")
+        h1 = a.height
+        assert a.chain is not None
+        tip = a.chain.tip_hash
+    async with running(cfg) as (a2, log):
+        assert a2.chain is not None
+        assert a2.chain.store.hash_at(h1) == tip
+        await wait_for(lambda: a2.height > h1 + 2, what="continues after restart")
+        assert f"up at height {h1}" in log.getvalue()
