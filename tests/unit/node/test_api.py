@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -37,6 +38,9 @@ async def test_api_end_to_end(tmp_path: Path) -> None:
         assert st == 202 and r["accepted"] and r["txid"] == tx.txid().hex()
         st, r = await api(a, "/tx", "POST", tx_json(tx))
         assert st == 200 and r["duplicate"]
+        st, m = await api(a, f"/message/{hashlib.sha256(tx.encode()).hexdigest()}")
+        assert st == 200 and m["topic"] == "txs" and m["first_peer"] is None
+        assert m["verdict"] == "accept" and m["duplicates"] == 0
         bad = tx_json(make_tx(user, 2, b"x", 0)) | {"payload": "00"}
         st, r = await api(a, "/tx", "POST", bad)
         assert st == 400 and r["reason"] == "invalid"
