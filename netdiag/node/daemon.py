@@ -13,6 +13,7 @@ import random
 import signal
 import ssl
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -498,6 +499,20 @@ class Node:
     # -- messages --------------------------------------------------------------------------
 
     def on_message(self, conn: Connection, msg: Message, size: int) -> None:
+        try:
+            self._dispatch(conn, msg, size)
+        except Exception as e:  # a bug must cost one connection, never the node
+            self.metrics.protocol_violations.labels("internal_error").inc()
+            self.log.error(
+                "internal_error",
+                f"handling {type(msg).__name__} from {conn.address} "
+                f"failed: {e!r}; closing that connection",
+                addr=conn.address,
+                exc=traceback.format_exc(),
+            )
+            conn.close(f"internal error handling {type(msg).__name__}")
+
+    def _dispatch(self, conn: Connection, msg: Message, size: int) -> None:
         self.metrics.messages_received.labels(type(msg).__name__).inc()
         self.metrics.bytes_received.inc(size)
         pid = conn.peer_id
@@ -551,7 +566,7 @@ class Node:
 
     def _serve_range(self, start: int, count: int) -> list[bytes]:
         assert self.chain is not None
-        if start < 0 or count <= 0:
+        if not 0 <= start <= self.chain.height or count <= 0:
             return []
         out: list[bytes] = []
         budget = self.cfg.max_frame_bytes // 2

@@ -94,7 +94,7 @@ class SequentialSync:
                 break
         if not msg.blocks and self.peer_height.get(conn, 0) > self.host.height:
             self.peer_height[conn] = self.host.height  # it claimed more than it served
-            self.host.penalize(conn, 5.0, "empty Blocks response below its claimed height")
+            self.host.penalize(conn, 20.0, "claimed a tip it could not serve")
         self._maybe_request()
 
     def tick(self) -> None:
