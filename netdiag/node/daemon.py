@@ -770,6 +770,9 @@ class Node:
             for ip, until in list(self.banned_ips.items()):
                 if until <= now:
                     del self.banned_ips[ip]
+            for ip, window in list(self.failed_handshakes.items()):
+                if not window or window[-1] < now - 60:
+                    del self.failed_handshakes[ip]
             for conn in list(self.conns.values()):
                 if now - conn.last_recv > self.cfg.ping_interval_s:
                     conn.send(Ping(int(now * 1000)))
@@ -809,6 +812,7 @@ class Node:
         producer, height, round_ = chain.scheduled_producer(now)
         if producer != self.node_id or (height, round_) in self.produced:
             return
+        self.produced = {x for x in self.produced if x[0] >= height}  # bounded: this height only
         self.produced.add((height, round_))
         p = self.genesis.params
         candidates = self.mempool.take(p.max_block_txs, p.max_block_bytes - 4096)

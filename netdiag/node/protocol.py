@@ -149,6 +149,8 @@ class PeerProtocol:
         self.peer_hello: Hello | None = None
         self._out = bytearray()
         self.started = False
+        self._bye_sent = False
+        self._peer_said_bye = False
 
     # -- outbound --------------------------------------------------------------------------
 
@@ -172,9 +174,11 @@ class PeerProtocol:
         self._out += encode_frame(msg)
 
     def close(self, reason: str) -> None:
-        """Queue a Disconnect with the reason (if the peer is authenticated) and stop."""
-        if self.state is State.OPEN:
+        """Queue one Disconnect carrying the reason — also for a rejected handshake, so the
+        peer learns why (network, genesis, version, auth) — and stop."""
+        if self.started and not self._bye_sent and not self._peer_said_bye:
             self._out += encode_frame(Disconnect(reason[:200]))
+            self._bye_sent = True
         self.state = State.CLOSED
 
     def data_to_send(self) -> bytes:
@@ -210,6 +214,7 @@ class PeerProtocol:
 
     def _handle(self, msg: Message, size: int) -> Event | None:
         if isinstance(msg, Disconnect):
+            self._peer_said_bye = True
             return PeerClosed(msg.reason)
         if self.state is State.AWAIT_HELLO:
             if not isinstance(msg, Hello):
