@@ -114,3 +114,23 @@ async def test_restart_keeps_chain_and_continues(tmp_path: Path) -> None:
         assert a2.chain.store.hash_at(h1) == tip
         await wait_for(lambda: a2.height > h1 + 2, what="continues after restart")
         assert f"up at height {h1}" in log.getvalue()
+
+
+async def test_reconnects_with_backoff_after_peer_restart(tmp_path: Path) -> None:
+    import socket
+
+    gen, _, _ = write_lab_genesis(tmp_path)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    b_cfg = node_cfg(tmp_path, "b", gen, tls=True, listen=f"127.0.0.1:{port}")
+    async with running(node_cfg(tmp_path, "a", gen, peers=[f"127.0.0.1:{port}"])) as (a, _log):
+        async with running(b_cfg) as (b, _):
+            await wait_for(lambda: b.node_id in a.conns, what="first connection")
+        await wait_for(lambda: not a.conns, what="disconnect noticed")
+        await asyncio.sleep(1.0)  # a few failed dials while b is down: backoff grows
+        assert a.addrs[f"127.0.0.1:{port}"].failures >= 1
+        async with running(b_cfg) as (b, _):
+            await wait_for(lambda: b.node_id in a.conns, timeout=15, what="reconnection")
+        assert a.addrs[f"127.0.0.1:{port}"].failures == 0
