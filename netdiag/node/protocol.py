@@ -31,6 +31,7 @@ LEN = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 4 << 20  # above the largest block (1 MiB) plus a sync batch's overhead
 HANDSHAKE_DOMAIN = b"netdiag-node/handshake/v1\x00"
 NONCE_LEN = 32
+HANDSHAKE_MAX_FRAME = 4096  # Hello and Auth are < 300 bytes
 
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
@@ -144,7 +145,10 @@ class PeerProtocol:
         self.listen_port = listen_port
         self.agent = agent
         self.nonce = nonce if nonce is not None else os.urandom(NONCE_LEN)
-        self.decoder = FrameDecoder(max_frame)
+        # Until the peer is authenticated only handshake frames are legal, and they are tiny:
+        # a stranger must not make us buffer megabytes.
+        self.max_frame = max_frame
+        self.decoder = FrameDecoder(min(max_frame, HANDSHAKE_MAX_FRAME))
         self.state = State.AWAIT_HELLO
         self.peer_hello: Hello | None = None
         self._out = bytearray()
@@ -278,4 +282,5 @@ class PeerProtocol:
                 "signature over our nonce does not verify",
             )
         self.state = State.OPEN
+        self.decoder.max_frame = self.max_frame
         return HandshakeComplete(h.node_id, h)

@@ -134,3 +134,32 @@ async def test_reconnects_with_backoff_after_peer_restart(tmp_path: Path) -> Non
         async with running(b_cfg) as (b, _):
             await wait_for(lambda: b.node_id in a.conns, timeout=15, what="reconnection")
         assert a.addrs[f"127.0.0.1:{port}"].failures == 0
+
+
+async def test_trickling_handshake_cannot_stretch_the_deadline(tmp_path: Path) -> None:
+    import time
+
+    gen, _, _ = write_lab_genesis(tmp_path)
+    async with running(node_cfg(tmp_path, "a", gen, tls=False, handshake_timeout_s=0.5)) as (
+        a,
+        _,
+    ):
+        r, w = await asyncio.open_connection("127.0.0.1", a.listen_port)
+        t0 = time.monotonic()
+        w.write(b"\x00\x00\x00\xc8")  # a 200-byte frame, then its body one byte per 100 ms
+        closed_at = None
+        for _ in range(30):
+            await asyncio.sleep(0.1)
+            if r.at_eof() or w.is_closing():
+                break
+            w.write(b"\x90")
+            try:
+                await asyncio.wait_for(r.read(4096), 0.01)
+            except TimeoutError:
+                pass
+            if r.at_eof():
+                closed_at = time.monotonic() - t0
+                break
+        assert closed_at is not None and closed_at < 1.5, closed_at
+        assert a.metrics.limit_hits.labels("handshake_timeout")._value.get() == 1
+        w.close()

@@ -281,3 +281,41 @@ def test_rejected_peer_is_told_why() -> None:
     c.start()
     evs = c.receive_data(a.data_to_send())
     assert evs == [PeerClosed("protocol violation: handshake_version")]
+
+
+def test_large_frames_are_refused_until_authenticated() -> None:
+    a = PeerProtocol(A, NET, GEN, max_frame=1 << 20)
+    a.start()
+    (ev,) = a.receive_data(LEN.pack(5000))
+    assert isinstance(ev, Violation) and ev.reason == "frame_too_large"
+    a2, b2 = pair()
+    pump(a2, b2)
+    big = Publish("txs", b"x" * 100_000)
+    a2.send(big)
+    got = b2.receive_data(a2.data_to_send())
+    assert [e.message for e in got if isinstance(e, MessageReceived)] == [big]
+
+
+hellos = st.builds(
+    Hello,
+    network_id=st.sampled_from([NET, "other", ""]),
+    genesis_hash=st.sampled_from([GEN, b"", b"\x00" * 32]),
+    version=st.integers(-2, 3),
+    node_id=st.sampled_from([B.node_id, A.node_id, b"", b"\x01" * 32]) | st.binary(max_size=40),
+    nonce=st.binary(max_size=40),
+    listen_port=st.integers(-1, 70000),
+    agent=st.text(max_size=10),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hellos, st.binary(max_size=80), st.booleans())
+def test_fuzzed_handshakes_never_open_without_proof(hello: Hello, sig: bytes, dup: bool) -> None:
+    from netdiag.node.messages import Auth
+
+    a = PeerProtocol(A, NET, GEN)
+    a.start()
+    data = encode_frame(hello) + (encode_frame(hello) if dup else b"") + encode_frame(Auth(sig))
+    events = a.receive_data(data)
+    assert a.state is not State.OPEN
+    assert not any(isinstance(e, HandshakeComplete | MessageReceived) for e in events)
