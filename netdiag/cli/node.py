@@ -64,11 +64,6 @@ def run(config_file: Path | None, **opts: Any) -> None:
         cfg = load_config(config_file, os.environ, overrides)
     except NodeError as e:
         raise _node_error(e) from e
-    if not cfg.data_dir or not cfg.genesis:
-        raise InputError(
-            "node needs a data directory and a genesis file",
-            "pass --data-dir DIR --genesis FILE (or set them in --config)",
-        )
     log = NodeLog(Path(cfg.data_dir).name or "node", sys.stderr, cfg.log_level)
     try:
         main_loop(cfg, log)

@@ -96,6 +96,12 @@ def load_config(
     for k in ("peers",):
         if k in merged and isinstance(merged[k], tuple):
             merged[k] = list(merged[k])
+    missing = [k for k in ("data_dir", "genesis") if not merged.get(k)]
+    if missing:
+        raise ConfigError(
+            f"no {' and no '.join(missing)} given: pass --data-dir DIR --genesis FILE (or set "
+            "data_dir/genesis in --config, or NETDIAG_NODE_DATA_DIR/NETDIAG_NODE_GENESIS)"
+        )
     try:
         cfg = msgspec.convert(merged, NodeConfig, strict=False)
     except msgspec.ValidationError as e:

@@ -37,6 +37,8 @@ def test_bad_config_is_explained(tmp_path: Path) -> None:
         load_config(None, {"NETDIAG_NODE_MAX_INBOUND": "many"}, {"data_dir": "d", "genesis": "g"})
     with pytest.raises(ConfigError, match="HOST:PORT"):
         load_config(None, {}, {"data_dir": "d", "genesis": "g", "listen": "nonsense"})
+    with pytest.raises(ConfigError, match="--genesis FILE"):
+        load_config(None, {}, {"data_dir": "d"})
     bad = tmp_path / "bad.toml"
     bad.write_text("data_dir = [")
     with pytest.raises(ConfigError, match="not TOML"):

@@ -162,3 +162,16 @@ async def test_trickling_handshake_cannot_stretch_the_deadline(tmp_path: Path) -
         assert closed_at is not None and closed_at < 1.5, closed_at
         assert a.metrics.limit_hits.labels("handshake_timeout")._value.get() == 1
         w.close()
+
+
+async def test_inbound_connection_limit(tmp_path: Path) -> None:
+    gen, _, _ = write_lab_genesis(tmp_path)
+    async with running(node_cfg(tmp_path, "a", gen, tls=False, max_inbound=1)) as (a, _):
+        first = RawPeer(a)
+        await first.connect(None)
+        await wait_for(lambda: len(a.conns) == 1, what="first peer")
+        r, w = await asyncio.open_connection("127.0.0.1", a.listen_port)
+        assert await asyncio.wait_for(r.read(), 5) == b""  # refused before any Hello
+        w.close()
+        assert a.metrics.limit_hits.labels("max_inbound")._value.get() == 1
+        assert len(a.conns) == 1 and first.identity.node_id in a.conns
