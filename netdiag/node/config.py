@@ -27,7 +27,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     peers: list[str] = []
     tls: bool = True
     produce: bool = True  # produce blocks in our slots if our key is a genesis validator
-    min_peers_to_produce: int = -1  # -1: 1 if any peer is configured, else 0
+    min_peers_to_produce: int = -1  # -1: connected to a majority of validators (see daemon)
     # connections
     max_inbound: int = 64
     max_outbound: int = 16

@@ -788,10 +788,15 @@ class Node:
     def synchronized(self) -> bool:
         return self.sync.synchronized()
 
-    def _min_peers(self) -> int:
+    def quorum_connected(self) -> bool:
+        """May we produce? Default: we are connected to a strict majority of the validator set
+        (counting ourselves). Two groups cannot both hold a majority, so validators that start
+        apart, or are split by a partition, cannot build competing chains; a minority waits."""
         if self.cfg.min_peers_to_produce >= 0:
-            return self.cfg.min_peers_to_produce
-        return 1 if self.cfg.peers else 0
+            return len(self.conns) >= self.cfg.min_peers_to_produce
+        validators = set(self.genesis.validators)
+        connected = sum(pid in validators for pid in self.conns)
+        return 1 + connected > len(validators) // 2
 
     async def _producer_loop(self) -> None:
         if not (self.cfg.produce and self.is_validator):
@@ -804,7 +809,7 @@ class Node:
     def _maybe_produce(self) -> None:
         chain = self.chain
         assert chain is not None
-        if len(self.conns) < self._min_peers() or not self.synchronized():
+        if not self.quorum_connected() or not self.synchronized():
             return
         now = now_ms()
         if now < chain.tip.header.timestamp_ms + self.genesis.params.slot_ms:
@@ -859,6 +864,7 @@ class Node:
             "peers_inbound": len(self.conns) - out,
             "uptime_s": round(self.clock() - self.started_at, 3),
             "synchronized": self.synchronized(),
+            "validator_quorum": self.quorum_connected(),
             "best_peer_height": self.sync.best_peer_height(),
             "validator": self.is_validator,
             "mempool_txs": len(self.mempool),

@@ -175,3 +175,34 @@ async def test_inbound_connection_limit(tmp_path: Path) -> None:
         w.close()
         assert a.metrics.limit_hits.labels("max_inbound")._value.get() == 1
         assert len(a.conns) == 1 and first.identity.node_id in a.conns
+
+
+async def test_validators_produce_only_with_a_majority_and_survive_one_down(
+    tmp_path: Path,
+) -> None:
+    gen, spec, _ = write_lab_genesis(tmp_path, validators=3, slot_ms=100)
+    a_cfg = node_cfg(
+        tmp_path, "a", gen, str(tmp_path / "validator-0.key"), tls=False, min_peers_to_produce=-1
+    )
+    async with running(a_cfg) as (a, _):
+        await asyncio.sleep(1.0)  # 10 slots alone: 1 of 3 validators is a minority
+        assert a.height == 0 and not a.quorum_connected()
+        b_cfg = node_cfg(
+            tmp_path,
+            "b",
+            gen,
+            str(tmp_path / "validator-1.key"),
+            tls=False,
+            min_peers_to_produce=-1,
+            peers=[f"127.0.0.1:{a.listen_port}"],
+        )
+        async with running(b_cfg) as (b, _):
+            # 2 of 3 is a majority; the third validator is down, its rounds are skipped
+            await wait_for(lambda: a.height >= 8 and b.height >= 8, what="production")
+            assert a.chain is not None and b.chain is not None
+            producers = {
+                a.chain.store.block_at(h).header.producer  # type: ignore[union-attr]
+                for h in range(1, 9)
+            }
+            assert producers == {a.node_id, b.node_id}
+            assert b.chain.store.hash_at(8) == a.chain.store.hash_at(8)
