@@ -180,7 +180,7 @@ async def test_inbound_connection_limit(tmp_path: Path) -> None:
 async def test_validators_produce_only_with_a_majority_and_survive_one_down(
     tmp_path: Path,
 ) -> None:
-    gen, spec, _ = write_lab_genesis(tmp_path, validators=3, slot_ms=100)
+    gen, _spec, _ = write_lab_genesis(tmp_path, validators=3, slot_ms=100)
     a_cfg = node_cfg(
         tmp_path, "a", gen, str(tmp_path / "validator-0.key"), tls=False, min_peers_to_produce=-1
     )
