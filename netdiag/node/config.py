@@ -55,6 +55,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     orphan_max: int = 256
     sync_batch: int = 64
     sync_timeout_s: float = 5.0
+    max_reorg_depth: int = 64  # deepest fork we switch away from (longest valid chain wins)
     status_interval_s: float = 2.0
     gossip_heartbeat_s: float = 1.0
     # operations

@@ -52,7 +52,7 @@ from netdiag.node.messages import (
     Status,
 )
 from netdiag.node.metrics import NodeMetrics
-from netdiag.node.model import Block, Tx, decode_block, decode_tx, make_block
+from netdiag.node.model import Block, BlockHeader, Tx, decode_block, decode_tx, make_block
 from netdiag.node.protocol import PeerProtocol, Violation
 from netdiag.node.store import Store
 from netdiag.node.sync import SequentialSync
@@ -90,7 +90,9 @@ class Node:
         self.chain: Chain | None = None
         self.mempool = Mempool(cfg.mempool_max_txs, cfg.mempool_max_bytes)
         self.gossip = GossipRouter(GossipParams(heartbeat_s=cfg.gossip_heartbeat_s), clock)
-        self.sync = SequentialSync(self, clock, cfg.sync_batch, cfg.sync_timeout_s)
+        self.sync = SequentialSync(
+            self, clock, cfg.sync_batch, cfg.sync_timeout_s, cfg.max_reorg_depth
+        )
         self.conns: dict[bytes, Connection] = {}  # authenticated, by peer id
         self.pending: set[Connection] = set()  # handshaking
         self.addrs: dict[str, AddrState] = {p: AddrState(bootstrap=True) for p in cfg.peers}
@@ -552,7 +554,7 @@ class Node:
             case Blocks():
                 self.sync.on_blocks(conn, msg)
             case Headers():
-                pass  # used by parallel sync (issue 4); nothing requests headers yet
+                self.sync.on_headers(conn, msg)
             case GetPeers():
                 conn.send(Peers(self._shareable_addrs(exclude=conn)))
             case Peers(addrs=addrs):
@@ -660,6 +662,54 @@ class Node:
             self._committed(b, source)
         if conn is not None:
             self.sync.saw_height(conn, res.accepted[-1].height)
+        return "accepted"
+
+    def fork_point(self, headers: list[BlockHeader]) -> int | None:
+        assert self.chain is not None
+        return self.chain.fork_point(headers)
+
+    def note(self, event: str, msg: str, **fields: object) -> None:
+        self.log.warning(event, msg, **fields)
+
+    def apply_branch(self, conn: Connection, raws: list[bytes]) -> str:
+        """A peer's competing branch: adopt it if it is longer and valid (fork choice)."""
+        assert self.chain is not None
+        try:
+            blocks = [decode_block(raw) for raw in raws]
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self._reject_block(conn, None, "format", f"branch block does not decode: {e}")
+            return "rejected"
+        old_height, old_tip = self.chain.height, self.chain.tip_hash
+        res = self.chain.reorg(blocks, self.cfg.max_reorg_depth)
+        if res.error is not None:
+            self._reject_block(
+                conn, None, res.error.reason, f"competing branch: {res.error.detail}"
+            )
+            return "rejected"
+        if not res.adopted:
+            return "ignored"
+        self.metrics.reorgs.inc()
+        self.metrics.reorg_depth.observe(res.depth)
+        self.log.warning(
+            "reorg",
+            f"switched to a longer branch from peer {short(conn.peer_id or b'')}: tip "
+            f"{old_height} {short(old_tip)} -> {self.chain.height} {short(self.chain.tip_hash)}, "
+            f"{res.depth} blocks replaced (longest valid chain wins)",
+            depth=res.depth,
+            old_height=old_height,
+            old_tip=old_tip.hex(),
+            height=self.chain.height,
+            tip=self.chain.tip_hash.hex(),
+        )
+        for b in res.adopted:
+            self._committed(b, "reorg")
+        for b in res.dropped:  # their transactions are valid again unless the branch has them
+            for tx in b.txs:
+                txid = tx.txid()
+                if not self.chain.store.has_tx(txid):
+                    self.mempool.add(txid, tx, len(tx.encode()))
+        self.metrics.mempool_txs.set(len(self.mempool))
+        self.sync.saw_height(conn, self.chain.height)
         return "accepted"
 
     def _reject_block(

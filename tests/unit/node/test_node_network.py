@@ -206,3 +206,36 @@ async def test_validators_produce_only_with_a_majority_and_survive_one_down(
             }
             assert producers == {a.node_id, b.node_id}
             assert b.chain.store.hash_at(8) == a.chain.store.hash_at(8)
+
+
+async def test_split_validators_converge_on_the_longest_chain(tmp_path: Path) -> None:
+    gen, _, _ = write_lab_genesis(tmp_path, validators=2, slot_ms=100)
+    cfgs = [
+        node_cfg(
+            tmp_path,
+            n,
+            gen,
+            str(tmp_path / f"validator-{i}.key"),
+            tls=False,
+            min_peers_to_produce=0,
+        )
+        for i, n in enumerate(("a", "b"))
+    ]
+    async with running(cfgs[0]) as (a, alog), running(cfgs[1]) as (b, blog):
+        # apart, each builds its own chain (forced: the quorum rule is switched off)
+        await wait_for(lambda: a.height >= 4 and b.height >= 4, what="two chains")
+        assert a.chain is not None and b.chain is not None
+        assert a.chain.store.hash_at(1) != b.chain.store.hash_at(1)
+        b.add_address(f"127.0.0.1:{a.listen_port}")
+
+        def agree() -> bool:
+            assert a.chain is not None and b.chain is not None
+            h = min(a.height, b.height) - 1
+            return h > 6 and a.chain.store.hash_at(h) == b.chain.store.hash_at(h)
+
+        await wait_for(agree, timeout=20, what="convergence")
+        reorgs = a.metrics.reorgs._value.get() + b.metrics.reorgs._value.get()
+        assert reorgs >= 1
+        assert '"event": "reorg"' in alog.getvalue() + blog.getvalue()
+        assert a.chain.store.verify(depth=1000) == a.height
+        assert b.chain.store.verify(depth=1000) == b.height
