@@ -60,6 +60,7 @@ from netdiag.node.transport import Connection
 from netdiag.node.validation import BadPrevHash, check_tx
 
 MAX_SERVE_BLOCKS = 128
+MAX_SERVE_HEADERS = 256
 PENALTY_VIOLATION = 50.0
 PENALTY_INVALID = 20.0
 PENALTY_RATE = 1.0
@@ -546,11 +547,7 @@ class Node:
                 found = [self.chain.store.block_by_hash(h) for h in hashes[:MAX_SERVE_BLOCKS]]
                 conn.send(Blocks(req, [b.encode() for b in found if b is not None]))
             case GetHeaders(req_id=req, start=start, count=count):
-                hdrs = [
-                    decode_block(raw).header.encode()
-                    for raw in self._serve_range(start, min(count, 2000))
-                ]
-                conn.send(Headers(req, hdrs))
+                conn.send(Headers(req, self._serve_headers(start, count)))
             case Blocks():
                 self.sync.on_blocks(conn, msg)
             case Headers():
@@ -565,6 +562,17 @@ class Node:
                 pass
             case _:
                 self.penalize(conn, PENALTY_INVALID, f"unexpected {type(msg).__name__}")
+
+    def _serve_headers(self, start: int, count: int) -> list[bytes]:
+        """Headers are small whatever the block size, so no byte budget — only a count cap."""
+        assert self.chain is not None
+        if not 0 <= start <= self.chain.height or count <= 0:
+            return []
+        end = min(start + min(count, MAX_SERVE_HEADERS), self.chain.height + 1)
+        return [
+            decode_block(raw).header.encode()
+            for raw in self.chain.store.iter_range(start, end - start)
+        ]
 
     def _serve_range(self, start: int, count: int) -> list[bytes]:
         assert self.chain is not None

@@ -9,6 +9,7 @@ prev_hash == tip hash, so no bug upstream can leave a gap.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -184,6 +185,14 @@ class Store:
             "SELECT data FROM blocks WHERE height >= ? ORDER BY height LIMIT ?", (start, count)
         )
         return [bytes(r[0]) for r in rows]
+
+    def iter_range(self, start: int, count: int) -> Iterator[bytes]:
+        """Like raw_range, one block in memory at a time."""
+        cur = self.db.execute(
+            "SELECT data FROM blocks WHERE height >= ? ORDER BY height LIMIT ?", (start, count)
+        )
+        for row in cur:
+            yield bytes(row[0])
 
     def hash_at(self, height: int) -> bytes | None:
         r = self.db.execute("SELECT hash FROM blocks WHERE height = ?", (height,)).fetchone()

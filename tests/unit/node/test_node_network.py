@@ -239,3 +239,28 @@ async def test_split_validators_converge_on_the_longest_chain(tmp_path: Path) ->
         assert '"event": "reorg"' in alog.getvalue() + blog.getvalue()
         assert a.chain.store.verify(depth=1000) == a.height
         assert b.chain.store.verify(depth=1000) == b.height
+
+
+async def test_serves_headers_and_block_ranges(tmp_path: Path) -> None:
+    import msgspec
+
+    from netdiag.node.messages import Blocks, GetHeaders, Headers
+    from netdiag.node.model import BlockHeader, decode_block
+
+    gen, _, _ = write_lab_genesis(tmp_path, slot_ms=50)
+    cfg = node_cfg(tmp_path, "a", gen, str(tmp_path / "validator-0.key"), tls=False)
+    async with running(cfg) as (a, _):
+        await wait_for(lambda: a.height >= 6, what="blocks")
+        peer = RawPeer(a)
+        await peer.connect(None)
+        peer.send(GetHeaders(7, 0, 5))
+        peer.send(GetBlocks(8, 2, 3))
+        await peer.read_until(lambda got: sum(isinstance(m, Headers | Blocks) for m in got) >= 2)
+        assert a.chain is not None
+        hdrs = next(m for m in peer.received if isinstance(m, Headers))
+        assert hdrs.req_id == 7 and len(hdrs.headers) == 5
+        for h in hdrs.headers:
+            header = msgspec.msgpack.decode(h, type=BlockHeader)
+            assert a.chain.store.hash_at(header.height) == header.compute_hash()
+        blocks = next(m for m in peer.received if isinstance(m, Blocks))
+        assert blocks.req_id == 8 and [decode_block(b).height for b in blocks.blocks] == [2, 3, 4]
