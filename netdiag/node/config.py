@@ -41,7 +41,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_known_addrs: int = 1000
     # per-peer limits
     max_frame_bytes: int = 4 << 20
-    peer_msg_rate: float = 1000.0  # messages/s sustained, burst 2x
+    peer_msg_rate: float = 5000.0  # messages/s sustained, burst 2x (load tests stay under it)
     peer_bytes_rate: float = 16 << 20  # bytes/s sustained, burst 2x (reads are throttled)
     max_write_buffer_bytes: int = 16 << 20  # a peer that does not read is disconnected
     max_violations: int = 1  # protocol violations tolerated per connection before closing

@@ -471,7 +471,9 @@ class Node:
 
     def on_limit(self, conn: Connection, limit: str) -> None:
         self.metrics.limit_hits.labels(limit).inc()
-        if conn.peer_id is not None and limit.startswith("peer_"):
+        # Dropping messages costs score (a flood ends in a ban); byte throttling does not — a
+        # fast honest peer is merely slowed down by TCP backpressure.
+        if conn.peer_id is not None and limit == "peer_msg_rate":
             self.penalize(conn, PENALTY_RATE, f"over {limit}")
 
     def penalize(self, conn: Connection, amount: float, reason: str) -> None:
