@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from netdiag.errors import InputError, NetdiagError
-from netdiag.kernel import netns
+from netdiag.kernel import caps, netns
 from netdiag.lab import cluster, engines, state, teardown
 from netdiag.lab.engines.base import LinkEnds, LinkEngine
 from netdiag.lab.topology import LinkShape, NodeSpec, Topology, load, routes
@@ -106,6 +106,7 @@ class Lab:
     ) -> Lab:
         """Bring a lab up; the caller must call `down()` (prefer `Lab.up` as a context manager)."""
         topo = topology if isinstance(topology, Topology) else load(topology)
+        caps.require("CAP_SYS_ADMIN", "CAP_NET_ADMIN", why="building a lab (namespaces, links)")
         existing = state.read(topo.name, state_root)
         if existing is not None:
             sup = existing.get("supervisor")

@@ -8,7 +8,7 @@ import subprocess
 import time
 from typing import Any
 
-from netdiag.errors import NetdiagError
+from netdiag.errors import KernelFeatureError, NetdiagError
 from netdiag.kernel import netns
 from netdiag.lab import build
 from netdiag.lab.engines.base import LinkEnds, direction_params
@@ -63,6 +63,11 @@ class UserspaceEngine:
         if line.strip() != b"ready":
             p.wait(timeout=5)
             err = log.read_text(errors="replace").strip()
+            if "/dev/net/tun" in err:
+                raise KernelFeatureError(
+                    f"the userspace link engine needs TUN: {err}",
+                    "modprobe tun; in a container pass --device /dev/net/tun",
+                )
             raise NetdiagError(
                 f"link forwarder for {ends.ns_a}<->{ends.ns_b} failed: {err}", "see the message"
             )
