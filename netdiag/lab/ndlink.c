@@ -79,6 +79,7 @@ struct dir {
     uint64_t *txq; /* tx_end times of packets still in the bottleneck queue */
     size_t txcap, txhead, txcount;
     uint64_t last_tx_end, last_deliver;
+    uint64_t idle_ns; /* time the serializer had nothing to send (rate-limited links) */
     /* writer-private */
     uint64_t w_seen_gen;
     struct slot *ring;
@@ -192,6 +193,8 @@ static uint64_t admit(struct dir *d, uint32_t len, uint64_t now) {
             d->drop_queue++;
             return 0;
         }
+        if (d->last_tx_end < now) /* the serializer sat idle since the last packet left it */
+            __atomic_add_fetch(&d->idle_ns, now - (d->last_tx_end ? d->last_tx_end : now), __ATOMIC_RELAXED);
         uint64_t start = d->last_tx_end > now ? d->last_tx_end : now;
         tx_end = start + (uint64_t)len * 8ull * 1000000000ull / c->rate_bps;
         __atomic_store_n(&d->last_tx_end, tx_end, __ATOMIC_RELAXED);
@@ -360,12 +363,14 @@ static void write_stats(const char *path) {
         fprintf(f,
                 "%s\"%s\": {\"rx_pkts\": %llu, \"rx_bytes\": %llu, \"tx_pkts\": %llu, \"tx_bytes\": %llu, "
                 "\"drop_loss\": %llu, \"drop_queue\": %llu, \"drop_overflow\": %llu, \"write_err\": %llu, "
-                "\"backlog_ns\": %llu}",
+                "\"backlog_ns\": %llu, \"idle_ns\": %llu}",
                 i ? ", " : "", d->name, (unsigned long long)d->rx_pkts, (unsigned long long)d->rx_bytes,
                 (unsigned long long)d->tx_pkts, (unsigned long long)d->tx_bytes,
                 (unsigned long long)d->drop_loss, (unsigned long long)d->drop_queue,
                 (unsigned long long)d->drop_overflow, (unsigned long long)d->write_err,
-                (unsigned long long)(last > now ? last - now : 0));
+                (unsigned long long)(last > now ? last - now : 0),
+                (unsigned long long)(__atomic_load_n(&d->idle_ns, __ATOMIC_RELAXED) +
+                                     (last && last < now ? now - last : 0)));
     }
     fprintf(f, "}\n");
     fclose(f);
