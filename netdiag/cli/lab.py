@@ -83,6 +83,13 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
                 sys.stdout.flush()
             else:
                 console.print(_summary(the_lab.metadata(), the_lab.pending_roles))
+                procs = [p for p in the_lab.processes if p.kind == "node"]
+                if procs:
+                    logs = procs[0].log.parent if procs[0].log else "-"
+                    console.print(
+                        f"{len(procs)} supervised node processes "
+                        f"({', '.join(p.node for p in procs)}); logs in {logs}"
+                    )
                 console.print(
                     f"lab [bold]{topo.name}[/] is up — Ctrl-C or "
                     f"`netdiag lab down {topo.name}` ends it"
