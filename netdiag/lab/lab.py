@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -128,6 +129,9 @@ class Lab:
     def _build(self) -> None:
         topo, root = self.topology, self.root
         work = state.work_dir(topo.name, root)
+        # a fresh lab each time: the previous run's node stores, genesis and logs go
+        for old in ("nodes", "genesis", "logs"):
+            shutil.rmtree(work / old, ignore_errors=True)
         (work / "logs").mkdir(parents=True, exist_ok=True)
         spaces = [ns_name(topo.name, n.name) for n in topo.nodes]
         taken = [ns for ns in spaces if netns.exists(ns)]
