@@ -153,13 +153,18 @@ def _detach(file: Path, engine: str | None, name: str, as_json: bool) -> None:
 @lab.command()
 @click.argument("name", required=False)
 @click.option("--all", "all_", is_flag=True, help="Every lab recorded in the state directory.")
+@click.option(
+    "--stale",
+    is_flag=True,
+    help="Only labs whose supervisor is gone (after kill -9); live labs stay.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def down(name: str | None, all_: bool, as_json: bool) -> None:
-    """Stop lab NAME (or --all): what it recorded is removed; works after kill -9."""
-    if all_ == bool(name):
-        raise click.UsageError("give a lab NAME or --all")
-    if all_:
-        done = teardown.down_all()
+def down(name: str | None, all_: bool, stale: bool, as_json: bool) -> None:
+    """Stop lab NAME (or --all / --stale): what it recorded is removed; works after kill -9."""
+    if (all_ or stale) == bool(name) or (all_ and stale):
+        raise click.UsageError("give a lab NAME, --all or --stale")
+    if all_ or stale:
+        done = teardown.down_all(stale_only=stale)
     else:
         r = teardown.down(name or "")
         if r is None:

@@ -102,9 +102,15 @@ def down(name: str, root: Path | None = None, timeout: float = 15.0) -> dict[str
     return destroy(rec, root) if rec else None
 
 
-def down_all(root: Path | None = None) -> list[dict[str, Any]]:
+def down_all(root: Path | None = None, stale_only: bool = False) -> list[dict[str, Any]]:
+    """Every recorded lab; with stale_only, only those whose supervisor is gone (kill -9)."""
     out = []
     for name in state.names(root):
+        if stale_only:
+            rec = state.read(name, root) or {}
+            sup = rec.get("supervisor")
+            if sup and state.alive(sup):
+                continue
         r = down(name, root)
         if r:
             out.append(r)

@@ -231,3 +231,30 @@ def test_foreign_namespace_with_our_name_is_left_alone(lab_name: str) -> None:
         assert state.read(lab_name) is None
     finally:
         netns.delete(foreign)
+
+
+def test_down_stale_spares_live_labs(lab_name: str) -> None:
+    dead = f"{lab_name}d"
+    code = (
+        "import time\n"
+        "from netdiag.lab import Lab, two_node\n"
+        f"Lab.start(two_node(0.001, 0, name={dead!r}))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    sup = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert sup.stdout is not None and sup.stdout.readline().strip() == "ready"
+    sup.kill()
+    sup.wait()
+    with Lab.up(two_node(0.001, 0, name=lab_name)):
+        r = subprocess.run(
+            [sys.executable, "-m", "netdiag.cli.main", "lab", "down", "--stale", "--json"],
+            capture_output=True,
+            text=True,
+            env=os.environ,
+        )
+        assert r.returncode == 0, r.stderr
+        assert [d["lab"] for d in json.loads(r.stdout)] == [dead]
+        assert leftovers(dead) == []
+        assert len(leftovers(lab_name)) == 2 and state.read(lab_name) is not None
+    assert leftovers(lab_name) == []
