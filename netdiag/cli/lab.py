@@ -95,6 +95,11 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
                     f"`netdiag lab down {topo.name}` ends it"
                 )
             while True:
+                for a, b, code in the_lab.dead_links():
+                    console.print(
+                        f"[red]link {a} ↔ {b}: forwarder exited with {code} — the link is down; "
+                        f"its log: {state.work_dir(topo.name)}[/]"
+                    )
                 for s in the_lab.crashed():
                     console.print(
                         f"[red]node {s.node}: {' '.join(s.argv)} exited with {s.proc.returncode}[/]"

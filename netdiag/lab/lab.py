@@ -78,6 +78,7 @@ class Lab:
     processes: list[Supervised] = field(default_factory=list)
     pending_roles: list[str] = field(default_factory=list)
     node_argvs: dict[str, list[str]] = field(default_factory=dict)
+    _reported_links: set[int] = field(default_factory=set)
     _down: bool = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -328,6 +329,16 @@ class Lab:
     def node_api(self, node: str, path: str = "/status", timeout: float = 3.0) -> Any:
         """GET a role="node" node's REST API (e.g. "/status") from inside its namespace."""
         return cluster.api_get(self.ns(node), self.topology.node(node), path, timeout)
+
+    def dead_links(self) -> list[tuple[str, str, int | None]]:
+        """Links whose forwarder exited since the last call: (a, b, exit code); each once."""
+        out = []
+        for i, p in enumerate(self.forwarders):
+            if i not in self._reported_links and p.poll() is not None:
+                self._reported_links.add(i)
+                ln = self.topology.links[i]
+                out.append((ln.a, ln.b, p.returncode))
+        return out
 
     def crashed(self) -> list[Supervised]:
         """Supervised node processes that exited since the last call (each reported once)."""

@@ -258,3 +258,15 @@ def test_down_stale_spares_live_labs(lab_name: str) -> None:
         assert leftovers(dead) == []
         assert len(leftovers(lab_name)) == 2 and state.read(lab_name) is not None
     assert leftovers(lab_name) == []
+
+
+def test_dead_forwarder_is_reported(lab_name: str) -> None:
+    with Lab.up(two_node(0.001, 0, name=lab_name)) as lab:
+        if lab.metadata()["engine"] != "userspace":
+            pytest.skip("needs the userspace engine (forwarder processes)")
+        assert lab.dead_links() == []
+        os.kill(lab.forwarder_pids()[0], signal.SIGKILL)
+        time.sleep(0.2)
+        assert lab.dead_links() == [("a", "b", -signal.SIGKILL)]
+        assert lab.dead_links() == []  # reported once
+    assert leftovers(lab_name) == []
