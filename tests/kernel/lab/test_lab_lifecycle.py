@@ -270,3 +270,14 @@ def test_dead_forwarder_is_reported(lab_name: str) -> None:
         assert lab.dead_links() == [("a", "b", -signal.SIGKILL)]
         assert lab.dead_links() == []  # reported once
     assert leftovers(lab_name) == []
+
+
+def test_kernel_engine_without_netem_says_so(lab_name: str) -> None:
+    from netdiag.errors import KernelFeatureError
+    from netdiag.lab.engines import netem_available
+
+    if netem_available():
+        pytest.skip("this kernel has sch_netem: the kernel engine is available")
+    with pytest.raises(KernelFeatureError, match="sch_netem"):
+        Lab.start(two_node(0.01, 0, name=lab_name, engine="kernel"))
+    assert leftovers(lab_name) == [] and state.read(lab_name) is None
