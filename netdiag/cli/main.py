@@ -17,6 +17,7 @@ from netdiag.errors import EXIT_INTERRUPTED, NetdiagError
 # does not pay for bcc, matplotlib or the node's crypto at start-up.
 COMMANDS: dict[str, str] = {
     "bench": "netdiag.cli.bench:bench",
+    "tune": "netdiag.cli.tune:tune",
     # "doctor": "netdiag.cli.doctor:doctor",  (lands with issue 2)
 }
 

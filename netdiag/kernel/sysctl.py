@@ -68,3 +68,17 @@ def write(name: str, value: str | int, netns_name: str | None = None, host: Host
             raise NetdiagError(f"writing {name}={text!r}: {e}") from e
 
     netns.run_in(netns_name, body)
+
+
+def writable(name: str, netns_name: str | None = None, host: HostPaths = REAL) -> bool:
+    """Whether this process may write `name` (False for read-only /proc/sys mounts and for
+    host-wide sysctls a namespace can only read, e.g. net.core.rmem_max outside init_net)."""
+    import os
+
+    p = path_of(name, host)
+    return netns.run_in(netns_name, lambda: p.exists() and os.access(p, os.W_OK))
+
+
+def exists(name: str, netns_name: str | None = None, host: HostPaths = REAL) -> bool:
+    p = path_of(name, host)
+    return netns.run_in(netns_name, p.exists)
