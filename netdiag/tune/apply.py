@@ -106,7 +106,7 @@ def revert(env: TuneEnv, entry_id: int | None = None) -> list[RevertResult]:
             if later:
                 raise InputError(
                     f"entry {entry_id} touches settings that later entries {later} changed again",
-                    f"revert those first (`netdiag tune --revert {later[-1]}` …) or all (`--revert`)",
+                    f"revert them first (`netdiag tune --revert {later[-1]}` …) or all: --revert",
                 )
             todo = [target]
         else:

@@ -128,16 +128,20 @@ class _Builder:
                     "connections of that cgroup's processes in every namespace"
                 )
         else:
+            # The allowed list is host-wide. A namespace may only default to an allowed
+            # ("non-restricted") algorithm — the kernel answers EPERM otherwise — so a netns
+            # scope may need a host change to it, journaled and reverted like the rest.
+            allowed = cc.allowed(None, self.env.host)
+            if name not in allowed:
+                why = (
+                    f"the kernel lets a namespace default only to an allowed cc; add {name}"
+                    if req.netns
+                    else f"let unprivileged sockets choose {name} with setsockopt(TCP_CONGESTION)"
+                )
+                self.sysctl(cc.ALLOWED, " ".join([*allowed, name]), why)
             self.sysctl(
                 cc.DEFAULT, name, reason or f"default congestion control → {name}", req.netns
             )
-            allowed = cc.allowed(req.netns, self.env.host)
-            if req.netns is None and name not in allowed:
-                self.sysctl(
-                    cc.ALLOWED,
-                    " ".join([*allowed, name]),
-                    f"let unprivileged sockets choose {name} with setsockopt(TCP_CONGESTION)",
-                )
         self.plan.notes.append(EXISTING_CONNECTIONS_NOTE)
         self._fq_note(name)
 
@@ -162,7 +166,7 @@ class _Builder:
         host, ns = self.env.host, self.req.netns
         tcp_rmem = sysctl.read("net.ipv4.tcp_rmem", ns, host).split()
         tcp_wmem = sysctl.read("net.ipv4.tcp_wmem", ns, host).split()
-        tcp_mem_max = int(sysctl.read("net.ipv4.tcp_mem", ns, host).split()[2])
+        tcp_mem_max = int(sysctl.read("net.ipv4.tcp_mem", None, host).split()[2])  # host-wide
         live_max = max(int(tcp_rmem[2]), int(tcp_wmem[2]))
         bp = buffers.plan_max(bdp, live_max, tcp_mem_max)
         self.plan.notes.append(f"{why}; {bp.rule}")

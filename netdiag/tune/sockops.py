@@ -89,8 +89,9 @@ def detach(ch: SockopsChange, env: TuneEnv) -> str | None:
     finally:
         os.close(fd)
     pin.unlink()
-    with contextlib.suppress(OSError):  # leave the directory if others' pins remain
+    with contextlib.suppress(OSError):  # leave directories that still hold others' pins
         pin.parent.rmdir()
+        pin.parent.parent.rmdir()
     return None
 
 
