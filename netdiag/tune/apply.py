@@ -7,6 +7,7 @@ every old value, because each change's revert is idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -47,8 +48,13 @@ def apply(plan: Plan, env: TuneEnv, argv: list[str]) -> Entry:
                 ch.apply(env)
                 done += 1
         except BaseException as e:
-            # undo the changes made, and the failing one (it may be half made); newest first
-            problems = _revert_changes(plan.changes[: done + 1], env)
+            # Undo the failing change best-effort (each apply is atomic — a sysctl write, a
+            # prlimit, a rename — except sockops, whose only partial state, a link not yet
+            # pinned, died with its fd; so its revert errors mean nothing), then the ones made.
+            if done < len(plan.changes):
+                with contextlib.suppress(NetdiagError):
+                    plan.changes[done].revert(env)
+            problems = _revert_changes(plan.changes[:done], env)
             entry.status = "rolled-back" if not problems else "revert-incomplete"
             entry.notes.append(f"apply failed at change {done + 1}: {e}")
             j.save(entry)

@@ -29,8 +29,11 @@ def tune_netns() -> Iterator[str]:
 
 @pytest.fixture
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    env = dict(os.environ, NETDIAG_STATE=str(tmp_path / "state"),
-               NETDIAG_SYSCTL_D=str(tmp_path / "sysctl.d"))
+    env = dict(
+        os.environ,
+        NETDIAG_STATE=str(tmp_path / "state"),
+        NETDIAG_SYSCTL_D=str(tmp_path / "sysctl.d"),
+    )
     monkeypatch.setenv("NETDIAG_STATE", env["NETDIAG_STATE"])
     monkeypatch.setenv("NETDIAG_SYSCTL_D", env["NETDIAG_SYSCTL_D"])
     yield env
@@ -55,8 +58,9 @@ def scratch_cgroup() -> Iterator[Path]:
             path.rmdir()
 
 
-def run(args: list[str], env: dict[str, str], check: bool = True,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], env: dict[str, str], check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     p = subprocess.run([NETDIAG, *args], env=env, capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"netdiag {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")

@@ -7,19 +7,26 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from tests.kernel.tune.conftest import NETDIAG, raw, run
 
 NETNS_KEYS = [
-    "net.ipv4.tcp_congestion_control", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem",
-    "net.core.somaxconn", "net.ipv4.tcp_mtu_probing", "net.ipv4.tcp_notsent_lowat",
+    "net.ipv4.tcp_congestion_control",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+    "net.core.somaxconn",
+    "net.ipv4.tcp_mtu_probing",
+    "net.ipv4.tcp_notsent_lowat",
     "net.ipv4.tcp_syn_retries",
 ]
-HOST_KEYS = ["net.ipv4.tcp_allowed_congestion_control", "net.ipv4.tcp_congestion_control",
-             "net.core.rmem_max", "net.core.wmem_max"]
+HOST_KEYS = [
+    "net.ipv4.tcp_allowed_congestion_control",
+    "net.ipv4.tcp_congestion_control",
+    "net.core.rmem_max",
+    "net.core.wmem_max",
+]
 
 
 def snapshot(ns: str) -> dict[str, bytes]:
@@ -29,9 +36,25 @@ def snapshot(ns: str) -> dict[str, bytes]:
 
 
 def tune_args(ns: str) -> list[str]:
-    return ["tune", "--netns", ns, "--cc", "cubic", "--buffers", "auto", "--rtt", "200ms",
-            "--rate", "2gbit", "--set", "net.core.somaxconn=1234",
-            "--set", "net.ipv4.tcp_mtu_probing=1", "--set", "net.ipv4.tcp_notsent_lowat=131072"]
+    return [
+        "tune",
+        "--netns",
+        ns,
+        "--cc",
+        "cubic",
+        "--buffers",
+        "auto",
+        "--rtt",
+        "200ms",
+        "--rate",
+        "2gbit",
+        "--set",
+        "net.core.somaxconn=1234",
+        "--set",
+        "net.ipv4.tcp_mtu_probing=1",
+        "--set",
+        "net.ipv4.tcp_notsent_lowat=131072",
+    ]
 
 
 def entries(env: dict[str, str]) -> list[dict[str, object]]:
@@ -47,9 +70,15 @@ def test_apply_then_revert_restores_byte_for_byte(tune_netns: str, state: dict[s
     assert during[f"{tune_netns}:net.ipv4.tcp_congestion_control"] == b"cubic\n"
     assert during[f"{tune_netns}:net.core.somaxconn"] == b"1234\n"
     assert during[f"{tune_netns}:net.ipv4.tcp_wmem"].split()[2] == b"134217728"  # 2×50 MB→128 MiB
-    assert during["host:net.ipv4.tcp_congestion_control"] == before["host:net.ipv4.tcp_congestion_control"]
+    assert (
+        during["host:net.ipv4.tcp_congestion_control"]
+        == before["host:net.ipv4.tcp_congestion_control"]
+    )
     show = json.loads(run(["tune", "--show", "--json"], state).stdout)
-    assert {r["target"] for r in show["live"]} >= {"net.ipv4.tcp_congestion_control", "net.core.somaxconn"}
+    assert {r["target"] for r in show["live"]} >= {
+        "net.ipv4.tcp_congestion_control",
+        "net.core.somaxconn",
+    }
 
     run(["tune", "--revert"], state)
     assert snapshot(tune_netns) == before
@@ -69,8 +98,13 @@ def test_dry_run_changes_nothing(tune_netns: str, state: dict[str, str]) -> None
 def test_sigkill_mid_apply_then_revert_restores(tune_netns: str, state: dict[str, str]) -> None:
     before = snapshot(tune_netns)
     env = dict(state, NETDIAG_TUNE_TEST_PAUSE_AFTER="3")
-    proc = subprocess.Popen([NETDIAG, *tune_args(tune_netns)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [NETDIAG, *tune_args(tune_netns)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
@@ -94,15 +128,22 @@ def test_sigkill_mid_apply_then_revert_restores(tune_netns: str, state: dict[str
         (["--set", "net.core.rmem_max=8388608"], 3, "read-only in namespace"),
         (["--set", "net.core.netdev_max_backlog=5000"], 2, "host-wide, not per network namespace"),
         (["--cc", "vegas"], 4, "no congestion control 'vegas'"),
-        (["--cc", "bbr", "--cgroup", "/sys/fs/cgroup/cpu", "--port", "9"], 2, "not inside the cgroup v2"),
+        (
+            ["--cc", "bbr", "--cgroup", "/sys/fs/cgroup/cpu", "--port", "9"],
+            2,
+            "not inside the cgroup v2",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(
     tune_netns: str, state: dict[str, str], extra: list[str], code: int, message: str
 ) -> None:
     before = snapshot(tune_netns)
-    p = run(["tune", "--netns", tune_netns, "--set", "net.core.somaxconn=999", *extra], state,
-            check=False)
+    p = run(
+        ["tune", "--netns", tune_netns, "--set", "net.core.somaxconn=999", *extra],
+        state,
+        check=False,
+    )
     assert p.returncode == code, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("netdiag: error: ") and " — " in lines[0]
@@ -111,11 +152,24 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert entries(state) == []  # refused at planning: nothing journaled
 
 
-def test_out_of_range_value_rolls_back_what_was_applied(tune_netns: str, state: dict[str, str]) -> None:
+def test_out_of_range_value_rolls_back_what_was_applied(
+    tune_netns: str, state: dict[str, str]
+) -> None:
     before = snapshot(tune_netns)
     # somaxconn applies first, then the kernel rejects tcp_syn_retries=200 (range 1..127)
-    p = run(["tune", "--netns", tune_netns, "--set", "net.core.somaxconn=999",
-             "--set", "net.ipv4.tcp_syn_retries=200"], state, check=False)
+    p = run(
+        [
+            "tune",
+            "--netns",
+            tune_netns,
+            "--set",
+            "net.core.somaxconn=999",
+            "--set",
+            "net.ipv4.tcp_syn_retries=200",
+        ],
+        state,
+        check=False,
+    )
     assert p.returncode == 2, p.stderr
     assert "kernel rejected value '200'" in p.stderr and "rolled back" in p.stderr
     assert snapshot(tune_netns) == before

@@ -16,8 +16,10 @@ import pytest
 from tests.conftest import missing_bcc, missing_tool
 from tests.kernel.tune.conftest import NETDIAG, raw, run
 
-pytestmark = pytest.mark.skipif(bool(missing_bcc() or missing_tool("bpftool", "ss")),
-                                reason=str(missing_bcc() or missing_tool("bpftool", "ss")))
+pytestmark = pytest.mark.skipif(
+    bool(missing_bcc() or missing_tool("bpftool", "ss")),
+    reason=str(missing_bcc() or missing_tool("bpftool", "ss")),
+)
 
 P2P_PORT = 47311
 
@@ -36,7 +38,8 @@ PROBE = textwrap.dedent("""
         srv.bind(("127.0.0.1", p)); srv.listen()
         c = socket.create_connection(srv.getsockname()); a, _ = srv.accept()
         return srv, c, a
-    cc = lambda s: s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\\0").decode()
+    def cc(s):
+        return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\\0").decode()
     keep, out = [], {}
     for name, p in (("p2p", port), ("other", 0)):
         srv, c, a = pair(p); keep += [srv, c, a]
@@ -49,16 +52,21 @@ PROBE = textwrap.dedent("""
 
 
 def probe(ns: str, cg: Path | None) -> dict[str, dict[str, str]]:
-    p = subprocess.run([sys.executable, "-c", PROBE, str(cg or ""), ns, str(P2P_PORT)],
-                       capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [sys.executable, "-c", PROBE, str(cg or ""), ns, str(P2P_PORT)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode == 0, p.stderr
     out: dict[str, dict[str, str]] = json.loads(p.stdout)
     return out
 
 
 def attached(cg: Path) -> str:
-    return subprocess.run(["bpftool", "cgroup", "show", str(cg)], capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["bpftool", "cgroup", "show", str(cg)], capture_output=True, text=True
+    ).stdout
 
 
 def test_port_scoped_cc_then_revert_leaves_nothing(
@@ -94,9 +102,25 @@ def test_sigkill_after_attach_then_revert_detaches(
     somaxconn = raw("net.core.somaxconn", tune_netns)
     env = dict(state, NETDIAG_TUNE_TEST_PAUSE_AFTER="1")  # sockops attached, sysctl not yet
     proc = subprocess.Popen(
-        [NETDIAG, "tune", "--cc", "cubic", "--cgroup", str(scratch_cgroup), "--port",
-         str(P2P_PORT), "--netns", tune_netns, "--set", "net.core.somaxconn=777"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            NETDIAG,
+            "tune",
+            "--cc",
+            "cubic",
+            "--cgroup",
+            str(scratch_cgroup),
+            "--port",
+            str(P2P_PORT),
+            "--netns",
+            tune_netns,
+            "--set",
+            "net.core.somaxconn=777",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         assert "test pause after 1 changes" in proc.stderr.readline()
@@ -114,8 +138,21 @@ def test_sigkill_before_pin_leaves_nothing(
 ) -> None:
     env = dict(state, NETDIAG_TUNE_TEST_PAUSE_AFTER="0")  # journaled, nothing attached yet
     proc = subprocess.Popen(
-        [NETDIAG, "tune", "--cc", "cubic", "--cgroup", str(scratch_cgroup), "--port", str(P2P_PORT)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            NETDIAG,
+            "tune",
+            "--cc",
+            "cubic",
+            "--cgroup",
+            str(scratch_cgroup),
+            "--port",
+            str(P2P_PORT),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         assert "test pause after 0 changes" in proc.stderr.readline()
