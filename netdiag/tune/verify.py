@@ -193,9 +193,9 @@ class Verdict:
 def judge(before: Measurement, after: Measurement) -> Verdict:
     ratio = after.throughput_bps / before.throughput_bps if before.throughput_bps else 1.0
     if ratio < 1 - WORSE_TOLERANCE:
-        v, why = "worse", f"throughput fell to {ratio:.2f}× of before"
+        v, why = "worse", f"throughput fell to {ratio:.3g}× of before"
     elif ratio > 1 + WORSE_TOLERANCE:
-        v, why = "better", f"throughput rose to {ratio:.2f}× of before"
+        v, why = "better", f"throughput rose to {ratio:.3g}× of before"
     else:
         v, why = "same", f"throughput within ±{WORSE_TOLERANCE:.0%} ({ratio:.2f}×)"
     return Verdict(before, after, round(ratio, 3), v, why)
