@@ -17,8 +17,8 @@ from netdiag.errors import EXIT_INTERRUPTED, NetdiagError
 # does not pay for bcc, matplotlib or the node's crypto at start-up.
 COMMANDS: dict[str, str] = {
     "bench": "netdiag.cli.bench:bench",
+    "doctor": "netdiag.cli.doctor:doctor",
     "tune": "netdiag.cli.tune:tune",
-    # "doctor": "netdiag.cli.doctor:doctor",  (lands with issue 2)
 }
 
 
@@ -82,6 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except Exception as e:  # a bug: still one line, unless the operator asked for the traceback
+        if debug:
+            traceback.print_exc()
+        _print_error(f"internal error: {type(e).__name__}: {e} — rerun with --debug and report it")
+        return 1
     return int(rv) if isinstance(rv, int) else 0
 
 
