@@ -111,6 +111,25 @@ def _row(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _link_counters(lab: Lab) -> dict[str, int]:
+    """The emulated link's a->b (data direction) counters; the forwarder writes them each second."""
+    time.sleep(1.1)
+    st = lab.link_stats("a", "b") or {}
+    ab: dict[str, int] = st.get("ab", {})
+    return ab
+
+
+def _link_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
+    """What the link did to the data during one run: the loss it really applied, and any
+    drops that were not the configured random loss (queue overflow, forwarder lag)."""
+    d = {
+        k: after.get(k, 0) - before.get(k, 0)
+        for k in ("rx_pkts", "drop_loss", "drop_queue", "drop_overflow")
+    }
+    d["observed_loss"] = round(d["drop_loss"] / d["rx_pkts"], 5) if d["rx_pkts"] > 0 else None
+    return d
+
+
 def _mean_rtt(end: dict[str, Any]) -> int | None:
     streams = end.get("streams") or []
     rtts = [s["sender"].get("mean_rtt") for s in streams if s.get("sender")]
@@ -170,10 +189,12 @@ def run(
             for cc in ("cubic", "bbr") + (("tuned",) if tuned else ()):
                 if progress:
                     progress(f"[{i + 1}/{len(losses)}] loss {loss * 100:g}% {cc}")
+                s0 = _link_counters(lab)
                 data = iperf3(
                     lab, port, seconds, None if cc == "tuned" else cc, cg if cc == "tuned" else None
                 )
                 r = _row(data)
+                r["link"] = _link_delta(s0, _link_counters(lab))
                 r["ratio_to_ideal"] = round(r["goodput_bps"] / row["ideal_bps"], 4)
                 row[cc] = r
             row["bbr_over_cubic"] = round(
@@ -202,6 +223,7 @@ def table(result: dict[str, Any]) -> Table:
     )
     cols = ["loss", "ideal Mb/s", "cubic Mb/s", "÷ideal", "bbr Mb/s", "÷ideal", "bbr/cubic"]
     tuned = bool(result["rows"]) and "tuned" in result["rows"][0]
+    cols += ["link loss obs"]
     if tuned:
         cols += ["tuned port Mb/s", "cc used"]
     for c in cols:
@@ -216,10 +238,19 @@ def table(result: dict[str, Any]) -> Table:
             f"{r['bbr']['ratio_to_ideal']:.2f}",
             f"{r['bbr_over_cubic']:.1f}×",
         ]
+        cells.append(_obs(r["bbr"].get("link", {})))
         if tuned:
             cells += [_mbit(r["tuned"]["goodput_bps"]), str(r["tuned"]["cc_used"])]
         t.add_row(*cells)
     return t
+
+
+def _obs(link: dict[str, Any]) -> str:
+    """Loss the link applied to the bbr run's data (other drops, if any, after a +)."""
+    if not link or link.get("observed_loss") is None:
+        return "—"
+    extra = link["drop_queue"] + link["drop_overflow"]
+    return f"{link['observed_loss'] * 100:.2f}%" + (f" +{extra}q" if extra else "")
 
 
 def _mbit(bps: float) -> str:

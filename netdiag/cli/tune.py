@@ -12,7 +12,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from netdiag.errors import CheckFailed, InputError
+from netdiag.errors import CheckFailed, InputError, NetdiagError
+from netdiag.kernel import sysctl
 from netdiag.tune import apply as tune_apply
 from netdiag.tune import buffers, profiles, sockops, verify
 from netdiag.tune import plan as tune_plan
@@ -58,6 +59,33 @@ def _entry_row(e: Entry) -> dict[str, Any]:
     }
 
 
+SHOWN_SYSCTLS = (
+    "net.ipv4.tcp_congestion_control",
+    "net.ipv4.tcp_available_congestion_control",
+    "net.ipv4.tcp_allowed_congestion_control",
+    "net.core.default_qdisc",
+    "net.core.rmem_max",
+    "net.core.wmem_max",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+    "net.ipv4.tcp_notsent_lowat",
+    "net.ipv4.tcp_mtu_probing",
+    "net.core.somaxconn",
+    "net.core.netdev_max_backlog",
+    "fs.nr_open",
+)
+
+
+def _current(env: TuneEnv) -> dict[str, str]:
+    out = {}
+    for k in SHOWN_SYSCTLS:
+        try:
+            out[k] = sysctl.read(k, None, env.host)
+        except NetdiagError as e:
+            out[k] = f"<{e.what}>"
+    return out
+
+
 def _show(env: TuneEnv, as_json: bool, console: Console) -> None:
     entries = tune_apply.journal_of(env).entries()
     live_changes = [(e, c) for e in entries if e.live for c in e.changes]
@@ -73,15 +101,27 @@ def _show(env: TuneEnv, as_json: bool, console: Console) -> None:
         for e, c in live_changes
     ]
     pins = sockops.live_pins(env)
+    current = _current(env)
     if as_json:
         click.echo(
             json.dumps(
-                {"live": live, "sockops_links": pins, "journal": [_entry_row(e) for e in entries]},
+                {
+                    "host": current,
+                    "live": live,
+                    "sockops_links": pins,
+                    "journal": [_entry_row(e) for e in entries],
+                },
                 indent=1,
             )
         )
         return
-    t = Table(title="live tuning (journal entries not reverted)", title_justify="left")
+    h = Table(title="host transport settings now", title_justify="left")
+    h.add_column("sysctl")
+    h.add_column("value", overflow="fold")
+    for k, v in current.items():
+        h.add_row(k, v)
+    console.print(h)
+    t = Table(title="live tuning by netdiag (journal entries not reverted)", title_justify="left")
     for col in ("entry", "scope", "setting", "set to", "live now"):
         t.add_column(col, overflow="fold")
     for row in live:

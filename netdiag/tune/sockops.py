@@ -83,16 +83,20 @@ def detach(ch: SockopsChange, env: TuneEnv) -> str | None:
     pin = Path(ch.pin)
     if not pin.exists():
         return "link was never pinned (apply stopped before it); nothing attached"
+    note = None
     fd = bpf_link.open_pinned(pin)
     try:
         bpf_link.detach(fd)
+    except NetdiagError as e:
+        # e.g. the cgroup was removed meanwhile; dropping the pin still releases our link
+        note = f"detach: {e.what}; unpinned"
     finally:
         os.close(fd)
     pin.unlink()
     with contextlib.suppress(OSError):  # leave directories that still hold others' pins
         pin.parent.rmdir()
         pin.parent.parent.rmdir()
-    return None
+    return note
 
 
 def live_pins(env: TuneEnv) -> list[dict[str, object]]:

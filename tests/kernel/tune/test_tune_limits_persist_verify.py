@@ -105,3 +105,49 @@ def test_revert_if_worse_undoes_a_harmful_change(tune_netns: str, state: dict[st
     assert v["verdict"] == "worse"
     assert v["after"]["rwnd_limited_us"] > v["before"]["rwnd_limited_us"]
     assert raw("net.ipv4.tcp_rmem", tune_netns) == rmem
+
+
+def test_buffers_auto_measures_the_bdp_on_a_peer(tune_netns: str, state: dict[str, str]) -> None:
+    import contextlib
+    import socket
+    import threading
+
+    from netdiag.kernel import netns
+
+    def make() -> socket.socket:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        return s
+
+    srv = netns.run_in(tune_netns, make)
+
+    def discard() -> None:
+        with contextlib.suppress(OSError):
+            c, _ = srv.accept()
+            while c.recv(1 << 20):
+                pass
+
+    threading.Thread(target=discard, daemon=True).start()
+    port = srv.getsockname()[1]
+    out = json.loads(
+        run(
+            [
+                "tune",
+                "--netns",
+                tune_netns,
+                "--buffers",
+                "auto",
+                "--peer",
+                f"127.0.0.1:{port}",
+                "--verify-seconds",
+                "0.5",
+                "--dry-run",
+                "--json",
+            ],
+            state,
+        ).stdout
+    )
+    srv.close()
+    notes = " ".join(out["plan"]["notes"])
+    assert "(measured)" in notes and "ESnet rule" in notes
