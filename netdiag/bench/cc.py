@@ -122,7 +122,7 @@ def _link_counters(lab: Lab) -> dict[str, int]:
 def _link_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
     """What the link did to the data during one run: the loss it really applied, and any
     drops that were not the configured random loss (queue overflow, forwarder lag)."""
-    d = {
+    d: dict[str, Any] = {
         k: after.get(k, 0) - before.get(k, 0)
         for k in ("rx_pkts", "drop_loss", "drop_queue", "drop_overflow")
     }
