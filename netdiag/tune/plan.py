@@ -230,6 +230,11 @@ def build(req: Request, env: TuneEnv) -> Plan:
             "--persist writes /etc/sysctl.d, which holds host sysctls only",
             "drop --persist for --netns/--cgroup/--port scopes",
         )
+    if (req.cgroup is not None or req.ports) and not (req.cc or (prof and prof.cc)):
+        raise InputError(
+            "--port and --cgroup scope a congestion control policy",
+            "add --cc NAME, e.g. --cc bbr --port 9000",
+        )
     if req.pid is not None and req.nofile is None:
         raise InputError("--pid goes with --nofile", "e.g. --nofile 65536 --pid 1234")
     if req.cgroup is not None:

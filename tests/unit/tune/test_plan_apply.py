@@ -144,3 +144,8 @@ def test_file_change_restores_previous_content(tmp_path: Path, fake_env: TuneEnv
     assert f.read_text() == "new\n"
     ch.revert(fake_env)
     assert f.read_text() == "old\n"
+
+
+def test_port_without_cc_is_refused(fake_env: TuneEnv) -> None:
+    with pytest.raises(InputError, match="add --cc"):
+        plan.build(plan.Request(ports=[9000]), fake_env)
