@@ -456,5 +456,5 @@ def bench_cc(
     if as_json:
         click.echo(json.dumps(result))
     else:
-        Console(width=None if sys.stdout.isatty() else 110).print(bench.table(result))
+        Console(width=None if sys.stdout.isatty() else 120).print(bench.table(result))
     console.print(f"saved {path}")
