@@ -71,3 +71,17 @@ def raw(path: str, ns: str | None = None) -> bytes:
     """Exact bytes of a /proc/sys file (in namespace ns)."""
     p = Path("/proc/sys") / path.replace(".", "/")
     return netns.run_in(ns, p.read_bytes)
+
+
+def wait_marker(proc: subprocess.Popen[str], text: str, max_lines: int = 20) -> str:
+    """Read the child's stderr until the test-pause marker (other lines, e.g. a header
+    version warning from the bcc loader, may come first)."""
+    assert proc.stderr is not None
+    seen = []
+    for _ in range(max_lines):
+        line = proc.stderr.readline()
+        seen.append(line)
+        if text in line or not line:
+            break
+    assert text in seen[-1], "".join(seen)
+    return seen[-1]

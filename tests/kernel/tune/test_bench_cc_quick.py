@@ -17,6 +17,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 def test_bench_cc_quick_schema(tmp_path: Path, state: dict[str, str]) -> None:
     allowed = raw("net.ipv4.tcp_allowed_congestion_control")
     out = tmp_path / "cc.json"

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.kernel.tune.conftest import NETDIAG, raw, run
+from tests.kernel.tune.conftest import NETDIAG, raw, run, wait_marker
 
 NETNS_KEYS = [
     "net.ipv4.tcp_congestion_control",
@@ -106,9 +106,7 @@ def test_sigkill_mid_apply_then_revert_restores(tune_netns: str, state: dict[str
         text=True,
     )
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        assert "test pause after 3 changes" in line, line
+        wait_marker(proc, "test pause after 3 changes")
         mid = snapshot(tune_netns)
         assert mid != before  # some changes are live, others not yet
         assert mid[f"{tune_netns}:net.core.somaxconn"] == before[f"{tune_netns}:net.core.somaxconn"]

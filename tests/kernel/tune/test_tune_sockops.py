@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import missing_bcc, missing_tool
-from tests.kernel.tune.conftest import NETDIAG, raw, run
+from tests.kernel.tune.conftest import NETDIAG, raw, run, wait_marker
 
 pytestmark = pytest.mark.skipif(
     bool(missing_bcc() or missing_tool("bpftool", "ss")),
@@ -122,8 +122,7 @@ def test_sigkill_after_attach_then_revert_detaches(
         text=True,
     )
     try:
-        assert proc.stderr is not None
-        assert "test pause after 1 changes" in proc.stderr.readline()
+        wait_marker(proc, "test pause after 1 changes")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -154,8 +153,7 @@ def test_sigkill_before_pin_leaves_nothing(
         text=True,
     )
     try:
-        assert proc.stderr is not None
-        assert "test pause after 0 changes" in proc.stderr.readline()
+        wait_marker(proc, "test pause after 0 changes")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
