@@ -18,6 +18,7 @@ from netdiag.errors import EXIT_INTERRUPTED, NetdiagError
 COMMANDS: dict[str, str] = {
     "bench": "netdiag.cli.bench:bench",
     "doctor": "netdiag.cli.doctor:doctor",
+    "node": "netdiag.cli.node:node",
     "lab": "netdiag.cli.lab:lab",
     "tune": "netdiag.cli.tune:tune",
 }

@@ -21,7 +21,6 @@ import ipaddress
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from typing import Any
 
 from netdiag.errors import InputError, NetdiagError
 from netdiag.kernel import netns
-from netdiag.lab import engines, state, teardown
+from netdiag.lab import cluster, engines, state, teardown
 from netdiag.lab.engines.base import LinkEnds, LinkEngine
 from netdiag.lab.topology import LinkShape, NodeSpec, Topology, load, routes
 
@@ -77,6 +76,7 @@ class Lab:
     forwarders: list[subprocess.Popen[bytes]] = field(default_factory=list)
     processes: list[Supervised] = field(default_factory=list)
     pending_roles: list[str] = field(default_factory=list)
+    node_argvs: dict[str, list[str]] = field(default_factory=dict)
     _down: bool = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -189,6 +189,11 @@ class Lab:
             netns.run_in(ends.ns_a, partial(_link_addr, ends.dev_a, a))
             netns.run_in(ends.ns_b, partial(_link_addr, ends.dev_b, b))
         self._routes(link_recs)
+        if any(n.role == "node" for n in topo.nodes):
+            if cluster.node_available():
+                self.node_argvs = cluster.node_argvs(topo, work)
+            else:
+                self.pending_roles = [n.name for n in topo.nodes if n.role == "node"]
         for n in topo.nodes:
             self._start_node(n, work / "logs")
         state.update(topo.name, root, ready=True, pending_roles=self.pending_roles)
@@ -209,10 +214,9 @@ class Lab:
 
     def _start_node(self, n: NodeSpec, logs: Path) -> None:
         if n.role == "node":
-            argv = node_argv(self, n)
-            if argv is None:
-                self.pending_roles.append(n.name)
-                return
+            if n.name not in self.node_argvs:
+                return  # pending: reported by `lab up` / `lab status`
+            argv = self.node_argvs[n.name]
         elif n.command is None:
             return
         else:
@@ -311,6 +315,10 @@ class Lab:
         )
         return p
 
+    def node_api(self, node: str, path: str = "/status", timeout: float = 3.0) -> Any:
+        """GET a role="node" node's REST API (e.g. "/status") from inside its namespace."""
+        return cluster.api_get(self.ns(node), self.topology.node(node), path, timeout)
+
     def crashed(self) -> list[Supervised]:
         """Supervised node processes that exited since the last call (each reported once)."""
         out = []
@@ -376,18 +384,6 @@ def set_link_record(name: str, index: int, shape: LinkShape, root: Path | None =
         engines.get(rec["engine"]).set(link, shape, int(rec.get("mtu", 1500)))
         link["shape"] = shape.as_dict(int(rec.get("mtu", 1500)))
         state.write(rec, root)
-
-
-def node_argv(lab: Lab, n: NodeSpec) -> list[str] | None:
-    """argv of `netdiag node run` for a role="node" node, or None while the node is not built.
-
-    The reference node lands on main separately; until then such nodes are reported pending.
-    """
-    import importlib.util
-
-    if importlib.util.find_spec("netdiag.node.__main__") is None:
-        return None
-    return [sys.executable, "-m", "netdiag.node", "run", "--listen", f"{n.address}:0"]
 
 
 def _main_thread() -> bool:

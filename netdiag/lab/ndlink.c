@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,6 +55,7 @@ struct slot {
 struct dir {
     const char *name;
     int in_fd, out_fd;
+    int wake_fd; /* eventfd: the control thread pokes it after a config change */
     pthread_mutex_t mu; /* guards pending/gen */
     struct cfg pending;
     uint64_t gen;
@@ -214,7 +216,7 @@ static void *run_dir(void *arg) {
             d->head = (d->head + 1) % d->cap;
             d->count--;
         }
-        struct pollfd pfd = {.fd = d->in_fd, .events = POLLIN};
+        struct pollfd pfd[2] = {{.fd = d->in_fd, .events = POLLIN}, {.fd = d->wake_fd, .events = POLLIN}};
         struct timespec ts, *tsp = NULL;
         uint64_t want_wake = 0;
         if (d->count) {
@@ -229,7 +231,7 @@ static void *run_dir(void *arg) {
             ts.tv_nsec = 200000000;
             tsp = &ts;
         }
-        int r = ppoll(&pfd, 1, tsp, NULL);
+        int r = ppoll(pfd, 2, tsp, NULL);
         if (r < 0 && errno != EINTR) die("ppoll");
         if (r == 0 && want_wake) { /* a timer wake-up: learn how late it was */
             int64_t late = (int64_t)(now_ns() - want_wake);
@@ -237,7 +239,12 @@ static void *run_dir(void *arg) {
             d->lead_ns += (late - d->lead_ns) / 4;
             if (d->lead_ns < 0) d->lead_ns = 0;
         }
-        if (r > 0 && (pfd.revents & POLLIN)) {
+        if (r > 0 && (pfd[1].revents & POLLIN)) {
+            uint64_t v;
+            if (read(d->wake_fd, &v, sizeof v) < 0) { /* nothing: just woken */ }
+            continue; /* apply the new config before reading more packets */
+        }
+        if (r > 0 && (pfd[0].revents & POLLIN)) {
             for (int i = 0; i < BATCH; i++) {
                 ssize_t n = read(d->in_fd, tmp.data, sizeof tmp.data);
                 if (n <= 0) break;
@@ -262,6 +269,8 @@ static void set_dir(struct dir *d, const struct cfg *c) {
     d->pending = *c;
     __atomic_add_fetch(&d->gen, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&d->mu);
+    uint64_t one = 1;
+    if (write(d->wake_fd, &one, sizeof one) < 0) { /* counter saturated: already awake */ }
 }
 
 static void write_stats(const char *path) {
@@ -314,6 +323,8 @@ int main(int argc, char **argv) {
     dirs[1] = (struct dir){.name = "ba", .in_fd = fb, .out_fd = fa, .rng = seed * 2 + 2};
     for (int i = 0; i < 2; i++) {
         pthread_mutex_init(&dirs[i].mu, NULL);
+        dirs[i].wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (dirs[i].wake_fd < 0) die("eventfd");
         apply_cfg(&dirs[i], i ? &ba : &ab);
     }
     int cfd = open(ctl, O_RDWR | O_NONBLOCK | O_CLOEXEC); /* RDWR: never sees EOF when writers go */
