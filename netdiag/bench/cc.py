@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import platform
-import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -141,8 +140,9 @@ def tuned_client(lab: Lab, port: int, env: TuneEnv) -> Iterator[Path]:
     """Client namespace defaults to cubic; a sockops policy gives port `port` bbr — both
     applied through tune's plan/journal, reverted on exit (and by `tune --revert` after a
     kill -9: the entries are in the normal journal)."""
-    cg = cgroup.v2_root() / f"nd-tune-bench-{secrets.token_hex(3)}"
-    cg.mkdir()
+    # a fixed name: a run killed with -9 leaves at most this one empty directory, reused next
+    cg = cgroup.v2_root() / "nd-tune-bench"
+    cg.mkdir(exist_ok=True)
     entries = []
     try:
         argv = ["netdiag", "bench", "cc"]

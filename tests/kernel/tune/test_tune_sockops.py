@@ -33,16 +33,18 @@ PROBE = textwrap.dedent("""
     # setns here rather than `ip netns exec`, which remounts /sys and hides the cgroup tree
     fd = os.open("/run/netns/" + ns, os.O_RDONLY)
     assert ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) == 0
-    def pair(p):
-        srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind(("127.0.0.1", p)); srv.listen()
-        c = socket.create_connection(srv.getsockname()); a, _ = srv.accept()
+    def pair(p, fam=socket.AF_INET, host="127.0.0.1"):
+        srv = socket.socket(fam); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((host, p)); srv.listen()
+        c = socket.create_connection(srv.getsockname()[:2]); a, _ = srv.accept()
         return srv, c, a
     def cc(s):
         return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\\0").decode()
     keep, out = [], {}
-    for name, p in (("p2p", port), ("other", 0)):
-        srv, c, a = pair(p); keep += [srv, c, a]
+    for name, p, fam, host in (("p2p", port, socket.AF_INET, "127.0.0.1"),
+                               ("other", 0, socket.AF_INET, "127.0.0.1"),
+                               ("p2p6", port, socket.AF_INET6, "::1")):
+        srv, c, a = pair(p, fam, host); keep += [srv, c, a]
         lp = srv.getsockname()[1]
         ss = subprocess.run(["ss", "-tniH", "state", "established", f"( sport = :{lp} )"],
                             capture_output=True, text=True).stdout
@@ -79,6 +81,7 @@ def test_port_scoped_cc_then_revert_leaves_nothing(
     got = probe(tune_netns, scratch_cgroup)
     assert got["p2p"]["client"] == got["p2p"]["server"] == "cubic"
     assert got["other"]["client"] == got["other"]["server"] == "bbr"
+    assert got["p2p6"]["client"] == got["p2p6"]["server"] == "cubic"  # IPv6 too
     assert " cubic " in f" {got['p2p']['ss']} " and " bbr " in f" {got['other']['ss']} "
     # a process outside the tuned cgroup keeps the default even on the P2P port
     outside = probe(tune_netns, None)
