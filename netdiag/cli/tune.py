@@ -316,7 +316,7 @@ def _int_id(text: str) -> int:
 
 
 def _verdict_table(v: verify.Verdict) -> Table:
-    t = Table(title=f"verify: {v.verdict} — {v.why}", title_justify="left")
+    t = Table(title=f"verify: {v.verdict}", title_justify="left", caption=v.why)
     for col in ("", "before", "after"):
         t.add_column(col, justify="right")
     b, a = v.before, v.after

@@ -29,6 +29,7 @@ _OFF = {
     "busy_us": (168, "Q"),
     "rwnd_limited_us": (176, "Q"),
     "sndbuf_limited_us": (184, "Q"),
+    "bytes_acked": (120, "Q"),
     "bytes_sent": (200, "Q"),
     "bytes_retrans": (208, "Q"),
 }
@@ -159,7 +160,8 @@ def measure(peer: str | None, seconds: float, ns: str | None = None, port: int =
         cc=cc_name,
         seconds=round(elapsed, 3),
         bytes_sent=info["bytes_sent"],
-        throughput_bps=int(info["bytes_sent"] * 8 / elapsed) if elapsed > 0 else 0,
+        # goodput: bytes the peer acknowledged (bytes_sent also counts retransmissions)
+        throughput_bps=int(info["bytes_acked"] * 8 / elapsed) if elapsed > 0 else 0,
         rtt_us=info["rtt_us"],
         min_rtt_us=info["min_rtt_us"],
         retrans_segs=info["total_retrans"],
