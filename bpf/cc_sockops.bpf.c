@@ -30,7 +30,7 @@
 #define ND_STR_(x) #x
 #define ND_STR(x) ND_STR_(x)
 
-/* [0] connections matched and set, [1] bpf_setsockopt failures */
+/* [0] connections matched and set, [1] bpf_setsockopt failures (`bpftool map dump`) */
 BPF_ARRAY(cc_stats, u64, 2);
 
 static __always_inline int cc_port_match(__u32 lport, __u32 rport)
@@ -47,6 +47,8 @@ int cc_sockops(struct bpf_sock_ops *skops)
 	__u32 op = skops->op;
 	int idx, rv;
 
+	/* active side: before the SYN is sent; passive side: when the accepted socket is
+	 * established (before its cc is initialised). Both always fire, no cb flags needed. */
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB &&
 	    op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
 		return 1;

@@ -164,3 +164,14 @@ def test_sigkill_before_pin_leaves_nothing(
     out = run(["tune", "--revert", "--json"], state).stdout
     [r] = json.loads(out)
     assert r["status"] == "reverted" and "never pinned" in r["notes"][0]
+
+
+def test_cgroup_scope_without_port_sets_every_connection(
+    tune_netns: str, state: dict[str, str], scratch_cgroup: Path
+) -> None:
+    run(["tune", "--cc", "cubic", "--cgroup", str(scratch_cgroup)], state)
+    got = probe(tune_netns, scratch_cgroup)
+    assert {got[k]["client"] for k in got} == {"cubic"}
+    assert probe(tune_netns, None)["other"]["client"] == "bbr"  # outside the cgroup
+    run(["tune", "--revert"], state)
+    assert "cc_sockops" not in attached(scratch_cgroup)
