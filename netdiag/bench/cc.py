@@ -110,22 +110,30 @@ def _row(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _link_counters(lab: Lab) -> dict[str, int]:
-    """The emulated link's a->b (data direction) counters; the forwarder writes them each second."""
+def _link_counters(lab: Lab) -> dict[str, dict[str, int]]:
+    """The emulated link's counters per direction (ab: data, ba: ACKs); the forwarder
+    writes them each second, so wait for a fresh copy."""
     time.sleep(1.1)
-    st = lab.link_stats("a", "b") or {}
-    ab: dict[str, int] = st.get("ab", {})
-    return ab
+    st: dict[str, dict[str, int]] = lab.link_stats("a", "b") or {}
+    return st
 
 
-def _link_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
-    """What the link did to the data during one run: the loss it really applied, and any
-    drops that were not the configured random loss (queue overflow, forwarder lag)."""
+def _link_delta(
+    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """What the link did during one run: the loss it really applied to the data (and to the
+    ACKs — the lab's loss is symmetric), and data drops that were not the configured random
+    loss (bottleneck queue overflow, forwarder lag)."""
+    ab0, ab1 = before.get("ab", {}), after.get("ab", {})
     d: dict[str, Any] = {
-        k: after.get(k, 0) - before.get(k, 0)
+        k: ab1.get(k, 0) - ab0.get(k, 0)
         for k in ("rx_pkts", "drop_loss", "drop_queue", "drop_overflow")
     }
     d["observed_loss"] = round(d["drop_loss"] / d["rx_pkts"], 5) if d["rx_pkts"] > 0 else None
+    ba0, ba1 = before.get("ba", {}), after.get("ba", {})
+    acks = ba1.get("rx_pkts", 0) - ba0.get("rx_pkts", 0)
+    ack_lost = ba1.get("drop_loss", 0) - ba0.get("drop_loss", 0)
+    d["ack_observed_loss"] = round(ack_lost / acks, 5) if acks > 0 else None
     return d
 
 
