@@ -101,6 +101,9 @@ def _show(env: TuneEnv, as_json: bool, console: Console) -> None:
         for e, c in live_changes
     ]
     pins = sockops.live_pins(env)
+    orphans = {str(p) for p in tune_apply.orphan_pins(env, [e for e in entries if e.live])}
+    for p in pins:
+        p["orphan"] = p["pin"] in orphans
     current = _current(env)
     if as_json:
         click.echo(
@@ -135,7 +138,12 @@ def _show(env: TuneEnv, as_json: bool, console: Console) -> None:
     console.print(t if live else "no live tuning by netdiag")
     for p in pins:
         console.print(
-            f"sockops link pinned at {p['pin']}: link id {p.get('id')} prog id "
+            (
+                "[red]ORPHAN (no journal record; `netdiag tune --revert` removes it)[/red] "
+                if p["orphan"]
+                else ""
+            )
+            + f"sockops link pinned at {p['pin']}: link id {p.get('id')} prog id "
             f"{p.get('prog_id')} cgroup id {p.get('cgroup_id')}"
         )
     j = Table(title=f"journal ({env.state})", title_justify="left")
@@ -364,9 +372,12 @@ def _revert(env: TuneEnv, entry_id: int | None, as_json: bool, console: Console)
         if not results:
             console.print("nothing to revert: no live netdiag tuning")
         for r in results:
-            console.print(
-                f"entry {r.entry.id}: {r.entry.status} ({len(r.entry.changes)} change(s))"
-            )
+            if r.entry.id == 0:  # orphan pins found after the entries (see apply.revert)
+                console.print("sockops links without a journal record:")
+            else:
+                console.print(
+                    f"entry {r.entry.id}: {r.entry.status} ({len(r.entry.changes)} change(s))"
+                )
             for n in r.notes:
                 console.print(f"  • {n}")
             for p in r.problems:

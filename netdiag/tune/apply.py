@@ -12,9 +12,11 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from netdiag.errors import InputError, NetdiagError
-from netdiag.tune.changes import Change
+from netdiag.tune import sockops
+from netdiag.tune.changes import Change, SockopsChange
 from netdiag.tune.env import TuneEnv
 from netdiag.tune.journal import Entry, Journal
 from netdiag.tune.plan import Plan
@@ -135,4 +137,32 @@ def revert(env: TuneEnv, entry_id: int | None = None) -> list[RevertResult]:
             e.reverted = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             j.save(e)
             results.append(r)
+        if entry_id is None:
+            orphans = _remove_orphan_pins(env, [e for e in j.entries() if e.live])
+            if orphans:
+                results.append(orphans)
         return results
+
+
+def orphan_pins(env: TuneEnv, live: list[Entry]) -> list[Path]:
+    """Pins in this journal's bpffs directory that no live entry records: an attachment
+    that has outlived netdiag's record (e.g. its journal file was deleted)."""
+    recorded = {c.pin for e in live for c in e.changes if isinstance(c, SockopsChange)}
+    d = sockops.pin_dir(env)
+    if not d.is_dir():
+        return []
+    return [p for p in sorted(d.iterdir()) if str(p) not in recorded]
+
+
+def _remove_orphan_pins(env: TuneEnv, live: list[Entry]) -> RevertResult | None:
+    found = orphan_pins(env, live)
+    if not found:
+        return None
+    r = RevertResult(Entry(id=0, created="", argv=[], status="reverted", changes=[]))
+    for p in found:
+        try:
+            sockops.unpin(p)
+            r.notes.append(f"orphan sockops link {p} (no journal record) detached and unpinned")
+        except NetdiagError as e:
+            r.problems.append(f"orphan sockops link {p}: {e}")
+    return r

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,15 @@ class TuneEnv:
     host: HostPaths = REAL
     state: Path = field(default_factory=lambda: state_dir() / "tune")
     sysctl_d: Path = Path("/etc/sysctl.d")
-    # pins live in bpffs under this sub-directory; bpffs itself is found/mounted at use
-    pin_subdir: str = "netdiag/tune"
     pause_after: int | None = None
+
+    @property
+    def pin_subdir(self) -> str:
+        """Pins live in bpffs under netdiag/tune/<journal id>: one directory per journal, so
+        a revert can treat any pin there that its journal does not record as an orphan
+        without touching pins of another journal (tests and benches use their own)."""
+        digest = hashlib.sha256(str(self.state.resolve()).encode()).hexdigest()[:10]
+        return f"netdiag/tune/{digest}"
 
     @classmethod
     def from_environ(cls) -> TuneEnv:

@@ -96,7 +96,15 @@ def detach(ch: SockopsChange, env: TuneEnv) -> str | None:
     with contextlib.suppress(OSError):  # leave directories that still hold others' pins
         pin.parent.rmdir()
         pin.parent.parent.rmdir()
+        pin.parent.parent.parent.rmdir()
     return note
+
+
+def unpin(pin: Path) -> str | None:
+    """Detach and remove a pinned link netdiag made (used for orphans without a record)."""
+    from netdiag.tune.changes import SockopsChange
+
+    return detach(SockopsChange(cgroup="", cc="", ports=[], pin=str(pin)), TuneEnv())
 
 
 def live_pins(env: TuneEnv) -> list[dict[str, object]]:

@@ -175,3 +175,17 @@ def test_cgroup_scope_without_port_sets_every_connection(
     assert probe(tune_netns, None)["other"]["client"] == "bbr"  # outside the cgroup
     run(["tune", "--revert"], state)
     assert "cc_sockops" not in attached(scratch_cgroup)
+
+
+def test_pin_without_journal_record_is_an_orphan_that_revert_removes(
+    tune_netns: str, state: dict[str, str], scratch_cgroup: Path
+) -> None:
+    run(["tune", "--cc", "cubic", "--cgroup", str(scratch_cgroup), "--port", str(P2P_PORT)], state)
+    for f in Path(state["NETDIAG_STATE"], "tune").glob("*.json"):
+        f.unlink()  # netdiag's record is gone; the attachment must not outlive it
+    [link] = json.loads(run(["tune", "--show", "--json"], state).stdout)["sockops_links"]
+    assert link["orphan"] is True
+    out = run(["tune", "--revert"], state).stdout
+    assert "without a journal record" in out and "detached" in out
+    assert "cc_sockops" not in attached(scratch_cgroup)
+    assert not Path(str(link["pin"])).exists()
