@@ -32,8 +32,8 @@ def test_bench_cc_quick_schema(tmp_path: Path, state: dict[str, str]) -> None:
     [row] = res["rows"]
     assert row["loss"] == 0.01 and row["ideal_bps"] == 99_000_000
     for cc in ("cubic", "bbr", "tuned"):
-        assert row[cc]["goodput_bps"] > 0 and 0 < row[cc]["ratio_to_ideal"] < 1.2
-    assert row["cubic"]["cc_used"] == "cubic" and row["bbr"]["cc_used"] == "bbr"
+        assert row[cc]["goodput_bps"] > 0 and 0 < row[cc]["ratio_to_ideal"] < 1.2, row
+    assert row["cubic"]["cc_used"] == "cubic" and row["bbr"]["cc_used"] == "bbr", row
     assert row["tuned"]["cc_used"] == "bbr"  # the sockops policy chose it, not iperf3
     # the bench reverted its tuning: journal entries reverted, host list restored
     show = json.loads(run(["tune", "--show", "--json"], state).stdout)
