@@ -22,7 +22,7 @@ def test_bench_cc_quick_schema(tmp_path: Path, state: dict[str, str]) -> None:
     allowed = raw("net.ipv4.tcp_allowed_congestion_control")
     out = tmp_path / "cc.json"
     p = run(["bench", "cc", "--quick", "--seconds", "2", "--out", str(out)], state, timeout=180)
-    assert "bbr/cubic" in p.stdout
+    assert "cc vs random loss" in p.stdout  # the table printed (its cells may wrap)
     res = json.loads(out.read_text())
     assert res["benchmark"] == "cc" and res["link"] == {
         "rate_bps": 100_000_000,
