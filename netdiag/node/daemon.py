@@ -613,8 +613,12 @@ class Node:
     def _send_all(self, sends: list[Send]) -> None:
         for pid, msg in sends:
             conn = self.conns.get(pid)
-            if conn is not None:
-                conn.send(msg)
+            if conn is None:
+                continue
+            if isinstance(msg, Prune) and not msg.peers:
+                # v1.1 peer exchange on prune: a pruned peer learns where else to connect
+                msg = Prune(msg.topic, msg.backoff_s, self._shareable_addrs(exclude=conn)[:16])
+            conn.send(msg)
 
     # -- gossip payloads -------------------------------------------------------------------
 
