@@ -48,7 +48,7 @@ def test_decoding_garbage_fails_cleanly(data: bytes) -> None:
             decode(data)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(blocks, min_size=1, max_size=4))
 def test_random_blocks_are_never_stored(candidates: list[Block]) -> None:
     spec, keys = lab()
