@@ -9,14 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
 import ssl
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +50,7 @@ from netdiag.node.messages import (
 )
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.model import Block, BlockHeader, Tx, decode_block, decode_tx, make_block
+from netdiag.node.peers import PeerBook
 from netdiag.node.protocol import PeerProtocol, Violation
 from netdiag.node.store import Store
 from netdiag.node.sync import SequentialSync
@@ -68,13 +66,6 @@ PENALTY_RATE = 1.0
 
 def short(b: bytes) -> str:
     return b[:6].hex()
-
-
-@dataclass
-class AddrState:
-    failures: int = 0
-    next_try: float = 0.0
-    bootstrap: bool = False
 
 
 class Node:
@@ -96,12 +87,7 @@ class Node:
         )
         self.conns: dict[bytes, Connection] = {}  # authenticated, by peer id
         self.pending: set[Connection] = set()  # handshaking
-        self.addrs: dict[str, AddrState] = {p: AddrState(bootstrap=True) for p in cfg.peers}
-        self.dialing: set[str] = set()
-        self.self_addrs: set[str] = set()
-        self.banned: dict[bytes, float] = {}
-        self.banned_ips: dict[str, float] = {}
-        self.failed_handshakes: dict[str, deque[float]] = {}
+        self.book = PeerBook(cfg, clock)
         self.produced: set[tuple[int, int]] = set()
         self.started_at = clock()
         self.listen_port = 0
@@ -279,8 +265,7 @@ class Node:
                 self._conn_tasks.discard(task)
 
     def _inbound_refusal(self, ip: str) -> tuple[str, str] | None:
-        now = self.clock()
-        if self.banned_ips.get(ip, 0) > now:
+        if self.book.ip_banned(ip):
             return "banned_ip", f"{ip} is banned for failed handshakes"
         inbound = [c for c in [*self.conns.values(), *self.pending] if not c.outbound]
         if len(inbound) >= self.cfg.max_inbound:
@@ -290,8 +275,7 @@ class Node:
         return None
 
     async def _dial(self, addr: str) -> None:
-        st = self.addrs.setdefault(addr, AddrState())
-        self.dialing.add(addr)
+        self.book.dialing.add(addr)
         try:
             host, port = split_hostport(addr)
             try:
@@ -300,47 +284,37 @@ class Node:
                     self.cfg.handshake_timeout_s,
                 )
             except (OSError, TimeoutError) as e:
-                self._dial_failed(addr, st, f"connect failed: {e!r}")
+                self._dial_failed(addr, f"connect failed: {e!r}")
                 return
             conn = self._new_conn(r, w, outbound=True, dialed=addr)
             self.pending.add(conn)
             await conn.run(self)
             why = conn.close_reason or "handshake failed"
             if "handshake_self" in why:
-                self.addrs.pop(addr, None)  # that address is us: never dial it again
-                self.self_addrs.add(addr)
+                self.book.mark_self(addr)  # that address is us: never dial it again
             elif conn.peer_id is None or "refus" in why:
-                self._dial_failed(addr, st, why)
+                self._dial_failed(addr, why)
         finally:
-            self.dialing.discard(addr)
+            self.book.dialing.discard(addr)
 
-    def _dial_failed(self, addr: str, st: AddrState, why: str) -> None:
-        st.failures += 1
-        backoff = min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s * 2**st.failures)
-        st.next_try = self.clock() + backoff * random.uniform(0.8, 1.2)
+    def _dial_failed(self, addr: str, why: str) -> None:
+        backoff = self.book.dial_failed(addr)
         self.log.debug(
             "dial_failed",
             f"dial {addr} failed ({why}); retry in {backoff:.1f} s",
             addr=addr,
             reason=why,
-            failures=st.failures,
+            failures=self.book.addrs[addr].failures,
         )
 
     async def _dial_loop(self) -> None:
         while True:
-            now = self.clock()
-            outbound = sum(c.outbound for c in self.conns.values()) + len(self.dialing)
+            outbound = sum(c.outbound for c in self.conns.values())
             connected = {c.dialed_addr for c in self.conns.values()} | {
                 c.listen_addr for c in self.conns.values()
             }
             own = {f"127.0.0.1:{self.listen_port}", self.cfg.listen}
-            for addr, st in list(self.addrs.items()):
-                if outbound >= min(self.cfg.target_outbound, self.cfg.max_outbound):
-                    break
-                if addr in connected or addr in self.dialing or addr in own or st.next_try > now:
-                    continue
-                st.next_try = now + self.cfg.reconnect_min_s
-                outbound += 1
+            for addr in self.book.to_dial(connected, own, outbound):
                 self._spawn(self._dial(addr))
             await asyncio.sleep(0.2)
 
@@ -364,8 +338,7 @@ class Node:
         pid = conn.peer_id
         assert pid is not None
         self.pending.discard(conn)
-        now = self.clock()
-        if self.banned.get(pid, 0) > now:
+        if self.book.peer_banned(pid):
             self.metrics.handshakes.labels("refused_banned").inc()
             return f"refused: peer {short(pid)} is banned"
         old = self.conns.get(pid)
@@ -384,7 +357,7 @@ class Node:
             return "refused: outbound limit reached"
         self.conns[pid] = conn
         if conn.dialed_addr:
-            self.addrs.setdefault(conn.dialed_addr, AddrState()).failures = 0
+            self.book.connected(conn.dialed_addr)
         self.metrics.handshakes.labels("ok").inc()
         self._update_peer_gauges()
         self.log.info(
@@ -417,9 +390,8 @@ class Node:
                 addr=conn.address,
                 reason=reason,
             )
-        if conn.dialed_addr and conn.dialed_addr in self.addrs:
-            st = self.addrs[conn.dialed_addr]
-            st.next_try = self.clock() + self.cfg.reconnect_min_s
+        if conn.dialed_addr:
+            self.book.disconnected(conn.dialed_addr)
 
     def _drop_peer(self, conn: Connection) -> None:
         assert conn.peer_id is not None
@@ -433,20 +405,13 @@ class Node:
         self.metrics.handshakes.labels("failed").inc()
         if conn.outbound or "handshake_self" in reason:
             return  # our own dial to ourselves is not the remote address misbehaving
-        now = self.clock()
-        window = self.failed_handshakes.setdefault(conn.remote_host, deque())
-        window.append(now)
-        while window and window[0] < now - 60:
-            window.popleft()
         self.log.info(
             "handshake_failed",
             f"inbound {conn.address} failed the handshake: {reason}",
             addr=conn.address,
             reason=reason,
         )
-        if len(window) > self.cfg.max_failed_handshakes_per_ip:
-            self.banned_ips[conn.remote_host] = now + self.cfg.ban_seconds
-            window.clear()
+        if self.book.handshake_failed(conn.remote_host):
             self.metrics.bans.labels("ip").inc()
             self.log.warning(
                 "ip_banned",
@@ -483,7 +448,7 @@ class Node:
         self.gossip.penalize(pid, amount)
         score = self.gossip.score(pid)
         if score <= self.cfg.ban_threshold and self.conns.get(pid) is conn:
-            self.banned[pid] = self.clock() + self.cfg.ban_seconds
+            self.book.ban_peer(pid)
             self.metrics.bans.labels("peer").inc()
             self.log.warning(
                 "peer_banned",
@@ -537,7 +502,7 @@ class Node:
                 self._send_all(self.gossip.on_graft(pid, topic))
             case Prune(topic=topic, backoff_s=backoff, peers=px):
                 self.gossip.on_prune(pid, topic, backoff)
-                self._learn_addrs(px)
+                self.book.learn(px)
             case Status():
                 if msg.genesis_hash != self.chain.genesis_hash:
                     self.penalize(conn, PENALTY_VIOLATION, "status for another genesis")
@@ -557,7 +522,7 @@ class Node:
             case GetPeers():
                 conn.send(Peers(self._shareable_addrs(exclude=conn)))
             case Peers(addrs=addrs):
-                self._learn_addrs(addrs)
+                self.book.learn(addrs)
             case Ping(nonce=n):
                 conn.send(Pong(n))
             case Pong():
@@ -595,20 +560,7 @@ class Node:
 
     def add_address(self, addr: str) -> None:
         """Dial ``addr`` as a bootstrap peer (reconnect with backoff for as long as we run)."""
-        split_hostport(addr)
-        self.addrs.setdefault(addr, AddrState(bootstrap=True))
-
-    def _learn_addrs(self, addrs: list[str]) -> None:
-        for a in addrs[:64]:
-            if len(self.addrs) >= self.cfg.max_known_addrs:
-                return
-            if a in self.self_addrs:
-                continue
-            try:
-                split_hostport(a)
-            except Exception:
-                continue
-            self.addrs.setdefault(a, AddrState())
+        self.book.add(addr, bootstrap=True)
 
     def _send_all(self, sends: list[Send]) -> None:
         for pid, msg in sends:
@@ -828,15 +780,7 @@ class Node:
             self._send_all(self.gossip.heartbeat())
             self.sync.tick()
             now = self.clock()
-            for pid, until in list(self.banned.items()):
-                if until <= now:
-                    del self.banned[pid]
-            for ip, until in list(self.banned_ips.items()):
-                if until <= now:
-                    del self.banned_ips[ip]
-            for ip, window in list(self.failed_handshakes.items()):
-                if not window or window[-1] < now - 60:
-                    del self.failed_handshakes[ip]
+            self.book.expire()
             for conn in list(self.conns.values()):
                 if now - conn.last_recv > self.cfg.ping_interval_s:
                     conn.send(Ping(int(now * 1000)))

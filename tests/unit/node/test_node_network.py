@@ -63,8 +63,8 @@ async def test_dialing_ourselves_is_detected_and_dropped(tmp_path: Path) -> None
     async with running(node_cfg(tmp_path, "a", gen)) as (a, _log):
         me = f"localhost:{a.listen_port}"  # another spelling of our own address
         a.add_address(me)
-        await wait_for(lambda: me in a.self_addrs, what="self detected")
-        assert me not in a.addrs and not a.conns and not a.banned_ips
+        await wait_for(lambda: me in a.book.self_addrs, what="self detected")
+        assert me not in a.book.addrs and not a.conns and not a.book.banned_ips
 
 
 async def test_silent_connection_hits_handshake_timeout(tmp_path: Path) -> None:
@@ -131,10 +131,10 @@ async def test_reconnects_with_backoff_after_peer_restart(tmp_path: Path) -> Non
             await wait_for(lambda: b.node_id in a.conns, what="first connection")
         await wait_for(lambda: not a.conns, what="disconnect noticed")
         await asyncio.sleep(1.0)  # a few failed dials while b is down: backoff grows
-        assert a.addrs[f"127.0.0.1:{port}"].failures >= 1
+        assert a.book.addrs[f"127.0.0.1:{port}"].failures >= 1
         async with running(b_cfg) as (b, _):
             await wait_for(lambda: b.node_id in a.conns, timeout=15, what="reconnection")
-        assert a.addrs[f"127.0.0.1:{port}"].failures == 0
+        assert a.book.addrs[f"127.0.0.1:{port}"].failures == 0
 
 
 async def test_trickling_handshake_cannot_stretch_the_deadline(tmp_path: Path) -> None:
