@@ -906,7 +906,7 @@ class Node:
             return None
         return {
             "topic": rec.topic,
-            "first_seen_s": rec.first_seen,
+            "first_seen_age_s": round(self.clock() - rec.first_seen, 6),
             "duplicates": rec.duplicates,
             "first_peer": rec.first_peer.hex() if rec.first_peer else None,
             "verdict": rec.verdict,
