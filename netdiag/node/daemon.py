@@ -140,13 +140,12 @@ class Node:
         )
         self.listen_port = self._server.sockets[0].getsockname()[1]
         self._api_runner, self.api_port = await start_api(self)
-        for coro in (
-            self._dial_loop(),
-            self._heartbeat_loop(),
-            self._producer_loop(),
-            self._status_loop(),
-        ):
-            self._spawn(coro)
+        self._spawn(self._every("dial", 0.2, self._dial_step))
+        self._spawn(self._every("heartbeat", self.cfg.gossip_heartbeat_s, self._heartbeat_step))
+        self._spawn(self._every("status", self.cfg.status_interval_s, self._status_step))
+        if self.cfg.produce and self.is_validator:  # check ten times a slot
+            tick_s = max(0.01, self.genesis.params.slot_ms / 10_000)
+            self._spawn(self._every("producer", tick_s, self._maybe_produce))
         self.log.info(
             "node_started",
             f"node {short(self.node_id)} up at height {self.chain.height} "
@@ -307,16 +306,14 @@ class Node:
             failures=self.book.addrs[addr].failures,
         )
 
-    async def _dial_loop(self) -> None:
-        while True:
-            outbound = sum(c.outbound for c in self.conns.values())
-            connected = {c.dialed_addr for c in self.conns.values()} | {
-                c.listen_addr for c in self.conns.values()
-            }
-            own = {f"127.0.0.1:{self.listen_port}", self.cfg.listen}
-            for addr in self.book.to_dial(connected, own, outbound):
-                self._spawn(self._dial(addr))
-            await asyncio.sleep(0.2)
+    def _dial_step(self) -> None:
+        outbound = sum(c.outbound for c in self.conns.values())
+        connected = {c.dialed_addr for c in self.conns.values()} | {
+            c.listen_addr for c in self.conns.values()
+        }
+        own = {f"127.0.0.1:{self.listen_port}", self.cfg.listen}
+        for addr in self.book.to_dial(connected, own, outbound):
+            self._spawn(self._dial(addr))
 
     # ConnectionHandler -------------------------------------------------------------------
 
@@ -774,24 +771,35 @@ class Node:
 
     # -- periodic work ---------------------------------------------------------------------
 
-    async def _heartbeat_loop(self) -> None:
+    async def _every(self, name: str, interval_s: float, step: Callable[[], None]) -> None:
+        """Run ``step`` every ``interval_s``. An exception is logged and the loop goes on: a
+        failing disk or a bug in one round must not silently stop production or the heartbeat."""
         while True:
-            await asyncio.sleep(self.cfg.gossip_heartbeat_s)
-            self._send_all(self.gossip.heartbeat())
-            self.sync.tick()
-            now = self.clock()
-            self.book.expire()
-            for conn in list(self.conns.values()):
-                if now - conn.last_recv > self.cfg.ping_interval_s:
-                    conn.send(Ping(int(now * 1000)))
+            await asyncio.sleep(interval_s)
+            try:
+                step()
+            except Exception as e:
+                self.log.error(
+                    "internal_error",
+                    f"{name} step failed: {e!r}; retrying",
+                    loop=name,
+                    exc=traceback.format_exc(),
+                )
 
-    async def _status_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.status_interval_s)
-            assert self.chain is not None
-            st = Status(self.chain.height, self.chain.tip_hash, self.chain.genesis_hash)
-            for conn in list(self.conns.values()):
-                conn.send(st)
+    def _heartbeat_step(self) -> None:
+        self._send_all(self.gossip.heartbeat())
+        self.sync.tick()
+        now = self.clock()
+        self.book.expire()
+        for conn in list(self.conns.values()):
+            if now - conn.last_recv > self.cfg.ping_interval_s:
+                conn.send(Ping(int(now * 1000)))
+
+    def _status_step(self) -> None:
+        assert self.chain is not None
+        st = Status(self.chain.height, self.chain.tip_hash, self.chain.genesis_hash)
+        for conn in list(self.conns.values()):
+            conn.send(st)
 
     def synchronized(self) -> bool:
         return self.sync.synchronized()
@@ -805,14 +813,6 @@ class Node:
         validators = set(self.genesis.validators)
         connected = sum(pid in validators for pid in self.conns)
         return 1 + connected > len(validators) // 2
-
-    async def _producer_loop(self) -> None:
-        if not (self.cfg.produce and self.is_validator):
-            return
-        slot = self.genesis.params.slot_ms
-        while True:
-            await asyncio.sleep(max(0.01, slot / 10_000))
-            self._maybe_produce()
 
     def _maybe_produce(self) -> None:
         chain = self.chain

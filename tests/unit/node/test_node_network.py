@@ -264,3 +264,27 @@ async def test_serves_headers_and_block_ranges(tmp_path: Path) -> None:
             assert a.chain.store.hash_at(header.height) == header.compute_hash()
         blocks = next(m for m in peer.received if isinstance(m, Blocks))
         assert blocks.req_id == 8 and [decode_block(b).height for b in blocks.blocks] == [2, 3, 4]
+
+
+async def test_a_failing_commit_is_logged_and_production_goes_on(tmp_path: Path) -> None:
+    import sqlite3
+
+    gen, _, _ = write_lab_genesis(tmp_path, slot_ms=50)
+    cfg = node_cfg(tmp_path, "a", gen, str(tmp_path / "validator-0.key"), tls=False)
+    async with running(cfg) as (a, log):
+        await wait_for(lambda: a.height >= 2, what="blocks")
+        assert a.chain is not None
+        real = a.chain.store.commit_block
+        failures = []
+
+        def flaky(block):  # type: ignore[no-untyped-def]
+            if not failures:
+                failures.append(block.height)
+                raise sqlite3.OperationalError("disk I/O error")
+            real(block)
+
+        a.chain.store.commit_block = flaky  # type: ignore[method-assign]
+        h = a.height
+        await wait_for(lambda: a.height >= h + 3, what="production after the failure")
+        assert failures and '"internal_error"' in log.getvalue()
+        assert a.chain.store.verify(depth=100) == a.height
