@@ -81,7 +81,17 @@ class Node:
         self.is_validator = self.node_id in self.genesis.validators
         self.chain: Chain | None = None
         self.mempool = Mempool(cfg.mempool_max_txs, cfg.mempool_max_bytes)
-        self.gossip = GossipRouter(GossipParams(heartbeat_s=cfg.gossip_heartbeat_s), clock)
+        self.gossip = GossipRouter(
+            GossipParams(
+                d=cfg.gossip_d,
+                d_lo=cfg.gossip_d_lo,
+                d_hi=cfg.gossip_d_hi,
+                d_score=min(4, cfg.gossip_d),
+                heartbeat_s=cfg.gossip_heartbeat_s,
+                seen_ttl_s=cfg.gossip_seen_ttl_s,
+            ),
+            clock,
+        )
         self.sync = SequentialSync(
             self, clock, cfg.sync_batch, cfg.sync_timeout_s, cfg.max_reorg_depth
         )
