@@ -655,10 +655,16 @@ class Node:
         old_height, old_tip = self.chain.height, self.chain.tip_hash
         res = self.chain.reorg(blocks, self.cfg.max_reorg_depth)
         if res.error is not None:
+            # A branch that no longer attaches (its chain moved between our two requests) or
+            # is too deep is not misbehaviour; an invalid block in it is.
+            honest = res.error.reason in ("orphan", "reorg_depth")
             self._reject_block(
-                conn, None, res.error.reason, f"competing branch: {res.error.detail}"
+                None if honest else conn,
+                None,
+                res.error.reason,
+                f"competing branch: {res.error.detail}",
             )
-            return "rejected"
+            return "ignored" if honest else "rejected"
         if not res.adopted:
             return "ignored"
         self.metrics.reorgs.inc()
