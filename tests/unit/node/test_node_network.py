@@ -149,7 +149,7 @@ async def test_trickling_handshake_cannot_stretch_the_deadline(tmp_path: Path) -
         t0 = time.monotonic()
         w.write(b"\x00\x00\x00\xc8")  # a 200-byte frame, then its body one byte per 100 ms
         closed_at = None
-        for _ in range(30):
+        for _ in range(50):  # 5 s of trickling if nothing stops it
             await asyncio.sleep(0.1)
             if r.at_eof() or w.is_closing():
                 break
@@ -159,7 +159,7 @@ async def test_trickling_handshake_cannot_stretch_the_deadline(tmp_path: Path) -
             if r.at_eof():
                 closed_at = time.monotonic() - t0
                 break
-        assert closed_at is not None and closed_at < 1.5, closed_at
+        assert closed_at is not None and closed_at < 3.0, closed_at
         assert a.metrics.limit_hits.labels("handshake_timeout")._value.get() == 1
         w.close()
 
