@@ -77,10 +77,19 @@ def destroy(rec: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
         removed.append(ns)
     work = rec.get("work")
     if work:
-        # keep the logs (what nodes and forwarders said); drop control FIFOs and stats
-        for f in [*Path(work).glob("l*.ctl"), *Path(work).glob("l*.stats.json")]:
+        w = Path(work)
+        # keep what says something (node and forwarder logs, node stores); drop control
+        # FIFOs, stats, empty logs, and the directory itself when nothing is left in it
+        for f in [*w.glob("l*.ctl"), *w.glob("l*.stats.json")]:
             with contextlib.suppress(OSError):
                 f.unlink()
+        for f in [*w.glob("l*.log"), *w.glob("logs/*.log")]:
+            with contextlib.suppress(OSError):
+                if f.stat().st_size == 0:
+                    f.unlink()
+        for d in (w / "logs", w):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when empty
     state.remove(rec["name"], root)
     return {"lab": rec["name"], "namespaces": removed, "killed": live + stubborn}
 

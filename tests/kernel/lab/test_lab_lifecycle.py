@@ -49,6 +49,7 @@ def test_up_exec_set_down_leaves_nothing(lab_name: str, lab_state: Path) -> None
         assert state.path_of(lab_name).exists()
     assert leftovers(lab_name) == []
     assert not state.path_of(lab_name).exists()
+    assert not state.work_dir(lab_name).exists()  # nothing worth keeping: no directory either
     assert srv.poll() is not None
     assert not any(pid_alive(p) for p in fw)
     assert tun_devices_anywhere(["ndl-a", "ndl-b"]) == []
