@@ -17,6 +17,8 @@ from netdiag.errors import EXIT_INTERRUPTED, NetdiagError
 # does not pay for bcc, matplotlib or the node's crypto at start-up.
 COMMANDS: dict[str, str] = {
     "bench": "netdiag.cli.bench:bench",
+    "trace-peers": "netdiag.cli.trace:trace_peers",
+    "probes": "netdiag.cli.trace:probes",
     # "doctor": "netdiag.cli.doctor:doctor",  (lands with issue 2)
 }
 

@@ -29,7 +29,11 @@ def _scalar(v: Any) -> int:
 
 def addr_text(raw: Sequence[int], family: int) -> str:
     b = bytes(raw)
-    return str(ipaddress.IPv4Address(b[:4])) if family == AF_INET else str(ipaddress.IPv6Address(b[:16]))
+    if family == AF_INET:
+        return str(ipaddress.IPv4Address(b[:4]))
+    a6 = ipaddress.IPv6Address(b[:16])
+    # dual-stack sockets talking IPv4 show as ::ffff:a.b.c.d; print them as IPv4, like ss does
+    return str(a6.ipv4_mapped) if a6.ipv4_mapped else str(a6)
 
 
 def hist_percentile(buckets: Sequence[int], q: float) -> float | None:

@@ -1,0 +1,269 @@
+"""`netdiag trace-peers` (per-peer TCP truth from the kernel) and `netdiag probes` (the catalog)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+
+from netdiag.errors import InputError, KernelFeatureError, NetdiagError, PrivilegeError
+from netdiag.kernel import cgroup as kcgroup
+from netdiag.trace import bpfstats, engine, manifest, nodejoin, sinks
+from netdiag.trace.filters import Filters
+
+PEERS_PROBE = "tcp_peers"
+
+
+def _ports(values: tuple[str, ...]) -> tuple[int, ...]:
+    out: list[int] = []
+    for v in values:
+        for part in v.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if not part.isdigit():
+                raise InputError(f"--port {part!r} is not a number", "e.g. --port 30303 or --port 80,443")
+            out.append(int(part))
+    return tuple(out)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so `finally` blocks detach the probe."""
+
+    def handler(_sig: int, _frm: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _console() -> Console:
+    """A terminal console sized by the terminal; anything else gets the 100 columns we design for."""
+    c = Console()
+    return c if c.is_terminal else Console(width=100)
+
+
+class Overhead:
+    """Per-event cost and CPU share of the attached programs, measured by the kernel."""
+
+    def __init__(self, session: engine.Session) -> None:
+        self.session = session
+        self.fd = bpfstats.enable()
+        self.prev = self._total()
+        self.t = time.monotonic()
+
+    def _total(self) -> bpfstats.ProgStats:
+        return bpfstats.total(bpfstats.read(self.session.prog_fds()))
+
+    def sample(self) -> dict[str, float] | None:
+        if self.fd is None:
+            return None
+        cur, now = self._total(), time.monotonic()
+        d_ns, d_cnt, dt = cur.run_time_ns - self.prev.run_time_ns, cur.run_cnt - self.prev.run_cnt, now - self.t
+        self.prev, self.t = cur, now
+        if dt <= 0:
+            return None
+        return {"bpf_runs": d_cnt, "bpf_ns_per_event": round(d_ns / d_cnt, 1) if d_cnt else 0.0,
+                "bpf_cpu_pct": round(d_ns / (dt * 1e9) * 100, 4)}
+
+    def close(self) -> None:
+        bpfstats.disable(self.fd)
+        self.fd = None
+
+
+def _overhead_text(o: dict[str, float] | None) -> str | None:
+    if not o:
+        return None
+    return f"probe cost {o['bpf_ns_per_event']:.0f} ns/event = {o['bpf_cpu_pct']:.3f}% of one CPU"
+
+
+def _filters(ports: tuple[str, ...], pids: tuple[int, ...], cg: str | None, netns_name: str | None) -> Filters:
+    path = kcgroup.resolve(cg) if cg else None
+    return Filters(ports=_ports(ports), pids=pids, cgroup=path, netns=netns_name)
+
+
+def _open_source(probe: manifest.Probe, flt: Filters, no_bpf: bool, err: Console) -> Any:
+    """The eBPF session, or the sock_diag poller when BPF cannot run here (and why)."""
+    from netdiag.trace import fallback
+
+    if not no_bpf:
+        defines = engine.defines_for(probe, flt.kernel_ports(), flt.by_cookie)
+        try:
+            return engine.Session(probe, defines).open()
+        except (PrivilegeError, KernelFeatureError, NetdiagError) as e:
+            err.print(f"[yellow]netdiag: eBPF unavailable ({e}); falling back to sock_diag polling[/]")
+    return fallback.Poller(probe, flt.ports, flt.netns, allowed=flt.allowed_cookies)
+
+
+@click.command("trace-peers")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between rows.")
+@click.option("--count", type=int, help="Stop after this many intervals.")
+@click.option("--duration", type=float, help="Stop after this many seconds.")
+@click.option("--port", "ports", multiple=True, help="Only sockets with this local or remote port (repeat or comma-separate).")
+@click.option("--pid", "pids", multiple=True, type=int, help="Only sockets this process holds.")
+@click.option("--cgroup", "cg", help="Only sockets of this cgroup v2 (and its children).")
+@click.option("--netns", "netns_name", help="Only sockets of this named network namespace.")
+@click.option("--node", "node_url", help="Label rows from the node's /peers (joined by socket cookie).")
+@click.option("--json", "as_json", is_flag=True, help="NDJSON: one object per interval.")
+@click.option("--prometheus", "prom_addr", metavar="HOST:PORT", help="Serve Prometheus metrics here.")
+@click.option("--sort", "sort_key", help="Column to sort by (default: the probe's).")
+@click.option("--columns", help="Comma-separated columns (default: the probe's).")
+@click.option("--no-bpf", is_flag=True, help="Poll sock_diag instead of attaching eBPF.")
+@click.option("--ebpf", "show_ebpf", is_flag=True, hidden=True, help="Print the final BPF C and exit.")
+def trace_peers(interval: float, count: int | None, duration: float | None, ports: tuple[str, ...],
+                pids: tuple[int, ...], cg: str | None, netns_name: str | None, node_url: str | None,
+                as_json: bool, prom_addr: str | None, sort_key: str | None, columns: str | None,
+                no_bpf: bool, show_ebpf: bool) -> None:
+    """Live per-connection TCP table: RTT, cwnd, ssthresh, throughput, retransmits, age."""
+    if interval <= 0:
+        raise InputError(f"--interval {interval} must be > 0", "e.g. --interval 1")
+    probe = manifest.load(PEERS_PROBE)
+    flt = _filters(ports, pids, cg, netns_name)
+    if show_ebpf:
+        from netdiag.kernel import bcc_loader
+
+        defines = engine.defines_for(probe, flt.kernel_ports(), flt.by_cookie)
+        click.echo(bcc_loader.render(bcc_loader.bpf_source(probe.source), defines))
+        return
+    out = _console()
+    err = Console(stderr=True)
+    cols = [c.strip() for c in columns.split(",")] if columns else list(probe.output.default_columns)
+    if node_url and not columns:
+        cols = ["peer_id", "mesh", *cols]
+    sort_by = sort_key or probe.output.sort
+    collector = sinks.PromCollector() if prom_addr else None
+    server = sinks.serve_prometheus(prom_addr, collector) if prom_addr and collector else None
+    with _sigterm_as_interrupt():
+        source = _open_source(probe, flt, no_bpf, err)
+        overhead = Overhead(source) if isinstance(source, engine.Session) else None
+        try:
+            _loop(source, probe, flt, interval, count, duration, node_url, as_json, cols, sort_by,
+                  collector, overhead, out)
+        finally:
+            if overhead:
+                overhead.close()
+            if isinstance(source, engine.Session):
+                source.close()
+            if server is not None:
+                server.shutdown()
+
+
+def _loop(source: Any, probe: manifest.Probe, flt: Filters, interval: float, count: int | None,
+          duration: float | None, node_url: str | None, as_json: bool, cols: list[str],
+          sort_by: str, collector: sinks.PromCollector | None, overhead: Overhead | None,
+          out: Console) -> None:
+    def before() -> None:
+        if isinstance(source, engine.Session) and flt.by_cookie:
+            source.set_allowed(flt.allowed_cookies() or set())
+
+    before()
+    live = Live(console=out, auto_refresh=False) if out.is_terminal and not as_json else None
+    start = time.monotonic()
+    n = 0
+    with live if live is not None else contextlib.nullcontext():
+        while True:
+            time.sleep(interval)
+            before()
+            snap = source.read()
+            snap.rows = [r for r in snap.rows if flt.keep(r)]
+            extra: dict[str, Any] = {}
+            if node_url:
+                extra["node_matched"] = nodejoin.label(snap.rows, nodejoin.by_cookie(nodejoin.fetch_peers(node_url)))
+            o = overhead.sample() if overhead else None
+            if o:
+                extra.update(o)
+            snap.rows = sinks.sort_rows(snap.rows, sort_by)
+            if collector:
+                collector.update(snap)
+            if as_json:
+                click.echo(sinks.ndjson_line(snap, extra))
+                sys.stdout.flush()
+            else:
+                t = sinks.table(snap, cols, f"netdiag trace-peers · {time.strftime('%H:%M:%S')}",
+                                _overhead_text(o))
+                if live is not None:
+                    live.update(t, refresh=True)
+                else:
+                    out.print(t)
+            n += 1
+            if count is not None and n >= count:
+                return
+            if duration is not None and time.monotonic() - start >= duration - 1e-3:
+                return
+
+
+@click.group("probes", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_context
+def probes(ctx: click.Context, as_json: bool) -> None:
+    """The probe catalog and its availability on this kernel; `probes run NAME` runs one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    items = []
+    for p in manifest.catalog():
+        a = manifest.availability(p)
+        items.append({
+            "name": p.name, "summary": p.summary, "available": a.ok, "missing": list(a.missing),
+            "hooks": [h.tracepoint for h in p.hooks], "needs": list(p.needs), "key": p.key,
+            "fields": [{"name": f.name, "type": f.type, "unit": f.unit, "doc": f.doc}
+                       for f in p.fields if not f.hidden],
+            "default_columns": list(p.output.default_columns), "doc": p.doc,
+        })
+    if as_json:
+        click.echo(json.dumps({"probes": items}, indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(box=None, header_style="bold")
+    for c in ("PROBE", "AVAILABLE", "HOOKS", "SUMMARY"):
+        t.add_column(c, overflow="fold")
+    for it in items:
+        avail = "yes" if it["available"] else "no: " + "; ".join(it["missing"])
+        t.add_row(it["name"], avail, "\n".join(it["hooks"]), it["summary"])
+    Console().print(t)
+
+
+@probes.command("run")
+@click.argument("name")
+@click.option("--interval", type=float, default=1.0, show_default=True)
+@click.option("--count", type=int)
+@click.option("--duration", type=float)
+@click.option("--port", "ports", multiple=True, help="Port filter (probes that support it).")
+@click.option("--json", "as_json", is_flag=True, help="NDJSON: one object per interval.")
+@click.option("--ebpf", "show_ebpf", is_flag=True, hidden=True)
+def run_probe(name: str, interval: float, count: int | None, duration: float | None,
+              ports: tuple[str, ...], as_json: bool, show_ebpf: bool) -> None:
+    """Run any catalog probe and print its rows each interval."""
+    probe = manifest.load(name)
+    p = _ports(ports)
+    if p and not probe.filter_ports:
+        raise InputError(f"probe {name} cannot filter by port", "its tracepoint carries no ports")
+    defines = engine.defines_for(probe, p[:2], False)
+    if show_ebpf:
+        from netdiag.kernel import bcc_loader
+
+        click.echo(bcc_loader.render(bcc_loader.bpf_source(probe.source), defines))
+        return
+    out = _console()
+    with _sigterm_as_interrupt(), engine.Session(probe, defines) as s:
+        for snap in engine.run(s, interval, count, duration):
+            snap.rows = sinks.sort_rows(snap.rows, probe.output.sort)
+            if as_json:
+                click.echo(sinks.ndjson_line(snap))
+                sys.stdout.flush()
+            else:
+                out.print(sinks.table(snap, list(probe.output.default_columns), f"netdiag probes run {name}", None))
+
+
