@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "bench": "netdiag.cli.bench:bench",
     "trace-peers": "netdiag.cli.trace:trace_peers",
     "probes": "netdiag.cli.trace:probes",
+    "bdp": "netdiag.cli.bdp:bdp",
     # "doctor": "netdiag.cli.doctor:doctor",  (lands with issue 2)
 }
 

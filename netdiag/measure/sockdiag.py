@@ -92,6 +92,14 @@ def join_hostport(addr: str, port: int) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
+def addr_text(raw: Any) -> str:
+    """An address as ss prints it: dual-stack sockets speaking IPv4 (::ffff:a.b.c.d) as IPv4."""
+    a = ipaddress.ip_address(raw)
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped:
+        return str(a.ipv4_mapped)
+    return str(a)
+
+
 def _u(d: Any, k: str) -> int:
     v = d.get(k) if hasattr(d, "get") else None
     return int(v) if v is not None else 0
@@ -152,9 +160,9 @@ def conn_from(msg: Any) -> TcpConn:
         cookie=int(msg["idiag_cookie"]),
         family=fam,
         state=STATES.get(int(msg["idiag_state"]), str(msg["idiag_state"])),
-        laddr=str(ipaddress.ip_address(msg["idiag_src"])),
+        laddr=addr_text(msg["idiag_src"]),
         lport=int(msg["idiag_sport"]),
-        raddr=str(ipaddress.ip_address(msg["idiag_dst"])),
+        raddr=addr_text(msg["idiag_dst"]),
         rport=int(msg["idiag_dport"]),
         inode=int(msg["idiag_inode"]),
         uid=int(msg["idiag_uid"]),
