@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import pytest
-
 
 def missing_root() -> str | None:
     if os.geteuid() != 0:

@@ -20,6 +20,18 @@ from netdiag.trace import bpfstats, engine, manifest, nodejoin, sinks
 from netdiag.trace.filters import Filters
 
 PEERS_PROBE = "tcp_peers"
+# with --node the node's labels lead; p90, ssthresh and age make room (all stay in --json)
+NODE_COLUMNS = (
+    "peer_id",
+    "mesh",
+    "peer",
+    "state",
+    "srtt_min_us",
+    "srtt_us",
+    "snd_cwnd",
+    "acked_bps",
+    "retrans",
+)
 
 
 def _ports(values: tuple[str, ...]) -> tuple[int, ...]:
@@ -30,7 +42,9 @@ def _ports(values: tuple[str, ...]) -> tuple[int, ...]:
             if not part:
                 continue
             if not part.isdigit():
-                raise InputError(f"--port {part!r} is not a number", "e.g. --port 30303 or --port 80,443")
+                raise InputError(
+                    f"--port {part!r} is not a number", "e.g. --port 30303 or --port 80,443"
+                )
             out.append(int(part))
     return tuple(out)
 
@@ -50,7 +64,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _console() -> Console:
-    """A terminal console sized by the terminal; anything else gets the 100 columns we design for."""
+    """Sized by the terminal when there is one; otherwise the 100 columns we design for."""
     c = Console()
     return c if c.is_terminal else Console(width=100)
 
@@ -71,12 +85,19 @@ class Overhead:
         if self.fd is None:
             return None
         cur, now = self._total(), time.monotonic()
-        d_ns, d_cnt, dt = cur.run_time_ns - self.prev.run_time_ns, cur.run_cnt - self.prev.run_cnt, now - self.t
+        d_ns, d_cnt, dt = (
+            cur.run_time_ns - self.prev.run_time_ns,
+            cur.run_cnt - self.prev.run_cnt,
+            now - self.t,
+        )
         self.prev, self.t = cur, now
         if dt <= 0:
             return None
-        return {"bpf_runs": d_cnt, "bpf_ns_per_event": round(d_ns / d_cnt, 1) if d_cnt else 0.0,
-                "bpf_cpu_pct": round(d_ns / (dt * 1e9) * 100, 4)}
+        return {
+            "bpf_runs": d_cnt,
+            "bpf_ns_per_event": round(d_ns / d_cnt, 1) if d_cnt else 0.0,
+            "bpf_cpu_pct": round(d_ns / (dt * 1e9) * 100, 4),
+        }
 
     def close(self) -> None:
         bpfstats.disable(self.fd)
@@ -89,7 +110,9 @@ def _overhead_text(o: dict[str, float] | None) -> str | None:
     return f"probe cost {o['bpf_ns_per_event']:.0f} ns/event = {o['bpf_cpu_pct']:.3f}% of one CPU"
 
 
-def _filters(ports: tuple[str, ...], pids: tuple[int, ...], cg: str | None, netns_name: str | None) -> Filters:
+def _filters(
+    ports: tuple[str, ...], pids: tuple[int, ...], cg: str | None, netns_name: str | None
+) -> Filters:
     path = kcgroup.resolve(cg) if cg else None
     return Filters(ports=_ports(ports), pids=pids, cgroup=path, netns=netns_name)
 
@@ -103,29 +126,56 @@ def _open_source(probe: manifest.Probe, flt: Filters, no_bpf: bool, err: Console
         try:
             return engine.Session(probe, defines).open()
         except (PrivilegeError, KernelFeatureError, NetdiagError) as e:
-            err.print(f"[yellow]netdiag: eBPF unavailable ({e}); falling back to sock_diag polling[/]")
+            err.print(
+                f"[yellow]netdiag: eBPF unavailable ({e}); falling back to sock_diag polling[/]"
+            )
     return fallback.Poller(probe, flt.ports, flt.netns, allowed=flt.allowed_cookies)
 
 
 @click.command("trace-peers")
-@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between rows.")
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="Seconds between rows."
+)
 @click.option("--count", type=int, help="Stop after this many intervals.")
 @click.option("--duration", type=float, help="Stop after this many seconds.")
-@click.option("--port", "ports", multiple=True, help="Only sockets with this local or remote port (repeat or comma-separate).")
+@click.option(
+    "--port",
+    "ports",
+    multiple=True,
+    help="Only sockets with this local or remote port (repeat or comma-separate).",
+)
 @click.option("--pid", "pids", multiple=True, type=int, help="Only sockets this process holds.")
 @click.option("--cgroup", "cg", help="Only sockets of this cgroup v2 (and its children).")
 @click.option("--netns", "netns_name", help="Only sockets of this named network namespace.")
-@click.option("--node", "node_url", help="Label rows from the node's /peers (joined by socket cookie).")
+@click.option(
+    "--node", "node_url", help="Label rows from the node's /peers (joined by socket cookie)."
+)
 @click.option("--json", "as_json", is_flag=True, help="NDJSON: one object per interval.")
-@click.option("--prometheus", "prom_addr", metavar="HOST:PORT", help="Serve Prometheus metrics here.")
+@click.option(
+    "--prometheus", "prom_addr", metavar="HOST:PORT", help="Serve Prometheus metrics here."
+)
 @click.option("--sort", "sort_key", help="Column to sort by (default: the probe's).")
 @click.option("--columns", help="Comma-separated columns (default: the probe's).")
 @click.option("--no-bpf", is_flag=True, help="Poll sock_diag instead of attaching eBPF.")
-@click.option("--ebpf", "show_ebpf", is_flag=True, hidden=True, help="Print the final BPF C and exit.")
-def trace_peers(interval: float, count: int | None, duration: float | None, ports: tuple[str, ...],
-                pids: tuple[int, ...], cg: str | None, netns_name: str | None, node_url: str | None,
-                as_json: bool, prom_addr: str | None, sort_key: str | None, columns: str | None,
-                no_bpf: bool, show_ebpf: bool) -> None:
+@click.option(
+    "--ebpf", "show_ebpf", is_flag=True, hidden=True, help="Print the final BPF C and exit."
+)
+def trace_peers(
+    interval: float,
+    count: int | None,
+    duration: float | None,
+    ports: tuple[str, ...],
+    pids: tuple[int, ...],
+    cg: str | None,
+    netns_name: str | None,
+    node_url: str | None,
+    as_json: bool,
+    prom_addr: str | None,
+    sort_key: str | None,
+    columns: str | None,
+    no_bpf: bool,
+    show_ebpf: bool,
+) -> None:
     """Live per-connection TCP table: RTT, cwnd, ssthresh, throughput, retransmits, age."""
     if interval <= 0:
         raise InputError(f"--interval {interval} must be > 0", "e.g. --interval 1")
@@ -139,9 +189,11 @@ def trace_peers(interval: float, count: int | None, duration: float | None, port
         return
     out = _console()
     err = Console(stderr=True)
-    cols = [c.strip() for c in columns.split(",")] if columns else list(probe.output.default_columns)
+    cols = (
+        [c.strip() for c in columns.split(",")] if columns else list(probe.output.default_columns)
+    )
     if node_url and not columns:
-        cols = ["peer_id", "mesh", *cols]
+        cols = list(NODE_COLUMNS)
     sort_by = sort_key or probe.output.sort
     collector = sinks.PromCollector() if prom_addr else None
     server = sinks.serve_prometheus(prom_addr, collector) if prom_addr and collector else None
@@ -149,8 +201,21 @@ def trace_peers(interval: float, count: int | None, duration: float | None, port
         source = _open_source(probe, flt, no_bpf, err)
         overhead = Overhead(source) if isinstance(source, engine.Session) else None
         try:
-            _loop(source, probe, flt, interval, count, duration, node_url, as_json, cols, sort_by,
-                  collector, overhead, out)
+            _loop(
+                source,
+                probe,
+                flt,
+                interval,
+                count,
+                duration,
+                node_url,
+                as_json,
+                cols,
+                sort_by,
+                collector,
+                overhead,
+                out,
+            )
         finally:
             if overhead:
                 overhead.close()
@@ -160,10 +225,21 @@ def trace_peers(interval: float, count: int | None, duration: float | None, port
                 server.shutdown()
 
 
-def _loop(source: Any, probe: manifest.Probe, flt: Filters, interval: float, count: int | None,
-          duration: float | None, node_url: str | None, as_json: bool, cols: list[str],
-          sort_by: str, collector: sinks.PromCollector | None, overhead: Overhead | None,
-          out: Console) -> None:
+def _loop(
+    source: Any,
+    probe: manifest.Probe,
+    flt: Filters,
+    interval: float,
+    count: int | None,
+    duration: float | None,
+    node_url: str | None,
+    as_json: bool,
+    cols: list[str],
+    sort_by: str,
+    collector: sinks.PromCollector | None,
+    overhead: Overhead | None,
+    out: Console,
+) -> None:
     def before() -> None:
         if isinstance(source, engine.Session) and flt.by_cookie:
             source.set_allowed(flt.allowed_cookies() or set())
@@ -180,7 +256,9 @@ def _loop(source: Any, probe: manifest.Probe, flt: Filters, interval: float, cou
             snap.rows = [r for r in snap.rows if flt.keep(r)]
             extra: dict[str, Any] = {}
             if node_url:
-                extra["node_matched"] = nodejoin.label(snap.rows, nodejoin.by_cookie(nodejoin.fetch_peers(node_url)))
+                extra["node_matched"] = nodejoin.label(
+                    snap.rows, nodejoin.by_cookie(nodejoin.fetch_peers(node_url))
+                )
             o = overhead.sample() if overhead else None
             if o:
                 extra.update(o)
@@ -191,8 +269,12 @@ def _loop(source: Any, probe: manifest.Probe, flt: Filters, interval: float, cou
                 click.echo(sinks.ndjson_line(snap, extra))
                 sys.stdout.flush()
             else:
-                t = sinks.table(snap, cols, f"netdiag trace-peers · {time.strftime('%H:%M:%S')}",
-                                _overhead_text(o))
+                t = sinks.table(
+                    snap,
+                    cols,
+                    f"netdiag trace-peers · {time.strftime('%H:%M:%S')}",
+                    _overhead_text(o),
+                )
                 if live is not None:
                     live.update(t, refresh=True)
                 else:
@@ -211,16 +293,28 @@ def probes(ctx: click.Context, as_json: bool) -> None:
     """The probe catalog and its availability on this kernel; `probes run NAME` runs one."""
     if ctx.invoked_subcommand is not None:
         return
-    items = []
-    for p in manifest.catalog():
+    items: list[dict[str, object]] = []
+    cat = manifest.catalog()
+    for p in cat:
         a = manifest.availability(p)
-        items.append({
-            "name": p.name, "summary": p.summary, "available": a.ok, "missing": list(a.missing),
-            "hooks": [h.tracepoint for h in p.hooks], "needs": list(p.needs), "key": p.key,
-            "fields": [{"name": f.name, "type": f.type, "unit": f.unit, "doc": f.doc}
-                       for f in p.fields if not f.hidden],
-            "default_columns": list(p.output.default_columns), "doc": p.doc,
-        })
+        items.append(
+            {
+                "name": p.name,
+                "summary": p.summary,
+                "available": a.ok,
+                "missing": list(a.missing),
+                "hooks": [h.tracepoint for h in p.hooks],
+                "needs": list(p.needs),
+                "key": p.key,
+                "fields": [
+                    {"name": f.name, "type": f.type, "unit": f.unit, "doc": f.doc}
+                    for f in p.fields
+                    if not f.hidden
+                ],
+                "default_columns": list(p.output.default_columns),
+                "doc": p.doc,
+            }
+        )
     if as_json:
         click.echo(json.dumps({"probes": items}, indent=2))
         return
@@ -229,9 +323,10 @@ def probes(ctx: click.Context, as_json: bool) -> None:
     t = Table(box=None, header_style="bold")
     for c in ("PROBE", "AVAILABLE", "HOOKS", "SUMMARY"):
         t.add_column(c, overflow="fold")
-    for it in items:
-        avail = "yes" if it["available"] else "no: " + "; ".join(it["missing"])
-        t.add_row(it["name"], avail, "\n".join(it["hooks"]), it["summary"])
+    for p in cat:
+        a = manifest.availability(p)
+        avail = "yes" if a.ok else "no: " + "; ".join(a.missing)
+        t.add_row(p.name, avail, "\n".join(h.tracepoint for h in p.hooks), p.summary)
     Console().print(t)
 
 
@@ -243,8 +338,15 @@ def probes(ctx: click.Context, as_json: bool) -> None:
 @click.option("--port", "ports", multiple=True, help="Port filter (probes that support it).")
 @click.option("--json", "as_json", is_flag=True, help="NDJSON: one object per interval.")
 @click.option("--ebpf", "show_ebpf", is_flag=True, hidden=True)
-def run_probe(name: str, interval: float, count: int | None, duration: float | None,
-              ports: tuple[str, ...], as_json: bool, show_ebpf: bool) -> None:
+def run_probe(
+    name: str,
+    interval: float,
+    count: int | None,
+    duration: float | None,
+    ports: tuple[str, ...],
+    as_json: bool,
+    show_ebpf: bool,
+) -> None:
     """Run any catalog probe and print its rows each interval."""
     probe = manifest.load(name)
     p = _ports(ports)
@@ -264,6 +366,8 @@ def run_probe(name: str, interval: float, count: int | None, duration: float | N
                 click.echo(sinks.ndjson_line(snap))
                 sys.stdout.flush()
             else:
-                out.print(sinks.table(snap, list(probe.output.default_columns), f"netdiag probes run {name}", None))
-
-
+                out.print(
+                    sinks.table(
+                        snap, list(probe.output.default_columns), f"netdiag probes run {name}", None
+                    )
+                )

@@ -38,7 +38,9 @@ class BdpReport:
     cc: str | None
     min_rtt_us: int | None
     srtt_us: int | None
-    delivery_rate_bps: int | None  # best non-app-limited sample; None if every sample was app-limited
+    delivery_rate_bps: (
+        int | None
+    )  # best non-app-limited sample; None if every sample was app-limited
     app_limited_samples: int
     samples: int
     bbr_bw_bps: int | None
@@ -92,27 +94,45 @@ def verdict(r: BdpReport) -> str:
     worst = max((lim.rwnd, "rwnd"), (lim.sndbuf, "sndbuf"), (lim.cwnd, "cwnd"))
     if worst[1] == "rwnd" and lim.rwnd >= LIMIT_FRACTION:
         if r.rmem_max_bytes is not None and r.rmem_max_bytes >= 2 * r.bdp_bytes:
-            return (f"rwnd-limited ({lim.rwnd:.0%} of busy time): tcp_rmem max is already ≥ 2 × BDP; "
-                    "the receiver reads slowly or pins SO_RCVBUF")
-        return f"rwnd-limited ({lim.rwnd:.0%} of busy time): raise tcp_rmem max on the receiver to ≥ 2 × BDP = {bdp2}"
+            return (
+                f"rwnd-limited ({lim.rwnd:.0%} of busy time): tcp_rmem max is already ≥ 2 × BDP; "
+                "the receiver reads slowly or pins SO_RCVBUF"
+            )
+        return (
+            f"rwnd-limited ({lim.rwnd:.0%} of busy time): "
+            f"raise tcp_rmem max on the receiver to ≥ 2 × BDP = {bdp2}"
+        )
     if worst[1] == "sndbuf" and lim.sndbuf >= LIMIT_FRACTION:
-        return f"sndbuf-limited ({lim.sndbuf:.0%} of busy time): raise tcp_wmem max to ≥ 2 × BDP = {bdp2}"
+        return (
+            f"sndbuf-limited ({lim.sndbuf:.0%} of busy time): "
+            f"raise tcp_wmem max to ≥ 2 × BDP = {bdp2}"
+        )
     if r.cwnd_over_bdp is not None and r.cwnd_over_bdp < NEAR_BDP:
-        return (f"cwnd-limited below BDP (cwnd×mss = {human_bytes(r.cwnd_bytes or 0)} < BDP = "
-                f"{human_bytes(r.bdp_bytes)}): loss or congestion control holds the window "
-                f"({r.retrans} retransmits)")
-    return (f"cwnd-limited at BDP (cwnd×mss = {human_bytes(r.cwnd_bytes or 0)} ≥ BDP = "
-            f"{human_bytes(r.bdp_bytes)}): the path itself is full")
+        return (
+            f"cwnd-limited below BDP (cwnd×mss = {human_bytes(r.cwnd_bytes or 0)} < BDP = "
+            f"{human_bytes(r.bdp_bytes)}): loss or congestion control holds the window "
+            f"({r.retrans} retransmits)"
+        )
+    return (
+        f"cwnd-limited at BDP (cwnd×mss = {human_bytes(r.cwnd_bytes or 0)} ≥ BDP = "
+        f"{human_bytes(r.bdp_bytes)}): the path itself is full"
+    )
 
 
-def report(samples: Sequence[TcpConn], rmem_max: int | None = None, wmem_max: int | None = None) -> BdpReport:
+def report(
+    samples: Sequence[TcpConn], rmem_max: int | None = None, wmem_max: int | None = None
+) -> BdpReport:
     """One socket's samples (oldest first) -> its BDP report with a verdict."""
     if not samples:
         raise ValueError("no samples")
     last = samples[-1]
     i = last.info
     infos = [s.info for s in samples if s.info is not None]
-    rates = [x.delivery_rate_bps for x in infos if not x.delivery_rate_app_limited and x.delivery_rate_bps > 0]
+    rates = [
+        x.delivery_rate_bps
+        for x in infos
+        if not x.delivery_rate_app_limited and x.delivery_rate_bps > 0
+    ]
     app_limited = sum(1 for x in infos if x.delivery_rate_app_limited)
     delivery = max(rates) if rates else None
     bbr = last.bbr
@@ -132,13 +152,29 @@ def report(samples: Sequence[TcpConn], rmem_max: int | None = None, wmem_max: in
     bdp = int(bw / 8 * rtt / 1e6) if bw and rtt else None
     cwnd_bytes = i.snd_cwnd * i.snd_mss if i else None
     partial = BdpReport(
-        sock_cookie=last.cookie, peer=last.peer, local=f"{last.laddr}:{last.lport}", state=last.state,
-        cc=last.cc, min_rtt_us=min_rtt, srtt_us=i.rtt_us if i else None, delivery_rate_bps=delivery,
-        app_limited_samples=app_limited, samples=len(samples), bbr_bw_bps=bbr_bw,
-        bbr_min_rtt_us=bbr_min, bw_bps=bw, bw_source=src, bdp_bytes=bdp,
-        snd_cwnd=i.snd_cwnd if i else None, snd_mss=i.snd_mss if i else None, cwnd_bytes=cwnd_bytes,
+        sock_cookie=last.cookie,
+        peer=last.peer,
+        local=f"{last.laddr}:{last.lport}",
+        state=last.state,
+        cc=last.cc,
+        min_rtt_us=min_rtt,
+        srtt_us=i.rtt_us if i else None,
+        delivery_rate_bps=delivery,
+        app_limited_samples=app_limited,
+        samples=len(samples),
+        bbr_bw_bps=bbr_bw,
+        bbr_min_rtt_us=bbr_min,
+        bw_bps=bw,
+        bw_source=src,
+        bdp_bytes=bdp,
+        snd_cwnd=i.snd_cwnd if i else None,
+        snd_mss=i.snd_mss if i else None,
+        cwnd_bytes=cwnd_bytes,
         cwnd_over_bdp=round(cwnd_bytes / bdp, 3) if cwnd_bytes and bdp else None,
-        retrans=i.total_retrans if i else 0, limits=limits_of(samples[0], last),
-        rmem_max_bytes=rmem_max, wmem_max_bytes=wmem_max, verdict="",
+        retrans=i.total_retrans if i else 0,
+        limits=limits_of(samples[0], last),
+        rmem_max_bytes=rmem_max,
+        wmem_max_bytes=wmem_max,
+        verdict="",
     )
     return BdpReport(**{**asdict(partial), "limits": partial.limits, "verdict": verdict(partial)})

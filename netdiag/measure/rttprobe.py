@@ -42,7 +42,9 @@ def parse_target(text: str) -> tuple[str, int]:
 def handshake_rtt(target: str, count: int = 3, timeout_s: float = 1.0) -> ProbeResult:
     """Send `count` SYNs to HOST:PORT and time the SYN-ACK (or RST) answers."""
     if not caps.effective() & (1 << CAP_NET_RAW):
-        raise PrivilegeError("sending raw SYN probes needs CAP_NET_RAW", "run as root (sudo netdiag bdp --probe …)")
+        raise PrivilegeError(
+            "sending raw SYN probes needs CAP_NET_RAW", "run as root (sudo netdiag bdp --probe …)"
+        )
     host, port = parse_target(target)
     try:
         from scapy.config import conf

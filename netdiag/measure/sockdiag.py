@@ -19,8 +19,19 @@ EXT_INFO = 1 << (2 - 1)  # INET_DIAG_INFO -> struct tcp_info
 EXT_CC_INFO = 1 << (3 - 1)  # INET_DIAG_VEGASINFO bit also requests bbr/dctcp info
 EXT_CONG = 1 << (4 - 1)  # INET_DIAG_CONG -> congestion control name
 
-STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
-          6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
+STATES = {
+    1: "ESTABLISHED",
+    2: "SYN_SENT",
+    3: "SYN_RECV",
+    4: "FIN_WAIT1",
+    5: "FIN_WAIT2",
+    6: "TIME_WAIT",
+    7: "CLOSE",
+    8: "CLOSE_WAIT",
+    9: "LAST_ACK",
+    10: "LISTEN",
+    11: "CLOSING",
+}
 CA_STATES = {0: "Open", 1: "Disorder", 2: "CWR", 3: "Recovery", 4: "Loss"}
 # established-ish states: everything but LISTEN, CLOSE, TIME_WAIT, SYN_RECV
 SS_CONN = ((1 << 12) - 1) & ~((1 << 10) | (1 << 7) | (1 << 6) | (1 << 3))
@@ -180,17 +191,21 @@ def _query(families: Iterable[int], states: int) -> list[TcpConn]:
     with DiagSocket() as ds:
         ds.bind()
         for fam in families:
-            for msg in ds.get_sock_stats(family=fam, states=states,
-                                         extensions=EXT_INFO | EXT_CC_INFO | EXT_CONG):
+            for msg in ds.get_sock_stats(
+                family=fam, states=states, extensions=EXT_INFO | EXT_CC_INFO | EXT_CONG
+            ):
                 if msg.get("header", {}).get("type") == 3:  # NLMSG_DONE
                     continue
                 out.append(conn_from(msg))
     return out
 
 
-def snapshot(netns_name: str | None = None, states: int = SS_CONN,
-             ports: Iterable[int] = (), families: Iterable[int] = (socket.AF_INET, socket.AF_INET6),
-             ) -> list[TcpConn]:
+def snapshot(
+    netns_name: str | None = None,
+    states: int = SS_CONN,
+    ports: Iterable[int] = (),
+    families: Iterable[int] = (socket.AF_INET, socket.AF_INET6),
+) -> list[TcpConn]:
     """TCP connections of a network namespace (None: ours), optionally only those on `ports`."""
     fams = tuple(families)
     conns = netns.run_in(netns_name, lambda: _query(fams, states))

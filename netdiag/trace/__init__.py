@@ -1,1 +1,1 @@
-"""Probe engine: catalog (probes/*.toml) -> compile/attach (bcc) -> maps -> typed records -> sinks."""
+"""Probe engine: catalog (probes/*.toml) -> compile/attach (bcc) -> maps -> typed rows -> sinks."""

@@ -47,9 +47,13 @@ def parse_fdinfo(text: str) -> ProgStats:
 
 
 def read(prog_fds: dict[str, int], proc: Path = Path("/proc")) -> dict[str, ProgStats]:
-    return {name: parse_fdinfo((proc / "self/fdinfo" / str(fd)).read_text())
-            for name, fd in prog_fds.items()}
+    return {
+        name: parse_fdinfo((proc / "self/fdinfo" / str(fd)).read_text())
+        for name, fd in prog_fds.items()
+    }
 
 
 def total(stats: dict[str, ProgStats]) -> ProgStats:
-    return ProgStats(sum(s.run_time_ns for s in stats.values()), sum(s.run_cnt for s in stats.values()))
+    return ProgStats(
+        sum(s.run_time_ns for s in stats.values()), sum(s.run_cnt for s in stats.values())
+    )

@@ -101,8 +101,10 @@ class Decoder:
                     until = _scalar(cfields.get(f.running.get("until", ""), 0)) or now_ns
                     if 0 <= cur < len(vals) and since and until > since:
                         vals[cur] += until - since
-                row[f.name] = {self.enum_name(f.enum, i): (x * f.scale if f.scale != 1.0 else x)
-                               for i, x in enumerate(vals)}
+                row[f.name] = {
+                    self.enum_name(f.enum, i): (x * f.scale if f.scale != 1.0 else x)
+                    for i, x in enumerate(vals)
+                }
             elif f.type == "log2_hist":
                 buckets = [int(x) for x in v]
                 row[f.name] = buckets
@@ -137,8 +139,9 @@ class Decoder:
         return tuple(row.get(p) for p in k.split("+"))
 
 
-def apply_rates(probe: Probe, rows: list[Row], prev: dict[Any, Row], dt_s: float,
-                key_of: Callable[[Row], Any]) -> None:
+def apply_rates(
+    probe: Probe, rows: list[Row], prev: dict[Any, Row], dt_s: float, key_of: Callable[[Row], Any]
+) -> None:
     """Fill each counter field's per-interval rate column (delta / dt × rate_scale)."""
     for r in rows:
         before = prev.get(key_of(r))

@@ -7,6 +7,7 @@ so no probe can outlive netdiag.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,14 +38,24 @@ class Snapshot:
     notes: list[str] = field(default_factory=list)
 
     def header(self) -> dict[str, Any]:
-        return {"probe": self.probe, "source": self.source, "t_ns": self.t_ns,
-                "interval_s": round(self.interval_s, 3), "events": self.events,
-                "events_per_s": round(self.events_per_s, 1), "lost_events": self.lost,
-                "stats": self.stats}
+        return {
+            "probe": self.probe,
+            "source": self.source,
+            "t_ns": self.t_ns,
+            "interval_s": round(self.interval_s, 3),
+            "events": self.events,
+            "events_per_s": round(self.events_per_s, 1),
+            "lost_events": self.lost,
+            "stats": self.stats,
+        }
 
 
-def defines_for(probe: Probe, ports: tuple[int, ...], cookies: bool,
-                extra: Mapping[str, int | str] | None = None) -> dict[str, int | str]:
+def defines_for(
+    probe: Probe,
+    ports: tuple[int, ...],
+    cookies: bool,
+    extra: Mapping[str, int | str] | None = None,
+) -> dict[str, int | str]:
     d: dict[str, int | str] = {}
     if probe.filter_ports and ports:
         d["FILTER_PORT"] = ports[0]
@@ -59,11 +70,17 @@ def defines_for(probe: Probe, ports: tuple[int, ...], cookies: bool,
 class Session:
     """A loaded, attached probe. Use as a context manager; close() detaches everything."""
 
-    def __init__(self, probe: Probe, defines: Defines | None = None, env: LoadEnv = LoadEnv(),
-                 host: HostPaths = REAL, clock: Callable[[], int] = time.monotonic_ns) -> None:
+    def __init__(
+        self,
+        probe: Probe,
+        defines: Defines | None = None,
+        env: LoadEnv | None = None,
+        host: HostPaths = REAL,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         self.probe = probe
         self.defines = dict(defines or {})
-        self.env = env
+        self.env = env or LoadEnv()
         self.host = host
         self.clock = clock
         self.bpf: Any = None
@@ -98,14 +115,16 @@ class Session:
         """Program name -> fd (for run-time statistics)."""
         if self.bpf is None:
             return {}
-        return {k.decode() if isinstance(k, bytes) else str(k): int(f.fd)
-                for k, f in self.bpf.funcs.items()}
+        return {
+            k.decode() if isinstance(k, bytes) else str(k): int(f.fd)
+            for k, f in self.bpf.funcs.items()
+        }
 
     def set_allowed(self, cookies: set[int]) -> None:
         """Replace the kernel allowlist (pid / cgroup / netns filters resolved to cookies)."""
         table = self.bpf["allow"]
         want = set(cookies)
-        have = {int(k.value) for k in table.keys()}
+        have = {int(k.value) for k in table}
         for c in have - want:
             del table[table.Key(c)]
         for c in want - have:
@@ -134,10 +153,8 @@ class Session:
             if cf and row.get(cf):
                 closed_keys.append(k)
         for k in closed_keys:  # reported once with their final figures, then forgotten
-            try:
+            with contextlib.suppress(KeyError):
                 del table[k]
-            except KeyError:
-                pass
         dt = (now - self._prev_t) / 1e9
         apply_rates(self.probe, rows, self._prev_rows, dt, self.decoder.key_of)
         stats = self._stats()
@@ -159,14 +176,20 @@ class Session:
     def __enter__(self) -> Session:
         return self.open()
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
-def run(session: Session, interval_s: float, count: int | None = None,
-        duration_s: float | None = None, sleep: Callable[[float], None] = time.sleep,
-        before_read: Callable[[], None] | None = None) -> Iterator[Snapshot]:
+def run(
+    session: Session,
+    interval_s: float,
+    count: int | None = None,
+    duration_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    before_read: Callable[[], None] | None = None,
+) -> Iterator[Snapshot]:
     """Yield a snapshot every interval until `count` snapshots or `duration_s` have passed."""
     start = time.monotonic()
     n = 0

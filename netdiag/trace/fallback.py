@@ -17,25 +17,46 @@ NOTE = "eBPF unavailable: polling sock_diag (tcp_info) — no RTT history, histo
 def row_of(c: sockdiag.TcpConn) -> Row:
     i = c.info
     return {
-        "sock_cookie": c.cookie, "family": c.family, "laddr": c.laddr, "lport": c.lport,
-        "raddr": c.raddr, "rport": c.rport, "peer": c.peer, "state": c.state,
-        "srtt_min_us": i.min_rtt_us if i else None, "srtt_us": i.rtt_us if i else None,
-        "srtt_max_us": None, "srtt_mean_us": None, "srtt_p50_us": None, "srtt_p90_us": None,
-        "srtt_p99_us": None, "srtt_hist": None,
-        "snd_cwnd": i.snd_cwnd if i else None, "ssthresh": i.snd_ssthresh if i else None,
-        "snd_wnd": i.snd_wnd if i else None, "rcv_wnd": i.rcv_space if i else None,
-        "bytes_acked": i.bytes_acked if i else 0, "retrans": i.total_retrans if i else 0,
-        "events": None, "age_s": None, "cgroup_id": c.cgroup_id,
+        "sock_cookie": c.cookie,
+        "family": c.family,
+        "laddr": c.laddr,
+        "lport": c.lport,
+        "raddr": c.raddr,
+        "rport": c.rport,
+        "peer": c.peer,
+        "state": c.state,
+        "srtt_min_us": i.min_rtt_us if i else None,
+        "srtt_us": i.rtt_us if i else None,
+        "srtt_max_us": None,
+        "srtt_mean_us": None,
+        "srtt_p50_us": None,
+        "srtt_p90_us": None,
+        "srtt_p99_us": None,
+        "srtt_hist": None,
+        "snd_cwnd": i.snd_cwnd if i else None,
+        "ssthresh": i.snd_ssthresh if i else None,
+        "snd_wnd": i.snd_wnd if i else None,
+        "rcv_wnd": i.rcv_space if i else None,
+        "bytes_acked": i.bytes_acked if i else 0,
+        "retrans": i.total_retrans if i else 0,
+        "events": None,
+        "age_s": None,
+        "cgroup_id": c.cgroup_id,
     }
 
 
 class Poller:
     """Same interface as engine.Session's read() for the tcp_peers probe."""
 
-    def __init__(self, probe: Probe, ports: tuple[int, ...], netns_name: str | None,
-                 allowed: Callable[[], set[int] | None] = lambda: None,
-                 snapshot: Callable[..., Iterable[sockdiag.TcpConn]] = sockdiag.snapshot,
-                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+    def __init__(
+        self,
+        probe: Probe,
+        ports: tuple[int, ...],
+        netns_name: str | None,
+        allowed: Callable[[], set[int] | None] = lambda: None,
+        snapshot: Callable[..., Iterable[sockdiag.TcpConn]] = sockdiag.snapshot,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         self.probe, self.ports, self.netns_name = probe, ports, netns_name
         self.allowed, self.snapshot, self.clock = allowed, snapshot, clock
         self._prev: dict[int, Row] = {}
@@ -50,5 +71,6 @@ class Poller:
         apply_rates(self.probe, rows, self._prev, dt, lambda r: r["sock_cookie"])
         self._prev = {r["sock_cookie"]: r for r in rows}
         self._t = now
-        return Snapshot(self.probe.name, now, dt, rows, {}, 0, 0.0, 0, source="sock_diag",
-                        notes=[NOTE])
+        return Snapshot(
+            self.probe.name, now, dt, rows, {}, 0, 0.0, 0, source="sock_diag", notes=[NOTE]
+        )

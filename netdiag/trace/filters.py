@@ -43,7 +43,8 @@ class Filters:
         return row.get("lport") in self.ports or row.get("rport") in self.ports
 
     def allowed_cookies(
-        self, snapshot: Callable[..., Iterable[sockdiag.TcpConn]] = sockdiag.snapshot,
+        self,
+        snapshot: Callable[..., Iterable[sockdiag.TcpConn]] = sockdiag.snapshot,
         inodes_of: Callable[[int], set[int]] = owners.socket_inodes,
     ) -> set[int] | None:
         """Cookies of the sockets the PID / cgroup / netns filters select (None: no such filter)."""

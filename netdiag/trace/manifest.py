@@ -103,33 +103,60 @@ def parse(data: dict[str, Any], path: Path) -> Probe:
     for f in _req(data, "fields", where):
         t = _req(f, "type", where)
         if t not in FIELD_TYPES:
-            raise InputError(f"{where}: field {f.get('name')} has unknown type {t!r}",
-                             f"use one of {sorted(FIELD_TYPES)}")
+            raise InputError(
+                f"{where}: field {f.get('name')} has unknown type {t!r}",
+                f"use one of {sorted(FIELD_TYPES)}",
+            )
         if t in ("enum", "enum_array") and f.get("enum") not in data.get("enums", {}):
-            raise InputError(f"{where}: field {f['name']} names enum {f.get('enum')!r} not in [enums]")
-        fields.append(Field(
-            name=_req(f, "name", where), c=_req(f, "c", where), type=t, unit=f.get("unit", ""),
-            doc=f.get("doc", ""), enum=f.get("enum"), counter=bool(f.get("counter", False)),
-            rate=f.get("rate"), rate_scale=float(f.get("rate_scale", 8.0)),
-            scale=float(f.get("scale", 1.0)), missing=f.get("missing"),
-            hidden=bool(f.get("hidden", False)), byteswap16=bool(f.get("byteswap16", False)),
-            running=f.get("running"),
-        ))
+            raise InputError(
+                f"{where}: field {f['name']} names enum {f.get('enum')!r} not in [enums]"
+            )
+        fields.append(
+            Field(
+                name=_req(f, "name", where),
+                c=_req(f, "c", where),
+                type=t,
+                unit=f.get("unit", ""),
+                doc=f.get("doc", ""),
+                enum=f.get("enum"),
+                counter=bool(f.get("counter", False)),
+                rate=f.get("rate"),
+                rate_scale=float(f.get("rate_scale", 8.0)),
+                scale=float(f.get("scale", 1.0)),
+                missing=f.get("missing"),
+                hidden=bool(f.get("hidden", False)),
+                byteswap16=bool(f.get("byteswap16", False)),
+                running=f.get("running"),
+            )
+        )
     o = _req(data, "output", where)
     out = Output(
-        map=_req(o, "map", where), stats_map=o.get("stats_map", "stats"),
-        stats=tuple(o.get("stats", ())), events_stat=o.get("events_stat", ""),
-        lost_stat=o.get("lost_stat", ""), default_columns=tuple(o.get("default_columns", ())),
-        sort=o.get("sort", ""), closed_field=o.get("closed_field"),
+        map=_req(o, "map", where),
+        stats_map=o.get("stats_map", "stats"),
+        stats=tuple(o.get("stats", ())),
+        events_stat=o.get("events_stat", ""),
+        lost_stat=o.get("lost_stat", ""),
+        default_columns=tuple(o.get("default_columns", ())),
+        sort=o.get("sort", ""),
+        closed_field=o.get("closed_field"),
     )
     k = data.get("kernel", {})
     flt = data.get("filters", {})
     return Probe(
-        name=_req(p, "name", where), summary=p.get("summary", ""), source=p.get("source", p["name"]),
-        key=p.get("key", ""), doc=p.get("doc", ""), needs=tuple(k.get("needs", ())),
-        min_kernel=str(k.get("min_kernel", "")), hooks=tuple(hooks), fields=tuple(fields),
-        output=out, enums=dict(data.get("enums", {})), filter_ports=bool(flt.get("ports", False)),
-        filter_cookies=bool(flt.get("cookies", False)), path=path,
+        name=_req(p, "name", where),
+        summary=p.get("summary", ""),
+        source=p.get("source", p["name"]),
+        key=p.get("key", ""),
+        doc=p.get("doc", ""),
+        needs=tuple(k.get("needs", ())),
+        min_kernel=str(k.get("min_kernel", "")),
+        hooks=tuple(hooks),
+        fields=tuple(fields),
+        output=out,
+        enums=dict(data.get("enums", {})),
+        filter_ports=bool(flt.get("ports", False)),
+        filter_cookies=bool(flt.get("cookies", False)),
+        path=path,
         derived=tuple((d["name"], d["num"], d["den"]) for d in data.get("derived", ())),
     )
 
@@ -170,7 +197,9 @@ def format_fields(fmt: str) -> set[str]:
 @dataclass(frozen=True)
 class Availability:
     ok: bool
-    missing: tuple[str, ...]  # what is missing, as "tracepoint tcp:tcp_probe" / "arg tcp:tcp_probe.srtt"
+    missing: tuple[
+        str, ...
+    ]  # what is missing, as "tracepoint tcp:tcp_probe" / "arg tcp:tcp_probe.srtt"
 
 
 def availability(probe: Probe, host: HostPaths = REAL) -> Availability:

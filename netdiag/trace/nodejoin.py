@@ -19,15 +19,21 @@ LABELS = ("peer_id", "direction", "mesh", "score", "node_address")
 
 def fetch_peers(url: str, timeout_s: float = 2.0) -> list[dict[str, Any]]:
     if not url.startswith(("http://", "https://")):
-        raise InputError(f"--node {url!r} is not an http(s) URL", "e.g. --node http://127.0.0.1:8080")
+        raise InputError(
+            f"--node {url!r} is not an http(s) URL", "e.g. --node http://127.0.0.1:8080"
+        )
     target = url.rstrip("/") + "/peers"
     try:
         with urllib.request.urlopen(target, timeout=timeout_s) as resp:
             data = json.loads(resp.read())
     except (urllib.error.URLError, TimeoutError, OSError) as e:
-        raise NetdiagError(f"cannot fetch {target}: {e}", "is the node running? check --node URL") from e
+        raise NetdiagError(
+            f"cannot fetch {target}: {e}", "is the node running? check --node URL"
+        ) from e
     except json.JSONDecodeError as e:
-        raise NetdiagError(f"{target} did not return JSON: {e}", "point --node at the node's REST API") from e
+        raise NetdiagError(
+            f"{target} did not return JSON: {e}", "point --node at the node's REST API"
+        ) from e
     peers = data.get("peers", []) if isinstance(data, dict) else data
     if not isinstance(peers, list):
         raise NetdiagError(f"{target}: expected a list of peers", "check the node version")

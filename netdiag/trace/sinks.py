@@ -14,6 +14,7 @@ from netdiag.trace.engine import Snapshot
 
 INFINITE_SSTHRESH = 2147483647
 
+
 # column -> (header, formatter). Headers carry units; everything fits 100 columns.
 def _us_ms(v: Any) -> str:
     return "-" if v is None else f"{v / 1000:.2f}"
@@ -44,9 +45,17 @@ def _age(v: Any) -> str:
     return f"{v:.0f}s" if v < 3600 else f"{v / 3600:.1f}h"
 
 
-SHORT_STATES = {"ESTABLISHED": "ESTAB", "SYN_SENT": "SYN-SENT", "SYN_RECV": "SYN-RECV",
-                "FIN_WAIT1": "FIN-WAIT-1", "FIN_WAIT2": "FIN-WAIT-2", "TIME_WAIT": "TIME-WAIT",
-                "CLOSE_WAIT": "CLOSE-WAIT", "LAST_ACK": "LAST-ACK", "NEW_SYN_RECV": "SYN-RECV"}
+SHORT_STATES = {
+    "ESTABLISHED": "ESTAB",
+    "SYN_SENT": "SYN-SENT",
+    "SYN_RECV": "SYN-RECV",
+    "FIN_WAIT1": "FIN-WAIT-1",
+    "FIN_WAIT2": "FIN-WAIT-2",
+    "TIME_WAIT": "TIME-WAIT",
+    "CLOSE_WAIT": "CLOSE-WAIT",
+    "LAST_ACK": "LAST-ACK",
+    "NEW_SYN_RECV": "SYN-RECV",
+}
 
 
 def _state(v: Any) -> str:
@@ -56,7 +65,12 @@ def _state(v: Any) -> str:
 COLUMNS: dict[str, tuple[str, Any]] = {
     "peer": ("PEER", str),
     "peer_id": ("PEER ID", lambda v: "-" if v is None else str(v)[:12]),
-    "mesh": ("MESH", lambda v: "-" if v is None else str(v)[:6]),
+    "mesh": (
+        "MESH",
+        lambda v: (
+            "-" if v is None else ("yes" if v is True else "no" if v is False else str(v)[:6])
+        ),
+    ),
     "state": ("STATE", _state),
     "srtt_min_us": ("MINRTT", _us_ms),
     "srtt_us": ("SRTT", _us_ms),
@@ -98,19 +112,31 @@ def sort_rows(rows: list[Row], key: str, reverse: bool = True) -> list[Row]:
     return sorted(rows, key=k, reverse=reverse)
 
 
-def table(snap: Snapshot, columns: Sequence[str], title: str, overhead: str | None,
-          limit: int = 40) -> Table:
-    cap = (f"RTT in ms · {len(snap.rows)} sockets · {snap.events_per_s:,.0f} events/s · "
-           f"lost {snap.lost} · source {snap.source}")
+def table(
+    snap: Snapshot, columns: Sequence[str], title: str, overhead: str | None, limit: int = 40
+) -> Table:
+    cap = (
+        f"RTT in ms · {len(snap.rows)} sockets · {snap.events_per_s:,.0f} events/s · "
+        f"lost {snap.lost} · source {snap.source}"
+    )
     if overhead:
         cap += f" · {overhead}"
     for n in snap.notes:
         cap += f"\n{n}"
-    t = Table(title=title, caption=cap, box=None, header_style="bold", pad_edge=False,
-              caption_justify="left")
+    t = Table(
+        title=title,
+        caption=cap,
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+        caption_justify="left",
+    )
     for c in columns:
-        t.add_column(header_for(c), justify="left" if c in ("peer", "state", "peer_id", "mesh") else "right",
-                     no_wrap=True)
+        t.add_column(
+            header_for(c),
+            justify="left" if c in ("peer", "state", "peer_id", "mesh") else "right",
+            no_wrap=True,
+        )
     for r in snap.rows[:limit]:
         t.add_row(*(cell(c, r) for c in columns))
     return t
@@ -121,8 +147,12 @@ def _jsonable(row: Row) -> Row:
 
 
 def ndjson_line(snap: Snapshot, extra: dict[str, Any] | None = None) -> str:
-    obj = {**snap.header(), **(extra or {}), "notes": snap.notes,
-           "rows": [_jsonable(r) for r in snap.rows]}
+    obj = {
+        **snap.header(),
+        **(extra or {}),
+        "notes": snap.notes,
+        "rows": [_jsonable(r) for r in snap.rows],
+    }
     return json.dumps(obj, separators=(",", ":"), default=str)
 
 
@@ -162,7 +192,11 @@ class PromCollector:
         labels = ["peer", "sock_cookie", "peer_id"]
 
         def lv(r: Row) -> list[str]:
-            return [str(r.get("peer", "")), str(r.get("sock_cookie", "")), str(r.get("peer_id") or "")]
+            return [
+                str(r.get("peer", "")),
+                str(r.get("sock_cookie", "")),
+                str(r.get("peer_id") or ""),
+            ]
 
         for col, (name, doc) in PROM_GAUGES.items():
             g = GaugeMetricFamily(name, doc, labels=labels)
@@ -179,7 +213,9 @@ class PromCollector:
         ev = GaugeMetricFamily("netdiag_probe_events_per_second", "probe events per second")
         ev.add_metric([], snap.events_per_s)
         yield ev
-        lost = CounterMetricFamily("netdiag_probe_lost_events", "events the kernel half could not aggregate")
+        lost = CounterMetricFamily(
+            "netdiag_probe_lost_events", "events the kernel half could not aggregate"
+        )
         lost.add_metric([], float(snap.stats.get("lost_events", 0)))
         yield lost
 
@@ -192,9 +228,11 @@ def serve_prometheus(addr: str, collector: PromCollector) -> Any:
 
     host, _, port = addr.rpartition(":")
     if not port.isdigit():
-        raise InputError(f"--prometheus {addr!r} is not HOST:PORT", "e.g. --prometheus 127.0.0.1:9464")
+        raise InputError(
+            f"--prometheus {addr!r} is not HOST:PORT", "e.g. --prometheus 127.0.0.1:9464"
+        )
     reg = CollectorRegistry()
-    reg.register(collector)  # type: ignore[arg-type]
+    reg.register(collector)
     server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=reg)
     return server
 
