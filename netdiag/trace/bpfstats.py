@@ -22,6 +22,9 @@ SYS_BPF = 321  # x86_64
 class ProgStats:
     run_time_ns: int
     run_cnt: int
+    # times the kernel skipped the program because a BPF program was already running on that
+    # CPU (e.g. softirq RX interrupting one of ours in process context): lost events
+    recursion_misses: int = 0
 
 
 def enable() -> int | None:
@@ -41,9 +44,11 @@ def parse_fdinfo(text: str) -> ProgStats:
     vals: dict[str, int] = {}
     for line in text.splitlines():
         k, _, v = line.partition(":")
-        if k.strip() in ("run_time_ns", "run_cnt"):
+        if k.strip() in ("run_time_ns", "run_cnt", "recursion_misses"):
             vals[k.strip()] = int(v.strip())
-    return ProgStats(vals.get("run_time_ns", 0), vals.get("run_cnt", 0))
+    return ProgStats(
+        vals.get("run_time_ns", 0), vals.get("run_cnt", 0), vals.get("recursion_misses", 0)
+    )
 
 
 def read(prog_fds: dict[str, int], proc: Path = Path("/proc")) -> dict[str, ProgStats]:
@@ -55,5 +60,7 @@ def read(prog_fds: dict[str, int], proc: Path = Path("/proc")) -> dict[str, Prog
 
 def total(stats: dict[str, ProgStats]) -> ProgStats:
     return ProgStats(
-        sum(s.run_time_ns for s in stats.values()), sum(s.run_cnt for s in stats.values())
+        sum(s.run_time_ns for s in stats.values()),
+        sum(s.run_cnt for s in stats.values()),
+        sum(s.recursion_misses for s in stats.values()),
     )

@@ -17,7 +17,7 @@ from typing import Any
 from netdiag.kernel import bcc_loader
 from netdiag.kernel.bcc_loader import Defines, LoadEnv
 from netdiag.kernel.host import REAL, HostPaths
-from netdiag.trace import symbols
+from netdiag.trace import bpfstats, symbols
 from netdiag.trace.decode import Decoder, Row, apply_rates
 from netdiag.trace.manifest import Probe
 
@@ -33,7 +33,7 @@ class Snapshot:
     stats: dict[str, int]  # cumulative since attach
     events: int  # events in this interval
     events_per_s: float
-    lost: int  # lost events in this interval (map full)
+    lost: int  # lost events in this interval: map full + kernel recursion misses
     source: str = "ebpf"  # or "sock_diag" (fallback)
     notes: list[str] = field(default_factory=list)
 
@@ -122,7 +122,7 @@ class Session:
 
     def set_allowed(self, cookies: set[int]) -> None:
         """Replace the kernel allowlist (pid / cgroup / netns filters resolved to cookies)."""
-        table = self.bpf["allow"]
+        table = self.bpf[b"allow"]
         want = set(cookies)
         have = {int(k.value) for k in table}
         for c in have - want:
@@ -130,20 +130,25 @@ class Session:
         for c in want - have:
             table[table.Key(c)] = table.Leaf(1)
 
+    def misses(self) -> dict[str, int]:
+        """Recursion misses per program since load (events the kernel did not run us for)."""
+        return {n: s.recursion_misses for n, s in bpfstats.read(self.prog_fds()).items()}
+
     def _stats(self) -> dict[str, int]:
-        table = self.bpf[self.probe.output.stats_map]
+        table = self.bpf[self.probe.output.stats_map.encode()]
         out: dict[str, int] = {}
         for i, name in enumerate(self.probe.output.stats):
             if hasattr(table, "sum"):  # per-CPU array: add the CPUs' slots
                 out[name] = int(table.sum(table.Key(i)).value)
             else:
                 out[name] = int(table[table.Key(i)].value)
+        out["recursion_misses"] = sum(self.misses().values())
         return out
 
     def read(self) -> Snapshot:
         assert self.bpf is not None and self.decoder is not None, "open() first"
         now = self.clock()
-        table = self.bpf[self.probe.output.map]
+        table = self.bpf[self.probe.output.map.encode()]
         rows: list[Row] = []
         closed_keys = []
         cf = self.probe.output.closed_field
@@ -160,7 +165,9 @@ class Session:
         stats = self._stats()
         o = self.probe.output
         ev = stats.get(o.events_stat, 0) - self._prev_stats.get(o.events_stat, 0)
-        lost = stats.get(o.lost_stat, 0) - self._prev_stats.get(o.lost_stat, 0)
+        lost = sum(
+            stats.get(k, 0) - self._prev_stats.get(k, 0) for k in (o.lost_stat, "recursion_misses")
+        )
         self._prev_rows = {self.decoder.key_of(r): r for r in rows}
         self._prev_stats = stats
         self._prev_t = now
