@@ -7,7 +7,10 @@ import click
 from netdiag.cli.main import LazyGroup
 
 # name -> "module:attr"; each benchmark lives with the capability it measures.
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "validate": "netdiag.cli.node_bench:validate",
+    "emulator": "netdiag.cli.lab:bench_emulator",
+}
 
 
 @click.group(cls=LazyGroup, lazy=BENCHMARKS)

@@ -17,10 +17,12 @@ from netdiag.errors import EXIT_INTERRUPTED, NetdiagError
 # does not pay for bcc, matplotlib or the node's crypto at start-up.
 COMMANDS: dict[str, str] = {
     "bench": "netdiag.cli.bench:bench",
+    "doctor": "netdiag.cli.doctor:doctor",
+    "node": "netdiag.cli.node:node",
+    "lab": "netdiag.cli.lab:lab",
     "trace-peers": "netdiag.cli.trace:trace_peers",
     "probes": "netdiag.cli.trace:probes",
     "bdp": "netdiag.cli.bdp:bdp",
-    # "doctor": "netdiag.cli.doctor:doctor",  (lands with issue 2)
 }
 
 
@@ -84,6 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except Exception as e:  # a bug: still one line, unless the operator asked for the traceback
+        if debug:
+            traceback.print_exc()
+        _print_error(f"internal error: {type(e).__name__}: {e} — rerun with --debug and report it")
+        return 1
     return int(rv) if isinstance(rv, int) else 0
 
 

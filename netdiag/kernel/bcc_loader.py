@@ -7,6 +7,7 @@ final C as the compiler sees it (defines first) for `--ebpf`.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from netdiag.errors import InputError, KernelFeatureError, NetdiagError, Privile
 from netdiag.kernel import caps, headers, tracefs
 from netdiag.kernel.host import REAL, HostPaths
 
+log = logging.getLogger("netdiag.kernel.bcc")
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 _IDENT = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
@@ -48,8 +50,14 @@ def cflags(defines: Defines) -> list[str]:
 def render(src: Path, defines: Defines) -> str:
     """The final C of a program: the defines bcc passes, then the source."""
     lines = [f"#define {k} {v}" for k, v in defines.items()]
-    return "\n".join([f"/* {src.name} — compiled by bcc with these -D parameters */", *lines, "",
-                      src.read_text()])
+    return "\n".join(
+        [
+            f"/* {src.name} — compiled by bcc with these -D parameters */",
+            *lines,
+            "",
+            src.read_text(),
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -63,13 +71,17 @@ def prepare(env: LoadEnv = LoadEnv()) -> headers.HeaderTree:
     caps.require("CAP_BPF", "CAP_PERFMON", why="loading eBPF programs", host=env.host)
     tracefs.ensure(env.host)
     tree = headers.find(env.host, env.cache)
+    if os.environ.get("BCC_KERNEL_SOURCE") != str(tree.path):
+        warning = tree.warning()
+        if warning:
+            log.warning("%s", warning)
     os.environ["BCC_KERNEL_SOURCE"] = str(tree.path)
     return tree
 
 
 def import_bcc() -> Any:
     try:
-        import bcc  # type: ignore[import-not-found]
+        import bcc
     except ImportError as e:
         raise KernelFeatureError(
             f"the bcc Python module does not import ({e})",
@@ -90,5 +102,5 @@ def load(src: Path, defines: Defines | None = None, env: LoadEnv = LoadEnv()) ->
     except Exception as e:  # bcc raises bare Exception on compile/load failure
         raise NetdiagError(
             f"bcc could not compile or load {src.name}: {e}",
-            "run `netdiag doctor` to check headers and tracepoints; `--debug` shows the compiler log",
+            "run `netdiag doctor` to check headers and tracepoints; --debug shows the log",
         ) from e

@@ -17,7 +17,8 @@ def v2_root(host: HostPaths = REAL) -> Path:
     if not found:
         raise KernelFeatureError(
             "no cgroup v2 hierarchy is mounted",
-            "mount one: `mkdir -p /sys/fs/cgroup/unified && mount -t cgroup2 none /sys/fs/cgroup/unified`",
+            "mount one: `mkdir -p /sys/fs/cgroup/unified && "
+            "mount -t cgroup2 none /sys/fs/cgroup/unified`",
         )
     # prefer the shortest (the root of the hierarchy)
     return min(found, key=lambda p: len(str(p)))
@@ -30,8 +31,9 @@ def resolve(path: str | Path, host: HostPaths = REAL) -> Path:
     full = p if p.is_absolute() else root / p
     full = Path(os.path.normpath(full))
     if not (full == root or root in full.parents):
-        raise InputError(f"{full} is not inside the cgroup v2 hierarchy at {root}",
-                         f"give a path under {root}")
+        raise InputError(
+            f"{full} is not inside the cgroup v2 hierarchy at {root}", f"give a path under {root}"
+        )
     if not (full / "cgroup.procs").exists():
         raise InputError(f"{full} is not a cgroup v2 directory", f"create it with `mkdir {full}`")
     return full

@@ -18,7 +18,7 @@ from pathlib import Path
 from netdiag.errors import KernelFeatureError
 from netdiag.kernel.host import REAL, HostPaths, cache_dir
 
-FIX = "run `make setup` (installs linux-headers-$(dpkg --print-architecture)) or `netdiag doctor --fix`"
+FIX = "run `make setup` (installs linux-headers-<arch>) or `netdiag doctor --fix`"
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,18 @@ def _kheaders(host: HostPaths, cache: Path | None) -> Path | None:
     if not (dest / "include").is_dir():
         dest.mkdir(parents=True, exist_ok=True)
         with tarfile.open(tar) as tf:
-            tf.extractall(dest, filter="data")
+            # Debian's 3.11.2 predates extractall(filter=...): refuse unsafe members ourselves
+            members = [
+                m
+                for m in tf.getmembers()
+                if not (
+                    m.name.startswith("/")
+                    or ".." in Path(m.name).parts
+                    or m.isdev()
+                    or (m.issym() and m.linkname.startswith("/"))
+                )
+            ]
+            tf.extractall(dest, members=members)
     return dest
 
 
@@ -133,15 +144,27 @@ def find(host: HostPaths = REAL, cache: Path | None = None) -> HeaderTree:
     build = host.lib_modules / running / "build"
     if build.is_dir() and _usable(build):
         return HeaderTree(build, running, "lib/modules", running)
-    kh = _kheaders(host, cache)
+    try:
+        kh = _kheaders(host, cache)
+    except (OSError, tarfile.TarError) as e:
+        raise KernelFeatureError(
+            f"cannot unpack {host.sys}/kernel/kheaders.tar.xz: {e}",
+            "set NETDIAG_CACHE to a writable directory",
+        ) from e
     if kh is not None:
         return HeaderTree(kh, running, "kheaders", running)
     for arch in candidates(host):
         common = _common_for(arch)
         if common is not None:
+            try:
+                merged = merged_tree(arch, common, cache)
+            except OSError as e:
+                raise KernelFeatureError(
+                    f"cannot build the merged header tree for {arch.name}: {e}",
+                    "set NETDIAG_CACHE to a writable directory",
+                ) from e
             return HeaderTree(
-                merged_tree(arch, common, cache), arch.name.removeprefix("linux-headers-"),
-                "usr/src (merged)", running,
+                merged, arch.name.removeprefix("linux-headers-"), "usr/src (merged)", running
             )
         if _usable(arch):
             return HeaderTree(arch, arch.name.removeprefix("linux-headers-"), "usr/src", running)

@@ -44,7 +44,10 @@ def mounts(host: HostPaths = REAL) -> list[tuple[str, str, str, str]]:
 def _unescape(path: str) -> str:
     # /proc/mounts escapes space, tab, newline and backslash as octal
     return (
-        path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+        path.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
     )
 
 

@@ -49,7 +49,9 @@ def create(name: str) -> None:
     try:
         pr_netns.create(name)
     except PermissionError as e:
-        raise PrivilegeError(f"creating netns {name}: {e}", "needs CAP_SYS_ADMIN — run as root") from e
+        raise PrivilegeError(
+            f"creating netns {name}: {e}", "needs CAP_SYS_ADMIN — run as root"
+        ) from e
     except FileExistsError as e:
         raise NetdiagError(f"netns {name} exists", f"remove it with `ip netns del {name}`") from e
 

@@ -10,6 +10,7 @@ from netdiag.errors import InputError, NetdiagError, PrivilegeError
 from netdiag.kernel import netns
 from netdiag.kernel.host import REAL, HostPaths
 
+CC_SYSCTL = "net.ipv4.tcp_congestion_control"
 _NAME = re.compile(r"^[a-z0-9_\-]+(\.[a-zA-Z0-9_\-]+)+$")
 
 
@@ -40,7 +41,9 @@ def read(name: str, netns_name: str | None = None, host: HostPaths = REAL) -> st
     return netns.run_in(netns_name, body)
 
 
-def write(name: str, value: str | int, netns_name: str | None = None, host: HostPaths = REAL) -> None:
+def write(
+    name: str, value: str | int, netns_name: str | None = None, host: HostPaths = REAL
+) -> None:
     p = path_of(name, host)
     text = _normalize(str(value))
 
@@ -53,16 +56,25 @@ def write(name: str, value: str | int, netns_name: str | None = None, host: Host
             with p.open("w") as f:
                 f.write(text)
         except PermissionError as e:
+            if name == CC_SYSCTL and netns_name is not None:
+                # the kernel lets a non-init namespace pick only non-restricted algorithms
+                raise InputError(
+                    f"{name}={text!r} refused in namespace {netns_name}: {text} is restricted",
+                    "add it to net.ipv4.tcp_allowed_congestion_control on the host first",
+                ) from e
             raise PrivilegeError(
                 f"writing {name}: {e}", "run as root; in a container /proc/sys may be read-only"
             ) from e
         except OSError as e:
             if e.errno == errno.EROFS:
                 raise PrivilegeError(
-                    f"{name} is read-only here", "remount /proc/sys rw or run in a privileged container"
+                    f"{name} is read-only here",
+                    "remount /proc/sys rw or run in a privileged container",
                 ) from e
             if e.errno in (errno.EINVAL, errno.ERANGE):
-                raise InputError(f"{name}: kernel rejected value {text!r}", "check the range in the kernel docs") from e
+                raise InputError(
+                    f"{name}: kernel rejected value {text!r}", "check the range in the kernel docs"
+                ) from e
             if e.errno == errno.ENOENT:
                 raise InputError(f"{name}: kernel rejected value {text!r} (no such entry)") from e
             raise NetdiagError(f"writing {name}={text!r}: {e}") from e

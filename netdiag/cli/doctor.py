@@ -1,0 +1,101 @@
+"""`netdiag doctor`: which netdiag features work on this host, and how to fix the rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from netdiag import __version__
+from netdiag.errors import CheckFailed
+from netdiag.kernel import bcc_loader, caps, checks, tracefs
+
+STYLE = {"ok": "green", "degraded": "yellow", "missing": "red"}
+
+
+def _apply_fixes(found: list[checks.Check], console: Console) -> None:
+    """The safe fixes: mount tracefs, install a kernel header tree for bcc."""
+    by_name = {c.name: c for c in found}
+    if by_name["tracefs"].status != "ok":
+        mp = tracefs.ensure()
+        console.print(f"fixed: mounted tracefs at {mp}")
+    if by_name["kernel headers"].status == "missing" and shutil.which("apt-get"):
+        arch = subprocess.run(
+            ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        console.print(f"fixing: apt-get install linux-headers-{arch}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", f"linux-headers-{arch}"],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+
+
+def _table(found: list[checks.Check]) -> Table:
+    t = Table(title="netdiag doctor", title_justify="left", expand=False)
+    t.add_column("status", no_wrap=True)
+    t.add_column("check", no_wrap=True)
+    t.add_column("detail", max_width=44)
+    t.add_column("enables", max_width=30)
+    for c in found:
+        mark = c.status + ("*" if c.core else "")
+        t.add_row(f"[{STYLE[c.status]}]{mark}[/]", c.name, c.detail, c.enables)
+    return t
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with every check.")
+@click.option("--fix", is_flag=True, help="Apply the safe fixes (mount tracefs, install headers).")
+@click.option(
+    "--ebpf", is_flag=True, hidden=True, help="Print the final C of the self-test program."
+)
+def doctor(as_json: bool, fix: bool, ebpf: bool) -> None:
+    """Check what this kernel can do for netdiag; exit 0 when the core features work.
+
+    Each row: status (ok / degraded / missing; * marks what netdiag's core needs), the check,
+    what it found, and the netdiag features it enables. Rows that are not ok list their fix.
+    """
+    if ebpf:
+        click.echo(bcc_loader.render(bcc_loader.bpf_source("selftest"), {}))
+        return
+    console = Console(width=100 if not os.environ.get("COLUMNS") else None)
+    ctx = checks.Context(privileged=caps.has("CAP_SYS_ADMIN") and caps.has("CAP_NET_ADMIN"))
+    found = checks.run_all(ctx)
+    if fix:
+        _apply_fixes(found, console)
+        found = checks.run_all(ctx)
+    ok = checks.core_ok(found)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "netdiag_version": __version__,
+                    "kernel": checks.kernel_version(ctx).detail,
+                    "core_ok": ok,
+                    "checks": [c.to_json() for c in found],
+                },
+                indent=2,
+            )
+        )
+    else:
+        console.print(_table(found))
+        todo = [c for c in found if c.status != "ok" and c.fix]
+        if todo:
+            console.print("\n[bold]To fix[/] (* = needed by netdiag's core):")
+            for c in todo:
+                console.print(f"  {c.name}{'*' if c.core else ''}: {c.fix}")
+        console.print("\ncore features: " + ("[green]ready[/]" if ok else "[red]NOT ready[/]"))
+    if not ok:
+        missing = checks.core_missing(found)
+        raise CheckFailed(
+            "core features unavailable: " + ", ".join(c.name for c in missing),
+            checks.core_fix(missing),
+        )
