@@ -15,7 +15,7 @@ import pytest
 from netdiag.cli.main import main
 from netdiag.measure import rttprobe, sockdiag
 from netdiag.trace import engine, manifest, testbed
-from tests.kernel.trace.conftest import Pair, make_pair
+from netdiag.trace.traffic import Pair, make_pair
 
 
 def test_drops_are_named_by_the_running_kernel() -> None:

@@ -14,15 +14,8 @@ import pytest
 
 from netdiag.measure import sockdiag
 from netdiag.trace import engine, manifest, testbed
-from tests.kernel.trace.conftest import (
-    Pair,
-    bpf_fds,
-    loaded_prog_ids,
-    make_pair,
-    nstat_abs,
-    ping_pong,
-    progs_of,
-)
+from netdiag.trace.traffic import Pair, make_pair, nstat_abs
+from tests.kernel.trace.conftest import bpf_fds, loaded_prog_ids, progs_of
 
 
 def _session(port: int) -> engine.Session:
@@ -45,9 +38,8 @@ def test_rtt_and_cwnd_agree_with_sock_diag(loopback_pair: Callable[..., Pair]) -
     with _session(pair.port) as s:
         assert s.attached == 3
         pair.send(8 << 20)
-        ping_pong(
-            pair, 5
-        )  # app-limited exchanges: cwnd stops moving, tcp_probe sees the final value
+        # app-limited exchanges: cwnd stops moving, tcp_probe sees the final value
+        pair.ping_pong(5)
         time.sleep(0.05)
         snap = s.read()
         diag = _diag(pair.cookie)
@@ -94,7 +86,7 @@ def test_retransmits_match_nstat_on_a_lossy_path(lossy_path: testbed.Path3) -> N
             before = nstat_abs(p.client, "TcpRetransSegs")
             tlp_before = nstat_abs(p.client, "TcpExtTCPLossProbes")
             pair.send(6 << 20)
-            ping_pong_free_wait(pair, 6 << 20)
+            pair.wait_received(6 << 20, timeout_s=20)
             after = nstat_abs(p.client, "TcpRetransSegs")
             tlp = nstat_abs(p.client, "TcpExtTCPLossProbes") - tlp_before
             snap = s.read()
@@ -113,14 +105,6 @@ def test_retransmits_match_nstat_on_a_lossy_path(lossy_path: testbed.Path3) -> N
         f"recursion misses {missed}); {snap.stats}"
     )
     assert kernel - tlp - missed <= r["retrans"] <= kernel, why
-
-
-def ping_pong_free_wait(pair: Pair, nbytes: int, timeout_s: float = 20) -> None:
-    """Wait until the server has read everything (so all retransmits have happened)."""
-    end = time.monotonic() + timeout_s
-    while pair.got[0] < nbytes and time.monotonic() < end:
-        time.sleep(0.02)
-    assert pair.got[0] >= nbytes
 
 
 def test_kill_9_leaves_no_probe_attached() -> None:
