@@ -106,17 +106,16 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 #endif
 	stat_inc(S_PROBE);
 
-	struct life *l = life.lookup(&sk);
-	if (!l) {
-		struct life nl = {.cookie = cookie, .state = TCP_ESTABLISHED_};
-		life.update(&sk, &nl);
-		l = life.lookup(&sk);
-	} else if (l->cookie != cookie) {
-		l->cookie = cookie;
-	}
-
+	/* hot path: one hash lookup per ACK; `life` is touched only when a socket is first seen */
 	struct peer *p = peers.lookup(&cookie);
 	if (!p) {
+		struct life *l = life.lookup(&sk);
+		if (!l) {
+			struct life nl = {.cookie = cookie, .state = TCP_ESTABLISHED_};
+			life.update(&sk, &nl);
+		} else {
+			l->cookie = cookie;
+		}
 		struct peer np = {};
 		np.cookie = cookie;
 		np.first_ns = now;
