@@ -63,6 +63,16 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def _write_line(line: str) -> None:
+    """One NDJSON line, whole: Ctrl-C / SIGTERM arriving mid-write wait until it is out."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        click.echo(line)
+        sys.stdout.flush()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _console() -> Console:
     """Sized by the terminal when there is one; otherwise the 100 columns we design for."""
     c = Console()
@@ -266,8 +276,7 @@ def _loop(
             if collector:
                 collector.update(snap)
             if as_json:
-                click.echo(sinks.ndjson_line(snap, extra))
-                sys.stdout.flush()
+                _write_line(sinks.ndjson_line(snap, extra))
             else:
                 t = sinks.table(
                     snap,
@@ -363,8 +372,7 @@ def run_probe(
         for snap in engine.run(s, interval, count, duration):
             snap.rows = sinks.sort_rows(snap.rows, probe.output.sort)
             if as_json:
-                click.echo(sinks.ndjson_line(snap))
-                sys.stdout.flush()
+                _write_line(sinks.ndjson_line(snap))
             else:
                 out.print(
                     sinks.table(

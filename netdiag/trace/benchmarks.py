@@ -83,7 +83,12 @@ class Tracer:
         rss = _peak_rss_mb(self.proc.pid)
         self.proc.send_signal(signal.SIGTERM)
         out, _err = self.proc.communicate(timeout=30)
-        self.lines += [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+        for x in out.splitlines():
+            if x.startswith("{"):
+                try:
+                    self.lines.append(json.loads(x))
+                except json.JSONDecodeError:  # a line cut by the stop; the others count
+                    continue
         return TracerRun(self.startup_s, self.lines, rss)
 
 
@@ -276,7 +281,7 @@ def accuracy(
                 elapsed = time.monotonic() - t0
                 pair.ping_pong(3)
                 nstat_retrans = nstat_abs(a, "TcpRetransSegs") - n0
-                end_diag = [c for c in sockdiag.snapshot(a) if c.cookie == cookie][0]
+                end_diag = next(c for c in sockdiag.snapshot(a) if c.cookie == cookie)
                 ss_cwnd = _ss_cwnd(a, pair.port)
                 snap = s.read()
                 misses = s.misses()
