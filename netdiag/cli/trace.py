@@ -105,6 +105,7 @@ class Overhead:
             return None
         return {
             "bpf_runs": d_cnt,
+            "bpf_runs_per_s": round(d_cnt / dt, 1),
             "bpf_ns_per_event": round(d_ns / d_cnt, 1) if d_cnt else 0.0,
             "bpf_cpu_pct": round(d_ns / (dt * 1e9) * 100, 4),
         }
@@ -117,7 +118,11 @@ class Overhead:
 def _overhead_text(o: dict[str, float] | None) -> str | None:
     if not o:
         return None
-    return f"probe cost {o['bpf_ns_per_event']:.0f} ns/event = {o['bpf_cpu_pct']:.3f}% of one CPU"
+    # runs count every tcp_probe on the host (filters are applied inside the program)
+    return (
+        f"probe cost {o['bpf_runs_per_s']:,.0f} runs/s × {o['bpf_ns_per_event']:.0f} ns "
+        f"= {o['bpf_cpu_pct']:.3f}% of one CPU"
+    )
 
 
 def _filters(
@@ -156,7 +161,11 @@ def _open_source(probe: manifest.Probe, flt: Filters, no_bpf: bool, err: Console
 )
 @click.option("--pid", "pids", multiple=True, type=int, help="Only sockets this process holds.")
 @click.option("--cgroup", "cg", help="Only sockets of this cgroup v2 (and its children).")
-@click.option("--netns", "netns_name", help="Only sockets of this named network namespace.")
+@click.option(
+    "--netns",
+    "netns_name",
+    help="Only sockets of this named netns; --node is fetched from inside it.",
+)
 @click.option(
     "--node", "node_url", help="Label rows from the node's /peers (joined by socket cookie)."
 )
@@ -267,7 +276,8 @@ def _loop(
             extra: dict[str, Any] = {}
             if node_url:
                 extra["node_matched"] = nodejoin.label(
-                    snap.rows, nodejoin.by_cookie(nodejoin.fetch_peers(node_url))
+                    snap.rows,
+                    nodejoin.by_cookie(nodejoin.fetch_peers(node_url, netns_name=flt.netns)),
                 )
             o = overhead.sample() if overhead else None
             if o:

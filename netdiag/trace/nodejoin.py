@@ -12,12 +12,23 @@ import urllib.request
 from typing import Any
 
 from netdiag.errors import InputError, NetdiagError
+from netdiag.kernel import netns
 from netdiag.trace.decode import Row
 
 LABELS = ("peer_id", "direction", "mesh", "score", "node_address")
 
 
-def fetch_peers(url: str, timeout_s: float = 2.0) -> list[dict[str, Any]]:
+def fetch_peers(
+    url: str,
+    timeout_s: float = 2.0,
+    netns_name: str | None = None,
+) -> list[dict[str, Any]]:
+    """GET URL/peers; with `netns_name`, from inside that namespace (a lab node's API
+    listens on an address that exists only there)."""
+    return netns.run_in(netns_name, lambda: _fetch(url, timeout_s))
+
+
+def _fetch(url: str, timeout_s: float) -> list[dict[str, Any]]:
     if not url.startswith(("http://", "https://")):
         raise InputError(
             f"--node {url!r} is not an http(s) URL", "e.g. --node http://127.0.0.1:8080"

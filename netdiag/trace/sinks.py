@@ -58,6 +58,15 @@ SHORT_STATES = {
 }
 
 
+def _mesh(v: Any) -> str:
+    """The node reports mesh membership as a list of topics (or a bool)."""
+    if v is None:
+        return "-"
+    if isinstance(v, list | tuple):
+        return "yes" if v else "no"
+    return "yes" if v is True else "no" if v is False else str(v)[:6]
+
+
 def _state(v: Any) -> str:
     return SHORT_STATES.get(str(v), str(v))[:10]
 
@@ -65,12 +74,7 @@ def _state(v: Any) -> str:
 COLUMNS: dict[str, tuple[str, Any]] = {
     "peer": ("PEER", str),
     "peer_id": ("PEER ID", lambda v: "-" if v is None else str(v)[:12]),
-    "mesh": (
-        "MESH",
-        lambda v: (
-            "-" if v is None else ("yes" if v is True else "no" if v is False else str(v)[:6])
-        ),
-    ),
+    "mesh": ("MESH", _mesh),
     "state": ("STATE", _state),
     "srtt_min_us": ("MINRTT", _us_ms),
     "srtt_us": ("SRTT", _us_ms),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -242,3 +243,73 @@ def test_bdp_probe_measures_handshake_and_leaves_no_connection() -> None:
         assert not est, f"probe left connections behind: {est}"
     finally:
         lst.close()
+
+
+CLUSTER = """
+name = "trace"
+[defaults]
+delay = "10ms"
+rate = "50mbit"
+[[nodes]]
+name = "n0"
+role = "node"
+[[nodes]]
+name = "n1"
+role = "node"
+[[nodes]]
+name = "n2"
+role = "node"
+[[links]]
+a = "n0"
+b = "n1"
+[[links]]
+a = "n1"
+b = "n2"
+[[links]]
+a = "n0"
+b = "n2"
+"""
+
+
+@pytest.mark.slow
+def test_trace_peers_labels_a_three_node_lab_cluster(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netdiag.lab import Lab
+    from netdiag.lab.cluster import API_PORT, api_get, node_available
+
+    if not node_available():
+        pytest.skip("needs the reference node (netdiag.node) and its dependencies")
+    topo = tmp_path / "trace3.toml"
+    topo.write_text(CLUSTER)
+    with Lab.up(topo) as lab:
+        n0 = lab.topology.node("n0")
+        peers: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while len(peers) < 2 and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                peers = api_get(lab.ns("n0"), n0, "/peers")
+            time.sleep(0.3)
+        assert len(peers) == 2, peers
+        url = f"http://{n0.address}:{API_PORT}"
+        lines = _run_json(
+            [
+                "trace-peers",
+                "--json",
+                "--count",
+                "2",
+                "--interval",
+                "0.5",
+                "--netns",
+                lab.ns("n0"),
+                "--node",
+                url,
+            ],
+            capsys,
+        )
+    last = lines[-1]
+    ids = {p["peer_id"] for p in peers}
+    labelled = [r for r in last["rows"] if r.get("peer_id")]
+    assert last["node_matched"] == 2
+    assert {r["peer_id"] for r in labelled} == ids
+    assert all(r["srtt_min_us"] >= 10_000 for r in labelled), labelled  # the links' 10 ms
