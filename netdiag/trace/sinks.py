@@ -88,8 +88,31 @@ COLUMNS: dict[str, tuple[str, Any]] = {
 }
 
 
+ABBREV = {
+    "Open": "OPEN",
+    "Disorder": "DISORD",
+    "Recovery": "RECOV",
+    "ca_state": "CA",
+    "count_per_s": "PER S",
+    "location": "WHERE",
+    "socket": "SK",
+}
+
+
+TEXT_COLUMNS = {"peer", "state", "peer_id", "mesh", "reason", "protocol", "location", "ca_state"}
+
+
 def header_for(col: str) -> str:
-    return COLUMNS[col][0] if col in COLUMNS else col.upper()
+    """Column header; `base.member` columns (enum arrays) get short names with the unit."""
+    if col in COLUMNS:
+        return COLUMNS[col][0]
+    if "." in col:
+        base, member = col.split(".", 1)
+        name = ABBREV.get(member, member.upper())
+        if base.endswith("_ms"):
+            return f"{name} ms"
+        return f"#{name}"
+    return ABBREV.get(col, col.upper())
 
 
 def cell(col: str, row: Row) -> str:
@@ -119,8 +142,9 @@ def sort_rows(rows: list[Row], key: str, reverse: bool = True) -> list[Row]:
 def table(
     snap: Snapshot, columns: Sequence[str], title: str, overhead: str | None, limit: int = 40
 ) -> Table:
+    rtt = "RTT in ms · " if any(c.endswith("_us") for c in columns) else ""
     cap = (
-        f"RTT in ms · {len(snap.rows)} sockets · {snap.events_per_s:,.0f} events/s · "
+        f"{rtt}{len(snap.rows)} rows · {snap.events_per_s:,.0f} events/s · "
         f"lost {snap.lost} · source {snap.source}"
     )
     if overhead:
@@ -138,7 +162,7 @@ def table(
     for c in columns:
         t.add_column(
             header_for(c),
-            justify="left" if c in ("peer", "state", "peer_id", "mesh") else "right",
+            justify="left" if c in TEXT_COLUMNS else "right",
             no_wrap=True,
         )
     for r in snap.rows[:limit]:
