@@ -62,7 +62,7 @@ def bdp(
     if probe_target:
         from netdiag.measure import rttprobe
 
-        res = rttprobe.handshake_rtt(probe_target)
+        res = rttprobe.handshake_rtt(probe_target, netns_name=netns_name)
         obj = {
             "target": res.target,
             "sent": res.sent,

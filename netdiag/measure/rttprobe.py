@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from netdiag.errors import InputError, NetdiagError, PrivilegeError
-from netdiag.kernel import caps
+from netdiag.kernel import caps, netns
 
 CAP_NET_RAW = 13  # linux/capability.h
 
@@ -39,8 +39,14 @@ def parse_target(text: str) -> tuple[str, int]:
     return str(addr), int(port)
 
 
-def handshake_rtt(target: str, count: int = 3, timeout_s: float = 1.0) -> ProbeResult:
-    """Send `count` SYNs to HOST:PORT and time the SYN-ACK (or RST) answers."""
+def handshake_rtt(target: str, count: int = 3, timeout_s: float = 1.0,
+                  netns_name: str | None = None) -> ProbeResult:
+    """Send `count` SYNs to HOST:PORT (from inside `netns_name`, if given) and time the
+    SYN-ACK (or RST) answers."""
+    return netns.run_in(netns_name, lambda: _handshake_rtt(target, count, timeout_s))
+
+
+def _handshake_rtt(target: str, count: int, timeout_s: float) -> ProbeResult:
     if not caps.effective() & (1 << CAP_NET_RAW):
         raise PrivilegeError(
             "sending raw SYN probes needs CAP_NET_RAW", "run as root (sudo netdiag bdp --probe …)"
@@ -54,8 +60,9 @@ def handshake_rtt(target: str, count: int = 3, timeout_s: float = 1.0) -> ProbeR
     except ImportError as e:
         raise NetdiagError(f"scapy does not import: {e}", "run `make setup`") from e
     conf.verb = 0
-    if host.startswith("127."):
-        conf.L3socket = L3RawSocket  # scapy's default L2 path cannot send on loopback
+    # raw L3 sockets: the kernel routes (loopback included, and inside the caller's netns),
+    # where scapy's own L2 path would use a routing table read in the root namespace
+    conf.L3socket = L3RawSocket
     rtts: list[float] = []
     refused = answered = 0
     for _ in range(count):
