@@ -159,3 +159,20 @@ def test_cli_rejects_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert "netdiag: error: --port 'http' is not a number" in capsys.readouterr().err
     assert main(["probes", "run", "tcp_drops", "--port", "80"]) == 2
     assert main(["trace-peers", "--interval", "0"]) == 2
+
+
+def test_prometheus_server_serves_the_latest_snapshot() -> None:
+    import urllib.request
+
+    c = sinks.PromCollector()
+    c.update(_snap([ROW]))
+    server = sinks.serve_prometheus("127.0.0.1:0", c)
+    try:
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    finally:
+        server.shutdown()
+    assert "netdiag_tcp_cwnd_segments" in text and 'sock_cookie="9"' in text
+    with pytest.raises(InputError):
+        sinks.serve_prometheus("nope", c)
