@@ -52,6 +52,7 @@ class BdpReport:
     snd_mss: int | None
     cwnd_bytes: int | None
     cwnd_over_bdp: float | None
+    snd_wnd_bytes: int | None  # the peer's advertised receive window
     retrans: int
     limits: Limits | None
     rmem_max_bytes: int | None
@@ -91,18 +92,16 @@ def verdict(r: BdpReport) -> str:
         return "app-limited: the application did not keep data queued; the path is not the limit"
     bdp2 = human_bytes(2 * r.bdp_bytes)
     lim = r.limits
-    worst = max((lim.rwnd, "rwnd"), (lim.sndbuf, "sndbuf"), (lim.cwnd, "cwnd"))
-    if worst[1] == "rwnd" and lim.rwnd >= LIMIT_FRACTION:
-        if r.rmem_max_bytes is not None and r.rmem_max_bytes >= 2 * r.bdp_bytes:
-            return (
-                f"rwnd-limited ({lim.rwnd:.0%} of busy time): tcp_rmem max is already ≥ 2 × BDP; "
-                "the receiver reads slowly or pins SO_RCVBUF"
-            )
+    # A window or buffer limit is actionable even when it holds the sender less than the
+    # rest of busy time (which is cwnd or pacing, i.e. normal sending): check them first.
+    if lim.rwnd >= LIMIT_FRACTION and lim.rwnd >= lim.sndbuf:
+        wnd = f"{human_bytes(r.snd_wnd_bytes)}" if r.snd_wnd_bytes else "?"
         return (
-            f"rwnd-limited ({lim.rwnd:.0%} of busy time): "
-            f"raise tcp_rmem max on the receiver to ≥ 2 × BDP = {bdp2}"
+            f"rwnd-limited ({lim.rwnd:.0%} of busy time): raise tcp_rmem max on the receiver "
+            f"to ≥ 2 × BDP = {bdp2} (a lower bound: the rate was window-limited); if it "
+            f"already is, the receiver pins SO_RCVBUF or reads slowly (its window: {wnd})"
         )
-    if worst[1] == "sndbuf" and lim.sndbuf >= LIMIT_FRACTION:
+    if lim.sndbuf >= LIMIT_FRACTION:
         return (
             f"sndbuf-limited ({lim.sndbuf:.0%} of busy time): "
             f"raise tcp_wmem max to ≥ 2 × BDP = {bdp2}"
@@ -171,6 +170,7 @@ def report(
         snd_mss=i.snd_mss if i else None,
         cwnd_bytes=cwnd_bytes,
         cwnd_over_bdp=round(cwnd_bytes / bdp, 3) if cwnd_bytes and bdp else None,
+        snd_wnd_bytes=i.snd_wnd if i else None,
         retrans=i.total_retrans if i else 0,
         limits=limits_of(samples[0], last),
         rmem_max_bytes=rmem_max,

@@ -39,8 +39,9 @@ def parse_target(text: str) -> tuple[str, int]:
     return str(addr), int(port)
 
 
-def handshake_rtt(target: str, count: int = 3, timeout_s: float = 1.0,
-                  netns_name: str | None = None) -> ProbeResult:
+def handshake_rtt(
+    target: str, count: int = 3, timeout_s: float = 1.0, netns_name: str | None = None
+) -> ProbeResult:
     """Send `count` SYNs to HOST:PORT (from inside `netns_name`, if given) and time the
     SYN-ACK (or RST) answers."""
     return netns.run_in(netns_name, lambda: _handshake_rtt(target, count, timeout_s))

@@ -68,9 +68,22 @@ def make_pair(
     port: int = 0,
     echo: bool = False,
     cc: str | None = None,
+    rcvbuf: int | None = None,
 ) -> Pair:
-    """Listen in one namespace, connect from another (None: ours), accept, start draining."""
-    lst = netns.run_in(listen_ns, lambda: socket.create_server((host, port)))
+    """Listen in one namespace, connect from another (None: ours), accept, start draining.
+    `rcvbuf` pins the server's SO_RCVBUF (set on the listener, inherited by the accepted
+    socket) to make a receive-window-limited connection."""
+
+    def listen() -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.bind((host, port))
+        s.listen()
+        return s
+
+    lst = netns.run_in(listen_ns, listen)
     p = lst.getsockname()[1]
 
     def connect() -> socket.socket:

@@ -313,3 +313,43 @@ def test_trace_peers_labels_a_three_node_lab_cluster(
     assert last["node_matched"] == 2
     assert {r["peer_id"] for r in labelled} == ids
     assert all(r["srtt_min_us"] >= 10_000 for r in labelled), labelled  # the links' 10 ms
+
+
+@pytest.mark.slow
+def test_bdp_verdict_names_a_small_receive_buffer(capsys: pytest.CaptureFixture[str]) -> None:
+    """A real rwnd-limited connection: 20 ms x 50 Mbit/s (BDP 125 kB) to a receiver whose
+    SO_RCVBUF is pinned at 32 kB. bdp must say rwnd-limited and size tcp_rmem from the BDP."""
+    from netdiag.lab import Lab, two_node
+
+    with Lab.up(two_node(delay_s=0.02, rate_bps=50_000_000, name="trace")) as lab:
+        pair = make_pair(lab.ns("b"), lab.ns("a"), lab.addr("b"), rcvbuf=32 * 1024)
+        stop = threading.Event()
+        t = _keep_sending(pair, stop)
+        try:
+            time.sleep(1.5)
+            assert (
+                main(
+                    [
+                        "bdp",
+                        "--json",
+                        "--netns",
+                        lab.ns("a"),
+                        "--port",
+                        str(pair.port),
+                        "--window",
+                        "1",
+                        "--samples",
+                        "3",
+                    ]
+                )
+                == 0
+            )
+        finally:
+            stop.set()
+            t.join()
+            pair.close()
+    c = json.loads(capsys.readouterr().out)["connections"][0]
+    assert c["limits"]["rwnd"] >= 0.2, c
+    assert c["verdict"].startswith("rwnd-limited"), c["verdict"]
+    assert "raise tcp_rmem max on the receiver to ≥ 2 × BDP" in c["verdict"]
+    assert 15_000 <= c["min_rtt_us"] <= 30_000
