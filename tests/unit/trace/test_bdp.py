@@ -74,8 +74,7 @@ def test_rwnd_limited_verdict_gives_the_buffer_size() -> None:
     assert r.bdp_bytes == 6_250_000
     assert r.limits is not None and r.limits.rwnd == 0.7 and r.limits.window == "sample"
     assert r.verdict.startswith(
-        "rwnd-limited (70% of busy time): "
-        "raise tcp_rmem max on the receiver to ≥ 2 × BDP = 12.5 MB"
+        "rwnd-limited (70% of busy time): raise tcp_rmem max on the receiver to ≥ 2 × BDP = 12.5 MB"
     )
 
 

@@ -176,3 +176,20 @@ def test_prometheus_server_serves_the_latest_snapshot() -> None:
     assert "netdiag_tcp_cwnd_segments" in text and 'sock_cookie="9"' in text
     with pytest.raises(InputError):
         sinks.serve_prometheus("nope", c)
+
+
+def test_trace_peers_falls_back_to_sock_diag_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netdiag.errors import PrivilegeError
+
+    def no_bpf(self: engine.Session) -> engine.Session:
+        raise PrivilegeError("loading eBPF programs needs CAP_BPF, CAP_PERFMON", "run as root")
+
+    monkeypatch.setattr(engine.Session, "open", no_bpf)
+    assert main(["trace-peers", "--json", "--count", "1", "--interval", "0.1"]) == 0
+    cap = capsys.readouterr()
+    assert "eBPF unavailable (loading eBPF programs needs CAP_BPF" in cap.err
+    assert "falling back to sock_diag polling" in cap.err
+    obj = json.loads(cap.out.splitlines()[-1])
+    assert obj["source"] == "sock_diag" and obj["notes"] == [fallback.NOTE]
