@@ -18,6 +18,7 @@ from netdiag.errors import InputError, KernelFeatureError, NetdiagError, Privile
 from netdiag.kernel import cgroup as kcgroup
 from netdiag.trace import bpfstats, engine, manifest, nodejoin, sinks
 from netdiag.trace.filters import Filters
+from netdiag.trace.keys import Keys
 
 PEERS_PROBE = "tcp_peers"
 # with --node the node's labels lead; p90, ssthresh and age make room (all stay in --json)
@@ -264,12 +265,41 @@ def _loop(
             source.set_allowed(flt.allowed_cookies() or set())
 
     before()
-    live = Live(console=out, auto_refresh=False) if out.is_terminal and not as_json else None
+    interactive = out.is_terminal and not as_json
+    live = Live(console=out, auto_refresh=False) if interactive else None
+    view = View(cols, sort_by)
     start = time.monotonic()
     n = 0
-    with live if live is not None else contextlib.nullcontext():
+    snap: engine.Snapshot | None = None
+    o: dict[str, float] | None = None
+
+    def render() -> None:
+        assert snap is not None
+        snap.rows = sinks.sort_rows(snap.rows, view.sort_by, view.reverse)
+        title = f"netdiag trace-peers · {time.strftime('%H:%M:%S')}"
+        if interactive:
+            arrow = "↓" if view.reverse else "↑"
+            title += f" · sort {sinks.header_for(view.sort_by)}{arrow} (keys 1-9 r q)"
+        t = sinks.table(snap, cols, title, _overhead_text(o))
+        if live is not None:
+            live.update(t, refresh=True)
+        else:
+            out.print(t)
+
+    with (
+        live if live is not None else contextlib.nullcontext(),
+        Keys(sys.stdin if interactive else _NoTty()) as keys,
+    ):
         while True:
-            time.sleep(interval)
+            deadline = time.monotonic() + interval
+            while (left := deadline - time.monotonic()) > 0:
+                key = keys.wait(left)
+                if key is None:
+                    break
+                if view.key(key) == "quit":
+                    return
+                if snap is not None:
+                    render()
             before()
             snap = source.read()
             snap.rows = [r for r in snap.rows if flt.keep(r)]
@@ -282,27 +312,39 @@ def _loop(
             o = overhead.sample() if overhead else None
             if o:
                 extra.update(o)
-            snap.rows = sinks.sort_rows(snap.rows, sort_by)
+            snap.rows = sinks.sort_rows(snap.rows, view.sort_by, view.reverse)
             if collector:
                 collector.update(snap)
             if as_json:
                 _write_line(sinks.ndjson_line(snap, extra))
             else:
-                t = sinks.table(
-                    snap,
-                    cols,
-                    f"netdiag trace-peers · {time.strftime('%H:%M:%S')}",
-                    _overhead_text(o),
-                )
-                if live is not None:
-                    live.update(t, refresh=True)
-                else:
-                    out.print(t)
+                render()
             n += 1
             if count is not None and n >= count:
                 return
             if duration is not None and time.monotonic() - start >= duration - 1e-3:
                 return
+
+
+class _NoTty:
+    def isatty(self) -> bool:
+        return False
+
+
+class View:
+    """Sort state of the live table, driven by keys: 1-9 pick a column, r reverses, q quits."""
+
+    def __init__(self, cols: list[str], sort_by: str) -> None:
+        self.cols, self.sort_by, self.reverse = cols, sort_by, True
+
+    def key(self, k: str) -> str | None:
+        if k in ("q", "Q"):
+            return "quit"
+        if k in ("r", "R"):
+            self.reverse = not self.reverse
+        elif k.isdigit() and 1 <= int(k) <= len(self.cols):
+            self.sort_by = self.cols[int(k) - 1]
+        return None
 
 
 @click.group("probes", invoke_without_command=True)

@@ -126,17 +126,19 @@ def cell(col: str, row: Row) -> str:
 
 
 def sort_rows(rows: list[Row], key: str, reverse: bool = True) -> list[Row]:
-    def k(r: Row) -> tuple[int, Any]:
+    """Rows by one column (`base.member` for enum arrays); rows without a value go last."""
+
+    def val(r: Row) -> Any:
         if "." in key:
             base, member = key.split(".", 1)
-            v = (r.get(base) or {}).get(member)
-        else:
-            v = r.get(key)
-        if v is None:
-            return (0, 0)
-        return (1, v) if isinstance(v, int | float) else (1, str(v))
+            return (r.get(base) or {}).get(member)
+        return r.get(key)
 
-    return sorted(rows, key=k, reverse=reverse)
+    have = [r for r in rows if val(r) is not None]
+    missing = [r for r in rows if val(r) is None]
+    numeric = all(isinstance(val(r), int | float) for r in have)
+    have.sort(key=lambda r: val(r) if numeric else str(val(r)), reverse=reverse)
+    return have + missing
 
 
 def table(

@@ -193,3 +193,17 @@ def test_trace_peers_falls_back_to_sock_diag_and_says_why(
     assert "falling back to sock_diag polling" in cap.err
     obj = json.loads(cap.out.splitlines()[-1])
     assert obj["source"] == "sock_diag" and obj["notes"] == [fallback.NOTE]
+
+
+def test_sort_reverse_keeps_missing_last_and_keys_drive_the_view() -> None:
+    from netdiag.cli.trace import View
+
+    rows = [{"a": None}, {"a": 3}, {"a": 10}]
+    assert [r["a"] for r in sinks.sort_rows(rows, "a", reverse=False)] == [3, 10, None]
+    v = View(["peer", "srtt_us"], "acked_bps")
+    assert v.key("2") is None and v.sort_by == "srtt_us"
+    v.key("r")
+    assert v.reverse is False
+    v.key("9")  # no 9th column: unchanged
+    assert v.sort_by == "srtt_us"
+    assert v.key("q") == "quit"
