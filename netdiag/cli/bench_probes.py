@@ -56,6 +56,13 @@ def overhead(runs: int, seconds: float, interval: float, out: Path, as_json: boo
 @click.option("--loss", type=float, default=0.002, show_default=True)
 @click.option("--mbytes", type=float, default=8.0, show_default=True, help="Bulk transfer size.")
 @click.option(
+    "--gso/--one-segment",
+    default=False,
+    show_default=True,
+    help="Let TCP build multi-segment skbs (retransmit events then count fewer than the "
+    "kernel's segment counters).",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=Path("bench-probes-accuracy.json"),
@@ -63,13 +70,24 @@ def overhead(runs: int, seconds: float, interval: float, out: Path, as_json: boo
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
 def accuracy(
-    delay_ms: float, rate_mbit: float, loss: float, mbytes: float, out: Path, as_json: bool
+    delay_ms: float,
+    rate_mbit: float,
+    loss: float,
+    mbytes: float,
+    gso: bool,
+    out: Path,
+    as_json: bool,
 ) -> None:
     """min RTT, BDP, retransmits and cwnd from the probes against a lab link's configured truth."""
     from netdiag.trace import benchmarks
 
     err = Console(stderr=True)
     doc = benchmarks.accuracy(
-        delay_ms, rate_mbit, loss, int(mbytes * (1 << 20)), progress=lambda m: err.print(m)
+        delay_ms,
+        rate_mbit,
+        loss,
+        int(mbytes * (1 << 20)),
+        one_segment=not gso,
+        progress=lambda m: err.print(m),
     )
     _emit(doc, out, as_json)

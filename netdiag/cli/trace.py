@@ -16,18 +16,27 @@ from rich.live import Live
 
 from netdiag.errors import InputError, KernelFeatureError, NetdiagError, PrivilegeError
 from netdiag.kernel import cgroup as kcgroup
-from netdiag.trace import bpfstats, engine, manifest, nodejoin, sinks
+from netdiag.measure import sockdiag
+from netdiag.trace import bpfstats, engine, enrich, manifest, nodejoin, sinks
 from netdiag.trace.filters import Filters
 from netdiag.trace.keys import Keys
 
 PEERS_PROBE = "tcp_peers"
+
+
+def default_columns(probe: manifest.Probe) -> list[str]:
+    """The probe's columns, with MINRTT from the kernel's raw minimum RTT (sock_diag, joined
+    by cookie) in place of the minimum of the smoothed RTT."""
+    return ["min_rtt_us" if c == "srtt_min_us" else c for c in probe.output.default_columns]
+
+
 # with --node the node's labels lead; p90, ssthresh and age make room (all stay in --json)
 NODE_COLUMNS = (
     "peer_id",
     "mesh",
     "peer",
     "state",
-    "srtt_min_us",
+    "min_rtt_us",
     "srtt_us",
     "snd_cwnd",
     "acked_bps",
@@ -209,9 +218,7 @@ def trace_peers(
         return
     out = _console()
     err = Console(stderr=True)
-    cols = (
-        [c.strip() for c in columns.split(",")] if columns else list(probe.output.default_columns)
-    )
+    cols = [c.strip() for c in columns.split(",")] if columns else default_columns(probe)
     if node_url and not columns:
         cols = list(NODE_COLUMNS)
     sort_by = sort_key or probe.output.sort
@@ -304,6 +311,10 @@ def _loop(
             snap = source.read()
             snap.rows = [r for r in snap.rows if flt.keep(r)]
             extra: dict[str, Any] = {}
+            if isinstance(source, engine.Session):
+                extra["sock_diag_joined"] = enrich.join_tcp_info(
+                    snap.rows, sockdiag.snapshot(flt.netns, ports=flt.ports)
+                )
             if node_url:
                 extra["node_matched"] = nodejoin.label(
                     snap.rows,

@@ -244,11 +244,22 @@ class TcpRetrans:
         return total
 
 
+def _one_segment_skbs(ns: str) -> list[str]:
+    """gso_max_segs 1 on every link of a namespace: TCP then builds one-segment skbs, so the
+    retransmit tracepoint (per skb) and TcpRetransSegs (per segment) count the same unit."""
+    out = subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True, text=True).stdout
+    devs = [ln.split(":")[1].strip().split("@")[0] for ln in out.splitlines() if ": lo:" not in ln]
+    for d in devs:
+        subprocess.run(["ip", "-n", ns, "link", "set", "dev", d, "gso_max_segs", "1"], check=True)
+    return devs
+
+
 def accuracy(
     delay_ms: float = 20.0,
     rate_mbit: float = 50.0,
     loss: float = 0.002,
     nbytes: int = 8 << 20,
+    one_segment: bool = True,
     progress: Progress = lambda _m: None,
 ) -> dict[str, Any]:
     from netdiag.lab import Lab, two_node
@@ -260,6 +271,8 @@ def accuracy(
     probe = manifest.load("tcp_peers")
     with Lab.up(topo) as lab:
         a, b = lab.ns("a"), lab.ns("b")
+        if one_segment:
+            _one_segment_skbs(a)
         ping_ms = _ping_min_ms(lab)
         progress(f"lab up ({lab.metadata().get('engine')} engine): ping min {ping_ms} ms")
         pair = make_pair(b, a, lab.addr("b"), echo=True)
@@ -308,6 +321,7 @@ def accuracy(
             "loss": loss,
             "bytes": nbytes,
             "goodput_bps": round(nbytes * 8 / elapsed),
+            "client_gso_max_segs_1": one_segment,
         },
         "min_rtt_us": {
             "truth": truth_rtt_us,

@@ -76,7 +76,8 @@ COLUMNS: dict[str, tuple[str, Any]] = {
     "peer_id": ("PEER ID", lambda v: "-" if v is None else str(v)[:12]),
     "mesh": ("MESH", _mesh),
     "state": ("STATE", _state),
-    "srtt_min_us": ("MINRTT", _us_ms),
+    "min_rtt_us": ("MINRTT", _us_ms),
+    "srtt_min_us": ("MIN SRTT", _us_ms),
     "srtt_us": ("SRTT", _us_ms),
     "srtt_mean_us": ("MEAN", _us_ms),
     "srtt_p90_us": ("P90", _us_ms),
@@ -121,6 +122,8 @@ def cell(col: str, row: Row) -> str:
         v = (row.get(base) or {}).get(member)
         return _num(round(v, 1) if isinstance(v, float) else v)
     v = row.get(col)
+    if col == "min_rtt_us" and v is None:  # socket outside sock_diag's namespace: the probe's
+        v = row.get("srtt_min_us")
     fmt = COLUMNS.get(col, (None, _num))[1]
     return str(fmt(v))
 
@@ -190,7 +193,8 @@ def ndjson_line(snap: Snapshot, extra: dict[str, Any] | None = None) -> str:
 
 PROM_GAUGES = {
     "srtt_us": ("netdiag_tcp_srtt_microseconds", "smoothed RTT at the last event"),
-    "srtt_min_us": ("netdiag_tcp_min_rtt_microseconds", "smallest smoothed RTT seen"),
+    "min_rtt_us": ("netdiag_tcp_min_rtt_microseconds", "kernel's minimum RTT (tcpi_min_rtt)"),
+    "srtt_min_us": ("netdiag_tcp_srtt_min_microseconds", "smallest smoothed RTT seen"),
     "snd_cwnd": ("netdiag_tcp_cwnd_segments", "congestion window"),
     "ssthresh": ("netdiag_tcp_ssthresh_segments", "slow-start threshold"),
     "acked_bps": ("netdiag_tcp_acked_bits_per_second", "acked throughput over the last interval"),

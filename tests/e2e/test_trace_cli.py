@@ -66,7 +66,7 @@ def test_trace_peers_sock_diag_fallback_end_to_end(busy_pair: tuple[socket.socke
     assert len(lines) == 2 and lines[-1]["source"] == "sock_diag"
     assert "eBPF unavailable" in lines[-1]["notes"][0]
     row = next(x for x in lines[-1]["rows"] if x["sock_cookie"] == cookie)
-    assert row["srtt_min_us"] > 0 and row["acked_bps"] > 0 and row["rport"] == port
+    assert row["min_rtt_us"] > 0 and row["acked_bps"] > 0 and row["rport"] == port
 
 
 def test_trace_peers_table_fits_100_columns(busy_pair: tuple[socket.socket, int]) -> None:

@@ -68,8 +68,11 @@ def test_bench_probes_accuracy_short(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert doc["min_rtt_us"]["truth"] == 10_000
     # the probe's min RTT is a real measurement of the configured delay
-    # short transfer: the smoothed minimum has few samples; the full bench measures < 1 %
-    assert abs(doc["min_rtt_error_pct"]["tcp_peers"]) < 10
+    # the kernel's raw minimum is within a few % of the configured delay; the smoothed
+    # minimum of a short transfer sits above it (queueing), never below the physics
+    rtt = doc["min_rtt_us"]
+    assert abs(doc["min_rtt_error_pct"]["sock_diag"]) < 5
+    assert 0.98 * rtt["truth"] <= rtt["tcp_peers"] <= 1.5 * rtt["truth"]
     assert abs(doc["bdp_error_pct"]) < 10
     assert doc["bdp_bytes"]["truth"] == 50_000 and doc["bdp_bytes"]["bdp"] > 0
     r = doc["retransmits"]

@@ -147,7 +147,7 @@ def test_trace_peers_json_labels_rows_from_the_node(
     assert last["node_matched"] == 1
     mine = [r for r in last["rows"] if r["sock_cookie"] == pair.cookie]
     assert mine and mine[0]["peer_id"] == "7f3a9c" and mine[0]["mesh"] is True
-    assert mine[0]["srtt_min_us"] > 0 and mine[0]["acked_bps"] > 0
+    assert mine[0]["min_rtt_us"] > 0 and mine[0]["acked_bps"] > 0
     others = [r for r in last["rows"] if r["sock_cookie"] != pair.cookie]
     assert all("peer_id" not in r for r in others)
     if not no_bpf:
@@ -312,7 +312,10 @@ def test_trace_peers_labels_a_three_node_lab_cluster(
     labelled = [r for r in last["rows"] if r.get("peer_id")]
     assert last["node_matched"] == 2
     assert {r["peer_id"] for r in labelled} == ids
-    assert all(r["srtt_min_us"] >= 10_000 for r in labelled), labelled  # the links' 10 ms
+    # the links' 10 ms: from the probe's smoothed RTT and the kernel's raw minimum (joined)
+    assert all(r["srtt_min_us"] >= 10_000 for r in labelled), labelled
+    assert all(10_000 <= r["min_rtt_us"] <= r["srtt_min_us"] for r in labelled), labelled
+    assert last["sock_diag_joined"] >= 2
 
 
 @pytest.mark.slow

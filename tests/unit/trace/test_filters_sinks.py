@@ -128,7 +128,12 @@ def test_fallback_poller_shapes_rows_like_the_probe() -> None:
     s1 = poller.read()
     assert s1.source == "sock_diag" and fallback.NOTE in s1.notes
     r = s1.rows[0]
-    assert r["sock_cookie"] == 5 and r["srtt_min_us"] == 5000 and r["peer"] == "198.51.100.7:30303"
+    assert (
+        r["sock_cookie"] == 5
+        and r["min_rtt_us"] == 5000
+        and r["srtt_min_us"] is None
+        and r["peer"] == "198.51.100.7:30303"
+    )
     conns[:] = [conn(cookie=5, bytes_acked=3000)]
     assert poller.read().rows[0]["acked_bps"] == 2000 * 8
 
