@@ -167,6 +167,11 @@ def overhead(
         "throughput_on_bps": on,
         "throughput_ratio_on_off": round(ratio, 4),
         "throughput_cost_pct": round((1 - ratio) * 100, 2),
+        # each pair ran back to back: the median of per-pair ratios resists load drift
+        "pair_ratios": [round(b / a, 4) for a, b in zip(off, on, strict=True)],
+        "pair_ratio_median": round(
+            statistics.median(b / a for a, b in zip(off, on, strict=True)), 4
+        ),
         "events_per_s_mean": round(statistics.mean(x["events_per_s"] for x in busy), 1)
         if busy
         else 0.0,

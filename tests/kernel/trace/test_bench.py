@@ -39,7 +39,7 @@ def test_bench_probes_overhead_short(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert json.loads(capsys.readouterr().out.splitlines()[-1]) == doc
     assert len(doc["throughput_off_bps"]) == len(doc["throughput_on_bps"]) == 1
     assert all(x > 0 for x in doc["throughput_off_bps"] + doc["throughput_on_bps"])
-    assert doc["throughput_ratio_on_off"] > 0
+    assert doc["throughput_ratio_on_off"] > 0 and len(doc["pair_ratios"]) == 1
     assert doc["events_per_s_max"] > 0 and doc["ns_per_event_mean"] > 0
     assert doc["lost_events"] >= 0 and doc["startup_s_median"] > 0 and doc["peak_rss_mb_max"] > 10
 
