@@ -24,6 +24,20 @@ from netdiag.trace.keys import Keys
 PEERS_PROBE = "tcp_peers"
 
 
+def row_columns(probe: manifest.Probe) -> set[str]:
+    """Every column a trace-peers row can have: the probe's fields and what is derived or
+    joined from them."""
+    out = {f.name for f in probe.fields} | {f.rate for f in probe.fields if f.rate}
+    out |= {d[0] for d in probe.derived} | {"peer", "age_s", "min_rtt_us", "cc"}
+    out |= {
+        f"{f.name.removesuffix('_hist')}_{q}_{f.unit}"
+        for f in probe.fields
+        if f.type == "log2_hist"
+        for q in ("p50", "p90", "p99")
+    }
+    return out | set(nodejoin.LABELS)
+
+
 def default_columns(probe: manifest.Probe) -> list[str]:
     """The probe's columns, with MINRTT from the kernel's raw minimum RTT (sock_diag, joined
     by cookie) in place of the minimum of the smoothed RTT."""
@@ -205,7 +219,10 @@ def trace_peers(
     no_bpf: bool,
     show_ebpf: bool,
 ) -> None:
-    """Live per-connection TCP table: RTT, cwnd, ssthresh, throughput, retransmits, age."""
+    """Live per-connection TCP table: RTT, cwnd, ssthresh, throughput, retransmits, age.
+
+    In a terminal the table is top-like: keys 1-9 sort by that column, r reverses, q quits.
+    """
     if interval <= 0:
         raise InputError(f"--interval {interval} must be > 0", "e.g. --interval 1")
     probe = manifest.load(PEERS_PROBE)
@@ -222,6 +239,10 @@ def trace_peers(
     if node_url and not columns:
         cols = list(NODE_COLUMNS)
     sort_by = sort_key or probe.output.sort
+    known = row_columns(probe)
+    for c in [sort_by, *cols]:
+        if c not in known:
+            raise InputError(f"unknown column {c!r}", f"choose from: {', '.join(sorted(known))}")
     collector = sinks.PromCollector() if prom_addr else None
     server = sinks.serve_prometheus(prom_addr, collector) if prom_addr and collector else None
     with _sigterm_as_interrupt():

@@ -212,3 +212,10 @@ def test_sort_reverse_keeps_missing_last_and_keys_drive_the_view() -> None:
     v.key("9")  # no 9th column: unchanged
     assert v.sort_by == "srtt_us"
     assert v.key("q") == "quit"
+
+
+def test_cli_rejects_unknown_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trace-peers", "--sort", "nope", "--count", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown column 'nope'" in err and "srtt_p90_us" in err
+    assert main(["trace-peers", "--columns", "peer,bogus", "--count", "1"]) == 2
