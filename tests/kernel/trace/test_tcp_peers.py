@@ -23,6 +23,17 @@ def _session(port: int) -> engine.Session:
     return engine.Session(p, engine.defines_for(p, (port,), False))
 
 
+def _wait_all_acked(cookie: int, ns: str, timeout_s: float = 10) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        info = _diag(cookie, ns).info
+        if info is not None and info.unacked == 0:
+            time.sleep(0.05)
+            return
+        time.sleep(0.02)
+    raise AssertionError("data still unacknowledged")
+
+
 def _diag(cookie: int, ns: str | None = None) -> sockdiag.TcpConn:
     for c in sockdiag.snapshot(ns):
         if c.cookie == cookie:
@@ -87,6 +98,9 @@ def test_retransmits_match_nstat_on_a_lossy_path(lossy_path: testbed.Path3) -> N
             tlp_before = nstat_abs(p.client, "TcpExtTCPLossProbes")
             pair.send(6 << 20)
             pair.wait_received(6 << 20, timeout_s=20)
+            # all data acked: no retransmission can still be on its way through the stack
+            # (the counter is bumped before the send, the tracepoint fires after it)
+            _wait_all_acked(cookie, p.client)
             after = nstat_abs(p.client, "TcpRetransSegs")
             tlp = nstat_abs(p.client, "TcpExtTCPLossProbes") - tlp_before
             snap = s.read()
