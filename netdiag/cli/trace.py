@@ -415,12 +415,20 @@ def probes(ctx: click.Context, as_json: bool) -> None:
 
     t = Table(box=None, header_style="bold")
     for c in ("PROBE", "AVAILABLE", "HOOKS", "SUMMARY"):
-        t.add_column(c, overflow="fold")
+        t.add_column(c, overflow="fold", no_wrap=c != "SUMMARY")
+    notes = []
     for p in cat:
         a = manifest.availability(p)
-        avail = "yes" if a.ok else "no: " + "; ".join(a.missing)
-        t.add_row(p.name, avail, "\n".join(h.tracepoint for h in p.hooks), p.summary)
-    Console().print(t)
+        t.add_row(
+            p.name, "yes" if a.ok else "no", "\n".join(h.tracepoint for h in p.hooks), p.summary
+        )
+        if not a.ok:
+            notes.append(f"{p.name}: missing {'; '.join(a.missing)}")
+    con = Console()
+    con.print(t)
+    for n in notes:
+        con.print(n)
+    return
 
 
 @probes.command("run")

@@ -3,6 +3,7 @@ fields with units and default columns. Doctor, the docs and the engine all read 
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,8 +205,11 @@ class Availability:
 
 def availability(probe: Probe, host: HostPaths = REAL) -> Availability:
     """Can this probe's hooks attach on the running kernel? (tracefs must be mounted to tell.)"""
-    if tracefs.mountpoint(host) is None:
+    mp = tracefs.mountpoint(host)
+    if mp is None:
         return Availability(False, ("tracefs (not mounted; netdiag mounts it when run as root)",))
+    if not os.access(mp / "events", os.R_OK | os.X_OK):
+        return Availability(False, (f"read access to {mp}/events (run as root to check)",))
     missing: list[str] = []
     for h in probe.hooks:
         fmt = tracefs.tracepoint_format(h.category, h.event, host)
