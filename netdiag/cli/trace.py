@@ -29,6 +29,7 @@ def row_columns(probe: manifest.Probe) -> set[str]:
     joined from them."""
     out = {f.name for f in probe.fields} | {f.rate for f in probe.fields if f.rate}
     out |= {d[0] for d in probe.derived} | {"peer", "age_s", "min_rtt_us", "cc"}
+    out |= {"ca_state", "recovery_ms", "loss_ms", "recoveries"}  # --cong
     out |= {
         f"{f.name.removesuffix('_hist')}_{q}_{f.unit}"
         for f in probe.fields
@@ -106,14 +107,15 @@ def _console() -> Console:
 class Overhead:
     """Per-event cost and CPU share of the attached programs, measured by the kernel."""
 
-    def __init__(self, session: engine.Session) -> None:
-        self.session = session
+    def __init__(self, sessions: list[engine.Session]) -> None:
+        self.sessions = sessions
         self.fd = bpfstats.enable()
         self.prev = self._total()
         self.t = time.monotonic()
 
     def _total(self) -> bpfstats.ProgStats:
-        return bpfstats.total(bpfstats.read(self.session.prog_fds()))
+        fds = {f"{s.probe.name}/{n}": fd for s in self.sessions for n, fd in s.prog_fds().items()}
+        return bpfstats.total(bpfstats.read(fds))
 
     def sample(self) -> dict[str, float] | None:
         if self.fd is None:
@@ -199,6 +201,11 @@ def _open_source(probe: manifest.Probe, flt: Filters, no_bpf: bool, err: Console
 )
 @click.option("--sort", "sort_key", help="Column to sort by (default: the probe's).")
 @click.option("--columns", help="Comma-separated columns (default: the probe's).")
+@click.option(
+    "--cong",
+    is_flag=True,
+    help="Also attach tcp_cong: congestion state and time in loss recovery per connection.",
+)
 @click.option("--no-bpf", is_flag=True, help="Poll sock_diag instead of attaching eBPF.")
 @click.option(
     "--ebpf", "show_ebpf", is_flag=True, hidden=True, help="Print the final BPF C and exit."
@@ -216,6 +223,7 @@ def trace_peers(
     prom_addr: str | None,
     sort_key: str | None,
     columns: str | None,
+    cong: bool,
     no_bpf: bool,
     show_ebpf: bool,
 ) -> None:
@@ -238,6 +246,8 @@ def trace_peers(
     cols = [c.strip() for c in columns.split(",")] if columns else default_columns(probe)
     if node_url and not columns:
         cols = list(NODE_COLUMNS)
+    if cong and not columns:
+        cols.insert(cols.index("retrans") + 1, "recovery_ms")
     sort_by = sort_key or probe.output.sort
     known = row_columns(probe)
     for c in [sort_by, *cols]:
@@ -247,7 +257,20 @@ def trace_peers(
     server = sinks.serve_prometheus(prom_addr, collector) if prom_addr and collector else None
     with _sigterm_as_interrupt():
         source = _open_source(probe, flt, no_bpf, err)
-        overhead = Overhead(source) if isinstance(source, engine.Session) else None
+        cong_session: engine.Session | None = None
+        try:
+            if cong and isinstance(source, engine.Session):
+                cp = manifest.load("tcp_cong")
+                cong_session = engine.Session(cp, engine.defines_for(cp, flt.kernel_ports(), False))
+                cong_session.open()
+            elif cong:
+                err.print("[yellow]netdiag: --cong needs eBPF; congestion columns stay empty[/]")
+        except BaseException:
+            if isinstance(source, engine.Session):
+                source.close()
+            raise
+        sessions = [s for s in (source, cong_session) if isinstance(s, engine.Session)]
+        overhead = Overhead(sessions) if sessions else None
         try:
             _loop(
                 source,
@@ -263,10 +286,13 @@ def trace_peers(
                 collector,
                 overhead,
                 out,
+                cong_session,
             )
         finally:
             if overhead:
                 overhead.close()
+            if cong_session is not None:
+                cong_session.close()
             if isinstance(source, engine.Session):
                 source.close()
             if server is not None:
@@ -287,6 +313,7 @@ def _loop(
     collector: sinks.PromCollector | None,
     overhead: Overhead | None,
     out: Console,
+    cong: engine.Session | None = None,
 ) -> None:
     def before() -> None:
         if isinstance(source, engine.Session) and flt.by_cookie:
@@ -336,6 +363,10 @@ def _loop(
                 extra["sock_diag_joined"] = enrich.join_tcp_info(
                     snap.rows, sockdiag.snapshot(flt.netns, ports=flt.ports)
                 )
+            if cong is not None:
+                cs = cong.read()
+                extra["cong_joined"] = enrich.join_cong(snap.rows, cs.rows)
+                snap.lost += cs.lost
             if node_url:
                 extra["node_matched"] = nodejoin.label(
                     snap.rows,

@@ -85,6 +85,8 @@ COLUMNS: dict[str, tuple[str, Any]] = {
     "ssthresh": ("SSTH", _num),
     "acked_bps": ("ACKED b/s", _bps),
     "retrans": ("RETX", _num),
+    "recovery_ms": ("RECOV ms", _num),
+    "loss_ms": ("LOSS ms", _num),
     "age_s": ("AGE", _age),
 }
 

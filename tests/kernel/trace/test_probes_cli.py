@@ -356,3 +356,37 @@ def test_bdp_verdict_names_a_small_receive_buffer(capsys: pytest.CaptureFixture[
     assert c["verdict"].startswith("rwnd-limited"), c["verdict"]
     assert "raise tcp_rmem max on the receiver to ≥ 2 × BDP" in c["verdict"]
     assert 15_000 <= c["min_rtt_us"] <= 30_000
+
+
+@pytest.mark.slow
+def test_trace_peers_cong_shows_time_in_recovery(capsys: pytest.CaptureFixture[str]) -> None:
+    with testbed.path3(rate_mbit=50) as path:
+        pair = make_pair(path.server, path.client, path.server_ip)
+        cookie = pair.cookie
+        stop = threading.Event()
+        t = _keep_sending(pair, stop)
+        try:
+            lines = _run_json(
+                [
+                    "trace-peers",
+                    "--json",
+                    "--cong",
+                    "--count",
+                    "2",
+                    "--interval",
+                    "1",
+                    "--port",
+                    str(pair.port),
+                ],
+                capsys,
+            )
+        finally:
+            stop.set()
+            t.join()
+            pair.close()
+    last = lines[-1]
+    assert last["cong_joined"] >= 1
+    row = next(r for r in last["rows"] if r["sock_cookie"] == cookie)
+    # a 50 Mbit/s TBF with a 20 kB queue drops: the sender has been in recovery
+    assert row["recovery_ms"] + row["loss_ms"] > 0 and row["recoveries"] >= 1, row
+    assert row["retrans"] > 0

@@ -170,3 +170,27 @@ def test_drops_row_names_reason_from_tracefs_and_symbolizes_location() -> None:
         "last_ns": 1,
     }
     assert d.key_of(row) == ("NO_SOCKET", "tcp_v4_rcv", "IPv4", 0)
+
+
+def test_cong_rows_join_peers_by_four_tuple() -> None:
+    from netdiag.trace import enrich
+
+    peers = [
+        {"laddr": "10.0.0.1", "lport": 5, "raddr": "10.0.0.2", "rport": 7, "sock_cookie": 1},
+        {"laddr": "10.0.0.1", "lport": 6, "raddr": "10.0.0.2", "rport": 7, "sock_cookie": 2},
+    ]
+    cong = [
+        {
+            "laddr": "10.0.0.1",
+            "lport": 5,
+            "raddr": "10.0.0.2",
+            "rport": 7,
+            "ca_state": "Open",
+            "time_ms": {"Open": 90.0, "Recovery": 12.345, "Loss": 3.0},
+            "enters": {"Recovery": 4, "Loss": 1},
+        }
+    ]
+    assert enrich.join_cong(peers, cong) == 1
+    assert peers[0]["recovery_ms"] == 12.3 and peers[0]["loss_ms"] == 3.0
+    assert peers[0]["recoveries"] == 5 and peers[0]["ca_state"] == "Open"
+    assert "recovery_ms" not in peers[1]

@@ -69,6 +69,7 @@ ROW = {
     "ssthresh": 2147483647,
     "acked_bps": 9.87e9,
     "retrans": 123456,
+    "recovery_ms": 123456.7,
     "age_s": 86400.0,
     "peer_id": "7f3a9c0123456789",
     "mesh": True,
@@ -77,7 +78,9 @@ ROW = {
 
 def test_default_table_fits_100_columns_without_truncation() -> None:
     p = manifest.load("tcp_peers")
-    for cols in (list(p.output.default_columns), list(NODE_COLUMNS)):
+    cong_cols = list(p.output.default_columns)
+    cong_cols.insert(cong_cols.index("retrans") + 1, "recovery_ms")
+    for cols in (list(p.output.default_columns), list(NODE_COLUMNS), cong_cols):
         con = Console(width=100, record=True)
         con.print(
             sinks.table(
