@@ -182,19 +182,6 @@ def catalog(probes_dir: Path = PROBES_DIR) -> list[Probe]:
     return [load(n, probes_dir) for n in names(probes_dir)]
 
 
-def format_fields(fmt: str) -> set[str]:
-    """Argument names declared in a tracefs `format` file (common_* excluded)."""
-    out = set()
-    for line in fmt.splitlines():
-        line = line.strip()
-        if line.startswith("field:"):
-            decl = line.split(";", 1)[0].removeprefix("field:").strip()
-            name = decl.split()[-1].split("[", 1)[0].lstrip("*")
-            if not name.startswith("common_"):
-                out.add(name)
-    return out
-
-
 @dataclass(frozen=True)
 class Availability:
     ok: bool
@@ -216,6 +203,6 @@ def availability(probe: Probe, host: HostPaths = REAL) -> Availability:
         if fmt is None:
             missing.append(f"tracepoint {h.tracepoint}")
             continue
-        have = format_fields(fmt)
+        have = tracefs.format_fields(fmt)
         missing += [f"arg {h.tracepoint}.{a}" for a in h.args if a not in have]
     return Availability(not missing, tuple(missing))

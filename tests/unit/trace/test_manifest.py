@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from netdiag.errors import InputError
+from netdiag.kernel import tracefs
 from netdiag.kernel.bcc_loader import BPF_DIR
 from netdiag.kernel.host import HostPaths
 from netdiag.trace import manifest
@@ -95,7 +96,7 @@ format:
 
 
 def test_format_fields_parses_arrays_and_pointers() -> None:
-    assert manifest.format_fields(FMT_RETRANS) == {"skaddr", "sport", "dport", "saddr"}
+    assert tracefs.format_fields(FMT_RETRANS) == {"skaddr", "sport", "dport", "saddr"}
 
 
 def test_availability_names_missing_tracepoints_and_args(tmp_path: Path) -> None:
