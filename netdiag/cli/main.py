@@ -81,11 +81,7 @@ def _setup_logging(debug: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    # library warnings (e.g. header version mismatch) reach the operator as one line each
-    logging.basicConfig(
-        format="netdiag: %(levelname)s: %(message)s",
-        level=logging.DEBUG if debug else logging.WARNING,
-    )
+    _setup_logging(debug)
     try:
         rv: Any = cli.main(args=args, prog_name="netdiag", standalone_mode=False)
     except NetdiagError as e:
