@@ -55,9 +55,9 @@ from netdiag.node.metrics import NodeMetrics
 from netdiag.node.model import Block, BlockHeader, Tx, decode_block, decode_tx, make_block
 from netdiag.node.protocol import PeerProtocol, Violation
 from netdiag.node.store import Store
-from netdiag.node.sync import SequentialSync
 from netdiag.node.transport import Connection
 from netdiag.node.validation import BadPrevHash, check_tx
+from netdiag.node.window_sync import ParallelSync, WindowParams
 
 MAX_SERVE_BLOCKS = 128
 MAX_SERVE_HEADERS = 256
@@ -91,8 +91,20 @@ class Node:
         self.chain: Chain | None = None
         self.mempool = Mempool(cfg.mempool_max_txs, cfg.mempool_max_bytes)
         self.gossip = GossipRouter(GossipParams(heartbeat_s=cfg.gossip_heartbeat_s), clock)
-        self.sync = SequentialSync(
-            self, clock, cfg.sync_batch, cfg.sync_timeout_s, cfg.max_reorg_depth
+        self.sync = ParallelSync(
+            self,
+            clock,
+            WindowParams(
+                window=cfg.sync_window,
+                chunk=cfg.sync_batch,
+                per_peer=cfg.sync_peer_inflight,
+                timeout_min_s=cfg.sync_timeout_min_s,
+                timeout_max_s=cfg.sync_timeout_max_s,
+                min_distance=cfg.sync_parallel_min,
+            ),
+            cfg.sync_batch,
+            cfg.sync_timeout_s,
+            cfg.max_reorg_depth,
         )
         self.conns: dict[bytes, Connection] = {}  # authenticated, by peer id
         self.pending: set[Connection] = set()  # handshaking
@@ -159,6 +171,7 @@ class Node:
             self._heartbeat_loop(),
             self._producer_loop(),
             self._status_loop(),
+            self._sync_loop(),
         ):
             self._spawn(coro)
         self.log.info(
@@ -647,6 +660,18 @@ class Node:
         if source == "gossip":
             delay_s = (now_ms() - block.header.timestamp_ms) / 1000
             self.metrics.gossip_first_seen_delay.labels(TOPIC_BLOCKS).observe(max(0.0, delay_s))
+            ahead = block.height - self.chain.height
+            far = conn is not None and ahead > self.cfg.sync_parallel_min
+            # An authentic block far ahead is a verified height claim for sync, not an orphan.
+            if far and conn is not None and self.sync.saw_tip(conn, block):
+                self.log.info(
+                    "block_far_ahead",
+                    f"gossiped block {block.height} is {ahead} blocks ahead of our tip: "
+                    "syncing to it instead of holding it as an orphan",
+                    height=block.height,
+                    tip=self.chain.height,
+                )
+                return "ignored"
         res = self.chain.submit(block, len(raw))
         self.metrics.validation_seconds.labels("block").observe(time.perf_counter() - t0)
         if res.duplicate:
@@ -679,6 +704,8 @@ class Node:
         return self.chain.fork_point(headers)
 
     def note(self, event: str, msg: str, **fields: object) -> None:
+        if event.startswith("sync_"):
+            self.metrics.sync_events.labels(event.removeprefix("sync_")).inc()
         self.log.warning(event, msg, **fields)
 
     def apply_branch(self, conn: Connection, raws: list[bytes]) -> str:
@@ -722,6 +749,64 @@ class Node:
         self.sync.saw_height(conn, self.chain.height)
         return "accepted"
 
+    # -- parallel sync host (window_sync.WindowHost) ----------------------------------------
+
+    def ban(self, conn: Connection, reason: str) -> None:
+        """Ban at once (a provable offence such as a forged sync segment), whatever the score."""
+        pid = conn.peer_id
+        if pid is None:
+            return
+        self.banned[pid] = self.clock() + self.cfg.ban_seconds
+        self.metrics.bans.labels("peer").inc()
+        self.log.warning(
+            "peer_banned",
+            f"banned peer {short(pid)} for {self.cfg.ban_seconds:g} s: {reason}",
+            peer=pid.hex(),
+            reason=reason,
+        )
+        conn.close(f"banned: {reason}")
+
+    def committed_segment(self, blocks: list[Block], source: str) -> None:
+        assert self.chain is not None
+        self.metrics.blocks_validated.inc(len(blocks))
+        self.metrics.sync_blocks_committed.inc(len(blocks))
+        self.metrics.height.set(self.chain.height)
+        self.mempool.remove([t.txid() for b in blocks for t in b.txs])
+        self.metrics.mempool_txs.set(len(self.mempool))
+        self.log.info(
+            "segment_committed",
+            f"blocks {blocks[0].height}..{blocks[-1].height} verified in order and committed "
+            f"in one transaction from {source}",
+            first=blocks[0].height,
+            last=blocks[-1].height,
+            tip=blocks[-1].hash.hex(),
+            source=source,
+        )
+        for b in blocks:
+            self._on_height(b)
+
+    def _on_height(self, b: Block) -> None:
+        """Hook for every committed block (entropy checks at epoch boundaries)."""
+
+    def schedule(self, fn: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                fn()
+            except Exception as e:  # a bug in a sync step must not kill the loop callback
+                self.log.error(
+                    "internal_error",
+                    f"sync step failed: {e!r}",
+                    exc=traceback.format_exc(),
+                )
+
+        asyncio.get_running_loop().call_soon(guarded)
+
+    def now_ms(self) -> int:
+        return now_ms()
+
+    def info(self, event: str, msg: str, **fields: object) -> None:
+        self.log.info(event, msg, **fields)
+
     def _reject_block(
         self, conn: Connection | None, block: Block | None, reason: str, detail: str
     ) -> None:
@@ -745,6 +830,7 @@ class Node:
         self.metrics.orphans.set(len(self.chain.orphans))
         self.mempool.remove([t.txid() for t in b.txs])
         self.metrics.mempool_txs.set(len(self.mempool))
+        self._on_height(b)
         self.log.info(
             "block_committed",
             f"block {b.height} {short(b.hash)} committed from "
@@ -822,7 +908,6 @@ class Node:
         while True:
             await asyncio.sleep(self.cfg.gossip_heartbeat_s)
             self._send_all(self.gossip.heartbeat())
-            self.sync.tick()
             now = self.clock()
             for pid, until in list(self.banned.items()):
                 if until <= now:
@@ -836,6 +921,14 @@ class Node:
             for conn in list(self.conns.values()):
                 if now - conn.last_recv > self.cfg.ping_interval_s:
                     conn.send(Ping(int(now * 1000)))
+
+    async def _sync_loop(self) -> None:
+        while True:  # finer than the heartbeat: sync request timeouts start at 2 s
+            await asyncio.sleep(0.25)
+            self.sync.tick()
+            self.metrics.sync_distance.set(max(0, self.sync.head_height() - self.height))
+            for ph in ("discovering", "downloading", "verifying", "committing", "following"):
+                self.metrics.sync_phase.labels(ph).set(int(ph == self.sync.phase))
 
     async def _status_loop(self) -> None:
         while True:
@@ -924,6 +1017,10 @@ class Node:
             "peers_inbound": len(self.conns) - out,
             "uptime_s": round(self.clock() - self.started_at, 3),
             "synchronized": self.synchronized(),
+            "sync_distance": max(0, self.sync.head_height() - self.chain.height),
+            "head_height": self.sync.head_height(),
+            "sync_phase": self.sync.phase,
+            "sync": self.sync.view(),
             "validator_quorum": self.quorum_connected(),
             "best_peer_height": self.sync.best_peer_height(),
             "validator": self.is_validator,

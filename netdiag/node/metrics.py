@@ -93,5 +93,28 @@ class NodeMetrics:
             registry=r,
         )
 
+        self.sync_blocks_committed = Counter(
+            "sync_blocks_committed",
+            "Blocks committed by parallel sync (verified segments)",
+            namespace=ns,
+            registry=r,
+        )
+        self.sync_distance = Gauge(
+            "sync_distance_blocks",
+            "Verified network head height minus our height",
+            namespace=ns,
+            registry=r,
+        )
+        self.sync_phase = Gauge(
+            "sync_phase", "1 for the current sync phase", ["phase"], namespace=ns, registry=r
+        )
+        self.sync_events = Counter(
+            "sync_events",
+            "Parallel sync events: chain_break, stall, ban",
+            ["event"],
+            namespace=ns,
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
