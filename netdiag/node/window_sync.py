@@ -206,12 +206,16 @@ class ParallelSync:
     # -- entry points (same as SequentialSync) ---------------------------------------------
 
     def on_status(self, conn: Connection, st: Status) -> None:
-        self.follower.on_status(conn, st)
         p = self._peer(conn)
         p.claimed, p.claimed_tip = st.height, st.tip_hash
         if st.height > self.chain.height + self.p.min_distance:
-            self._verify_claim(p)
+            self._verify_claim(p)  # far ahead: parallel sync's business once verified
+            self.follower.paused = True
+        self.follower.on_status(conn, st)
         self._update_phase()
+
+    def _discovering(self) -> bool:
+        return any(p.tip_req is not None for p in self.peers.values())
 
     def saw_height(self, conn: Connection, height: int) -> None:
         self.follower.saw_height(conn, height)
@@ -284,6 +288,7 @@ class ParallelSync:
                 continue
             if r.kind == "tip":
                 p.tip_req = None
+                p.claimed = max(p.verified, self.chain.height)  # until its next Status
                 self.host.penalize(r.conn, 5.0, "did not serve its claimed tip in time")
                 continue
             p.inflight = max(0, p.inflight - 1)
@@ -294,10 +299,11 @@ class ParallelSync:
                 del self.late[rid]
         if self.target and not self.active:
             self._finished()
+        self._retarget()
+        self.follower.paused = self.active or self._discovering()
         if self.active:
             self._fill()
         else:
-            self.follower.paused = False
             self.follower.tick()
         self._update_phase()
 
@@ -347,18 +353,22 @@ class ParallelSync:
             self.host.penalize(p.conn, 20.0, "claimed a tip it could not serve")
             p.claimed = max(p.verified, self.chain.height)
             self.follower.peer_height[p.conn] = p.claimed
+            self._retarget()
+            self._fill()
             return
         p.verified, p.verified_tip = block.height, block.hash
         self._retarget()
         self._fill()
 
     def _retarget(self) -> None:
-        verified = sorted(
-            (p.verified for p in self.peers.values() if p.verified >= 0), reverse=True
-        )
-        if not verified:
+        # Agreement: two verified peers must reach the target — one only if just one peer
+        # claims to be that far ahead. Claims still being verified count as "wait".
+        floor = self.chain.height + self.p.min_distance
+        claimants = [p for p in self.peers.values() if p.conn.is_open and p.claimed > floor]
+        verified = sorted((p.verified for p in claimants if p.verified > floor), reverse=True)
+        need = min(2, len(claimants))
+        if need == 0 or len(verified) < need:
             return
-        need = min(2, len(verified))
         agreed = verified[need - 1]
         if agreed > self.target and agreed > self.chain.height + self.p.min_distance:
             if not self.active:
@@ -626,7 +636,7 @@ class ParallelSync:
             self.phase = "verifying"
         elif self.active:
             self.phase = "downloading"
-        elif any(p.tip_req is not None for p in self.peers.values()):
+        elif self._discovering():
             self.phase = "discovering"
         else:
             self.phase = "following"
