@@ -26,6 +26,7 @@ from netdiag.node import tls
 from netdiag.node.chain import Chain, now_ms
 from netdiag.node.config import NodeConfig, split_hostport
 from netdiag.node.crypto import Identity, load_identity, save_identity
+from netdiag.node.entropy_check import EntropyCheck, EntropyParams
 from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import GenesisSpec, load_genesis
 from netdiag.node.gossip import GossipParams, GossipRouter, Send
@@ -35,6 +36,8 @@ from netdiag.node.messages import (
     TOPIC_BLOCKS,
     TOPIC_TXS,
     Blocks,
+    EntropyRequest,
+    EntropyResponse,
     GetBlocks,
     GetBlocksByHash,
     GetHeaders,
@@ -106,6 +109,13 @@ class Node:
             cfg.sync_timeout_s,
             cfg.max_reorg_depth,
         )
+        self.entropy = EntropyCheck(
+            self,
+            clock,
+            EntropyParams(sample=cfg.entropy_sample, timeout_s=cfg.entropy_timeout_ms / 1000),
+        )
+        self._entropy: dict[int, bytes] = {}  # seed height -> our entropy hash (bounded)
+        self._entropy_fault_used = False
         self.conns: dict[bytes, Connection] = {}  # authenticated, by peer id
         self.pending: set[Connection] = set()  # handshaking
         self.addrs: dict[str, AddrState] = {p: AddrState(bootstrap=True) for p in cfg.peers}
@@ -563,8 +573,15 @@ class Node:
                 conn.send(Blocks(req, [b.encode() for b in found if b is not None]))
             case GetHeaders(req_id=req, start=start, count=count):
                 conn.send(Headers(req, self._serve_headers(start, count)))
+            case Blocks() if self.entropy.owns(msg.req_id):
+                self.entropy.on_blocks(conn, msg)
             case Blocks():
                 self.sync.on_blocks(conn, msg)
+            case EntropyRequest():
+                self.entropy.answer(conn, msg)
+            case EntropyResponse():
+                if not self.entropy.on_response(conn, msg):
+                    self.penalize(conn, 5.0, "unsolicited entropy response")
             case Headers():
                 self.sync.on_headers(conn, msg)
             case GetPeers():
@@ -786,7 +803,79 @@ class Node:
             self._on_height(b)
 
     def _on_height(self, b: Block) -> None:
-        """Hook for every committed block (entropy checks at epoch boundaries)."""
+        """Every committed block: an epoch boundary starts an entropy check (not during a bulk
+        catch-up — those boundaries are history, verified as part of the segment)."""
+        if self.entropy.deferred:
+            self.entropy.on_height()
+        L = self.genesis.params.epoch_length
+        if b.height == 0 or b.height % L or self.sync.active:
+            return
+        self.entropy.on_boundary(b.height)
+        asyncio.get_running_loop().call_later(
+            self.cfg.entropy_timeout_ms / 1000 + 0.005, self.entropy.tick
+        )
+
+    # -- entropy check host (entropy_check.EntropyHost) ------------------------------------
+
+    def entropy_peers(self) -> list[Connection]:
+        return [c for c in self.conns.values() if c.is_open]
+
+    def local_entropy(self, seed_height: int) -> bytes | None:
+        """Our entropy hash for the epoch seeded at ``seed_height``: that block's hash."""
+        assert self.chain is not None
+        got = self._entropy.get(seed_height)
+        if got is not None:
+            return got
+        if seed_height > self.chain.height:
+            return None
+        h = self.chain.store.hash_at(seed_height)
+        if h is None:
+            return None
+        L = self.genesis.params.epoch_length
+        hook = self.cfg.debug_divergent_entropy_epoch
+        if hook >= 0 and seed_height == hook * L and not self._entropy_fault_used:
+            self._entropy_fault_used = True  # TEST HOOK: diverge once, as a corrupted view would
+            h = bytes(x ^ 0xFF for x in h)
+            self.log.warning(
+                "entropy_divergent",
+                f"test hook: our entropy for the epoch seeded at {seed_height} is made divergent",
+                seed_height=seed_height,
+            )
+        self._entropy[seed_height] = h
+        for k in sorted(self._entropy)[:-16]:
+            del self._entropy[k]
+        return h
+
+    def recompute_entropy(self, seed_height: int) -> bytes | None:
+        self._entropy.pop(seed_height, None)
+        return self.local_entropy(seed_height)
+
+    def stored_hash(self, seed_height: int) -> bytes | None:
+        assert self.chain is not None
+        return self.chain.store.hash_at(seed_height)
+
+    def authentic(self, block: Block) -> bool:
+        return self.sync.authentic(block)
+
+    def resolve_fork_with(self, conn: Connection) -> None:
+        self.sync.resolve_fork_with(conn)
+
+    def entropy_event(self, event: str, msg: str, level: str, **fields: object) -> None:
+        if event == "entropy_check":
+
+            def n(key: str) -> int:
+                v = fields.get(key, 0)
+                return v if isinstance(v, int) else 0
+
+            self.metrics.entropy_checks.labels(str(fields.get("outcome"))).inc()
+            for vote in ("disagree", "abstain", "no_answer"):
+                self.metrics.entropy_votes.labels(vote).inc(n(vote))
+            self.metrics.entropy_votes.labels("agree").inc(max(0, n("agree") - 1))  # not ours
+        self.metrics.entropy_producing_halted.set(int(self.entropy.halted))
+        if level == "info":
+            self.log.info(event, msg, **fields)
+        else:
+            self.log.warning(event, msg, **fields)
 
     def schedule(self, fn: Callable[[], None]) -> None:
         def guarded() -> None:
@@ -926,6 +1015,7 @@ class Node:
         while True:  # finer than the heartbeat: sync request timeouts start at 2 s
             await asyncio.sleep(0.25)
             self.sync.tick()
+            self.entropy.tick()
             self.metrics.sync_distance.set(max(0, self.sync.head_height() - self.height))
             for ph in ("discovering", "downloading", "verifying", "committing", "following"):
                 self.metrics.sync_phase.labels(ph).set(int(ph == self.sync.phase))
@@ -964,6 +1054,8 @@ class Node:
         assert chain is not None
         if not self.quorum_connected() or not self.synchronized():
             return
+        if not self.entropy.may_produce:
+            return  # a failed entropy check: we may disagree on who produces
         now = now_ms()
         if now < chain.tip.header.timestamp_ms + self.genesis.params.slot_ms:
             return
@@ -1021,6 +1113,7 @@ class Node:
             "head_height": self.sync.head_height(),
             "sync_phase": self.sync.phase,
             "sync": self.sync.view(),
+            "entropy_check": self.entropy.view(),
             "validator_quorum": self.quorum_connected(),
             "best_peer_height": self.sync.best_peer_height(),
             "validator": self.is_validator,

@@ -115,6 +115,26 @@ class NodeMetrics:
             namespace=ns,
             registry=r,
         )
+        self.entropy_checks = Counter(
+            "entropy_checks",
+            "Epoch-boundary entropy checks, by outcome (agree, mismatch, split, unverified)",
+            ["outcome"],
+            namespace=ns,
+            registry=r,
+        )
+        self.entropy_votes = Counter(
+            "entropy_votes",
+            "Peer votes in entropy checks (agree, disagree, abstain, no_answer = timed out)",
+            ["vote"],
+            namespace=ns,
+            registry=r,
+        )
+        self.entropy_producing_halted = Gauge(
+            "entropy_producing_halted",
+            "1 while block production is stopped by a failed entropy check",
+            namespace=ns,
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -223,7 +223,7 @@ class ParallelSync:
     def saw_tip(self, conn: Connection, block: Block) -> bool:
         """An authentic block far ahead of our tip (e.g. gossip): a verified claim from
         ``conn``. Returns False if it is not authentic."""
-        if not self._authentic(block):
+        if not self.authentic(block):
             return False
         p = self._peer(conn)
         if block.height > p.verified:
@@ -315,7 +315,7 @@ class ParallelSync:
             p = self.peers[conn] = PeerSync(conn, timeout_s=self.p.timeout_min_s)
         return p
 
-    def _authentic(self, block: Block) -> bool:
+    def authentic(self, block: Block) -> bool:
         if block.header.network_id != self.chain.genesis.network_id:
             return False
         if block.header.producer not in self.chain.genesis.validators:
@@ -325,6 +325,12 @@ class ParallelSync:
         except ValidationError:
             return False
         return True
+
+    def resolve_fork_with(self, conn: Connection) -> None:
+        """Ask the follower to find where ``conn``'s chain forks from ours and adopt it if it
+        is the longer valid one (the entropy check's resync when our seed block differs)."""
+        if self.follower.inflight is None:
+            self.follower._request_headers(conn)
 
     def _verify_claim(self, p: PeerSync) -> None:
         if p.tip_req is not None or p.verified >= p.claimed:
@@ -341,7 +347,7 @@ class ParallelSync:
                 block = decode_block(msg.blocks[0])
             except (msgspec.DecodeError, msgspec.ValidationError):
                 block = None
-        if block is None or block.height != req.start or not self._authentic(block):
+        if block is None or block.height != req.start or not self.authentic(block):
             why = "no block" if not msg.blocks else "a block that does not verify"
             self.host.note(
                 "sync_claim_rejected",
