@@ -88,6 +88,7 @@ class PeerSync:
     stalls: int = 0
     benched_until: float = 0.0
     blocks_served: int = 0
+    last_stall_at: float = -1.0
 
 
 @dataclass
@@ -491,14 +492,16 @@ class ParallelSync:
 
     def _stalled(self, p: PeerSync, r: Req, now: float) -> None:
         self.stats.stalls += 1
-        old = p.timeout_s
-        p.timeout_s = min(self.p.timeout_max_s, p.timeout_s * 2)
-        p.stalls += 1
         self.excluded.setdefault(r.start, set()).add(p.conn)
+        old = r.deadline - r.sent_at
+        if p.last_stall_at != now:  # several requests expiring together are one stall
+            p.last_stall_at = now
+            p.timeout_s = min(self.p.timeout_max_s, p.timeout_s * 2)
+            p.stalls += 1
+            self.host.penalize(p.conn, 2.0, f"sync request stalled past {old:g} s")
         benched = p.stalls >= self.p.stalls_to_bench
         if benched:
             p.benched_until = now + self.p.bench_s
-        self.host.penalize(p.conn, 2.0, f"sync request stalled past {old:g} s")
         head = r.start == self.chain.height + 1
         self.stats.last_reason = (
             f"request {r.start}..{r.start + r.count - 1} to peer "
