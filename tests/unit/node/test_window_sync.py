@@ -162,7 +162,7 @@ def test_three_honest_peers_window_spread_and_cap(tmp_path: Path, built: Any) ->
 
 
 def test_one_unverified_claim_is_never_a_target(tmp_path: Path, built: Any) -> None:
-    sync, host, _, blocks = setup(tmp_path, built)
+    sync, _host, _, blocks = setup(tmp_path, built)
     a, b = Peer("a"), Peer("b")
     status(sync, a, blocks, N)
     status(sync, b, blocks, N)
@@ -211,7 +211,7 @@ def test_forged_segment_is_discarded_refetched_and_server_banned(
     pump(sync, host, peers)
     assert host.chain is not None and host.chain.height == N
     assert [pid for pid, _ in host.bans] == [f.peer_id]
-    event, msg = next(n for n in host.notes if n[0] == "sync_chain_break")
+    _event, msg = next(n for n in host.notes if n[0] == "sync_chain_break")
     h = int(msg.split()[3].rstrip(":"))
     assert h >= 100
     assert msg.startswith(
