@@ -1,0 +1,211 @@
+"""Sync benchmark: a late joiner catches up a chain from 1, 2, 4 … peers.
+
+Everything runs as real `netdiag node run` processes on loopback (TLS on): the servers hold a
+chain written straight into their stores; for each peer count a fresh joiner is started with
+that many servers as bootstrap peers and watched through its REST API until it reaches the
+tip. Its own figures (blocks committed by parallel sync and the time from sync start to
+finish) give blocks/s; peer counts run interleaved, round after round, so the ratios compare
+runs taken under the same machine load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netdiag.errors import CheckFailed
+from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis, write_lab
+from netdiag.node.model import Block, make_block
+from netdiag.node.schedule import epoch_seed_height, producer_for
+from netdiag.node.store import Store
+
+SLOT_MS = 10
+NODE = [sys.executable, "-m", "netdiag.cli.main", "node", "run"]
+
+
+@dataclass
+class SyncRun:
+    peers: int
+    blocks: int
+    sync_s: float  # the joiner's own sync_started .. sync_finished
+    wall_s: float  # process start to tip (start-up, handshakes, discovery included)
+
+    @property
+    def blocks_per_s(self) -> float:
+        return self.blocks / self.sync_s if self.sync_s > 0 else 0.0
+
+
+def build_chain(n: int, workdir: Path) -> tuple[GenesisSpec, list[Block]]:
+    ts = int(time.time() * 1000) - (n + 1000) * SLOT_MS
+    spec, keys = lab_genesis(3, "bench-sync", "nd-bench", ts, ChainParams(slot_ms=SLOT_MS))
+    write_lab(workdir, spec, keys)
+    by_id = {k.node_id: k for k in keys}
+    parent = spec.block()
+    hashes = {0: parent.hash}
+    blocks: list[Block] = []
+    for h in range(1, n + 1):
+        seed = hashes[epoch_seed_height(h, spec.params.epoch_length)]
+        key = by_id[producer_for(spec.validators, seed, h, 0)]
+        b = make_block(
+            key, spec.network_id, h, parent.hash, parent.header.timestamp_ms + SLOT_MS, []
+        )
+        hashes[h] = b.hash
+        blocks.append(b)
+        parent = b
+    return spec, blocks
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _status(api: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{api}/status", timeout=3) as r:
+        doc: dict[str, Any] = json.loads(r.read())
+        return doc
+
+
+def _wait(api: int, pred: Any, timeout_s: float, what: str) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            st = _status(api)
+            if pred(st):
+                return st
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise CheckFailed(
+        f"sync benchmark: timed out after {timeout_s:g} s waiting for {what}",
+        "check `netdiag node run` starts on this machine (try a smaller --blocks)",
+    )
+
+
+@contextmanager
+def _node(workdir: Path, name: str, peers: list[int]) -> Iterator[tuple[int, int]]:
+    p2p, api = _free_port(), _free_port()
+    cmd = [
+        *NODE,
+        "--data-dir",
+        str(workdir / name),
+        "--genesis",
+        str(workdir / "genesis.json"),
+        "--listen",
+        f"127.0.0.1:{p2p}",
+        "--api",
+        f"127.0.0.1:{api}",
+        "--log-level",
+        "warning",
+    ]
+    for port in peers:
+        cmd += ["--peer", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield p2p, api
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run(blocks: int, peer_counts: list[int], rounds: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="nd-bench-sync-") as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        spec, chain = build_chain(blocks, work)
+        seeded = work / "seed"
+        store = Store(seeded / "chain.sqlite")
+        store.init_genesis(spec.block())
+        store.commit_blocks(chain)
+        store.close()
+        build_s = time.perf_counter() - t0
+        n_servers = max(peer_counts)
+        for i in range(n_servers):
+            (work / f"server{i}").mkdir()
+            shutil.copy(seeded / "chain.sqlite", work / f"server{i}" / "chain.sqlite")
+        per_round: list[dict[str, float]] = []
+        runs: dict[int, list[SyncRun]] = {k: [] for k in peer_counts}
+        with _servers(work, n_servers, blocks) as ports:
+            for r in range(rounds):
+                figures: dict[str, float] = {}
+                for k in peer_counts:
+                    one = _join(work, f"joiner-r{r}-p{k}", ports[:k], blocks)
+                    runs[k].append(one)
+                    figures[f"p{k}_blocks_per_s"] = round(one.blocks_per_s, 1)
+                base = figures[f"p{peer_counts[0]}_blocks_per_s"]
+                for k in peer_counts:
+                    figures[f"p{k}_speedup"] = round(figures[f"p{k}_blocks_per_s"] / base, 3)
+                per_round.append(figures)
+    base_k = peer_counts[0]
+    results: dict[str, Any] = {}
+    for k in peer_counts:
+        rs = runs[k]
+        results[str(k)] = {
+            "peers": k,
+            "blocks_per_s": round(statistics.median(x.blocks_per_s for x in rs), 1),
+            "sync_s": round(statistics.median(x.sync_s for x in rs), 3),
+            "wall_s": round(statistics.median(x.wall_s for x in rs), 3),
+            "speedup_vs_baseline": round(
+                statistics.median(p[f"p{k}_speedup"] for p in per_round), 3
+            ),
+        }
+    return {
+        "blocks": blocks,
+        "peer_counts": peer_counts,
+        "baseline_peers": base_k,
+        "chain_build_s": round(build_s, 3),
+        "results": results,
+        "rounds": per_round,
+        "host_cpus": os.cpu_count(),
+    }
+
+
+@contextmanager
+def _servers(work: Path, n: int, height: int) -> Iterator[list[int]]:
+    with _nested(work, n) as ports:
+        for _, api in ports:
+            _wait(api, lambda st: st["height"] == height, 30, "a server to load its chain")
+        yield [p2p for p2p, _ in ports]
+
+
+@contextmanager
+def _nested(work: Path, n: int) -> Iterator[list[tuple[int, int]]]:
+    if n == 0:
+        yield []
+        return
+    with _nested(work, n - 1) as rest, _node(work, f"server{n - 1}", []) as mine:
+        yield [*rest, mine]
+
+
+def _join(work: Path, name: str, peers: list[int], blocks: int) -> SyncRun:
+    t0 = time.perf_counter()
+    with _node(work, name, peers) as (_, api):
+        st = _wait(
+            api,
+            lambda s: s["height"] == blocks and s["sync"]["last_catch_up_s"] is not None,
+            max(60.0, blocks / 100),
+            f"a joiner with {len(peers)} peers to reach {blocks}",
+        )
+        wall = time.perf_counter() - t0
+    sync = st["sync"]
+    shutil.rmtree(work / name, ignore_errors=True)
+    return SyncRun(len(peers), int(sync["blocks_committed"]), float(sync["last_catch_up_s"]), wall)
