@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from netdiag.errors import CheckFailed
+from netdiag.node.chain import Chain, now_ms
 from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis, write_lab
 from netdiag.node.model import Block, make_block
 from netdiag.node.schedule import epoch_seed_height, producer_for
+from netdiag.node.segment import verify_segment
 from netdiag.node.store import Store
 
 SLOT_MS = 10
@@ -67,6 +69,22 @@ def build_chain(n: int, workdir: Path) -> tuple[GenesisSpec, list[Block]]:
         blocks.append(b)
         parent = b
     return spec, blocks
+
+
+def verify_ceiling(spec: GenesisSpec, blocks: list[Block], workdir: Path, step: int = 128) -> float:
+    """Blocks/s of the joiner's own verify+commit path in process, no network, in process CPU
+    time (so other load on the machine does not lower it): the single-core ceiling a sync
+    from any number of peers can approach (fsync waits are not counted)."""
+    chain = Chain(Store(workdir / "ceiling" / "chain.sqlite"), spec)
+    t0 = time.process_time()
+    for i in range(0, len(blocks), step):
+        res = verify_segment(chain, blocks[i : i + step], now_ms())
+        assert res.error is None, res.error
+        chain.append_verified(res.verified)
+    took = time.process_time() - t0
+    chain.store.close()
+    shutil.rmtree(workdir / "ceiling", ignore_errors=True)
+    return len(blocks) / took
 
 
 def _free_port() -> int:
@@ -143,10 +161,14 @@ def run(blocks: int, peer_counts: list[int], rounds: int) -> dict[str, Any]:
             (work / f"server{i}").mkdir()
             shutil.copy(seeded / "chain.sqlite", work / f"server{i}" / "chain.sqlite")
         per_round: list[dict[str, float]] = []
+        ceilings: list[float] = []
         runs: dict[int, list[SyncRun]] = {k: [] for k in peer_counts}
         with _servers(work, n_servers, blocks) as ports:
             for r in range(rounds):
                 figures: dict[str, float] = {}
+                ceiling = verify_ceiling(spec, chain, work)
+                ceilings.append(ceiling)
+                figures["verify_ceiling_blocks_per_s"] = round(ceiling, 1)
                 for k in peer_counts:
                     one = _join(work, f"joiner-r{r}-p{k}", ports[:k], blocks)
                     runs[k].append(one)
@@ -154,6 +176,7 @@ def run(blocks: int, peer_counts: list[int], rounds: int) -> dict[str, Any]:
                 base = figures[f"p{peer_counts[0]}_blocks_per_s"]
                 for k in peer_counts:
                     figures[f"p{k}_speedup"] = round(figures[f"p{k}_blocks_per_s"] / base, 3)
+                    figures[f"p{k}_of_ceiling"] = round(figures[f"p{k}_blocks_per_s"] / ceiling, 3)
                 per_round.append(figures)
     base_k = peer_counts[0]
     results: dict[str, Any] = {}
@@ -167,12 +190,16 @@ def run(blocks: int, peer_counts: list[int], rounds: int) -> dict[str, Any]:
             "speedup_vs_baseline": round(
                 statistics.median(p[f"p{k}_speedup"] for p in per_round), 3
             ),
+            "fraction_of_verify_ceiling": round(
+                statistics.median(p[f"p{k}_of_ceiling"] for p in per_round), 3
+            ),
         }
     return {
         "blocks": blocks,
         "peer_counts": peer_counts,
         "baseline_peers": base_k,
         "chain_build_s": round(build_s, 3),
+        "verify_ceiling_blocks_per_s": round(statistics.median(ceilings), 1),
         "results": results,
         "rounds": per_round,
         "host_cpus": os.cpu_count(),

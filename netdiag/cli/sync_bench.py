@@ -66,6 +66,7 @@ def sync(peers: str, blocks: int, rounds: int, out: Path, as_json: bool) -> None
         "results": fig["results"],
         "rounds": fig["rounds"],
         "baseline_peers": fig["baseline_peers"],
+        "verify_ceiling_blocks_per_s": fig["verify_ceiling_blocks_per_s"],
         "chain_build_s": fig["chain_build_s"],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +75,15 @@ def sync(peers: str, blocks: int, rounds: int, out: Path, as_json: bool) -> None
         click.echo(json.dumps(doc))
         return
     t = Table(title=f"late-joiner sync of {blocks} blocks (median of {rounds} interleaved rounds)")
-    for col in ("peers", "blocks_per_s", "sync_s", "wall_s", f"speedup_vs_{counts[0]}_peer"):
+    cols = (
+        "peers",
+        "blocks_per_s",
+        "sync_s",
+        "wall_s",
+        f"speedup_vs_{counts[0]}_peer",
+        "of_ceiling",
+    )
+    for col in cols:
         t.add_column(col, justify="right")
     for r in fig["results"].values():
         t.add_row(
@@ -83,9 +92,14 @@ def sync(peers: str, blocks: int, rounds: int, out: Path, as_json: bool) -> None
             f"{r['sync_s']:.2f}",
             f"{r['wall_s']:.2f}",
             f"{r['speedup_vs_baseline']:.2f}",
+            f"{r['fraction_of_verify_ceiling']:.2f}",
         )
     console = Console()
     console.print(t)
+    console.print(
+        f"verify ceiling (the joiner's verify+commit path in process, CPU time, no network): "
+        f"{fig['verify_ceiling_blocks_per_s']:,.0f} blocks/s"
+    )
     console.print(
         "sync_s: the joiner's own sync start..finish; wall_s: process start to tip; "
         "speed-up: median of per-round ratios"

@@ -428,7 +428,8 @@ class ParallelSync:
                 end += 1
             p = self._pick(h, now)
             if p is None:
-                return  # every capable peer is busy; responses will call _fill again
+                h = end  # its peers are busy; their responses call _fill again
+                continue
             count = min(end - h, max(p.verified, p.claimed) - h + 1)
             self._send(p, h, count, "range")
             p.inflight += 1
@@ -436,16 +437,21 @@ class ParallelSync:
             h += count
 
     def _pick(self, start: int, now: float) -> PeerSync | None:
+        """Least-loaded peer that has ``start``. Peers that stalled on this range, or are
+        benched for stalling, are asked only when no other peer has the range at all — never
+        while a good peer is merely busy — so one slow peer cannot hold the window, yet a
+        node with a single (slow) peer still makes progress."""
         bad = self.excluded.get(start, set())
-        cands = [
+        capable = [
             p
             for p in self.peers.values()
             if p.conn.is_open
             and max(p.verified, p.claimed) >= start
-            and p.inflight < self.p.per_peer
-            and p.benched_until <= now
-            and p.conn not in bad
+            and p.benched_until != float("inf")  # banned
         ]
+        good = [p for p in capable if p.benched_until <= now and p.conn not in bad]
+        pool = good or capable
+        cands = [p for p in pool if p.inflight < self.p.per_peer]
         if not cands:
             return None
         self._rng.shuffle(cands)

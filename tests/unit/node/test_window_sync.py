@@ -263,3 +263,26 @@ def test_stalling_peer_times_out_doubling_and_is_replaced(tmp_path: Path, built:
     p = sync.peers[slow]  # type: ignore[index]
     assert p.stalls >= 2 and p.benched_until > 0 and p.timeout_s <= 64.0
     assert any(e == "sync_stall" and "stalled past 2 s" in m for e, m in host.notes)
+
+
+def test_single_peer_that_stalled_once_is_still_used(tmp_path: Path, built: Any) -> None:
+    sync, host, now, blocks = setup(tmp_path, built)
+    only = Peer("only")
+    dropped: list[int] = []
+
+    def flaky(req: GetBlocks) -> list[bytes] | None:
+        if not dropped:
+            dropped.append(req.start)  # loses its first range request
+            return None
+        return honest(blocks)(req)
+
+    status(sync, only, blocks, N)
+    answer_tip(sync, only, blocks)
+    assert sync.target == N  # one peer claims it: one verified claim is enough
+    pump(sync, host, {only: flaky})
+    assert host.chain is not None and host.chain.height < dropped[0]
+    for t in (2.5, 5.0, 7.5, 10.0):
+        now[0] = t
+        sync.tick()
+        pump(sync, host, {only: flaky})
+    assert host.chain.height == N and sync.stats.stalls >= 1
