@@ -1,0 +1,1 @@
+"""Scenarios that combine lab + node + trace + tune; each writes a result file."""

@@ -113,7 +113,7 @@ async def test_sync_completes_around_a_forging_peer_and_bans_it(
     expected = lab[2][h - 2].hash[:6].hex()  # type: ignore[index]
     assert str(b["msg"]).startswith(f"chain break at {h}: expected prev_hash 0x{expected}…, got 0x")
     assert f"from peer {forger[:6].hex()}…" in str(b["msg"])
-    assert forger in joiner.banned
+    assert joiner.book.peer_banned(forger)
     assert any(e["peer"] == forger.hex() for e in events(out, "peer_banned"))
     assert forger.hex() not in {p["peer_id"] for p in st["sync"]["peers"]}  # type: ignore[index]
 
