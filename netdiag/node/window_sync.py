@@ -138,7 +138,7 @@ class ParallelSync:
         self.excluded: dict[int, set[Connection]] = {}  # chunk start -> peers that failed it
         self.target = 0  # agreed height we are syncing to; 0 = none
         self.target_hash = b""
-        self.phase = "following"
+        self._step_phase = ""  # "verifying" / "committing" while a verify step runs
         self.stats = SyncStats()
         self._ids = itertools.count(REQ_ID_BASE)
         self._verify_scheduled = False
@@ -213,7 +213,6 @@ class ParallelSync:
             self._verify_claim(p)  # far ahead: parallel sync's business once verified
             self.follower.paused = True
         self.follower.on_status(conn, st)
-        self._update_phase()
 
     def _discovering(self) -> bool:
         return any(p.tip_req is not None for p in self.peers.values())
@@ -273,7 +272,6 @@ class ParallelSync:
             self._on_tip(p, req, msg)
         else:
             self._on_range(p, req, msg)
-        self._update_phase()
 
     def on_headers(self, conn: Connection, msg: Headers) -> None:
         self.follower.on_headers(conn, msg)
@@ -306,7 +304,6 @@ class ParallelSync:
             self._fill()
         else:
             self.follower.tick()
-        self._update_phase()
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -338,8 +335,6 @@ class ParallelSync:
             return
         req = self._send(p, p.claimed, 1, "tip")
         p.tip_req = req.req_id
-        if self.phase == "following":
-            self.phase = "discovering"
 
     def _on_tip(self, p: PeerSync, req: Req, msg: Blocks) -> None:
         block = None
@@ -542,7 +537,6 @@ class ParallelSync:
         if self._verify_scheduled or (self.chain.height + 1) not in self.buffer:
             return
         self._verify_scheduled = True
-        self.phase = "verifying"
         self.host.schedule(self.verify_step)
 
     def verify_step(self) -> None:
@@ -560,18 +554,20 @@ class ParallelSync:
             sources.append(c)
             h += 1
         if not run:
-            self._update_phase()
             return
-        self.phase = "verifying"
-        res = verify_segment(chain, run, self.host.now_ms())
-        if res.verified:
-            self.phase = "committing"
-            chain.append_verified(res.verified)
-            for b in res.verified:
-                del self.buffer[b.height]
-            self.stats.blocks_committed += len(res.verified)
-            self.stats.segments_committed += 1
-            self.host.committed_segment(res.verified, "sync")
+        try:
+            self._step_phase = "verifying"
+            res = verify_segment(chain, run, self.host.now_ms())
+            if res.verified:
+                self._step_phase = "committing"
+                chain.append_verified(res.verified)
+                for b in res.verified:
+                    del self.buffer[b.height]
+                self.stats.blocks_committed += len(res.verified)
+                self.stats.segments_committed += 1
+                self.host.committed_segment(res.verified, "sync")
+        finally:
+            self._step_phase = ""
         if res.error is not None:
             i = len(res.verified)
             self._on_break(run[i], sources[i], res.error, res.fork_at_anchor)
@@ -579,7 +575,6 @@ class ParallelSync:
             self._finished()
         self._schedule_verify()
         self._fill()
-        self._update_phase()
 
     def _on_break(self, block: Block, conn: Connection, err: ValidationError, fork: bool) -> None:
         peer = conn.peer_id or b""
@@ -646,12 +641,14 @@ class ParallelSync:
         self.excluded.clear()
         self.follower.paused = False
 
-    def _update_phase(self) -> None:
+    @property
+    def phase(self) -> str:
+        if self._step_phase:
+            return self._step_phase
         if self._verify_scheduled:
-            self.phase = "verifying"
-        elif self.active:
-            self.phase = "downloading"
-        elif self._discovering():
-            self.phase = "discovering"
-        else:
-            self.phase = "following"
+            return "verifying"  # blocks at tip+1 wait for the next verify step
+        if self.active:
+            return "downloading"
+        if self._discovering():
+            return "discovering"
+        return "following"

@@ -25,7 +25,7 @@ from tests.unit.node.synckit import (
     seed_store,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.e2e
 
 N = 5000
 
