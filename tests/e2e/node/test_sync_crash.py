@@ -54,9 +54,9 @@ def test_kill_9_mid_sync_resumes_from_last_commit(tmp_path: Path) -> None:
     seed_store(tmp_path / "server", spec, blocks)
     # Small requests, one at a time: the sync takes long enough to be caught in the middle.
     slow = {
-        "NETDIAG_NODE_SYNC_BATCH": "8",
+        "NETDIAG_NODE_SYNC_BATCH": "4",
         "NETDIAG_NODE_SYNC_PEER_INFLIGHT": "1",
-        "NETDIAG_NODE_SYNC_WINDOW": "16",
+        "NETDIAG_NODE_SYNC_WINDOW": "8",
     }
     procs: list[subprocess.Popen[bytes]] = []
     try:
