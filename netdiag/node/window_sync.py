@@ -139,6 +139,7 @@ class ParallelSync:
         self.target = 0  # agreed height we are syncing to; 0 = none
         self.target_hash = b""
         self._step_phase = ""  # "verifying" / "committing" while a verify step runs
+        self.fork_hold_until = 0.0  # the follower is resolving a fork; do not retarget
         self.stats = SyncStats()
         self._ids = itertools.count(REQ_ID_BASE)
         self._verify_scheduled = False
@@ -211,7 +212,7 @@ class ParallelSync:
         p.claimed, p.claimed_tip = st.height, st.tip_hash
         if st.height > self.chain.height + self.p.min_distance:
             self._verify_claim(p)  # far ahead: parallel sync's business once verified
-            self.follower.paused = True
+            self.follower.paused = self.clock() >= self.fork_hold_until
         self.follower.on_status(conn, st)
 
     def _discovering(self) -> bool:
@@ -299,7 +300,8 @@ class ParallelSync:
         if self.target and not self.active:
             self._finished()
         self._retarget()
-        self.follower.paused = self.active or self._discovering()
+        holding = now < self.fork_hold_until
+        self.follower.paused = not holding and (self.active or self._discovering())
         if self.active:
             self._fill()
         else:
@@ -369,7 +371,7 @@ class ParallelSync:
         claimants = [p for p in self.peers.values() if p.conn.is_open and p.claimed > floor]
         verified = sorted((p.verified for p in claimants if p.verified > floor), reverse=True)
         need = min(2, len(claimants))
-        if need == 0 or len(verified) < need:
+        if need == 0 or len(verified) < need or self.clock() < self.fork_hold_until:
             return
         agreed = verified[need - 1]
         if agreed > self.target and agreed > self.chain.height + self.p.min_distance:
@@ -591,6 +593,7 @@ class ParallelSync:
             )
             self.buffer.clear()
             self.target = 0
+            self.fork_hold_until = self.clock() + 4 * self.p.timeout_min_s + 2.0
             self.follower.paused = False
             self.follower.saw_height(conn, self.peers[conn].claimed if conn in self.peers else 0)
             return

@@ -286,3 +286,35 @@ def test_single_peer_that_stalled_once_is_still_used(tmp_path: Path, built: Any)
         sync.tick()
         pump(sync, host, {only: flaky})
     assert host.chain.height == N and sync.stats.stalls >= 1
+
+
+def test_authentic_fork_at_the_anchor_goes_to_the_follower_without_a_ban(
+    tmp_path: Path, built: Any
+) -> None:
+    from netdiag.node.window_sync import REQ_ID_BASE
+    from tests.unit.node.chainkit import branch
+
+    sync, host, now, blocks = setup(tmp_path, built)
+    _, keys, _ = built
+    assert host.chain is not None
+    host.chain.append_verified(blocks[:10])
+    other = branch(host.chain, keys, 9, 60)  # a longer valid branch forking below our tip
+    theirs = blocks[:9] + other
+
+    a, b = Peer("a"), Peer("b")
+    peers: dict[Peer, Behaviour] = {a: honest(theirs), b: honest(theirs)}
+    for p in peers:
+        status(sync, p, theirs, len(theirs))
+    for p in peers:
+        answer_tip(sync, p, theirs)
+    assert sync.target == len(theirs)
+    pump(sync, host, peers)
+    assert any(e == "sync_fork" for e, _ in host.notes) and not host.bans
+    assert sync.target == 0 and host.chain.height == 10  # nothing adopted by parallel sync
+    for p in peers:
+        p.sent = []
+    now[0] = 1.0
+    sync.tick()  # within the hold: no new target; the follower asks for the range instead
+    assert sync.target == 0
+    sent = [m for p in peers for m in p.sent if isinstance(m, GetBlocks)]
+    assert sent and all(m.req_id < REQ_ID_BASE for m in sent) and sent[0].start == 11
