@@ -45,6 +45,7 @@ class SyncRun:
     blocks: int
     sync_s: float  # the joiner's own sync_started .. sync_finished
     wall_s: float  # process start to tip (start-up, handshakes, discovery included)
+    stalls: int = 0  # requests that timed out (the joiner's own count)
 
     @property
     def blocks_per_s(self) -> float:
@@ -173,6 +174,7 @@ def run(blocks: int, peer_counts: list[int], rounds: int) -> dict[str, Any]:
                     one = _join(work, f"joiner-r{r}-p{k}", ports[:k], blocks)
                     runs[k].append(one)
                     figures[f"p{k}_blocks_per_s"] = round(one.blocks_per_s, 1)
+                    figures[f"p{k}_stalls"] = one.stalls
                 base = figures[f"p{peer_counts[0]}_blocks_per_s"]
                 for k in peer_counts:
                     figures[f"p{k}_speedup"] = round(figures[f"p{k}_blocks_per_s"] / base, 3)
@@ -235,4 +237,10 @@ def _join(work: Path, name: str, peers: list[int], blocks: int) -> SyncRun:
         wall = time.perf_counter() - t0
     sync = st["sync"]
     shutil.rmtree(work / name, ignore_errors=True)
-    return SyncRun(len(peers), int(sync["blocks_committed"]), float(sync["last_catch_up_s"]), wall)
+    return SyncRun(
+        len(peers),
+        int(sync["blocks_committed"]),
+        float(sync["last_catch_up_s"]),
+        wall,
+        int(sync["stalls"]),
+    )
