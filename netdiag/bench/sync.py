@@ -94,17 +94,47 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _status(api: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{api}/status", timeout=3) as r:
-        doc: dict[str, Any] = json.loads(r.read())
-        return doc
+@dataclass
+class Placement:
+    """Where node processes run: all on loopback here (default), or servers at one end of an
+    emulated lab link ("b") and the joiner at the other ("a"), in namespaces the lab owns."""
+
+    lab: Any = None  # netdiag.lab.lab.Lab when a link is emulated
+
+    def ns(self, role: str) -> str | None:
+        return None if self.lab is None else str(self.lab.ns(self.node(role)))
+
+    def node(self, role: str) -> str:
+        return "b" if role == "server" else "a"
+
+    def host(self, role: str) -> str:
+        return "127.0.0.1" if self.lab is None else str(self.lab.addr(self.node(role)))
+
+    def spawn(self, role: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        if self.lab is None:
+            return subprocess.Popen(argv, **quiet)
+        proc: subprocess.Popen[bytes] = self.lab.popen(self.node(role), argv, **quiet)
+        return proc
+
+    def status(self, role: str, api: int) -> dict[str, Any]:
+        from netdiag.kernel import netns
+
+        def fetch() -> dict[str, Any]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{api}/status", timeout=3) as r:
+                doc: dict[str, Any] = json.loads(r.read())
+                return doc
+
+        return netns.run_in(self.ns(role), fetch)
 
 
-def _wait(api: int, pred: Any, timeout_s: float, what: str) -> dict[str, Any]:
+def _wait(
+    place: Placement, role: str, api: int, pred: Any, timeout_s: float, what: str
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            st = _status(api)
+            st = place.status(role, api)
             if pred(st):
                 return st
         except OSError:
@@ -117,8 +147,11 @@ def _wait(api: int, pred: Any, timeout_s: float, what: str) -> dict[str, Any]:
 
 
 @contextmanager
-def _node(workdir: Path, name: str, peers: list[int]) -> Iterator[tuple[int, int]]:
+def _node(
+    place: Placement, workdir: Path, role: str, name: str, peers: list[str]
+) -> Iterator[tuple[str, int]]:
     p2p, api = _free_port(), _free_port()
+    listen = f"{place.host(role)}:{p2p}"
     cmd = [
         *NODE,
         "--data-dir",
@@ -126,17 +159,17 @@ def _node(workdir: Path, name: str, peers: list[int]) -> Iterator[tuple[int, int
         "--genesis",
         str(workdir / "genesis.json"),
         "--listen",
-        f"127.0.0.1:{p2p}",
+        listen,
         "--api",
         f"127.0.0.1:{api}",
         "--log-level",
         "warning",
     ]
-    for port in peers:
-        cmd += ["--peer", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for addr in peers:
+        cmd += ["--peer", addr]
+    proc = place.spawn(role, cmd)
     try:
-        yield p2p, api
+        yield listen, api
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -146,8 +179,26 @@ def _node(workdir: Path, name: str, peers: list[int]) -> Iterator[tuple[int, int
             proc.wait()
 
 
-def run(blocks: int, peer_counts: list[int], rounds: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="nd-bench-sync-") as tmp:
+@contextmanager
+def _placement(rtt_ms: float) -> Iterator[Placement]:
+    if rtt_ms <= 0:
+        yield Placement()
+        return
+    from netdiag.lab.lab import Lab
+    from netdiag.lab.topology import two_node
+
+    # Namespaces nd-sync-a / nd-sync-b (lab "sync"); the lab removes them and our processes in
+    # them on exit and on Ctrl-C; `netdiag lab down sync` after a kill -9.
+    topo = two_node(rtt_ms / 1000, 1_000_000_000, name="sync")
+    with Lab.up(topo) as lab:
+        yield Placement(lab)
+
+
+def run(blocks: int, peer_counts: list[int], rounds: int, rtt_ms: float = 0.0) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix="nd-bench-sync-") as tmp,
+        _placement(rtt_ms) as place,
+    ):
         work = Path(tmp)
         t0 = time.perf_counter()
         spec, chain = build_chain(blocks, work)
@@ -164,14 +215,14 @@ def run(blocks: int, peer_counts: list[int], rounds: int) -> dict[str, Any]:
         per_round: list[dict[str, float]] = []
         ceilings: list[float] = []
         runs: dict[int, list[SyncRun]] = {k: [] for k in peer_counts}
-        with _servers(work, n_servers, blocks) as ports:
+        with _servers(place, work, n_servers, blocks) as ports:
             for r in range(rounds):
                 figures: dict[str, float] = {}
                 ceiling = verify_ceiling(spec, chain, work)
                 ceilings.append(ceiling)
                 figures["verify_ceiling_blocks_per_s"] = round(ceiling, 1)
                 for k in peer_counts:
-                    one = _join(work, f"joiner-r{r}-p{k}", ports[:k], blocks)
+                    one = _join(place, work, f"joiner-r{r}-p{k}", ports[:k], blocks)
                     runs[k].append(one)
                     figures[f"p{k}_blocks_per_s"] = round(one.blocks_per_s, 1)
                     figures[f"p{k}_stalls"] = one.stalls
@@ -199,6 +250,7 @@ def run(blocks: int, peer_counts: list[int], rounds: int) -> dict[str, Any]:
     return {
         "blocks": blocks,
         "peer_counts": peer_counts,
+        "rtt_ms": rtt_ms,
         "baseline_peers": base_k,
         "chain_build_s": round(build_s, 3),
         "verify_ceiling_blocks_per_s": round(statistics.median(ceilings), 1),
@@ -209,26 +261,31 @@ def run(blocks: int, peer_counts: list[int], rounds: int) -> dict[str, Any]:
 
 
 @contextmanager
-def _servers(work: Path, n: int, height: int) -> Iterator[list[int]]:
-    with _nested(work, n) as ports:
-        for _, api in ports:
-            _wait(api, lambda st: st["height"] == height, 30, "a server to load its chain")
-        yield [p2p for p2p, _ in ports]
+def _servers(place: Placement, work: Path, n: int, height: int) -> Iterator[list[str]]:
+    with _nested(place, work, n) as nodes:
+        for _, api in nodes:
+            _wait(place, "server", api, lambda st: st["height"] == height, 30, "a server")
+        yield [addr for addr, _ in nodes]
 
 
 @contextmanager
-def _nested(work: Path, n: int) -> Iterator[list[tuple[int, int]]]:
+def _nested(place: Placement, work: Path, n: int) -> Iterator[list[tuple[str, int]]]:
     if n == 0:
         yield []
         return
-    with _nested(work, n - 1) as rest, _node(work, f"server{n - 1}", []) as mine:
+    with (
+        _nested(place, work, n - 1) as rest,
+        _node(place, work, "server", f"server{n - 1}", []) as mine,
+    ):
         yield [*rest, mine]
 
 
-def _join(work: Path, name: str, peers: list[int], blocks: int) -> SyncRun:
+def _join(place: Placement, work: Path, name: str, peers: list[str], blocks: int) -> SyncRun:
     t0 = time.perf_counter()
-    with _node(work, name, peers) as (_, api):
+    with _node(place, work, "joiner", name, peers) as (_, api):
         st = _wait(
+            place,
+            "joiner",
             api,
             lambda s: s["height"] == blocks and s["sync"]["last_catch_up_s"] is not None,
             max(60.0, blocks / 100),

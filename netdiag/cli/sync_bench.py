@@ -45,19 +45,27 @@ def _peer_counts(value: str) -> list[int]:
     show_default=True,
     help="Result JSON file.",
 )
+@click.option(
+    "--rtt-ms",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="0: all on loopback. Else servers and joiner sit at the two ends of an emulated lab "
+    "link with this round-trip delay (root; namespaces nd-sync-*, removed on exit).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
-def sync(peers: str, blocks: int, rounds: int, out: Path, as_json: bool) -> None:
-    """Late-joiner sync throughput from several peers (real node processes on loopback)."""
+def sync(peers: str, blocks: int, rounds: int, rtt_ms: float, out: Path, as_json: bool) -> None:
+    """Late-joiner sync throughput from several peers (real node processes)."""
     from netdiag.bench import sync as scenario
 
     counts = _peer_counts(peers)
     t0 = time.time()
-    fig = scenario.run(blocks, counts, rounds)
+    fig = scenario.run(blocks, counts, rounds, rtt_ms)
     doc = {
         "benchmark": "sync",
         "started_unix_s": round(t0, 3),
         "duration_s": round(time.time() - t0, 3),
-        "params": {"peers": counts, "blocks": blocks, "rounds": rounds},
+        "params": {"peers": counts, "blocks": blocks, "rounds": rounds, "rtt_ms": rtt_ms},
         "host": {
             "python": platform.python_version(),
             "machine": platform.machine(),
@@ -74,7 +82,10 @@ def sync(peers: str, blocks: int, rounds: int, out: Path, as_json: bool) -> None
     if as_json:
         click.echo(json.dumps(doc))
         return
-    t = Table(title=f"late-joiner sync of {blocks} blocks (median of {rounds} interleaved rounds)")
+    where = f"over a {rtt_ms:g} ms RTT lab link" if rtt_ms else "on loopback"
+    t = Table(
+        title=f"late-joiner sync of {blocks} blocks {where} (median of {rounds} interleaved rounds)"
+    )
     cols = (
         "peers",
         "blocks_per_s",
