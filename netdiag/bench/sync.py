@@ -226,6 +226,7 @@ def run(blocks: int, peer_counts: list[int], rounds: int, rtt_ms: float = 0.0) -
                     runs[k].append(one)
                     figures[f"p{k}_blocks_per_s"] = round(one.blocks_per_s, 1)
                     figures[f"p{k}_stalls"] = one.stalls
+                    figures[f"p{k}_blocks_by_parallel_sync"] = one.blocks
                 base = figures[f"p{peer_counts[0]}_blocks_per_s"]
                 for k in peer_counts:
                     figures[f"p{k}_speedup"] = round(figures[f"p{k}_blocks_per_s"] / base, 3)
