@@ -110,8 +110,12 @@ class Placement:
     def host(self, role: str) -> str:
         return "127.0.0.1" if self.lab is None else str(self.lab.addr(self.node(role)))
 
-    def spawn(self, role: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    def spawn(self, role: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        quiet: dict[str, Any] = {
+            "stdout": subprocess.DEVNULL,
+            "stderr": subprocess.DEVNULL,
+            "env": {**os.environ, **env},
+        }
         if self.lab is None:
             return subprocess.Popen(argv, **quiet)
         proc: subprocess.Popen[bytes] = self.lab.popen(self.node(role), argv, **quiet)
@@ -167,7 +171,18 @@ def _node(
     ]
     for addr in peers:
         cmd += ["--peer", addr]
-    proc = place.spawn(role, cmd)
+    # Exactly the peers asked for: servers never dial (so they never mesh through peer
+    # exchange), the joiner dials only its bootstrap peers and accepts nobody.
+    if role == "server":
+        env = {"NETDIAG_NODE_TARGET_OUTBOUND": "0"}
+    else:
+        n = str(len(peers))
+        env = {
+            "NETDIAG_NODE_TARGET_OUTBOUND": n,
+            "NETDIAG_NODE_MAX_OUTBOUND": n,
+            "NETDIAG_NODE_MAX_INBOUND": "0",
+        }
+    proc = place.spawn(role, cmd, env)
     try:
         yield listen, api
     finally:
@@ -294,6 +309,11 @@ def _join(place: Placement, work: Path, name: str, peers: list[str], blocks: int
         )
         wall = time.perf_counter() - t0
     sync = st["sync"]
+    if st["peers"] != len(peers):
+        raise CheckFailed(
+            f"sync benchmark: the joiner had {st['peers']} peers, not {len(peers)}",
+            "report this: the peer count of a run must be exactly the one asked for",
+        )
     shutil.rmtree(work / name, ignore_errors=True)
     return SyncRun(
         len(peers),
