@@ -12,6 +12,7 @@ BENCHMARKS: dict[str, str] = {
     "emulator": "netdiag.cli.lab:bench_emulator",
     "cc": "netdiag.cli.tune:bench_cc",
     "probes": "netdiag.cli.bench_probes:probes",
+    "sync": "netdiag.cli.sync_bench:sync",
 }
 
 

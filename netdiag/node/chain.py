@@ -233,6 +233,15 @@ class Chain:
         self.orphans.prune_below(self.height)
         return res
 
+    def append_verified(self, blocks: list[Block]) -> None:
+        """Commit a segment the caller verified block by block against this tip (parallel
+        sync), in one store transaction."""
+        self.store.commit_blocks(blocks)
+        if blocks:
+            self.tip = blocks[-1]
+            self.height = self.tip.height
+            self.orphans.prune_below(self.height)
+
     def _commit(self, block: Block) -> None:
         self.store.commit_block(block)
         self.tip = block

@@ -55,7 +55,15 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     orphan_max: int = 256
     sync_batch: int = 64
     sync_timeout_s: float = 5.0
+    sync_window: int = 1024  # parallel sync: heights ahead of the tip that may be in flight
+    sync_peer_inflight: int = 4  # parallel sync: requests in flight per peer
+    sync_timeout_min_s: float = 2.0  # per-peer request timeout, doubled on each stall ...
+    sync_timeout_max_s: float = 64.0  # ... up to this
+    sync_parallel_min: int = 32  # further behind than this, parallel sync takes over
     max_reorg_depth: int = 64  # deepest fork we switch away from (longest valid chain wins)
+    entropy_sample: int = 8  # peers asked in each epoch-boundary entropy check
+    entropy_timeout_ms: int = 300  # how long their answers are collected
+    debug_divergent_entropy_epoch: int = -1  # TEST HOOK: corrupt our entropy once, at this epoch
     status_interval_s: float = 2.0
     gossip_heartbeat_s: float = 1.0
     gossip_d: int = 6  # mesh degree and its bounds (gossipsub defaults 6/4/12)

@@ -23,6 +23,7 @@ from netdiag.node import tls
 from netdiag.node.chain import Chain, now_ms
 from netdiag.node.config import NodeConfig, split_hostport
 from netdiag.node.crypto import Identity, load_identity, save_identity
+from netdiag.node.entropy_check import EntropyCheck, EntropyParams
 from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import GenesisSpec, load_genesis
 from netdiag.node.gossip import GossipParams, GossipRouter, Send
@@ -32,6 +33,8 @@ from netdiag.node.messages import (
     TOPIC_BLOCKS,
     TOPIC_TXS,
     Blocks,
+    EntropyRequest,
+    EntropyResponse,
     GetBlocks,
     GetBlocksByHash,
     GetHeaders,
@@ -53,9 +56,9 @@ from netdiag.node.model import Block, BlockHeader, Tx, decode_block, decode_tx, 
 from netdiag.node.peers import PeerBook
 from netdiag.node.protocol import PeerProtocol, Violation
 from netdiag.node.store import Store
-from netdiag.node.sync import SequentialSync
 from netdiag.node.transport import Connection
 from netdiag.node.validation import BadPrevHash, check_tx
+from netdiag.node.window_sync import ParallelSync, WindowParams
 
 MAX_SERVE_BLOCKS = 128
 MAX_SERVE_HEADERS = 256
@@ -92,9 +95,28 @@ class Node:
             ),
             clock,
         )
-        self.sync = SequentialSync(
-            self, clock, cfg.sync_batch, cfg.sync_timeout_s, cfg.max_reorg_depth
+        self.sync = ParallelSync(
+            self,
+            clock,
+            WindowParams(
+                window=cfg.sync_window,
+                chunk=cfg.sync_batch,
+                per_peer=cfg.sync_peer_inflight,
+                timeout_min_s=cfg.sync_timeout_min_s,
+                timeout_max_s=cfg.sync_timeout_max_s,
+                min_distance=cfg.sync_parallel_min,
+            ),
+            cfg.sync_batch,
+            cfg.sync_timeout_s,
+            cfg.max_reorg_depth,
         )
+        self.entropy = EntropyCheck(
+            self,
+            clock,
+            EntropyParams(sample=cfg.entropy_sample, timeout_s=cfg.entropy_timeout_ms / 1000),
+        )
+        self._entropy: dict[int, bytes] = {}  # seed height -> our entropy hash (bounded)
+        self._entropy_fault_used = False
         self.conns: dict[bytes, Connection] = {}  # authenticated, by peer id
         self.pending: set[Connection] = set()  # handshaking
         self.book = PeerBook(cfg, clock)
@@ -153,6 +175,7 @@ class Node:
         self._spawn(self._every("dial", 0.2, self._dial_step))
         self._spawn(self._every("heartbeat", self.cfg.gossip_heartbeat_s, self._heartbeat_step))
         self._spawn(self._every("status", self.cfg.status_interval_s, self._status_step))
+        self._spawn(self._every("sync", 0.25, self._sync_step))  # timeouts start at 2 s
         if self.cfg.produce and self.is_validator:  # check ten times a slot
             tick_s = max(0.01, self.genesis.params.slot_ms / 10_000)
             self._spawn(self._every("producer", tick_s, self._maybe_produce))
@@ -522,8 +545,15 @@ class Node:
                 conn.send(Blocks(req, [b.encode() for b in found if b is not None]))
             case GetHeaders(req_id=req, start=start, count=count):
                 conn.send(Headers(req, self._serve_headers(start, count)))
+            case Blocks() if self.entropy.owns(msg.req_id):
+                self.entropy.on_blocks(conn, msg)
             case Blocks():
                 self.sync.on_blocks(conn, msg)
+            case EntropyRequest():
+                self.entropy.answer(conn, msg)
+            case EntropyResponse():
+                if not self.entropy.on_response(conn, msg):
+                    self.penalize(conn, 5.0, "unsolicited entropy response")
             case Headers():
                 self.sync.on_headers(conn, msg)
             case GetPeers():
@@ -610,6 +640,18 @@ class Node:
         if source == "gossip":
             delay_s = (now_ms() - block.header.timestamp_ms) / 1000
             self.metrics.gossip_first_seen_delay.labels(TOPIC_BLOCKS).observe(max(0.0, delay_s))
+            ahead = block.height - self.chain.height
+            far = conn is not None and ahead > self.cfg.sync_parallel_min
+            # An authentic block far ahead is a verified height claim for sync, not an orphan.
+            if far and conn is not None and self.sync.saw_tip(conn, block):
+                self.log.info(
+                    "block_far_ahead",
+                    f"gossiped block {block.height} is {ahead} blocks ahead of our tip: "
+                    "syncing to it instead of holding it as an orphan",
+                    height=block.height,
+                    tip=self.chain.height,
+                )
+                return "ignored"
         res = self.chain.submit(block, len(raw))
         self.metrics.validation_seconds.labels("block").observe(time.perf_counter() - t0)
         if res.duplicate:
@@ -642,6 +684,8 @@ class Node:
         return self.chain.fork_point(headers)
 
     def note(self, event: str, msg: str, **fields: object) -> None:
+        if event.startswith("sync_"):
+            self.metrics.sync_events.labels(event.removeprefix("sync_")).inc()
         self.log.warning(event, msg, **fields)
 
     def apply_branch(self, conn: Connection, raws: list[bytes]) -> str:
@@ -691,6 +735,140 @@ class Node:
         self.sync.saw_height(conn, self.chain.height)
         return "accepted"
 
+    # -- parallel sync host (window_sync.WindowHost) ----------------------------------------
+
+    def ban(self, conn: Connection, reason: str) -> None:
+        """Ban at once (a provable offence such as a forged sync segment), whatever the score."""
+        pid = conn.peer_id
+        if pid is None:
+            return
+        self.book.ban_peer(pid)
+        self.metrics.bans.labels("peer").inc()
+        self.log.warning(
+            "peer_banned",
+            f"banned peer {short(pid)} for {self.cfg.ban_seconds:g} s: {reason}",
+            peer=pid.hex(),
+            reason=reason,
+        )
+        conn.close(f"banned: {reason}")
+
+    def committed_segment(self, blocks: list[Block], source: str) -> None:
+        assert self.chain is not None
+        self.metrics.blocks_validated.inc(len(blocks))
+        self.metrics.sync_blocks_committed.inc(len(blocks))
+        self.metrics.height.set(self.chain.height)
+        self.mempool.remove([t.txid() for b in blocks for t in b.txs])
+        self.metrics.mempool_txs.set(len(self.mempool))
+        self.log.info(
+            "segment_committed",
+            f"blocks {blocks[0].height}..{blocks[-1].height} verified in order and committed "
+            f"in one transaction from {source}",
+            first=blocks[0].height,
+            last=blocks[-1].height,
+            tip=blocks[-1].hash.hex(),
+            source=source,
+        )
+        # One entropy check for the segment at most: for its last boundary, and only if this
+        # segment ended the catch-up (earlier boundaries are history, verified in the segment).
+        L = self.genesis.params.epoch_length
+        last_boundary = [b for b in blocks if b.height % L == 0][-1:]
+        for b in last_boundary or blocks[-1:]:
+            self._on_height(b)
+
+    def _on_height(self, b: Block) -> None:
+        """Every committed block: an epoch boundary starts an entropy check (not during a bulk
+        catch-up — those boundaries are history, verified as part of the segment)."""
+        if self.entropy.deferred:
+            self.entropy.on_height()
+        L = self.genesis.params.epoch_length
+        if b.height == 0 or b.height % L or self.sync.active:
+            return
+        self.entropy.on_boundary(b.height)
+        asyncio.get_running_loop().call_later(
+            self.cfg.entropy_timeout_ms / 1000 + 0.005, self.entropy.tick
+        )
+
+    # -- entropy check host (entropy_check.EntropyHost) ------------------------------------
+
+    def entropy_peers(self) -> list[Connection]:
+        return [c for c in self.conns.values() if c.is_open]
+
+    def local_entropy(self, seed_height: int) -> bytes | None:
+        """Our entropy hash for the epoch seeded at ``seed_height``: that block's hash."""
+        assert self.chain is not None
+        got = self._entropy.get(seed_height)
+        if got is not None:
+            return got
+        if seed_height > self.chain.height:
+            return None
+        h = self.chain.store.hash_at(seed_height)
+        if h is None:
+            return None
+        L = self.genesis.params.epoch_length
+        hook = self.cfg.debug_divergent_entropy_epoch
+        if hook >= 0 and seed_height == hook * L and not self._entropy_fault_used:
+            self._entropy_fault_used = True  # TEST HOOK: diverge once, as a corrupted view would
+            h = bytes(x ^ 0xFF for x in h)
+            self.log.warning(
+                "entropy_divergent",
+                f"test hook: our entropy for the epoch seeded at {seed_height} is made divergent",
+                seed_height=seed_height,
+            )
+        self._entropy[seed_height] = h
+        for k in sorted(self._entropy)[:-16]:
+            del self._entropy[k]
+        return h
+
+    def recompute_entropy(self, seed_height: int) -> bytes | None:
+        self._entropy.pop(seed_height, None)
+        return self.local_entropy(seed_height)
+
+    def stored_hash(self, seed_height: int) -> bytes | None:
+        assert self.chain is not None
+        return self.chain.store.hash_at(seed_height)
+
+    def authentic(self, block: Block) -> bool:
+        return self.sync.authentic(block)
+
+    def resolve_fork_with(self, conn: Connection) -> None:
+        self.sync.resolve_fork_with(conn)
+
+    def entropy_event(self, event: str, msg: str, level: str, **fields: object) -> None:
+        if event == "entropy_check":
+
+            def n(key: str) -> int:
+                v = fields.get(key, 0)
+                return v if isinstance(v, int) else 0
+
+            self.metrics.entropy_checks.labels(str(fields.get("outcome"))).inc()
+            for vote in ("disagree", "abstain", "no_answer"):
+                self.metrics.entropy_votes.labels(vote).inc(n(vote))
+            self.metrics.entropy_votes.labels("agree").inc(max(0, n("agree") - 1))  # not ours
+        self.metrics.entropy_producing_halted.set(int(self.entropy.halted))
+        if level == "info":
+            self.log.info(event, msg, **fields)
+        else:
+            self.log.warning(event, msg, **fields)
+
+    def schedule(self, fn: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                fn()
+            except Exception as e:  # a bug in a sync step must not kill the loop callback
+                self.log.error(
+                    "internal_error",
+                    f"sync step failed: {e!r}",
+                    exc=traceback.format_exc(),
+                )
+
+        asyncio.get_running_loop().call_soon(guarded)
+
+    def now_ms(self) -> int:
+        return now_ms()
+
+    def info(self, event: str, msg: str, **fields: object) -> None:
+        self.log.info(event, msg, **fields)
+
     def _reject_block(
         self, conn: Connection | None, block: Block | None, reason: str, detail: str
     ) -> None:
@@ -714,6 +892,7 @@ class Node:
         self.metrics.orphans.set(len(self.chain.orphans))
         self.mempool.remove([t.txid() for t in b.txs])
         self.metrics.mempool_txs.set(len(self.mempool))
+        self._on_height(b)
         self.log.info(
             "block_committed",
             f"block {b.height} {short(b.hash)} committed from "
@@ -804,12 +983,18 @@ class Node:
 
     def _heartbeat_step(self) -> None:
         self._send_all(self.gossip.heartbeat())
-        self.sync.tick()
         now = self.clock()
         self.book.expire()
         for conn in list(self.conns.values()):
             if now - conn.last_recv > self.cfg.ping_interval_s:
                 conn.send(Ping(int(now * 1000)))
+
+    def _sync_step(self) -> None:
+        self.sync.tick()
+        self.entropy.tick()
+        self.metrics.sync_distance.set(max(0, self.sync.head_height() - self.height))
+        for ph in ("discovering", "downloading", "verifying", "committing", "following"):
+            self.metrics.sync_phase.labels(ph).set(int(ph == self.sync.phase))
 
     def _status_step(self) -> None:
         assert self.chain is not None
@@ -835,6 +1020,8 @@ class Node:
         assert chain is not None
         if not self.quorum_connected() or not self.synchronized():
             return
+        if not self.entropy.may_produce:
+            return  # a failed entropy check: we may disagree on who produces
         now = now_ms()
         if now < chain.tip.header.timestamp_ms + self.genesis.params.slot_ms:
             return
@@ -888,6 +1075,11 @@ class Node:
             "peers_inbound": len(self.conns) - out,
             "uptime_s": round(self.clock() - self.started_at, 3),
             "synchronized": self.synchronized(),
+            "sync_distance": max(0, self.sync.head_height() - self.chain.height),
+            "head_height": self.sync.head_height(),
+            "sync_phase": self.sync.phase,
+            "sync": self.sync.view(),
+            "entropy_check": self.entropy.view(),
             "validator_quorum": self.quorum_connected(),
             "best_peer_height": self.sync.best_peer_height(),
             "validator": self.is_validator,

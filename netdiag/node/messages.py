@@ -97,6 +97,21 @@ class Blocks(_Msg, tag="blocks"):
     blocks: list[bytes]  # encoded blocks, ascending heights; may stop early at a byte budget
 
 
+# -- entropy consensus check (at epoch boundaries) ----------------------------------------
+
+
+class EntropyRequest(_Msg, tag="entropyreq"):
+    req_id: int
+    seed_height: int  # the boundary block whose hash seeds the next epoch's producer draw
+    entropy: bytes  # the sender's entropy hash for that epoch
+
+
+class EntropyResponse(_Msg, tag="entropyresp"):
+    req_id: int
+    seed_height: int
+    entropy: bytes  # the responder's; empty if it has not reached seed_height yet
+
+
 # -- gossip (gossipsub v1.1 shaped) --------------------------------------------------------
 
 
@@ -138,6 +153,8 @@ Message = (
     | GetBlocks
     | GetBlocksByHash
     | Blocks
+    | EntropyRequest
+    | EntropyResponse
     | Publish
     | IHave
     | IWant

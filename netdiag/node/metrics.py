@@ -93,5 +93,48 @@ class NodeMetrics:
             registry=r,
         )
 
+        self.sync_blocks_committed = Counter(
+            "sync_blocks_committed",
+            "Blocks committed by parallel sync (verified segments)",
+            namespace=ns,
+            registry=r,
+        )
+        self.sync_distance = Gauge(
+            "sync_distance_blocks",
+            "Verified network head height minus our height",
+            namespace=ns,
+            registry=r,
+        )
+        self.sync_phase = Gauge(
+            "sync_phase", "1 for the current sync phase", ["phase"], namespace=ns, registry=r
+        )
+        self.sync_events = Counter(
+            "sync_events",
+            "Parallel sync events: chain_break, stall, ban",
+            ["event"],
+            namespace=ns,
+            registry=r,
+        )
+        self.entropy_checks = Counter(
+            "entropy_checks",
+            "Epoch-boundary entropy checks, by outcome (agree, mismatch, split, unverified)",
+            ["outcome"],
+            namespace=ns,
+            registry=r,
+        )
+        self.entropy_votes = Counter(
+            "entropy_votes",
+            "Peer votes in entropy checks (agree, disagree, abstain, no_answer = timed out)",
+            ["vote"],
+            namespace=ns,
+            registry=r,
+        )
+        self.entropy_producing_halted = Gauge(
+            "entropy_producing_halted",
+            "1 while block production is stopped by a failed entropy check",
+            namespace=ns,
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -100,6 +100,28 @@ class Store:
         tip_h, tip_hash = self.tip()
         self._insert(block, expect_height=tip_h + 1, expect_prev=tip_hash)
 
+    def commit_blocks(self, blocks: list[Block]) -> None:
+        """Append a verified segment in ONE transaction (parallel sync commits whole prefixes):
+        a crash leaves the store at the old tip or with the whole segment, never half of it."""
+        if not blocks:
+            return
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            tip = cur.execute("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1")
+            height, prev = tip.fetchone()
+            for block in blocks:
+                if block.height != height + 1 or block.header.prev_hash != prev:
+                    raise StoreError(
+                        f"refusing segment: block {block.height} does not extend {height}"
+                    )
+                self._insert_rows(cur, block)
+                height, prev = block.height, block.hash
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
     def replace_above(self, fork_height: int, branch: list[Block]) -> list[Block]:
         """Reorganise atomically: drop every block above ``fork_height`` and append ``branch``
         (which must link to the block at ``fork_height``) in ONE transaction, so a crash leaves

@@ -63,6 +63,7 @@ class SequentialSync:
         self.timeout_s = timeout_s
         self.peer_height: dict[Connection, int] = {}
         self.inflight: InFlight | None = None
+        self.paused = False  # parallel sync (window_sync) is catching up; stay out of its way
         self._ids = itertools.count(1)
 
     def synchronized(self) -> bool:
@@ -178,7 +179,7 @@ class SequentialSync:
         self._maybe_request()
 
     def _maybe_request(self, prefer: Connection | None = None) -> None:
-        if self.inflight is not None:
+        if self.inflight is not None or self.paused:
             return
         ours = self.host.height
         ahead = [(h, c) for c, h in self.peer_height.items() if h > ours and c.is_open]

@@ -1,0 +1,324 @@
+"""Sync benchmark: a late joiner catches up a chain from 1, 2, 4 … peers.
+
+Everything runs as real `netdiag node run` processes on loopback (TLS on): the servers hold a
+chain written straight into their stores; for each peer count a fresh joiner is started with
+that many servers as bootstrap peers and watched through its REST API until it reaches the
+tip. Its own figures (blocks committed by parallel sync and the time from sync start to
+finish) give blocks/s; peer counts run interleaved, round after round, so the ratios compare
+runs taken under the same machine load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netdiag.errors import CheckFailed
+from netdiag.node.chain import Chain, now_ms
+from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis, write_lab
+from netdiag.node.model import Block, make_block
+from netdiag.node.schedule import epoch_seed_height, producer_for
+from netdiag.node.segment import verify_segment
+from netdiag.node.store import Store
+
+SLOT_MS = 10
+NODE = [sys.executable, "-m", "netdiag.cli.main", "node", "run"]
+
+
+@dataclass
+class SyncRun:
+    peers: int
+    blocks: int
+    sync_s: float  # the joiner's own sync_started .. sync_finished
+    wall_s: float  # process start to tip (start-up, handshakes, discovery included)
+    stalls: int = 0  # requests that timed out (the joiner's own count)
+
+    @property
+    def blocks_per_s(self) -> float:
+        return self.blocks / self.sync_s if self.sync_s > 0 else 0.0
+
+
+def build_chain(n: int, workdir: Path) -> tuple[GenesisSpec, list[Block]]:
+    ts = int(time.time() * 1000) - (n + 1000) * SLOT_MS
+    spec, keys = lab_genesis(3, "bench-sync", "nd-bench", ts, ChainParams(slot_ms=SLOT_MS))
+    write_lab(workdir, spec, keys)
+    by_id = {k.node_id: k for k in keys}
+    parent = spec.block()
+    hashes = {0: parent.hash}
+    blocks: list[Block] = []
+    for h in range(1, n + 1):
+        seed = hashes[epoch_seed_height(h, spec.params.epoch_length)]
+        key = by_id[producer_for(spec.validators, seed, h, 0)]
+        b = make_block(
+            key, spec.network_id, h, parent.hash, parent.header.timestamp_ms + SLOT_MS, []
+        )
+        hashes[h] = b.hash
+        blocks.append(b)
+        parent = b
+    return spec, blocks
+
+
+def verify_ceiling(spec: GenesisSpec, blocks: list[Block], workdir: Path, step: int = 128) -> float:
+    """Blocks/s of the joiner's own verify+commit path in process, no network, in process CPU
+    time (so other load on the machine does not lower it): the single-core ceiling a sync
+    from any number of peers can approach (fsync waits are not counted)."""
+    chain = Chain(Store(workdir / "ceiling" / "chain.sqlite"), spec)
+    t0 = time.process_time()
+    for i in range(0, len(blocks), step):
+        res = verify_segment(chain, blocks[i : i + step], now_ms())
+        assert res.error is None, res.error
+        chain.append_verified(res.verified)
+    took = time.process_time() - t0
+    chain.store.close()
+    shutil.rmtree(workdir / "ceiling", ignore_errors=True)
+    return len(blocks) / took
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Placement:
+    """Where node processes run: all on loopback here (default), or servers at one end of an
+    emulated lab link ("b") and the joiner at the other ("a"), in namespaces the lab owns."""
+
+    lab: Any = None  # netdiag.lab.lab.Lab when a link is emulated
+
+    def ns(self, role: str) -> str | None:
+        return None if self.lab is None else str(self.lab.ns(self.node(role)))
+
+    def node(self, role: str) -> str:
+        return "b" if role == "server" else "a"
+
+    def host(self, role: str) -> str:
+        return "127.0.0.1" if self.lab is None else str(self.lab.addr(self.node(role)))
+
+    def spawn(self, role: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        quiet: dict[str, Any] = {
+            "stdout": subprocess.DEVNULL,
+            "stderr": subprocess.DEVNULL,
+            "env": {**os.environ, **env},
+        }
+        if self.lab is None:
+            return subprocess.Popen(argv, **quiet)
+        proc: subprocess.Popen[bytes] = self.lab.popen(self.node(role), argv, **quiet)
+        return proc
+
+    def status(self, role: str, api: int) -> dict[str, Any]:
+        from netdiag.kernel import netns
+
+        def fetch() -> dict[str, Any]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{api}/status", timeout=3) as r:
+                doc: dict[str, Any] = json.loads(r.read())
+                return doc
+
+        return netns.run_in(self.ns(role), fetch)
+
+
+def _wait(
+    place: Placement, role: str, api: int, pred: Any, timeout_s: float, what: str
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            st = place.status(role, api)
+            if pred(st):
+                return st
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise CheckFailed(
+        f"sync benchmark: timed out after {timeout_s:g} s waiting for {what}",
+        "check `netdiag node run` starts on this machine (try a smaller --blocks)",
+    )
+
+
+@contextmanager
+def _node(
+    place: Placement, workdir: Path, role: str, name: str, peers: list[str]
+) -> Iterator[tuple[str, int]]:
+    p2p, api = _free_port(), _free_port()
+    listen = f"{place.host(role)}:{p2p}"
+    cmd = [
+        *NODE,
+        "--data-dir",
+        str(workdir / name),
+        "--genesis",
+        str(workdir / "genesis.json"),
+        "--listen",
+        listen,
+        "--api",
+        f"127.0.0.1:{api}",
+        "--log-level",
+        "warning",
+    ]
+    for addr in peers:
+        cmd += ["--peer", addr]
+    # Exactly the peers asked for: servers never dial (so they never mesh through peer
+    # exchange), the joiner dials only its bootstrap peers and accepts nobody.
+    if role == "server":
+        env = {"NETDIAG_NODE_TARGET_OUTBOUND": "0"}
+    else:
+        n = str(len(peers))
+        env = {
+            "NETDIAG_NODE_TARGET_OUTBOUND": n,
+            "NETDIAG_NODE_MAX_OUTBOUND": n,
+            "NETDIAG_NODE_MAX_INBOUND": "0",
+        }
+    proc = place.spawn(role, cmd, env)
+    try:
+        yield listen, api
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def _placement(rtt_ms: float) -> Iterator[Placement]:
+    if rtt_ms <= 0:
+        yield Placement()
+        return
+    from netdiag.lab.lab import Lab
+    from netdiag.lab.topology import two_node
+
+    # Namespaces nd-sync-a / nd-sync-b (lab "sync"); the lab removes them and our processes in
+    # them on exit and on Ctrl-C; `netdiag lab down sync` after a kill -9.
+    topo = two_node(rtt_ms / 1000, 1_000_000_000, name="sync")
+    with Lab.up(topo) as lab:
+        yield Placement(lab)
+
+
+def run(blocks: int, peer_counts: list[int], rounds: int, rtt_ms: float = 0.0) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix="nd-bench-sync-") as tmp,
+        _placement(rtt_ms) as place,
+    ):
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        spec, chain = build_chain(blocks, work)
+        seeded = work / "seed"
+        store = Store(seeded / "chain.sqlite")
+        store.init_genesis(spec.block())
+        store.commit_blocks(chain)
+        store.close()
+        build_s = time.perf_counter() - t0
+        n_servers = max(peer_counts)
+        for i in range(n_servers):
+            (work / f"server{i}").mkdir()
+            shutil.copy(seeded / "chain.sqlite", work / f"server{i}" / "chain.sqlite")
+        per_round: list[dict[str, float]] = []
+        ceilings: list[float] = []
+        runs: dict[int, list[SyncRun]] = {k: [] for k in peer_counts}
+        with _servers(place, work, n_servers, blocks) as ports:
+            for r in range(rounds):
+                figures: dict[str, float] = {}
+                ceiling = verify_ceiling(spec, chain, work)
+                ceilings.append(ceiling)
+                figures["verify_ceiling_blocks_per_s"] = round(ceiling, 1)
+                for k in peer_counts:
+                    one = _join(place, work, f"joiner-r{r}-p{k}", ports[:k], blocks)
+                    runs[k].append(one)
+                    figures[f"p{k}_blocks_per_s"] = round(one.blocks_per_s, 1)
+                    figures[f"p{k}_stalls"] = one.stalls
+                    figures[f"p{k}_blocks_by_parallel_sync"] = one.blocks
+                base = figures[f"p{peer_counts[0]}_blocks_per_s"]
+                for k in peer_counts:
+                    figures[f"p{k}_speedup"] = round(figures[f"p{k}_blocks_per_s"] / base, 3)
+                    figures[f"p{k}_of_ceiling"] = round(figures[f"p{k}_blocks_per_s"] / ceiling, 3)
+                per_round.append(figures)
+    base_k = peer_counts[0]
+    results: dict[str, Any] = {}
+    for k in peer_counts:
+        rs = runs[k]
+        results[str(k)] = {
+            "peers": k,
+            "blocks_per_s": round(statistics.median(x.blocks_per_s for x in rs), 1),
+            "sync_s": round(statistics.median(x.sync_s for x in rs), 3),
+            "wall_s": round(statistics.median(x.wall_s for x in rs), 3),
+            "speedup_vs_baseline": round(
+                statistics.median(p[f"p{k}_speedup"] for p in per_round), 3
+            ),
+            "fraction_of_verify_ceiling": round(
+                statistics.median(p[f"p{k}_of_ceiling"] for p in per_round), 3
+            ),
+        }
+    return {
+        "blocks": blocks,
+        "peer_counts": peer_counts,
+        "rtt_ms": rtt_ms,
+        "baseline_peers": base_k,
+        "chain_build_s": round(build_s, 3),
+        "verify_ceiling_blocks_per_s": round(statistics.median(ceilings), 1),
+        "results": results,
+        "rounds": per_round,
+        "host_cpus": os.cpu_count(),
+    }
+
+
+@contextmanager
+def _servers(place: Placement, work: Path, n: int, height: int) -> Iterator[list[str]]:
+    with _nested(place, work, n) as nodes:
+        for _, api in nodes:
+            _wait(place, "server", api, lambda st: st["height"] == height, 30, "a server")
+        yield [addr for addr, _ in nodes]
+
+
+@contextmanager
+def _nested(place: Placement, work: Path, n: int) -> Iterator[list[tuple[str, int]]]:
+    if n == 0:
+        yield []
+        return
+    with (
+        _nested(place, work, n - 1) as rest,
+        _node(place, work, "server", f"server{n - 1}", []) as mine,
+    ):
+        yield [*rest, mine]
+
+
+def _join(place: Placement, work: Path, name: str, peers: list[str], blocks: int) -> SyncRun:
+    t0 = time.perf_counter()
+    with _node(place, work, "joiner", name, peers) as (_, api):
+        st = _wait(
+            place,
+            "joiner",
+            api,
+            lambda s: s["height"] == blocks and s["sync"]["last_catch_up_s"] is not None,
+            max(60.0, blocks / 100),
+            f"a joiner with {len(peers)} peers to reach {blocks}",
+        )
+        wall = time.perf_counter() - t0
+    sync = st["sync"]
+    if st["peers"] != len(peers):
+        raise CheckFailed(
+            f"sync benchmark: the joiner had {st['peers']} peers, not {len(peers)}",
+            "report this: the peer count of a run must be exactly the one asked for",
+        )
+    shutil.rmtree(work / name, ignore_errors=True)
+    return SyncRun(
+        len(peers),
+        int(sync["blocks_committed"]),
+        float(sync["last_catch_up_s"]),
+        wall,
+        int(sync["stalls"]),
+    )

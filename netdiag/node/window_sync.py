@@ -1,0 +1,657 @@
+"""Catch-up sync, part 2: range discovery, a parallel download window, sequential verification.
+
+In the mould of Bitcoin Core's block download:
+
+- **Discovery.** Peers announce ``Status(height, tip)``. A claim counts only once the peer has
+  served its tip block and that block's hash and producer signature verify (a signed block at
+  that height, by a genesis validator). The target is the highest height that at least two
+  verified peers reach (one, if only one peer is verified) — never one unverified claim.
+- **Download window.** Heights ``tip+1 .. tip+window`` are cut into chunks and spread over
+  the peers that have them, at most ``per_peer`` requests in flight per peer, least loaded
+  first. Blocks land in a buffer, never in the store.
+- **Verify, commit or retry.** Whenever the buffer holds ``tip+1``, the contiguous run from
+  there is verified in order against the stored tip (``segment.verify_segment``); the valid
+  prefix is committed in one SQLite transaction. On a break, the block that broke and every
+  buffered block from the same peer above it are discarded, that peer is banned, and the range
+  is fetched again from others.
+- **Stalls.** Each peer has its own request timeout, 2 s at first, doubled on every stall up
+  to 64 s and halved again by timely answers. A stalled request is reassigned to another peer
+  (its late answer is still used if it comes); a peer that stalls repeatedly gets no new work
+  for a while, so progress never waits on one slow peer.
+
+Near the tip the part-1 ``SequentialSync`` stays in charge (gossip gaps, forks and reorgs);
+this engine takes over when the agreed target is more than ``min_distance`` blocks ahead and
+pauses the sequential one while it works. Verification runs in bounded steps scheduled on the
+event loop, so gossip, API and the entropy check keep running during a long catch-up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+
+from netdiag.node.chain import Chain
+from netdiag.node.errors import ValidationError
+from netdiag.node.messages import Blocks, GetBlocks, Headers, Status
+from netdiag.node.model import Block, decode_block
+from netdiag.node.segment import ChainBreak, verify_segment
+from netdiag.node.sync import SequentialSync, SyncHost
+from netdiag.node.transport import Connection
+from netdiag.node.validation import check_header
+
+PHASES = ("discovering", "downloading", "verifying", "committing", "following")
+REQ_ID_BASE = 1 << 40  # parallel request ids never collide with the sequential engine's
+
+
+def short(b: bytes) -> str:
+    return b[:6].hex() + "…"
+
+
+class WindowHost(SyncHost, Protocol):
+    chain: Chain | None
+
+    def ban(self, conn: Connection, reason: str) -> None: ...
+    def committed_segment(self, blocks: list[Block], source: str) -> None: ...
+    def schedule(self, fn: Callable[[], None]) -> None: ...
+    def now_ms(self) -> int: ...
+    def info(self, event: str, msg: str, **fields: object) -> None: ...
+
+
+@dataclass
+class WindowParams:
+    window: int = 1024  # heights ahead of the tip that may be requested (Bitcoin: 1024)
+    chunk: int = 64  # blocks per request
+    per_peer: int = 4  # requests in flight per peer
+    timeout_min_s: float = 2.0
+    timeout_max_s: float = 64.0
+    min_distance: int = 32  # closer than this, the sequential follower handles it
+    verify_step: int = 128  # blocks verified per event-loop turn
+    bench_s: float = 30.0  # a repeatedly stalling peer gets no new work this long
+    stalls_to_bench: int = 2
+
+
+@dataclass
+class PeerSync:
+    conn: Connection
+    claimed: int = 0
+    claimed_tip: bytes = b""
+    verified: int = -1  # height of the peer's tip block we authenticated
+    verified_tip: bytes = b""
+    tip_req: int | None = None
+    inflight: int = 0
+    timeout_s: float = 2.0
+    stalls: int = 0
+    benched_until: float = 0.0
+    blocks_served: int = 0
+    last_stall_at: float = -1.0
+
+
+@dataclass
+class Req:
+    req_id: int
+    conn: Connection
+    start: int
+    count: int
+    sent_at: float
+    deadline: float
+    kind: str = "range"  # range | tip
+
+
+@dataclass
+class SyncStats:
+    blocks_downloaded: int = 0
+    blocks_committed: int = 0
+    segments_committed: int = 0
+    breaks: int = 0
+    stalls: int = 0
+    bans: int = 0
+    refetched_blocks: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    last_reason: str = ""
+    timeouts_s: dict[str, float] = field(default_factory=dict)
+
+
+class ParallelSync:
+    def __init__(
+        self,
+        host: WindowHost,
+        clock: Callable[[], float],
+        params: WindowParams,
+        batch: int = 64,
+        timeout_s: float = 5.0,
+        max_reorg_depth: int = 64,
+    ) -> None:
+        self.host = host
+        self.clock = clock
+        self.p = params
+        self.follower = SequentialSync(host, clock, batch, timeout_s, max_reorg_depth)
+        self.peers: dict[Connection, PeerSync] = {}
+        self.reqs: dict[int, Req] = {}
+        self.late: dict[int, Req] = {}  # timed out, reassigned; an answer is still welcome
+        self.buffer: dict[int, tuple[Block, Connection]] = {}
+        self.excluded: dict[int, set[Connection]] = {}  # chunk start -> peers that failed it
+        self.target = 0  # agreed height we are syncing to; 0 = none
+        self.target_hash = b""
+        self._step_phase = ""  # "verifying" / "committing" while a verify step runs
+        self.fork_hold_until = 0.0  # the follower is resolving a fork; do not retarget
+        self.stats = SyncStats()
+        self._ids = itertools.count(REQ_ID_BASE)
+        self._verify_scheduled = False
+        self._rng = random.Random()
+
+    # -- views -----------------------------------------------------------------------------
+
+    @property
+    def chain(self) -> Chain:
+        assert self.host.chain is not None
+        return self.host.chain
+
+    @property
+    def peer_height(self) -> dict[Connection, int]:
+        return self.follower.peer_height
+
+    @property
+    def active(self) -> bool:
+        return self.target > self.chain.height
+
+    def synchronized(self) -> bool:
+        return not self.active and self.follower.synchronized()
+
+    def head_height(self) -> int:
+        """Best height the network has shown us in a form we could check."""
+        verified = [p.verified for p in self.peers.values()]
+        return max([self.chain.height, self.target, *verified])
+
+    def best_peer_height(self) -> int:
+        return max(self.follower.best_peer_height(), self.head_height())
+
+    def view(self) -> dict[str, object]:
+        now = self.clock()
+        s = self.stats
+        took = None
+        if s.started_at is not None:
+            took = round((s.finished_at or now) - s.started_at, 3)
+        return {
+            "phase": self.phase,
+            "target_height": self.target,
+            "buffered_blocks": len(self.buffer),
+            "requests_in_flight": len(self.reqs),
+            "blocks_downloaded": s.blocks_downloaded,
+            "blocks_committed": s.blocks_committed,
+            "segments_committed": s.segments_committed,
+            "chain_breaks": s.breaks,
+            "stalls": s.stalls,
+            "bans": s.bans,
+            "last_catch_up_s": took,
+            "last_reason": s.last_reason,
+            "peers": [
+                {
+                    "peer_id": (p.conn.peer_id or b"").hex(),
+                    "claimed_height": p.claimed,
+                    "verified_height": p.verified,
+                    "in_flight": p.inflight,
+                    "timeout_s": p.timeout_s,
+                    "stalls": p.stalls,
+                    "benched": p.benched_until > now,
+                    "blocks_served": p.blocks_served,
+                }
+                for p in self.peers.values()
+            ],
+        }
+
+    # -- entry points (same as SequentialSync) ---------------------------------------------
+
+    def on_status(self, conn: Connection, st: Status) -> None:
+        p = self._peer(conn)
+        p.claimed, p.claimed_tip = st.height, st.tip_hash
+        if st.height > self.chain.height + self.p.min_distance:
+            self._verify_claim(p)  # far ahead: parallel sync's business once verified
+            self.follower.paused = self.clock() >= self.fork_hold_until
+        self.follower.on_status(conn, st)
+
+    def _discovering(self) -> bool:
+        return any(p.tip_req is not None for p in self.peers.values())
+
+    def saw_height(self, conn: Connection, height: int) -> None:
+        self.follower.saw_height(conn, height)
+
+    def saw_tip(self, conn: Connection, block: Block) -> bool:
+        """An authentic block far ahead of our tip (e.g. gossip): a verified claim from
+        ``conn``. Returns False if it is not authentic."""
+        if not self.authentic(block):
+            return False
+        p = self._peer(conn)
+        if block.height > p.verified:
+            p.verified, p.verified_tip = block.height, block.hash
+            p.claimed = max(p.claimed, block.height)
+        self.follower.saw_height(conn, block.height)
+        self._retarget()
+        self._fill()
+        return True
+
+    def peer_gone(self, conn: Connection) -> None:
+        self.follower.peer_gone(conn)
+        self.peers.pop(conn, None)
+        for rid, r in list(self.reqs.items()):
+            if r.conn is conn:
+                del self.reqs[rid]
+        for rid, r in list(self.late.items()):
+            if r.conn is conn:
+                del self.late[rid]
+        self._retarget()
+        self._fill()
+
+    def request_gap(self, conn: Connection, up_to: int) -> None:
+        if not self.active:
+            self.follower.request_gap(conn, up_to)
+
+    def owns(self, req_id: int) -> bool:
+        return req_id in self.reqs or req_id in self.late
+
+    def on_blocks(self, conn: Connection, msg: Blocks) -> None:
+        if not self.owns(msg.req_id):
+            self.follower.on_blocks(conn, msg)
+            return
+        timely = msg.req_id in self.reqs
+        req = self.reqs.pop(msg.req_id) if timely else self.late.pop(msg.req_id)
+        if req.conn is not conn:
+            self.host.penalize(conn, 5.0, "answered another peer's sync request")
+            return
+        p = self.peers.get(conn)
+        if p is None:
+            return
+        if timely and req.kind == "range":
+            p.inflight = max(0, p.inflight - 1)  # a late one was released when it timed out
+        if req.kind == "tip":
+            p.tip_req = None
+            self._on_tip(p, req, msg)
+        else:
+            self._on_range(p, req, msg)
+
+    def on_headers(self, conn: Connection, msg: Headers) -> None:
+        self.follower.on_headers(conn, msg)
+
+    def tick(self) -> None:
+        now = self.clock()
+        for rid, r in list(self.reqs.items()):
+            if now <= r.deadline:
+                continue
+            del self.reqs[rid]
+            p = self.peers.get(r.conn)
+            if p is None:
+                continue
+            if r.kind == "tip":
+                p.tip_req = None
+                p.claimed = max(p.verified, self.chain.height)  # until its next Status
+                self.host.penalize(r.conn, 5.0, "did not serve its claimed tip in time")
+                continue
+            p.inflight = max(0, p.inflight - 1)
+            self.late[rid] = r
+            self._stalled(p, r, now)
+        for rid, r in list(self.late.items()):
+            if now > r.deadline + self.p.timeout_max_s:
+                del self.late[rid]
+        if self.target and not self.active:
+            self._finished()
+        self._retarget()
+        holding = now < self.fork_hold_until
+        self.follower.paused = not holding and (self.active or self._discovering())
+        if self.active:
+            self._fill()
+        else:
+            self.follower.tick()
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def _peer(self, conn: Connection) -> PeerSync:
+        p = self.peers.get(conn)
+        if p is None:
+            p = self.peers[conn] = PeerSync(conn, timeout_s=self.p.timeout_min_s)
+        return p
+
+    def authentic(self, block: Block) -> bool:
+        if block.header.network_id != self.chain.genesis.network_id:
+            return False
+        if block.header.producer not in self.chain.genesis.validators:
+            return False
+        try:
+            check_header(block.header, block.hash, block.signature)
+        except ValidationError:
+            return False
+        return True
+
+    def resolve_fork_with(self, conn: Connection) -> None:
+        """Ask the follower to find where ``conn``'s chain forks from ours and adopt it if it
+        is the longer valid one (the entropy check's resync when our seed block differs)."""
+        if self.follower.inflight is None:
+            self.follower._request_headers(conn)
+
+    def _verify_claim(self, p: PeerSync) -> None:
+        if p.tip_req is not None or p.verified >= p.claimed:
+            return
+        req = self._send(p, p.claimed, 1, "tip")
+        p.tip_req = req.req_id
+
+    def _on_tip(self, p: PeerSync, req: Req, msg: Blocks) -> None:
+        block = None
+        if len(msg.blocks) == 1:
+            try:
+                block = decode_block(msg.blocks[0])
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                block = None
+        if block is None or block.height != req.start or not self.authentic(block):
+            why = "no block" if not msg.blocks else "a block that does not verify"
+            self.host.note(
+                "sync_claim_rejected",
+                f"peer {short(p.conn.peer_id or b'')} claimed height {req.start} but served "
+                f"{why} for it; its claim is ignored",
+                peer=(p.conn.peer_id or b"").hex(),
+                claimed=req.start,
+            )
+            self.host.penalize(p.conn, 20.0, "claimed a tip it could not serve")
+            p.claimed = max(p.verified, self.chain.height)
+            self.follower.peer_height[p.conn] = p.claimed
+            self._retarget()
+            self._fill()
+            return
+        p.verified, p.verified_tip = block.height, block.hash
+        self._retarget()
+        self._fill()
+
+    def _retarget(self) -> None:
+        # Agreement: two verified peers must reach the target — one only if just one peer
+        # claims to be that far ahead. Claims still being verified count as "wait".
+        floor = self.chain.height + self.p.min_distance
+        claimants = [p for p in self.peers.values() if p.conn.is_open and p.claimed > floor]
+        verified = sorted((p.verified for p in claimants if p.verified > floor), reverse=True)
+        need = min(2, len(claimants))
+        if need == 0 or len(verified) < need or self.clock() < self.fork_hold_until:
+            return
+        agreed = verified[need - 1]
+        if agreed > self.target and agreed > self.chain.height + self.p.min_distance:
+            if not self.active:
+                self.stats = SyncStats(started_at=self.clock())
+                self.host.info(
+                    "sync_started",
+                    f"catching up from {self.chain.height} to {agreed} "
+                    f"({need} verified peer{'s' if need > 1 else ''} agree), window "
+                    f"{self.p.window}, {self.p.chunk} blocks per request, "
+                    f"{self.p.per_peer} per peer",
+                    height=self.chain.height,
+                    target=agreed,
+                    agreeing_peers=need,
+                )
+            self.target = agreed
+            self.follower.paused = True
+        elif (
+            self.active
+            and agreed < self.target
+            and not any(p.verified >= self.target for p in self.peers.values())
+        ):
+            self.target = max(agreed, self.chain.height)  # the peers that had it are gone
+
+    # -- download window -------------------------------------------------------------------
+
+    def _send(self, p: PeerSync, start: int, count: int, kind: str) -> Req:
+        now = self.clock()
+        req = Req(next(self._ids), p.conn, start, count, now, now + p.timeout_s, kind)
+        self.reqs[req.req_id] = req
+        p.conn.send(GetBlocks(req.req_id, start, count))
+        return req
+
+    def _fill(self) -> None:
+        if not self.active:
+            return
+        tip = self.chain.height
+        hi = min(self.target, tip + self.p.window)
+        covered: set[int] = set(self.buffer)
+        for r in self.reqs.values():
+            if r.kind == "range":
+                covered.update(range(r.start, r.start + r.count))
+        now = self.clock()
+        h = tip + 1
+        while h <= hi:
+            if h in covered:
+                h += 1
+                continue
+            end = h
+            while end <= hi and end not in covered and end - h < self.p.chunk:
+                end += 1
+            p = self._pick(h, now)
+            if p is None:
+                h = end  # its peers are busy; their responses call _fill again
+                continue
+            count = min(end - h, max(p.verified, p.claimed) - h + 1)
+            self._send(p, h, count, "range")
+            p.inflight += 1
+            covered.update(range(h, h + count))
+            h += count
+
+    def _pick(self, start: int, now: float) -> PeerSync | None:
+        """Least-loaded peer that has ``start``. Peers that stalled on this range, or are
+        benched for stalling, are asked only when no other peer has the range at all — never
+        while a good peer is merely busy — so one slow peer cannot hold the window, yet a
+        node with a single (slow) peer still makes progress."""
+        bad = self.excluded.get(start, set())
+        capable = [
+            p
+            for p in self.peers.values()
+            if p.conn.is_open
+            and max(p.verified, p.claimed) >= start
+            and p.benched_until != float("inf")  # banned
+        ]
+        good = [p for p in capable if p.benched_until <= now and p.conn not in bad]
+        pool = good or capable
+        cands = [p for p in pool if p.inflight < self.p.per_peer]
+        if not cands:
+            return None
+        self._rng.shuffle(cands)
+        return min(cands, key=lambda p: (p.inflight, p.timeout_s))
+
+    def _on_range(self, p: PeerSync, req: Req, msg: Blocks) -> None:
+        if len(msg.blocks) > req.count:
+            self._ban(p, f"served {len(msg.blocks)} blocks for a request of {req.count}")
+            return
+        blocks: list[Block] = []
+        for i, raw in enumerate(msg.blocks):
+            try:
+                b = decode_block(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self._ban(p, f"served an undecodable block at {req.start + i}")
+                return
+            if b.height != req.start + i:
+                self._ban(
+                    p,
+                    f"served range {req.start}..{req.start + req.count - 1} out of order "
+                    f"(block {b.height} in position {i})",
+                )
+                return
+            blocks.append(b)
+        if not blocks:
+            self.excluded.setdefault(req.start, set()).add(p.conn)
+            self.host.penalize(p.conn, 20.0, f"served nothing for {req.start} it claimed to have")
+            p.claimed = min(p.claimed, req.start - 1)
+            p.verified = min(p.verified, req.start - 1)
+            self._fill()
+            return
+        # A timely answer: the peer's timeout relaxes back towards the minimum.
+        if self.clock() <= req.deadline:
+            p.timeout_s = max(self.p.timeout_min_s, p.timeout_s / 2)
+            p.stalls = 0
+        p.blocks_served += len(blocks)
+        tip = self.chain.height
+        for b in blocks:
+            if b.height > tip and b.height not in self.buffer:
+                self.buffer[b.height] = (b, p.conn)
+                self.stats.blocks_downloaded += 1
+        self._schedule_verify()
+        self._fill()
+
+    def _stalled(self, p: PeerSync, r: Req, now: float) -> None:
+        self.stats.stalls += 1
+        self.excluded.setdefault(r.start, set()).add(p.conn)
+        old = r.deadline - r.sent_at
+        if p.last_stall_at != now:  # several requests expiring together are one stall
+            p.last_stall_at = now
+            p.timeout_s = min(self.p.timeout_max_s, p.timeout_s * 2)
+            p.stalls += 1
+            self.host.penalize(p.conn, 2.0, f"sync request stalled past {old:g} s")
+        benched = p.stalls >= self.p.stalls_to_bench
+        if benched:
+            p.benched_until = now + self.p.bench_s
+        head = r.start == self.chain.height + 1
+        self.stats.last_reason = (
+            f"request {r.start}..{r.start + r.count - 1} to peer "
+            f"{short(p.conn.peer_id or b'')} stalled past {old:g} s"
+        )
+        self.host.note(
+            "sync_stall",
+            f"{self.stats.last_reason}{' (it held the window back)' if head else ''}; "
+            f"reassigning to another peer; its timeout is now {p.timeout_s:g} s"
+            + (f"; no new work for it for {self.p.bench_s:g} s" if benched else ""),
+            peer=(p.conn.peer_id or b"").hex(),
+            start=r.start,
+            count=r.count,
+            timeout_s=p.timeout_s,
+            benched=benched,
+        )
+
+    def _ban(self, p: PeerSync, why: str) -> None:
+        self.stats.bans += 1
+        self.stats.last_reason = why
+        for rid, r in list(self.reqs.items()):
+            if r.conn is p.conn:
+                del self.reqs[rid]
+        p.inflight = 0
+        p.benched_until = float("inf")
+        self.host.ban(p.conn, f"sync: {why}")
+        self._fill()
+
+    # -- verification and commit -----------------------------------------------------------
+
+    def _schedule_verify(self) -> None:
+        if self._verify_scheduled or (self.chain.height + 1) not in self.buffer:
+            return
+        self._verify_scheduled = True
+        self.host.schedule(self.verify_step)
+
+    def verify_step(self) -> None:
+        """Verify (and commit) up to ``verify_step`` contiguous buffered blocks from tip+1."""
+        self._verify_scheduled = False
+        chain = self.chain
+        for h in [h for h in self.buffer if h <= chain.height]:
+            del self.buffer[h]
+        run: list[Block] = []
+        sources: list[Connection] = []
+        h = chain.height + 1
+        while h in self.buffer and len(run) < self.p.verify_step:
+            b, c = self.buffer[h]
+            run.append(b)
+            sources.append(c)
+            h += 1
+        if not run:
+            return
+        try:
+            self._step_phase = "verifying"
+            res = verify_segment(chain, run, self.host.now_ms())
+            if res.verified:
+                self._step_phase = "committing"
+                chain.append_verified(res.verified)
+                for b in res.verified:
+                    del self.buffer[b.height]
+                self.stats.blocks_committed += len(res.verified)
+                self.stats.segments_committed += 1
+                self.host.committed_segment(res.verified, "sync")
+        finally:
+            self._step_phase = ""
+        if res.error is not None:
+            i = len(res.verified)
+            self._on_break(run[i], sources[i], res.error, res.fork_at_anchor)
+        if not self.active and self.target:
+            self._finished()
+        self._schedule_verify()
+        self._fill()
+
+    def _on_break(self, block: Block, conn: Connection, err: ValidationError, fork: bool) -> None:
+        peer = conn.peer_id or b""
+        if fork:
+            # Authentic, but built on another branch than our tip: the follower resolves
+            # forks (headers, fork point, reorg within the limit). Not a forgery, no ban.
+            self.host.note(
+                "sync_fork",
+                f"block {block.height} from peer {short(peer)} builds on "
+                f"{short(block.header.prev_hash)}, not on our tip: handing over to fork "
+                "resolution",
+                height=block.height,
+                peer=peer.hex(),
+            )
+            self.buffer.clear()
+            self.target = 0
+            self.fork_hold_until = self.clock() + 4 * self.p.timeout_min_s + 2.0
+            self.follower.paused = False
+            self.follower.saw_height(conn, self.peers[conn].claimed if conn in self.peers else 0)
+            return
+        self.stats.breaks += 1
+        detail = (
+            err.detail
+            if isinstance(err, ChainBreak)
+            else (f"invalid block at {block.height} ({err.reason}): {err.detail}")
+        )
+        msg = f"{detail} from peer {short(peer)}"
+        self.stats.last_reason = msg
+        dropped = [h for h, (_, c) in self.buffer.items() if c is conn and h >= block.height]
+        for h in dropped:
+            del self.buffer[h]
+        self.stats.refetched_blocks += len(dropped)
+        self.host.note(
+            "sync_chain_break",
+            f"{msg}; discarding {len(dropped)} buffered blocks it served from "
+            f"{block.height}, refetching from other peers and banning it",
+            height=block.height,
+            reason=err.reason,
+            peer=peer.hex(),
+            discarded=len(dropped),
+        )
+        p = self.peers.get(conn)
+        if p is not None:
+            self._ban(p, msg)
+        else:
+            self.host.ban(conn, f"sync: {msg}")
+
+    def _finished(self) -> None:
+        s = self.stats
+        s.finished_at = self.clock()
+        took = s.finished_at - (s.started_at or s.finished_at)
+        self.host.info(
+            "sync_finished",
+            f"caught up to {self.chain.height} in {took:.2f} s: {s.blocks_committed} blocks "
+            f"committed in {s.segments_committed} segments, {s.breaks} chain breaks, "
+            f"{s.stalls} stalls, {s.bans} bans",
+            height=self.chain.height,
+            seconds=round(took, 3),
+            blocks=s.blocks_committed,
+            breaks=s.breaks,
+            stalls=s.stalls,
+            bans=s.bans,
+        )
+        self.target = 0
+        self.excluded.clear()
+        self.follower.paused = False
+
+    @property
+    def phase(self) -> str:
+        if self._step_phase:
+            return self._step_phase
+        if self._verify_scheduled:
+            return "verifying"  # blocks at tip+1 wait for the next verify step
+        if self.active:
+            return "downloading"
+        if self._discovering():
+            return "discovering"
+        return "following"
