@@ -1,0 +1,1 @@
+"""Benchmarks that combine lab, node, trace and tune; the result-file format."""
