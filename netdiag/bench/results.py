@@ -196,8 +196,13 @@ def validate(doc: Any, source: str = "<result>") -> None:
             f"result file {source} has schema_version {ver}; this netdiag reads {SCHEMA_VERSION}",
             "use the netdiag version that wrote it, or rerun the benchmark",
         )
-    for key, typ in (("metadata", dict), ("x_values", list), ("results", dict),
-                     ("raw", dict), ("summary", dict)):  # fmt: skip
+    for key, typ in (
+        ("metadata", dict),
+        ("x_values", list),
+        ("results", dict),
+        ("raw", dict),
+        ("summary", dict),
+    ):
         if not isinstance(doc.get(key), typ):
             raise bad(key, f"is missing or not a{'n object' if typ is dict else ' list'}")
     meta = doc["metadata"]

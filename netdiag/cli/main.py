@@ -18,6 +18,7 @@ from netdiag.errors import EXIT_INTERRUPTED, NetdiagError
 COMMANDS: dict[str, str] = {
     "bench": "netdiag.cli.bench:bench",
     "doctor": "netdiag.cli.doctor:doctor",
+    "report": "netdiag.cli.report:report",
 }
 
 

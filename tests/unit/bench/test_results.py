@@ -14,8 +14,9 @@ from netdiag.errors import InputError
 
 
 def built() -> results.ResultBuilder:
-    b = results.ResultBuilder("p2p", {"nodes": 4}, seed=7, link_engine="userspace",
-                              variants=["cubic", "bbr"])  # fmt: skip
+    b = results.ResultBuilder(
+        "p2p", {"nodes": 4}, seed=7, link_engine="userspace", variants=["cubic", "bbr"]
+    )
     b.sample("srtt_us a-b cubic", 0.0, 100.0, metric="srtt_us", link="a-b", variant="cubic")
     b.sample("srtt_us a-b cubic", 1.0, 110.0)
     b.sample("cwnd_segs a-b cubic", 1.0004, 10, metric="cwnd_segs", link="a-b", variant="cubic")
