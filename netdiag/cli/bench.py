@@ -7,7 +7,9 @@ import click
 from netdiag.cli.main import LazyGroup
 
 # name -> "module:attr"; each benchmark lives with the capability it measures.
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "p2p": "netdiag.cli.bench_p2p:bench_p2p",
+}
 
 
 @click.group(cls=LazyGroup, lazy=BENCHMARKS)

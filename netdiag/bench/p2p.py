@@ -1,0 +1,826 @@
+"""`netdiag bench p2p`: a node cluster on emulated WAN links, loaded, measured, one result file.
+
+Per variant (congestion control, alternating with the same seed and the same lab):
+  1. every namespace's ``net.ipv4.tcp_congestion_control`` is set to the variant;
+  2. a fresh genesis (``netdiag node genesis``) and fresh data dirs; validators are all nodes but
+     the last two — the late joiner (started only in the sync phase) and the restart victim;
+  3. **load**: signed transactions POSTed at ``tx_rate`` round-robin over the nodes while the
+     validators produce a block per slot. Each block and every k-th transaction is followed to
+     every node through ``/message/{id}`` (first-seen time on the host's one monotonic clock,
+     duplicate count); sock_diag samples every peer socket each second, joined to ``/peers``
+     by socket cookie;
+  4. **sync**: the late joiner starts; the restart victim is killed with SIGKILL, left down for
+     ``sync_gap_s`` and restarted; both are polled until ``synchronized``.
+The bench talks to nodes only through their process, REST API and wire format (nodeclient).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netdiag.bench import p2p_stats, p2p_topology
+from netdiag.bench.nodeclient import (
+    NodeApi,
+    NodeUnavailable,
+    TxSigner,
+    block_message_id,
+    metric_sum,
+    parse_metrics,
+)
+from netdiag.bench.p2p_topology import ClusterGraph
+from netdiag.bench.results import ResultBuilder
+from netdiag.errors import InputError, NetdiagError
+
+P2P_PORT = 7600
+API_PORT = 7601
+CC_SYSCTL = "net.ipv4.tcp_congestion_control"
+
+
+@dataclass(frozen=True)
+class P2PParams:
+    nodes: int = 16
+    topology: str = "regular"
+    degree: int = 4
+    profile: str = "wan"
+    rate_bps: int | None = None  # overrides the profile
+    loss: float | None = None  # overrides the profile
+    tx_rate: float = 20.0  # transactions per second, whole cluster
+    duration_s: float = 30.0  # load phase per variant
+    slot_ms: int = 1000
+    cc: tuple[str, ...] = ("bbr",)
+    seed: int = 1
+    engine: str = "auto"
+    tx_sample_every: int = 5  # follow every k-th transaction to every node
+    settle_s: float = 4.0  # wait after a message before asking every node about it
+    sync_gap_s: float = 5.0  # how long the restart victim stays down
+    sync_timeout_s: float = 90.0
+    tls: bool = True
+    kill: int = 0  # validators killed with SIGKILL at mid-load and not restarted
+    partition_s: float = 0.0  # cut the cluster in two halves for this long at mid-load
+    lossy_link: str | None = None  # "n01-n02:5%": one link gets this loss for the whole run
+    byzantine: bool = False  # the restart victim's peers include one serving a forged segment
+
+    def link_profile(self) -> p2p_topology.LinkProfile:
+        try:
+            base = p2p_topology.PROFILES[self.profile]
+        except KeyError:
+            raise InputError(
+                f"link profile {self.profile!r} is unknown",
+                f"use one of {', '.join(p2p_topology.PROFILES)}",
+            ) from None
+        return p2p_topology.LinkProfile(
+            base.name,
+            self.rate_bps if self.rate_bps is not None else base.rate_bps,
+            self.loss if self.loss is not None else base.loss,
+            base.queue,
+        )
+
+
+@dataclass
+class Progress:
+    """What the bench is doing, for the rich progress line (the CLI renders it)."""
+
+    variant: str = ""
+    phase: str = "setup"
+    nodes_up: int = 0
+    nodes_total: int = 0
+    txs_sent: int = 0
+    height: int = 0
+    phase_end: float | None = None  # monotonic time the phase should end
+
+    def time_left_s(self) -> float | None:
+        return None if self.phase_end is None else max(0.0, self.phase_end - time.monotonic())
+
+
+Reporter = Callable[[Progress], None]
+
+
+@dataclass
+class NodeRun:
+    name: str
+    ns: str
+    data_dir: Path
+    key: Path | None
+    peers: list[str]
+    proc: subprocess.Popen[Any] | None = None
+    api: NodeApi | None = None
+    cpu_start_s: float | None = None
+    cpu_end_s: float | None = None
+    metrics_start: dict[str, float] = field(default_factory=dict)
+    metrics_end: dict[str, float] = field(default_factory=dict)
+    in_load: bool = True  # took part in the load phase (delivery is expected)
+
+    def client(self) -> NodeApi:
+        if self.api is None:
+            self.api = NodeApi(self.ns, API_PORT)
+        return self.api
+
+
+@dataclass
+class Pending:
+    kind: str  # block | tx
+    mid: str
+    origin: str
+    seen_at: float  # monotonic, when the bench learnt of it
+    label: str  # height or short txid
+
+
+def node_command() -> list[str]:
+    return [sys.executable, "-m", "netdiag.cli.main", "node"]
+
+
+def node_env(run: NodeRun, genesis: Path, addr: str, tls: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETDIAG_NODE_")}
+    env.update(
+        {
+            "NETDIAG_NODE_DATA_DIR": str(run.data_dir),
+            "NETDIAG_NODE_GENESIS": str(genesis),
+            "NETDIAG_NODE_LISTEN": f"{addr}:{P2P_PORT}",
+            "NETDIAG_NODE_API": f"127.0.0.1:{API_PORT}",
+            "NETDIAG_NODE_PEERS": ",".join(run.peers),
+            "NETDIAG_NODE_TLS": "true" if tls else "false",
+        }
+    )
+    if run.key is not None:
+        env["NETDIAG_NODE_KEY"] = str(run.key)
+    return env
+
+
+def make_genesis(out: Path, validators: int, seed: int, slot_ms: int) -> Path:
+    """`netdiag node genesis` writes genesis.json and validator-<i>.key into `out`."""
+    argv = [
+        *node_command(),
+        "genesis",
+        "--validators",
+        str(validators),
+        "--seed",
+        str(seed),
+        "--slot-ms",
+        str(slot_ms),
+        "--out",
+        str(out),
+    ]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if res.returncode != 0 or not (out / "genesis.json").exists():
+        raise NetdiagError(
+            f"`{' '.join(argv[2:])}` failed (exit {res.returncode}): {res.stderr.strip()[-400:]}",
+            "check that the reference node is installed (`netdiag node --help`)",
+        )
+    return out / "genesis.json"
+
+
+class P2PBench:
+    def __init__(
+        self, params: P2PParams, report: Reporter | None = None, work_root: Path | None = None
+    ) -> None:
+        self.p = params
+        self.report = report or (lambda _p: None)
+        self.progress = Progress(nodes_total=params.nodes)
+        self.rng = random.Random(params.seed)
+        self.names = p2p_topology.node_names(params.nodes)
+        if params.nodes < 4:
+            raise InputError(
+                f"--nodes {params.nodes} is too small for bench p2p",
+                "use at least 4 (validators + a late joiner + a restart victim)",
+            )
+        self.late_joiner, self.victim = self.names[-1], self.names[-2]
+        self.validators = self.names[:-2]
+        self.graph: ClusterGraph = p2p_topology.build(
+            params.nodes,
+            params.topology,
+            params.degree,
+            params.seed,
+            keep_connected_without=(self.late_joiner, self.victim),
+        )
+        self.work_root = work_root
+        self.result = ResultBuilder(
+            "p2p", _params_dict(params), seed=params.seed, variants=list(params.cc)
+        )
+        self.notes: list[str] = []
+
+    # -- top level ---------------------------------------------------------------------------
+    def run(self) -> ResultBuilder:
+        from netdiag.lab import Lab
+
+        _check_cc(self.p.cc)
+        profile = self.p.link_profile()
+        lab_name = f"p2p{self.p.seed % 1000}{os.getpid() % 10000}"[:16]
+        topo = p2p_topology.to_lab(self.graph, lab_name, profile, self.p.seed, self.p.engine)
+        work = Path(tempfile.mkdtemp(prefix="netdiag-p2p-", dir=self.work_root))
+        self._phase("building lab")
+        try:
+            with Lab.up(topo) as lab:
+                self.lab = lab
+                meta = lab.metadata()
+                self.result.link_engine = str(meta.get("engine"))
+                self.result.metadata.update(
+                    lab=meta,
+                    topology={
+                        "shape": self.p.topology,
+                        "degree": self.p.degree,
+                        "edges": [list(e) for e in self.graph.edges],
+                    },
+                    roles={
+                        "validators": list(self.validators),
+                        "late_joiner": self.late_joiner,
+                        "restart_victim": self.victim,
+                    },
+                )
+                self._apply_lossy_link(lab)
+                for variant in self.p.cc:
+                    self.run_variant(lab, variant, work / variant)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        self.result.metadata["notes"] = self.notes
+        return self.result
+
+    def _phase(self, phase: str, seconds: float | None = None) -> None:
+        self.progress.phase = phase
+        self.progress.phase_end = None if seconds is None else time.monotonic() + seconds
+        self.report(self.progress)
+
+    def _apply_lossy_link(self, lab: Any) -> None:
+        if not self.p.lossy_link:
+            return
+        spec, _, loss_text = self.p.lossy_link.partition(":")
+        a, _, b = spec.partition("-")
+        from netdiag.lab.units import loss_fraction
+
+        loss = loss_fraction(loss_text or "5%", "--lossy-link")
+        lab.set_link(a, b, loss=loss)
+        self.notes.append(f"lossy link {a}-{b}: loss {loss * 100:g}% for the whole run")
+
+    # -- one variant -------------------------------------------------------------------------
+    def run_variant(self, lab: Any, variant: str, work: Path) -> None:
+        from netdiag.kernel import sysctl
+
+        self.progress.variant = variant
+        self.progress.txs_sent = 0
+        self._phase("genesis")
+        for n in self.names:
+            sysctl.write(CC_SYSCTL, variant, netns_name=lab.ns(n))
+        genesis = make_genesis(work / "genesis", len(self.validators), self.p.seed, self.p.slot_ms)
+        validator_keys = json.loads(genesis.read_text())["validators"]
+        producer_of = {k: self.validators[i] for i, k in enumerate(validator_keys)}
+        runs = {
+            n: NodeRun(
+                n,
+                lab.ns(n),
+                work / "data" / n,
+                (work / "genesis" / f"validator-{i}.key") if n in self.validators else None,
+                [f"{lab.addr(m)}:{P2P_PORT}" for m in self.graph.neighbours(n)],
+            )
+            for i, n in enumerate(self.names)
+        }
+        runs[self.late_joiner].in_load = False
+        t0 = time.monotonic()
+        try:
+            self._phase("starting nodes", 30)
+            for n, r in runs.items():
+                if n != self.late_joiner:
+                    self._start(lab, r, genesis)
+            self._wait_cluster([r for r in runs.values() if r.in_load], deadline=t0 + 60)
+            self._load(lab, variant, runs, producer_of, t0)
+            self._sync(lab, variant, runs, genesis)
+        finally:
+            self._phase("stopping nodes")
+            for r in runs.values():
+                self._stop(r)
+        for s in lab.crashed():
+            if s.proc.returncode not in (-signal.SIGKILL, -signal.SIGTERM, 0):
+                self.notes.append(
+                    f"{variant}: node {s.node} exited with {s.proc.returncode}: {s.tail(3)}"
+                )
+
+    def _start(self, lab: Any, r: NodeRun, genesis: Path) -> None:
+        r.data_dir.mkdir(parents=True, exist_ok=True)
+        log = r.data_dir.parent.parent / f"{r.name}.log"
+        r.proc = lab.popen(
+            r.name,
+            [*node_command(), "run"],
+            log=log,
+            kind="node",
+            env=node_env(r, genesis, lab.addr(r.name), self.p.tls),
+        )
+        r.api = None
+
+    def _stop(self, r: NodeRun, sig: int = signal.SIGTERM) -> None:
+        if r.api is not None:
+            r.api.close()
+            r.api = None
+        if r.proc is None or r.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            r.proc.send_signal(sig)
+        try:
+            r.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            r.proc.kill()
+            r.proc.wait(timeout=5)
+
+    def _alive(self, r: NodeRun) -> bool:
+        return r.proc is not None and r.proc.poll() is None
+
+    def _wait_cluster(self, runs: list[NodeRun], deadline: float) -> None:
+        """All nodes answer /status and have at least one peer (the mesh needs a moment more)."""
+        pending = {r.name for r in runs}
+        while pending and time.monotonic() < deadline:
+            for r in runs:
+                if r.name not in pending:
+                    continue
+                if not self._alive(r):
+                    raise NetdiagError(
+                        f"node {r.name} exited during start-up (exit "
+                        f"{r.proc.returncode if r.proc else '?'})",
+                        "see its log under the lab's work dir; rerun with --debug",
+                    )
+                with contextlib.suppress(NodeUnavailable):
+                    st = r.client().get_json("/status")
+                    if st and int(st.get("peers", 0)) >= 1:
+                        pending.discard(r.name)
+            self.progress.nodes_up = len(runs) - len(pending)
+            self.report(self.progress)
+            time.sleep(0.3)
+        if pending:
+            raise NetdiagError(
+                f"nodes {', '.join(sorted(pending))} did not join the cluster within 60 s",
+                "check the node logs; a smaller --nodes may help",
+            )
+        time.sleep(2 * 1.0)  # two gossip heartbeats: the mesh grafts its peers
+
+    # -- load phase ---------------------------------------------------------------------------
+    def _load(
+        self,
+        lab: Any,
+        variant: str,
+        runs: dict[str, NodeRun],
+        producer_of: dict[str, str],
+        t0: float,
+    ) -> None:
+        p = self.p
+        active = [r for r in runs.values() if r.in_load]
+        one_way = self.graph.one_way_s(frozenset({self.late_joiner}))
+        for r in active:
+            r.cpu_start_s = _cpu_s(r)
+            with contextlib.suppress(NodeUnavailable):
+                r.metrics_start = parse_metrics(r.client().metrics_text())
+        ref = active[0]
+        network_id = str(ref.client().get_json("/status")["network_id"])
+        start_height = int(ref.client().get_json("/status")["height"])
+        tracked: list[Pending] = []
+        tx_lock = threading.Lock()
+        stop = threading.Event()
+        killed: set[str] = set()
+
+        def poster() -> None:
+            signer = TxSigner(f"bench-p2p:{p.seed}:{variant}".encode())
+            clients = {r.name: NodeApi(r.ns, API_PORT) for r in active}
+            order = itertools.cycle(sorted(clients))
+            interval = 1.0 / p.tx_rate
+            next_t = time.monotonic()
+            i = 0
+            while not stop.is_set():
+                node = next(order)
+                if node in killed:
+                    continue
+                body, _txid = signer.next_tx(os.urandom(64))
+                with contextlib.suppress(NodeUnavailable):
+                    got = clients[node].post_tx(body)
+                    if got is not None:
+                        i += 1
+                        self.progress.txs_sent = i
+                        if i % p.tx_sample_every == 0:
+                            with tx_lock:
+                                tracked.append(Pending("tx", got, node, time.monotonic(), got[:12]))
+                next_t += interval
+                delay = next_t - time.monotonic()
+                if delay > 0:
+                    stop.wait(delay)
+                elif delay < -1.0:
+                    next_t = time.monotonic()  # we fell behind by > 1 s: do not burst
+            for c in clients.values():
+                c.close()
+
+        self._phase("load", p.duration_s)
+        load_t0 = time.monotonic()
+        thread = threading.Thread(target=poster, name="p2p-tx-poster", daemon=True)
+        thread.start()
+        next_height = start_height + 1
+        pending: list[Pending] = []
+        peers_cache: dict[str, dict[int, dict[str, Any]]] = {}
+        fault_at = load_t0 + p.duration_s / 2
+        faults_done = False
+        heal_at: float | None = None
+        try:
+            tick = 0
+            while time.monotonic() - load_t0 < p.duration_s:
+                tick_start = time.monotonic()
+                t_s = tick_start - load_t0
+                heights = self._sample_status(variant, active, t_s)
+                self.progress.height = max(heights.values(), default=0)
+                top = heights.get(ref.name, 0)
+                while next_height <= top:
+                    blk = ref.client().get_json(f"/block/{next_height}")
+                    if blk is not None:
+                        origin = producer_of.get(str(blk.get("producer")), "")
+                        pending.append(
+                            Pending(
+                                "block",
+                                block_message_id(blk, network_id),
+                                origin,
+                                time.monotonic(),
+                                str(next_height),
+                            )
+                        )
+                    next_height += 1
+                with tx_lock:
+                    pending.extend(tracked)
+                    tracked.clear()
+                if tick % 5 == 0:
+                    peers_cache = self._peers(active)
+                self._sample_transport(variant, active, peers_cache, t_s)
+                pending = self._resolve(variant, active, pending, one_way, killed, final=False)
+                if not faults_done and time.monotonic() >= fault_at:
+                    faults_done = True
+                    heal_at = self._inject_faults(lab, variant, active, killed)
+                if heal_at is not None and time.monotonic() >= heal_at:
+                    self._heal(lab)
+                    heal_at = None
+                tick += 1
+                self.report(self.progress)
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - tick_start)))
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+            if heal_at is not None:
+                self._heal(lab)
+        load_s = time.monotonic() - load_t0
+        self._phase("settling", p.settle_s)
+        time.sleep(p.settle_s)
+        self._resolve(variant, active, pending, one_way, killed, final=True)
+        for r in active:
+            r.cpu_end_s = _cpu_s(r)
+            with contextlib.suppress(NodeUnavailable):
+                r.metrics_end = parse_metrics(r.client().metrics_text())
+        self._summarise_load(variant, active, load_s)
+
+    def _sample_status(self, variant: str, runs: list[NodeRun], t_s: float) -> dict[str, int]:
+        heights: dict[str, int] = {}
+        up = 0
+        for r in runs:
+            if not self._alive(r):
+                continue
+            with contextlib.suppress(NodeUnavailable):
+                st = r.client().get_json("/status")
+                if st is not None:
+                    up += 1
+                    heights[r.name] = int(st["height"])
+                    self.result.sample(
+                        f"height {r.name} {variant}",
+                        t_s,
+                        heights[r.name],
+                        metric="height",
+                        node=r.name,
+                        variant=variant,
+                    )
+        self.progress.nodes_up = up
+        return heights
+
+    def _peers(self, runs: list[NodeRun]) -> dict[str, dict[int, dict[str, Any]]]:
+        out: dict[str, dict[int, dict[str, Any]]] = {}
+        for r in runs:
+            if not self._alive(r):
+                continue
+            with contextlib.suppress(NodeUnavailable):
+                doc = r.client().get_json("/peers") or []
+                peers = doc.get("peers", []) if isinstance(doc, dict) else doc
+                out[r.name] = {
+                    int(x["socket_cookie"]): x
+                    for x in peers
+                    if isinstance(x, dict) and x.get("socket_cookie") is not None
+                }
+        return out
+
+    def _sample_transport(
+        self,
+        variant: str,
+        runs: list[NodeRun],
+        peers: dict[str, dict[int, dict[str, Any]]],
+        t_s: float,
+    ) -> None:
+        try:
+            from netdiag.measure import sockdiag
+        except ImportError:
+            if "no sockdiag" not in self.notes:
+                self.notes.append("no sockdiag")
+            return
+        addr_to_node = {self.lab.addr(n): n for n in self.names}
+        for r in runs:
+            if not self._alive(r):
+                continue
+            for c in sockdiag.snapshot(r.ns, ports=[P2P_PORT]):
+                if c.info is None or c.state != "ESTABLISHED":
+                    continue
+                peer_node = addr_to_node.get(c.raddr, c.raddr)
+                peer = peers.get(r.name, {}).get(c.cookie, {})
+                row = {
+                    "variant": variant,
+                    "t_s": round(t_s, 3),
+                    "node": r.name,
+                    "peer_node": peer_node,
+                    "peer_id": str(peer.get("peer_id", ""))[:16] or None,
+                    "cookie": c.cookie,
+                    "cc": c.cc,
+                    "srtt_us": c.info.rtt_us,
+                    "min_rtt_us": c.info.min_rtt_us,
+                    "cwnd_segs": c.info.snd_cwnd,
+                    "retrans_total": c.info.total_retrans,
+                    "bytes_acked": c.info.bytes_acked,
+                    "delivery_rate_bps": c.info.delivery_rate_bps,
+                }
+                self.result.record("transport", row)
+                link = f"{r.name}>{peer_node}"
+                labels = {"link": link, "variant": variant, "node": r.name}
+                self.result.sample(
+                    f"srtt_us {link} {variant}", t_s, c.info.rtt_us, metric="srtt_us", **labels
+                )
+                self.result.sample(
+                    f"cwnd_segs {link} {variant}",
+                    t_s,
+                    c.info.snd_cwnd,
+                    metric="cwnd_segs",
+                    **labels,
+                )
+
+    def _resolve(
+        self,
+        variant: str,
+        runs: list[NodeRun],
+        pending: list[Pending],
+        one_way: dict[str, dict[str, float]],
+        killed: set[str],
+        final: bool,
+    ) -> list[Pending]:
+        """Ask every node about messages old enough to have spread; keep the others."""
+        now = time.monotonic()
+        keep = []
+        by_name = {r.name: r for r in runs}
+        for m in pending:
+            if not final and now - m.seen_at < self.p.settle_s:
+                keep.append(m)
+                continue
+            origin = by_name.get(m.origin)
+            if origin is None:
+                continue
+            try:
+                rec0 = origin.client().get_json(f"/message/{m.mid}")
+            except NodeUnavailable:
+                rec0 = None
+            if rec0 is None:
+                self.notes.append(f"{variant}: origin {m.origin} does not know {m.kind} {m.label}")
+                continue
+            t_pub = float(rec0["first_seen_s"])
+            for r in runs:
+                if r.name == m.origin or r.name in killed:
+                    continue
+                rec = None
+                with contextlib.suppress(NodeUnavailable):
+                    rec = r.client().get_json(f"/message/{m.mid}")
+                self.result.record(
+                    "propagation",
+                    {
+                        "variant": variant,
+                        "kind": m.kind,
+                        "msg": m.label,
+                        "node": r.name,
+                        "origin": m.origin,
+                        "delay_us": round((float(rec["first_seen_s"]) - t_pub) * 1e6, 1)
+                        if rec
+                        else None,
+                        "lower_bound_us": p2p_stats.lower_bounds_us(one_way, m.origin, r.name),
+                        "duplicates": int(rec.get("duplicates", 0)) if rec else None,
+                    },
+                )
+        return keep
+
+    # -- faults --------------------------------------------------------------------------------
+    def _inject_faults(
+        self, lab: Any, variant: str, active: list[NodeRun], killed: set[str]
+    ) -> float | None:
+        heal_at = None
+        if self.p.kill:
+            victims = self.rng.sample(
+                [r for r in active if r.name in self.validators],
+                min(self.p.kill, len(self.validators) - 1),
+            )
+            for r in victims:
+                if r.proc is not None:
+                    os.kill(r.proc.pid, signal.SIGKILL)
+                    r.proc.wait(timeout=5)
+                killed.add(r.name)
+            self.notes.append(f"{variant}: killed -9 at mid-load: {', '.join(sorted(killed))}")
+        if self.p.partition_s > 0:
+            half = set(self.names[: len(self.names) // 2])
+            self._cut = [(a, b) for a, b, _ in self.graph.edges if (a in half) != (b in half)]
+            for a, b in self._cut:
+                lab.set_link(a, b, loss=1.0)
+            self.notes.append(
+                f"{variant}: partitioned {len(self._cut)} links for "
+                f"{self.p.partition_s:g} s at mid-load"
+            )
+            heal_at = time.monotonic() + self.p.partition_s
+        return heal_at
+
+    def _heal(self, lab: Any) -> None:
+        base = self.p.link_profile().loss
+        for a, b in getattr(self, "_cut", []):
+            lab.set_link(a, b, loss=base)
+        self._cut = []
+
+    # -- sync phase ----------------------------------------------------------------------------
+    def _sync(self, lab: Any, variant: str, runs: dict[str, NodeRun], genesis: Path) -> None:
+        victim, joiner = runs[self.victim], runs[self.late_joiner]
+        self._phase("sync: kill -9 and late join", self.p.sync_gap_s)
+        if victim.proc is not None:
+            os.kill(victim.proc.pid, signal.SIGKILL)
+            victim.proc.wait(timeout=5)
+        if victim.api is not None:
+            victim.api.close()
+        t_join = time.monotonic()
+        self._start(lab, joiner, genesis)
+        time.sleep(self.p.sync_gap_s)
+        t_restart = time.monotonic()
+        self._start(lab, victim, genesis)
+        self._phase("sync", self.p.sync_timeout_s)
+        cases = {"late_join": (joiner, t_join, None), "restart": (victim, t_restart, None)}
+        done: dict[str, tuple[float, int, int]] = {}
+        first_height: dict[str, int] = {}
+        refs = [
+            r
+            for r in runs.values()
+            if r.name not in (self.victim, self.late_joiner) and self._alive(r)
+        ]
+        deadline = time.monotonic() + self.p.sync_timeout_s
+        while len(done) < len(cases) and time.monotonic() < deadline:
+            target = 0
+            for r in refs[:3]:
+                with contextlib.suppress(NodeUnavailable, TypeError, KeyError):
+                    target = max(target, int(r.client().get_json("/status")["height"]))
+            for case, (r, t_start, _) in cases.items():
+                if case in done:
+                    continue
+                st = None
+                with contextlib.suppress(NodeUnavailable):
+                    st = r.client().get_json("/status")
+                if st is None:
+                    continue
+                h = int(st["height"])
+                first_height.setdefault(case, h)
+                t = time.monotonic() - t_start
+                synced = bool(st.get("synchronized")) and h >= target - 1
+                self.result.record(
+                    "sync",
+                    {
+                        "variant": variant,
+                        "case": case,
+                        "t_s": round(t, 3),
+                        "height": h,
+                        "target_height": target,
+                        "synchronized": synced,
+                    },
+                )
+                if synced:
+                    done[case] = (t, h - first_height[case], h)
+            self.progress.height = target
+            self.report(self.progress)
+            time.sleep(0.25)
+        for case in cases:
+            if case in done:
+                t, blocks, _ = done[case]
+                self.result.add_summary(
+                    "sync",
+                    {
+                        "variant": variant,
+                        "case": case,
+                        "sync_s": round(t, 3),
+                        "blocks": blocks,
+                        "blocks_per_s": round(blocks / t, 2) if t > 0 else None,
+                    },
+                )
+            else:
+                self.result.add_summary(
+                    "sync",
+                    {
+                        "variant": variant,
+                        "case": case,
+                        "sync_s": None,
+                        "blocks": None,
+                        "blocks_per_s": None,
+                    },
+                )
+                self.notes.append(
+                    f"{variant}: {case} did not reach synchronized within "
+                    f"{self.p.sync_timeout_s:g} s"
+                )
+
+    # -- figures -------------------------------------------------------------------------------
+    def _summarise_load(self, variant: str, runs: list[NodeRun], load_s: float) -> None:
+        rows = self.result.raw.get("propagation", [])
+        for row in p2p_stats.propagation_summary(rows, variant):
+            self.result.add_summary("propagation", row)
+        samples = self.result.raw.get("transport", [])
+        if samples:
+            self.result.add_summary(
+                "transport", p2p_stats.transport_summary(samples, variant, load_s)
+            )
+        cpu_pcts = []
+        blk_s = blk_n = tx_s = tx_n = 0.0
+        for r in runs:
+            d = {k: r.metrics_end.get(k, 0.0) - r.metrics_start.get(k, 0.0) for k in r.metrics_end}
+            cpu = None
+            if r.cpu_start_s is not None and r.cpu_end_s is not None:
+                cpu = round((r.cpu_end_s - r.cpu_start_s) / load_s * 100, 1)
+                cpu_pcts.append(cpu)
+            vb_s = metric_sum(d, "netdiag_node_validation_seconds_sum", kind="block")
+            vb_n = metric_sum(d, "netdiag_node_validation_seconds_count", kind="block")
+            vt_s = metric_sum(d, "netdiag_node_validation_seconds_sum", kind="tx")
+            vt_n = metric_sum(d, "netdiag_node_validation_seconds_count", kind="tx")
+            blk_s, blk_n, tx_s, tx_n = blk_s + vb_s, blk_n + vb_n, tx_s + vt_s, tx_n + vt_n
+            self.result.record(
+                "nodes",
+                {
+                    "variant": variant,
+                    "node": r.name,
+                    "cpu_pct": cpu,
+                    "blocks_received": metric_sum(d, "netdiag_node_blocks_received_total"),
+                    "txs_received": metric_sum(d, "netdiag_node_txs_received_total"),
+                    "duplicates": metric_sum(d, "netdiag_node_gossip_duplicates_total"),
+                    "block_validation_ms_avg": round(vb_s / vb_n * 1e3, 3) if vb_n else None,
+                    "tx_validation_us_avg": round(vt_s / vt_n * 1e6, 1) if vt_n else None,
+                },
+            )
+        self.result.add_summary(
+            "validation",
+            {
+                "variant": variant,
+                "block_validation_ms_avg": round(blk_s / blk_n * 1e3, 3) if blk_n else None,
+                "tx_validation_us_avg": round(tx_s / tx_n * 1e6, 1) if tx_n else None,
+                "cpu_pct_per_node_avg": round(sum(cpu_pcts) / len(cpu_pcts), 1)
+                if cpu_pcts
+                else None,
+                "cpu_pct_per_node_max": max(cpu_pcts) if cpu_pcts else None,
+                "load_s": round(load_s, 2),
+                "txs_sent": self.progress.txs_sent,
+            },
+        )
+
+
+def _cpu_s(r: NodeRun) -> float | None:
+    if r.proc is None:
+        return None
+    try:
+        import psutil
+
+        t = psutil.Process(r.proc.pid).cpu_times()
+        return float(t.user + t.system)
+    except Exception:  # the process is gone: no figure rather than a wrong one
+        return None
+
+
+def _check_cc(ccs: tuple[str, ...]) -> None:
+    allowed = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").read_text().split()
+    available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
+    for cc in ccs:
+        if cc not in available:
+            raise InputError(
+                f"congestion control {cc!r} is not available in this kernel",
+                f"use one of {', '.join(available)} (modprobe tcp_{cc})",
+            )
+        if cc not in allowed:
+            raise InputError(
+                f"congestion control {cc!r} is not allowed in namespaces",
+                f"`netdiag tune --cc {cc}` or add it to net.ipv4.tcp_allowed_congestion_control",
+            )
+
+
+def _params_dict(p: P2PParams) -> dict[str, Any]:
+    d = asdict(p)
+    d["cc"] = list(p.cc)
+    prof = p.link_profile()
+    d["link_rate_bps"], d["link_loss"] = prof.rate_bps, prof.loss
+    return d
