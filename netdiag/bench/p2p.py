@@ -144,21 +144,30 @@ def node_command() -> list[str]:
     return [sys.executable, "-m", "netdiag.cli.main", "node"]
 
 
-def node_env(run: NodeRun, genesis: Path, addr: str, tls: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NETDIAG_NODE_")}
-    env.update(
-        {
-            "NETDIAG_NODE_DATA_DIR": str(run.data_dir),
-            "NETDIAG_NODE_GENESIS": str(genesis),
-            "NETDIAG_NODE_LISTEN": f"{addr}:{P2P_PORT}",
-            "NETDIAG_NODE_API": f"127.0.0.1:{API_PORT}",
-            "NETDIAG_NODE_PEERS": ",".join(run.peers),
-            "NETDIAG_NODE_TLS": "true" if tls else "false",
-        }
-    )
+def node_run_argv(run: NodeRun, genesis: Path, addr: str, tls: bool) -> list[str]:
+    """`netdiag node run` with everything on its command line (nothing inherited by accident)."""
+    argv = [
+        *node_command(),
+        "run",
+        "--data-dir",
+        str(run.data_dir),
+        "--genesis",
+        str(genesis),
+        "--listen",
+        f"{addr}:{P2P_PORT}",
+        "--api",
+        f"127.0.0.1:{API_PORT}",
+        "--tls" if tls else "--no-tls",
+    ]
     if run.key is not None:
-        env["NETDIAG_NODE_KEY"] = str(run.key)
-    return env
+        argv += ["--key", str(run.key)]
+    for peer in run.peers:
+        argv += ["--peer", peer]
+    return argv
+
+
+def node_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("NETDIAG_NODE_")}
 
 
 def make_genesis(out: Path, validators: int, seed: int, slot_ms: int) -> Path:
@@ -310,13 +319,8 @@ class P2PBench:
     def _start(self, lab: Any, r: NodeRun, genesis: Path) -> None:
         r.data_dir.mkdir(parents=True, exist_ok=True)
         log = r.data_dir.parent.parent / f"{r.name}.log"
-        r.proc = lab.popen(
-            r.name,
-            [*node_command(), "run"],
-            log=log,
-            kind="node",
-            env=node_env(r, genesis, lab.addr(r.name), self.p.tls),
-        )
+        argv = node_run_argv(r, genesis, lab.addr(r.name), self.p.tls)
+        r.proc = lab.popen(r.name, argv, log=log, kind="node", env=node_env())
         r.api = None
 
     def _stop(self, r: NodeRun, sig: int = signal.SIGTERM) -> None:
@@ -357,8 +361,14 @@ class P2PBench:
             self.report(self.progress)
             time.sleep(0.3)
         if pending:
+            tails = "; ".join(
+                f"{r.name}: {_tail(r.data_dir.parent.parent / f'{r.name}.log')}"
+                for r in runs
+                if r.name in pending
+            )
             raise NetdiagError(
-                f"nodes {', '.join(sorted(pending))} did not join the cluster within 60 s",
+                f"nodes {', '.join(sorted(pending))} did not join the cluster within 60 s "
+                f"(log tails: {tails})",
                 "check the node logs; a smaller --nodes may help",
             )
         time.sleep(2 * 1.0)  # two gossip heartbeats: the mesh grafts its peers
@@ -654,45 +664,54 @@ class P2PBench:
 
     # -- sync phase ----------------------------------------------------------------------------
     def _sync(self, lab: Any, variant: str, runs: dict[str, NodeRun], genesis: Path) -> None:
+        """Late joiner from genesis, and the victim restarted after kill -9 and a gap, in parallel.
+
+        A case is done when the node says `synchronized` and is within one block of the
+        cluster's height (a fresh node may call itself synchronized before it has met a peer).
+        """
         victim, joiner = runs[self.victim], runs[self.late_joiner]
-        self._phase("sync: kill -9 and late join", self.p.sync_gap_s)
+        victim_height = 0
+        with contextlib.suppress(NodeUnavailable, TypeError, KeyError):
+            victim_height = int(victim.client().get_json("/status")["height"])
+        self._phase("sync", self.p.sync_timeout_s)
         if victim.proc is not None:
             os.kill(victim.proc.pid, signal.SIGKILL)
             victim.proc.wait(timeout=5)
         if victim.api is not None:
             victim.api.close()
+            victim.api = None
         t_join = time.monotonic()
         self._start(lab, joiner, genesis)
-        time.sleep(self.p.sync_gap_s)
-        t_restart = time.monotonic()
-        self._start(lab, victim, genesis)
-        self._phase("sync", self.p.sync_timeout_s)
-        cases = {"late_join": (joiner, t_join, None), "restart": (victim, t_restart, None)}
-        done: dict[str, tuple[float, int, int]] = {}
-        first_height: dict[str, int] = {}
+        restart_at = t_join + self.p.sync_gap_s
+        # case -> (node, start height, monotonic start or None while not started)
+        cases: dict[str, tuple[NodeRun, int, float | None]] = {
+            "late_join": (joiner, 0, t_join),
+            "restart": (victim, victim_height, None),
+        }
+        done: dict[str, tuple[float, int]] = {}
         refs = [
             r
             for r in runs.values()
             if r.name not in (self.victim, self.late_joiner) and self._alive(r)
         ]
-        deadline = time.monotonic() + self.p.sync_timeout_s
+        deadline = t_join + self.p.sync_gap_s + self.p.sync_timeout_s
         while len(done) < len(cases) and time.monotonic() < deadline:
+            if cases["restart"][2] is None and time.monotonic() >= restart_at:
+                self._start(lab, victim, genesis)
+                cases["restart"] = (victim, victim_height, time.monotonic())
             target = 0
             for r in refs[:3]:
                 with contextlib.suppress(NodeUnavailable, TypeError, KeyError):
                     target = max(target, int(r.client().get_json("/status")["height"]))
-            for case, (r, t_start, _) in cases.items():
-                if case in done:
+            for case, (r, h0, t_start) in cases.items():
+                if case in done or t_start is None:
                     continue
                 st = None
                 with contextlib.suppress(NodeUnavailable):
                     st = r.client().get_json("/status")
-                if st is None:
-                    continue
-                h = int(st["height"])
-                first_height.setdefault(case, h)
                 t = time.monotonic() - t_start
-                synced = bool(st.get("synchronized")) and h >= target - 1
+                h = int(st["height"]) if st else h0
+                synced = bool(st and st.get("synchronized")) and h >= target - 1
                 self.result.record(
                     "sync",
                     {
@@ -705,34 +724,26 @@ class P2PBench:
                     },
                 )
                 if synced:
-                    done[case] = (t, h - first_height[case], h)
+                    done[case] = (t, h - h0)
             self.progress.height = target
+            self.progress.nodes_up = sum(self._alive(r) for r in runs.values())
             self.report(self.progress)
             time.sleep(0.25)
         for case in cases:
-            if case in done:
-                t, blocks, _ = done[case]
-                self.result.add_summary(
-                    "sync",
-                    {
-                        "variant": variant,
-                        "case": case,
-                        "sync_s": round(t, 3),
-                        "blocks": blocks,
-                        "blocks_per_s": round(blocks / t, 2) if t > 0 else None,
-                    },
-                )
-            else:
-                self.result.add_summary(
-                    "sync",
-                    {
-                        "variant": variant,
-                        "case": case,
-                        "sync_s": None,
-                        "blocks": None,
-                        "blocks_per_s": None,
-                    },
-                )
+            got = done.get(case)
+            sync_s: float | None = got[0] if got else None
+            blocks: int | None = got[1] if got else None
+            self.result.add_summary(
+                "sync",
+                {
+                    "variant": variant,
+                    "case": case,
+                    "sync_s": round(sync_s, 3) if sync_s is not None else None,
+                    "blocks": blocks,
+                    "blocks_per_s": round(blocks / sync_s, 2) if sync_s and blocks else None,
+                },
+            )
+            if case not in done:
                 self.notes.append(
                     f"{variant}: {case} did not reach synchronized within "
                     f"{self.p.sync_timeout_s:g} s"
@@ -788,6 +799,13 @@ class P2PBench:
                 "txs_sent": self.progress.txs_sent,
             },
         )
+
+
+def _tail(log: Path, lines: int = 2) -> str:
+    try:
+        return " | ".join(log.read_text(errors="replace").splitlines()[-lines:])[-600:]
+    except OSError:
+        return "no log"
 
 
 def _cpu_s(r: NodeRun) -> float | None:
