@@ -129,11 +129,18 @@ def _time_series(
     fig = _new_figure(width=8.0, height=2.6 * len(panels) + 0.6)
     axes = fig.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
     for ax, (label, xs, series) in zip(axes, panels, strict=True):
+        many = len(series) > MAX_LEGEND
         for color, (name, values) in zip(
             itertools.cycle(COLORS), sorted(series.items()), strict=False
         ):
             pts = [(x, v * scale) for x, v in zip(xs, values, strict=True) if v is not None]
-            if pts:
+            if not pts:
+                continue
+            if many:  # a cloud of thin lines; the median and p10–p90 band carry the message
+                ax.plot(
+                    [p[0] for p in pts], [p[1] for p in pts], color="0.6", linewidth=0.5, alpha=0.35
+                )
+            else:
                 ax.plot(
                     [p[0] for p in pts],
                     [p[1] for p in pts],
@@ -142,13 +149,35 @@ def _time_series(
                     marker="." if len(pts) < 30 else None,
                     label=name,
                 )
+        if many:
+            bx, med, lo, hi = _bands(xs, list(series.values()), scale)
+            ax.fill_between(bx, lo, hi, color=COLORS[0], alpha=0.2, label="p10–p90")
+            ax.plot(bx, med, color=COLORS[0], linewidth=2, label="median")
         ax.set_title(f"{title} — {label} ({len(series)} series)", fontsize="medium")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        if len(series) <= MAX_LEGEND:
-            ax.legend(fontsize="x-small", ncol=2, loc="upper right")
+        ax.legend(fontsize="x-small", ncol=2, loc="upper right")
     axes[-1].set_xlabel("time since start (s)")
     return fig
+
+
+def _bands(
+    xs: Sequence[float], series: Sequence[Sequence[float | None]], scale: float
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Per x: median, p10 and p90 across the series that have a sample there."""
+    bx: list[float] = []
+    med: list[float] = []
+    lo: list[float] = []
+    hi: list[float] = []
+    for i, x in enumerate(xs):
+        vals = sorted(v[i] * scale for v in series if v[i] is not None)  # type: ignore[operator]
+        if not vals:
+            continue
+        bx.append(x)
+        med.append(vals[len(vals) // 2])
+        lo.append(vals[int(0.1 * (len(vals) - 1))])
+        hi.append(vals[int(0.9 * (len(vals) - 1))])
+    return bx, med, lo, hi
 
 
 def rtt_over_time(runs: Sequence[Run]) -> Figure | None:
@@ -219,7 +248,7 @@ def sync_progress(runs: Sequence[Run]) -> Figure | None:
         ax.plot(ts, hs, color=color, marker=".", label=label)
         if target is not None:
             ax.axhline(target, color=color, linestyle=":", alpha=0.6)
-    ax.set_title("sync progress (dotted: height of the cluster when syncing began)")
+    ax.set_title("sync progress (dotted: the cluster's height)")
     ax.set_xlabel("time since the node (re)started (s)")
     ax.set_ylabel("block height")
     ax.grid(alpha=0.3)
