@@ -8,6 +8,8 @@ from netdiag.cli.main import LazyGroup
 
 # name -> "module:attr"; each benchmark lives with the capability it measures.
 BENCHMARKS: dict[str, str] = {
+    "validate": "netdiag.cli.node_bench:validate",
+    "emulator": "netdiag.cli.lab:bench_emulator",
     "p2p": "netdiag.cli.bench_p2p:bench_p2p",
 }
 

@@ -18,6 +18,8 @@ from netdiag.errors import EXIT_INTERRUPTED, NetdiagError
 COMMANDS: dict[str, str] = {
     "bench": "netdiag.cli.bench:bench",
     "doctor": "netdiag.cli.doctor:doctor",
+    "node": "netdiag.cli.node:node",
+    "lab": "netdiag.cli.lab:lab",
     "report": "netdiag.cli.report:report",
 }
 
@@ -82,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except Exception as e:  # a bug: still one line, unless the operator asked for the traceback
+        if debug:
+            traceback.print_exc()
+        _print_error(f"internal error: {type(e).__name__}: {e} — rerun with --debug and report it")
+        return 1
     return int(rv) if isinstance(rv, int) else 0
 
 

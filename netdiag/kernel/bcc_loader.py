@@ -7,6 +7,7 @@ final C as the compiler sees it (defines first) for `--ebpf`.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from netdiag.errors import InputError, KernelFeatureError, NetdiagError, Privile
 from netdiag.kernel import caps, headers, tracefs
 from netdiag.kernel.host import REAL, HostPaths
 
+log = logging.getLogger("netdiag.kernel.bcc")
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 _IDENT = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
@@ -69,6 +71,10 @@ def prepare(env: LoadEnv = LoadEnv()) -> headers.HeaderTree:
     caps.require("CAP_BPF", "CAP_PERFMON", why="loading eBPF programs", host=env.host)
     tracefs.ensure(env.host)
     tree = headers.find(env.host, env.cache)
+    if os.environ.get("BCC_KERNEL_SOURCE") != str(tree.path):
+        warning = tree.warning()
+        if warning:
+            log.warning("%s", warning)
     os.environ["BCC_KERNEL_SOURCE"] = str(tree.path)
     return tree
 

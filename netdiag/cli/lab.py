@@ -1,0 +1,351 @@
+"""`netdiag lab …`: namespaces joined by emulated WAN links; `netdiag bench emulator`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from netdiag.errors import InputError, NetdiagError
+from netdiag.lab import state, teardown, units
+
+
+class _Terminated(Exception):
+    """SIGTERM (from `lab down NAME`) turned into an exception so teardown runs in finally."""
+
+
+def _on_term(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one teardown; a second TERM must not cut it
+    raise _Terminated()
+
+
+def _resolve(name: str | None) -> str:
+    names = state.names()
+    if name:
+        if name not in names:
+            raise InputError(
+                f"no lab named {name!r} is up", f"labs up: {', '.join(names) or 'none'}"
+            )
+        return name
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise InputError("no lab is up", "start one with `netdiag lab up FILE`")
+    raise InputError(f"several labs are up ({', '.join(names)})", "choose one with --lab NAME")
+
+
+@click.group()
+def lab() -> None:
+    """Namespaces joined by emulated WAN links (delay, jitter, rate, loss, queue)."""
+
+
+@lab.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "userspace", "kernel"]),
+    default=None,
+    help="Link engine (default: the topology's, else auto: kernel if netem loads).",
+)
+@click.option(
+    "--name", default=None, help="Lab name (default: the topology's `name`, else the file stem)."
+)
+@click.option("-d", "--detach", is_flag=True, help="Run the supervisor in the background.")
+@click.option("--json", "as_json", is_flag=True, help="Print the lab's metadata as JSON when up.")
+def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: bool) -> None:
+    """Bring up the lab described by FILE; runs until Ctrl-C (or `lab down`), then tears down."""
+    from dataclasses import replace
+
+    from netdiag.lab import Lab, load
+
+    topo = load(file)
+    if name:
+        topo = replace(topo, name=name)
+    if detach:
+        _detach(file, engine, topo.name, as_json)
+        return
+    console = Console(stderr=True)
+    old = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        with Lab.up(topo, engine=engine) as the_lab:
+            if as_json:
+                click.echo(json.dumps(the_lab.metadata()))
+                sys.stdout.flush()
+            else:
+                console.print(_summary(the_lab.metadata(), the_lab.pending_roles))
+                console.print(
+                    f"lab [bold]{topo.name}[/] is up — Ctrl-C or "
+                    f"`netdiag lab down {topo.name}` ends it"
+                )
+            while True:
+                for s in the_lab.crashed():
+                    console.print(
+                        f"[red]node {s.node}: {' '.join(s.argv)} exited with {s.proc.returncode}[/]"
+                        + (f"\n{s.tail()}" if s.tail() else "")
+                    )
+                time.sleep(0.5)
+    except _Terminated:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _detach(file: Path, engine: str | None, name: str, as_json: bool) -> None:
+    log = state.work_dir(name) / "supervisor.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "netdiag.cli.main",
+        "lab",
+        "up",
+        str(file),
+        "--name",
+        name,
+        "--json",
+    ]
+    if engine:
+        argv += ["--engine", engine]
+    with open(log, "wb") as f:
+        p = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        rec = state.read(name)
+        if rec and rec.get("ready") and rec.get("supervisor", {}).get("pid") == p.pid:
+            if as_json:
+                click.echo(json.dumps(_status_of(rec)))
+            else:
+                click.echo(f"lab {name} is up (supervisor pid {p.pid}, log {log})")
+            return
+        if p.poll() is not None:
+            raise NetdiagError(
+                f"lab {name} failed to start:\n{log.read_text(errors='replace').strip()}",
+                "fix the error above",
+            )
+        time.sleep(0.1)
+    teardown.down(name)
+    raise NetdiagError(f"lab {name} did not come up within 120 s", f"see {log}")
+
+
+@lab.command()
+@click.argument("name", required=False)
+@click.option("--all", "all_", is_flag=True, help="Every lab recorded in the state directory.")
+@click.option("--json", "as_json", is_flag=True)
+def down(name: str | None, all_: bool, as_json: bool) -> None:
+    """Stop lab NAME (or --all): what it recorded is removed; works after kill -9."""
+    if all_ == bool(name):
+        raise click.UsageError("give a lab NAME or --all")
+    if all_:
+        done = teardown.down_all()
+    else:
+        r = teardown.down(name or "")
+        if r is None:
+            raise InputError(
+                f"no lab named {name!r} is up", f"labs up: {', '.join(state.names()) or 'none'}"
+            )
+        done = [r]
+    if as_json:
+        click.echo(json.dumps(done))
+    else:
+        for d in done:
+            click.echo(f"lab {d['lab']}: down ({len(d.get('namespaces', []))} namespaces removed)")
+        if not done:
+            click.echo("no labs were up")
+
+
+def _status_of(rec: dict[str, Any]) -> dict[str, Any]:
+    from netdiag.lab import engines
+
+    sup = rec.get("supervisor") or {}
+    eng = engines.get(rec["engine"]) if rec.get("engine") in ("userspace", "kernel") else None
+    return {
+        "lab": rec["name"],
+        "engine": rec.get("engine"),
+        "ready": bool(rec.get("ready")),
+        "supervisor_pid": sup.get("pid"),
+        "supervisor_alive": bool(sup) and state.alive(sup),
+        "nodes": rec.get("nodes", {}),
+        "pending_roles": rec.get("pending_roles", []),
+        "links": [
+            {
+                "a": ln["a"],
+                "b": ln["b"],
+                **ln.get("shape", {}),
+                "forwarder_alive": state.alive(ln) if "pid" in ln else None,
+                "stats": eng.stats(ln) if eng else {},
+            }
+            for ln in rec.get("links", [])
+        ],
+        "processes": [
+            {
+                "node": p.get("node"),
+                "kind": p["kind"],
+                "pid": p["pid"],
+                "argv": p.get("argv"),
+                "alive": state.alive(p),
+                "log": p.get("log"),
+            }
+            for p in rec.get("procs", [])
+        ],
+    }
+
+
+@lab.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def status(name: str | None, as_json: bool) -> None:
+    """Labs that are up: engine, supervisor, links with their shape and counters, processes."""
+    names = [name] if name else state.names()
+    out = [_status_of(r) for n in names if (r := state.read(n))]
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    console = Console()
+    if not out:
+        console.print("no labs are up")
+    for s in out:
+        alive = "alive" if s["supervisor_alive"] else "[red]DEAD — run `netdiag lab down --all`[/]"
+        console.print(
+            f"[bold]{s['lab']}[/] engine {s['engine']} supervisor {s['supervisor_pid']} {alive}"
+        )
+        console.print(_summary({"links": s["links"]}, s["pending_roles"]))
+        for p in s["processes"]:
+            if p["kind"] == "node":
+                st = "running" if p["alive"] else "[red]exited[/]"
+                console.print(
+                    f"  node {p['node']}: {' '.join(p['argv'] or [])} — {st} (log {p['log']})"
+                )
+
+
+def _summary(meta: dict[str, Any], pending: list[str]) -> Table:
+    t = Table(show_edge=False, pad_edge=False)
+    for col in ("link", "delay", "jitter", "rate", "loss", "queue", "a→b pkts", "drops loss/queue"):
+        t.add_column(col)
+    for ln in meta.get("links", []):
+        st = ln.get("stats", {}).get("ab", {})
+        t.add_row(
+            f"{ln['a']} ↔ {ln['b']}",
+            units.fmt_duration(ln["delay_us"] / 1e6),
+            units.fmt_duration(ln["jitter_us"] / 1e6),
+            units.fmt_rate(ln["rate_bps"]),
+            f"{ln['loss'] * 100:g}%",
+            str(ln["queue_pkts"]),
+            str(st.get("tx_pkts", "")),
+            f"{st['drop_loss']}/{st['drop_queue']}" if st else "",
+        )
+    if pending:
+        t.caption = f"role=node pending (netdiag node not available yet): {', '.join(pending)}"
+    return t
+
+
+@lab.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.option("--lab", "lab_name", default=None, help="Which lab (default: the only one up).")
+@click.argument("node")
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(lab_name: str | None, node: str, cmd: tuple[str, ...]) -> None:
+    """Run CMD inside NODE's namespace: `netdiag lab exec a -- ping 10.0.0.2`."""
+    name = _resolve(lab_name)
+    rec = state.read(name) or {}
+    nodes = rec.get("nodes", {})
+    if node not in nodes:
+        raise InputError(f"lab {name} has no node {node!r}", f"nodes: {', '.join(nodes)}")
+    sys.stdout.flush()
+    os.execvp("ip", ["ip", "netns", "exec", nodes[node]["ns"], *cmd])
+
+
+@lab.group()
+def link() -> None:
+    """Change live links."""
+
+
+@link.command(name="set")
+@click.argument("a")
+@click.argument("b")
+@click.option("--lab", "lab_name", default=None, help="Which lab (default: the only one up).")
+@click.option("--delay", default=None, help='Round-trip delay the link adds, e.g. "50ms".')
+@click.option("--jitter", default=None, help='Per-direction +- jitter, e.g. "1ms".')
+@click.option("--rate", default=None, help='e.g. "100mbit"; 0 = unlimited.')
+@click.option("--loss", default=None, help='Per direction, e.g. "1%".')
+@click.option("--queue", default=None, help='Packets, or BDP multiples like "2bdp".')
+@click.option("--json", "as_json", is_flag=True)
+def link_set(
+    a: str,
+    b: str,
+    lab_name: str | None,
+    delay: str | None,
+    jitter: str | None,
+    rate: str | None,
+    loss: str | None,
+    queue: str | None,
+    as_json: bool,
+) -> None:
+    """Change the live link between nodes A and B."""
+    from netdiag.lab.lab import set_link_record
+    from netdiag.lab.topology import LinkShape
+
+    name = _resolve(lab_name)
+    rec = state.read(name) or {}
+    idx = next(
+        (i for i, ln in enumerate(rec.get("links", [])) if {ln["a"], ln["b"]} == {a, b}), None
+    )
+    if idx is None:
+        raise InputError(f"lab {name} has no link {a} <-> {b}", "see `netdiag lab status`")
+    cur = rec["links"][idx]["shape"]
+    qp, qb = units.queue_spec(queue, "--queue") if queue else (int(cur["queue_pkts"]), 0.0)
+    shape = LinkShape(
+        delay_s=units.duration_s(delay, "--delay") if delay else cur["delay_us"] / 1e6,
+        jitter_s=units.duration_s(jitter, "--jitter") if jitter else cur["jitter_us"] / 1e6,
+        rate_bps=units.rate_bps(rate, "--rate") if rate else int(cur["rate_bps"]),
+        loss=units.loss_fraction(loss, "--loss") if loss else float(cur["loss"]),
+        queue_pkts=qp,
+        queue_bdp=qb or 1.0,
+    )
+    set_link_record(name, idx, shape)
+    out = {"lab": name, "a": a, "b": b, **shape.as_dict(int(rec.get("mtu", 1500)))}
+    click.echo(json.dumps(out) if as_json else f"{name}: {a} ↔ {b}: {shape.describe()}")
+
+
+@click.command(name="emulator")
+@click.option("--quick", is_flag=True, help="Tiny grid for CI (a few seconds).")
+@click.option("--engine", type=click.Choice(["auto", "userspace", "kernel"]), default="auto")
+@click.option("--seconds", type=float, default=None, help="iperf3 run length per point.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to save the JSON (default: bench-emulator-<time>.json).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of a table.")
+def bench_emulator(
+    quick: bool, engine: str, seconds: float | None, out: Path | None, as_json: bool
+) -> None:
+    """Fidelity of the lab's links: RTT vs delay, throughput vs rate, loss vs configured, CPU."""
+    from netdiag.lab import fidelity
+
+    console = Console(stderr=True)
+    grid = fidelity.QUICK_GRID if quick else fidelity.FULL_GRID
+    secs = seconds if seconds is not None else (2.0 if quick else 5.0)
+    result = fidelity.run(grid, engine=engine, seconds=secs, progress=lambda m: console.print(m))
+    path = out or Path(f"bench-emulator-{time.strftime('%Y%m%dT%H%M%S')}.json")
+    path.write_text(json.dumps(result, indent=1))
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        Console().print(fidelity.table(result))
+        console.print(f"saved {path}")

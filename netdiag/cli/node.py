@@ -1,0 +1,195 @@
+"""`netdiag node …`: run the reference P2P node and prepare labs for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from netdiag.errors import InputError, NetdiagError
+
+LAB_GENESIS_TS_MS = 1_700_000_000_000  # fixed, so the same N and seed give the same genesis
+
+
+def _node_error(e: Exception) -> NetdiagError:
+    from netdiag.node.errors import ConfigError, StoreError
+
+    if isinstance(e, ConfigError):
+        return InputError(str(e), "fix the file, variable or option named above")
+    if isinstance(e, StoreError):
+        return NetdiagError(str(e), "point --data-dir at an empty directory or the right genesis")
+    return NetdiagError(str(e), "see the node log above")
+
+
+@click.group()
+def node() -> None:
+    """The reference P2P node daemon (the target netdiag's tools measure)."""
+
+
+@node.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML config file (keys as the NETDIAG_NODE_* variables, lower case).",
+)
+@click.option("--data-dir", help="Directory for the SQLite store, TLS files and node key.")
+@click.option("--genesis", help="Genesis JSON (from `netdiag node genesis`).")
+@click.option("--key", help="Ed25519 PEM key; a genesis validator's key makes this a producer.")
+@click.option("--listen", help="P2P HOST:PORT (default 127.0.0.1:7600; port 0 picks one).")
+@click.option("--api", help="REST API HOST:PORT (default 127.0.0.1:7601).")
+@click.option("--peer", "peers", multiple=True, help="Bootstrap peer HOST:PORT (repeatable).")
+@click.option("--tls/--no-tls", default=None, help="TLS on the P2P port (default on).")
+@click.option("--produce/--no-produce", default=None, help="Produce blocks in our slots.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+def run(config_file: Path | None, **opts: Any) -> None:
+    """Run a node until SIGTERM or SIGINT (JSON logs on stderr).
+
+    Settings: defaults < --config file < NETDIAG_NODE_* environment < options.
+    """
+    from netdiag.node.config import load_config
+    from netdiag.node.daemon import main_loop
+    from netdiag.node.errors import NodeError
+    from netdiag.node.logs import NodeLog
+
+    overrides = {k: (list(v) if k == "peers" else v) for k, v in opts.items()}
+    try:
+        cfg = load_config(config_file, os.environ, overrides)
+    except NodeError as e:
+        raise _node_error(e) from e
+    if not cfg.data_dir or not cfg.genesis:
+        raise InputError(
+            "node needs a data directory and a genesis file",
+            "pass --data-dir DIR --genesis FILE (or set them in --config)",
+        )
+    log = NodeLog(Path(cfg.data_dir).name or "node", sys.stderr, cfg.log_level)
+    try:
+        main_loop(cfg, log)
+    except NodeError as e:
+        raise _node_error(e) from e
+    except OSError as e:
+        raise NetdiagError(
+            f"node cannot start: {e}", "choose free --listen/--api ports and a writable --data-dir"
+        ) from e
+
+
+@node.command()
+@click.option("--validators", type=click.IntRange(1, 1000), required=True)
+@click.option("--seed", required=True, help="Seed for deterministic LAB-ONLY validator keys.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--network-id", default="netdiag-lab", show_default=True)
+@click.option("--slot-ms", type=click.IntRange(10), default=1000, show_default=True)
+@click.option("--epoch-length", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--timestamp-ms", type=int, default=LAB_GENESIS_TS_MS, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def genesis(
+    validators: int,
+    seed: str,
+    out: Path,
+    network_id: str,
+    slot_ms: int,
+    epoch_length: int,
+    timestamp_ms: int,
+    as_json: bool,
+) -> None:
+    """Write DIR/genesis.json and DIR/validator-I.key for a lab of N validators.
+
+    The keys derive from the seed: anyone who knows it holds them. Labs only.
+    """
+    from netdiag.node.genesis import ChainParams, lab_genesis, write_lab
+
+    spec, keys = lab_genesis(
+        validators,
+        seed,
+        network_id,
+        timestamp_ms,
+        ChainParams(epoch_length=epoch_length, slot_ms=slot_ms),
+    )
+    paths = write_lab(out, spec, keys)
+    vals: list[dict[str, Any]] = [
+        {"index": i, "node_id": k.node_id.hex(), "key": str(p)}
+        for i, (k, p) in enumerate(zip(keys, paths[1:], strict=True))
+    ]
+    doc: dict[str, Any] = {
+        "genesis": str(paths[0]),
+        "genesis_hash": spec.block().hash.hex(),
+        "network_id": network_id,
+        "validators": vals,
+    }
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(f"genesis {doc['genesis_hash'][:16]}… for {validators} validators -> {out}")
+        for v in vals:
+            click.echo(f"  validator {v['index']}: {v['node_id'][:16]}…  {v['key']}")
+
+
+@node.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--json", "as_json", is_flag=True)
+def keygen(out: Path, as_json: bool) -> None:
+    """Generate a fresh Ed25519 node key (PKCS#8 PEM, mode 0600)."""
+    from netdiag.node.crypto import Identity, save_identity
+
+    if out.exists():
+        raise InputError(f"{out} exists", "choose another --out; keys are never overwritten")
+    ident = Identity.generate()
+    save_identity(ident, out)
+    if as_json:
+        click.echo(json.dumps({"key": str(out), "node_id": ident.node_id.hex()}))
+    else:
+        click.echo(f"node id {ident.node_id.hex()} -> {out}")
+
+
+@node.command()
+@click.option("--api", default="127.0.0.1:7601", show_default=True, help="Node API HOST:PORT.")
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Sender's Ed25519 key (any key; e.g. from `netdiag node keygen`).",
+)
+@click.option("--payload", required=True, help="Payload text.")
+@click.option("--nonce", type=int, default=None, help="Default: current time in ns.")
+@click.option("--json", "as_json", is_flag=True)
+def tx(api: str, key: Path, payload: str, nonce: int | None, as_json: bool) -> None:
+    """Sign a transaction and POST it to a node's /tx."""
+    from netdiag.node.api import tx_json
+    from netdiag.node.crypto import load_identity
+    from netdiag.node.errors import NodeError
+    from netdiag.node.model import make_tx
+
+    try:
+        ident = load_identity(key)
+    except NodeError as e:
+        raise _node_error(e) from e
+    t = make_tx(
+        ident,
+        time.time_ns() if nonce is None else nonce,
+        payload.encode(),
+        time.time_ns() // 1_000_000,
+    )
+    body = json.dumps(tx_json(t)).encode()
+    req = urllib.request.Request(
+        f"http://{api}/tx", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            doc = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        raise NetdiagError(
+            f"node refused the transaction: {e.read().decode()[:200]}",
+            "check the node log for the rule it broke",
+        ) from e
+    except (urllib.error.URLError, OSError) as e:
+        raise NetdiagError(
+            f"cannot reach node API at {api}: {e}", "start the node or pass its --api address"
+        ) from e
+    click.echo(json.dumps(doc) if as_json else f"tx {doc['txid']} accepted={doc['accepted']}")

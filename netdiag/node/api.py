@@ -1,0 +1,149 @@
+"""REST API (aiohttp), bound to 127.0.0.1 by default.
+
+GET /status, /block/{height|hash}, /peers, /metrics (Prometheus), /message/{id};
+POST /tx with a JSON signed transaction (hex fields).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from netdiag.node.config import split_hostport
+from netdiag.node.model import Block, Tx
+
+if TYPE_CHECKING:
+    from netdiag.node.daemon import Node
+
+MAX_BODY = 64 << 10
+NODE_KEY = web.AppKey("node", object)
+
+
+def block_json(b: Block) -> dict[str, Any]:
+    h = b.header
+    return {
+        "height": h.height,
+        "hash": b.hash.hex(),
+        "prev_hash": h.prev_hash.hex(),
+        "timestamp_ms": h.timestamp_ms,
+        "producer": h.producer.hex(),
+        "tx_root": h.tx_root.hex(),
+        "signature": b.signature.hex(),
+        "size_bytes": len(b.encode()),
+        "txs": [tx_json(t) for t in b.txs],
+    }
+
+
+def tx_json(t: Tx) -> dict[str, Any]:
+    return {
+        "txid": t.txid().hex(),
+        "sender": t.sender.hex(),
+        "nonce": t.nonce,
+        "timestamp_ms": t.timestamp_ms,
+        "payload": t.payload.hex(),
+        "signature": t.signature.hex(),
+    }
+
+
+def tx_from_json(doc: Any) -> Tx:
+    if not isinstance(doc, dict):
+        raise ValueError("expected a JSON object")
+    return Tx(
+        bytes.fromhex(doc["sender"]),
+        int(doc["nonce"]),
+        int(doc["timestamp_ms"]),
+        bytes.fromhex(doc["payload"]),
+        bytes.fromhex(doc["signature"]),
+    )
+
+
+def _node(request: web.Request) -> Node:
+    return request.app[NODE_KEY]  # type: ignore[return-value]
+
+
+def _error(status: int, what: str, reason: str) -> web.Response:
+    return web.json_response({"error": what, "reason": reason}, status=status)
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(_node(request).status())
+
+
+async def peers(request: web.Request) -> web.Response:
+    return web.json_response(_node(request).peers())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = _node(request).metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def block(request: web.Request) -> web.Response:
+    node = _node(request)
+    assert node.chain is not None
+    ident = request.match_info["ident"].removeprefix("0x")
+    if ident.isdigit() and len(ident) < 20:
+        b = node.chain.store.block_at(int(ident))
+    elif len(ident) == 64:
+        try:
+            b = node.chain.store.block_by_hash(bytes.fromhex(ident))
+        except ValueError:
+            return _error(400, f"{ident!r} is not hex", "bad_id")
+    else:
+        return _error(400, "block id must be a height or a 32-byte hex hash", "bad_id")
+    if b is None:
+        return _error(404, f"no block {ident}", "not_found")
+    return web.json_response(block_json(b))
+
+
+async def message(request: web.Request) -> web.Response:
+    try:
+        mid = bytes.fromhex(request.match_info["mid"])
+    except ValueError:
+        return _error(400, "message id must be hex", "bad_id")
+    stats = _node(request).message_stats(mid)
+    return web.json_response(stats) if stats else _error(404, "message not seen", "not_found")
+
+
+async def post_tx(request: web.Request) -> web.Response:
+    try:
+        tx = tx_from_json(await request.json())
+    except (ValueError, KeyError, TypeError) as e:
+        return _error(400, f"malformed transaction: {e}", "format")
+    verdict, txid = _node(request).submit_local_tx(tx)
+    if verdict == "reject":
+        return _error(400, "transaction rejected (see node log for the rule)", "invalid")
+    return web.json_response(
+        {"txid": txid.hex(), "accepted": verdict == "accept", "duplicate": verdict == "ignore"},
+        status=202 if verdict == "accept" else 200,
+    )
+
+
+async def start_api(node: Node) -> tuple[web.AppRunner, int]:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[NODE_KEY] = node
+    app.add_routes(
+        [
+            web.get("/status", status),
+            web.get("/peers", peers),
+            web.get("/metrics", metrics),
+            web.get("/block/{ident}", block),
+            web.get("/message/{mid}", message),
+            web.post("/tx", post_tx),
+        ]
+    )
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = split_hostport(node.cfg.api)
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server  # aiohttp keeps the bound asyncio server here
+    bound = server.sockets[0].getsockname()[1] if server is not None else port  # type: ignore[attr-defined]
+    return runner, int(bound)
+
+
+async def stop_api(runner: object) -> None:
+    assert isinstance(runner, web.AppRunner)
+    await runner.cleanup()

@@ -1,0 +1,106 @@
+"""Node configuration: defaults < TOML file < NETDIAG_NODE_* environment < CLI overrides.
+
+Limits are in the mould of go-libp2p's resource manager and connection manager defaults,
+scaled to a small node; loopback is not exempt.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from netdiag.node.errors import ConfigError
+
+ENV_PREFIX = "NETDIAG_NODE_"
+
+
+class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    data_dir: str
+    genesis: str
+    key: str = ""  # empty: a node key is generated once in data_dir (non-validator)
+    listen: str = "127.0.0.1:7600"
+    api: str = "127.0.0.1:7601"
+    peers: list[str] = []
+    tls: bool = True
+    produce: bool = True  # produce blocks in our slots if our key is a genesis validator
+    min_peers_to_produce: int = -1  # -1: 1 if any peer is configured, else 0
+    # connections
+    max_inbound: int = 64
+    max_outbound: int = 16
+    target_outbound: int = 8
+    max_inbound_per_ip: int = 16
+    handshake_timeout_s: float = 5.0
+    idle_timeout_s: float = 60.0
+    ping_interval_s: float = 15.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 60.0
+    max_known_addrs: int = 1000
+    # per-peer limits
+    max_frame_bytes: int = 4 << 20
+    peer_msg_rate: float = 1000.0  # messages/s sustained, burst 2x
+    peer_bytes_rate: float = 16 << 20  # bytes/s sustained, burst 2x (reads are throttled)
+    max_write_buffer_bytes: int = 16 << 20  # a peer that does not read is disconnected
+    max_violations: int = 1  # protocol violations tolerated per connection before closing
+    # scores and bans
+    ban_threshold: float = -100.0
+    ban_seconds: float = 600.0
+    max_failed_handshakes_per_ip: int = 30  # per minute, then the IP is banned for ban_seconds
+    # chain
+    mempool_max_txs: int = 10_000
+    mempool_max_bytes: int = 32 << 20
+    orphan_max: int = 256
+    sync_batch: int = 64
+    sync_timeout_s: float = 5.0
+    status_interval_s: float = 2.0
+    gossip_heartbeat_s: float = 1.0
+    # operations
+    log_level: str = "info"
+
+
+def _parse_env(env: Mapping[str, str]) -> dict[str, Any]:
+    fields = {f.name: f for f in msgspec.structs.fields(NodeConfig)}
+    out: dict[str, Any] = {}
+    for k, v in env.items():
+        if not k.startswith(ENV_PREFIX):
+            continue
+        name = k[len(ENV_PREFIX) :].lower()
+        if name not in fields:
+            raise ConfigError(f"unknown environment variable {k} (no config field {name!r})")
+        out[name] = [p.strip() for p in v.split(",") if p.strip()] if name == "peers" else v
+    return out
+
+
+def load_config(
+    file: Path | None, env: Mapping[str, str], overrides: Mapping[str, Any]
+) -> NodeConfig:
+    merged: dict[str, Any] = {}
+    if file is not None:
+        try:
+            merged.update(tomllib.loads(file.read_text()))
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {file}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {file} is not TOML: {e}") from e
+    merged.update(_parse_env(env))
+    merged.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+    for k in ("peers",):
+        if k in merged and isinstance(merged[k], tuple):
+            merged[k] = list(merged[k])
+    try:
+        cfg = msgspec.convert(merged, NodeConfig, strict=False)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"invalid node configuration: {e}") from e
+    for addr in [cfg.listen, cfg.api, *cfg.peers]:
+        split_hostport(addr)
+    return cfg
+
+
+def split_hostport(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"address {addr!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)

@@ -1,0 +1,84 @@
+"""Ed25519 identities: key files, deterministic lab keys, sign and verify."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from netdiag.node.errors import ConfigError
+
+PUBKEY_LEN = 32
+SIG_LEN = 64
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A node's or validator's key pair; ``node_id`` is the raw 32-byte public key."""
+
+    private: Ed25519PrivateKey
+    node_id: bytes
+
+    @classmethod
+    def from_private(cls, key: Ed25519PrivateKey) -> Identity:
+        raw = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return cls(key, raw)
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls.from_private(Ed25519PrivateKey.generate())
+
+    def sign(self, data: bytes) -> bytes:
+        return self.private.sign(data)
+
+    def private_pem(self) -> bytes:
+        return self.private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+def lab_identity(seed: str, index: int) -> Identity:
+    """Deterministic validator key for labs ONLY: anyone who knows the seed has the key."""
+    secret = hashlib.sha256(f"netdiag-lab-validator:{seed}:{index}".encode()).digest()
+    return Identity.from_private(Ed25519PrivateKey.from_private_bytes(secret))
+
+
+def verify(pubkey: bytes, signature: bytes, data: bytes) -> bool:
+    if len(pubkey) != PUBKEY_LEN or len(signature) != SIG_LEN:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(pubkey).verify(signature, data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def save_identity(identity: Identity, path: Path) -> None:
+    """Write the private key as PKCS#8 PEM, readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(identity.private_pem())
+
+
+def load_identity(path: Path) -> Identity:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read key file {path}: {e.strerror}") from e
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"key file {path} is not an unencrypted PEM private key: {e}") from e
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"key file {path} holds a {type(key).__name__}, not an Ed25519 key")
+    return Identity.from_private(key)

@@ -1,0 +1,107 @@
+"""Genesis: the network's parameters, validator set and deterministic block 0.
+
+The genesis file is JSON. Block 0's ``tx_root`` commits to the canonical encoding of the whole
+spec, so agreeing on the genesis hash (checked in every handshake) means agreeing on the
+validator set and every consensus parameter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import msgspec
+
+from netdiag.node.crypto import PUBKEY_LEN, Identity, lab_identity, save_identity
+from netdiag.node.errors import ConfigError
+from netdiag.node.model import BLOCK_VERSION, ZERO_HASH, Block, BlockHeader
+
+GENESIS_DOMAIN = b"netdiag-node/genesis/v1\x00"
+
+
+class ChainParams(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    epoch_length: int = 100  # blocks; producer entropy is re-seeded at every epoch boundary
+    slot_ms: int = 1000  # minimum spacing of blocks and length of one producer round
+    max_block_bytes: int = 1 << 20
+    max_block_txs: int = 2000
+    max_tx_bytes: int = 16 << 10
+    max_future_ms: int = 5000  # a block's timestamp may be at most this far ahead of our clock
+
+
+class GenesisSpec(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    network_id: str
+    timestamp_ms: int
+    validators: list[bytes]
+    params: ChainParams
+
+    def block(self) -> Block:
+        commitment = hashlib.sha256(GENESIS_DOMAIN + msgspec.msgpack.encode(self)).digest()
+        header = BlockHeader(
+            BLOCK_VERSION,
+            self.network_id,
+            0,
+            ZERO_HASH,
+            self.timestamp_ms,
+            bytes(32),
+            commitment,
+            0,
+        )
+        return Block(header, header.compute_hash(), b"", [])
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "network_id": self.network_id,
+            "timestamp_ms": self.timestamp_ms,
+            "validators": [v.hex() for v in self.validators],
+            "params": msgspec.structs.asdict(self.params),
+        }
+
+
+def parse_genesis(doc: object, source: str = "genesis") -> GenesisSpec:
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: expected a JSON object")
+    try:
+        validators = [bytes.fromhex(v) for v in doc["validators"]]
+        params = ChainParams(**{str(k): int(x) for k, x in dict(doc.get("params", {})).items()})
+        spec = GenesisSpec(str(doc["network_id"]), int(doc["timestamp_ms"]), validators, params)
+    except (KeyError, ValueError, TypeError, msgspec.ValidationError) as e:
+        raise ConfigError(f"{source}: malformed genesis ({e!r})") from e
+    if not spec.validators:
+        raise ConfigError(f"{source}: needs at least one validator")
+    if any(len(v) != PUBKEY_LEN for v in spec.validators):
+        raise ConfigError(f"{source}: every validator must be a 32-byte Ed25519 key in hex")
+    if len(set(spec.validators)) != len(spec.validators):
+        raise ConfigError(f"{source}: duplicate validator keys")
+    if spec.params.epoch_length < 1 or spec.params.slot_ms < 10:
+        raise ConfigError(f"{source}: epoch_length must be >= 1 and slot_ms >= 10")
+    return spec
+
+
+def load_genesis(path: Path) -> GenesisSpec:
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read genesis file {path}: {e.strerror}") from e
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"genesis file {path} is not JSON: {e}") from e
+    return parse_genesis(doc, str(path))
+
+
+def lab_genesis(
+    validators: int, seed: str, network_id: str, timestamp_ms: int, params: ChainParams
+) -> tuple[GenesisSpec, list[Identity]]:
+    keys = [lab_identity(seed, i) for i in range(validators)]
+    spec = GenesisSpec(network_id, timestamp_ms, [k.node_id for k in keys], params)
+    return spec, keys
+
+
+def write_lab(out: Path, spec: GenesisSpec, keys: list[Identity]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "genesis.json"]
+    (out / "genesis.json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
+    for i, key in enumerate(keys):
+        path = out / f"validator-{i}.key"
+        save_identity(key, path)
+        written.append(path)
+    return written

@@ -1,0 +1,146 @@
+"""Wire messages: a msgspec tagged union, decoded with strict types (no coercion, no extras).
+
+Block and transaction payloads travel as nested msgpack bytes so gossip message ids are stable
+(SHA-256 of exactly the bytes that were published) and validation decodes them separately.
+
+The sync messages (Status, GetHeaders/Headers, GetBlocks/Blocks by range) are part of the
+protocol from version 1 so a parallel sync engine can be built on them without a new version.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+TOPIC_BLOCKS = "blocks"
+TOPIC_TXS = "txs"
+TOPICS = (TOPIC_BLOCKS, TOPIC_TXS)
+
+
+class _Msg(msgspec.Struct, tag_field="t", forbid_unknown_fields=True):
+    pass
+
+
+# -- handshake -------------------------------------------------------------------------------
+
+
+class Hello(_Msg, tag="hello"):
+    network_id: str
+    genesis_hash: bytes
+    version: int
+    node_id: bytes  # Ed25519 public key
+    nonce: bytes  # 32 fresh random bytes; the peer must sign them
+    listen_port: int  # 0 = not accepting connections (for peer exchange)
+    agent: str = ""
+
+
+class Auth(_Msg, tag="auth"):
+    signature: bytes  # Ed25519 over handshake_transcript(...) — proves the key in Hello
+
+
+class Disconnect(_Msg, tag="bye"):
+    reason: str
+
+
+# -- liveness and peer exchange ------------------------------------------------------------
+
+
+class Ping(_Msg, tag="ping"):
+    nonce: int
+
+
+class Pong(_Msg, tag="pong"):
+    nonce: int
+
+
+class GetPeers(_Msg, tag="getpeers"):
+    pass
+
+
+class Peers(_Msg, tag="peers"):
+    addrs: list[str]  # "host:port" of peers that accept connections
+
+
+# -- sync ----------------------------------------------------------------------------------
+
+
+class Status(_Msg, tag="status"):
+    height: int
+    tip_hash: bytes
+    genesis_hash: bytes
+
+
+class GetHeaders(_Msg, tag="getheaders"):
+    req_id: int
+    start: int
+    count: int
+
+
+class Headers(_Msg, tag="headers"):
+    req_id: int
+    headers: list[bytes]  # canonical header encodings, ascending heights
+
+
+class GetBlocks(_Msg, tag="getblocks"):
+    req_id: int
+    start: int
+    count: int
+
+
+class GetBlocksByHash(_Msg, tag="getblocksbyhash"):
+    req_id: int
+    hashes: list[bytes]
+
+
+class Blocks(_Msg, tag="blocks"):
+    req_id: int
+    blocks: list[bytes]  # encoded blocks, ascending heights; may stop early at a byte budget
+
+
+# -- gossip (gossipsub v1.1 shaped) --------------------------------------------------------
+
+
+class Publish(_Msg, tag="pub"):
+    topic: str
+    data: bytes  # encoded Block or Tx; message id = SHA-256(data)
+
+
+class IHave(_Msg, tag="ihave"):
+    topic: str
+    ids: list[bytes]
+
+
+class IWant(_Msg, tag="iwant"):
+    ids: list[bytes]
+
+
+class Graft(_Msg, tag="graft"):
+    topic: str
+
+
+class Prune(_Msg, tag="prune"):
+    topic: str
+    backoff_s: int
+    peers: list[str] = []  # peer exchange on prune (v1.1)
+
+
+Message = (
+    Hello
+    | Auth
+    | Disconnect
+    | Ping
+    | Pong
+    | GetPeers
+    | Peers
+    | Status
+    | GetHeaders
+    | Headers
+    | GetBlocks
+    | GetBlocksByHash
+    | Blocks
+    | Publish
+    | IHave
+    | IWant
+    | Graft
+    | Prune
+)

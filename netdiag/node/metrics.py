@@ -1,0 +1,87 @@
+"""Prometheus metrics in a per-node registry (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+DELAY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+VALIDATION_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.05, 0.25)
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        ns = "netdiag_node"
+        self.blocks_received = Counter(
+            "blocks_received", "Blocks received, by source", ["source"], namespace=ns, registry=r
+        )
+        self.blocks_validated = Counter(
+            "blocks_validated", "Blocks validated and committed", namespace=ns, registry=r
+        )
+        self.blocks_rejected = Counter(
+            "blocks_rejected", "Blocks rejected, by rule", ["reason"], namespace=ns, registry=r
+        )
+        self.blocks_produced = Counter(
+            "blocks_produced", "Blocks produced by this node", namespace=ns, registry=r
+        )
+        self.txs_received = Counter(
+            "txs_received", "Transactions received, by source", ["source"], namespace=ns, registry=r
+        )
+        self.txs_validated = Counter(
+            "txs_validated", "Transactions validated into the mempool", namespace=ns, registry=r
+        )
+        self.txs_rejected = Counter(
+            "txs_rejected", "Transactions rejected, by rule", ["reason"], namespace=ns, registry=r
+        )
+        self.gossip_duplicates = Counter(
+            "gossip_duplicates", "Duplicate gossip messages", ["topic"], namespace=ns, registry=r
+        )
+        self.gossip_first_seen_delay = Histogram(
+            "gossip_first_seen_delay_seconds",
+            "Delay from a message's timestamp to its first arrival here",
+            ["topic"],
+            buckets=DELAY_BUCKETS,
+            namespace=ns,
+            registry=r,
+        )
+        self.validation_seconds = Histogram(
+            "validation_seconds",
+            "Validation time",
+            ["kind"],
+            buckets=VALIDATION_BUCKETS,
+            namespace=ns,
+            registry=r,
+        )
+        self.peers = Gauge(
+            "peers", "Connected authenticated peers", ["direction"], namespace=ns, registry=r
+        )
+        self.limit_hits = Counter(
+            "limit_hits", "Resource or rate limit hits", ["limit"], namespace=ns, registry=r
+        )
+        self.protocol_violations = Counter(
+            "protocol_violations", "Peer protocol violations", ["reason"], namespace=ns, registry=r
+        )
+        self.handshakes = Counter(
+            "handshakes", "Handshake outcomes", ["result"], namespace=ns, registry=r
+        )
+        self.bans = Counter("bans", "Peers or addresses banned", ["kind"], namespace=ns, registry=r)
+        self.height = Gauge("height", "Height of the stored tip", namespace=ns, registry=r)
+        self.mempool_txs = Gauge(
+            "mempool_txs", "Transactions in the mempool", namespace=ns, registry=r
+        )
+        self.orphans = Gauge(
+            "orphan_blocks", "Blocks held in the orphan pool", namespace=ns, registry=r
+        )
+        self.bytes_received = Counter(
+            "bytes_received", "Wire bytes received from peers", namespace=ns, registry=r
+        )
+        self.messages_received = Counter(
+            "messages_received",
+            "Wire messages received, by type",
+            ["type"],
+            namespace=ns,
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,165 @@
+"""SQLite block store (WAL). A block and its transactions commit in one transaction.
+
+Crash safety rests on SQLite: WAL + synchronous=FULL makes every COMMIT durable before
+``commit_block`` returns, and an interrupted transaction is rolled back on the next open. The
+store also refuses, inside the same transaction, any block that is not exactly tip + 1 with
+prev_hash == tip hash, so no bug upstream can leave a gap.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import msgspec
+
+from netdiag.node.errors import StoreError
+from netdiag.node.model import Block, decode_block
+from netdiag.node.validation import check_header
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks (
+    height    INTEGER PRIMARY KEY,
+    hash      BLOB NOT NULL UNIQUE,
+    prev_hash BLOB NOT NULL,
+    ts_ms     INTEGER NOT NULL,
+    data      BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS txs (
+    txid   BLOB PRIMARY KEY,
+    height INTEGER NOT NULL REFERENCES blocks(height),
+    idx    INTEGER NOT NULL
+);
+"""
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, nothing implicit.
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- genesis and start-up --------------------------------------------------------------
+
+    def init_genesis(self, genesis: Block) -> None:
+        """Store block 0 on first start; on later starts insist it is the same genesis."""
+        stored = self.db.execute("SELECT hash FROM blocks WHERE height = 0").fetchone()
+        if stored is None:
+            self._insert(genesis, expect_height=0, expect_prev=genesis.header.prev_hash)
+        elif stored[0] != genesis.hash:
+            raise StoreError(
+                f"store {self.path} belongs to genesis {stored[0].hex()[:16]}…, not "
+                f"{genesis.hash.hex()[:16]}… — use another --data-dir or the matching genesis"
+            )
+
+    def verify(self, depth: int = 64) -> int:
+        """Check the stored chain on start: no gaps, the tip decodes and hashes correctly, and
+        the last ``depth`` blocks link. Returns the tip height."""
+        row = self.db.execute("SELECT count(*), max(height) FROM blocks").fetchone()
+        count, tip = int(row[0]), row[1]
+        if tip is None:
+            raise StoreError(f"store {self.path} has no genesis block")
+        if count != tip + 1:
+            raise StoreError(f"store {self.path} has {count} blocks up to height {tip}: a gap")
+        rows = self.db.execute(
+            "SELECT height, hash, prev_hash, data FROM blocks WHERE height > ? ORDER BY height",
+            (tip - depth,),
+        ).fetchall()
+        prev: bytes | None = None
+        for height, h, prev_hash, data in rows:
+            try:
+                block = decode_block(data)
+            except msgspec.DecodeError as e:
+                raise StoreError(f"stored block {height} does not decode: {e}") from e
+            if block.hash != h or block.header.prev_hash != prev_hash or block.height != height:
+                raise StoreError(f"stored block {height} disagrees with its index row")
+            if height > 0:
+                check_header(block.header, block.hash, block.signature)
+            if prev is not None and prev_hash != prev:
+                raise StoreError(f"stored block {height} does not link to block {height - 1}")
+            prev = h
+        ntx = self.db.execute("SELECT count(*) FROM txs WHERE height > ?", (tip,)).fetchone()[0]
+        if ntx:
+            raise StoreError(f"store {self.path} holds transactions above the tip")
+        return int(tip)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def commit_block(self, block: Block) -> None:
+        """Append ``block`` atomically; it must extend the stored tip."""
+        tip_h, tip_hash = self.tip()
+        self._insert(block, expect_height=tip_h + 1, expect_prev=tip_hash)
+
+    def _insert(self, block: Block, expect_height: int, expect_prev: bytes) -> None:
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            row = cur.execute("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1")
+            tip = row.fetchone()
+            if tip is not None and (tip[0] + 1 != block.height or tip[1] != block.header.prev_hash):
+                raise StoreError(f"refusing block {block.height}: does not extend tip {tip[0]}")
+            if block.height != expect_height or block.header.prev_hash != expect_prev:
+                raise StoreError(f"refusing block {block.height}: expected {expect_height}")
+            cur.execute(
+                "INSERT INTO blocks (height, hash, prev_hash, ts_ms, data) VALUES (?, ?, ?, ?, ?)",
+                (
+                    block.height,
+                    block.hash,
+                    block.header.prev_hash,
+                    block.header.timestamp_ms,
+                    block.encode(),
+                ),
+            )
+            cur.executemany(
+                "INSERT INTO txs (txid, height, idx) VALUES (?, ?, ?)",
+                [(tx.txid(), block.height, i) for i, tx in enumerate(block.txs)],
+            )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def tip(self) -> tuple[int, bytes]:
+        row = self.db.execute("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1")
+        r = row.fetchone()
+        if r is None:
+            raise StoreError(f"store {self.path} has no genesis block")
+        return int(r[0]), bytes(r[1])
+
+    def block_at(self, height: int) -> Block | None:
+        r = self.db.execute("SELECT data FROM blocks WHERE height = ?", (height,)).fetchone()
+        return decode_block(r[0]) if r else None
+
+    def block_by_hash(self, h: bytes) -> Block | None:
+        r = self.db.execute("SELECT data FROM blocks WHERE hash = ?", (h,)).fetchone()
+        return decode_block(r[0]) if r else None
+
+    def raw_range(self, start: int, count: int) -> list[bytes]:
+        rows = self.db.execute(
+            "SELECT data FROM blocks WHERE height >= ? ORDER BY height LIMIT ?", (start, count)
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def hash_at(self, height: int) -> bytes | None:
+        r = self.db.execute("SELECT hash FROM blocks WHERE height = ?", (height,)).fetchone()
+        return bytes(r[0]) if r else None
+
+    def has_block(self, h: bytes) -> bool:
+        return self.db.execute("SELECT 1 FROM blocks WHERE hash = ?", (h,)).fetchone() is not None
+
+    def has_tx(self, txid: bytes) -> bool:
+        return self.db.execute("SELECT 1 FROM txs WHERE txid = ?", (txid,)).fetchone() is not None
+
+    def tx_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM txs").fetchone()[0])

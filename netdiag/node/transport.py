@@ -1,0 +1,185 @@
+"""Thin asyncio transport around the sans-I/O PeerProtocol: one Connection per TCP stream.
+
+The read loop enforces the handshake and idle timeouts, throttles reads to the per-peer byte
+rate, drops messages over the per-peer message rate, and closes a peer whose unread output
+exceeds the write-buffer cap. Everything the peer sends is handed to a ConnectionHandler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from typing import Protocol
+
+from netdiag.node.limits import TokenBucket
+from netdiag.node.messages import Message
+from netdiag.node.protocol import (
+    Event,
+    HandshakeComplete,
+    MessageReceived,
+    PeerClosed,
+    PeerProtocol,
+    State,
+    Violation,
+)
+from netdiag.node.tls import peer_cert_key
+
+SO_COOKIE = 57  # <linux/socket.h>; Python's socket module does not name it
+READ_CHUNK = 64 << 10
+
+
+def socket_cookie(sock: socket.socket | None) -> int | None:
+    """The kernel's socket cookie, the key tcp:tcp_probe and sock_diag report for this socket."""
+    if sock is None:
+        return None
+    try:
+        return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little")
+    except OSError:
+        return None
+
+
+class ConnectionHandler(Protocol):
+    def on_open(self, conn: Connection) -> str | None: ...  # reason to refuse, or None
+    def on_message(self, conn: Connection, msg: Message, size: int) -> None: ...
+    def on_violation(self, conn: Connection, v: Violation) -> None: ...
+    def on_limit(self, conn: Connection, limit: str) -> None: ...
+    def on_closed(self, conn: Connection, reason: str) -> None: ...
+
+
+class Connection:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        proto: PeerProtocol,
+        outbound: bool,
+        *,
+        msg_rate: float,
+        bytes_rate: float,
+        max_write_buffer: int,
+        handshake_timeout_s: float,
+        idle_timeout_s: float,
+        dialed_addr: str | None = None,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.proto = proto
+        self.outbound = outbound
+        self.dialed_addr = dialed_addr
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.remote_host, self.remote_port = str(peer[0]), int(peer[1])
+        self.cookie = socket_cookie(writer.get_extra_info("socket"))
+        self.tls = writer.get_extra_info("ssl_object") is not None
+        self.msg_bucket = TokenBucket(msg_rate, 2 * msg_rate, time.monotonic)
+        self.byte_bucket = TokenBucket(bytes_rate, 2 * bytes_rate, time.monotonic)
+        self.max_write_buffer = max_write_buffer
+        self.handshake_timeout_s = handshake_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.connected_at = time.monotonic()
+        self.last_recv = self.connected_at
+        self.peer_id: bytes | None = None
+        self.listen_addr: str | None = None
+        self.violations = 0
+        self.close_reason: str | None = None
+
+    @property
+    def direction(self) -> str:
+        return "outbound" if self.outbound else "inbound"
+
+    @property
+    def address(self) -> str:
+        return f"{self.remote_host}:{self.remote_port}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.proto.state is State.OPEN and self.close_reason is None
+
+    def send(self, msg: Message) -> None:
+        if not self.is_open:
+            return
+        self.proto.send(msg)
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self.proto.data_to_send()
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+            if self.writer.transport.get_write_buffer_size() > self.max_write_buffer:
+                self.close("write buffer over limit: peer does not read", flush=False)
+
+    def close(self, reason: str, flush: bool = True) -> None:
+        if self.close_reason is not None:
+            return
+        self.close_reason = reason
+        self.proto.close(reason)
+        if flush:
+            self._flush()
+        if not self.writer.is_closing():
+            self.writer.close()
+
+    async def run(self, handler: ConnectionHandler) -> None:
+        """Drive the connection until it closes; always reports on_closed exactly once."""
+        reason = "closed"
+        try:
+            self.proto.start()
+            self._flush()
+            while self.close_reason is None:
+                timeout = self.idle_timeout_s if self.is_open else self.handshake_timeout_s
+                try:
+                    data = await asyncio.wait_for(self.reader.read(READ_CHUNK), timeout)
+                except TimeoutError:
+                    what = "idle" if self.is_open else "handshake"
+                    handler.on_limit(self, f"{what}_timeout")
+                    self.close(f"{what} timeout after {timeout:g} s")
+                    break
+                if not data:
+                    reason = "peer closed the connection"
+                    break
+                self.last_recv = time.monotonic()
+                delay = self.byte_bucket.wait_time(len(data))
+                if delay > 0:
+                    handler.on_limit(self, "peer_bytes_rate")
+                    await asyncio.sleep(delay)  # throttle: TCP backpressure reaches the sender
+                self._handle_events(handler, self.proto.receive_data(data))
+                self._flush()
+        except (ConnectionError, OSError) as e:
+            reason = f"connection error: {e.__class__.__name__}: {e}"
+        finally:
+            self.close(self.close_reason or reason)
+            handler.on_closed(self, self.close_reason or reason)
+            with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+                await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+
+    def _handle_events(self, handler: ConnectionHandler, events: list[Event]) -> None:
+        for ev in events:
+            if self.close_reason is not None:
+                return
+            if isinstance(ev, MessageReceived):
+                if not self.msg_bucket.take():
+                    handler.on_limit(self, "peer_msg_rate")
+                    continue  # dropped; the handler scores the peer
+                handler.on_message(self, ev.message, ev.size)
+            elif isinstance(ev, HandshakeComplete):
+                self.peer_id = ev.peer_id
+                if ev.hello.listen_port:
+                    self.listen_addr = f"{self.remote_host}:{ev.hello.listen_port}"
+                refusal = self._check_tls_binding(ev.peer_id) or handler.on_open(self)
+                if refusal:
+                    self.close(refusal)
+            elif isinstance(ev, Violation):
+                self.violations += 1
+                handler.on_violation(self, ev)
+                self.close(f"protocol violation: {ev.reason}: {ev.detail}")
+            elif isinstance(ev, PeerClosed):
+                self.close(f"peer said goodbye: {ev.reason}", flush=False)
+
+    def _check_tls_binding(self, peer_id: bytes) -> str | None:
+        """Dialer side: the TLS certificate must carry the key the peer just proved."""
+        if not (self.tls and self.outbound):
+            return None
+        key = peer_cert_key(self.writer.get_extra_info("ssl_object"))
+        if key != peer_id:
+            return "TLS certificate key does not match the peer's node id"
+        return None

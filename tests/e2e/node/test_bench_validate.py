@@ -1,0 +1,55 @@
+"""CI's short variant of `netdiag bench validate`: tiny parameters, output schema checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_validate_tiny_run_writes_schema(tmp_path: Path) -> None:
+    out = tmp_path / "bv.json"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "netdiag.cli.main",
+            "bench",
+            "validate",
+            "--blocks",
+            "3",
+            "--txs-per-block",
+            "5",
+            "--rounds",
+            "2",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    printed = json.loads(res.stdout)
+    saved = json.loads(out.read_text())
+    assert printed == saved
+    assert saved["benchmark"] == "validate" and len(saved["rounds"]) == 2
+    r = saved["results"]
+    for key in (
+        "ed25519_verify_per_s",
+        "tx_validate_per_s",
+        "block_validate_per_s",
+        "block_txs_validate_per_s",
+        "block_commit_per_s",
+        "block_commit_txs_per_s",
+    ):
+        assert r[key] > 0, key
+    assert r["tx_vs_raw_ratio"] == pytest.approx(r["tx_validate_per_s"] / r["ed25519_verify_per_s"])
+    assert r["block_txs_vs_raw_ratio"] == pytest.approx(
+        r["block_validate_per_s"] * 5 / r["ed25519_verify_per_s"]
+    )

@@ -1,0 +1,171 @@
+"""Labs on the real kernel: up, use, change, tear down — and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netdiag.lab import Lab, state, two_node
+from netdiag.lab.fidelity import parse_ping
+from netdiag.lab.teardown import down_all
+from netdiag.lab.topology import parse
+from tests.kernel.lab.helpers import leftovers, pid_alive, tun_devices_anywhere
+
+pytestmark = pytest.mark.usefixtures("need_iperf3")
+
+
+def test_up_exec_set_down_leaves_nothing(lab_name: str, lab_state: Path) -> None:
+    with Lab.up(two_node(0.02, 50_000_000, 0.0, name=lab_name)) as lab:
+        assert sorted(leftovers(lab_name)) == [f"nd-{lab_name}-a", f"nd-{lab_name}-b"]
+        assert lab.metadata()["engine"] in ("userspace", "kernel")
+        fw = lab.forwarder_pids()
+        r = lab.exec("a", ["ping", "-q", "-c", "10", "-i", "0.02", lab.addr("b")])
+        assert r.returncode == 0, r.stdout + r.stderr
+        rtt = parse_ping(r.stdout)["rtt_avg_us"]
+        assert 20_000 <= rtt <= 20_000 + 200 + 200, rtt
+        lab.set_link("a", "b", delay_s=0.005)
+        r = lab.exec("a", ["ping", "-q", "-c", "10", "-i", "0.02", lab.addr("b")])
+        assert 5_000 <= parse_ping(r.stdout)["rtt_avg_us"] <= 5_000 + 200 + 50
+        srv = lab.popen("b", ["sleep", "300"])
+        assert state.path_of(lab_name).exists()
+    assert leftovers(lab_name) == []
+    assert not state.path_of(lab_name).exists()
+    assert srv.poll() is not None
+    assert not any(pid_alive(p) for p in fw)
+    assert tun_devices_anywhere(["ndl-a", "ndl-b"]) == []
+
+
+def test_failure_during_up_cleans_up(lab_name: str) -> None:
+    # a command that cannot start makes `up` fail half-way; what was made is removed
+    topo = parse(
+        f'name = "{lab_name}"\n[[nodes]]\nname = "a"\ncommand = ["/nonexistent/x"]\n'
+        '[[nodes]]\nname = "b"\n[[links]]\na = "a"\nb = "b"\ndelay = "1ms"\n'
+    )
+    with Lab.up(topo) as lab:
+        time.sleep(0.3)
+        crashed = lab.crashed()
+        assert [c.node for c in crashed] == ["a"] and crashed[0].proc.returncode != 0
+        assert "nonexistent" in crashed[0].tail()
+    assert leftovers(lab_name) == []
+
+
+def test_sigkill_of_supervisor_then_down_all(lab_name: str, lab_state: Path) -> None:
+    code = (
+        "import sys, time\n"
+        "from netdiag.lab import Lab, two_node\n"
+        f"lab = Lab.start(two_node(0.01, 10_000_000, name={lab_name!r}))\n"
+        "lab.popen('b', ['sleep', '300'])\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    sup = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=os.environ
+    )
+    assert sup.stdout is not None and sup.stdout.readline().strip() == "ready"
+    rec = state.read(lab_name)
+    assert rec is not None
+    procs = [p["pid"] for p in rec["procs"]]
+    links = [ln["pid"] for ln in rec["links"] if "pid" in ln]
+    sup.send_signal(signal.SIGKILL)
+    sup.wait()
+    time.sleep(0.3)
+    # after kill -9 the namespaces and the lab's own process remain ...
+    assert len(leftovers(lab_name)) == 2
+    assert all(pid_alive(p) for p in procs)
+    # ... (forwarders notice their supervisor is gone and exit on their own)
+    assert not any(pid_alive(p) for p in links)
+    r = subprocess.run(
+        [sys.executable, "-m", "netdiag.cli.main", "lab", "down", "--all", "--json"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
+    assert r.returncode == 0, r.stderr
+    assert [d["lab"] for d in json.loads(r.stdout)] == [lab_name]
+    assert leftovers(lab_name) == []
+    assert not any(pid_alive(p) for p in procs)
+    assert state.names() == []
+
+
+def test_down_all_leaves_unrecorded_namespaces_alone(lab_name: str) -> None:
+    from netdiag.kernel import netns
+
+    with netns.scratch("labkeep") as keep:
+        with Lab.up(two_node(0.001, 0, name=lab_name)):
+            pass
+        assert down_all() == []
+        assert netns.exists(keep)
+
+
+def test_32_namespaces_star(lab_name: str) -> None:
+    text = Path(__file__).parents[3].joinpath("netdiag/lab/examples/star32.toml").read_text()
+    topo = parse(text.replace('name = "star32"', f'name = "{lab_name}"'))
+    assert len(topo.nodes) == 32
+    t0 = time.monotonic()
+    with Lab.up(topo) as lab:
+        up_s = time.monotonic() - t0
+        assert len(leftovers(lab_name)) == 32
+        # spoke to spoke crosses two links: 2 x 20 ms
+        r = lab.exec("s1", ["ping", "-q", "-c", "5", "-i", "0.05", lab.addr("s31")])
+        assert r.returncode == 0, r.stdout + r.stderr
+        rtt = parse_ping(r.stdout)["rtt_avg_us"]
+        assert 40_000 <= rtt <= 40_000 + 2 * 200 + 400, rtt
+        print(f"32-node lab up in {up_s:.1f} s, s1->s31 RTT {rtt / 1000:.3f} ms")
+    assert leftovers(lab_name) == []
+
+
+def test_cli_detached_lifecycle(lab_name: str, tmp_path: Path) -> None:
+    topo = tmp_path / "two.toml"
+    topo.write_text(
+        f'name = "{lab_name}"\n[[nodes]]\nname = "a"\n[[nodes]]\nname = "b"\n'
+        '[[links]]\na = "a"\nb = "b"\ndelay = "10ms"\nrate = "20mbit"\n'
+    )
+    nd = [sys.executable, "-m", "netdiag.cli.main"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*nd, *args], capture_output=True, text=True, env=os.environ, timeout=60
+        )
+
+    r = run("lab", "up", str(topo), "--detach", "--json")
+    assert r.returncode == 0, r.stderr
+    try:
+        st = json.loads(run("lab", "status", "--json").stdout)
+        assert st[0]["lab"] == lab_name and st[0]["supervisor_alive"]
+        assert st[0]["links"][0]["rate_bps"] == 20_000_000
+        r = run("lab", "exec", "a", "--", "ping", "-q", "-c", "3", "-i", "0.05", "10.0.0.2")
+        assert r.returncode == 0 and parse_ping(r.stdout)["rtt_avg_us"] >= 10_000
+        r = run("lab", "link", "set", "a", "b", "--delay", "30ms", "--loss", "0.5%", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["delay_us"] == 30_000
+        r = run("lab", "exec", "a", "--", "ping", "-q", "-c", "3", "-i", "0.05", "10.0.0.2")
+        assert parse_ping(r.stdout)["rtt_avg_us"] >= 30_000
+        r = run("lab", "exec", "a", "--", "false")
+        assert r.returncode == 1  # the command's exit status passes through
+        r = run("lab", "link", "set", "a", "zz", "--delay", "1ms")
+        assert r.returncode == 2 and "no link a <-> zz" in r.stderr
+    finally:
+        r = run("lab", "down", lab_name)
+    assert r.returncode == 0, r.stderr
+    assert leftovers(lab_name) == []
+    assert run("lab", "status", "--json").stdout.strip() == "[]"
+
+
+def test_bad_topology_file_exit_code(tmp_path: Path) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text('[[nodes]]\nname = "a"\n[[links]]\na = "a"\nb = "nope"\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "netdiag.cli.main", "lab", "up", str(f)],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
+    assert r.returncode == 2
+    assert f"netdiag: error: {f}:5: links[0].b: 'nope' is not a node" in r.stderr

@@ -1,0 +1,58 @@
+"""Test helpers: a small lab chain with known keys and a controllable clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from netdiag.node.chain import Chain
+from netdiag.node.crypto import Identity
+from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis
+from netdiag.node.model import Block, Tx, make_block, make_tx
+from netdiag.node.store import Store
+
+T0 = 1_700_000_000_000
+SLOT = 1000
+
+
+@dataclass
+class Clock:
+    ms: int = T0
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def lab(validators: int = 3, epoch: int = 4, **params: int) -> tuple[GenesisSpec, list[Identity]]:
+    return lab_genesis(
+        validators, "test", "nd-test", T0, ChainParams(epoch_length=epoch, slot_ms=SLOT, **params)
+    )
+
+
+def open_chain(tmp: Path, spec: GenesisSpec, clock: Clock) -> Chain:
+    return Chain(Store(tmp / "chain.sqlite"), spec, clock_ms=clock)
+
+
+def next_block(
+    chain: Chain, keys: list[Identity], txs: list[Tx] | None = None, round_: int = 0
+) -> Block:
+    """The valid successor of the tip, produced by whoever is scheduled."""
+    ts = chain.tip.header.timestamp_ms + SLOT * (round_ + 1)
+    producer, height, _ = chain.scheduled_producer(ts)
+    key = next(k for k in keys if k.node_id == producer)
+    return make_block(key, chain.genesis.network_id, height, chain.tip_hash, ts, txs or [])
+
+
+def extend(chain: Chain, keys: list[Identity], clock: Clock, n: int) -> list[Block]:
+    out = []
+    for _ in range(n):
+        b = next_block(chain, keys)
+        clock.ms = b.header.timestamp_ms
+        res = chain.submit(b)
+        assert res.error is None, res.error
+        out.append(b)
+    return out
+
+
+def txs(n: int, who: Identity, start: int = 0) -> list[Tx]:
+    return [make_tx(who, start + i, f"pay {i}".encode(), T0) for i in range(n)]
