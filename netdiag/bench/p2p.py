@@ -49,6 +49,7 @@ from netdiag.errors import InputError, NetdiagError
 P2P_PORT = 7600
 API_PORT = 7601
 CC_SYSCTL = "net.ipv4.tcp_congestion_control"
+NO_SOCKDIAG = "transport: no socket samples (netdiag.measure.sockdiag, from trace-peers, is absent)"
 
 
 @dataclass(frozen=True)
@@ -536,8 +537,8 @@ class P2PBench:
         try:
             from netdiag.measure import sockdiag
         except ImportError:
-            if "no sockdiag" not in self.notes:
-                self.notes.append("no sockdiag")
+            if NO_SOCKDIAG not in self.notes:
+                self.notes.append(NO_SOCKDIAG)
             return
         addr_to_node = {self.lab.addr(n): n for n in self.names}
         for r in runs:

@@ -13,8 +13,12 @@ import heapq
 import math
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netdiag.errors import InputError
+
+if TYPE_CHECKING:
+    from netdiag.lab.topology import Topology
 
 SHAPES = ("regular", "smallworld")
 RTT_MEDIAN_S = 0.040
@@ -140,7 +144,7 @@ def _draw_rtt(rng: random.Random) -> float:
 
 def to_lab(
     graph: ClusterGraph, name: str, profile: LinkProfile, seed: int, engine: str = "auto"
-) -> object:
+) -> Topology:
     """The lab Topology for this graph (built by the lab's own parser, so it is validated)."""
     from netdiag.lab.topology import parse
 

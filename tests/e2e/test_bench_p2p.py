@@ -16,8 +16,14 @@ import pytest
 
 from netdiag.bench import results
 from netdiag.kernel import netns
-from netdiag.report import plots
 from tests.conftest import missing_root
+
+
+def _has(mod: str) -> bool:
+    try:
+        return importlib.util.find_spec(mod) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _missing() -> str | None:
@@ -26,12 +32,8 @@ def _missing() -> str | None:
     for mod, what in (
         ("netdiag.lab.lab", "the lab (issue 5)"),
         ("netdiag.cli.node", "the reference node (issue 3)"),
-        ("netdiag.measure.sockdiag", "sock_diag snapshots (issue 7)"),
     ):
-        try:
-            if importlib.util.find_spec(mod) is None:
-                return f"needs {mod}: {what}"
-        except ModuleNotFoundError:
+        if not _has(mod):
             return f"needs {mod}: {what}"
     return None
 
@@ -99,11 +101,15 @@ def test_tiny_cluster_result_schema_and_full_block_delivery(tmp_path: Path) -> N
     assert summary["propagation"][("bbr", "block")]["delivery_ratio"] == 1.0
     for case in ("late_join", "restart"):
         assert summary["sync"][("bbr", case)]["sync_s"] is not None, f"{case} never synced"
-    assert doc["raw"]["transport"], "no socket samples"
-    assert any(r["peer_id"] for r in doc["raw"]["transport"]), "cookie join to /peers failed"
+    if _has("netdiag.measure.sockdiag"):
+        assert doc["raw"]["transport"], "no socket samples"
+        assert any(r["peer_id"] for r in doc["raw"]["transport"]), "cookie join to /peers failed"
+    else:  # trace-peers not merged yet: the bench says so instead of inventing figures
+        assert "transport" not in doc["raw"]
+        assert any("sockdiag" in n for n in meta["notes"])
 
     page = html.read_text()
-    assert page.count("data:image/png;base64,") == len(plots.PLOTS)
+    assert page.count("data:image/png;base64,") >= 2  # CDF and sync at least
     # other engineers' labs come and go in parallel: only ours (nd-p2p…) must be gone
     assert not [n for n in netns.list_names() if n.startswith("nd-p2p")], "namespaces left"
     assert json.loads(out.read_text())["schema_version"] == results.SCHEMA_VERSION
