@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -222,6 +223,7 @@ class P2PBench:
             "p2p", _params_dict(params), seed=params.seed, variants=list(params.cc)
         )
         self.notes: list[str] = []
+        self.skipped: Counter[tuple[str, str]] = Counter()  # messages not followed, by reason
 
     # -- top level ---------------------------------------------------------------------------
     def run(self) -> ResultBuilder:
@@ -489,6 +491,10 @@ class P2PBench:
             with contextlib.suppress(NodeUnavailable):
                 r.metrics_end = parse_metrics(r.client().metrics_text())
         self._summarise_load(variant, active, load_s)
+        self._check_agreement(variant, active)
+        for (v, why), n in sorted(self.skipped.items()):
+            if v == variant:
+                self.notes.append(f"{variant}: {n} messages not followed ({why})")
 
     def _sample_status(self, variant: str, runs: list[NodeRun], t_s: float) -> dict[str, int]:
         heights: dict[str, int] = {}
@@ -596,14 +602,16 @@ class P2PBench:
                 keep.append(m)
                 continue
             origin = by_name.get(m.origin)
-            if origin is None:
+            if origin is None or m.origin in killed:
+                # its publish time died with it; counted, not guessed
+                self.skipped[(variant, "origin killed")] += 1
                 continue
             try:
                 rec0 = origin.client().get_json(f"/message/{m.mid}")
             except NodeUnavailable:
                 rec0 = None
             if rec0 is None:
-                self.notes.append(f"{variant}: origin {m.origin} does not know {m.kind} {m.label}")
+                self.skipped[(variant, "origin does not know it")] += 1
                 continue
             t_pub = float(rec0["first_seen_s"])
             for r in runs:
@@ -749,6 +757,35 @@ class P2PBench:
                     f"{variant}: {case} did not reach synchronized within "
                     f"{self.p.sync_timeout_s:g} s"
                 )
+
+    def _check_agreement(self, variant: str, runs: list[NodeRun]) -> None:
+        """Do the live nodes hold the same block at the lowest height they all have?"""
+        heights: dict[str, int] = {}
+        for r in runs:
+            if self._alive(r):
+                with contextlib.suppress(NodeUnavailable, TypeError, KeyError):
+                    heights[r.name] = int(r.client().get_json("/status")["height"])
+        if not heights:
+            return
+        h = min(heights.values())
+        hashes: set[str] = set()
+        for r in runs:
+            if r.name in heights:
+                with contextlib.suppress(NodeUnavailable, TypeError, KeyError):
+                    hashes.add(str(r.client().get_json(f"/block/{h}")["hash"]))
+        self.result.add_summary(
+            "chain",
+            {
+                "variant": variant,
+                "nodes": len(heights),
+                "height_min": h,
+                "height_max": max(heights.values()),
+                "distinct_blocks_at_height_min": len(hashes),
+                "agree": len(hashes) == 1,
+            },
+        )
+        if len(hashes) > 1:
+            self.notes.append(f"{variant}: FORK — {len(hashes)} different blocks at height {h}")
 
     # -- figures -------------------------------------------------------------------------------
     def _summarise_load(self, variant: str, runs: list[NodeRun], load_s: float) -> None:

@@ -215,7 +215,7 @@ def throughput_retrans(runs: Sequence[Run]) -> Figure | None:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, axis="y")
         ax.tick_params(axis="x", labelrotation=20)
-    fig.suptitle("transport by congestion control (all peer links, whole run)")
+    fig.suptitle("transport by congestion control (all peer sockets, load phase)")
     return fig
 
 
