@@ -30,9 +30,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from netdiag.bench import p2p_stats, p2p_topology
 from netdiag.bench.nodeclient import (
@@ -47,6 +48,7 @@ from netdiag.bench.p2p_topology import ClusterGraph
 from netdiag.bench.results import ResultBuilder
 from netdiag.errors import InputError, NetdiagError
 
+T = TypeVar("T")
 P2P_PORT = 7600
 API_PORT = 7601
 CC_SYSCTL = "net.ipv4.tcp_congestion_control"
@@ -224,6 +226,21 @@ class P2PBench:
         )
         self.notes: list[str] = []
         self.skipped: Counter[tuple[str, str]] = Counter()  # messages not followed, by reason
+        # REST and sock_diag queries are I/O: a pool keeps a tick short on large clusters
+        self.pool = ThreadPoolExecutor(max_workers=min(16, params.nodes), thread_name_prefix="p2p")
+
+    def _each(self, runs: list[NodeRun], fn: Callable[[NodeRun], T]) -> dict[str, T | None]:
+        """fn(node) on every live node in parallel (one task per node, so each node's client is
+        used by one thread at a time); a node that does not answer maps to None."""
+
+        def safe(r: NodeRun) -> T | None:
+            try:
+                return fn(r)
+            except (NodeUnavailable, OSError, ValueError, KeyError, TypeError):
+                return None
+
+        live = [r for r in runs if self._alive(r)]
+        return dict(zip([r.name for r in live], self.pool.map(safe, live), strict=True))
 
     # -- top level ---------------------------------------------------------------------------
     def run(self) -> ResultBuilder:
@@ -257,6 +274,7 @@ class P2PBench:
                 for variant in self.p.cc:
                     self.run_variant(lab, variant, work / variant)
         finally:
+            self.pool.shutdown(wait=True)
             shutil.rmtree(work, ignore_errors=True)
         self.result.metadata["notes"] = self.notes
         return self.result
@@ -393,8 +411,9 @@ class P2PBench:
             with contextlib.suppress(NodeUnavailable):
                 r.metrics_start = parse_metrics(r.client().metrics_text())
         ref = active[0]
+        by_name = {r.name: r for r in active}
         network_id = str(ref.client().get_json("/status")["network_id"])
-        start_height = int(ref.client().get_json("/status")["height"])
+        start_height = max(self._sample_status(variant, active, 0.0).values(), default=0)
         tracked: list[Pending] = []
         tx_lock = threading.Lock()
         stop = threading.Event()
@@ -446,9 +465,11 @@ class P2PBench:
                 t_s = tick_start - load_t0
                 heights = self._sample_status(variant, active, t_s)
                 self.progress.height = max(heights.values(), default=0)
-                top = heights.get(ref.name, 0)
+                # follow the longest chain: a node stuck on a fork must not hide the others' blocks
+                best = max(heights, key=lambda n: heights[n], default=ref.name)
+                top = heights.get(best, 0)
                 while next_height <= top:
-                    blk = ref.client().get_json(f"/block/{next_height}")
+                    blk = by_name[best].client().get_json(f"/block/{next_height}")
                     if blk is not None:
                         origin = producer_of.get(str(blk.get("producer")), "")
                         pending.append(
@@ -497,41 +518,26 @@ class P2PBench:
                 self.notes.append(f"{variant}: {n} messages not followed ({why})")
 
     def _sample_status(self, variant: str, runs: list[NodeRun], t_s: float) -> dict[str, int]:
-        heights: dict[str, int] = {}
-        up = 0
-        for r in runs:
-            if not self._alive(r):
-                continue
-            with contextlib.suppress(NodeUnavailable):
-                st = r.client().get_json("/status")
-                if st is not None:
-                    up += 1
-                    heights[r.name] = int(st["height"])
-                    self.result.sample(
-                        f"height {r.name} {variant}",
-                        t_s,
-                        heights[r.name],
-                        metric="height",
-                        node=r.name,
-                        variant=variant,
-                    )
-        self.progress.nodes_up = up
+        got = self._each(runs, lambda r: r.client().get_json("/status"))
+        heights = {n: int(st["height"]) for n, st in got.items() if st}
+        for n, h in heights.items():
+            self.result.sample(
+                f"height {n} {variant}", t_s, h, metric="height", node=n, variant=variant
+            )
+        self.progress.nodes_up = len(heights)
         return heights
 
     def _peers(self, runs: list[NodeRun]) -> dict[str, dict[int, dict[str, Any]]]:
-        out: dict[str, dict[int, dict[str, Any]]] = {}
-        for r in runs:
-            if not self._alive(r):
-                continue
-            with contextlib.suppress(NodeUnavailable):
-                doc = r.client().get_json("/peers") or []
-                peers = doc.get("peers", []) if isinstance(doc, dict) else doc
-                out[r.name] = {
-                    int(x["socket_cookie"]): x
-                    for x in peers
-                    if isinstance(x, dict) and x.get("socket_cookie") is not None
-                }
-        return out
+        def one(r: NodeRun) -> dict[int, dict[str, Any]]:
+            doc = r.client().get_json("/peers") or []
+            peers = doc.get("peers", []) if isinstance(doc, dict) else doc
+            return {
+                int(x["socket_cookie"]): x
+                for x in peers
+                if isinstance(x, dict) and x.get("socket_cookie") is not None
+            }
+
+        return {n: v for n, v in self._each(runs, one).items() if v is not None}
 
     def _sample_transport(
         self,
@@ -547,10 +553,9 @@ class P2PBench:
                 self.notes.append(NO_SOCKDIAG)
             return
         addr_to_node = {self.lab.addr(n): n for n in self.names}
+        snaps = self._each(runs, lambda r: sockdiag.snapshot(r.ns, ports=[P2P_PORT]))
         for r in runs:
-            if not self._alive(r):
-                continue
-            for c in sockdiag.snapshot(r.ns, ports=[P2P_PORT]):
+            for c in snaps.get(r.name) or []:
                 if c.info is None or c.state != "ESTABLISHED":
                     continue
                 peer_node = addr_to_node.get(c.raddr, c.raddr)
@@ -595,21 +600,27 @@ class P2PBench:
     ) -> list[Pending]:
         """Ask every node about messages old enough to have spread; keep the others."""
         now = time.monotonic()
-        keep = []
-        by_name = {r.name: r for r in runs}
-        for m in pending:
-            if not final and now - m.seen_at < self.p.settle_s:
-                keep.append(m)
-                continue
-            origin = by_name.get(m.origin)
-            if origin is None or m.origin in killed:
+        ready = [m for m in pending if final or now - m.seen_at >= self.p.settle_s]
+        keep = [m for m in pending if m not in ready]
+        if not ready:
+            return keep
+
+        def ask(r: NodeRun) -> dict[str, dict[str, Any] | None]:
+            out: dict[str, dict[str, Any] | None] = {}
+            for m in ready:
+                try:
+                    out[m.mid] = r.client().get_json(f"/message/{m.mid}")
+                except NodeUnavailable:
+                    out[m.mid] = None
+            return out
+
+        seen = self._each([r for r in runs if r.name not in killed], ask)
+        for m in ready:
+            if m.origin in killed or m.origin not in seen:
                 # its publish time died with it; counted, not guessed
-                self.skipped[(variant, "origin killed")] += 1
+                self.skipped[(variant, "origin killed or down")] += 1
                 continue
-            try:
-                rec0 = origin.client().get_json(f"/message/{m.mid}")
-            except NodeUnavailable:
-                rec0 = None
+            rec0 = (seen[m.origin] or {}).get(m.mid)
             if rec0 is None:
                 self.skipped[(variant, "origin does not know it")] += 1
                 continue
@@ -617,9 +628,7 @@ class P2PBench:
             for r in runs:
                 if r.name == m.origin or r.name in killed:
                     continue
-                rec = None
-                with contextlib.suppress(NodeUnavailable):
-                    rec = r.client().get_json(f"/message/{m.mid}")
+                rec = (seen.get(r.name) or {}).get(m.mid)
                 self.result.record(
                     "propagation",
                     {
