@@ -707,6 +707,7 @@ class P2PBench:
             "restart": (victim, victim_height, None),
         }
         done: dict[str, tuple[float, int]] = {}
+        api_up: dict[str, float] = {}  # process start -> first /status answer: start-up cost
         refs = [
             r
             for r in runs.values()
@@ -728,6 +729,8 @@ class P2PBench:
                 with contextlib.suppress(NodeUnavailable):
                     st = r.client().get_json("/status")
                 t = time.monotonic() - t_start
+                if st is not None:
+                    api_up.setdefault(case, t)
                 h = int(st["height"]) if st else h0
                 synced = bool(st and st.get("synchronized")) and h >= target - 1
                 self.result.record(
@@ -746,7 +749,7 @@ class P2PBench:
             self.progress.height = target
             self.progress.nodes_up = sum(self._alive(r) for r in runs.values())
             self.report(self.progress)
-            time.sleep(0.25)
+            time.sleep(0.1)
         for case in cases:
             got = done.get(case)
             sync_s: float | None = got[0] if got else None
@@ -759,6 +762,7 @@ class P2PBench:
                     "sync_s": round(sync_s, 3) if sync_s is not None else None,
                     "blocks": blocks,
                     "blocks_per_s": round(blocks / sync_s, 2) if sync_s and blocks else None,
+                    "api_up_s": round(api_up[case], 3) if case in api_up else None,
                 },
             )
             if case not in done:
