@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -246,7 +246,7 @@ class P2PBench:
     def run(self) -> ResultBuilder:
         from netdiag.lab import Lab
 
-        _check_cc(self.p.cc)
+        _check_cc(self.p.cc, need_allowed=not _have_tune())  # tune can allow it for us
         profile = self.p.link_profile()
         lab_name = f"p2p{self.p.seed % 1000}{os.getpid() % 10000}"[:16]
         topo = p2p_topology.to_lab(self.graph, lab_name, profile, self.p.seed, self.p.engine)
@@ -297,13 +297,14 @@ class P2PBench:
 
     # -- one variant -------------------------------------------------------------------------
     def run_variant(self, lab: Any, variant: str, work: Path) -> None:
-        from netdiag.kernel import sysctl
-
         self.progress.variant = variant
         self.progress.txs_sent = 0
+        self._phase("congestion control")
+        with namespace_cc([lab.ns(n) for n in self.names], variant, self.notes):
+            self._variant_in_cc(lab, variant, work)
+
+    def _variant_in_cc(self, lab: Any, variant: str, work: Path) -> None:
         self._phase("genesis")
-        for n in self.names:
-            sysctl.write(CC_SYSCTL, variant, netns_name=lab.ns(n))
         genesis = make_genesis(work / "genesis", len(self.validators), self.p.seed, self.p.slot_ms)
         validator_keys = json.loads(genesis.read_text())["validators"]
         producer_of = {k: self.validators[i] for i, k in enumerate(validator_keys)}
@@ -871,10 +872,58 @@ def _cpu_s(r: NodeRun) -> float | None:
         return None
 
 
-def _check_cc(ccs: tuple[str, ...]) -> None:
+@contextlib.contextmanager
+def namespace_cc(namespaces: list[str], cc: str, notes: list[str]) -> Iterator[None]:
+    """Every namespace defaults to `cc` for the duration, through tune's plan/journal/revert.
+
+    tune also adds `cc` to the host's allowed list when a namespace may not pick it, and
+    journals that: after a kill -9, `netdiag tune --revert` restores the host. Without tune
+    (not installed), the sysctl is written directly and only allowed algorithms are accepted.
+    """
+    try:
+        from netdiag.tune import apply as tune_apply
+        from netdiag.tune import plan as tune_plan
+        from netdiag.tune.env import TuneEnv
+    except ImportError:
+        from netdiag.kernel import sysctl
+
+        _check_cc((cc,), need_allowed=True)
+        for ns in namespaces:
+            sysctl.write(CC_SYSCTL, cc, netns_name=ns)
+        yield  # the namespaces die with the lab: nothing to restore
+        return
+    _check_cc((cc,), need_allowed=False)
+    env = TuneEnv.from_environ()
+    entries: list[int] = []
+    try:
+        for ns in namespaces:
+            plan = tune_plan.build(tune_plan.Request(cc=cc, netns=ns), env)
+            if plan.changes:
+                entries.append(tune_apply.apply(plan, env, ["netdiag", "bench", "p2p"]).id)
+        yield
+    finally:
+        for eid in reversed(entries):
+            try:
+                tune_apply.revert(env, eid)
+            except NetdiagError as e:
+                notes.append(f"tune entry {eid} not reverted ({e}): run `netdiag tune --revert`")
+
+
+def _have_tune() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("netdiag.tune.apply") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _check_cc(ccs: tuple[str, ...], need_allowed: bool = True) -> None:
     allowed = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").read_text().split()
     available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
     for cc in ccs:
+        if not need_allowed:
+            allowed.append(cc)
         if cc not in available:
             raise InputError(
                 f"congestion control {cc!r} is not available in this kernel",
