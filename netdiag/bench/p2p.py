@@ -69,6 +69,7 @@ class P2PParams:
     cc: tuple[str, ...] = ("bbr",)
     seed: int = 1
     engine: str = "auto"
+    tx_bytes: int = 256  # payload per transaction: larger payloads make sync move real bytes
     tx_sample_every: int = 5  # follow every k-th transaction to every node
     settle_s: float = 4.0  # wait after a message before asking every node about it
     sync_gap_s: float = 5.0  # how long the restart victim stays down
@@ -431,7 +432,7 @@ class P2PBench:
                 node = next(order)
                 if node in killed:
                     continue
-                body, _txid = signer.next_tx(os.urandom(64))
+                body, _txid = signer.next_tx(os.urandom(p.tx_bytes))
                 with contextlib.suppress(NodeUnavailable):
                     got = clients[node].post_tx(body)
                     if got is not None:
@@ -764,6 +765,10 @@ class P2PBench:
                     "blocks": blocks,
                     "blocks_per_s": round(blocks / sync_s, 2) if sync_s and blocks else None,
                     "api_up_s": round(api_up[case], 3) if case in api_up else None,
+                    # sync time without the process start-up (interpreter, store open)
+                    "sync_after_api_s": round(sync_s - api_up[case], 3)
+                    if sync_s is not None and case in api_up
+                    else None,
                 },
             )
             if case not in done:
@@ -794,7 +799,7 @@ class P2PBench:
                 "nodes": len(heights),
                 "height_min": h,
                 "height_max": max(heights.values()),
-                "distinct_blocks_at_height_min": len(hashes),
+                "distinct_blocks": len(hashes),
                 "agree": len(hashes) == 1,
             },
         )

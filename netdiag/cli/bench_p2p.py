@@ -50,6 +50,12 @@ def _progress_line(p: Progress) -> Text:
 @click.option("--loss", "loss_pct", type=float, help="Override the link loss (%).")
 @click.option("--tx-rate", default=20.0, show_default=True, help="Transactions/s, whole cluster.")
 @click.option(
+    "--tx-bytes",
+    default=256,
+    show_default=True,
+    help="Payload bytes per transaction (the node caps a transaction at 16 KiB).",
+)
+@click.option(
     "--duration", "duration_s", default=30.0, show_default=True, help="Load phase per cc, seconds."
 )
 @click.option("--slot-ms", default=1000, show_default=True, help="Block slot time.")
@@ -95,6 +101,7 @@ def bench_p2p(
     rate_mbit: float | None,
     loss_pct: float | None,
     tx_rate: float,
+    tx_bytes: int,
     duration_s: float,
     slot_ms: int,
     cc: str,
@@ -122,6 +129,8 @@ def bench_p2p(
             "--byzantine needs a forged-segment mode in the reference node, which it lacks",
             "run without --byzantine; the node's sync tests cover forged segments",
         )
+    if not 0 <= tx_bytes <= 15 * 1024:
+        raise InputError(f"--tx-bytes {tx_bytes} is out of range", "use 0 to 15360")
     if tx_rate <= 0 or duration_s <= 0:
         raise InputError("--tx-rate and --duration must be positive", "e.g. --tx-rate 20")
     params = P2PParams(
@@ -132,6 +141,7 @@ def bench_p2p(
         rate_bps=int(rate_mbit * 1e6) if rate_mbit is not None else None,
         loss=loss_pct / 100 if loss_pct is not None else None,
         tx_rate=tx_rate,
+        tx_bytes=tx_bytes,
         duration_s=duration_s,
         slot_ms=slot_ms,
         cc=_cc_list(cc),
