@@ -67,6 +67,7 @@ class P2PParams:
     duration_s: float = 30.0  # load phase per variant
     slot_ms: int = 1000
     cc: tuple[str, ...] = ("bbr",)
+    rounds: int = 1  # cc variants alternate this many times (cubic, bbr, cubic, bbr, …)
     seed: int = 1
     engine: str = "auto"
     tx_bytes: int = 256  # payload per transaction: larger payloads make sync move real bytes
@@ -226,6 +227,7 @@ class P2PBench:
             "p2p", _params_dict(params), seed=params.seed, variants=list(params.cc)
         )
         self.notes: list[str] = []
+        self.round = 1
         self.skipped: Counter[tuple[str, str]] = Counter()  # messages not followed, by reason
         # REST and sock_diag queries are I/O: a pool keeps a tick short on large clusters
         self.pool = ThreadPoolExecutor(max_workers=min(16, params.nodes), thread_name_prefix="p2p")
@@ -272,8 +274,12 @@ class P2PBench:
                     },
                 )
                 self._apply_lossy_link(lab)
+                for rnd in range(1, self.p.rounds + 1):
+                    self.round = rnd
+                    for variant in self.p.cc:
+                        self.run_variant(lab, variant, work / f"{variant}-{rnd}")
                 for variant in self.p.cc:
-                    self.run_variant(lab, variant, work / variant)
+                    self._summarise(variant)
         finally:
             self.pool.shutdown(wait=True)
             shutil.rmtree(work, ignore_errors=True)
@@ -513,7 +519,7 @@ class P2PBench:
             r.cpu_end_s = _cpu_s(r)
             with contextlib.suppress(NodeUnavailable):
                 r.metrics_end = parse_metrics(r.client().metrics_text())
-        self._summarise_load(variant, active, load_s)
+        self._record_round(variant, active, load_s)
         self._check_agreement(variant, active)
         for (v, why), n in sorted(self.skipped.items()):
             if v == variant:
@@ -524,7 +530,12 @@ class P2PBench:
         heights = {n: int(st["height"]) for n, st in got.items() if st}
         for n, h in heights.items():
             self.result.sample(
-                f"height {n} {variant}", t_s, h, metric="height", node=n, variant=variant
+                f"height {n} {variant}{self._rtag()}",
+                t_s,
+                h,
+                metric="height",
+                node=n,
+                variant=variant,
             )
         self.progress.nodes_up = len(heights)
         return heights
@@ -564,6 +575,7 @@ class P2PBench:
                 peer = peers.get(r.name, {}).get(c.cookie, {})
                 row = {
                     "variant": variant,
+                    "round": self.round,
                     "t_s": round(t_s, 3),
                     "node": r.name,
                     "peer_node": peer_node,
@@ -579,12 +591,21 @@ class P2PBench:
                 }
                 self.result.record("transport", row)
                 link = f"{r.name}>{peer_node}"
-                labels = {"link": link, "variant": variant, "node": r.name}
+                labels: dict[str, str | int] = {
+                    "link": link,
+                    "variant": variant,
+                    "node": r.name,
+                    "round": self.round,
+                }
                 self.result.sample(
-                    f"srtt_us {link} {variant}", t_s, c.info.rtt_us, metric="srtt_us", **labels
+                    f"srtt_us {link} {variant}{self._rtag()}",
+                    t_s,
+                    c.info.rtt_us,
+                    metric="srtt_us",
+                    **labels,
                 )
                 self.result.sample(
-                    f"cwnd_segs {link} {variant}",
+                    f"cwnd_segs {link} {variant}{self._rtag()}",
                     t_s,
                     c.info.snd_cwnd,
                     metric="cwnd_segs",
@@ -635,6 +656,7 @@ class P2PBench:
                     "propagation",
                     {
                         "variant": variant,
+                        "round": self.round,
                         "kind": m.kind,
                         "msg": m.label,
                         "node": r.name,
@@ -739,6 +761,7 @@ class P2PBench:
                     "sync",
                     {
                         "variant": variant,
+                        "round": self.round,
                         "case": case,
                         "t_s": round(t, 3),
                         "height": h,
@@ -756,10 +779,11 @@ class P2PBench:
             got = done.get(case)
             sync_s: float | None = got[0] if got else None
             blocks: int | None = got[1] if got else None
-            self.result.add_summary(
-                "sync",
+            self.result.record(
+                "sync_results",
                 {
                     "variant": variant,
+                    "round": self.round,
                     "case": case,
                     "sync_s": round(sync_s, 3) if sync_s is not None else None,
                     "blocks": blocks,
@@ -792,10 +816,11 @@ class P2PBench:
             if r.name in heights:
                 with contextlib.suppress(NodeUnavailable, TypeError, KeyError):
                     hashes.add(str(r.client().get_json(f"/block/{h}")["hash"]))
-        self.result.add_summary(
+        self.result.record(
             "chain",
             {
                 "variant": variant,
+                "round": self.round,
                 "nodes": len(heights),
                 "height_min": h,
                 "height_max": max(heights.values()),
@@ -804,58 +829,119 @@ class P2PBench:
             },
         )
         if len(hashes) > 1:
-            self.notes.append(f"{variant}: FORK — {len(hashes)} different blocks at height {h}")
+            self.notes.append(
+                f"{variant}{self._rtag()}: FORK — {len(hashes)} different blocks at height {h}"
+            )
 
     # -- figures -------------------------------------------------------------------------------
-    def _summarise_load(self, variant: str, runs: list[NodeRun], load_s: float) -> None:
-        rows = self.result.raw.get("propagation", [])
-        for row in p2p_stats.propagation_summary(rows, variant):
-            self.result.add_summary("propagation", row)
-        samples = self.result.raw.get("transport", [])
-        if samples:
-            self.result.add_summary(
-                "transport", p2p_stats.transport_summary(samples, variant, load_s)
-            )
-        cpu_pcts = []
-        blk_s = blk_n = tx_s = tx_n = 0.0
+    def _rtag(self) -> str:
+        return f" r{self.round}" if self.p.rounds > 1 else ""
+
+    def _record_round(self, variant: str, runs: list[NodeRun], load_s: float) -> None:
+        """Per-node deltas of this round's load phase (CPU, /metrics), kept raw for _summarise."""
+        self.result.record(
+            "loads",
+            {
+                "variant": variant,
+                "round": self.round,
+                "load_s": round(load_s, 3),
+                "txs_sent": self.progress.txs_sent,
+            },
+        )
         for r in runs:
             d = {k: r.metrics_end.get(k, 0.0) - r.metrics_start.get(k, 0.0) for k in r.metrics_end}
             cpu = None
             if r.cpu_start_s is not None and r.cpu_end_s is not None:
                 cpu = round((r.cpu_end_s - r.cpu_start_s) / load_s * 100, 1)
-                cpu_pcts.append(cpu)
             vb_s = metric_sum(d, "netdiag_node_validation_seconds_sum", kind="block")
             vb_n = metric_sum(d, "netdiag_node_validation_seconds_count", kind="block")
             vt_s = metric_sum(d, "netdiag_node_validation_seconds_sum", kind="tx")
             vt_n = metric_sum(d, "netdiag_node_validation_seconds_count", kind="tx")
-            blk_s, blk_n, tx_s, tx_n = blk_s + vb_s, blk_n + vb_n, tx_s + vt_s, tx_n + vt_n
             self.result.record(
                 "nodes",
                 {
                     "variant": variant,
+                    "round": self.round,
                     "node": r.name,
                     "cpu_pct": cpu,
                     "blocks_received": metric_sum(d, "netdiag_node_blocks_received_total"),
                     "txs_received": metric_sum(d, "netdiag_node_txs_received_total"),
                     "duplicates": metric_sum(d, "netdiag_node_gossip_duplicates_total"),
+                    "block_validation_s": vb_s,
+                    "block_validations": vb_n,
+                    "tx_validation_s": vt_s,
+                    "tx_validations": vt_n,
                     "block_validation_ms_avg": round(vb_s / vb_n * 1e3, 3) if vb_n else None,
                     "tx_validation_us_avg": round(vt_s / vt_n * 1e6, 1) if vt_n else None,
                 },
             )
+
+    def _summarise(self, variant: str) -> None:
+        """The summary tables of one variant, pooled over its rounds."""
+        raw = self.result.raw
+        mine = [r for r in raw.get("loads", []) if r["variant"] == variant]
+        load_s = sum(float(r["load_s"] or 0) for r in mine)
+        for row in p2p_stats.propagation_summary(raw.get("propagation", []), variant):
+            self.result.add_summary("propagation", row)
+        if raw.get("transport"):
+            self.result.add_summary(
+                "transport", p2p_stats.transport_summary(raw["transport"], variant, load_s)
+            )
+        nodes = [r for r in raw.get("nodes", []) if r["variant"] == variant]
+        cpu = [float(r["cpu_pct"]) for r in nodes if r["cpu_pct"] is not None]
+        blk_s = sum(float(r["block_validation_s"] or 0) for r in nodes)
+        blk_n = sum(float(r["block_validations"] or 0) for r in nodes)
+        tx_s = sum(float(r["tx_validation_s"] or 0) for r in nodes)
+        tx_n = sum(float(r["tx_validations"] or 0) for r in nodes)
         self.result.add_summary(
             "validation",
             {
                 "variant": variant,
                 "block_validation_ms_avg": round(blk_s / blk_n * 1e3, 3) if blk_n else None,
                 "tx_validation_us_avg": round(tx_s / tx_n * 1e6, 1) if tx_n else None,
-                "cpu_pct_per_node_avg": round(sum(cpu_pcts) / len(cpu_pcts), 1)
-                if cpu_pcts
-                else None,
-                "cpu_pct_per_node_max": max(cpu_pcts) if cpu_pcts else None,
+                "cpu_pct_per_node_avg": round(sum(cpu) / len(cpu), 1) if cpu else None,
+                "cpu_pct_per_node_max": max(cpu) if cpu else None,
                 "load_s": round(load_s, 2),
-                "txs_sent": self.progress.txs_sent,
+                "txs_sent": sum(int(r["txs_sent"] or 0) for r in mine),
             },
         )
+        chains = [r for r in raw.get("chain", []) if r["variant"] == variant]
+        if chains:
+            self.result.add_summary(
+                "chain",
+                {
+                    "variant": variant,
+                    "rounds": len(chains),
+                    "height_max": max(int(r["height_max"] or 0) for r in chains),
+                    "rounds_forked": sum(1 for r in chains if not r["agree"]),
+                },
+            )
+        for case in ("late_join", "restart"):
+            rs = [
+                r
+                for r in raw.get("sync_results", [])
+                if r["variant"] == variant and r["case"] == case
+            ]
+            if not rs:
+                continue
+
+            def med(key: str, rs: list[Any] = rs) -> float | None:
+                return p2p_stats.percentile([float(r[key]) for r in rs if r[key] is not None], 50)
+
+            self.result.add_summary(
+                "sync",
+                {
+                    "variant": variant,
+                    "case": case,
+                    "rounds": len(rs),
+                    "synced_rounds": sum(1 for r in rs if r["sync_s"] is not None),
+                    "sync_s": med("sync_s"),
+                    "blocks": med("blocks"),
+                    "blocks_per_s": med("blocks_per_s"),
+                    "api_up_s": med("api_up_s"),
+                    "sync_after_api_s": med("sync_after_api_s"),
+                },
+            )
 
 
 def _tail(log: Path, lines: int = 2) -> str:

@@ -38,7 +38,7 @@ def propagation_summary(rows: Iterable[Row], variant: str) -> list[dict[str, Any
             {
                 "variant": variant,
                 "kind": kind,
-                "messages": len({r["msg"] for r in rs}),
+                "messages": len({(r.get("round"), r["msg"]) for r in rs}),
                 "arrivals": len(rs),
                 "p50_ms": percentile(delays, 50),
                 "p90_ms": percentile(delays, 90),

@@ -66,6 +66,12 @@ def _progress_line(p: Progress) -> Text:
     show_default=True,
     help="Congestion controls to run, alternating with the same seed: cubic,bbr.",
 )
+@click.option(
+    "--rounds",
+    default=1,
+    show_default=True,
+    help="Alternate the --cc list this many times (same seed); summaries pool the rounds.",
+)
 @click.option("--seed", default=1, show_default=True)
 @click.option("--engine", type=click.Choice(["auto", "userspace", "kernel"]), default="auto")
 @click.option("--no-tls", is_flag=True, help="Run the nodes without TLS.")
@@ -105,6 +111,7 @@ def bench_p2p(
     duration_s: float,
     slot_ms: int,
     cc: str,
+    rounds: int,
     seed: int,
     engine: str,
     no_tls: bool,
@@ -131,6 +138,8 @@ def bench_p2p(
         )
     if not 0 <= tx_bytes <= 15 * 1024:
         raise InputError(f"--tx-bytes {tx_bytes} is out of range", "use 0 to 15360")
+    if rounds < 1:
+        raise InputError(f"--rounds {rounds} must be at least 1", "e.g. --rounds 2")
     if tx_rate <= 0 or duration_s <= 0:
         raise InputError("--tx-rate and --duration must be positive", "e.g. --tx-rate 20")
     params = P2PParams(
@@ -145,6 +154,7 @@ def bench_p2p(
         duration_s=duration_s,
         slot_ms=slot_ms,
         cc=_cc_list(cc),
+        rounds=rounds,
         seed=seed,
         engine=engine,
         tls=not no_tls,
