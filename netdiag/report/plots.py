@@ -224,10 +224,12 @@ def sync_progress(runs: Sequence[Run]) -> Figure | None:
     curves: list[tuple[str, list[float], list[float], float | None]] = []
     for run_label, doc in runs:
         rows = results.rows(doc, "raw", "sync")
-        groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+        groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
+        many_rounds = len({r.get("round") for r in rows}) > 1
         for r in rows:
-            groups[(str(r.get("variant", "")), str(r.get("case", "sync")))].append(r)
-        for (variant, case), rs in groups.items():
+            rnd = f" r{r.get('round')}" if many_rounds else ""
+            groups[(str(r.get("variant", "")), str(r.get("case", "sync")), rnd)].append(r)
+        for (variant, case, rnd), rs in groups.items():
             pts = [
                 (float(r["t_s"]), float(r["height"]))
                 for r in rs
@@ -238,7 +240,7 @@ def sync_progress(runs: Sequence[Run]) -> Figure | None:
                 continue
             targets = [r.get("target_height") for r in rs]
             target = max((float(t) for t in targets if isinstance(t, int | float)), default=None)
-            label = f"{_label(run_label, variant, len(runs) > 1)} {case}"
+            label = f"{_label(run_label, variant, len(runs) > 1)} {case}{rnd}"
             curves.append((label, [p[0] for p in pts], [p[1] for p in pts], target))
     if not curves:
         return None
