@@ -23,6 +23,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -926,7 +927,8 @@ class P2PBench:
                 continue
 
             def med(key: str, rs: list[Any] = rs) -> float | None:
-                return p2p_stats.percentile([float(r[key]) for r in rs if r[key] is not None], 50)
+                vals = [float(r[key]) for r in rs if r[key] is not None]
+                return round(statistics.median(vals), 3) if vals else None
 
             self.result.add_summary(
                 "sync",
