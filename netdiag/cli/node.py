@@ -64,11 +64,6 @@ def run(config_file: Path | None, **opts: Any) -> None:
         cfg = load_config(config_file, os.environ, overrides)
     except NodeError as e:
         raise _node_error(e) from e
-    if not cfg.data_dir or not cfg.genesis:
-        raise InputError(
-            "node needs a data directory and a genesis file",
-            "pass --data-dir DIR --genesis FILE (or set them in --config)",
-        )
     log = NodeLog(Path(cfg.data_dir).name or "node", sys.stderr, cfg.log_level)
     try:
         main_loop(cfg, log)
@@ -193,3 +188,49 @@ def tx(api: str, key: Path, payload: str, nonce: int | None, as_json: bool) -> N
             f"cannot reach node API at {api}: {e}", "start the node or pass its --api address"
         ) from e
     click.echo(json.dumps(doc) if as_json else f"tx {doc['txid']} accepted={doc['accepted']}")
+
+
+def _get_json(api: str, path: str) -> Any:
+    try:
+        with urllib.request.urlopen(f"http://{api}{path}", timeout=5) as resp:
+            return json.loads(resp.read())
+    except (urllib.error.URLError, OSError) as e:
+        raise NetdiagError(
+            f"cannot reach node API at {api}: {e}", "start the node or pass its --api address"
+        ) from e
+
+
+@node.command()
+@click.option("--api", default="127.0.0.1:7601", show_default=True, help="Node API HOST:PORT.")
+@click.option("--json", "as_json", is_flag=True, help="Print {status, peers} as JSON.")
+def status(api: str, as_json: bool) -> None:
+    """Show a running node's tip, sync state and peers (with their socket cookies)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    st = _get_json(api, "/status")
+    peers = _get_json(api, "/peers")
+    if as_json:
+        click.echo(json.dumps({"status": st, "peers": peers}))
+        return
+    console = Console()
+    role = "validator" if st["validator"] else "observer"
+    console.print(
+        f"node {st['node_id'][:16]}… ({role}) height {st['height']} tip {st['tip_hash'][:16]}… "
+        f"synchronized={st['synchronized']} quorum={st.get('validator_quorum')} "
+        f"peers {st['peers']} mempool {st['mempool_txs']} uptime {st['uptime_s']:.0f} s"
+    )
+    t = Table()
+    for col in ("peer", "address", "dir", "mesh", "score", "cookie", "height"):
+        t.add_column(col, justify="right" if col in ("score", "height") else "left")
+    for p in peers:
+        t.add_row(
+            p["peer_id"][:12],
+            p["address"],
+            p["direction"][:3],
+            ",".join(p["mesh"]),
+            f"{p['score']:.1f}",
+            str(p["socket_cookie"]),
+            str(p["height"]),
+        )
+    console.print(t)

@@ -50,6 +50,8 @@ def tx_json(t: Tx) -> dict[str, Any]:
 def tx_from_json(doc: Any) -> Tx:
     if not isinstance(doc, dict):
         raise ValueError("expected a JSON object")
+    if not (0 <= int(doc["nonce"]) < 2**63 and 0 <= int(doc["timestamp_ms"]) < 2**63):
+        raise ValueError("nonce and timestamp_ms must be in [0, 2^63)")
     return Tx(
         bytes.fromhex(doc["sender"]),
         int(doc["nonce"]),
@@ -84,8 +86,9 @@ async def block(request: web.Request) -> web.Response:
     node = _node(request)
     assert node.chain is not None
     ident = request.match_info["ident"].removeprefix("0x")
-    if ident.isdigit() and len(ident) < 20:
-        b = node.chain.store.block_at(int(ident))
+    if ident.isdigit() and len(ident) <= 30:
+        height = int(ident)
+        b = node.chain.store.block_at(height) if height <= node.chain.height else None
     elif len(ident) == 64:
         try:
             b = node.chain.store.block_by_hash(bytes.fromhex(ident))
@@ -110,7 +113,7 @@ async def message(request: web.Request) -> web.Response:
 async def post_tx(request: web.Request) -> web.Response:
     try:
         tx = tx_from_json(await request.json())
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, OverflowError) as e:
         return _error(400, f"malformed transaction: {e}", "format")
     verdict, txid = _node(request).submit_local_tx(tx)
     if verdict == "reject":

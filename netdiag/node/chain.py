@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import GenesisSpec
-from netdiag.node.model import Block
+from netdiag.node.model import Block, BlockHeader
 from netdiag.node.schedule import epoch_seed_height, producer_for, round_for
 from netdiag.node.store import Store
 from netdiag.node.validation import ChainView, Orphan, check_block
@@ -29,6 +29,18 @@ class SubmitResult:
     orphaned: bool = False  # held; caller should ask the sender for the missing range
     error: ValidationError | None = None
     duplicate: bool = False
+
+
+class ReorgTooDeep(ValidationError):
+    reason = "reorg_depth"
+
+
+@dataclass
+class ReorgResult:
+    adopted: list[Block] = field(default_factory=list)  # now our chain above the fork point
+    dropped: list[Block] = field(default_factory=list)  # were our chain; their txs go back
+    depth: int = 0
+    error: ValidationError | None = None
 
 
 class OrphanPool:
@@ -144,6 +156,80 @@ class Chain:
                 break
             if not progressed:
                 break
+        self.orphans.prune_below(self.height)
+        return res
+
+    def fork_point(self, headers: list[BlockHeader]) -> int | None:
+        """Highest height at which a peer's headers (ascending, contiguous) agree with our
+        chain, or None if they agree nowhere in the window."""
+        best = None
+        for hdr in headers:
+            if hdr.height <= self.height and self.store.hash_at(hdr.height) == hdr.compute_hash():
+                best = hdr.height
+        return best
+
+    def reorg(self, branch: list[Block], max_depth: int) -> ReorgResult:
+        """Fork choice: switch to ``branch`` if it is longer than our chain above the block it
+        attaches to, no deeper than ``max_depth``, and every block in it is valid on top of its
+        predecessor. The switch is one SQLite transaction."""
+        res = ReorgResult()
+        while branch and self.store.hash_at(branch[0].height) == branch[0].hash:
+            branch = branch[1:]  # blocks we already share
+        if not branch:
+            return res
+        fork = branch[0].height - 1
+        if self.store.hash_at(fork) != branch[0].header.prev_hash:
+            res.error = Orphan(
+                f"branch starting at {branch[0].height} does not attach to our chain"
+            )
+            return res
+        res.depth = self.height - fork
+        if res.depth > max_depth:
+            res.error = ReorgTooDeep(
+                f"fork at {fork} is {res.depth} blocks deep, limit {max_depth}"
+            )
+            return res
+        if fork + len(branch) <= self.height:
+            return res  # not longer: keep ours (first seen wins ties)
+        base = self.store.block_at(fork)
+        assert base is not None
+        hashes: dict[int, bytes] = {}
+        txids: set[bytes] = set()
+
+        def seed(h: int) -> bytes:
+            sh = epoch_seed_height(h, self.params.epoch_length)
+            got = hashes.get(sh) if sh > fork else self.store.hash_at(sh)
+            assert got is not None
+            return got
+
+        def has_tx(t: bytes) -> bool:
+            height = self.store.tx_height(t)
+            return t in txids or (height is not None and height <= fork)
+
+        parent = base
+        for b in branch:
+            view = ChainView(
+                network_id=self.genesis.network_id,
+                tip_height=parent.height,
+                tip_hash=parent.hash,
+                tip_timestamp_ms=parent.header.timestamp_ms,
+                validators=self.genesis.validators,
+                seed_hash=seed,
+                has_block=parent.hash.__eq__,
+                has_tx=has_tx,
+            )
+            try:
+                check_block(b, view, self.params, self.clock_ms())
+            except ValidationError as e:
+                res.error = e
+                return res
+            hashes[b.height] = b.hash
+            txids.update(t.txid() for t in b.txs)
+            parent = b
+        res.dropped = self.store.replace_above(fork, branch)
+        res.adopted = branch
+        self.tip = branch[-1]
+        self.height = self.tip.height
         self.orphans.prune_below(self.height)
         return res
 

@@ -27,7 +27,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     peers: list[str] = []
     tls: bool = True
     produce: bool = True  # produce blocks in our slots if our key is a genesis validator
-    min_peers_to_produce: int = -1  # -1: 1 if any peer is configured, else 0
+    min_peers_to_produce: int = -1  # -1: connected to a majority of validators (see daemon)
     # connections
     max_inbound: int = 64
     max_outbound: int = 16
@@ -41,7 +41,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_known_addrs: int = 1000
     # per-peer limits
     max_frame_bytes: int = 4 << 20
-    peer_msg_rate: float = 1000.0  # messages/s sustained, burst 2x
+    peer_msg_rate: float = 5000.0  # messages/s sustained, burst 2x (load tests stay under it)
     peer_bytes_rate: float = 16 << 20  # bytes/s sustained, burst 2x (reads are throttled)
     max_write_buffer_bytes: int = 16 << 20  # a peer that does not read is disconnected
     max_violations: int = 1  # protocol violations tolerated per connection before closing
@@ -55,6 +55,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     orphan_max: int = 256
     sync_batch: int = 64
     sync_timeout_s: float = 5.0
+    max_reorg_depth: int = 64  # deepest fork we switch away from (longest valid chain wins)
     status_interval_s: float = 2.0
     gossip_heartbeat_s: float = 1.0
     # operations
@@ -86,10 +87,22 @@ def load_config(
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {file} is not TOML: {e}") from e
     merged.update(_parse_env(env))
-    merged.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+    merged.update(
+        {
+            k: v
+            for k, v in overrides.items()
+            if v is not None and not (isinstance(v, list | tuple) and not v)
+        }
+    )
     for k in ("peers",):
         if k in merged and isinstance(merged[k], tuple):
             merged[k] = list(merged[k])
+    missing = [k for k in ("data_dir", "genesis") if not merged.get(k)]
+    if missing:
+        raise ConfigError(
+            f"no {' and no '.join(missing)} given: pass --data-dir DIR --genesis FILE (or set "
+            "data_dir/genesis in --config, or NETDIAG_NODE_DATA_DIR/NETDIAG_NODE_GENESIS)"
+        )
     try:
         cfg = msgspec.convert(merged, NodeConfig, strict=False)
     except msgspec.ValidationError as e:

@@ -13,6 +13,7 @@ import random
 import signal
 import ssl
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from netdiag.node.messages import (
     Status,
 )
 from netdiag.node.metrics import NodeMetrics
-from netdiag.node.model import Block, Tx, decode_block, decode_tx, make_block
+from netdiag.node.model import Block, BlockHeader, Tx, decode_block, decode_tx, make_block
 from netdiag.node.protocol import PeerProtocol, Violation
 from netdiag.node.store import Store
 from netdiag.node.sync import SequentialSync
@@ -59,6 +60,7 @@ from netdiag.node.transport import Connection
 from netdiag.node.validation import BadPrevHash, check_tx
 
 MAX_SERVE_BLOCKS = 128
+MAX_SERVE_HEADERS = 256
 PENALTY_VIOLATION = 50.0
 PENALTY_INVALID = 20.0
 PENALTY_RATE = 1.0
@@ -89,11 +91,14 @@ class Node:
         self.chain: Chain | None = None
         self.mempool = Mempool(cfg.mempool_max_txs, cfg.mempool_max_bytes)
         self.gossip = GossipRouter(GossipParams(heartbeat_s=cfg.gossip_heartbeat_s), clock)
-        self.sync = SequentialSync(self, clock, cfg.sync_batch, cfg.sync_timeout_s)
+        self.sync = SequentialSync(
+            self, clock, cfg.sync_batch, cfg.sync_timeout_s, cfg.max_reorg_depth
+        )
         self.conns: dict[bytes, Connection] = {}  # authenticated, by peer id
         self.pending: set[Connection] = set()  # handshaking
         self.addrs: dict[str, AddrState] = {p: AddrState(bootstrap=True) for p in cfg.peers}
         self.dialing: set[str] = set()
+        self.self_addrs: set[str] = set()
         self.banned: dict[bytes, float] = {}
         self.banned_ips: dict[str, float] = {}
         self.failed_handshakes: dict[str, deque[float]] = {}
@@ -300,8 +305,12 @@ class Node:
             conn = self._new_conn(r, w, outbound=True, dialed=addr)
             self.pending.add(conn)
             await conn.run(self)
-            if conn.peer_id is None or (conn.close_reason and "refus" in conn.close_reason):
-                self._dial_failed(addr, st, conn.close_reason or "handshake failed")
+            why = conn.close_reason or "handshake failed"
+            if "handshake_self" in why:
+                self.addrs.pop(addr, None)  # that address is us: never dial it again
+                self.self_addrs.add(addr)
+            elif conn.peer_id is None or "refus" in why:
+                self._dial_failed(addr, st, why)
         finally:
             self.dialing.discard(addr)
 
@@ -422,8 +431,8 @@ class Node:
 
     def _note_failed_handshake(self, conn: Connection, reason: str) -> None:
         self.metrics.handshakes.labels("failed").inc()
-        if conn.outbound:
-            return
+        if conn.outbound or "handshake_self" in reason:
+            return  # our own dial to ourselves is not the remote address misbehaving
         now = self.clock()
         window = self.failed_handshakes.setdefault(conn.remote_host, deque())
         window.append(now)
@@ -462,7 +471,9 @@ class Node:
 
     def on_limit(self, conn: Connection, limit: str) -> None:
         self.metrics.limit_hits.labels(limit).inc()
-        if conn.peer_id is not None and limit.startswith("peer_"):
+        # Dropping messages costs score (a flood ends in a ban); byte throttling does not — a
+        # fast honest peer is merely slowed down by TCP backpressure.
+        if conn.peer_id is not None and limit == "peer_msg_rate":
             self.penalize(conn, PENALTY_RATE, f"over {limit}")
 
     def penalize(self, conn: Connection, amount: float, reason: str) -> None:
@@ -493,6 +504,20 @@ class Node:
     # -- messages --------------------------------------------------------------------------
 
     def on_message(self, conn: Connection, msg: Message, size: int) -> None:
+        try:
+            self._dispatch(conn, msg, size)
+        except Exception as e:  # a bug must cost one connection, never the node
+            self.metrics.protocol_violations.labels("internal_error").inc()
+            self.log.error(
+                "internal_error",
+                f"handling {type(msg).__name__} from {conn.address} "
+                f"failed: {e!r}; closing that connection",
+                addr=conn.address,
+                exc=traceback.format_exc(),
+            )
+            conn.close(f"internal error handling {type(msg).__name__}")
+
+    def _dispatch(self, conn: Connection, msg: Message, size: int) -> None:
         self.metrics.messages_received.labels(type(msg).__name__).inc()
         self.metrics.bytes_received.inc(size)
         pid = conn.peer_id
@@ -524,15 +549,11 @@ class Node:
                 found = [self.chain.store.block_by_hash(h) for h in hashes[:MAX_SERVE_BLOCKS]]
                 conn.send(Blocks(req, [b.encode() for b in found if b is not None]))
             case GetHeaders(req_id=req, start=start, count=count):
-                hdrs = [
-                    decode_block(raw).header.encode()
-                    for raw in self._serve_range(start, min(count, 2000))
-                ]
-                conn.send(Headers(req, hdrs))
+                conn.send(Headers(req, self._serve_headers(start, count)))
             case Blocks():
                 self.sync.on_blocks(conn, msg)
             case Headers():
-                pass  # used by parallel sync (issue 4); nothing requests headers yet
+                self.sync.on_headers(conn, msg)
             case GetPeers():
                 conn.send(Peers(self._shareable_addrs(exclude=conn)))
             case Peers(addrs=addrs):
@@ -544,9 +565,20 @@ class Node:
             case _:
                 self.penalize(conn, PENALTY_INVALID, f"unexpected {type(msg).__name__}")
 
+    def _serve_headers(self, start: int, count: int) -> list[bytes]:
+        """Headers are small whatever the block size, so no byte budget — only a count cap."""
+        assert self.chain is not None
+        if not 0 <= start <= self.chain.height or count <= 0:
+            return []
+        end = min(start + min(count, MAX_SERVE_HEADERS), self.chain.height + 1)
+        return [
+            decode_block(raw).header.encode()
+            for raw in self.chain.store.iter_range(start, end - start)
+        ]
+
     def _serve_range(self, start: int, count: int) -> list[bytes]:
         assert self.chain is not None
-        if start < 0 or count <= 0:
+        if not 0 <= start <= self.chain.height or count <= 0:
             return []
         out: list[bytes] = []
         budget = self.cfg.max_frame_bytes // 2
@@ -570,6 +602,8 @@ class Node:
         for a in addrs[:64]:
             if len(self.addrs) >= self.cfg.max_known_addrs:
                 return
+            if a in self.self_addrs:
+                continue
             try:
                 split_hostport(a)
             except Exception:
@@ -638,6 +672,54 @@ class Node:
             self._committed(b, source)
         if conn is not None:
             self.sync.saw_height(conn, res.accepted[-1].height)
+        return "accepted"
+
+    def fork_point(self, headers: list[BlockHeader]) -> int | None:
+        assert self.chain is not None
+        return self.chain.fork_point(headers)
+
+    def note(self, event: str, msg: str, **fields: object) -> None:
+        self.log.warning(event, msg, **fields)
+
+    def apply_branch(self, conn: Connection, raws: list[bytes]) -> str:
+        """A peer's competing branch: adopt it if it is longer and valid (fork choice)."""
+        assert self.chain is not None
+        try:
+            blocks = [decode_block(raw) for raw in raws]
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self._reject_block(conn, None, "format", f"branch block does not decode: {e}")
+            return "rejected"
+        old_height, old_tip = self.chain.height, self.chain.tip_hash
+        res = self.chain.reorg(blocks, self.cfg.max_reorg_depth)
+        if res.error is not None:
+            self._reject_block(
+                conn, None, res.error.reason, f"competing branch: {res.error.detail}"
+            )
+            return "rejected"
+        if not res.adopted:
+            return "ignored"
+        self.metrics.reorgs.inc()
+        self.metrics.reorg_depth.observe(res.depth)
+        self.log.warning(
+            "reorg",
+            f"switched to a longer branch from peer {short(conn.peer_id or b'')}: tip "
+            f"{old_height} {short(old_tip)} -> {self.chain.height} {short(self.chain.tip_hash)}, "
+            f"{res.depth} blocks replaced (longest valid chain wins)",
+            depth=res.depth,
+            old_height=old_height,
+            old_tip=old_tip.hex(),
+            height=self.chain.height,
+            tip=self.chain.tip_hash.hex(),
+        )
+        for b in res.adopted:
+            self._committed(b, "reorg")
+        for b in res.dropped:  # their transactions are valid again unless the branch has them
+            for tx in b.txs:
+                txid = tx.txid()
+                if not self.chain.store.has_tx(txid):
+                    self.mempool.add(txid, tx, len(tx.encode()))
+        self.metrics.mempool_txs.set(len(self.mempool))
+        self.sync.saw_height(conn, self.chain.height)
         return "accepted"
 
     def _reject_block(
@@ -748,6 +830,9 @@ class Node:
             for ip, until in list(self.banned_ips.items()):
                 if until <= now:
                     del self.banned_ips[ip]
+            for ip, window in list(self.failed_handshakes.items()):
+                if not window or window[-1] < now - 60:
+                    del self.failed_handshakes[ip]
             for conn in list(self.conns.values()):
                 if now - conn.last_recv > self.cfg.ping_interval_s:
                     conn.send(Ping(int(now * 1000)))
@@ -763,10 +848,15 @@ class Node:
     def synchronized(self) -> bool:
         return self.sync.synchronized()
 
-    def _min_peers(self) -> int:
+    def quorum_connected(self) -> bool:
+        """May we produce? Default: we are connected to a strict majority of the validator set
+        (counting ourselves). Two groups cannot both hold a majority, so validators that start
+        apart, or are split by a partition, cannot build competing chains; a minority waits."""
         if self.cfg.min_peers_to_produce >= 0:
-            return self.cfg.min_peers_to_produce
-        return 1 if self.cfg.peers else 0
+            return len(self.conns) >= self.cfg.min_peers_to_produce
+        validators = set(self.genesis.validators)
+        connected = sum(pid in validators for pid in self.conns)
+        return 1 + connected > len(validators) // 2
 
     async def _producer_loop(self) -> None:
         if not (self.cfg.produce and self.is_validator):
@@ -779,7 +869,7 @@ class Node:
     def _maybe_produce(self) -> None:
         chain = self.chain
         assert chain is not None
-        if len(self.conns) < self._min_peers() or not self.synchronized():
+        if not self.quorum_connected() or not self.synchronized():
             return
         now = now_ms()
         if now < chain.tip.header.timestamp_ms + self.genesis.params.slot_ms:
@@ -787,6 +877,7 @@ class Node:
         producer, height, round_ = chain.scheduled_producer(now)
         if producer != self.node_id or (height, round_) in self.produced:
             return
+        self.produced = {x for x in self.produced if x[0] >= height}  # bounded: this height only
         self.produced.add((height, round_))
         p = self.genesis.params
         candidates = self.mempool.take(p.max_block_txs, p.max_block_bytes - 4096)
@@ -833,6 +924,7 @@ class Node:
             "peers_inbound": len(self.conns) - out,
             "uptime_s": round(self.clock() - self.started_at, 3),
             "synchronized": self.synchronized(),
+            "validator_quorum": self.quorum_connected(),
             "best_peer_height": self.sync.best_peer_height(),
             "validator": self.is_validator,
             "mempool_txs": len(self.mempool),

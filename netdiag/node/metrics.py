@@ -65,6 +65,16 @@ class NodeMetrics:
             "handshakes", "Handshake outcomes", ["result"], namespace=ns, registry=r
         )
         self.bans = Counter("bans", "Peers or addresses banned", ["kind"], namespace=ns, registry=r)
+        self.reorgs = Counter(
+            "reorgs", "Switches to a longer competing branch", namespace=ns, registry=r
+        )
+        self.reorg_depth = Histogram(
+            "reorg_depth_blocks",
+            "Blocks replaced per reorg",
+            buckets=(1, 2, 3, 5, 8, 16, 32, 64),
+            namespace=ns,
+            registry=r,
+        )
         self.height = Gauge("height", "Height of the stored tip", namespace=ns, registry=r)
         self.mempool_txs = Gauge(
             "mempool_txs", "Transactions in the mempool", namespace=ns, registry=r

@@ -31,6 +31,7 @@ LEN = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 4 << 20  # above the largest block (1 MiB) plus a sync batch's overhead
 HANDSHAKE_DOMAIN = b"netdiag-node/handshake/v1\x00"
 NONCE_LEN = 32
+HANDSHAKE_MAX_FRAME = 4096  # Hello and Auth are < 300 bytes
 
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
@@ -144,11 +145,16 @@ class PeerProtocol:
         self.listen_port = listen_port
         self.agent = agent
         self.nonce = nonce if nonce is not None else os.urandom(NONCE_LEN)
-        self.decoder = FrameDecoder(max_frame)
+        # Until the peer is authenticated only handshake frames are legal, and they are tiny:
+        # a stranger must not make us buffer megabytes.
+        self.max_frame = max_frame
+        self.decoder = FrameDecoder(min(max_frame, HANDSHAKE_MAX_FRAME))
         self.state = State.AWAIT_HELLO
         self.peer_hello: Hello | None = None
         self._out = bytearray()
         self.started = False
+        self._bye_sent = False
+        self._peer_said_bye = False
 
     # -- outbound --------------------------------------------------------------------------
 
@@ -172,9 +178,11 @@ class PeerProtocol:
         self._out += encode_frame(msg)
 
     def close(self, reason: str) -> None:
-        """Queue a Disconnect with the reason (if the peer is authenticated) and stop."""
-        if self.state is State.OPEN:
+        """Queue one Disconnect carrying the reason — also for a rejected handshake, so the
+        peer learns why (network, genesis, version, auth) — and stop."""
+        if self.started and not self._bye_sent and not self._peer_said_bye:
             self._out += encode_frame(Disconnect(reason[:200]))
+            self._bye_sent = True
         self.state = State.CLOSED
 
     def data_to_send(self) -> bytes:
@@ -210,6 +218,7 @@ class PeerProtocol:
 
     def _handle(self, msg: Message, size: int) -> Event | None:
         if isinstance(msg, Disconnect):
+            self._peer_said_bye = True
             return PeerClosed(msg.reason)
         if self.state is State.AWAIT_HELLO:
             if not isinstance(msg, Hello):
@@ -273,4 +282,5 @@ class PeerProtocol:
                 "signature over our nonce does not verify",
             )
         self.state = State.OPEN
+        self.decoder.max_frame = self.max_frame
         return HandshakeComplete(h.node_id, h)

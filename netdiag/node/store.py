@@ -9,6 +9,7 @@ prev_hash == tip hash, so no bug upstream can leave a gap.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -99,6 +100,53 @@ class Store:
         tip_h, tip_hash = self.tip()
         self._insert(block, expect_height=tip_h + 1, expect_prev=tip_hash)
 
+    def replace_above(self, fork_height: int, branch: list[Block]) -> list[Block]:
+        """Reorganise atomically: drop every block above ``fork_height`` and append ``branch``
+        (which must link to the block at ``fork_height``) in ONE transaction, so a crash leaves
+        either the old chain or the new one. Returns the dropped blocks, lowest first."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            row = cur.execute("SELECT hash FROM blocks WHERE height = ?", (fork_height,))
+            base = row.fetchone()
+            if base is None or not branch or branch[0].header.prev_hash != base[0]:
+                raise StoreError(f"refusing reorg: branch does not attach at {fork_height}")
+            dropped = [
+                decode_block(r[0])
+                for r in cur.execute(
+                    "SELECT data FROM blocks WHERE height > ? ORDER BY height", (fork_height,)
+                ).fetchall()
+            ]
+            cur.execute("DELETE FROM txs WHERE height > ?", (fork_height,))
+            cur.execute("DELETE FROM blocks WHERE height > ?", (fork_height,))
+            prev = base[0]
+            for i, block in enumerate(branch):
+                if block.height != fork_height + 1 + i or block.header.prev_hash != prev:
+                    raise StoreError(f"refusing reorg: branch block {block.height} does not link")
+                self._insert_rows(cur, block)
+                prev = block.hash
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return dropped
+
+    def _insert_rows(self, cur: sqlite3.Cursor, block: Block) -> None:
+        cur.execute(
+            "INSERT INTO blocks (height, hash, prev_hash, ts_ms, data) VALUES (?, ?, ?, ?, ?)",
+            (
+                block.height,
+                block.hash,
+                block.header.prev_hash,
+                block.header.timestamp_ms,
+                block.encode(),
+            ),
+        )
+        cur.executemany(
+            "INSERT INTO txs (txid, height, idx) VALUES (?, ?, ?)",
+            [(tx.txid(), block.height, i) for i, tx in enumerate(block.txs)],
+        )
+
     def _insert(self, block: Block, expect_height: int, expect_prev: bytes) -> None:
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
@@ -109,20 +157,7 @@ class Store:
                 raise StoreError(f"refusing block {block.height}: does not extend tip {tip[0]}")
             if block.height != expect_height or block.header.prev_hash != expect_prev:
                 raise StoreError(f"refusing block {block.height}: expected {expect_height}")
-            cur.execute(
-                "INSERT INTO blocks (height, hash, prev_hash, ts_ms, data) VALUES (?, ?, ?, ?, ?)",
-                (
-                    block.height,
-                    block.hash,
-                    block.header.prev_hash,
-                    block.header.timestamp_ms,
-                    block.encode(),
-                ),
-            )
-            cur.executemany(
-                "INSERT INTO txs (txid, height, idx) VALUES (?, ?, ?)",
-                [(tx.txid(), block.height, i) for i, tx in enumerate(block.txs)],
-            )
+            self._insert_rows(cur, block)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -151,12 +186,24 @@ class Store:
         )
         return [bytes(r[0]) for r in rows]
 
+    def iter_range(self, start: int, count: int) -> Iterator[bytes]:
+        """Like raw_range, one block in memory at a time."""
+        cur = self.db.execute(
+            "SELECT data FROM blocks WHERE height >= ? ORDER BY height LIMIT ?", (start, count)
+        )
+        for row in cur:
+            yield bytes(row[0])
+
     def hash_at(self, height: int) -> bytes | None:
         r = self.db.execute("SELECT hash FROM blocks WHERE height = ?", (height,)).fetchone()
         return bytes(r[0]) if r else None
 
     def has_block(self, h: bytes) -> bool:
         return self.db.execute("SELECT 1 FROM blocks WHERE hash = ?", (h,)).fetchone() is not None
+
+    def tx_height(self, txid: bytes) -> int | None:
+        r = self.db.execute("SELECT height FROM txs WHERE txid = ?", (txid,)).fetchone()
+        return int(r[0]) if r else None
 
     def has_tx(self, txid: bytes) -> bool:
         return self.db.execute("SELECT 1 FROM txs WHERE txid = ?", (txid,)).fetchone() is not None

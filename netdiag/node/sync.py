@@ -18,15 +18,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from netdiag.node.messages import Blocks, GetBlocks, Status
+import msgspec
+
+from netdiag.node.messages import Blocks, GetBlocks, GetHeaders, Headers, Status
+from netdiag.node.model import BlockHeader
 from netdiag.node.transport import Connection
+
+MAX_BRANCH = 128  # blocks fetched to evaluate a competing branch (the serve limit)
 
 
 class SyncHost(Protocol):
     @property
     def height(self) -> int: ...
     def apply_block(self, conn: Connection, raw: bytes, source: str) -> str: ...
+    def apply_branch(self, conn: Connection, raws: list[bytes]) -> str: ...
+    def fork_point(self, headers: list[BlockHeader]) -> int | None: ...
     def penalize(self, conn: Connection, amount: float, reason: str) -> None: ...
+    def note(self, event: str, msg: str, **fields: object) -> None: ...
 
 
 @dataclass
@@ -36,13 +44,20 @@ class InFlight:
     start: int
     count: int
     deadline: float
+    kind: str = "range"  # range: extend our tip | headers: find a fork point | branch: reorg
 
 
 class SequentialSync:
     def __init__(
-        self, host: SyncHost, clock: Callable[[], float], batch: int = 64, timeout_s: float = 5.0
+        self,
+        host: SyncHost,
+        clock: Callable[[], float],
+        batch: int = 64,
+        timeout_s: float = 5.0,
+        max_reorg_depth: int = 64,
     ) -> None:
         self.host = host
+        self.max_reorg_depth = max_reorg_depth
         self.clock = clock
         self.batch = batch
         self.timeout_s = timeout_s
@@ -76,26 +91,83 @@ class SequentialSync:
         self.saw_height(conn, up_to)
         self._maybe_request(prefer=conn)
 
+    def _take(self, conn: Connection, req_id: int, kind: str, what: str) -> InFlight | None:
+        inf = self.inflight
+        if inf is None or inf.conn is not conn or inf.req_id != req_id or inf.kind != kind:
+            self.host.penalize(conn, 5.0, f"unsolicited {what} response")
+            return None
+        self.inflight = None
+        return inf
+
     def on_blocks(self, conn: Connection, msg: Blocks) -> None:
         inf = self.inflight
-        if inf is None or inf.conn is not conn or inf.req_id != msg.req_id:
-            self.host.penalize(conn, 5.0, "unsolicited Blocks response")
+        kind = inf.kind if inf is not None and inf.req_id == msg.req_id else "range"
+        if self._take(conn, msg.req_id, kind, "Blocks") is None or inf is None:
             return
-        self.inflight = None
         if len(msg.blocks) > inf.count:
             self.host.penalize(conn, 20.0, "Blocks response longer than requested")
             return
-        for raw in msg.blocks:
+        if kind == "branch":
+            self.host.apply_branch(conn, msg.blocks)
+            self._maybe_request()
+            return
+        for i, raw in enumerate(msg.blocks):
             outcome = self.host.apply_block(conn, raw, "sync")
             if outcome == "rejected":
                 return  # apply_block already scored the peer; try again, maybe elsewhere
             if outcome == "orphan":
-                self.host.penalize(conn, 5.0, "sync response not contiguous with our tip")
+                if i == 0:  # its chain does not extend ours: a fork — find where we diverge
+                    self._request_headers(conn)
+                    return
+                self.host.penalize(conn, 5.0, "sync response not contiguous")
                 break
         if not msg.blocks and self.peer_height.get(conn, 0) > self.host.height:
             self.peer_height[conn] = self.host.height  # it claimed more than it served
-            self.host.penalize(conn, 5.0, "empty Blocks response below its claimed height")
+            self.host.penalize(conn, 20.0, "claimed a tip it could not serve")
         self._maybe_request()
+
+    def _request_headers(self, conn: Connection) -> None:
+        ours = self.host.height
+        start = max(0, ours - self.max_reorg_depth)
+        req = InFlight(
+            conn, next(self._ids), start, ours - start + 1, self.clock() + self.timeout_s, "headers"
+        )
+        self.inflight = req
+        conn.send(GetHeaders(req.req_id, req.start, req.count))
+
+    def on_headers(self, conn: Connection, msg: Headers) -> None:
+        inf = self._take(conn, msg.req_id, "headers", "Headers")
+        if inf is None:
+            return
+        try:
+            headers = [msgspec.msgpack.decode(h, type=BlockHeader) for h in msg.headers]
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.host.penalize(conn, 20.0, "undecodable headers")
+            return
+        heights = [h.height for h in headers]
+        if len(headers) > inf.count or heights != list(range(inf.start, inf.start + len(heights))):
+            self.host.penalize(conn, 20.0, "headers not the range requested")
+            return
+        fork = self.host.fork_point(headers)
+        theirs = self.peer_height.get(conn, 0)
+        if fork is None:
+            # Deeper than we may reorganise: we cannot follow this peer. Say so and stop asking.
+            self.host.note(
+                "fork_too_deep",
+                f"peer's chain diverges from ours more than "
+                f"{self.max_reorg_depth} blocks deep; not following it",
+                peer_height=theirs,
+                height=self.host.height,
+            )
+            self.peer_height[conn] = self.host.height
+            self._maybe_request()
+            return
+        count = max(1, min(MAX_BRANCH, theirs - fork))
+        req = InFlight(
+            conn, next(self._ids), fork + 1, count, self.clock() + self.timeout_s, "branch"
+        )
+        self.inflight = req
+        conn.send(GetBlocks(req.req_id, req.start, req.count))
 
     def tick(self) -> None:
         inf = self.inflight

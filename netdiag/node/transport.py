@@ -126,13 +126,19 @@ class Connection:
             self.proto.start()
             self._flush()
             while self.close_reason is None:
-                timeout = self.idle_timeout_s if self.is_open else self.handshake_timeout_s
+                # The handshake has one absolute deadline (a trickling peer cannot stretch it);
+                # after it, each read must arrive within the idle timeout.
+                if self.is_open:
+                    timeout = self.idle_timeout_s
+                else:
+                    timeout = self.connected_at + self.handshake_timeout_s - time.monotonic()
                 try:
-                    data = await asyncio.wait_for(self.reader.read(READ_CHUNK), timeout)
+                    data = await asyncio.wait_for(self.reader.read(READ_CHUNK), max(timeout, 0))
                 except TimeoutError:
                     what = "idle" if self.is_open else "handshake"
+                    limit = self.idle_timeout_s if self.is_open else self.handshake_timeout_s
                     handler.on_limit(self, f"{what}_timeout")
-                    self.close(f"{what} timeout after {timeout:g} s")
+                    self.close(f"{what} timeout after {limit:g} s")
                     break
                 if not data:
                     reason = "peer closed the connection"

@@ -86,7 +86,11 @@ def check_tx(tx: Tx, params: ChainParams, encoded_len: int | None = None) -> Non
     size = len(tx.encode()) if encoded_len is None else encoded_len
     if size > params.max_tx_bytes:
         raise TooLarge(f"tx is {size} bytes, limit {params.max_tx_bytes}")
-    if len(tx.sender) != crypto.PUBKEY_LEN or tx.nonce < 0 or tx.timestamp_ms < 0:
+    if (
+        len(tx.sender) != crypto.PUBKEY_LEN
+        or not 0 <= tx.nonce < 2**63
+        or not 0 <= tx.timestamp_ms < 2**63
+    ):
         raise BadFormat("tx sender must be a 32-byte key, nonce and timestamp non-negative")
     if not crypto.verify(tx.sender, tx.signature, tx.signing_bytes()):
         raise BadTxSignature(
@@ -143,9 +147,16 @@ def check_block(
         )
     if hdr.network_id != view.network_id:
         raise WrongNetwork(f"block {hdr.height} is for network {hdr.network_id!r}")
-    # Linkage first: never accept N without N-1, and tell "unknown parent" from "not our tip".
+    # Authenticity before anything is held: even an orphan must be hashed correctly and signed
+    # by a genesis validator, so junk cannot fill the orphan pool.
+    h = check_header(hdr, block.hash, block.signature)
+    if hdr.producer not in view.validators:
+        raise WrongProducer(
+            f"block {hdr.height} producer {_short(hdr.producer)} is not a genesis validator"
+        )
+    # Linkage: never accept N without N-1, and tell "unknown parent" from "not our tip".
     if hdr.prev_hash != view.tip_hash:
-        if hdr.height > view.tip_height + 1 or not view.has_block(hdr.prev_hash):
+        if hdr.height > view.tip_height and not view.has_block(hdr.prev_hash):
             raise Orphan(
                 f"block {hdr.height} builds on {_short(hdr.prev_hash)}, which is not "
                 f"stored (tip is {view.tip_height} {_short(view.tip_hash)})"
@@ -156,7 +167,6 @@ def check_block(
         )
     if hdr.height != view.tip_height + 1:
         raise BadHeight(f"block claims height {hdr.height} on top of tip {view.tip_height}")
-    h = check_header(hdr, block.hash, block.signature)
     if hdr.timestamp_ms < view.tip_timestamp_ms + params.slot_ms:
         raise BadTimestamp(
             f"block {hdr.height} timestamp {hdr.timestamp_ms} is less than one "

@@ -123,6 +123,22 @@ def test_three_nodes_mesh_rotate_gossip_tx_and_agree(cluster: Any) -> None:
         assert all(set(p["mesh"]) == {"blocks", "txs"} and p["tls"] for p in peers)
         assert all(isinstance(p["socket_cookie"], int) for p in peers)
 
+    res = subprocess.run(
+        [*NETDIAG, "node", "status", "--api", f"127.0.0.1:{apis[0]}", "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    doc = json.loads(res.stdout)
+    assert doc["status"]["peers"] == 2 and len(doc["peers"]) == 2
+    res = subprocess.run(
+        [*NETDIAG, "node", "status", "--api", f"127.0.0.1:{apis[0]}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "cookie" in res.stdout and doc["status"]["node_id"][:16] in res.stdout
+
     user = tmp / "user.key"
     subprocess.run(
         [*NETDIAG, "node", "keygen", "--out", str(user)], check=True, capture_output=True

@@ -56,3 +56,33 @@ def extend(chain: Chain, keys: list[Identity], clock: Clock, n: int) -> list[Blo
 
 def txs(n: int, who: Identity, start: int = 0) -> list[Tx]:
     return [make_tx(who, start + i, f"pay {i}".encode(), T0) for i in range(n)]
+
+
+def branch(
+    chain: Chain,
+    keys: list[Identity],
+    fork: int,
+    n: int,
+    round_: int = 1,
+    txs_at: dict[int, list[Tx]] | None = None,
+) -> list[Block]:
+    """``n`` valid blocks on top of our block at ``fork`` (a competing branch: produced in a
+    later round than ours, so by other producers and with other timestamps)."""
+    from netdiag.node.schedule import epoch_seed_height, producer_for
+
+    parent = chain.store.block_at(fork)
+    assert parent is not None
+    hashes: dict[int, bytes] = {}
+    out: list[Block] = []
+    for h in range(fork + 1, fork + n + 1):
+        sh = epoch_seed_height(h, chain.params.epoch_length)
+        seed = hashes[sh] if sh > fork else chain.store.hash_at(sh)
+        assert seed is not None
+        ts = parent.header.timestamp_ms + SLOT * (round_ + 1)
+        prod = producer_for(chain.genesis.validators, seed, h, round_)
+        key = next(k for k in keys if k.node_id == prod)
+        b = make_block(key, chain.genesis.network_id, h, parent.hash, ts, (txs_at or {}).get(h, []))
+        hashes[h] = b.hash
+        out.append(b)
+        parent = b
+    return out

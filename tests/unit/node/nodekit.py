@@ -124,6 +124,19 @@ class RawPeer:
     def send_raw(self, data: bytes) -> None:
         self.w.write(data)
 
+    async def read_until(self, pred: Any, timeout: float = 5.0) -> None:
+        """Read and decode what the node sends until ``pred(self.received)`` holds."""
+        deadline = time.monotonic() + timeout
+        while not pred(self.received):
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out; received {[type(m).__name__ for m in self.received]}"
+            try:
+                data = await asyncio.wait_for(self.r.read(65536), left)
+            except TimeoutError:
+                continue
+            assert data, "node closed the connection"
+            self._collect(self.proto.receive_data(data))
+
     async def closed_by_node(self, timeout: float = 5.0) -> bool:
         """Read until EOF; True if the node closed the connection."""
         deadline = time.monotonic() + timeout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 import time
 from pathlib import Path
 
@@ -37,6 +39,9 @@ async def test_api_end_to_end(tmp_path: Path) -> None:
         assert st == 202 and r["accepted"] and r["txid"] == tx.txid().hex()
         st, r = await api(a, "/tx", "POST", tx_json(tx))
         assert st == 200 and r["duplicate"]
+        st, m = await api(a, f"/message/{hashlib.sha256(tx.encode()).hexdigest()}")
+        assert st == 200 and m["topic"] == "txs" and m["first_peer"] is None
+        assert m["verdict"] == "accept" and m["duplicates"] == 0
         bad = tx_json(make_tx(user, 2, b"x", 0)) | {"payload": "00"}
         st, r = await api(a, "/tx", "POST", bad)
         assert st == 400 and r["reason"] == "invalid"
@@ -65,6 +70,16 @@ async def test_api_end_to_end(tmp_path: Path) -> None:
         assert p["peer_id"] == peer.identity.node_id.hex() and p["direction"] == "inbound"
         assert isinstance(p["socket_cookie"], int) and p["socket_cookie"] > 0 and p["tls"]
         assert set(p["mesh"]) == {"blocks", "txs"}
+        # the kernel (sock_diag, via ss from iproute2) reports the same cookie for the socket
+        local_port = peer.w.get_extra_info("sockname")[1]
+        out = subprocess.run(
+            ["ss", "-tneH", "dst", f"127.0.0.1:{local_port}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f"sk:{p['socket_cookie']:x} " in out, out
+        assert f"127.0.0.1:{a.listen_port} " in out
 
         st, text = await api(a, "/metrics")
         assert st == 200

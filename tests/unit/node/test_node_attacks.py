@@ -203,3 +203,48 @@ async def test_message_flood_hits_rate_limit_and_node_keeps_serving(tmp_path: Pa
         assert metric(m, 'netdiag_node_messages_received_total{type="Ping"}') < 2000
         st, _ = await api(a, "/status")
         assert st == 200
+
+
+async def test_protocol_valid_but_absurd_values_do_not_hurt(tmp_path: Path) -> None:
+    from netdiag.node.messages import GetBlocks, GetHeaders, IHave, IWant, Prune
+
+    gen, _, _ = write_lab_genesis(tmp_path)
+    cfg = node_cfg(tmp_path, "a", gen, str(tmp_path / "validator-0.key"), tls=False)
+    async with running(cfg) as (a, log):
+        await wait_for(lambda: a.height >= 2, what="blocks")
+        peer = RawPeer(a)
+        await peer.connect(None)
+        assert a.chain is not None
+        big = 2**64 - 1
+        for msg in [
+            GetBlocks(big, big, big),
+            GetBlocks(0, -(2**63), 5),
+            GetHeaders(1, big, big),
+            IHave("blocks", [b""] * 100),
+            IHave("nosuch", [b"x"]),
+            IWant([b"\x00" * 32] * 10),
+            Prune("blocks", big),
+            Publish("nosuch", b"x"),
+        ]:
+            peer.send(msg)
+        await peer.w.drain()
+        await asyncio.sleep(0.5)
+        st, _status = await api(a, "/status")
+        assert st == 200
+        assert (await api(a, f"/block/{big}"))[0] == 404
+        assert (
+            await api(
+                a,
+                "/tx",
+                "POST",
+                {
+                    "sender": "00",
+                    "nonce": big * 4,
+                    "timestamp_ms": 0,
+                    "payload": "",
+                    "signature": "",
+                },
+            )
+        )[0] == 400
+        assert "internal_error" not in log.getvalue()
+        assert a.chain.store.verify() == a.chain.height

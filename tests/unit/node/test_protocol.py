@@ -77,9 +77,16 @@ def test_inbound_side_that_did_not_start_answers_with_hello() -> None:
 )
 def test_handshake_rejects_other_network_or_genesis(kw: dict[str, object], reason: str) -> None:
     a, b = pair(**kw)
-    ea, eb = pump(a, b)
-    assert any(isinstance(e, Violation) and e.reason == reason for e in ea + eb)
-    assert a.state is not State.OPEN and b.state is not State.OPEN
+    eb = b.receive_data(a.data_to_send())
+    assert any(isinstance(e, Violation) and e.reason == reason for e in eb)
+    assert b.state is State.CLOSED
+    b.close(f"protocol violation: {reason}")  # what the transport does
+    ea = a.receive_data(b.data_to_send())
+    # a learns why it was rejected: b's Hello already shows the mismatch, or b's bye says so
+    assert any(isinstance(e, Violation) and e.reason == reason for e in ea) or any(
+        isinstance(e, PeerClosed) and reason in e.reason for e in ea
+    )
+    assert a.state is not State.OPEN
 
 
 def _hello(node_id: bytes, nonce: bytes = b"\x05" * 32, version: int = PROTOCOL_VERSION) -> Hello:
@@ -135,6 +142,8 @@ def test_disconnect_is_reported() -> None:
     b.close("shutting down")
     (ev,) = a.receive_data(b.data_to_send())
     assert ev == PeerClosed("shutting down")
+    a.close("bye back")
+    assert a.data_to_send() == b""  # no bye in answer to a bye
 
 
 def test_oversized_length_prefix_rejected_from_four_bytes() -> None:
@@ -259,3 +268,54 @@ def test_any_chunking_delivers_the_same_messages(cuts: list[int]) -> None:
         pos += n
         i += 1
     assert got == msgs
+
+
+def test_rejected_peer_is_told_why() -> None:
+    a = PeerProtocol(A, NET, GEN)
+    a.start()
+    a.data_to_send()
+    (ev,) = a.receive_data(encode_frame(_hello(B.node_id, version=99)))
+    assert isinstance(ev, Violation)
+    a.close(f"protocol violation: {ev.reason}")
+    c = PeerProtocol(B, NET, GEN)
+    c.start()
+    evs = c.receive_data(a.data_to_send())
+    assert evs == [PeerClosed("protocol violation: handshake_version")]
+
+
+def test_large_frames_are_refused_until_authenticated() -> None:
+    a = PeerProtocol(A, NET, GEN, max_frame=1 << 20)
+    a.start()
+    (ev,) = a.receive_data(LEN.pack(5000))
+    assert isinstance(ev, Violation) and ev.reason == "frame_too_large"
+    a2, b2 = pair()
+    pump(a2, b2)
+    big = Publish("txs", b"x" * 100_000)
+    a2.send(big)
+    got = b2.receive_data(a2.data_to_send())
+    assert [e.message for e in got if isinstance(e, MessageReceived)] == [big]
+
+
+hellos = st.builds(
+    Hello,
+    network_id=st.sampled_from([NET, "other", ""]),
+    genesis_hash=st.sampled_from([GEN, b"", b"\x00" * 32]),
+    version=st.integers(-2, 3),
+    node_id=st.sampled_from([B.node_id, A.node_id, b"", b"\x01" * 32]) | st.binary(max_size=40),
+    nonce=st.binary(max_size=40),
+    listen_port=st.integers(-1, 70000),
+    agent=st.text(max_size=10),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hellos, st.binary(max_size=80), st.booleans())
+def test_fuzzed_handshakes_never_open_without_proof(hello: Hello, sig: bytes, dup: bool) -> None:
+    from netdiag.node.messages import Auth
+
+    a = PeerProtocol(A, NET, GEN)
+    a.start()
+    data = encode_frame(hello) + (encode_frame(hello) if dup else b"") + encode_frame(Auth(sig))
+    events = a.receive_data(data)
+    assert a.state is not State.OPEN
+    assert not any(isinstance(e, HandshakeComplete | MessageReceived) for e in events)

@@ -229,3 +229,21 @@ def test_header_encoding_is_canonical() -> None:
     with pytest.raises(msgspec.ValidationError):
         msgspec.msgpack.decode(msgspec.msgpack.encode([1, "n", 1]), type=BlockHeader)
     assert Tx.__struct_config__.forbid_unknown_fields
+
+
+def test_orphans_must_still_be_authentic(env) -> None:  # type: ignore[no-untyped-def]
+    chain, keys, _ = env
+    b = next_block(chain, keys)
+    k = key_of(keys, b.header.producer)
+    unsigned_far = Block(
+        msgspec.structs.replace(b.header, height=50, prev_hash=b"\x09" * 32), b.hash, b"", []
+    )
+    assert_rejected(chain, unsigned_far, v.BadHash)
+    far = resign(b, k, height=50, prev_hash=b"\x09" * 32)
+    forged = Block(far.header, far.hash, b"\x01" * 64, [])
+    assert_rejected(chain, forged, v.BadSignature)
+    outsider = Identity.generate()
+    assert_rejected(chain, resign(far, outsider, producer=outsider.node_id), v.WrongProducer)
+    assert len(chain.orphans) == 0
+    stale = resign(b, k, height=2, prev_hash=b"\x09" * 32)  # below the tip, unknown parent
+    assert_rejected(chain, stale, v.BadPrevHash)
