@@ -926,9 +926,12 @@ class P2PBench:
             if not rs:
                 continue
 
-            def med(key: str, rs: list[Any] = rs) -> float | None:
+            def med(key: str, rs: list[Any] = rs, as_int: bool = False) -> float | None:
                 vals = [float(r[key]) for r in rs if r[key] is not None]
-                return round(statistics.median(vals), 3) if vals else None
+                if not vals:
+                    return None
+                m = statistics.median(vals)
+                return round(m) if as_int else round(m, 3)
 
             self.result.add_summary(
                 "sync",
@@ -938,7 +941,7 @@ class P2PBench:
                     "rounds": len(rs),
                     "synced_rounds": sum(1 for r in rs if r["sync_s"] is not None),
                     "sync_s": med("sync_s"),
-                    "blocks": med("blocks"),
+                    "blocks": med("blocks", as_int=True),
                     "blocks_per_s": med("blocks_per_s"),
                     "api_up_s": med("api_up_s"),
                     "sync_after_api_s": med("sync_after_api_s"),
