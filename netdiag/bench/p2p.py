@@ -802,21 +802,37 @@ class P2PBench:
                     f"{self.p.sync_timeout_s:g} s"
                 )
 
+    def _tips(self, runs: list[NodeRun]) -> tuple[dict[str, int], int, set[str]]:
+        """Heights of the live nodes, the lowest, and the distinct blocks they hold there."""
+        got = self._each(runs, lambda r: r.client().get_json("/status"))
+        heights = {n: int(st["height"]) for n, st in got.items() if st}
+        if not heights:
+            return {}, 0, set()
+        h = min(heights.values())
+        blocks = self._each(
+            [r for r in runs if r.name in heights], lambda r: r.client().get_json(f"/block/{h}")
+        )
+        return heights, h, {str(b["hash"]) for b in blocks.values() if b}
+
     def _check_agreement(self, variant: str, runs: list[NodeRun]) -> None:
-        """Do the live nodes hold the same block at the lowest height they all have?"""
-        heights: dict[str, int] = {}
-        for r in runs:
-            if self._alive(r):
-                with contextlib.suppress(NodeUnavailable, TypeError, KeyError):
-                    heights[r.name] = int(r.client().get_json("/status")["height"])
+        """Do the live nodes hold the same block at the lowest height they all have?
+
+        A split is checked again after a few slots: the node's fork choice may still resolve
+        it (transient) — or not (persistent), which the summary counts as a fork.
+        """
+        heights, h, hashes = self._tips(runs)
         if not heights:
             return
-        h = min(heights.values())
-        hashes: set[str] = set()
-        for r in runs:
-            if r.name in heights:
-                with contextlib.suppress(NodeUnavailable, TypeError, KeyError):
-                    hashes.add(str(r.client().get_json(f"/block/{h}")["hash"]))
+        later = None
+        if len(hashes) > 1:
+            time.sleep(max(3.0, 3 * self.p.slot_ms / 1000))
+            _, h2, hashes2 = self._tips(runs)
+            later = len(hashes2) == 1
+            self.notes.append(
+                f"{variant}{self._rtag()}: {len(hashes)} different blocks at height {h} after "
+                f"the load; {'resolved' if later else f'still split at height {h2}'} "
+                "a few slots later"
+            )
         self.result.record(
             "chain",
             {
@@ -827,12 +843,9 @@ class P2PBench:
                 "height_max": max(heights.values()),
                 "distinct_blocks": len(hashes),
                 "agree": len(hashes) == 1,
+                "agree_later": later if later is not None else True,
             },
         )
-        if len(hashes) > 1:
-            self.notes.append(
-                f"{variant}{self._rtag()}: FORK — {len(hashes)} different blocks at height {h}"
-            )
 
     # -- figures -------------------------------------------------------------------------------
     def _rtag(self) -> str:
@@ -914,7 +927,8 @@ class P2PBench:
                     "variant": variant,
                     "rounds": len(chains),
                     "height_max": max(int(r["height_max"] or 0) for r in chains),
-                    "rounds_forked": sum(1 for r in chains if not r["agree"]),
+                    "rounds_split": sum(1 for r in chains if not r["agree"]),
+                    "rounds_forked": sum(1 for r in chains if not r.get("agree_later", r["agree"])),
                 },
             )
         for case in ("late_join", "restart"):
