@@ -229,6 +229,7 @@ class P2PBench:
         )
         self.notes: list[str] = []
         self.round = 1
+        self.cpu_split: dict[str, float] = {}
         self.skipped: Counter[tuple[str, str]] = Counter()  # messages not followed, by reason
         # REST and sock_diag queries are I/O: a pool keeps a tick short on large clusters
         self.pool = ThreadPoolExecutor(max_workers=min(16, params.nodes), thread_name_prefix="p2p")
@@ -419,6 +420,8 @@ class P2PBench:
             r.cpu_start_s = _cpu_s(r)
             with contextlib.suppress(NodeUnavailable):
                 r.metrics_start = parse_metrics(r.client().metrics_text())
+        # where a large cluster breaks: the link emulator, the nodes, or this bench itself
+        fwd_cpu0, own_cpu0 = _pids_cpu_s(lab.forwarder_pids()), _pids_cpu_s([os.getpid()])
         ref = active[0]
         by_name = {r.name: r for r in active}
         network_id = str(ref.client().get_json("/status")["network_id"])
@@ -513,11 +516,19 @@ class P2PBench:
             if heal_at is not None:
                 self._heal(lab)
         load_s = time.monotonic() - load_t0
+        for r in active:  # CPU of the load phase only: read before settling
+            r.cpu_end_s = _cpu_s(r)
+        self.cpu_split = {
+            "forwarders_cpu_pct": round(
+                (_pids_cpu_s(lab.forwarder_pids()) - fwd_cpu0) / load_s * 100, 1
+            ),
+            "bench_cpu_pct": round((_pids_cpu_s([os.getpid()]) - own_cpu0) / load_s * 100, 1),
+            "host_load_avg_1m": round(os.getloadavg()[0], 2),
+        }
         self._phase("settling", p.settle_s)
         time.sleep(p.settle_s)
         self._resolve(variant, active, pending, one_way, killed, final=True)
         for r in active:
-            r.cpu_end_s = _cpu_s(r)
             with contextlib.suppress(NodeUnavailable):
                 r.metrics_end = parse_metrics(r.client().metrics_text())
         self._record_round(variant, active, load_s)
@@ -860,6 +871,7 @@ class P2PBench:
                 "round": self.round,
                 "load_s": round(load_s, 3),
                 "txs_sent": self.progress.txs_sent,
+                **self.cpu_split,
             },
         )
         for r in runs:
@@ -917,6 +929,10 @@ class P2PBench:
                 "cpu_pct_per_node_max": max(cpu) if cpu else None,
                 "load_s": round(load_s, 2),
                 "txs_sent": sum(int(r["txs_sent"] or 0) for r in mine),
+                "nodes_cpu_pct_total": round(sum(cpu) / max(1, len(mine)), 1) if cpu else None,
+                "forwarders_cpu_pct": _mean(r.get("forwarders_cpu_pct") for r in mine),
+                "bench_cpu_pct": _mean(r.get("bench_cpu_pct") for r in mine),
+                "host_load_avg_1m": _mean(r.get("host_load_avg_1m") for r in mine),
             },
         )
         chains = [r for r in raw.get("chain", []) if r["variant"] == variant]
@@ -963,11 +979,28 @@ class P2PBench:
             )
 
 
+def _mean(values: Any) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return round(sum(vals) / len(vals), 2) if vals else None
+
+
 def _tail(log: Path, lines: int = 2) -> str:
     try:
         return " | ".join(log.read_text(errors="replace").splitlines()[-lines:])[-600:]
     except OSError:
         return "no log"
+
+
+def _pids_cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (0 for any that are gone)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+    return total
 
 
 def _cpu_s(r: NodeRun) -> float | None:
