@@ -1,1 +1,1 @@
-"""Benchmarks that combine lab, node, trace and tune; the result-file format."""
+"""Scenarios that combine lab + node + trace + tune; each writes a result file."""

@@ -10,6 +10,7 @@ from netdiag.cli.main import LazyGroup
 BENCHMARKS: dict[str, str] = {
     "validate": "netdiag.cli.node_bench:validate",
     "emulator": "netdiag.cli.lab:bench_emulator",
+    "cc": "netdiag.cli.tune:bench_cc",
     "p2p": "netdiag.cli.bench_p2p:bench_p2p",
 }
 

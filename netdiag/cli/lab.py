@@ -307,7 +307,12 @@ def link_set(
     if idx is None:
         raise InputError(f"lab {name} has no link {a} <-> {b}", "see `netdiag lab status`")
     cur = rec["links"][idx]["shape"]
-    qp, qb = units.queue_spec(queue, "--queue") if queue else (int(cur["queue_pkts"]), 0.0)
+    if queue:
+        qp, qb = units.queue_spec(queue, "--queue")
+    elif cur.get("queue_bdp"):
+        qp, qb = 0, float(cur["queue_bdp"])  # a BDP-sized queue follows the new rate x delay
+    else:
+        qp, qb = int(cur["queue_pkts"]), 0.0
     shape = LinkShape(
         delay_s=units.duration_s(delay, "--delay") if delay else cur["delay_us"] / 1e6,
         jitter_s=units.duration_s(jitter, "--jitter") if jitter else cur["jitter_us"] / 1e6,
@@ -332,20 +337,54 @@ def link_set(
     help="Where to save the JSON (default: bench-emulator-<time>.json).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of a table.")
+@click.option(
+    "--scale",
+    default=None,
+    help="Instead of the grid: star labs of these spoke counts (e.g. 8,16,32,64), "
+    "half the links under TCP load, half pinged.",
+)
 def bench_emulator(
-    quick: bool, engine: str, seconds: float | None, out: Path | None, as_json: bool
+    quick: bool,
+    engine: str,
+    seconds: float | None,
+    out: Path | None,
+    as_json: bool,
+    scale: str | None,
 ) -> None:
     """Fidelity of the lab's links: RTT vs delay, throughput vs rate, loss vs configured, CPU."""
     from netdiag.lab import fidelity
 
     console = Console(stderr=True)
-    grid = fidelity.QUICK_GRID if quick else fidelity.FULL_GRID
     secs = seconds if seconds is not None else (2.0 if quick else 5.0)
-    result = fidelity.run(grid, engine=engine, seconds=secs, progress=lambda m: console.print(m))
     path = out or Path(f"bench-emulator-{time.strftime('%Y%m%dT%H%M%S')}.json")
+    if scale:
+        try:
+            counts = [int(x) for x in scale.split(",")]
+        except ValueError:
+            raise InputError(
+                f"--scale {scale!r} is not a list of numbers", "e.g. --scale 8,16,32"
+            ) from None
+        rows = []
+        for n in counts:
+            console.print(f"star lab with {n} spokes ({n + 1} namespaces)")
+            rows.append(fidelity.measure_scale(n, engine, secs))
+        result: dict[str, Any] = {
+            "benchmark": "emulator-scale",
+            "time": time.time(),
+            "seconds": secs,
+            "engine": rows[0]["engine"] if rows else engine,
+            "rows": rows,
+        }
+        table = fidelity.scale_table(rows)
+    else:
+        grid = fidelity.QUICK_GRID if quick else fidelity.FULL_GRID
+        result = fidelity.run(
+            grid, engine=engine, seconds=secs, progress=lambda m: console.print(m)
+        )
+        table = fidelity.table(result)
     path.write_text(json.dumps(result, indent=1))
     if as_json:
         click.echo(json.dumps(result))
     else:
-        Console().print(fidelity.table(result))
+        Console().print(table)
         console.print(f"saved {path}")

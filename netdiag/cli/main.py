@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "netdiag.cli.doctor:doctor",
     "node": "netdiag.cli.node:node",
     "lab": "netdiag.cli.lab:lab",
+    "tune": "netdiag.cli.tune:tune",
     "report": "netdiag.cli.report:report",
 }
 

@@ -43,6 +43,8 @@ def validate(blocks: int, txs_per_block: int, rounds: int, out: Path, as_json: b
     fig, per_round = benchmark.run(blocks, txs_per_block, rounds)
     doc = {
         "benchmark": "validate",
+        "command": "netdiag bench validate "
+        + f"--blocks {blocks} --txs-per-block {txs_per_block} --rounds {rounds}",
         "started_unix_s": round(t0, 3),
         "duration_s": round(time.time() - t0, 3),
         "params": {"blocks": blocks, "txs_per_block": txs_per_block, "rounds": rounds},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
 from pathlib import Path
 
@@ -80,3 +81,15 @@ def write(
             raise NetdiagError(f"writing {name}={text!r}: {e}") from e
 
     netns.run_in(netns_name, body)
+
+
+def writable(name: str, netns_name: str | None = None, host: HostPaths = REAL) -> bool:
+    """Whether this process may write `name` (False for read-only /proc/sys mounts and for
+    host-wide sysctls a namespace can only read, e.g. net.core.rmem_max outside init_net)."""
+    p = path_of(name, host)
+    return netns.run_in(netns_name, lambda: p.exists() and os.access(p, os.W_OK))
+
+
+def exists(name: str, netns_name: str | None = None, host: HostPaths = REAL) -> bool:
+    p = path_of(name, host)
+    return netns.run_in(netns_name, p.exists)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from netdiag.errors import InputError, NetdiagError
-from netdiag.kernel import netns
+from netdiag.kernel import caps, netns
 from netdiag.lab import cluster, engines, state, teardown
 from netdiag.lab.engines.base import LinkEnds, LinkEngine
 from netdiag.lab.topology import LinkShape, NodeSpec, Topology, load, routes
@@ -106,6 +106,7 @@ class Lab:
     ) -> Lab:
         """Bring a lab up; the caller must call `down()` (prefer `Lab.up` as a context manager)."""
         topo = topology if isinstance(topology, Topology) else load(topology)
+        caps.require("CAP_SYS_ADMIN", "CAP_NET_ADMIN", why="building a lab (namespaces, links)")
         existing = state.read(topo.name, state_root)
         if existing is not None:
             sup = existing.get("supervisor")
@@ -129,6 +130,14 @@ class Lab:
         work = state.work_dir(topo.name, root)
         (work / "logs").mkdir(parents=True, exist_ok=True)
         spaces = [ns_name(topo.name, n.name) for n in topo.nodes]
+        taken = [ns for ns in spaces if netns.exists(ns)]
+        if taken:
+            # not ours (no state file names it): never adopt, never delete it
+            raise NetdiagError(
+                f"namespace {taken[0]} exists but no lab records it",
+                f"give the lab another name, or remove it with `ip netns del {taken[0]}` "
+                "if you know it is a leftover",
+            )
         with state.locked(topo.name, root):
             state.write(
                 {
@@ -240,9 +249,6 @@ class Lab:
                         p.stdin.close()  # EOF: the forwarder exits and its TUNs vanish
             for p in self.forwarders:
                 _stop(p, grace=2.0)
-                for f in (p.stdout, p.stderr):
-                    if f:
-                        f.close()
             rec = state.read(self.topology.name, self.root)
             if rec is not None:
                 teardown.destroy(rec, self.root)
@@ -356,6 +362,36 @@ class Lab:
         if st and ln.a != a:
             st = {"ab": st.get("ba", {}), "ba": st.get("ab", {})}
         return st
+
+    def sysctl(self, node: str, name: str, value: str | int) -> None:
+        """Set a network sysctl (e.g. "net.ipv4.tcp_rmem") inside a node's namespace only.
+
+        Only `net.*` names: those under /proc/sys/net seen from a child namespace are that
+        namespace's own; kernel.* or vm.* would change the host, so they are refused.
+        """
+        if not name.startswith("net.") or "/" in name or ".." in name:
+            raise InputError(
+                f"{name!r} is not a network-namespace sysctl",
+                "only net.* sysctls can be set per lab node (host-wide ones: `netdiag tune`)",
+            )
+        path = "/proc/sys/" + name.replace(".", "/")
+
+        def write() -> None:
+            with open(path, "w") as f:
+                f.write(str(value))
+
+        try:
+            netns.run_in(self.ns(node), write)
+        except OSError as e:
+            raise NetdiagError(
+                f"cannot set {name} in {self.ns(node)}: {e.strerror}",
+                "check the name with `netdiag lab exec NODE -- sysctl -a`",
+            ) from e
+
+    def link_devices(self, a: str, b: str) -> tuple[str, str]:
+        """(interface in a's namespace, interface in b's namespace) of the link a<->b."""
+        self.topology.link(a, b)
+        return dev_name(b), dev_name(a)
 
     def forwarder_pids(self) -> list[int]:
         return [p.pid for p in self.forwarders]

@@ -77,8 +77,8 @@ def destroy(rec: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
         removed.append(ns)
     work = rec.get("work")
     if work:
-        # keep the logs (the record of what nodes did); drop control FIFOs and stats
-        for f in Path(work).glob("l*.*"):
+        # keep the logs (what nodes and forwarders said); drop control FIFOs and stats
+        for f in [*Path(work).glob("l*.ctl"), *Path(work).glob("l*.stats.json")]:
             with contextlib.suppress(OSError):
                 f.unlink()
     state.remove(rec["name"], root)

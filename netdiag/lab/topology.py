@@ -85,6 +85,7 @@ class LinkShape:
             "rate_bps": self.rate_bps,
             "loss": self.loss,
             "queue_pkts": self.queue_packets(mtu),
+            "queue_bdp": 0.0 if self.queue_pkts else self.queue_bdp,  # 0: fixed packet count
         }
 
 

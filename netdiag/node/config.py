@@ -58,6 +58,10 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_reorg_depth: int = 64  # deepest fork we switch away from (longest valid chain wins)
     status_interval_s: float = 2.0
     gossip_heartbeat_s: float = 1.0
+    gossip_d: int = 6  # mesh degree and its bounds (gossipsub defaults 6/4/12)
+    gossip_d_lo: int = 4
+    gossip_d_hi: int = 12
+    gossip_seen_ttl_s: float = 120.0
     # operations
     log_level: str = "info"
 
@@ -109,6 +113,8 @@ def load_config(
         raise ConfigError(f"invalid node configuration: {e}") from e
     for addr in [cfg.listen, cfg.api, *cfg.peers]:
         split_hostport(addr)
+    if not 1 <= cfg.gossip_d_lo <= cfg.gossip_d <= cfg.gossip_d_hi:
+        raise ConfigError("gossip degrees must satisfy 1 <= gossip_d_lo <= gossip_d <= gossip_d_hi")
     return cfg
 
 

@@ -9,14 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
 import ssl
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +50,7 @@ from netdiag.node.messages import (
 )
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.model import Block, BlockHeader, Tx, decode_block, decode_tx, make_block
+from netdiag.node.peers import PeerBook
 from netdiag.node.protocol import PeerProtocol, Violation
 from netdiag.node.store import Store
 from netdiag.node.sync import SequentialSync
@@ -70,13 +68,6 @@ def short(b: bytes) -> str:
     return b[:6].hex()
 
 
-@dataclass
-class AddrState:
-    failures: int = 0
-    next_try: float = 0.0
-    bootstrap: bool = False
-
-
 class Node:
     def __init__(self, cfg: NodeConfig, log: NodeLog, clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
@@ -90,18 +81,23 @@ class Node:
         self.is_validator = self.node_id in self.genesis.validators
         self.chain: Chain | None = None
         self.mempool = Mempool(cfg.mempool_max_txs, cfg.mempool_max_bytes)
-        self.gossip = GossipRouter(GossipParams(heartbeat_s=cfg.gossip_heartbeat_s), clock)
+        self.gossip = GossipRouter(
+            GossipParams(
+                d=cfg.gossip_d,
+                d_lo=cfg.gossip_d_lo,
+                d_hi=cfg.gossip_d_hi,
+                d_score=min(4, cfg.gossip_d),
+                heartbeat_s=cfg.gossip_heartbeat_s,
+                seen_ttl_s=cfg.gossip_seen_ttl_s,
+            ),
+            clock,
+        )
         self.sync = SequentialSync(
             self, clock, cfg.sync_batch, cfg.sync_timeout_s, cfg.max_reorg_depth
         )
         self.conns: dict[bytes, Connection] = {}  # authenticated, by peer id
         self.pending: set[Connection] = set()  # handshaking
-        self.addrs: dict[str, AddrState] = {p: AddrState(bootstrap=True) for p in cfg.peers}
-        self.dialing: set[str] = set()
-        self.self_addrs: set[str] = set()
-        self.banned: dict[bytes, float] = {}
-        self.banned_ips: dict[str, float] = {}
-        self.failed_handshakes: dict[str, deque[float]] = {}
+        self.book = PeerBook(cfg, clock)
         self.produced: set[tuple[int, int]] = set()
         self.started_at = clock()
         self.listen_port = 0
@@ -154,13 +150,12 @@ class Node:
         )
         self.listen_port = self._server.sockets[0].getsockname()[1]
         self._api_runner, self.api_port = await start_api(self)
-        for coro in (
-            self._dial_loop(),
-            self._heartbeat_loop(),
-            self._producer_loop(),
-            self._status_loop(),
-        ):
-            self._spawn(coro)
+        self._spawn(self._every("dial", 0.2, self._dial_step))
+        self._spawn(self._every("heartbeat", self.cfg.gossip_heartbeat_s, self._heartbeat_step))
+        self._spawn(self._every("status", self.cfg.status_interval_s, self._status_step))
+        if self.cfg.produce and self.is_validator:  # check ten times a slot
+            tick_s = max(0.01, self.genesis.params.slot_ms / 10_000)
+            self._spawn(self._every("producer", tick_s, self._maybe_produce))
         self.log.info(
             "node_started",
             f"node {short(self.node_id)} up at height {self.chain.height} "
@@ -279,8 +274,7 @@ class Node:
                 self._conn_tasks.discard(task)
 
     def _inbound_refusal(self, ip: str) -> tuple[str, str] | None:
-        now = self.clock()
-        if self.banned_ips.get(ip, 0) > now:
+        if self.book.ip_banned(ip):
             return "banned_ip", f"{ip} is banned for failed handshakes"
         inbound = [c for c in [*self.conns.values(), *self.pending] if not c.outbound]
         if len(inbound) >= self.cfg.max_inbound:
@@ -290,8 +284,7 @@ class Node:
         return None
 
     async def _dial(self, addr: str) -> None:
-        st = self.addrs.setdefault(addr, AddrState())
-        self.dialing.add(addr)
+        self.book.dialing.add(addr)
         try:
             host, port = split_hostport(addr)
             try:
@@ -300,49 +293,37 @@ class Node:
                     self.cfg.handshake_timeout_s,
                 )
             except (OSError, TimeoutError) as e:
-                self._dial_failed(addr, st, f"connect failed: {e!r}")
+                self._dial_failed(addr, f"connect failed: {e!r}")
                 return
             conn = self._new_conn(r, w, outbound=True, dialed=addr)
             self.pending.add(conn)
             await conn.run(self)
             why = conn.close_reason or "handshake failed"
             if "handshake_self" in why:
-                self.addrs.pop(addr, None)  # that address is us: never dial it again
-                self.self_addrs.add(addr)
+                self.book.mark_self(addr)  # that address is us: never dial it again
             elif conn.peer_id is None or "refus" in why:
-                self._dial_failed(addr, st, why)
+                self._dial_failed(addr, why)
         finally:
-            self.dialing.discard(addr)
+            self.book.dialing.discard(addr)
 
-    def _dial_failed(self, addr: str, st: AddrState, why: str) -> None:
-        st.failures += 1
-        backoff = min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s * 2**st.failures)
-        st.next_try = self.clock() + backoff * random.uniform(0.8, 1.2)
+    def _dial_failed(self, addr: str, why: str) -> None:
+        backoff = self.book.dial_failed(addr)
         self.log.debug(
             "dial_failed",
             f"dial {addr} failed ({why}); retry in {backoff:.1f} s",
             addr=addr,
             reason=why,
-            failures=st.failures,
+            failures=self.book.addrs[addr].failures,
         )
 
-    async def _dial_loop(self) -> None:
-        while True:
-            now = self.clock()
-            outbound = sum(c.outbound for c in self.conns.values()) + len(self.dialing)
-            connected = {c.dialed_addr for c in self.conns.values()} | {
-                c.listen_addr for c in self.conns.values()
-            }
-            own = {f"127.0.0.1:{self.listen_port}", self.cfg.listen}
-            for addr, st in list(self.addrs.items()):
-                if outbound >= min(self.cfg.target_outbound, self.cfg.max_outbound):
-                    break
-                if addr in connected or addr in self.dialing or addr in own or st.next_try > now:
-                    continue
-                st.next_try = now + self.cfg.reconnect_min_s
-                outbound += 1
-                self._spawn(self._dial(addr))
-            await asyncio.sleep(0.2)
+    def _dial_step(self) -> None:
+        outbound = sum(c.outbound for c in self.conns.values())
+        connected = {c.dialed_addr for c in self.conns.values()} | {
+            c.listen_addr for c in self.conns.values()
+        }
+        own = {f"127.0.0.1:{self.listen_port}", self.cfg.listen}
+        for addr in self.book.to_dial(connected, own, outbound):
+            self._spawn(self._dial(addr))
 
     # ConnectionHandler -------------------------------------------------------------------
 
@@ -364,8 +345,7 @@ class Node:
         pid = conn.peer_id
         assert pid is not None
         self.pending.discard(conn)
-        now = self.clock()
-        if self.banned.get(pid, 0) > now:
+        if self.book.peer_banned(pid):
             self.metrics.handshakes.labels("refused_banned").inc()
             return f"refused: peer {short(pid)} is banned"
         old = self.conns.get(pid)
@@ -384,7 +364,7 @@ class Node:
             return "refused: outbound limit reached"
         self.conns[pid] = conn
         if conn.dialed_addr:
-            self.addrs.setdefault(conn.dialed_addr, AddrState()).failures = 0
+            self.book.connected(conn.dialed_addr)
         self.metrics.handshakes.labels("ok").inc()
         self._update_peer_gauges()
         self.log.info(
@@ -417,9 +397,8 @@ class Node:
                 addr=conn.address,
                 reason=reason,
             )
-        if conn.dialed_addr and conn.dialed_addr in self.addrs:
-            st = self.addrs[conn.dialed_addr]
-            st.next_try = self.clock() + self.cfg.reconnect_min_s
+        if conn.dialed_addr:
+            self.book.disconnected(conn.dialed_addr)
 
     def _drop_peer(self, conn: Connection) -> None:
         assert conn.peer_id is not None
@@ -433,20 +412,13 @@ class Node:
         self.metrics.handshakes.labels("failed").inc()
         if conn.outbound or "handshake_self" in reason:
             return  # our own dial to ourselves is not the remote address misbehaving
-        now = self.clock()
-        window = self.failed_handshakes.setdefault(conn.remote_host, deque())
-        window.append(now)
-        while window and window[0] < now - 60:
-            window.popleft()
         self.log.info(
             "handshake_failed",
             f"inbound {conn.address} failed the handshake: {reason}",
             addr=conn.address,
             reason=reason,
         )
-        if len(window) > self.cfg.max_failed_handshakes_per_ip:
-            self.banned_ips[conn.remote_host] = now + self.cfg.ban_seconds
-            window.clear()
+        if self.book.handshake_failed(conn.remote_host):
             self.metrics.bans.labels("ip").inc()
             self.log.warning(
                 "ip_banned",
@@ -483,7 +455,7 @@ class Node:
         self.gossip.penalize(pid, amount)
         score = self.gossip.score(pid)
         if score <= self.cfg.ban_threshold and self.conns.get(pid) is conn:
-            self.banned[pid] = self.clock() + self.cfg.ban_seconds
+            self.book.ban_peer(pid)
             self.metrics.bans.labels("peer").inc()
             self.log.warning(
                 "peer_banned",
@@ -537,7 +509,7 @@ class Node:
                 self._send_all(self.gossip.on_graft(pid, topic))
             case Prune(topic=topic, backoff_s=backoff, peers=px):
                 self.gossip.on_prune(pid, topic, backoff)
-                self._learn_addrs(px)
+                self.book.learn(px)
             case Status():
                 if msg.genesis_hash != self.chain.genesis_hash:
                     self.penalize(conn, PENALTY_VIOLATION, "status for another genesis")
@@ -557,7 +529,7 @@ class Node:
             case GetPeers():
                 conn.send(Peers(self._shareable_addrs(exclude=conn)))
             case Peers(addrs=addrs):
-                self._learn_addrs(addrs)
+                self.book.learn(addrs)
             case Ping(nonce=n):
                 conn.send(Pong(n))
             case Pong():
@@ -595,26 +567,17 @@ class Node:
 
     def add_address(self, addr: str) -> None:
         """Dial ``addr`` as a bootstrap peer (reconnect with backoff for as long as we run)."""
-        split_hostport(addr)
-        self.addrs.setdefault(addr, AddrState(bootstrap=True))
-
-    def _learn_addrs(self, addrs: list[str]) -> None:
-        for a in addrs[:64]:
-            if len(self.addrs) >= self.cfg.max_known_addrs:
-                return
-            if a in self.self_addrs:
-                continue
-            try:
-                split_hostport(a)
-            except Exception:
-                continue
-            self.addrs.setdefault(a, AddrState())
+        self.book.add(addr, bootstrap=True)
 
     def _send_all(self, sends: list[Send]) -> None:
         for pid, msg in sends:
             conn = self.conns.get(pid)
-            if conn is not None:
-                conn.send(msg)
+            if conn is None:
+                continue
+            if isinstance(msg, Prune) and not msg.peers:
+                # v1.1 peer exchange on prune: a pruned peer learns where else to connect
+                msg = Prune(msg.topic, msg.backoff_s, self._shareable_addrs(exclude=conn)[:16])
+            conn.send(msg)
 
     # -- gossip payloads -------------------------------------------------------------------
 
@@ -692,10 +655,16 @@ class Node:
         old_height, old_tip = self.chain.height, self.chain.tip_hash
         res = self.chain.reorg(blocks, self.cfg.max_reorg_depth)
         if res.error is not None:
+            # A branch that no longer attaches (its chain moved between our two requests) or
+            # is too deep is not misbehaviour; an invalid block in it is.
+            honest = res.error.reason in ("orphan", "reorg_depth")
             self._reject_block(
-                conn, None, res.error.reason, f"competing branch: {res.error.detail}"
+                None if honest else conn,
+                None,
+                res.error.reason,
+                f"competing branch: {res.error.detail}",
             )
-            return "rejected"
+            return "ignored" if honest else "rejected"
         if not res.adopted:
             return "ignored"
         self.metrics.reorgs.inc()
@@ -818,32 +787,35 @@ class Node:
 
     # -- periodic work ---------------------------------------------------------------------
 
-    async def _heartbeat_loop(self) -> None:
+    async def _every(self, name: str, interval_s: float, step: Callable[[], None]) -> None:
+        """Run ``step`` every ``interval_s``. An exception is logged and the loop goes on: a
+        failing disk or a bug in one round must not silently stop production or the heartbeat."""
         while True:
-            await asyncio.sleep(self.cfg.gossip_heartbeat_s)
-            self._send_all(self.gossip.heartbeat())
-            self.sync.tick()
-            now = self.clock()
-            for pid, until in list(self.banned.items()):
-                if until <= now:
-                    del self.banned[pid]
-            for ip, until in list(self.banned_ips.items()):
-                if until <= now:
-                    del self.banned_ips[ip]
-            for ip, window in list(self.failed_handshakes.items()):
-                if not window or window[-1] < now - 60:
-                    del self.failed_handshakes[ip]
-            for conn in list(self.conns.values()):
-                if now - conn.last_recv > self.cfg.ping_interval_s:
-                    conn.send(Ping(int(now * 1000)))
+            await asyncio.sleep(interval_s)
+            try:
+                step()
+            except Exception as e:
+                self.log.error(
+                    "internal_error",
+                    f"{name} step failed: {e!r}; retrying",
+                    loop=name,
+                    exc=traceback.format_exc(),
+                )
 
-    async def _status_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.status_interval_s)
-            assert self.chain is not None
-            st = Status(self.chain.height, self.chain.tip_hash, self.chain.genesis_hash)
-            for conn in list(self.conns.values()):
-                conn.send(st)
+    def _heartbeat_step(self) -> None:
+        self._send_all(self.gossip.heartbeat())
+        self.sync.tick()
+        now = self.clock()
+        self.book.expire()
+        for conn in list(self.conns.values()):
+            if now - conn.last_recv > self.cfg.ping_interval_s:
+                conn.send(Ping(int(now * 1000)))
+
+    def _status_step(self) -> None:
+        assert self.chain is not None
+        st = Status(self.chain.height, self.chain.tip_hash, self.chain.genesis_hash)
+        for conn in list(self.conns.values()):
+            conn.send(st)
 
     def synchronized(self) -> bool:
         return self.sync.synchronized()
@@ -857,14 +829,6 @@ class Node:
         validators = set(self.genesis.validators)
         connected = sum(pid in validators for pid in self.conns)
         return 1 + connected > len(validators) // 2
-
-    async def _producer_loop(self) -> None:
-        if not (self.cfg.produce and self.is_validator):
-            return
-        slot = self.genesis.params.slot_ms
-        while True:
-            await asyncio.sleep(max(0.01, slot / 10_000))
-            self._maybe_produce()
 
     def _maybe_produce(self) -> None:
         chain = self.chain
@@ -958,7 +922,7 @@ class Node:
             return None
         return {
             "topic": rec.topic,
-            "first_seen_s": rec.first_seen,
+            "first_seen_age_s": round(self.clock() - rec.first_seen, 6),
             "duplicates": rec.duplicates,
             "first_peer": rec.first_peer.hex() if rec.first_peer else None,
             "verdict": rec.verdict,

@@ -54,11 +54,11 @@ def test_config_file_env_and_sigint(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        st = wait(lambda: get(api, "/status"), 15, "api from the environment's address")
+        st = wait(lambda: get(api, "/status"), 60, "api from the environment's address")
         assert st["p2p_port"] == p2p and st["tls"] is False and st["validator"]
-        wait(lambda: get(api, "/status")["height"] >= 3, 15, "production")
+        wait(lambda: get(api, "/status")["height"] >= 3, 60, "production")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
+        assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

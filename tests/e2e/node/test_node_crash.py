@@ -65,9 +65,9 @@ def test_kill_9_node_and_restart(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
         )
         try:
-            h0 = wait(lambda: get(api, "/status")["height"] + 1, 15, "node up") - 1  # noqa: B023
+            h0 = wait(lambda: get(api, "/status")["height"] + 1, 60, "node up") - 1  # noqa: B023
             assert h0 >= seen_height, f"restart lost blocks: {h0} < {seen_height}"
-            wait(lambda: get(api, "/status")["height"] > h0 + 5, 15, "production")  # noqa: B023
+            wait(lambda: get(api, "/status")["height"] > h0 + 5, 60, "production")  # noqa: B023
             time.sleep(rng.uniform(0.05, 0.3))
             seen_height = get(api, "/status")["height"]
             proc.send_signal(signal.SIGKILL)

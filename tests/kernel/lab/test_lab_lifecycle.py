@@ -33,6 +33,19 @@ def test_up_exec_set_down_leaves_nothing(lab_name: str, lab_state: Path) -> None
         lab.set_link("a", "b", delay_s=0.005)
         r = lab.exec("a", ["ping", "-q", "-c", "10", "-i", "0.02", lab.addr("b")])
         assert 5_000 <= parse_ping(r.stdout)["rtt_avg_us"] <= 5_000 + 200 + 50
+        with open("/proc/sys/net/ipv4/tcp_rmem") as f:
+            host_before = f.read()
+        lab.sysctl("a", "net.ipv4.tcp_rmem", "4096 65536 8388607")
+        got = lab.exec("a", ["cat", "/proc/sys/net/ipv4/tcp_rmem"]).stdout.split()
+        assert got == ["4096", "65536", "8388607"]
+        with open("/proc/sys/net/ipv4/tcp_rmem") as f:
+            assert f.read() == host_before  # only the node's namespace changed
+        from netdiag.errors import InputError, NetdiagError
+
+        with pytest.raises(InputError, match="only net"):
+            lab.sysctl("a", "kernel.pid_max", 65536)  # host-global: refused
+        with pytest.raises(NetdiagError, match="cannot set"):
+            lab.sysctl("a", "net.ipv4.no_such_knob", 1)
         srv = lab.popen("b", ["sleep", "300"])
         assert state.path_of(lab_name).exists()
     assert leftovers(lab_name) == []
@@ -144,7 +157,9 @@ def test_cli_detached_lifecycle(lab_name: str, tmp_path: Path) -> None:
         assert r.returncode == 0 and parse_ping(r.stdout)["rtt_avg_us"] >= 10_000
         r = run("lab", "link", "set", "a", "b", "--delay", "30ms", "--loss", "0.5%", "--json")
         assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["delay_us"] == 30_000
+        changed = json.loads(r.stdout)
+        assert changed["delay_us"] == 30_000 and changed["loss"] == 0.005
+        assert changed["queue_pkts"] == 50  # 1 BDP follows: 20 Mbit/s x 30 ms / 1500 B
         r = run("lab", "exec", "a", "--", "ping", "-q", "-c", "3", "-i", "0.05", "10.0.0.2")
         assert parse_ping(r.stdout)["rtt_avg_us"] >= 30_000
         r = run("lab", "exec", "a", "--", "false")
@@ -169,3 +184,50 @@ def test_bad_topology_file_exit_code(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert f"netdiag: error: {f}:5: links[0].b: 'nope' is not a node" in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_foreground_up_tears_down_on_signal(lab_name: str, tmp_path: Path, sig: int) -> None:
+    topo = tmp_path / "fg.toml"
+    topo.write_text(
+        f'name = "{lab_name}"\n[[nodes]]\nname = "a"\ncommand = "sleep 300"\n'
+        '[[nodes]]\nname = "b"\n[[links]]\na = "a"\nb = "b"\ndelay = "5ms"\n'
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-m", "netdiag.cli.main", "lab", "up", str(topo), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ,
+    )
+    assert p.stdout is not None
+    meta = json.loads(p.stdout.readline())  # printed once the lab is up
+    assert meta["lab"] == lab_name
+    rec = state.read(lab_name)
+    assert rec is not None and len(leftovers(lab_name)) == 2
+    pids = [q["pid"] for q in rec["procs"]] + [ln["pid"] for ln in rec["links"]]
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == (130 if sig == signal.SIGINT else 0), err
+    assert leftovers(lab_name) == []
+    assert not any(pid_alive(q) for q in pids)
+    assert state.read(lab_name) is None
+
+
+def test_foreign_namespace_with_our_name_is_left_alone(lab_name: str) -> None:
+    from netdiag.errors import NetdiagError
+    from netdiag.kernel import netns
+
+    foreign = f"nd-{lab_name}-b"
+    netns.create(foreign)
+    try:
+        with (
+            pytest.raises(NetdiagError, match="exists but no lab records it"),
+            Lab.up(two_node(0.001, 0, name=lab_name)),
+        ):
+            pass
+        assert netns.exists(foreign)
+        assert not netns.exists(f"nd-{lab_name}-a")
+        assert state.read(lab_name) is None
+    finally:
+        netns.delete(foreign)

@@ -75,7 +75,7 @@ async def api(node: Node, path: str, method: str = "GET", json: Any = None) -> t
         return r.status, await r.text()
 
 
-async def wait_for(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
+async def wait_for(pred: Any, timeout: float = 30.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -106,7 +106,7 @@ class RawPeer:
         self.proto.start()
         self.w.write(self.proto.data_to_send())
         while True:
-            data = await asyncio.wait_for(self.r.read(65536), 5)
+            data = await asyncio.wait_for(self.r.read(65536), 20)
             assert data, "node closed the connection during the handshake"
             evs = self.proto.receive_data(data)
             self.w.write(self.proto.data_to_send())
@@ -124,7 +124,7 @@ class RawPeer:
     def send_raw(self, data: bytes) -> None:
         self.w.write(data)
 
-    async def read_until(self, pred: Any, timeout: float = 5.0) -> None:
+    async def read_until(self, pred: Any, timeout: float = 20.0) -> None:
         """Read and decode what the node sends until ``pred(self.received)`` holds."""
         deadline = time.monotonic() + timeout
         while not pred(self.received):
@@ -137,7 +137,7 @@ class RawPeer:
             assert data, "node closed the connection"
             self._collect(self.proto.receive_data(data))
 
-    async def closed_by_node(self, timeout: float = 5.0) -> bool:
+    async def closed_by_node(self, timeout: float = 20.0) -> bool:
         """Read until EOF; True if the node closed the connection."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -43,3 +43,10 @@ def test_bad_config_is_explained(tmp_path: Path) -> None:
     bad.write_text("data_dir = [")
     with pytest.raises(ConfigError, match="not TOML"):
         load_config(bad, {}, {})
+
+
+def test_gossip_degrees_are_checked() -> None:
+    base = {"data_dir": "d", "genesis": "g"}
+    assert load_config(None, {"NETDIAG_NODE_GOSSIP_D": "8"}, base).gossip_d == 8
+    with pytest.raises(ConfigError, match="gossip degrees"):
+        load_config(None, {"NETDIAG_NODE_GOSSIP_D": "20"}, base)

@@ -151,7 +151,7 @@ async def test_invalid_blocks_are_scored_banned_and_never_stored(tmp_path: Path)
         evil.send(Publish("blocks", b"\x93garbage"))
         assert await evil.closed_by_node(), "a peer spamming invalid blocks must be dropped"
         assert a.chain.height == 0 and not any(a.chain.store.has_block(h) for h in sent)
-        assert evil.identity.node_id in a.banned
+        assert evil.identity.node_id in a.book.banned
         _, m = await api(a, "/metrics")
         assert metric(m, 'netdiag_node_blocks_rejected_total{reason="timestamp"}') >= 1
         assert metric(m, 'netdiag_node_bans_total{kind="peer"}') == 1
@@ -197,7 +197,7 @@ async def test_message_flood_hits_rate_limit_and_node_keeps_serving(tmp_path: Pa
             )
         await flooder.w.drain()
         assert await flooder.closed_by_node(), "a flooding peer must be dropped"
-        assert flooder.identity.node_id in a.banned  # each drop costs score until the ban
+        assert flooder.identity.node_id in a.book.banned  # each drop costs score until the ban
         _, m = await api(a, "/metrics")
         assert metric(m, 'netdiag_node_limit_hits_total{limit="peer_msg_rate"}') >= 50
         assert metric(m, 'netdiag_node_messages_received_total{type="Ping"}') < 2000

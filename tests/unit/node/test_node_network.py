@@ -63,8 +63,8 @@ async def test_dialing_ourselves_is_detected_and_dropped(tmp_path: Path) -> None
     async with running(node_cfg(tmp_path, "a", gen)) as (a, _log):
         me = f"localhost:{a.listen_port}"  # another spelling of our own address
         a.add_address(me)
-        await wait_for(lambda: me in a.self_addrs, what="self detected")
-        assert me not in a.addrs and not a.conns and not a.banned_ips
+        await wait_for(lambda: me in a.book.self_addrs, what="self detected")
+        assert me not in a.book.addrs and not a.conns and not a.book.banned_ips
 
 
 async def test_silent_connection_hits_handshake_timeout(tmp_path: Path) -> None:
@@ -131,10 +131,10 @@ async def test_reconnects_with_backoff_after_peer_restart(tmp_path: Path) -> Non
             await wait_for(lambda: b.node_id in a.conns, what="first connection")
         await wait_for(lambda: not a.conns, what="disconnect noticed")
         await asyncio.sleep(1.0)  # a few failed dials while b is down: backoff grows
-        assert a.addrs[f"127.0.0.1:{port}"].failures >= 1
+        assert a.book.addrs[f"127.0.0.1:{port}"].failures >= 1
         async with running(b_cfg) as (b, _):
-            await wait_for(lambda: b.node_id in a.conns, timeout=15, what="reconnection")
-        assert a.addrs[f"127.0.0.1:{port}"].failures == 0
+            await wait_for(lambda: b.node_id in a.conns, timeout=60, what="reconnection")
+        assert a.book.addrs[f"127.0.0.1:{port}"].failures == 0
 
 
 async def test_trickling_handshake_cannot_stretch_the_deadline(tmp_path: Path) -> None:
@@ -149,7 +149,7 @@ async def test_trickling_handshake_cannot_stretch_the_deadline(tmp_path: Path) -
         t0 = time.monotonic()
         w.write(b"\x00\x00\x00\xc8")  # a 200-byte frame, then its body one byte per 100 ms
         closed_at = None
-        for _ in range(30):
+        for _ in range(50):  # 5 s of trickling if nothing stops it
             await asyncio.sleep(0.1)
             if r.at_eof() or w.is_closing():
                 break
@@ -159,7 +159,7 @@ async def test_trickling_handshake_cannot_stretch_the_deadline(tmp_path: Path) -
             if r.at_eof():
                 closed_at = time.monotonic() - t0
                 break
-        assert closed_at is not None and closed_at < 1.5, closed_at
+        assert closed_at is not None and closed_at < 3.0, closed_at
         assert a.metrics.limit_hits.labels("handshake_timeout")._value.get() == 1
         w.close()
 
@@ -233,7 +233,7 @@ async def test_split_validators_converge_on_the_longest_chain(tmp_path: Path) ->
             h = min(a.height, b.height) - 1
             return h > 6 and a.chain.store.hash_at(h) == b.chain.store.hash_at(h)
 
-        await wait_for(agree, timeout=20, what="convergence")
+        await wait_for(agree, timeout=60, what="convergence")
         reorgs = a.metrics.reorgs._value.get() + b.metrics.reorgs._value.get()
         assert reorgs >= 1
         assert '"event": "reorg"' in alog.getvalue() + blog.getvalue()
@@ -264,3 +264,27 @@ async def test_serves_headers_and_block_ranges(tmp_path: Path) -> None:
             assert a.chain.store.hash_at(header.height) == header.compute_hash()
         blocks = next(m for m in peer.received if isinstance(m, Blocks))
         assert blocks.req_id == 8 and [decode_block(b).height for b in blocks.blocks] == [2, 3, 4]
+
+
+async def test_a_failing_commit_is_logged_and_production_goes_on(tmp_path: Path) -> None:
+    import sqlite3
+
+    gen, _, _ = write_lab_genesis(tmp_path, slot_ms=50)
+    cfg = node_cfg(tmp_path, "a", gen, str(tmp_path / "validator-0.key"), tls=False)
+    async with running(cfg) as (a, log):
+        await wait_for(lambda: a.height >= 2, what="blocks")
+        assert a.chain is not None
+        real = a.chain.store.commit_block
+        failures = []
+
+        def flaky(block):  # type: ignore[no-untyped-def]
+            if not failures:
+                failures.append(block.height)
+                raise sqlite3.OperationalError("disk I/O error")
+            real(block)
+
+        a.chain.store.commit_block = flaky  # type: ignore[method-assign]
+        h = a.height
+        await wait_for(lambda: a.height >= h + 3, what="production after the failure")
+        assert failures and '"internal_error"' in log.getvalue()
+        assert a.chain.store.verify(depth=100) == a.height

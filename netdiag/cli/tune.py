@@ -1,0 +1,471 @@
+"""`netdiag tune`: cc, buffers, limits — planned, journaled, verified, revertible."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from netdiag.errors import CheckFailed, InputError, NetdiagError
+from netdiag.kernel import sysctl
+from netdiag.tune import apply as tune_apply
+from netdiag.tune import buffers, profiles, sockops, verify
+from netdiag.tune import plan as tune_plan
+from netdiag.tune.env import TuneEnv
+from netdiag.tune.journal import Entry
+
+
+def _parse_set(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        key, sep, val = v.partition("=")
+        if not sep or not key.strip():
+            raise InputError(
+                f"bad --set {v!r}", "write KEY=VALUE, e.g. --set net.core.somaxconn=8192"
+            )
+        out.append((key.strip(), val.strip()))
+    return out
+
+
+def _plan_table(plan: tune_plan.Plan, title: str) -> Table:
+    t = Table(title=title, title_justify="left", show_lines=False)
+    for col in ("scope", "setting", "live", "planned", "why"):
+        t.add_column(col, overflow="fold")
+    for c in plan.changes:
+        t.add_row(c.scope, c.target, c.old, c.new, c.reason)
+    for scope, key, value in plan.unchanged:
+        t.add_row(scope, key, value, "[dim](already)[/dim]", "")
+    return t
+
+
+def _entry_row(e: Entry) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "created": e.created,
+        "status": e.status,
+        "reverted": e.reverted,
+        "argv": e.argv,
+        "changes": [
+            {"kind": c.kind, "scope": c.scope, "target": c.target, "old": c.old, "new": c.new}
+            for c in e.changes
+        ],
+        "notes": e.notes,
+    }
+
+
+SHOWN_SYSCTLS = (
+    "net.ipv4.tcp_congestion_control",
+    "net.ipv4.tcp_available_congestion_control",
+    "net.ipv4.tcp_allowed_congestion_control",
+    "net.core.default_qdisc",
+    "net.core.rmem_max",
+    "net.core.wmem_max",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+    "net.ipv4.tcp_notsent_lowat",
+    "net.ipv4.tcp_mtu_probing",
+    "net.core.somaxconn",
+    "net.core.netdev_max_backlog",
+    "fs.nr_open",
+)
+
+
+def _current(env: TuneEnv) -> dict[str, str]:
+    out = {}
+    for k in SHOWN_SYSCTLS:
+        try:
+            out[k] = sysctl.read(k, None, env.host)
+        except NetdiagError as e:
+            out[k] = f"<{e.what}>"
+    return out
+
+
+def _show(env: TuneEnv, as_json: bool, console: Console) -> None:
+    entries = tune_apply.journal_of(env).entries()
+    live_changes = [(e, c) for e in entries if e.live for c in e.changes]
+    live = [
+        {
+            "entry": e.id,
+            "kind": c.kind,
+            "scope": c.scope,
+            "target": c.target,
+            "journal_new": c.new,
+            "live": c.live(env),
+        }
+        for e, c in live_changes
+    ]
+    pins = sockops.live_pins(env)
+    orphans = {str(p) for p in tune_apply.orphan_pins(env, [e for e in entries if e.live])}
+    for p in pins:
+        p["orphan"] = p["pin"] in orphans
+    current = _current(env)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "host": current,
+                    "live": live,
+                    "sockops_links": pins,
+                    "journal": [_entry_row(e) for e in entries],
+                },
+                indent=1,
+            )
+        )
+        return
+    h = Table(title="host transport settings now", title_justify="left")
+    h.add_column("sysctl")
+    h.add_column("value", overflow="fold")
+    for k, v in current.items():
+        h.add_row(k, v)
+    console.print(h)
+    t = Table(title="live tuning by netdiag (journal entries not reverted)", title_justify="left")
+    for col in ("entry", "scope", "setting", "set to", "live now"):
+        t.add_column(col, overflow="fold")
+    for row in live:
+        t.add_row(
+            str(row["entry"]),
+            str(row["scope"]),
+            str(row["target"]),
+            str(row["journal_new"]),
+            str(row["live"]),
+        )
+    console.print(t if live else "no live tuning by netdiag")
+    for p in pins:
+        console.print(
+            (
+                "[red]ORPHAN (no journal record; `netdiag tune --revert` removes it)[/red] "
+                if p["orphan"]
+                else ""
+            )
+            + f"sockops link pinned at {p['pin']}: link id {p.get('id')} prog id "
+            f"{p.get('prog_id')} cgroup id {p.get('cgroup_id')}"
+        )
+    j = Table(title=f"journal ({env.state})", title_justify="left")
+    for col in ("id", "created", "status", "changes", "command"):
+        j.add_column(col, overflow="fold")
+    for e in entries:
+        j.add_row(str(e.id), e.created, e.status, str(len(e.changes)), " ".join(e.argv))
+    console.print(j if entries else "journal is empty")
+
+
+@click.command("tune")
+@click.option(
+    "--cc", metavar="NAME", help="Congestion control (one the kernel lists as available)."
+)
+@click.option("--netns", metavar="NAME", help="Tune this network namespace instead of the host.")
+@click.option(
+    "--cgroup",
+    "cgroup_path",
+    metavar="PATH",
+    help="cgroup v2 path for a per-connection cc policy (sockops).",
+)
+@click.option(
+    "--port",
+    "ports",
+    type=int,
+    multiple=True,
+    metavar="N",
+    help="Only connections with this local or remote port (sockops; ≤ 2).",
+)
+@click.option("--buffers", type=click.Choice(["auto"]), help="Size socket buffers from the BDP.")
+@click.option("--bdp", metavar="SIZE", help="Path BDP, e.g. 12.5MB.")
+@click.option("--rtt", metavar="DUR", help="Path RTT for the BDP, e.g. 100ms.")
+@click.option("--rate", metavar="RATE", help="Path rate for the BDP, e.g. 100mbit.")
+@click.option(
+    "--peer",
+    metavar="HOST:PORT",
+    help="Path to measure (BDP for --buffers auto; --verify target). A discard sink.",
+)
+@click.option("--profile", type=click.Choice(profiles.names()), help="Apply a named profile.")
+@click.option("--list-profiles", is_flag=True, help="List profiles with their reasons and exit.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set any sysctl.")
+@click.option("--nofile", type=int, metavar="N", help="Raise RLIMIT_NOFILE (with --pid).")
+@click.option("--pid", type=int, metavar="PID", help="Process for --nofile.")
+@click.option("--persist", is_flag=True, help="Also write /etc/sysctl.d (removed on revert).")
+@click.option("--dry-run", is_flag=True, help="Show the plan and its diff; change nothing.")
+@click.option("--show", is_flag=True, help="Show live tuning and the journal.")
+@click.option(
+    "--revert",
+    "revert_id",
+    is_flag=False,
+    flag_value="all",
+    default=None,
+    metavar="[ID]",
+    help="Revert journal entry ID, or every live entry.",
+)
+@click.option(
+    "--verify", "do_verify", is_flag=True, help="Measure before and after; print a verdict."
+)
+@click.option("--verify-seconds", type=float, default=5.0, show_default=True)
+@click.option(
+    "--revert-if-worse", is_flag=True, help="With --verify: revert if the verdict is worse."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def tune(
+    cc: str | None,
+    netns: str | None,
+    cgroup_path: str | None,
+    ports: tuple[int, ...],
+    buffers: str | None,
+    bdp: str | None,
+    rtt: str | None,
+    rate: str | None,
+    peer: str | None,
+    profile: str | None,
+    list_profiles: bool,
+    sets: tuple[str, ...],
+    nofile: int | None,
+    pid: int | None,
+    persist: bool,
+    dry_run: bool,
+    show: bool,
+    revert_id: str | None,
+    do_verify: bool,
+    verify_seconds: float,
+    revert_if_worse: bool,
+    as_json: bool,
+) -> None:
+    """Plan, diff and apply transport tuning; every change is journaled and revertible.
+
+    \b
+    netdiag tune --cc bbr                       host default congestion control
+    netdiag tune --cc bbr --port 9000           only the P2P port (sockops, cgroup v2)
+    netdiag tune --buffers auto --rtt 100ms --rate 1gbit --dry-run
+    netdiag tune --profile p2p-wan --persist
+    netdiag tune --show     |     netdiag tune --revert [ID]
+    """
+    env = TuneEnv.from_environ()
+    console = Console(stderr=as_json, width=None if sys.stdout.isatty() else 100)
+    if list_profiles:
+        return _list_profiles(as_json, console)
+    if show:
+        return _show(env, as_json, console)
+    if revert_id is not None:
+        return _revert(env, None if revert_id == "all" else _int_id(revert_id), as_json, console)
+    if revert_if_worse and not do_verify:
+        raise InputError("--revert-if-worse needs --verify", "add --verify")
+    req = tune_plan.Request(
+        cc=cc,
+        netns=netns,
+        cgroup=cgroup_path,
+        ports=list(ports),
+        buffers=buffers,
+        bdp=bdp,
+        rtt=rtt,
+        rate=rate,
+        profile=profile,
+        sets=_parse_set(sets),
+        nofile=nofile,
+        pid=pid,
+        persist=persist,
+    )
+    if not any([cc, cgroup_path, ports, buffers, bdp, rtt, profile, sets, nofile]):
+        raise InputError(
+            "nothing to tune",
+            "give --cc, --buffers, --profile, --set or --nofile "
+            "(see `netdiag tune --help`), or --show / --revert",
+        )
+    vport = ports[0] if ports else 0
+    if buffers == "auto" and peer and not (bdp or rtt or rate):
+        m = verify.measure(peer, min(verify_seconds, 3.0), netns)
+        req.measured_bdp_bytes = max(1, verify.bdp_from(m))
+    plan = tune_plan.build(req, env)
+    out: dict[str, Any] = {"plan": plan.to_json(), "dry_run": dry_run}
+    if not as_json:
+        console.print(
+            _plan_table(plan, "tune plan" + (" (dry run: nothing changes)" if dry_run else ""))
+        )
+        for n in plan.notes:
+            console.print(f"• {n}")
+    if dry_run or not plan.changes:
+        if not plan.changes and not as_json:
+            console.print("nothing to change: every planned value is already live")
+        if as_json:
+            click.echo(json.dumps(out, indent=1))
+        return None
+    before = verify.measure(peer, verify_seconds, netns, vport) if do_verify else None
+    entry = tune_apply.apply(plan, env, ["netdiag", *sys.argv[1:]] if sys.argv else [])
+    out["entry"] = entry.id
+    if not as_json:
+        console.print(
+            f"applied {len(plan.changes)} change(s); journal entry {entry.id} — "
+            f"undo with `netdiag tune --revert {entry.id}`"
+        )
+    if before is not None:
+        after = verify.measure(peer, verify_seconds, netns, vport)
+        v = verify.judge(before, after)
+        out["verify"] = v.to_json()
+        if not as_json:
+            console.print(_verdict_table(v))
+        if v.verdict == "worse" and revert_if_worse:
+            tune_apply.revert(env, entry.id)
+            out["reverted"] = True
+            if as_json:
+                click.echo(json.dumps(out, indent=1))
+            raise CheckFailed(
+                f"verify: {v.why}; entry {entry.id} reverted (--revert-if-worse)",
+                "the previous values are live again; see `netdiag tune --show`",
+            )
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+    return None
+
+
+def _int_id(text: str) -> int:
+    if not text.isdigit():
+        raise InputError(f"bad journal id {text!r}", "see ids with `netdiag tune --show`")
+    return int(text)
+
+
+def _verdict_table(v: verify.Verdict) -> Table:
+    t = Table(title=f"verify: {v.verdict}", title_justify="left", caption=v.why)
+    for col in ("", "before", "after"):
+        t.add_column(col, justify="right")
+    b, a = v.before, v.after
+    rows = [
+        ("cc", b.cc, a.cc),
+        ("throughput Mbit/s", f"{b.throughput_bps / 1e6:.1f}", f"{a.throughput_bps / 1e6:.1f}"),
+        ("rtt ms", f"{b.rtt_us / 1e3:.2f}", f"{a.rtt_us / 1e3:.2f}"),
+        ("retrans segs", str(b.retrans_segs), str(a.retrans_segs)),
+    ]
+    for name in ("rwnd_limited_us", "sndbuf_limited_us", "cwnd_limited_us"):
+        rows.append(
+            (
+                name.replace("_us", " %"),
+                _pct(getattr(b, name), b.busy_us),
+                _pct(getattr(a, name), a.busy_us),
+            )
+        )
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}" if whole else "-"
+
+
+def _revert(env: TuneEnv, entry_id: int | None, as_json: bool, console: Console) -> None:
+    results = tune_apply.revert(env, entry_id)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "entry": r.entry.id,
+                        "status": r.entry.status,
+                        "notes": r.notes,
+                        "problems": r.problems,
+                    }
+                    for r in results
+                ],
+                indent=1,
+            )
+        )
+    else:
+        if not results:
+            console.print("nothing to revert: no live netdiag tuning")
+        for r in results:
+            if r.entry.id == 0:  # orphan pins found after the entries (see apply.revert)
+                console.print("sockops links without a journal record:")
+            else:
+                console.print(
+                    f"entry {r.entry.id}: {r.entry.status} ({len(r.entry.changes)} change(s))"
+                )
+            for n in r.notes:
+                console.print(f"  • {n}")
+            for p in r.problems:
+                console.print(f"  ✗ {p}")
+    bad = [r for r in results if r.problems]
+    if bad:
+        raise CheckFailed(
+            f"revert incomplete for entries {[r.entry.id for r in bad]}",
+            "fix the problems listed and run `netdiag tune --revert` again",
+        )
+
+
+def _list_profiles(as_json: bool, console: Console) -> None:
+    profs = [profiles.load(n) for n in profiles.names()]
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": p.name,
+                        "description": p.description,
+                        "cc": p.cc.value if p.cc else None,
+                        "buffers": {"rtt": p.buffers_rtt, "rate": p.buffers_rate},
+                        "sysctl": {k: s.value for k, s in p.sysctls.items()},
+                    }
+                    for p in profs
+                ],
+                indent=1,
+            )
+        )
+        return
+    for p in profs:
+        console.print(f"[bold]{p.name}[/bold] — {p.description}")
+        if p.cc:
+            console.print(f"  cc {p.cc.value}: {p.cc.reason}")
+        if p.buffers_rtt:
+            console.print(f"  buffers for {p.buffers_rtt} × {p.buffers_rate}: {p.buffers_reason}")
+        for k, s in p.sysctls.items():
+            console.print(f"  {k} = {s.value}: {s.reason}")
+
+
+@click.command("cc")
+@click.option("--quick", is_flag=True, help="CI variant: one loss value (1 %), short runs.")
+@click.option(
+    "--loss",
+    "losses",
+    type=float,
+    multiple=True,
+    metavar="PCT",
+    help="Loss values in percent (default: the BBR paper's 0 0.01 0.1 1 2 5 10).",
+)
+@click.option("--rate", default="100mbit", show_default=True, help="Link rate.")
+@click.option("--rtt", default="100ms", show_default=True, help="Link round-trip time.")
+@click.option("--seconds", type=float, help="Per iperf3 run (default 15, --quick 3).")
+@click.option("--engine", default="auto", show_default=True, help="Lab link engine.")
+@click.option("--no-tuned", is_flag=True, help="Skip the `tune --cc bbr --port` column.")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
+def bench_cc(
+    quick: bool,
+    losses: tuple[float, ...],
+    rate: str,
+    rtt: str,
+    seconds: float | None,
+    engine: str,
+    no_tuned: bool,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """BBR paper loss table: cubic vs bbr goodput vs random loss on a lab link (iperf3)."""
+    from netdiag.bench import cc as bench
+
+    console = Console(stderr=True)
+    grid = tuple(x / 100 for x in losses) or (bench.QUICK_LOSSES if quick else bench.PAPER_LOSSES)
+    secs = seconds if seconds is not None else (3.0 if quick else 15.0)
+    result = bench.run(
+        grid,
+        rate_bps=buffers.parse_rate_bps(rate),
+        rtt_s=buffers.parse_duration_us(rtt) / 1e6,
+        seconds=secs,
+        engine=engine,
+        tuned=not no_tuned,
+        progress=lambda m: console.print(m),
+    )
+    path = out or Path(f"bench-cc-{time.strftime('%Y%m%dT%H%M%S')}.json")
+    path.write_text(json.dumps(result, indent=1))
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        Console(width=None if sys.stdout.isatty() else 120).print(bench.table(result))
+    console.print(f"saved {path}")

@@ -1,0 +1,175 @@
+"""Apply then revert restores every value byte for byte; a kill -9 mid-apply is recoverable;
+bad input leaves nothing half-applied. All in a scratch namespace (plus the host's allowed-cc
+list, which the kernel requires for a namespace default and which is restored)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import pytest
+
+from tests.kernel.tune.conftest import NETDIAG, raw, run, wait_marker
+
+NETNS_KEYS = [
+    "net.ipv4.tcp_congestion_control",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+    "net.core.somaxconn",
+    "net.ipv4.tcp_mtu_probing",
+    "net.ipv4.tcp_notsent_lowat",
+    "net.ipv4.tcp_syn_retries",
+]
+HOST_KEYS = [
+    "net.ipv4.tcp_allowed_congestion_control",
+    "net.ipv4.tcp_congestion_control",
+    "net.core.rmem_max",
+    "net.core.wmem_max",
+]
+
+
+def snapshot(ns: str) -> dict[str, bytes]:
+    snap = {f"{ns}:{k}": raw(k, ns) for k in NETNS_KEYS}
+    snap.update({f"host:{k}": raw(k) for k in HOST_KEYS})
+    return snap
+
+
+def tune_args(ns: str) -> list[str]:
+    return [
+        "tune",
+        "--netns",
+        ns,
+        "--cc",
+        "cubic",
+        "--buffers",
+        "auto",
+        "--rtt",
+        "200ms",
+        "--rate",
+        "2gbit",
+        "--set",
+        "net.core.somaxconn=1234",
+        "--set",
+        "net.ipv4.tcp_mtu_probing=1",
+        "--set",
+        "net.ipv4.tcp_notsent_lowat=131072",
+    ]
+
+
+def entries(env: dict[str, str]) -> list[dict[str, object]]:
+    out = json.loads(run(["tune", "--show", "--json"], env).stdout)
+    journal: list[dict[str, object]] = out["journal"]
+    return journal
+
+
+def test_apply_then_revert_restores_byte_for_byte(tune_netns: str, state: dict[str, str]) -> None:
+    before = snapshot(tune_netns)
+    run(tune_args(tune_netns), state)
+    during = snapshot(tune_netns)
+    assert during[f"{tune_netns}:net.ipv4.tcp_congestion_control"] == b"cubic\n"
+    assert during[f"{tune_netns}:net.core.somaxconn"] == b"1234\n"
+    assert during[f"{tune_netns}:net.ipv4.tcp_wmem"].split()[2] == b"134217728"  # 2×50 MB→128 MiB
+    assert (
+        during["host:net.ipv4.tcp_congestion_control"]
+        == before["host:net.ipv4.tcp_congestion_control"]
+    )
+    show = json.loads(run(["tune", "--show", "--json"], state).stdout)
+    assert {r["target"] for r in show["live"]} >= {
+        "net.ipv4.tcp_congestion_control",
+        "net.core.somaxconn",
+    }
+
+    run(["tune", "--revert"], state)
+    assert snapshot(tune_netns) == before
+    assert [e["status"] for e in entries(state)] == ["reverted"]
+
+
+def test_dry_run_changes_nothing(tune_netns: str, state: dict[str, str]) -> None:
+    before = snapshot(tune_netns)
+    out = json.loads(run([*tune_args(tune_netns), "--dry-run", "--json"], state).stdout)
+    targets = {c["target"] for c in out["plan"]["changes"]}
+    assert "net.ipv4.tcp_congestion_control" in targets
+    assert any("ESnet rule" in n for n in out["plan"]["notes"])
+    assert snapshot(tune_netns) == before
+    assert entries(state) == []
+
+
+def test_sigkill_mid_apply_then_revert_restores(tune_netns: str, state: dict[str, str]) -> None:
+    before = snapshot(tune_netns)
+    env = dict(state, NETDIAG_TUNE_TEST_PAUSE_AFTER="3")
+    proc = subprocess.Popen(
+        [NETDIAG, *tune_args(tune_netns)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_marker(proc, "test pause after 3 changes")
+        mid = snapshot(tune_netns)
+        assert mid != before  # some changes are live, others not yet
+        assert mid[f"{tune_netns}:net.core.somaxconn"] == before[f"{tune_netns}:net.core.somaxconn"]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert [e["status"] for e in entries(state)] == ["applying"]
+    run(["tune", "--revert"], state)
+    assert snapshot(tune_netns) == before
+    assert [e["status"] for e in entries(state)] == ["reverted"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--set", "net.ipv4.no_such_thing=1"], 2, "unknown sysctl net.ipv4.no_such_thing"),
+        (["--set", "net.core.rmem_max=8388608"], 3, "read-only in namespace"),
+        (["--set", "net.core.netdev_max_backlog=5000"], 2, "host-wide, not per network namespace"),
+        (["--cc", "vegas"], 4, "no congestion control 'vegas'"),
+        (
+            ["--cc", "bbr", "--cgroup", "/sys/fs/cgroup/cpu", "--port", "9"],
+            2,
+            "not inside the cgroup v2",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_changes_nothing(
+    tune_netns: str, state: dict[str, str], extra: list[str], code: int, message: str
+) -> None:
+    before = snapshot(tune_netns)
+    p = run(
+        ["tune", "--netns", tune_netns, "--set", "net.core.somaxconn=999", *extra],
+        state,
+        check=False,
+    )
+    assert p.returncode == code, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("netdiag: error: ") and " — " in lines[0]
+    assert message in lines[0]
+    assert snapshot(tune_netns) == before
+    assert entries(state) == []  # refused at planning: nothing journaled
+
+
+def test_out_of_range_value_rolls_back_what_was_applied(
+    tune_netns: str, state: dict[str, str]
+) -> None:
+    before = snapshot(tune_netns)
+    # somaxconn applies first, then the kernel rejects tcp_syn_retries=200 (range 1..127)
+    p = run(
+        [
+            "tune",
+            "--netns",
+            tune_netns,
+            "--set",
+            "net.core.somaxconn=999",
+            "--set",
+            "net.ipv4.tcp_syn_retries=200",
+        ],
+        state,
+        check=False,
+    )
+    assert p.returncode == 2, p.stderr
+    assert "kernel rejected value '200'" in p.stderr and "rolled back" in p.stderr
+    assert snapshot(tune_netns) == before
+    assert [e["status"] for e in entries(state)] == ["rolled-back"]
+    assert run(["tune", "--revert"], state).stdout.startswith("nothing to revert")
