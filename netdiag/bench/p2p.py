@@ -640,13 +640,17 @@ class P2PBench:
         if not ready:
             return keep
 
-        def ask(r: NodeRun) -> dict[str, dict[str, Any] | None]:
-            out: dict[str, dict[str, Any] | None] = {}
+        def ask(r: NodeRun) -> dict[str, tuple[float, int, float] | None]:
+            """mid -> (first seen on the host's monotonic clock, duplicates, ± error in s)."""
+            out: dict[str, tuple[float, int, float] | None] = {}
             for m in ready:
                 try:
-                    out[m.mid] = r.client().get_json(f"/message/{m.mid}")
+                    t0 = time.monotonic()
+                    rec = r.client().get_json(f"/message/{m.mid}")
+                    t1 = time.monotonic()
                 except NodeUnavailable:
-                    out[m.mid] = None
+                    rec = None
+                out[m.mid] = None if rec is None else _first_seen(rec, t0, t1)
             return out
 
         seen = self._each([r for r in runs if r.name not in killed], ask)
@@ -659,7 +663,7 @@ class P2PBench:
             if rec0 is None:
                 self.skipped[(variant, "origin does not know it")] += 1
                 continue
-            t_pub = float(rec0["first_seen_s"])
+            t_pub, _, err0 = rec0
             for r in runs:
                 if r.name == m.origin or r.name in killed:
                     continue
@@ -673,11 +677,10 @@ class P2PBench:
                         "msg": m.label,
                         "node": r.name,
                         "origin": m.origin,
-                        "delay_us": round((float(rec["first_seen_s"]) - t_pub) * 1e6, 1)
-                        if rec
-                        else None,
+                        "delay_us": round((rec[0] - t_pub) * 1e6, 1) if rec else None,
                         "lower_bound_us": p2p_stats.lower_bounds_us(one_way, m.origin, r.name),
-                        "duplicates": int(rec.get("duplicates", 0)) if rec else None,
+                        "duplicates": rec[1] if rec else None,
+                        "error_us": round((rec[2] + err0) * 1e6, 1) if rec else None,
                     },
                 )
         return keep
@@ -982,6 +985,19 @@ class P2PBench:
 def _mean(values: Any) -> float | None:
     vals = [float(v) for v in values if v is not None]
     return round(sum(vals) / len(vals), 2) if vals else None
+
+
+def _first_seen(rec: dict[str, Any], t0: float, t1: float) -> tuple[float, int, float]:
+    """When a node first saw a message, on this host's CLOCK_MONOTONIC (the nodes' clock too).
+
+    The node reports either the absolute time (`first_seen_s`) or its age at the moment it
+    answered (`first_seen_age_s`); that moment lies between our send (t0) and receive (t1), so
+    the midpoint is used and half the round trip is the error bound.
+    """
+    dups = int(rec.get("duplicates", 0))
+    if "first_seen_s" in rec:
+        return float(rec["first_seen_s"]), dups, 0.0
+    return (t0 + t1) / 2 - float(rec["first_seen_age_s"]), dups, (t1 - t0) / 2
 
 
 def _tail(log: Path, lines: int = 2) -> str:

@@ -33,6 +33,7 @@ def propagation_summary(rows: Iterable[Row], variant: str) -> list[dict[str, Any
             float(r["lower_bound_us"]) / 1000 for r in rs if r.get("lower_bound_us") is not None
         ]
         dups = [float(r["duplicates"]) for r in rs if r.get("duplicates") is not None]
+        errs = [float(r["error_us"]) / 1000 for r in rs if r.get("error_us") is not None]
         p99, lb99 = percentile(delays, 99), percentile(bounds, 99)
         out.append(
             {
@@ -49,6 +50,8 @@ def propagation_summary(rows: Iterable[Row], variant: str) -> list[dict[str, Any
                 "delivery_ratio": len(delays) / len(rs) if rs else None,
                 "duplicates_per_msg": (sum(dups) / len(dups)) if dups else None,
                 "duplicates_max": max(dups) if dups else None,
+                # how well the times are known: half the REST round trips to origin and node
+                "time_error_p99_ms": percentile(errs, 99),
             }
         )
     return out

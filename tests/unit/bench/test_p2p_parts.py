@@ -145,3 +145,11 @@ def test_client_encoding_matches_the_node() -> None:
         "txs": [body],
     }
     assert nodeclient.block_message_id(as_json, "net") == hashlib.sha256(block.encode()).hexdigest()
+
+
+def test_first_seen_from_an_age_is_placed_mid_round_trip() -> None:
+    from netdiag.bench.p2p import _first_seen
+
+    t, dups, err = _first_seen({"first_seen_age_s": 0.5, "duplicates": 3}, 10.0, 10.2)
+    assert t == pytest.approx(9.6) and dups == 3 and err == pytest.approx(0.1)
+    assert _first_seen({"first_seen_s": 7.0}, 10.0, 10.2) == (7.0, 0, 0.0)
