@@ -644,13 +644,24 @@ class P2PBench:
             """mid -> (first seen on the host's monotonic clock, duplicates, ± error in s)."""
             out: dict[str, tuple[float, int, float] | None] = {}
             for m in ready:
-                try:
-                    t0 = time.monotonic()
-                    rec = r.client().get_json(f"/message/{m.mid}")
-                    t1 = time.monotonic()
-                except NodeUnavailable:
-                    rec = None
-                out[m.mid] = None if rec is None else _first_seen(rec, t0, t1)
+                best: tuple[float, int, float] | None = None
+                # NTP-style: a busy node answers late and widens the error; ask again (up to
+                # 3 times) while the error exceeds 2 ms and keep the answer with the smallest
+                for _ in range(3):
+                    try:
+                        t0 = time.monotonic()
+                        rec = r.client().get_json(f"/message/{m.mid}")
+                        t1 = time.monotonic()
+                    except NodeUnavailable:
+                        break
+                    if rec is None:
+                        break
+                    got = _first_seen(rec, t0, t1)
+                    if best is None or got[2] < best[2]:
+                        best = got
+                    if best[2] <= 0.002:
+                        break
+                out[m.mid] = best
             return out
 
         seen = self._each([r for r in runs if r.name not in killed], ask)
