@@ -104,20 +104,6 @@ class NodeApi:
         return str(doc["txid"]) if doc.get("accepted", True) else None
 
 
-def wait_ready(api: NodeApi, deadline: float) -> dict[str, Any]:
-    """Poll /status until it answers or the deadline (time.monotonic) passes."""
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            st = api.get_json("/status")
-            if st is not None:
-                return dict(st)
-        except NodeUnavailable as e:
-            last = e
-        time.sleep(0.2)
-    raise NodeUnavailable(f"no /status before the deadline: {last}")
-
-
 class TxSigner:
     """Signs load transactions with one throwaway Ed25519 key (the node accepts any sender)."""
 

@@ -25,14 +25,13 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,14 +44,23 @@ from netdiag.bench.nodeclient import (
     metric_sum,
     parse_metrics,
 )
+from netdiag.bench.p2p_cc import check_cc, have_tune, namespace_cc
+from netdiag.bench.p2p_cluster import (
+    API_PORT,
+    P2P_PORT,
+    NodeRun,
+    cpu_s,
+    make_genesis,
+    node_env,
+    node_run_argv,
+    pids_cpu_s,
+    tail,
+)
 from netdiag.bench.p2p_topology import ClusterGraph
 from netdiag.bench.results import ResultBuilder
 from netdiag.errors import InputError, NetdiagError
 
 T = TypeVar("T")
-P2P_PORT = 7600
-API_PORT = 7601
-CC_SYSCTL = "net.ipv4.tcp_congestion_control"
 NO_SOCKDIAG = "transport: no socket samples (netdiag.measure.sockdiag, from trace-peers, is absent)"
 
 
@@ -118,86 +126,12 @@ Reporter = Callable[[Progress], None]
 
 
 @dataclass
-class NodeRun:
-    name: str
-    ns: str
-    data_dir: Path
-    key: Path | None
-    peers: list[str]
-    proc: subprocess.Popen[Any] | None = None
-    api: NodeApi | None = None
-    cpu_start_s: float | None = None
-    cpu_end_s: float | None = None
-    metrics_start: dict[str, float] = field(default_factory=dict)
-    metrics_end: dict[str, float] = field(default_factory=dict)
-    in_load: bool = True  # took part in the load phase (delivery is expected)
-
-    def client(self) -> NodeApi:
-        if self.api is None:
-            self.api = NodeApi(self.ns, API_PORT)
-        return self.api
-
-
-@dataclass
 class Pending:
     kind: str  # block | tx
     mid: str
     origin: str
     seen_at: float  # monotonic, when the bench learnt of it
     label: str  # height or short txid
-
-
-def node_command() -> list[str]:
-    return [sys.executable, "-m", "netdiag.cli.main", "node"]
-
-
-def node_run_argv(run: NodeRun, genesis: Path, addr: str, tls: bool) -> list[str]:
-    """`netdiag node run` with everything on its command line (nothing inherited by accident)."""
-    argv = [
-        *node_command(),
-        "run",
-        "--data-dir",
-        str(run.data_dir),
-        "--genesis",
-        str(genesis),
-        "--listen",
-        f"{addr}:{P2P_PORT}",
-        "--api",
-        f"127.0.0.1:{API_PORT}",
-        "--tls" if tls else "--no-tls",
-    ]
-    if run.key is not None:
-        argv += ["--key", str(run.key)]
-    for peer in run.peers:
-        argv += ["--peer", peer]
-    return argv
-
-
-def node_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("NETDIAG_NODE_")}
-
-
-def make_genesis(out: Path, validators: int, seed: int, slot_ms: int) -> Path:
-    """`netdiag node genesis` writes genesis.json and validator-<i>.key into `out`."""
-    argv = [
-        *node_command(),
-        "genesis",
-        "--validators",
-        str(validators),
-        "--seed",
-        str(seed),
-        "--slot-ms",
-        str(slot_ms),
-        "--out",
-        str(out),
-    ]
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    if res.returncode != 0 or not (out / "genesis.json").exists():
-        raise NetdiagError(
-            f"`{' '.join(argv[2:])}` failed (exit {res.returncode}): {res.stderr.strip()[-400:]}",
-            "check that the reference node is installed (`netdiag node --help`)",
-        )
-    return out / "genesis.json"
 
 
 class P2PBench:
@@ -251,7 +185,7 @@ class P2PBench:
     def run(self) -> ResultBuilder:
         from netdiag.lab import Lab
 
-        _check_cc(self.p.cc, need_allowed=not _have_tune())  # tune can allow it for us
+        check_cc(self.p.cc, need_allowed=not have_tune())  # tune can allow it for us
         profile = self.p.link_profile()
         lab_name = f"p2p{self.p.seed % 1000}{os.getpid() % 10000}"[:16]
         topo = p2p_topology.to_lab(self.graph, lab_name, profile, self.p.seed, self.p.engine)
@@ -393,7 +327,7 @@ class P2PBench:
             time.sleep(0.3)
         if pending:
             tails = "; ".join(
-                f"{r.name}: {_tail(r.data_dir.parent.parent / f'{r.name}.log')}"
+                f"{r.name}: {tail(r.data_dir.parent.parent / f'{r.name}.log')}"
                 for r in runs
                 if r.name in pending
             )
@@ -417,11 +351,11 @@ class P2PBench:
         active = [r for r in runs.values() if r.in_load]
         one_way = self.graph.one_way_s(frozenset({self.late_joiner}))
         for r in active:
-            r.cpu_start_s = _cpu_s(r)
+            r.cpu_start_s = cpu_s(r)
             with contextlib.suppress(NodeUnavailable):
                 r.metrics_start = parse_metrics(r.client().metrics_text())
         # where a large cluster breaks: the link emulator, the nodes, or this bench itself
-        fwd_cpu0, own_cpu0 = _pids_cpu_s(lab.forwarder_pids()), _pids_cpu_s([os.getpid()])
+        fwd_cpu0, own_cpu0 = pids_cpu_s(lab.forwarder_pids()), pids_cpu_s([os.getpid()])
         ref = active[0]
         by_name = {r.name: r for r in active}
         network_id = str(ref.client().get_json("/status")["network_id"])
@@ -517,12 +451,12 @@ class P2PBench:
                 self._heal(lab)
         load_s = time.monotonic() - load_t0
         for r in active:  # CPU of the load phase only: read before settling
-            r.cpu_end_s = _cpu_s(r)
+            r.cpu_end_s = cpu_s(r)
         self.cpu_split = {
             "forwarders_cpu_pct": round(
-                (_pids_cpu_s(lab.forwarder_pids()) - fwd_cpu0) / load_s * 100, 1
+                (pids_cpu_s(lab.forwarder_pids()) - fwd_cpu0) / load_s * 100, 1
             ),
-            "bench_cpu_pct": round((_pids_cpu_s([os.getpid()]) - own_cpu0) / load_s * 100, 1),
+            "bench_cpu_pct": round((pids_cpu_s([os.getpid()]) - own_cpu0) / load_s * 100, 1),
             "host_load_avg_1m": round(os.getloadavg()[0], 2),
         }
         self._phase("settling", p.settle_s)
@@ -1009,101 +943,6 @@ def _first_seen(rec: dict[str, Any], t0: float, t1: float) -> tuple[float, int, 
     if "first_seen_s" in rec:
         return float(rec["first_seen_s"]), dups, 0.0
     return (t0 + t1) / 2 - float(rec["first_seen_age_s"]), dups, (t1 - t0) / 2
-
-
-def _tail(log: Path, lines: int = 2) -> str:
-    try:
-        return " | ".join(log.read_text(errors="replace").splitlines()[-lines:])[-600:]
-    except OSError:
-        return "no log"
-
-
-def _pids_cpu_s(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes (0 for any that are gone)."""
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
-    return total
-
-
-def _cpu_s(r: NodeRun) -> float | None:
-    if r.proc is None:
-        return None
-    try:
-        import psutil
-
-        t = psutil.Process(r.proc.pid).cpu_times()
-        return float(t.user + t.system)
-    except Exception:  # the process is gone: no figure rather than a wrong one
-        return None
-
-
-@contextlib.contextmanager
-def namespace_cc(namespaces: list[str], cc: str, notes: list[str]) -> Iterator[None]:
-    """Every namespace defaults to `cc` for the duration, through tune's plan/journal/revert.
-
-    tune also adds `cc` to the host's allowed list when a namespace may not pick it, and
-    journals that: after a kill -9, `netdiag tune --revert` restores the host. Without tune
-    (not installed), the sysctl is written directly and only allowed algorithms are accepted.
-    """
-    try:
-        from netdiag.tune import apply as tune_apply
-        from netdiag.tune import plan as tune_plan
-        from netdiag.tune.env import TuneEnv
-    except ImportError:
-        from netdiag.kernel import sysctl
-
-        _check_cc((cc,), need_allowed=True)
-        for ns in namespaces:
-            sysctl.write(CC_SYSCTL, cc, netns_name=ns)
-        yield  # the namespaces die with the lab: nothing to restore
-        return
-    _check_cc((cc,), need_allowed=False)
-    env = TuneEnv.from_environ()
-    entries: list[int] = []
-    try:
-        for ns in namespaces:
-            plan = tune_plan.build(tune_plan.Request(cc=cc, netns=ns), env)
-            if plan.changes:
-                entries.append(tune_apply.apply(plan, env, ["netdiag", "bench", "p2p"]).id)
-        yield
-    finally:
-        for eid in reversed(entries):
-            try:
-                tune_apply.revert(env, eid)
-            except NetdiagError as e:
-                notes.append(f"tune entry {eid} not reverted ({e}): run `netdiag tune --revert`")
-
-
-def _have_tune() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("netdiag.tune.apply") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def _check_cc(ccs: tuple[str, ...], need_allowed: bool = True) -> None:
-    allowed = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").read_text().split()
-    available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
-    for cc in ccs:
-        if not need_allowed:
-            allowed.append(cc)
-        if cc not in available:
-            raise InputError(
-                f"congestion control {cc!r} is not available in this kernel",
-                f"use one of {', '.join(available)} (modprobe tcp_{cc})",
-            )
-        if cc not in allowed:
-            raise InputError(
-                f"congestion control {cc!r} is not allowed in namespaces",
-                f"`netdiag tune --cc {cc}` or add it to net.ipv4.tcp_allowed_congestion_control",
-            )
 
 
 def _params_dict(p: P2PParams) -> dict[str, Any]:

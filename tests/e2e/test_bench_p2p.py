@@ -111,6 +111,9 @@ def test_tiny_cluster_result_schema_and_full_block_delivery(tmp_path: Path) -> N
 
     page = html.read_text()
     assert page.count("data:image/png;base64,") >= 2  # CDF and sync at least
-    # other engineers' labs come and go in parallel: only ours (nd-p2p…) must be gone
-    assert not [n for n in netns.list_names() if n.startswith("nd-p2p")], "namespaces left"
+    # other labs (other engineers', other bench runs) come and go in parallel: only this one's
+    lab = meta["lab"]["lab"]
+    assert lab.startswith("p2p")
+    left = [n for n in netns.list_names() if n.startswith(f"nd-{lab}-")]
+    assert not left, f"namespaces left behind: {left}"
     assert json.loads(out.read_text())["schema_version"] == results.SCHEMA_VERSION
