@@ -11,6 +11,7 @@ BENCHMARKS: dict[str, str] = {
     "validate": "netdiag.cli.node_bench:validate",
     "emulator": "netdiag.cli.lab:bench_emulator",
     "cc": "netdiag.cli.tune:bench_cc",
+    "probes": "netdiag.cli.bench_probes:probes",
     "p2p": "netdiag.cli.bench_p2p:bench_p2p",
 }
 

@@ -16,6 +16,24 @@ from netdiag.errors import CheckFailed
 from netdiag.kernel import bcc_loader, caps, checks, tracefs
 
 STYLE = {"ok": "green", "degraded": "yellow", "missing": "red"}
+# the probe behind `trace-peers`: its hooks are core, the others' are optional
+CORE_PROBE = "tcp_peers"
+
+
+def hooks_from_manifests() -> dict[str, checks.HookNeed]:
+    """The tracepoints the probe catalog hooks (probes/*.toml is the single source)."""
+    from netdiag.trace import manifest
+
+    merged: dict[str, tuple[list[str], bool, set[str]]] = {}
+    for probe in manifest.catalog():
+        for h in probe.hooks:
+            uses, core, args = merged.setdefault(h.tracepoint, ([], False, set()))
+            uses.append(probe.name)
+            merged[h.tracepoint] = (uses, core or probe.name == CORE_PROBE, args | set(h.args))
+    return {
+        tp: checks.HookNeed(f"probes: {', '.join(uses)}", core, tuple(sorted(args)))
+        for tp, (uses, core, args) in merged.items()
+    }
 
 
 def _apply_fixes(found: list[checks.Check], console: Console) -> None:
@@ -67,7 +85,10 @@ def doctor(as_json: bool, fix: bool, ebpf: bool) -> None:
         click.echo(bcc_loader.render(bcc_loader.bpf_source("selftest"), {}))
         return
     console = Console(width=100 if not os.environ.get("COLUMNS") else None)
-    ctx = checks.Context(privileged=caps.has("CAP_SYS_ADMIN") and caps.has("CAP_NET_ADMIN"))
+    ctx = checks.Context(
+        privileged=caps.has("CAP_SYS_ADMIN") and caps.has("CAP_NET_ADMIN"),
+        hooks=hooks_from_manifests(),
+    )
     found = checks.run_all(ctx)
     if fix:
         _apply_fixes(found, console)

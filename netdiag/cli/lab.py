@@ -83,11 +83,23 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
                 sys.stdout.flush()
             else:
                 console.print(_summary(the_lab.metadata(), the_lab.pending_roles))
+                procs = [p for p in the_lab.processes if p.kind == "node"]
+                if procs:
+                    logs = procs[0].log.parent if procs[0].log else "-"
+                    console.print(
+                        f"{len(procs)} supervised node processes "
+                        f"({', '.join(p.node for p in procs)}); logs in {logs}"
+                    )
                 console.print(
                     f"lab [bold]{topo.name}[/] is up — Ctrl-C or "
                     f"`netdiag lab down {topo.name}` ends it"
                 )
             while True:
+                for a, b, code in the_lab.dead_links():
+                    console.print(
+                        f"[red]link {a} ↔ {b}: forwarder exited with {code} — the link is down; "
+                        f"its log: {state.work_dir(topo.name)}[/]"
+                    )
                 for s in the_lab.crashed():
                     console.print(
                         f"[red]node {s.node}: {' '.join(s.argv)} exited with {s.proc.returncode}[/]"
@@ -146,13 +158,18 @@ def _detach(file: Path, engine: str | None, name: str, as_json: bool) -> None:
 @lab.command()
 @click.argument("name", required=False)
 @click.option("--all", "all_", is_flag=True, help="Every lab recorded in the state directory.")
+@click.option(
+    "--stale",
+    is_flag=True,
+    help="Only labs whose supervisor is gone (after kill -9); live labs stay.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def down(name: str | None, all_: bool, as_json: bool) -> None:
-    """Stop lab NAME (or --all): what it recorded is removed; works after kill -9."""
-    if all_ == bool(name):
-        raise click.UsageError("give a lab NAME or --all")
-    if all_:
-        done = teardown.down_all()
+def down(name: str | None, all_: bool, stale: bool, as_json: bool) -> None:
+    """Stop lab NAME (or --all / --stale): what it recorded is removed; works after kill -9."""
+    if (all_ or stale) == bool(name) or (all_ and stale):
+        raise click.UsageError("give a lab NAME, --all or --stale")
+    if all_ or stale:
+        done = teardown.down_all(stale_only=stale)
     else:
         r = teardown.down(name or "")
         if r is None:

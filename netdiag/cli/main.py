@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import traceback
 from collections.abc import Sequence
@@ -21,6 +22,9 @@ COMMANDS: dict[str, str] = {
     "node": "netdiag.cli.node:node",
     "lab": "netdiag.cli.lab:lab",
     "tune": "netdiag.cli.tune:tune",
+    "trace-peers": "netdiag.cli.trace:trace_peers",
+    "probes": "netdiag.cli.trace:probes",
+    "bdp": "netdiag.cli.bdp:bdp",
     "report": "netdiag.cli.report:report",
 }
 
@@ -59,9 +63,26 @@ def _print_error(err: str) -> None:
     click.echo(f"netdiag: error: {err}", err=True)
 
 
+class _LowerLevelFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        record.levelname = record.levelname.lower()
+        return super().format(record)
+
+
+def _setup_logging(debug: bool) -> None:
+    """netdiag's own warnings (e.g. header version mismatch) reach stderr as one line each."""
+    log = logging.getLogger("netdiag")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(_LowerLevelFormatter("netdiag: %(levelname)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    _setup_logging(debug)
     try:
         rv: Any = cli.main(args=args, prog_name="netdiag", standalone_mode=False)
     except NetdiagError as e:

@@ -7,6 +7,7 @@ replace. Each check says which netdiag features it enables and whether netdiag's
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import resource
@@ -20,13 +21,27 @@ from netdiag.kernel.host import REAL, HostPaths
 
 Status = Literal["ok", "degraded", "missing"]
 
-# Tracepoints netdiag's probes hook, with what each enables. Core ones gate doctor's exit code.
-TRACEPOINTS: dict[str, tuple[str, bool]] = {
-    "tcp:tcp_probe": ("trace-peers: RTT, cwnd, ssthresh, windows per socket cookie", True),
-    "sock:inet_sock_set_state": ("trace-peers: connection lifecycle and duration", True),
-    "tcp:tcp_retransmit_skb": ("trace-peers: retransmits", False),
-    "skb:kfree_skb": ("trace-peers/tcp_drops: drops with reasons", False),
-    "tcp:tcp_cong_state_set": ("tcp_cong: time in each congestion state", False),
+
+@dataclass(frozen=True)
+class HookNeed:
+    """A tracepoint some probe hooks: the arguments it reads and what it enables."""
+
+    enables: str
+    core: bool
+    args: tuple[str, ...] = ()
+
+
+# Used when no probe manifests are given (the CLI passes the ones from probes/*.toml).
+DEFAULT_HOOKS: dict[str, HookNeed] = {
+    "tcp:tcp_probe": HookNeed(
+        "trace-peers: RTT, cwnd, windows per socket cookie",
+        True,
+        ("srtt", "snd_cwnd", "sock_cookie"),
+    ),
+    "sock:inet_sock_set_state": HookNeed("trace-peers: connection lifecycle", True),
+    "tcp:tcp_retransmit_skb": HookNeed("trace-peers: retransmits", True),
+    "skb:kfree_skb": HookNeed("tcp_drops: drops with reasons", False),
+    "tcp:tcp_cong_state_set": HookNeed("tcp_cong: time in each congestion state", False),
 }
 QDISCS: dict[str, str] = {
     "netem": "lab kernel link engine (delay/loss in the kernel)",
@@ -93,6 +108,7 @@ class Context:
     trials: Trials = field(default_factory=LiveTrials)
     # trials need privileges; without them a trial's row says what is missing instead of failing
     privileged: bool = True
+    hooks: dict[str, HookNeed] = field(default_factory=lambda: dict(DEFAULT_HOOKS))
 
 
 def _read(host: HostPaths, rel: str) -> str | None:
@@ -208,62 +224,53 @@ def bcc_attach(ctx: Context) -> Check:
 
 
 def tracepoints(ctx: Context) -> list[Check]:
+    """One row per tracepoint a probe hooks: present, and carrying every argument it reads."""
     out = []
     mp = tracefs.mountpoint(ctx.host)
     readable = mp is not None and os.access(mp / "events", os.R_OK | os.X_OK)
-    for tp, (enables, core) in TRACEPOINTS.items():
+    for tp, need in ctx.hooks.items():
         cat, ev = tp.split(":")
+        row = functools.partial(Check, tp, enables=need.enables, core=need.core)
         if mp is None:
             out.append(
-                Check(
-                    tp,
-                    "degraded",
-                    "tracefs not mounted; cannot look",
-                    enables,
-                    "netdiag doctor --fix",
-                    core,
+                row(
+                    status="degraded",
+                    detail="tracefs not mounted; cannot look",
+                    fix="netdiag doctor --fix",
                 )
             )
-        elif not readable:
+            continue
+        if not readable:
             out.append(
-                Check(
-                    tp,
-                    "missing",
-                    f"cannot read {mp}/events: needs root",
-                    enables,
-                    "run as root",
-                    core,
+                row(
+                    status="missing",
+                    detail=f"cannot read {mp}/events: needs root",
+                    fix="run as root",
                 )
             )
-        elif tracefs.tracepoint_exists(cat, ev, ctx.host):
-            detail = "present"
-            if tp == "tcp:tcp_probe":
-                fmt = tracefs.tracepoint_format(cat, ev, ctx.host) or ""
-                if "sock_cookie" not in fmt:
-                    out.append(
-                        Check(
-                            tp,
-                            "degraded",
-                            "present but without sock_cookie (kernel < 5.12?)",
-                            enables,
-                            "upgrade the kernel; peers are joined by address instead",
-                            core,
-                        )
-                    )
-                    continue
-                detail = "present, carries sock_cookie"
-            out.append(Check(tp, "ok", detail, enables, core=core))
-        else:
+            continue
+        fmt = tracefs.tracepoint_format(cat, ev, ctx.host)
+        if fmt is None:
             out.append(
-                Check(
-                    tp,
-                    "missing",
-                    f"no {mp}/events/{cat}/{ev}",
-                    enables,
-                    "needs a newer kernel; netdiag falls back to sock_diag polling",
-                    core,
+                row(
+                    status="missing",
+                    detail=f"no {mp}/events/{cat}/{ev}",
+                    fix="needs a newer kernel; trace-peers falls back to sock_diag polling",
                 )
             )
+            continue
+        lacking = [a for a in need.args if a not in tracefs.format_fields(fmt)]
+        if lacking:
+            out.append(
+                row(
+                    status="missing",
+                    detail=f"present but lacks {', '.join(lacking)}",
+                    fix="needs a newer kernel; trace-peers falls back to sock_diag polling",
+                )
+            )
+            continue
+        detail = f"present with the {len(need.args)} args probes read" if need.args else "present"
+        out.append(row(status="ok", detail=detail))
     return out
 
 

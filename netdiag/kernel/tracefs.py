@@ -48,3 +48,16 @@ def tracepoint_format(category: str, event: str, host: HostPaths = REAL) -> str 
         return (mp / "events" / category / event / "format").read_text()
     except OSError:
         return None
+
+
+def format_fields(fmt: str) -> set[str]:
+    """Argument names declared in a tracefs `format` file (common_* excluded)."""
+    out = set()
+    for line in fmt.splitlines():
+        line = line.strip()
+        if line.startswith("field:"):
+            decl = line.split(";", 1)[0].removeprefix("field:").strip()
+            name = decl.split()[-1].split("[", 1)[0].lstrip("*")
+            if not name.startswith("common_"):
+                out.add(name)
+    return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -77,6 +78,7 @@ class Lab:
     processes: list[Supervised] = field(default_factory=list)
     pending_roles: list[str] = field(default_factory=list)
     node_argvs: dict[str, list[str]] = field(default_factory=dict)
+    _reported_links: set[int] = field(default_factory=set)
     _down: bool = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -128,6 +130,9 @@ class Lab:
     def _build(self) -> None:
         topo, root = self.topology, self.root
         work = state.work_dir(topo.name, root)
+        # a fresh lab each time: the previous run's node stores, genesis and logs go
+        for old in ("nodes", "genesis", "logs"):
+            shutil.rmtree(work / old, ignore_errors=True)
         (work / "logs").mkdir(parents=True, exist_ok=True)
         spaces = [ns_name(topo.name, n.name) for n in topo.nodes]
         taken = [ns for ns in spaces if netns.exists(ns)]
@@ -217,7 +222,15 @@ class Lab:
         table = routes(topo)
         addr = {n.name: n.address for n in topo.nodes}
         for src, dests in table.items():
-            entries = [(addr[dst], *hop[(src, via)], addr[src]) for dst, via in dests.items()]
+            vias = set(dests.values())
+            if len(vias) == 1 and len(dests) > 1:
+                # a leaf (one neighbour): one default route instead of one per node, which
+                # keeps big stars quick to build (n routes instead of n^2)
+                entries = [("0.0.0.0/0", *hop[(src, vias.pop())], addr[src])]
+            else:
+                entries = [
+                    (f"{addr[d]}/32", *hop[(src, via)], addr[src]) for d, via in dests.items()
+                ]
             if entries:
                 netns.run_in(ns_name(topo.name, src), partial(_add_routes, entries))
 
@@ -324,6 +337,16 @@ class Lab:
     def node_api(self, node: str, path: str = "/status", timeout: float = 3.0) -> Any:
         """GET a role="node" node's REST API (e.g. "/status") from inside its namespace."""
         return cluster.api_get(self.ns(node), self.topology.node(node), path, timeout)
+
+    def dead_links(self) -> list[tuple[str, str, int | None]]:
+        """Links whose forwarder exited since the last call: (a, b, exit code); each once."""
+        out = []
+        for i, p in enumerate(self.forwarders):
+            if i not in self._reported_links and p.poll() is not None:
+                self._reported_links.add(i)
+                ln = self.topology.links[i]
+                out.append((ln.a, ln.b, p.returncode))
+        return out
 
     def crashed(self) -> list[Supervised]:
         """Supervised node processes that exited since the last call (each reported once)."""
@@ -472,4 +495,4 @@ def _add_routes(entries: list[tuple[str, str, str, str]]) -> None:
     with IPRoute() as ipr:
         for dst, dev, gw, src in entries:
             idx = ipr.link_lookup(ifname=dev)[0]
-            ipr.route("add", dst=f"{dst}/32", gateway=gw, oif=idx, prefsrc=src)
+            ipr.route("add", dst=dst, gateway=gw, oif=idx, prefsrc=src)

@@ -1,10 +1,12 @@
-/* ndlink: netdiag's userspace WAN link emulator — one process per link, one thread per direction.
+/* ndlink: netdiag's userspace WAN link emulator — one process per link, two threads per
+ * direction (reader and writer).
  *
  * Why C: at 500 Mbit/s a direction carries ~42k packets/s; CPython spends ~10 us of
  * interpreter time per packet on read+decide+write, which alone is ~40 % of a core per
- * direction before any timing work, and its timer precision suffers under the GIL. This
- * forwarder does the same work at well under 2 us/packet and sleeps with ppoll() on
- * a 1 ns timer slack, so delay has sub-millisecond precision.
+ * direction before any timing work, and its timer precision suffers under the GIL. Here
+ * most of the CPU time is the kernel's own (a TUN write runs the receiving network stack),
+ * and threads sleep with ppoll() on a 1 ns timer slack, so delay has sub-millisecond
+ * precision.
  *
  * Model per direction (like netem "delay D rate R limit Q" + loss):
  *   arrival -> loss (seeded PRNG) -> bottleneck queue (tail drop at Q packets)
@@ -53,22 +55,35 @@ struct slot {
     unsigned char data[SLOT_DATA];
 };
 
+/* Each direction has two threads: a reader (TUN in -> loss, queue, schedule) and a writer
+   (delay line -> TUN out at the scheduled time). The write carries the receiving kernel's
+   network stack with it, so at 500 Mbit/s it alone is most of a core; the reader hands
+   packets over through a small single-producer/single-consumer inbox. */
+#define INBOX 128 /* power of two */
+
 struct dir {
     const char *name;
     int in_fd, out_fd;
-    int wake_fd; /* eventfd: the control thread pokes it after a config change */
+    int wake_r, wake_w; /* eventfds: the control thread pokes both after a config change */
+    int data_fd;        /* eventfd: the reader pokes the writer when it idles or lags */
     pthread_mutex_t mu; /* guards pending/gen */
     struct cfg pending;
     uint64_t gen;
-    /* thread-private */
+    struct slot *inbox;
+    size_t in_head, in_tail; /* writer advances head, reader advances tail */
+    int writer_idle;
+    /* reader-private */
     struct cfg cfg;
     uint64_t seen_gen;
     uint64_t rng;
-    struct slot *ring;
-    size_t cap, head, count;
     uint64_t *txq; /* tx_end times of packets still in the bottleneck queue */
     size_t txcap, txhead, txcount;
     uint64_t last_tx_end, last_deliver;
+    uint64_t idle_ns; /* time the serializer had nothing to send (rate-limited links) */
+    /* writer-private */
+    uint64_t w_seen_gen;
+    struct slot *ring;
+    size_t cap, head, count;
     int64_t lead_ns; /* EWMA of how late ppoll wakes us: we ask to wake that much early */
     /* counters, read racily by the stats writer (aligned 64-bit: fine) */
     volatile uint64_t rx_pkts, rx_bytes, tx_pkts, tx_bytes, drop_loss, drop_queue, drop_overflow,
@@ -130,8 +145,7 @@ static size_t slots_for(const struct cfg *c) {
     return (size_t)n;
 }
 
-static void apply_cfg(struct dir *d, const struct cfg *c) {
-    d->cfg = *c;
+static void apply_ring(struct dir *d, const struct cfg *c) {
     size_t want = slots_for(c);
     if (want > d->cap) { /* grow, keeping queued packets in order */
         struct slot *r = malloc(want * sizeof *r);
@@ -142,6 +156,10 @@ static void apply_cfg(struct dir *d, const struct cfg *c) {
         d->cap = want;
         d->head = 0;
     }
+}
+
+static void apply_queue(struct dir *d, const struct cfg *c) {
+    d->cfg = *c;
     size_t wq = c->queue_pkts + 1;
     if (wq != d->txcap) {
         uint64_t *q = malloc(wq * sizeof *q);
@@ -156,13 +174,14 @@ static void apply_cfg(struct dir *d, const struct cfg *c) {
     }
 }
 
-static void enqueue(struct dir *d, struct slot *s, uint64_t now) {
+/* reader: the packet's fate under loss and the bottleneck queue; its delivery time, or 0 */
+static uint64_t admit(struct dir *d, uint32_t len, uint64_t now) {
     const struct cfg *c = &d->cfg;
     d->rx_pkts++;
-    d->rx_bytes += s->len;
+    d->rx_bytes += len;
     if (c->loss_ppb && (splitmix(&d->rng) % 1000000000ull) < c->loss_ppb) {
         d->drop_loss++;
-        return;
+        return 0;
     }
     uint64_t tx_end = now;
     if (c->rate_bps) {
@@ -172,17 +191,15 @@ static void enqueue(struct dir *d, struct slot *s, uint64_t now) {
         }
         if (d->txcount >= c->queue_pkts) {
             d->drop_queue++;
-            return;
+            return 0;
         }
+        if (d->last_tx_end < now) /* the serializer sat idle since the last packet left it */
+            __atomic_add_fetch(&d->idle_ns, now - (d->last_tx_end ? d->last_tx_end : now), __ATOMIC_RELAXED);
         uint64_t start = d->last_tx_end > now ? d->last_tx_end : now;
-        tx_end = start + (uint64_t)s->len * 8ull * 1000000000ull / c->rate_bps;
-        d->last_tx_end = tx_end;
+        tx_end = start + (uint64_t)len * 8ull * 1000000000ull / c->rate_bps;
+        __atomic_store_n(&d->last_tx_end, tx_end, __ATOMIC_RELAXED);
         d->txq[(d->txhead + d->txcount) % d->txcap] = tx_end;
         d->txcount++;
-    }
-    if (d->count >= d->cap) {
-        d->drop_overflow++;
-        return;
     }
     uint64_t deliver = tx_end + c->delay_ns;
     if (c->jitter_ns) {
@@ -191,33 +208,99 @@ static void enqueue(struct dir *d, struct slot *s, uint64_t now) {
     }
     if (deliver < d->last_deliver) deliver = d->last_deliver; /* FIFO: never reorder */
     d->last_deliver = deliver;
-    struct slot *dst = &d->ring[(d->head + d->count) % d->cap];
-    dst->deliver_ns = deliver;
-    dst->len = s->len;
-    memcpy(dst->data, s->data, s->len);
-    d->count++;
+    return deliver;
 }
 
-static void *run_dir(void *arg) {
+static void poke(int fd) {
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof one) < 0) { /* counter saturated: already poked */ }
+}
+
+static void drain(int fd) {
+    uint64_t v;
+    if (read(fd, &v, sizeof v) < 0) { /* nothing pending */ }
+}
+
+static void take_cfg(struct dir *d, uint64_t *seen, struct cfg *out) {
+    pthread_mutex_lock(&d->mu);
+    *out = d->pending;
+    *seen = d->gen;
+    pthread_mutex_unlock(&d->mu);
+}
+
+static void *run_reader(void *arg) {
     struct dir *d = arg;
-    struct slot tmp;
     for (;;) {
         if (__atomic_load_n(&d->gen, __ATOMIC_ACQUIRE) != d->seen_gen) {
-            pthread_mutex_lock(&d->mu);
-            struct cfg c = d->pending;
-            d->seen_gen = d->gen;
-            pthread_mutex_unlock(&d->mu);
-            apply_cfg(d, &c);
+            struct cfg c;
+            take_cfg(d, &d->seen_gen, &c);
+            apply_queue(d, &c);
         }
+        struct pollfd pfd[2] = {{.fd = d->in_fd, .events = POLLIN}, {.fd = d->wake_r, .events = POLLIN}};
+        int r = poll(pfd, 2, -1);
+        if (r < 0 && errno != EINTR) die("poll");
+        if (r > 0 && (pfd[1].revents & POLLIN)) {
+            drain(d->wake_r);
+            continue; /* apply the new config before reading more packets */
+        }
+        if (r <= 0 || !(pfd[0].revents & POLLIN)) continue;
+        for (int i = 0; i < BATCH; i++) {
+            size_t tail = d->in_tail;
+            while (tail - __atomic_load_n(&d->in_head, __ATOMIC_ACQUIRE) >= INBOX) {
+                poke(d->data_fd); /* full: let the writer catch up */
+                struct timespec ts = {0, 20000};
+                nanosleep(&ts, NULL);
+            }
+            struct slot *sl = &d->inbox[tail & (INBOX - 1)];
+            ssize_t n = read(d->in_fd, sl->data, sizeof sl->data);
+            if (n <= 0) break;
+            sl->len = (uint32_t)n;
+            uint64_t deliver = admit(d, (uint32_t)n, now_ns());
+            if (!deliver) continue;
+            sl->deliver_ns = deliver;
+            __atomic_store_n(&d->in_tail, tail + 1, __ATOMIC_RELEASE);
+            /* the writer needs waking only when it sleeps with nothing scheduled (a new
+               packet is never due before those it already holds) or when it falls behind */
+            if (__atomic_exchange_n(&d->writer_idle, 0, __ATOMIC_ACQ_REL) ||
+                tail + 1 - __atomic_load_n(&d->in_head, __ATOMIC_ACQUIRE) >= INBOX / 2)
+                poke(d->data_fd);
+        }
+    }
+    return NULL;
+}
+
+static void *run_writer(void *arg) {
+    struct dir *d = arg;
+    for (;;) {
+        if (__atomic_load_n(&d->gen, __ATOMIC_ACQUIRE) != d->w_seen_gen) {
+            struct cfg c;
+            take_cfg(d, &d->w_seen_gen, &c);
+            apply_ring(d, &c);
+        }
+        /* move what the reader admitted into the delay line */
+        size_t head = d->in_head, tail = __atomic_load_n(&d->in_tail, __ATOMIC_ACQUIRE);
+        for (; head != tail; head++) {
+            const struct slot *src = &d->inbox[head & (INBOX - 1)];
+            if (d->count >= d->cap) {
+                d->drop_overflow++;
+                continue;
+            }
+            struct slot *dst = &d->ring[(d->head + d->count) % d->cap];
+            dst->deliver_ns = src->deliver_ns;
+            dst->len = src->len;
+            memcpy(dst->data, src->data, src->len);
+            d->count++;
+        }
+        __atomic_store_n(&d->in_head, head, __ATOMIC_RELEASE);
         uint64_t now = now_ns();
         while (d->count && d->ring[d->head].deliver_ns <= now + SLACK_NS) {
-            struct slot *s = &d->ring[d->head];
-            if (write(d->out_fd, s->data, s->len) < 0) d->write_err++;
-            else { d->tx_pkts++; d->tx_bytes += s->len; }
+            struct slot *sl = &d->ring[d->head];
+            if (write(d->out_fd, sl->data, sl->len) < 0) d->write_err++;
+            else { d->tx_pkts++; d->tx_bytes += sl->len; }
             d->head = (d->head + 1) % d->cap;
             d->count--;
         }
-        struct pollfd pfd[2] = {{.fd = d->in_fd, .events = POLLIN}, {.fd = d->wake_fd, .events = POLLIN}};
+        struct pollfd pfd[2] = {{.fd = d->data_fd, .events = POLLIN}, {.fd = d->wake_w, .events = POLLIN}};
         struct timespec ts, *tsp = NULL;
         uint64_t want_wake = 0;
         if (d->count) {
@@ -228,9 +311,11 @@ static void *run_dir(void *arg) {
             ts.tv_nsec = (long)(wait % 1000000000ull);
             tsp = &ts;
         } else {
-            ts.tv_sec = 0; /* wake now and then to pick up config changes */
-            ts.tv_nsec = 200000000;
-            tsp = &ts;
+            __atomic_store_n(&d->writer_idle, 1, __ATOMIC_RELEASE);
+            if (__atomic_load_n(&d->in_tail, __ATOMIC_ACQUIRE) != head) { /* raced with the reader */
+                __atomic_store_n(&d->writer_idle, 0, __ATOMIC_RELEASE);
+                continue;
+            }
         }
         int r = ppoll(pfd, 2, tsp, NULL);
         if (r < 0 && errno != EINTR) die("ppoll");
@@ -240,19 +325,8 @@ static void *run_dir(void *arg) {
             d->lead_ns += (late - d->lead_ns) / 4;
             if (d->lead_ns < 0) d->lead_ns = 0;
         }
-        if (r > 0 && (pfd[1].revents & POLLIN)) {
-            uint64_t v;
-            if (read(d->wake_fd, &v, sizeof v) < 0) { /* nothing: just woken */ }
-            continue; /* apply the new config before reading more packets */
-        }
-        if (r > 0 && (pfd[0].revents & POLLIN)) {
-            for (int i = 0; i < BATCH; i++) {
-                ssize_t n = read(d->in_fd, tmp.data, sizeof tmp.data);
-                if (n <= 0) break;
-                tmp.len = (uint32_t)n;
-                enqueue(d, &tmp, now_ns());
-            }
-        }
+        if (r > 0 && (pfd[0].revents & POLLIN)) drain(d->data_fd);
+        if (r > 0 && (pfd[1].revents & POLLIN)) drain(d->wake_w);
     }
     return NULL;
 }
@@ -270,8 +344,8 @@ static void set_dir(struct dir *d, const struct cfg *c) {
     d->pending = *c;
     __atomic_add_fetch(&d->gen, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&d->mu);
-    uint64_t one = 1;
-    if (write(d->wake_fd, &one, sizeof one) < 0) { /* counter saturated: already awake */ }
+    poke(d->wake_r);
+    poke(d->wake_w);
 }
 
 static void write_stats(const char *path) {
@@ -289,12 +363,14 @@ static void write_stats(const char *path) {
         fprintf(f,
                 "%s\"%s\": {\"rx_pkts\": %llu, \"rx_bytes\": %llu, \"tx_pkts\": %llu, \"tx_bytes\": %llu, "
                 "\"drop_loss\": %llu, \"drop_queue\": %llu, \"drop_overflow\": %llu, \"write_err\": %llu, "
-                "\"backlog_ns\": %llu}",
+                "\"backlog_ns\": %llu, \"idle_ns\": %llu}",
                 i ? ", " : "", d->name, (unsigned long long)d->rx_pkts, (unsigned long long)d->rx_bytes,
                 (unsigned long long)d->tx_pkts, (unsigned long long)d->tx_bytes,
                 (unsigned long long)d->drop_loss, (unsigned long long)d->drop_queue,
                 (unsigned long long)d->drop_overflow, (unsigned long long)d->write_err,
-                (unsigned long long)(last > now ? last - now : 0));
+                (unsigned long long)(last > now ? last - now : 0),
+                (unsigned long long)(__atomic_load_n(&d->idle_ns, __ATOMIC_RELAXED) +
+                                     (last && last < now ? now - last : 0)));
     }
     fprintf(f, "}\n");
     fclose(f);
@@ -330,19 +406,26 @@ int main(int argc, char **argv) {
     dirs[0] = (struct dir){.name = "ab", .in_fd = fa, .out_fd = fb, .rng = seed * 2 + 1};
     dirs[1] = (struct dir){.name = "ba", .in_fd = fb, .out_fd = fa, .rng = seed * 2 + 2};
     for (int i = 0; i < 2; i++) {
-        pthread_mutex_init(&dirs[i].mu, NULL);
-        dirs[i].wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (dirs[i].wake_fd < 0) die("eventfd");
-        apply_cfg(&dirs[i], i ? &ba : &ab);
+        struct dir *d = &dirs[i];
+        pthread_mutex_init(&d->mu, NULL);
+        d->wake_r = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        d->wake_w = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        d->data_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (d->wake_r < 0 || d->wake_w < 0 || d->data_fd < 0) die("eventfd");
+        d->inbox = malloc(INBOX * sizeof *d->inbox);
+        if (!d->inbox) die("malloc inbox");
+        apply_queue(d, i ? &ba : &ab);
+        apply_ring(d, i ? &ba : &ab);
     }
     int cfd = open(ctl, O_RDWR | O_NONBLOCK | O_CLOEXEC); /* RDWR: never sees EOF when writers go */
     if (cfd < 0) die(ctl);
-    pthread_t th[2];
-    for (int i = 0; i < 2; i++) {
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
         pthread_attr_t at;
         pthread_attr_init(&at);
         pthread_attr_setstacksize(&at, 256 * 1024);
-        if (pthread_create(&th[i], &at, run_dir, &dirs[i]) != 0) die("pthread_create");
+        if (pthread_create(&th[i], &at, i < 2 ? run_reader : run_writer, &dirs[i % 2]) != 0)
+            die("pthread_create");
         if (rt_prio > 0) {
             /* real-time: a delivery is late only by the wake-up itself, not by waiting for
                a time slice behind the lab's own iperf3s and nodes (kernel RT throttling keeps

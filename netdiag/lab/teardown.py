@@ -77,10 +77,19 @@ def destroy(rec: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
         removed.append(ns)
     work = rec.get("work")
     if work:
-        # keep the logs (what nodes and forwarders said); drop control FIFOs and stats
-        for f in [*Path(work).glob("l*.ctl"), *Path(work).glob("l*.stats.json")]:
+        w = Path(work)
+        # keep what says something (node and forwarder logs, node stores); drop control
+        # FIFOs, stats, empty logs, and the directory itself when nothing is left in it
+        for f in [*w.glob("l*.ctl"), *w.glob("l*.stats.json")]:
             with contextlib.suppress(OSError):
                 f.unlink()
+        for f in [*w.glob("l*.log"), *w.glob("logs/*.log")]:
+            with contextlib.suppress(OSError):
+                if f.stat().st_size == 0:
+                    f.unlink()
+        for d in (w / "logs", w):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when empty
     state.remove(rec["name"], root)
     return {"lab": rec["name"], "namespaces": removed, "killed": live + stubborn}
 
@@ -102,9 +111,15 @@ def down(name: str, root: Path | None = None, timeout: float = 15.0) -> dict[str
     return destroy(rec, root) if rec else None
 
 
-def down_all(root: Path | None = None) -> list[dict[str, Any]]:
+def down_all(root: Path | None = None, stale_only: bool = False) -> list[dict[str, Any]]:
+    """Every recorded lab; with stale_only, only those whose supervisor is gone (kill -9)."""
     out = []
     for name in state.names(root):
+        if stale_only:
+            rec = state.read(name, root) or {}
+            sup = rec.get("supervisor")
+            if sup and state.alive(sup):
+                continue
         r = down(name, root)
         if r:
             out.append(r)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from tests.conftest import missing_bcc
 
 
 def _prog_id(fd: int) -> int:
-    for line in open(f"/proc/self/fdinfo/{fd}").read().splitlines():
+    for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
         if line.startswith("prog_id:"):
             return int(line.split()[1])
     raise AssertionError(f"fd {fd} is not a BPF program")

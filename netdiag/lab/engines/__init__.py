@@ -13,7 +13,15 @@ from netdiag.lab.engines.base import LinkEnds, LinkEngine
 from netdiag.lab.engines.kernel import KernelEngine, netem_available
 from netdiag.lab.engines.userspace import UserspaceEngine
 
-__all__ = ["KernelEngine", "LinkEnds", "LinkEngine", "UserspaceEngine", "choose", "get"]
+__all__ = [
+    "KernelEngine",
+    "LinkEnds",
+    "LinkEngine",
+    "UserspaceEngine",
+    "choose",
+    "get",
+    "netem_available",
+]
 
 
 def get(name: str) -> LinkEngine:

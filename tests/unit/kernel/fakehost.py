@@ -44,7 +44,8 @@ def make(
             d = tr / "events" / cat / ev
             d.mkdir(parents=True)
             (d / "id").write_text("1\n")
-            fmt = "field:__u32 srtt;\n" + ("field:__u64 sock_cookie;\n" if cookie else "")
+            fmt = "field:__u32 srtt;\tfield:__u32 snd_cwnd;\n".replace("\t", "\n")
+            fmt += "field:__u64 sock_cookie;\n" if cookie else ""
             (d / "format").write_text(fmt)
         if kprobes:
             (tr / "kprobe_events").write_text("")

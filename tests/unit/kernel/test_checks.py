@@ -31,7 +31,7 @@ class FakeTrials:
         return {k: (self.q.get(k, False), "fake") for k in kinds}
 
 
-ALL_TP = tuple(checks.TRACEPOINTS)
+ALL_TP = tuple(checks.DEFAULT_HOOKS)
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +55,7 @@ def test_this_machines_profile(tmp_path: Path) -> None:
     assert found["qdisc netem"].status == "degraded" and "userspace" in found["qdisc netem"].fix
     assert found["qdisc fq"].status == "degraded"
     assert found["qdisc htb"].status == "ok"
-    assert found["tcp:tcp_probe"].detail == "present, carries sock_cookie"
+    assert found["tcp:tcp_probe"].detail == "present with the 3 args probes read"
     assert checks.core_ok(list(found.values()))
     for c in found.values():
         assert c.status in ("ok", "degraded", "missing")
@@ -74,13 +74,30 @@ def test_missing_core_tracepoint_fails_core(tmp_path: Path) -> None:
     found = run(tmp_path, tracepoints=("sock:inet_sock_set_state",))
     assert found["tcp:tcp_probe"].status == "missing"
     assert found["tcp:tcp_retransmit_skb"].status == "missing"
-    assert [c.name for c in checks.core_missing(list(found.values()))] == ["tcp:tcp_probe"]
+    missing = [c.name for c in checks.core_missing(list(found.values()))]
+    assert missing == ["tcp:tcp_probe", "tcp:tcp_retransmit_skb"]
 
 
-def test_tcp_probe_without_cookie_is_degraded(tmp_path: Path) -> None:
+def test_tcp_probe_without_cookie_is_missing(tmp_path: Path) -> None:
+    """A probe whose program reads args->sock_cookie cannot compile without it."""
     found = run(tmp_path, tracepoints=ALL_TP, cookie=False)
-    assert found["tcp:tcp_probe"].status == "degraded"
-    assert checks.core_ok(list(found.values()))
+    assert found["tcp:tcp_probe"].status == "missing"
+    assert found["tcp:tcp_probe"].detail == "present but lacks sock_cookie"
+    assert "sock_diag" in found["tcp:tcp_probe"].fix
+    assert not checks.core_ok(list(found.values()))
+
+
+def test_hooks_come_from_the_caller(tmp_path: Path) -> None:
+    host = fakehost.make(tmp_path, tracepoints=("tcp:tcp_probe",))
+    hooks = {
+        "tcp:tcp_probe": checks.HookNeed("x: rtt", True, ("srtt", "nope")),
+        "tcp:tcp_bad_csum": checks.HookNeed("y: csum", False),
+    }
+    ctx = checks.Context(host=host, trials=FakeTrials(), hooks=hooks)
+    rows = {c.name: c for c in checks.tracepoints(ctx)}
+    assert list(rows) == ["tcp:tcp_probe", "tcp:tcp_bad_csum"]
+    assert rows["tcp:tcp_probe"].detail == "present but lacks nope"
+    assert rows["tcp:tcp_bad_csum"].status == "missing" and not rows["tcp:tcp_bad_csum"].core
 
 
 def test_tracefs_unmounted_is_degraded_with_fix(tmp_path: Path) -> None:

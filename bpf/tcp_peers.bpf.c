@@ -1,0 +1,231 @@
+/* tcp_peers: per-socket TCP state aggregated in the kernel, keyed by socket cookie.
+ *
+ * Hooks (tracepoint args only — stable across kernels, see probes/tcp_peers.toml):
+ *   tcp:tcp_probe            srtt, cwnd, ssthresh, windows, snd_una, sock_cookie, skaddr
+ *   tcp:tcp_retransmit_skb   skaddr only (no sock_cookie) -> joined through `life`
+ *   sock:inet_sock_set_state skaddr only (no sock_cookie) -> joined through `life`
+ * `life` maps a socket's kernel address to its cookie (learnt from tcp_probe, which carries
+ * both); an entry is removed when the socket reaches TCP_CLOSE, so a reused address never
+ * inherits an old cookie. One map update per event, no per-packet output to user space.
+ */
+#include "netdiag.h"
+
+#ifndef MAX_PEERS
+#define MAX_PEERS 8192
+#endif
+#ifndef FILTER_COOKIES
+#define FILTER_COOKIES 0	/* 1: only sockets whose cookie is in `allow` (pid/cgroup/netns filters) */
+#endif
+#define HIST_SLOTS 27		/* bpf_log2l(srtt_us) = floor(log2)+1: slot k holds [2^(k-1), 2^k) us, to ~33 s */
+
+#define TCP_ESTABLISHED_ 1
+#define TCP_CLOSE_ 7
+#define IPPROTO_TCP_ 6
+
+struct peer {
+	u64 cookie;
+	u64 first_ns;		/* first tcp_probe seen */
+	u64 last_ns;		/* last event of any kind */
+	u64 open_ns;		/* entered SYN_SENT/SYN_RECV (0: opened before attach) */
+	u64 closed_ns;		/* reached TCP_CLOSE (0: still open) */
+	u64 events;		/* tcp_probe events */
+	u64 srtt_sum_us;
+	u64 bytes_acked;	/* sum of snd_una advances */
+	u64 retrans;		/* tcp_retransmit_skb events */
+	u32 srtt_min_us;
+	u32 srtt_max_us;
+	u32 srtt_last_us;
+	u32 snd_cwnd;
+	u32 ssthresh;
+	u32 snd_wnd;
+	u32 rcv_wnd;
+	u32 snd_una;
+	u32 state;
+	u16 family;
+	u16 sport;
+	u16 dport;
+	u16 pad;
+	u8 saddr[16];
+	u8 daddr[16];
+	u32 hist[HIST_SLOTS];
+};
+
+struct life {
+	u64 cookie;		/* 0 until the first tcp_probe */
+	u64 open_ns;
+	u32 state;
+	u32 pad;
+};
+
+/* stats slots; names in probes/tcp_peers.toml [output].stats */
+#define S_PROBE 0
+#define S_RETRANS 1
+#define S_STATE 2
+#define S_LOST 3		/* peers map full: event not aggregated */
+#define S_RETRANS_UNJOINED 4	/* retransmit on a socket with no cookie yet (e.g. SYN) */
+#define S_FILTERED 5
+#define S_SLOTS 6
+
+BPF_HASH(peers, u64, struct peer, MAX_PEERS);
+BPF_TABLE("lru_hash", u64, struct life, life, MAX_PEERS * 2);
+BPF_HASH(allow, u64, u8, MAX_PEERS);
+BPF_PERCPU_ARRAY(stats, u64, S_SLOTS);
+
+static __always_inline void stat_inc(int slot)
+{
+	u64 *v = stats.lookup(&slot);
+	if (v)
+		(*v)++;		/* per-CPU slot: no atomics needed */
+}
+
+static __always_inline void copy_addr(u8 *dst, const u8 *sockaddr, u16 family)
+{
+	/* tcp_probe's saddr/daddr are struct sockaddr_in / sockaddr_in6 bytes */
+	if (family == AF_INET) {
+		bpf_probe_read_kernel(dst, 4, sockaddr + 4);
+	} else {
+		bpf_probe_read_kernel(dst, 16, sockaddr + 8);
+	}
+}
+
+TRACEPOINT_PROBE(tcp, tcp_probe)
+{
+	u64 cookie = args->sock_cookie;
+	u64 sk = (u64)args->skaddr;
+	u64 now = bpf_ktime_get_ns();
+
+	if (!netdiag_port_match(args->sport, args->dport)) {
+		stat_inc(S_FILTERED);
+		return 0;
+	}
+#if FILTER_COOKIES
+	if (!allow.lookup(&cookie)) {
+		stat_inc(S_FILTERED);
+		return 0;
+	}
+#endif
+	stat_inc(S_PROBE);
+
+	/* hot path: one hash lookup per ACK; `life` is touched only when a socket is first seen */
+	struct peer *p = peers.lookup(&cookie);
+	if (!p) {
+		struct life *l = life.lookup(&sk);
+		if (!l) {
+			struct life nl = {.cookie = cookie, .state = TCP_ESTABLISHED_};
+			life.update(&sk, &nl);
+		} else {
+			l->cookie = cookie;
+		}
+		struct peer np = {};
+		np.cookie = cookie;
+		np.first_ns = now;
+		np.srtt_min_us = 0xffffffff;
+		np.family = args->family;
+		np.sport = args->sport;
+		np.dport = args->dport;
+		np.state = TCP_ESTABLISHED_;
+		np.snd_una = args->snd_una;
+		if (l) {
+			np.open_ns = l->open_ns;
+			np.state = l->state;
+		}
+		copy_addr(np.saddr, args->saddr, args->family);
+		copy_addr(np.daddr, args->daddr, args->family);
+		if (peers.insert(&cookie, &np) != 0) {
+			stat_inc(S_LOST);
+			return 0;
+		}
+		p = peers.lookup(&cookie);
+		if (!p)
+			return 0;
+	}
+
+	u32 srtt = args->srtt;	/* already in us (tp->srtt_us >> 3) */
+	p->last_ns = now;
+	p->events++;
+	p->srtt_last_us = srtt;
+	if (srtt > 0) {
+		if (srtt < p->srtt_min_us)
+			p->srtt_min_us = srtt;
+		if (srtt > p->srtt_max_us)
+			p->srtt_max_us = srtt;
+		p->srtt_sum_us += srtt;
+		u32 slot = bpf_log2l(srtt);
+		if (slot >= HIST_SLOTS)
+			slot = HIST_SLOTS - 1;
+		__sync_fetch_and_add(&p->hist[slot], 1);
+	}
+	p->snd_cwnd = args->snd_cwnd;
+	p->ssthresh = args->ssthresh;
+	p->snd_wnd = args->snd_wnd;
+	p->rcv_wnd = args->rcv_wnd;
+	u32 una = args->snd_una;
+	u32 adv = una - p->snd_una;	/* modulo 2^32: sequence wrap is fine */
+	if (adv < 0x80000000)
+		p->bytes_acked += adv;
+	p->snd_una = una;
+	return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
+{
+	u64 sk = (u64)args->skaddr;
+
+	if (!netdiag_port_match(args->sport, args->dport))
+		return 0;
+	stat_inc(S_RETRANS);
+	struct life *l = life.lookup(&sk);
+	if (!l || l->cookie == 0) {
+		stat_inc(S_RETRANS_UNJOINED);
+		return 0;
+	}
+	u64 cookie = l->cookie;
+	struct peer *p = peers.lookup(&cookie);
+	if (!p) {
+		stat_inc(S_RETRANS_UNJOINED);
+		return 0;
+	}
+	__sync_fetch_and_add(&p->retrans, 1);
+	p->last_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+	if (args->protocol != IPPROTO_TCP_)
+		return 0;
+	if (!netdiag_port_match(args->sport, args->dport))
+		return 0;
+	stat_inc(S_STATE);
+
+	u64 sk = (u64)args->skaddr;
+	u64 now = bpf_ktime_get_ns();
+	int ns = args->newstate;
+	struct life *l = life.lookup(&sk);
+
+	if (!l) {
+		if (ns == TCP_CLOSE_)
+			return 0;
+		struct life nl = {.state = ns};
+		/* seen being born: SYN_SENT (active open) or SYN_RECV (passive open) */
+		int os = args->oldstate;
+		if (ns == 2 || ns == 3 || os == 2 || os == 3 || os == TCP_CLOSE_ || os == 10 || os == 12)
+			nl.open_ns = now;
+		life.update(&sk, &nl);
+		return 0;
+	}
+	l->state = ns;
+	if (l->cookie != 0) {
+		u64 cookie = l->cookie;
+		struct peer *p = peers.lookup(&cookie);
+		if (p) {
+			p->state = ns;
+			p->last_ns = now;
+			if (ns == TCP_CLOSE_)
+				p->closed_ns = now;
+		}
+	}
+	if (ns == TCP_CLOSE_)
+		life.delete(&sk);
+	return 0;
+}

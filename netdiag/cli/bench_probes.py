@@ -1,0 +1,93 @@
+"""`netdiag bench probes overhead|accuracy`: what tracing costs and how true it is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+
+def _emit(doc: dict[str, Any], out: Path, as_json: bool) -> None:
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    con = Console()
+    for k, v in doc.items():
+        con.print(f"[bold]{k}[/]: {v}")
+    con.print(f"saved {out}")
+
+
+@click.group("probes")
+def probes() -> None:
+    """Probe overhead (throughput with vs without trace-peers) and accuracy (vs a lab link)."""
+
+
+@probes.command("overhead")
+@click.option(
+    "--runs", type=int, default=3, show_default=True, help="Pairs of runs (without, with)."
+)
+@click.option("--seconds", type=float, default=3.0, show_default=True, help="iperf3 time per run.")
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="trace-peers interval."
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("bench-probes-overhead.json"),
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
+def overhead(runs: int, seconds: float, interval: float, out: Path, as_json: bool) -> None:
+    """Bulk TCP over a veth path with and without trace-peers, alternating in one run."""
+    from netdiag.trace import benchmarks
+
+    err = Console(stderr=True)
+    doc = benchmarks.overhead(runs, seconds, interval, progress=lambda m: err.print(m))
+    _emit(doc, out, as_json)
+
+
+@probes.command("accuracy")
+@click.option("--delay-ms", type=float, default=20.0, show_default=True)
+@click.option("--rate-mbit", type=float, default=50.0, show_default=True)
+@click.option("--loss", type=float, default=0.002, show_default=True)
+@click.option("--mbytes", type=float, default=8.0, show_default=True, help="Bulk transfer size.")
+@click.option(
+    "--gso/--one-segment",
+    default=False,
+    show_default=True,
+    help="Let TCP build multi-segment skbs (retransmit events then count fewer than the "
+    "kernel's segment counters).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("bench-probes-accuracy.json"),
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
+def accuracy(
+    delay_ms: float,
+    rate_mbit: float,
+    loss: float,
+    mbytes: float,
+    gso: bool,
+    out: Path,
+    as_json: bool,
+) -> None:
+    """min RTT, BDP, retransmits and cwnd from the probes against a lab link's configured truth."""
+    from netdiag.trace import benchmarks
+
+    err = Console(stderr=True)
+    doc = benchmarks.accuracy(
+        delay_ms,
+        rate_mbit,
+        loss,
+        int(mbytes * (1 << 20)),
+        one_segment=not gso,
+        progress=lambda m: err.print(m),
+    )
+    _emit(doc, out, as_json)

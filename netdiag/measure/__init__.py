@@ -1,0 +1,1 @@
+"""Measurements from sock_diag (tcp_info, bbr_info) and active probes; derivations (RTT, BDP)."""

@@ -1,0 +1,180 @@
+"""Bandwidth-delay product per connection from sock_diag samples, and what limits it.
+
+Inputs are tcp_info/bbr_info samples (sockdiag.TcpConn) of one socket over a short window:
+- min RTT: tcpi_min_rtt (the kernel's windowed minimum), BBR's min_rtt when bbr runs;
+- bandwidth: BBR's bw estimate when bbr runs, else the largest delivery-rate sample that was
+  not app-limited (app-limited samples measure the application, not the path);
+- limited-by: the chrono counters tcpi_busy_time (all sending time), tcpi_rwnd_limited and
+  tcpi_sndbuf_limited; the rest of busy time is cwnd (or pacing) limited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from netdiag.measure.sockdiag import TcpConn
+
+LIMIT_FRACTION = 0.2  # a limit that holds the sender this share of busy time is worth acting on
+NEAR_BDP = 0.8
+
+
+@dataclass(frozen=True)
+class Limits:
+    busy_us: int
+    rwnd: float  # fractions of busy time
+    sndbuf: float
+    cwnd: float
+    window: str  # "sample" (deltas over the sampling window) or "lifetime" (since connect)
+
+
+@dataclass(frozen=True)
+class BdpReport:
+    sock_cookie: int
+    peer: str
+    local: str
+    state: str
+    cc: str | None
+    min_rtt_us: int | None
+    srtt_us: int | None
+    delivery_rate_bps: (
+        int | None
+    )  # best non-app-limited sample; None if every sample was app-limited
+    app_limited_samples: int
+    samples: int
+    bbr_bw_bps: int | None
+    bbr_min_rtt_us: int | None
+    bw_bps: int | None
+    bw_source: str
+    bdp_bytes: int | None
+    snd_cwnd: int | None
+    snd_mss: int | None
+    cwnd_bytes: int | None
+    cwnd_over_bdp: float | None
+    snd_wnd_bytes: int | None  # the peer's advertised receive window
+    retrans: int
+    limits: Limits | None
+    rmem_max_bytes: int | None
+    wmem_max_bytes: int | None
+    verdict: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def human_bytes(n: float) -> str:
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def limits_of(first: TcpConn, last: TcpConn) -> Limits | None:
+    a, b = first.info, last.info
+    if b is None:
+        return None
+    window = "lifetime"
+    busy, rwnd, sndbuf = b.busy_time_us, b.rwnd_limited_us, b.sndbuf_limited_us
+    if a is not None and b.busy_time_us - a.busy_time_us > 0:
+        window = "sample"
+        busy = b.busy_time_us - a.busy_time_us
+        rwnd = b.rwnd_limited_us - a.rwnd_limited_us
+        sndbuf = b.sndbuf_limited_us - a.sndbuf_limited_us
+    if busy <= 0:
+        return Limits(0, 0.0, 0.0, 0.0, window)
+    r, s = min(1.0, rwnd / busy), min(1.0, sndbuf / busy)
+    return Limits(busy, round(r, 3), round(s, 3), round(max(0.0, 1.0 - r - s), 3), window)
+
+
+def verdict(r: BdpReport) -> str:
+    if r.bdp_bytes is None or r.limits is None or r.limits.busy_us == 0:
+        return "app-limited: the application did not keep data queued; the path is not the limit"
+    bdp2 = human_bytes(2 * r.bdp_bytes)
+    lim = r.limits
+    # A window or buffer limit is actionable even when it holds the sender less than the
+    # rest of busy time (which is cwnd or pacing, i.e. normal sending): check them first.
+    if lim.rwnd >= LIMIT_FRACTION and lim.rwnd >= lim.sndbuf:
+        wnd = f"{human_bytes(r.snd_wnd_bytes)}" if r.snd_wnd_bytes else "?"
+        return (
+            f"rwnd-limited ({lim.rwnd:.0%} of busy time): raise tcp_rmem max on the receiver "
+            f"to ≥ 2 × BDP = {bdp2} (a lower bound: the rate was window-limited); if it "
+            f"already is, the receiver pins SO_RCVBUF or reads slowly (its window: {wnd})"
+        )
+    if lim.sndbuf >= LIMIT_FRACTION:
+        return (
+            f"sndbuf-limited ({lim.sndbuf:.0%} of busy time): "
+            f"raise tcp_wmem max to ≥ 2 × BDP = {bdp2}"
+        )
+    if r.cwnd_over_bdp is not None and r.cwnd_over_bdp < NEAR_BDP:
+        return (
+            f"cwnd-limited below BDP (cwnd×mss = {human_bytes(r.cwnd_bytes or 0)} < BDP = "
+            f"{human_bytes(r.bdp_bytes)}): loss or congestion control holds the window "
+            f"({r.retrans} retransmits)"
+        )
+    return (
+        f"cwnd-limited at BDP (cwnd×mss = {human_bytes(r.cwnd_bytes or 0)} ≥ BDP = "
+        f"{human_bytes(r.bdp_bytes)}): the path itself is full"
+    )
+
+
+def report(
+    samples: Sequence[TcpConn], rmem_max: int | None = None, wmem_max: int | None = None
+) -> BdpReport:
+    """One socket's samples (oldest first) -> its BDP report with a verdict."""
+    if not samples:
+        raise ValueError("no samples")
+    last = samples[-1]
+    i = last.info
+    infos = [s.info for s in samples if s.info is not None]
+    rates = [
+        x.delivery_rate_bps
+        for x in infos
+        if not x.delivery_rate_app_limited and x.delivery_rate_bps > 0
+    ]
+    app_limited = sum(1 for x in infos if x.delivery_rate_app_limited)
+    delivery = max(rates) if rates else None
+    bbr = last.bbr
+    bbr_bw = bbr.bw_bps if bbr and bbr.bw_bps > 0 else None
+    min_rtt = (i.min_rtt_us or None) if i else None
+    if bbr and bbr.min_rtt_us and bbr.min_rtt_us != 0xFFFFFFFF:
+        bbr_min: int | None = bbr.min_rtt_us
+    else:
+        bbr_min = None
+    if bbr_bw is not None:
+        bw, src = bbr_bw, "bbr"
+    elif delivery is not None:
+        bw, src = delivery, "delivery_rate"
+    else:
+        bw, src = None, "none (all samples app-limited)"
+    rtt = min_rtt or bbr_min
+    bdp = int(bw / 8 * rtt / 1e6) if bw and rtt else None
+    cwnd_bytes = i.snd_cwnd * i.snd_mss if i else None
+    partial = BdpReport(
+        sock_cookie=last.cookie,
+        peer=last.peer,
+        local=f"{last.laddr}:{last.lport}",
+        state=last.state,
+        cc=last.cc,
+        min_rtt_us=min_rtt,
+        srtt_us=i.rtt_us if i else None,
+        delivery_rate_bps=delivery,
+        app_limited_samples=app_limited,
+        samples=len(samples),
+        bbr_bw_bps=bbr_bw,
+        bbr_min_rtt_us=bbr_min,
+        bw_bps=bw,
+        bw_source=src,
+        bdp_bytes=bdp,
+        snd_cwnd=i.snd_cwnd if i else None,
+        snd_mss=i.snd_mss if i else None,
+        cwnd_bytes=cwnd_bytes,
+        cwnd_over_bdp=round(cwnd_bytes / bdp, 3) if cwnd_bytes and bdp else None,
+        snd_wnd_bytes=i.snd_wnd if i else None,
+        retrans=i.total_retrans if i else 0,
+        limits=limits_of(samples[0], last),
+        rmem_max_bytes=rmem_max,
+        wmem_max_bytes=wmem_max,
+        verdict="",
+    )
+    return BdpReport(**{**asdict(partial), "limits": partial.limits, "verdict": verdict(partial)})

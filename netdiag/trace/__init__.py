@@ -1,0 +1,1 @@
+"""Probe engine: catalog (probes/*.toml) -> compile/attach (bcc) -> maps -> typed rows -> sinks."""

@@ -1,0 +1,360 @@
+"""Benchmarks of the probes themselves: what tracing costs and how true its figures are.
+
+overhead — bulk TCP over a veth path (client ns — router ns — server ns, iperf3), runs with
+           and without `netdiag trace-peers` attached, alternating in one invocation; the
+           throughput ratio, the probes' events/s and kernel-measured ns/event, lost events,
+           start-up time to first output and peak RSS of trace-peers.
+accuracy — a lab link of known delay and rate (netdiag.lab, userspace engine): min RTT from
+           tcp_peers, sock_diag and ping against the configured delay; BDP from `bdp`'s
+           derivation against rate × delay; retransmits from tcp_peers against nstat
+           TcpRetransSegs, tcp_info and bcc's tcpretrans (same tracepoint); cwnd vs `ss -ti`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netdiag.errors import KernelFeatureError, NetdiagError
+from netdiag.kernel import headers
+from netdiag.measure import bdp as mbdp
+from netdiag.measure import sockdiag
+from netdiag.trace import engine, manifest, testbed
+from netdiag.trace.traffic import make_pair, nstat_abs
+
+Progress = Callable[[str], None]
+
+
+def _netdiag_argv() -> list[str]:
+    exe = Path(sys.executable).with_name("netdiag")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "netdiag.cli.main"]
+
+
+def _require(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        raise KernelFeatureError(f"benchmark needs {', '.join(missing)}", "run `make setup`")
+
+
+# --- overhead ---------------------------------------------------------------------------
+
+
+@dataclass
+class TracerRun:
+    startup_s: float
+    lines: list[dict[str, Any]]
+    peak_rss_mb: float
+
+
+class Tracer:
+    """`netdiag trace-peers --json` as a child process: time to first line, NDJSON, peak RSS."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [*_netdiag_argv(), "trace-peers", "--json", "--interval", str(interval_s)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()
+        if not first.startswith("{"):
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.proc.kill()
+            raise NetdiagError(f"trace-peers did not start: {first}{err}", "run `netdiag doctor`")
+        # first output = compile + attach + one interval; start-up is the part before the interval
+        self.startup_s = time.monotonic() - self.t0 - interval_s
+        self.lines = [json.loads(first)]
+
+    def stop(self) -> TracerRun:
+        rss = _peak_rss_mb(self.proc.pid)
+        self.proc.send_signal(signal.SIGTERM)
+        out, _err = self.proc.communicate(timeout=30)
+        for x in out.splitlines():
+            if x.startswith("{"):
+                try:
+                    self.lines.append(json.loads(x))
+                except json.JSONDecodeError:  # a line cut by the stop; the others count
+                    continue
+        return TracerRun(self.startup_s, self.lines, rss)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _iperf(path: testbed.Path3, seconds: float, port: int) -> float:
+    r = subprocess.run(
+        path.exec(
+            path.client, "iperf3", "-c", path.server_ip, "-p", str(port), "-t", str(seconds), "-J"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    )
+    if r.returncode != 0:
+        raise NetdiagError(
+            f"iperf3 failed: {r.stdout[-300:]}{r.stderr[-300:]}", "is iperf3 installed?"
+        )
+    return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"])
+
+
+def overhead(
+    runs: int = 3,
+    seconds: float = 3.0,
+    interval_s: float = 1.0,
+    progress: Progress = lambda _m: None,
+) -> dict[str, Any]:
+    _require("iperf3", "ip")
+    port = 5201
+    off: list[float] = []
+    on: list[float] = []
+    tracer_runs: list[TracerRun] = []
+    with testbed.path3(rate_mbit=None, one_segment_skbs=False) as path:
+        server = subprocess.Popen(
+            path.exec(path.server, "iperf3", "-s", "-p", str(port)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(0.3)
+            _iperf(path, 1, port)  # warm-up: ARP, route caches, iperf3 startup
+            for i in range(runs):
+                # ABBA order so drift over the invocation does not favour one side
+                order = ("off", "on") if i % 2 == 0 else ("on", "off")
+                for mode in order:
+                    if mode == "off":
+                        off.append(_iperf(path, seconds, port))
+                        progress(f"run {i + 1}/{runs} without probe: {off[-1] / 1e9:.2f} Gbit/s")
+                    else:
+                        tr = Tracer(interval_s)
+                        try:
+                            on.append(_iperf(path, seconds, port))
+                        finally:
+                            tracer_runs.append(tr.stop())
+                        progress(f"run {i + 1}/{runs} with trace-peers: {on[-1] / 1e9:.2f} Gbit/s")
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    lines = [ln for t in tracer_runs for ln in t.lines if ln.get("bpf_runs") is not None]
+    busy = [ln for ln in lines if ln["events_per_s"] > 0]
+    ratio = statistics.mean(on) / statistics.mean(off)
+    return {
+        "benchmark": "probes overhead",
+        "runs": runs,
+        "seconds_per_run": seconds,
+        "interval_s": interval_s,
+        "throughput_off_bps": off,
+        "throughput_on_bps": on,
+        "throughput_ratio_on_off": round(ratio, 4),
+        "throughput_cost_pct": round((1 - ratio) * 100, 2),
+        # each pair ran back to back: the median of per-pair ratios resists load drift
+        "pair_ratios": [round(b / a, 4) for a, b in zip(off, on, strict=True)],
+        "pair_ratio_median": round(
+            statistics.median(b / a for a, b in zip(off, on, strict=True)), 4
+        ),
+        "events_per_s_mean": round(statistics.mean(x["events_per_s"] for x in busy), 1)
+        if busy
+        else 0.0,
+        "events_per_s_max": max((x["events_per_s"] for x in busy), default=0.0),
+        "ns_per_event_mean": round(statistics.mean(x["bpf_ns_per_event"] for x in busy), 1)
+        if busy
+        else 0.0,
+        "bpf_cpu_pct_mean": round(statistics.mean(x["bpf_cpu_pct"] for x in busy), 3)
+        if busy
+        else 0.0,
+        "lost_events": sum(int(x.get("lost_events", 0)) for t in tracer_runs for x in t.lines),
+        "startup_s": [round(t.startup_s, 3) for t in tracer_runs],
+        "startup_s_median": round(statistics.median(t.startup_s for t in tracer_runs), 3),
+        "peak_rss_mb_max": round(max(t.peak_rss_mb for t in tracer_runs), 1),
+        "cpus": os.cpu_count(),
+    }
+
+
+# --- accuracy ---------------------------------------------------------------------------
+
+
+def _ping_min_ms(lab: Any, count: int = 10) -> float | None:
+    r = lab.exec("a", ["ping", "-c", str(count), "-i", "0.2", "-q", lab.addr("b")])
+    m = re.search(r"= ([\d.]+)/", r.stdout)
+    return float(m.group(1)) if m else None
+
+
+def _ss_cwnd(ns: str, port: int) -> int | None:
+    r = subprocess.run(
+        ["ip", "netns", "exec", ns, "ss", "-tinH", "dport", f"= :{port}"],
+        capture_output=True,
+        text=True,
+    )
+    m = re.search(r"\bcwnd:(\d+)", r.stdout)
+    return int(m.group(1)) if m else None
+
+
+class TcpRetrans:
+    """bcc's tcpretrans-bpfcc -c (counts per flow); None when it cannot run here."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        self.error: str | None = None
+        exe = shutil.which("tcpretrans-bpfcc") or shutil.which("tcpretrans")
+        if exe is None:
+            self.error = "tcpretrans-bpfcc not installed"
+            return
+        env = dict(os.environ, BCC_KERNEL_SOURCE=str(headers.find().path))
+        self.proc = subprocess.Popen(
+            [exe, "-c"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()  # "Tracing retransmits ... Hit Ctrl-C to end"
+        if "Tracing" not in first:
+            self.proc.kill()
+            tail = self.proc.stderr.read()[-300:] if self.proc.stderr else ""
+            self.error = f"tcpretrans did not start: {first.strip()} {tail}"
+            self.proc = None
+
+    def stop(self, port: int) -> int | None:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=30)
+        total = 0
+        for line in out.splitlines():  # "[198.18.0.1]#59478   <-> [198.18.0.6]#43709   204"
+            parts = line.split()
+            if (
+                len(parts) == 4
+                and parts[1] == "<->"
+                and parts[3].isdigit()
+                and (parts[0].endswith(f"#{port}") or parts[2].endswith(f"#{port}"))
+            ):
+                total += int(parts[3])
+        return total
+
+
+def _one_segment_skbs(ns: str) -> list[str]:
+    """gso_max_segs 1 on every link of a namespace: TCP then builds one-segment skbs, so the
+    retransmit tracepoint (per skb) and TcpRetransSegs (per segment) count the same unit."""
+    out = subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True, text=True).stdout
+    devs = [ln.split(":")[1].strip().split("@")[0] for ln in out.splitlines() if ": lo:" not in ln]
+    for d in devs:
+        subprocess.run(["ip", "-n", ns, "link", "set", "dev", d, "gso_max_segs", "1"], check=True)
+    return devs
+
+
+def accuracy(
+    delay_ms: float = 20.0,
+    rate_mbit: float = 50.0,
+    loss: float = 0.002,
+    nbytes: int = 8 << 20,
+    one_segment: bool = True,
+    progress: Progress = lambda _m: None,
+) -> dict[str, Any]:
+    from netdiag.lab import Lab, two_node
+
+    _require("ip", "ping", "ss", "nstat")
+    truth_rtt_us = delay_ms * 1000
+    truth_bdp = rate_mbit * 1e6 / 8 * delay_ms / 1000
+    topo = two_node(delay_s=delay_ms / 1000, rate_bps=int(rate_mbit * 1e6), loss=loss, name="trace")
+    probe = manifest.load("tcp_peers")
+    with Lab.up(topo) as lab:
+        a, b = lab.ns("a"), lab.ns("b")
+        if one_segment:
+            _one_segment_skbs(a)
+        ping_ms = _ping_min_ms(lab)
+        progress(f"lab up ({lab.metadata().get('engine')} engine): ping min {ping_ms} ms")
+        pair = make_pair(b, a, lab.addr("b"), echo=True)
+        cookie = pair.cookie
+        tr = TcpRetrans()
+        try:
+            with engine.Session(probe, engine.defines_for(probe, (pair.port,), False)) as s:
+                n0 = nstat_abs(a, "TcpRetransSegs")
+                t0 = time.monotonic()
+                pair.send(nbytes)
+                samples: list[sockdiag.TcpConn] = []
+                while pair.got[0] < nbytes:  # sock_diag samples while the bulk runs (for bdp)
+                    samples += [c for c in sockdiag.snapshot(a) if c.cookie == cookie]
+                    time.sleep(0.1)
+                    if time.monotonic() - t0 > 120:
+                        raise NetdiagError(
+                            "transfer over the lab link took > 120 s", "check the lab"
+                        )
+                elapsed = time.monotonic() - t0
+                pair.ping_pong(3)
+                nstat_retrans = nstat_abs(a, "TcpRetransSegs") - n0
+                end_diag = next(c for c in sockdiag.snapshot(a) if c.cookie == cookie)
+                ss_cwnd = _ss_cwnd(a, pair.port)
+                snap = s.read()
+                misses = s.misses()
+        finally:
+            bcc_count = tr.stop(pair.port)
+            pair.close()
+    row = next(r for r in snap.rows if r["sock_cookie"] == cookie)
+    rep = mbdp.report(samples or [end_diag])
+    info = end_diag.info
+    assert info is not None
+
+    def err_pct(v: float | None, truth: float) -> float | None:
+        return None if v is None else round((v - truth) / truth * 100, 2)
+
+    probe_bdp = (
+        (rep.bw_bps / 8 * row["srtt_min_us"] / 1e6) if rep.bw_bps and row["srtt_min_us"] else None
+    )
+    return {
+        "benchmark": "probes accuracy",
+        "lab": {
+            "engine": "userspace (netdiag.lab)",
+            "delay_ms": delay_ms,
+            "rate_mbit": rate_mbit,
+            "loss": loss,
+            "bytes": nbytes,
+            "goodput_bps": round(nbytes * 8 / elapsed),
+            "client_gso_max_segs_1": one_segment,
+        },
+        "min_rtt_us": {
+            "truth": truth_rtt_us,
+            "tcp_peers": row["srtt_min_us"],
+            "sock_diag": info.min_rtt_us,
+            "ping": round(ping_ms * 1000) if ping_ms else None,
+        },
+        "min_rtt_error_pct": {
+            "tcp_peers": err_pct(row["srtt_min_us"], truth_rtt_us),
+            "sock_diag": err_pct(info.min_rtt_us, truth_rtt_us),
+        },
+        "bdp_bytes": {
+            "truth": round(truth_bdp),
+            "bdp": rep.bdp_bytes,
+            "bw_source": rep.bw_source,
+            "bw_bps": rep.bw_bps,
+            "tcp_peers_rtt_x_bw": round(probe_bdp) if probe_bdp else None,
+        },
+        "bdp_error_pct": err_pct(rep.bdp_bytes, truth_bdp),
+        "retransmits": {
+            "tcp_peers_events": row["retrans"],
+            "tcpretrans_bcc_events": bcc_count,
+            "tcpretrans_error": tr.error,
+            "nstat_TcpRetransSegs": nstat_retrans,
+            "tcp_info_total_retrans_segs": info.total_retrans,
+            "recursion_misses": misses.get("tracepoint__tcp__tcp_retransmit_skb", 0),
+        },
+        "cwnd": {"tcp_peers": row["snd_cwnd"], "sock_diag": info.snd_cwnd, "ss": ss_cwnd},
+        "verdict": rep.verdict,
+        "lost_events": snap.stats.get("lost_events", 0) + snap.stats.get("recursion_misses", 0),
+    }

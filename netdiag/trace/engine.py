@@ -1,0 +1,212 @@
+"""Run one probe: compile its kernel half with bcc (filters as -D defines), attach, read its
+maps each interval into typed rows, detach on exit, Ctrl-C or error.
+
+Attachments are perf-event fds owned by this process: they vanish with it even after kill -9,
+so no probe can outlive netdiag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from netdiag.kernel import bcc_loader
+from netdiag.kernel.bcc_loader import Defines, LoadEnv
+from netdiag.kernel.host import REAL, HostPaths
+from netdiag.trace import bpfstats, symbols
+from netdiag.trace.decode import Decoder, Row, apply_rates
+from netdiag.trace.manifest import Probe
+
+
+@dataclass
+class Snapshot:
+    """One interval of a probe: rows, cumulative stats and the interval's event figures."""
+
+    probe: str
+    t_ns: int  # CLOCK_MONOTONIC at read
+    interval_s: float
+    rows: list[Row]
+    stats: dict[str, int]  # cumulative since attach
+    events: int  # events in this interval
+    events_per_s: float
+    lost: int  # lost events in this interval: map full + kernel recursion misses
+    source: str = "ebpf"  # or "sock_diag" (fallback)
+    notes: list[str] = field(default_factory=list)
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "probe": self.probe,
+            "source": self.source,
+            "t_ns": self.t_ns,
+            "interval_s": round(self.interval_s, 3),
+            "events": self.events,
+            "events_per_s": round(self.events_per_s, 1),
+            "lost_events": self.lost,
+            "stats": self.stats,
+        }
+
+
+def defines_for(
+    probe: Probe,
+    ports: tuple[int, ...],
+    cookies: bool,
+    extra: Mapping[str, int | str] | None = None,
+) -> dict[str, int | str]:
+    d: dict[str, int | str] = {}
+    if probe.filter_ports and ports:
+        d["FILTER_PORT"] = ports[0]
+        if len(ports) > 1:
+            d["FILTER_PORT2"] = ports[1]
+    if probe.filter_cookies and cookies:
+        d["FILTER_COOKIES"] = 1
+    d.update(extra or {})
+    return d
+
+
+class Session:
+    """A loaded, attached probe. Use as a context manager; close() detaches everything."""
+
+    def __init__(
+        self,
+        probe: Probe,
+        defines: Defines | None = None,
+        env: LoadEnv | None = None,
+        host: HostPaths = REAL,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.probe = probe
+        self.defines = dict(defines or {})
+        self.env = env or LoadEnv()
+        self.host = host
+        self.clock = clock
+        self.bpf: Any = None
+        self._prev_rows: dict[Any, Row] = {}
+        self._prev_stats: dict[str, int] = {}
+        self._prev_t = 0
+        self.attached_ns = 0
+        self.decoder: Decoder | None = None
+
+    def render(self) -> str:
+        return bcc_loader.render(bcc_loader.bpf_source(self.probe.source), self.defines)
+
+    def open(self) -> Session:
+        bcc_loader.prepare(self.env)  # mounts tracefs before enums are read from it
+        enums = symbols.resolve_enums(self.probe.enums, self.host)
+        self.bpf = bcc_loader.load(bcc_loader.bpf_source(self.probe.source), self.defines, self.env)
+        ksym = bcc_loader.import_bcc().BPF.ksym
+
+        def sym(a: int) -> str:
+            s = ksym(a)
+            return s.decode() if isinstance(s, bytes) else str(s)
+
+        self.decoder = Decoder(self.probe, enums, sym)
+        self._prev_t = self.attached_ns = self.clock()
+        return self
+
+    @property
+    def attached(self) -> int:
+        return int(self.bpf.num_open_tracepoints()) if self.bpf is not None else 0
+
+    def prog_fds(self) -> dict[str, int]:
+        """Program name -> fd (for run-time statistics)."""
+        if self.bpf is None:
+            return {}
+        return {
+            k.decode() if isinstance(k, bytes) else str(k): int(f.fd)
+            for k, f in self.bpf.funcs.items()
+        }
+
+    def set_allowed(self, cookies: set[int]) -> None:
+        """Replace the kernel allowlist (pid / cgroup / netns filters resolved to cookies)."""
+        table = self.bpf[b"allow"]
+        want = set(cookies)
+        have = {int(k.value) for k in table}
+        for c in have - want:
+            del table[table.Key(c)]
+        for c in want - have:
+            table[table.Key(c)] = table.Leaf(1)
+
+    def misses(self) -> dict[str, int]:
+        """Recursion misses per program since load (events the kernel did not run us for)."""
+        return {n: s.recursion_misses for n, s in bpfstats.read(self.prog_fds()).items()}
+
+    def _stats(self) -> dict[str, int]:
+        table = self.bpf[self.probe.output.stats_map.encode()]
+        out: dict[str, int] = {}
+        for i, name in enumerate(self.probe.output.stats):
+            if hasattr(table, "sum"):  # per-CPU array: add the CPUs' slots
+                out[name] = int(table.sum(table.Key(i)).value)
+            else:
+                out[name] = int(table[table.Key(i)].value)
+        out["recursion_misses"] = sum(self.misses().values())
+        return out
+
+    def read(self) -> Snapshot:
+        assert self.bpf is not None and self.decoder is not None, "open() first"
+        now = self.clock()
+        table = self.bpf[self.probe.output.map.encode()]
+        rows: list[Row] = []
+        closed_keys = []
+        cf = self.probe.output.closed_field
+        for k, v in table.items():
+            row = self.decoder.row(k, v, now)
+            rows.append(row)
+            if cf and row.get(cf):
+                closed_keys.append(k)
+        for k in closed_keys:  # reported once with their final figures, then forgotten
+            with contextlib.suppress(KeyError):
+                del table[k]
+        dt = (now - self._prev_t) / 1e9
+        apply_rates(self.probe, rows, self._prev_rows, dt, self.decoder.key_of)
+        stats = self._stats()
+        o = self.probe.output
+        ev = stats.get(o.events_stat, 0) - self._prev_stats.get(o.events_stat, 0)
+        lost = sum(
+            stats.get(k, 0) - self._prev_stats.get(k, 0) for k in (o.lost_stat, "recursion_misses")
+        )
+        self._prev_rows = {self.decoder.key_of(r): r for r in rows}
+        self._prev_stats = stats
+        self._prev_t = now
+        return Snapshot(self.probe.name, now, dt, rows, stats, ev, ev / dt if dt > 0 else 0.0, lost)
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            try:
+                self.bpf.cleanup()
+            finally:
+                self.bpf = None
+
+    def __enter__(self) -> Session:
+        return self.open()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def run(
+    session: Session,
+    interval_s: float,
+    count: int | None = None,
+    duration_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    before_read: Callable[[], None] | None = None,
+) -> Iterator[Snapshot]:
+    """Yield a snapshot every interval until `count` snapshots or `duration_s` have passed."""
+    start = time.monotonic()
+    n = 0
+    while True:
+        sleep(interval_s)
+        if before_read:
+            before_read()
+        yield session.read()
+        n += 1
+        if count is not None and n >= count:
+            return
+        if duration_s is not None and time.monotonic() - start >= duration_s - 1e-3:
+            return

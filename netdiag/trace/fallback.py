@@ -1,0 +1,78 @@
+"""When BPF is unavailable: tcp_peers-shaped rows from sock_diag polling (no history, no
+histogram, RTT is the kernel's current estimate — said so in every snapshot's notes)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from netdiag.measure import sockdiag
+from netdiag.trace.decode import Row, apply_rates
+from netdiag.trace.engine import Snapshot
+from netdiag.trace.manifest import Probe
+
+NOTE = "eBPF unavailable: polling sock_diag (tcp_info) — no RTT history, histogram or lifecycle"
+
+
+def row_of(c: sockdiag.TcpConn) -> Row:
+    i = c.info
+    return {
+        "sock_cookie": c.cookie,
+        "family": c.family,
+        "laddr": c.laddr,
+        "lport": c.lport,
+        "raddr": c.raddr,
+        "rport": c.rport,
+        "peer": c.peer,
+        "state": c.state,
+        "min_rtt_us": i.min_rtt_us if i else None,
+        "cc": c.cc,
+        "srtt_min_us": None,
+        "srtt_us": i.rtt_us if i else None,
+        "srtt_max_us": None,
+        "srtt_mean_us": None,
+        "srtt_p50_us": None,
+        "srtt_p90_us": None,
+        "srtt_p99_us": None,
+        "srtt_hist": None,
+        "snd_cwnd": i.snd_cwnd if i else None,
+        "ssthresh": i.snd_ssthresh if i else None,
+        "snd_wnd": i.snd_wnd if i else None,
+        "rcv_wnd": i.rcv_space if i else None,
+        "bytes_acked": i.bytes_acked if i else 0,
+        "retrans": i.total_retrans if i else 0,
+        "events": None,
+        "age_s": None,
+        "cgroup_id": c.cgroup_id,
+    }
+
+
+class Poller:
+    """Same interface as engine.Session's read() for the tcp_peers probe."""
+
+    def __init__(
+        self,
+        probe: Probe,
+        ports: tuple[int, ...],
+        netns_name: str | None,
+        allowed: Callable[[], set[int] | None] = lambda: None,
+        snapshot: Callable[..., Iterable[sockdiag.TcpConn]] = sockdiag.snapshot,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.probe, self.ports, self.netns_name = probe, ports, netns_name
+        self.allowed, self.snapshot, self.clock = allowed, snapshot, clock
+        self._prev: dict[int, Row] = {}
+        self._t = clock()
+
+    def read(self) -> Snapshot:
+        now = self.clock()
+        conns = self.snapshot(self.netns_name, ports=self.ports)
+        allow = self.allowed()
+        rows = [row_of(c) for c in conns if allow is None or c.cookie in allow]
+        dt = (now - self._t) / 1e9
+        apply_rates(self.probe, rows, self._prev, dt, lambda r: r["sock_cookie"])
+        self._prev = {r["sock_cookie"]: r for r in rows}
+        self._t = now
+        return Snapshot(
+            self.probe.name, now, dt, rows, {}, 0, 0.0, 0, source="sock_diag", notes=[NOTE]
+        )

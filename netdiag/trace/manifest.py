@@ -1,0 +1,208 @@
+"""Probe manifests (`probes/NAME.toml`): the single source of a probe's hooks, kernel needs,
+fields with units and default columns. Doctor, the docs and the engine all read this."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netdiag.errors import InputError
+from netdiag.kernel import tracefs
+from netdiag.kernel.host import REAL, HostPaths
+
+PROBES_DIR = Path(__file__).resolve().parents[2] / "probes"
+FIELD_TYPES = {"u16", "u32", "u64", "addr", "enum", "enum_array", "log2_hist", "ktime", "ksym"}
+
+
+@dataclass(frozen=True)
+class Hook:
+    category: str
+    event: str
+    args: tuple[str, ...]
+    why: str
+
+    @property
+    def tracepoint(self) -> str:
+        return f"{self.category}:{self.event}"
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    c: str  # member of the map value, or `key.MEMBER` for the key
+    type: str
+    unit: str
+    doc: str
+    enum: str | None = None
+    counter: bool = False
+    rate: str | None = None  # name of the per-interval rate column
+    rate_scale: float = 8.0  # bytes -> bits by default
+    scale: float = 1.0
+    missing: int | None = None  # sentinel the kernel half uses for "no sample"
+    hidden: bool = False
+    byteswap16: bool = False
+    running: dict[str, str] | None = None  # enum_array: add the open interval of the current state
+
+
+@dataclass(frozen=True)
+class Output:
+    map: str
+    stats_map: str
+    stats: tuple[str, ...]
+    events_stat: str
+    lost_stat: str
+    default_columns: tuple[str, ...]
+    sort: str
+    closed_field: str | None = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    summary: str
+    source: str
+    key: str
+    doc: str
+    needs: tuple[str, ...]
+    min_kernel: str
+    hooks: tuple[Hook, ...]
+    fields: tuple[Field, ...]
+    output: Output
+    enums: dict[str, Any]
+    filter_ports: bool
+    filter_cookies: bool
+    path: Path = field(compare=False)
+    derived: tuple[tuple[str, str, str], ...] = ()  # (name, numerator, denominator)
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+def _req(d: dict[str, Any], key: str, where: str) -> Any:
+    if key not in d:
+        raise InputError(f"{where}: missing `{key}`", "see probes/tcp_peers.toml for the schema")
+    return d[key]
+
+
+def parse(data: dict[str, Any], path: Path) -> Probe:
+    where = str(path)
+    p = _req(data, "probe", where)
+    hooks = []
+    for h in _req(data, "hooks", where):
+        tp = _req(h, "tracepoint", where)
+        if tp.count(":") != 1:
+            raise InputError(f"{where}: tracepoint {tp!r} is not CATEGORY:EVENT")
+        cat, ev = tp.split(":")
+        hooks.append(Hook(cat, ev, tuple(h.get("args", ())), h.get("why", "")))
+    fields = []
+    for f in _req(data, "fields", where):
+        t = _req(f, "type", where)
+        if t not in FIELD_TYPES:
+            raise InputError(
+                f"{where}: field {f.get('name')} has unknown type {t!r}",
+                f"use one of {sorted(FIELD_TYPES)}",
+            )
+        if t in ("enum", "enum_array") and f.get("enum") not in data.get("enums", {}):
+            raise InputError(
+                f"{where}: field {f['name']} names enum {f.get('enum')!r} not in [enums]"
+            )
+        fields.append(
+            Field(
+                name=_req(f, "name", where),
+                c=_req(f, "c", where),
+                type=t,
+                unit=f.get("unit", ""),
+                doc=f.get("doc", ""),
+                enum=f.get("enum"),
+                counter=bool(f.get("counter", False)),
+                rate=f.get("rate"),
+                rate_scale=float(f.get("rate_scale", 8.0)),
+                scale=float(f.get("scale", 1.0)),
+                missing=f.get("missing"),
+                hidden=bool(f.get("hidden", False)),
+                byteswap16=bool(f.get("byteswap16", False)),
+                running=f.get("running"),
+            )
+        )
+    o = _req(data, "output", where)
+    out = Output(
+        map=_req(o, "map", where),
+        stats_map=o.get("stats_map", "stats"),
+        stats=tuple(o.get("stats", ())),
+        events_stat=o.get("events_stat", ""),
+        lost_stat=o.get("lost_stat", ""),
+        default_columns=tuple(o.get("default_columns", ())),
+        sort=o.get("sort", ""),
+        closed_field=o.get("closed_field"),
+    )
+    k = data.get("kernel", {})
+    flt = data.get("filters", {})
+    return Probe(
+        name=_req(p, "name", where),
+        summary=p.get("summary", ""),
+        source=p.get("source", p["name"]),
+        key=p.get("key", ""),
+        doc=p.get("doc", ""),
+        needs=tuple(k.get("needs", ())),
+        min_kernel=str(k.get("min_kernel", "")),
+        hooks=tuple(hooks),
+        fields=tuple(fields),
+        output=out,
+        enums=dict(data.get("enums", {})),
+        filter_ports=bool(flt.get("ports", False)),
+        filter_cookies=bool(flt.get("cookies", False)),
+        path=path,
+        derived=tuple((d["name"], d["num"], d["den"]) for d in data.get("derived", ())),
+    )
+
+
+def load(name: str, probes_dir: Path = PROBES_DIR) -> Probe:
+    path = probes_dir / f"{name}.toml"
+    if not path.exists():
+        known = ", ".join(names(probes_dir)) or "none"
+        raise InputError(f"no probe {name!r}", f"known probes: {known} (see `netdiag probes`)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path}: {e}", "fix the TOML syntax") from e
+    return parse(data, path)
+
+
+def names(probes_dir: Path = PROBES_DIR) -> list[str]:
+    return sorted(p.stem for p in probes_dir.glob("*.toml"))
+
+
+def catalog(probes_dir: Path = PROBES_DIR) -> list[Probe]:
+    return [load(n, probes_dir) for n in names(probes_dir)]
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    missing: tuple[
+        str, ...
+    ]  # what is missing, as "tracepoint tcp:tcp_probe" / "arg tcp:tcp_probe.srtt"
+
+
+def availability(probe: Probe, host: HostPaths = REAL) -> Availability:
+    """Can this probe's hooks attach on the running kernel? (tracefs must be mounted to tell.)"""
+    mp = tracefs.mountpoint(host)
+    if mp is None:
+        return Availability(False, ("tracefs (not mounted; netdiag mounts it when run as root)",))
+    if not os.access(mp / "events", os.R_OK | os.X_OK):
+        return Availability(False, (f"read access to {mp}/events (run as root to check)",))
+    missing: list[str] = []
+    for h in probe.hooks:
+        fmt = tracefs.tracepoint_format(h.category, h.event, host)
+        if fmt is None:
+            missing.append(f"tracepoint {h.tracepoint}")
+            continue
+        have = tracefs.format_fields(fmt)
+        missing += [f"arg {h.tracepoint}.{a}" for a in h.args if a not in have]
+    return Availability(not missing, tuple(missing))

@@ -1,0 +1,277 @@
+"""Where snapshots go: a rich table (top-like), NDJSON lines, Prometheus exposition."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from rich.table import Table
+
+from netdiag.trace.decode import Row
+from netdiag.trace.engine import Snapshot
+
+INFINITE_SSTHRESH = 2147483647
+
+
+# column -> (header, formatter). Headers carry units; everything fits 100 columns.
+def _us_ms(v: Any) -> str:
+    return "-" if v is None else f"{v / 1000:.2f}"
+
+
+def _bps(v: Any) -> str:
+    if v is None:
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= div:
+            return f"{v / div:.1f}{unit}"
+    return f"{v:.0f}"
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "-"
+    if v == INFINITE_SSTHRESH:
+        return "inf"
+    if isinstance(v, float):
+        return f"{v:.1f}"
+    return str(v)
+
+
+def _age(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.0f}s" if v < 3600 else f"{v / 3600:.1f}h"
+
+
+SHORT_STATES = {
+    "ESTABLISHED": "ESTAB",
+    "SYN_SENT": "SYN-SENT",
+    "SYN_RECV": "SYN-RECV",
+    "FIN_WAIT1": "FIN-WAIT-1",
+    "FIN_WAIT2": "FIN-WAIT-2",
+    "TIME_WAIT": "TIME-WAIT",
+    "CLOSE_WAIT": "CLOSE-WAIT",
+    "LAST_ACK": "LAST-ACK",
+    "NEW_SYN_RECV": "SYN-RECV",
+}
+
+
+def _mesh(v: Any) -> str:
+    """The node reports mesh membership as a list of topics (or a bool)."""
+    if v is None:
+        return "-"
+    if isinstance(v, list | tuple):
+        return "yes" if v else "no"
+    return "yes" if v is True else "no" if v is False else str(v)[:6]
+
+
+def _state(v: Any) -> str:
+    return SHORT_STATES.get(str(v), str(v))[:10]
+
+
+COLUMNS: dict[str, tuple[str, Any]] = {
+    "peer": ("PEER", str),
+    "peer_id": ("PEER ID", lambda v: "-" if v is None else str(v)[:12]),
+    "mesh": ("MESH", _mesh),
+    "state": ("STATE", _state),
+    "min_rtt_us": ("MINRTT", _us_ms),
+    "srtt_min_us": ("MIN SRTT", _us_ms),
+    "srtt_us": ("SRTT", _us_ms),
+    "srtt_mean_us": ("MEAN", _us_ms),
+    "srtt_p90_us": ("P90", _us_ms),
+    "snd_cwnd": ("CWND", _num),
+    "ssthresh": ("SSTH", _num),
+    "acked_bps": ("ACKED b/s", _bps),
+    "retrans": ("RETX", _num),
+    "recovery_ms": ("RECOV ms", _num),
+    "loss_ms": ("LOSS ms", _num),
+    "age_s": ("AGE", _age),
+}
+
+
+ABBREV = {
+    "Open": "OPEN",
+    "Disorder": "DISORD",
+    "Recovery": "RECOV",
+    "ca_state": "CA",
+    "count_per_s": "PER S",
+    "location": "WHERE",
+    "socket": "SK",
+}
+
+
+TEXT_COLUMNS = {"peer", "state", "peer_id", "mesh", "reason", "protocol", "location", "ca_state"}
+
+
+def header_for(col: str) -> str:
+    """Column header; `base.member` columns (enum arrays) get short names with the unit."""
+    if col in COLUMNS:
+        return COLUMNS[col][0]
+    if "." in col:
+        base, member = col.split(".", 1)
+        name = ABBREV.get(member, member.upper())
+        if base.endswith("_ms"):
+            return f"{name} ms"
+        return f"#{name}"
+    return ABBREV.get(col, col.upper())
+
+
+def cell(col: str, row: Row) -> str:
+    if "." in col:  # enum_array member, e.g. time_ms.Recovery
+        base, member = col.split(".", 1)
+        v = (row.get(base) or {}).get(member)
+        return _num(round(v, 1) if isinstance(v, float) else v)
+    v = row.get(col)
+    if col == "min_rtt_us" and v is None:  # socket outside sock_diag's namespace: the probe's
+        v = row.get("srtt_min_us")
+    fmt = COLUMNS.get(col, (None, _num))[1]
+    return str(fmt(v))
+
+
+def sort_rows(rows: list[Row], key: str, reverse: bool = True) -> list[Row]:
+    """Rows by one column (`base.member` for enum arrays); rows without a value go last."""
+
+    def val(r: Row) -> Any:
+        if "." in key:
+            base, member = key.split(".", 1)
+            return (r.get(base) or {}).get(member)
+        return r.get(key)
+
+    have = [r for r in rows if val(r) is not None]
+    missing = [r for r in rows if val(r) is None]
+    numeric = all(isinstance(val(r), int | float) for r in have)
+    have.sort(key=lambda r: val(r) if numeric else str(val(r)), reverse=reverse)
+    return have + missing
+
+
+def table(
+    snap: Snapshot, columns: Sequence[str], title: str, overhead: str | None, limit: int = 40
+) -> Table:
+    rtt = "RTT in ms · " if any(c.endswith("_us") for c in columns) else ""
+    cap = (
+        f"{rtt}{len(snap.rows)} rows · {snap.events_per_s:,.0f} events/s · "
+        f"lost {snap.lost} · source {snap.source}"
+    )
+    if overhead:
+        cap += f" · {overhead}"
+    for n in snap.notes:
+        cap += f"\n{n}"
+    t = Table(
+        title=title,
+        caption=cap,
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+        caption_justify="left",
+    )
+    for c in columns:
+        t.add_column(
+            header_for(c),
+            justify="left" if c in TEXT_COLUMNS else "right",
+            no_wrap=True,
+        )
+    for r in snap.rows[:limit]:
+        t.add_row(*(cell(c, r) for c in columns))
+    return t
+
+
+def _jsonable(row: Row) -> Row:
+    return {k: v for k, v in row.items()}
+
+
+def ndjson_line(snap: Snapshot, extra: dict[str, Any] | None = None) -> str:
+    obj = {
+        **snap.header(),
+        **(extra or {}),
+        "notes": snap.notes,
+        "rows": [_jsonable(r) for r in snap.rows],
+    }
+    return json.dumps(obj, separators=(",", ":"), default=str)
+
+
+# --- Prometheus -------------------------------------------------------------------------
+
+PROM_GAUGES = {
+    "srtt_us": ("netdiag_tcp_srtt_microseconds", "smoothed RTT at the last event"),
+    "min_rtt_us": ("netdiag_tcp_min_rtt_microseconds", "kernel's minimum RTT (tcpi_min_rtt)"),
+    "srtt_min_us": ("netdiag_tcp_srtt_min_microseconds", "smallest smoothed RTT seen"),
+    "snd_cwnd": ("netdiag_tcp_cwnd_segments", "congestion window"),
+    "ssthresh": ("netdiag_tcp_ssthresh_segments", "slow-start threshold"),
+    "acked_bps": ("netdiag_tcp_acked_bits_per_second", "acked throughput over the last interval"),
+}
+PROM_COUNTERS = {
+    "bytes_acked": ("netdiag_tcp_acked_bytes", "bytes acknowledged by the peer"),
+    "retrans": ("netdiag_tcp_retransmits", "retransmitted segments"),
+}
+
+
+class PromCollector:
+    """A prometheus_client collector exposing the latest snapshot."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snap: Snapshot | None = None
+
+    def update(self, snap: Snapshot) -> None:
+        with self._lock:
+            self._snap = snap
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        with self._lock:
+            snap = self._snap
+        if snap is None:
+            return
+        labels = ["peer", "sock_cookie", "peer_id"]
+
+        def lv(r: Row) -> list[str]:
+            return [
+                str(r.get("peer", "")),
+                str(r.get("sock_cookie", "")),
+                str(r.get("peer_id") or ""),
+            ]
+
+        for col, (name, doc) in PROM_GAUGES.items():
+            g = GaugeMetricFamily(name, doc, labels=labels)
+            for r in snap.rows:
+                if r.get(col) is not None:
+                    g.add_metric(lv(r), float(r[col]))
+            yield g
+        for col, (name, doc) in PROM_COUNTERS.items():
+            c = CounterMetricFamily(name, doc, labels=labels)
+            for r in snap.rows:
+                if r.get(col) is not None:
+                    c.add_metric(lv(r), float(r[col]))
+            yield c
+        ev = GaugeMetricFamily("netdiag_probe_events_per_second", "probe events per second")
+        ev.add_metric([], snap.events_per_s)
+        yield ev
+        lost = CounterMetricFamily(
+            "netdiag_probe_lost_events", "events the kernel half could not aggregate"
+        )
+        lost.add_metric([], float(snap.stats.get("lost_events", 0)))
+        yield lost
+
+
+def serve_prometheus(addr: str, collector: PromCollector) -> Any:
+    """Start the exposition server on HOST:PORT; returns the server (shutdown() on exit)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from netdiag.errors import InputError
+
+    host, _, port = addr.rpartition(":")
+    if not port.isdigit():
+        raise InputError(
+            f"--prometheus {addr!r} is not HOST:PORT", "e.g. --prometheus 127.0.0.1:9464"
+        )
+    reg = CollectorRegistry()
+    reg.register(collector)
+    server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=reg)
+    return server
+
+
+def visible(rows: Iterable[Row], columns: Sequence[str]) -> list[list[str]]:
+    return [[cell(c, r) for c in columns] for r in rows]

@@ -1,0 +1,159 @@
+"""BDP derivations and verdicts from tcp_info samples."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from netdiag.measure import bdp, rttprobe, sockdiag
+from netdiag.measure.sockdiag import BbrInfo, TcpConn, TcpInfo
+
+INFO = TcpInfo(
+    ca_state="Open",
+    retransmits=0,
+    rto_us=204000,
+    snd_mss=1448,
+    rcv_mss=1448,
+    unacked=0,
+    lost=0,
+    rtt_us=5500,
+    rttvar_us=100,
+    min_rtt_us=5000,
+    snd_ssthresh=2147483647,
+    snd_cwnd=100,
+    total_retrans=0,
+    pacing_rate_bps=0,
+    delivery_rate_bps=10_000_000_000,
+    delivery_rate_app_limited=False,
+    busy_time_us=0,
+    rwnd_limited_us=0,
+    sndbuf_limited_us=0,
+    bytes_acked=0,
+    bytes_received=0,
+    bytes_sent=0,
+    bytes_retrans=0,
+    snd_wnd=0,
+    rcv_space=0,
+    segs_out=0,
+    notsent_bytes=0,
+)
+
+
+def conn(
+    cookie: int = 1,
+    inode: int = 0,
+    cgroup_id: int | None = None,
+    cc: str = "cubic",
+    bbr: BbrInfo | None = None,
+    **info: Any,
+) -> TcpConn:
+    return TcpConn(
+        cookie=cookie,
+        family=2,
+        state="ESTABLISHED",
+        laddr="127.0.0.1",
+        lport=40000,
+        raddr="198.51.100.7",
+        rport=30303,
+        inode=inode,
+        uid=0,
+        cgroup_id=cgroup_id,
+        cc=cc,
+        info=replace(INFO, **info),
+        bbr=bbr,
+    )
+
+
+def test_rwnd_limited_verdict_gives_the_buffer_size() -> None:
+    # 10 Gbit/s x 5 ms = 6.25 MB BDP -> tcp_rmem max >= 12.5 MB
+    a = conn(busy_time_us=1_000_000, rwnd_limited_us=0)
+    b = conn(busy_time_us=2_000_000, rwnd_limited_us=700_000)
+    r = bdp.report([a, b], rmem_max=6_291_456)
+    assert r.bdp_bytes == 6_250_000
+    assert r.limits is not None and r.limits.rwnd == 0.7 and r.limits.window == "sample"
+    assert r.verdict.startswith(
+        "rwnd-limited (70% of busy time): raise tcp_rmem max on the receiver to ≥ 2 × BDP = 12.5 MB"
+    )
+
+
+def test_a_window_limit_is_named_even_when_busy_time_is_larger() -> None:
+    # measured on a lab link with the receiver's SO_RCVBUF pinned: 45 % rwnd, 55 % busy
+    b = conn(busy_time_us=1_000_000, rwnd_limited_us=450_000, snd_wnd=39_096)
+    v = bdp.report([b], rmem_max=64_000_000).verdict
+    assert v.startswith("rwnd-limited (45% of busy time)")
+    assert "pins SO_RCVBUF or reads slowly (its window: 39.1 kB)" in v
+
+
+def test_sndbuf_and_cwnd_verdicts() -> None:
+    s = conn(busy_time_us=1_000_000, sndbuf_limited_us=500_000)
+    assert bdp.report([s]).verdict.startswith(
+        "sndbuf-limited (50% of busy time): raise tcp_wmem max"
+    )
+    small = conn(busy_time_us=1_000_000, snd_cwnd=10, total_retrans=7)
+    v = bdp.report([small]).verdict
+    assert v.startswith("cwnd-limited below BDP") and "7 retransmits" in v
+    full = conn(busy_time_us=1_000_000, snd_cwnd=5000)
+    assert bdp.report([full]).verdict.startswith("cwnd-limited at BDP")
+
+
+def test_app_limited_samples_are_excluded_from_the_rate() -> None:
+    samples = [
+        conn(delivery_rate_bps=50_000_000_000, delivery_rate_app_limited=True, busy_time_us=10),
+        conn(delivery_rate_bps=8_000_000, busy_time_us=20),
+    ]
+    r = bdp.report(samples)
+    assert r.delivery_rate_bps == 8_000_000 and r.app_limited_samples == 1
+    only_app = bdp.report([conn(delivery_rate_app_limited=True, busy_time_us=5)])
+    assert only_app.bw_bps is None and only_app.bdp_bytes is None
+    assert only_app.verdict.startswith("app-limited")
+
+
+def test_bbr_estimates_win_when_bbr_runs() -> None:
+    r = bdp.report(
+        [
+            conn(
+                cc="bbr",
+                bbr=BbrInfo(bw_bps=80_000_000, min_rtt_us=20_000, pacing_gain=1.0, cwnd_gain=2.0),
+                min_rtt_us=20_000,
+                busy_time_us=1,
+            )
+        ]
+    )
+    assert r.bw_source == "bbr" and r.bdp_bytes == 200_000
+
+
+def test_tcp_info_decoding_units() -> None:
+    raw = {
+        "tcpi_rtt": 1000,
+        "tcpi_min_rtt": 900,
+        "tcpi_delivery_rate": 125,
+        "tcpi_pacing_rate": 10,
+        "tcpi_delivery_rate_app_limited": 1,
+        "tcpi_ca_state": 4,
+        "tcpi_busy_time": 7,
+    }
+    i = sockdiag.tcp_info_from(raw)
+    assert i.rtt_us == 1000 and i.delivery_rate_bps == 1000 and i.pacing_rate_bps == 80
+    assert i.delivery_rate_app_limited and i.ca_state == "Loss" and i.busy_time_us == 7
+    b = sockdiag.bbr_info_from(
+        {
+            "bbr_bw_lo": 1,
+            "bbr_bw_hi": 1,
+            "bbr_min_rtt": 5,
+            "bbr_pacing_gain": 512,
+            "bbr_cwnd_gain": 256,
+        }
+    )
+    assert b.bw_bps == ((1 << 32) + 1) * 8 and b.pacing_gain == 2.0 and b.cwnd_gain == 1.0
+    assert sockdiag.addr_text("::ffff:10.0.0.1") == "10.0.0.1"
+
+
+def test_probe_target_parsing() -> None:
+    assert rttprobe.parse_target("127.0.0.1:30303") == ("127.0.0.1", 30303)
+    from netdiag.errors import InputError
+
+    for bad in ("127.0.0.1", ":80", "host:port"):
+        with pytest.raises(InputError):
+            rttprobe.parse_target(bad)
