@@ -519,7 +519,7 @@ class P2PBench:
                     continue
                 peer_node = addr_to_node.get(c.raddr, c.raddr)
                 peer = peers.get(r.name, {}).get(c.cookie, {})
-                row = {
+                row: dict[str, str | int | float | bool | None] = {
                     "variant": variant,
                     "round": self.round,
                     "t_s": round(t_s, 3),
