@@ -72,3 +72,20 @@ def test_cli_rejects_bad_file_with_exit_2(tmp_path: Path, capsys: object) -> Non
     f = tmp_path / "bad.json"
     f.write_text('{"schema_version": 1}')
     assert main(["report", str(f)]) == 2
+
+
+def test_wide_summary_tables_are_turned_for_the_terminal() -> None:
+    from rich.console import Console
+
+    from netdiag.report import terminal
+
+    wide = tables.Table(
+        "propagation",
+        ["variant", "kind", "p50_ms", "p90_ms", "p99_ms", "max_ms", "delivery_ratio"],
+        [["cubic", "block", 1.0, 2.0, 3.0, 4.0, 1.0], ["bbr", "block", 0.5, 1.0, 1.5, 2.0, 1.0]],
+    )
+    console = Console(record=True, width=100)
+    terminal.print_tables(console, [wide])
+    text = console.export_text()
+    assert "cubic block" in text and "bbr block" in text  # one column per row
+    assert any(line.split()[:1] == ["p99_ms"] and "3.00" in line for line in text.splitlines())
