@@ -15,10 +15,8 @@ the P2P port without the application choosing anything.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,9 +24,9 @@ from typing import Any
 
 from rich.table import Table
 
-from netdiag.errors import NetdiagError
 from netdiag.kernel import cgroup
 from netdiag.lab import Lab, two_node
+from netdiag.lab.iperf import iperf3 as lab_iperf3
 from netdiag.tune import apply as tune_apply
 from netdiag.tune import plan as tune_plan
 from netdiag.tune.env import TuneEnv
@@ -52,52 +50,8 @@ def _join(cg: Path | None) -> Callable[[], None] | None:
 
 def iperf3(lab: Lab, port: int, seconds: float, cc: str | None, cg: Path | None) -> dict[str, Any]:
     """One iperf3 run a -> b; `cc` None leaves the choice to the kernel (default or sockops)."""
-    srv = lab.popen(
-        "b",
-        ["iperf3", "-s", "-1", "-p", str(port), "-B", lab.addr("b")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while not lab.exec("b", ["ss", "-Htln", f"sport = :{port}"]).stdout.strip():
-            if time.monotonic() > deadline:
-                raise NetdiagError("iperf3 server did not start in the lab", "is iperf3 installed?")
-            time.sleep(0.05)
-        args = [
-            "iperf3",
-            "-c",
-            lab.addr("b"),
-            "-p",
-            str(port),
-            "-J",
-            "-t",
-            f"{seconds:g}",
-            "-O",
-            "2",
-        ]
-        if cc:
-            args += ["-C", cc]
-        r = subprocess.run(
-            lab.argv("a", args),
-            capture_output=True,
-            text=True,
-            timeout=seconds + 30,
-            preexec_fn=_join(cg),
-        )
-        try:
-            data: dict[str, Any] = json.loads(r.stdout)
-        except json.JSONDecodeError as e:
-            raise NetdiagError(f"iperf3 printed no JSON: {r.stderr[-300:]}", "see above") from e
-        if data.get("error"):
-            raise NetdiagError(f"iperf3: {data['error']}", "is the lab up?")
-        return data
-    finally:
-        try:
-            srv.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            srv.wait()
+    args = ["-O", "2", *(["-C", cc] if cc else [])]
+    return lab_iperf3(lab, "a", "b", args, seconds, port, preexec=_join(cg))
 
 
 def _row(data: dict[str, Any]) -> dict[str, Any]:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
 from pathlib import Path
 
-from netdiag.errors import PrivilegeError
-from netdiag.kernel.host import REAL, HostPaths, mounts
+from netdiag.kernel.host import REAL, HostPaths, mount_pseudo, mounts
 
 DEFAULT = Path("/sys/fs/bpf")
 
@@ -24,11 +21,5 @@ def ensure(host: HostPaths = REAL) -> Path:
     found = mountpoint(host)
     if found is not None:
         return found
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(b"bpf", str(DEFAULT).encode(), b"bpf", 0, None) != 0:
-        err = ctypes.get_errno()
-        raise PrivilegeError(
-            f"cannot mount bpffs on {DEFAULT}: {os.strerror(err)}",
-            "run as root (CAP_SYS_ADMIN) or `mount -t bpf bpf /sys/fs/bpf`",
-        )
+    mount_pseudo("bpf", DEFAULT)
     return DEFAULT

@@ -61,3 +61,18 @@ def cache_dir() -> Path:
 def state_dir() -> Path:
     """Where netdiag records kernel state it owns (labs, tune journal). Survives kill -9."""
     return Path(os.environ.get("NETDIAG_STATE", "/var/lib/netdiag"))
+
+
+def mount_pseudo(fstype: str, target: Path) -> None:
+    """mount -t FSTYPE FSTYPE TARGET (tracefs, bpf): netdiag mounts these when it needs them."""
+    import ctypes
+
+    from netdiag.errors import PrivilegeError
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(fstype.encode(), str(target).encode(), fstype.encode(), 0, None) != 0:
+        err = ctypes.get_errno()
+        raise PrivilegeError(
+            f"cannot mount {fstype} on {target}: {os.strerror(err)}",
+            f"run as root (CAP_SYS_ADMIN) or `mount -t {fstype} {fstype} {target}`",
+        )

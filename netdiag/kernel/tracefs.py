@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
 from pathlib import Path
 
-from netdiag.errors import PrivilegeError
-from netdiag.kernel.host import REAL, HostPaths, mounts
+from netdiag.kernel.host import REAL, HostPaths, mount_pseudo, mounts
 
 DEFAULT = Path("/sys/kernel/tracing")
 
@@ -25,13 +21,7 @@ def ensure(host: HostPaths = REAL) -> Path:
     found = mountpoint(host)
     if found is not None:
         return found
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.mount(b"tracefs", str(DEFAULT).encode(), b"tracefs", 0, None) != 0:
-        err = ctypes.get_errno()
-        raise PrivilegeError(
-            f"cannot mount tracefs on {DEFAULT}: {os.strerror(err)}",
-            "run as root (CAP_SYS_ADMIN) or `mount -t tracefs tracefs /sys/kernel/tracing`",
-        )
+    mount_pseudo("tracefs", DEFAULT)
     return DEFAULT
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from rich.table import Table
 
 from netdiag.errors import NetdiagError
+from netdiag.lab.iperf import iperf3
 from netdiag.lab.lab import Lab
 from netdiag.lab.topology import Topology, parse, two_node
 
@@ -84,71 +85,6 @@ def _cpu_ticks(pid: int) -> int:
         s = f.read()
     fields = s[s.rindex(")") + 2 :].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def iperf3(
-    lab: Lab,
-    client: str,
-    server: str,
-    args: list[str],
-    seconds: float,
-    port: int,
-    during: Callable[[], Any] | None = None,
-) -> dict[str, Any]:
-    """Run an iperf3 client in `client` against a one-shot server in `server`; the JSON result.
-
-    `during` is called while the client runs (e.g. to sample interface counters).
-    """
-    srv = lab.popen(
-        server,
-        ["iperf3", "-s", "-1", "-J", "-p", str(port), "-B", lab.addr(server)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while True:  # wait until the server listens
-            r = lab.exec(server, ["ss", "-Htln", f"sport = :{port}"])
-            if r.stdout.strip() or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        argv = [
-            "iperf3",
-            "-c",
-            lab.addr(server),
-            "-p",
-            str(port),
-            "-J",
-            "-t",
-            f"{seconds:g}",
-            *args,
-        ]
-        cli = subprocess.Popen(
-            lab.argv(client, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        try:
-            if during is not None:
-                during()
-            out, err = cli.communicate(timeout=seconds + 30)
-        finally:
-            if cli.poll() is None:
-                cli.kill()
-                cli.wait()
-        try:
-            data: dict[str, Any] = json.loads(out)
-        except json.JSONDecodeError as e:
-            raise NetdiagError(
-                f"iperf3 printed no JSON: {out[-300:]} {err[-300:]}", "see above"
-            ) from e
-        if data.get("error"):
-            raise NetdiagError(f"iperf3: {data['error']}", "is the lab up?")
-        return data
-    finally:
-        try:
-            srv.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            srv.wait()
 
 
 def timed_counters(lab: Lab, node: str, dev: str) -> tuple[float, dict[str, int]]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from netdiag.lab import Lab, two_node
-from netdiag.lab.fidelity import iperf3, ping_rtt, rtt_target_s
+from netdiag.lab.fidelity import ping_rtt, rtt_target_s
+from netdiag.lab.iperf import iperf3
 from tests.kernel.lab.helpers import leftovers
 
 pytestmark = pytest.mark.usefixtures("need_iperf3")
