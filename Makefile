@@ -12,6 +12,9 @@ setup:
 
 demo: setup
 	@$(BIN)/netdiag doctor
+	@mkdir -p results
+	@$(BIN)/netdiag bench p2p --nodes 12 --profile lossy-wan --cc cubic,bbr --duration 20 \
+		--tx-bytes 4096 --seed 1 --out results/demo.json --html results/demo.html
 
 test: setup
 	@scripts/run-tests.sh $(PYTEST_ARGS)

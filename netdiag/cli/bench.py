@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, str] = {
     "cc": "netdiag.cli.tune:bench_cc",
     "probes": "netdiag.cli.bench_probes:probes",
     "sync": "netdiag.cli.sync_bench:sync",
+    "p2p": "netdiag.cli.bench_p2p:bench_p2p",
 }
 
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "trace-peers": "netdiag.cli.trace:trace_peers",
     "probes": "netdiag.cli.trace:probes",
     "bdp": "netdiag.cli.bdp:bdp",
+    "report": "netdiag.cli.report:report",
 }
 
 

@@ -1,0 +1,207 @@
+"""`netdiag bench p2p`: thin CLI over netdiag.bench.p2p — options, live progress, summary, file."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from netdiag.bench.p2p import P2PBench, P2PParams, Progress
+from netdiag.bench.p2p_topology import PROFILES, SHAPES
+from netdiag.errors import InputError, PrivilegeError
+
+
+def _cc_list(value: str) -> tuple[str, ...]:
+    ccs = tuple(c.strip() for c in value.split(",") if c.strip())
+    if not ccs:
+        raise InputError("--cc is empty", "e.g. --cc bbr or --cc cubic,bbr")
+    return ccs
+
+
+def _progress_line(p: Progress) -> Text:
+    left = p.time_left_s()
+    parts = [
+        f"[{p.variant or '-'}] {p.phase}",
+        f"nodes up {p.nodes_up}/{p.nodes_total}",
+        f"txs sent {p.txs_sent}",
+        f"height {p.height}",
+    ]
+    if left is not None:
+        parts.append(f"{left:4.0f} s left")
+    return Text("  ·  ".join(parts), style="cyan")
+
+
+@click.command("p2p")
+@click.option("--nodes", default=16, show_default=True, help="Nodes in the cluster (>= 4).")
+@click.option("--topology", type=click.Choice(SHAPES), default="regular", show_default=True)
+@click.option("--degree", default=4, show_default=True, help="Links per node.")
+@click.option(
+    "--profile",
+    type=click.Choice(sorted(PROFILES)),
+    default="wan",
+    show_default=True,
+    help="Link profile: wan (100 Mbit/s, 0.1 % loss), lossy-wan (1 %), clean.",
+)
+@click.option("--rate", "rate_mbit", type=float, help="Override the link rate (Mbit/s).")
+@click.option("--loss", "loss_pct", type=float, help="Override the link loss (%).")
+@click.option("--tx-rate", default=20.0, show_default=True, help="Transactions/s, whole cluster.")
+@click.option(
+    "--tx-bytes",
+    default=256,
+    show_default=True,
+    help="Payload bytes per transaction (the node caps a transaction at 16 KiB).",
+)
+@click.option(
+    "--duration", "duration_s", default=30.0, show_default=True, help="Load phase per cc, seconds."
+)
+@click.option("--slot-ms", default=1000, show_default=True, help="Block slot time.")
+@click.option(
+    "--cc",
+    "cc",
+    default="bbr",
+    show_default=True,
+    help="Congestion controls to run, alternating with the same seed: cubic,bbr.",
+)
+@click.option(
+    "--rounds",
+    default=1,
+    show_default=True,
+    help="Alternate the --cc list this many times (same seed); summaries pool the rounds.",
+)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--engine", type=click.Choice(["auto", "userspace", "kernel"]), default="auto")
+@click.option("--no-tls", is_flag=True, help="Run the nodes without TLS.")
+@click.option("--kill", default=0, help="Validators killed with SIGKILL at mid-load.")
+@click.option(
+    "--partition",
+    "partition_s",
+    default=0.0,
+    help="Cut the cluster in two halves for this many seconds at mid-load.",
+)
+@click.option("--lossy-link", help="One link with extra loss for the whole run: n01-n02:5%.")
+@click.option("--byzantine", is_flag=True, help="A peer serving a forged segment to syncers.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    help="Result file (default results/p2p-<UTC time>.json).",
+)
+@click.option(
+    "--html", "html_out", type=click.Path(dir_okay=False), help="Also write the HTML report here."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result file path and summary as JSON instead of tables.",
+)
+def bench_p2p(
+    nodes: int,
+    topology: str,
+    degree: int,
+    profile: str,
+    rate_mbit: float | None,
+    loss_pct: float | None,
+    tx_rate: float,
+    tx_bytes: int,
+    duration_s: float,
+    slot_ms: int,
+    cc: str,
+    rounds: int,
+    seed: int,
+    engine: str,
+    no_tls: bool,
+    kill: int,
+    partition_s: float,
+    lossy_link: str | None,
+    byzantine: bool,
+    out: str | None,
+    html_out: str | None,
+    as_json: bool,
+) -> None:
+    """Load-test a cluster of reference nodes on emulated WAN links; save one result file."""
+    import json
+    import os
+
+    if os.geteuid() != 0:
+        raise PrivilegeError(
+            "bench p2p builds namespaces and links", "run as root (CAP_SYS_ADMIN, CAP_NET_ADMIN)"
+        )
+    if byzantine:
+        raise InputError(
+            "--byzantine needs a forged-segment mode in the reference node, which it lacks",
+            "run without --byzantine; the node's sync tests cover forged segments",
+        )
+    if not 0 <= tx_bytes <= 15 * 1024:
+        raise InputError(f"--tx-bytes {tx_bytes} is out of range", "use 0 to 15360")
+    if rounds < 1:
+        raise InputError(f"--rounds {rounds} must be at least 1", "e.g. --rounds 2")
+    if tx_rate <= 0 or duration_s <= 0:
+        raise InputError("--tx-rate and --duration must be positive", "e.g. --tx-rate 20")
+    params = P2PParams(
+        nodes=nodes,
+        topology=topology,
+        degree=degree,
+        profile=profile,
+        rate_bps=int(rate_mbit * 1e6) if rate_mbit is not None else None,
+        loss=loss_pct / 100 if loss_pct is not None else None,
+        tx_rate=tx_rate,
+        tx_bytes=tx_bytes,
+        duration_s=duration_s,
+        slot_ms=slot_ms,
+        cc=_cc_list(cc),
+        rounds=rounds,
+        seed=seed,
+        engine=engine,
+        tls=not no_tls,
+        kill=kill,
+        partition_s=partition_s,
+        lossy_link=lossy_link,
+        byzantine=byzantine,
+    )
+    console = Console(stderr=True)
+    with Live(
+        _progress_line(Progress(nodes_total=nodes)),
+        console=console,
+        refresh_per_second=4,
+        transient=True,
+    ) as live:
+        bench = P2PBench(params, report=lambda p: live.update(_progress_line(p)))
+        result = bench.run()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = result.save(Path(out) if out else Path("results") / f"p2p-{stamp}.json")
+    from netdiag.bench import results as results_mod
+    from netdiag.report import tables, terminal
+
+    doc = results_mod.load(path)
+    tabs = tables.summary_tables(doc)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "result": str(path),
+                    "summary": doc["summary"],
+                    "notes": doc["metadata"].get("notes", []),
+                },
+                indent=1,
+            )
+        )
+    else:
+        out_console = Console()
+        terminal.print_header(out_console, str(path), doc)
+        terminal.print_tables(out_console, tabs)
+        for note in doc["metadata"].get("notes", []):
+            out_console.print(f"[yellow]note:[/] {note}")
+        out_console.print(f"result: {path}")
+    if html_out:
+        from netdiag.report import html, plots
+
+        runs = [("", doc)]
+        Path(html_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(html_out).write_text(html.page(runs, tabs, plots.render(runs)))
+        if not as_json:
+            Console().print(f"report: {html_out}")

@@ -1,0 +1,74 @@
+"""`netdiag report RESULT.json [B.json] [--html OUT]`: summary, plots and comparison of runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from netdiag.bench import results
+from netdiag.errors import UsageError
+from netdiag.report import html, plots, tables, terminal
+
+
+@click.command("report")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False),
+    help="Write a self-contained HTML page (plots embedded) to this path.",
+)
+@click.option(
+    "--png-dir",
+    type=click.Path(file_okay=False),
+    help="Also write each plot as NAME.png into this directory.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the summary tables as one JSON object."
+)
+def report(
+    files: tuple[str, ...], html_out: str | None, png_dir: str | None, as_json: bool
+) -> None:
+    """Summarise a benchmark result file; with two files, compare them side by side (B/A)."""
+    if len(files) > 2:
+        raise UsageError(
+            f"report takes one or two result files, got {len(files)}",
+            "pass RESULT.json, or A.json B.json to compare",
+        )
+    docs = [results.load(f) for f in files]
+    runs = [("A", docs[0]), ("B", docs[1])] if len(docs) == 2 else [("", docs[0])]
+    tabs = (
+        tables.compare_tables(docs[0], docs[1])
+        if len(docs) == 2
+        else tables.summary_tables(docs[0])
+    )
+    console = Console()
+    if as_json:
+        out = {
+            "files": list(files),
+            "tables": [
+                {"title": t.title, "rows": [dict(zip(t.columns, r, strict=True)) for r in t.rows]}
+                for t in tabs
+            ],
+        }
+        click.echo(json.dumps(out, indent=1))
+    else:
+        for (label, doc), f in zip(runs, files, strict=True):
+            terminal.print_header(console, f"{label} {f}".strip(), doc)
+        terminal.print_tables(console, tabs)
+    if html_out or png_dir:
+        rendered = plots.render(runs)
+        if png_dir:
+            d = Path(png_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            for p in rendered:
+                (d / f"{p.name}.png").write_bytes(p.png)
+        if html_out:
+            out_path = Path(html_out)
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(html.page(runs, tabs, rendered))
+            if not as_json:
+                console.print(f"report: {len(rendered)} plots → {out_path}")

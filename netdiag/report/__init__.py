@@ -1,0 +1,1 @@
+"""Plots, HTML pages and terminal summaries from result files."""

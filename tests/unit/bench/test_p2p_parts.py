@@ -1,0 +1,155 @@
+"""bench p2p's pure parts: seeded topologies and bounds, figures, the node wire client."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+
+import msgspec
+import pytest
+
+from netdiag.bench import nodeclient, p2p_stats, p2p_topology
+from netdiag.errors import InputError
+
+
+@pytest.mark.parametrize("shape", p2p_topology.SHAPES)
+def test_topology_is_seeded_connected_and_bounded(shape: str) -> None:
+    g1 = p2p_topology.build(16, shape, 4, seed=3, keep_connected_without=("n16", "n15"))
+    g2 = p2p_topology.build(16, shape, 4, seed=3, keep_connected_without=("n16", "n15"))
+    g3 = p2p_topology.build(16, shape, 4, seed=4, keep_connected_without=("n16", "n15"))
+    assert g1 == g2 and g1 != g3
+    assert g1.connected() and g1.connected(frozenset({"n16", "n15"}))
+    assert all(0.005 <= rtt <= 0.2 for _, _, rtt in g1.edges)
+    if shape == "regular":
+        assert all(len(g1.neighbours(n)) == 4 for n in g1.nodes)
+
+
+def test_shortest_path_bound_is_half_the_rtt_along_the_cheapest_path() -> None:
+    g = p2p_topology.ClusterGraph(
+        ("a", "b", "c"), (("a", "b", 0.010), ("b", "c", 0.010), ("a", "c", 0.050))
+    )
+    lat = g.one_way_s()
+    assert lat["a"]["c"] == pytest.approx(0.010)  # via b: 5 ms + 5 ms, not the 25 ms direct
+    assert p2p_stats.lower_bounds_us(lat, "a", "c") == pytest.approx(10_000)
+    assert g.one_way_s(frozenset({"b"}))["a"]["c"] == pytest.approx(0.025)
+
+
+def test_impossible_topologies_are_input_errors() -> None:
+    with pytest.raises(InputError, match="n x d must be even"):
+        p2p_topology.build(5, "regular", 3, seed=1)
+    with pytest.raises(InputError, match="unknown"):
+        p2p_topology.build(5, "torus", 2, seed=1)
+
+
+def test_propagation_summary() -> None:
+    rows = [
+        {
+            "variant": "bbr",
+            "kind": "block",
+            "msg": str(m),
+            "node": f"n{i}",
+            "delay_us": None if (m, i) == (0, 0) else 1000.0 * (i + 1),
+            "lower_bound_us": 500.0 * (i + 1),
+            "duplicates": i,
+        }
+        for m in range(2)
+        for i in range(4)
+    ]
+    (s,) = p2p_stats.propagation_summary(rows, "bbr")
+    assert s["messages"] == 2 and s["arrivals"] == 8
+    assert s["delivery_ratio"] == pytest.approx(7 / 8)
+    assert s["max_ms"] == 4.0 and s["p50_ms"] == 3.0
+    assert s["p99_over_bound"] == pytest.approx(4.0 / 2.0)
+    assert s["duplicates_per_msg"] == pytest.approx(1.5)
+    assert p2p_stats.propagation_summary(rows, "cubic") == []
+
+
+def test_transport_summary_uses_per_socket_deltas() -> None:
+    def s(t: float, cookie: int, acked: int, retrans: int) -> dict[str, object]:
+        return {
+            "variant": "bbr",
+            "t_s": t,
+            "node": "n1",
+            "cookie": cookie,
+            "bytes_acked": acked,
+            "retrans_total": retrans,
+            "srtt_us": 40_000,
+            "cwnd_segs": 10,
+            "min_rtt_us": 20_000,
+            "delivery_rate_bps": 8_000_000,
+        }
+
+    rows = [s(0, 1, 1000, 2), s(1, 1, 6000, 5), s(0, 2, 0, 0), s(1, 2, 5000, 0)]
+    out = p2p_stats.transport_summary(rows, "bbr", duration_s=2.0)
+    assert out["throughput_bps"] == (5000 + 5000) * 8 / 2.0
+    assert out["retrans_segs"] == 3
+    assert out["bdp_p50_bytes"] == pytest.approx(0.02 * 1_000_000)
+
+
+def test_metrics_parsing_and_label_sums() -> None:
+    text = (
+        "# TYPE netdiag_node_validation_seconds histogram\n"
+        'netdiag_node_validation_seconds_sum{kind="block"} 0.5\n'
+        'netdiag_node_validation_seconds_count{kind="block"} 10.0\n'
+        'netdiag_node_validation_seconds_sum{kind="tx"} 0.01\n'
+    )
+    m = nodeclient.parse_metrics(text)
+    assert nodeclient.metric_sum(m, "netdiag_node_validation_seconds_sum", kind="block") == 0.5
+    assert nodeclient.metric_sum(m, "netdiag_node_validation_seconds_sum") == pytest.approx(0.51)
+
+
+def test_signed_tx_and_id_follow_the_documented_encoding() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    signer = nodeclient.TxSigner(b"seed")
+    body, txid = signer.next_tx(b"\x01\x02", timestamp_ms=1234)
+    enc = msgspec.msgpack.Encoder()
+    fields = (bytes.fromhex(body["sender"]), 0, 1234, b"\x01\x02")
+    Ed25519PublicKey.from_public_bytes(fields[0]).verify(
+        bytes.fromhex(body["signature"]), nodeclient.TX_DOMAIN + enc.encode(fields)
+    )
+    assert (
+        txid == hashlib.sha256(enc.encode((*fields, bytes.fromhex(body["signature"])))).hexdigest()
+    )
+    assert signer.next_tx(b"")[0]["nonce"] == 1
+
+
+def _has_node_model() -> bool:
+    try:
+        return importlib.util.find_spec("netdiag.node.model") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+NODE_MODEL = _has_node_model()
+
+
+@pytest.mark.skipif(not NODE_MODEL, reason="needs netdiag.node.model (the reference node, issue 3)")
+def test_client_encoding_matches_the_node() -> None:
+    from netdiag.node import model  # the node's own encoder, to keep the client honest
+
+    signer = nodeclient.TxSigner(b"x")
+    body, txid = signer.next_tx(b"hello", timestamp_ms=99)
+    tx = model.Tx(bytes.fromhex(body["sender"]), 0, 99, b"hello", bytes.fromhex(body["signature"]))
+    assert tx.txid().hex() == txid
+    header = model.BlockHeader(1, "net", 5, b"\x01" * 32, 77, b"\x02" * 32, b"\x03" * 32, 1)
+    block = model.Block(header, header.compute_hash(), b"\x04" * 64, [tx])
+    as_json = {
+        "height": 5,
+        "prev_hash": "01" * 32,
+        "timestamp_ms": 77,
+        "producer": "02" * 32,
+        "tx_root": "03" * 32,
+        "hash": header.compute_hash().hex(),
+        "signature": "04" * 64,
+        "txs": [body],
+    }
+    assert nodeclient.block_message_id(as_json, "net") == hashlib.sha256(block.encode()).hexdigest()
+
+
+def test_first_seen_from_an_age_is_placed_mid_round_trip() -> None:
+    from netdiag.bench.p2p import _first_seen
+
+    t, dups, err = _first_seen({"first_seen_age_s": 0.5, "duplicates": 3}, 10.0, 10.2)
+    assert t == pytest.approx(9.6) and dups == 3 and err == pytest.approx(0.1)
+    assert _first_seen({"first_seen_s": 7.0}, 10.0, 10.2) == (7.0, 0, 0.0)
