@@ -935,13 +935,13 @@ def _mean(values: Any) -> float | None:
 def _first_seen(rec: dict[str, Any], t0: float, t1: float) -> tuple[float, int, float]:
     """When a node first saw a message, on this host's CLOCK_MONOTONIC (the nodes' clock too).
 
-    The node reports either the absolute time (`first_seen_s`) or its age at the moment it
-    answered (`first_seen_age_s`); that moment lies between our send (t0) and receive (t1), so
-    the midpoint is used and half the round trip is the error bound.
+    The node reports the absolute time (`first_seen_monotonic_ns`, exact) and its age at the
+    moment it answered (`first_seen_age_s`); for the age, that moment lies between our send (t0)
+    and receive (t1), so the midpoint is used and half the round trip is the error bound.
     """
     dups = int(rec.get("duplicates", 0))
-    if "first_seen_s" in rec:
-        return float(rec["first_seen_s"]), dups, 0.0
+    if "first_seen_monotonic_ns" in rec:
+        return int(rec["first_seen_monotonic_ns"]) / 1e9, dups, 0.0
     return (t0 + t1) / 2 - float(rec["first_seen_age_s"]), dups, (t1 - t0) / 2
 
 

@@ -27,7 +27,8 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     peers: list[str] = []
     tls: bool = True
     produce: bool = True  # produce blocks in our slots if our key is a genesis validator
-    min_peers_to_produce: int = -1  # -1: connected to a majority of validators (see daemon)
+    min_peers_to_produce: int = -1  # -1: hear from a majority of validators (presence.py)
+    presence_interval_s: float = 1.0  # validator beacons; one is fresh for 3 intervals
     # connections
     max_inbound: int = 64
     max_outbound: int = 16

@@ -152,4 +152,5 @@ def test_first_seen_from_an_age_is_placed_mid_round_trip() -> None:
 
     t, dups, err = _first_seen({"first_seen_age_s": 0.5, "duplicates": 3}, 10.0, 10.2)
     assert t == pytest.approx(9.6) and dups == 3 and err == pytest.approx(0.1)
-    assert _first_seen({"first_seen_s": 7.0}, 10.0, 10.2) == (7.0, 0, 0.0)
+    exact = {"first_seen_age_s": 0.5, "first_seen_monotonic_ns": 7_000_000_000}
+    assert _first_seen(exact, 10.0, 10.2) == (7.0, 0, 0.0)  # the absolute field wins
