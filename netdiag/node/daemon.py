@@ -23,6 +23,7 @@ from netdiag.node import tls
 from netdiag.node.chain import Chain, now_ms
 from netdiag.node.config import NodeConfig, split_hostport
 from netdiag.node.crypto import Identity, load_identity, save_identity
+from netdiag.node.debug import forge
 from netdiag.node.entropy_check import EntropyCheck, EntropyParams
 from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import GenesisSpec, load_genesis
@@ -67,6 +68,7 @@ MAX_SERVE_HEADERS = 256
 PENALTY_VIOLATION = 50.0
 PENALTY_INVALID = 20.0
 PENALTY_RATE = 1.0
+FORGERY_REASONS = frozenset({"hash", "signature"})  # in a sync answer: ban at once
 
 
 def short(b: bytes) -> str:
@@ -599,6 +601,19 @@ class Node:
             if budget < 0 and out:
                 break
             out.append(raw)
+        forge_from = self.cfg.debug_forge_sync_from
+        if forge_from >= 0 and count > 1:  # LAB ONLY: a byzantine server (bench --byzantine)
+            out = [
+                forge(decode_block(r)).encode() if start + i >= forge_from else r
+                for i, r in enumerate(out)
+            ]
+            self.log.warning(
+                "forged_segment_served",
+                f"debug hook: served blocks {start}..{start + len(out) - 1} forged from "
+                f"height {forge_from}",
+                start=start,
+                count=len(out),
+            )
         return out
 
     def _shareable_addrs(self, exclude: Connection) -> list[str]:
@@ -687,6 +702,10 @@ class Node:
         if res.error is not None:
             stale = isinstance(res.error, BadPrevHash) and block.height <= self.chain.height
             self._reject_block(None if stale else conn, block, res.error.reason, res.error.detail)
+            if source == "sync" and conn is not None and res.error.reason in FORGERY_REASONS:
+                # no honest node stores, so none serves, a block whose hash or producer
+                # signature is wrong: a forged sync answer is proof, not a score matter
+                self.ban(conn, f"sync: served block {block.height} with a bad {res.error.reason}")
             return "ignored" if stale else "rejected"
         for b in res.accepted:
             self._committed(b, source)
@@ -1108,6 +1127,9 @@ class Node:
             "sync": self.sync.view(),
             "entropy_check": self.entropy.view(),
             "validator_quorum": self.quorum_connected(),
+            "banned_peers": sorted(
+                pid.hex() for pid in self.book.banned if self.book.peer_banned(pid)
+            ),
             "validators_reachable": self.validators_reachable(),
             "best_peer_height": self.sync.best_peer_height(),
             "validator": self.is_validator,
