@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The test command behind `make test`: every tier, and a run that executes no test is a failure.
+# The test command behind `make test`: lint and types, then every test tier.
+# A run that executes no test is a failure, not a pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+.venv/bin/ruff check netdiag tests || exit 1
+.venv/bin/mypy || exit 1
 .venv/bin/python -m pytest -q "$@"
 rc=$?
 if [ $rc -eq 5 ]; then
