@@ -190,6 +190,7 @@ class Node:
         if self.cfg.produce and self.is_validator:  # check ten times a slot
             tick_s = max(0.01, self.genesis.params.slot_ms / 10_000)
             self._spawn(self._every("producer", tick_s, self._maybe_produce))
+        if self.is_validator:  # a validator that does not produce is still part of the quorum
             self._spawn(self._every("presence", self.cfg.presence_interval_s, self._beacon_step))
         self.log.info(
             "node_started",
