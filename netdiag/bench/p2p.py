@@ -88,7 +88,7 @@ class P2PParams:
     kill: int = 0  # validators killed with SIGKILL at mid-load and not restarted
     partition_s: float = 0.0  # cut the cluster in two halves for this long at mid-load
     lossy_link: str | None = None  # "n01-n02:5%": one link gets this loss for the whole run
-    byzantine: bool = False  # the restart victim's peers include one serving a forged segment
+    byzantine: bool = False  # a validator next to the late joiner serves forged sync segments
 
     def link_profile(self) -> p2p_topology.LinkProfile:
         try:
