@@ -88,7 +88,7 @@ class P2PParams:
     kill: int = 0  # validators killed with SIGKILL at mid-load and not restarted
     partition_s: float = 0.0  # cut the cluster in two halves for this long at mid-load
     lossy_link: str | None = None  # "n01-n02:5%": one link gets this loss for the whole run
-    byzantine: bool = False  # the restart victim's peers include one serving a forged segment
+    byzantine: bool = False  # a validator next to the late joiner serves forged sync segments
 
     def link_profile(self) -> p2p_topology.LinkProfile:
         try:
@@ -157,6 +157,15 @@ class P2PBench:
             params.seed,
             keep_connected_without=(self.late_joiner, self.victim),
         )
+        # --byzantine: a validator next to the late joiner serves forged sync segments
+        near = [n for n in self.validators if n in self.graph.neighbours(self.late_joiner)]
+        if params.byzantine and not near:
+            raise InputError(
+                f"--byzantine: the late joiner {self.late_joiner} has no validator neighbour "
+                "to act as the forger",
+                "raise --degree or change --seed",
+            )
+        self.forger = near[-1] if near else ""
         self.work_root = work_root
         self.result = ResultBuilder(
             "p2p", _params_dict(params), seed=params.seed, variants=list(params.cc)
@@ -207,6 +216,7 @@ class P2PBench:
                         "validators": list(self.validators),
                         "late_joiner": self.late_joiner,
                         "restart_victim": self.victim,
+                        "forger": self.forger if self.p.byzantine else None,
                     },
                 )
                 self._apply_lossy_link(lab)
@@ -262,6 +272,13 @@ class P2PBench:
             for i, n in enumerate(self.names)
         }
         runs[self.late_joiner].in_load = False
+        if self.p.byzantine:
+            # LAB ONLY node hook: the forger serves every block it is asked for in a range forged;
+            # it is the late joiner's only bootstrap peer, so the joiner's first sync request
+            # goes to it (the joiner learns honest peers through the forger's peer exchange)
+            forger = runs[self.forger]
+            forger.env = {"NETDIAG_NODE_DEBUG_FORGE_SYNC_FROM": "1"}
+            runs[self.late_joiner].peers = [f"{lab.addr(forger.name)}:{P2P_PORT}"]
         t0 = time.monotonic()
         try:
             self._phase("starting nodes", 30)
@@ -285,7 +302,7 @@ class P2PBench:
         r.data_dir.mkdir(parents=True, exist_ok=True)
         log = r.data_dir.parent.parent / f"{r.name}.log"
         argv = node_run_argv(r, genesis, lab.addr(r.name), self.p.tls)
-        r.proc = lab.popen(r.name, argv, log=log, kind="node", env=node_env())
+        r.proc = lab.popen(r.name, argv, log=log, kind="node", env=node_env() | r.env)
         r.api = None
 
     def _stop(self, r: NodeRun, sig: int = signal.SIGTERM) -> None:
@@ -682,6 +699,10 @@ class P2PBench:
         if victim.api is not None:
             victim.api.close()
             victim.api = None
+        forger_id = None
+        if self.p.byzantine:
+            with contextlib.suppress(NodeUnavailable, TypeError, KeyError):
+                forger_id = str(runs[self.forger].client().get_json("/status")["node_id"])
         t_join = time.monotonic()
         self._start(lab, joiner, genesis)
         restart_at = t_join + self.p.sync_gap_s
@@ -735,6 +756,8 @@ class P2PBench:
             self.progress.nodes_up = sum(self._alive(r) for r in runs.values())
             self.report(self.progress)
             time.sleep(0.1)
+        if self.p.byzantine:
+            self._record_byzantine(variant, joiner, forger_id, "late_join" in done)
         for case in cases:
             got = done.get(case)
             sync_s: float | None = got[0] if got else None
@@ -760,6 +783,29 @@ class P2PBench:
                     f"{variant}: {case} did not reach synchronized within "
                     f"{self.p.sync_timeout_s:g} s"
                 )
+
+    def _record_byzantine(
+        self, variant: str, joiner: NodeRun, forger_id: str | None, synced: bool
+    ) -> None:
+        """Did the late joiner, whose first peer served it forged blocks, sync and ban it?"""
+        st: dict[str, Any] | None = None
+        with contextlib.suppress(NodeUnavailable):
+            st = joiner.client().get_json("/status")
+        banned = list(st.get("banned_peers", [])) if st else []
+        row: dict[str, Any] = {
+            "variant": variant,
+            "round": self.round,
+            "forger": self.forger,
+            "forger_id": forger_id,
+            "joiner_synced": synced,
+            "forger_banned_by_joiner": forger_id is not None and forger_id in banned,
+            "joiner_bans": len(banned),
+        }
+        self.result.record("byzantine", row)
+        if not row["forger_banned_by_joiner"]:
+            self.notes.append(
+                f"{variant}{self._rtag()}: the late joiner did not ban the forger {self.forger}"
+            )
 
     def _tips(self, runs: list[NodeRun]) -> tuple[dict[str, int], int, set[str]]:
         """Heights of the live nodes, the lowest, and the distinct blocks they hold there."""
@@ -895,6 +941,17 @@ class P2PBench:
                     "rounds_forked": sum(1 for r in chains if not r.get("agree_later", r["agree"])),
                 },
             )
+        byz = [r for r in raw.get("byzantine", []) if r["variant"] == variant]
+        if byz:
+            self.result.add_summary(
+                "byzantine",
+                {
+                    "variant": variant,
+                    "rounds": len(byz),
+                    "joiner_synced_rounds": sum(1 for r in byz if r["joiner_synced"]),
+                    "forger_banned_rounds": sum(1 for r in byz if r["forger_banned_by_joiner"]),
+                },
+            )
         for case in ("late_join", "restart"):
             rs = [
                 r
@@ -935,13 +992,13 @@ def _mean(values: Any) -> float | None:
 def _first_seen(rec: dict[str, Any], t0: float, t1: float) -> tuple[float, int, float]:
     """When a node first saw a message, on this host's CLOCK_MONOTONIC (the nodes' clock too).
 
-    The node reports either the absolute time (`first_seen_s`) or its age at the moment it
-    answered (`first_seen_age_s`); that moment lies between our send (t0) and receive (t1), so
-    the midpoint is used and half the round trip is the error bound.
+    The node reports the absolute time (`first_seen_monotonic_ns`, exact) and its age at the
+    moment it answered (`first_seen_age_s`); for the age, that moment lies between our send (t0)
+    and receive (t1), so the midpoint is used and half the round trip is the error bound.
     """
     dups = int(rec.get("duplicates", 0))
-    if "first_seen_s" in rec:
-        return float(rec["first_seen_s"]), dups, 0.0
+    if "first_seen_monotonic_ns" in rec:
+        return int(rec["first_seen_monotonic_ns"]) / 1e9, dups, 0.0
     return (t0 + t1) / 2 - float(rec["first_seen_age_s"]), dups, (t1 - t0) / 2
 
 

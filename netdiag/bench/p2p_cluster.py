@@ -35,6 +35,7 @@ class NodeRun:
     metrics_start: dict[str, float] = field(default_factory=dict)
     metrics_end: dict[str, float] = field(default_factory=dict)
     in_load: bool = True  # took part in the load phase (delivery is expected)
+    env: dict[str, str] = field(default_factory=dict)  # NETDIAG_NODE_* for this node only
 
     def client(self) -> NodeApi:
         if self.api is None:

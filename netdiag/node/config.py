@@ -27,7 +27,8 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     peers: list[str] = []
     tls: bool = True
     produce: bool = True  # produce blocks in our slots if our key is a genesis validator
-    min_peers_to_produce: int = -1  # -1: connected to a majority of validators (see daemon)
+    min_peers_to_produce: int = -1  # -1: hear from a majority of validators (presence.py)
+    presence_interval_s: float = 1.0  # validator beacons; one is fresh for 3 intervals
     # connections
     max_inbound: int = 64
     max_outbound: int = 16
@@ -64,6 +65,9 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     entropy_sample: int = 8  # peers asked in each epoch-boundary entropy check
     entropy_timeout_ms: int = 300  # how long their answers are collected
     debug_divergent_entropy_epoch: int = -1  # TEST HOOK: corrupt our entropy once, at this epoch
+    # LAB ONLY (bench p2p --byzantine): serve blocks at or above this height forged (bad
+    # signature) in GetBlocks range answers; single-block (tip) answers stay genuine. -1 = off
+    debug_forge_sync_from: int = -1
     status_interval_s: float = 2.0
     gossip_heartbeat_s: float = 1.0
     gossip_d: int = 6  # mesh degree and its bounds (gossipsub defaults 6/4/12)

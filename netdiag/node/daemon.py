@@ -23,6 +23,7 @@ from netdiag.node import tls
 from netdiag.node.chain import Chain, now_ms
 from netdiag.node.config import NodeConfig, split_hostport
 from netdiag.node.crypto import Identity, load_identity, save_identity
+from netdiag.node.debug import forge
 from netdiag.node.entropy_check import EntropyCheck, EntropyParams
 from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import GenesisSpec, load_genesis
@@ -31,6 +32,7 @@ from netdiag.node.logs import NodeLog
 from netdiag.node.mempool import Mempool
 from netdiag.node.messages import (
     TOPIC_BLOCKS,
+    TOPIC_PRESENCE,
     TOPIC_TXS,
     Blocks,
     EntropyRequest,
@@ -54,6 +56,7 @@ from netdiag.node.messages import (
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.model import Block, BlockHeader, Tx, decode_block, decode_tx, make_block
 from netdiag.node.peers import PeerBook
+from netdiag.node.presence import Presence, make_beacon
 from netdiag.node.protocol import PeerProtocol, Violation
 from netdiag.node.store import Store
 from netdiag.node.transport import Connection
@@ -65,6 +68,7 @@ MAX_SERVE_HEADERS = 256
 PENALTY_VIOLATION = 50.0
 PENALTY_INVALID = 20.0
 PENALTY_RATE = 1.0
+FORGERY_REASONS = frozenset({"hash", "signature"})  # in a sync answer: ban at once
 
 
 def short(b: bytes) -> str:
@@ -83,6 +87,7 @@ class Node:
         self.node_id = self.identity.node_id
         self.is_validator = self.node_id in self.genesis.validators
         self.chain: Chain | None = None
+        self.presence: Presence | None = None  # made in start(): it needs the genesis hash
         self.mempool = Mempool(cfg.mempool_max_txs, cfg.mempool_max_bytes)
         self.gossip = GossipRouter(
             GossipParams(
@@ -157,6 +162,12 @@ class Node:
             Store(self.data_dir / "chain.sqlite"), self.genesis, now_ms, self.cfg.orphan_max
         )
         self.metrics.height.set(self.chain.height)
+        self.presence = Presence(
+            self.genesis.validators,
+            self.chain.genesis_hash,
+            3 * self.cfg.presence_interval_s,
+            self.clock,
+        )
         if self.cfg.tls:
             cert, key = tls.write_certificate(self.identity, self.data_dir / "tls")
             self._ssl_server = tls.server_context(cert, key)
@@ -179,6 +190,8 @@ class Node:
         if self.cfg.produce and self.is_validator:  # check ten times a slot
             tick_s = max(0.01, self.genesis.params.slot_ms / 10_000)
             self._spawn(self._every("producer", tick_s, self._maybe_produce))
+        if self.is_validator:  # a validator that does not produce is still part of the quorum
+            self._spawn(self._every("presence", self.cfg.presence_interval_s, self._beacon_step))
         self.log.info(
             "node_started",
             f"node {short(self.node_id)} up at height {self.chain.height} "
@@ -589,6 +602,19 @@ class Node:
             if budget < 0 and out:
                 break
             out.append(raw)
+        forge_from = self.cfg.debug_forge_sync_from
+        if forge_from >= 0 and count > 1:  # LAB ONLY: a byzantine server (bench --byzantine)
+            out = [
+                forge(decode_block(r)).encode() if start + i >= forge_from else r
+                for i, r in enumerate(out)
+            ]
+            self.log.warning(
+                "forged_segment_served",
+                f"debug hook: served blocks {start}..{start + len(out) - 1} forged from "
+                f"height {forge_from}",
+                start=start,
+                count=len(out),
+            )
         return out
 
     def _shareable_addrs(self, exclude: Connection) -> list[str]:
@@ -622,6 +648,11 @@ class Node:
             verdict = {"accepted": "accept", "rejected": "reject"}.get(outcome, "ignore")
         elif topic == TOPIC_TXS:
             verdict = self._accept_tx_bytes(data, "gossip", conn)
+        elif topic == TOPIC_PRESENCE:
+            assert self.presence is not None
+            verdict, why = self.presence.on_beacon(data, now_ms())
+            if verdict == "reject":
+                self.penalize(conn, PENALTY_INVALID, f"invalid presence beacon ({why})")
         else:
             verdict = "reject"
         self._send_all(self.gossip.validated(mid, data, verdict))
@@ -672,6 +703,10 @@ class Node:
         if res.error is not None:
             stale = isinstance(res.error, BadPrevHash) and block.height <= self.chain.height
             self._reject_block(None if stale else conn, block, res.error.reason, res.error.detail)
+            if source == "sync" and conn is not None and res.error.reason in FORGERY_REASONS:
+                # no honest node stores, so none serves, a block whose hash or producer
+                # signature is wrong: a forged sync answer is proof, not a score matter
+                self.ban(conn, f"sync: served block {block.height} with a bad {res.error.reason}")
             return "ignored" if stale else "rejected"
         for b in res.accepted:
             self._committed(b, source)
@@ -1005,15 +1040,27 @@ class Node:
     def synchronized(self) -> bool:
         return self.sync.synchronized()
 
+    def _beacon_step(self) -> None:
+        """Tell the validator set we are alive (signed, fresh, gossiped through the mesh)."""
+        assert self.chain is not None
+        data = make_beacon(self.identity, self.chain.genesis_hash, now_ms())
+        _, sends = self.gossip.publish(TOPIC_PRESENCE, data)
+        self._send_all(sends)
+
+    def validators_reachable(self) -> int:
+        """Other validators we are connected to or heard a fresh beacon from."""
+        assert self.presence is not None
+        return len(self.presence.reachable(set(self.conns), self.node_id))
+
     def quorum_connected(self) -> bool:
-        """May we produce? Default: we are connected to a strict majority of the validator set
-        (counting ourselves). Two groups cannot both hold a majority, so validators that start
-        apart, or are split by a partition, cannot build competing chains; a minority waits."""
+        """May we produce? Default: we hear from a strict majority of the validator set
+        (counting ourselves) — directly connected, or through a fresh signed presence beacon
+        gossiped across the mesh, so the rule scales past the dial target. Two groups cannot
+        both hear a majority (beyond one beacon window), so validators that start apart, or
+        are split by a partition, cannot build competing chains; a minority waits."""
         if self.cfg.min_peers_to_produce >= 0:
             return len(self.conns) >= self.cfg.min_peers_to_produce
-        validators = set(self.genesis.validators)
-        connected = sum(pid in validators for pid in self.conns)
-        return 1 + connected > len(validators) // 2
+        return 1 + self.validators_reachable() > len(self.genesis.validators) // 2
 
     def _maybe_produce(self) -> None:
         chain = self.chain
@@ -1081,6 +1128,10 @@ class Node:
             "sync": self.sync.view(),
             "entropy_check": self.entropy.view(),
             "validator_quorum": self.quorum_connected(),
+            "banned_peers": sorted(
+                pid.hex() for pid in self.book.banned if self.book.peer_banned(pid)
+            ),
+            "validators_reachable": self.validators_reachable(),
             "best_peer_height": self.sync.best_peer_height(),
             "validator": self.is_validator,
             "mempool_txs": len(self.mempool),
@@ -1112,9 +1163,18 @@ class Node:
         rec = self.gossip.seen.get(mid)
         if rec is None:
             return None
+        age_s = self.clock() - rec.first_seen
+        # Absolute first-seen time on CLOCK_MONOTONIC: one clock for every node on this host,
+        # so a bench can compare nodes without the request's round trip in the error.
+        mono_ns = (
+            round(rec.first_seen * 1e9)
+            if self.clock is time.monotonic
+            else time.monotonic_ns() - round(age_s * 1e9)
+        )
         return {
             "topic": rec.topic,
-            "first_seen_age_s": round(self.clock() - rec.first_seen, 6),
+            "first_seen_age_s": round(age_s, 6),
+            "first_seen_monotonic_ns": mono_ns,
             "duplicates": rec.duplicates,
             "first_peer": rec.first_peer.hex() if rec.first_peer else None,
             "verdict": rec.verdict,

@@ -14,7 +14,8 @@ import msgspec
 PROTOCOL_VERSION = 1
 TOPIC_BLOCKS = "blocks"
 TOPIC_TXS = "txs"
-TOPICS = (TOPIC_BLOCKS, TOPIC_TXS)
+TOPIC_PRESENCE = "presence"  # validator beacons (presence.py)
+TOPICS = (TOPIC_BLOCKS, TOPIC_TXS, TOPIC_PRESENCE)
 
 
 class _Msg(msgspec.Struct, tag_field="t", forbid_unknown_fields=True):

@@ -117,3 +117,49 @@ def test_tiny_cluster_result_schema_and_full_block_delivery(tmp_path: Path) -> N
     left = [n for n in netns.list_names() if n.startswith(f"nd-{lab}-")]
     assert not left, f"namespaces left behind: {left}"
     assert json.loads(out.read_text())["schema_version"] == results.SCHEMA_VERSION
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+def test_tiny_byzantine_joiner_syncs_and_bans_the_forger(tmp_path: Path) -> None:
+    out = tmp_path / "p2p-byz.json"
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "netdiag.cli.main",
+            "bench",
+            "p2p",
+            "--nodes",
+            "4",
+            "--degree",
+            "3",
+            "--duration",
+            "3",
+            "--tx-rate",
+            "5",
+            "--slot-ms",
+            "500",
+            "--seed",
+            "7",
+            "--byzantine",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    doc = results.load(out)
+    roles = doc["metadata"]["roles"]
+    assert roles["forger"] in roles["validators"]
+    [row] = doc["raw"]["byzantine"]
+    assert row["forger"] == roles["forger"] and row["forger_id"]
+    assert row["joiner_synced"], "the late joiner did not sync past the forger"
+    assert row["forger_banned_by_joiner"], f"the forger was not banned: {row}"
+    [summ] = doc["summary"]["byzantine"]
+    assert summ["joiner_synced_rounds"] == 1 and summ["forger_banned_rounds"] == 1
+    sync = {r["case"]: r for r in doc["summary"]["sync"]}
+    assert sync["late_join"]["sync_s"] is not None

@@ -152,4 +152,17 @@ def test_first_seen_from_an_age_is_placed_mid_round_trip() -> None:
 
     t, dups, err = _first_seen({"first_seen_age_s": 0.5, "duplicates": 3}, 10.0, 10.2)
     assert t == pytest.approx(9.6) and dups == 3 and err == pytest.approx(0.1)
-    assert _first_seen({"first_seen_s": 7.0}, 10.0, 10.2) == (7.0, 0, 0.0)
+    exact = {"first_seen_age_s": 0.5, "first_seen_monotonic_ns": 7_000_000_000}
+    assert _first_seen(exact, 10.0, 10.2) == (7.0, 0, 0.0)  # the absolute field wins
+
+
+def test_byzantine_forger_is_a_validator_next_to_the_late_joiner() -> None:
+    from netdiag.bench.p2p import P2PBench, P2PParams
+
+    for seed in (1, 2, 3):
+        bench = P2PBench(P2PParams(nodes=12, degree=4, seed=seed, byzantine=True))
+        try:
+            assert bench.forger in bench.validators
+            assert bench.forger in bench.graph.neighbours(bench.late_joiner)
+        finally:
+            bench.pool.shutdown()

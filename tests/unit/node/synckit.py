@@ -3,17 +3,19 @@ written straight into several nodes' stores, plus misbehaving serving nodes."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
 import msgspec
 
+from netdiag.node.config import NodeConfig
 from netdiag.node.crypto import Identity
 from netdiag.node.daemon import Node
+from netdiag.node.debug import forge as forge
 from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis, write_lab
+from netdiag.node.logs import NodeLog
 from netdiag.node.messages import GetBlocks, Message
-from netdiag.node.model import Block, decode_block, make_block
+from netdiag.node.model import Block, make_block
 from netdiag.node.schedule import epoch_seed_height, producer_for
 from netdiag.node.store import Store
 from netdiag.node.transport import Connection
@@ -60,27 +62,14 @@ def seed_store(data_dir: Path, spec: GenesisSpec, blocks: list[Block]) -> None:
         store.close()
 
 
-def forge(b: Block) -> Block:
-    """A forgery that still decodes: re-pointed at a made-up parent, re-hashed, and (no
-    validator key at hand) signed with zeros."""
-    prev = hashlib.sha256(b"forged" + b.hash).digest()
-    hdr = msgspec.structs.replace(b.header, prev_hash=prev)
-    return Block(hdr, hdr.compute_hash(), bytes(64), b.txs)
-
-
 class ForgingNode(Node):
-    """Serves a forged segment: every block from ``forge_from`` up is a forgery."""
+    """Serves a forged segment: every block from ``forge_from`` up is a forgery (through the
+    node's own lab-only hook, ``debug_forge_sync_from``)."""
 
     forge_from = 1337
 
-    def _serve_range(self, start: int, count: int) -> list[bytes]:
-        raws = super()._serve_range(start, count)
-        if count == 1:
-            return raws  # its tip claim is genuine; its segments are not
-        return [
-            forge(decode_block(r)).encode() if start + i >= self.forge_from else r
-            for i, r in enumerate(raws)
-        ]
+    def __init__(self, cfg: NodeConfig, log: NodeLog) -> None:
+        super().__init__(msgspec.structs.replace(cfg, debug_forge_sync_from=self.forge_from), log)
 
 
 class StallingNode(Node):

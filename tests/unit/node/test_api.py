@@ -42,6 +42,11 @@ async def test_api_end_to_end(tmp_path: Path) -> None:
         st, m = await api(a, f"/message/{hashlib.sha256(tx.encode()).hexdigest()}")
         assert st == 200 and m["topic"] == "txs" and m["first_peer"] is None
         assert m["verdict"] == "accept" and m["duplicates"] == 0
+        # absolute first-seen on the host's CLOCK_MONOTONIC, consistent with the age
+        rec = a.gossip.seen[hashlib.sha256(tx.encode()).digest()]
+        assert m["first_seen_monotonic_ns"] == round(rec.first_seen * 1e9)
+        assert 0 < m["first_seen_monotonic_ns"] <= time.monotonic_ns()
+        assert time.monotonic_ns() - m["first_seen_monotonic_ns"] >= m["first_seen_age_s"] * 1e9
         bad = tx_json(make_tx(user, 2, b"x", 0)) | {"payload": "00"}
         st, r = await api(a, "/tx", "POST", bad)
         assert st == 400 and r["reason"] == "invalid"
@@ -69,7 +74,7 @@ async def test_api_end_to_end(tmp_path: Path) -> None:
         p = peers[0]
         assert p["peer_id"] == peer.identity.node_id.hex() and p["direction"] == "inbound"
         assert isinstance(p["socket_cookie"], int) and p["socket_cookie"] > 0 and p["tls"]
-        assert set(p["mesh"]) == {"blocks", "txs"}
+        assert set(p["mesh"]) == {"blocks", "txs", "presence"}
         # the kernel (sock_diag, via ss from iproute2) reports the same cookie for the socket
         local_port = peer.w.get_extra_info("sockname")[1]
         out = subprocess.run(
