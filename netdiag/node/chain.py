@@ -111,6 +111,22 @@ class Chain:
             has_tx=self.store.has_tx,
         )
 
+    def view_on(
+        self, parent: Block, seed_hash: Callable[[int], bytes], has_tx: Callable[[bytes], bool]
+    ) -> ChainView:
+        """A view for validating a block on `parent`, a block that need not be the stored tip
+        (a fork branch, a buffered sync segment): only its own ancestry is known to it."""
+        return ChainView(
+            network_id=self.genesis.network_id,
+            tip_height=parent.height,
+            tip_hash=parent.hash,
+            tip_timestamp_ms=parent.header.timestamp_ms,
+            validators=self.genesis.validators,
+            seed_hash=seed_hash,
+            has_block=parent.hash.__eq__,
+            has_tx=has_tx,
+        )
+
     def scheduled_producer(self, ts_ms: int) -> tuple[bytes, int, int]:
         """(producer, height, round) for a block stamped ``ts_ms`` on the current tip."""
         height = self.height + 1
@@ -208,16 +224,7 @@ class Chain:
 
         parent = base
         for b in branch:
-            view = ChainView(
-                network_id=self.genesis.network_id,
-                tip_height=parent.height,
-                tip_hash=parent.hash,
-                tip_timestamp_ms=parent.header.timestamp_ms,
-                validators=self.genesis.validators,
-                seed_hash=seed,
-                has_block=parent.hash.__eq__,
-                has_tx=has_tx,
-            )
+            view = self.view_on(parent, seed, has_tx)
             try:
                 check_block(b, view, self.params, self.clock_ms())
             except ValidationError as e:

@@ -14,7 +14,7 @@ from netdiag.node.chain import Chain
 from netdiag.node.errors import ValidationError
 from netdiag.node.model import Block
 from netdiag.node.schedule import epoch_seed_height
-from netdiag.node.validation import BadPrevHash, ChainView, check_block, check_header
+from netdiag.node.validation import BadPrevHash, check_block, check_header
 
 
 def short_hex(b: bytes) -> str:
@@ -74,16 +74,7 @@ def verify_segment(chain: Chain, blocks: list[Block], now_ms: int) -> SegmentRes
                     res.fork_at_anchor = False  # unsigned junk: a forged break, reported as such
             res.error = ChainBreak(parent.height + 1, parent.hash, b.header.prev_hash)
             return res
-        view = ChainView(
-            network_id=chain.genesis.network_id,
-            tip_height=parent.height,
-            tip_hash=parent.hash,
-            tip_timestamp_ms=parent.header.timestamp_ms,
-            validators=chain.genesis.validators,
-            seed_hash=seed,
-            has_block=parent.hash.__eq__,
-            has_tx=has_tx,
-        )
+        view = chain.view_on(parent, seed, has_tx)
         try:
             check_block(b, view, chain.params, now_ms)
         except ValidationError as e:
