@@ -218,6 +218,7 @@ def status(api: str, as_json: bool) -> None:
     console.print(
         f"node {st['node_id'][:16]}… ({role}) height {st['height']} tip {st['tip_hash'][:16]}… "
         f"synchronized={st['synchronized']} quorum={st.get('validator_quorum')} "
+        f"(validators reachable {st.get('validators_reachable', '?')}) "
         f"peers {st['peers']} mempool {st['mempool_txs']} uptime {st['uptime_s']:.0f} s"
     )
     t = Table()
