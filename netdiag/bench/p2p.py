@@ -246,6 +246,7 @@ class P2PBench:
 
         loss = loss_fraction(loss_text or "5%", "--lossy-link")
         lab.set_link(a, b, loss=loss)
+        self._loss_override = {frozenset((a, b)): loss}  # a healed partition restores it
         self.notes.append(f"lossy link {a}-{b}: loss {loss * 100:g}% for the whole run")
 
     # -- one variant -------------------------------------------------------------------------
@@ -659,7 +660,7 @@ class P2PBench:
             )
             for r in victims:
                 if r.proc is not None:
-                    os.kill(r.proc.pid, signal.SIGKILL)
+                    r.proc.kill()  # Popen.kill: never a reaped, reused pid
                     r.proc.wait(timeout=5)
                 killed.add(r.name)
             self.notes.append(f"{variant}: killed -9 at mid-load: {', '.join(sorted(killed))}")
@@ -677,8 +678,9 @@ class P2PBench:
 
     def _heal(self, lab: Any) -> None:
         base = self.p.link_profile().loss
+        overrides: dict[frozenset[str], float] = getattr(self, "_loss_override", {})
         for a, b in getattr(self, "_cut", []):
-            lab.set_link(a, b, loss=base)
+            lab.set_link(a, b, loss=overrides.get(frozenset((a, b)), base))
         self._cut = []
 
     # -- sync phase ----------------------------------------------------------------------------
@@ -694,7 +696,7 @@ class P2PBench:
             victim_height = int(victim.client().get_json("/status")["height"])
         self._phase("sync", self.p.sync_timeout_s)
         if victim.proc is not None:
-            os.kill(victim.proc.pid, signal.SIGKILL)
+            victim.proc.kill()  # SIGKILL via Popen: never a reaped, reused pid
             victim.proc.wait(timeout=5)
         if victim.api is not None:
             victim.api.close()

@@ -19,6 +19,8 @@ def _cc_list(value: str) -> tuple[str, ...]:
     ccs = tuple(c.strip() for c in value.split(",") if c.strip())
     if not ccs:
         raise InputError("--cc is empty", "e.g. --cc bbr or --cc cubic,bbr")
+    if len(set(ccs)) != len(ccs):  # each variant gets its own work dir and summary row
+        raise InputError(f"--cc {value!r} names an algorithm twice", "use --rounds N to repeat")
     return ccs
 
 
@@ -75,10 +77,16 @@ def _progress_line(p: Progress) -> Text:
 @click.option("--seed", default=1, show_default=True)
 @click.option("--engine", type=click.Choice(["auto", "userspace", "kernel"]), default="auto")
 @click.option("--no-tls", is_flag=True, help="Run the nodes without TLS.")
-@click.option("--kill", default=0, help="Validators killed with SIGKILL at mid-load.")
+@click.option(
+    "--kill",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Validators killed with SIGKILL at mid-load.",
+)
 @click.option(
     "--partition",
     "partition_s",
+    type=click.FloatRange(min=0),
     default=0.0,
     help="Cut the cluster in two halves for this many seconds at mid-load.",
 )

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from netdiag import __version__
-from netdiag.errors import CheckFailed
+from netdiag.errors import CheckFailed, NetdiagError
 from netdiag.kernel import bcc_loader, caps, checks, tracefs
 
 STYLE = {"ok": "green", "degraded": "yellow", "missing": "red"}
@@ -43,18 +43,30 @@ def _apply_fixes(found: list[checks.Check], console: Console) -> None:
         mp = tracefs.ensure()
         console.print(f"fixed: mounted tracefs at {mp}")
     if by_name["kernel headers"].status == "missing" and shutil.which("apt-get"):
-        arch = subprocess.run(
-            ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        console.print(f"fixing: apt-get install linux-headers-{arch}")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", f"linux-headers-{arch}"],
-            check=True,
-            env=env,
-            capture_output=True,
-        )
+        try:
+            arch = subprocess.run(
+                ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            console.print(f"fixing: apt-get install linux-headers-{arch}")
+            for argv in (
+                ["apt-get", "update", "-q"],
+                [
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "-q",
+                    "--no-install-recommends",
+                    f"linux-headers-{arch}",
+                ],
+            ):
+                subprocess.run(argv, check=True, env=env, capture_output=True, text=True)
+        except subprocess.CalledProcessError as e:
+            last = (e.stderr or "").strip().splitlines()[-1:] or ["no output"]
+            raise NetdiagError(
+                f"installing kernel headers failed: `{' '.join(e.cmd)}`: {last[0]}",
+                "run it by hand as root; the package registry must be reachable",
+            ) from e
 
 
 def _table(found: list[checks.Check]) -> Table:

@@ -67,10 +67,12 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
     from dataclasses import replace
 
     from netdiag.lab import Lab, load
+    from netdiag.lab.topology import validate
 
     topo = load(file)
     if name:
         topo = replace(topo, name=name)
+        validate(topo)  # the name becomes paths and namespace names: check it before anything
     if detach:
         _detach(file, engine, topo.name, as_json)
         return

@@ -186,7 +186,7 @@ def _show(env: TuneEnv, as_json: bool, console: Console) -> None:
 @click.option("--list-profiles", is_flag=True, help="List profiles with their reasons and exit.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set any sysctl.")
 @click.option("--nofile", type=int, metavar="N", help="Raise RLIMIT_NOFILE (with --pid).")
-@click.option("--pid", type=int, metavar="PID", help="Process for --nofile.")
+@click.option("--pid", type=click.IntRange(min=1), metavar="PID", help="Process for --nofile.")
 @click.option("--persist", is_flag=True, help="Also write /etc/sysctl.d (removed on revert).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and its diff; change nothing.")
 @click.option("--show", is_flag=True, help="Show live tuning and the journal.")
@@ -304,10 +304,16 @@ def tune(
         if not as_json:
             console.print(_verdict_table(v))
         if v.verdict == "worse" and revert_if_worse:
-            tune_apply.revert(env, entry.id)
-            out["reverted"] = True
+            problems = [p for r in tune_apply.revert(env, entry.id) for p in r.problems]
+            out["reverted"] = not problems
+            out["revert_problems"] = problems
             if as_json:
                 click.echo(json.dumps(out, indent=1))
+            if problems:
+                raise CheckFailed(
+                    f"verify: {v.why}; reverting entry {entry.id} was incomplete: {problems[0]}",
+                    "fix it and run `netdiag tune --revert` again; see `netdiag tune --show`",
+                )
             raise CheckFailed(
                 f"verify: {v.why}; entry {entry.id} reverted (--revert-if-worse)",
                 "the previous values are live again; see `netdiag tune --show`",

@@ -494,6 +494,7 @@ def run_all(ctx: Context) -> list[Check]:
                 f"check failed: {type(e).__name__}: {e}",
                 "unknown",
                 "run with --debug and report it",
+                core=True,  # a broken check cannot vouch for the core
             )
         out += res if isinstance(res, list) else [res]
     return out

@@ -33,7 +33,7 @@ from netdiag.errors import InputError, NetdiagError
 from netdiag.kernel import caps, netns
 from netdiag.lab import cluster, engines, state, teardown
 from netdiag.lab.engines.base import LinkEnds, LinkEngine
-from netdiag.lab.topology import LinkShape, NodeSpec, Topology, load, routes
+from netdiag.lab.topology import LinkShape, NodeSpec, Topology, load, routes, validate
 
 LINK_NET = ipaddress.IPv4Address("10.128.0.0")  # link i gets 10.128.0.0 + 4i /30
 
@@ -108,6 +108,7 @@ class Lab:
     ) -> Lab:
         """Bring a lab up; the caller must call `down()` (prefer `Lab.up` as a context manager)."""
         topo = topology if isinstance(topology, Topology) else load(topology)
+        validate(topo)  # a Topology built or renamed in code gets the same checks as a file
         caps.require("CAP_SYS_ADMIN", "CAP_NET_ADMIN", why="building a lab (namespaces, links)")
         existing = state.read(topo.name, state_root)
         if existing is not None:
@@ -251,8 +252,11 @@ class Lab:
         if self._down:
             return
         self._down = True
-        # ignore a second Ctrl-C while tearing down: a half-removed lab is worse than a slow exit
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        # ignore a second Ctrl-C (or the SIGTERM of `lab down`) while tearing down: a
+        # half-removed lab is worse than a slow exit
+        main = _main_thread()
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN) if main else None
         try:
             for s in self.processes:
                 _stop(s.proc)
@@ -268,6 +272,8 @@ class Lab:
         finally:
             if old is not None:
                 signal.signal(signal.SIGINT, old)
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
 
     # -- using it -----------------------------------------------------------------------------
     @property

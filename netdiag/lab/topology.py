@@ -320,11 +320,15 @@ class _Builder:
                 )
             for a in addrs:
                 try:
-                    ipaddress.ip_interface(a)
+                    iface = ipaddress.ip_interface(a)
                 except (ValueError, TypeError):
                     raise self.err(
                         ("nodes", i, "addresses"), f"{a!r} is not an address", 'e.g. "10.0.0.1/32"'
                     ) from None
+                if iface.version != 4:  # routes and link addressing are IPv4 only for now
+                    raise self.err(
+                        ("nodes", i, "addresses"), f"{a!r} is not IPv4", 'e.g. "10.0.0.1/32"'
+                    )
             cmd = n.get("command")
             role = n.get("role")
             if cmd is not None and not (

@@ -86,7 +86,7 @@ async def block(request: web.Request) -> web.Response:
     node = _node(request)
     assert node.chain is not None
     ident = request.match_info["ident"].removeprefix("0x")
-    if ident.isdigit() and len(ident) <= 30:
+    if ident.isascii() and ident.isdigit() and len(ident) <= 30:
         height = int(ident)
         b = node.chain.store.block_at(height) if height <= node.chain.height else None
     elif len(ident) == 64:

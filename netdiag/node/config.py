@@ -132,6 +132,6 @@ def load_config(
 
 def split_hostport(addr: str) -> tuple[str, int]:
     host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
         raise ConfigError(f"address {addr!r} is not HOST:PORT")
     return host.strip("[]") or "127.0.0.1", int(port)

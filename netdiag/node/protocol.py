@@ -93,10 +93,10 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes] | Violation:
+    def feed(self, data: bytes, max_frames: int | None = None) -> list[bytes] | Violation:
         self._buf += data
         frames: list[bytes] = []
-        while len(self._buf) >= LEN.size:
+        while len(self._buf) >= LEN.size and (max_frames is None or len(frames) < max_frames):
             (n,) = LEN.unpack_from(self._buf)
             if n > self.max_frame:
                 return Violation("frame_too_large", f"length prefix {n} > cap {self.max_frame}")
@@ -195,21 +195,28 @@ class PeerProtocol:
     def receive_data(self, data: bytes) -> list[Event]:
         if self.state is State.CLOSED:
             return []
-        frames = self.decoder.feed(data)
-        if isinstance(frames, Violation):
-            return self._fail([], frames)
         events: list[Event] = []
-        for frame in frames:
-            msg = decode_message(frame)
-            if isinstance(msg, Violation):
-                return self._fail(events, msg)
-            ev = self._handle(msg, len(frame) + LEN.size)
-            if ev is not None:
-                events.append(ev)
-                if isinstance(ev, Violation | PeerClosed):
-                    self.state = State.CLOSED
-                    return events
-        return events
+        pending = data
+        while True:
+            # Until the handshake completes take one frame at a time: Auth raises the size
+            # cap, and a large frame that follows Auth in the same read must meet the new cap.
+            limit = None if self.state is State.OPEN else 1
+            frames = self.decoder.feed(pending, limit)
+            pending = b""
+            if isinstance(frames, Violation):
+                return self._fail(events, frames)
+            for frame in frames:
+                msg = decode_message(frame)
+                if isinstance(msg, Violation):
+                    return self._fail(events, msg)
+                ev = self._handle(msg, len(frame) + LEN.size)
+                if ev is not None:
+                    events.append(ev)
+                    if isinstance(ev, Violation | PeerClosed):
+                        self.state = State.CLOSED
+                        return events
+            if limit is None or not frames:
+                return events
 
     def _fail(self, events: list[Event], v: Violation) -> list[Event]:
         self.state = State.CLOSED

@@ -155,6 +155,12 @@ def overhead(
         finally:
             server.terminate()
             server.wait(timeout=10)
+    fell_back = [ln for t in tracer_runs for ln in t.lines if ln.get("source") == "sock_diag"]
+    if fell_back:  # then the "with" runs carried no probe: their throughput is not its cost
+        raise NetdiagError(
+            "trace-peers fell back to sock_diag polling during the overhead runs",
+            "run `netdiag doctor`: the benchmark needs eBPF working",
+        )
     lines = [ln for t in tracer_runs for ln in t.lines if ln.get("bpf_runs") is not None]
     busy = [ln for ln in lines if ln["events_per_s"] > 0]
     ratio = statistics.mean(on) / statistics.mean(off)
@@ -174,14 +180,14 @@ def overhead(
         ),
         "events_per_s_mean": round(statistics.mean(x["events_per_s"] for x in busy), 1)
         if busy
-        else 0.0,
-        "events_per_s_max": max((x["events_per_s"] for x in busy), default=0.0),
+        else None,
+        "events_per_s_max": max((x["events_per_s"] for x in busy), default=None),
         "ns_per_event_mean": round(statistics.mean(x["bpf_ns_per_event"] for x in busy), 1)
         if busy
-        else 0.0,
+        else None,
         "bpf_cpu_pct_mean": round(statistics.mean(x["bpf_cpu_pct"] for x in busy), 3)
         if busy
-        else 0.0,
+        else None,
         "lost_events": sum(int(x.get("lost_events", 0)) for t in tracer_runs for x in t.lines),
         "startup_s": [round(t.startup_s, 3) for t in tracer_runs],
         "startup_s_median": round(statistics.median(t.startup_s for t in tracer_runs), 3),
@@ -275,6 +281,7 @@ def accuracy(
     topo = two_node(delay_s=delay_ms / 1000, rate_bps=int(rate_mbit * 1e6), loss=loss, name="trace")
     probe = manifest.load("tcp_peers")
     with Lab.up(topo) as lab:
+        lab_engine = lab.metadata().get("engine")
         a, b = lab.ns("a"), lab.ns("b")
         if one_segment:
             _one_segment_skbs(a)
@@ -320,7 +327,7 @@ def accuracy(
     return {
         "benchmark": "probes accuracy",
         "lab": {
-            "engine": "userspace (netdiag.lab)",
+            "engine": lab_engine,
             "delay_ms": delay_ms,
             "rate_mbit": rate_mbit,
             "loss": loss,

@@ -263,13 +263,19 @@ def serve_prometheus(addr: str, collector: PromCollector) -> Any:
     from netdiag.errors import InputError
 
     host, _, port = addr.rpartition(":")
-    if not port.isdigit():
+    if not port.isdigit() or int(port) > 65535:
         raise InputError(
             f"--prometheus {addr!r} is not HOST:PORT", "e.g. --prometheus 127.0.0.1:9464"
         )
     reg = CollectorRegistry()
     reg.register(collector)
-    server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=reg)
+    try:
+        server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=reg)
+    except OSError as e:
+        raise InputError(
+            f"--prometheus {addr}: cannot listen ({e.strerror or e})",
+            "choose a free port, or an address of this host",
+        ) from e
     return server
 
 

@@ -179,7 +179,7 @@ class Verdict:
     before: Measurement
     after: Measurement
     throughput_ratio: float
-    verdict: str  # better | same | worse
+    verdict: str  # better | same | worse | unmeasured
     why: str
 
     def to_json(self) -> dict[str, object]:
@@ -193,7 +193,9 @@ class Verdict:
 
 
 def judge(before: Measurement, after: Measurement) -> Verdict:
-    ratio = after.throughput_bps / before.throughput_bps if before.throughput_bps else 1.0
+    if not before.throughput_bps:  # nothing moved before: no ratio to judge by
+        return Verdict(before, after, 0.0, "unmeasured", "no throughput measured before the change")
+    ratio = after.throughput_bps / before.throughput_bps
     if ratio < 1 - WORSE_TOLERANCE:
         v, why = "worse", f"throughput fell to {ratio:.3g}× of before"
     elif ratio > 1 + WORSE_TOLERANCE:

@@ -167,3 +167,14 @@ def test_trial_exception_never_escapes(tmp_path: Path) -> None:
 
     found = run(tmp_path, trials=Boom())
     assert found["TUN"].status == "missing" and "ioctl exploded" in found["TUN"].detail
+
+
+def test_a_crashing_check_fails_the_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(ctx: checks.Context) -> checks.Check:
+        raise OSError("boom")
+
+    monkeypatch.setattr(checks, "ALL", [checks.kernel_version, broken])
+    host = fakehost.make(tmp_path)
+    found = checks.run_all(checks.Context(host=host, trials=FakeTrials()))
+    assert found[1].name == "broken" and "OSError: boom" in found[1].detail
+    assert not checks.core_ok(found)

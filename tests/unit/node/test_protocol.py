@@ -319,3 +319,22 @@ def test_fuzzed_handshakes_never_open_without_proof(hello: Hello, sig: bytes, du
     events = a.receive_data(data)
     assert a.state is not State.OPEN
     assert not any(isinstance(e, HandshakeComplete | MessageReceived) for e in events)
+
+
+def test_large_frame_right_after_auth_in_the_same_read_is_accepted() -> None:
+    """Auth raises the frame cap; a big frame coalesced with it must meet the new cap."""
+    c, d = PeerProtocol(A, NET, GEN), PeerProtocol(B, NET, GEN)
+    c.start()
+    d.start()
+    c.receive_data(d.data_to_send())  # d's Hello: c answers with its Auth
+    out = c.data_to_send()  # c's Hello, then c's Auth
+    (n,) = LEN.unpack_from(out)
+    hello, auth = out[: LEN.size + n], out[LEN.size + n :]
+    d.receive_data(hello)  # d answers with its Auth
+    c.receive_data(d.data_to_send())
+    assert c.state is State.OPEN
+    c.send(Blocks(1, [b"\x00" * 10_000]))
+    events = d.receive_data(auth + c.data_to_send())  # Auth and a 10 kB frame in one read
+    assert d.state is State.OPEN, events
+    assert not any(isinstance(e, Violation) for e in events), events
+    assert any(isinstance(e, MessageReceived) and isinstance(e.message, Blocks) for e in events)

@@ -184,6 +184,15 @@ def test_prometheus_server_serves_the_latest_snapshot() -> None:
     assert "netdiag_tcp_cwnd_segments" in text and 'sock_cookie="9"' in text
     with pytest.raises(InputError):
         sinks.serve_prometheus("nope", c)
+    with pytest.raises(InputError, match="not HOST:PORT"):
+        sinks.serve_prometheus("127.0.0.1:70000", c)
+    import socket
+
+    with socket.socket() as holder:  # a port someone else listens on
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        with pytest.raises(InputError, match="cannot listen"):
+            sinks.serve_prometheus(f"127.0.0.1:{holder.getsockname()[1]}", c)
 
 
 def test_trace_peers_falls_back_to_sock_diag_and_says_why(

@@ -28,6 +28,9 @@ def test_verdicts() -> None:
     assert verify.judge(m(100), m(50)).verdict == "worse"
     assert verify.judge(m(100), m(102)).verdict == "same"
     assert verify.judge(m(100), m(200)).verdict == "better"
+    # nothing moved before the change: no verdict is invented
+    v = verify.judge(m(0), m(200))
+    assert v.verdict == "unmeasured" and v.throughput_ratio == 0.0
 
 
 def test_tcp_info_of_a_real_loopback_connection() -> None:
