@@ -376,7 +376,7 @@ class P2PBench:
         fwd_cpu0, own_cpu0 = pids_cpu_s(lab.forwarder_pids()), pids_cpu_s([os.getpid()])
         ref = active[0]
         by_name = {r.name: r for r in active}
-        network_id = str(ref.client().get_json("/status")["network_id"])
+        network_id = str(_retry(lambda: ref.client().get_json("/status"))["network_id"])
         start_height = max(self._sample_status(variant, active, 0.0).values(), default=0)
         tracked: list[Pending] = []
         tx_lock = threading.Lock()
@@ -433,7 +433,10 @@ class P2PBench:
                 best = max(heights, key=lambda n: heights[n], default=ref.name)
                 top = heights.get(best, 0)
                 while next_height <= top:
-                    blk = by_name[best].client().get_json(f"/block/{next_height}")
+                    try:
+                        blk = by_name[best].client().get_json(f"/block/{next_height}")
+                    except NodeUnavailable:  # a busy node: try this height on the next tick
+                        break
                     if blk is not None:
                         origin = producer_of.get(str(blk.get("producer")), "")
                         pending.append(
@@ -989,6 +992,21 @@ class P2PBench:
 def _mean(values: Any) -> float | None:
     vals = [float(v) for v in values if v is not None]
     return round(sum(vals) / len(vals), 2) if vals else None
+
+
+def _retry(fn: Callable[[], Any], tries: int = 5, pause_s: float = 1.0) -> Any:
+    """A node's API may time out on a loaded host: ask again before giving up."""
+    for i in range(tries):
+        try:
+            return fn()
+        except NodeUnavailable as e:
+            if i == tries - 1:
+                raise NetdiagError(
+                    f"node API did not answer after {tries} tries: {e}",
+                    "the host is overloaded: fewer --nodes, or stop other jobs",
+                ) from e
+            time.sleep(pause_s)
+    raise AssertionError("unreachable")
 
 
 def _first_seen(rec: dict[str, Any], t0: float, t1: float) -> tuple[float, int, float]:
