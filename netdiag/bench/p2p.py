@@ -57,8 +57,8 @@ from netdiag.bench.p2p_cluster import (
     tail,
 )
 from netdiag.bench.p2p_topology import ClusterGraph
-from netdiag.bench.results import ResultBuilder
 from netdiag.errors import InputError, NetdiagError
+from netdiag.report.results import ResultBuilder
 
 T = TypeVar("T")
 NO_SOCKDIAG = "transport: no socket samples (netdiag.measure.sockdiag, from trace-peers, is absent)"

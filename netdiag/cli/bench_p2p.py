@@ -182,7 +182,7 @@ def bench_p2p(
         result = bench.run()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = result.save(Path(out) if out else Path("results") / f"p2p-{stamp}.json")
-    from netdiag.bench import results as results_mod
+    from netdiag.report import results as results_mod
     from netdiag.report import tables, terminal
 
     doc = results_mod.load(path)

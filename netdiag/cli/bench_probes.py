@@ -43,7 +43,7 @@ def probes() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
 def overhead(runs: int, seconds: float, interval: float, out: Path, as_json: bool) -> None:
     """Bulk TCP over a veth path with and without trace-peers, alternating in one run."""
-    from netdiag.trace import benchmarks
+    from netdiag.bench import probes as benchmarks
 
     err = Console(stderr=True)
     doc = benchmarks.overhead(runs, seconds, interval, progress=lambda m: err.print(m))
@@ -79,7 +79,7 @@ def accuracy(
     as_json: bool,
 ) -> None:
     """min RTT, BDP, retransmits and cwnd from the probes against a lab link's configured truth."""
-    from netdiag.trace import benchmarks
+    from netdiag.bench import probes as benchmarks
 
     err = Console(stderr=True)
     doc = benchmarks.accuracy(

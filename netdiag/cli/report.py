@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from netdiag.bench import results
 from netdiag.errors import UsageError
-from netdiag.report import html, plots, tables, terminal
+from netdiag.report import html, plots, results, tables, terminal
 
 
 @click.command("report")

@@ -17,7 +17,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from netdiag.bench import results
+from netdiag.report import results
 
 Run = tuple[str, Mapping[str, Any]]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.bench import results
 from netdiag.kernel import netns
+from netdiag.report import results
 from tests.conftest import missing_root
 
 

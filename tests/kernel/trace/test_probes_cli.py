@@ -372,7 +372,7 @@ def test_trace_peers_cong_shows_time_in_recovery(capsys: pytest.CaptureFixture[s
                     "--json",
                     "--cong",
                     "--count",
-                    "2",
+                    "4",
                     "--interval",
                     "1",
                     "--port",
@@ -384,8 +384,11 @@ def test_trace_peers_cong_shows_time_in_recovery(capsys: pytest.CaptureFixture[s
             stop.set()
             t.join()
             pair.close()
-    last = lines[-1]
-    assert last["cong_joined"] >= 1
+    # the first loss may come a few intervals in (slow start on a loaded host): judge the
+    # last interval in which tcp_cong saw this connection leave Open
+    joined = [ln for ln in lines if ln["cong_joined"] >= 1]
+    assert joined, [ln["cong_joined"] for ln in lines]
+    last = joined[-1]
     row = next(r for r in last["rows"] if r["sock_cookie"] == cookie)
     # a 50 Mbit/s TBF with a 20 kB queue drops: the sender has been in recovery
     assert row["recovery_ms"] + row["loss_ms"] > 0 and row["recoveries"] >= 1, row

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from netdiag.bench import results
 from netdiag.errors import InputError
+from netdiag.report import results
 
 
 def built() -> results.ResultBuilder:

@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from netdiag.bench.results import ResultBuilder
+from netdiag.report.results import ResultBuilder
 
 
 def p2p_result(seed: int = 1, slow: float = 1.0, with_transport: bool = True) -> dict[str, Any]:
