@@ -25,10 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import msgspec
-
 from netdiag.node.messages import Blocks, EntropyRequest, EntropyResponse, GetBlocks
-from netdiag.node.model import Block, decode_block
+from netdiag.node.model import Block, decode_single_block
 from netdiag.node.transport import Connection
 
 REQ_ID_BASE = 1 << 50  # never collides with sync request ids
@@ -267,12 +265,7 @@ class EntropyCheck:
         if conn is not peer:
             return
         self.resync = None
-        block = None
-        if len(msg.blocks) == 1:
-            try:
-                block = decode_block(msg.blocks[0])
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                block = None
+        block = decode_single_block(msg.blocks)
         ok = (
             block is not None
             and block.height == seed_height

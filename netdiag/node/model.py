@@ -75,6 +75,17 @@ def decode_block(data: bytes) -> Block:
     return msgspec.msgpack.decode(data, type=Block)
 
 
+def decode_single_block(blocks: list[bytes]) -> Block | None:
+    """The one block of a single-block answer (a tip or seed check); None when the answer
+    holds no block, several, or one that does not decode."""
+    if len(blocks) != 1:
+        return None
+    try:
+        return decode_block(blocks[0])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def decode_tx(data: bytes) -> Tx:
     return msgspec.msgpack.decode(data, type=Tx)
 

@@ -38,7 +38,7 @@ import msgspec
 from netdiag.node.chain import Chain
 from netdiag.node.errors import ValidationError
 from netdiag.node.messages import Blocks, GetBlocks, Headers, Status
-from netdiag.node.model import Block, decode_block
+from netdiag.node.model import Block, decode_block, decode_single_block
 from netdiag.node.segment import ChainBreak, verify_segment
 from netdiag.node.sync import SequentialSync, SyncHost
 from netdiag.node.transport import Connection
@@ -339,12 +339,7 @@ class ParallelSync:
         p.tip_req = req.req_id
 
     def _on_tip(self, p: PeerSync, req: Req, msg: Blocks) -> None:
-        block = None
-        if len(msg.blocks) == 1:
-            try:
-                block = decode_block(msg.blocks[0])
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                block = None
+        block = decode_single_block(msg.blocks)
         if block is None or block.height != req.start or not self.authentic(block):
             why = "no block" if not msg.blocks else "a block that does not verify"
             self.host.note(
