@@ -9,6 +9,8 @@ from typing import Any
 import click
 from rich.console import Console
 
+from netdiag.cli.bench import result_file_option
+
 
 def _emit(doc: dict[str, Any], out: Path, as_json: bool) -> None:
     out.write_text(json.dumps(doc, indent=2) + "\n")
@@ -34,12 +36,7 @@ def probes() -> None:
 @click.option(
     "--interval", type=float, default=1.0, show_default=True, help="trace-peers interval."
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=Path("bench-probes-overhead.json"),
-    show_default=True,
-)
+@result_file_option("bench-probes-overhead.json")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
 def overhead(runs: int, seconds: float, interval: float, out: Path, as_json: bool) -> None:
     """Bulk TCP over a veth path with and without trace-peers, alternating in one run."""
@@ -62,12 +59,7 @@ def overhead(runs: int, seconds: float, interval: float, out: Path, as_json: boo
     help="Let TCP build multi-segment skbs (retransmit events then count fewer than the "
     "kernel's segment counters).",
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=Path("bench-probes-accuracy.json"),
-    show_default=True,
-)
+@result_file_option("bench-probes-accuracy.json")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
 def accuracy(
     delay_ms: float,

@@ -14,24 +14,14 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from netdiag.cli.bench import interleaved_rounds_option, result_file_option
+
 
 @click.command()
 @click.option("--blocks", type=click.IntRange(1), default=40, show_default=True)
 @click.option("--txs-per-block", type=click.IntRange(1), default=250, show_default=True)
-@click.option(
-    "--rounds",
-    type=click.IntRange(1),
-    default=5,
-    show_default=True,
-    help="Interleaved rounds; medians of per-round figures and ratios are reported.",
-)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("bench-validate.json"),
-    show_default=True,
-    help="Result JSON file.",
-)
+@interleaved_rounds_option(5)
+@result_file_option("bench-validate.json")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
 def validate(blocks: int, txs_per_block: int, rounds: int, out: Path, as_json: bool) -> None:
     """Block and tx validation throughput vs raw Ed25519 verify (same machine, same run)."""

@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from netdiag.cli.bench import interleaved_rounds_option, result_file_option
 from netdiag.errors import InputError
 
 
@@ -31,20 +32,8 @@ def _peer_counts(value: str) -> list[int]:
 @click.command()
 @click.option("--peers", "peers", default="1,2,4", show_default=True, help="Peer counts.")
 @click.option("--blocks", type=click.IntRange(64), default=5000, show_default=True)
-@click.option(
-    "--rounds",
-    type=click.IntRange(1),
-    default=3,
-    show_default=True,
-    help="Interleaved rounds; medians of per-round figures and ratios are reported.",
-)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("bench-sync.json"),
-    show_default=True,
-    help="Result JSON file.",
-)
+@interleaved_rounds_option(3)
+@result_file_option("bench-sync.json")
 @click.option(
     "--rtt-ms",
     type=click.FloatRange(0),
