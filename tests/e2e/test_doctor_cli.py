@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.cli import missing_setpriv, run_netdiag
 from tests.conftest import missing_root
 
-NETDIAG = str(Path(sys.executable).with_name("netdiag"))
 
-
-def run(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([NETDIAG, *args], capture_output=True, text=True, timeout=120, **kw)  # type: ignore[call-overload]
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_netdiag(*args, timeout=120)
 
 
 @pytest.mark.e2e
@@ -51,35 +46,14 @@ def test_doctor_table_and_ebpf() -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("setpriv") is None,
-    reason="needs root and setpriv (util-linux) to drop to an unprivileged user",
-)
+@pytest.mark.skipif(missing_setpriv() is not None, reason=missing_setpriv() or "")
 def test_doctor_unprivileged_names_the_capability() -> None:
-    home = Path(tempfile.mkdtemp(prefix="nd-doctor-"))  # pytest's tmp is root-only
-    os.chmod(home, 0o777)
-    env = {**os.environ, "HOME": str(home), "NETDIAG_CACHE": str(home / "cache")}
-    p = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            NETDIAG,
-            "doctor",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    p = run_netdiag("doctor", unprivileged=True)
     assert p.returncode == 5, p.stdout + p.stderr
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("netdiag: error: core features unavailable:")
     assert "run as root (netdiag needs CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN)" in last
     assert "Traceback" not in p.stderr
-    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.mark.e2e

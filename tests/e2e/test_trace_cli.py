@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-NETDIAG = os.path.join(os.path.dirname(sys.executable), "netdiag")
+from tests.cli import run_netdiag
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([NETDIAG, *args], capture_output=True, text=True, timeout=timeout)
+    return run_netdiag(*args, timeout=timeout)
 
 
 @pytest.fixture

@@ -3,38 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.cli import run_netdiag
 
 pytestmark = pytest.mark.e2e
 
 
 def test_bench_sync_tiny_run_writes_schema(tmp_path: Path) -> None:
     out = tmp_path / "bs.json"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "netdiag.cli.main",
-            "bench",
-            "sync",
-            "--peers",
-            "1,2",
-            "--blocks",
-            "200",
-            "--rounds",
-            "1",
-            "--out",
-            str(out),
-            "--json",
-        ],
+    res = run_netdiag(
+        *("bench", "sync", "--peers", "1,2", "--blocks", "200", "--rounds", "1"),
+        *("--out", str(out), "--json"),
         check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     printed = json.loads(res.stdout)
     saved = json.loads(out.read_text())
@@ -59,10 +42,6 @@ def test_bench_sync_tiny_run_writes_schema(tmp_path: Path) -> None:
 
 
 def test_bench_sync_rejects_bad_peer_list() -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "netdiag.cli.main", "bench", "sync", "--peers", "1,x"],
-        capture_output=True,
-        text=True,
-    )
-    assert res.returncode != 0
+    res = run_netdiag("bench", "sync", "--peers", "1,x")
+    assert res.returncode == 2
     assert "netdiag: error: --peers '1,x' is not a list of distinct peer counts" in res.stderr

@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.cli import run_netdiag
 
 pytestmark = pytest.mark.e2e
 
 
 def test_bench_validate_tiny_run_writes_schema(tmp_path: Path) -> None:
     out = tmp_path / "bv.json"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "netdiag.cli.main",
-            "bench",
-            "validate",
-            "--blocks",
-            "3",
-            "--txs-per-block",
-            "5",
-            "--rounds",
-            "2",
-            "--out",
-            str(out),
-            "--json",
-        ],
+    res = run_netdiag(
+        *("bench", "validate", "--blocks", "3", "--txs-per-block", "5", "--rounds", "2"),
+        *("--out", str(out), "--json"),
         check=True,
-        capture_output=True,
-        text=True,
     )
     printed = json.loads(res.stdout)
     saved = json.loads(out.read_text())

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.node.test_node_cluster import NETDIAG, free_ports, get, wait
+from tests.cli import NETDIAG
+from tests.e2e.node.test_node_cluster import free_ports, get, wait
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,8 +18,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.cli import NETDIAG
+
 pytestmark = pytest.mark.e2e
-NETDIAG = [sys.executable, "-m", "netdiag.cli.main"]
 
 
 def free_ports(n: int) -> list[int]:

@@ -13,7 +13,8 @@ import pytest
 
 from netdiag.node.genesis import load_genesis
 from netdiag.node.store import Store
-from tests.e2e.node.test_node_cluster import NETDIAG, free_ports, get, wait
+from tests.cli import NETDIAG
+from tests.e2e.node.test_node_cluster import free_ports, get, wait
 from tests.unit.node.synckit import build_chain, long_lab, seed_store
 
 pytestmark = pytest.mark.e2e

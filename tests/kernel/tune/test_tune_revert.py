@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from tests.kernel.tune.conftest import NETDIAG, raw, run, wait_marker
+from tests.cli import NETDIAG
+from tests.kernel.tune.conftest import raw, run, wait_marker
 
 NETNS_KEYS = [
     "net.ipv4.tcp_congestion_control",
@@ -99,7 +100,7 @@ def test_sigkill_mid_apply_then_revert_restores(tune_netns: str, state: dict[str
     before = snapshot(tune_netns)
     env = dict(state, NETDIAG_TUNE_TEST_PAUSE_AFTER="3")
     proc = subprocess.Popen(
-        [NETDIAG, *tune_args(tune_netns)],
+        [*NETDIAG, *tune_args(tune_netns)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

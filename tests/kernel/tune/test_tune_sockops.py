@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import NETDIAG
 from tests.conftest import missing_bcc, missing_tool
-from tests.kernel.tune.conftest import NETDIAG, raw, run, wait_marker
+from tests.kernel.tune.conftest import raw, run, wait_marker
 
 pytestmark = pytest.mark.skipif(
     bool(missing_bcc() or missing_tool("bpftool", "ss")),
@@ -106,7 +107,7 @@ def test_sigkill_after_attach_then_revert_detaches(
     env = dict(state, NETDIAG_TUNE_TEST_PAUSE_AFTER="1")  # sockops attached, sysctl not yet
     proc = subprocess.Popen(
         [
-            NETDIAG,
+            *NETDIAG,
             "tune",
             "--cc",
             "cubic",
@@ -141,7 +142,7 @@ def test_sigkill_before_pin_leaves_nothing(
     env = dict(state, NETDIAG_TUNE_TEST_PAUSE_AFTER="0")  # journaled, nothing attached yet
     proc = subprocess.Popen(
         [
-            NETDIAG,
+            *NETDIAG,
             "tune",
             "--cc",
             "cubic",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 
 import msgspec
 import pytest
@@ -114,17 +113,6 @@ def test_signed_tx_and_id_follow_the_documented_encoding() -> None:
     assert signer.next_tx(b"")[0]["nonce"] == 1
 
 
-def _has_node_model() -> bool:
-    try:
-        return importlib.util.find_spec("netdiag.node.model") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-NODE_MODEL = _has_node_model()
-
-
-@pytest.mark.skipif(not NODE_MODEL, reason="needs netdiag.node.model (the reference node, issue 3)")
 def test_client_encoding_matches_the_node() -> None:
     from netdiag.node import model  # the node's own encoder, to keep the client honest
 
