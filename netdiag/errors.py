@@ -1,23 +1,29 @@
 """One error hierarchy for all of netdiag (except netdiag.node, which stands alone).
 
 Every error carries WHAT went wrong and HOW TO FIX it; the CLI prints them as
-``netdiag: error: WHAT — HOW TO FIX`` and exits with the class's code.
-
-Exit codes (documented in README.md):
-  0  success
-  1  operation failed (NetdiagError)
-  2  bad usage or bad input (UsageError, InputError)
-  3  missing privilege or capability (PrivilegeError)
-  4  the running kernel lacks a feature (KernelFeatureError)
-  5  a check or verification failed (CheckFailed: doctor core missing, tune verify worse)
-  130 interrupted (Ctrl-C); state netdiag created has been cleaned up
+``netdiag: error: WHAT — HOW TO FIX`` and exits with the class's `ExitStatus`
+(the table is README.md's "Errors and exit codes"; docs/cli.md lists it per command).
 """
 
 from __future__ import annotations
 
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    """The process exit codes netdiag documents; nothing else is ever returned."""
+
+    OK = 0
+    FAILED = 1  # the operation failed (or an internal error)
+    USAGE = 2  # bad usage or bad input: nothing was changed
+    PRIVILEGE = 3  # a privilege or capability is missing (the message names it)
+    KERNEL_FEATURE = 4  # the running kernel lacks a feature
+    CHECK_FAILED = 5  # a check or verification failed (doctor core, tune --verify worse)
+    INTERRUPTED = 130  # Ctrl-C; kernel state netdiag created was removed
+
 
 class NetdiagError(Exception):
-    exit_code = 1
+    exit_code: ExitStatus = ExitStatus.FAILED
 
     def __init__(self, what: str, fix: str | None = None) -> None:
         super().__init__(what)
@@ -29,25 +35,22 @@ class NetdiagError(Exception):
 
 
 class UsageError(NetdiagError):
-    exit_code = 2
+    exit_code = ExitStatus.USAGE
 
 
 class InputError(NetdiagError):
     """Malformed user input: a topology file, a sysctl name, a value out of range."""
 
-    exit_code = 2
+    exit_code = ExitStatus.USAGE
 
 
 class PrivilegeError(NetdiagError):
-    exit_code = 3
+    exit_code = ExitStatus.PRIVILEGE
 
 
 class KernelFeatureError(NetdiagError):
-    exit_code = 4
+    exit_code = ExitStatus.KERNEL_FEATURE
 
 
 class CheckFailed(NetdiagError):
-    exit_code = 5
-
-
-EXIT_INTERRUPTED = 130
+    exit_code = ExitStatus.CHECK_FAILED

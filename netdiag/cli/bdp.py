@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 
@@ -14,6 +13,7 @@ from netdiag.errors import InputError
 from netdiag.kernel import sysctl
 from netdiag.measure import bdp as mbdp
 from netdiag.measure import sockdiag
+from netdiag.output import emit_json
 
 
 def _max_of(name: str, netns_name: str | None) -> int | None:
@@ -72,7 +72,7 @@ def bdp(
             "min_rtt_us": res.min_rtt_us,
         }
         if as_json:
-            click.echo(json.dumps(obj))
+            emit_json(obj)
         else:
             mr = f"{res.min_rtt_us / 1000:.3f} ms" if res.min_rtt_us is not None else "no answer"
             click.echo(
@@ -94,14 +94,12 @@ def bdp(
     reports = [mbdp.report(s, rmem, wmem) for s in series.values()]
     reports.sort(key=lambda r: r.bdp_bytes or 0, reverse=True)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "connections": [r.to_json() for r in reports],
-                    "tcp_rmem_max_bytes": rmem,
-                    "tcp_wmem_max_bytes": wmem,
-                }
-            )
+        emit_json(
+            {
+                "connections": [r.to_json() for r in reports],
+                "tcp_rmem_max_bytes": rmem,
+                "tcp_wmem_max_bytes": wmem,
+            }
         )
         return
     out = Console() if Console().is_terminal else Console(width=100)

@@ -13,6 +13,7 @@ from rich.text import Text
 from netdiag.bench.p2p import P2PBench, P2PParams, Progress
 from netdiag.bench.p2p_topology import PROFILES, SHAPES
 from netdiag.errors import InputError, PrivilegeError
+from netdiag.output import emit_json
 
 
 def _cc_list(value: str) -> tuple[str, ...]:
@@ -137,7 +138,6 @@ def bench_p2p(
     as_json: bool,
 ) -> None:
     """Load-test a cluster of reference nodes on emulated WAN links; save one result file."""
-    import json
     import os
 
     if os.geteuid() != 0:
@@ -188,15 +188,12 @@ def bench_p2p(
     doc = results_mod.load(path)
     tabs = tables.summary_tables(doc)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "result": str(path),
-                    "summary": doc["summary"],
-                    "notes": doc["metadata"].get("notes", []),
-                },
-                indent=1,
-            )
+        emit_json(
+            {
+                "result": str(path),
+                "summary": doc["summary"],
+                "notes": doc["metadata"].get("notes", []),
+            }
         )
     else:
         out_console = Console()

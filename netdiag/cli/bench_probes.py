@@ -10,12 +10,13 @@ import click
 from rich.console import Console
 
 from netdiag.cli.bench import result_file_option
+from netdiag.output import emit_json
 
 
 def _emit(doc: dict[str, Any], out: Path, as_json: bool) -> None:
     out.write_text(json.dumps(doc, indent=2) + "\n")
     if as_json:
-        click.echo(json.dumps(doc))
+        emit_json(doc)
         return
     con = Console()
     for k, v in doc.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ from rich.table import Table
 from netdiag import __version__
 from netdiag.errors import CheckFailed, NetdiagError
 from netdiag.kernel import bcc_loader, caps, checks, tracefs
+from netdiag.output import emit_json
 
 STYLE = {"ok": "green", "degraded": "yellow", "missing": "red"}
 # the probe behind `trace-peers`: its hooks are core, the others' are optional
@@ -107,16 +107,13 @@ def doctor(as_json: bool, fix: bool, ebpf: bool) -> None:
         found = checks.run_all(ctx)
     ok = checks.core_ok(found)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "netdiag_version": __version__,
-                    "kernel": checks.kernel_version(ctx).detail,
-                    "core_ok": ok,
-                    "checks": [c.to_json() for c in found],
-                },
-                indent=2,
-            )
+        emit_json(
+            {
+                "netdiag_version": __version__,
+                "kernel": checks.kernel_version(ctx).detail,
+                "core_ok": ok,
+                "checks": [c.to_json() for c in found],
+            }
         )
     else:
         console.print(_table(found))

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from netdiag.errors import InputError, NetdiagError
 from netdiag.lab import state, teardown, units
+from netdiag.output import emit_json
 
 
 class _Terminated(Exception):
@@ -81,7 +82,7 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
     try:
         with Lab.up(topo, engine=engine) as the_lab:
             if as_json:
-                click.echo(json.dumps(the_lab.metadata()))
+                emit_json(the_lab.metadata())
                 sys.stdout.flush()
             else:
                 console.print(_summary(the_lab.metadata(), the_lab.pending_roles))
@@ -143,7 +144,7 @@ def _detach(file: Path, engine: str | None, name: str, as_json: bool) -> None:
         rec = state.read(name)
         if rec and rec.get("ready") and rec.get("supervisor", {}).get("pid") == p.pid:
             if as_json:
-                click.echo(json.dumps(_status_of(rec)))
+                emit_json(_status_of(rec))
             else:
                 click.echo(f"lab {name} is up (supervisor pid {p.pid}, log {log})")
             return
@@ -180,7 +181,7 @@ def down(name: str | None, all_: bool, stale: bool, as_json: bool) -> None:
             )
         done = [r]
     if as_json:
-        click.echo(json.dumps(done))
+        emit_json(done)
     else:
         for d in done:
             click.echo(f"lab {d['lab']}: down ({len(d.get('namespaces', []))} namespaces removed)")
@@ -233,7 +234,7 @@ def status(name: str | None, as_json: bool) -> None:
     names = [name] if name else state.names()
     out = [_status_of(r) for n in names if (r := state.read(n))]
     if as_json:
-        click.echo(json.dumps(out))
+        emit_json(out)
         return
     console = Console()
     if not out:
@@ -314,35 +315,24 @@ def link_set(
     queue: str | None,
     as_json: bool,
 ) -> None:
-    """Change the live link between nodes A and B."""
-    from netdiag.lab.lab import set_link_record
-    from netdiag.lab.topology import LinkShape
+    """Change the live link between nodes A and B (only the shape fields given)."""
+    from netdiag.lab.live import update_link
 
     name = _resolve(lab_name)
-    rec = state.read(name) or {}
-    idx = next(
-        (i for i, ln in enumerate(rec.get("links", [])) if {ln["a"], ln["b"]} == {a, b}), None
+    shape, mtu = update_link(
+        name,
+        a,
+        b,
+        delay_s=units.duration_s(delay, "--delay") if delay is not None else None,
+        jitter_s=units.duration_s(jitter, "--jitter") if jitter is not None else None,
+        rate_bps=units.rate_bps(rate, "--rate") if rate is not None else None,
+        loss=units.loss_fraction(loss, "--loss") if loss is not None else None,
+        queue=units.queue_spec(queue, "--queue") if queue is not None else None,
     )
-    if idx is None:
-        raise InputError(f"lab {name} has no link {a} <-> {b}", "see `netdiag lab status`")
-    cur = rec["links"][idx]["shape"]
-    if queue:
-        qp, qb = units.queue_spec(queue, "--queue")
-    elif cur.get("queue_bdp"):
-        qp, qb = 0, float(cur["queue_bdp"])  # a BDP-sized queue follows the new rate x delay
+    if as_json:
+        emit_json({"lab": name, "a": a, "b": b, **shape.as_dict(mtu)})
     else:
-        qp, qb = int(cur["queue_pkts"]), 0.0
-    shape = LinkShape(
-        delay_s=units.duration_s(delay, "--delay") if delay else cur["delay_us"] / 1e6,
-        jitter_s=units.duration_s(jitter, "--jitter") if jitter else cur["jitter_us"] / 1e6,
-        rate_bps=units.rate_bps(rate, "--rate") if rate else int(cur["rate_bps"]),
-        loss=units.loss_fraction(loss, "--loss") if loss else float(cur["loss"]),
-        queue_pkts=qp,
-        queue_bdp=qb or 1.0,
-    )
-    set_link_record(name, idx, shape)
-    out = {"lab": name, "a": a, "b": b, **shape.as_dict(int(rec.get("mtu", 1500)))}
-    click.echo(json.dumps(out) if as_json else f"{name}: {a} ↔ {b}: {shape.describe()}")
+        click.echo(f"{name}: {a} ↔ {b}: {shape.describe()}")
 
 
 @click.command(name="emulator")
@@ -403,7 +393,7 @@ def bench_emulator(
         table = fidelity.table(result)
     path.write_text(json.dumps(result, indent=1))
     if as_json:
-        click.echo(json.dumps(result))
+        emit_json(result)
     else:
         Console().print(table)
         console.print(f"saved {path}")

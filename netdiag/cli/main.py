@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 from typing import Any
 
 import click
+import rich.console
 
 from netdiag import __version__
-from netdiag.errors import EXIT_INTERRUPTED, NetdiagError
+from netdiag.errors import ExitStatus, NetdiagError
 
 # name -> "module:attribute". Imported only when the command runs, so `netdiag doctor`
 # does not pay for bcc, matplotlib or the node's crypto at start-up.
@@ -27,6 +30,11 @@ COMMANDS: dict[str, str] = {
     "bdp": "netdiag.cli.bdp:bdp",
     "report": "netdiag.cli.report:report",
 }
+
+
+class StdoutClosed(Exception):
+    """The reader of stdout went away. Not an OSError, so click (which answers EPIPE with
+    exit 1) passes it through to main's handler, which exits 0 quietly."""
 
 
 class LazyGroup(click.Group):
@@ -47,6 +55,12 @@ class LazyGroup(click.Group):
         cmd = getattr(importlib.import_module(module), attr)
         assert isinstance(cmd, click.Command)
         return cmd
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as e:
+            raise StdoutClosed() from e
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,12 +93,62 @@ def _setup_logging(debug: bool) -> None:
     log.setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def command_path(args: Sequence[str]) -> str:
+    """`netdiag lab up` for ["lab", "up", "--x"]: the deepest command the words name."""
+    words = ["netdiag"]
+    group: click.Command = cli
+    ctx = click.Context(cli, info_name="netdiag")
+    for arg in args:
+        if arg.startswith("-") or not isinstance(group, click.Group):
+            continue
+        sub = group.get_command(ctx, arg)
+        if sub is None:
+            break
+        words.append(arg)
+        group = sub
+    return " ".join(words)
+
+
+def usage_line(e: click.UsageError, args: Sequence[str]) -> str:
+    """A click usage error (unknown option, bad choice, missing argument) as WHAT — HOW TO FIX.
+
+    Like httpie's parser errors: the complaint, then where to look, on one line; click's own
+    three-line "Usage: … Try … Error: …" block is never printed.
+    """
+    what = " ".join(e.format_message().split())
+    what, _, suggestion = what.partition(" Did you mean ")
+    what = what.rstrip(".")
+    path = e.ctx.command_path if e.ctx is not None else command_path(args)
+    how = f"did you mean {suggestion.rstrip('?')}? " if suggestion else ""
+    if isinstance(e, click.MissingParameter) and e.ctx is not None:
+        usage = " ".join(e.ctx.get_usage().split())
+        how += f"usage: {usage.partition(' ')[2]}; "
+    return f"{what} — {how}see `{path} --help`"
+
+
+def _quiet_stdout() -> None:
+    # the reader went away (`netdiag report X | head -1`): point stdout at /dev/null so the
+    # interpreter's final flush does not raise again and print "Exception ignored …"
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _rich_broken_pipe(console: Any) -> None:
+    console.quiet = True
+    raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     _setup_logging(debug)
+    # rich answers a closed pipe with SystemExit(1) (Console.on_broken_pipe, meant to be
+    # overridden); every command's consoles hand it to the one handler below instead
+    setattr(rich.console.Console, "on_broken_pipe", _rich_broken_pipe)  # noqa: B010
     try:
         rv: Any = cli.main(args=args, prog_name="netdiag", standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
     except NetdiagError as e:
         if debug:
             traceback.print_exc()
@@ -95,27 +159,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.Abort:
         # click turns KeyboardInterrupt/EOF into Abort; cleanup ran in the commands' finally blocks
         click.echo("netdiag: interrupted", err=True)
-        return EXIT_INTERRUPTED
-    except click.ClickException as e:
+        return ExitStatus.INTERRUPTED
+    except click.UsageError as e:
         if debug:
             traceback.print_exc()
-        e.show()
-        return e.exit_code
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare group (`netdiag lab`): its help
+            click.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
+        else:
+            _print_error(usage_line(e, args))
+        return ExitStatus.USAGE
+    except click.ClickException as e:  # e.g. FileError: still one line
+        if debug:
+            traceback.print_exc()
+        _print_error(" ".join(e.format_message().split()))
+        return ExitStatus.FAILED
     except KeyboardInterrupt:
         click.echo("netdiag: interrupted", err=True)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return 0
+        return ExitStatus.INTERRUPTED
+    except (BrokenPipeError, StdoutClosed):
+        _quiet_stdout()
+        return ExitStatus.OK
     except Exception as e:  # a bug: still one line, unless the operator asked for the traceback
         if debug:
             traceback.print_exc()
         _print_error(f"internal error: {type(e).__name__}: {e} — rerun with --debug and report it")
-        return 1
-    return int(rv) if isinstance(rv, int) else 0
+        return ExitStatus.FAILED
+    return int(rv) if isinstance(rv, int) else ExitStatus.OK
 
 
 def entry() -> None:
-    sys.exit(main())
+    sys.exit(int(main()))
 
 
 if __name__ == "__main__":

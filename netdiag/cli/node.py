@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from netdiag.errors import InputError, NetdiagError
+from netdiag.output import emit_json
 
 LAB_GENESIS_TS_MS = 1_700_000_000_000  # fixed, so the same N and seed give the same genesis
 
@@ -119,7 +120,7 @@ def genesis(
         "validators": vals,
     }
     if as_json:
-        click.echo(json.dumps(doc, indent=2))
+        emit_json(doc)
     else:
         click.echo(f"genesis {doc['genesis_hash'][:16]}… for {validators} validators -> {out}")
         for v in vals:
@@ -138,7 +139,7 @@ def keygen(out: Path, as_json: bool) -> None:
     ident = Identity.generate()
     save_identity(ident, out)
     if as_json:
-        click.echo(json.dumps({"key": str(out), "node_id": ident.node_id.hex()}))
+        emit_json({"key": str(out), "node_id": ident.node_id.hex()})
     else:
         click.echo(f"node id {ident.node_id.hex()} -> {out}")
 
@@ -187,7 +188,10 @@ def tx(api: str, key: Path, payload: str, nonce: int | None, as_json: bool) -> N
         raise NetdiagError(
             f"cannot reach node API at {api}: {e}", "start the node or pass its --api address"
         ) from e
-    click.echo(json.dumps(doc) if as_json else f"tx {doc['txid']} accepted={doc['accepted']}")
+    if as_json:
+        emit_json(doc)
+    else:
+        click.echo(f"tx {doc['txid']} accepted={doc['accepted']}")
 
 
 def _get_json(api: str, path: str) -> Any:
@@ -211,7 +215,7 @@ def status(api: str, as_json: bool) -> None:
     st = _get_json(api, "/status")
     peers = _get_json(api, "/peers")
     if as_json:
-        click.echo(json.dumps({"status": st, "peers": peers}))
+        emit_json({"status": st, "peers": peers})
         return
     console = Console()
     role = "validator" if st["validator"] else "observer"

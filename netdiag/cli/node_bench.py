@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from netdiag.cli.bench import interleaved_rounds_option, result_file_option
+from netdiag.output import emit_json
 
 
 @click.command()
@@ -50,7 +51,7 @@ def validate(blocks: int, txs_per_block: int, rounds: int, out: Path, as_json: b
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     if as_json:
-        click.echo(json.dumps(doc))
+        emit_json(doc)
         return
     t = Table(
         title=f"validation throughput ({blocks} blocks x {txs_per_block} txs, median of {rounds})"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 from rich.console import Console
 
 from netdiag.errors import UsageError
+from netdiag.output import emit_json
 from netdiag.report import html, plots, results, tables, terminal
 
 
@@ -53,7 +53,7 @@ def report(
                 for t in tabs
             ],
         }
-        click.echo(json.dumps(out, indent=1))
+        emit_json(out)
     else:
         for (label, doc), f in zip(runs, files, strict=True):
             terminal.print_header(console, f"{label} {f}".strip(), doc)

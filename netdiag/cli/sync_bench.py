@@ -14,6 +14,7 @@ from rich.table import Table
 
 from netdiag.cli.bench import interleaved_rounds_option, result_file_option
 from netdiag.errors import InputError
+from netdiag.output import emit_json
 
 
 def _peer_counts(value: str) -> list[int]:
@@ -69,7 +70,7 @@ def sync(peers: str, blocks: int, rounds: int, rtt_ms: float, out: Path, as_json
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     if as_json:
-        click.echo(json.dumps(doc))
+        emit_json(doc)
         return
     where = f"over a {rtt_ms:g} ms RTT lab link" if rtt_ms else "on loopback"
     t = Table(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import sys
 import time
@@ -17,6 +16,7 @@ from rich.live import Live
 from netdiag.errors import InputError, KernelFeatureError, NetdiagError, PrivilegeError
 from netdiag.kernel import cgroup as kcgroup
 from netdiag.measure import sockdiag
+from netdiag.output import emit_json
 from netdiag.trace import bpfstats, engine, enrich, manifest, nodejoin, sinks
 from netdiag.trace.filters import Filters
 from netdiag.trace.keys import Keys
@@ -440,7 +440,7 @@ def probes(ctx: click.Context, as_json: bool) -> None:
             }
         )
     if as_json:
-        click.echo(json.dumps({"probes": items}, indent=2))
+        emit_json({"probes": items})
         return
     from rich.table import Table
 

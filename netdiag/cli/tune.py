@@ -6,16 +6,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from netdiag.errors import CheckFailed, InputError, NetdiagError
-from netdiag.kernel import sysctl
+from netdiag.errors import CheckFailed, InputError
+from netdiag.output import emit_json
 from netdiag.tune import apply as tune_apply
-from netdiag.tune import buffers, profiles, sockops, verify
+from netdiag.tune import buffers, profiles, status, verify, workflow
 from netdiag.tune import plan as tune_plan
 from netdiag.tune.env import TuneEnv
 from netdiag.tune.journal import Entry
@@ -44,90 +43,21 @@ def _plan_table(plan: tune_plan.Plan, title: str) -> Table:
     return t
 
 
-def _entry_row(e: Entry) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "created": e.created,
-        "status": e.status,
-        "reverted": e.reverted,
-        "argv": e.argv,
-        "changes": [
-            {"kind": c.kind, "scope": c.scope, "target": c.target, "old": c.old, "new": c.new}
-            for c in e.changes
-        ],
-        "notes": e.notes,
-    }
-
-
-SHOWN_SYSCTLS = (
-    "net.ipv4.tcp_congestion_control",
-    "net.ipv4.tcp_available_congestion_control",
-    "net.ipv4.tcp_allowed_congestion_control",
-    "net.core.default_qdisc",
-    "net.core.rmem_max",
-    "net.core.wmem_max",
-    "net.ipv4.tcp_rmem",
-    "net.ipv4.tcp_wmem",
-    "net.ipv4.tcp_notsent_lowat",
-    "net.ipv4.tcp_mtu_probing",
-    "net.core.somaxconn",
-    "net.core.netdev_max_backlog",
-    "fs.nr_open",
-)
-
-
-def _current(env: TuneEnv) -> dict[str, str]:
-    out = {}
-    for k in SHOWN_SYSCTLS:
-        try:
-            out[k] = sysctl.read(k, None, env.host)
-        except NetdiagError as e:
-            out[k] = f"<{e.what}>"
-    return out
-
-
 def _show(env: TuneEnv, as_json: bool, console: Console) -> None:
-    entries = tune_apply.journal_of(env).entries()
-    live_changes = [(e, c) for e in entries if e.live for c in e.changes]
-    live = [
-        {
-            "entry": e.id,
-            "kind": c.kind,
-            "scope": c.scope,
-            "target": c.target,
-            "journal_new": c.new,
-            "live": c.live(env),
-        }
-        for e, c in live_changes
-    ]
-    pins = sockops.live_pins(env)
-    orphans = {str(p) for p in tune_apply.orphan_pins(env, [e for e in entries if e.live])}
-    for p in pins:
-        p["orphan"] = p["pin"] in orphans
-    current = _current(env)
+    state = status.live_state(env)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "host": current,
-                    "live": live,
-                    "sockops_links": pins,
-                    "journal": [_entry_row(e) for e in entries],
-                },
-                indent=1,
-            )
-        )
+        emit_json(state)
         return
     h = Table(title="host transport settings now", title_justify="left")
     h.add_column("sysctl")
     h.add_column("value", overflow="fold")
-    for k, v in current.items():
+    for k, v in state["host"].items():
         h.add_row(k, v)
     console.print(h)
     t = Table(title="live tuning by netdiag (journal entries not reverted)", title_justify="left")
     for col in ("entry", "scope", "setting", "set to", "live now"):
         t.add_column(col, overflow="fold")
-    for row in live:
+    for row in state["live"]:
         t.add_row(
             str(row["entry"]),
             str(row["scope"]),
@@ -135,8 +65,8 @@ def _show(env: TuneEnv, as_json: bool, console: Console) -> None:
             str(row["journal_new"]),
             str(row["live"]),
         )
-    console.print(t if live else "no live tuning by netdiag")
-    for p in pins:
+    console.print(t if state["live"] else "no live tuning by netdiag")
+    for p in state["sockops_links"]:
         console.print(
             (
                 "[red]ORPHAN (no journal record; `netdiag tune --revert` removes it)[/red] "
@@ -149,9 +79,11 @@ def _show(env: TuneEnv, as_json: bool, console: Console) -> None:
     j = Table(title=f"journal ({env.state})", title_justify="left")
     for col in ("id", "created", "status", "changes", "command"):
         j.add_column(col, overflow="fold")
-    for e in entries:
-        j.add_row(str(e.id), e.created, e.status, str(len(e.changes)), " ".join(e.argv))
-    console.print(j if entries else "journal is empty")
+    for e in state["journal"]:
+        j.add_row(
+            str(e["id"]), e["created"], e["status"], str(len(e["changes"])), " ".join(e["argv"])
+        )
+    console.print(j if state["journal"] else "journal is empty")
 
 
 @click.command("tune")
@@ -248,8 +180,6 @@ def tune(
         return _show(env, as_json, console)
     if revert_id is not None:
         return _revert(env, None if revert_id == "all" else _int_id(revert_id), as_json, console)
-    if revert_if_worse and not do_verify:
-        raise InputError("--revert-if-worse needs --verify", "add --verify")
     req = tune_plan.Request(
         cc=cc,
         netns=netns,
@@ -265,62 +195,41 @@ def tune(
         pid=pid,
         persist=persist,
     )
-    if not any([cc, cgroup_path, ports, buffers, bdp, rtt, profile, sets, nofile]):
-        raise InputError(
-            "nothing to tune",
-            "give --cc, --buffers, --profile, --set or --nofile "
-            "(see `netdiag tune --help`), or --show / --revert",
-        )
-    vport = ports[0] if ports else 0
-    if buffers == "auto" and peer and not (bdp or rtt or rate):
-        m = verify.measure(peer, min(verify_seconds, 3.0), netns)
-        req.measured_bdp_bytes = max(1, verify.bdp_from(m))
-    plan = tune_plan.build(req, env)
-    out: dict[str, Any] = {"plan": plan.to_json(), "dry_run": dry_run}
-    if not as_json:
+    opts = workflow.Options(
+        peer=peer,
+        dry_run=dry_run,
+        verify=do_verify,
+        verify_seconds=verify_seconds,
+        revert_if_worse=revert_if_worse,
+    )
+
+    def planned(plan: tune_plan.Plan) -> None:
+        if as_json:
+            return
         console.print(
             _plan_table(plan, "tune plan" + (" (dry run: nothing changes)" if dry_run else ""))
         )
         for n in plan.notes:
             console.print(f"• {n}")
-    if dry_run or not plan.changes:
-        if not plan.changes and not as_json:
+        if not plan.changes:
             console.print("nothing to change: every planned value is already live")
-        if as_json:
-            click.echo(json.dumps(out, indent=1))
-        return None
-    before = verify.measure(peer, verify_seconds, netns, vport) if do_verify else None
-    entry = tune_apply.apply(plan, env, ["netdiag", *sys.argv[1:]] if sys.argv else [])
-    out["entry"] = entry.id
-    if not as_json:
-        console.print(
-            f"applied {len(plan.changes)} change(s); journal entry {entry.id} — "
-            f"undo with `netdiag tune --revert {entry.id}`"
-        )
-    if before is not None:
-        after = verify.measure(peer, verify_seconds, netns, vport)
-        v = verify.judge(before, after)
-        out["verify"] = v.to_json()
+
+    def applied(entry: Entry) -> None:
         if not as_json:
-            console.print(_verdict_table(v))
-        if v.verdict == "worse" and revert_if_worse:
-            problems = [p for r in tune_apply.revert(env, entry.id) for p in r.problems]
-            out["reverted"] = not problems
-            out["revert_problems"] = problems
-            if as_json:
-                click.echo(json.dumps(out, indent=1))
-            if problems:
-                raise CheckFailed(
-                    f"verify: {v.why}; reverting entry {entry.id} was incomplete: {problems[0]}",
-                    "fix it and run `netdiag tune --revert` again; see `netdiag tune --show`",
-                )
-            raise CheckFailed(
-                f"verify: {v.why}; entry {entry.id} reverted (--revert-if-worse)",
-                "the previous values are live again; see `netdiag tune --show`",
+            console.print(
+                f"applied {len(entry.changes)} change(s); journal entry {entry.id} — "
+                f"undo with `netdiag tune --revert {entry.id}`"
             )
+
+    argv = ["netdiag", *sys.argv[1:]] if sys.argv else []
+    result = workflow.run(req, env, opts, argv, on_plan=planned, on_applied=applied)
+    if result.verdict is not None and not as_json:
+        console.print(_verdict_table(result.verdict))
     if as_json:
-        click.echo(json.dumps(out, indent=1))
-    return None
+        emit_json(result.to_json())
+    failure = result.failure()
+    if failure is not None:
+        raise failure
 
 
 def _int_id(text: str) -> int:
@@ -360,19 +269,16 @@ def _pct(part: int, whole: int) -> str:
 def _revert(env: TuneEnv, entry_id: int | None, as_json: bool, console: Console) -> None:
     results = tune_apply.revert(env, entry_id)
     if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "entry": r.entry.id,
-                        "status": r.entry.status,
-                        "notes": r.notes,
-                        "problems": r.problems,
-                    }
-                    for r in results
-                ],
-                indent=1,
-            )
+        emit_json(
+            [
+                {
+                    "entry": r.entry.id,
+                    "status": r.entry.status,
+                    "notes": r.notes,
+                    "problems": r.problems,
+                }
+                for r in results
+            ]
         )
     else:
         if not results:
@@ -399,20 +305,17 @@ def _revert(env: TuneEnv, entry_id: int | None, as_json: bool, console: Console)
 def _list_profiles(as_json: bool, console: Console) -> None:
     profs = [profiles.load(n) for n in profiles.names()]
     if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "name": p.name,
-                        "description": p.description,
-                        "cc": p.cc.value if p.cc else None,
-                        "buffers": {"rtt": p.buffers_rtt, "rate": p.buffers_rate},
-                        "sysctl": {k: s.value for k, s in p.sysctls.items()},
-                    }
-                    for p in profs
-                ],
-                indent=1,
-            )
+        emit_json(
+            [
+                {
+                    "name": p.name,
+                    "description": p.description,
+                    "cc": p.cc.value if p.cc else None,
+                    "buffers": {"rtt": p.buffers_rtt, "rate": p.buffers_rate},
+                    "sysctl": {k: s.value for k, s in p.sysctls.items()},
+                }
+                for p in profs
+            ]
         )
         return
     for p in profs:
@@ -471,7 +374,7 @@ def bench_cc(
     path = out or Path(f"bench-cc-{time.strftime('%Y%m%dT%H%M%S')}.json")
     path.write_text(json.dumps(result, indent=1))
     if as_json:
-        click.echo(json.dumps(result))
+        emit_json(result)
     else:
         Console(width=None if sys.stdout.isatty() else 120).print(bench.table(result))
     console.print(f"saved {path}")

@@ -33,6 +33,7 @@ from netdiag.errors import InputError, NetdiagError
 from netdiag.kernel import caps, netns
 from netdiag.lab import cluster, engines, state, teardown
 from netdiag.lab.engines.base import LinkEnds, LinkEngine
+from netdiag.lab.live import set_link_record
 from netdiag.lab.topology import LinkShape, NodeSpec, Topology, load, routes, validate
 
 LINK_NET = ipaddress.IPv4Address("10.128.0.0")  # link i gets 10.128.0.0 + 4i /30
@@ -437,18 +438,6 @@ class Lab:
                 for i, ln in enumerate(self.topology.links)
             ],
         }
-
-
-def set_link_record(name: str, index: int, shape: LinkShape, root: Path | None = None) -> None:
-    """Change link `index` of a running lab from any process (the CLI's `lab link set`)."""
-    with state.locked(name, root):
-        rec = state.read(name, root)
-        if rec is None:
-            raise InputError(f"no lab named {name!r} is up", "see `netdiag lab status`")
-        link = rec["links"][index]
-        engines.get(rec["engine"]).set(link, shape, int(rec.get("mtu", 1500)))
-        link["shape"] = shape.as_dict(int(rec.get("mtu", 1500)))
-        state.write(rec, root)
 
 
 def _main_thread() -> bool:

@@ -74,8 +74,7 @@ class LinkShape:
         if self.jitter_s:
             parts.append(f"jitter {units.fmt_duration(self.jitter_s)}")
         parts.append(f"rate {units.fmt_rate(self.rate_bps)}")
-        if self.loss:
-            parts.append(f"loss {self.loss * 100:g}%")
+        parts.append(f"loss {self.loss * 100:g}%")  # "loss 0%" too: `link set --loss 0` echoes it
         return ", ".join(parts)
 
     def as_dict(self, mtu: int = DEFAULT_MTU) -> dict[str, Any]:

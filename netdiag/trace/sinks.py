@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from rich.table import Table
 
+from netdiag.output import json_line
 from netdiag.trace.decode import Row
 from netdiag.trace.engine import Snapshot
 
@@ -188,7 +188,7 @@ def ndjson_line(snap: Snapshot, extra: dict[str, Any] | None = None) -> str:
         "notes": snap.notes,
         "rows": [_jsonable(r) for r in snap.rows],
     }
-    return json.dumps(obj, separators=(",", ":"), default=str)
+    return json_line(obj)
 
 
 # --- Prometheus -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from netdiag.errors import InputError, NetdiagError
 from netdiag.kernel import sysctl
+from netdiag.tune import sockops
 from netdiag.tune.env import TuneEnv
 
 
@@ -84,14 +85,10 @@ class SockopsChange:
         return self.cc if Path(self.pin).exists() else "none"
 
     def apply(self, env: TuneEnv) -> None:
-        from netdiag.tune import sockops
-
-        sockops.attach(self, env)
+        sockops.attach(self.cc, self.ports, self.cgroup, self.pin, env)
 
     def revert(self, env: TuneEnv) -> str | None:
-        from netdiag.tune import sockops
-
-        return sockops.detach(self, env)
+        return sockops.detach(Path(self.pin))
 
 
 @dataclass

@@ -14,14 +14,10 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from netdiag.errors import InputError, NetdiagError
 from netdiag.kernel import bcc_loader, bpf_link, bpffs
 from netdiag.tune.env import TuneEnv
-
-if TYPE_CHECKING:
-    from netdiag.tune.changes import SockopsChange
 
 PROGRAM = "cc_sockops"
 MAX_PORTS = 2
@@ -53,8 +49,10 @@ def defines(cc: str, ports: list[int]) -> dict[str, int | str]:
     }
 
 
-def attach(ch: SockopsChange, env: TuneEnv) -> None:
-    prog = bcc_loader.load(bcc_loader.bpf_source(PROGRAM), defines(ch.cc, ch.ports))
+def attach(cc: str, ports: list[int], cgroup: str, pin_path: str, env: TuneEnv) -> None:
+    """Attach cc_sockops (cc for `ports`, or every port) to `cgroup`, its link pinned at
+    `pin_path`."""
+    prog = bcc_loader.load(bcc_loader.bpf_source(PROGRAM), defines(cc, ports))
     try:
         bcc = bcc_loader.import_bcc()
         try:
@@ -64,9 +62,9 @@ def attach(ch: SockopsChange, env: TuneEnv) -> None:
                 f"the kernel refused {PROGRAM}: {e}", "run with --debug; check `netdiag doctor`"
             ) from e
         bpffs.ensure(env.host)
-        pin = Path(ch.pin)
+        pin = Path(pin_path)
         pin.parent.mkdir(parents=True, exist_ok=True)
-        cg_fd = os.open(ch.cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        cg_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
         try:
             link_fd = bpf_link.link_create(fn.fd, cg_fd, bpf_link.BPF_CGROUP_SOCK_OPS)
         finally:
@@ -79,8 +77,8 @@ def attach(ch: SockopsChange, env: TuneEnv) -> None:
         prog.cleanup()
 
 
-def detach(ch: SockopsChange, env: TuneEnv) -> str | None:
-    pin = Path(ch.pin)
+def detach(pin: Path) -> str | None:
+    """Detach the link pinned at `pin` and remove the pin (and its empty directories)."""
     if not pin.exists():
         return "link was never pinned (apply stopped before it); nothing attached"
     note = None
@@ -102,9 +100,7 @@ def detach(ch: SockopsChange, env: TuneEnv) -> str | None:
 
 def unpin(pin: Path) -> str | None:
     """Detach and remove a pinned link netdiag made (used for orphans without a record)."""
-    from netdiag.tune.changes import SockopsChange
-
-    return detach(SockopsChange(cgroup="", cc="", ports=[], pin=str(pin)), TuneEnv())
+    return detach(pin)
 
 
 def live_pins(env: TuneEnv) -> list[dict[str, object]]:

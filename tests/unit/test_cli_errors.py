@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 import pytest
 
 from netdiag.cli import main as cli_main
-from netdiag.errors import InputError, KernelFeatureError, PrivilegeError
+from netdiag.errors import ExitStatus, InputError, KernelFeatureError, PrivilegeError
+from netdiag.output import emit_json
 
 
 @pytest.fixture
@@ -83,3 +90,75 @@ def test_help_lists_registered_commands(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     for name in cli_main.COMMANDS:
         assert name in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "what", "how"),
+    [
+        (
+            ["tune", "--no-such-option"],
+            "No such option '--no-such-option'",
+            "`netdiag tune --help`",
+        ),
+        (["tune", "--buffer", "auto"], "No such option '--buffer'", "did you mean '--buffers'?"),
+        (
+            ["tune", "--profile", "nosuch"],
+            "Invalid value for '--profile': 'nosuch' is not one of",
+            "`netdiag tune --help`",
+        ),
+        (["lab", "up"], "Missing argument 'FILE'", "usage: netdiag lab up [OPTIONS] FILE"),
+        (["tune", "--cc"], "Option '--cc' requires an argument", "`netdiag tune --help`"),
+        (["lab", "stauts"], "No such command 'stauts'", "did you mean 'status'?"),
+    ],
+)
+def test_click_usage_errors_are_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], what: str, how: str
+) -> None:
+    assert cli_main.main(argv) == ExitStatus.USAGE == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.splitlines()
+    assert line.startswith(f"netdiag: error: {what}") and " — " in line, line
+    assert how in line.split(" — ", 1)[1], line
+    assert "Usage:" not in captured.err and "Try " not in captured.err
+
+
+def test_exit_status_values_are_the_documented_ones() -> None:
+    assert {s.name: int(s) for s in ExitStatus} == {
+        "OK": 0,
+        "FAILED": 1,
+        "USAGE": 2,
+        "PRIVILEGE": 3,
+        "KERNEL_FEATURE": 4,
+        "CHECK_FAILED": 5,
+        "INTERRUPTED": 130,
+    }
+    assert InputError("x").exit_code is ExitStatus.USAGE
+    assert PrivilegeError("x").exit_code is ExitStatus.PRIVILEGE
+    assert KernelFeatureError("x").exit_code is ExitStatus.KERNEL_FEATURE
+
+
+def test_closed_stdout_is_quiet_exit_0() -> None:
+    """`netdiag tune --list-profiles | head -1`: the reader has gone; no traceback,
+    no "Exception ignored", exit 0 (click alone would exit 1, rich alone SystemExit(1))."""
+    for args in (["tune", "--list-profiles"], ["tune", "--list-profiles", "--json"]):
+        r, w = os.pipe()
+        os.close(r)  # the reader is gone before the first write: that write meets EPIPE
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "netdiag.cli.main", *args], stdout=w, stderr=subprocess.PIPE
+        )
+        os.close(w)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert err == b""
+
+
+def test_emit_json_is_one_line_per_object() -> None:
+    buf = io.StringIO()
+    emit_json({"a": [1, 2], "path": Path("/x"), "name": "é"}, buf)
+    emit_json([{"b": None}], buf)
+    lines = buf.getvalue().splitlines()
+    assert [json.loads(x) for x in lines] == [
+        {"a": [1, 2], "path": "/x", "name": "é"},
+        [{"b": None}],
+    ]

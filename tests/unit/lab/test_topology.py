@@ -134,3 +134,16 @@ def test_example_topologies_parse() -> None:
     for f in files:
         t = parse(f.read_text(), f.name)
         assert t.nodes
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        LinkShape(delay_s=0.05, jitter_s=0.001, rate_bps=100_000_000, loss=0.01, queue_bdp=2.0),
+        LinkShape(delay_s=0.2, rate_bps=0, loss=0.0, queue_pkts=64),
+    ],
+)
+def test_live_record_reads_back_as_the_same_shape(shape: LinkShape) -> None:
+    from netdiag.lab.live import shape_of
+
+    assert shape_of(shape.as_dict(1500)) == shape
