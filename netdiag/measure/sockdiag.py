@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from netdiag.kernel import netns
 EXT_INFO = 1 << (2 - 1)  # INET_DIAG_INFO -> struct tcp_info
 EXT_CC_INFO = 1 << (3 - 1)  # INET_DIAG_VEGASINFO bit also requests bbr/dctcp info
 EXT_CONG = 1 << (4 - 1)  # INET_DIAG_CONG -> congestion control name
+EXT_SKMEMINFO = 1 << (8 - 1)  # INET_DIAG_SKMEMINFO -> u32[SK_MEMINFO_VARS] (ss -m)
 
 STATES = {
     1: "ESTABLISHED",
@@ -68,6 +70,34 @@ class TcpInfo:
     rcv_space: int
     segs_out: int
     notsent_bytes: int
+    # fields the verdict engine reads (defaults keep older callers and fixtures working)
+    probes: int = 0  # unanswered zero-window probes outstanding
+    backoff: int = 0
+    sacked: int = 0  # LISTEN: the listener's max backlog (sk_max_ack_backlog)
+    retrans: int = 0  # segments retransmitted and not yet acked
+    reordering: int = 0
+    rcv_ssthresh: int = 0
+    rcv_rtt_us: int = 0
+    delivered: int = 0
+    dsack_dups: int = 0
+    reord_seen: int = 0
+    last_data_sent_ms: int = 0
+    last_data_recv_ms: int = 0
+
+
+@dataclass(frozen=True)
+class SkMem:
+    """INET_DIAG_SKMEMINFO (what `ss -m` prints as skmem:(r…,rb…,t…,tb…,f…,w…,o…,bl…,d…))."""
+
+    rmem_alloc: int  # bytes in the receive queue (r)
+    rcvbuf: int  # sk_rcvbuf (rb)
+    wmem_alloc: int  # bytes handed to the device, not yet freed (t)
+    sndbuf: int  # sk_sndbuf (tb)
+    fwd_alloc: int
+    wmem_queued: int  # bytes in the write queue: sent-unacked + not sent (w)
+    optmem: int
+    backlog: int
+    drops: int  # packets dropped by this socket (d)
 
 
 @dataclass(frozen=True)
@@ -93,6 +123,9 @@ class TcpConn:
     cc: str | None
     info: TcpInfo | None
     bbr: BbrInfo | None
+    rqueue: int = 0  # LISTEN: accept-queue length; else bytes received, not yet read
+    wqueue: int = 0  # LISTEN: max backlog; else bytes sent, not yet acked
+    skmem: SkMem | None = None
 
     @property
     def peer(self) -> str:
@@ -148,7 +181,38 @@ def tcp_info_from(ti: Any) -> TcpInfo:
         rcv_space=_u(ti, "tcpi_rcv_space"),
         segs_out=_u(ti, "tcpi_segs_out"),
         notsent_bytes=_u(ti, "tcpi_notsent_bytes"),
+        probes=_u(ti, "tcpi_probes"),
+        backoff=_u(ti, "tcpi_backoff"),
+        sacked=_u(ti, "tcpi_sacked"),
+        retrans=_u(ti, "tcpi_retrans"),
+        reordering=_u(ti, "tcpi_reordering"),
+        rcv_ssthresh=_u(ti, "tcpi_rcv_ssthresh"),
+        rcv_rtt_us=_u(ti, "tcpi_rcv_rtt"),
+        delivered=_u(ti, "tcpi_delivered"),
+        dsack_dups=_u(ti, "tcpi_dsack_dups"),
+        reord_seen=_u(ti, "tcpi_reord_seen"),
+        last_data_sent_ms=_u(ti, "tcpi_last_data_sent"),
+        last_data_recv_ms=_u(ti, "tcpi_last_data_recv"),
     )
+
+
+def skmem_from(raw: Any) -> SkMem | None:
+    """Decode INET_DIAG_SKMEMINFO: pyroute2 hands it over as hex text ("00:10:…") or bytes."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        try:
+            data = bytes.fromhex(raw.replace(":", ""))
+        except ValueError:
+            return None
+    elif isinstance(raw, bytes | bytearray):
+        data = bytes(raw)
+    else:
+        return None
+    if len(data) < 36:
+        return None
+    v = struct.unpack_from("=9I", data)
+    return SkMem(*v)
 
 
 def bbr_info_from(b: Any) -> BbrInfo:
@@ -167,6 +231,7 @@ def conn_from(msg: Any) -> TcpConn:
     bbr = msg.get_attr("INET_DIAG_BBRINFO")
     cc = msg.get_attr("INET_DIAG_CONG")
     cg = msg.get_attr("INET_DIAG_CGROUP_ID")
+    mem = msg.get_attr("INET_DIAG_SKMEMINFO")
     return TcpConn(
         cookie=int(msg["idiag_cookie"]),
         family=fam,
@@ -181,6 +246,9 @@ def conn_from(msg: Any) -> TcpConn:
         cc=str(cc) if cc is not None else None,
         info=tcp_info_from(ti) if ti is not None else None,
         bbr=bbr_info_from(bbr) if bbr is not None and cc == "bbr" else None,
+        rqueue=int(msg.get("idiag_rqueue") or 0),
+        wqueue=int(msg.get("idiag_wqueue") or 0),
+        skmem=skmem_from(mem),
     )
 
 
@@ -192,7 +260,9 @@ def _query(families: Iterable[int], states: int) -> list[TcpConn]:
         ds.bind()
         for fam in families:
             for msg in ds.get_sock_stats(
-                family=fam, states=states, extensions=EXT_INFO | EXT_CC_INFO | EXT_CONG
+                family=fam,
+                states=states,
+                extensions=EXT_INFO | EXT_CC_INFO | EXT_CONG | EXT_SKMEMINFO,
             ):
                 if msg.get("header", {}).get("type") == 3:  # NLMSG_DONE
                     continue
