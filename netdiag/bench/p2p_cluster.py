@@ -80,7 +80,7 @@ def make_genesis(out: Path, validators: int, seed: int, slot_ms: int) -> Path:
         "genesis",
         "--validators",
         str(validators),
-        "--seed",
+        "--lab-seed",
         str(seed),
         "--slot-ms",
         str(slot_ms),

@@ -78,37 +78,57 @@ def run(config_file: Path | None, **opts: Any) -> None:
 
 @node.command()
 @click.option("--validators", type=click.IntRange(1, 1000), required=True)
-@click.option("--seed", required=True, help="Seed for deterministic LAB-ONLY validator keys.")
+@click.option(
+    "--lab-seed",
+    help="LAB ONLY: derive the validator keys from this string (anyone who knows it holds "
+    "them). Without it every key comes from the OS CSPRNG.",
+)
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--network-id", default="netdiag-lab", show_default=True)
+@click.option(
+    "--network-id", default=None, help="Default: netdiag-lab with --lab-seed, else required."
+)
 @click.option("--slot-ms", type=click.IntRange(10), default=1000, show_default=True)
 @click.option("--epoch-length", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--timestamp-ms", type=int, default=LAB_GENESIS_TS_MS, show_default=True)
+@click.option(
+    "--timestamp-ms",
+    type=click.IntRange(0),
+    default=None,
+    help=f"Genesis time. Default: {LAB_GENESIS_TS_MS} with --lab-seed (reproducible), else now.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def genesis(
     validators: int,
-    seed: str,
+    lab_seed: str | None,
     out: Path,
-    network_id: str,
+    network_id: str | None,
     slot_ms: int,
     epoch_length: int,
-    timestamp_ms: int,
+    timestamp_ms: int | None,
     as_json: bool,
 ) -> None:
-    """Write DIR/genesis.json and DIR/validator-I.key for a lab of N validators.
+    """Write DIR/genesis.json and DIR/validator-I.key (mode 0600) for a new network.
 
-    The keys derive from the seed: anyone who knows it holds them. Labs only.
+    Keys come from the OS CSPRNG and are never overwritten. --lab-seed makes them
+    reproducible from a string instead: for labs and tests only.
     """
-    from netdiag.node.genesis import ChainParams, lab_genesis, write_lab
+    from netdiag.node.errors import NodeError
+    from netdiag.node.genesis import ChainParams, fresh_genesis, lab_genesis, write_lab
 
-    spec, keys = lab_genesis(
-        validators,
-        seed,
-        network_id,
-        timestamp_ms,
-        ChainParams(epoch_length=epoch_length, slot_ms=slot_ms),
-    )
-    paths = write_lab(out, spec, keys)
+    params = ChainParams(epoch_length=epoch_length, slot_ms=slot_ms)
+    if lab_seed is not None:
+        ts = LAB_GENESIS_TS_MS if timestamp_ms is None else timestamp_ms
+        spec, keys = lab_genesis(validators, lab_seed, network_id or "netdiag-lab", ts, params)
+    else:
+        if not network_id:
+            raise InputError(
+                "a new network needs a name", "pass --network-id NAME (or --lab-seed for a lab)"
+            )
+        ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        spec, keys = fresh_genesis(validators, network_id, ts, params)
+    try:
+        paths = write_lab(out, spec, keys, overwrite=lab_seed is not None)
+    except NodeError as e:
+        raise _node_error(e) from e
     vals: list[dict[str, Any]] = [
         {"index": i, "node_id": k.node_id.hex(), "key": str(p)}
         for i, (k, p) in enumerate(zip(keys, paths[1:], strict=True))
@@ -116,13 +136,17 @@ def genesis(
     doc: dict[str, Any] = {
         "genesis": str(paths[0]),
         "genesis_hash": spec.block().hash.hex(),
-        "network_id": network_id,
+        "network_id": spec.network_id,
+        "lab_keys": lab_seed is not None,
         "validators": vals,
     }
     if as_json:
         emit_json(doc)
     else:
-        click.echo(f"genesis {doc['genesis_hash'][:16]}… for {validators} validators -> {out}")
+        kind = "LAB keys from --lab-seed" if lab_seed is not None else "CSPRNG keys"
+        click.echo(
+            f"genesis {doc['genesis_hash'][:16]}… for {validators} validators ({kind}) -> {out}"
+        )
         for v in vals:
             click.echo(f"  validator {v['index']}: {v['node_id'][:16]}…  {v['key']}")
 

@@ -45,7 +45,7 @@ def make_genesis(topo: Topology, work: Path) -> dict[str, Any]:
             "genesis",
             "--validators",
             str(len(roles)),
-            "--seed",
+            "--lab-seed",
             f"lab-{topo.name}-{topo.seed}",
             "--out",
             str(out),

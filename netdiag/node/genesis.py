@@ -96,12 +96,26 @@ def lab_genesis(
     return spec, keys
 
 
-def write_lab(out: Path, spec: GenesisSpec, keys: list[Identity]) -> list[Path]:
+def fresh_genesis(
+    validators: int, network_id: str, timestamp_ms: int, params: ChainParams
+) -> tuple[GenesisSpec, list[Identity]]:
+    """A new network: every validator key from the OS CSPRNG (nobody can re-derive them)."""
+    keys = [Identity.generate() for _ in range(validators)]
+    return GenesisSpec(network_id, timestamp_ms, [k.node_id for k in keys], params), keys
+
+
+def write_lab(
+    out: Path, spec: GenesisSpec, keys: list[Identity], overwrite: bool = True
+) -> list[Path]:
+    """genesis.json and validator-I.key (0600). ``overwrite=False`` refuses to replace any
+    existing file (real keys are never overwritten) and checks before writing anything."""
+    written = [out / "genesis.json", *(out / f"validator-{i}.key" for i in range(len(keys)))]
+    if not overwrite:
+        existing = [p for p in written if p.exists()]
+        if existing:
+            raise ConfigError(f"{existing[0]} exists: keys and genesis are never overwritten")
     out.mkdir(parents=True, exist_ok=True)
-    written = [out / "genesis.json"]
-    (out / "genesis.json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
-    for i, key in enumerate(keys):
-        path = out / f"validator-{i}.key"
+    for key, path in zip(keys, written[1:], strict=True):
         save_identity(key, path)
-        written.append(path)
+    (out / "genesis.json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
     return written

@@ -25,7 +25,7 @@ def genesis(tmp: Path) -> None:
             "genesis",
             "--validators",
             "1",
-            "--seed",
+            "--lab-seed",
             "cli",
             "--out",
             str(tmp),

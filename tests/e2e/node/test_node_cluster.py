@@ -62,7 +62,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[list[int], list[subprocess.Popen[b
             "genesis",
             "--validators",
             "3",
-            "--seed",
+            "--lab-seed",
             "e2e",
             "--out",
             str(tmp_path),

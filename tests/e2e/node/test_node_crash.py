@@ -28,7 +28,7 @@ def test_kill_9_node_and_restart(tmp_path: Path) -> None:
             "genesis",
             "--validators",
             "1",
-            "--seed",
+            "--lab-seed",
             "crash",
             "--out",
             str(tmp_path),
