@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "probes": "netdiag.cli.bench_probes:probes",
     "sync": "netdiag.cli.sync_bench:sync",
     "p2p": "netdiag.cli.bench_p2p:bench_p2p",
+    "attack": "netdiag.cli.bench_attack:attack",
 }
 
 

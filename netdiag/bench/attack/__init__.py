@@ -1,0 +1,1 @@
+"""`netdiag bench attack`: one module per attack (base.py says what an attack is)."""

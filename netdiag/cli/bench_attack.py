@@ -1,0 +1,160 @@
+"""`netdiag bench attack`: the issue-12 attacks against a lab cluster of real node processes.
+
+Per attack: survived, chain growth against a control cluster measured side by side, RSS of the
+attacked node before/peak/after, and whether the attacker ended up banned — printed, and
+saved in the common result format (docs/results-schema.md, benchmark "attack").
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from netdiag.cli.bench import result_file_option
+from netdiag.errors import CheckFailed, InputError
+
+QUICK = {"duration_s": 2.0, "settle_s": 1.0}
+
+
+def _attack_names(value: str) -> list[str]:
+    from netdiag.bench.attack.runner import ATTACKS
+
+    if value == "all":
+        return list(ATTACKS)
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in ATTACKS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise InputError(
+            f"--attacks {value!r}: unknown or repeated attack {unknown[:1] or names}",
+            f"pass 'all' or distinct names from {', '.join(ATTACKS)} (own modules: --module)",
+        )
+    return names
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+@click.command("attack")
+@click.option("--attacks", default="all", show_default=True, help="Comma list of attacks.")
+@click.option(
+    "--module",
+    "modules",
+    multiple=True,
+    help="Extra attack: an importable module defining ATTACK (repeatable).",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(0.5),
+    default=30.0,
+    show_default=True,
+    help="Seconds per attack (the TLS flood runs twice as long).",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="Seconds after each attack before RSS 'after' is read.",
+)
+@click.option("--slot-ms", type=click.IntRange(50, 10_000), default=500, show_default=True)
+@click.option("--quick", is_flag=True, help="CI variant: 2 s per attack, 1 s settle (< 60 s).")
+@click.option("--keep", is_flag=True, help="Keep the work directory (node logs, stores).")
+@click.option("--fail-undefended", is_flag=True, help="Exit 5 if any attack is not defended.")
+@result_file_option("bench-attack.json")
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
+def attack(
+    attacks: str,
+    modules: tuple[str, ...],
+    duration: float,
+    settle: float,
+    slot_ms: int,
+    quick: bool,
+    keep: bool,
+    fail_undefended: bool,
+    out: Path,
+    as_json: bool,
+) -> None:
+    """Attack a 3-validator loopback cluster; report survival, growth, RSS, bans."""
+    from netdiag.bench.attack.runner import Params, load_attack, run
+
+    names = _attack_names(attacks)
+    for m in modules:
+        load_attack(m)
+    names += list(modules)
+    if quick:
+        duration, settle = QUICK["duration_s"], QUICK["settle_s"]
+    err = Console(stderr=True)
+    work = Path(tempfile.mkdtemp(prefix="nd-attack-"))
+    p = Params(names, duration, settle, slot_ms, 3, quick, work)
+    try:
+        with err.status("bench attack", spinner="dots") as st:
+
+            def progress(line: str) -> None:
+                st.update(f"[bold]bench attack[/] {line}")
+                if ": survived=" in line or line.startswith("starting"):
+                    err.log(line)
+
+            builder = run(p, progress)
+        builder.metadata["workdir"] = str(work) if keep else None
+        doc = builder.to_dict()
+        builder.save(out)
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    rows = doc["summary"]["attacks"]
+    if as_json:
+        click.echo(json.dumps(doc))
+    else:
+        t = Table(title=f"bench attack: 3 validators, {slot_ms} ms slots, {duration:g} s each")
+        cols = (
+            "attack",
+            "survived",
+            "defended",
+            "attacker_banned",
+            "growth_ratio",
+            "rss_before_mb",
+            "rss_peak_mb",
+            "rss_after_mb",
+            "tracebacks",
+        )
+        heads = (
+            "attack",
+            "alive",
+            "defended",
+            "banned",
+            "growth",
+            "RSS MB",
+            "peak",
+            "after",
+            "tracebacks",
+        )
+        for h in heads:
+            t.add_column(h, justify="left" if h == "attack" else "right", no_wrap=True)
+        for r in rows:
+            t.add_row(*(_fmt(r.get(c)) for c in cols))
+        console = Console()
+        console.print(t)
+        for r in doc["raw"]["attacks"]:
+            console.print(f"[bold]{r['attack']}[/]: {r['why']}")
+            if r.get("not_defended_because"):
+                console.print(f"  not defended: {r['not_defended_because']}")
+        console.print(
+            "growth: the attacked cluster's new blocks / the control cluster's, same seconds"
+        )
+        console.print(f"saved {out}")
+    if fail_undefended and not all(r["defended"] for r in rows):  # None (not run) fails too
+        bad = [str(r["attack"]) for r in rows if not r["defended"]]
+        raise CheckFailed(f"not defended: {', '.join(bad)}", "see the table and docs/node.md")
