@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netdiag.diagnose import Sample, judge_samples
 from netdiag.errors import KernelFeatureError, NetdiagError
 from netdiag.kernel import headers
 from netdiag.measure import bdp as mbdp
@@ -362,6 +363,9 @@ def accuracy(
             "recursion_misses": misses.get("tracepoint__tcp__tcp_retransmit_skb", 0),
         },
         "cwnd": {"tcp_peers": row["snd_cwnd"], "sock_diag": info.snd_cwnd, "ss": ss_cwnd},
-        "verdict": rep.verdict,
+        # samples were taken ~0.1 s apart (the loop above); the engine needs only their spacing
+        "verdict": judge_samples(
+            [Sample(0.1 * k, c) for k, c in enumerate(samples or [end_diag])]
+        ).verdict,
         "lost_events": snap.stats.get("lost_events", 0) + snap.stats.get("recursion_misses", 0),
     }

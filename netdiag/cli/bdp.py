@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
-
 import click
 from rich.console import Console
 from rich.table import Table
 
-from netdiag.errors import InputError
+from netdiag.cli.diagnose import parse_window
+from netdiag.diagnose.collect import Collected, Selection, collect, parse_peer
+from netdiag.diagnose.host import HostFacts
+from netdiag.diagnose.run import judge_collected, route_cwnd_locks
+from netdiag.errors import InputError, NetdiagError
 from netdiag.kernel import sysctl
 from netdiag.measure import bdp as mbdp
-from netdiag.measure import sockdiag
 from netdiag.output import emit_json
+from netdiag.tune.buffers import parse_rate_bps
 
 
 def _max_of(name: str, netns_name: str | None) -> int | None:
@@ -23,80 +24,108 @@ def _max_of(name: str, netns_name: str | None) -> int | None:
         return None
 
 
-def _match(c: sockdiag.TcpConn, peer: str | None) -> bool:
-    if not peer:
-        return True
-    host, sep, port = peer.rpartition(":")
-    if sep and port.isdigit():
-        return c.raddr == host.strip("[]") and c.rport == int(port)
-    return c.raddr == peer
+def _addrs(col: Collected) -> list[str]:
+    return sorted({s[-1].conn.raddr for s in col.conns.values() if s})
+
+
+def _probe(target: str, netns_name: str | None, as_json: bool) -> None:
+    from netdiag.measure import rttprobe
+
+    res = rttprobe.handshake_rtt(target, netns_name=netns_name)
+    obj = {
+        "target": res.target,
+        "sent": res.sent,
+        "answered": res.answered,
+        "refused": res.refused,
+        "rtt_us": res.rtt_us,
+        "min_rtt_us": res.min_rtt_us,
+    }
+    if as_json:
+        emit_json(obj)
+    elif res.min_rtt_us is not None:
+        click.echo(
+            f"{res.target}: handshake RTT min {res.min_rtt_us / 1000:.3f} ms "
+            f"({res.answered}/{res.sent} answered{', port closed (RST)' if res.refused else ''})"
+        )
+    if not res.answered:
+        raise NetdiagError(
+            f"no answer from {res.target} to {res.sent} SYN probes",
+            "check the address, the route and any firewall dropping SYNs",
+        )
 
 
 @click.command("bdp")
-@click.option("--peer", help="Only connections to this ADDR or ADDR:PORT.")
+@click.option("--peer", help="Only connections to ADDR, ADDR:PORT or [V6ADDR]:PORT.")
 @click.option("--port", "ports", multiple=True, type=int, help="Only connections with this port.")
 @click.option("--netns", "netns_name", help="Connections of this named network namespace.")
 @click.option(
-    "--window", type=float, default=1.0, show_default=True, help="Sampling window, seconds."
+    "--window", "window_text", default="1", show_default=True, help="Sampling window, seconds."
 )
 @click.option(
     "--samples", type=int, default=5, show_default=True, help="sock_diag samples in the window."
 )
+@click.option("--rate", "rate_text", help="The path's known bottleneck rate, e.g. 50mbit.")
 @click.option(
     "--probe",
     "probe_target",
     metavar="HOST:PORT",
-    help="Measure handshake RTT with SYN probes instead.",
+    help="Measure handshake RTT with SYN probes instead (IPv4 or [IPv6]:PORT).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def bdp(
     peer: str | None,
     ports: tuple[int, ...],
     netns_name: str | None,
-    window: float,
+    window_text: str,
     samples: int,
+    rate_text: str | None,
     probe_target: str | None,
     as_json: bool,
 ) -> None:
     """Min RTT, delivery rate, BBR estimates, BDP and a verdict per TCP connection (no eBPF)."""
     if probe_target:
-        from netdiag.measure import rttprobe
-
-        res = rttprobe.handshake_rtt(probe_target, netns_name=netns_name)
-        obj = {
-            "target": res.target,
-            "sent": res.sent,
-            "answered": res.answered,
-            "refused": res.refused,
-            "rtt_us": res.rtt_us,
-            "min_rtt_us": res.min_rtt_us,
-        }
-        if as_json:
-            emit_json(obj)
-        else:
-            mr = f"{res.min_rtt_us / 1000:.3f} ms" if res.min_rtt_us is not None else "no answer"
-            click.echo(
-                f"{res.target}: handshake RTT min {mr} ({res.answered}/{res.sent} answered"
-                f"{', port closed (RST)' if res.refused else ''})"
-            )
+        _probe(probe_target, netns_name, as_json)
         return
-    if samples < 1 or window < 0:
-        raise InputError("--samples must be ≥ 1 and --window ≥ 0", "e.g. --samples 5 --window 1")
-    series: dict[int, list[sockdiag.TcpConn]] = defaultdict(list)
-    for k in range(samples):
-        if k:
-            time.sleep(window / max(1, samples - 1))
-        for c in sockdiag.snapshot(netns_name, ports=ports):
-            if _match(c, peer) and c.state == "ESTABLISHED":
-                series[c.cookie].append(c)
+    window = parse_window(window_text)
+    if samples < 2:
+        raise InputError(f"--samples {samples} must be ≥ 2", "e.g. --samples 5 --window 1")
+    rate = parse_rate_bps(rate_text) if rate_text else None
+    sel = Selection(ports=ports, peer=parse_peer(peer) if peer else None, netns=netns_name)
+    sel.validate()
+    data = collect(sel, window, interval_s=window / (samples - 1))
+    data.listeners = {}
+    data.counters_before = data.counters_after = {}
     rmem = _max_of("net.ipv4.tcp_rmem", netns_name)
     wmem = _max_of("net.ipv4.tcp_wmem", netns_name)
-    reports = [mbdp.report(s, rmem, wmem) for s in series.values()]
+    facts = HostFacts(rmem_max=rmem, wmem_max=wmem)
+    findings, _wins = judge_collected(
+        data, facts, rate_bps=rate, route_locks=route_cwnd_locks(_addrs(data), netns_name)
+    )
+    by_cookie = {f.sock_cookie: f for f in findings if f.scope == "connection"}
+    reports = [
+        mbdp.report([x.conn for x in s], rmem, wmem)
+        for s in data.conns.values()
+        if s and s[-1].conn.state == "ESTABLISHED"
+    ]
     reports.sort(key=lambda r: r.bdp_bytes or 0, reverse=True)
     if as_json:
+        conns = []
+        for r in reports:
+            row = r.to_json()
+            f = by_cookie.get(r.sock_cookie)
+            if f is not None:
+                row.update(
+                    verdict=f.verdict,
+                    severity=f.severity,
+                    confidence=round(f.confidence, 2),
+                    summary=f.summary,
+                    fix=f.fix,
+                    evidence=f.evidence,
+                )
+            conns.append(row)
         emit_json(
             {
-                "connections": [r.to_json() for r in reports],
+                "connections": conns,
                 "tcp_rmem_max_bytes": rmem,
                 "tcp_wmem_max_bytes": wmem,
             }
@@ -143,7 +172,11 @@ def bdp(
         )
     out.print(t)
     for r in reports:
-        out.print(f"{r.peer}: {r.verdict}")
+        f = by_cookie.get(r.sock_cookie)
+        if f is not None:
+            out.print(f"{r.peer}: {f.summary}")
+            if f.fix:
+                out.print(f"  fix: {f.fix}")
 
 
 def _bps(v: int | None) -> str:

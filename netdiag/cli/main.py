@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "trace-peers": "netdiag.cli.trace:trace_peers",
     "probes": "netdiag.cli.trace:probes",
     "bdp": "netdiag.cli.bdp:bdp",
+    "diagnose": "netdiag.cli.diagnose:diagnose",
     "report": "netdiag.cli.report:report",
 }
 

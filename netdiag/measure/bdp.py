@@ -1,4 +1,4 @@
-"""Bandwidth-delay product per connection from sock_diag samples, and what limits it.
+"""Bandwidth-delay product figures per connection from sock_diag samples.
 
 Inputs are tcp_info/bbr_info samples (sockdiag.TcpConn) of one socket over a short window:
 - min RTT: tcpi_min_rtt (the kernel's windowed minimum), BBR's min_rtt when bbr runs;
@@ -6,6 +6,10 @@ Inputs are tcp_info/bbr_info samples (sockdiag.TcpConn) of one socket over a sho
   not app-limited (app-limited samples measure the application, not the path);
 - limited-by: the chrono counters tcpi_busy_time (all sending time), tcpi_rwnd_limited and
   tcpi_sndbuf_limited; the rest of busy time is cwnd (or pacing) limited.
+
+These are figures, not a judgement: the verdict (what limits the connection) comes from the
+verdict engine in netdiag.diagnose, which estimates the path's bottleneck apart from the
+connection's own, possibly limited, rate.
 """
 
 from __future__ import annotations
@@ -15,9 +19,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from netdiag.measure.sockdiag import TcpConn
-
-LIMIT_FRACTION = 0.2  # a limit that holds the sender this share of busy time is worth acting on
-NEAR_BDP = 0.8
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,6 @@ class BdpReport:
     limits: Limits | None
     rmem_max_bytes: int | None
     wmem_max_bytes: int | None
-    verdict: str
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,41 +87,10 @@ def limits_of(first: TcpConn, last: TcpConn) -> Limits | None:
     return Limits(busy, round(r, 3), round(s, 3), round(max(0.0, 1.0 - r - s), 3), window)
 
 
-def verdict(r: BdpReport) -> str:
-    if r.bdp_bytes is None or r.limits is None or r.limits.busy_us == 0:
-        return "app-limited: the application did not keep data queued; the path is not the limit"
-    bdp2 = human_bytes(2 * r.bdp_bytes)
-    lim = r.limits
-    # A window or buffer limit is actionable even when it holds the sender less than the
-    # rest of busy time (which is cwnd or pacing, i.e. normal sending): check them first.
-    if lim.rwnd >= LIMIT_FRACTION and lim.rwnd >= lim.sndbuf:
-        wnd = f"{human_bytes(r.snd_wnd_bytes)}" if r.snd_wnd_bytes else "?"
-        return (
-            f"rwnd-limited ({lim.rwnd:.0%} of busy time): raise tcp_rmem max on the receiver "
-            f"to ≥ 2 × BDP = {bdp2} (a lower bound: the rate was window-limited); if it "
-            f"already is, the receiver pins SO_RCVBUF or reads slowly (its window: {wnd})"
-        )
-    if lim.sndbuf >= LIMIT_FRACTION:
-        return (
-            f"sndbuf-limited ({lim.sndbuf:.0%} of busy time): "
-            f"raise tcp_wmem max to ≥ 2 × BDP = {bdp2}"
-        )
-    if r.cwnd_over_bdp is not None and r.cwnd_over_bdp < NEAR_BDP:
-        return (
-            f"cwnd-limited below BDP (cwnd×mss = {human_bytes(r.cwnd_bytes or 0)} < BDP = "
-            f"{human_bytes(r.bdp_bytes)}): loss or congestion control holds the window "
-            f"({r.retrans} retransmits)"
-        )
-    return (
-        f"cwnd-limited at BDP (cwnd×mss = {human_bytes(r.cwnd_bytes or 0)} ≥ BDP = "
-        f"{human_bytes(r.bdp_bytes)}): the path itself is full"
-    )
-
-
 def report(
     samples: Sequence[TcpConn], rmem_max: int | None = None, wmem_max: int | None = None
 ) -> BdpReport:
-    """One socket's samples (oldest first) -> its BDP report with a verdict."""
+    """One socket's samples (oldest first) -> its BDP figures."""
     if not samples:
         raise ValueError("no samples")
     last = samples[-1]
@@ -150,7 +119,7 @@ def report(
     rtt = min_rtt or bbr_min
     bdp = int(bw / 8 * rtt / 1e6) if bw and rtt else None
     cwnd_bytes = i.snd_cwnd * i.snd_mss if i else None
-    partial = BdpReport(
+    return BdpReport(
         sock_cookie=last.cookie,
         peer=last.peer,
         local=f"{last.laddr}:{last.lport}",
@@ -175,6 +144,4 @@ def report(
         limits=limits_of(samples[0], last),
         rmem_max_bytes=rmem_max,
         wmem_max_bytes=wmem_max,
-        verdict="",
     )
-    return BdpReport(**{**asdict(partial), "limits": partial.limits, "verdict": verdict(partial)})

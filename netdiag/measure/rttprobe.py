@@ -3,6 +3,7 @@ keeps no half-open state. For peers with no live connection to read tcp_info fro
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
 import time
@@ -28,15 +29,26 @@ class ProbeResult:
 
 
 def parse_target(text: str) -> tuple[str, int]:
+    """HOST:PORT, IPv4:PORT or [IPv6]:PORT -> (address, port)."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise InputError(f"--probe {text!r} is not HOST:PORT", "e.g. --probe 127.0.0.1:30303")
+    if not sep or not host or (":" in host and not host.startswith("[")):
+        raise InputError(
+            f"--probe {text!r} is not HOST:PORT", "e.g. --probe 10.0.0.2:30303 or [::1]:30303"
+        )
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(
+            f"--probe {text!r}: port {port!r} is not 1-65535", "e.g. --probe [::1]:30303"
+        )
     host = host.strip("[]")
     try:
-        addr = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
-    except socket.gaierror as e:
-        raise InputError(f"cannot resolve {host!r}: {e}", "give an IPv4 address") from e
+        addr = socket.getaddrinfo(host, int(port), 0, socket.SOCK_STREAM)[0][4][0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise InputError(f"cannot resolve {host!r}: {e}", "give an IPv4 or IPv6 address") from e
     return str(addr), int(port)
+
+
+def _fmt(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def handshake_rtt(
@@ -44,6 +56,7 @@ def handshake_rtt(
 ) -> ProbeResult:
     """Send `count` SYNs to HOST:PORT (from inside `netns_name`, if given) and time the
     SYN-ACK (or RST) answers."""
+    parse_target(target)  # bad input is refused before any privilege or namespace question
     return netns.run_in(netns_name, lambda: _handshake_rtt(target, count, timeout_s))
 
 
@@ -56,20 +69,26 @@ def _handshake_rtt(target: str, count: int, timeout_s: float) -> ProbeResult:
     try:
         from scapy.config import conf
         from scapy.layers.inet import IP, TCP
+        from scapy.layers.inet6 import IPv6
         from scapy.sendrecv import send, sr1
-        from scapy.supersocket import L3RawSocket
+        from scapy.supersocket import L3RawSocket, L3RawSocket6
     except ImportError as e:
         raise NetdiagError(f"scapy does not import: {e}", "run `make setup`") from e
     conf.verb = 0
+    # scapy logs unroutable sends as "ERROR: …" lines; an unanswered probe is our one error
+    logging.getLogger("scapy").setLevel(logging.CRITICAL)
     # raw L3 sockets: the kernel routes (loopback included, and inside the caller's netns),
     # where scapy's own L2 path would use a routing table read in the root namespace
     conf.L3socket = L3RawSocket
+    conf.L3socket6 = L3RawSocket6
+    v6 = ":" in host
     rtts: list[float] = []
     refused = answered = 0
     for _ in range(count):
         sport = random.randint(40000, 60000)
         seq = random.getrandbits(32)
-        syn = IP(dst=host) / TCP(sport=sport, dport=port, flags="S", seq=seq)
+        net = IPv6(dst=host) if v6 else IP(dst=host)
+        syn = net / TCP(sport=sport, dport=port, flags="S", seq=seq)
         t0 = time.perf_counter()
         ans = sr1(syn, timeout=timeout_s)
         t1 = time.perf_counter()
@@ -83,5 +102,6 @@ def _handshake_rtt(target: str, count: int, timeout_s: float) -> ProbeResult:
         if flags & 0x04:  # RST: port closed — the RTT still counts
             refused += 1
         elif flags & 0x12 == 0x12:
-            send(IP(dst=host) / TCP(sport=sport, dport=port, flags="R", seq=seq + 1))
-    return ProbeResult(f"{host}:{port}", count, answered, rtts, refused)
+            rst = IPv6(dst=host) if v6 else IP(dst=host)
+            send(rst / TCP(sport=sport, dport=port, flags="R", seq=seq + 1))
+    return ProbeResult(_fmt(host, port), count, answered, rtts, refused)

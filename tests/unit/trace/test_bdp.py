@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import replace
 from typing import Any
 
@@ -66,36 +67,15 @@ def conn(
     )
 
 
-def test_rwnd_limited_verdict_gives_the_buffer_size() -> None:
-    # 10 Gbit/s x 5 ms = 6.25 MB BDP -> tcp_rmem max >= 12.5 MB
+def test_chrono_limits_are_window_deltas() -> None:
+    # 10 Gbit/s x 5 ms = 6.25 MB BDP; 70 % of the window's busy time was rwnd-limited
     a = conn(busy_time_us=1_000_000, rwnd_limited_us=0)
     b = conn(busy_time_us=2_000_000, rwnd_limited_us=700_000)
     r = bdp.report([a, b], rmem_max=6_291_456)
     assert r.bdp_bytes == 6_250_000
     assert r.limits is not None and r.limits.rwnd == 0.7 and r.limits.window == "sample"
-    assert r.verdict.startswith(
-        "rwnd-limited (70% of busy time): raise tcp_rmem max on the receiver to ≥ 2 × BDP = 12.5 MB"
-    )
-
-
-def test_a_window_limit_is_named_even_when_busy_time_is_larger() -> None:
-    # measured on a lab link with the receiver's SO_RCVBUF pinned: 45 % rwnd, 55 % busy
-    b = conn(busy_time_us=1_000_000, rwnd_limited_us=450_000, snd_wnd=39_096)
-    v = bdp.report([b], rmem_max=64_000_000).verdict
-    assert v.startswith("rwnd-limited (45% of busy time)")
-    assert "pins SO_RCVBUF or reads slowly (its window: 39.1 kB)" in v
-
-
-def test_sndbuf_and_cwnd_verdicts() -> None:
-    s = conn(busy_time_us=1_000_000, sndbuf_limited_us=500_000)
-    assert bdp.report([s]).verdict.startswith(
-        "sndbuf-limited (50% of busy time): raise tcp_wmem max"
-    )
-    small = conn(busy_time_us=1_000_000, snd_cwnd=10, total_retrans=7)
-    v = bdp.report([small]).verdict
-    assert v.startswith("cwnd-limited below BDP") and "7 retransmits" in v
-    full = conn(busy_time_us=1_000_000, snd_cwnd=5000)
-    assert bdp.report([full]).verdict.startswith("cwnd-limited at BDP")
+    one = bdp.report([b])
+    assert one.limits is not None and one.limits.window == "lifetime" and one.limits.rwnd == 0.35
 
 
 def test_app_limited_samples_are_excluded_from_the_rate() -> None:
@@ -107,7 +87,6 @@ def test_app_limited_samples_are_excluded_from_the_rate() -> None:
     assert r.delivery_rate_bps == 8_000_000 and r.app_limited_samples == 1
     only_app = bdp.report([conn(delivery_rate_app_limited=True, busy_time_us=5)])
     assert only_app.bw_bps is None and only_app.bdp_bytes is None
-    assert only_app.verdict.startswith("app-limited")
 
 
 def test_bbr_estimates_win_when_bbr_runs() -> None:
@@ -150,10 +129,19 @@ def test_tcp_info_decoding_units() -> None:
     assert sockdiag.addr_text("::ffff:10.0.0.1") == "10.0.0.1"
 
 
+def test_skmem_decoding() -> None:
+    raw = ":".join(f"{b:02x}" for b in struct.pack("=9I", 1, 2, 3, 4, 5, 6, 7, 8, 9))
+    m = sockdiag.skmem_from(raw)
+    assert m is not None and m.rmem_alloc == 1 and m.sndbuf == 4 and m.wmem_queued == 6
+    assert m.drops == 9
+    assert sockdiag.skmem_from("zz") is None and sockdiag.skmem_from(None) is None
+
+
 def test_probe_target_parsing() -> None:
     assert rttprobe.parse_target("127.0.0.1:30303") == ("127.0.0.1", 30303)
+    assert rttprobe.parse_target("[::1]:30303") == ("::1", 30303)
     from netdiag.errors import InputError
 
-    for bad in ("127.0.0.1", ":80", "host:port"):
+    for bad in ("127.0.0.1", ":80", "host:port", "::1:80", "[::1]:0", "10.0.0.1:abc"):
         with pytest.raises(InputError):
             rttprobe.parse_target(bad)
