@@ -6,19 +6,17 @@ POST /tx with a JSON signed transaction (hex fields).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from netdiag.node.config import split_hostport
 from netdiag.node.model import Block, Tx
-
-if TYPE_CHECKING:
-    from netdiag.node.daemon import Node
+from netdiag.node.views import NodeView
 
 MAX_BODY = 64 << 10
-NODE_KEY = web.AppKey("node", object)
+NODE_KEY = web.AppKey("node", object)  # holds the NodeView
 
 
 def block_json(b: Block) -> dict[str, Any]:
@@ -61,7 +59,7 @@ def tx_from_json(doc: Any) -> Tx:
     )
 
 
-def _node(request: web.Request) -> Node:
+def _node(request: web.Request) -> NodeView:
     return request.app[NODE_KEY]  # type: ignore[return-value]
 
 
@@ -78,20 +76,19 @@ async def peers(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = _node(request).metrics.exposition()
+    body = _node(request).metrics_text()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def block(request: web.Request) -> web.Response:
     node = _node(request)
-    assert node.chain is not None
     ident = request.match_info["ident"].removeprefix("0x")
     if ident.isascii() and ident.isdigit() and len(ident) <= 30:
         height = int(ident)
-        b = node.chain.store.block_at(height) if height <= node.chain.height else None
+        b = node.block_at(height)
     elif len(ident) == 64:
         try:
-            b = node.chain.store.block_by_hash(bytes.fromhex(ident))
+            b = node.block_by_hash(bytes.fromhex(ident))
         except ValueError:
             return _error(400, f"{ident!r} is not hex", "bad_id")
     else:
@@ -124,7 +121,7 @@ async def post_tx(request: web.Request) -> web.Response:
     )
 
 
-async def start_api(node: Node) -> tuple[web.AppRunner, int]:
+async def start_api(node: NodeView, listen: str) -> tuple[web.AppRunner, int]:
     app = web.Application(client_max_size=MAX_BODY)
     app[NODE_KEY] = node
     app.add_routes(
@@ -139,7 +136,7 @@ async def start_api(node: Node) -> tuple[web.AppRunner, int]:
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    host, port = split_hostport(node.cfg.api)
+    host, port = split_hostport(listen)
     site = web.TCPSite(runner, host, port)
     await site.start()
     server = site._server  # aiohttp keeps the bound asyncio server here

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from netdiag.node.link import Link
 from netdiag.node.messages import Blocks, EntropyRequest, EntropyResponse, GetBlocks
 from netdiag.node.model import Block, decode_single_block
-from netdiag.node.transport import Connection
 
 REQ_ID_BASE = 1 << 50  # never collides with sync request ids
 OUTCOMES = ("agree", "mismatch", "split", "unverified")
@@ -38,12 +38,12 @@ def short(b: bytes) -> str:
 
 
 class EntropyHost(Protocol):
-    def entropy_peers(self) -> list[Connection]: ...
+    def entropy_peers(self) -> list[Link]: ...
     def local_entropy(self, seed_height: int) -> bytes | None: ...
     def recompute_entropy(self, seed_height: int) -> bytes | None: ...
     def stored_hash(self, seed_height: int) -> bytes | None: ...
     def authentic(self, block: Block) -> bool: ...
-    def resolve_fork_with(self, conn: Connection) -> None: ...
+    def resolve_fork_with(self, conn: Link) -> None: ...
     def entropy_event(self, event: str, msg: str, level: str, **fields: object) -> None: ...
 
 
@@ -61,8 +61,8 @@ class Round:
     started: float
     deadline: float
     attempt: int
-    asked: dict[int, Connection]  # req_id -> peer
-    answers: dict[Connection, bytes] = field(default_factory=dict)
+    asked: dict[int, Link]  # req_id -> peer
+    answers: dict[Link, bytes] = field(default_factory=dict)
     abstained: int = 0
 
 
@@ -80,14 +80,14 @@ class EntropyCheck:
         self.rng = rng or random.Random()
         self.halted = False  # producing stopped until a check agrees again
         self.round: Round | None = None
-        self.resync: tuple[int, Connection, int, bytes] | None = None  # req, peer, height, hash
+        self.resync: tuple[int, Link, int, bytes] | None = None  # req, peer, height, hash
         self.recheck_at: tuple[float, int] | None = None  # (when, seed_height)
         self.outcomes: Counter[str] = Counter()
         self.votes: Counter[str] = Counter()
         self.timeouts = 0  # asked peers that did not answer in time
         self.history: deque[dict[str, object]] = deque(maxlen=8)
         self._attempt = 0
-        self.deferred: list[tuple[float, Connection, EntropyRequest]] = []
+        self.deferred: list[tuple[float, Link, EntropyRequest]] = []
         self._ids = itertools.count(REQ_ID_BASE)
 
     @property
@@ -108,7 +108,7 @@ class EntropyCheck:
         peers = self.host.entropy_peers()
         sample = self.rng.sample(peers, min(self.p.sample, len(peers)))
         now = self.clock()
-        asked: dict[int, Connection] = {}
+        asked: dict[int, Link] = {}
         for conn in sample:
             rid = next(self._ids)
             asked[rid] = conn
@@ -119,7 +119,7 @@ class EntropyCheck:
 
     # -- answering and collecting ----------------------------------------------------------
 
-    def answer(self, conn: Connection, req: EntropyRequest) -> None:
+    def answer(self, conn: Link, req: EntropyRequest) -> None:
         """Answer with our entropy; if we have not committed the seed block yet (the asker
         produced it a moment ago), hold the question until we do, for at most the asker's
         collection time, then abstain."""
@@ -134,7 +134,7 @@ class EntropyCheck:
 
     def on_height(self) -> None:
         """A block was committed: answer deferred questions we now can."""
-        keep: list[tuple[float, Connection, EntropyRequest]] = []
+        keep: list[tuple[float, Link, EntropyRequest]] = []
         for until, conn, req in self.deferred:
             mine = self.host.local_entropy(req.seed_height)
             if mine is not None:
@@ -143,7 +143,7 @@ class EntropyCheck:
                 keep.append((until, conn, req))
         self.deferred = keep
 
-    def on_response(self, conn: Connection, msg: EntropyResponse) -> bool:
+    def on_response(self, conn: Link, msg: EntropyResponse) -> bool:
         """Tally a response; False if it answers nothing we asked (caller may score it)."""
         r = self.round
         if r is None or r.asked.get(msg.req_id) is not conn or msg.seed_height != r.seed_height:
@@ -253,13 +253,13 @@ class EntropyCheck:
 
     # -- resolving a mismatch --------------------------------------------------------------
 
-    def _resync(self, seed_height: int, majority: bytes, conn: Connection) -> None:
+    def _resync(self, seed_height: int, majority: bytes, conn: Link) -> None:
         rid = next(self._ids)
         self.resync = (rid, conn, seed_height, majority)
         conn.send(GetBlocks(rid, seed_height, 1))
         self.recheck_at = (self.clock() + self.p.recheck_backoff_s * 2, seed_height)  # fallback
 
-    def on_blocks(self, conn: Connection, msg: Blocks) -> None:
+    def on_blocks(self, conn: Link, msg: Blocks) -> None:
         assert self.resync is not None
         _, peer, seed_height, majority = self.resync
         if conn is not peer:

@@ -20,9 +20,9 @@ from typing import Protocol
 
 import msgspec
 
+from netdiag.node.link import Link
 from netdiag.node.messages import Blocks, GetBlocks, GetHeaders, Headers, Status
 from netdiag.node.model import BlockHeader
-from netdiag.node.transport import Connection
 
 MAX_BRANCH = 128  # blocks fetched to evaluate a competing branch (the serve limit)
 
@@ -30,16 +30,16 @@ MAX_BRANCH = 128  # blocks fetched to evaluate a competing branch (the serve lim
 class SyncHost(Protocol):
     @property
     def height(self) -> int: ...
-    def apply_block(self, conn: Connection, raw: bytes, source: str) -> str: ...
-    def apply_branch(self, conn: Connection, raws: list[bytes]) -> str: ...
+    def apply_block(self, conn: Link, raw: bytes, source: str) -> str: ...
+    def apply_branch(self, conn: Link, raws: list[bytes]) -> str: ...
     def fork_point(self, headers: list[BlockHeader]) -> int | None: ...
-    def penalize(self, conn: Connection, amount: float, reason: str) -> None: ...
+    def penalize(self, conn: Link, amount: float, reason: str) -> None: ...
     def note(self, event: str, msg: str, **fields: object) -> None: ...
 
 
 @dataclass
 class InFlight:
-    conn: Connection
+    conn: Link
     req_id: int
     start: int
     count: int
@@ -61,7 +61,7 @@ class SequentialSync:
         self.clock = clock
         self.batch = batch
         self.timeout_s = timeout_s
-        self.peer_height: dict[Connection, int] = {}
+        self.peer_height: dict[Link, int] = {}
         self.inflight: InFlight | None = None
         self.paused = False  # parallel sync (window_sync) is catching up; stay out of its way
         self._ids = itertools.count(1)
@@ -73,26 +73,26 @@ class SequentialSync:
     def best_peer_height(self) -> int:
         return max(self.peer_height.values(), default=self.host.height)
 
-    def on_status(self, conn: Connection, st: Status) -> None:
+    def on_status(self, conn: Link, st: Status) -> None:
         self.peer_height[conn] = st.height
         self._maybe_request()
 
-    def saw_height(self, conn: Connection, height: int) -> None:
+    def saw_height(self, conn: Link, height: int) -> None:
         if self.peer_height.get(conn, -1) < height:
             self.peer_height[conn] = height
 
-    def peer_gone(self, conn: Connection) -> None:
+    def peer_gone(self, conn: Link) -> None:
         self.peer_height.pop(conn, None)
         if self.inflight is not None and self.inflight.conn is conn:
             self.inflight = None
             self._maybe_request()
 
-    def request_gap(self, conn: Connection, up_to: int) -> None:
+    def request_gap(self, conn: Link, up_to: int) -> None:
         """An orphan at ``up_to`` arrived from ``conn``: fetch what lies between."""
         self.saw_height(conn, up_to)
         self._maybe_request(prefer=conn)
 
-    def _take(self, conn: Connection, req_id: int, kind: str, what: str) -> InFlight | None:
+    def _take(self, conn: Link, req_id: int, kind: str, what: str) -> InFlight | None:
         inf = self.inflight
         if inf is None or inf.conn is not conn or inf.req_id != req_id or inf.kind != kind:
             self.host.penalize(conn, 5.0, f"unsolicited {what} response")
@@ -100,7 +100,7 @@ class SequentialSync:
         self.inflight = None
         return inf
 
-    def on_blocks(self, conn: Connection, msg: Blocks) -> None:
+    def on_blocks(self, conn: Link, msg: Blocks) -> None:
         inf = self.inflight
         kind = inf.kind if inf is not None and inf.req_id == msg.req_id else "range"
         if self._take(conn, msg.req_id, kind, "Blocks") is None or inf is None:
@@ -127,7 +127,7 @@ class SequentialSync:
             self.host.penalize(conn, 20.0, "claimed a tip it could not serve")
         self._maybe_request()
 
-    def _request_headers(self, conn: Connection) -> None:
+    def _request_headers(self, conn: Link) -> None:
         ours = self.host.height
         start = max(0, ours - self.max_reorg_depth)
         req = InFlight(
@@ -136,7 +136,7 @@ class SequentialSync:
         self.inflight = req
         conn.send(GetHeaders(req.req_id, req.start, req.count))
 
-    def on_headers(self, conn: Connection, msg: Headers) -> None:
+    def on_headers(self, conn: Link, msg: Headers) -> None:
         inf = self._take(conn, msg.req_id, "headers", "Headers")
         if inf is None:
             return
@@ -178,7 +178,7 @@ class SequentialSync:
             self.peer_height.pop(inf.conn, None)  # until it sends a fresh Status
         self._maybe_request()
 
-    def _maybe_request(self, prefer: Connection | None = None) -> None:
+    def _maybe_request(self, prefer: Link | None = None) -> None:
         if self.inflight is not None or self.paused:
             return
         ours = self.host.height

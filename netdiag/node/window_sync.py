@@ -37,11 +37,11 @@ import msgspec
 
 from netdiag.node.chain import Chain
 from netdiag.node.errors import ValidationError
+from netdiag.node.link import Link
 from netdiag.node.messages import Blocks, GetBlocks, Headers, Status
 from netdiag.node.model import Block, decode_block, decode_single_block
 from netdiag.node.segment import ChainBreak, verify_segment
 from netdiag.node.sync import SequentialSync, SyncHost
-from netdiag.node.transport import Connection
 from netdiag.node.validation import check_header
 
 PHASES = ("discovering", "downloading", "verifying", "committing", "following")
@@ -53,9 +53,10 @@ def short(b: bytes) -> str:
 
 
 class WindowHost(SyncHost, Protocol):
-    chain: Chain | None
+    @property
+    def chain(self) -> Chain: ...
 
-    def ban(self, conn: Connection, reason: str) -> None: ...
+    def ban(self, conn: Link, reason: str) -> None: ...
     def committed_segment(self, blocks: list[Block], source: str) -> None: ...
     def schedule(self, fn: Callable[[], None]) -> None: ...
     def now_ms(self) -> int: ...
@@ -77,7 +78,7 @@ class WindowParams:
 
 @dataclass
 class PeerSync:
-    conn: Connection
+    conn: Link
     claimed: int = 0
     claimed_tip: bytes = b""
     verified: int = -1  # height of the peer's tip block we authenticated
@@ -94,7 +95,7 @@ class PeerSync:
 @dataclass
 class Req:
     req_id: int
-    conn: Connection
+    conn: Link
     start: int
     count: int
     sent_at: float
@@ -131,11 +132,11 @@ class ParallelSync:
         self.clock = clock
         self.p = params
         self.follower = SequentialSync(host, clock, batch, timeout_s, max_reorg_depth)
-        self.peers: dict[Connection, PeerSync] = {}
+        self.peers: dict[Link, PeerSync] = {}
         self.reqs: dict[int, Req] = {}
         self.late: dict[int, Req] = {}  # timed out, reassigned; an answer is still welcome
-        self.buffer: dict[int, tuple[Block, Connection]] = {}
-        self.excluded: dict[int, set[Connection]] = {}  # chunk start -> peers that failed it
+        self.buffer: dict[int, tuple[Block, Link]] = {}
+        self.excluded: dict[int, set[Link]] = {}  # chunk start -> peers that failed it
         self.target = 0  # agreed height we are syncing to; 0 = none
         self.target_hash = b""
         self._step_phase = ""  # "verifying" / "committing" while a verify step runs
@@ -149,11 +150,10 @@ class ParallelSync:
 
     @property
     def chain(self) -> Chain:
-        assert self.host.chain is not None
         return self.host.chain
 
     @property
-    def peer_height(self) -> dict[Connection, int]:
+    def peer_height(self) -> dict[Link, int]:
         return self.follower.peer_height
 
     @property
@@ -207,7 +207,7 @@ class ParallelSync:
 
     # -- entry points (same as SequentialSync) ---------------------------------------------
 
-    def on_status(self, conn: Connection, st: Status) -> None:
+    def on_status(self, conn: Link, st: Status) -> None:
         p = self._peer(conn)
         p.claimed, p.claimed_tip = st.height, st.tip_hash
         if st.height > self.chain.height + self.p.min_distance:
@@ -218,10 +218,10 @@ class ParallelSync:
     def _discovering(self) -> bool:
         return any(p.tip_req is not None for p in self.peers.values())
 
-    def saw_height(self, conn: Connection, height: int) -> None:
+    def saw_height(self, conn: Link, height: int) -> None:
         self.follower.saw_height(conn, height)
 
-    def saw_tip(self, conn: Connection, block: Block) -> bool:
+    def saw_tip(self, conn: Link, block: Block) -> bool:
         """An authentic block far ahead of our tip (e.g. gossip): a verified claim from
         ``conn``. Returns False if it is not authentic."""
         if not self.authentic(block):
@@ -235,7 +235,7 @@ class ParallelSync:
         self._fill()
         return True
 
-    def peer_gone(self, conn: Connection) -> None:
+    def peer_gone(self, conn: Link) -> None:
         self.follower.peer_gone(conn)
         self.peers.pop(conn, None)
         for rid, r in list(self.reqs.items()):
@@ -247,14 +247,14 @@ class ParallelSync:
         self._retarget()
         self._fill()
 
-    def request_gap(self, conn: Connection, up_to: int) -> None:
+    def request_gap(self, conn: Link, up_to: int) -> None:
         if not self.active:
             self.follower.request_gap(conn, up_to)
 
     def owns(self, req_id: int) -> bool:
         return req_id in self.reqs or req_id in self.late
 
-    def on_blocks(self, conn: Connection, msg: Blocks) -> None:
+    def on_blocks(self, conn: Link, msg: Blocks) -> None:
         if not self.owns(msg.req_id):
             self.follower.on_blocks(conn, msg)
             return
@@ -274,7 +274,7 @@ class ParallelSync:
         else:
             self._on_range(p, req, msg)
 
-    def on_headers(self, conn: Connection, msg: Headers) -> None:
+    def on_headers(self, conn: Link, msg: Headers) -> None:
         self.follower.on_headers(conn, msg)
 
     def tick(self) -> None:
@@ -309,7 +309,7 @@ class ParallelSync:
 
     # -- discovery -------------------------------------------------------------------------
 
-    def _peer(self, conn: Connection) -> PeerSync:
+    def _peer(self, conn: Link) -> PeerSync:
         p = self.peers.get(conn)
         if p is None:
             p = self.peers[conn] = PeerSync(conn, timeout_s=self.p.timeout_min_s)
@@ -326,7 +326,7 @@ class ParallelSync:
             return False
         return True
 
-    def resolve_fork_with(self, conn: Connection) -> None:
+    def resolve_fork_with(self, conn: Link) -> None:
         """Ask the follower to find where ``conn``'s chain forks from ours and adopt it if it
         is the longer valid one (the entropy check's resync when our seed block differs)."""
         if self.follower.inflight is None:
@@ -543,7 +543,7 @@ class ParallelSync:
         for h in [h for h in self.buffer if h <= chain.height]:
             del self.buffer[h]
         run: list[Block] = []
-        sources: list[Connection] = []
+        sources: list[Link] = []
         h = chain.height + 1
         while h in self.buffer and len(run) < self.p.verify_step:
             b, c = self.buffer[h]
@@ -573,7 +573,7 @@ class ParallelSync:
         self._schedule_verify()
         self._fill()
 
-    def _on_break(self, block: Block, conn: Connection, err: ValidationError, fork: bool) -> None:
+    def _on_break(self, block: Block, conn: Link, err: ValidationError, fork: bool) -> None:
         peer = conn.peer_id or b""
         if fork:
             # Authentic, but built on another branch than our tip: the follower resolves

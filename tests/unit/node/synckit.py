@@ -8,17 +8,19 @@ from pathlib import Path
 
 import msgspec
 
+from netdiag.node.chain import Chain
 from netdiag.node.config import NodeConfig
+from netdiag.node.core import NodeCore
 from netdiag.node.crypto import Identity
 from netdiag.node.daemon import Node
 from netdiag.node.debug import forge as forge
 from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis, write_lab
+from netdiag.node.link import Link
 from netdiag.node.logs import NodeLog
 from netdiag.node.messages import GetBlocks, Message
 from netdiag.node.model import Block, make_block
 from netdiag.node.schedule import epoch_seed_height, producer_for
 from netdiag.node.store import Store
-from netdiag.node.transport import Connection
 
 SLOT_MS = 10
 
@@ -75,7 +77,14 @@ class ForgingNode(Node):
 class StallingNode(Node):
     """Answers status and single-block (tip) queries but silently sits on every range."""
 
-    def _dispatch(self, conn: Connection, msg: Message, size: int) -> None:
-        if isinstance(msg, GetBlocks) and msg.count > 1:
-            return
-        super()._dispatch(conn, msg, size)
+    def _make_core(self, chain: Chain) -> NodeCore:
+        core = super()._make_core(chain)
+        honest = core.dispatcher.dispatch
+
+        def stalling(conn: Link, msg: Message, size: int) -> None:
+            if isinstance(msg, GetBlocks) and msg.count > 1:
+                return
+            honest(conn, msg, size)
+
+        core.dispatcher.dispatch = stalling  # type: ignore[method-assign]
+        return core

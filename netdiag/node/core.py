@@ -1,0 +1,326 @@
+"""The sans-IO node core: every collaborator wired together, driven by events.
+
+Peer events arrive through the ``ConnectionHandler`` methods (``on_open``, ``on_message``,
+``on_violation``, ``on_limit``, ``on_closed``) from whatever carries them — the asyncio
+transport in the daemon, in-memory links in tests; periodic work arrives as ``*_step`` calls.
+Time comes from the injected ``Clock``, deferred work goes to the injected ``Scheduler``. The
+core owns no socket, task or loop, so it runs the same under a test's manual clock.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+
+from netdiag.node.chain import Chain
+from netdiag.node.config import NodeConfig
+from netdiag.node.crypto import Identity
+from netdiag.node.dispatch import Dispatcher
+from netdiag.node.entropy_check import EntropyCheck, EntropyParams
+from netdiag.node.genesis import GenesisSpec
+from netdiag.node.gossip import GossipParams, GossipRouter
+from netdiag.node.ingest import Ingest
+from netdiag.node.link import Link
+from netdiag.node.logs import NodeLog
+from netdiag.node.mempool import Mempool
+from netdiag.node.messages import GetPeers, Message, Ping, Status
+from netdiag.node.metrics import NodeMetrics
+from netdiag.node.model import Block, BlockHeader
+from netdiag.node.peering import Peering
+from netdiag.node.peers import PeerBook
+from netdiag.node.policy import BanPolicy
+from netdiag.node.presence import Presence
+from netdiag.node.producer import Producer
+from netdiag.node.protocol import Violation
+from netdiag.node.runtime import Clock, Scheduler
+from netdiag.node.window_sync import ParallelSync, WindowParams
+
+ENTROPY_MEMORY = 16  # seed heights whose entropy hash we keep
+
+
+class NodeCore:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        log: NodeLog,
+        metrics: NodeMetrics,
+        identity: Identity,
+        genesis: GenesisSpec,
+        chain: Chain,
+        clock: Clock,
+        scheduler: Scheduler,
+    ) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.metrics = metrics
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.genesis = genesis
+        self._chain = chain
+        self.clock = clock
+        self.scheduler = scheduler
+        self.is_validator = self.node_id in genesis.validators
+        self.started_at = clock.monotonic()
+        self.listen_port = 0  # set by the shell once the listener is bound
+        mono = clock.monotonic
+        self.mempool = Mempool(cfg.mempool_max_txs, cfg.mempool_max_bytes)
+        self.gossip = GossipRouter(
+            GossipParams(
+                d=cfg.gossip_d,
+                d_lo=cfg.gossip_d_lo,
+                d_hi=cfg.gossip_d_hi,
+                d_score=min(4, cfg.gossip_d),
+                heartbeat_s=cfg.gossip_heartbeat_s,
+                seen_ttl_s=cfg.gossip_seen_ttl_s,
+            ),
+            mono,
+        )
+        self.book = PeerBook(cfg, mono)
+        self.presence = Presence(
+            genesis.validators, chain.genesis_hash, 3 * cfg.presence_interval_s, mono
+        )
+        self.peering = Peering(cfg, log, metrics, self.node_id, self.book, self.gossip)
+        self.policy = BanPolicy(cfg, log, metrics, self.gossip, self.peering)
+        self.sync = ParallelSync(
+            self,
+            mono,
+            WindowParams(
+                window=cfg.sync_window,
+                chunk=cfg.sync_batch,
+                per_peer=cfg.sync_peer_inflight,
+                timeout_min_s=cfg.sync_timeout_min_s,
+                timeout_max_s=cfg.sync_timeout_max_s,
+                min_distance=cfg.sync_parallel_min,
+            ),
+            cfg.sync_batch,
+            cfg.sync_timeout_s,
+            cfg.max_reorg_depth,
+        )
+        self.entropy = EntropyCheck(
+            self,
+            mono,
+            EntropyParams(sample=cfg.entropy_sample, timeout_s=cfg.entropy_timeout_ms / 1000),
+        )
+        self.ingest = Ingest(
+            cfg,
+            log,
+            metrics,
+            clock,
+            scheduler,
+            chain,
+            self.mempool,
+            self.gossip,
+            self.presence,
+            self.peering,
+            self.policy,
+            self.sync,
+            self.entropy,
+        )
+        self.producer = Producer(
+            cfg,
+            log,
+            metrics,
+            clock,
+            identity,
+            genesis,
+            chain,
+            self.mempool,
+            self.gossip,
+            self.presence,
+            self.peering,
+            self.sync,
+            self.entropy,
+            self.ingest,
+        )
+        self.dispatcher = Dispatcher(
+            cfg,
+            log,
+            metrics,
+            chain,
+            self.gossip,
+            self.peering,
+            self.policy,
+            self.ingest,
+            self.sync,
+            self.entropy,
+        )
+        self.peering.on_up = self._peer_up
+        self.peering.on_down = self.sync.peer_gone
+        self._entropy: dict[int, bytes] = {}  # seed height -> our entropy hash (bounded)
+        self._entropy_fault_used = False
+        metrics.height.set(chain.height)
+
+    @property
+    def chain(self) -> Chain:
+        return self._chain
+
+    @property
+    def height(self) -> int:
+        return self._chain.height
+
+    @property
+    def conns(self) -> dict[bytes, Link]:
+        return self.peering.conns
+
+    def _peer_up(self, conn: Link) -> None:
+        conn.send(self._status_msg())
+        conn.send(GetPeers())
+
+    def _status_msg(self) -> Status:
+        c = self._chain
+        return Status(c.height, c.tip_hash, c.genesis_hash)
+
+    # -- ConnectionHandler -----------------------------------------------------------------
+
+    def on_open(self, conn: Link) -> str | None:
+        return self.peering.on_open(conn)
+
+    def on_message(self, conn: Link, msg: Message, size: int) -> None:
+        self.dispatcher.on_message(conn, msg, size)
+
+    def on_violation(self, conn: Link, v: Violation) -> None:
+        self.policy.on_violation(conn, v)
+
+    def on_limit(self, conn: Link, limit: str) -> None:
+        self.policy.on_limit(conn, limit)
+
+    def on_closed(self, conn: Link, reason: str) -> None:
+        self.peering.on_closed(conn, reason)
+
+    # -- periodic work ---------------------------------------------------------------------
+
+    def heartbeat_step(self) -> None:
+        self.peering.send_all(self.gossip.heartbeat())
+        now = self.clock.monotonic()
+        self.book.expire()
+        for conn in list(self.conns.values()):
+            if now - conn.last_recv > self.cfg.ping_interval_s:
+                conn.send(Ping(int(now * 1000)))
+
+    def sync_step(self) -> None:
+        self.sync.tick()
+        self.entropy.tick()
+        self.metrics.sync_distance.set(max(0, self.sync.head_height() - self.height))
+        for ph in ("discovering", "downloading", "verifying", "committing", "following"):
+            self.metrics.sync_phase.labels(ph).set(int(ph == self.sync.phase))
+
+    def status_step(self) -> None:
+        st = self._status_msg()
+        for conn in list(self.conns.values()):
+            conn.send(st)
+
+    def produce_step(self) -> None:
+        self.producer.maybe_produce()
+
+    def beacon_step(self) -> None:
+        self.producer.beacon_step()
+
+    def synchronized(self) -> bool:
+        return self.sync.synchronized()
+
+    def quorum_connected(self) -> bool:
+        return self.producer.quorum_connected()
+
+    # -- sync host (sync.SyncHost, window_sync.WindowHost) ----------------------------------
+
+    def apply_block(self, conn: Link | None, raw: bytes, source: str) -> str:
+        return self.ingest.apply_block(conn, raw, source)
+
+    def apply_branch(self, conn: Link, raws: list[bytes]) -> str:
+        return self.ingest.apply_branch(conn, raws)
+
+    def fork_point(self, headers: list[BlockHeader]) -> int | None:
+        return self._chain.fork_point(headers)
+
+    def penalize(self, conn: Link, amount: float, reason: str) -> None:
+        self.policy.penalize(conn, amount, reason)
+
+    def ban(self, conn: Link, reason: str) -> None:
+        self.policy.ban(conn, reason)
+
+    def note(self, event: str, msg: str, **fields: object) -> None:
+        if event.startswith("sync_"):
+            self.metrics.sync_events.labels(event.removeprefix("sync_")).inc()
+        self.log.warning(event, msg, **fields)
+
+    def info(self, event: str, msg: str, **fields: object) -> None:
+        self.log.info(event, msg, **fields)
+
+    def committed_segment(self, blocks: list[Block], source: str) -> None:
+        self.ingest.committed_segment(blocks, source)
+
+    def schedule(self, fn: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                fn()
+            except Exception as e:  # a bug in a sync step must not kill the loop callback
+                self.log.error(
+                    "internal_error",
+                    f"sync step failed: {e!r}",
+                    exc=traceback.format_exc(),
+                )
+
+        self.scheduler.call_soon(guarded)
+
+    def now_ms(self) -> int:
+        return self.clock.wall_ms()
+
+    # -- entropy check host (entropy_check.EntropyHost) ------------------------------------
+
+    def entropy_peers(self) -> list[Link]:
+        return [c for c in self.conns.values() if c.is_open]
+
+    def local_entropy(self, seed_height: int) -> bytes | None:
+        """Our entropy hash for the epoch seeded at ``seed_height``: that block's hash."""
+        got = self._entropy.get(seed_height)
+        if got is not None:
+            return got
+        if seed_height > self._chain.height:
+            return None
+        h = self._chain.store.hash_at(seed_height)
+        if h is None:
+            return None
+        L = self.genesis.params.epoch_length
+        hook = self.cfg.debug_divergent_entropy_epoch
+        if hook >= 0 and seed_height == hook * L and not self._entropy_fault_used:
+            self._entropy_fault_used = True  # TEST HOOK: diverge once, as a corrupted view would
+            h = bytes(x ^ 0xFF for x in h)
+            self.log.warning(
+                "entropy_divergent",
+                f"test hook: our entropy for the epoch seeded at {seed_height} is made divergent",
+                seed_height=seed_height,
+            )
+        self._entropy[seed_height] = h
+        for k in sorted(self._entropy)[:-ENTROPY_MEMORY]:
+            del self._entropy[k]
+        return h
+
+    def recompute_entropy(self, seed_height: int) -> bytes | None:
+        self._entropy.pop(seed_height, None)
+        return self.local_entropy(seed_height)
+
+    def stored_hash(self, seed_height: int) -> bytes | None:
+        return self._chain.store.hash_at(seed_height)
+
+    def authentic(self, block: Block) -> bool:
+        return self.sync.authentic(block)
+
+    def resolve_fork_with(self, conn: Link) -> None:
+        self.sync.resolve_fork_with(conn)
+
+    def entropy_event(self, event: str, msg: str, level: str, **fields: object) -> None:
+        if event == "entropy_check":
+
+            def n(key: str) -> int:
+                v = fields.get(key, 0)
+                return v if isinstance(v, int) else 0
+
+            self.metrics.entropy_checks.labels(str(fields.get("outcome"))).inc()
+            for vote in ("disagree", "abstain", "no_answer"):
+                self.metrics.entropy_votes.labels(vote).inc(n(vote))
+            self.metrics.entropy_votes.labels("agree").inc(max(0, n("agree") - 1))  # not ours
+        self.metrics.entropy_producing_halted.set(int(self.entropy.halted))
+        if level == "info":
+            self.log.info(event, msg, **fields)
+        else:
+            self.log.warning(event, msg, **fields)

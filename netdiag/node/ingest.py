@@ -1,0 +1,324 @@
+"""Ingest: blocks and transactions in, from gossip, sync, the API or our own producer.
+
+Validates, commits through the chain, keeps the mempool and metrics in step, scores the peer
+that sent anything invalid and starts the entropy check at epoch boundaries.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from netdiag.node.chain import Chain
+from netdiag.node.config import NodeConfig
+from netdiag.node.entropy_check import EntropyCheck
+from netdiag.node.errors import ValidationError
+from netdiag.node.gossip import GossipRouter
+from netdiag.node.link import Link
+from netdiag.node.logs import NodeLog
+from netdiag.node.mempool import Mempool
+from netdiag.node.messages import TOPIC_BLOCKS, TOPIC_PRESENCE, TOPIC_TXS
+from netdiag.node.metrics import NodeMetrics
+from netdiag.node.model import Block, Tx, decode_block, decode_tx
+from netdiag.node.peering import Peering
+from netdiag.node.policy import PENALTY_INVALID, BanPolicy
+from netdiag.node.presence import Presence
+from netdiag.node.runtime import Clock, Scheduler
+from netdiag.node.validation import BadPrevHash, check_tx
+from netdiag.node.window_sync import ParallelSync
+
+FORGERY_REASONS = frozenset({"hash", "signature"})  # in a sync answer: ban at once
+
+
+def short(b: bytes) -> str:
+    return b[:6].hex()
+
+
+class Ingest:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        log: NodeLog,
+        metrics: NodeMetrics,
+        clock: Clock,
+        scheduler: Scheduler,
+        chain: Chain,
+        mempool: Mempool,
+        gossip: GossipRouter,
+        presence: Presence,
+        peering: Peering,
+        policy: BanPolicy,
+        sync: ParallelSync,
+        entropy: EntropyCheck,
+    ) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.metrics = metrics
+        self.clock = clock
+        self.scheduler = scheduler
+        self.chain = chain
+        self.mempool = mempool
+        self.gossip = gossip
+        self.presence = presence
+        self.peering = peering
+        self.policy = policy
+        self.sync = sync
+        self.entropy = entropy
+
+    # -- gossip payloads -------------------------------------------------------------------
+
+    def on_publish(self, conn: Link, topic: str, data: bytes) -> None:
+        assert conn.peer_id is not None
+        mid, _rec, first = self.gossip.receive(conn.peer_id, topic, data)
+        if not first:
+            self.metrics.gossip_duplicates.labels(topic).inc()
+            return
+        if topic == TOPIC_BLOCKS:
+            outcome = self.apply_block(conn, data, "gossip")
+            verdict = {"accepted": "accept", "rejected": "reject"}.get(outcome, "ignore")
+        elif topic == TOPIC_TXS:
+            verdict = self.accept_tx_bytes(data, "gossip", conn)
+        elif topic == TOPIC_PRESENCE:
+            verdict, why = self.presence.on_beacon(data, self.clock.wall_ms())
+            if verdict == "reject":
+                self.policy.penalize(conn, PENALTY_INVALID, f"invalid presence beacon ({why})")
+        else:
+            verdict = "reject"
+        self.peering.send_all(self.gossip.validated(mid, data, verdict))
+
+    # -- blocks ----------------------------------------------------------------------------
+
+    def apply_block(self, conn: Link | None, raw: bytes, source: str) -> str:
+        """Validate and commit one encoded block. Returns accepted | duplicate | orphan |
+        ignored | rejected; scores ``conn`` for invalid blocks."""
+        chain = self.chain
+        self.metrics.blocks_received.labels(source).inc()
+        t0 = time.perf_counter()
+        try:
+            block = decode_block(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self.reject_block(conn, None, "format", f"block does not decode: {e}")
+            return "rejected"
+        if source == "gossip":
+            delay_s = (self.clock.wall_ms() - block.header.timestamp_ms) / 1000
+            self.metrics.gossip_first_seen_delay.labels(TOPIC_BLOCKS).observe(max(0.0, delay_s))
+            ahead = block.height - chain.height
+            far = conn is not None and ahead > self.cfg.sync_parallel_min
+            # An authentic block far ahead is a verified height claim for sync, not an orphan.
+            if far and conn is not None and self.sync.saw_tip(conn, block):
+                self.log.info(
+                    "block_far_ahead",
+                    f"gossiped block {block.height} is {ahead} blocks ahead of our tip: "
+                    "syncing to it instead of holding it as an orphan",
+                    height=block.height,
+                    tip=chain.height,
+                )
+                return "ignored"
+        res = chain.submit(block, len(raw))
+        self.metrics.validation_seconds.labels("block").observe(time.perf_counter() - t0)
+        if res.duplicate:
+            return "duplicate"
+        if res.orphaned:
+            self.metrics.orphans.set(len(chain.orphans))
+            self.log.info(
+                "block_orphaned",
+                f"block {block.height} {short(block.hash)} held as "
+                f"orphan: {res.error.detail if res.error else ''}; requesting the gap",
+                height=block.height,
+                hash=block.hash.hex(),
+                tip=chain.height,
+            )
+            if conn is not None:
+                self.sync.request_gap(conn, block.height)
+            return "orphan"
+        if res.error is not None:
+            stale = isinstance(res.error, BadPrevHash) and block.height <= chain.height
+            self.reject_block(None if stale else conn, block, res.error.reason, res.error.detail)
+            if source == "sync" and conn is not None and res.error.reason in FORGERY_REASONS:
+                # no honest node stores, so none serves, a block whose hash or producer
+                # signature is wrong: a forged sync answer is proof, not a score matter
+                self.policy.ban(
+                    conn, f"sync: served block {block.height} with a bad {res.error.reason}"
+                )
+            return "ignored" if stale else "rejected"
+        for b in res.accepted:
+            self.committed(b, source)
+        if conn is not None:
+            self.sync.saw_height(conn, res.accepted[-1].height)
+        return "accepted"
+
+    def apply_branch(self, conn: Link, raws: list[bytes]) -> str:
+        """A peer's competing branch: adopt it if it is longer and valid (fork choice)."""
+        chain = self.chain
+        try:
+            blocks = [decode_block(raw) for raw in raws]
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self.reject_block(conn, None, "format", f"branch block does not decode: {e}")
+            return "rejected"
+        old_height, old_tip = chain.height, chain.tip_hash
+        res = chain.reorg(blocks, self.cfg.max_reorg_depth)
+        if res.error is not None:
+            # A branch that no longer attaches (its chain moved between our two requests) or
+            # is too deep is not misbehaviour; an invalid block in it is.
+            honest = res.error.reason in ("orphan", "reorg_depth")
+            self.reject_block(
+                None if honest else conn,
+                None,
+                res.error.reason,
+                f"competing branch: {res.error.detail}",
+            )
+            return "ignored" if honest else "rejected"
+        if not res.adopted:
+            return "ignored"
+        self.metrics.reorgs.inc()
+        self.metrics.reorg_depth.observe(res.depth)
+        self.log.warning(
+            "reorg",
+            f"switched to a longer branch from peer {short(conn.peer_id or b'')}: tip "
+            f"{old_height} {short(old_tip)} -> {chain.height} {short(chain.tip_hash)}, "
+            f"{res.depth} blocks replaced (longest valid chain wins)",
+            depth=res.depth,
+            old_height=old_height,
+            old_tip=old_tip.hex(),
+            height=chain.height,
+            tip=chain.tip_hash.hex(),
+        )
+        for b in res.adopted:
+            self.committed(b, "reorg")
+        for b in res.dropped:  # their transactions are valid again unless the branch has them
+            for tx in b.txs:
+                txid = tx.txid()
+                if not chain.store.has_tx(txid):
+                    self.mempool.add(txid, tx, len(tx.encode()))
+        self.metrics.mempool_txs.set(len(self.mempool))
+        self.sync.saw_height(conn, chain.height)
+        return "accepted"
+
+    def reject_block(
+        self, conn: Link | None, block: Block | None, reason: str, detail: str
+    ) -> None:
+        self.metrics.blocks_rejected.labels(reason).inc()
+        who = short(conn.peer_id) if conn is not None and conn.peer_id else "-"
+        self.log.warning(
+            "block_rejected",
+            f"{detail} (from peer {who})",
+            reason=reason,
+            height=block.height if block else None,
+            hash=block.hash.hex() if block else None,
+            peer=conn.peer_id.hex() if conn is not None and conn.peer_id else None,
+        )
+        if conn is not None:
+            self.policy.penalize(conn, PENALTY_INVALID, f"invalid block ({reason})")
+
+    def committed(self, b: Block, source: str) -> None:
+        self.metrics.blocks_validated.inc()
+        self.metrics.height.set(self.chain.height)
+        self.metrics.orphans.set(len(self.chain.orphans))
+        self.mempool.remove([t.txid() for t in b.txs])
+        self.metrics.mempool_txs.set(len(self.mempool))
+        self.on_height(b)
+        self.log.info(
+            "block_committed",
+            f"block {b.height} {short(b.hash)} committed from "
+            f"{source}: producer {short(b.header.producer)}, {len(b.txs)} txs",
+            height=b.height,
+            hash=b.hash.hex(),
+            producer=b.header.producer.hex(),
+            txs=len(b.txs),
+            source=source,
+        )
+
+    def committed_segment(self, blocks: list[Block], source: str) -> None:
+        self.metrics.blocks_validated.inc(len(blocks))
+        self.metrics.sync_blocks_committed.inc(len(blocks))
+        self.metrics.height.set(self.chain.height)
+        self.mempool.remove([t.txid() for b in blocks for t in b.txs])
+        self.metrics.mempool_txs.set(len(self.mempool))
+        self.log.info(
+            "segment_committed",
+            f"blocks {blocks[0].height}..{blocks[-1].height} verified in order and committed "
+            f"in one transaction from {source}",
+            first=blocks[0].height,
+            last=blocks[-1].height,
+            tip=blocks[-1].hash.hex(),
+            source=source,
+        )
+        # One entropy check for the segment at most: for its last boundary, and only if this
+        # segment ended the catch-up (earlier boundaries are history, verified in the segment).
+        L = self.chain.params.epoch_length
+        last_boundary = [b for b in blocks if b.height % L == 0][-1:]
+        for b in last_boundary or blocks[-1:]:
+            self.on_height(b)
+
+    def on_height(self, b: Block) -> None:
+        """Every committed block: an epoch boundary starts an entropy check (not during a bulk
+        catch-up — those boundaries are history, verified as part of the segment)."""
+        if self.entropy.deferred:
+            self.entropy.on_height()
+        L = self.chain.params.epoch_length
+        if b.height == 0 or b.height % L or self.sync.active:
+            return
+        self.entropy.on_boundary(b.height)
+        self.scheduler.call_later(self.cfg.entropy_timeout_ms / 1000 + 0.005, self.entropy.tick)
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def accept_tx_bytes(self, data: bytes, source: str, conn: Link | None) -> str:
+        self.metrics.txs_received.labels(source).inc()
+        try:
+            tx = decode_tx(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self.reject_tx(conn, "format", f"tx does not decode: {e}")
+            return "reject"
+        return self.accept_tx(tx, source, conn, len(data))
+
+    def accept_tx(self, tx: Tx, source: str, conn: Link | None, size: int) -> str:
+        """Validate a transaction into the mempool. Returns accept | ignore | reject."""
+        t0 = time.perf_counter()
+        if source == "gossip":
+            self.metrics.gossip_first_seen_delay.labels(TOPIC_TXS).observe(
+                max(0.0, (self.clock.wall_ms() - tx.timestamp_ms) / 1000)
+            )
+        try:
+            check_tx(tx, self.chain.params, size)
+        except ValidationError as e:
+            self.reject_tx(conn, e.reason, e.detail)
+            return "reject"
+        finally:
+            self.metrics.validation_seconds.labels("tx").observe(time.perf_counter() - t0)
+        txid = tx.txid()
+        if self.chain.store.has_tx(txid) or txid in self.mempool:
+            return "ignore"
+        if not self.mempool.add(txid, tx, size):
+            self.metrics.limit_hits.labels("mempool").inc()
+            return "ignore"
+        self.metrics.txs_validated.inc()
+        self.metrics.mempool_txs.set(len(self.mempool))
+        self.log.debug(
+            "tx_accepted",
+            f"tx {short(txid)} accepted into the mempool from {source}",
+            txid=txid.hex(),
+            source=source,
+        )
+        return "accept"
+
+    def reject_tx(self, conn: Link | None, reason: str, detail: str) -> None:
+        self.metrics.txs_rejected.labels(reason).inc()
+        self.log.info(
+            "tx_rejected",
+            f"tx rejected: {detail}",
+            reason=reason,
+            peer=conn.peer_id.hex() if conn is not None and conn.peer_id else None,
+        )
+        if conn is not None:
+            self.policy.penalize(conn, PENALTY_INVALID, f"invalid tx ({reason})")
+
+    def submit_local_tx(self, tx: Tx) -> tuple[str, bytes]:
+        """POST /tx: validate, add to the mempool, publish to the mesh."""
+        data = tx.encode()
+        verdict = self.accept_tx(tx, "api", None, len(data))
+        if verdict == "accept":
+            _, sends = self.gossip.publish(TOPIC_TXS, data)
+            self.peering.send_all(sends)
+        return verdict, tx.txid()

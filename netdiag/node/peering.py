@@ -1,0 +1,221 @@
+"""Peering and admission: who is connected, who may connect, whom to dial.
+
+Holds the table of authenticated links (by peer id) and of links still handshaking, decides
+inbound admission (bans, inbound and per-IP limits) and authenticated admission (bans,
+duplicates, outbound limit), and records failed handshakes toward the IP ban. No I/O: the
+shell hands it links and dials what ``to_dial`` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from netdiag.node.config import NodeConfig
+from netdiag.node.gossip import GossipRouter, Send
+from netdiag.node.link import Link
+from netdiag.node.logs import NodeLog
+from netdiag.node.messages import Prune
+from netdiag.node.metrics import NodeMetrics
+from netdiag.node.peers import PeerBook
+
+
+def short(b: bytes) -> str:
+    return b[:6].hex()
+
+
+class Peering:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        log: NodeLog,
+        metrics: NodeMetrics,
+        node_id: bytes,
+        book: PeerBook,
+        gossip: GossipRouter,
+    ) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.metrics = metrics
+        self.node_id = node_id
+        self.book = book
+        self.gossip = gossip
+        self.conns: dict[bytes, Link] = {}  # authenticated, by peer id
+        self.pending: set[Link] = set()  # handshaking
+        self.on_up: Callable[[Link], None] = lambda conn: None  # a peer was admitted
+        self.on_down: Callable[[Link], None] = lambda conn: None  # an admitted peer left
+
+    # -- admission -------------------------------------------------------------------------
+
+    def admit_inbound(self, conn: Link) -> bool:
+        """A new inbound socket: count it as handshaking, or refuse it (the caller closes)."""
+        refusal = self.inbound_refusal(conn.remote_host)
+        if refusal:
+            self.metrics.limit_hits.labels(refusal[0]).inc()
+            self.log.info(
+                "inbound_refused",
+                f"refused inbound {conn.address}: {refusal[1]}",
+                addr=conn.address,
+                reason=refusal[0],
+            )
+            return False
+        self.pending.add(conn)
+        return True
+
+    def inbound_refusal(self, ip: str) -> tuple[str, str] | None:
+        if self.book.ip_banned(ip):
+            return "banned_ip", f"{ip} is banned for failed handshakes"
+        inbound = [c for c in [*self.conns.values(), *self.pending] if not c.outbound]
+        if len(inbound) >= self.cfg.max_inbound:
+            return "max_inbound", f"inbound limit {self.cfg.max_inbound} reached"
+        if sum(c.remote_host == ip for c in inbound) >= self.cfg.max_inbound_per_ip:
+            return "max_inbound_per_ip", f"per-IP inbound limit {self.cfg.max_inbound_per_ip}"
+        return None
+
+    def on_open(self, conn: Link) -> str | None:
+        refusal = self._open(conn)
+        if refusal:
+            assert conn.peer_id is not None
+            self.log.info(
+                "peer_refused",
+                f"refused authenticated peer {short(conn.peer_id)} "
+                f"({conn.direction}, {conn.address}): {refusal}",
+                peer=conn.peer_id.hex(),
+                addr=conn.address,
+                reason=refusal,
+            )
+        return refusal
+
+    def _open(self, conn: Link) -> str | None:
+        pid = conn.peer_id
+        assert pid is not None
+        self.pending.discard(conn)
+        if self.book.peer_banned(pid):
+            self.metrics.handshakes.labels("refused_banned").inc()
+            return f"refused: peer {short(pid)} is banned"
+        old = self.conns.get(pid)
+        if old is not None:
+            # Simultaneous dials: keep the connection dialed by the smaller node id.
+            keep_new = (conn.outbound and self.node_id < pid) or (
+                not conn.outbound and pid < self.node_id
+            )
+            if not keep_new or old.outbound == conn.outbound:
+                self.metrics.handshakes.labels("refused_duplicate").inc()
+                return f"refused: already connected to {short(pid)}"
+            old.close("replaced by a simultaneous connection")
+            self.drop_peer(old)
+        if conn.outbound and self.outbound_count() >= self.cfg.max_outbound:
+            self.metrics.limit_hits.labels("max_outbound").inc()
+            return "refused: outbound limit reached"
+        self.conns[pid] = conn
+        if conn.dialed_addr:
+            self.book.connected(conn.dialed_addr)
+        self.metrics.handshakes.labels("ok").inc()
+        self.update_peer_gauges()
+        self.log.info(
+            "peer_connected",
+            f"peer {short(pid)} connected ({conn.direction}, "
+            f"{conn.address}, tls={conn.tls}, cookie={conn.cookie})",
+            peer=pid.hex(),
+            addr=conn.address,
+            direction=conn.direction,
+            socket_cookie=conn.cookie,
+            tls=conn.tls,
+        )
+        self.send_all(self.gossip.add_peer(pid, conn.outbound))
+        self.on_up(conn)
+        return None
+
+    def on_closed(self, conn: Link, reason: str) -> None:
+        self.pending.discard(conn)
+        if conn.peer_id is None:
+            self.note_failed_handshake(conn, reason)
+            return
+        if self.conns.get(conn.peer_id) is conn:
+            self.drop_peer(conn)
+            self.log.info(
+                "peer_disconnected",
+                f"peer {short(conn.peer_id)} disconnected: {reason}",
+                peer=conn.peer_id.hex(),
+                addr=conn.address,
+                reason=reason,
+            )
+        if conn.dialed_addr:
+            self.book.disconnected(conn.dialed_addr)
+
+    def drop_peer(self, conn: Link) -> None:
+        assert conn.peer_id is not None
+        if self.conns.get(conn.peer_id) is conn:
+            del self.conns[conn.peer_id]
+        self.gossip.remove_peer(conn.peer_id)
+        self.on_down(conn)
+        self.update_peer_gauges()
+
+    def note_failed_handshake(self, conn: Link, reason: str) -> None:
+        self.metrics.handshakes.labels("failed").inc()
+        if conn.outbound or "handshake_self" in reason:
+            return  # our own dial to ourselves is not the remote address misbehaving
+        self.log.info(
+            "handshake_failed",
+            f"inbound {conn.address} failed the handshake: {reason}",
+            addr=conn.address,
+            reason=reason,
+        )
+        if self.book.handshake_failed(conn.remote_host):
+            self.metrics.bans.labels("ip").inc()
+            self.log.warning(
+                "ip_banned",
+                f"banned {conn.remote_host} for "
+                f"{self.cfg.ban_seconds:g} s: more than "
+                f"{self.cfg.max_failed_handshakes_per_ip} failed handshakes a minute",
+                ip=conn.remote_host,
+            )
+
+    def outbound_count(self) -> int:
+        return sum(c.outbound for c in self.conns.values())
+
+    def update_peer_gauges(self) -> None:
+        out = self.outbound_count()
+        self.metrics.peers.labels("outbound").set(out)
+        self.metrics.peers.labels("inbound").set(len(self.conns) - out)
+
+    # -- dialing ---------------------------------------------------------------------------
+
+    def to_dial(self, listen_port: int) -> list[str]:
+        connected = {c.dialed_addr for c in self.conns.values()} | {
+            c.listen_addr for c in self.conns.values()
+        }
+        own = {f"127.0.0.1:{listen_port}", self.cfg.listen}
+        return self.book.to_dial(connected, own, self.outbound_count())
+
+    def dial_failed(self, addr: str, why: str) -> None:
+        backoff = self.book.dial_failed(addr)
+        self.log.debug(
+            "dial_failed",
+            f"dial {addr} failed ({why}); retry in {backoff:.1f} s",
+            addr=addr,
+            reason=why,
+            failures=self.book.addrs[addr].failures,
+        )
+
+    def dial_ended(self, addr: str, peer_id: bytes | None, why: str) -> None:
+        """An outbound connection we dialed closed (after a handshake or not)."""
+        if "handshake_self" in why:
+            self.book.mark_self(addr)  # that address is us: never dial it again
+        elif peer_id is None or "refus" in why:
+            self.dial_failed(addr, why)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def shareable_addrs(self, exclude: Link) -> list[str]:
+        addrs = [c.listen_addr for c in self.conns.values() if c is not exclude and c.listen_addr]
+        return sorted(set(addrs))[:64]
+
+    def send_all(self, sends: list[Send]) -> None:
+        for pid, msg in sends:
+            conn = self.conns.get(pid)
+            if conn is None:
+                continue
+            if isinstance(msg, Prune) and not msg.peers:
+                # v1.1 peer exchange on prune: a pruned peer learns where else to connect
+                msg = Prune(msg.topic, msg.backoff_s, self.shareable_addrs(exclude=conn)[:16])
+            conn.send(msg)

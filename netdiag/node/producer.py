@@ -1,0 +1,126 @@
+"""Producer: decides whether this validator may and should produce now, and produces.
+
+A validator produces only while it hears a majority of the validator set (or the configured
+peer minimum), is synchronized, its last entropy check agreed, a slot has passed since the tip
+and the schedule names it for the current round.
+"""
+
+from __future__ import annotations
+
+from netdiag.node.chain import Chain
+from netdiag.node.config import NodeConfig
+from netdiag.node.crypto import Identity
+from netdiag.node.entropy_check import EntropyCheck
+from netdiag.node.genesis import GenesisSpec
+from netdiag.node.gossip import GossipRouter
+from netdiag.node.ingest import Ingest
+from netdiag.node.logs import NodeLog
+from netdiag.node.mempool import Mempool
+from netdiag.node.messages import TOPIC_BLOCKS, TOPIC_PRESENCE
+from netdiag.node.metrics import NodeMetrics
+from netdiag.node.model import make_block
+from netdiag.node.peering import Peering
+from netdiag.node.presence import Presence, make_beacon
+from netdiag.node.runtime import Clock
+from netdiag.node.window_sync import ParallelSync
+
+
+def short(b: bytes) -> str:
+    return b[:6].hex()
+
+
+class Producer:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        log: NodeLog,
+        metrics: NodeMetrics,
+        clock: Clock,
+        identity: Identity,
+        genesis: GenesisSpec,
+        chain: Chain,
+        mempool: Mempool,
+        gossip: GossipRouter,
+        presence: Presence,
+        peering: Peering,
+        sync: ParallelSync,
+        entropy: EntropyCheck,
+        ingest: Ingest,
+    ) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.metrics = metrics
+        self.clock = clock
+        self.identity = identity
+        self.genesis = genesis
+        self.chain = chain
+        self.mempool = mempool
+        self.gossip = gossip
+        self.presence = presence
+        self.peering = peering
+        self.sync = sync
+        self.entropy = entropy
+        self.ingest = ingest
+        self.produced: set[tuple[int, int]] = set()
+
+    def validators_reachable(self) -> int:
+        """Other validators we are connected to or heard a fresh beacon from."""
+        return len(self.presence.reachable(set(self.peering.conns), self.identity.node_id))
+
+    def quorum_connected(self) -> bool:
+        """May we produce? Default: we hear from a strict majority of the validator set
+        (counting ourselves) — directly connected, or through a fresh signed presence beacon
+        gossiped across the mesh, so the rule scales past the dial target. Two groups cannot
+        both hear a majority (beyond one beacon window), so validators that start apart, or
+        are split by a partition, cannot build competing chains; a minority waits."""
+        if self.cfg.min_peers_to_produce >= 0:
+            return len(self.peering.conns) >= self.cfg.min_peers_to_produce
+        return 1 + self.validators_reachable() > len(self.genesis.validators) // 2
+
+    def beacon_step(self) -> None:
+        """Tell the validator set we are alive (signed, fresh, gossiped through the mesh)."""
+        data = make_beacon(self.identity, self.chain.genesis_hash, self.clock.wall_ms())
+        _, sends = self.gossip.publish(TOPIC_PRESENCE, data)
+        self.peering.send_all(sends)
+
+    def maybe_produce(self) -> None:
+        chain = self.chain
+        if not self.quorum_connected() or not self.sync.synchronized():
+            return
+        if not self.entropy.may_produce:
+            return  # a failed entropy check: we may disagree on who produces
+        now = self.clock.wall_ms()
+        if now < chain.tip.header.timestamp_ms + self.genesis.params.slot_ms:
+            return
+        producer, height, round_ = chain.scheduled_producer(now)
+        if producer != self.identity.node_id or (height, round_) in self.produced:
+            return
+        self.produced = {x for x in self.produced if x[0] >= height}  # bounded: this height only
+        self.produced.add((height, round_))
+        p = self.genesis.params
+        candidates = self.mempool.take(p.max_block_txs, p.max_block_bytes - 4096)
+        txs = [t for t in candidates if not chain.store.has_tx(t.txid())]
+        block = make_block(self.identity, self.genesis.network_id, height, chain.tip_hash, now, txs)
+        res = chain.submit(block)
+        if res.error is not None:
+            self.log.error(
+                "produce_failed",
+                f"own block {height} failed validation: {res.error.detail}",
+                reason=res.error.reason,
+                height=height,
+            )
+            return
+        self.metrics.blocks_produced.inc()
+        for b in res.accepted:
+            self.ingest.committed(b, "local")
+        _, sends = self.gossip.publish(TOPIC_BLOCKS, block.encode())
+        self.peering.send_all(sends)
+        self.log.info(
+            "block_produced",
+            f"produced block {height} round {round_} with "
+            f"{len(txs)} txs: our slot by entropy {short(chain.seed_hash(height))}",
+            height=height,
+            round=round_,
+            txs=len(txs),
+            hash=block.hash.hex(),
+        )

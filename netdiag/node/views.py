@@ -1,0 +1,117 @@
+"""What the REST API may see of a node: the ``NodeView`` Protocol and its implementation
+over the core. The API depends on this Protocol only, never on the daemon."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Protocol
+
+from netdiag.node.core import NodeCore
+from netdiag.node.model import Block, Tx
+from netdiag.node.runtime import SystemClock
+
+
+class NodeView(Protocol):
+    def status(self) -> dict[str, object]: ...
+    def peers(self) -> list[dict[str, object]]: ...
+    def message_stats(self, mid: bytes) -> dict[str, object] | None: ...
+    def metrics_text(self) -> bytes: ...
+    def block_at(self, height: int) -> Block | None: ...
+    def block_by_hash(self, block_hash: bytes) -> Block | None: ...
+    def submit_local_tx(self, tx: Tx) -> tuple[str, bytes]: ...
+
+
+class CoreView:
+    def __init__(self, core: NodeCore, tls: bool) -> None:
+        self.core = core
+        self.tls = tls
+
+    def status(self) -> dict[str, object]:
+        core = self.core
+        chain, sync, conns = core.chain, core.sync, core.conns
+        out = sum(c.outbound for c in conns.values())
+        return {
+            "node_id": core.node_id.hex(),
+            "network_id": core.genesis.network_id,
+            "genesis_hash": chain.genesis_hash.hex(),
+            "height": chain.height,
+            "tip_hash": chain.tip_hash.hex(),
+            "tip_timestamp_ms": chain.tip.header.timestamp_ms,
+            "peers": len(conns),
+            "peers_outbound": out,
+            "peers_inbound": len(conns) - out,
+            "uptime_s": round(core.clock.monotonic() - core.started_at, 3),
+            "synchronized": core.synchronized(),
+            "sync_distance": max(0, sync.head_height() - chain.height),
+            "head_height": sync.head_height(),
+            "sync_phase": sync.phase,
+            "sync": sync.view(),
+            "entropy_check": core.entropy.view(),
+            "validator_quorum": core.quorum_connected(),
+            "banned_peers": sorted(
+                pid.hex() for pid in core.book.banned if core.book.peer_banned(pid)
+            ),
+            "validators_reachable": core.producer.validators_reachable(),
+            "best_peer_height": sync.best_peer_height(),
+            "validator": core.is_validator,
+            "mempool_txs": len(core.mempool),
+            "orphan_blocks": len(chain.orphans),
+            "p2p_port": core.listen_port,
+            "tls": self.tls,
+            "pid": os.getpid(),
+        }
+
+    def peers(self) -> list[dict[str, object]]:
+        core = self.core
+        now = core.clock.monotonic()
+        return [
+            {
+                "peer_id": pid.hex(),
+                "address": c.address,
+                "listen_addr": c.listen_addr,
+                "direction": c.direction,
+                "mesh": core.gossip.mesh_topics(pid),
+                "score": round(core.gossip.score(pid), 3),
+                "socket_cookie": c.cookie,
+                "tls": c.tls,
+                "height": core.sync.peer_height.get(c),
+                "connected_s": round(now - c.connected_at, 3),
+            }
+            for pid, c in sorted(core.conns.items())
+        ]
+
+    def message_stats(self, mid: bytes) -> dict[str, object] | None:
+        core = self.core
+        rec = core.gossip.seen.get(mid)
+        if rec is None:
+            return None
+        age_s = core.clock.monotonic() - rec.first_seen
+        # Absolute first-seen time on CLOCK_MONOTONIC: one clock for every node on this host,
+        # so a bench can compare nodes without the request's round trip in the error.
+        mono_ns = (
+            round(rec.first_seen * 1e9)
+            if isinstance(core.clock, SystemClock)
+            else time.monotonic_ns() - round(age_s * 1e9)
+        )
+        return {
+            "topic": rec.topic,
+            "first_seen_age_s": round(age_s, 6),
+            "first_seen_monotonic_ns": mono_ns,
+            "duplicates": rec.duplicates,
+            "first_peer": rec.first_peer.hex() if rec.first_peer else None,
+            "verdict": rec.verdict,
+        }
+
+    def metrics_text(self) -> bytes:
+        return self.core.metrics.exposition()
+
+    def block_at(self, height: int) -> Block | None:
+        chain = self.core.chain
+        return chain.store.block_at(height) if 0 <= height <= chain.height else None
+
+    def block_by_hash(self, block_hash: bytes) -> Block | None:
+        return self.core.chain.store.block_by_hash(block_hash)
+
+    def submit_local_tx(self, tx: Tx) -> tuple[str, bytes]:
+        return self.core.ingest.submit_local_tx(tx)
