@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from netdiag.node.chain import Chain
 from netdiag.node.errors import ValidationError
+from netdiag.node.genesis import GenesisSpec
 from netdiag.node.model import Block
 from netdiag.node.schedule import epoch_seed_height
 from netdiag.node.validation import BadPrevHash, check_block, check_header
@@ -85,3 +86,17 @@ def verify_segment(chain: Chain, blocks: list[Block], now_ms: int) -> SegmentRes
         res.verified.append(b)
         parent = b
     return res
+
+
+def authentic(block: Block, genesis: GenesisSpec) -> bool:
+    """A block of this network, signed by a genesis validator, whose hash and signature
+    verify — proof that a peer's height claim is real (not that the block is valid)."""
+    if block.header.network_id != genesis.network_id:
+        return False
+    if block.header.producer not in genesis.validators:
+        return False
+    try:
+        check_header(block.header, block.hash, block.signature)
+    except ValidationError:
+        return False
+    return True

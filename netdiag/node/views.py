@@ -10,6 +10,7 @@ from typing import Protocol
 from netdiag.node.core import NodeCore
 from netdiag.node.model import Block, Tx
 from netdiag.node.runtime import SystemClock
+from netdiag.node.window_sync import ParallelSync
 
 
 class NodeView(Protocol):
@@ -46,7 +47,7 @@ class CoreView:
             "sync_distance": max(0, sync.head_height() - chain.height),
             "head_height": sync.head_height(),
             "sync_phase": sync.phase,
-            "sync": sync.view(),
+            "sync": sync_view(sync),
             "entropy_check": core.entropy.view(),
             "validator_quorum": core.quorum_connected(),
             "banned_peers": sorted(
@@ -115,3 +116,39 @@ class CoreView:
 
     def submit_local_tx(self, tx: Tx) -> tuple[str, bytes]:
         return self.core.ingest.submit_local_tx(tx)
+
+
+def sync_view(sync: ParallelSync) -> dict[str, object]:
+    """The parallel sync engine as /status shows it."""
+    now = sync.clock()
+    s = sync.stats
+    took = None
+    if s.started_at is not None:
+        took = round((s.finished_at or now) - s.started_at, 3)
+    return {
+        "phase": sync.phase,
+        "target_height": sync.target,
+        "buffered_blocks": len(sync.buffer),
+        "requests_in_flight": len(sync.reqs),
+        "blocks_downloaded": s.blocks_downloaded,
+        "blocks_committed": s.blocks_committed,
+        "segments_committed": s.segments_committed,
+        "chain_breaks": s.breaks,
+        "stalls": s.stalls,
+        "bans": s.bans,
+        "last_catch_up_s": took,
+        "last_reason": s.last_reason,
+        "peers": [
+            {
+                "peer_id": (p.conn.peer_id or b"").hex(),
+                "claimed_height": p.claimed,
+                "verified_height": p.verified,
+                "in_flight": p.inflight,
+                "timeout_s": p.timeout_s,
+                "stalls": p.stalls,
+                "benched": p.benched_until > now,
+                "blocks_served": p.blocks_served,
+            }
+            for p in sync.peers.values()
+        ],
+    }

@@ -30,92 +30,27 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
-
-import msgspec
 
 from netdiag.node.chain import Chain
 from netdiag.node.errors import ValidationError
 from netdiag.node.link import Link
 from netdiag.node.messages import Blocks, GetBlocks, Headers, Status
-from netdiag.node.model import Block, decode_block, decode_single_block
-from netdiag.node.segment import ChainBreak, verify_segment
-from netdiag.node.sync import SequentialSync, SyncHost
-from netdiag.node.validation import check_header
+from netdiag.node.model import Block, decode_single_block
+from netdiag.node.segment import ChainBreak, authentic, verify_segment
+from netdiag.node.sync import SequentialSync
+from netdiag.node.window_state import (
+    PHASES,
+    REQ_ID_BASE,
+    PeerSync,
+    Req,
+    SyncStats,
+    WindowHost,
+    WindowParams,
+    decode_range,
+    short,
+)
 
-PHASES = ("discovering", "downloading", "verifying", "committing", "following")
-REQ_ID_BASE = 1 << 40  # parallel request ids never collide with the sequential engine's
-
-
-def short(b: bytes) -> str:
-    return b[:6].hex() + "…"
-
-
-class WindowHost(SyncHost, Protocol):
-    @property
-    def chain(self) -> Chain: ...
-
-    def ban(self, conn: Link, reason: str) -> None: ...
-    def committed_segment(self, blocks: list[Block], source: str) -> None: ...
-    def schedule(self, fn: Callable[[], None]) -> None: ...
-    def now_ms(self) -> int: ...
-    def info(self, event: str, msg: str, **fields: object) -> None: ...
-
-
-@dataclass
-class WindowParams:
-    window: int = 1024  # heights ahead of the tip that may be requested (Bitcoin: 1024)
-    chunk: int = 64  # blocks per request
-    per_peer: int = 4  # requests in flight per peer
-    timeout_min_s: float = 2.0
-    timeout_max_s: float = 64.0
-    min_distance: int = 32  # closer than this, the sequential follower handles it
-    verify_step: int = 128  # blocks verified per event-loop turn
-    bench_s: float = 30.0  # a repeatedly stalling peer gets no new work this long
-    stalls_to_bench: int = 2
-
-
-@dataclass
-class PeerSync:
-    conn: Link
-    claimed: int = 0
-    claimed_tip: bytes = b""
-    verified: int = -1  # height of the peer's tip block we authenticated
-    verified_tip: bytes = b""
-    tip_req: int | None = None
-    inflight: int = 0
-    timeout_s: float = 2.0
-    stalls: int = 0
-    benched_until: float = 0.0
-    blocks_served: int = 0
-    last_stall_at: float = -1.0
-
-
-@dataclass
-class Req:
-    req_id: int
-    conn: Link
-    start: int
-    count: int
-    sent_at: float
-    deadline: float
-    kind: str = "range"  # range | tip
-
-
-@dataclass
-class SyncStats:
-    blocks_downloaded: int = 0
-    blocks_committed: int = 0
-    segments_committed: int = 0
-    breaks: int = 0
-    stalls: int = 0
-    bans: int = 0
-    refetched_blocks: int = 0
-    started_at: float | None = None
-    finished_at: float | None = None
-    last_reason: str = ""
-    timeouts_s: dict[str, float] = field(default_factory=dict)
+__all__ = ["PHASES", "ParallelSync", "PeerSync", "WindowHost", "WindowParams"]
 
 
 class ParallelSync:
@@ -170,40 +105,6 @@ class ParallelSync:
 
     def best_peer_height(self) -> int:
         return max(self.follower.best_peer_height(), self.head_height())
-
-    def view(self) -> dict[str, object]:
-        now = self.clock()
-        s = self.stats
-        took = None
-        if s.started_at is not None:
-            took = round((s.finished_at or now) - s.started_at, 3)
-        return {
-            "phase": self.phase,
-            "target_height": self.target,
-            "buffered_blocks": len(self.buffer),
-            "requests_in_flight": len(self.reqs),
-            "blocks_downloaded": s.blocks_downloaded,
-            "blocks_committed": s.blocks_committed,
-            "segments_committed": s.segments_committed,
-            "chain_breaks": s.breaks,
-            "stalls": s.stalls,
-            "bans": s.bans,
-            "last_catch_up_s": took,
-            "last_reason": s.last_reason,
-            "peers": [
-                {
-                    "peer_id": (p.conn.peer_id or b"").hex(),
-                    "claimed_height": p.claimed,
-                    "verified_height": p.verified,
-                    "in_flight": p.inflight,
-                    "timeout_s": p.timeout_s,
-                    "stalls": p.stalls,
-                    "benched": p.benched_until > now,
-                    "blocks_served": p.blocks_served,
-                }
-                for p in self.peers.values()
-            ],
-        }
 
     # -- entry points (same as SequentialSync) ---------------------------------------------
 
@@ -316,15 +217,7 @@ class ParallelSync:
         return p
 
     def authentic(self, block: Block) -> bool:
-        if block.header.network_id != self.chain.genesis.network_id:
-            return False
-        if block.header.producer not in self.chain.genesis.validators:
-            return False
-        try:
-            check_header(block.header, block.hash, block.signature)
-        except ValidationError:
-            return False
-        return True
+        return authentic(block, self.chain.genesis)
 
     def resolve_fork_with(self, conn: Link) -> None:
         """Ask the follower to find where ``conn``'s chain forks from ours and adopt it if it
@@ -450,24 +343,10 @@ class ParallelSync:
         return min(cands, key=lambda p: (p.inflight, p.timeout_s))
 
     def _on_range(self, p: PeerSync, req: Req, msg: Blocks) -> None:
-        if len(msg.blocks) > req.count:
-            self._ban(p, f"served {len(msg.blocks)} blocks for a request of {req.count}")
+        blocks, offence = decode_range(msg.blocks, req.start, req.count)
+        if offence:
+            self._ban(p, offence)
             return
-        blocks: list[Block] = []
-        for i, raw in enumerate(msg.blocks):
-            try:
-                b = decode_block(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                self._ban(p, f"served an undecodable block at {req.start + i}")
-                return
-            if b.height != req.start + i:
-                self._ban(
-                    p,
-                    f"served range {req.start}..{req.start + req.count - 1} out of order "
-                    f"(block {b.height} in position {i})",
-                )
-                return
-            blocks.append(b)
         if not blocks:
             self.excluded.setdefault(req.start, set()).add(p.conn)
             self.host.penalize(p.conn, 20.0, f"served nothing for {req.start} it claimed to have")
