@@ -1,0 +1,67 @@
+"""The sans-IO core under a manual clock: deterministic, no sockets, no sleeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from netdiag.node.core import NodeCore
+from netdiag.node.messages import TOPIC_BLOCKS, Publish, Status
+from netdiag.node.model import make_block
+from tests.unit.node.corekit import World, lab
+
+
+def mesh(world: World, cores: list[NodeCore]) -> None:
+    for i, a in enumerate(cores):
+        for b in cores[i + 1 :]:
+            world.connect(a, b)
+
+
+def test_three_validators_build_one_chain_on_the_schedule(tmp_path: Path) -> None:
+    spec, keys = lab(3)
+    world = World(tmp_path, spec)
+    cores = [world.node(f"v{i}", key=k) for i, k in enumerate(keys)]
+    mesh(world, cores)
+    world.run(20.0)
+    heights = [c.height for c in cores]
+    assert min(heights) >= 10, heights  # 40 slots of manual time; quorum of 3
+    top = min(heights)
+    tips = {c.chain.store.hash_at(top) for c in cores}
+    assert len(tips) == 1, "all three agree on every block up to the lowest tip"
+    store = cores[0].chain.store
+    for h in range(1, top + 1):
+        b = store.block_at(h)
+        assert b is not None and b.header.producer in spec.validators
+
+
+def test_per_ip_inbound_limit_refuses_the_next_socket(tmp_path: Path) -> None:
+    spec, _ = lab(1)
+    world = World(tmp_path, spec)
+    core = world.node("n", max_inbound_per_ip=2)
+    links = [world.attach(core, host="10.1.1.1") for _ in range(3)]
+    assert [ln.is_open for ln in links] == [True, True, False]
+    assert len(core.conns) == 2
+    other = world.attach(core, host="10.1.1.2")
+    assert other.is_open, "another address is not affected"
+
+
+def test_a_forged_gossip_block_is_rejected_and_scored(tmp_path: Path) -> None:
+    spec, keys = lab(1)
+    world = World(tmp_path, spec)
+    core = world.node("n")
+    peer = world.attach(core)
+    ts = world.clock.wall_ms()
+    block = make_block(keys[0], spec.network_id, 1, core.chain.tip_hash, ts, [])
+    forged = block.encode()[:-1] + bytes([block.encode()[-1] ^ 1])
+    peer.receive(Publish(TOPIC_BLOCKS, forged), len(forged))
+    world.run(0.1)
+    assert core.height == 0
+    assert core.gossip.score(peer.peer_id or b"") < 0
+    assert world.events("n", "block_rejected")
+
+
+def test_a_new_peer_is_told_our_status(tmp_path: Path) -> None:
+    spec, _ = lab(1)
+    world = World(tmp_path, spec)
+    core = world.node("n")
+    peer = world.attach(core)
+    assert any(isinstance(m, Status) and m.height == 0 for m in peer.sent)
