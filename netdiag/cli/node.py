@@ -263,3 +263,76 @@ def status(api: str, as_json: bool) -> None:
             str(p["height"]),
         )
     console.print(t)
+
+
+@node.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The node's data directory (its chain.sqlite is read, never written).",
+)
+@click.option(
+    "--genesis",
+    "genesis_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The genesis the chain must start from (validators and schedule come from it).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as one JSON object.")
+def verify(data_dir: Path, genesis_file: Path, as_json: bool) -> None:
+    """Check the whole stored chain offline: links, hashes, signatures, producer schedule.
+
+    Exit 0 if every block is valid, 5 at the first bad block (its height is printed).
+    """
+    from rich.console import Console
+
+    from netdiag.errors import CheckFailed
+    from netdiag.node.chain import now_ms
+    from netdiag.node.errors import NodeError
+    from netdiag.node.genesis import load_genesis
+    from netdiag.node.verify import StoreUnreadable, open_read_only, verify_chain
+
+    try:
+        spec = load_genesis(genesis_file)
+    except NodeError as e:
+        raise _node_error(e) from e
+    db_path = data_dir / "chain.sqlite"
+    try:
+        db = open_read_only(db_path)
+    except FileNotFoundError:
+        raise InputError(
+            f"no block store at {db_path}", "pass the --data-dir the node ran with"
+        ) from None
+    except StoreUnreadable as e:
+        raise CheckFailed(str(e), "restore the data directory from a backup or resync") from e
+    err = Console(stderr=True)
+    try:
+        with err.status("verifying") as st:
+            res = verify_chain(
+                db, spec, now_ms(), lambda h, tip: st.update(f"verifying block {h} of {tip}")
+            )
+    except StoreUnreadable as e:
+        raise CheckFailed(str(e), "restore the data directory from a backup or resync") from e
+    finally:
+        db.close()
+    doc = {
+        "ok": res.ok,
+        "tip": res.tip,
+        "checked": res.checked,
+        "bad_height": res.bad_height,
+        "reason": res.reason,
+        "detail": res.detail,
+    }
+    if as_json:
+        click.echo(json.dumps(doc))
+    elif res.ok:
+        click.echo(
+            f"chain ok: {res.checked} blocks 0..{res.tip} (links, hashes, signatures, "
+            "producer schedule, timestamps, transactions)"
+        )
+    if not res.ok:
+        raise CheckFailed(
+            f"block {res.bad_height} is bad ({res.reason}): {res.detail}",
+            "the blocks below it are valid; restore from a backup or resync from peers",
+        )
