@@ -6,6 +6,7 @@ scaled to a small node; loopback is not exempt.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,6 +69,9 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # LAB ONLY (bench p2p --byzantine): serve blocks at or above this height forged (bad
     # signature) in GetBlocks range answers; single-block (tip) answers stay genuine. -1 = off
     debug_forge_sync_from: int = -1
+    # LAB ONLY (bench attack future_rounds): publish at once for the earliest future round we
+    # own that peers would still accept (debug_rotation.py)
+    debug_produce_future_rounds: bool = False
     status_interval_s: float = 2.0
     gossip_heartbeat_s: float = 1.0
     gossip_d: int = 6  # mesh degree and its bounds (gossipsub defaults 6/4/12)
@@ -76,6 +80,91 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     gossip_seen_ttl_s: float = 120.0
     # operations
     log_level: str = "info"
+    api_header_timeout_s: float = 10.0  # a request header (or body) not complete by then: closed
+
+
+# Allowed ranges, checked after parsing: (lowest, whether the lowest itself is allowed).
+# Numeric keys not listed must merely be finite. Each failure names the key and how to set it.
+POSITIVE = (0.0, False)
+NON_NEGATIVE = (0.0, True)
+AT_LEAST_ONE = (1.0, True)
+RANGES: dict[str, tuple[float, bool]] = {
+    "min_peers_to_produce": (-1.0, True),
+    "presence_interval_s": POSITIVE,
+    "max_inbound": NON_NEGATIVE,
+    "max_outbound": NON_NEGATIVE,
+    "target_outbound": NON_NEGATIVE,
+    "max_inbound_per_ip": AT_LEAST_ONE,
+    "handshake_timeout_s": POSITIVE,
+    "idle_timeout_s": POSITIVE,
+    "ping_interval_s": POSITIVE,
+    "reconnect_min_s": POSITIVE,
+    "reconnect_max_s": POSITIVE,
+    "max_known_addrs": AT_LEAST_ONE,
+    "max_frame_bytes": (4096.0, True),  # the handshake frame cap
+    "peer_msg_rate": POSITIVE,
+    "peer_bytes_rate": POSITIVE,
+    "max_write_buffer_bytes": AT_LEAST_ONE,
+    "max_violations": AT_LEAST_ONE,
+    "ban_seconds": NON_NEGATIVE,
+    "max_failed_handshakes_per_ip": AT_LEAST_ONE,
+    "mempool_max_txs": AT_LEAST_ONE,
+    "mempool_max_bytes": AT_LEAST_ONE,
+    "orphan_max": NON_NEGATIVE,
+    "sync_batch": AT_LEAST_ONE,
+    "sync_timeout_s": POSITIVE,
+    "sync_window": AT_LEAST_ONE,
+    "sync_peer_inflight": AT_LEAST_ONE,
+    "sync_timeout_min_s": POSITIVE,
+    "sync_timeout_max_s": POSITIVE,
+    "sync_parallel_min": NON_NEGATIVE,
+    "max_reorg_depth": NON_NEGATIVE,
+    "entropy_sample": AT_LEAST_ONE,
+    "entropy_timeout_ms": AT_LEAST_ONE,
+    "debug_divergent_entropy_epoch": (-1.0, True),
+    "debug_forge_sync_from": (-1.0, True),
+    "status_interval_s": POSITIVE,
+    "gossip_heartbeat_s": POSITIVE,
+    "gossip_seen_ttl_s": POSITIVE,
+    "api_header_timeout_s": POSITIVE,
+}
+ORDERED = [  # (smaller, larger): the first may not exceed the second
+    ("target_outbound", "max_outbound"),
+    ("reconnect_min_s", "reconnect_max_s"),
+    ("sync_timeout_min_s", "sync_timeout_max_s"),
+]
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _how(key: str) -> str:
+    return f"{ENV_PREFIX}{key.upper()} or `{key}` in --config"
+
+
+def check_ranges(cfg: NodeConfig) -> None:
+    """Raise ConfigError naming the first key whose value is out of range."""
+    for f in msgspec.structs.fields(NodeConfig):
+        v = getattr(cfg, f.name)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        if not math.isfinite(v):
+            raise ConfigError(f"config {f.name} = {v} must be a finite number (set {_how(f.name)})")
+        lo, inclusive = RANGES.get(f.name, (-math.inf, True))
+        if v < lo or (v == lo and not inclusive):
+            bound = f">= {lo:g}" if inclusive else f"> {lo:g}"
+            raise ConfigError(
+                f"config {f.name} = {v:g} is out of range: must be {bound} (set {_how(f.name)})"
+            )
+    for small, large in ORDERED:
+        if getattr(cfg, small) > getattr(cfg, large):
+            raise ConfigError(
+                f"config {small} = {getattr(cfg, small):g} exceeds {large} = "
+                f"{getattr(cfg, large):g} (set {_how(small)} or {_how(large)})"
+            )
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(
+            f"config log_level = {cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)} "
+            f"(set {_how('log_level')})"
+        )
 
 
 def _parse_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -125,6 +214,7 @@ def load_config(
         raise ConfigError(f"invalid node configuration: {e}") from e
     for addr in [cfg.listen, cfg.api, *cfg.peers]:
         split_hostport(addr)
+    check_ranges(cfg)
     if not 1 <= cfg.gossip_d_lo <= cfg.gossip_d <= cfg.gossip_d_hi:
         raise ConfigError("gossip degrees must satisfy 1 <= gossip_d_lo <= gossip_d <= gossip_d_hi")
     return cfg
