@@ -6,8 +6,13 @@ POST /tx with a JSON signed transaction (hex fields).
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -17,6 +22,8 @@ from netdiag.node.views import NodeView
 
 MAX_BODY = 64 << 10
 NODE_KEY = web.AppKey("node", object)  # holds the NodeView
+TIMEOUT_KEY = web.AppKey("header_timeout_s", float)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def block_json(b: Block) -> dict[str, Any]:
@@ -45,18 +52,37 @@ def tx_json(t: Tx) -> dict[str, Any]:
     }
 
 
-def tx_from_json(doc: Any) -> Tx:
-    if not isinstance(doc, dict):
-        raise ValueError("expected a JSON object")
-    if not (0 <= int(doc["nonce"]) < 2**63 and 0 <= int(doc["timestamp_ms"]) < 2**63):
-        raise ValueError("nonce and timestamp_ms must be in [0, 2^63)")
-    return Tx(
-        bytes.fromhex(doc["sender"]),
-        int(doc["nonce"]),
-        int(doc["timestamp_ms"]),
-        bytes.fromhex(doc["payload"]),
-        bytes.fromhex(doc["signature"]),
-    )
+class TxBody(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /tx body. Decoded straight into this type, so a body of any other shape (deep
+    nesting included) fails at its first wrong token, without building or recursing into it."""
+
+    sender: str
+    nonce: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+    timestamp_ms: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+    payload: str
+    signature: str
+    txid: str = ""  # tx_json writes it; derived from the rest, so ignored here
+
+
+def tx_from_body(body: bytes) -> Tx:
+    """Raise ValueError with a one-line reason for any body that is not a transaction."""
+    try:
+        doc = msgspec.json.decode(body, type=TxBody)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise ValueError(str(e)) from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    try:
+        tx = Tx(
+            bytes.fromhex(doc.sender),
+            doc.nonce,
+            doc.timestamp_ms,
+            bytes.fromhex(doc.payload),
+            bytes.fromhex(doc.signature),
+        )
+    except ValueError:
+        raise ValueError("sender, payload and signature must be hex strings") from None
+    return tx
 
 
 def _node(request: web.Request) -> NodeView:
@@ -108,10 +134,16 @@ async def message(request: web.Request) -> web.Response:
 
 
 async def post_tx(request: web.Request) -> web.Response:
+    if request.content_type != "application/json":
+        return _error(415, "POST /tx takes application/json", "content_type")
+    try:  # a slow body is cut off like a slow header (the keep-alive timer is off meanwhile)
+        body = await asyncio.wait_for(request.read(), request.app[TIMEOUT_KEY])
+    except TimeoutError:
+        return _error(408, "request body not received in time", "timeout")
     try:
-        tx = tx_from_json(await request.json())
-    except (ValueError, KeyError, TypeError, OverflowError) as e:
-        return _error(400, f"malformed transaction: {e}", "format")
+        tx = tx_from_body(body)
+    except ValueError as e:
+        return _error(400, f"malformed transaction: {str(e)[:200]}", "format")
     verdict, txid = _node(request).submit_local_tx(tx)
     if verdict == "reject":
         return _error(400, "transaction rejected (see node log for the rule)", "invalid")
@@ -121,9 +153,34 @@ async def post_tx(request: web.Request) -> web.Response:
     )
 
 
-async def start_api(node: NodeView, listen: str) -> tuple[web.AppRunner, int]:
-    app = web.Application(client_max_size=MAX_BODY)
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer is a JSON object; nothing a client sends prints a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _error(e.status, e.reason, e.reason.lower().replace(" ", "_"))
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception as e:  # a bug in a handler: the client gets a JSON 500, the log one line
+        sys.stderr.write(
+            json.dumps({"event": "api_error", "msg": f"{request.method} {request.path}: {e!r}"})
+            + "\n"
+        )
+        return _error(500, "internal error", "internal")
+
+
+async def start_api(
+    node: NodeView, listen: str, header_timeout_s: float = 10.0
+) -> tuple[web.AppRunner, int]:
+    """``header_timeout_s``: a connection whose request header is not complete by then (from
+    its accept, or from the previous response on keep-alive) is closed — aiohttp's keep-alive
+    timer runs from accept() until a whole request has arrived. Bodies get the same budget."""
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
     app[NODE_KEY] = node
+    app[TIMEOUT_KEY] = header_timeout_s
     app.add_routes(
         [
             web.get("/status", status),
@@ -134,7 +191,9 @@ async def start_api(node: NodeView, listen: str) -> tuple[web.AppRunner, int]:
             web.post("/tx", post_tx),
         ]
     )
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, keepalive_timeout=header_timeout_s
+    )
     await runner.setup()
     host, port = split_hostport(listen)
     site = web.TCPSite(runner, host, port)

@@ -187,7 +187,9 @@ class Node:
             ssl_handshake_timeout=self.cfg.handshake_timeout_s if self.cfg.tls else None,
         )
         self.listen_port = core.listen_port = self._server.sockets[0].getsockname()[1]
-        self._api_runner, self.api_port = await start_api(self._view, self.cfg.api)
+        self._api_runner, self.api_port = await start_api(
+            self._view, self.cfg.api, self.cfg.api_header_timeout_s
+        )
         self._spawn(self._every("dial", 0.2, self._dial_step))
         self._spawn(self._every("heartbeat", self.cfg.gossip_heartbeat_s, core.heartbeat_step))
         self._spawn(self._every("status", self.cfg.status_interval_s, core.status_step))
