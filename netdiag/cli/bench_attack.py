@@ -146,6 +146,8 @@ def attack(
         for r in rows:
             t.add_row(*(_fmt(r.get(c)) for c in cols))
         console = Console()
+        if not console.is_terminal:
+            console.width = 100  # a pipe or file: the documented 100 columns, not rich's 80
         console.print(t)
         for r in doc["raw"]["attacks"]:
             console.print(f"[bold]{r['attack']}[/]: {r['why']}")
