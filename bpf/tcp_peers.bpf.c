@@ -7,14 +7,17 @@
  * `life` maps a socket's kernel address to its cookie (learnt from tcp_probe, which carries
  * both); an entry is removed when the socket reaches TCP_CLOSE, so a reused address never
  * inherits an old cookie. One map update per event, no per-packet output to user space.
+ *
+ * Every socket is counted from the moment the probe sees it: pid / cgroup / netns filters are
+ * applied in user space at read time (a kernel allowlist filled from sock_diag each interval
+ * lost every new connection's first interval). For the attribution of connections that open
+ * and close between two reads, the task and cgroup doing connect() are recorded at SYN_SENT
+ * (process context there, unlike tcp_probe, which runs in softirq).
  */
 #include "netdiag.h"
 
 #ifndef MAX_PEERS
 #define MAX_PEERS 8192
-#endif
-#ifndef FILTER_COOKIES
-#define FILTER_COOKIES 0	/* 1: only sockets whose cookie is in `allow` (pid/cgroup/netns filters) */
 #endif
 #define HIST_SLOTS 27		/* bpf_log2l(srtt_us) = floor(log2)+1: slot k holds [2^(k-1), 2^k) us, to ~33 s */
 
@@ -32,6 +35,9 @@ struct peer {
 	u64 srtt_sum_us;
 	u64 bytes_acked;	/* sum of snd_una advances */
 	u64 retrans;		/* tcp_retransmit_skb events */
+	u64 open_cgroup;	/* cgroup v2 id of the task that called connect() (0: unknown) */
+	u32 open_pid;		/* tgid of the task that called connect() (0: unknown/passive) */
+	u32 pad2;
 	u32 srtt_min_us;
 	u32 srtt_max_us;
 	u32 srtt_last_us;
@@ -53,8 +59,10 @@ struct peer {
 struct life {
 	u64 cookie;		/* 0 until the first tcp_probe */
 	u64 open_ns;
+	u64 retrans;		/* retransmits before the first tcp_probe (SYN, first data) */
+	u64 open_cgroup;
+	u32 open_pid;
 	u32 state;
-	u32 pad;
 };
 
 /* stats slots; names in probes/tcp_peers.toml [output].stats */
@@ -68,7 +76,6 @@ struct life {
 
 BPF_HASH(peers, u64, struct peer, MAX_PEERS);
 BPF_TABLE("lru_hash", u64, struct life, life, MAX_PEERS * 2);
-BPF_HASH(allow, u64, u8, MAX_PEERS);
 BPF_PERCPU_ARRAY(stats, u64, S_SLOTS);
 
 static __always_inline void stat_inc(int slot)
@@ -98,12 +105,6 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 		stat_inc(S_FILTERED);
 		return 0;
 	}
-#if FILTER_COOKIES
-	if (!allow.lookup(&cookie)) {
-		stat_inc(S_FILTERED);
-		return 0;
-	}
-#endif
 	stat_inc(S_PROBE);
 
 	/* hot path: one hash lookup per ACK; `life` is touched only when a socket is first seen */
@@ -128,6 +129,9 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 		if (l) {
 			np.open_ns = l->open_ns;
 			np.state = l->state;
+			np.retrans = l->retrans;	/* carried over: nstat counts them too */
+			np.open_pid = l->open_pid;
+			np.open_cgroup = l->open_cgroup;
 		}
 		copy_addr(np.saddr, args->saddr, args->family);
 		copy_addr(np.daddr, args->daddr, args->family);
@@ -175,7 +179,15 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
 		return 0;
 	stat_inc(S_RETRANS);
 	struct life *l = life.lookup(&sk);
-	if (!l || l->cookie == 0) {
+	if (!l) {
+		/* a socket older than the probe that has not received a segment since */
+		struct life nl = {.state = TCP_ESTABLISHED_, .retrans = 1};
+		life.update(&sk, &nl);
+		stat_inc(S_RETRANS_UNJOINED);
+		return 0;
+	}
+	if (l->cookie == 0) {
+		__sync_fetch_and_add(&l->retrans, 1);	/* handed to the row at the first tcp_probe */
 		stat_inc(S_RETRANS_UNJOINED);
 		return 0;
 	}
@@ -211,6 +223,10 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		int os = args->oldstate;
 		if (ns == 2 || ns == 3 || os == 2 || os == 3 || os == TCP_CLOSE_ || os == 10 || os == 12)
 			nl.open_ns = now;
+		if (ns == 2) {	/* CLOSE -> SYN_SENT runs in connect(): the caller is the owner */
+			nl.open_pid = bpf_get_current_pid_tgid() >> 32;
+			nl.open_cgroup = bpf_get_current_cgroup_id();
+		}
 		life.update(&sk, &nl);
 		return 0;
 	}

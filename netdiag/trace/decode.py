@@ -140,13 +140,25 @@ class Decoder:
 
 
 def apply_rates(
-    probe: Probe, rows: list[Row], prev: dict[Any, Row], dt_s: float, key_of: Callable[[Row], Any]
+    probe: Probe,
+    rows: list[Row],
+    prev: dict[Any, Row],
+    dt_s: float,
+    key_of: Callable[[Row], Any],
+    counted_from_zero: bool = True,
 ) -> None:
-    """Fill each counter field's per-interval rate column (delta / dt × rate_scale)."""
+    """Fill each counter field's per-interval rate column (delta / dt × rate_scale).
+
+    `counted_from_zero`: a row's counters started at 0 when its source first saw it (the eBPF
+    maps), so a new row's whole count belongs to this interval. When they are lifetime
+    counters (tcp_info), a new row has no rate until a second sample exists."""
     for r in rows:
         before = prev.get(key_of(r))
         for f in probe.fields:
             if not (f.counter and f.rate):
+                continue
+            if before is None and not counted_from_zero:
+                r[f.rate] = None
                 continue
             cur = r.get(f.name) or 0
             old = (before or {}).get(f.name) or 0

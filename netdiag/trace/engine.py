@@ -120,16 +120,6 @@ class Session:
             for k, f in self.bpf.funcs.items()
         }
 
-    def set_allowed(self, cookies: set[int]) -> None:
-        """Replace the kernel allowlist (pid / cgroup / netns filters resolved to cookies)."""
-        table = self.bpf[b"allow"]
-        want = set(cookies)
-        have = {int(k.value) for k in table}
-        for c in have - want:
-            del table[table.Key(c)]
-        for c in want - have:
-            table[table.Key(c)] = table.Leaf(1)
-
     def misses(self) -> dict[str, int]:
         """Recursion misses per program since load (events the kernel did not run us for)."""
         return {n: s.recursion_misses for n, s in bpfstats.read(self.prog_fds()).items()}

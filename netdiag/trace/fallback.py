@@ -1,5 +1,9 @@
 """When BPF is unavailable: tcp_peers-shaped rows from sock_diag polling (no history, no
-histogram, RTT is the kernel's current estimate — said so in every snapshot's notes)."""
+histogram, RTT is the kernel's current estimate — said so in every snapshot's notes).
+
+tcp_info counters are lifetime totals, so a socket gets a rate only from its second sample
+on: a baseline is taken when the poller opens, and a socket first seen later shows none for
+its first interval (its lifetime average is not a rate)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from netdiag.trace.engine import Snapshot
 from netdiag.trace.manifest import Probe
 
 NOTE = "eBPF unavailable: polling sock_diag (tcp_info) — no RTT history, histogram or lifecycle"
+ALL_STATES = (1 << 12) - 1
+SHOWN = {"LISTEN", "TIME_WAIT", "CLOSE", "SYN_RECV"}  # not connections of their own
 
 
 def row_of(c: sockdiag.TcpConn) -> Row:
@@ -48,31 +54,45 @@ def row_of(c: sockdiag.TcpConn) -> Row:
 
 
 class Poller:
-    """Same interface as engine.Session's read() for the tcp_peers probe."""
+    """Same interface as engine.Session's read() for the tcp_peers probe. `conns` holds the
+    last sock_diag snapshot (all states) so the pipeline's filters need not ask again."""
 
     def __init__(
         self,
         probe: Probe,
         ports: tuple[int, ...],
         netns_name: str | None,
-        allowed: Callable[[], set[int] | None] = lambda: None,
         snapshot: Callable[..., Iterable[sockdiag.TcpConn]] = sockdiag.snapshot,
         clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self.probe, self.ports, self.netns_name = probe, ports, netns_name
-        self.allowed, self.snapshot, self.clock = allowed, snapshot, clock
+        self.snapshot, self.clock = snapshot, clock
+        self.conns: list[sockdiag.TcpConn] = []
         self._prev: dict[int, Row] = {}
-        self._t = clock()
+        self.attached_ns = self._t = clock()
+
+    def open(self) -> Poller:
+        """The baseline sample: the first read has rates for every socket alive now."""
+        self._prev = {r["sock_cookie"]: r for r in self._rows()}
+        self.attached_ns = self._t = self.clock()
+        return self
+
+    def _rows(self) -> list[Row]:
+        self.conns = list(self.snapshot(self.netns_name, states=ALL_STATES, ports=self.ports))
+        return [row_of(c) for c in self.conns if c.state not in SHOWN]
 
     def read(self) -> Snapshot:
+        rows = self._rows()
         now = self.clock()
-        conns = self.snapshot(self.netns_name, ports=self.ports)
-        allow = self.allowed()
-        rows = [row_of(c) for c in conns if allow is None or c.cookie in allow]
         dt = (now - self._t) / 1e9
-        apply_rates(self.probe, rows, self._prev, dt, lambda r: r["sock_cookie"])
+        apply_rates(
+            self.probe, rows, self._prev, dt, lambda r: r["sock_cookie"], counted_from_zero=False
+        )
         self._prev = {r["sock_cookie"]: r for r in rows}
         self._t = now
         return Snapshot(
             self.probe.name, now, dt, rows, {}, 0, 0.0, 0, source="sock_diag", notes=[NOTE]
         )
+
+    def close(self) -> None:
+        return None

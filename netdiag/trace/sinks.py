@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.table import Table
@@ -88,6 +87,9 @@ COLUMNS: dict[str, tuple[str, Any]] = {
     "recovery_ms": ("RECOV ms", _num),
     "loss_ms": ("LOSS ms", _num),
     "age_s": ("AGE", _age),
+    "accept_queue": ("ACCEPTQ", _num),
+    "accept_backlog": ("BACKLOG", _num),
+    "verdict": ("VERDICT", lambda v: "-" if v is None else str(v)),
 }
 
 
@@ -102,7 +104,19 @@ ABBREV = {
 }
 
 
-TEXT_COLUMNS = {"peer", "state", "peer_id", "mesh", "reason", "protocol", "location", "ca_state"}
+TEXT_COLUMNS = {
+    "peer",
+    "state",
+    "peer_id",
+    "mesh",
+    "reason",
+    "protocol",
+    "location",
+    "ca_state",
+    "verdict",
+    "comm",
+    "direction",
+}
 
 
 def header_for(col: str) -> str:
@@ -127,6 +141,8 @@ def cell(col: str, row: Row) -> str:
     if col == "min_rtt_us" and v is None:  # socket outside sock_diag's namespace: the probe's
         v = row.get("srtt_min_us")
     fmt = COLUMNS.get(col, (None, _num))[1]
+    if col == "age_s" and v is not None and row.get("age_exact") is False:
+        return f"≥{fmt(v)}"  # older than the probe: the kernel does not say how much
     return str(fmt(v))
 
 
@@ -147,7 +163,12 @@ def sort_rows(rows: list[Row], key: str, reverse: bool = True) -> list[Row]:
 
 
 def table(
-    snap: Snapshot, columns: Sequence[str], title: str, overhead: str | None, limit: int = 40
+    snap: Snapshot,
+    columns: Sequence[str],
+    title: str,
+    overhead: str | None,
+    limit: int = 40,
+    extra: dict[str, Any] | None = None,
 ) -> Table:
     rtt = "RTT in ms · " if any(c.endswith("_us") for c in columns) else ""
     cap = (
@@ -156,6 +177,13 @@ def table(
     )
     if overhead:
         cap += f" · {overhead}"
+    x = extra or {}
+    if "listen_overflows_total" in x:
+        cap += (
+            f"\nnamespace ListenOverflows {x['listen_overflows_total']} "
+            f"(+{x['listen_overflows_delta']}), ListenDrops {x['listen_drops_total']} "
+            f"(+{x['listen_drops_delta']})"
+        )
     for n in snap.notes:
         cap += f"\n{n}"
     t = Table(
@@ -189,94 +217,6 @@ def ndjson_line(snap: Snapshot, extra: dict[str, Any] | None = None) -> str:
         "rows": [_jsonable(r) for r in snap.rows],
     }
     return json_line(obj)
-
-
-# --- Prometheus -------------------------------------------------------------------------
-
-PROM_GAUGES = {
-    "srtt_us": ("netdiag_tcp_srtt_microseconds", "smoothed RTT at the last event"),
-    "min_rtt_us": ("netdiag_tcp_min_rtt_microseconds", "kernel's minimum RTT (tcpi_min_rtt)"),
-    "srtt_min_us": ("netdiag_tcp_srtt_min_microseconds", "smallest smoothed RTT seen"),
-    "snd_cwnd": ("netdiag_tcp_cwnd_segments", "congestion window"),
-    "ssthresh": ("netdiag_tcp_ssthresh_segments", "slow-start threshold"),
-    "acked_bps": ("netdiag_tcp_acked_bits_per_second", "acked throughput over the last interval"),
-}
-PROM_COUNTERS = {
-    "bytes_acked": ("netdiag_tcp_acked_bytes", "bytes acknowledged by the peer"),
-    "retrans": ("netdiag_tcp_retransmits", "retransmitted segments"),
-}
-
-
-class PromCollector:
-    """A prometheus_client collector exposing the latest snapshot."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._snap: Snapshot | None = None
-
-    def update(self, snap: Snapshot) -> None:
-        with self._lock:
-            self._snap = snap
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        with self._lock:
-            snap = self._snap
-        if snap is None:
-            return
-        labels = ["peer", "sock_cookie", "peer_id"]
-
-        def lv(r: Row) -> list[str]:
-            return [
-                str(r.get("peer", "")),
-                str(r.get("sock_cookie", "")),
-                str(r.get("peer_id") or ""),
-            ]
-
-        for col, (name, doc) in PROM_GAUGES.items():
-            g = GaugeMetricFamily(name, doc, labels=labels)
-            for r in snap.rows:
-                if r.get(col) is not None:
-                    g.add_metric(lv(r), float(r[col]))
-            yield g
-        for col, (name, doc) in PROM_COUNTERS.items():
-            c = CounterMetricFamily(name, doc, labels=labels)
-            for r in snap.rows:
-                if r.get(col) is not None:
-                    c.add_metric(lv(r), float(r[col]))
-            yield c
-        ev = GaugeMetricFamily("netdiag_probe_events_per_second", "probe events per second")
-        ev.add_metric([], snap.events_per_s)
-        yield ev
-        lost = CounterMetricFamily(
-            "netdiag_probe_lost_events", "events the kernel half could not aggregate"
-        )
-        lost.add_metric([], float(snap.stats.get("lost_events", 0)))
-        yield lost
-
-
-def serve_prometheus(addr: str, collector: PromCollector) -> Any:
-    """Start the exposition server on HOST:PORT; returns the server (shutdown() on exit)."""
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    from netdiag.errors import InputError
-
-    host, _, port = addr.rpartition(":")
-    if not port.isdigit() or int(port) > 65535:
-        raise InputError(
-            f"--prometheus {addr!r} is not HOST:PORT", "e.g. --prometheus 127.0.0.1:9464"
-        )
-    reg = CollectorRegistry()
-    reg.register(collector)
-    try:
-        server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=reg)
-    except OSError as e:
-        raise InputError(
-            f"--prometheus {addr}: cannot listen ({e.strerror or e})",
-            "choose a free port, or an address of this host",
-        ) from e
-    return server
 
 
 def visible(rows: Iterable[Row], columns: Sequence[str]) -> list[list[str]]:

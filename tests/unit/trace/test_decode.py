@@ -66,6 +66,8 @@ def _peer_leaf(**kw: object) -> SimpleNamespace:
         srtt_sum_us=6000,
         bytes_acked=1_000_000,
         retrans=3,
+        open_pid=0,
+        open_cgroup=0,
         srtt_min_us=1200,
         srtt_max_us=1800,
         srtt_last_us=1500,

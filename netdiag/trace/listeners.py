@@ -1,0 +1,118 @@
+"""Listening sockets for `trace-peers --listen`: accept-queue depth and backlog per listener
+(sock_diag: for a LISTEN socket idiag_rqueue is the accept queue, idiag_wqueue the backlog),
+and the namespace's ListenOverflows / ListenDrops counters (the kernel keeps those per network
+namespace only; a per-listener count would need kprobes, which this design does not use)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from netdiag.kernel import netns
+from netdiag.measure.sockdiag import addr_text, join_hostport
+from netdiag.trace.decode import Row
+
+LISTEN_STATE = 1 << 10
+
+
+@dataclass(frozen=True)
+class Listener:
+    cookie: int
+    family: int
+    laddr: str
+    lport: int
+    accept_queue: int
+    backlog: int
+    inode: int
+    cgroup_id: int | None
+
+    def row(self) -> Row:
+        return {
+            "sock_cookie": self.cookie,
+            "family": self.family,
+            "laddr": self.laddr,
+            "lport": self.lport,
+            "raddr": None,
+            "rport": None,
+            "peer": f"listen {join_hostport(self.laddr, self.lport)}",
+            "state": "LISTEN",
+            "accept_queue": self.accept_queue,
+            "accept_backlog": self.backlog,
+            "from_sock_diag": True,
+        }
+
+
+def _query() -> list[Listener]:
+    from pyroute2 import DiagSocket
+
+    out: list[Listener] = []
+    with DiagSocket() as ds:
+        ds.bind()
+        for fam in (socket.AF_INET, socket.AF_INET6):
+            for msg in ds.get_sock_stats(family=fam, states=LISTEN_STATE):
+                if msg.get("header", {}).get("type") == 3:  # NLMSG_DONE
+                    continue
+                cg = msg.get_attr("INET_DIAG_CGROUP_ID")
+                out.append(
+                    Listener(
+                        cookie=int(msg["idiag_cookie"]),
+                        family=fam,
+                        laddr=addr_text(msg["idiag_src"]),
+                        lport=int(msg["idiag_sport"]),
+                        accept_queue=int(msg["idiag_rqueue"]),
+                        backlog=int(msg["idiag_wqueue"]),
+                        inode=int(msg["idiag_inode"]),
+                        cgroup_id=int(cg) if cg is not None else None,
+                    )
+                )
+    return out
+
+
+def listeners(netns_name: str | None) -> list[Listener]:
+    return netns.run_in(netns_name, _query)
+
+
+def parse_netstat(text: str) -> dict[str, int]:
+    """/proc/net/netstat: pairs of header/value lines -> {"TcpExtListenOverflows": n, ...}."""
+    out: dict[str, int] = {}
+    lines = text.splitlines()
+    for head, vals in zip(lines[::2], lines[1::2], strict=False):
+        hk, _, names = head.partition(":")
+        _, _, values = vals.partition(":")
+        for n, v in zip(names.split(), values.split(), strict=False):
+            if v.lstrip("-").isdigit():
+                out[f"{hk}{n}"] = int(v)
+    return out
+
+
+def _netstat() -> dict[str, int]:
+    # thread-self: the namespace of the thread run_in moved, not the process's
+    with open("/proc/thread-self/net/netstat") as f:
+        return parse_netstat(f.read())
+
+
+def overflow_counters(netns_name: str | None) -> dict[str, int]:
+    c = netns.run_in(netns_name, _netstat)
+    return {
+        "listen_overflows": c.get("TcpExtListenOverflows", 0),
+        "listen_drops": c.get("TcpExtListenDrops", 0),
+    }
+
+
+class OverflowDelta:
+    """ListenOverflows / ListenDrops of the namespace: total and since the previous read."""
+
+    def __init__(
+        self, netns_name: str | None, read: Callable[[str | None], dict[str, int]] | None = None
+    ) -> None:
+        self.netns_name = netns_name
+        self.read = read or overflow_counters
+        self.prev = self.read(netns_name)
+
+    def sample(self) -> dict[str, int]:
+        cur = self.read(self.netns_name)
+        out = {f"{k}_total": v for k, v in cur.items()}
+        out.update({f"{k}_delta": v - self.prev.get(k, 0) for k, v in cur.items()})
+        self.prev = cur
+        return out

@@ -1,0 +1,140 @@
+"""A trace pipeline: source -> stages (filters, enrichment) -> sinks, one frame per interval.
+
+trace-peers, `probes run` and the probe benchmarks all drive one of these; the CLI only parses
+options, builds the pipeline and picks the sinks. Stages are plain callables over a Frame, so a
+test can run a pipeline on a fake source and fake stages without a kernel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from netdiag.measure.sockdiag import TcpConn
+from netdiag.trace.engine import Snapshot
+
+
+class Source(Protocol):
+    def read(self) -> Snapshot: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Frame:
+    """One interval on its way through the pipeline."""
+
+    snap: Snapshot
+    extra: dict[str, Any] = field(default_factory=dict)  # header fields for NDJSON
+    conns: list[TcpConn] | None = None  # the sock_diag snapshot of this read, when taken
+
+
+Stage = Callable[[Frame], None]
+
+
+class Sink(Protocol):
+    def emit(self, frame: Frame) -> None: ...
+
+
+class Ticker(Protocol):
+    """Waits for the next read; returns False to stop (a `q` key in the live table)."""
+
+    def wait(self, seconds: float) -> bool: ...
+
+
+class SleepTicker:
+    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.sleep = sleep
+
+    def wait(self, seconds: float) -> bool:
+        self.sleep(seconds)
+        return True
+
+
+@dataclass
+class Pipeline:
+    source: Source
+    stages: list[Stage] = field(default_factory=list)
+    sinks: list[Sink] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)  # run in reverse on close
+
+    def step(self) -> Frame:
+        frame = Frame(self.source.read())
+        for stage in self.stages:
+            stage(frame)
+        for sink in self.sinks:
+            sink.emit(frame)
+        return frame
+
+    def frames(
+        self,
+        interval_s: float,
+        count: int | None = None,
+        duration_s: float | None = None,
+        ticker: Ticker | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Iterator[Frame]:
+        """A frame every interval until `count` frames, `duration_s`, or the ticker says stop."""
+        tick = ticker or SleepTicker()
+        start = clock()
+        n = 0
+        while tick.wait(interval_s):
+            yield self.step()
+            n += 1
+            if count is not None and n >= count:
+                return
+            if duration_s is not None and clock() - start >= duration_s - 1e-3:
+                return
+
+    def run(
+        self,
+        interval_s: float,
+        count: int | None = None,
+        duration_s: float | None = None,
+        ticker: Ticker | None = None,
+    ) -> int:
+        """Drive the pipeline; returns the number of frames emitted."""
+        return sum(1 for _ in self.frames(interval_s, count, duration_s, ticker))
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for fn in [*reversed(self.closers), self.source.close]:
+            try:
+                fn()
+            except Exception as e:  # detach everything even if one part fails
+                errors.append(e)
+        self.closers = []
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def sort_stage(key: Callable[[], str], reverse: Callable[[], bool] = lambda: True) -> Stage:
+    from netdiag.trace import sinks
+
+    def stage(frame: Frame) -> None:
+        frame.snap.rows = sinks.sort_rows(frame.snap.rows, key(), reverse())
+
+    return stage
+
+
+def row_filter(keep: Callable[[dict[str, Any]], bool]) -> Stage:
+    def stage(frame: Frame) -> None:
+        frame.snap.rows = [r for r in frame.snap.rows if keep(r)]
+
+    return stage
+
+
+def run_probe(
+    source: Source, stages: Sequence[Stage], interval_s: float, count: int, sink: Sink | None = None
+) -> list[Frame]:
+    """A short run with collected frames (benchmarks and tests)."""
+    p = Pipeline(source, list(stages), [sink] if sink else [])
+    return list(p.frames(interval_s, count))
