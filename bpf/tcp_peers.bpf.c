@@ -177,6 +177,10 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
 
 	if (!netdiag_port_match(args->sport, args->dport))
 		return 0;
+#ifdef HAVE_ARG_TCP_RETRANSMIT_SKB_ERR
+	if (args->err != 0)	/* not sent: nstat does not count it either */
+		return 0;
+#endif
 	stat_inc(S_RETRANS);
 	struct life *l = life.lookup(&sk);
 	if (!l) {

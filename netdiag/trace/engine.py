@@ -19,7 +19,7 @@ from netdiag.kernel.bcc_loader import Defines, LoadEnv
 from netdiag.kernel.host import REAL, HostPaths
 from netdiag.trace import bpfstats, symbols
 from netdiag.trace.decode import Decoder, Row, apply_rates
-from netdiag.trace.manifest import Probe
+from netdiag.trace.manifest import Probe, optional_defines
 
 
 @dataclass
@@ -96,6 +96,7 @@ class Session:
     def open(self) -> Session:
         bcc_loader.prepare(self.env)  # mounts tracefs before enums are read from it
         enums = symbols.resolve_enums(self.probe.enums, self.host)
+        self.defines = {**optional_defines(self.probe, self.host), **self.defines}
         self.bpf = bcc_loader.load(bcc_loader.bpf_source(self.probe.source), self.defines, self.env)
         ksym = bcc_loader.import_bcc().BPF.ksym
 

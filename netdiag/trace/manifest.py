@@ -23,6 +23,10 @@ class Hook:
     event: str
     args: tuple[str, ...]
     why: str
+    optional: tuple[str, ...] = ()  # args used when present: -DHAVE_ARG_<EVENT>_<ARG>=1
+
+    def have_define(self, arg: str) -> str:
+        return f"HAVE_ARG_{self.event}_{arg}".upper()
 
     @property
     def tracepoint(self) -> str:
@@ -99,7 +103,9 @@ def parse(data: dict[str, Any], path: Path) -> Probe:
         if tp.count(":") != 1:
             raise InputError(f"{where}: tracepoint {tp!r} is not CATEGORY:EVENT")
         cat, ev = tp.split(":")
-        hooks.append(Hook(cat, ev, tuple(h.get("args", ())), h.get("why", "")))
+        hooks.append(
+            Hook(cat, ev, tuple(h.get("args", ())), h.get("why", ""), tuple(h.get("optional", ())))
+        )
     fields = []
     for f in _req(data, "fields", where):
         t = _req(f, "type", where)
@@ -188,6 +194,19 @@ class Availability:
     missing: tuple[
         str, ...
     ]  # what is missing, as "tracepoint tcp:tcp_probe" / "arg tcp:tcp_probe.srtt"
+
+
+def optional_defines(probe: Probe, host: HostPaths = REAL) -> dict[str, int | str]:
+    """-D defines for the optional tracepoint args this kernel has (newer kernels add args:
+    tcp_retransmit_skb gained `err`; the kernel half uses them only where defined)."""
+    out: dict[str, int | str] = {}
+    for h in probe.hooks:
+        if not h.optional:
+            continue
+        fmt = tracefs.tracepoint_format(h.category, h.event, host)
+        have = tracefs.format_fields(fmt) if fmt else set()
+        out.update({h.have_define(a): 1 for a in h.optional if a in have})
+    return out
 
 
 def availability(probe: Probe, host: HostPaths = REAL) -> Availability:

@@ -25,7 +25,7 @@ def test_hook_args_match_what_the_program_reads(name: str) -> None:
     p = manifest.load(name)
     src = (BPF_DIR / f"{p.source}.bpf.c").read_text()
     used = set(re.findall(r"args->(\w+)", src))
-    declared = {a for h in p.hooks for a in h.args}
+    declared = {a for h in p.hooks for a in (*h.args, *h.optional)}
     assert used <= declared, f"program reads args the manifest does not declare: {used - declared}"
     probes_in_src = set(re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)", src))
     assert probes_in_src == {(h.category, h.event) for h in p.hooks}
