@@ -43,6 +43,9 @@ def node() -> None:
 )
 @click.option("--data-dir", help="Directory for the SQLite store, TLS files and node key.")
 @click.option("--genesis", help="Genesis JSON (from `netdiag node genesis`).")
+@click.option(
+    "--network", help="A named network shipped in the package, instead of --genesis (see docs)."
+)
 @click.option("--key", help="Ed25519 PEM key; a genesis validator's key makes this a producer.")
 @click.option("--listen", help="P2P HOST:PORT (default 127.0.0.1:7600; port 0 picks one).")
 @click.option("--api", help="REST API HOST:PORT (default 127.0.0.1:7601).")
@@ -276,11 +279,11 @@ def status(api: str, as_json: bool) -> None:
     "--genesis",
     "genesis_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
     help="The genesis the chain must start from (validators and schedule come from it).",
 )
+@click.option("--network", default="", help="A named network instead of --genesis.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as one JSON object.")
-def verify(data_dir: Path, genesis_file: Path, as_json: bool) -> None:
+def verify(data_dir: Path, genesis_file: Path | None, network: str, as_json: bool) -> None:
     """Check the whole stored chain offline: links, hashes, signatures, producer schedule.
 
     Exit 0 if every block is valid, 5 at the first bad block (its height is printed).
@@ -290,11 +293,11 @@ def verify(data_dir: Path, genesis_file: Path, as_json: bool) -> None:
     from netdiag.errors import CheckFailed
     from netdiag.node.chain import now_ms
     from netdiag.node.errors import NodeError
-    from netdiag.node.genesis import load_genesis
+    from netdiag.node.networks import resolve_genesis
     from netdiag.node.verify import StoreUnreadable, open_read_only, verify_chain
 
     try:
-        spec = load_genesis(genesis_file)
+        spec = resolve_genesis(network, str(genesis_file or ""))
     except NodeError as e:
         raise _node_error(e) from e
     db_path = data_dir / "chain.sqlite"

@@ -21,7 +21,8 @@ ENV_PREFIX = "NETDIAG_NODE_"
 
 class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     data_dir: str
-    genesis: str
+    genesis: str = ""  # a genesis JSON file, or ...
+    network: str = ""  # ... a named network shipped in the package (networks.py)
     key: str = ""  # empty: a node key is generated once in data_dir (non-validator)
     listen: str = "127.0.0.1:7600"
     api: str = "127.0.0.1:7601"
@@ -203,11 +204,16 @@ def load_config(
         if k in merged and isinstance(merged[k], tuple):
             merged[k] = list(merged[k])
     missing = [k for k in ("data_dir", "genesis") if not merged.get(k)]
+    if merged.get("network"):
+        missing = [k for k in missing if k != "genesis"]
     if missing:
         raise ConfigError(
-            f"no {' and no '.join(missing)} given: pass --data-dir DIR --genesis FILE (or set "
-            "data_dir/genesis in --config, or NETDIAG_NODE_DATA_DIR/NETDIAG_NODE_GENESIS)"
+            f"no {' and no '.join(missing)} given: pass --data-dir DIR and --genesis FILE or "
+            "--network NAME (or set them in --config, or NETDIAG_NODE_DATA_DIR/"
+            "NETDIAG_NODE_GENESIS/NETDIAG_NODE_NETWORK)"
         )
+    if merged.get("network") and merged.get("genesis"):
+        raise ConfigError("both --network and --genesis given: pass one of them")
     try:
         cfg = msgspec.convert(merged, NodeConfig, strict=False)
     except msgspec.ValidationError as e:

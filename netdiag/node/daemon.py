@@ -23,13 +23,14 @@ from netdiag.node.config import NodeConfig, split_hostport
 from netdiag.node.core import NodeCore
 from netdiag.node.crypto import Identity, load_identity, save_identity
 from netdiag.node.entropy_check import EntropyCheck
-from netdiag.node.genesis import GenesisSpec, load_genesis
+from netdiag.node.genesis import GenesisSpec
 from netdiag.node.gossip import GossipRouter
 from netdiag.node.link import Link
 from netdiag.node.logs import NodeLog
 from netdiag.node.mempool import Mempool
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.model import Block, Tx
+from netdiag.node.networks import resolve_genesis
 from netdiag.node.peers import PeerBook
 from netdiag.node.presence import Presence
 from netdiag.node.protocol import PeerProtocol
@@ -51,7 +52,7 @@ class Node:
         self.clock: Clock = clock or SystemClock()
         self.metrics = NodeMetrics()
         self.data_dir = Path(cfg.data_dir)
-        self.genesis: GenesisSpec = load_genesis(Path(cfg.genesis))
+        self.genesis: GenesisSpec = resolve_genesis(cfg.network, cfg.genesis)
         self.identity = self._load_or_make_identity()
         self.node_id = self.identity.node_id
         self.is_validator = self.node_id in self.genesis.validators
