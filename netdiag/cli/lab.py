@@ -16,9 +16,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from netdiag.errors import InputError, NetdiagError
+from netdiag.errors import ExitStatus, InputError, NetdiagError, PrivilegeError
 from netdiag.lab import state, teardown, units
 from netdiag.output import emit_json
+
+ERROR_PREFIX = "netdiag: error: "
 
 
 class _Terminated(Exception):
@@ -116,8 +118,20 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
 
 
 def _detach(file: Path, engine: str | None, name: str, as_json: bool) -> None:
+    from netdiag.kernel import caps
+
+    # the checks the supervisor would make, made here first: a refusal is one line with its
+    # own exit code, and a running lab's supervisor log is never truncated
+    caps.require("CAP_SYS_ADMIN", "CAP_NET_ADMIN", why="building a lab (namespaces, links)")
+    state.refuse_running(name)
     log = state.work_dir(name) / "supervisor.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    except PermissionError as e:
+        raise PrivilegeError(
+            f"cannot write the lab state under {state.labs_dir()}: {e.strerror}",
+            "run as root, or point NETDIAG_STATE at a directory you own",
+        ) from e
     argv = [
         sys.executable,
         "-m",
@@ -149,13 +163,21 @@ def _detach(file: Path, engine: str | None, name: str, as_json: bool) -> None:
                 click.echo(f"lab {name} is up (supervisor pid {p.pid}, log {log})")
             return
         if p.poll() is not None:
-            raise NetdiagError(
-                f"lab {name} failed to start:\n{log.read_text(errors='replace').strip()}",
-                "fix the error above",
-            )
+            raise _supervisor_error(name, p.returncode, log)
         time.sleep(0.1)
     teardown.down(name)
     raise NetdiagError(f"lab {name} did not come up within 120 s", f"see {log}")
+
+
+def _supervisor_error(name: str, code: int, log: Path) -> NetdiagError:
+    """The background supervisor's own one-line error, with its exit code: said once."""
+    lines = log.read_text(errors="replace").splitlines()
+    said = [ln.removeprefix(ERROR_PREFIX) for ln in lines if ln.startswith(ERROR_PREFIX)]
+    what, _, fix = (said[-1] if said else f"lab {name} failed to start").partition(" — ")
+    err = NetdiagError(what, f"{fix + '; ' if fix else ''}supervisor log: {log}")
+    codes = {int(s) for s in ExitStatus}
+    err.exit_code = ExitStatus(code) if code in codes else ExitStatus.FAILED
+    return err
 
 
 @lab.command()
@@ -231,6 +253,10 @@ def _status_of(rec: dict[str, Any]) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True)
 def status(name: str | None, as_json: bool) -> None:
     """Labs that are up: engine, supervisor, links with their shape and counters, processes."""
+    if name is not None and state.read(name) is None:
+        raise InputError(
+            f"no lab named {name!r} is up", f"labs up: {', '.join(state.names()) or 'none'}"
+        )
     names = [name] if name else state.names()
     out = [_status_of(r) for n in names if (r := state.read(n))]
     if as_json:

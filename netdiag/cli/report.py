@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 from rich.console import Console
 
-from netdiag.errors import UsageError
+from netdiag.errors import InputError, UsageError
 from netdiag.output import emit_json
 from netdiag.report import html, plots, results, tables, terminal
 
@@ -37,6 +38,9 @@ def report(
             f"report takes one or two result files, got {len(files)}",
             "pass RESULT.json, or A.json B.json to compare",
         )
+    for target, opt in ((html_out, "--html"), (png_dir, "--png-dir")):
+        if target:
+            _check_writable(Path(target), opt)  # before anything is printed
     docs = [results.load(f) for f in files]
     runs = [("A", docs[0]), ("B", docs[1])] if len(docs) == 2 else [("", docs[0])]
     tabs = (
@@ -71,3 +75,20 @@ def report(
             out_path.write_text(html.page(runs, tabs, rendered))
             if not as_json:
                 console.print(f"report: {len(rendered)} plots → {out_path}")
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """InputError unless `path` (or the nearest directory that exists above it) is writable."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe == path and path.is_file():
+        ok = os.access(path, os.W_OK)
+    else:
+        ok = probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+    if not ok:
+        raise InputError(
+            f"cannot write {option} {path}: {probe} is not a writable "
+            + ("file" if probe == path and path.is_file() else "directory"),
+            f"give {option} a path in a directory you can write",
+        )

@@ -40,6 +40,8 @@ def _plan_table(plan: tune_plan.Plan, title: str) -> Table:
         t.add_row(c.scope, c.target, c.old, c.new, c.reason)
     for scope, key, value in plan.unchanged:
         t.add_row(scope, key, value, "[dim](already)[/dim]", "")
+    for scope, key, live, planned, why in plan.advice:
+        t.add_row(scope, key, live, f"{planned} [dim](set it yourself)[/dim]", why)
     return t
 
 
@@ -92,6 +94,11 @@ def _show(env: TuneEnv, as_json: bool, console: Console) -> None:
 )
 @click.option("--netns", metavar="NAME", help="Tune this network namespace instead of the host.")
 @click.option(
+    "--allow-host",
+    is_flag=True,
+    help="With --netns: host-wide keys it needs (e.g. the allowed cc list) change the host.",
+)
+@click.option(
     "--cgroup",
     "cgroup_path",
     metavar="PATH",
@@ -142,6 +149,7 @@ def _show(env: TuneEnv, as_json: bool, console: Console) -> None:
 def tune(
     cc: str | None,
     netns: str | None,
+    allow_host: bool,
     cgroup_path: str | None,
     ports: tuple[int, ...],
     buffers: str | None,
@@ -194,6 +202,7 @@ def tune(
         nofile=nofile,
         pid=pid,
         persist=persist,
+        allow_host=allow_host,
     )
     opts = workflow.Options(
         peer=peer,
@@ -211,7 +220,9 @@ def tune(
         )
         for n in plan.notes:
             console.print(f"• {n}")
-        if not plan.changes:
+        if not plan.changes and plan.advice:
+            console.print("nothing for netdiag to change: the advice above is yours to apply")
+        elif not plan.changes:
             console.print("nothing to change: every planned value is already live")
 
     def applied(entry: Entry) -> None:

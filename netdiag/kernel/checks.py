@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
 from netdiag.errors import NetdiagError
-from netdiag.kernel import caps, headers, tracefs
+from netdiag.kernel import caps, headers, modules, tracefs
 from netdiag.kernel.host import REAL, HostPaths
 
 Status = Literal["ok", "degraded", "missing"]
@@ -329,7 +329,7 @@ def congestion_control(ctx: Context) -> Check:
         "degraded",
         detail + f"; missing {' '.join(missing)}",
         "tune --cc bbr|cubic, bench cc",
-        " ; ".join(f"modprobe tcp_{m}" for m in missing),
+        modules.load_fix(*(f"tcp_{m}" for m in missing), host=ctx.host),
     )
 
 
@@ -350,10 +350,12 @@ def qdiscs(ctx: Context) -> list[Check]:
             for k in kinds
         ]
     fixes = {
-        "netem": "modprobe sch_netem; without it the lab uses its userspace engine (automatic)",
-        "fq": "modprobe sch_fq; without it BBR paces inside TCP and tune skips default_qdisc",
-        "htb": "modprobe sch_htb",
-        "tbf": "modprobe sch_tbf",
+        "netem": "none needed: the lab uses its userspace engine (automatic); for the kernel "
+        f"engine: {modules.load_fix('sch_netem', host=ctx.host)}",
+        "fq": "none needed: BBR paces inside TCP and tune skips default_qdisc; for fq: "
+        + modules.load_fix("sch_fq", host=ctx.host),
+        "htb": modules.load_fix("sch_htb", host=ctx.host),
+        "tbf": modules.load_fix("sch_tbf", host=ctx.host),
     }
     out = []
     for k in kinds:
@@ -369,7 +371,7 @@ def tun(ctx: Context) -> Check:
         "TUN",
         "lab userspace link engine (delay/rate/loss without netem)",
         ctx.trials.tun_device,
-        "modprobe tun; in a container pass --device /dev/net/tun",
+        f"{modules.load_fix('tun', host=ctx.host)}; in a container pass --device /dev/net/tun",
         True,
         "CAP_NET_ADMIN",
     )
@@ -381,7 +383,7 @@ def sock_diag(ctx: Context) -> Check:
         "sock_diag",
         "bdp, trace-peers fallback without BPF",
         ctx.trials.sock_diag,
-        "modprobe inet_diag tcp_diag",
+        modules.load_fix("inet_diag", "tcp_diag", host=ctx.host),
         True,
         None,
     )

@@ -93,3 +93,31 @@ def writable(name: str, netns_name: str | None = None, host: HostPaths = REAL) -
 def exists(name: str, netns_name: str | None = None, host: HostPaths = REAL) -> bool:
     p = path_of(name, host)
     return netns.run_in(netns_name, p.exists)
+
+
+def netns_scoped(name: str, netns_name: str, host: HostPaths = REAL) -> bool:
+    """Whether `name` is kept per network namespace, so writing it inside `netns_name`
+    leaves the host alone. Entering a namespace switches only the network namespace:
+    kernel.*, vm.*, fs.* keys are the host's (or another namespace type's) whatever it is.
+    Of net.*, the kernel shows a namespace its own entries writable; host-wide ones are
+    absent there or read-only (mode 0444, e.g. net.core.rmem_max) — judged by mode bits,
+    not by this process's privileges."""
+    if not name.startswith("net."):
+        return False
+    p = path_of(name, host)
+
+    def probe() -> bool:
+        try:
+            return bool(p.stat().st_mode & 0o200)
+        except OSError:
+            return False
+
+    return netns.run_in(netns_name, probe)
+
+
+def write_capability(name: str) -> str:
+    """What writing a sysctl takes: /proc/sys checks the owner's mode bits for euid 0; for
+    net.* the network namespace's CAP_NET_ADMIN is enough."""
+    if name.startswith("net."):
+        return "root (euid 0) or CAP_NET_ADMIN"
+    return "root (euid 0)"

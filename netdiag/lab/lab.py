@@ -111,14 +111,9 @@ class Lab:
         topo = topology if isinstance(topology, Topology) else load(topology)
         validate(topo)  # a Topology built or renamed in code gets the same checks as a file
         caps.require("CAP_SYS_ADMIN", "CAP_NET_ADMIN", why="building a lab (namespaces, links)")
+        state.refuse_running(topo.name, state_root)
         existing = state.read(topo.name, state_root)
         if existing is not None:
-            sup = existing.get("supervisor")
-            if sup and state.alive(sup):
-                raise NetdiagError(
-                    f"lab {topo.name} is already up (supervisor pid {sup['pid']})",
-                    f"`netdiag lab down {topo.name}` first, or give the lab another name",
-                )
             teardown.destroy(existing, state_root)  # stale from a kill -9: clean it first
         eng = engines.choose(engine or topo.engine)
         lab = cls(topo, eng, state_root)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from netdiag.errors import InputError
 from netdiag.kernel.host import state_dir
 
 Record = dict[str, Any]
@@ -117,3 +118,14 @@ def names(root: Path | None = None) -> list[str]:
     if not d.is_dir():
         return []
     return sorted(p.stem for p in d.glob("*.json"))
+
+
+def refuse_running(name: str, root: Path | None = None) -> None:
+    """InputError if lab `name` is up with a live supervisor (the name is taken)."""
+    rec = read(name, root)
+    sup = rec.get("supervisor") if rec else None
+    if sup and alive(sup):
+        raise InputError(
+            f"lab {name} is already up (supervisor pid {sup['pid']})",
+            f"`netdiag lab down {name}` first, or give the lab another name with --name",
+        )

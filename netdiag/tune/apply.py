@@ -57,6 +57,11 @@ def apply(plan: Plan, env: TuneEnv, argv: list[str]) -> Entry:
                 with contextlib.suppress(NetdiagError):
                     plan.changes[done].revert(env)
             problems = _revert_changes(plan.changes[:done], env)
+            if isinstance(e, InputError) and not problems:
+                # the kernel refused a value (bad input) and everything before it is undone:
+                # nothing changed, so nothing is journaled
+                j.discard(entry)
+                raise type(e)(e.what, f"{e.fix + '; ' if e.fix else ''}nothing changed") from e
             entry.status = "rolled-back" if not problems else "revert-incomplete"
             entry.notes.append(f"apply failed at change {done + 1}: {e}")
             j.save(entry)

@@ -5,13 +5,35 @@ from __future__ import annotations
 import re
 
 from netdiag.errors import InputError, KernelFeatureError
-from netdiag.kernel import sysctl
+from netdiag.kernel import modules, sysctl
 from netdiag.kernel.host import REAL, HostPaths
 
 AVAILABLE = "net.ipv4.tcp_available_congestion_control"
 ALLOWED = "net.ipv4.tcp_allowed_congestion_control"
 DEFAULT = "net.ipv4.tcp_congestion_control"
 _NAME = re.compile(r"^[a-z0-9_]{1,15}$")  # TCP_CA_NAME_MAX is 16 with the NUL
+# the algorithms mainline Linux ships (net/ipv4/tcp_*.c with tcp_register_congestion_control)
+LINUX_CCS = frozenset(
+    [
+        "bbr",
+        "bic",
+        "cdg",
+        "cubic",
+        "dctcp",
+        "highspeed",
+        "htcp",
+        "hybla",
+        "illinois",
+        "lp",
+        "nv",
+        "reno",
+        "scalable",
+        "vegas",
+        "veno",
+        "westwood",
+        "yeah",
+    ]
+)
 
 
 def available(netns: str | None = None, host: HostPaths = REAL) -> list[str]:
@@ -22,32 +44,31 @@ def allowed(netns: str | None = None, host: HostPaths = REAL) -> list[str]:
     return sysctl.read(ALLOWED, netns, host).split()
 
 
-def module_file(name: str, host: HostPaths = REAL) -> str | None:
-    """The tcp_NAME module of the running kernel, if one is installed."""
-    base = host.lib_modules / host.release() / "kernel/net/ipv4"
-    for ext in (".ko", ".ko.xz", ".ko.zst", ".ko.gz"):
-        p = base / f"tcp_{name}{ext}"
-        if p.exists():
-            return str(p)
-    return None
-
-
 def require(name: str, netns: str | None = None, host: HostPaths = REAL) -> str:
-    """`name` if the kernel offers it now; else an error that says how to get it."""
-    if not _NAME.match(name):
-        raise InputError(
-            f"bad congestion control name {name!r}", "use a kernel name such as bbr, cubic or reno"
-        )
+    """`name` if the kernel offers it now; else an error that says how to get it: a name no
+    Linux kernel has is bad input (exit 2, the available ones listed); a real algorithm this
+    kernel lacks is a missing kernel feature (exit 4), with a fix that fits this kernel."""
     have = available(netns, host)
     if name in have:
         return name
-    if module_file(name, host):
+    if not _NAME.match(name) or name not in LINUX_CCS:
+        raise InputError(
+            f"no congestion control named {name!r}",
+            f"choose one this kernel offers: {', '.join(have)}",
+        )
+    module = f"tcp_{name}"
+    if modules.supported(host) and modules.installed(module, host):
         raise KernelFeatureError(
             f"congestion control {name!r} is not loaded (available: {' '.join(have)})",
-            f"load it: `modprobe tcp_{name}`, then retry",
+            f"load it: `modprobe {module}`, then retry",
         )
     raise KernelFeatureError(
-        f"this kernel has no congestion control {name!r} (available: {' '.join(have)}; "
-        f"no tcp_{name} module under /lib/modules/{host.release()})",
-        f"pick one of {', '.join(have)}, or boot a kernel with CONFIG_TCP_CONG_{name.upper()}",
+        f"this kernel has no congestion control {name!r} (available: {' '.join(have)})",
+        f"pick one of {', '.join(have)}, or "
+        + (
+            f"install and load {module}"
+            if modules.supported(host)
+            else f"boot a kernel built with {modules.config_option(module)}=y (this one "
+            "cannot load modules)"
+        ),
     )

@@ -44,6 +44,9 @@ class SysctlChange:
 
     def apply(self, env: TuneEnv) -> None:
         sysctl.write(self.key, self.new, self.netns, env.host)
+        # record what the kernel holds, not what was written: a vector written short keeps
+        # its other elements, and some handlers clamp or re-format
+        self.new = sysctl.read(self.key, self.netns, env.host)
 
     def revert(self, env: TuneEnv) -> str | None:
         if self.netns is not None and not (env.host.run_netns / self.netns).exists():

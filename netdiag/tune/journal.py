@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netdiag.errors import InputError
+from netdiag.errors import InputError, PrivilegeError
 from netdiag.tune import changes
 from netdiag.tune.changes import Change
 
@@ -71,8 +71,16 @@ class Journal:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """One tune at a time per state dir (apply and revert both take it)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as f:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            f = open(self.root / ".lock", "w")  # noqa: SIM115 - closed by the with below
+        except PermissionError as e:
+            raise PrivilegeError(
+                f"cannot write the tune journal in {self.root}: {e.strerror}",
+                "run as root (the journal records every change for --revert), or point "
+                "NETDIAG_STATE at a directory you own",
+            ) from e
+        with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -109,6 +117,10 @@ class Journal:
         )
         self.save(entry)
         return entry
+
+    def discard(self, entry: Entry) -> None:
+        """Forget an entry that changed nothing (bad input the kernel refused, rolled back)."""
+        self.path_of(entry.id).unlink(missing_ok=True)
 
     def save(self, entry: Entry) -> None:
         changes.write_atomic(self.path_of(entry.id), json.dumps(entry.to_dict(), indent=1) + "\n")

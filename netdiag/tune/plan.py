@@ -7,12 +7,15 @@ is journaled, so bad input fails with nothing changed.
 
 from __future__ import annotations
 
+import os
+import resource
 import time
 from dataclasses import dataclass, field
 
 from netdiag.errors import InputError, PrivilegeError
 from netdiag.kernel import cgroup, sysctl
-from netdiag.tune import buffers, cc, profiles, rlimits, sockops
+from netdiag.kernel.netns import exists as netns_exists
+from netdiag.tune import buffers, cc, profiles, rlimits, sockops, values
 from netdiag.tune.changes import Change, FileChange, RlimitChange, SockopsChange, SysctlChange
 from netdiag.tune.env import TuneEnv
 
@@ -39,6 +42,7 @@ class Request:
     nofile: int | None = None
     pid: int | None = None
     persist: bool = False
+    allow_host: bool = False  # with --netns: host-wide keys may change the host
 
 
 @dataclass
@@ -46,6 +50,8 @@ class Plan:
     changes: list[Change] = field(default_factory=list)
     unchanged: list[tuple[str, str, str]] = field(default_factory=list)  # scope, key, value
     notes: list[str] = field(default_factory=list)
+    # what the operator should set where netdiag cannot: scope, setting, live, planned, why
+    advice: list[tuple[str, str, str, str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -61,6 +67,10 @@ class Plan:
                 for c in self.changes
             ],
             "unchanged": [{"scope": s, "target": k, "value": v} for s, k, v in self.unchanged],
+            "advice": [
+                {"scope": s, "target": k, "live": old, "planned": new, "why": why}
+                for s, k, old, new, why in self.advice
+            ],
             "notes": self.notes,
         }
 
@@ -72,21 +82,11 @@ class _Builder:
 
     def sysctl(self, key: str, value: str, reason: str, netns: str | None = None) -> None:
         host = self.env.host
-        if not sysctl.exists(key, netns, host):
-            if netns is not None and sysctl.exists(key, None, host):
-                raise InputError(
-                    f"{key} is host-wide, not per network namespace",
-                    f"drop --netns {netns} to tune it on the host, or leave it out",
-                )
-            raise InputError(
-                f"unknown sysctl {key}",
-                "check the name with `sysctl -a | grep …`; this kernel has no "
-                f"{sysctl.path_of(key, host)}",
-            )
+        netns = self._scope(key, netns)
         old = sysctl.read(key, netns, host)
-        new = " ".join(str(value).split())
-        if not new:
-            raise InputError(f"empty value for {key}", f"give a value: --set {key}=VALUE")
+        new = values.check(key, value, old)
+        if key == cc.DEFAULT:
+            cc.require(new, netns, host)
         ident = f"{netns or ''}:{key}"
         if ident in self._seen:  # a later source (explicit --set) overrides an earlier one
             self._seen[ident].new, self._seen[ident].reason = new, reason
@@ -95,16 +95,41 @@ class _Builder:
             self.plan.unchanged.append(("netns " + netns if netns else "host", key, old))
             return
         if not sysctl.writable(key, netns, host):
-            where = f"in namespace {netns}" if netns else "here"
-            fix = (
-                "it is host-wide: tune it without --netns"
-                if netns
-                else "run as root; in a container remount /proc/sys read-write"
+            if os.geteuid() != 0:
+                raise PrivilegeError(
+                    f"writing {key} needs {sysctl.write_capability(key)}",
+                    "run as root (sudo netdiag tune …)",
+                )
+            raise PrivilegeError(
+                f"{key} is read-only {f'in namespace {netns}' if netns else 'here'} although "
+                "this is root: /proc/sys is mounted read-only",
+                "remount /proc/sys read-write, or run in a privileged container",
             )
-            raise PrivilegeError(f"{key} is read-only {where}", fix)
         ch = SysctlChange(key=key, old=old, new=new, netns=netns, reason=reason)
         self._seen[ident] = ch
         self.plan.changes.append(ch)
+
+    def _scope(self, key: str, netns: str | None) -> str | None:
+        """Where writing `key` lands: the namespace only for keys the kernel keeps per
+        network namespace; a host-wide key under --netns changes the host, so it needs
+        --allow-host and is then planned (and shown) with host scope."""
+        host = self.env.host
+        if netns is not None and sysctl.netns_scoped(key, netns, host):
+            return netns
+        if not sysctl.exists(key, None, host):
+            raise InputError(
+                f"unknown sysctl {key}",
+                "check the name with `sysctl -a | grep …`; this kernel has no "
+                f"{sysctl.path_of(key, host)}" + (f" (nor has namespace {netns})" if netns else ""),
+            )
+        if netns is not None and not self.req.allow_host:
+            raise InputError(
+                f"{key} is host-wide, not per network namespace: with --netns {netns} it "
+                "would change the host",
+                "drop --netns to tune the host, or add --allow-host to change the host's "
+                "value as well (planned with scope host, reverted with --revert)",
+            )
+        return None
 
     # -- congestion control ---------------------------------------------------------------
     def congestion_control(self, name: str, reason: str) -> None:
@@ -132,6 +157,13 @@ class _Builder:
             # ("non-restricted") algorithm — the kernel answers EPERM otherwise — so a netns
             # scope may need a host change to it, journaled and reverted like the rest.
             allowed = cc.allowed(None, self.env.host)
+            if name not in allowed and req.netns and not req.allow_host:
+                raise InputError(
+                    f"namespace {req.netns} may default only to a cc on the host's allowed "
+                    f"list ({' '.join(allowed)}); adding {name} to it changes the host",
+                    "add --allow-host to let netdiag add it (journaled, undone by --revert), "
+                    f"or choose one of {', '.join(allowed)}",
+                )
             if name not in allowed:
                 why = (
                     f"the kernel lets a namespace default only to an allowed cc; add {name}"
@@ -167,17 +199,23 @@ class _Builder:
         tcp_rmem = sysctl.read("net.ipv4.tcp_rmem", ns, host).split()
         tcp_wmem = sysctl.read("net.ipv4.tcp_wmem", ns, host).split()
         tcp_mem_max = int(sysctl.read("net.ipv4.tcp_mem", None, host).split()[2])  # host-wide
-        live_max = max(int(tcp_rmem[2]), int(tcp_wmem[2]))
-        bp = buffers.plan_max(bdp, live_max, tcp_mem_max)
-        self.plan.notes.append(f"{why}; {bp.rule}")
-        m = str(bp.max_bytes)
+        # each direction's floor is its own live max: a large rmem must not raise wmem
+        rbp = buffers.plan_max(bdp, int(tcp_rmem[2]), tcp_mem_max)
+        wbp = buffers.plan_max(bdp, int(tcp_wmem[2]), tcp_mem_max)
+        if rbp.max_bytes == wbp.max_bytes:
+            self.plan.notes.append(f"{why}; {rbp.rule}")
+        else:
+            self.plan.notes.append(f"{why}; tcp_rmem: {rbp.rule}; tcp_wmem: {wbp.rule}")
         reason = f"2 × BDP ({bdp} B) rule"
-        self.sysctl("net.ipv4.tcp_rmem", f"{tcp_rmem[0]} {tcp_rmem[1]} {m}", reason, ns)
-        self.sysctl("net.ipv4.tcp_wmem", f"{tcp_wmem[0]} {tcp_wmem[1]} {m}", reason, ns)
+        r, w = str(rbp.max_bytes), str(wbp.max_bytes)
+        self.sysctl("net.ipv4.tcp_rmem", f"{tcp_rmem[0]} {tcp_rmem[1]} {r}", reason, ns)
+        self.sysctl("net.ipv4.tcp_wmem", f"{tcp_wmem[0]} {tcp_wmem[1]} {w}", reason, ns)
         if ns is None:
-            for key in ("net.core.rmem_max", "net.core.wmem_max"):
+            for key, bp in (("net.core.rmem_max", rbp), ("net.core.wmem_max", wbp)):
                 if int(sysctl.read(key, None, host)) < bp.max_bytes:
-                    self.sysctl(key, m, reason + " (bounds SO_RCVBUF/SO_SNDBUF setsockopt)")
+                    self.sysctl(
+                        key, str(bp.max_bytes), reason + " (bounds SO_RCVBUF/SO_SNDBUF setsockopt)"
+                    )
         else:
             self.plan.notes.append(
                 "net.core.rmem_max/wmem_max are host-wide (read-only in a "
@@ -190,11 +228,13 @@ class _Builder:
             b = buffers.parse_size_bytes(req.bdp)
             return b, f"BDP {b} B (given)"
         if req.rtt or req.rate:
-            if not (req.rtt and req.rate):
+            # a malformed value is the first thing to say, before a missing partner
+            rtt_us = buffers.parse_duration_us(req.rtt) if req.rtt else None
+            rate = buffers.parse_rate_bps(req.rate) if req.rate else None
+            if rtt_us is None or rate is None:
                 raise InputError(
                     "--rtt and --rate go together", "give both, e.g. --rtt 100ms --rate 100mbit"
                 )
-            rtt_us, rate = buffers.parse_duration_us(req.rtt), buffers.parse_rate_bps(req.rate)
             b = buffers.bdp_bytes(rate, rtt_us)
             return b, f"BDP = {rate} bit/s × {rtt_us} µs / 8 = {b} B"
         if req.measured_bdp_bytes:
@@ -237,19 +277,31 @@ def build(req: Request, env: TuneEnv) -> Plan:
         )
     if req.pid is not None and req.nofile is None:
         raise InputError("--pid goes with --nofile", "e.g. --nofile 65536 --pid 1234")
+    if req.allow_host and req.netns is None:
+        raise InputError(
+            "--allow-host goes with --netns", "drop it: without --netns tune is host-wide"
+        )
+    if req.netns is not None and not netns_exists(req.netns, env.host):
+        raise InputError(f"network namespace {req.netns!r} does not exist", "see `ip netns list`")
     if req.cgroup is not None:
         cgroup.resolve(req.cgroup, env.host)  # early, clear error for a non-v2 path
     name = req.cc or (prof.cc.value if prof and prof.cc else None)
     if name:
         b.congestion_control(name, "" if req.cc or not prof or not prof.cc else prof.cc.reason)
-    if req.buffers == "auto" or prof is not None or req.bdp or req.rtt:
+    if req.buffers == "auto" or prof is not None or req.bdp or req.rtt or req.rate:
         got = b.bdp_from_request(prof)
         if got:
             b.buffer_sizes(*got)
     if prof:
         for key, s in prof.sysctls.items():
-            if req.netns and not sysctl.exists(key, req.netns, env.host):
-                b.plan.notes.append(f"{key}: skipped — host-wide, not per namespace")
+            if (
+                req.netns
+                and not req.allow_host
+                and not sysctl.netns_scoped(key, req.netns, env.host)
+            ):
+                b.plan.notes.append(
+                    f"{key}: skipped — host-wide, not per namespace (--allow-host sets it)"
+                )
                 continue
             b.sysctl(key, s.value, s.reason, req.netns)
     for key, value in req.sets:
@@ -264,11 +316,21 @@ def build(req: Request, env: TuneEnv) -> Plan:
 def _nofile(b: _Builder, n: int, pid: int | None) -> None:
     nr_open = rlimits.check_against_nr_open(n, b.env.host)
     if pid is None:
-        b.plan.notes.append(
-            f"--nofile {n} without --pid changes nothing now; for a systemd service set "
-            f"LimitNOFILE={n} in a drop-in (`systemctl edit NAME`), for a shell `ulimit -n {n}` "
-            f"(ceiling fs.nr_open = {nr_open})"
+        # nothing to apply without a process; the plan still shows the limit, where it
+        # stands now (inherited from the calling shell) and how to set it
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        b.plan.advice.append(
+            (
+                "shell / service (advice)",
+                "RLIMIT_NOFILE (soft hard)",
+                f"{soft} {hard}",
+                f"{n} {max(n, hard)}",
+                f"for a systemd service LimitNOFILE={n} in a drop-in (`systemctl edit NAME`); "
+                f"for a shell `ulimit -n {n}`; for a running process add --pid PID "
+                f"(ceiling fs.nr_open = {nr_open})",
+            )
         )
+        b.plan.notes.append(f"--nofile {n} without --pid changes nothing itself: see the advice")
         return
     create_time, name = rlimits.identify(pid)
     got = rlimits.get(pid, create_time)

@@ -37,7 +37,10 @@ def get(pid: int, create_time: float) -> tuple[int, int] | None:
     except psutil.NoSuchProcess:
         return None
     except psutil.AccessDenied as e:
-        raise PrivilegeError(f"reading limits of pid {pid}: {e}", "run as root") from e
+        raise PrivilegeError(
+            f"reading RLIMIT_NOFILE of pid {pid} needs CAP_SYS_RESOURCE (or its own user)",
+            "run as root",
+        ) from e
 
 
 def set_nofile(pid: int, create_time: float, soft: int, hard: int) -> None:

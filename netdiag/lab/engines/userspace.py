@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from netdiag.errors import KernelFeatureError, NetdiagError
-from netdiag.kernel import netns
+from netdiag.kernel import modules, netns
 from netdiag.lab import build
 from netdiag.lab.engines.base import LinkEnds, direction_params
 from netdiag.lab.topology import LinkShape
@@ -66,7 +66,7 @@ class UserspaceEngine:
             if "/dev/net/tun" in err:
                 raise KernelFeatureError(
                     f"the userspace link engine needs TUN: {err}",
-                    "modprobe tun; in a container pass --device /dev/net/tun",
+                    f"{modules.load_fix('tun')}; in a container pass --device /dev/net/tun",
                 )
             raise NetdiagError(
                 f"link forwarder for {ends.ns_a}<->{ends.ns_b} failed: {err}", "see the message"

@@ -146,6 +146,19 @@ def test_cli_detached_lifecycle(lab_name: str, tmp_path: Path) -> None:
     try:
         st = json.loads(run("lab", "status", "--json").stdout)
         assert st[0]["lab"] == lab_name and st[0]["supervisor_alive"]
+        log = state.work_dir(lab_name) / "supervisor.log"
+        kept = log.read_bytes()
+        assert kept  # the supervisor's --json line
+        again = run("lab", "up", str(topo), "--detach")
+        assert again.returncode == 2, again.stderr
+        assert again.stderr.splitlines() == [
+            f"netdiag: error: lab {lab_name} is already up "
+            f"(supervisor pid {st[0]['supervisor_pid']}) — `netdiag lab down {lab_name}` "
+            "first, or give the lab another name with --name"
+        ]
+        assert log.read_bytes() == kept  # the running lab's log is not truncated
+        r = run("lab", "status", "nosuch")
+        assert r.returncode == 2 and r.stderr.startswith("netdiag: error: no lab named 'nosuch'")
         assert st[0]["links"][0]["rate_bps"] == 20_000_000
         r = run("lab", "exec", "a", "--", "ping", "-q", "-c", "3", "-i", "0.05", "10.0.0.2")
         assert r.returncode == 0 and parse_ping(r.stdout)["rtt_avg_us"] >= 10_000
@@ -158,6 +171,8 @@ def test_cli_detached_lifecycle(lab_name: str, tmp_path: Path) -> None:
         assert parse_ping(r.stdout)["rtt_avg_us"] >= 30_000
         r = run("lab", "exec", "a", "--", "false")
         assert r.returncode == 1  # the command's exit status passes through
+        r = run("lab", "link", "set", "a", "b", "--loss", "0")
+        assert r.returncode == 0 and "loss 0%" in r.stdout  # a change to 0 is echoed too
         r = run("lab", "link", "set", "a", "zz", "--delay", "1ms")
         assert r.returncode == 2 and "no link a <-> zz" in r.stderr
     finally:
@@ -264,4 +279,26 @@ def test_kernel_engine_without_netem_says_so(lab_name: str) -> None:
         pytest.skip("this kernel has sch_netem: the kernel engine is available")
     with pytest.raises(KernelFeatureError, match="sch_netem"):
         Lab.start(two_node(0.01, 0, name=lab_name, engine="kernel"))
+    assert leftovers(lab_name) == [] and state.read(lab_name) is None
+
+
+def test_detached_up_keeps_the_supervisors_exit_code_and_says_it_once(
+    lab_name: str, tmp_path: Path
+) -> None:
+    """`lab up -d --engine kernel` without sch_netem: the background supervisor exits 4 with
+    one error line; the foreground command exits 4 with that line, once."""
+    from netdiag.lab.engines import netem_available
+
+    if netem_available():
+        pytest.skip("this kernel has sch_netem: the kernel engine is available")
+    topo = tmp_path / "two.toml"
+    topo.write_text(
+        f'name = "{lab_name}"\n[[nodes]]\nname = "a"\n[[nodes]]\nname = "b"\n'
+        '[[links]]\na = "a"\nb = "b"\ndelay = "10ms"\n'
+    )
+    r = run_netdiag("lab", "up", str(topo), "--detach", "--engine", "kernel", timeout=60)
+    assert r.returncode == 4, r.stderr
+    [line] = r.stderr.splitlines()
+    assert line.startswith("netdiag: error: the kernel link engine needs sch_netem")
+    assert line.count("netdiag: error:") == 1 and "supervisor log: " in line
     assert leftovers(lab_name) == [] and state.read(lab_name) is None

@@ -59,6 +59,7 @@ def test_verify_measures_before_and_after(tune_netns: str, state: dict[str, str]
                 "tune",
                 "--netns",
                 tune_netns,
+                "--allow-host",
                 "--cc",
                 "cubic",
                 "--verify",

@@ -41,6 +41,7 @@ def tune_args(ns: str) -> list[str]:
         "tune",
         "--netns",
         ns,
+        "--allow-host",  # cubic joins the host's allowed-cc list, which a netns default needs
         "--cc",
         "cubic",
         "--buffers",
@@ -124,9 +125,14 @@ def test_sigkill_mid_apply_then_revert_restores(tune_netns: str, state: dict[str
     ("extra", "code", "message"),
     [
         (["--set", "net.ipv4.no_such_thing=1"], 2, "unknown sysctl net.ipv4.no_such_thing"),
-        (["--set", "net.core.rmem_max=8388608"], 3, "read-only in namespace"),
+        (["--set", "net.core.rmem_max=8388608"], 2, "host-wide, not per network namespace"),
         (["--set", "net.core.netdev_max_backlog=5000"], 2, "host-wide, not per network namespace"),
+        (["--set", "kernel.hostname=x"], 2, "kernel.hostname is host-wide"),
+        (["--set", "vm.swappiness=1"], 2, "vm.swappiness is host-wide"),
+        (["--cc", "cubic"], 2, "adding cubic to it changes the host"),
         (["--cc", "vegas"], 4, "no congestion control 'vegas'"),
+        (["--cc", "nosuchcc"], 2, "no congestion control named 'nosuchcc'"),
+        (["--set", "net.ipv4.tcp_mtu_probing=7"], 2, "out of range"),
         (
             ["--cc", "bbr", "--cgroup", "/sys/fs/cgroup/cpu", "--port", "9"],
             2,
@@ -151,11 +157,11 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert entries(state) == []  # refused at planning: nothing journaled
 
 
-def test_out_of_range_value_rolls_back_what_was_applied(
+def test_value_the_kernel_rejects_rolls_back_and_journals_nothing(
     tune_netns: str, state: dict[str, str]
 ) -> None:
     before = snapshot(tune_netns)
-    # somaxconn applies first, then the kernel rejects tcp_syn_retries=200 (range 1..127)
+    # somaxconn applies first, then the kernel rejects tcp_ecn=5 (EINVAL: its range is 0..2)
     p = run(
         [
             "tune",
@@ -164,13 +170,54 @@ def test_out_of_range_value_rolls_back_what_was_applied(
             "--set",
             "net.core.somaxconn=999",
             "--set",
-            "net.ipv4.tcp_syn_retries=200",
+            "net.ipv4.tcp_ecn=5",
         ],
         state,
         check=False,
     )
     assert p.returncode == 2, p.stderr
-    assert "kernel rejected value '200'" in p.stderr and "rolled back" in p.stderr
+    assert "kernel rejected value '5'" in p.stderr and "nothing changed" in p.stderr
     assert snapshot(tune_netns) == before
-    assert [e["status"] for e in entries(state)] == ["rolled-back"]
+    assert entries(state) == []  # bad input: nothing changed, nothing journaled
     assert run(["tune", "--revert"], state).stdout.startswith("nothing to revert")
+
+
+def test_host_key_under_netns_with_allow_host_is_planned_as_host_scope(
+    tune_netns: str, state: dict[str, str]
+) -> None:
+    before = snapshot(tune_netns)
+    out = json.loads(
+        run(
+            [
+                "tune",
+                "--netns",
+                tune_netns,
+                "--allow-host",
+                "--set",
+                "net.core.netdev_max_backlog=4321",
+                "--set",
+                "net.core.somaxconn=999",
+                "--dry-run",
+                "--json",
+            ],
+            state,
+        ).stdout
+    )
+    scopes = {c["target"]: c["scope"] for c in out["plan"]["changes"]}
+    assert scopes == {
+        "net.core.netdev_max_backlog": "host",
+        "net.core.somaxconn": f"netns {tune_netns}",
+    }
+    assert snapshot(tune_netns) == before and entries(state) == []
+
+
+def test_short_vector_is_journaled_as_the_kernel_holds_it(
+    tune_netns: str, state: dict[str, str]
+) -> None:
+    live_max = raw("net.ipv4.tcp_rmem", tune_netns).split()[2].decode()
+    run(["tune", "--netns", tune_netns, "--set", "net.ipv4.tcp_rmem=4096 87380"], state)
+    assert raw("net.ipv4.tcp_rmem", tune_netns).split() == [b"4096", b"87380", live_max.encode()]
+    [entry] = entries(state)
+    [change] = entry["changes"]  # type: ignore[index]
+    assert change["new"] == f"4096 87380 {live_max}"  # type: ignore[index]
+    run(["tune", "--revert"], state)

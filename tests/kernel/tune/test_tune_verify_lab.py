@@ -39,6 +39,7 @@ def test_verify_on_a_lossy_lab_link_reverts_cubic(state: dict[str, str]) -> None
                 "tune",
                 "--netns",
                 ns,
+                "--allow-host",
                 "--cc",
                 "cubic",
                 "--verify",

@@ -23,9 +23,12 @@ def make(
     kprobes: bool = False,
     cc_avail: str = "reno bbr cubic",
     lockdown: str | None = None,
+    modules: bool = False,
 ) -> HostPaths:
     proc, sys = tmp / "proc", tmp / "sys"
     (proc / "sys/kernel").mkdir(parents=True)
+    if modules:  # CONFIG_MODULES: the kernel lists its loaded modules here
+        (proc / "modules").write_text("")
     (proc / "sys/kernel/osrelease").write_text(release + "\n")
     (proc / "sys/kernel/unprivileged_bpf_disabled").write_text("2\n")
     (proc / "self").mkdir()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from netdiag.errors import InputError, KernelFeatureError
+from netdiag.errors import InputError, KernelFeatureError, NetdiagError
+from netdiag.kernel import sysctl
 from netdiag.tune import apply, plan
 from netdiag.tune.changes import FileChange, SysctlChange
 from netdiag.tune.env import TuneEnv
@@ -88,13 +90,71 @@ def test_failure_mid_apply_rolls_back(fake_env: TuneEnv) -> None:
         plan.Request(sets=[("net.core.somaxconn", "8192"), ("net.ipv4.tcp_mtu_probing", "1")]),
         fake_env,
     )
-    (fake_env.host.proc / "sys/net/ipv4/tcp_mtu_probing").unlink()  # vanishes before apply
-    with pytest.raises(InputError) as e:
+    probing = fake_env.host.proc / "sys/net/ipv4/tcp_mtu_probing"
+    probing.unlink()
+    probing.mkdir()  # unwritable before apply (EISDIR): an operation failure, not bad input
+    with pytest.raises(NetdiagError) as e:
         apply.apply(p, fake_env, ["t"])
     assert "rolled back" in str(e.value.fix)
     assert fake_read(fake_env, "net/core/somaxconn").strip() == before["net/core/somaxconn"].strip()
     [entry] = apply.journal_of(fake_env).entries()
     assert entry.status == "rolled-back" and not entry.live
+
+
+def test_value_the_kernel_rejects_leaves_no_journal_entry(
+    fake_env: TuneEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bad input the kernel refuses (EINVAL) after an earlier change applied: that change is
+    undone and, as nothing changed, nothing is journaled (docs/cli.md)."""
+    before = snapshot(fake_env)
+    p = plan.build(
+        plan.Request(sets=[("net.core.somaxconn", "8192"), ("net.ipv4.tcp_mtu_probing", "1")]),
+        fake_env,
+    )
+    real_write = sysctl.write
+
+    def kernel(name: str, value: str | int, ns: str | None = None, host: object = None) -> None:
+        if name == "net.ipv4.tcp_mtu_probing" and str(value) == "1":
+            raise InputError(f"{name}: kernel rejected value '1'", "check the range")
+        real_write(name, value, ns, fake_env.host)
+
+    monkeypatch.setattr(sysctl, "write", kernel)
+    with pytest.raises(InputError) as e:
+        apply.apply(p, fake_env, ["t"])
+    assert e.value.fix is not None and e.value.fix.endswith("nothing changed")
+    assert {k: v.split() for k, v in snapshot(fake_env).items()} == {
+        k: v.split() for k, v in before.items()
+    }
+    assert apply.journal_of(fake_env).entries() == []
+
+
+def test_journal_records_what_the_kernel_holds(fake_env: TuneEnv) -> None:
+    """`--set net.ipv4.tcp_rmem="1 2"`: the kernel keeps the max it had; plan and journal
+    say "1 2 6291456", not "1 2"."""
+    p = plan.build(plan.Request(sets=[("net.ipv4.tcp_rmem", "1 2")]), fake_env)
+    assert [c.new for c in p.changes] == ["1 2 6291456"]
+    entry = apply.apply(p, fake_env, ["t"])
+    [saved] = apply.journal_of(fake_env).entries()
+    assert [c.new for c in saved.changes] == ["1 2 6291456"] == [c.new for c in entry.changes]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "what"),
+    [
+        ("net.core.somaxconn", "-5", "out of range: -5 is not within 0..2147483647"),
+        ("net.ipv4.tcp_mtu_probing", "7", "out of range: 7 is not within 0..2"),
+        ("net.core.somaxconn", "lots", "the kernel takes an integer here"),
+        ("net.ipv4.tcp_rmem", "1 2 3 4", "the kernel takes 3 integers here"),
+        ("net.ipv4.tcp_rmem", "4096 8192 100", "must not decrease"),
+        ("net.ipv4.tcp_rmem", "0 1 2", "out of range: 0 is not within 1..2147483647"),
+        ("net.ipv4.tcp_congestion_control", "nosuchcc", "no congestion control named"),
+    ],
+)
+def test_out_of_range_values_fail_at_planning(
+    fake_env: TuneEnv, key: str, value: str, what: str
+) -> None:
+    with pytest.raises(InputError, match=re.escape(what)):
+        plan.build(plan.Request(sets=[(key, value)]), fake_env)
 
 
 def test_revert_refuses_an_entry_a_later_one_overrode(fake_env: TuneEnv) -> None:
@@ -117,12 +177,27 @@ def test_unknown_sysctl_and_missing_cc_fail_at_planning(fake_env: TuneEnv) -> No
     with pytest.raises(KernelFeatureError) as e:
         plan.build(plan.Request(cc="vegas"), fake_env)
     assert "available: reno bbr cubic" in e.value.what
+    # no /proc/modules: no modprobe advice, the config option instead
+    assert e.value.fix is not None and "modprobe" not in e.value.fix
+    assert "CONFIG_TCP_CONG_VEGAS=y" in e.value.fix
     mod = fake_env.host.lib_modules / "6.18.0-fake/kernel/net/ipv4/tcp_vegas.ko.xz"
     mod.parent.mkdir(parents=True)
     mod.touch()
     with pytest.raises(KernelFeatureError) as e:
         plan.build(plan.Request(cc="vegas"), fake_env)
+    assert "modprobe" not in (e.value.fix or "")  # installed, but this kernel cannot load it
+    (fake_env.host.proc / "modules").write_text("")
+    with pytest.raises(KernelFeatureError) as e:
+        plan.build(plan.Request(cc="vegas"), fake_env)
     assert e.value.fix == "load it: `modprobe tcp_vegas`, then retry"
+
+
+def test_misspelt_cc_is_bad_input_listing_the_available(fake_env: TuneEnv) -> None:
+    for name in ("nosuchcc", "BBR", "cubic;rm"):
+        with pytest.raises(InputError) as e:
+            plan.build(plan.Request(cc=name), fake_env)
+        assert e.value.exit_code == 2
+        assert e.value.fix == "choose one this kernel offers: reno, bbr, cubic"
     assert not fake_env.state.exists() or not list(fake_env.state.glob("*.json"))
 
 
@@ -149,3 +224,18 @@ def test_file_change_restores_previous_content(tmp_path: Path, fake_env: TuneEnv
 def test_port_without_cc_is_refused(fake_env: TuneEnv) -> None:
     with pytest.raises(InputError, match="add --cc"):
         plan.build(plan.Request(ports=[9000]), fake_env)
+
+
+@pytest.mark.parametrize(
+    ("profile", "wmem_max"), [("datacenter", 8 << 20), ("lossy-edge", 16 << 20)]
+)
+def test_profile_wmem_floor_is_the_live_wmem_max(
+    fake_env: TuneEnv, profile: str, wmem_max: int
+) -> None:
+    """A 32 MiB tcp_rmem max must not drag tcp_wmem up to 32 MiB: each direction's floor
+    is its own live max, so wmem gets the profile's stated 2 x BDP rule (8 / 16 MiB)."""
+    (fake_env.host.proc / "sys/net/ipv4/tcp_rmem").write_text("4096\t131072\t33554432\n")
+    p = plan.build(plan.Request(profile=profile), fake_env)
+    new = {c.target: c.new for c in p.changes}
+    assert new["net.ipv4.tcp_wmem"] == f"4096 16384 {wmem_max}"
+    assert "net.ipv4.tcp_rmem" not in new  # 32 MiB already: never lowered
