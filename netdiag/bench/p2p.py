@@ -11,14 +11,13 @@ Per variant (congestion control, alternating with the same seed and the same lab
      by socket cookie;
   4. **sync**: the late joiner starts; the restart victim is killed with SIGKILL, left down for
      ``sync_gap_s`` and restarted; both are polled until ``synchronized``.
-The bench talks to nodes only through their process, REST API and wire format (nodeclient).
+The bench talks to nodes only through their process, REST API and wire format (netdiag.nodeapi).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import random
 import shutil
@@ -36,32 +35,32 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from netdiag.bench import p2p_stats, p2p_topology
-from netdiag.bench.nodeclient import (
-    NodeApi,
-    NodeUnavailable,
-    TxSigner,
-    block_message_id,
-    metric_sum,
-    parse_metrics,
-)
-from netdiag.bench.p2p_cc import check_cc, have_tune, namespace_cc
-from netdiag.bench.p2p_cluster import (
+from netdiag.bench.p2p_cc import check_cc, namespace_cc
+from netdiag.bench.p2p_topology import ClusterGraph
+from netdiag.errors import InputError, NetdiagError
+from netdiag.lab.cluster import (
     API_PORT,
     P2P_PORT,
     NodeRun,
     cpu_s,
     make_genesis,
     node_env,
-    node_run_argv,
     pids_cpu_s,
     tail,
 )
-from netdiag.bench.p2p_topology import ClusterGraph
-from netdiag.errors import InputError, NetdiagError
+from netdiag.nodeapi import (
+    NodeApi,
+    NodeUnavailable,
+    Peer,
+    TxSigner,
+    block_message_id,
+    metric_sum,
+    parse_metrics,
+    peers_by_sock_cookie,
+)
 from netdiag.report.results import ResultBuilder
 
 T = TypeVar("T")
-NO_SOCKDIAG = "transport: no socket samples (netdiag.measure.sockdiag, from trace-peers, is absent)"
 
 
 @dataclass(frozen=True)
@@ -194,7 +193,7 @@ class P2PBench:
     def run(self) -> ResultBuilder:
         from netdiag.lab import Lab
 
-        check_cc(self.p.cc, need_allowed=not have_tune())  # tune can allow it for us
+        check_cc(self.p.cc)  # tune allows it in the namespaces when needed
         profile = self.p.link_profile()
         lab_name = f"p2p{self.p.seed % 1000}{os.getpid() % 10000}"[:16]
         topo = p2p_topology.to_lab(self.graph, lab_name, profile, self.p.seed, self.p.engine)
@@ -259,15 +258,15 @@ class P2PBench:
 
     def _variant_in_cc(self, lab: Any, variant: str, work: Path) -> None:
         self._phase("genesis")
-        genesis = make_genesis(work / "genesis", len(self.validators), self.p.seed, self.p.slot_ms)
-        validator_keys = json.loads(genesis.read_text())["validators"]
-        producer_of = {k: self.validators[i] for i, k in enumerate(validator_keys)}
+        gen = make_genesis(work / "genesis", len(self.validators), str(self.p.seed), self.p.slot_ms)
+        genesis = gen.path
+        producer_of = {k: self.validators[i] for i, k in enumerate(gen.node_ids)}
         runs = {
             n: NodeRun(
                 n,
                 lab.ns(n),
                 work / "data" / n,
-                (work / "genesis" / f"validator-{i}.key") if n in self.validators else None,
+                gen.keys[i] if n in self.validators else None,
                 [f"{lab.addr(m)}:{P2P_PORT}" for m in self.graph.neighbours(n)],
             )
             for i, n in enumerate(self.names)
@@ -302,8 +301,8 @@ class P2PBench:
     def _start(self, lab: Any, r: NodeRun, genesis: Path) -> None:
         r.data_dir.mkdir(parents=True, exist_ok=True)
         log = r.data_dir.parent.parent / f"{r.name}.log"
-        argv = node_run_argv(r, genesis, lab.addr(r.name), self.p.tls)
-        r.proc = lab.popen(r.name, argv, log=log, kind="node", env=node_env() | r.env)
+        argv = r.argv(genesis, lab.addr(r.name), self.p.tls)
+        r.proc = lab.popen(r.name, argv, log=log, kind="node", env=node_env(r.env))
         r.api = None
 
     def _stop(self, r: NodeRun, sig: int = signal.SIGTERM) -> None:
@@ -418,7 +417,7 @@ class P2PBench:
         thread.start()
         next_height = start_height + 1
         pending: list[Pending] = []
-        peers_cache: dict[str, dict[int, dict[str, Any]]] = {}
+        peers_cache: dict[str, dict[int, Peer]] = {}
         fault_at = load_t0 + p.duration_s / 2
         faults_done = False
         heal_at: float | None = None
@@ -507,15 +506,9 @@ class P2PBench:
         self.progress.nodes_up = len(heights)
         return heights
 
-    def _peers(self, runs: list[NodeRun]) -> dict[str, dict[int, dict[str, Any]]]:
-        def one(r: NodeRun) -> dict[int, dict[str, Any]]:
-            doc = r.client().get_json("/peers") or []
-            peers = doc.get("peers", []) if isinstance(doc, dict) else doc
-            return {
-                int(x["socket_cookie"]): x
-                for x in peers
-                if isinstance(x, dict) and x.get("socket_cookie") is not None
-            }
+    def _peers(self, runs: list[NodeRun]) -> dict[str, dict[int, Peer]]:
+        def one(r: NodeRun) -> dict[int, Peer]:
+            return peers_by_sock_cookie(r.client().peers())
 
         return {n: v for n, v in self._each(runs, one).items() if v is not None}
 
@@ -523,15 +516,11 @@ class P2PBench:
         self,
         variant: str,
         runs: list[NodeRun],
-        peers: dict[str, dict[int, dict[str, Any]]],
+        peers: dict[str, dict[int, Peer]],
         t_s: float,
     ) -> None:
-        try:
-            from netdiag.measure import sockdiag
-        except ImportError:
-            if NO_SOCKDIAG not in self.notes:
-                self.notes.append(NO_SOCKDIAG)
-            return
+        from netdiag.measure import sockdiag
+
         addr_to_node = {self.lab.addr(n): n for n in self.names}
         snaps = self._each(runs, lambda r: sockdiag.snapshot(r.ns, ports=[P2P_PORT]))
         for r in runs:
@@ -539,15 +528,15 @@ class P2PBench:
                 if c.info is None or c.state != "ESTABLISHED":
                     continue
                 peer_node = addr_to_node.get(c.raddr, c.raddr)
-                peer = peers.get(r.name, {}).get(c.cookie, {})
+                peer = peers.get(r.name, {}).get(c.cookie)
                 row: dict[str, str | int | float | bool | None] = {
                     "variant": variant,
                     "round": self.round,
                     "t_s": round(t_s, 3),
                     "node": r.name,
                     "peer_node": peer_node,
-                    "peer_id": str(peer.get("peer_id", ""))[:16] or None,
-                    "cookie": c.cookie,
+                    "peer_id": str(peer.get("peer_id", ""))[:16] or None if peer else None,
+                    "sock_cookie": c.cookie,
                     "cc": c.cc,
                     "srtt_us": c.info.rtt_us,
                     "min_rtt_us": c.info.min_rtt_us,

@@ -63,7 +63,7 @@ def transport_summary(samples: Sequence[Row], variant: str, duration_s: float) -
     first: dict[Any, Row] = {}
     last: dict[Any, Row] = {}
     for s in mine:
-        key = (s["node"], s["cookie"])
+        key = (s["node"], s["sock_cookie"])
         first.setdefault(key, s)
         last[key] = s
     acked = sum(max(0, int(last[k]["bytes_acked"]) - int(first[k]["bytes_acked"])) for k in last)

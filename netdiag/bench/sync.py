@@ -6,37 +6,34 @@ that many servers as bootstrap peers and watched through its REST API until it r
 tip. Its own figures (blocks committed by parallel sync and the time from sync start to
 finish) give blocks/s; peer counts run interleaved, round after round, so the ratios compare
 runs taken under the same machine load.
+
+The chain is built with the node's declared testkit (netdiag.node.testkit, the one exception
+to "tools touch the node only through its interfaces"); processes are started by the one
+cluster launcher (netdiag.lab.cluster) and watched through netdiag.nodeapi.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from netdiag.errors import CheckFailed
-from netdiag.node.chain import Chain, now_ms
-from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis, write_lab
-from netdiag.node.model import Block, make_block
-from netdiag.node.schedule import epoch_seed_height, producer_for
-from netdiag.node.segment import verify_segment
-from netdiag.node.store import Store
+from netdiag.lab.cluster import node_env, node_run_argv
+from netdiag.node import testkit
+from netdiag.nodeapi import NodeApi
 
 SLOT_MS = 10
-NODE = [sys.executable, "-m", "netdiag.cli.main", "node", "run"]
 
 
 @dataclass
@@ -50,42 +47,6 @@ class SyncRun:
     @property
     def blocks_per_s(self) -> float:
         return self.blocks / self.sync_s if self.sync_s > 0 else 0.0
-
-
-def build_chain(n: int, workdir: Path) -> tuple[GenesisSpec, list[Block]]:
-    ts = int(time.time() * 1000) - (n + 1000) * SLOT_MS
-    spec, keys = lab_genesis(3, "bench-sync", "nd-bench", ts, ChainParams(slot_ms=SLOT_MS))
-    write_lab(workdir, spec, keys)
-    by_id = {k.node_id: k for k in keys}
-    parent = spec.block()
-    hashes = {0: parent.hash}
-    blocks: list[Block] = []
-    for h in range(1, n + 1):
-        seed = hashes[epoch_seed_height(h, spec.params.epoch_length)]
-        key = by_id[producer_for(spec.validators, seed, h, 0)]
-        b = make_block(
-            key, spec.network_id, h, parent.hash, parent.header.timestamp_ms + SLOT_MS, []
-        )
-        hashes[h] = b.hash
-        blocks.append(b)
-        parent = b
-    return spec, blocks
-
-
-def verify_ceiling(spec: GenesisSpec, blocks: list[Block], workdir: Path, step: int = 128) -> float:
-    """Blocks/s of the joiner's own verify+commit path in process, no network, in process CPU
-    time (so other load on the machine does not lower it): the single-core ceiling a sync
-    from any number of peers can approach (fsync waits are not counted)."""
-    chain = Chain(Store(workdir / "ceiling" / "chain.sqlite"), spec)
-    t0 = time.process_time()
-    for i in range(0, len(blocks), step):
-        res = verify_segment(chain, blocks[i : i + step], now_ms())
-        assert res.error is None, res.error
-        chain.append_verified(res.verified)
-    took = time.process_time() - t0
-    chain.store.close()
-    shutil.rmtree(workdir / "ceiling", ignore_errors=True)
-    return len(blocks) / took
 
 
 def _free_port() -> int:
@@ -114,7 +75,7 @@ class Placement:
         quiet: dict[str, Any] = {
             "stdout": subprocess.DEVNULL,
             "stderr": subprocess.DEVNULL,
-            "env": {**os.environ, **env},
+            "env": node_env(env),
         }
         if self.lab is None:
             return subprocess.Popen(argv, **quiet)
@@ -122,14 +83,8 @@ class Placement:
         return proc
 
     def status(self, role: str, api: int) -> dict[str, Any]:
-        from netdiag.kernel import netns
-
-        def fetch() -> dict[str, Any]:
-            with urllib.request.urlopen(f"http://127.0.0.1:{api}/status", timeout=3) as r:
-                doc: dict[str, Any] = json.loads(r.read())
-                return doc
-
-        return netns.run_in(self.ns(role), fetch)
+        with NodeApi(self.ns(role), api) as client:
+            return client.status()
 
 
 def _wait(
@@ -156,21 +111,14 @@ def _node(
 ) -> Iterator[tuple[str, int]]:
     p2p, api = _free_port(), _free_port()
     listen = f"{place.host(role)}:{p2p}"
-    cmd = [
-        *NODE,
-        "--data-dir",
-        str(workdir / name),
-        "--genesis",
-        str(workdir / "genesis.json"),
-        "--listen",
+    cmd = node_run_argv(
+        workdir / name,
+        workdir / "genesis.json",
         listen,
-        "--api",
         f"127.0.0.1:{api}",
-        "--log-level",
-        "warning",
-    ]
-    for addr in peers:
-        cmd += ["--peer", addr]
+        peers=peers,
+        log_level="warning",
+    )
     # Exactly the peers asked for: servers never dial (so they never mesh through peer
     # exchange), the joiner dials only its bootstrap peers and accepts nobody.
     if role == "server":
@@ -209,19 +157,26 @@ def _placement(rtt_ms: float) -> Iterator[Placement]:
         yield Placement(lab)
 
 
-def run(blocks: int, peer_counts: list[int], rounds: int, rtt_ms: float = 0.0) -> dict[str, Any]:
+def run(
+    blocks: int,
+    peer_counts: list[int],
+    rounds: int,
+    rtt_ms: float = 0.0,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="nd-bench-sync-") as tmp,
         _placement(rtt_ms) as place,
     ):
         work = Path(tmp)
         t0 = time.perf_counter()
-        spec, chain = build_chain(blocks, work)
+        progress(f"building a chain of {blocks} blocks")
+        spec, keys = testkit.past_genesis(
+            blocks, "bench-sync", "nd-bench", slot_ms=SLOT_MS, out=work
+        )
+        chain = testkit.build_chain(spec, keys, blocks)
         seeded = work / "seed"
-        store = Store(seeded / "chain.sqlite")
-        store.init_genesis(spec.block())
-        store.commit_blocks(chain)
-        store.close()
+        testkit.seed_store(seeded, spec, chain)
         build_s = time.perf_counter() - t0
         n_servers = max(peer_counts)
         for i in range(n_servers):
@@ -230,13 +185,16 @@ def run(blocks: int, peer_counts: list[int], rounds: int, rtt_ms: float = 0.0) -
         per_round: list[dict[str, float]] = []
         ceilings: list[float] = []
         runs: dict[int, list[SyncRun]] = {k: [] for k in peer_counts}
+        progress(f"starting {n_servers} serving nodes")
         with _servers(place, work, n_servers, blocks) as ports:
             for r in range(rounds):
                 figures: dict[str, float] = {}
-                ceiling = verify_ceiling(spec, chain, work)
+                progress(f"round {r + 1}/{rounds}: verify ceiling (in process)")
+                ceiling = testkit.verify_ceiling(spec, chain, work)
                 ceilings.append(ceiling)
                 figures["verify_ceiling_blocks_per_s"] = round(ceiling, 1)
                 for k in peer_counts:
+                    progress(f"round {r + 1}/{rounds}: a joiner syncs from {k} peer(s)")
                     one = _join(place, work, f"joiner-r{r}-p{k}", ports[:k], blocks)
                     runs[k].append(one)
                     figures[f"p{k}_blocks_per_s"] = round(one.blocks_per_s, 1)

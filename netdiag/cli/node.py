@@ -6,15 +6,16 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from netdiag.errors import InputError, NetdiagError
 from netdiag.output import emit_json
+
+if TYPE_CHECKING:
+    from netdiag.nodeapi import NodeApi
 
 LAB_GENESIS_TS_MS = 1_700_000_000_000  # fixed, so the same N and seed give the same genesis
 
@@ -199,33 +200,42 @@ def tx(api: str, key: Path, payload: str, nonce: int | None, as_json: bool) -> N
         payload.encode(),
         time.time_ns() // 1_000_000,
     )
-    body = json.dumps(tx_json(t)).encode()
-    req = urllib.request.Request(
-        f"http://{api}/tx", data=body, method="POST", headers={"Content-Type": "application/json"}
-    )
+    from netdiag.nodeapi import NodeUnavailable
+
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            doc = json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        raise NetdiagError(
-            f"node refused the transaction: {e.read().decode()[:200]}",
-            "check the node log for the rule it broke",
-        ) from e
-    except (urllib.error.URLError, OSError) as e:
+        with _client(api) as client:
+            code, doc = client.submit_tx(tx_json(t))
+    except NodeUnavailable as e:
         raise NetdiagError(
             f"cannot reach node API at {api}: {e}", "start the node or pass its --api address"
         ) from e
+    if code not in (200, 202):
+        raise NetdiagError(
+            f"node refused the transaction: {json.dumps(doc)[:200]}",
+            "check the node log for the rule it broke",
+        )
     if as_json:
         emit_json(doc)
     else:
         click.echo(f"tx {doc['txid']} accepted={doc['accepted']}")
 
 
-def _get_json(api: str, path: str) -> Any:
+def _client(api: str) -> NodeApi:
+    from netdiag.nodeapi import NodeApi
+
     try:
-        with urllib.request.urlopen(f"http://{api}{path}", timeout=5) as resp:
-            return json.loads(resp.read())
-    except (urllib.error.URLError, OSError) as e:
+        return NodeApi.at(api, timeout_s=5.0)
+    except ValueError as e:
+        raise InputError(f"--api {e}", "e.g. --api 127.0.0.1:7601") from None
+
+
+def _get_json(api: str, path: str) -> Any:
+    from netdiag.nodeapi import NodeUnavailable
+
+    try:
+        with _client(api) as client:
+            return client.get_json(path)
+    except NodeUnavailable as e:
         raise NetdiagError(
             f"cannot reach node API at {api}: {e}", "start the node or pass its --api address"
         ) from e
@@ -253,16 +263,18 @@ def status(api: str, as_json: bool) -> None:
         f"peers {st['peers']} mempool {st['mempool_txs']} uptime {st['uptime_s']:.0f} s"
     )
     t = Table()
-    for col in ("peer", "address", "dir", "mesh", "score", "cookie", "height"):
+    for col in ("peer", "address", "dir", "mesh", "score", "sock_cookie", "height"):
         t.add_column(col, justify="right" if col in ("score", "height") else "left")
-    for p in peers:
+    from netdiag.nodeapi import normalise_peers
+
+    for p in normalise_peers(peers):
         t.add_row(
             p["peer_id"][:12],
             p["address"],
             p["direction"][:3],
             ",".join(p["mesh"]),
             f"{p['score']:.1f}",
-            str(p["socket_cookie"]),
+            str(p.get("sock_cookie", "—")),
             str(p["height"]),
         )
     console.print(t)

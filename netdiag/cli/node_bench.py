@@ -28,7 +28,7 @@ def validate(blocks: int, txs_per_block: int, rounds: int, out: Path, as_json: b
     """Block and tx validation throughput vs raw Ed25519 verify (same machine, same run)."""
     import cryptography
 
-    from netdiag.node import benchmark
+    from netdiag.bench import validate as benchmark
 
     t0 = time.time()
     fig, per_round = benchmark.run(blocks, txs_per_block, rounds)

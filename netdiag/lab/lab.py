@@ -338,7 +338,8 @@ class Lab:
 
     def node_api(self, node: str, path: str = "/status", timeout: float = 3.0) -> Any:
         """GET a role="node" node's REST API (e.g. "/status") from inside its namespace."""
-        return cluster.api_get(self.ns(node), self.topology.node(node), path, timeout)
+        with cluster.api_client(self.ns(node), self.topology.node(node).address, timeout) as api:
+            return api.get_json(path)
 
     def dead_links(self) -> list[tuple[str, str, int | None]]:
         """Links whose forwarder exited since the last call: (a, b, exit code); each once."""

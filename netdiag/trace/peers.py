@@ -148,7 +148,8 @@ def cong_stage(cong: Session) -> Stage:
 def node_stage(url: str, netns_name: str | None) -> Stage:
     def stage(frame: Frame) -> None:
         frame.extra["node_matched"] = nodejoin.label(
-            frame.snap.rows, nodejoin.by_cookie(nodejoin.fetch_peers(url, netns_name=netns_name))
+            frame.snap.rows,
+            nodejoin.by_sock_cookie(nodejoin.fetch_peers(url, netns_name=netns_name)),
         )
 
     return stage

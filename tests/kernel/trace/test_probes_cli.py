@@ -278,10 +278,8 @@ def test_trace_peers_labels_a_three_node_lab_cluster(
     tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from netdiag.lab import Lab
-    from netdiag.lab.cluster import API_PORT, api_get, node_available
+    from netdiag.lab.cluster import API_PORT
 
-    if not node_available():
-        pytest.skip("needs the reference node (netdiag.node) and its dependencies")
     topo = tmp_path / "trace3.toml"
     topo.write_text(CLUSTER)
     with Lab.up(topo) as lab:
@@ -290,7 +288,7 @@ def test_trace_peers_labels_a_three_node_lab_cluster(
         deadline = time.monotonic() + 30
         while len(peers) < 2 and time.monotonic() < deadline:
             with contextlib.suppress(OSError):
-                peers = api_get(lab.ns("n0"), n0, "/peers")
+                peers = lab.node_api("n0", "/peers")
             time.sleep(0.3)
         assert len(peers) == 2, peers
         url = f"http://{n0.address}:{API_PORT}"

@@ -7,7 +7,8 @@ import hashlib
 import msgspec
 import pytest
 
-from netdiag.bench import nodeclient, p2p_stats, p2p_topology
+from netdiag import nodeapi
+from netdiag.bench import p2p_stats, p2p_topology
 from netdiag.errors import InputError
 
 
@@ -69,7 +70,7 @@ def test_transport_summary_uses_per_socket_deltas() -> None:
             "variant": "bbr",
             "t_s": t,
             "node": "n1",
-            "cookie": cookie,
+            "sock_cookie": cookie,
             "bytes_acked": acked,
             "retrans_total": retrans,
             "srtt_us": 40_000,
@@ -92,20 +93,20 @@ def test_metrics_parsing_and_label_sums() -> None:
         'netdiag_node_validation_seconds_count{kind="block"} 10.0\n'
         'netdiag_node_validation_seconds_sum{kind="tx"} 0.01\n'
     )
-    m = nodeclient.parse_metrics(text)
-    assert nodeclient.metric_sum(m, "netdiag_node_validation_seconds_sum", kind="block") == 0.5
-    assert nodeclient.metric_sum(m, "netdiag_node_validation_seconds_sum") == pytest.approx(0.51)
+    m = nodeapi.parse_metrics(text)
+    assert nodeapi.metric_sum(m, "netdiag_node_validation_seconds_sum", kind="block") == 0.5
+    assert nodeapi.metric_sum(m, "netdiag_node_validation_seconds_sum") == pytest.approx(0.51)
 
 
 def test_signed_tx_and_id_follow_the_documented_encoding() -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    signer = nodeclient.TxSigner(b"seed")
+    signer = nodeapi.TxSigner(b"seed")
     body, txid = signer.next_tx(b"\x01\x02", timestamp_ms=1234)
     enc = msgspec.msgpack.Encoder()
     fields = (bytes.fromhex(body["sender"]), 0, 1234, b"\x01\x02")
     Ed25519PublicKey.from_public_bytes(fields[0]).verify(
-        bytes.fromhex(body["signature"]), nodeclient.TX_DOMAIN + enc.encode(fields)
+        bytes.fromhex(body["signature"]), nodeapi.TX_DOMAIN + enc.encode(fields)
     )
     assert (
         txid == hashlib.sha256(enc.encode((*fields, bytes.fromhex(body["signature"])))).hexdigest()
@@ -116,7 +117,7 @@ def test_signed_tx_and_id_follow_the_documented_encoding() -> None:
 def test_client_encoding_matches_the_node() -> None:
     from netdiag.node import model  # the node's own encoder, to keep the client honest
 
-    signer = nodeclient.TxSigner(b"x")
+    signer = nodeapi.TxSigner(b"x")
     body, txid = signer.next_tx(b"hello", timestamp_ms=99)
     tx = model.Tx(bytes.fromhex(body["sender"]), 0, 99, b"hello", bytes.fromhex(body["signature"]))
     assert tx.txid().hex() == txid
@@ -132,7 +133,7 @@ def test_client_encoding_matches_the_node() -> None:
         "signature": "04" * 64,
         "txs": [body],
     }
-    assert nodeclient.block_message_id(as_json, "net") == hashlib.sha256(block.encode()).hexdigest()
+    assert nodeapi.block_message_id(as_json, "net") == hashlib.sha256(block.encode()).hexdigest()
 
 
 def test_first_seen_from_an_age_is_placed_mid_round_trip() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from netdiag.node import testkit
 from netdiag.node.chain import Chain
 from netdiag.node.crypto import Identity
 from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis
@@ -68,21 +69,14 @@ def branch(
 ) -> list[Block]:
     """``n`` valid blocks on top of our block at ``fork`` (a competing branch: produced in a
     later round than ours, so by other producers and with other timestamps)."""
-    from netdiag.node.schedule import epoch_seed_height, producer_for
-
     parent = chain.store.block_at(fork)
     assert parent is not None
-    hashes: dict[int, bytes] = {}
-    out: list[Block] = []
-    for h in range(fork + 1, fork + n + 1):
-        sh = epoch_seed_height(h, chain.params.epoch_length)
-        seed = hashes[sh] if sh > fork else chain.store.hash_at(sh)
-        assert seed is not None
-        ts = parent.header.timestamp_ms + SLOT * (round_ + 1)
-        prod = producer_for(chain.genesis.validators, seed, h, round_)
-        key = next(k for k in keys if k.node_id == prod)
-        b = make_block(key, chain.genesis.network_id, h, parent.hash, ts, (txs_at or {}).get(h, []))
-        hashes[h] = b.hash
-        out.append(b)
-        parent = b
-    return out
+    return testkit.build_chain(
+        chain.genesis,
+        keys,
+        n,
+        parent=parent,
+        seed_at=chain.store.hash_at,
+        round_=round_,
+        txs=lambda h: (txs_at or {}).get(h, []),
+    )

@@ -3,24 +3,22 @@ written straight into several nodes' stores, plus misbehaving serving nodes."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import msgspec
 
+from netdiag.node import testkit
 from netdiag.node.chain import Chain
 from netdiag.node.config import NodeConfig
 from netdiag.node.core import NodeCore
 from netdiag.node.crypto import Identity
 from netdiag.node.daemon import Node
 from netdiag.node.debug import forge as forge
-from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis, write_lab
+from netdiag.node.genesis import GenesisSpec
 from netdiag.node.link import Link
 from netdiag.node.logs import NodeLog
 from netdiag.node.messages import GetBlocks, Message
-from netdiag.node.model import Block, make_block
-from netdiag.node.schedule import epoch_seed_height, producer_for
-from netdiag.node.store import Store
+from netdiag.node.model import Block
 
 SLOT_MS = 10
 
@@ -29,39 +27,20 @@ def long_lab(
     tmp: Path, n_blocks: int, validators: int = 3, epoch: int = 100, seed: str = "sync"
 ) -> tuple[Path, GenesisSpec, list[Identity]]:
     """A genesis far enough in the past that ``n_blocks`` one-slot blocks end before now."""
-    ts = int(time.time() * 1000) - (n_blocks + 1000) * SLOT_MS
-    spec, keys = lab_genesis(
-        validators, seed, "nd-test", ts, ChainParams(epoch_length=epoch, slot_ms=SLOT_MS)
+    spec, keys = testkit.past_genesis(
+        n_blocks, seed, validators=validators, slot_ms=SLOT_MS, epoch_length=epoch, out=tmp
     )
-    write_lab(tmp, spec, keys)
     return tmp / "genesis.json", spec, keys
 
 
 def build_chain(spec: GenesisSpec, keys: list[Identity], n: int) -> list[Block]:
     """Blocks 1..n, each produced by its scheduled round-0 producer one slot after its parent."""
-    by_id = {k.node_id: k for k in keys}
-    parent = spec.block()
-    hashes = {0: parent.hash}
-    out: list[Block] = []
-    for h in range(1, n + 1):
-        seed = hashes[epoch_seed_height(h, spec.params.epoch_length)]
-        key = by_id[producer_for(spec.validators, seed, h, 0)]
-        ts = parent.header.timestamp_ms + spec.params.slot_ms
-        b = make_block(key, spec.network_id, h, parent.hash, ts, [])
-        hashes[h] = b.hash
-        out.append(b)
-        parent = b
-    return out
+    return testkit.build_chain(spec, keys, n)
 
 
 def seed_store(data_dir: Path, spec: GenesisSpec, blocks: list[Block]) -> None:
     """Write genesis + ``blocks`` into a node's store in one transaction."""
-    store = Store(data_dir / "chain.sqlite")
-    try:
-        store.init_genesis(spec.block())
-        store.commit_blocks(blocks)
-    finally:
-        store.close()
+    testkit.seed_store(data_dir, spec, blocks)
 
 
 class ForgingNode(Node):

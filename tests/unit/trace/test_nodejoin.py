@@ -65,7 +65,7 @@ def node_stub() -> Iterator[tuple[str, dict[str, Any]]]:
 
 def test_join_labels_rows_by_cookie(node_stub: tuple[str, dict[str, Any]]) -> None:
     url, state = node_stub
-    peers = nodejoin.by_cookie(nodejoin.fetch_peers(url + "/"))
+    peers = nodejoin.by_sock_cookie(nodejoin.fetch_peers(url + "/"))
     assert set(peers) == {4242, 77}
     rows = [
         {"sock_cookie": 4242, "peer": "127.0.0.1:30304"},
@@ -82,7 +82,7 @@ def test_join_labels_rows_by_cookie(node_stub: tuple[str, dict[str, Any]]) -> No
 def test_wrapped_shape_is_accepted(node_stub: tuple[str, dict[str, Any]]) -> None:
     url, state = node_stub
     state["body"] = json.dumps({"peers": PEERS[:1]}).encode()
-    assert list(nodejoin.by_cookie(nodejoin.fetch_peers(url))) == [4242]
+    assert list(nodejoin.by_sock_cookie(nodejoin.fetch_peers(url))) == [4242]
 
 
 def test_errors_say_what_and_how(node_stub: tuple[str, dict[str, Any]]) -> None:

@@ -1,0 +1,71 @@
+"""Validation throughput of this node's code, measured against raw Ed25519 verification on the
+same machine in the same run, so the figures are ratios that survive a change of hardware: how
+much of the crypto ceiling the validation path reaches.
+
+The machine is shared, so: rounds are interleaved (raw, tx, block, commit, raw, …), ratios are
+taken within a round and the median over rounds is reported, and the CPU-bound paths are timed
+in process CPU time (time spent descheduled by a noisy neighbour does not count). The commit
+path is timed in wall time because its cost includes waiting for fsync.
+
+The timed paths live in the node's declared testkit (netdiag.node.testkit); this module runs
+them interleaved, round after round, and derives the figures.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+import msgspec
+
+from netdiag.node import testkit
+
+
+class Figures(msgspec.Struct):
+    ed25519_verify_per_s: float
+    tx_validate_per_s: float
+    block_validate_per_s: float
+    block_txs_validate_per_s: float
+    block_commit_per_s: float
+    block_commit_txs_per_s: float
+    tx_vs_raw_ratio: float
+    block_txs_vs_raw_ratio: float
+    commit_txs_vs_raw_ratio: float
+
+
+def run(
+    n_blocks: int,
+    txs_per_block: int,
+    rounds: int,
+    validators: int = 4,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> tuple[Figures, list[dict[str, float]]]:
+    progress(f"building {n_blocks} blocks of {txs_per_block} transactions")
+    w = testkit.build_workload(n_blocks, txs_per_block, validators)
+    steps: dict[str, Callable[[], float]] = {
+        "raw": lambda: testkit.raw_verify_rate(w),
+        "tx": lambda: testkit.tx_validate_rate(w),
+        "block": lambda: testkit.block_validate_rate(w),
+        "commit": lambda: testkit.block_commit_rate(w, validators),
+    }
+    per_round: list[dict[str, float]] = []
+    for i in range(rounds):
+        progress(f"round {i + 1}/{rounds}: raw verify, tx, block, commit")
+        r = {k: f() for k, f in steps.items()}
+        r["tx_vs_raw"] = r["tx"] / r["raw"]
+        r["block_txs_vs_raw"] = r["block"] * txs_per_block / r["raw"]
+        r["commit_txs_vs_raw"] = r["commit"] * txs_per_block / r["raw"]
+        per_round.append(r)
+    med = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
+    fig = Figures(
+        ed25519_verify_per_s=med["raw"],
+        tx_validate_per_s=med["tx"],
+        block_validate_per_s=med["block"],
+        block_txs_validate_per_s=med["block"] * txs_per_block,
+        block_commit_per_s=med["commit"],
+        block_commit_txs_per_s=med["commit"] * txs_per_block,
+        tx_vs_raw_ratio=med["tx_vs_raw"],
+        block_txs_vs_raw_ratio=med["block_txs_vs_raw"],
+        commit_txs_vs_raw_ratio=med["commit_txs_vs_raw"],
+    )
+    return fig, per_round
