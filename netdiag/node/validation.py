@@ -66,6 +66,21 @@ class BadTimestamp(ValidationError):
     reason = "timestamp"
 
 
+class EarlyBlock(BadTimestamp):
+    """Stamped for a round that has not begun on our clock (beyond the tolerance)."""
+
+    reason = "early"
+
+
+CLOCK_TOLERANCE_DIVISOR = 10  # a block may be stamped at most slot/10 ahead of our clock
+
+
+def clock_tolerance_ms(params: ChainParams) -> int:
+    """How far ahead of the local clock a block's timestamp may be: a tenth of a slot (clock
+    skew between honest hosts), never more than the genesis ``max_future_ms``."""
+    return min(params.max_future_ms, params.slot_ms // CLOCK_TOLERANCE_DIVISOR)
+
+
 class TooLarge(ValidationError):
     reason = "size"
 
@@ -172,10 +187,15 @@ def check_block(
             f"block {hdr.height} timestamp {hdr.timestamp_ms} is less than one "
             f"slot ({params.slot_ms} ms) after its parent's {view.tip_timestamp_ms}"
         )
-    if hdr.timestamp_ms > now_ms + params.max_future_ms:
-        raise BadTimestamp(
-            f"block {hdr.height} timestamp is {hdr.timestamp_ms - now_ms} ms in "
-            f"the future (limit {params.max_future_ms} ms)"
+    tolerance = clock_tolerance_ms(params)
+    if hdr.timestamp_ms > now_ms + tolerance:
+        # Rotation by the local clock's slot: a block stamped for a round that has not begun
+        # here is early, whoever signed it — never accepted for a future round.
+        raise EarlyBlock(
+            f"block {hdr.height} is stamped {hdr.timestamp_ms - now_ms} ms ahead of our clock "
+            f"(round {round_for(view.tip_timestamp_ms, hdr.timestamp_ms, params.slot_ms)}, "
+            f"current round {round_for(view.tip_timestamp_ms, now_ms, params.slot_ms)}; "
+            f"tolerance {tolerance} ms)"
         )
     round_ = round_for(view.tip_timestamp_ms, hdr.timestamp_ms, params.slot_ms)
     expected = producer_for(view.validators, view.seed_hash(hdr.height), hdr.height, round_)

@@ -7,6 +7,7 @@ from pathlib import Path
 from netdiag.node.core import NodeCore
 from netdiag.node.messages import TOPIC_BLOCKS, Publish, Status
 from netdiag.node.model import make_block
+from netdiag.node.schedule import producer_for, round_for
 from tests.unit.node.corekit import World, lab
 
 
@@ -65,3 +66,39 @@ def test_a_new_peer_is_told_our_status(tmp_path: Path) -> None:
     core = world.node("n")
     peer = world.attach(core)
     assert any(isinstance(m, Status) and m.height == 0 for m in peer.sent)
+
+
+def test_a_validator_trying_every_future_round_it_owns_gets_none_accepted(tmp_path: Path) -> None:
+    spec, keys = lab(3)
+    world = World(tmp_path, spec)
+    honest = world.node("h", key=keys[0], produce=False)
+    attacker = keys[1]
+    link = world.attach(honest, peer_id=attacker.node_id)
+    tip = honest.chain.tip
+    now = world.clock.wall_ms()
+    slot = spec.params.slot_ms
+    current = round_for(tip.header.timestamp_ms, now, slot)
+    seed = spec.block().hash
+    owned = [
+        r
+        for r in range(current + 1, current + 60)
+        if producer_for(spec.validators, seed, 1, r) == attacker.node_id
+    ]
+    assert owned, "the attacker owns some future round"
+    for r in owned:
+        ts = tip.header.timestamp_ms + (r + 1) * slot
+        raw = make_block(attacker, spec.network_id, 1, tip.hash, ts, []).encode()
+        link.receive(Publish(TOPIC_BLOCKS, raw), len(raw))
+        world.sched.run_due()
+    assert honest.height == 0, "no block for a future round was accepted"
+    reasons = {e["reason"] for e in world.events("h", "block_rejected")}
+    assert reasons == {"early"}
+    assert not link.is_open and attacker.node_id in honest.book.banned, "repeated: banned"
+    # The current round's block, by its scheduled producer, is accepted all the same.
+    owner = producer_for(spec.validators, seed, 1, current)
+    key = next(k for k in keys if k.node_id == owner)
+    good = make_block(key, spec.network_id, 1, tip.hash, now, []).encode()
+    peer = world.attach(honest, host="10.2.2.2")
+    peer.receive(Publish(TOPIC_BLOCKS, good), len(good))
+    world.sched.run_due()
+    assert honest.height == 1

@@ -19,6 +19,7 @@ def env(tmp_path: Path):  # type: ignore[no-untyped-def]
     clock = Clock()
     chain = open_chain(tmp_path, spec, clock)
     extend(chain, keys, clock, 3)
+    clock.ms = chain.tip.header.timestamp_ms + 10 * SLOT  # the next height's rounds have begun
     return chain, keys, clock
 
 
@@ -157,7 +158,20 @@ def test_timestamp_too_soon_and_too_far_ahead(env) -> None:  # type: ignore[no-u
     assert_rejected(chain, soon, v.BadTimestamp)
     clock.ms = chain.tip.header.timestamp_ms  # block would be a full slot in the future
     late = next_block(chain, keys, round_=int(chain.params.max_future_ms / SLOT) + 1)
-    assert_rejected(chain, late, v.BadTimestamp)
+    assert_rejected(chain, late, v.EarlyBlock)
+
+
+def test_a_block_for_the_next_round_is_early_until_that_round_begins(env) -> None:  # type: ignore[no-untyped-def]
+    chain, keys, clock = env
+    tip_ts = chain.tip.header.timestamp_ms
+    clock.ms = tip_ts + SLOT  # round 0 of the next height has just begun here
+    nxt = next_block(chain, keys, round_=1)  # stamped one slot later: round 1
+    tolerance = v.clock_tolerance_ms(chain.params)
+    assert 0 < tolerance < SLOT
+    assert_rejected(chain, nxt, v.EarlyBlock)
+    clock.ms = nxt.header.timestamp_ms - tolerance  # round 1 about to begin: within tolerance
+    res = chain.submit(nxt)
+    assert res.error is None and res.accepted == [nxt]
 
 
 def test_oversized_block_is_rejected(tmp_path: Path) -> None:
@@ -182,6 +196,7 @@ def test_duplicate_tx_in_chain_or_block_is_rejected(env) -> None:  # type: ignor
     b = next_block(chain, keys, t)
     clock.ms = b.header.timestamp_ms
     assert chain.submit(b).accepted
+    clock.ms += SLOT  # the next height's round 0 has begun
     assert_rejected(chain, next_block(chain, keys, t), v.DuplicateTx)
     t2 = txs(1, keys[0], 50)
     assert_rejected(chain, next_block(chain, keys, t2 + t2), v.DuplicateTx)
