@@ -47,10 +47,15 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     peer_msg_rate: float = 5000.0  # messages/s sustained, burst 2x (load tests stay under it)
     peer_bytes_rate: float = 16 << 20  # bytes/s sustained, burst 2x (reads are throttled)
     max_write_buffer_bytes: int = 16 << 20  # a peer that does not read is disconnected
-    max_violations: int = 1  # protocol violations tolerated per connection before closing
+    # Every protocol violation closes its connection; a peer id with more than this many on
+    # record (kept across reconnects, forgotten as its score decays) is banned.
+    max_violations: int = 1
     # scores and bans
     ban_threshold: float = -100.0
     ban_seconds: float = 600.0
+    score_half_life_s: float = 120.0  # penalties kept per peer id and per IP across reconnects
+    score_retain_s: float = 3600.0  # an idle score entry is forgotten after this
+    ip_ban_factor: float = 3.0  # an IP is banned when its peers' penalties reach 3x the threshold
     max_failed_handshakes_per_ip: int = 30  # per minute, then the IP is banned for ban_seconds
     # chain
     mempool_max_txs: int = 10_000

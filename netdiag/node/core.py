@@ -33,6 +33,7 @@ from netdiag.node.presence import Presence
 from netdiag.node.producer import Producer
 from netdiag.node.protocol import Violation
 from netdiag.node.runtime import Clock, Scheduler
+from netdiag.node.scores import ScoreBook
 from netdiag.node.window_sync import ParallelSync, WindowParams
 
 ENTROPY_MEMORY = 16  # seed heights whose entropy hash we keep
@@ -80,7 +81,8 @@ class NodeCore:
             genesis.validators, chain.genesis_hash, 3 * cfg.presence_interval_s, mono
         )
         self.peering = Peering(cfg, log, metrics, self.node_id, self.book, self.gossip)
-        self.policy = BanPolicy(cfg, log, metrics, self.gossip, self.peering)
+        self.scores = ScoreBook(mono, cfg.score_half_life_s, cfg.score_retain_s)
+        self.policy = BanPolicy(cfg, log, metrics, self.gossip, self.peering, self.scores)
         self.sync = ParallelSync(
             self,
             mono,
@@ -193,6 +195,7 @@ class NodeCore:
         self.peering.send_all(self.gossip.heartbeat())
         now = self.clock.monotonic()
         self.book.expire()
+        self.scores.expire()
         for conn in list(self.conns.values()):
             if now - conn.last_recv > self.cfg.ping_interval_s:
                 conn.send(Ping(int(now * 1000)))

@@ -63,7 +63,7 @@ class Peering:
 
     def inbound_refusal(self, ip: str) -> tuple[str, str] | None:
         if self.book.ip_banned(ip):
-            return "banned_ip", f"{ip} is banned for failed handshakes"
+            return "banned_ip", f"{ip} is banned (failed handshakes or its peers' scores)"
         inbound = [c for c in [*self.conns.values(), *self.pending] if not c.outbound]
         if len(inbound) >= self.cfg.max_inbound:
             return "max_inbound", f"inbound limit {self.cfg.max_inbound} reached"

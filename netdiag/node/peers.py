@@ -93,6 +93,9 @@ class PeerBook:
     def ban_peer(self, pid: bytes) -> None:
         self.banned[pid] = self.clock() + self.cfg.ban_seconds
 
+    def ban_ip(self, ip: str) -> None:
+        self.banned_ips[ip] = self.clock() + self.cfg.ban_seconds
+
     def peer_banned(self, pid: bytes) -> bool:
         return self.banned.get(pid, 0.0) > self.clock()
 

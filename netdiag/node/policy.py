@@ -1,5 +1,8 @@
-"""Ban policy: application penalties feed the gossip score; a score at the threshold, or a
-provable offence, bans the peer id for ``ban_seconds``."""
+"""Ban policy: application penalties feed the gossip score (mesh ranking, this connection) and
+the persistent ``ScoreBook`` (per peer id and per IP, across reconnects, decaying). Either score
+at ``ban_threshold``, more than ``max_violations`` protocol violations on record, or a provable
+offence bans the peer id for ``ban_seconds``; an IP whose peers' penalties reach
+``ip_ban_factor`` times the threshold is banned as an address."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from netdiag.node.logs import NodeLog
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.peering import Peering
 from netdiag.node.protocol import Violation
+from netdiag.node.scores import ScoreBook
 
 PENALTY_VIOLATION = 50.0
 PENALTY_INVALID = 20.0
@@ -28,7 +32,9 @@ class BanPolicy:
         metrics: NodeMetrics,
         gossip: GossipRouter,
         peering: Peering,
+        scores: ScoreBook,
     ) -> None:
+        self.scores = scores
         self.cfg = cfg
         self.log = log
         self.metrics = metrics
@@ -46,7 +52,7 @@ class BanPolicy:
             peer=conn.peer_id.hex() if conn.peer_id else None,
         )
         if conn.peer_id is not None:
-            self.penalize(conn, PENALTY_VIOLATION, f"protocol violation {v.reason}")
+            self.penalize(conn, PENALTY_VIOLATION, f"protocol violation {v.reason}", violation=True)
 
     def on_limit(self, conn: Link, limit: str) -> None:
         self.metrics.limit_hits.labels(limit).inc()
@@ -55,25 +61,54 @@ class BanPolicy:
         if conn.peer_id is not None and limit == "peer_msg_rate":
             self.penalize(conn, PENALTY_RATE, f"over {limit}")
 
-    def penalize(self, conn: Link, amount: float, reason: str) -> None:
+    def penalize(self, conn: Link, amount: float, reason: str, violation: bool = False) -> None:
         pid = conn.peer_id
         if pid is None:
             return
         self.gossip.penalize(pid, amount)
-        score = self.gossip.score(pid)
-        if score <= self.cfg.ban_threshold and self.peering.conns.get(pid) is conn:
-            self.peering.book.ban_peer(pid)
-            self.metrics.bans.labels("peer").inc()
-            self.log.warning(
-                "peer_banned",
-                f"banned peer {short(pid)} for "
-                f"{self.cfg.ban_seconds:g} s: score {score:.1f} fell below "
-                f"{self.cfg.ban_threshold:g}, last for {reason}",
-                peer=pid.hex(),
-                score=score,
-                reason=reason,
+        kept = self.scores.penalize(pid, conn.remote_host, amount, violation)
+        score = min(self.gossip.score(pid), kept)
+        violations = self.scores.peers.violations(pid)
+        self._maybe_ban_ip(conn, reason)
+        if self.peering.book.peer_banned(pid):
+            return
+        if violations > self.cfg.max_violations:
+            why = (
+                f"{violations} protocol violations on record (max_violations "
+                f"{self.cfg.max_violations}), last for {reason}"
             )
-            conn.close(f"banned: score {score:.1f} ({reason})")
+        elif score <= self.cfg.ban_threshold:
+            why = f"score {score:.1f} fell below {self.cfg.ban_threshold:g}, last for {reason}"
+        else:
+            return
+        self.peering.book.ban_peer(pid)
+        self.metrics.bans.labels("peer").inc()
+        self.log.warning(
+            "peer_banned",
+            f"banned peer {short(pid)} for {self.cfg.ban_seconds:g} s: {why}",
+            peer=pid.hex(),
+            score=score,
+            violations=violations,
+            reason=reason,
+        )
+        conn.close(f"banned: {why}")
+
+    def _maybe_ban_ip(self, conn: Link, reason: str) -> None:
+        ip = conn.remote_host
+        ip_score = self.scores.ip_score(ip)
+        if ip_score > self.cfg.ban_threshold * self.cfg.ip_ban_factor:
+            return
+        if self.peering.book.ip_banned(ip):
+            return
+        self.peering.book.ban_ip(ip)
+        self.metrics.bans.labels("ip").inc()
+        self.log.warning(
+            "ip_banned",
+            f"banned {ip} for {self.cfg.ban_seconds:g} s: the peers it hosts reached a score of "
+            f"{ip_score:.1f} ({self.cfg.ip_ban_factor:g}x the ban threshold), last for {reason}",
+            ip=ip,
+            score=ip_score,
+        )
 
     def ban(self, conn: Link, reason: str) -> None:
         """Ban at once (a provable offence such as a forged sync segment), whatever the score."""

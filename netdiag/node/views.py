@@ -74,6 +74,7 @@ class CoreView:
                 "direction": c.direction,
                 "mesh": core.gossip.mesh_topics(pid),
                 "score": round(core.gossip.score(pid), 3),
+                "score_kept": round(core.scores.peer_score(pid), 3),
                 "socket_cookie": c.cookie,
                 "tls": c.tls,
                 "height": core.sync.peer_height.get(c),
