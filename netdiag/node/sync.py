@@ -35,6 +35,7 @@ class SyncHost(Protocol):
     def fork_point(self, headers: list[BlockHeader]) -> int | None: ...
     def penalize(self, conn: Link, amount: float, reason: str) -> None: ...
     def note(self, event: str, msg: str, **fields: object) -> None: ...
+    def stored_hash(self, height: int) -> bytes | None: ...
 
 
 @dataclass
@@ -67,14 +68,20 @@ class SequentialSync:
         self._ids = itertools.count(1)
 
     def synchronized(self) -> bool:
-        """No connected peer claims a higher tip than ours."""
+        """No connected peer has shown us a higher tip than ours (``peer_height`` holds only
+        heights we checked: a tip we store, a served and verified block)."""
         return all(h <= self.host.height for h in self.peer_height.values())
 
     def best_peer_height(self) -> int:
         return max(self.peer_height.values(), default=self.host.height)
 
     def on_status(self, conn: Link, st: Status) -> None:
-        self.peer_height[conn] = st.height
+        """Record the claim only as far as we can check it: a tip we store at that height, or
+        any height not above ours. A higher unknown tip waits for verification (window_sync
+        asks the peer for it and calls ``saw_height`` once it verified)."""
+        known = self.host.stored_hash(st.height) == st.tip_hash
+        if known or st.height <= self.host.height:
+            self.peer_height[conn] = st.height
         self._maybe_request()
 
     def saw_height(self, conn: Link, height: int) -> None:

@@ -15,6 +15,7 @@ from netdiag.node.model import Block, decode_block
 from netdiag.node.sync import SyncHost
 
 PHASES = ("discovering", "downloading", "verifying", "committing", "following")
+PENALTY_UNSERVED_CLAIM = 25.0  # a claimed tip not served in time: a ban on the 4th (score)
 REQ_ID_BASE = 1 << 40  # parallel request ids never collide with the sequential engine's
 
 
@@ -60,6 +61,7 @@ class PeerSync:
     benched_until: float = 0.0
     blocks_served: int = 0
     last_stall_at: float = -1.0
+    failed_claims: int = 0  # claimed tips it did not serve (its claims no longer pause anything)
 
 
 @dataclass

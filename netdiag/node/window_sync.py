@@ -39,6 +39,7 @@ from netdiag.node.model import Block, decode_single_block
 from netdiag.node.segment import ChainBreak, authentic, verify_segment
 from netdiag.node.sync import SequentialSync
 from netdiag.node.window_state import (
+    PENALTY_UNSERVED_CLAIM,
     PHASES,
     REQ_ID_BASE,
     PeerSync,
@@ -96,6 +97,7 @@ class ParallelSync:
         return self.target > self.chain.height
 
     def synchronized(self) -> bool:
+        """No verified height above ours (unverified claims do not count)."""
         return not self.active and self.follower.synchronized()
 
     def head_height(self) -> int:
@@ -109,15 +111,23 @@ class ParallelSync:
     # -- entry points (same as SequentialSync) ---------------------------------------------
 
     def on_status(self, conn: Link, st: Status) -> None:
+        """A claim is not a fact: a height above ours counts (for ``synchronized``, sync
+        targets and production) only once the peer has served that tip and it verified."""
         p = self._peer(conn)
         p.claimed, p.claimed_tip = st.height, st.tip_hash
-        if st.height > self.chain.height + self.p.min_distance:
-            self._verify_claim(p)  # far ahead: parallel sync's business once verified
-            self.follower.paused = self.clock() >= self.fork_hold_until
+        if st.height > self.chain.height:
+            self._verify_claim(p)
+            if st.height > self.chain.height + self.p.min_distance and not p.failed_claims:
+                self.follower.paused = self.clock() >= self.fork_hold_until
         self.follower.on_status(conn, st)
 
     def _discovering(self) -> bool:
-        return any(p.tip_req is not None for p in self.peers.values())
+        """Verifying a far claim of a peer that has not failed one: the follower waits."""
+        floor = self.chain.height + self.p.min_distance
+        return any(
+            p.tip_req is not None and p.claimed > floor and not p.failed_claims
+            for p in self.peers.values()
+        )
 
     def saw_height(self, conn: Link, height: int) -> None:
         self.follower.saw_height(conn, height)
@@ -190,7 +200,12 @@ class ParallelSync:
             if r.kind == "tip":
                 p.tip_req = None
                 p.claimed = max(p.verified, self.chain.height)  # until its next Status
-                self.host.penalize(r.conn, 5.0, "did not serve its claimed tip in time")
+                p.failed_claims += 1
+                self.host.penalize(
+                    r.conn,
+                    PENALTY_UNSERVED_CLAIM,
+                    f"did not serve its claimed tip {r.start} within {r.deadline - r.sent_at:g} s",
+                )
                 continue
             p.inflight = max(0, p.inflight - 1)
             self.late[rid] = r
@@ -242,13 +257,17 @@ class ParallelSync:
                 peer=(p.conn.peer_id or b"").hex(),
                 claimed=req.start,
             )
-            self.host.penalize(p.conn, 20.0, "claimed a tip it could not serve")
+            self.host.penalize(p.conn, PENALTY_UNSERVED_CLAIM, "claimed a tip it could not serve")
+            p.failed_claims += 1
             p.claimed = max(p.verified, self.chain.height)
-            self.follower.peer_height[p.conn] = p.claimed
+            self.follower.peer_height[p.conn] = min(
+                self.follower.peer_height.get(p.conn, p.claimed), p.claimed
+            )
             self._retarget()
             self._fill()
             return
         p.verified, p.verified_tip = block.height, block.hash
+        self.follower.saw_height(p.conn, block.height)  # a verified height: worth following
         self._retarget()
         self._fill()
 

@@ -47,6 +47,16 @@ class Host:
     def note(self, event: str, msg: str, **fields: object) -> None:
         self.notes.append(event)
 
+    def stored_hash(self, height: int) -> bytes | None:
+        return b"ours" if height <= self.height else None
+
+
+def verified_claim(sync: SequentialSync, conn: Conn, height: int) -> None:
+    """A peer's tip at ``height`` that window_sync has verified (unverified claims are not
+    followed: see test_unverified_claims_are_not_followed)."""
+    sync.saw_height(conn, height)  # type: ignore[arg-type]
+    sync.tick()
+
 
 def hdr(h: int) -> bytes:
     return BlockHeader(1, "n", h, bytes(32), 0, bytes(32), bytes(32), 0).encode()
@@ -61,7 +71,7 @@ def setup() -> tuple[SequentialSync, Host, Conn, list[float]]:
 
 def test_requests_ranges_until_caught_up() -> None:
     sync, host, conn, _ = setup()
-    sync.on_status(conn, Status(15, b"t", b"g"))  # type: ignore[arg-type]
+    verified_claim(sync, conn, 15)
     req = conn.sent[-1]
     assert req == GetBlocks(req.req_id, 11, 4) and not sync.synchronized()
     host.outcomes = ["accepted"] * 4
@@ -74,7 +84,7 @@ def test_requests_ranges_until_caught_up() -> None:
 
 def test_fork_goes_headers_then_branch() -> None:
     sync, host, conn, _ = setup()
-    sync.on_status(conn, Status(14, b"t", b"g"))  # type: ignore[arg-type]
+    verified_claim(sync, conn, 14)
     host.outcomes = ["orphan"]
     sync.on_blocks(conn, Blocks(conn.sent[-1].req_id, [b"x"]))  # type: ignore[arg-type]
     gh = conn.sent[-1]
@@ -90,7 +100,7 @@ def test_bad_headers_unsolicited_and_stalls_are_penalized() -> None:
     sync, host, conn, now = setup()
     sync.on_blocks(conn, Blocks(99, [b"x"]))  # type: ignore[arg-type]
     assert host.penalties == ["unsolicited Blocks response"]
-    sync.on_status(conn, Status(14, b"t", b"g"))  # type: ignore[arg-type]
+    verified_claim(sync, conn, 14)
     host.outcomes = ["orphan"]
     sync.on_blocks(conn, Blocks(conn.sent[-1].req_id, [b"x"]))  # type: ignore[arg-type]
     gh = conn.sent[-1]
@@ -105,9 +115,19 @@ def test_bad_headers_unsolicited_and_stalls_are_penalized() -> None:
 def test_fork_deeper_than_limit_is_not_followed() -> None:
     sync, host, conn, _ = setup()
     host.fork = None
-    sync.on_status(conn, Status(14, b"t", b"g"))  # type: ignore[arg-type]
+    verified_claim(sync, conn, 14)
     host.outcomes = ["orphan"]
     sync.on_blocks(conn, Blocks(conn.sent[-1].req_id, [b"x"]))  # type: ignore[arg-type]
     gh = conn.sent[-1]
     sync.on_headers(conn, Headers(gh.req_id, [hdr(h) for h in range(5, 11)]))  # type: ignore[arg-type]
     assert host.notes == ["fork_too_deep"] and sync.synchronized()
+
+
+def test_unverified_claims_are_not_followed() -> None:
+    sync, _, conn, _ = setup()
+    sync.on_status(conn, Status(10**9, b"t", b"g"))  # type: ignore[arg-type]
+    assert not conn.sent and sync.synchronized(), "a claim alone moves nothing"
+    sync.on_status(conn, Status(10, b"ours", b"g"))  # type: ignore[arg-type]
+    assert sync.synchronized()
+    sync.on_status(conn, Status(9, b"other", b"g"))  # type: ignore[arg-type]
+    assert sync.synchronized() and not conn.sent

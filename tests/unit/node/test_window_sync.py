@@ -79,6 +79,10 @@ class Host:
     def schedule(self, fn: Callable[[], None]) -> None:
         self.queue.append(fn)
 
+    def stored_hash(self, height: int) -> bytes | None:
+        assert self.chain is not None
+        return self.chain.store.hash_at(height)
+
     def now_ms(self) -> int:
         return int(time.time() * 1000)
 
