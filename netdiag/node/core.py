@@ -150,6 +150,7 @@ class NodeCore:
         self.peering.on_down = self.sync.peer_gone
         self._entropy: dict[int, bytes] = {}  # seed height -> our entropy hash (bounded)
         self._entropy_fault_used = False
+        self._pinged: dict[bytes, float] = {}  # peer id -> when we last pinged it
         metrics.height.set(chain.height)
 
     @property
@@ -196,9 +197,18 @@ class NodeCore:
         now = self.clock.monotonic()
         self.book.expire()
         self.scores.expire()
-        for conn in list(self.conns.values()):
-            if now - conn.last_recv > self.cfg.ping_interval_s:
+        interval = self.cfg.ping_interval_s
+        for pid, conn in list(self.conns.items()):
+            # A silent peer is pinged once per ping interval, not every heartbeat; the idle
+            # timeout closes it if it stays silent.
+            if (
+                now - conn.last_recv > interval
+                and now - self._pinged.get(pid, -interval) >= interval
+            ):
+                self._pinged[pid] = now
                 conn.send(Ping(int(now * 1000)))
+        for pid in [p for p in self._pinged if p not in self.conns]:
+            del self._pinged[pid]
 
     def sync_step(self) -> None:
         self.sync.tick()

@@ -34,7 +34,7 @@ from netdiag.node.messages import (
     Status,
 )
 from netdiag.node.metrics import NodeMetrics
-from netdiag.node.model import decode_block
+from netdiag.node.model import decode_block, header_bytes
 from netdiag.node.peering import Peering
 from netdiag.node.policy import PENALTY_INVALID, PENALTY_VIOLATION, BanPolicy
 from netdiag.node.window_sync import ParallelSync
@@ -145,9 +145,7 @@ class Dispatcher:
         if not 0 <= start <= chain.height or count <= 0:
             return []
         end = min(start + min(count, MAX_SERVE_HEADERS), chain.height + 1)
-        return [
-            decode_block(raw).header.encode() for raw in chain.store.iter_range(start, end - start)
-        ]
+        return [header_bytes(raw) for raw in chain.store.iter_range(start, end - start)]
 
     def serve_range(self, start: int, count: int) -> list[bytes]:
         chain = self.chain

@@ -75,6 +75,21 @@ def decode_block(data: bytes) -> Block:
     return msgspec.msgpack.decode(data, type=Block)
 
 
+class _HeaderOnly(msgspec.Struct, array_like=True, frozen=True):
+    """A block read for its header alone: the rest (hash, signature, txs) is skipped."""
+
+    header: msgspec.Raw
+
+
+_header_only = msgspec.msgpack.Decoder(_HeaderOnly)
+
+
+def header_bytes(block_data: bytes) -> bytes:
+    """The encoded header of an encoded block, without decoding its transactions (the block
+    was encoded canonically, so this is ``decode_block(block_data).header.encode()``)."""
+    return bytes(_header_only.decode(block_data).header)
+
+
 def decode_single_block(blocks: list[bytes]) -> Block | None:
     """The one block of a single-block answer (a tip or seed check); None when the answer
     holds no block, several, or one that does not decode."""

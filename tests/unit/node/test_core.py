@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from netdiag.node.core import NodeCore
-from netdiag.node.messages import TOPIC_BLOCKS, Publish, Status
+from netdiag.node.messages import TOPIC_BLOCKS, Ping, Publish, Status
 from netdiag.node.model import make_block
 from netdiag.node.schedule import producer_for, round_for
 from tests.unit.node.corekit import World, lab
@@ -102,3 +102,48 @@ def test_a_validator_trying_every_future_round_it_owns_gets_none_accepted(tmp_pa
     peer.receive(Publish(TOPIC_BLOCKS, good), len(good))
     world.sched.run_due()
     assert honest.height == 1
+
+
+def test_a_cheating_validator_gets_no_more_than_its_share(tmp_path: Path) -> None:
+    """The lab hook bench attack uses: the cheater publishes for future rounds it owns at once;
+    the honest pair refuses every early block, so the cheater never takes a future round."""
+    spec, keys = lab(3)
+    world = World(tmp_path, spec)
+    honest = [world.node(f"v{i}", key=k) for i, k in enumerate(keys[:2])]
+    cheater = world.node("v2", key=keys[2], debug_produce_future_rounds=True)
+    mesh(world, [*honest, cheater])
+    world.run(30.0)
+    chain = honest[0].chain
+    assert chain.height >= 20
+    cheats = world.events("v2", "debug_future_round")
+    assert cheats, "the hook published early blocks"
+    reasons = {e["reason"] for e in world.events("v0", "block_rejected")}
+    assert "early" in reasons and reasons <= {"early", "prev_hash"}  # stale: built on an old tip
+    by_cheater = sum(
+        1
+        for h in range(1, chain.height + 1)
+        if (b := chain.store.block_at(h)) is not None and b.header.producer == keys[2].node_id
+    )
+    assert by_cheater < len(cheats), "most cheats were refused"
+    assert by_cheater <= chain.height / 2
+
+
+def test_a_silent_peer_is_pinged_once_per_interval_not_every_heartbeat(tmp_path: Path) -> None:
+    spec, _ = lab(1)
+    world = World(tmp_path, spec)
+    core = world.node("n", ping_interval_s=15.0, gossip_heartbeat_s=0.5, idle_timeout_s=600.0)
+    peer = world.attach(core)
+    world.run(60.0)
+    pings = sum(isinstance(m, Ping) for m in peer.sent)
+    assert 1 <= pings <= 4, pings  # 60 s / 15 s, not one per 0.5 s heartbeat
+
+
+def test_headers_are_served_as_stored_without_decoding_transactions(tmp_path: Path) -> None:
+    spec, keys = lab(1)
+    world = World(tmp_path, spec)
+    core = world.node("n", key=keys[0])
+    world.run(5.0)
+    assert core.height >= 3
+    served = core.dispatcher.serve_headers(0, 100)
+    stored = [core.chain.store.block_at(h) for h in range(core.height + 1)]
+    assert served == [b.header.encode() for b in stored if b is not None]
