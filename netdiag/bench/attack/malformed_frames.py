@@ -76,7 +76,7 @@ class MalformedFrames:
         return Outcome(
             banned=refusal is not None,
             defended=refusal is not None,
-            why=f"{sent} malformed frames delivered ({closed_by_node} answered by a close), "
+            why=f"{sent} malformed frames sent ({closed_by_node} answered by a close), "
             f"{refused} connections refused; address "
             + ("banned at the end" if refusal else "still accepted at the end"),
             figures={

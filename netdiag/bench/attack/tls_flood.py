@@ -22,6 +22,7 @@ class TlsFlood:
     summary = "TLS connect/close flood + idle raw sockets: RSS back within +25 %, chain going on"
     rss_bound: float | None = 1.25
     growth_bound: float | None = 0.9
+    duration_factor = 2.0  # the flood: 60 s at the default --duration 30
 
     def __init__(self, idle_sockets: int = 500, concurrency: int = 16) -> None:
         self.idle_sockets = idle_sockets
