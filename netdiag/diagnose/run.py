@@ -3,10 +3,7 @@ node) findings, sort by severity. Used by `netdiag diagnose`, `bdp` and `bench d
 
 from __future__ import annotations
 
-import json
 import resource
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +14,7 @@ from netdiag.diagnose.collect import Collected, Selection, collect
 from netdiag.diagnose.model import Finding, sort_key
 from netdiag.errors import InputError, NetdiagError
 from netdiag.kernel import netns, sysctl
+from netdiag.nodeapi import NodeApi, NodeUnavailable, Peer, peers_by_sock_cookie
 
 RTAX_LOCK = 1
 RTAX_CWND = 7
@@ -152,47 +150,37 @@ def judge_collected(
     return findings, wins
 
 
-def fetch_json(url: str, path: str, ns: str | None, timeout_s: float = 2.0) -> Any:
+def _node_client(url: str, ns: str | None, timeout_s: float = 2.0) -> NodeApi:
     if not url.startswith(("http://", "https://")):
         raise InputError(
             f"--node {url!r} is not an http(s) URL", "e.g. --node http://127.0.0.1:8080"
         )
-
-    def body() -> Any:
-        target = url.rstrip("/") + path
-        try:
-            with urllib.request.urlopen(target, timeout=timeout_s) as resp:
-                return json.loads(resp.read())
-        except (urllib.error.URLError, TimeoutError, OSError, json.JSONDecodeError) as e:
-            raise NetdiagError(
-                f"cannot fetch {target}: {e}", "is the node running? check --node URL"
-            ) from e
-
-    return netns.run_in(ns, body)
+    try:
+        return NodeApi.at(url, ns, timeout_s)
+    except ValueError as e:
+        raise InputError(f"--node {e}", "e.g. --node http://127.0.0.1:7601") from None
 
 
-def node_view(url: str, ns: str | None) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+def node_view(url: str, ns: str | None) -> tuple[dict[str, Any], dict[int, Peer]]:
     """The node's /status (sync distance, pid, port) and its peers keyed by socket cookie."""
-    status = fetch_json(url, "/status", ns)
-    peers_doc = fetch_json(url, "/peers", ns)
-    peers = peers_doc.get("peers", []) if isinstance(peers_doc, dict) else peers_doc
-    by_cookie: dict[int, dict[str, Any]] = {}
-    for p in peers if isinstance(peers, list) else []:
-        if isinstance(p, dict) and p.get("socket_cookie") is not None:
-            try:
-                by_cookie[int(p["socket_cookie"])] = p
-            except (TypeError, ValueError):
-                continue
+    with _node_client(url, ns) as api:
+        try:
+            status = api.status()
+            by_cookie = peers_by_sock_cookie(api.peers())
+        except NodeUnavailable as e:
+            raise NetdiagError(
+                f"cannot fetch {api.url}: {e}", "is the node running? check --node URL"
+            ) from e
     mesh = sum(1 for p in by_cookie.values() if p.get("mesh"))
     view = {
-        "node_id": status.get("node_id") if isinstance(status, dict) else None,
-        "height": status.get("height") if isinstance(status, dict) else None,
-        "sync_distance": status.get("sync_distance") if isinstance(status, dict) else None,
-        "synchronized": status.get("synchronized") if isinstance(status, dict) else None,
+        "node_id": status.get("node_id"),
+        "height": status.get("height"),
+        "sync_distance": status.get("sync_distance"),
+        "synchronized": status.get("synchronized"),
         "peers": len(by_cookie),
         "mesh_degree": mesh,
-        "pid": status.get("pid") if isinstance(status, dict) else None,
-        "p2p_port": status.get("p2p_port") if isinstance(status, dict) else None,
+        "pid": status.get("pid"),
+        "p2p_port": status.get("p2p_port"),
     }
     return view, by_cookie
 
@@ -211,7 +199,7 @@ def run(
         raise InputError("--rate must be > 0", "e.g. --rate 50mbit")
     sel.validate()
     node: dict[str, Any] | None = None
-    peers: dict[int, dict[str, Any]] = {}
+    peers: dict[int, Peer] = {}
     pids = sel.pids
     if node_url:
         node, peers = node_view(node_url, sel.netns)
@@ -229,7 +217,7 @@ def run(
             if p is not None:
                 f.labels.update(
                     {
-                        "peer_id": p.get("peer_id", p.get("id")),
+                        "peer_id": p.get("peer_id"),
                         "mesh": p.get("mesh"),
                         "direction": p.get("direction"),
                     }

@@ -16,14 +16,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from netdiag.bench.attack.wire import Target
 from netdiag.errors import NetdiagError
+from netdiag.nodeapi import NodeApi
 
 NODE_CLI = [sys.executable, "-m", "netdiag.cli.main", "node"]
 
@@ -42,18 +41,19 @@ def free_ports(n: int) -> list[int]:
 def http_json(port: int, path: str, timeout_s: float = 2.0) -> Any:
     """GET a node's API; None when it does not answer in time (down, hung, overloaded)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_s) as r:
-            return json.loads(r.read())
-    except (OSError, ValueError, urllib.error.URLError):
+        with NodeApi(None, port, timeout_s=timeout_s) as api:
+            return api.get_json(path)
+    except OSError:
         return None
 
 
 def http_text(port: int, path: str, timeout_s: float = 2.0) -> str | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_s) as r:
-            return str(r.read().decode())
-    except (OSError, ValueError, urllib.error.URLError):
+        with NodeApi(None, port, timeout_s=timeout_s) as api:
+            code, body = api.request("GET", path)
+    except OSError:
         return None
+    return body.decode(errors="replace") if code == 200 else None
 
 
 @dataclass
