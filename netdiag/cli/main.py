@@ -6,6 +6,7 @@ import errno
 import importlib
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -117,10 +118,15 @@ def usage_line(e: click.UsageError, args: Sequence[str]) -> str:
     three-line "Usage: … Try … Error: …" block is never printed.
     """
     what = " ".join(e.format_message().split())
-    what, _, suggestion = what.partition(" Did you mean ")
-    what = what.rstrip(".")
+    # click appends "Did you mean '--x'?" or "(Did you mean one of: '--x', '--y'?)"
+    m = re.search(r"\s*\(?Did you mean (?:one of: )?(.*?)\?\)?$", what)
+    suggestion = m.group(1) if m else ""
+    what = (what[: m.start()] if m else what).rstrip(".")
     path = e.ctx.command_path if e.ctx is not None else command_path(args)
-    how = f"did you mean {suggestion.rstrip('?')}? " if suggestion else ""
+    if suggestion:
+        how = f"did you mean {'one of ' if ',' in suggestion else ''}{suggestion}? "
+    else:
+        how = ""
     if isinstance(e, click.MissingParameter) and e.ctx is not None:
         usage = " ".join(e.ctx.get_usage().split())
         how += f"usage: {usage.partition(' ')[2]}; "
@@ -180,12 +186,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BrokenPipeError, StdoutClosed):
         _quiet_stdout()
         return ExitStatus.OK
-    except Exception as e:  # a bug: still one line, unless the operator asked for the traceback
+    except PermissionError as e:  # an OS refusal no command translated: still a privilege
         if debug:
             traceback.print_exc()
-        _print_error(f"internal error: {type(e).__name__}: {e} — rerun with --debug and report it")
+        what = f"{e.filename}: {e.strerror}" if e.filename else f"permission denied: {e}"
+        _print_error(f"{what} — run as root, or choose a path this user can write")
+        return ExitStatus.PRIVILEGE
+    except OSError as e:
+        if e.filename is None:  # not about a path the operator gave: treat as a bug below
+            return _internal_error(e, debug)
+        if debug:
+            traceback.print_exc()
+        _print_error(f"{e.filename}: {e.strerror} — check the path")
         return ExitStatus.FAILED
+    except Exception as e:
+        return _internal_error(e, debug)
     return int(rv) if isinstance(rv, int) else ExitStatus.OK
+
+
+def _internal_error(e: Exception, debug: bool) -> int:
+    """A bug: still one line, unless the operator asked for the traceback."""
+    if debug:
+        traceback.print_exc()
+    _print_error(f"internal error: {type(e).__name__}: {e} — rerun with --debug and report it")
+    return ExitStatus.FAILED
 
 
 def entry() -> None:

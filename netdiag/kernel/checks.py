@@ -351,8 +351,8 @@ def qdiscs(ctx: Context) -> list[Check]:
         ]
     fixes = {
         "netem": "none needed: the lab uses its userspace engine (automatic); for the kernel "
-        f"engine: {modules.load_fix('sch_netem', host=ctx.host)}",
-        "fq": "none needed: BBR paces inside TCP and tune skips default_qdisc; for fq: "
+        f"engine {modules.load_fix('sch_netem', host=ctx.host)}",
+        "fq": "none needed: BBR paces inside TCP and tune skips default_qdisc; for fq "
         + modules.load_fix("sch_fq", host=ctx.host),
         "htb": modules.load_fix("sch_htb", host=ctx.host),
         "tbf": modules.load_fix("sch_tbf", host=ctx.host),

@@ -47,4 +47,4 @@ def load_fix(*mods: str, host: HostPaths = REAL) -> str:
     if supported(host):
         return f"modprobe {' '.join(mods)}"
     opts = ", ".join(f"{config_option(m)}=y" for m in mods)
-    return f"this kernel cannot load modules (no /proc/modules): boot one built with {opts}"
+    return f"boot a kernel built with {opts} (this one cannot load modules)"

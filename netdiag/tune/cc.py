@@ -68,7 +68,6 @@ def require(name: str, netns: str | None = None, host: HostPaths = REAL) -> str:
         + (
             f"install and load {module}"
             if modules.supported(host)
-            else f"boot a kernel built with {modules.config_option(module)}=y (this one "
-            "cannot load modules)"
+            else modules.load_fix(module, host=host)
         ),
     )

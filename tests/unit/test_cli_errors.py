@@ -35,6 +35,10 @@ def failing() -> Iterator[None]:
             raise KeyboardInterrupt
         if kind == "bug":
             raise RuntimeError("a bug")
+        if kind == "perm":
+            open("/nonexistent-dir/x", "w")  # noqa: SIM115 - raises, replaced below
+        if kind == "path":
+            raise FileExistsError(17, "File exists", "/etc/hostname")
 
     cli_main.cli.add_command(fail)
     yield
@@ -52,6 +56,7 @@ def failing() -> Iterator[None]:
         ("priv", 3, "netdiag: error: loading eBPF programs needs CAP_BPF — run as root"),
         ("kernel", 4, "netdiag: error: kernel lacks tcp_foo — modprobe tcp_foo"),
         ("interrupt", 130, "netdiag: interrupted"),
+        ("path", 1, "netdiag: error: /etc/hostname: File exists — check the path"),
     ],
 )
 def test_errors_are_one_line_with_exit_code(
@@ -161,4 +166,20 @@ def test_emit_json_is_one_line_per_object() -> None:
     assert [json.loads(x) for x in lines] == [
         {"a": [1, 2], "path": "/x", "name": "é"},
         [{"b": None}],
+    ]
+
+
+def test_untranslated_permission_error_is_exit_3(
+    failing: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    def refuse(path: str, *a: object, **k: object) -> None:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(builtins, "open", refuse)
+    assert cli_main.main(["fail", "perm"]) == ExitStatus.PRIVILEGE
+    assert capsys.readouterr().err.splitlines() == [
+        "netdiag: error: /nonexistent-dir/x: Permission denied — run as root, or choose a "
+        "path this user can write"
     ]
