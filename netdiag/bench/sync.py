@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netdiag.bench import output
 from netdiag.errors import CheckFailed
 from netdiag.lab.cluster import node_env, node_run_argv
 from netdiag.node import testkit
 from netdiag.nodeapi import NodeApi
+from netdiag.report.results import ResultBuilder
 
 SLOT_MS = 10
 
@@ -182,6 +184,7 @@ def run(
         for i in range(n_servers):
             (work / f"server{i}").mkdir()
             shutil.copy(seeded / "chain.sqlite", work / f"server{i}" / "chain.sqlite")
+        engine = None if place.lab is None else str(place.lab.metadata()["engine"])
         per_round: list[dict[str, float]] = []
         ceilings: list[float] = []
         runs: dict[int, list[SyncRun]] = {k: [] for k in peer_counts}
@@ -231,6 +234,7 @@ def run(
         "results": results,
         "rounds": per_round,
         "host_cpus": os.cpu_count(),
+        "link_engine": engine,
     }
 
 
@@ -280,3 +284,22 @@ def _join(place: Placement, work: Path, name: str, peers: list[str], blocks: int
         wall,
         int(sync["stalls"]),
     )
+
+
+def to_result(fig: dict[str, Any], parameters: dict[str, Any]) -> ResultBuilder:
+    """summary.sync: one row per peer count (key `case`: "2 peers"); summary.ceiling: the
+    in-process verify ceiling and chain build time; raw.rounds: per-round figures."""
+    res = output.new("sync", parameters, link_engine=fig.get("link_engine"))
+    for k, r in fig["results"].items():
+        res.add_summary("sync", {"case": f"{k} peer{'s' if int(k) > 1 else ''}", **r})
+    res.add_summary(
+        "ceiling",
+        {
+            "verify_ceiling_blocks_per_s": fig["verify_ceiling_blocks_per_s"],
+            "chain_build_s": fig["chain_build_s"],
+            "baseline_peers": fig["baseline_peers"],
+        },
+    )
+    for i, r in enumerate(fig["rounds"], start=1):
+        res.record("rounds", {"round": i, **r})
+    return res

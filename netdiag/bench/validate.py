@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
+from netdiag.bench import output
 from netdiag.node import testkit
+from netdiag.report.results import ResultBuilder
 
 
 class Figures(msgspec.Struct):
@@ -69,3 +72,45 @@ def run(
         commit_txs_vs_raw_ratio=med["commit_txs_vs_raw"],
     )
     return fig, per_round
+
+
+def to_result(
+    fig: Figures, per_round: list[dict[str, float]], parameters: dict[str, Any]
+) -> ResultBuilder:
+    """summary.validate: one row per path (rate, tx rate, ratio to raw verify); summary.figures:
+    every figure of the run in one row; raw.rounds: one row per interleaved round."""
+    import cryptography
+
+    res = output.new("validate", parameters, cryptography=cryptography.__version__)
+    tpb = int(parameters["txs_per_block"])
+    f = msgspec.structs.asdict(fig)
+    for path, per_s, txs_per_s, ratio in (
+        ("raw Ed25519 verify", None, f["ed25519_verify_per_s"], 1.0),
+        ("tx decode+validate", None, f["tx_validate_per_s"], f["tx_vs_raw_ratio"]),
+        (
+            "block decode+validate",
+            f["block_validate_per_s"],
+            f["block_txs_validate_per_s"],
+            f["block_txs_vs_raw_ratio"],
+        ),
+        (
+            "block validate+commit (wall)",
+            f["block_commit_per_s"],
+            f["block_commit_txs_per_s"],
+            f["commit_txs_vs_raw_ratio"],
+        ),
+    ):
+        res.add_summary(
+            "validate",
+            {
+                "path": path,
+                "blocks_per_s": per_s,
+                "txs_per_s": txs_per_s,
+                "ratio_to_raw_verify": ratio,
+            },
+        )
+    res.add_summary("figures", f)
+    for i, r in enumerate(per_round, start=1):
+        res.record("rounds", {"round": i, **r})
+    res.metadata["txs_per_block"] = tpb
+    return res

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from netdiag.cli.main import LazyGroup
 
+if TYPE_CHECKING:
+    from netdiag.report.results import ResultBuilder
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 # name -> "module:attr"; each benchmark lives with the capability it measures.
 BENCHMARKS: dict[str, str] = {
-    "validate": "netdiag.cli.node_bench:validate",
+    "validate": "netdiag.cli.bench_validate:validate",
     "emulator": "netdiag.cli.lab:bench_emulator",
     "cc": "netdiag.cli.tune:bench_cc",
     "probes": "netdiag.cli.bench_probes:probes",
-    "sync": "netdiag.cli.sync_bench:sync",
+    "sync": "netdiag.cli.bench_sync:sync",
     "p2p": "netdiag.cli.bench_p2p:bench_p2p",
     "attack": "netdiag.cli.bench_attack:attack",
 }
@@ -30,14 +33,33 @@ def bench() -> None:
 
 
 # Options every benchmark spells the same way.
-def result_file_option(default: str) -> Callable[[F], F]:
+def result_file_option(name: str) -> Callable[[F], F]:
+    """--out, default results/bench-NAME.json ($NETDIAG_RESULTS/… when set)."""
     return click.option(
         "--out",
         type=click.Path(dir_okay=False, path_type=Path),
-        default=Path(default),
-        show_default=True,
-        help="Result JSON file.",
+        default=None,
+        help=f"Result JSON file (default: results/bench-{name}.json).",
     )
+
+
+def finish(result: ResultBuilder, out: Path | None, as_json: bool) -> dict[str, Any]:
+    """Save the result (schema-checked) and show it: the one JSON line with --json, else
+    its summary tables as `netdiag report` prints them, and where it was saved."""
+    from netdiag.bench.output import default_out
+    from netdiag.output import emit_json
+    from netdiag.report import results, tables, terminal
+
+    doc = result.to_dict()
+    path = results.save(doc, out or default_out(result.benchmark.replace(" ", "-")))
+    if as_json:
+        emit_json(doc)
+    else:
+        from rich.console import Console
+
+        terminal.print_tables(Console(), tables.summary_tables(doc))
+        Console(stderr=True).print(f"saved {path} (`netdiag report {path}` renders it)")
+    return doc
 
 
 def interleaved_rounds_option(default: int) -> Callable[[F], F]:

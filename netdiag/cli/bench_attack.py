@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from netdiag.bench.output import default_out
 from netdiag.cli.bench import result_file_option
 from netdiag.errors import CheckFailed, InputError
 
@@ -73,7 +74,7 @@ def _fmt(v: object) -> str:
 @click.option("--quick", is_flag=True, help="CI variant: 2 s per attack, 1 s settle (< 60 s).")
 @click.option("--keep", is_flag=True, help="Keep the work directory (node logs, stores).")
 @click.option("--fail-undefended", is_flag=True, help="Exit 5 if any attack is not defended.")
-@result_file_option("bench-attack.json")
+@result_file_option("attack")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
 def attack(
     attacks: str,
@@ -84,7 +85,7 @@ def attack(
     quick: bool,
     keep: bool,
     fail_undefended: bool,
-    out: Path,
+    out: Path | None,
     as_json: bool,
 ) -> None:
     """Attack a 3-validator loopback cluster; report survival, growth, RSS, bans."""
@@ -110,7 +111,7 @@ def attack(
             builder = run(p, progress)
         builder.metadata["workdir"] = str(work) if keep else None
         doc = builder.to_dict()
-        builder.save(out)
+        out = builder.save(out or default_out("attack"))
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)

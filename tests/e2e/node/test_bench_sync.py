@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+from netdiag.report import results
 from tests.cli import run_netdiag
 
 pytestmark = pytest.mark.e2e
@@ -20,25 +22,37 @@ def test_bench_sync_tiny_run_writes_schema(tmp_path: Path) -> None:
         check=True,
     )
     printed = json.loads(res.stdout)
-    saved = json.loads(out.read_text())
+    saved = results.load(out)  # the one result format, schema-checked
     assert printed == saved
-    assert saved["benchmark"] == "sync" and saved["params"]["peers"] == [1, 2]
-    assert saved["baseline_peers"] == 1 and len(saved["rounds"]) == 1
-    rnd = saved["rounds"][0]
-    for k in ("1", "2"):
-        r = saved["results"][k]
-        assert r["peers"] == int(k) and r["blocks_per_s"] > 0 and 0 < r["sync_s"] <= r["wall_s"]
+    meta = saved["metadata"]
+    assert meta["benchmark"] == "sync" and meta["parameters"]["peers"] == [1, 2]
+    [ceiling] = saved["summary"]["ceiling"]
+    assert ceiling["baseline_peers"] == 1 and ceiling["verify_ceiling_blocks_per_s"] > 0
+    [rnd] = saved["raw"]["rounds"]
+    rows = {r["case"]: r for r in saved["summary"]["sync"]}
+    assert set(rows) == {"1 peer", "2 peers"}
+    for k, r in zip((1, 2), (rows["1 peer"], rows["2 peers"]), strict=True):
+        assert r["peers"] == k and r["blocks_per_s"] > 0 and 0 < r["sync_s"] <= r["wall_s"]
         # each round's speed-up is taken within that round
         assert r["speedup_vs_baseline"] == pytest.approx(
             rnd[f"p{k}_blocks_per_s"] / rnd["p1_blocks_per_s"], rel=1e-2
         )
-    assert saved["results"]["1"]["speedup_vs_baseline"] == 1.0
-    assert saved["verify_ceiling_blocks_per_s"] > 0
+    assert rows["1 peer"]["speedup_vs_baseline"] == 1.0
     # stall counts are reported per peer count (how many depends on the host's load)
     assert type(rnd["p1_stalls"]) is int and type(rnd["p2_stalls"]) is int
     assert rnd["p2_of_ceiling"] == pytest.approx(
         rnd["p2_blocks_per_s"] / rnd["verify_ceiling_blocks_per_s"], rel=1e-2
     )
+
+
+def test_bench_sync_defaults_to_the_results_directory(tmp_path: Path) -> None:
+    res = run_netdiag(
+        *("bench", "sync", "--peers", "1", "--blocks", "64", "--rounds", "1"),
+        env={**os.environ, "NETDIAG_RESULTS": str(tmp_path / "r")},
+        check=True,
+    )
+    assert results.load(tmp_path / "r" / "bench-sync.json")["metadata"]["benchmark"] == "sync"
+    assert "sync" in res.stdout  # the summary table
 
 
 def test_bench_sync_rejects_bad_peer_list() -> None:

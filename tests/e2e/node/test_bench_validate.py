@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from netdiag.report import results
 from tests.cli import run_netdiag
 
 pytestmark = pytest.mark.e2e
@@ -20,10 +21,12 @@ def test_bench_validate_tiny_run_writes_schema(tmp_path: Path) -> None:
         check=True,
     )
     printed = json.loads(res.stdout)
-    saved = json.loads(out.read_text())
+    saved = results.load(out)  # the one result format, schema-checked
     assert printed == saved
-    assert saved["benchmark"] == "validate" and len(saved["rounds"]) == 2
-    r = saved["results"]
+    assert saved["metadata"]["benchmark"] == "validate"
+    [r] = saved["summary"]["figures"]
+    rounds = saved["raw"]["rounds"]
+    assert [x["round"] for x in rounds] == [1, 2]
     for key in (
         "ed25519_verify_per_s",
         "tx_validate_per_s",
@@ -33,8 +36,11 @@ def test_bench_validate_tiny_run_writes_schema(tmp_path: Path) -> None:
         "block_commit_txs_per_s",
     ):
         assert r[key] > 0, key
-    for rnd in saved["rounds"]:  # each round's ratios are taken within that round
+    for rnd in rounds:  # each round's ratios are taken within that round
         assert rnd["tx_vs_raw"] == pytest.approx(rnd["tx"] / rnd["raw"])
         assert rnd["block_txs_vs_raw"] == pytest.approx(rnd["block"] * 5 / rnd["raw"])
-    ratios = [x["tx_vs_raw"] for x in saved["rounds"]]
+    ratios = [x["tx_vs_raw"] for x in rounds]
     assert r["tx_vs_raw_ratio"] == pytest.approx(sum(ratios) / 2)  # median of two
+    paths = {row["path"]: row for row in saved["summary"]["validate"]}
+    assert paths["raw Ed25519 verify"]["ratio_to_raw_verify"] == 1.0
+    assert paths["tx decode+validate"]["ratio_to_raw_verify"] == r["tx_vs_raw_ratio"]
