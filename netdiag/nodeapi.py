@@ -276,6 +276,8 @@ def block_message_id(block: Mapping[str, Any], network_id: str) -> str:
         bytes.fromhex(block["producer"]),
         bytes.fromhex(block["tx_root"]),
         int(block.get("tx_count", len(txs))),
+        bytes.fromhex(block.get("reveal", "")),  # epoch entropy (empty without anchors)
+        bytes.fromhex(block.get("mix", "")),
     )
     raw = _enc.encode(
         (header, bytes.fromhex(block["hash"]), bytes.fromhex(block["signature"]), txs)

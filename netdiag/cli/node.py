@@ -99,6 +99,13 @@ def run(config_file: Path | None, **opts: Any) -> None:
     default=None,
     help=f"Genesis time. Default: {LAB_GENESIS_TS_MS} with --lab-seed (reproducible), else now.",
 )
+@click.option(
+    "--entropy-span",
+    type=click.IntRange(0, 1 << 24),
+    default=None,
+    help="Heights each validator's entropy hash chain covers (default 2^20, labs 2^16; "
+    "0: no entropy anchors, epochs seeded by block hashes as before).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def genesis(
     validators: int,
@@ -108,29 +115,36 @@ def genesis(
     slot_ms: int,
     epoch_length: int,
     timestamp_ms: int | None,
+    entropy_span: int | None,
     as_json: bool,
 ) -> None:
-    """Write DIR/genesis.json and DIR/validator-I.key (mode 0600) for a new network.
+    """Write DIR/genesis.json, DIR/validator-I.key and DIR/validator-I.entropy (0600).
 
-    Keys come from the OS CSPRNG and are never overwritten. --lab-seed makes them
-    reproducible from a string instead: for labs and tests only.
+    Keys and entropy secrets come from the OS CSPRNG and are never overwritten. --lab-seed
+    makes them reproducible from a string instead: for labs and tests only.
     """
+    from netdiag.node.entropy import DEFAULT_SPAN, LAB_SPAN, lab_secret
     from netdiag.node.errors import NodeError
     from netdiag.node.genesis import ChainParams, fresh_genesis, lab_genesis, write_lab
 
     params = ChainParams(epoch_length=epoch_length, slot_ms=slot_ms)
     if lab_seed is not None:
         ts = LAB_GENESIS_TS_MS if timestamp_ms is None else timestamp_ms
-        spec, keys = lab_genesis(validators, lab_seed, network_id or "netdiag-lab", ts, params)
+        span = LAB_SPAN if entropy_span is None else entropy_span
+        spec, keys = lab_genesis(
+            validators, lab_seed, network_id or "netdiag-lab", ts, params, span
+        )
+        secrets = [lab_secret(lab_seed, i) for i in range(validators)] if span else []
     else:
         if not network_id:
             raise InputError(
                 "a new network needs a name", "pass --network-id NAME (or --lab-seed for a lab)"
             )
         ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-        spec, keys = fresh_genesis(validators, network_id, ts, params)
+        span = DEFAULT_SPAN if entropy_span is None else entropy_span
+        spec, keys, secrets = fresh_genesis(validators, network_id, ts, params, span)
     try:
-        paths = write_lab(out, spec, keys, overwrite=lab_seed is not None)
+        paths = write_lab(out, spec, keys, overwrite=lab_seed is not None, secrets=secrets)
     except NodeError as e:
         raise _node_error(e) from e
     vals: list[dict[str, Any]] = [
@@ -142,6 +156,7 @@ def genesis(
         "genesis_hash": spec.block().hash.hex(),
         "network_id": spec.network_id,
         "lab_keys": lab_seed is not None,
+        "entropy_span": spec.entropy_span,
         "validators": vals,
     }
     if as_json:

@@ -35,6 +35,8 @@ def block_json(b: Block) -> dict[str, Any]:
         "timestamp_ms": h.timestamp_ms,
         "producer": h.producer.hex(),
         "tx_root": h.tx_root.hex(),
+        "reveal": h.reveal.hex(),
+        "mix": h.mix.hex(),
         "signature": b.signature.hex(),
         "size_bytes": len(b.encode()),
         "txs": [tx_json(t) for t in b.txs],

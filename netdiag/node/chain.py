@@ -11,9 +11,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from netdiag.node.entropy import RevealCheck
 from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import GenesisSpec
-from netdiag.node.model import Block, BlockHeader
+from netdiag.node.model import Block, BlockHeader, entropy_of
 from netdiag.node.schedule import epoch_seed_height, producer_for, round_for
 from netdiag.node.store import Store
 from netdiag.node.validation import ChainView, Orphan, check_block
@@ -89,15 +90,36 @@ class Chain:
         tip = store.block_at(self.height)
         assert tip is not None
         self.tip = tip
+        self.reveals = (
+            RevealCheck(genesis.validators, genesis.entropy_anchors, genesis.entropy_span)
+            if genesis.entropy_anchors
+            else None
+        )
+        self._seeds: OrderedDict[tuple[int, bytes], bytes] = OrderedDict()
 
     @property
     def tip_hash(self) -> bytes:
         return self.tip.hash
 
+    def seed_at(self, height: int) -> bytes | None:
+        """The epoch seed a stored block contributes (model.entropy_of), cached by hash."""
+        h = self.store.hash_at(height)
+        if h is None:
+            return None
+        got = self._seeds.get((height, h))
+        if got is None:
+            block = self.store.block_at(height)
+            assert block is not None
+            got = entropy_of(block)
+            self._seeds[(height, h)] = got
+            while len(self._seeds) > 64:
+                self._seeds.popitem(last=False)
+        return got
+
     def seed_hash(self, height: int) -> bytes:
-        h = self.store.hash_at(epoch_seed_height(height, self.params.epoch_length))
-        assert h is not None, "seed block is below the tip, so it is stored"
-        return h
+        seed = self.seed_at(epoch_seed_height(height, self.params.epoch_length))
+        assert seed is not None, "seed block is below the tip, so it is stored"
+        return seed
 
     def view(self) -> ChainView:
         return ChainView(
@@ -109,6 +131,8 @@ class Chain:
             seed_hash=self.seed_hash,
             has_block=self.store.has_block,
             has_tx=self.store.has_tx,
+            tip_seed=entropy_of(self.tip),
+            entropy=self.reveals,
         )
 
     def view_on(
@@ -125,6 +149,8 @@ class Chain:
             seed_hash=seed_hash,
             has_block=parent.hash.__eq__,
             has_tx=has_tx,
+            tip_seed=entropy_of(parent),
+            entropy=self.reveals,
         )
 
     def scheduled_producer(self, ts_ms: int) -> tuple[bytes, int, int]:
@@ -214,7 +240,7 @@ class Chain:
 
         def seed(h: int) -> bytes:
             sh = epoch_seed_height(h, self.params.epoch_length)
-            got = hashes.get(sh) if sh > fork else self.store.hash_at(sh)
+            got = hashes.get(sh) if sh > fork else self.seed_at(sh)
             assert got is not None
             return got
 
@@ -230,7 +256,7 @@ class Chain:
             except ValidationError as e:
                 res.error = e
                 return res
-            hashes[b.height] = b.hash
+            hashes[b.height] = entropy_of(b)  # seeds by height, as seed_at gives them
             txids.update(t.txid() for t in b.txs)
             parent = b
         res.dropped = self.store.replace_above(fork, branch)

@@ -24,6 +24,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     genesis: str = ""  # a genesis JSON file, or ...
     network: str = ""  # ... a named network shipped in the package (networks.py)
     key: str = ""  # empty: a node key is generated once in data_dir (non-validator)
+    entropy_secret: str = ""  # a validator's entropy secret; empty: the key path + .entropy
     listen: str = "127.0.0.1:7600"
     api: str = "127.0.0.1:7601"
     peers: list[str] = []

@@ -16,6 +16,7 @@ from netdiag.node.chain import Chain
 from netdiag.node.config import NodeConfig
 from netdiag.node.crypto import Identity
 from netdiag.node.dispatch import Dispatcher
+from netdiag.node.entropy import HashChain
 from netdiag.node.entropy_check import EntropyCheck, EntropyParams
 from netdiag.node.genesis import GenesisSpec
 from netdiag.node.gossip import GossipParams, GossipRouter
@@ -50,6 +51,7 @@ class NodeCore:
         chain: Chain,
         clock: Clock,
         scheduler: Scheduler,
+        entropy_chain: HashChain | None = None,  # our reveals (entropy.py), validators only
     ) -> None:
         self.cfg = cfg
         self.log = log
@@ -133,6 +135,7 @@ class NodeCore:
             self.sync,
             self.entropy,
             self.ingest,
+            entropy_chain,
         )
         self.dispatcher = Dispatcher(
             cfg,
@@ -284,13 +287,14 @@ class NodeCore:
         return [c for c in self.conns.values() if c.is_open]
 
     def local_entropy(self, seed_height: int) -> bytes | None:
-        """Our entropy hash for the epoch seeded at ``seed_height``: that block's hash."""
+        """Our entropy for the epoch seeded at ``seed_height``: that block's mix (entropy.py),
+        or its hash on a network without entropy anchors (model.entropy_of)."""
         got = self._entropy.get(seed_height)
         if got is not None:
             return got
         if seed_height > self._chain.height:
             return None
-        h = self._chain.store.hash_at(seed_height)
+        h = self._chain.seed_at(seed_height)
         if h is None:
             return None
         L = self.genesis.params.epoch_length
@@ -313,7 +317,8 @@ class NodeCore:
         return self.local_entropy(seed_height)
 
     def stored_hash(self, seed_height: int) -> bytes | None:
-        return self._chain.store.hash_at(seed_height)
+        """The seed our stored block gives (what peers' entropy answers are compared with)."""
+        return self._chain.seed_at(seed_height)
 
     def authentic(self, block: Block) -> bool:
         return self.sync.authentic(block)

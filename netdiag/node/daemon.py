@@ -22,7 +22,9 @@ from netdiag.node.chain import Chain
 from netdiag.node.config import NodeConfig, split_hostport
 from netdiag.node.core import NodeCore
 from netdiag.node.crypto import Identity, load_identity, save_identity
+from netdiag.node.entropy import HashChain, load_secret, secret_path
 from netdiag.node.entropy_check import EntropyCheck
+from netdiag.node.errors import ConfigError
 from netdiag.node.genesis import GenesisSpec
 from netdiag.node.gossip import GossipRouter
 from netdiag.node.link import Link
@@ -56,6 +58,7 @@ class Node:
         self.identity = self._load_or_make_identity()
         self.node_id = self.identity.node_id
         self.is_validator = self.node_id in self.genesis.validators
+        self.entropy_chain = self._load_entropy_chain()
         self._core: NodeCore | None = None  # made in start(): it needs the opened store
         self._view: CoreView | None = None
         self.listen_port = 0
@@ -152,6 +155,28 @@ class Node:
         save_identity(ident, path)
         return ident
 
+    def _load_entropy_chain(self) -> HashChain | None:
+        """A validator's reveals (entropy.py): its secret, checked against its genesis anchor.
+        Without one it cannot produce on a network with anchors (said once, at start)."""
+        g = self.genesis
+        if not g.entropy_anchors or not self.is_validator:
+            return None
+        path = Path(self.cfg.entropy_secret) if self.cfg.entropy_secret else None
+        path = path or secret_path(self.cfg.key)
+        if path is None or not path.exists():
+            self.log.warning(
+                "no_entropy_secret",
+                f"validator without an entropy secret ({path}): it will not produce",
+            )
+            return None
+        try:
+            chain = HashChain(load_secret(path), g.entropy_span)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"entropy secret {path}: {e}") from e
+        if chain.anchor != g.entropy_anchors[g.validators.index(self.node_id)]:
+            raise ConfigError(f"entropy secret {path} does not match our anchor in the genesis")
+        return chain
+
     def _make_core(self, chain: Chain) -> NodeCore:
         return NodeCore(
             self.cfg,
@@ -162,6 +187,7 @@ class Node:
             chain,
             self.clock,
             LoopScheduler(),
+            self.entropy_chain,
         )
 
     async def start(self) -> None:

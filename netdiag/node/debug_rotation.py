@@ -64,9 +64,12 @@ def produce_ahead(p: Producer) -> None:
     )
     if pick is None or (height, pick[0]) in p.produced:
         return
+    entropy = p.block_entropy(height)
+    if entropy is None:
+        return
     round_, ts = pick
     p.produced = {x for x in p.produced if x[0] >= height} | {(height, round_)}
-    block = make_block(p.identity, p.genesis.network_id, height, chain.tip_hash, ts, [])
+    block = make_block(p.identity, p.genesis.network_id, height, chain.tip_hash, ts, [], *entropy)
     res = chain.submit(block)
     for b in res.accepted:
         p.ingest.committed(b, "local")

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from netdiag.node.link import Link
 from netdiag.node.messages import Blocks, EntropyRequest, EntropyResponse, GetBlocks
-from netdiag.node.model import Block, decode_single_block
+from netdiag.node.model import Block, decode_single_block, entropy_of
 
 REQ_ID_BASE = 1 << 50  # never collides with sync request ids
 OUTCOMES = ("agree", "mismatch", "split", "unverified")
@@ -269,7 +269,7 @@ class EntropyCheck:
         ok = (
             block is not None
             and block.height == seed_height
-            and block.hash == majority
+            and entropy_of(block) == majority
             and self.host.authentic(block)
         )
         if not ok:

@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 
 from netdiag.node.crypto import PUBKEY_LEN, Identity, lab_identity, save_identity
+from netdiag.node.entropy import HashChain, lab_secret, new_secret, save_secret
 from netdiag.node.errors import ConfigError
 from netdiag.node.model import BLOCK_VERSION, ZERO_HASH, Block, BlockHeader
 
@@ -34,6 +35,10 @@ class GenesisSpec(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_f
     timestamp_ms: int
     validators: list[bytes]
     params: ChainParams
+    # epoch entropy (entropy.py): one hash-chain anchor per validator and the chain length in
+    # heights; no anchors = the older rule (epochs seeded by the boundary block's hash)
+    entropy_anchors: list[bytes] = []
+    entropy_span: int = 0
 
     def block(self) -> Block:
         commitment = hashlib.sha256(GENESIS_DOMAIN + msgspec.msgpack.encode(self)).digest()
@@ -46,16 +51,20 @@ class GenesisSpec(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_f
             bytes(32),
             commitment,
             0,
-        )
+        )  # no reveal or mix: block 0's own hash seeds the first epoch
         return Block(header, header.compute_hash(), b"", [])
 
     def to_json(self) -> dict[str, object]:
-        return {
+        doc: dict[str, object] = {
             "network_id": self.network_id,
             "timestamp_ms": self.timestamp_ms,
             "validators": [v.hex() for v in self.validators],
             "params": msgspec.structs.asdict(self.params),
         }
+        if self.entropy_anchors:
+            doc["entropy_anchors"] = [a.hex() for a in self.entropy_anchors]
+            doc["entropy_span"] = self.entropy_span
+        return doc
 
 
 def parse_genesis(doc: object, source: str = "genesis") -> GenesisSpec:
@@ -64,7 +73,15 @@ def parse_genesis(doc: object, source: str = "genesis") -> GenesisSpec:
     try:
         validators = [bytes.fromhex(v) for v in doc["validators"]]
         params = ChainParams(**{str(k): int(x) for k, x in dict(doc.get("params", {})).items()})
-        spec = GenesisSpec(str(doc["network_id"]), int(doc["timestamp_ms"]), validators, params)
+        anchors = [bytes.fromhex(a) for a in doc.get("entropy_anchors", [])]
+        spec = GenesisSpec(
+            str(doc["network_id"]),
+            int(doc["timestamp_ms"]),
+            validators,
+            params,
+            anchors,
+            int(doc.get("entropy_span", 0)),
+        )
     except (KeyError, ValueError, TypeError, msgspec.ValidationError) as e:
         raise ConfigError(f"{source}: malformed genesis ({e!r})") from e
     if not spec.validators:
@@ -75,6 +92,15 @@ def parse_genesis(doc: object, source: str = "genesis") -> GenesisSpec:
         raise ConfigError(f"{source}: duplicate validator keys")
     if spec.params.epoch_length < 1 or spec.params.slot_ms < 10:
         raise ConfigError(f"{source}: epoch_length must be >= 1 and slot_ms >= 10")
+    if spec.entropy_anchors and (
+        len(spec.entropy_anchors) != len(spec.validators)
+        or any(len(a) != 32 for a in spec.entropy_anchors)
+        or spec.entropy_span < 1
+    ):
+        raise ConfigError(
+            f"{source}: entropy_anchors must be one 32-byte hex anchor per validator, with "
+            "entropy_span >= 1"
+        )
     return spec
 
 
@@ -89,33 +115,62 @@ def load_genesis(path: Path) -> GenesisSpec:
 
 
 def lab_genesis(
-    validators: int, seed: str, network_id: str, timestamp_ms: int, params: ChainParams
+    validators: int,
+    seed: str,
+    network_id: str,
+    timestamp_ms: int,
+    params: ChainParams,
+    entropy_span: int = 0,
 ) -> tuple[GenesisSpec, list[Identity]]:
+    """LAB ONLY: keys (and, with ``entropy_span``, entropy secrets: entropy.lab_secret) derived
+    from ``seed``. Without a span the network has no entropy anchors (the older seed rule)."""
     keys = [lab_identity(seed, i) for i in range(validators)]
-    spec = GenesisSpec(network_id, timestamp_ms, [k.node_id for k in keys], params)
+    anchors = [
+        HashChain(lab_secret(seed, i), entropy_span).anchor
+        for i in range(validators)
+        if entropy_span
+    ]
+    spec = GenesisSpec(
+        network_id, timestamp_ms, [k.node_id for k in keys], params, anchors, entropy_span
+    )
     return spec, keys
 
 
 def fresh_genesis(
-    validators: int, network_id: str, timestamp_ms: int, params: ChainParams
-) -> tuple[GenesisSpec, list[Identity]]:
-    """A new network: every validator key from the OS CSPRNG (nobody can re-derive them)."""
+    validators: int, network_id: str, timestamp_ms: int, params: ChainParams, entropy_span: int
+) -> tuple[GenesisSpec, list[Identity], list[bytes]]:
+    """A new network: every validator key and entropy secret from the OS CSPRNG (nobody can
+    re-derive them). Returns the spec, the keys and the secrets."""
     keys = [Identity.generate() for _ in range(validators)]
-    return GenesisSpec(network_id, timestamp_ms, [k.node_id for k in keys], params), keys
+    secrets = [new_secret() for _ in range(validators)] if entropy_span else []
+    anchors = [HashChain(s, entropy_span).anchor for s in secrets]
+    spec = GenesisSpec(
+        network_id, timestamp_ms, [k.node_id for k in keys], params, anchors, entropy_span
+    )
+    return spec, keys, secrets
 
 
 def write_lab(
-    out: Path, spec: GenesisSpec, keys: list[Identity], overwrite: bool = True
+    out: Path,
+    spec: GenesisSpec,
+    keys: list[Identity],
+    overwrite: bool = True,
+    secrets: list[bytes] | None = None,
 ) -> list[Path]:
-    """genesis.json and validator-I.key (0600). ``overwrite=False`` refuses to replace any
-    existing file (real keys are never overwritten) and checks before writing anything."""
-    written = [out / "genesis.json", *(out / f"validator-{i}.key" for i in range(len(keys)))]
+    """genesis.json, validator-I.key and (with secrets) validator-I.entropy, all keys 0600.
+    ``overwrite=False`` refuses to replace any existing file (real keys are never
+    overwritten) and checks before writing anything."""
+    key_paths = [out / f"validator-{i}.key" for i in range(len(keys))]
+    secret_paths = [p.with_suffix(".entropy") for p in key_paths] if secrets else []
+    written = [out / "genesis.json", *key_paths]
     if not overwrite:
-        existing = [p for p in written if p.exists()]
+        existing = [p for p in [*written, *secret_paths] if p.exists()]
         if existing:
             raise ConfigError(f"{existing[0]} exists: keys and genesis are never overwritten")
     out.mkdir(parents=True, exist_ok=True)
-    for key, path in zip(keys, written[1:], strict=True):
+    for key, path in zip(keys, key_paths, strict=True):
         save_identity(key, path)
+    for secret, path in zip(secrets or [], secret_paths, strict=True):
+        save_secret(secret, path)
     (out / "genesis.json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
     return written

@@ -49,6 +49,10 @@ class BlockHeader(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_f
     producer: bytes
     tx_root: bytes
     tx_count: int
+    # epoch entropy (entropy.py): the producer's hash-chain reveal for this height and the
+    # running mix H(domain || seed(parent) || reveal); both empty on networks without anchors
+    reveal: bytes = b""
+    mix: bytes = b""
 
     def encode(self) -> bytes:
         return _enc.encode(self)
@@ -69,6 +73,12 @@ class Block(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=
 
     def encode(self) -> bytes:
         return _enc.encode(self)
+
+
+def entropy_of(block: Block) -> bytes:
+    """What this block contributes as an epoch seed: its mix, or its hash where there is none
+    (block 0, and every block of a network without entropy anchors)."""
+    return block.header.mix or block.hash
 
 
 def decode_block(data: bytes) -> Block:
@@ -136,6 +146,8 @@ def make_block(
     prev_hash: bytes,
     timestamp_ms: int,
     txs: list[Tx],
+    reveal: bytes = b"",
+    mix: bytes = b"",
 ) -> Block:
     header = BlockHeader(
         BLOCK_VERSION,
@@ -146,6 +158,8 @@ def make_block(
         producer.node_id,
         merkle_root([t.txid() for t in txs]),
         len(txs),
+        reveal,
+        mix,
     )
     h = header.compute_hash()
     return Block(header, h, producer.sign(BLOCK_DOMAIN + h), txs)

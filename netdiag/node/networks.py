@@ -3,8 +3,9 @@
 ``--network NAME`` starts a node on a named network without any genesis file: the document
 below is parsed and its block-0 hash compared with the pinned one, so a changed byte (or a
 changed consensus parameter or encoding) stops the node instead of silently forking it off.
-Validator keys were generated with ``netdiag node genesis`` (OS CSPRNG) and are held by the
-network's operators; they are not in this package.
+Validator keys and entropy secrets were generated with ``netdiag node genesis`` (OS CSPRNG)
+and are held by the network's operators; they are not in this package — only the public keys
+and the entropy anchors (entropy.py) are.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ NETWORKS: dict[str, NamedNetwork] = {
             "network_id": "netdiag-testnet",
             "timestamp_ms": 1796169600000,  # 2026-12-01T00:00:00Z
             "validators": [
-                "f703694c3f73958800228fef759e3c69c2a8437576e0d1b38c0af6d35b20e76c",
-                "95996b2bc7160a5e97c65587c4abc396bead832ff82a40969f144a3f9c03f28d",
-                "1360cdbc331390f0c8f0fc8d833e7cf884d71ddaa9fdfbd9134ab69a9215daaf",
-                "91d70968fa645f8062c927a6cc40abf4e5b834c87b80ff0469fe4bac28722d06",
+                "b79c5806e267b0d4d2cb68685329d5f004f48171263e7f97e74ad28a89f45e07",
+                "fe707b9220c51a2f6e994319d9ddbc7d31243bb6ab4ba56d22118ec8eddf4612",
+                "5e99ef68f13cfd7cc60a3bb46808230ff7bd5b0e2940f336fa6044014af00445",
+                "5b011ebbc77a6d90ccd653cde022bd10386facbf4aee1627f94374c1bfb66481",
             ],
             "params": {
                 "epoch_length": 100,
@@ -42,8 +43,15 @@ NETWORKS: dict[str, NamedNetwork] = {
                 "max_tx_bytes": 16384,
                 "max_future_ms": 5000,
             },
+            "entropy_anchors": [
+                "5831b89b081ea9a4e5f369a38075772eba03ac87887a514a8f9fbc9d1770cced",
+                "7cf59385134f3d0e315693c57caf75d305e9bf91d3c4e34f90b5339a1b542221",
+                "142db18cf6e3ce70ad5c3c27ee565aeaee6d10ba93be707182323bf6696c8e64",
+                "bd796309e03f60b6cde4c86ef28afc9b3e243c7ca220874e464f33d090e22aac",
+            ],
+            "entropy_span": 1048576,
         },
-        genesis_hash="57d99d07532bd15d6eec463f954bfecd1dad1a976448cfbbff8eae6c8faf4961",
+        genesis_hash="bc204b5ad32ece44987bb7b975d04eaba84a3ac626ec63a9925981650b9d20bc",
     ),
 }
 

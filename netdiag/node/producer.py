@@ -11,6 +11,7 @@ from netdiag.node.chain import Chain
 from netdiag.node.config import NodeConfig
 from netdiag.node.crypto import Identity
 from netdiag.node.debug_rotation import produce_ahead
+from netdiag.node.entropy import HashChain, next_mix
 from netdiag.node.entropy_check import EntropyCheck
 from netdiag.node.genesis import GenesisSpec
 from netdiag.node.gossip import GossipRouter
@@ -19,7 +20,7 @@ from netdiag.node.logs import NodeLog
 from netdiag.node.mempool import Mempool
 from netdiag.node.messages import TOPIC_BLOCKS, TOPIC_PRESENCE
 from netdiag.node.metrics import NodeMetrics
-from netdiag.node.model import make_block
+from netdiag.node.model import entropy_of, make_block
 from netdiag.node.peering import Peering
 from netdiag.node.presence import Presence, make_beacon
 from netdiag.node.runtime import Clock
@@ -47,6 +48,7 @@ class Producer:
         sync: ParallelSync,
         entropy: EntropyCheck,
         ingest: Ingest,
+        entropy_chain: HashChain | None = None,
     ) -> None:
         self.cfg = cfg
         self.log = log
@@ -62,7 +64,26 @@ class Producer:
         self.sync = sync
         self.entropy = entropy
         self.ingest = ingest
+        self.entropy_chain = entropy_chain
         self.produced: set[tuple[int, int]] = set()
+        self._no_reveal_logged = False
+
+    def block_entropy(self, height: int) -> tuple[bytes, bytes] | None:
+        """(reveal, mix) for our block at ``height`` on the current tip; empty on a network
+        without entropy anchors; None if we cannot reveal (no secret, or past its span) —
+        a block without the reveal would be invalid, so we do not produce."""
+        if not self.genesis.entropy_anchors:
+            return b"", b""
+        try:
+            if self.entropy_chain is None:
+                raise ValueError("no entropy secret loaded")
+            reveal = self.entropy_chain.reveal(height)
+        except ValueError as e:
+            if not self._no_reveal_logged:
+                self._no_reveal_logged = True
+                self.log.error("no_reveal", f"cannot produce: no entropy reveal ({e})")
+            return None
+        return reveal, next_mix(entropy_of(self.chain.tip), reveal)
 
     def validators_reachable(self) -> int:
         """Other validators we are connected to or heard a fresh beacon from."""
@@ -101,9 +122,14 @@ class Producer:
         self.produced = {x for x in self.produced if x[0] >= height}  # bounded: this height only
         self.produced.add((height, round_))
         p = self.genesis.params
+        entropy = self.block_entropy(height)
+        if entropy is None:
+            return
         candidates = self.mempool.take(p.max_block_txs, p.max_block_bytes - 4096)
         txs = [t for t in candidates if not chain.store.has_tx(t.txid())]
-        block = make_block(self.identity, self.genesis.network_id, height, chain.tip_hash, now, txs)
+        block = make_block(
+            self.identity, self.genesis.network_id, height, chain.tip_hash, now, txs, *entropy
+        )
         res = chain.submit(block)
         if res.error is not None:
             self.log.error(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from netdiag.node.chain import Chain
 from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import GenesisSpec
-from netdiag.node.model import Block
+from netdiag.node.model import Block, entropy_of
 from netdiag.node.schedule import epoch_seed_height
 from netdiag.node.validation import BadPrevHash, check_block, check_header
 
@@ -55,7 +55,7 @@ def verify_segment(chain: Chain, blocks: list[Block], now_ms: int) -> SegmentRes
         sh = epoch_seed_height(h, L)
         got = seeds.get(sh)
         if got is None:
-            got = chain.store.hash_at(sh)
+            got = chain.seed_at(sh)
             assert got is not None, "seed at or below the verified prefix"
             seeds[sh] = got
         return got
@@ -81,7 +81,7 @@ def verify_segment(chain: Chain, blocks: list[Block], now_ms: int) -> SegmentRes
         except ValidationError as e:
             res.error = e
             return res
-        seeds[b.height] = b.hash  # a boundary block seeds the next epoch
+        seeds[b.height] = entropy_of(b)  # a boundary block seeds the next epoch
         txids.update(t.txid() for t in b.txs)
         res.verified.append(b)
         parent = b

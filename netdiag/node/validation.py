@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from netdiag.node import crypto
+from netdiag.node.entropy import RevealCheck, next_mix
 from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import ChainParams
 from netdiag.node.model import (
@@ -97,6 +98,12 @@ class WrongNetwork(ValidationError):
     reason = "network"
 
 
+class BadEntropy(ValidationError):
+    """Missing or wrong reveal, or a mix that does not fold it in (entropy.py)."""
+
+    reason = "entropy"
+
+
 def check_tx(tx: Tx, params: ChainParams, encoded_len: int | None = None) -> None:
     size = len(tx.encode()) if encoded_len is None else encoded_len
     if size > params.max_tx_bytes:
@@ -125,6 +132,23 @@ class ChainView:
     seed_hash: Callable[[int], bytes]  # height -> entropy hash for that height's draw
     has_block: Callable[[bytes], bool]  # is this hash stored (to tell orphans from forks)
     has_tx: Callable[[bytes], bool]  # is this txid already in the chain
+    tip_seed: bytes = b""  # model.entropy_of(tip): what the next block's mix folds from
+    entropy: RevealCheck | None = None  # None: a network without entropy anchors
+
+
+def check_entropy(hdr: BlockHeader, view: ChainView) -> None:
+    """The producer's hash-chain reveal for this height, and the mix that folds it in."""
+    if view.entropy is None:
+        if hdr.reveal or hdr.mix:
+            raise BadEntropy(f"block {hdr.height} carries entropy on a network without anchors")
+        return
+    if not view.entropy.valid(hdr.producer, hdr.height, hdr.reveal):
+        raise BadEntropy(
+            f"block {hdr.height} reveal {_short(hdr.reveal)} is not producer "
+            f"{_short(hdr.producer)}'s entropy for height {hdr.height} (withheld or forged)"
+        )
+    if hdr.mix != next_mix(view.tip_seed, hdr.reveal):
+        raise BadEntropy(f"block {hdr.height} mix does not fold its reveal into its parent's")
 
 
 def check_header(header: BlockHeader, claimed_hash: bytes, signature: bytes) -> bytes:
@@ -197,6 +221,7 @@ def check_block(
             f"current round {round_for(view.tip_timestamp_ms, now_ms, params.slot_ms)}; "
             f"tolerance {tolerance} ms)"
         )
+    check_entropy(hdr, view)
     round_ = round_for(view.tip_timestamp_ms, hdr.timestamp_ms, params.slot_ms)
     expected = producer_for(view.validators, view.seed_hash(hdr.height), hdr.height, round_)
     if hdr.producer != expected:

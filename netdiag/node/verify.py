@@ -17,9 +17,10 @@ from pathlib import Path
 
 import msgspec
 
+from netdiag.node.entropy import RevealCheck
 from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import GenesisSpec
-from netdiag.node.model import Block, decode_block
+from netdiag.node.model import Block, decode_block, entropy_of
 from netdiag.node.schedule import epoch_seed_height
 from netdiag.node.validation import ChainView, check_block
 
@@ -84,7 +85,12 @@ def _walk(
         return bad(0, "empty", "the store holds no genesis block")
     params = genesis.params
     expected_genesis = genesis.block()
-    seeds: dict[int, bytes] = {}  # epoch boundary height -> hash (the entropy seeds)
+    seeds: dict[int, bytes] = {}  # epoch boundary height -> the seed it gives (entropy_of)
+    reveals = (
+        RevealCheck(genesis.validators, genesis.entropy_anchors, genesis.entropy_span)
+        if genesis.entropy_anchors
+        else None
+    )
     parent: Block | None = None
     rows = db.execute("SELECT height, hash, prev_hash, ts_ms, data FROM blocks ORDER BY height")
     for height, h, prev_hash, ts_ms, data in rows:
@@ -121,6 +127,8 @@ def _walk(
                 seed_hash=lambda hh: seeds[epoch_seed_height(hh, params.epoch_length)],
                 has_block=parent.hash.__eq__,
                 has_tx=functools.partial(_tx_elsewhere, db, height),
+                tip_seed=entropy_of(parent),
+                entropy=reveals,
             )
             try:
                 check_block(block, view, params, now_ms, len(data))
@@ -132,7 +140,7 @@ def _walk(
                 height, "tx_index", f"block {height} has {len(block.txs)} txs, index has {ntx}"
             )
         if height % params.epoch_length == 0:
-            seeds[height] = block.hash
+            seeds[height] = entropy_of(block)
         parent = block
         res.checked += 1
         if progress is not None and height % 500 == 0:

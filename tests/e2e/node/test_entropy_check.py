@@ -1,6 +1,7 @@
 """Entropy consensus check: three validators on loopback; one is given a divergent entropy for
-epoch 2 (the test hook). It detects the mismatch at that boundary, stops producing, re-syncs
-the seed block from the majority, recomputes, re-checks, and produces again."""
+epoch 2 (the test hook), with epochs seeded by block hashes and by commit-reveal mixes. It
+detects the mismatch at that boundary, stops producing, re-syncs the seed block from the
+majority, recomputes, re-checks, and produces again."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ def events(out: io.StringIO, *names: str) -> list[dict[str, object]]:
     return [r for r in recs if r.get("event") in names]
 
 
+@pytest.mark.parametrize("span", [0, 512], ids=["block-hash-seed", "commit-reveal"])
 async def test_divergent_entropy_is_detected_halts_production_and_recovers(
-    tmp_path: Path,
+    tmp_path: Path, span: int
 ) -> None:
-    gpath, spec, _keys = write_lab_genesis(tmp_path, validators=3, slot_ms=100)
+    gpath, spec, _keys = write_lab_genesis(tmp_path, validators=3, slot_ms=100, entropy_span=span)
+    assert bool(spec.entropy_anchors) == bool(span)
     assert spec.params.epoch_length == EPOCH
     async with AsyncExitStack() as stack:
         nodes: list[Node] = []

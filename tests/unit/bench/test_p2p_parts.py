@@ -121,19 +121,25 @@ def test_client_encoding_matches_the_node() -> None:
     body, txid = signer.next_tx(b"hello", timestamp_ms=99)
     tx = model.Tx(bytes.fromhex(body["sender"]), 0, 99, b"hello", bytes.fromhex(body["signature"]))
     assert tx.txid().hex() == txid
-    header = model.BlockHeader(1, "net", 5, b"\x01" * 32, 77, b"\x02" * 32, b"\x03" * 32, 1)
-    block = model.Block(header, header.compute_hash(), b"\x04" * 64, [tx])
-    as_json = {
-        "height": 5,
-        "prev_hash": "01" * 32,
-        "timestamp_ms": 77,
-        "producer": "02" * 32,
-        "tx_root": "03" * 32,
-        "hash": header.compute_hash().hex(),
-        "signature": "04" * 64,
-        "txs": [body],
-    }
-    assert nodeapi.block_message_id(as_json, "net") == hashlib.sha256(block.encode()).hexdigest()
+    for reveal, mix in ((b"", b""), (b"\x05" * 32, b"\x06" * 32)):  # without/with entropy
+        header = model.BlockHeader(
+            1, "net", 5, b"\x01" * 32, 77, b"\x02" * 32, b"\x03" * 32, 1, reveal, mix
+        )
+        block = model.Block(header, header.compute_hash(), b"\x04" * 64, [tx])
+        as_json = {
+            "height": 5,
+            "prev_hash": "01" * 32,
+            "timestamp_ms": 77,
+            "producer": "02" * 32,
+            "tx_root": "03" * 32,
+            "reveal": reveal.hex(),
+            "mix": mix.hex(),
+            "hash": header.compute_hash().hex(),
+            "signature": "04" * 64,
+            "txs": [body],
+        }
+        want = hashlib.sha256(block.encode()).hexdigest()
+        assert nodeapi.block_message_id(as_json, "net") == want
 
 
 def test_first_seen_from_an_age_is_placed_mid_round_trip() -> None:

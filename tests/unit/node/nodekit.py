@@ -17,6 +17,7 @@ from netdiag.node import tls
 from netdiag.node.config import NodeConfig
 from netdiag.node.crypto import Identity
 from netdiag.node.daemon import Node
+from netdiag.node.entropy import lab_secret
 from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis, write_lab
 from netdiag.node.logs import NodeLog
 from netdiag.node.messages import Message
@@ -24,16 +25,20 @@ from netdiag.node.protocol import HandshakeComplete, MessageReceived, PeerProtoc
 
 
 def write_lab_genesis(
-    tmp: Path, validators: int = 1, slot_ms: int = 200, seed: str = "t"
+    tmp: Path, validators: int = 1, slot_ms: int = 200, seed: str = "t", entropy_span: int = 0
 ) -> tuple[Path, GenesisSpec, list[Identity]]:
+    """``entropy_span`` > 0: a network with entropy anchors (commit-reveal; entropy.py), the
+    validators' secrets written next to their keys."""
     spec, keys = lab_genesis(
         validators,
         seed,
         "nd-test",
         int(time.time() * 1000) - 10_000,
         ChainParams(slot_ms=slot_ms, epoch_length=10),
+        entropy_span,
     )
-    write_lab(tmp, spec, keys)
+    secrets = [lab_secret(seed, i) for i in range(validators)] if entropy_span else None
+    write_lab(tmp, spec, keys, secrets=secrets)
     return tmp / "genesis.json", spec, keys
 
 
