@@ -85,6 +85,17 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     gossip_d_lo: int = 4
     gossip_d_hi: int = 12
     gossip_seen_ttl_s: float = 120.0
+    # discovery (Kademlia: kademlia.py, discovery.py, kadrpc.py; docs/node.md)
+    discovery: bool = True  # outbound peers come from the routing table; peers = bootstrap only
+    kad_k: int = 20  # bucket size and lookup width
+    kad_alpha: int = 3  # lookup requests in flight
+    kad_request_timeout_s: float = 3.0  # per request, including a probe's dial and handshake
+    kad_refresh_s: float = 60.0  # self-lookup and per-bucket refresh period
+    kad_max_probes: int = 8  # short-lived probe connections at once
+    kad_subnet_bucket: int = 2  # entries of one /24 (IPv4) or /48 (IPv6) per bucket ...
+    kad_subnet_table: int = 10  # ... and in the whole table
+    kad_outbound_per_subnet: int = 1  # outbound peers dialled from the table per /24 (/48)
+    kad_persist_s: float = 10.0  # a changed table is written to the store at most this often
     # operations
     log_level: str = "info"
     api_header_timeout_s: float = 10.0  # a request header (or body) not complete by then: closed

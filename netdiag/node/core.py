@@ -15,16 +15,18 @@ from collections.abc import Callable
 from netdiag.node.chain import Chain
 from netdiag.node.config import NodeConfig
 from netdiag.node.crypto import Identity
+from netdiag.node.discovery import DISCOVERY_MESSAGES, PENALTY_UNSOLICITED, Discovery
 from netdiag.node.dispatch import Dispatcher
 from netdiag.node.entropy import HashChain
 from netdiag.node.entropy_check import EntropyCheck, EntropyParams
 from netdiag.node.genesis import GenesisSpec
 from netdiag.node.gossip import GossipParams, GossipRouter
 from netdiag.node.ingest import Ingest
+from netdiag.node.kadstore import KadStore
 from netdiag.node.link import Link
 from netdiag.node.logs import NodeLog
 from netdiag.node.mempool import Mempool
-from netdiag.node.messages import GetPeers, Message, Ping, Status
+from netdiag.node.messages import GetPeers, Message, Peers, Ping, Prune, Status
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.model import Block, BlockHeader
 from netdiag.node.peering import Peering
@@ -149,6 +151,10 @@ class NodeCore:
             self.sync,
             self.entropy,
         )
+        self.discovery = Discovery(
+            cfg, log, metrics, clock, scheduler, self.node_id, self.peering, self.book, self.gossip
+        )
+        self.discovery.attach_store(KadStore(chain.store.path))
         self.peering.on_up = self._peer_up
         self.peering.on_down = self.sync.peer_gone
         self._entropy: dict[int, bytes] = {}  # seed height -> our entropy hash (bounded)
@@ -171,6 +177,7 @@ class NodeCore:
     def _peer_up(self, conn: Link) -> None:
         conn.send(self._status_msg())
         conn.send(GetPeers())
+        self.discovery.peer_up(conn)
 
     def _status_msg(self) -> Status:
         c = self._chain
@@ -179,9 +186,33 @@ class NodeCore:
     # -- ConnectionHandler -----------------------------------------------------------------
 
     def on_open(self, conn: Link) -> str | None:
-        return self.peering.on_open(conn)
+        disc = self.discovery
+        if not disc.net.claims(conn):
+            return self.peering.on_open(conn)
+        self.peering.pending.discard(conn)
+        handled, refusal = disc.net.on_probe_open(conn)
+        if handled:
+            return refusal
+        refusal = self.peering.on_open(conn)  # already connected: the duplicate rule decides
+        disc.net.flush_after_open(conn)
+        return refusal
 
     def on_message(self, conn: Link, msg: Message, size: int) -> None:
+        disc = self.discovery
+        if isinstance(msg, DISCOVERY_MESSAGES):
+            try:
+                why = disc.on_message(conn, msg, size)
+            except Exception as e:  # a bug must cost one connection, never the node
+                self.log.error("internal_error", f"discovery: {e!r}", exc=traceback.format_exc())
+                conn.close(f"internal error handling {type(msg).__name__}")
+                return
+            if why:
+                self.policy.penalize(conn, PENALTY_UNSOLICITED, why)
+            return
+        if disc.net.is_probe(conn):
+            return  # a probe carries discovery requests only; the rest is the remote's chatter
+        if self.cfg.discovery and isinstance(msg, Peers | Prune):
+            disc.learn_addrs(msg.addrs if isinstance(msg, Peers) else msg.peers)
         self.dispatcher.on_message(conn, msg, size)
 
     def on_violation(self, conn: Link, v: Violation) -> None:
@@ -191,7 +222,42 @@ class NodeCore:
         self.policy.on_limit(conn, limit)
 
     def on_closed(self, conn: Link, reason: str) -> None:
+        self.discovery.net.on_probe_closed(conn)
         self.peering.on_closed(conn, reason)
+
+    # -- dialing (the shell dials what these return and reports how each dial ended) -------
+
+    def dial_targets(self, listen_port: int) -> list[str]:
+        """Outbound peers to dial: bootstrap addresses, then (with discovery) table entries
+        chosen for diversity, up to the outbound target."""
+        out = self.peering.to_dial(listen_port)
+        if self.cfg.discovery:
+            target = min(self.cfg.target_outbound, self.cfg.max_outbound)
+            used = self.peering.outbound_count() + len(self.book.dialing) + len(out)
+            out += self.discovery.outbound_dials(target - used)
+        return out
+
+    def probe_targets(self) -> list[str]:
+        """Short-lived discovery probes to dial (they take no outbound slot)."""
+        return self.discovery.net.probe_dials()
+
+    def dial_ended(self, addr: str, peer_id: bytes | None, why: str, probe: bool = False) -> None:
+        """An outbound dial ended: connect failed (``peer_id`` None), or the connection closed."""
+        if probe:
+            self.discovery.net.probe_ended(addr, why)
+            return
+        self.peering.dial_ended(addr, peer_id, why)
+        if peer_id is None or "refus" in why:
+            self.discovery.dial_failed(addr)
+
+    def discovery_step(self) -> None:
+        self.discovery.step()
+
+    def close(self) -> None:
+        """Persist what must outlive the process (the routing table) before the store closes."""
+        self.discovery.save()
+        if self.discovery.store is not None:
+            self.discovery.store.close()
 
     # -- periodic work ---------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import ssl
 import traceback
@@ -218,6 +219,7 @@ class Node:
             self._view, self.cfg.api, self.cfg.api_header_timeout_s
         )
         self._spawn(self._every("dial", 0.2, self._dial_step))
+        self._spawn(self._every("discovery", 1.0, core.discovery_step))
         self._spawn(self._every("heartbeat", self.cfg.gossip_heartbeat_s, core.heartbeat_step))
         self._spawn(self._every("status", self.cfg.status_interval_s, core.status_step))
         self._spawn(self._every("sync", 0.25, core.sync_step))  # timeouts start at 2 s
@@ -283,6 +285,7 @@ class Node:
         if self._api_runner is not None:
             await stop_api(self._api_runner)
         if core is not None:
+            core.close()
             core.chain.store.close()
         self.log.info(
             "node_stopped",
@@ -332,29 +335,53 @@ class Node:
             if task is not None:
                 self._conn_tasks.discard(task)
 
-    async def _dial(self, addr: str) -> None:
-        peering = self.core.peering
-        self.book.dialing.add(addr)
+    async def _dial(self, addr: str, probe: bool = False) -> None:
+        """Dial a peer, or (``probe``) a short-lived discovery probe that takes no slot."""
+        core = self.core
+        if not probe:
+            self.book.dialing.add(addr)
         try:
             host, port = split_hostport(addr)
             try:
                 r, w = await asyncio.wait_for(
-                    asyncio.open_connection(host, port, ssl=self._ssl_client, limit=1 << 16),
+                    asyncio.open_connection(
+                        host,
+                        port,
+                        ssl=self._ssl_client,
+                        limit=1 << 16,
+                        local_addr=self._source_for(host),
+                    ),
                     self.cfg.handshake_timeout_s,
                 )
             except (OSError, TimeoutError) as e:
-                peering.dial_failed(addr, f"connect failed: {e!r}")
+                core.dial_ended(addr, None, f"connect failed: {e!r}", probe)
                 return
             conn = self._new_conn(r, w, outbound=True, dialed=addr)
-            peering.pending.add(conn)
-            await conn.run(self.core)
-            peering.dial_ended(addr, conn.peer_id, conn.close_reason or "handshake failed")
+            core.peering.pending.add(conn)
+            await conn.run(core)
+            core.dial_ended(addr, conn.peer_id, conn.close_reason or "handshake failed", probe)
         finally:
-            self.book.dialing.discard(addr)
+            if not probe:
+                self.book.dialing.discard(addr)
+
+    def _source_for(self, host: str) -> tuple[str, int] | None:
+        """On loopback, dial from our own listen address (127.0.0.0/8 holds many): peers see
+        which node we are and per-/24 rules see the address we listen on."""
+        own, _ = split_hostport(self.cfg.listen)
+        try:
+            mine, theirs = ipaddress.ip_address(own), ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        if mine.is_loopback and theirs.is_loopback and mine.version == theirs.version:
+            return (own, 0)
+        return None
 
     def _dial_step(self) -> None:
-        for addr in self.core.peering.to_dial(self.listen_port):
+        core = self.core
+        for addr in core.dial_targets(self.listen_port):
             self._spawn(self._dial(addr))
+        for addr in core.probe_targets():
+            self._spawn(self._dial(addr, probe=True))
 
     async def _every(self, name: str, interval_s: float, step: Callable[[], None]) -> None:
         """Run ``step`` every ``interval_s``. An exception is logged and the loop goes on: a

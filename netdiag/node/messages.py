@@ -9,6 +9,8 @@ protocol from version 1 so a parallel sync engine can be built on them without a
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 PROTOCOL_VERSION = 1
@@ -60,6 +62,35 @@ class GetPeers(_Msg, tag="getpeers"):
 
 class Peers(_Msg, tag="peers"):
     addrs: list[str]  # "host:port" of peers that accept connections
+
+
+# -- discovery (Kademlia, kademlia.py / discovery.py) ---------------------------------------
+
+KadId = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+
+
+class NodeRecord(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    node_id: KadId  # Ed25519 public key; its kad id is SHA-256 of it
+    host: Annotated[str, msgspec.Meta(max_length=45)]  # an IP literal (IPv6 at most 45 chars)
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
+
+
+class FindNode(_Msg, tag="findnode"):
+    req_id: Annotated[int, msgspec.Meta(ge=0)]
+    target: KadId  # a kad id: the k nodes nearest to it are asked for
+
+
+class Nodes(_Msg, tag="nodes"):
+    req_id: Annotated[int, msgspec.Meta(ge=0)]
+    nodes: Annotated[list[NodeRecord], msgspec.Meta(max_length=20)]  # at most k, < 2 KiB
+
+
+class KadPing(_Msg, tag="kadping"):
+    req_id: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class KadPong(_Msg, tag="kadpong"):
+    req_id: Annotated[int, msgspec.Meta(ge=0)]
 
 
 # -- sync ----------------------------------------------------------------------------------
@@ -148,6 +179,10 @@ Message = (
     | Pong
     | GetPeers
     | Peers
+    | FindNode
+    | Nodes
+    | KadPing
+    | KadPong
     | Status
     | GetHeaders
     | Headers

@@ -185,7 +185,9 @@ class Peering:
             c.listen_addr for c in self.conns.values()
         }
         own = {f"127.0.0.1:{listen_port}", self.cfg.listen}
-        return self.book.to_dial(connected, own, self.outbound_count())
+        return self.book.to_dial(
+            connected, own, self.outbound_count(), bootstrap_only=self.cfg.discovery
+        )
 
     def dial_failed(self, addr: str, why: str) -> None:
         backoff = self.book.dial_failed(addr)

@@ -57,15 +57,24 @@ class PeerBook:
         self.addrs.pop(addr, None)
         self.self_addrs.add(addr)
 
-    def to_dial(self, connected: set[str | None], own: set[str], outbound: int) -> list[str]:
+    def to_dial(
+        self,
+        connected: set[str | None],
+        own: set[str],
+        outbound: int,
+        bootstrap_only: bool = False,
+    ) -> list[str]:
         """Addresses to dial now, up to the outbound target; each is then not retried before
-        ``reconnect_min_s`` (or its backoff)."""
+        ``reconnect_min_s`` (or its backoff). ``bootstrap_only``: with discovery the other
+        outbound peers come from the routing table, never from unverified peer exchange."""
         now = self.clock()
         target = min(self.cfg.target_outbound, self.cfg.max_outbound)
         out: list[str] = []
         for addr, st in self.addrs.items():
             if outbound + len(self.dialing) + len(out) >= target:
                 break
+            if bootstrap_only and not st.bootstrap:
+                continue
             if addr in connected or addr in self.dialing or addr in own or st.next_try > now:
                 continue
             st.next_try = now + self.cfg.reconnect_min_s

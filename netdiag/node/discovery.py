@@ -1,0 +1,447 @@
+"""Discovery: the Kademlia routing table (kademlia.py) wired into the sans-IO core.
+
+RPCs (FindNode/Nodes, KadPing/KadPong) travel over an authenticated connection: an existing peer
+connection or a short-lived probe (kadrpc.py).
+
+What enters the table has been proven by a handshake at the address it will be dialled on:
+  - an outbound connection we dialled (the dialled address is the peer's);
+  - a probe whose handshake showed the node id the referrer promised;
+  - an inbound peer only after a dial-back probe to the listen port it announced verified it
+    (an inbound-only peer — listen port 0 — never enters the table).
+Contacts named in a Nodes answer are candidates of a lookup, never table entries, until a probe
+verified them. Banned peer ids and IPs, and peers scored below the gossip threshold, are neither
+tabled, nor dialled, nor handed to others. Time comes from the injected clock; request timeouts
+are scheduler callbacks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from netdiag.node.config import NodeConfig, split_hostport
+from netdiag.node.errors import ConfigError
+from netdiag.node.gossip import GossipRouter
+from netdiag.node.kademlia import (
+    Contact,
+    Limits,
+    Lookup,
+    RoutingTable,
+    bucket_index,
+    distance,
+    kad_id,
+    random_id_in_bucket,
+    subnet,
+    valid_host,
+)
+from netdiag.node.kadrpc import DiscoveryMetrics, KadRpc, contact_at
+from netdiag.node.kadstore import KadStore
+from netdiag.node.link import Link
+from netdiag.node.logs import NodeLog
+from netdiag.node.messages import FindNode, KadPing, KadPong, Message, NodeRecord, Nodes
+from netdiag.node.metrics import NodeMetrics
+from netdiag.node.peering import Peering
+from netdiag.node.peers import PeerBook
+from netdiag.node.protocol import encode_frame
+from netdiag.node.runtime import Clock, Scheduler
+
+DISCOVERY_MESSAGES = (FindNode, Nodes, KadPing, KadPong)
+KAD_MAX_FRAME = 4096  # a full Nodes answer is < 2 KiB; anything bigger is not ours
+PENALTY_UNSOLICITED = 5.0
+PENALTY_LIE = 20.0  # a referral whose handshake shows another key
+MAX_VERIFY_QUEUE = 256
+VERIFY_RETRY_S = 60.0
+MAX_LOOKUPS = 2  # lookups in flight at once (each has α requests in flight)
+
+
+def short(b: bytes) -> str:
+    return b[:6].hex()
+
+
+@dataclass
+class _LookupRun:
+    lookup: Lookup
+    purpose: str  # self | refresh | random
+    started: float
+    on_done: Callable[[Lookup], None] | None
+
+
+@dataclass
+class LookupStats:
+    """The last lookups, for /status and the bench (latency and hops)."""
+
+    completed: int = 0
+    last_hops: int = 0
+    last_seconds: float = 0.0
+    recent: list[tuple[str, int, float, int]] = field(default_factory=list)  # purpose, hops, s, n
+
+
+class Discovery:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        log: NodeLog,
+        metrics: NodeMetrics,
+        clock: Clock,
+        scheduler: Scheduler,
+        node_id: bytes,
+        peering: Peering,
+        book: PeerBook,
+        gossip: GossipRouter,
+    ) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.m = DiscoveryMetrics(metrics)
+        self.node_metrics = metrics
+        self.clock = clock
+        self.scheduler = scheduler
+        self.node_id = node_id
+        self.kid = kad_id(node_id)
+        self.peering = peering
+        self.book = book
+        self.gossip = gossip
+        mono = clock.monotonic
+        self.table = RoutingTable(
+            node_id,
+            Limits(
+                k=cfg.kad_k,
+                per_subnet_bucket=cfg.kad_subnet_bucket,
+                per_subnet_table=cfg.kad_subnet_table,
+            ),
+            mono,
+        )
+        self.net = KadRpc(cfg, log, self.m, clock, scheduler, peering, book, self._verified)
+        self.lookups: list[_LookupRun] = []
+        self.bucket_refreshed: dict[int, float] = {}
+        self.checking: set[bytes] = set()  # liveness checks in flight
+        self.verify_queue: dict[bytes, Contact] = {}  # inbound peers' listen addresses to check
+        self.verified_at: dict[tuple[bytes, str], float] = {}
+        self.out_dialing: dict[str, bytes] = {}  # table dials in flight: addr -> node id
+        self.stats = LookupStats()
+        self.joined = False
+        self.last_self_lookup = -1e18
+        self.dirty = False  # table changed since it was last persisted
+        self.store: KadStore | None = None
+        self.saved_at = clock.monotonic()
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def attach_store(self, store: KadStore) -> int:
+        """Persist the table in ``store`` and load what it holds; returns entries restored."""
+        self.store = store
+        n = store.load(self.table, self.clock.monotonic(), self.clock.wall_ms())
+        self.m.table.set(len(self.table))
+        if n:
+            self.log.info(
+                "kad_restored",
+                f"routing table: {n} entries restored from the store (no bootstrap needed)",
+                entries=n,
+            )
+        return n
+
+    def save(self) -> None:
+        if self.store is not None:
+            self.store.save(self.table, self.clock.monotonic(), self.clock.wall_ms())
+            self.dirty = False
+            self.saved_at = self.clock.monotonic()
+
+    def _verified(self, c: Contact) -> None:
+        self.verified_at[(c.node_id, c.addr)] = self.clock.monotonic()
+        self.offer(c, "probe handshake")
+
+    # -- the routing table -------------------------------------------------------------------
+
+    def usable(self, c: Contact) -> bool:
+        """May this contact be tabled, dialled or handed to others?"""
+        if self.book.peer_banned(c.node_id) or self.book.ip_banned(c.host):
+            return False
+        return self.gossip.score(c.node_id) >= self.gossip.p.gossip_threshold
+
+    def offer(self, c: Contact, why: str) -> None:
+        """A contact a handshake just proved at ``c.addr``."""
+        if not self.usable(c) or not valid_host(c.host):
+            return
+        outcome, check = self.table.offer(c)
+        self.m.table_events.labels(outcome).inc()
+        if outcome == "added":
+            self.dirty = True
+            self.log.debug(
+                "kad_added",
+                f"routing table: added {short(c.node_id)} at {c.addr} "
+                f"(bucket {self.table.bucket_of(c.node_id)}, {why})",
+                peer=c.node_id.hex(),
+                addr=c.addr,
+                bucket=self.table.bucket_of(c.node_id),
+                why=why,
+            )
+        elif outcome == "updated":
+            self.dirty = True
+        elif outcome == "full" and check is not None:
+            self.check_alive(check)
+        self.m.table.set(len(self.table))
+
+    def check_alive(self, c: Contact) -> None:
+        """Least-recently-seen rule: ping before evicting; a live entry stays."""
+        if c.node_id in self.checking:
+            return
+        self.checking.add(c.node_id)
+
+        def done(res: list[Contact] | None) -> None:
+            self.checking.discard(c.node_id)
+            if res is not None:
+                self.table.seen(c.node_id)
+                return
+            promoted = self.table.failed(c.node_id)
+            if c.node_id not in self.table:
+                self.m.table_events.labels("evicted").inc()
+                self.dirty = True
+                self.log.debug(
+                    "kad_evicted",
+                    f"routing table: evicted {short(c.node_id)} (no answer to a liveness check)"
+                    + (f"; {short(promoted.node_id)} takes its place" if promoted else ""),
+                    peer=c.node_id.hex(),
+                )
+            self.m.table.set(len(self.table))
+
+        self.net.rpc(c, KadPing(0), "ping", done)
+
+    def drop(self, node_id: bytes, why: str) -> None:
+        if node_id in self.table:
+            self.table.remove(node_id)
+            self.m.table_events.labels(why).inc()
+            self.m.table.set(len(self.table))
+            self.dirty = True
+
+    # -- peer lifecycle (from the core) ------------------------------------------------------
+
+    def peer_up(self, conn: Link) -> None:
+        pid = conn.peer_id
+        assert pid is not None
+        if conn.outbound and conn.dialed_addr:
+            self.out_dialing.pop(conn.dialed_addr, None)
+            c = contact_at(pid, conn.dialed_addr)
+            if c is not None:
+                stale = [
+                    e.contact.node_id
+                    for e in self.table.entries()
+                    if e.contact.addr == c.addr and e.contact.node_id != pid
+                ]
+                for other in stale:  # that address now answers with another key
+                    self.drop(other, "moved")
+                self.offer(c, "outbound connection")
+        elif pid not in self.table and conn.listen_addr:
+            c = contact_at(pid, conn.listen_addr)
+            if c is not None:
+                self.queue_verify(c)
+        else:
+            self.table.seen(pid)
+
+    def queue_verify(self, c: Contact) -> None:
+        last = self.verified_at.get((c.node_id, c.addr), -1e18)
+        if self.clock.monotonic() - last < VERIFY_RETRY_S or c.node_id in self.table:
+            return
+        if len(self.verify_queue) < MAX_VERIFY_QUEUE:
+            self.verify_queue.setdefault(c.node_id, c)
+
+    def learn_addrs(self, addrs: list[str]) -> None:
+        """Peer-exchange addresses (no key known): verified by a probe before they are tabled."""
+        for a in addrs[:16]:
+            try:
+                host, _ = split_hostport(a)
+            except ConfigError:
+                continue
+            known = any(e.contact.addr == a for e in self.table.entries())
+            room = len(self.net.probes_wanted) < MAX_VERIFY_QUEUE
+            if valid_host(host) and not self.book.ip_banned(host) and not known and room:
+                self.net.want_probe(a, None)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def on_message(self, conn: Link, msg: Message, size: int) -> str | None:
+        """A discovery message from a peer or a probe. Returns a penalty reason, or None."""
+        self.node_metrics.messages_received.labels(type(msg).__name__).inc()
+        self.node_metrics.bytes_received.inc(size)
+        self.m.bytes.labels("received").inc(size)
+        pid = conn.peer_id
+        assert pid is not None
+        if size > KAD_MAX_FRAME:
+            return f"{type(msg).__name__} of {size} bytes"
+        if pid in self.table:
+            self.table.seen(pid)
+        match msg:
+            case FindNode(req_id=rid, target=target):
+                nodes = self.table.closest(
+                    target, self.cfg.kad_k, keep=lambda c: c.node_id != pid and self.usable(c)
+                )
+                reply = Nodes(rid, [NodeRecord(c.node_id, c.host, c.port) for c in nodes])
+                self.m.bytes.labels("sent").inc(len(encode_frame(reply)))
+                conn.send(reply)
+            case KadPing(req_id=rid):
+                pong = KadPong(rid)
+                self.m.bytes.labels("sent").inc(len(encode_frame(pong)))
+                conn.send(pong)
+            case Nodes() | KadPong():
+                return self.net.on_reply(pid, msg, self.node_id)
+        return None
+
+    # -- outbound peers from the table -------------------------------------------------------
+
+    def outbound_dials(self, budget: int) -> list[str]:
+        """Table entries to dial as outbound peers: at most ``kad_outbound_per_subnet`` per
+        /24 (/48) counting the peers we already dialled, spread over buckets, live ones first."""
+        if budget <= 0:
+            return []
+        conns = self.peering.conns
+        nets = Counter(subnet_of(c.remote_host) for c in conns.values() if c.outbound)
+        per_bucket = Counter(self.table.bucket_of(pid) for pid, c in conns.items() if c.outbound)
+        for addr in self.book.dialing:
+            try:
+                nets[subnet_of(split_hostport(addr)[0])] += 1
+            except ConfigError:
+                continue
+        cands = [
+            e
+            for e in self.table.entries()
+            if e.contact.node_id not in conns
+            and e.contact.addr not in self.book.dialing
+            and self._dial_due(e.contact.addr)
+            and self.usable(e.contact)
+        ]
+        cands.sort(
+            key=lambda e: (
+                per_bucket[self.table.bucket_of(e.contact.node_id)],
+                e.failures,
+                -e.last_seen,
+            )
+        )
+        out: list[str] = []
+        for e in cands:
+            if len(out) >= budget:
+                break
+            net = e.contact.subnet
+            if nets[net] >= self.cfg.kad_outbound_per_subnet:
+                continue
+            nets[net] += 1
+            per_bucket[self.table.bucket_of(e.contact.node_id)] += 1
+            self.out_dialing[e.contact.addr] = e.contact.node_id
+            out.append(e.contact.addr)
+        return out
+
+    def _dial_due(self, addr: str) -> bool:
+        st = self.book.addrs.get(addr)
+        return st is None or st.next_try <= self.clock.monotonic()
+
+    def dial_failed(self, addr: str) -> None:
+        """An outbound dial of ours failed (connect, handshake or refusal)."""
+        pid = self.out_dialing.pop(addr, None)
+        if pid is not None and pid in self.table:
+            self.table.failed(pid, max_failures=3)
+            if pid not in self.table:
+                self.m.table_events.labels("evicted").inc()
+                self.dirty = True
+            self.m.table.set(len(self.table))
+
+    # -- lookups and maintenance -------------------------------------------------------------
+
+    def lookup(
+        self, target: bytes, purpose: str, on_done: Callable[[Lookup], None] | None = None
+    ) -> Lookup:
+        seeds = self.table.closest(target, self.cfg.kad_k, keep=self.usable)
+        if not seeds:  # nothing tabled yet: ask whoever we are connected to
+            seeds = [
+                c
+                for pid, conn in self.peering.conns.items()
+                if conn.listen_addr and (c := contact_at(pid, conn.listen_addr))
+            ]
+        lk = Lookup(target, seeds, self.node_id, self.cfg.kad_k, self.cfg.kad_alpha)
+        run = _LookupRun(lk, purpose, self.clock.monotonic(), on_done)
+        self.lookups.append(run)
+        self.m.lookups.labels(purpose).inc()
+        self._pump(run)
+        return lk
+
+    def _pump(self, run: _LookupRun) -> None:
+        lk = run.lookup
+        for c in lk.next_queries():
+
+            def done(res: list[Contact] | None, c: Contact = c) -> None:
+                if res is None:
+                    lk.on_failure(c.node_id)
+                else:
+                    lk.on_reply(c.node_id, [f for f in res if self.usable(f)])
+                self._pump(run)
+
+            self.net.rpc(c, FindNode(0, lk.target), "find", done)
+        if lk.done and run in self.lookups:
+            self.lookups.remove(run)
+            took = self.clock.monotonic() - run.started
+            if lk.replies:
+                self.m.lookup_seconds.observe(took)
+                self.m.lookup_hops.observe(lk.hops)
+            st = self.stats
+            st.completed += 1
+            st.last_hops, st.last_seconds = lk.hops, took
+            st.recent = [*st.recent[-63:], (run.purpose, lk.hops, round(took, 6), lk.replies)]
+            if run.on_done is not None:
+                run.on_done(lk)
+
+    def step(self) -> None:
+        """Periodic: bans, the join and refresh lookups, dial-back checks."""
+        now = self.clock.monotonic()
+        for e in self.table.entries():
+            if not self.usable(e.contact):
+                self.drop(e.contact.node_id, "banned")
+        for node_id, c in list(self.verify_queue.items())[: self.cfg.kad_max_probes]:
+            del self.verify_queue[node_id]
+            if node_id in self.table or not self.usable(c):
+                continue
+            self.verified_at[(node_id, c.addr)] = now
+            self.net.want_probe(c.addr, node_id)
+        for key in [k for k, t in self.verified_at.items() if now - t > VERIFY_RETRY_S]:
+            del self.verified_at[key]
+        if self.dirty and now - self.saved_at >= self.cfg.kad_persist_s:
+            self.save()
+        if len(self.lookups) >= MAX_LOOKUPS:
+            return
+        if not self.table and not self.peering.conns:
+            return
+        if not self.joined or now - self.last_self_lookup >= self.cfg.kad_refresh_s:
+            self.joined = True
+            self.last_self_lookup = now
+            self.lookup(self.kid, "self")
+            return
+        for idx in reversed(self.table.nonempty_range()):
+            if now - self.bucket_refreshed.get(idx, -1e18) < self.cfg.kad_refresh_s:
+                continue
+            self.bucket_refreshed[idx] = now
+            self.m.refreshes.inc()
+            self.lookup(random_id_in_bucket(self.kid, idx, os.urandom(32)), "refresh")
+            return
+
+    def table_view(self) -> list[dict[str, object]]:
+        now = self.clock.monotonic()
+        conns = self.peering.conns
+        return [
+            {
+                "peer_id": e.contact.node_id.hex(),
+                "address": e.contact.addr,
+                "bucket": bucket_index(self.kid, e.contact.kid),
+                "distance": f"{distance(self.kid, e.contact.kid):064x}",
+                "last_seen_s": round(now - e.last_seen, 3),
+                "added_s": round(now - e.added, 3),
+                "failures": e.failures,
+                "connected": (
+                    conns[e.contact.node_id].direction if e.contact.node_id in conns else None
+                ),
+            }
+            for e in self.table.entries()
+        ]
+
+
+def subnet_of(host: str) -> str:
+    try:
+        return subnet(host)
+    except ValueError:
+        return host
