@@ -152,7 +152,16 @@ class NodeCore:
             self.entropy,
         )
         self.discovery = Discovery(
-            cfg, log, metrics, clock, scheduler, self.node_id, self.peering, self.book, self.gossip
+            cfg,
+            log,
+            metrics,
+            clock,
+            scheduler,
+            self.node_id,
+            self.peering,
+            self.book,
+            self.gossip,
+            self.scores,
         )
         self.discovery.attach_store(KadStore(chain.store.path))
         self.peering.on_up = self._peer_up
@@ -190,12 +199,7 @@ class NodeCore:
         if not disc.net.claims(conn):
             return self.peering.on_open(conn)
         self.peering.pending.discard(conn)
-        handled, refusal = disc.net.on_probe_open(conn)
-        if handled:
-            return refusal
-        refusal = self.peering.on_open(conn)  # already connected: the duplicate rule decides
-        disc.net.flush_after_open(conn)
-        return refusal
+        return disc.net.on_probe_open(conn)
 
     def on_message(self, conn: Link, msg: Message, size: int) -> None:
         disc = self.discovery
@@ -233,7 +237,9 @@ class NodeCore:
         out = self.peering.to_dial(listen_port)
         if self.cfg.discovery:
             target = min(self.cfg.target_outbound, self.cfg.max_outbound)
-            used = self.peering.outbound_count() + len(self.book.dialing) + len(out)
+            up = {c.dialed_addr for c in self.conns.values()}
+            dialing = len(self.book.dialing - up)  # the shell keeps a dial's address while up
+            used = self.peering.outbound_count() + dialing + len(out)
             out += self.discovery.outbound_dials(target - used)
         return out
 

@@ -46,11 +46,11 @@ from netdiag.node.peering import Peering
 from netdiag.node.peers import PeerBook
 from netdiag.node.protocol import encode_frame
 from netdiag.node.runtime import Clock, Scheduler
+from netdiag.node.scores import ScoreBook
 
 DISCOVERY_MESSAGES = (FindNode, Nodes, KadPing, KadPong)
 KAD_MAX_FRAME = 4096  # a full Nodes answer is < 2 KiB; anything bigger is not ours
 PENALTY_UNSOLICITED = 5.0
-PENALTY_LIE = 20.0  # a referral whose handshake shows another key
 MAX_VERIFY_QUEUE = 256
 VERIFY_RETRY_S = 60.0
 MAX_LOOKUPS = 2  # lookups in flight at once (each has α requests in flight)
@@ -90,6 +90,7 @@ class Discovery:
         peering: Peering,
         book: PeerBook,
         gossip: GossipRouter,
+        scores: ScoreBook | None = None,
     ) -> None:
         self.cfg = cfg
         self.log = log
@@ -102,6 +103,7 @@ class Discovery:
         self.peering = peering
         self.book = book
         self.gossip = gossip
+        self.scores = scores
         mono = clock.monotonic
         self.table = RoutingTable(
             node_id,
@@ -116,7 +118,8 @@ class Discovery:
         self.lookups: list[_LookupRun] = []
         self.bucket_refreshed: dict[int, float] = {}
         self.checking: set[bytes] = set()  # liveness checks in flight
-        self.verify_queue: dict[bytes, Contact] = {}  # inbound peers' listen addresses to check
+        # inbound peers' listen addresses to check, with when they were queued
+        self.verify_queue: dict[bytes, tuple[Contact, float]] = {}
         self.verified_at: dict[tuple[bytes, str], float] = {}
         self.out_dialing: dict[str, bytes] = {}  # table dials in flight: addr -> node id
         self.stats = LookupStats()
@@ -157,7 +160,13 @@ class Discovery:
         """May this contact be tabled, dialled or handed to others?"""
         if self.book.peer_banned(c.node_id) or self.book.ip_banned(c.host):
             return False
-        return self.gossip.score(c.node_id) >= self.gossip.p.gossip_threshold
+        floor = self.gossip.p.gossip_threshold
+        if self.scores is not None and (
+            self.scores.peer_score(c.node_id) < floor
+            or self.scores.ip_score(c.host) <= self.cfg.ban_threshold  # many peers of one IP
+        ):
+            return False
+        return self.gossip.score(c.node_id) >= floor
 
     def offer(self, c: Contact, why: str) -> None:
         """A contact a handshake just proved at ``c.addr``."""
@@ -243,7 +252,7 @@ class Discovery:
         if self.clock.monotonic() - last < VERIFY_RETRY_S or c.node_id in self.table:
             return
         if len(self.verify_queue) < MAX_VERIFY_QUEUE:
-            self.verify_queue.setdefault(c.node_id, c)
+            self.verify_queue.setdefault(c.node_id, (c, self.clock.monotonic()))
 
     def learn_addrs(self, addrs: list[str]) -> None:
         """Peer-exchange addresses (no key known): verified by a probe before they are tabled."""
@@ -296,7 +305,7 @@ class Discovery:
         conns = self.peering.conns
         nets = Counter(subnet_of(c.remote_host) for c in conns.values() if c.outbound)
         per_bucket = Counter(self.table.bucket_of(pid) for pid, c in conns.items() if c.outbound)
-        for addr in self.book.dialing:
+        for addr in self.book.dialing - {c.dialed_addr for c in conns.values()}:
             try:
                 nets[subnet_of(split_hostport(addr)[0])] += 1
             except ConfigError:
@@ -393,7 +402,9 @@ class Discovery:
         for e in self.table.entries():
             if not self.usable(e.contact):
                 self.drop(e.contact.node_id, "banned")
-        for node_id, c in list(self.verify_queue.items())[: self.cfg.kad_max_probes]:
+        settle = self.cfg.handshake_timeout_s + 1.0  # a settled connection is not replaced
+        due = [(n, c) for n, (c, t) in self.verify_queue.items() if now - t >= settle]
+        for node_id, c in due[: self.cfg.kad_max_probes]:
             del self.verify_queue[node_id]
             if node_id in self.table or not self.usable(c):
                 continue

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -72,18 +73,17 @@ class Contact:
     host: str
     port: int
     kid: bytes = field(default=b"", compare=False, repr=False)
+    subnet: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.kid:
             object.__setattr__(self, "kid", kad_id(self.node_id))
+        if not self.subnet:
+            object.__setattr__(self, "subnet", subnet(self.host))
 
     @property
     def addr(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def subnet(self) -> str:
-        return subnet(self.host)
 
 
 @dataclass
@@ -111,6 +111,7 @@ class RoutingTable:
         self.buckets: list[list[Entry]] = [[] for _ in range(ID_BITS)]
         self.replacements: list[list[Contact]] = [[] for _ in range(ID_BITS)]
         self._by_id: dict[bytes, Entry] = {}
+        self._nets: Counter[str] = Counter()  # entries per subnet in the whole table
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -128,8 +129,19 @@ class RoutingTable:
         return [e for b in self.buckets for e in b]
 
     def subnet_count(self, net: str, bucket: list[Entry] | None = None) -> int:
-        pool = bucket if bucket is not None else self._by_id.values()
-        return sum(e.contact.subnet == net for e in pool)
+        if bucket is None:
+            return self._nets[net]
+        return sum(e.contact.subnet == net for e in bucket)
+
+    def _put(self, idx: int, entry: Entry) -> None:
+        self.buckets[idx].append(entry)
+        self._by_id[entry.contact.node_id] = entry
+        self._nets[entry.contact.subnet] += 1
+
+    def _pop(self, idx: int, entry: Entry) -> None:
+        self.buckets[idx].remove(entry)
+        del self._by_id[entry.contact.node_id]
+        self._nets[entry.contact.subnet] -= 1
 
     def closest(
         self, target_kid: bytes, n: int, keep: Callable[[Contact], bool] | None = None
@@ -153,28 +165,20 @@ class RoutingTable:
         bucket = self.buckets[idx]
         old = self._by_id.get(contact.node_id)
         if old is not None:
+            self._pop(idx, old)
             if old.contact.subnet != contact.subnet:
-                # a moved peer must pass the limits at its new address
-                bucket.remove(old)
-                del self._by_id[contact.node_id]
-                refusal = self._limit(contact, bucket)
+                refusal = self._limit(contact, bucket)  # a moved peer must pass them again
                 if refusal:
                     return refusal, None
-                old.contact = contact
-                self._by_id[contact.node_id] = old
-            else:
-                bucket.remove(old)
-                old.contact = contact
+            old.contact = contact
             old.last_seen, old.failures = now, 0
-            bucket.append(old)
+            self._put(idx, old)
             return "updated", None
         refusal = self._limit(contact, bucket)
         if refusal:
             return refusal, None
         if len(bucket) < self.limits.k:
-            entry = Entry(contact, now, now)
-            bucket.append(entry)
-            self._by_id[contact.node_id] = entry
+            self._put(idx, Entry(contact, now, now))
             self._drop_replacement(idx, contact.node_id)
             return "added", None
         reps = self.replacements[idx]
@@ -219,20 +223,18 @@ class RoutingTable:
 
     def remove(self, node_id: bytes) -> Contact | None:
         """Drop an entry (dead, banned, or moved); returns the replacement promoted, if any."""
-        e = self._by_id.pop(node_id, None)
+        e = self._by_id.get(node_id)
         if e is None:
             return None
         idx = bucket_index(self.own_kid, e.contact.kid)
-        self.buckets[idx].remove(e)
+        self._pop(idx, e)
         reps = self.replacements[idx]
         while reps:
             cand = reps.pop()
             if cand.node_id in self._by_id or self._limit(cand, self.buckets[idx]):
                 continue
             now = self.clock()
-            entry = Entry(cand, now, now)
-            self.buckets[idx].append(entry)
-            self._by_id[cand.node_id] = entry
+            self._put(idx, Entry(cand, now, now))
             return cand
         return None
 
@@ -243,10 +245,8 @@ class RoutingTable:
         bucket = self.buckets[bucket_index(self.own_kid, contact.kid)]
         if len(bucket) >= self.limits.k or self._limit(contact, bucket):
             return False
-        entry = Entry(contact, last_seen, last_seen)
-        bucket.append(entry)
+        self._put(bucket_index(self.own_kid, contact.kid), Entry(contact, last_seen, last_seen))
         bucket.sort(key=lambda x: x.last_seen)
-        self._by_id[contact.node_id] = entry
         return True
 
     def nonempty_range(self) -> range:

@@ -242,8 +242,9 @@ class KadRpc:
             probe = self.probes_wanted.pop(addr)
             if not probe.verify and not any(r in self.reqs for r in probe.reqs):
                 continue  # its requests timed out while it waited
-            if probe.expected is not None and self._link_to(probe.expected) is not None:
-                self._flush_probe(probe, self._link_to(probe.expected))
+            link = self._link_to(probe.expected) if probe.expected is not None else None
+            if link is not None and not probe.verify:
+                self._flush_probe(probe, link)  # connected meanwhile: no probe needed
                 continue
             self.probes_dialing[addr] = probe
             out.append(addr)
@@ -255,10 +256,9 @@ class KadRpc:
     def is_probe(self, conn: Link) -> bool:
         return conn in self.probe_links
 
-    def on_probe_open(self, conn: Link) -> tuple[bool, str | None]:
-        """A probe's handshake completed. Returns (handled, refusal): not handled means the
-        connection is handed to peering as an ordinary peer (we are already connected to that
-        key, and the duplicate rule must pick the same connection on both ends)."""
+    def on_probe_open(self, conn: Link) -> str | None:
+        """A probe's handshake completed (the key is proven at the address); returns a reason
+        to close it now, or None while it carries requests."""
         assert conn.dialed_addr is not None and conn.peer_id is not None
         probe = self.probes_dialing.pop(conn.dialed_addr)
         pid = conn.peer_id
@@ -274,36 +274,29 @@ class KadRpc:
                 expected=probe.expected.hex(),
                 peer=pid.hex(),
             )
-            return True, "discovery probe: not the key we were told"
+            c = contact_at(pid, conn.dialed_addr)
+            if c is not None:
+                self.on_verified(c)  # the referral lied, but whoever is there proved its key
+            return "discovery probe: not the key we were told"
         if self.book.peer_banned(pid):
             self.m.probes.labels("banned").inc()
             for rid in probe.reqs:
                 self._finish(rid, None, "banned")
-            return True, f"refused: peer {short(pid)} is banned"
+            return f"refused: peer {short(pid)} is banned"
         self.m.probes.labels("ok").inc()
         c = contact_at(pid, conn.dialed_addr)
         if c is not None:
             self.on_verified(c)
         if pid in self.peering.conns:
-            return False, None  # the caller runs peering.on_open, then flush_after_open
+            # connected meanwhile (or a dial-back of a peer that dialled us): the requests go
+            # over the peer connection and the probe ends; the remote keeps its settled one
+            self._flush_probe(probe, self.peering.conns[pid])
+            return "discovery probe: already connected"
         probe.link = conn
         self.probe_links[conn] = probe
         self._flush_probe(probe, conn)
         self._close_idle_probe(conn)
-        return True, None
-
-    def flush_after_open(self, conn: Link) -> None:
-        """After a probe became (or lost to) an ordinary peer connection, send its requests
-        over whichever connection to that key survived."""
-        probe = _Probe(conn.dialed_addr or "", conn.peer_id)
-        pid = conn.peer_id
-        assert pid is not None
-        for rid, req in list(self.reqs.items()):
-            if req.contact.node_id == pid and req.link is None:
-                probe.reqs.append(rid)
-        link = self._link_to(pid)
-        if link is not None:
-            self._flush_probe(probe, link)
+        return None
 
     def _flush_probe(self, probe: _Probe, link: Link | None) -> None:
         if link is None:

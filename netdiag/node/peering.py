@@ -98,7 +98,10 @@ class Peering:
             keep_new = (conn.outbound and self.node_id < pid) or (
                 not conn.outbound and pid < self.node_id
             )
-            if not keep_new or old.outbound == conn.outbound:
+            # Only a young connection can be one side of a simultaneous dial: an established
+            # one is never replaced (a later duplicate, e.g. a discovery dial-back, is refused).
+            settled = self.book.clock() - old.connected_at > self.cfg.handshake_timeout_s
+            if not keep_new or old.outbound == conn.outbound or settled:
                 self.metrics.handshakes.labels("refused_duplicate").inc()
                 return f"refused: already connected to {short(pid)}"
             old.close("replaced by a simultaneous connection")

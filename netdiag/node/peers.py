@@ -71,7 +71,8 @@ class PeerBook:
         target = min(self.cfg.target_outbound, self.cfg.max_outbound)
         out: list[str] = []
         for addr, st in self.addrs.items():
-            if outbound + len(self.dialing) + len(out) >= target:
+            # a dial whose connection is up is counted in ``outbound`` already
+            if outbound + len(self.dialing - connected) + len(out) >= target:
                 break
             if bootstrap_only and not st.bootstrap:
                 continue
