@@ -53,6 +53,12 @@ def node() -> None:
 @click.option("--peer", "peers", multiple=True, help="Bootstrap peer HOST:PORT (repeatable).")
 @click.option("--tls/--no-tls", default=None, help="TLS on the P2P port (default on).")
 @click.option("--produce/--no-produce", default=None, help="Produce blocks in our slots.")
+@click.option(
+    "--discovery/--no-discovery",
+    default=None,
+    help="Outbound peers from the Kademlia table, --peer only bootstraps (default on); off: "
+    "dial exactly the --peer list.",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def run(config_file: Path | None, **opts: Any) -> None:
     """Run a node until SIGTERM or SIGINT (JSON logs on stderr).

@@ -75,6 +75,7 @@ def node_run_argv(
     peers: list[str] = [],  # noqa: B006 - read only
     tls: bool | None = None,
     log_level: str | None = None,
+    discovery: bool | None = None,
 ) -> list[str]:
     """`netdiag node run` with everything on its command line (nothing inherited by accident
     but what `node_env` passes)."""
@@ -90,6 +91,8 @@ def node_run_argv(
         argv += ["--key", str(key)]
     if log_level is not None:
         argv += ["--log-level", log_level]
+    if discovery is not None:  # off: the node dials exactly its --peer list (a fixed graph)
+        argv.append("--discovery" if discovery else "--no-discovery")
     for peer in peers:
         argv += ["--peer", peer]
     return argv
@@ -151,6 +154,7 @@ class NodeRun:
     metrics_end: dict[str, float] = field(default_factory=dict)
     in_load: bool = True  # took part in the load phase (delivery is expected)
     env: dict[str, str] = field(default_factory=dict)  # NETDIAG_NODE_* for this node only
+    discovery: bool = False  # Kademlia peers (bench p2p --discovery) instead of the graph
 
     def client(self) -> NodeApi:
         if self.api is None:
@@ -167,6 +171,7 @@ class NodeRun:
             key=self.key,
             peers=self.peers,
             tls=tls,
+            discovery=self.discovery,
         )
 
 
