@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "sync": "netdiag.cli.bench_sync:sync",
     "p2p": "netdiag.cli.bench_p2p:bench_p2p",
     "attack": "netdiag.cli.bench_attack:attack",
+    "discovery": "netdiag.cli.bench_discovery:discovery",
 }
 
 

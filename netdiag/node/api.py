@@ -1,6 +1,7 @@
 """REST API (aiohttp), bound to 127.0.0.1 by default.
 
-GET /status, /block/{height|hash}, /peers, /metrics (Prometheus), /message/{id};
+GET /status, /block/{height|hash}, /peers, /peers/table (Kademlia), /metrics (Prometheus),
+/message/{id};
 POST /tx with a JSON signed transaction (hex fields).
 """
 
@@ -103,6 +104,10 @@ async def peers(request: web.Request) -> web.Response:
     return web.json_response(_node(request).peers())
 
 
+async def table(request: web.Request) -> web.Response:
+    return web.json_response(_node(request).table())
+
+
 async def metrics(request: web.Request) -> web.Response:
     body = _node(request).metrics_text()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -187,6 +192,7 @@ async def start_api(
         [
             web.get("/status", status),
             web.get("/peers", peers),
+            web.get("/peers/table", table),
             web.get("/metrics", metrics),
             web.get("/block/{ident}", block),
             web.get("/message/{mid}", message),

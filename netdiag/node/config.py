@@ -86,7 +86,9 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     gossip_d_hi: int = 12
     gossip_seen_ttl_s: float = 120.0
     # discovery (Kademlia: kademlia.py, discovery.py, kadrpc.py; docs/node.md)
-    discovery: bool = True  # outbound peers come from the routing table; peers = bootstrap only
+    # Kademlia discovery: outbound peers come from the routing table and `peers` only
+    # bootstrap; off: the node dials exactly `peers` (and peer exchange) and runs no lookups
+    discovery: bool = False
     kad_k: int = 20  # bucket size and lookup width
     kad_alpha: int = 3  # lookup requests in flight
     kad_request_timeout_s: float = 3.0  # per request, including a probe's dial and handshake
@@ -96,6 +98,9 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     kad_subnet_table: int = 10  # ... and in the whole table
     kad_outbound_per_subnet: int = 1  # outbound peers dialled from the table per /24 (/48)
     kad_persist_s: float = 10.0  # a changed table is written to the store at most this often
+    # LAB ONLY (bench discovery's eclipse attacker): answer FindNode only with table entries in
+    # this subnet (e.g. "127.78.0.0/24"), as Sybils that push each other. "" = off
+    debug_kad_only_subnet: str = ""
     # operations
     log_level: str = "info"
     api_header_timeout_s: float = 10.0  # a request header (or body) not complete by then: closed

@@ -228,6 +228,8 @@ class Discovery:
     def peer_up(self, conn: Link) -> None:
         pid = conn.peer_id
         assert pid is not None
+        if not self.cfg.discovery:
+            return  # off: the table stays as stored, nothing is probed or dialled
         if conn.outbound and conn.dialed_addr:
             self.out_dialing.pop(conn.dialed_addr, None)
             c = contact_at(pid, conn.dialed_addr)
@@ -281,8 +283,13 @@ class Discovery:
             self.table.seen(pid)
         match msg:
             case FindNode(req_id=rid, target=target):
+                only = self.cfg.debug_kad_only_subnet  # LAB ONLY: a Sybil's answer
                 nodes = self.table.closest(
-                    target, self.cfg.kad_k, keep=lambda c: c.node_id != pid and self.usable(c)
+                    target,
+                    self.cfg.kad_k,
+                    keep=lambda c: (
+                        c.node_id != pid and self.usable(c) and (not only or c.subnet == only)
+                    ),
                 )
                 reply = Nodes(rid, [NodeRecord(c.node_id, c.host, c.port) for c in nodes])
                 self.m.bytes.labels("sent").inc(len(encode_frame(reply)))
@@ -398,6 +405,8 @@ class Discovery:
 
     def step(self) -> None:
         """Periodic: bans, the join and refresh lookups, dial-back checks."""
+        if not self.cfg.discovery:
+            return
         now = self.clock.monotonic()
         for e in self.table.entries():
             if not self.usable(e.contact):
@@ -430,6 +439,29 @@ class Discovery:
             self.m.refreshes.inc()
             self.lookup(random_id_in_bucket(self.kid, idx, os.urandom(32)), "refresh")
             return
+
+    def summary(self) -> dict[str, object]:
+        st = self.stats
+        return {
+            "enabled": self.cfg.discovery,
+            "table_entries": len(self.table),
+            "lookups_completed": st.completed,
+            "lookups_running": len(self.lookups),
+            "last_lookup_hops": st.last_hops,
+            "last_lookup_s": round(st.last_seconds, 6),
+            "probes_open": len(self.net.probe_links),
+        }
+
+    def entry_view(self, node_id: bytes) -> dict[str, object]:
+        """Table fields for one /peers row (None: the peer is not in the table)."""
+        e = self.table.get(node_id)
+        if e is None:
+            return {"bucket": None, "distance": None, "last_seen_s": None}
+        return {
+            "bucket": bucket_index(self.kid, e.contact.kid),
+            "distance": f"{distance(self.kid, e.contact.kid):064x}",
+            "last_seen_s": round(self.clock.monotonic() - e.last_seen, 3),
+        }
 
     def table_view(self) -> list[dict[str, object]]:
         now = self.clock.monotonic()

@@ -16,6 +16,7 @@ from netdiag.node.window_sync import ParallelSync
 class NodeView(Protocol):
     def status(self) -> dict[str, object]: ...
     def peers(self) -> list[dict[str, object]]: ...
+    def table(self) -> dict[str, object]: ...
     def message_stats(self, mid: bytes) -> dict[str, object] | None: ...
     def metrics_text(self) -> bytes: ...
     def block_at(self, height: int) -> Block | None: ...
@@ -61,13 +62,19 @@ class CoreView:
             "p2p_port": core.listen_port,
             "tls": self.tls,
             "pid": os.getpid(),
+            "discovery": core.discovery.summary(),
         }
+
+    def table(self) -> dict[str, object]:
+        """The Kademlia routing table (GET /peers/table)."""
+        return core_table(self.core)
 
     def peers(self) -> list[dict[str, object]]:
         core = self.core
         now = core.clock.monotonic()
         return [
             {
+                **core.discovery.entry_view(pid),
                 "peer_id": pid.hex(),
                 "address": c.address,
                 "listen_addr": c.listen_addr,
@@ -152,4 +159,20 @@ def sync_view(sync: ParallelSync) -> dict[str, object]:
             }
             for p in sync.peers.values()
         ],
+    }
+
+
+def core_table(core: NodeCore) -> dict[str, object]:
+    disc = core.discovery
+    return {
+        "node_id": core.node_id.hex(),
+        "kad_id": disc.kid.hex(),
+        "k": core.cfg.kad_k,
+        "size": len(disc.table),
+        "entries": disc.table_view(),
+        "recent_lookups": [
+            {"purpose": p, "hops": h, "seconds": t, "replies": r}
+            for p, h, t, r in disc.stats.recent
+        ],
+        **disc.summary(),
     }

@@ -55,6 +55,7 @@ class NetWorld(World):
         self.probes = 0
 
     def peer(self, name: str, host: str, key: Identity | None = None, **cfg: Any) -> NodeCore:
+        cfg.setdefault("discovery", True)
         core = self.node(name, key=key, listen=f"{host}:{PORT}", **cfg)
         core.listen_port = PORT
         self.by_addr[f"{host}:{PORT}"] = core

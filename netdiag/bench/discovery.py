@@ -1,0 +1,415 @@
+"""Discovery benchmark: a cluster forms from one bootstrap through the nodes' Kademlia tables.
+
+Real `netdiag node run` processes on loopback, each on its own 127.77.I.1 (one /24 per node,
+so the Sybil limits judge them as distinct operators; the node dials from its listen address on
+loopback). Every node is given only the bootstrap (node 0). Measured, through the nodes' REST
+API (netdiag.nodeapi):
+
+- formation: seconds from the start until every node holds >= min(k, N-1) table entries, until
+  the peer graph is connected, and until every node has >= min(target_outbound, N-1) peers;
+- lookups: hops (sequential query steps to the nearest node found) and latency of the nodes'
+  own self/refresh lookups (``/peers/table`` ``recent_lookups``), against the ceil(log2 N) goal
+  and the topology RTT (loopback: ~0, so the latency is the nodes' processing and handshakes);
+- traffic: discovery frame bytes (sent + received, ``netdiag_node_kad_bytes``) per node per
+  minute over the measurement window;
+- eclipse: 32 Sybil identities on one /24 (127.78.0.0/24) join and answer every FindNode with
+  each other only (LAB ONLY node hook ``debug_kad_only_subnet``); a victim then joins from the
+  honest bootstrap; counted: how many of its outbound peers are Sybils (goal <= 2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netdiag.errors import CheckFailed
+from netdiag.lab.cluster import make_genesis, node_env, node_run_argv
+from netdiag.nodeapi import NodeApi, NodeUnavailable, metric_sum
+
+P2P_PORT = 7600
+API_PORT = 7601
+K = 20
+TARGET_OUTBOUND = 8
+SYBIL_NET = "127.78.0"
+VICTIM_HOST = "127.79.0.1"
+SYBIL_GOAL = 2
+
+
+def honest_host(i: int) -> str:
+    return f"127.77.{i}.1"
+
+
+@dataclass
+class Params:
+    nodes: int = 16
+    duration_s: float = 60.0
+    sybils: int = 32
+    refresh_s: float = 10.0
+    timeout_s: float = 300.0
+    tls: bool = True
+    seed: int = 1
+
+
+@dataclass
+class Proc:
+    name: str
+    host: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    api: NodeApi = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.api = NodeApi(None, API_PORT, self.host, 5.0)
+
+    @property
+    def addr(self) -> str:
+        return f"{self.host}:{P2P_PORT}"
+
+
+@dataclass
+class Formation:
+    tables_s: float | None = None
+    connected_s: float | None = None
+    mesh_s: float | None = None
+
+
+class DiscoveryBench:
+    def __init__(self, p: Params, say: Callable[[str], None] = lambda s: None) -> None:
+        self.p = p
+        self.say = say
+        self.procs: list[Proc] = []
+        self.work = Path(tempfile.mkdtemp(prefix="nd-discovery-"))
+        self.t0 = 0.0
+        self.genesis = self.work / "genesis" / "genesis.json"
+        self.series: list[tuple[str, float, float, str]] = []  # metric, t_s, value, node
+
+    # -- processes -------------------------------------------------------------------------
+
+    def _start(
+        self, name: str, host: str, peers: list[str], key: Path | None, env: dict[str, str]
+    ) -> Proc:
+        argv = node_run_argv(
+            self.work / name,
+            self.genesis,
+            f"{host}:{P2P_PORT}",
+            f"{host}:{API_PORT}",
+            key=key,
+            peers=peers,
+            tls=self.p.tls,
+            log_level="info",
+            discovery=True,
+        )
+        log = self.work / f"{name}.log"
+        full_env = {
+            "NETDIAG_NODE_KAD_REFRESH_S": str(self.p.refresh_s),
+            "NETDIAG_NODE_TARGET_OUTBOUND": str(TARGET_OUTBOUND),
+            **env,
+        }
+        with log.open("wb") as f:
+            popen = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=f, env=node_env(full_env)
+            )
+        proc = Proc(name, host, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def _wait_up(self, procs: list[Proc], timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for proc in procs:
+            while True:
+                if proc.popen.poll() is not None:
+                    raise CheckFailed(
+                        f"node {proc.name} exited with {proc.popen.returncode}: {tail(proc.log)}",
+                        "run `netdiag node run` by hand with the same options to see why",
+                    )
+                try:
+                    proc.api.status()
+                    break
+                except (NodeUnavailable, OSError):
+                    if time.monotonic() > deadline:
+                        raise CheckFailed(
+                            f"node {proc.name} API did not come up in {timeout_s:g} s",
+                            f"see its log {proc.log}",
+                        ) from None
+                    time.sleep(0.2)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+            proc.api.close()
+
+    # -- observation -----------------------------------------------------------------------
+
+    def _snapshot(self, procs: list[Proc]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for proc in procs:
+            try:
+                out[proc.name] = {
+                    "table": proc.api.get_json("/peers/table"),
+                    "peers": proc.api.peers(),
+                }
+            except (NodeUnavailable, OSError):
+                out[proc.name] = {"table": {"size": 0, "node_id": ""}, "peers": []}
+        return out
+
+    @staticmethod
+    def _connected(snap: dict[str, dict[str, Any]]) -> bool:
+        ids = {s["table"].get("node_id"): name for name, s in snap.items()}
+        adj: dict[str, set[str]] = {name: set() for name in snap}
+        for name, s in snap.items():
+            for p in s["peers"]:
+                other = ids.get(p.get("peer_id"))
+                if other is not None:
+                    adj[name].add(other)
+                    adj[other].add(name)
+        start = next(iter(snap))
+        seen, todo = {start}, [start]
+        while todo:
+            for nb in adj[todo.pop()]:
+                if nb not in seen:
+                    seen.add(nb)
+                    todo.append(nb)
+        return len(seen) == len(snap)
+
+    def _form(self, honest: list[Proc]) -> Formation:
+        n = len(honest)
+        need_table = min(K, n - 1)
+        need_peers = min(TARGET_OUTBOUND, n - 1)
+        f = Formation()
+        deadline = self.t0 + self.p.timeout_s
+        while time.monotonic() < deadline:
+            t = time.monotonic() - self.t0
+            snap = self._snapshot(honest)
+            for name, s in snap.items():
+                self.series.append(("table_entries", t, float(s["table"]["size"]), name))
+                self.series.append(("peers", t, float(len(s["peers"])), name))
+            if f.tables_s is None and all(s["table"]["size"] >= need_table for s in snap.values()):
+                f.tables_s = t
+            if f.connected_s is None and self._connected(snap):
+                f.connected_s = t
+            if f.mesh_s is None and all(len(s["peers"]) >= need_peers for s in snap.values()):
+                f.mesh_s = t
+            if None not in (f.tables_s, f.connected_s, f.mesh_s):
+                return f
+            self.say(
+                f"  t={t:5.1f} s  tables >= {need_table}: "
+                f"{sum(s['table']['size'] >= need_table for s in snap.values())}/{n}  "
+                f"peers >= {need_peers}: "
+                f"{sum(len(s['peers']) >= need_peers for s in snap.values())}/{n}"
+            )
+            time.sleep(1.0)
+        return f
+
+    def _kad_bytes(self, procs: list[Proc]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for proc in procs:
+            try:
+                out[proc.name] = metric_sum(proc.api.metrics(), "netdiag_node_kad_bytes_total")
+            except (NodeUnavailable, OSError):
+                continue
+        return out
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        p = self.p
+        gen = make_genesis(self.work / "genesis", 1, f"discovery-{p.seed}")
+        self.genesis, keys = gen.path, gen.keys
+        self.say(f"starting {p.nodes} nodes on loopback, one bootstrap (127.77.0.1)")
+        self.t0 = time.monotonic()
+        boot = self._start("n00", honest_host(0), [], keys[0], {})
+        self._wait_up([boot])
+        honest = [boot] + [
+            self._start(f"n{i:02d}", honest_host(i), [boot.addr], None, {})
+            for i in range(1, p.nodes)
+        ]
+        self._wait_up(honest)
+        form = self._form(honest)
+        self.say(
+            f"formed: tables {form.tables_s} s, connected {form.connected_s} s, "
+            f"peers {form.mesh_s} s; measuring {p.duration_s:g} s of steady state"
+        )
+        b0, m0 = self._kad_bytes(honest), time.monotonic()
+        end = m0 + p.duration_s
+        while time.monotonic() < end:
+            time.sleep(min(5.0, max(0.0, end - time.monotonic())))
+            t = time.monotonic() - self.t0
+            for name, s in self._snapshot(honest).items():
+                self.series.append(("table_entries", t, float(s["table"]["size"]), name))
+                self.series.append(("peers", t, float(len(s["peers"])), name))
+        b1, m1 = self._kad_bytes(honest), time.monotonic()
+        minutes = (m1 - m0) / 60
+        per_min = {n: (b1[n] - b0[n]) / minutes for n in b1 if n in b0 and minutes > 0}
+        final = self._snapshot(honest)
+        lookups = [
+            {"node": name, **lk}
+            for name, s in final.items()
+            for lk in s["table"].get("recent_lookups", [])
+            if lk.get("replies", 0) > 0
+        ]
+        sybil = self._eclipse(boot) if p.sybils > 0 else None
+        return self._result(honest, form, lookups, per_min, final, sybil)
+
+    def _eclipse(self, boot: Proc) -> dict[str, Any]:
+        p = self.p
+        self.say(f"eclipse: {p.sybils} Sybils on {SYBIL_NET}.0/24 push each other")
+        env = {"NETDIAG_NODE_DEBUG_KAD_ONLY_SUBNET": f"{SYBIL_NET}.0/24"}
+        sybils = [
+            self._start(f"s{i:02d}", f"{SYBIL_NET}.{i + 1}", [boot.addr], None, env)
+            for i in range(p.sybils)
+        ]
+        self._wait_up(sybils)
+        time.sleep(2 * p.refresh_s)  # their tables and the honest ones fill with each other
+        victim = self._start("victim", VICTIM_HOST, [boot.addr], None, {})
+        self._wait_up([victim])
+        deadline = time.monotonic() + max(60.0, 4 * p.refresh_s)
+        outbound: list[Any] = []
+        while time.monotonic() < deadline:
+            outbound = [x for x in victim.api.peers() if x.get("direction") == "outbound"]
+            if len(outbound) >= TARGET_OUTBOUND:
+                break
+            time.sleep(1.0)
+        time.sleep(p.refresh_s)  # a refresh more: Sybil answers keep arriving
+        peers = victim.api.peers()
+        table = victim.api.get_json("/peers/table")
+        outbound = [x for x in peers if x.get("direction") == "outbound"]
+
+        def is_sybil(addr: object) -> bool:
+            return isinstance(addr, str) and addr.startswith(SYBIL_NET + ".")
+
+        return {
+            "sybils": p.sybils,
+            "victim_outbound": len(outbound),
+            "sybil_outbound": sum(is_sybil(x.get("address")) for x in outbound),
+            "sybil_inbound": sum(
+                is_sybil(x.get("address")) for x in peers if x.get("direction") == "inbound"
+            ),
+            "victim_table": table["size"],
+            "sybil_table": sum(is_sybil(e["address"]) for e in table["entries"]),
+            "goal_sybil_outbound_max": SYBIL_GOAL,
+        }
+
+    def _result(
+        self,
+        honest: list[Proc],
+        form: Formation,
+        lookups: list[dict[str, Any]],
+        per_min: dict[str, float],
+        final: dict[str, dict[str, Any]],
+        sybil: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        from netdiag.report.results import ResultBuilder
+
+        p = self.p
+        n = p.nodes
+        rb = ResultBuilder(
+            "discovery",
+            {
+                "nodes": n,
+                "duration_s": p.duration_s,
+                "sybils": p.sybils,
+                "refresh_s": p.refresh_s,
+                "timeout_s": p.timeout_s,
+                "tls": p.tls,
+                "k": K,
+                "target_outbound": TARGET_OUTBOUND,
+            },
+            seed=p.seed,
+            metadata={"topology": "loopback, one /24 per node", "topology_rtt_ms": 0.0},
+        )
+        for metric, t, v, node in self.series:
+            rb.sample(f"{metric} {node}", t, v, metric=metric, node=node)
+        for lk in lookups:
+            rb.record("lookups", {k: lk[k] for k in ("node", "purpose", "hops", "seconds")})
+        for name, s in final.items():
+            rb.record(
+                "nodes",
+                {
+                    "node": name,
+                    "table_entries": s["table"]["size"],
+                    "peers": len(s["peers"]),
+                    "outbound": sum(x.get("direction") == "outbound" for x in s["peers"]),
+                    "kad_bytes_per_min": round(per_min.get(name, 0.0), 1),
+                },
+            )
+        rb.add_summary(
+            "formation",
+            {
+                "nodes": n,
+                "table_needed": min(K, n - 1),
+                "tables_s": _r(form.tables_s),
+                "connected_s": _r(form.connected_s),
+                "peers_needed": min(TARGET_OUTBOUND, n - 1),
+                "peers_s": _r(form.mesh_s),
+            },
+        )
+        hops = [lk["hops"] for lk in lookups]
+        secs = [lk["seconds"] for lk in lookups]
+        rb.add_summary(
+            "lookups",
+            {
+                "lookups": len(lookups),
+                "hops_p50": statistics.median(hops) if hops else None,
+                "hops_max": max(hops) if hops else None,
+                "hops_goal": math.ceil(math.log2(n)),
+                "latency_p50_ms": _r(1000 * statistics.median(secs)) if secs else None,
+                "latency_p90_ms": _r(1000 * _pct(secs, 0.9)) if secs else None,
+                "topology_rtt_ms": 0.0,
+            },
+        )
+        vals = list(per_min.values())
+        rb.add_summary(
+            "traffic",
+            {
+                "kad_bytes_per_node_per_min_mean": _r(statistics.mean(vals)) if vals else None,
+                "kad_bytes_per_node_per_min_max": _r(max(vals)) if vals else None,
+                "window_s": p.duration_s,
+            },
+        )
+        if sybil is not None:
+            rb.add_summary("eclipse", sybil)
+        return rb.to_dict()
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def tail(log: Path, n: int = 2) -> str:
+    try:
+        return " | ".join(log.read_text(errors="replace").splitlines()[-n:])[-400:]
+    except OSError:
+        return "(no log)"
+
+
+def run(p: Params, say: Callable[[str], None]) -> dict[str, Any]:
+    bench = DiscoveryBench(p, say)
+    try:
+        return bench.run()
+    finally:
+        bench.stop()
+        if not os.environ.get("NETDIAG_KEEP_WORK"):
+            import shutil
+
+            shutil.rmtree(bench.work, ignore_errors=True)
