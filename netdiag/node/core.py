@@ -163,7 +163,8 @@ class NodeCore:
             self.gossip,
             self.scores,
         )
-        self.discovery.attach_store(KadStore(chain.store.path))
+        # its own SQLite file next to the chain: a table write never holds the chain's lock
+        self.discovery.attach_store(KadStore(chain.store.path.parent / "kad.sqlite"))
         self.peering.on_up = self._peer_up
         self.peering.on_down = self.sync.peer_gone
         self._entropy: dict[int, bytes] = {}  # seed height -> our entropy hash (bounded)

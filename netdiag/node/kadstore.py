@@ -1,8 +1,9 @@
-"""The routing table on disk: a ``kad_nodes`` table in the node's SQLite store, so a restarted
-node dials the peers it knew instead of needing its bootstrap again.
+"""The routing table on disk: a ``kad_nodes`` table in ``kad.sqlite`` next to the chain store
+(a file of its own, so writing the table never holds the lock block commits take), so a
+restarted node dials the peers it knew instead of needing its bootstrap again.
 
 Only verified entries are written (the table holds nothing else); on load the table's limits
-apply again. The connection is our own (WAL lets it share the file with the block store).
+apply again. A save replaces the whole table in one transaction.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ MAX_ROWS = 256 * 20
 
 class KadStore:
     def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA busy_timeout=2000")
