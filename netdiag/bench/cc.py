@@ -109,7 +109,8 @@ def tuned_client(lab: Lab, port: int, env: TuneEnv) -> Iterator[Path]:
     try:
         argv = ["netdiag", "bench", "cc"]
         for req in (
-            tune_plan.Request(cc="cubic", netns=lab.ns("a")),
+            # allow_host: the namespace may need cubic on the host's allowed list (journaled)
+            tune_plan.Request(cc="cubic", netns=lab.ns("a"), allow_host=True),
             tune_plan.Request(cc="bbr", cgroup=str(cg), ports=[port]),
         ):
             p = tune_plan.build(req, env)
