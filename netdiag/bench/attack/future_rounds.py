@@ -21,6 +21,7 @@ class FutureRounds:
     summary = "a validator produces for future rounds it owns: its share stays near 1/N"
     rss_bound: float | None = None
     growth_bound: float | None = None
+    leaves_cluster_degraded = True  # a defended cluster bans the cheater for ban_seconds
 
     def run(self, ctx: AttackContext) -> Outcome:
         nodes = ctx.cluster.nodes

@@ -39,8 +39,13 @@ class LyingPeer:
                 try:
                     peer = await WirePeer.connect(t, ctx.source_ip)
                     await peer.handshake(key, t)
+                    refusal = await peer.refused_after_open(0.3)  # a ban says bye at once
                 except (Refused, OSError, TimeoutError, ssl.SSLError):
+                    refusal, peer = "refused", None
+                if refusal is not None or peer is None:
                     stats["refused"] += 1
+                    if peer is not None:
+                        await peer.aclose()
                     await asyncio.sleep(0.5)
                     continue
                 stats["sessions"] += 1

@@ -24,14 +24,17 @@ from netdiag.bench.attack.cluster import Cluster
 from netdiag.errors import InputError
 from netdiag.report.results import ResultBuilder, Row
 
-ATTACKS: dict[str, str] = {
+ATTACKS: dict[str, str] = {  # run in this order; future_rounds last (it bans a validator)
     "tls_flood": "netdiag.bench.attack.tls_flood",
     "lying_peer": "netdiag.bench.attack.lying_peer",
-    "future_rounds": "netdiag.bench.attack.future_rounds",
     "reconnect_ban": "netdiag.bench.attack.reconnect_ban",
     "malformed_frames": "netdiag.bench.attack.malformed_frames",
+    "publish_flood": "netdiag.bench.attack.publish_flood",
+    "sync_amplification": "netdiag.bench.attack.sync_amplification",
     "nested_json": "netdiag.bench.attack.nested_json",
     "slowloris": "netdiag.bench.attack.slowloris",
+    "mempool_flood": "netdiag.bench.attack.mempool_flood",
+    "future_rounds": "netdiag.bench.attack.future_rounds",
 }
 
 
@@ -104,9 +107,10 @@ class Sampler:
                 metric="rss_bytes",
                 node=self.target.nodes[self.node].name,
             )
-            for c in (self.target, self.control):
+            for role, c in (("target", self.target), ("control", self.control)):
+                # a replaced target cluster continues the "target" series (from height ~0)
                 self.builder.sample(
-                    f"height {c.name}", t, c.max_height(), metric="height", cluster=c.name
+                    f"height {role}", t, c.max_height(), metric="height", cluster=role
                 )
             self._stop.wait(self.interval_s)
 
@@ -270,13 +274,22 @@ def run(p: Params, progress: Callable[[str], None]) -> ResultBuilder:
             progress(f"{name}: attacking for {p.duration_s:g} s")
             row = run_one(i, name, target, control, sampler, p, progress)
             builder.add_summary("attacks", row)
+            if getattr(load_attack(name), "leaves_cluster_degraded", False) and i + 1 < len(
+                p.attacks
+            ):
+                progress(f"{name}: replacing the target cluster with a fresh one")
+                target.stop()
+                target = Cluster.create(p.workdir, f"target{i + 1}", p.validators, p.slot_ms)
+                target.start()
+                target.wait_producing(90)
+                sampler.target = target
             progress(
                 f"{name}: survived={row['survived']} defended={row['defended']} "
                 f"growth={row['growth_ratio']} banned={row['attacker_banned']}"
             )
     finally:
         progress("stopping clusters")
-        target.stop()
+        target.stop()  # the current one; a replaced one was stopped when it was replaced
         control.stop()
     builder.metadata["workdir"] = str(p.workdir)
     return builder

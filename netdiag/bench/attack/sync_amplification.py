@@ -1,0 +1,83 @@
+"""Sync amplification: authenticated peers ask for the largest block ranges, never read.
+
+Each peer sends GetBlocks(0, 128) over and over without reading a byte of the answers, so the
+node's answers pile up in its send buffers. A defended node caps what it queues per peer
+(``max_write_buffer_bytes``) and per node, drops the peer that does not read, and its RSS comes
+back afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import cast
+
+from netdiag.bench.attack.base import AttackContext, Outcome
+from netdiag.bench.attack.wire import AttackKey, Refused, WirePeer, frame
+
+PEERS = 8
+
+
+class SyncAmplification:
+    name = "sync_amplification"
+    summary = "peers request 128-block ranges and never read: queues capped, RSS comes back"
+    rss_bound: float | None = 1.25
+    growth_bound: float | None = 0.9
+
+    def run(self, ctx: AttackContext) -> Outcome:
+        return asyncio.run(self._run(ctx))
+
+    async def _run(self, ctx: AttackContext) -> Outcome:
+        t = ctx.cluster.target(ctx.target_index)
+        stats = {"requests": 0, "sessions": 0, "closed": 0, "refused": 0}
+        loop = asyncio.get_running_loop()
+        end = loop.time() + ctx.duration_s
+
+        async def hog() -> None:
+            key = AttackKey()
+            req = 0
+            while loop.time() < end:
+                try:
+                    peer = await WirePeer.connect(t, ctx.source_ip)
+                    await peer.handshake(key, t)
+                except (Refused, OSError, TimeoutError, ssl.SSLError):
+                    stats["refused"] += 1
+                    await asyncio.sleep(0.5)
+                    continue
+                stats["sessions"] += 1
+                cast(asyncio.Transport, peer.writer.transport).pause_reading()  # answers pile up
+                try:
+                    while loop.time() < end:
+                        batch = b"".join(
+                            frame({"t": "getblocks", "req_id": req + k, "start": 0, "count": 128})
+                            for k in range(20)
+                        )
+                        req += 20
+                        await asyncio.wait_for(peer.send_raw(batch), 2.0)
+                        stats["requests"] += 20
+                        await asyncio.sleep(0.02)
+                except (OSError, TimeoutError, ssl.SSLError):
+                    stats["closed"] += 1
+                finally:
+                    await peer.aclose()
+
+        async def report() -> None:
+            while loop.time() < end:
+                ctx.progress(f"{stats['requests']} range requests unread")
+                await asyncio.sleep(1.0)
+
+        await asyncio.gather(report(), *(hog() for _ in range(PEERS)))
+        return Outcome(
+            why=f"{stats['requests']} GetBlocks(0, 128) sent unread over {stats['sessions']} "
+            f"sessions; {stats['closed']} ended by the node (or stalled), "
+            f"{stats['refused']} reconnects refused",
+            figures={
+                "range_requests": stats["requests"],
+                "hog_sessions": stats["sessions"],
+                "sessions_ended": stats["closed"],
+                "reconnects_refused": stats["refused"],
+            },
+        )
+
+
+ATTACK = SyncAmplification()
