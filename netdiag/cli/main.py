@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "bdp": "netdiag.cli.bdp:bdp",
     "diagnose": "netdiag.cli.diagnose:diagnose",
     "report": "netdiag.cli.report:report",
+    "exporter": "netdiag.cli.exporter:exporter",
 }
 
 
