@@ -51,6 +51,12 @@ def node() -> None:
 @click.option("--listen", help="P2P HOST:PORT (default 127.0.0.1:7600; port 0 picks one).")
 @click.option("--api", help="REST API HOST:PORT (default 127.0.0.1:7601).")
 @click.option("--peer", "peers", multiple=True, help="Bootstrap peer HOST:PORT (repeatable).")
+@click.option(
+    "--peer-dns",
+    "peer_dns",
+    multiple=True,
+    help="NAME:PORT: peer with every address NAME resolves to, re-resolved (repeatable).",
+)
 @click.option("--tls/--no-tls", default=None, help="TLS on the P2P port (default on).")
 @click.option("--produce/--no-produce", default=None, help="Produce blocks in our slots.")
 @click.option(
@@ -70,7 +76,7 @@ def run(config_file: Path | None, **opts: Any) -> None:
     from netdiag.node.errors import NodeError
     from netdiag.node.logs import NodeLog
 
-    overrides = {k: (list(v) if k == "peers" else v) for k, v in opts.items()}
+    overrides = {k: (list(v) if k in ("peers", "peer_dns") else v) for k, v in opts.items()}
     try:
         cfg = load_config(config_file, os.environ, overrides)
     except NodeError as e:

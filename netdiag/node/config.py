@@ -28,6 +28,10 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     listen: str = "127.0.0.1:7600"
     api: str = "127.0.0.1:7601"
     peers: list[str] = []
+    # NAME:PORT resolved to peers (every address NAME has, e.g. a Kubernetes headless
+    # service), re-resolved every peer_dns_interval_s (peer_dns.py)
+    peer_dns: list[str] = []
+    peer_dns_interval_s: float = 30.0
     tls: bool = True
     produce: bool = True  # produce blocks in our slots if our key is a genesis validator
     min_peers_to_produce: int = -1  # -1: hear from a majority of validators (presence.py)
@@ -122,6 +126,7 @@ RANGES: dict[str, tuple[float, bool]] = {
     "idle_timeout_s": POSITIVE,
     "ping_interval_s": POSITIVE,
     "reconnect_min_s": POSITIVE,
+    "peer_dns_interval_s": POSITIVE,
     "reconnect_max_s": POSITIVE,
     "max_known_addrs": AT_LEAST_ONE,
     "max_frame_bytes": (4096.0, True),  # the handshake frame cap
@@ -202,7 +207,8 @@ def _parse_env(env: Mapping[str, str]) -> dict[str, Any]:
         name = k[len(ENV_PREFIX) :].lower()
         if name not in fields:
             raise ConfigError(f"unknown environment variable {k} (no config field {name!r})")
-        out[name] = [p.strip() for p in v.split(",") if p.strip()] if name == "peers" else v
+        listed = name in ("peers", "peer_dns")
+        out[name] = [p.strip() for p in v.split(",") if p.strip()] if listed else v
     return out
 
 
@@ -225,7 +231,7 @@ def load_config(
             if v is not None and not (isinstance(v, list | tuple) and not v)
         }
     )
-    for k in ("peers",):
+    for k in ("peers", "peer_dns"):
         if k in merged and isinstance(merged[k], tuple):
             merged[k] = list(merged[k])
     missing = [k for k in ("data_dir", "genesis") if not merged.get(k)]
@@ -243,7 +249,7 @@ def load_config(
         cfg = msgspec.convert(merged, NodeConfig, strict=False)
     except msgspec.ValidationError as e:
         raise ConfigError(f"invalid node configuration: {e}") from e
-    for addr in [cfg.listen, cfg.api, *cfg.peers]:
+    for addr in [cfg.listen, cfg.api, *cfg.peers, *cfg.peer_dns]:
         split_hostport(addr)
     check_ranges(cfg)
     if not 1 <= cfg.gossip_d_lo <= cfg.gossip_d <= cfg.gossip_d_hi:

@@ -34,6 +34,7 @@ from netdiag.node.mempool import Mempool
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.model import Block, Tx
 from netdiag.node.networks import resolve_genesis
+from netdiag.node.peer_dns import PeerDns
 from netdiag.node.peers import PeerBook
 from netdiag.node.presence import Presence
 from netdiag.node.protocol import PeerProtocol
@@ -220,6 +221,9 @@ class Node:
         )
         self._spawn(self._every("dial", 0.2, self._dial_step))
         self._spawn(self._every("discovery", 1.0, core.discovery_step))
+        if self.cfg.peer_dns:
+            dns = PeerDns(self.cfg.peer_dns, core.book, self.log)
+            self._spawn(dns.run(self.cfg.peer_dns_interval_s))
         self._spawn(self._every("heartbeat", self.cfg.gossip_heartbeat_s, core.heartbeat_step))
         self._spawn(self._every("status", self.cfg.status_interval_s, core.status_step))
         self._spawn(self._every("sync", 0.25, core.sync_step))  # timeouts start at 2 s

@@ -53,6 +53,10 @@ class PeerBook:
                 continue
             self.addrs.setdefault(a, AddrState())
 
+    def forget(self, addr: str) -> None:
+        """Drop an address (one a name no longer resolves to); a live connection stays."""
+        self.addrs.pop(addr, None)
+
     def mark_self(self, addr: str) -> None:
         self.addrs.pop(addr, None)
         self.self_addrs.add(addr)
