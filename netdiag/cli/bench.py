@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "p2p": "netdiag.cli.bench_p2p:bench_p2p",
     "attack": "netdiag.cli.bench_attack:attack",
     "discovery": "netdiag.cli.bench_discovery:discovery",
+    "exporter-soak": "netdiag.cli.bench_exporter:exporter_soak",
 }
 
 
