@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.unit.deploy.units import SYSTEMD_DIR, capabilities, exec_argv
 
 NETDIAG = str(Path(sys.executable).parent / "netdiag")

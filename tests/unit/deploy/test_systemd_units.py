@@ -15,7 +15,8 @@ from tests.unit.deploy.units import INSTALLED_NETDIAG, capabilities, exec_argv, 
 
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
-    ANALYZE is None, reason="needs systemd-analyze on PATH (apt-get install systemd): run `make setup`"
+    ANALYZE is None,
+    reason="needs systemd-analyze on PATH (apt-get install systemd): run `make setup`",
 )
 NETDIAG = str(Path(sys.executable).parent / "netdiag")
 # `systemd-analyze security` exposure (0 best .. 10 worst) each unit must stay at or under.
@@ -80,8 +81,13 @@ def test_units_hardening_exposure(tmp_path: Path) -> None:
     for unit in _staged(tmp_path):
         limit = EXPOSURE[unit.name]
         p = subprocess.run(
-            [ANALYZE, "security", "--offline=yes", f"--threshold={limit * 10:.0f}"]
-            + [f"./{_instance(unit)}"],
+            [
+                ANALYZE,
+                "security",
+                "--offline=yes",
+                f"--threshold={limit * 10:.0f}",  # the threshold is in tenths
+                f"./{_instance(unit)}",
+            ],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -94,9 +100,7 @@ def test_exec_start_is_a_command_line_netdiag_accepts() -> None:
     """`netdiag ARGS --help` exits 0 only when every option in ARGS exists."""
     for unit in unit_files():
         argv = exec_argv(unit)
-        p = subprocess.run(
-            [NETDIAG, *argv, "--help"], capture_output=True, text=True, timeout=60
-        )
+        p = subprocess.run([NETDIAG, *argv, "--help"], capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, f"{unit.name}: netdiag {' '.join(argv)}\n{p.stderr}"
 
 
