@@ -17,10 +17,10 @@ from typing import Any
 
 from netdiag.errors import InputError, KernelFeatureError, NetdiagError, PrivilegeError
 from netdiag.kernel import caps, headers, tracefs
-from netdiag.kernel.host import REAL, HostPaths
+from netdiag.kernel.host import REAL, HostPaths, data_dir
 
 log = logging.getLogger("netdiag.kernel.bcc")
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+BPF_DIR = data_dir("bpf")
 _IDENT = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 Defines = Mapping[str, int | str]

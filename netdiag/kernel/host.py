@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,15 @@ def _unescape(path: str) -> str:
         .replace("\\012", "\n")
         .replace("\\134", "\\")
     )
+
+
+def data_dir(name: str) -> Path:
+    """bpf/ or probes/: beside the package in a checkout, else where the wheel installs them
+    (PREFIX/share/netdiag/NAME, from pyproject's data-files)."""
+    checkout = Path(__file__).resolve().parents[2] / name
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "netdiag" / name
 
 
 def cache_dir() -> Path:

@@ -11,9 +11,9 @@ from typing import Any
 
 from netdiag.errors import InputError
 from netdiag.kernel import tracefs
-from netdiag.kernel.host import REAL, HostPaths
+from netdiag.kernel.host import REAL, HostPaths, data_dir
 
-PROBES_DIR = Path(__file__).resolve().parents[2] / "probes"
+PROBES_DIR = data_dir("probes")
 FIELD_TYPES = {"u16", "u32", "u64", "addr", "enum", "enum_array", "log2_hist", "ktime", "ksym"}
 
 

@@ -114,3 +114,24 @@ def test_node_runs_without_capabilities_and_the_rest_name_theirs() -> None:
         "CAP_NET_ADMIN",
         "CAP_DAC_OVERRIDE",
     }
+
+
+def test_the_wheel_carries_the_kernel_halves_and_probe_manifests(tmp_path: Path) -> None:
+    """An installed netdiag (the image, a systemd host) finds bpf/ and probes/ under
+    PREFIX/share/netdiag: the wheel must ship every file of both."""
+    import zipfile
+
+    from tests.unit.deploy.units import ROOT
+
+    p = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    (whl,) = tmp_path.glob("netdiag-*.whl")
+    names = set(zipfile.ZipFile(whl).namelist())
+    for sub in ("bpf", "probes"):
+        for f in (ROOT / sub).iterdir():
+            assert any(n.endswith(f"/data/share/netdiag/{sub}/{f.name}") for n in names), f
