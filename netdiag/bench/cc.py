@@ -24,9 +24,11 @@ from typing import Any
 
 from rich.table import Table
 
+from netdiag.bench import output
 from netdiag.kernel import cgroup
 from netdiag.lab import Lab, two_node
 from netdiag.lab.iperf import iperf3 as lab_iperf3
+from netdiag.report.results import ResultBuilder
 from netdiag.tune import apply as tune_apply
 from netdiag.tune import plan as tune_plan
 from netdiag.tune.env import TuneEnv
@@ -218,3 +220,56 @@ def _obs(link: dict[str, Any]) -> str:
 
 def _mbit(bps: float) -> str:
     return f"{bps / 1e6:.1f}"
+
+
+def to_result(doc: dict[str, Any], parameters: dict[str, Any] | None = None) -> ResultBuilder:
+    """summary.cc: one row per (loss, algorithm) — `case` "loss 1%", `cc` cubic|bbr|tuned;
+    summary.bbr_over_cubic: the side-by-side ratio per loss. Also converts the JSON of older
+    netdiag versions (the same figures, nested)."""
+    link = doc["link"]
+    params = parameters or {
+        "losses": [r["loss"] for r in doc["rows"]],
+        "rate_bps": link["rate_bps"],
+        "rtt_us": link["rtt_us"],
+        "seconds": doc["seconds"],
+        "tuned": bool(doc["rows"]) and "tuned" in doc["rows"][0],
+    }
+    lab = doc.get("lab") or {}
+    res = output.new(
+        "cc",
+        params,
+        link_engine=lab.get("engine"),
+        variants=[c for c in ("cubic", "bbr", "tuned") if doc["rows"] and c in doc["rows"][0]],
+        link=link,
+        measurer=doc.get("measurer"),
+        ideal=doc.get("ideal"),
+        lab=lab,
+    )
+    for r in doc["rows"]:
+        case = f"loss {r['loss'] * 100:g}%"
+        for cc in ("cubic", "bbr", "tuned"):
+            if cc not in r:
+                continue
+            got = r[cc]
+            seen = got.get("link") or {}
+            res.add_summary(
+                "cc",
+                {
+                    "case": case,
+                    "variant": cc,
+                    "loss": r["loss"],
+                    "ideal_bps": r["ideal_bps"],
+                    "goodput_bps": got["goodput_bps"],
+                    "ratio_to_ideal": got["ratio_to_ideal"],
+                    "retransmits": got.get("retransmits"),
+                    "cc_used": got.get("cc_used"),
+                    "mean_rtt_us": got.get("mean_rtt_us"),
+                    "link_observed_loss": seen.get("observed_loss"),
+                },
+            )
+            if seen:
+                res.record("link", {"case": case, "variant": cc, **output.flat(seen)})
+        res.add_summary(
+            "bbr_over_cubic", {"case": case, "loss": r["loss"], "ratio": r["bbr_over_cubic"]}
+        )
+    return res

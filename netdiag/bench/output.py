@@ -55,16 +55,16 @@ def flat(d: Mapping[str, Any], prefix: str = "") -> Row:
         if isinstance(v, Mapping):
             out.update(flat(v, f"{key}."))
         elif isinstance(v, list | tuple):
-            if all(_scalar(x) for x in v):
+            if all(scalar(x) for x in v):
                 out[key] = ",".join(str(x) for x in v)
-        elif _scalar(v):
+        elif scalar(v):
             out[key] = v
     return out
 
 
-def _scalar(v: Any) -> bool:
+def scalar(v: Any) -> bool:
     return v is None or isinstance(v, str | int | float | bool)
 
 
 def scalar_or_none(v: Any) -> Scalar:
-    return v if _scalar(v) else None
+    return v if scalar(v) else None

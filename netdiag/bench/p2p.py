@@ -113,7 +113,8 @@ class Progress:
     phase: str = "setup"
     nodes_up: int = 0
     nodes_total: int = 0
-    txs_sent: int = 0
+    txs_sent: int = 0  # accepted by a node (POST /tx answered accepted)
+    txs_offered: int = 0  # POSTs attempted (the load the generator managed to offer)
     height: int = 0
     phase_end: float | None = None  # monotonic time the phase should end
 
@@ -252,6 +253,7 @@ class P2PBench:
     def run_variant(self, lab: Any, variant: str, work: Path) -> None:
         self.progress.variant = variant
         self.progress.txs_sent = 0
+        self.progress.txs_offered = 0
         self._phase("congestion control")
         with namespace_cc([lab.ns(n) for n in self.names], variant, self.notes):
             self._variant_in_cc(lab, variant, work)
@@ -394,6 +396,7 @@ class P2PBench:
                 if node in killed:
                     continue
                 body, _txid = signer.next_tx(os.urandom(p.tx_bytes))
+                self.progress.txs_offered += 1
                 with contextlib.suppress(NodeUnavailable):
                     got = clients[node].post_tx(body)
                     if got is not None:
@@ -858,6 +861,10 @@ class P2PBench:
                 "variant": variant,
                 "round": self.round,
                 "load_s": round(load_s, 3),
+                # planned (tx_rate x duration) vs offered (POSTs made) vs accepted: a generator
+                # that falls behind on a busy host offers less, and variants differ
+                "txs_planned": round(self.p.tx_rate * self.p.duration_s),
+                "txs_offered": self.progress.txs_offered,
                 "txs_sent": self.progress.txs_sent,
                 **self.cpu_split,
             },
@@ -916,6 +923,8 @@ class P2PBench:
                 "cpu_pct_per_node_avg": round(sum(cpu) / len(cpu), 1) if cpu else None,
                 "cpu_pct_per_node_max": max(cpu) if cpu else None,
                 "load_s": round(load_s, 2),
+                "txs_planned": sum(int(r.get("txs_planned") or 0) for r in mine),
+                "txs_offered": sum(int(r.get("txs_offered") or 0) for r in mine),
                 "txs_sent": sum(int(r["txs_sent"] or 0) for r in mine),
                 "nodes_cpu_pct_total": round(sum(cpu) / max(1, len(mine)), 1) if cpu else None,
                 "forwarders_cpu_pct": _mean(r.get("forwarders_cpu_pct") for r in mine),

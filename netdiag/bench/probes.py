@@ -26,11 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netdiag.bench import output
 from netdiag.diagnose import Sample, judge_samples
 from netdiag.errors import KernelFeatureError, NetdiagError
 from netdiag.kernel import headers
+from netdiag.lab import ping
 from netdiag.measure import bdp as mbdp
 from netdiag.measure import sockdiag
+from netdiag.report.results import ResultBuilder
 from netdiag.trace import engine, manifest, testbed
 from netdiag.trace.traffic import make_pair, nstat_abs
 
@@ -202,8 +205,8 @@ def overhead(
 
 def _ping_min_ms(lab: Any, count: int = 10) -> float | None:
     r = lab.exec("a", ["ping", "-c", str(count), "-i", "0.2", "-q", lab.addr("b")])
-    m = re.search(r"= ([\d.]+)/", r.stdout)
-    return float(m.group(1)) if m else None
+    got = ping.summaries(r.stdout)
+    return got[0]["rtt_min_us"] / 1e3 if got else None
 
 
 def _ss_cwnd(ns: str, port: int) -> int | None:
@@ -369,3 +372,58 @@ def accuracy(
         ).verdict,
         "lost_events": snap.stats.get("lost_events", 0) + snap.stats.get("recursion_misses", 0),
     }
+
+
+# --- the one result format -----------------------------------------------------------------
+
+
+def overhead_result(doc: dict[str, Any], parameters: dict[str, Any] | None = None) -> ResultBuilder:
+    """summary.overhead: the run's figures in one row; raw.pairs: one row per back-to-back
+    pair (without / with trace-peers). Also converts the JSON of older netdiag versions."""
+    params = parameters or {
+        "runs": doc["runs"],
+        "seconds": doc["seconds_per_run"],
+        "interval": doc["interval_s"],
+    }
+    res = output.new("probes overhead", params)
+    res.add_summary(
+        "overhead",
+        {k: v for k, v in doc.items() if output.scalar(v) and k not in ("benchmark", "cpus")},
+    )
+    starts = doc.get("startup_s", [])
+    for i, (off, on) in enumerate(
+        zip(doc["throughput_off_bps"], doc["throughput_on_bps"], strict=True), start=1
+    ):
+        res.record(
+            "pairs",
+            {
+                "pair": i,
+                "throughput_off_bps": off,
+                "throughput_on_bps": on,
+                "ratio_on_off": round(on / off, 4) if off else None,
+                "startup_s": starts[i - 1] if i <= len(starts) else None,
+            },
+        )
+    return res
+
+
+def accuracy_result(doc: dict[str, Any], parameters: dict[str, Any] | None = None) -> ResultBuilder:
+    """One summary table per quantity (min_rtt_us, min_rtt_error_pct, bdp_bytes, retransmits,
+    cwnd): one row, one column per source (truth, tcp_peers, sock_diag, ss, …); the lab link
+    in metadata. Also converts the JSON of older netdiag versions."""
+    lab = doc.get("lab") or {}
+    params = parameters or {
+        "delay_ms": lab.get("delay_ms"),
+        "rate_mbit": lab.get("rate_mbit"),
+        "loss": lab.get("loss"),
+        "bytes": lab.get("bytes"),
+    }
+    res = output.new("probes accuracy", params, link_engine=lab.get("engine"), lab=lab)
+    figures: dict[str, Any] = {}
+    for k, v in doc.items():
+        if isinstance(v, dict) and k != "lab":
+            res.add_summary(k, output.flat(v))
+        elif output.scalar(v) and k != "benchmark":
+            figures[k] = v
+    res.add_summary("figures", figures)
+    return res

@@ -18,8 +18,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # name -> "module:attr"; each benchmark lives with the capability it measures.
 BENCHMARKS: dict[str, str] = {
     "validate": "netdiag.cli.bench_validate:validate",
-    "emulator": "netdiag.cli.lab:bench_emulator",
-    "cc": "netdiag.cli.tune:bench_cc",
+    "emulator": "netdiag.cli.bench_emulator:bench_emulator",
+    "cc": "netdiag.cli.bench_cc:bench_cc",
     "probes": "netdiag.cli.bench_probes:probes",
     "sync": "netdiag.cli.bench_sync:sync",
     "p2p": "netdiag.cli.bench_p2p:bench_p2p",
@@ -45,9 +45,12 @@ def result_file_option(name: str) -> Callable[[F], F]:
     )
 
 
-def finish(result: ResultBuilder, out: Path | None, as_json: bool) -> dict[str, Any]:
+def finish(
+    result: ResultBuilder, out: Path | None, as_json: bool, table: Any = None
+) -> dict[str, Any]:
     """Save the result (schema-checked) and show it: the one JSON line with --json, else
-    its summary tables as `netdiag report` prints them, and where it was saved."""
+    `table` (a rich renderable) or its summary tables as `netdiag report` prints them, and
+    where it was saved."""
     from netdiag.bench.output import default_out
     from netdiag.output import emit_json
     from netdiag.report import results, tables, terminal
@@ -59,7 +62,10 @@ def finish(result: ResultBuilder, out: Path | None, as_json: bool) -> dict[str, 
     else:
         from rich.console import Console
 
-        terminal.print_tables(Console(), tables.summary_tables(doc))
+        if table is not None:
+            Console().print(table)
+        else:
+            terminal.print_tables(Console(), tables.summary_tables(doc))
         Console(stderr=True).print(f"saved {path} (`netdiag report {path}` renders it)")
     return doc
 

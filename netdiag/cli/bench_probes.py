@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 
-from netdiag.cli.bench import result_file_option
-from netdiag.output import emit_json
-
-
-def _emit(doc: dict[str, Any], out: Path, as_json: bool) -> None:
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    if as_json:
-        emit_json(doc)
-        return
-    con = Console()
-    for k, v in doc.items():
-        con.print(f"[bold]{k}[/]: {v}")
-    con.print(f"saved {out}")
+from netdiag.cli.bench import finish, result_file_option
 
 
 @click.group("probes")
@@ -37,15 +23,16 @@ def probes() -> None:
 @click.option(
     "--interval", type=float, default=1.0, show_default=True, help="trace-peers interval."
 )
-@result_file_option("bench-probes-overhead.json")
+@result_file_option("probes-overhead")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
-def overhead(runs: int, seconds: float, interval: float, out: Path, as_json: bool) -> None:
+def overhead(runs: int, seconds: float, interval: float, out: Path | None, as_json: bool) -> None:
     """Bulk TCP over a veth path with and without trace-peers, alternating in one run."""
     from netdiag.bench import probes as benchmarks
 
     err = Console(stderr=True)
     doc = benchmarks.overhead(runs, seconds, interval, progress=lambda m: err.print(m))
-    _emit(doc, out, as_json)
+    params = {"runs": runs, "seconds": seconds, "interval": interval}
+    finish(benchmarks.overhead_result(doc, params), out, as_json)
 
 
 @probes.command("accuracy")
@@ -60,7 +47,7 @@ def overhead(runs: int, seconds: float, interval: float, out: Path, as_json: boo
     help="Let TCP build multi-segment skbs (retransmit events then count fewer than the "
     "kernel's segment counters).",
 )
-@result_file_option("bench-probes-accuracy.json")
+@result_file_option("probes-accuracy")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
 def accuracy(
     delay_ms: float,
@@ -68,7 +55,7 @@ def accuracy(
     loss: float,
     mbytes: float,
     gso: bool,
-    out: Path,
+    out: Path | None,
     as_json: bool,
 ) -> None:
     """min RTT, BDP, retransmits and cwnd from the probes against a lab link's configured truth."""
@@ -83,4 +70,11 @@ def accuracy(
         one_segment=not gso,
         progress=lambda m: err.print(m),
     )
-    _emit(doc, out, as_json)
+    params = {
+        "delay_ms": delay_ms,
+        "rate_mbit": rate_mbit,
+        "loss": loss,
+        "mbytes": mbytes,
+        "gso": gso,
+    }
+    finish(benchmarks.accuracy_result(doc, params), out, as_json)

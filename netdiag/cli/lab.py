@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -359,67 +358,3 @@ def link_set(
         emit_json({"lab": name, "a": a, "b": b, **shape.as_dict(mtu)})
     else:
         click.echo(f"{name}: {a} ↔ {b}: {shape.describe()}")
-
-
-@click.command(name="emulator")
-@click.option("--quick", is_flag=True, help="Tiny grid for CI (a few seconds).")
-@click.option("--engine", type=click.Choice(["auto", "userspace", "kernel"]), default="auto")
-@click.option("--seconds", type=float, default=None, help="iperf3 run length per point.")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Where to save the JSON (default: bench-emulator-<time>.json).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of a table.")
-@click.option(
-    "--scale",
-    default=None,
-    help="Instead of the grid: star labs of these spoke counts (e.g. 8,16,32,64), "
-    "half the links under TCP load, half pinged.",
-)
-def bench_emulator(
-    quick: bool,
-    engine: str,
-    seconds: float | None,
-    out: Path | None,
-    as_json: bool,
-    scale: str | None,
-) -> None:
-    """Fidelity of the lab's links: RTT vs delay, throughput vs rate, loss vs configured, CPU."""
-    from netdiag.lab import fidelity
-
-    console = Console(stderr=True)
-    secs = seconds if seconds is not None else (2.0 if quick else 5.0)
-    path = out or Path(f"bench-emulator-{time.strftime('%Y%m%dT%H%M%S')}.json")
-    if scale:
-        try:
-            counts = [int(x) for x in scale.split(",")]
-        except ValueError:
-            raise InputError(
-                f"--scale {scale!r} is not a list of numbers", "e.g. --scale 8,16,32"
-            ) from None
-        rows = []
-        for n in counts:
-            console.print(f"star lab with {n} spokes ({n + 1} namespaces)")
-            rows.append(fidelity.measure_scale(n, engine, secs))
-        result: dict[str, Any] = {
-            "benchmark": "emulator-scale",
-            "time": time.time(),
-            "seconds": secs,
-            "engine": rows[0]["engine"] if rows else engine,
-            "rows": rows,
-        }
-        table = fidelity.scale_table(rows)
-    else:
-        grid = fidelity.QUICK_GRID if quick else fidelity.FULL_GRID
-        result = fidelity.run(
-            grid, engine=engine, seconds=secs, progress=lambda m: console.print(m)
-        )
-        table = fidelity.table(result)
-    path.write_text(json.dumps(result, indent=1))
-    if as_json:
-        emit_json(result)
-    else:
-        Console().print(table)
-        console.print(f"saved {path}")

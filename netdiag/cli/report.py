@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -41,7 +42,7 @@ def report(
     for target, opt in ((html_out, "--html"), (png_dir, "--png-dir")):
         if target:
             _check_writable(Path(target), opt)  # before anything is printed
-    docs = [results.load(f) for f in files]
+    docs = [_load(f) for f in files]
     runs = [("A", docs[0]), ("B", docs[1])] if len(docs) == 2 else [("", docs[0])]
     tabs = (
         tables.compare_tables(docs[0], docs[1])
@@ -61,6 +62,7 @@ def report(
     else:
         for (label, doc), f in zip(runs, files, strict=True):
             terminal.print_header(console, f"{label} {f}".strip(), doc)
+        terminal.print_warnings(Console(stderr=True), tables.load_warnings(runs))
         terminal.print_tables(console, tabs)
     if html_out or png_dir:
         rendered = plots.render(runs)
@@ -92,3 +94,21 @@ def _check_writable(path: Path, option: str) -> None:
             + ("file" if probe == path and path.is_file() else "directory"),
             f"give {option} a path in a directory you can write",
         )
+
+
+def _load(path: str) -> dict[str, Any]:
+    """A result file; a bench JSON of an older netdiag version is converted on the fly."""
+    import json
+
+    from netdiag.bench import legacy
+
+    try:
+        return results.load(path)
+    except InputError:
+        try:
+            doc = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            doc = None
+        if not legacy.known(doc):
+            raise
+        return legacy.convert(doc, path)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sys
-import time
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -14,8 +11,8 @@ from rich.table import Table
 from netdiag.errors import CheckFailed, InputError
 from netdiag.output import emit_json
 from netdiag.tune import apply as tune_apply
-from netdiag.tune import buffers, profiles, status, verify, workflow
 from netdiag.tune import plan as tune_plan
+from netdiag.tune import profiles, status, verify, workflow
 from netdiag.tune.env import TuneEnv
 from netdiag.tune.journal import Entry
 
@@ -337,55 +334,3 @@ def _list_profiles(as_json: bool, console: Console) -> None:
             console.print(f"  buffers for {p.buffers_rtt} × {p.buffers_rate}: {p.buffers_reason}")
         for k, s in p.sysctls.items():
             console.print(f"  {k} = {s.value}: {s.reason}")
-
-
-@click.command("cc")
-@click.option("--quick", is_flag=True, help="CI variant: one loss value (1 %), short runs.")
-@click.option(
-    "--loss",
-    "losses",
-    type=float,
-    multiple=True,
-    metavar="PCT",
-    help="Loss values in percent (default: the BBR paper's 0 0.01 0.1 1 2 5 10).",
-)
-@click.option("--rate", default="100mbit", show_default=True, help="Link rate.")
-@click.option("--rtt", default="100ms", show_default=True, help="Link round-trip time.")
-@click.option("--seconds", type=float, help="Per iperf3 run (default 15, --quick 3).")
-@click.option("--engine", default="auto", show_default=True, help="Lab link engine.")
-@click.option("--no-tuned", is_flag=True, help="Skip the `tune --cc bbr --port` column.")
-@click.option("--out", type=click.Path(path_type=Path), help="JSON result file.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
-def bench_cc(
-    quick: bool,
-    losses: tuple[float, ...],
-    rate: str,
-    rtt: str,
-    seconds: float | None,
-    engine: str,
-    no_tuned: bool,
-    out: Path | None,
-    as_json: bool,
-) -> None:
-    """BBR paper loss table: cubic vs bbr goodput vs random loss on a lab link (iperf3)."""
-    from netdiag.bench import cc as bench
-
-    console = Console(stderr=True)
-    grid = tuple(x / 100 for x in losses) or (bench.QUICK_LOSSES if quick else bench.PAPER_LOSSES)
-    secs = seconds if seconds is not None else (3.0 if quick else 15.0)
-    result = bench.run(
-        grid,
-        rate_bps=buffers.parse_rate_bps(rate),
-        rtt_s=buffers.parse_duration_us(rtt) / 1e6,
-        seconds=secs,
-        engine=engine,
-        tuned=not no_tuned,
-        progress=lambda m: console.print(m),
-    )
-    path = out or Path(f"bench-cc-{time.strftime('%Y%m%dT%H%M%S')}.json")
-    path.write_text(json.dumps(result, indent=1))
-    if as_json:
-        emit_json(result)
-    else:
-        Console(width=None if sys.stdout.isatty() else 120).print(bench.table(result))
-    console.print(f"saved {path}")

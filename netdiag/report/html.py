@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from netdiag.report.plots import Plot
-from netdiag.report.tables import Table, fmt, metadata_rows
+from netdiag.report.tables import Table, fmt, load_warnings, metadata_rows
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -17,7 +17,7 @@ table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3} td.k,th.k{text-align:left}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}
-.meta td{text-align:left;font-family:monospace}
+.meta td{text-align:left;font-family:monospace} .warn{color:#a15c00;font-weight:bold}
 """
 
 
@@ -40,7 +40,7 @@ def _meta(label: str, doc: Mapping[str, Any]) -> str:
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
         for k, v in metadata_rows(doc)
     )
-    return f"<h3>{html.escape(label)}</h3><table class='meta'>{rows}</table>"
+    return f"<h3>{html.escape(label or 'run')}</h3><table class='meta'>{rows}</table>"
 
 
 def page(
@@ -52,6 +52,7 @@ def page(
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        *(f"<p class='warn'>warning: {html.escape(w)}</p>" for w in load_warnings(runs)),
         "<h2>Summary</h2>",
         *(_table(t) for t in tables),
     ]

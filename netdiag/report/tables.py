@@ -107,10 +107,25 @@ def fmt(v: Scalar) -> str:
     return str(v)
 
 
+def fmt_meta(v: Any) -> str:
+    """A metadata value for people: no Python reprs (None, lists, dicts)."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, list | tuple):
+        return ", ".join(fmt_meta(x) for x in v) or "—"
+    if isinstance(v, Mapping):
+        return ", ".join(f"{k}={fmt_meta(x)}" for k, x in v.items()) or "—"
+    if isinstance(v, float):
+        return fmt(v)
+    return str(v)
+
+
 def metadata_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
     m = doc["metadata"]
     out = [
-        (k, str(m[k]))
+        (k, fmt_meta(m[k]))
         for k in (
             "benchmark",
             "start_time",
@@ -121,9 +136,35 @@ def metadata_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
             "variants",
             "netdiag_version",
             "command",
+            "converted_from",
         )
         if k in m
     ]
     params = m.get("parameters", {})
-    out += [(f"parameters.{k}", str(v)) for k, v in params.items()]
+    out += [(f"parameters.{k}", fmt_meta(v)) for k, v in params.items()]
     return out
+
+
+def load_warnings(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """Where compared variants (in one file or across two) were not offered the same load:
+    summary rows carrying `txs_planned` and `txs_sent` whose achieved share differs by more
+    than 10 % between variants. A comparison of such runs is not like for like."""
+    seen: list[tuple[str, int, int]] = []
+    for label, doc in runs:
+        for rows in doc.get("summary", {}).values():
+            for r in rows:
+                planned, sent = r.get("txs_planned"), r.get("txs_sent")
+                if isinstance(planned, int | float) and isinstance(sent, int | float) and planned:
+                    name = " ".join(str(x) for x in (label, r.get("variant")) if x) or "run"
+                    seen.append((name, int(sent), int(planned)))
+    if len(seen) < 2:
+        return []
+    shares = [s / p for _, s, p in seen]
+    if max(shares) - min(shares) <= 0.1 * max(shares):
+        return []
+    detail = ", ".join(f"{n} sent {s} of {p} planned" for n, s, p in seen)
+    return [
+        f"offered load differed between the compared variants ({detail}): the load "
+        "generator fell behind on some; compare their figures with care or rerun with a "
+        "lower --tx-rate"
+    ]

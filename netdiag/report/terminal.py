@@ -9,7 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from netdiag.report.tables import Table, fmt
+from netdiag.report.tables import Table, fmt, fmt_meta
 
 
 def print_tables(console: Console, tables: Sequence[Table], max_columns: int = 6) -> None:
@@ -39,8 +39,17 @@ def print_tables(console: Console, tables: Sequence[Table], max_columns: int = 6
 def print_header(console: Console, label: str, doc: Mapping[str, Any]) -> None:
     m = doc["metadata"]
     params = m.get("parameters", {})
-    shown = ", ".join(f"{k}={v}" for k, v in list(params.items())[:8])
-    console.print(
-        f"[bold]{label}[/] {m.get('benchmark')} · {m.get('start_time')} · kernel {m.get('kernel')}"
-        f" · engine {m.get('link_engine')} · seed {m.get('seed')}\n  {shown}"
-    )
+    shown = ", ".join(f"{k}={fmt_meta(v)}" for k, v in list(params.items())[:8])
+    facts = [
+        str(m.get("benchmark")),
+        str(m.get("start_time")),
+        f"kernel {m.get('kernel')}",
+        *([f"engine {m['link_engine']}"] if m.get("link_engine") else []),
+        *([f"seed {m['seed']}"] if m.get("seed") is not None else []),
+    ]
+    console.print(f"[bold]{label}[/] " + " · ".join(facts) + f"\n  {shown}")
+
+
+def print_warnings(console: Console, warnings: Sequence[str]) -> None:
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {w}")

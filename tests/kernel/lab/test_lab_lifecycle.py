@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from netdiag.lab import Lab, state, two_node
-from netdiag.lab.fidelity import parse_ping, ping_rtt
+from netdiag.lab.ping import parse_ping, ping_rtt
 from netdiag.lab.teardown import down_all
 from netdiag.lab.topology import parse
 from tests.cli import NETDIAG, run_netdiag

@@ -4,14 +4,14 @@ side. How close the RTT lands and how far BBR leads are figures of `netdiag benc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from netdiag.lab import Lab, two_node
-from netdiag.lab.fidelity import ping_rtt
 from netdiag.lab.iperf import iperf3
+from netdiag.lab.ping import ping_rtt
+from netdiag.report import results
 from tests.cli import run_netdiag
 from tests.kernel.lab.helpers import leftovers
 
@@ -45,9 +45,11 @@ def test_bench_emulator_quick_schema(tmp_path: Path) -> None:
     out = tmp_path / "emu.json"
     r = run_netdiag("bench", "emulator", "--quick", "--seconds", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    res = json.loads(out.read_text())
-    assert res["benchmark"] == "emulator" and res["engine"] in ("userspace", "kernel")
-    (p,) = res["points"]
+    res = results.load(out)  # the one result format, schema-checked
+    meta = res["metadata"]
+    assert meta["benchmark"] == "emulator" and meta["link_engine"] in ("userspace", "kernel")
+    (p,) = res["summary"]["points"]
+    assert p["point"] == "100mbit 20ms 1%"
     for key in (
         "rtt_avg_us",
         "rtt_median_us",
@@ -57,7 +59,8 @@ def test_bench_emulator_quick_schema(tmp_path: Path) -> None:
         "goodput_ratio",
         "rate_ok",
         "loss_observed",
-        "loss_ci95",
+        "loss_ci95_lo",
+        "loss_ci95_hi",
         "loss_ok",
         "emulator_cpu_pct",
         "engine",
@@ -68,7 +71,7 @@ def test_bench_emulator_quick_schema(tmp_path: Path) -> None:
     # (a counter read delayed by this shared host may overstate a rate by a little)
     assert p["rtt_median_us"] >= 20_000 and 0 < p["rate_ratio"] < 1.2
     assert 0 < p["goodput_ratio"] < 1.2 and 0 <= p["loss_observed"] < 1
-    lo, hi = p["loss_ci95"]
+    lo, hi = p["loss_ci95_lo"], p["loss_ci95_hi"]
     assert 0 <= lo <= p["loss_observed"] <= hi <= 1
     assert isinstance(p["rtt_ok"], bool) and isinstance(p["loss_ok"], bool)
     assert p["rate_ok"] in (True, False, None)  # None: the sender could not fill the link

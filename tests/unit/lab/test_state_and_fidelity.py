@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.lab import fidelity, state
+from netdiag.bench import emulator as fidelity
+from netdiag.lab import ping, state
 
 
 def test_state_roundtrip(tmp_path: Path) -> None:
@@ -36,7 +37,7 @@ def test_wilson_contains_truth() -> None:
 
 def test_parse_ping() -> None:
     out = "--- x ping statistics ---\nrtt min/avg/max/mdev = 50.1/50.2/50.9/0.1 ms\n"
-    assert fidelity.parse_ping(out)["rtt_avg_us"] == pytest.approx(50200)
+    assert ping.parse_ping(out)["rtt_avg_us"] == pytest.approx(50200)
 
 
 def test_rtt_target() -> None:

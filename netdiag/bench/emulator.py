@@ -15,7 +15,6 @@ import json
 import math
 import os
 import platform
-import re
 import statistics
 import subprocess
 import time
@@ -25,10 +24,14 @@ from typing import Any
 
 from rich.table import Table
 
+from netdiag.bench import output
 from netdiag.errors import NetdiagError
+from netdiag.lab import ping
 from netdiag.lab.iperf import iperf3
 from netdiag.lab.lab import Lab
+from netdiag.lab.ping import ping_rtt
 from netdiag.lab.topology import Topology, parse, two_node
+from netdiag.report.results import ResultBuilder
 
 PAYLOAD_SHARE = 1448 / 1500  # TCP payload per 1500-byte IP packet (20 IP + 32 TCP w/ timestamps)
 BUFFERS = (
@@ -67,19 +70,6 @@ def rtt_target_s(delay_s: float) -> float:
     return 0.0002 + 0.01 * delay_s
 
 
-def parse_ping(out: str) -> dict[str, float]:
-    m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", out)
-    if not m:
-        raise NetdiagError(f"ping printed no RTT summary:\n{out[-300:]}", "is the lab link up?")
-    mn, avg, mx, mdev = (float(x) for x in m.groups())
-    return {
-        "rtt_min_us": mn * 1e3,
-        "rtt_avg_us": avg * 1e3,
-        "rtt_max_us": mx * 1e3,
-        "rtt_mdev_us": mdev * 1e3,
-    }
-
-
 def _cpu_ticks(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         s = f.read()
@@ -108,31 +98,6 @@ def if_counters(lab: Lab, node: str, dev: str) -> dict[str, int]:
         "rx_packets": int(st["rx"]["packets"]),
         "tx_bytes": int(st["tx"]["bytes"]),
         "tx_packets": int(st["tx"]["packets"]),
-    }
-
-
-def ping_rtt(lab: Lab, src: str, dst: str, batches: int = 8, count: int = 8) -> dict[str, float]:
-    """RTT by ping in batches: the median of batch means is robust against a scheduling
-    hiccup of this shared host, and keeps ping's µs precision (per-reply lines print only
-    3 significant digits: "time=100 ms")."""
-    means, mins, maxs = [], [], []
-    for _ in range(batches):
-        r = lab.exec(
-            src, ["ping", "-n", "-q", "-c", str(count), "-i", "0.02", lab.addr(dst)], timeout=60
-        )
-        if "= " not in r.stdout:
-            continue  # every probe of this batch lost (possible at high loss)
-        p = parse_ping(r.stdout)
-        means.append(p["rtt_avg_us"])
-        mins.append(p["rtt_min_us"])
-        maxs.append(p["rtt_max_us"])
-    if not means:
-        raise NetdiagError(f"ping {src} -> {dst} got no replies", "is the lab up?")
-    return {
-        "rtt_median_us": round(statistics.median(means), 1),
-        "rtt_avg_us": round(statistics.fmean(means), 1),
-        "rtt_min_us": round(min(mins), 1),
-        "rtt_max_us": round(max(maxs), 1),
     }
 
 
@@ -396,7 +361,7 @@ def measure_scale(
         rtt_errs = []
         for p in pings:
             out, _ = p.communicate(timeout=60)
-            means = [float(m) * 1e3 for m in re.findall(r"= [\d.]+/([\d.]+)/", out)]
+            means = [s["rtt_avg_us"] for s in ping.summaries(out)]
             rtt_errs.append(statistics.median(means) - expect_us if means else float("inf"))
         ratios = []
         for c in clients:
@@ -507,3 +472,32 @@ def scale_table(rows: list[dict[str, Any]]) -> Table:
             f"{r['emulator_cpu_pct']}",
         )
     return t
+
+
+def to_result(doc: dict[str, Any], parameters: dict[str, Any] | None = None) -> ResultBuilder:
+    """summary.points: one row per grid point (key `point`, e.g. "100mbit 20ms 1%"), or
+    summary.scale: one row per star size; the targets in metadata. Also converts the JSON of
+    older netdiag versions."""
+    scale = doc.get("benchmark") == "emulator-scale"
+    params = parameters or {"seconds": doc.get("seconds"), "scale": scale}
+    res = output.new(
+        "emulator",
+        params,
+        link_engine=doc.get("engine"),
+        targets=doc.get("targets"),
+    )
+    if scale:
+        for r in doc["rows"]:
+            res.add_summary("scale", {"case": f"{r['namespaces']} namespaces", **output.flat(r)})
+        return res
+    for p in doc["points"]:
+        name = f"{p['rate_bps'] / 1e6:g}mbit {p['delay_us'] / 1e3:g}ms" + (
+            f" {p['loss'] * 100:g}%" if p.get("loss") else ""
+        )
+        row = output.flat(p)
+        lo_hi = p.get("loss_ci95")
+        if isinstance(lo_hi, list) and len(lo_hi) == 2:
+            row.pop("loss_ci95", None)
+            row["loss_ci95_lo"], row["loss_ci95_hi"] = lo_hi
+        res.add_summary("points", {"point": name, **row})
+    return res
