@@ -12,14 +12,19 @@ from netdiag.report.results import ResultBuilder
 
 
 def known(doc: Any) -> bool:
-    return isinstance(doc, dict) and "schema_version" not in doc and doc.get("benchmark") in (
-        "cc",
-        "emulator",
-        "emulator-scale",
-        "probes overhead",
-        "probes accuracy",
-        "validate",
-        "sync",
+    return (
+        isinstance(doc, dict)
+        and "schema_version" not in doc
+        and doc.get("benchmark")
+        in (
+            "cc",
+            "emulator",
+            "emulator-scale",
+            "probes overhead",
+            "probes accuracy",
+            "validate",
+            "sync",
+        )
     )
 
 
