@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from netdiag.bench.output import default_out
 from netdiag.cli.bench import result_file_option
 from netdiag.output import emit_json
 
@@ -48,7 +49,7 @@ from netdiag.output import emit_json
 )
 @click.option("--tls/--no-tls", default=True, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
-@result_file_option("bench-discovery.json")
+@result_file_option("discovery")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of tables.")
 def discovery(
     nodes: int,
@@ -58,7 +59,7 @@ def discovery(
     timeout_s: float,
     tls: bool,
     seed: int,
-    out: Path,
+    out: Path | None,
     as_json: bool,
 ) -> None:
     """Cluster formation from one bootstrap, lookups and eclipse resistance (real nodes on
@@ -70,7 +71,7 @@ def discovery(
     console = Console(stderr=True)
     params = scenario.Params(nodes, duration, sybils, refresh_s, timeout_s, tls, seed)
     doc = scenario.run(params, lambda s: None if as_json else console.print(s))
-    save(doc, out)
+    out = save(doc, out or default_out("discovery"))
     if as_json:
         emit_json(doc)
     else:

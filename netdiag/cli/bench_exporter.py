@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from netdiag.bench.output import default_out
 from netdiag.cli.bench import result_file_option
 from netdiag.output import emit_json
 
@@ -25,7 +26,7 @@ from netdiag.output import emit_json
 @click.option("--max-series", type=int, default=256, show_default=True)
 @click.option("--no-bpf", is_flag=True, help="Run the exporter on sock_diag polling.")
 @click.option("--verdicts/--no-verdicts", default=True, help="Run the verdict engine too.")
-@result_file_option("results/bench-exporter-soak.json")
+@result_file_option("exporter-soak")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
 def exporter_soak(
     duration: float,
@@ -36,7 +37,7 @@ def exporter_soak(
     max_series: int,
     no_bpf: bool,
     verdicts: bool,
-    out: Path,
+    out: Path | None,
     as_json: bool,
 ) -> None:
     """Churn loopback connections under a `netdiag exporter`; RSS end vs after minute one."""
@@ -55,7 +56,7 @@ def exporter_soak(
         lambda m: err.print(m),
         verdicts=verdicts,
     )
-    save(doc, out)
+    out = save(doc, out or default_out("exporter-soak"))
     if as_json:
         emit_json(doc)
         return
