@@ -50,23 +50,32 @@ class PublishFlood:
         async def flood(key: AttackKey) -> None:
             i = 0
             while loop.time() < end:
+                peer = None
                 try:
                     peer = await WirePeer.connect(t, ctx.source_ip)
                     await peer.handshake(key, t)
+                    refusal = await peer.refused_after_open(0.2)  # a ban says bye at once
                 except (Refused, OSError, TimeoutError, ssl.SSLError):
+                    refusal = "refused"
+                if refusal is not None or peer is None:
                     stats["refused"] += 1
+                    if peer is not None:
+                        await peer.aclose()
                     await asyncio.sleep(0.5)
                     continue
                 stats["sessions"] += 1
                 reader = asyncio.create_task(drain(peer))
                 try:
                     while loop.time() < end and not reader.done():
+                        if peer.writer.is_closing():
+                            break  # closed by the node: writing on would go nowhere
                         await peer.send_raw(b"".join(junk(i + k) for k in range(50)))
                         i += 50
                         stats["sent"] += 50
+                        await asyncio.sleep(0)  # let the reader see an EOF
                 except (OSError, ssl.SSLError):
                     pass
-                stats["dropped"] += reader.done()
+                stats["dropped"] += loop.time() < end  # ended by the node, not by us
                 reader.cancel()
                 await peer.aclose()
 

