@@ -44,7 +44,7 @@ def _fmt(v: object) -> str:
     if isinstance(v, bool):
         return "yes" if v else "NO"
     if isinstance(v, float):
-        return f"{v:.2f}"
+        return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"  # ratios 0.98, RSS 1685.7
     return str(v)
 
 
@@ -154,6 +154,13 @@ def attack(
             console.print(f"[bold]{r['attack']}[/]: {r['why']}")
             if r.get("not_defended_because"):
                 console.print(f"  not defended: {r['not_defended_because']}")
+        chains = doc["summary"].get("chains", [])
+        bad = [c for c in chains if not c["chain_valid"]]
+        console.print(
+            f"stored chains after the attacks (node verify): {len(chains) - len(bad)} of "
+            f"{len(chains)} valid"
+            + "".join(f"; {c['node']} bad at {c['bad_height']} ({c['reason']})" for c in bad)
+        )
         console.print(
             "growth: the attacked cluster's new blocks / the control cluster's, same seconds"
         )

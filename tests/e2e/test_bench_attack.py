@@ -40,6 +40,9 @@ def test_quick_run_writes_schema_and_every_node_survives(tmp_path: Path) -> None
         assert isinstance(r["rss_before_mb"], float) and isinstance(r["rss_peak_mb"], float)
         assert r["rss_peak_mb"] >= r["rss_before_mb"]
         assert isinstance(r["blocks_control"], int) and r["blocks_control"] >= 0
+    chains = rows(doc, "summary", "chains")  # every attacked store verified offline afterwards
+    assert len(chains) >= 3 and all(c["chain_valid"] is True for c in chains), chains
+    assert all(isinstance(c["blocks_checked"], int) and c["blocks_checked"] > 1 for c in chains)
     details = {r["attack"]: r for r in rows(doc, "raw", "attacks")}
     assert set(details) == set(ATTACKS)
     assert all(isinstance(d["why"], str) and d["why"] for d in details.values())

@@ -252,3 +252,28 @@ class Cluster:
     def target(self, i: int) -> Target:
         n = self.nodes[i]
         return Target("127.0.0.1", n.p2p_port, n.tls, self.network_id, self.genesis_hash)
+
+    def verify_chains(self) -> list[dict[str, Any]]:
+        """`netdiag node verify` on every (stopped) node's store: did any attack get an invalid
+        block stored? One row per node."""
+        rows: list[dict[str, Any]] = []
+        for n in self.nodes:
+            argv = [*NODE_CLI, "verify", "--data-dir", str(n.data_dir), "--genesis"]
+            res = subprocess.run(
+                [*argv, str(n.genesis), "--json"], capture_output=True, text=True, timeout=600
+            )
+            try:
+                doc = json.loads(res.stdout.strip().splitlines()[-1])
+            except (IndexError, ValueError):
+                doc = {"ok": False, "reason": f"exit {res.returncode}: {res.stderr.strip()[-120:]}"}
+            rows.append(
+                {
+                    "cluster": self.name,
+                    "node": n.name,
+                    "chain_valid": bool(doc.get("ok")),
+                    "blocks_checked": doc.get("checked"),
+                    "bad_height": doc.get("bad_height"),
+                    "reason": doc.get("reason"),
+                }
+            )
+        return rows

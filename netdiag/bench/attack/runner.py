@@ -11,6 +11,7 @@ whether the attacker ended up banned; and the attack's own verdict.
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 import time
 import traceback
@@ -230,6 +231,7 @@ def run_one(
         "rss_after_ratio": None if rss_ratio is None else round(rss_ratio, 3),
         "tracebacks": tracebacks,
         "attack_s": round(attack_s, 2),
+        "host_load_1m": round(os.getloadavg()[0], 2),  # other work on the host during it
     }
     detail: Row = {
         "attack": name,
@@ -263,6 +265,7 @@ def run(p: Params, progress: Callable[[str], None]) -> ResultBuilder:
     builder = ResultBuilder("attack", parameters(p), variants=[])
     target = Cluster.create(p.workdir, "target", p.validators, p.slot_ms)
     control = Cluster.create(p.workdir, "control", p.validators, p.slot_ms)
+    targets = [target]
     try:
         progress("starting target and control clusters")
         target.start()
@@ -280,6 +283,7 @@ def run(p: Params, progress: Callable[[str], None]) -> ResultBuilder:
                 progress(f"{name}: replacing the target cluster with a fresh one")
                 target.stop()
                 target = Cluster.create(p.workdir, f"target{i + 1}", p.validators, p.slot_ms)
+                targets.append(target)
                 target.start()
                 target.wait_producing(90)
                 sampler.target = target
@@ -291,5 +295,9 @@ def run(p: Params, progress: Callable[[str], None]) -> ResultBuilder:
         progress("stopping clusters")
         target.stop()  # the current one; a replaced one was stopped when it was replaced
         control.stop()
+    progress("verifying every attacked node's stored chain offline (netdiag node verify)")
+    for c in targets:
+        for row in c.verify_chains():
+            builder.add_summary("chains", row)
     builder.metadata["workdir"] = str(p.workdir)
     return builder
