@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "attack": "netdiag.cli.bench_attack:attack",
     "discovery": "netdiag.cli.bench_discovery:discovery",
     "exporter-soak": "netdiag.cli.bench_exporter:exporter_soak",
+    "diagnose": "netdiag.cli.bench_diagnose:diagnose",
 }
 
 

@@ -176,6 +176,7 @@ def collect(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[float], None] | None = None,
+    on_sample: Callable[[float, sockdiag.TcpConn], None] | None = None,
 ) -> Collected:
     """Sample every selected socket every `interval_s` for `window_s` seconds."""
     interval = max(MIN_INTERVAL_S, interval_s, window_s / MAX_SAMPLES)
@@ -197,6 +198,8 @@ def collect(
             if not keep(c):
                 continue
             (listeners if c.state == "LISTEN" else conns)[c.cookie].append(Sample(t, c))
+            if on_sample is not None:
+                on_sample(t, c)
         if progress is not None:
             progress(min(1.0, (t - start) / window_s) if window_s > 0 else 1.0)
         if t >= deadline:

@@ -14,6 +14,7 @@ from netdiag.diagnose.collect import Collected, Selection, collect
 from netdiag.diagnose.model import Finding, sort_key
 from netdiag.errors import InputError, NetdiagError
 from netdiag.kernel import netns, sysctl
+from netdiag.measure.sockdiag import TcpConn
 from netdiag.nodeapi import NodeApi, NodeUnavailable, Peer, peers_by_sock_cookie
 
 RTAX_LOCK = 1
@@ -192,6 +193,7 @@ def run(
     rate_bps: int | None = None,
     node_url: str | None = None,
     progress: Callable[[float], None] | None = None,
+    on_sample: Callable[[float, TcpConn], None] | None = None,
 ) -> Report:
     if window_s <= 0:
         raise InputError(f"--window {window_s:g} must be > 0 seconds", "e.g. --window 3")
@@ -205,7 +207,7 @@ def run(
         node, peers = node_view(node_url, sel.netns)
         if isinstance(node.get("pid"), int) and node["pid"] not in pids:
             pids = (*pids, node["pid"])
-    col = collect(sel, window_s, progress=progress)
+    col = collect(sel, window_s, progress=progress, on_sample=on_sample)
     facts = host_facts(sel.netns, col, pids)
     addrs = sorted({s[-1].conn.raddr for s in col.conns.values() if s})
     findings, wins = judge_collected(

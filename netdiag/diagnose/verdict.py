@@ -9,7 +9,7 @@ Decision order (docs/diagnose.md gives the reasoning and the tcp_info semantics)
  4. rwnd-limited    tcpi_rwnd_limited ≥ 20 % of busy time
  5. sndbuf-limited  tcpi_sndbuf_limited ≥ 20 % of busy time (or the write queue sat at sndbuf)
  6. app-limited     busy < 50 % of the window, or most delivery samples app-limited with
-                    nothing left unsent
+                    nothing left unsent, or bbr delivering < 50 % of its own bw estimate
  7. rtt-inflated    a standing queue: median srtt ≥ 2 × min RTT (and ≥ 2 ms above it), the
                     lowest srtt ≥ 1.5 × min RTT
  8. loss-limited    retransmits in the window, loss-based cc, and no queue ever built
@@ -39,7 +39,7 @@ SMALL_WND_SHARE = 0.2  # peer window under 2 MSS in this share of samples: recei
 INFLATED_MEDIAN = 2.0  # median srtt / min RTT
 INFLATED_FLOOR = 1.5  # lowest srtt / min RTT: the queue stands, it does not just pass
 INFLATED_MIN_EXCESS_US = 2000
-QUEUE_SEEN_SHARE = 0.1  # max srtt ≥ min RTT × (1 + this) (and ≥ 1 ms above): a queue built
+QUEUE_SEEN_SHARE = 0.1  # median srtt ≥ min RTT × (1 + this) (and ≥ 1 ms above): a queue stands
 QUEUE_SEEN_MIN_US = 1000
 BBR_CWND_BOUND = 1.5  # bbr runs cwnd at 2 × its BDP; at ≈ 1 × the window, not pacing, binds
 RCVBUF_CAPPED = 0.9  # receive buffer at this share of tcp_rmem max: autotuning hit the cap
@@ -187,18 +187,25 @@ def judge(w: ConnWindow, ctx: Context | None = None) -> Finding:
     # 3./4. the peer's receive window
     if w.rwnd_share >= LIMIT_SHARE and w.rwnd_share >= w.sndbuf_share:
         sev: Severity = "error" if w.rwnd_share >= SEVERE_SHARE else "warn"
-        if w.small_wnd_share >= SMALL_WND_SHARE or w.zero_window_probes > 0:
+        closing = (
+            w.small_wnd_share >= SMALL_WND_SHARE
+            or w.wnd_shrink_share >= SMALL_WND_SHARE
+            or w.zero_window_probes > 0
+        )
+        if closing:
             return out(
                 "receiver-slow",
                 sev,
                 0.6 + 0.3 * min(1.0, w.small_wnd_share * 2),
                 f"receiver-slow: rwnd-limited {w.rwnd_share:.0%} of busy time and the peer's "
-                f"window was under 2 × MSS in {w.small_wnd_share:.0%} of samples "
-                f"(min {w.snd_wnd_min} B): the receiving application does not read fast enough",
+                f"window kept closing (shrank between {w.wnd_shrink_share:.0%} of samples, "
+                f"under 2 × MSS in {w.small_wnd_share:.0%}; {w.snd_wnd_min}-{w.snd_wnd_max} B): "
+                "unread data fills the receiver's buffer — its application reads too slowly",
                 "the receiver's application must read faster (profile its read loop / event "
                 "loop); a bigger receive buffer only delays the stall",
                 bn,
                 small_wnd_samples_pct=round(100 * w.small_wnd_share, 1),
+                wnd_shrink_samples_pct=round(100 * w.wnd_shrink_share, 1),
                 snd_wnd_min_bytes=w.snd_wnd_min,
                 zero_window_probes=w.zero_window_probes,
             )
@@ -234,8 +241,20 @@ def judge(w: ConnWindow, ctx: Context | None = None) -> Finding:
             wmem_full_samples_pct=round(100 * w.wmem_full_share, 1),
         )
     # 6. the application
-    app_samples = w.app_limited_share >= APP_SAMPLE_SHARE and w.notsent_max < w.mss
-    if w.busy_share < APP_BUSY_SHARE or app_samples:
+    # the kernel marks a delivery sample app-limited when the write queue ran dry with the
+    # window open; with nothing unsent most of the time too, the application sets the pace
+    app_samples = (
+        w.app_limited_share >= APP_SAMPLE_SHARE and w.notsent_empty_share >= APP_SAMPLE_SHARE
+    )
+    # bbr delivering well under its own bottleneck estimate without being cwnd-bound
+    bbr_idle = (
+        w.cc == "bbr"
+        and bool(w.bbr_bw_bps)
+        and w.send_rate_bps < 0.5 * (w.bbr_bw_bps or 0)
+        and w.cwnd_bound_share < 0.5
+        and w.retrans_segs == 0
+    )
+    if w.busy_share < APP_BUSY_SHARE or app_samples or bbr_idle:
         return out(
             "app-limited",
             "info",
@@ -261,7 +280,6 @@ def _judge_busy(w: ConnWindow, ctx: Context, bn: Bottleneck, out: _Out) -> Findi
     mn = w.min_rtt_us or 0
     med = w.srtt_median_us or 0
     p10 = w.srtt_p10_us or 0
-    mx = w.srtt_max_us or 0
     # 7. a standing queue
     if (
         mn > 0
@@ -288,9 +306,13 @@ def _judge_busy(w: ConnWindow, ctx: Context, bn: Bottleneck, out: _Out) -> Findi
             bn,
             srtt_over_min_rtt=round(med / mn, 2),
         )
-    queue_seen = mn > 0 and mx - mn >= max(QUEUE_SEEN_MIN_US, QUEUE_SEEN_SHARE * mn)
+    # a standing queue shows in the median srtt; the max alone also rises with the flow's own
+    # bursts (a window sent at once waits cwnd × MTU / rate at the bottleneck)
+    queue_seen = mn > 0 and med - mn >= max(QUEUE_SEEN_MIN_US, QUEUE_SEEN_SHARE * mn)
     loss = w.retrans_segs > 0
     lock = ctx.route_cwnd_lock.get(w.raddr)
+    if lock is not None and w.cwnd_max > lock:
+        lock = None  # the route says so, but this socket's cwnd is not held there
     # 8. random loss holding a loss-based cc
     if loss and w.cc != "bbr" and not queue_seen:
         sev = "error" if w.loss_rate >= 0.01 else "warn"
@@ -299,7 +321,7 @@ def _judge_busy(w: ConnWindow, ctx: Context, bn: Bottleneck, out: _Out) -> Findi
             sev,
             0.85 if w.retrans_segs >= 3 else 0.6,
             f"loss-limited: {w.retrans_segs} retransmits ({100 * w.loss_rate:.2f} % of bytes) "
-            f"with no queue on the path (srtt max {_ms(mx)} vs min {_ms(mn)}): {w.cc} backs off "
+            f"with no standing queue (srtt median {_ms(med)} vs min {_ms(mn)}): {w.cc} backs off "
             "on losses it did not cause",
             f"netdiag tune --cc bbr --port {service_port(w, ctx)}",
             bn,
@@ -323,10 +345,15 @@ def _judge_busy(w: ConnWindow, ctx: Context, bn: Bottleneck, out: _Out) -> Findi
         )
     # 10. loss-based cc, busy, no buffer limit
     full_rate = bool(ctx.rate_bps) and w.send_rate_bps >= 0.8 * (ctx.rate_bps or 0)
+    clamped = not loss and w.cwnd_min == w.cwnd_max and w.cwnd_bound_share >= 0.5 and w.samples >= 3
+    if clamped and not full_rate:
+        # cubic/reno grow cwnd every round trip without loss: a window that does not move
+        # while it is all in flight is held by something (route cwnd lock, a clamp)
+        return _cwnd_limited(w, ctx, bn, out, lock, "cwnd constant, all in flight, no loss")
     if lock is None and (queue_seen or loss or full_rate):
         why = (
-            f"{w.retrans_segs} retransmits came with a queue" if loss else "a queue built"
-        ) + f" (srtt max {_ms(mx)} vs min {_ms(mn)})"
+            f"{w.retrans_segs} retransmits came with a standing queue" if loss else "a queue stands"
+        ) + f" (srtt median {_ms(med)} vs min {_ms(mn)})"
         if full_rate:
             why = f"delivery {human_bps(w.send_rate_bps)} ≥ 80 % of --rate"
         return out(

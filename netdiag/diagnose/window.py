@@ -8,6 +8,7 @@ over the samples. A snapshot alone judges the connection's lifetime, which is wh
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ class ConnWindow:
     cwnd_first: int
     cwnd_last: int
     cwnd_max: int
+    cwnd_min: int
     ssthresh_last: int
     unacked_median: int
     cwnd_bound_share: float  # samples with packets in flight ≥ cwnd - 1 (sending on cwnd)
@@ -63,8 +65,10 @@ class ConnWindow:
     snd_wnd_max: int
     snd_wnd_last: int
     small_wnd_share: float  # samples where the peer's window was under 2 × mss
+    wnd_shrink_share: float  # sample pairs where the peer's window shrank
     zero_window_probes: int  # the most unanswered zero-window probes seen
     notsent_max: int
+    notsent_empty_share: float  # samples with less than one mss not yet sent
     lost_max: int
     reordering_last: int
     ca_states: tuple[str, ...]  # distinct, in order of appearance
@@ -183,6 +187,7 @@ def build(samples: Sequence[Sample]) -> ConnWindow:
         cwnd_first=infos[0].snd_cwnd if infos else 0,
         cwnd_last=infos[-1].snd_cwnd if infos else 0,
         cwnd_max=max((i.snd_cwnd for i in infos), default=0),
+        cwnd_min=min((i.snd_cwnd for i in infos), default=0),
         ssthresh_last=infos[-1].snd_ssthresh if infos else 0,
         unacked_median=int(statistics.median([i.unacked for i in infos])) if infos else 0,
         cwnd_bound_share=_share([i.unacked >= max(1, i.snd_cwnd - 1) for i in infos]),
@@ -190,8 +195,10 @@ def build(samples: Sequence[Sample]) -> ConnWindow:
         snd_wnd_max=max(wnds) if wnds else 0,
         snd_wnd_last=wnds[-1] if wnds else 0,
         small_wnd_share=_share([w < 2 * mss for w in wnds]),
+        wnd_shrink_share=_share([b < a for a, b in itertools.pairwise(wnds)]),
         zero_window_probes=max((i.probes for i in infos), default=0),
         notsent_max=max((i.notsent_bytes for i in infos), default=0),
+        notsent_empty_share=_share([i.notsent_bytes < mss for i in infos]),
         lost_max=max((i.lost for i in infos), default=0),
         reordering_last=infos[-1].reordering if infos else 0,
         ca_states=tuple(ca),

@@ -19,7 +19,7 @@ from netdiag.kernel import netns
 EXT_INFO = 1 << (2 - 1)  # INET_DIAG_INFO -> struct tcp_info
 EXT_CC_INFO = 1 << (3 - 1)  # INET_DIAG_VEGASINFO bit also requests bbr/dctcp info
 EXT_CONG = 1 << (4 - 1)  # INET_DIAG_CONG -> congestion control name
-EXT_SKMEMINFO = 1 << (8 - 1)  # INET_DIAG_SKMEMINFO -> u32[SK_MEMINFO_VARS] (ss -m)
+EXT_SKMEMINFO = 1 << (7 - 1)  # INET_DIAG_SKMEMINFO (attr 7) -> u32[SK_MEMINFO_VARS] (ss -m)
 
 STATES = {
     1: "ESTABLISHED",
