@@ -183,7 +183,7 @@ def _route_lock(lab: Lab, lock: int) -> Callable[[], None]:
     return undo
 
 
-def _prime_metrics(lab: Lab, port: int) -> None:
+def _prime_metrics(lab: Lab, port: int, lock: int) -> None:
     """One short connection a -> b, closed both ways: the kernel creates b's tcp_metrics
     entry from the route (with its locked cwnd) when the socket reaches TIME_WAIT, and the
     next connection's tcp_init_metrics applies it — the first connection to a destination
@@ -196,13 +196,17 @@ def _prime_metrics(lab: Lab, port: int) -> None:
             f"import socket; s = socket.create_connection(({b!r}, {port})); "
             "s.sendall(b'x' * 1000); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()"
         )
-        lab.exec("a", [sys.executable, "-c", code], timeout=10)
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            shown = lab.exec("a", ["ip", "tcp_metrics", "show", b]).stdout
-            if "cwnd" in shown:
-                return
-            time.sleep(0.05)
+        # sockets of the previous scenario may still close and write an entry from the old
+        # route: flush and prime until the entry carries the locked value
+        for _ in range(4):
+            lab.exec("a", ["ip", "tcp_metrics", "flush", "all"], check=False)
+            lab.exec("a", [sys.executable, "-c", code], timeout=10)
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                shown = lab.exec("a", ["ip", "tcp_metrics", "show", b]).stdout
+                if f"cwnd {lock}" in shown:
+                    return
+                time.sleep(0.05)
     finally:
         srv.kill()
         srv.wait()
@@ -309,7 +313,7 @@ def run_scenario(
         lab.exec(node, ["ip", "tcp_metrics", "flush", "all"], check=False)
     undo = _route_lock(lab, sc.cwnd_lock) if sc.cwnd_lock else None
     if sc.cwnd_lock:
-        _prime_metrics(lab, port + 2000)
+        _prime_metrics(lab, port + 2000, sc.cwnd_lock)
     recorder = Recorder()
     try:
         with workload(lab, sc, sc.warmup_s + window_s + 2, port):

@@ -184,7 +184,7 @@ def judge_host(
                     "host",
                     f"RLIMIT_NOFILE of pid {pid}",
                     "accept-queue-overflow",
-                    "error" if open_fds >= soft - 1 else "warn",
+                    "error" if open_fds >= 0.95 * soft else "warn",
                     0.8,
                     {"open_fds": open_fds, "nofile_soft_limit": soft},
                     f"pid {pid} holds {open_fds} of {soft} file descriptors: accept() fails "

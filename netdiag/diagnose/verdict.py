@@ -36,6 +36,9 @@ SEVERE_SHARE = 0.8
 APP_BUSY_SHARE = 0.5  # busy under half the window: the application did not keep data queued
 APP_SAMPLE_SHARE = 0.5
 SMALL_WND_SHARE = 0.2  # peer window under 2 MSS in this share of samples: receiver not reading
+# a window never above 16 kB: Linux receivers start at tcp_rmem[1] (128 kB, ~64 kB of window);
+# one this small is a receive buffer full of unread data (or an SO_RCVBUF pinned tiny)
+TINY_WINDOW = 16384
 INFLATED_MEDIAN = 2.0  # median srtt / min RTT
 INFLATED_FLOOR = 1.5  # lowest srtt / min RTT: the queue stands, it does not just pass
 INFLATED_MIN_EXCESS_US = 2000
@@ -191,6 +194,7 @@ def judge(w: ConnWindow, ctx: Context | None = None) -> Finding:
             w.small_wnd_share >= SMALL_WND_SHARE
             or w.wnd_shrink_share >= SMALL_WND_SHARE
             or w.zero_window_probes > 0
+            or 0 < w.snd_wnd_max < TINY_WINDOW
         )
         if closing:
             return out(
@@ -198,9 +202,10 @@ def judge(w: ConnWindow, ctx: Context | None = None) -> Finding:
                 sev,
                 0.6 + 0.3 * min(1.0, w.small_wnd_share * 2),
                 f"receiver-slow: rwnd-limited {w.rwnd_share:.0%} of busy time and the peer's "
-                f"window kept closing (shrank between {w.wnd_shrink_share:.0%} of samples, "
-                f"under 2 × MSS in {w.small_wnd_share:.0%}; {w.snd_wnd_min}-{w.snd_wnd_max} B): "
-                "unread data fills the receiver's buffer — its application reads too slowly",
+                f"window stayed small or kept closing ({w.snd_wnd_min}-{w.snd_wnd_max} B, shrank "
+                f"between {w.wnd_shrink_share:.0%} of samples, under 2 × MSS in "
+                f"{w.small_wnd_share:.0%}): unread data fills the receiver's buffer — its "
+                "application reads too slowly",
                 "the receiver's application must read faster (profile its read loop / event "
                 "loop); a bigger receive buffer only delays the stall",
                 bn,
