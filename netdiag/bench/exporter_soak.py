@@ -181,6 +181,11 @@ def soak(
                     "events_per_s": _one(m, "netdiag_probe_events_per_second"),
                     "frames_total": _one(m, "netdiag_exporter_frames_total"),
                     "frame_errors_total": _one(m, "netdiag_exporter_frame_errors_total"),
+                    **{
+                        f"kernel_{labels['stat']}": v
+                        for labels, v in m.get("netdiag_probe_kernel_events_total", [])
+                        if labels.get("stat") in ("lost_events", "recursion_misses")
+                    },
                 }
                 rows.append(row)
                 rb.record("samples", row)
@@ -229,6 +234,8 @@ def soak(
         "lost_events_after_base": (
             lost_end - lost_base if lost_end is not None and lost_base is not None else None
         ),
+        "lost_map_full": end.get("kernel_lost_events") if end else None,
+        "lost_recursion_misses": end.get("kernel_recursion_misses") if end else None,
         "frame_errors_total": end["frame_errors_total"] if end else None,
         "exporter_cpu_pct": round(cpu_s / elapsed * 100, 1) if elapsed else None,
         "verdict_runs": verdict_doc.get("runs"),

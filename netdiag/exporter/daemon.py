@@ -82,6 +82,7 @@ class Exporter:
         self.source = "none"
         self.started = clock()
         self.last_frame: float | None = None
+        self.probe_stats: dict[str, int] = {}
         self._wake = threading.Event()
         self._stop: int | None = None  # the exit status once a stop was asked for
         self._reload = False
@@ -109,6 +110,7 @@ class Exporter:
             "stale_after_s": limit,
             "frame_errors": self.frame_errors,
             "last_frame_error": self.last_frame_error,
+            "probe_stats": self.probe_stats,
             "series": self.collector.series_count(),
             "max_series": self.cfg.max_series,
             "reloads": self.reloads,
@@ -146,6 +148,16 @@ class Exporter:
         )
         cap.add_metric([], float(self.cfg.max_series))
         yield cap
+        ks = CounterMetricFamily(
+            "netdiag_probe_kernel_events",
+            "The probe's kernel-side counters since attach, by name (probes/tcp_peers.toml "
+            "[output].stats): lost_events = peers map full; recursion_misses = the kernel "
+            "skipped the program (it was already running on that CPU)",
+            labels=["stat"],
+        )
+        for name, value in sorted(self.probe_stats.items()):
+            ks.add_metric([name], float(value))
+        yield ks
         up = GaugeMetricFamily(
             "netdiag_exporter_source_info",
             "Where rows come from: ebpf or sock_diag",
@@ -220,11 +232,13 @@ class Exporter:
     def step(self) -> None:
         assert self.pipeline is not None
         try:
-            self.pipeline.step()
+            frame = self.pipeline.step()
         except NetdiagError as e:  # a node that went away: count it, keep serving
             self.frame_errors += 1
             self.last_frame_error = str(e)
             return
+        # the kernel half's own counters (cumulative since attach): which kind of loss it was
+        self.probe_stats = {k: int(v) for k, v in frame.snap.stats.items()}
         self.frames += 1
         self.last_frame = self.clock()
 

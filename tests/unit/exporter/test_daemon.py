@@ -243,3 +243,19 @@ def test_a_taken_port_is_one_input_error() -> None:
             HttpServer(srv.address, lambda: b"", lambda: (True, {}), dict)
     finally:
         srv.close()
+
+
+def test_kernel_counters_say_which_kind_of_loss() -> None:
+    class Lossy(FakeSource):
+        def read(self) -> Snapshot:
+            snap = super().read()
+            snap.stats = {"lost_events": 2, "recursion_misses": 1, "probe_events": 50}
+            return snap
+
+    ex = Exporter(config.ExporterConfig(verdicts=False), build=lambda _c: Pipeline(Lossy([])))
+    ex._open_pipeline()
+    ex.step()
+    lines = _metric_lines(ex, "netdiag_probe_kernel_events_total")
+    assert 'netdiag_probe_kernel_events_total{stat="lost_events"} 2.0' in lines
+    assert 'netdiag_probe_kernel_events_total{stat="recursion_misses"} 1.0' in lines
+    assert ex.health()[1]["probe_stats"]["probe_events"] == 50
