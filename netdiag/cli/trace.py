@@ -15,8 +15,9 @@ from netdiag.kernel import cgroup as kcgroup
 from netdiag.output import emit_json
 from netdiag.trace import engine, manifest, nodejoin, output, peers, prom
 from netdiag.trace.filters import Filters
-from netdiag.trace.peers import PEERS_PROBE
-from netdiag.trace.pipeline import Pipeline, row_filter, sort_stage
+from netdiag.trace.overhead import Overhead
+from netdiag.trace.peers import PEERS_PROBE, overhead_stage
+from netdiag.trace.pipeline import Pipeline, age_stage, row_filter, sort_stage
 
 TITLE = "netdiag trace-peers"
 View = output.View  # the live table's sort state (tests drive it)
@@ -324,7 +325,17 @@ def run_probe(
         )
     title = f"netdiag probes run {name}"
     with _sigterm_as_interrupt(), Pipeline(engine.Session(probe, defines).open()) as pipe:
-        pipe.stages += [row_filter(flt.keep), sort_stage(lambda: probe.output.sort)]
+        if flt.ports and not flt.kernel_ports():  # more ports than the kernel half compares
+            pipe.stages.append(row_filter(flt.keep))
+        if any(f.name == "open_ns" for f in probe.fields):
+            session = pipe.source
+            assert isinstance(session, engine.Session)
+            pipe.stages.append(age_stage(lambda: session.attached_ns))
+        pipe.stages.append(sort_stage(lambda: probe.output.sort))
+        assert isinstance(pipe.source, engine.Session)
+        cost = Overhead([pipe.source])  # bpf_stats: runs and ns per run, in every frame
+        pipe.closers.append(cost.close)
+        pipe.stages.append(overhead_stage(cost))
         if as_json:
             pipe.sinks.append(output.NdjsonSink())
             pipe.run(interval, count, duration)

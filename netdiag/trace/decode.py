@@ -112,6 +112,9 @@ class Decoder:
                 for q, tag in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99")):
                     p = hist_percentile(buckets, q)
                     row[f"{base}_{tag}_{f.unit}"] = round(p) if p is not None else None
+            elif f.type == "str":  # a char array (comm): up to the first NUL
+                b = v if isinstance(v, bytes) else bytes(v)
+                row[f.name] = b.split(b"\0", 1)[0].decode(errors="replace") or None
             elif f.type == "ksym":
                 row[f.name] = self.ksym(_scalar(v))
             else:
@@ -120,6 +123,15 @@ class Decoder:
                     row[f.name] = None
                 else:
                     row[f.name] = n * f.scale if f.scale != 1.0 else n
+        for f in self.probe.fields:  # interpolation inside a log2 bucket can overshoot
+            if f.type != "log2_hist":
+                continue
+            base = hist_base(f)
+            lo, hi = row.get(f"{base}_min_{f.unit}"), row.get(f"{base}_max_{f.unit}")
+            for tag in ("p50", "p90", "p99"):
+                k = f"{base}_{tag}_{f.unit}"
+                if row.get(k) is not None and hi is not None and lo is not None:
+                    row[k] = min(max(row[k], lo), hi)
         for name, num, den in self.probe.derived:
             d = row.get(den)
             row[name] = round(row[num] / d) if d else None

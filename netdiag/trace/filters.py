@@ -45,7 +45,8 @@ class Filters:
     def keep(self, row: Row) -> bool:
         if not self.ports:
             return True
-        return row.get("lport") in self.ports or row.get("rport") in self.ports
+        ports = (row.get("lport"), row.get("rport"), row.get("port"))  # port: a service port
+        return any(p in self.ports for p in ports if p is not None)
 
     def membership(self) -> Membership:
         return Membership(self.pids, self.cgroup, self.netns)

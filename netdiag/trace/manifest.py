@@ -14,7 +14,18 @@ from netdiag.kernel import tracefs
 from netdiag.kernel.host import REAL, HostPaths, data_dir
 
 PROBES_DIR = data_dir("probes")
-FIELD_TYPES = {"u16", "u32", "u64", "addr", "enum", "enum_array", "log2_hist", "ktime", "ksym"}
+FIELD_TYPES = {
+    "u16",
+    "u32",
+    "u64",
+    "addr",
+    "enum",
+    "enum_array",
+    "log2_hist",
+    "ktime",
+    "ksym",
+    "str",
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,7 @@ class Probe:
     filter_cookies: bool
     path: Path = field(compare=False)
     derived: tuple[tuple[str, str, str], ...] = ()  # (name, numerator, denominator)
+    ephemeral_ports: bool = False  # -DEPHEMERAL_LO/HI from net.ipv4.ip_local_port_range
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -165,6 +177,7 @@ def parse(data: dict[str, Any], path: Path) -> Probe:
         filter_cookies=bool(flt.get("cookies", False)),
         path=path,
         derived=tuple((d["name"], d["num"], d["den"]) for d in data.get("derived", ())),
+        ephemeral_ports=bool(flt.get("ephemeral_ports", False)),
     )
 
 
@@ -200,6 +213,9 @@ def optional_defines(probe: Probe, host: HostPaths = REAL) -> dict[str, int | st
     """-D defines for the optional tracepoint args this kernel has (newer kernels add args:
     tcp_retransmit_skb gained `err`; the kernel half uses them only where defined)."""
     out: dict[str, int | str] = {}
+    if probe.ephemeral_ports:  # which end of a connection is the service: the other one
+        lo, hi = (host.proc / "sys/net/ipv4/ip_local_port_range").read_text().split()[:2]
+        out.update({"EPHEMERAL_LO": int(lo), "EPHEMERAL_HI": int(hi)})
     for h in probe.hooks:
         if not h.optional:
             continue

@@ -28,8 +28,6 @@ from netdiag.measure import owners
 from netdiag.measure.sockdiag import TcpConn
 from netdiag.trace.decode import Row
 
-ALL_STATES = (1 << 12) - 1
-
 
 def cgroup_ids(root: Path) -> set[int]:
     """Ids of a cgroup v2 directory and all its descendants."""

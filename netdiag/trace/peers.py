@@ -22,7 +22,7 @@ from netdiag.trace.fallback import ALL_STATES, SHOWN, Poller, row_of
 from netdiag.trace.filters import Filters
 from netdiag.trace.membership import Membership
 from netdiag.trace.overhead import Overhead
-from netdiag.trace.pipeline import Frame, Pipeline, Stage
+from netdiag.trace.pipeline import Frame, Pipeline, Stage, age_stage
 
 PEERS_PROBE = "tcp_peers"
 COUNTERS = ("bytes_acked", "retrans")
@@ -106,24 +106,6 @@ class Seeder:
 
 def _cookie(r: Row) -> Any:
     return r.get("sock_cookie")
-
-
-def age_stage(attached_ns: Callable[[], int]) -> Stage:
-    """AGE: exact when the probe saw the socket open; otherwise a lower bound (it is at least
-    as old as the probe), marked `age_exact: false` and shown as "≥"."""
-
-    def stage(frame: Frame) -> None:
-        since = max(0.0, (frame.snap.t_ns - attached_ns()) / 1e9)
-        for r in frame.snap.rows:
-            if r.get("state") == "LISTEN":
-                continue
-            if r.get("open_ns"):
-                r["age_exact"] = True
-            else:
-                r["age_s"] = round(since, 3)
-                r["age_exact"] = False
-
-    return stage
 
 
 def tcp_info_stage() -> Stage:

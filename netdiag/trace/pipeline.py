@@ -125,6 +125,25 @@ def sort_stage(key: Callable[[], str], reverse: Callable[[], bool] = lambda: Tru
     return stage
 
 
+def age_stage(attached_ns: Callable[[], int]) -> Stage:
+    """AGE (for a closed socket: its lifetime): exact when the probe saw the socket open
+    (`open_ns`); otherwise a lower bound — it is at least as old as the probe — marked
+    `age_exact: false` and shown as "≥"."""
+
+    def stage(frame: Frame) -> None:
+        for r in frame.snap.rows:
+            if r.get("state") == "LISTEN":
+                continue
+            if r.get("open_ns"):
+                r["age_exact"] = True
+                continue
+            end = r.get("closed_ns") or frame.snap.t_ns
+            r["age_s"] = round(max(0.0, (end - attached_ns()) / 1e9), 3)
+            r["age_exact"] = False
+
+    return stage
+
+
 def row_filter(keep: Callable[[dict[str, Any]], bool]) -> Stage:
     def stage(frame: Frame) -> None:
         frame.snap.rows = [r for r in frame.snap.rows if keep(r)]

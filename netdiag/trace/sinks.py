@@ -90,6 +90,15 @@ COLUMNS: dict[str, tuple[str, Any]] = {
     "accept_queue": ("ACCEPTQ", _num),
     "accept_backlog": ("BACKLOG", _num),
     "verdict": ("VERDICT", lambda v: "-" if v is None else str(v)),
+    "lat_p50_us": ("P50 ms", _us_ms),
+    "lat_max_us": ("MAX ms", _us_ms),
+    "lat_mean_us": ("MEAN ms", _us_ms),
+    "duration_us": ("DUR ms", _us_ms),
+    "raddr": ("PEER", str),
+    "comm": ("COMM", lambda v: "-" if v is None else str(v)),
+    "established": ("ESTAB", _num),
+    "bytes_sent": ("TX bytes", _num),
+    "bytes_received": ("RX bytes", _num),
 }
 
 
@@ -116,6 +125,8 @@ TEXT_COLUMNS = {
     "verdict",
     "comm",
     "direction",
+    "raddr",
+    "close_state",
 }
 
 
@@ -170,7 +181,7 @@ def table(
     limit: int = 40,
     extra: dict[str, Any] | None = None,
 ) -> Table:
-    rtt = "RTT in ms · " if any(c.endswith("_us") for c in columns) else ""
+    rtt = "times in ms · " if any(c.endswith("_us") for c in columns) else ""
     cap = (
         f"{rtt}{len(snap.rows)} rows · {snap.events_per_s:,.0f} events/s · "
         f"lost {snap.lost} · source {snap.source}"

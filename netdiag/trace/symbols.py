@@ -52,6 +52,10 @@ def from_tracefs(spec: str, host: HostPaths = REAL) -> dict[int, str]:
     return parse_symbolic(fmt, arg) if fmt else {}
 
 
+def _inline(spec: object) -> dict[int, str]:
+    return {int(k): str(v) for k, v in spec.items()} if isinstance(spec, dict) else {}
+
+
 def resolve_enums(enums: dict[str, object], host: HostPaths = REAL) -> dict[str, dict[int, str]]:
     """Manifest [enums] -> tables: inline tables as given, `tracefs:…` specs read live."""
     out: dict[str, dict[int, str]] = {}
@@ -62,8 +66,12 @@ def resolve_enums(enums: dict[str, object], host: HostPaths = REAL) -> dict[str,
             if table and all(v.startswith("TCP_") for v in table.values()):
                 table = {k: v.removeprefix("TCP_") for k, v in table.items()}
             out[name] = table
+        elif isinstance(spec, dict) and isinstance(spec.get("tracefs"), str):
+            # names from the running kernel plus values the kernel half adds (sentinels)
+            extra = spec.get("extra", {})
+            out[name] = {**from_tracefs(spec["tracefs"], host), **_inline(extra)}
         elif isinstance(spec, dict):
-            out[name] = {int(k): str(v) for k, v in spec.items()}
+            out[name] = _inline(spec)
         else:
             out[name] = {}
     return out

@@ -18,8 +18,8 @@ from netdiag.trace import fallback, listeners, manifest, prom
 from netdiag.trace.engine import Snapshot
 from netdiag.trace.filters import Filters
 from netdiag.trace.membership import Membership
-from netdiag.trace.peers import Seeder, age_stage, membership_stage
-from netdiag.trace.pipeline import Frame, Pipeline, row_filter, sort_stage
+from netdiag.trace.peers import Seeder, membership_stage
+from netdiag.trace.pipeline import Frame, Pipeline, age_stage, row_filter, sort_stage
 from tests.unit.trace.test_bdp import conn
 
 
