@@ -41,21 +41,24 @@ def row_columns(probe: manifest.Probe) -> set[str]:
 
 def default_columns(probe: manifest.Probe) -> list[str]:
     """The probe's columns, with MINRTT from the kernel's raw minimum RTT (sock_diag, joined
-    by cookie) in place of the minimum of the smoothed RTT."""
-    return ["min_rtt_us" if c == "srtt_min_us" else c for c in probe.output.default_columns]
+    by cookie) in place of the minimum of the smoothed RTT, and the verdict engine's VERDICT
+    in place of ssthresh (which stays in --json and --columns)."""
+    cols = ["min_rtt_us" if c == "srtt_min_us" else c for c in probe.output.default_columns]
+    return [c for c in cols if c != "ssthresh"] + ["verdict"]
 
 
-# with --node the node's labels lead; p90, ssthresh and age make room (all stay in --json)
+# with --node the node's labels lead; state, p90, ssthresh and age make room for them and the
+# verdict (all stay in --json)
 NODE_COLUMNS = (
     "peer_id",
     "mesh",
     "peer",
-    "state",
     "min_rtt_us",
     "srtt_us",
     "snd_cwnd",
     "acked_bps",
     "retrans",
+    "verdict",
 )
 
 
@@ -103,8 +106,9 @@ def _columns(
     if columns:
         return [c.strip() for c in columns.split(",")]
     cols = list(NODE_COLUMNS) if node else default_columns(probe)
-    if cong:
+    if cong:  # P90 makes room (it stays in --json)
         cols.insert(cols.index("retrans") + 1, "recovery_ms")
+        cols = [c for c in cols if c != "srtt_p90_us"]
     if listen:
         cols.insert(cols.index("state") + 1, "accept_queue")
     return cols
@@ -222,6 +226,10 @@ def _drive(
     duration: float | None,
 ) -> None:
     """Sinks for this terminal: NDJSON, or the (live) table, plus Prometheus when asked."""
+    from netdiag.diagnose.live import VerdictStage
+
+    # the VERDICT column: the verdict engine over each socket's last five reads
+    pipe.stages.append(VerdictStage())
     table = None if as_json else output.TableSink(output.console(), cols, sort_by, TITLE)
     pipe.stages.append(sort_stage(output.sort_key(table, sort_by), output.sort_reverse(table)))
     if collector is not None:

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from netdiag.cli.main import main
-from netdiag.cli.trace import NODE_COLUMNS
+from netdiag.cli.trace import NODE_COLUMNS, _columns, default_columns
 from netdiag.errors import InputError
 from netdiag.measure.sockdiag import TcpConn
 from netdiag.trace import bpfstats, engine, fallback, manifest, sinks
@@ -50,14 +50,14 @@ ROW = {
     "age_s": 86400.0,
     "peer_id": "7f3a9c0123456789",
     "mesh": True,
+    "verdict": "sndbuf-limited",
 }
 
 
 def test_default_table_fits_100_columns_without_truncation() -> None:
     p = manifest.load("tcp_peers")
-    cong_cols = list(p.output.default_columns)
-    cong_cols.insert(cong_cols.index("retrans") + 1, "recovery_ms")
-    for cols in (list(p.output.default_columns), list(NODE_COLUMNS), cong_cols):
+    cong_cols = _columns(p, None, node=False, cong=True, listen=False)
+    for cols in (default_columns(p), list(NODE_COLUMNS), cong_cols):
         con = Console(width=100, record=True)
         con.print(
             sinks.table(
@@ -69,6 +69,7 @@ def test_default_table_fits_100_columns_without_truncation() -> None:
         assert "…" not in text.splitlines()[2], text
         assert "203.0.113.255:65535" in text and "51.23" in text and "123456" in text
         assert ("inf" in text) == ("ssthresh" in cols)
+        assert "sndbuf-limited" in text
 
 
 def test_ndjson_line_is_one_object_with_rows() -> None:

@@ -320,3 +320,23 @@ def test_trace_peers_json_fallback_end_to_end(capsys: pytest.CaptureFixture[str]
     for o in lines:
         for r in o["rows"]:
             assert r["age_exact"] is False and r["age_s"] >= 0
+
+
+def test_verdict_column_needs_a_window_of_two_reads_and_uses_the_engine() -> None:
+    from netdiag.diagnose import VERDICTS
+    from netdiag.diagnose.live import VerdictStage
+
+    stage = VerdictStage(window_reads=3)
+    c1 = _tcp(1, bytes_acked=1000)
+    f1 = Frame(_snap([{"sock_cookie": 1}], t_ns=1_000_000_000))
+    f1.conns = [c1]
+    stage(f1)
+    assert "verdict" not in f1.snap.rows[0], "one snapshot is no window"
+    f2 = Frame(_snap([{"sock_cookie": 1}, {"sock_cookie": 2}], t_ns=2_000_000_000))
+    f2.conns = [_tcp(1, bytes_acked=1000), _tcp(2)]
+    stage(f2)
+    r1, r2 = f2.snap.rows
+    assert r1["verdict"] in VERDICTS and r1["verdict_summary"]
+    assert "verdict" not in r2 and f2.extra["verdicts"] == {r1["verdict"]: 1}
+    with pytest.raises(ValueError):
+        VerdictStage(window_reads=1)
