@@ -35,6 +35,7 @@ from netdiag.measure import bdp as mbdp
 from netdiag.measure import sockdiag
 from netdiag.report.results import ResultBuilder
 from netdiag.trace import engine, manifest, testbed
+from netdiag.trace.pipeline import Pipeline
 from netdiag.trace.traffic import make_pair, nstat_abs
 
 Progress = Callable[[str], None]
@@ -312,7 +313,7 @@ def accuracy(
                 nstat_retrans = nstat_abs(a, "TcpRetransSegs") - n0
                 end_diag = next(c for c in sockdiag.snapshot(a) if c.cookie == cookie)
                 ss_cwnd = _ss_cwnd(a, pair.port)
-                snap = s.read()
+                snap = Pipeline(s).step().snap  # the pipeline trace-peers runs, no stages
                 misses = s.misses()
         finally:
             bcc_count = tr.stop(pair.port)
