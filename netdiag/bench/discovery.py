@@ -51,9 +51,9 @@ def honest_host(i: int) -> str:
 @dataclass
 class Params:
     nodes: int = 16
-    duration_s: float = 60.0
+    duration_s: float = 120.0
     sybils: int = 32
-    refresh_s: float = 10.0
+    refresh_s: float = 60.0  # the node's default
     timeout_s: float = 300.0
     tls: bool = True
     seed: int = 1

@@ -20,7 +20,7 @@ from netdiag.output import emit_json
 @click.option(
     "--duration",
     type=click.FloatRange(5),
-    default=60.0,
+    default=120.0,
     show_default=True,
     help="Seconds of steady state after formation (discovery bytes per minute).",
 )
@@ -35,9 +35,9 @@ from netdiag.output import emit_json
     "--refresh",
     "refresh_s",
     type=click.FloatRange(1),
-    default=10.0,
+    default=60.0,
     show_default=True,
-    help="The nodes' self-lookup and bucket refresh period, seconds.",
+    help="The nodes' self-lookup and bucket refresh period, seconds (the node's default).",
 )
 @click.option(
     "--timeout",

@@ -62,8 +62,8 @@ def node() -> None:
 @click.option(
     "--discovery/--no-discovery",
     default=None,
-    help="Outbound peers from the Kademlia routing table, --peer only bootstraps; off "
-    "(default): dial exactly the --peer list and peer exchange.",
+    help="Outbound peers from the Kademlia routing table, --peer only bootstraps (default); "
+    "off: dial exactly the --peer list and peer exchange.",
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def run(config_file: Path | None, **opts: Any) -> None:

@@ -92,7 +92,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # discovery (Kademlia: kademlia.py, discovery.py, kadrpc.py; docs/node.md)
     # Kademlia discovery: outbound peers come from the routing table and `peers` only
     # bootstrap; off: the node dials exactly `peers` (and peer exchange) and runs no lookups
-    discovery: bool = False
+    discovery: bool = True
     kad_k: int = 20  # bucket size and lookup width
     kad_alpha: int = 3  # lookup requests in flight
     kad_request_timeout_s: float = 3.0  # per request, including a probe's dial and handshake

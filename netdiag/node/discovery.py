@@ -396,6 +396,8 @@ class Discovery:
             if lk.replies:
                 self.m.lookup_seconds.observe(took)
                 self.m.lookup_hops.observe(lk.hops)
+            if lk.target != self.kid:  # any lookup into a bucket refreshes it
+                self.bucket_refreshed[bucket_index(self.kid, lk.target)] = self.clock.monotonic()
             st = self.stats
             st.completed += 1
             st.last_hops, st.last_seconds = lk.hops, took

@@ -51,7 +51,15 @@ async def test_peer_exchange_finds_peers_not_configured(tmp_path: Path) -> None:
     ):
         await wait_for(lambda: len(a.conns) == 1, what="a-b")
         async with running(
-            node_cfg(tmp_path, "c", gen, tls=False, peers=[f"127.0.0.1:{a.listen_port}"])
+            # discovery off: peer exchange feeds the dialer only without the routing table
+            node_cfg(
+                tmp_path,
+                "c",
+                gen,
+                tls=False,
+                discovery=False,
+                peers=[f"127.0.0.1:{a.listen_port}"],
+            )
         ) as (c, _):
             # c only knows a; a tells c about b's listen address
             await wait_for(lambda: len(c.conns) == 2, what="c learns b via peer exchange")
