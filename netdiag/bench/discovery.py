@@ -14,7 +14,8 @@ API (netdiag.nodeapi):
   minute over the measurement window;
 - eclipse: 32 Sybil identities on one /24 (127.78.0.0/24) join and answer every FindNode with
   each other only (LAB ONLY node hook ``debug_kad_only_subnet``); a victim then joins from the
-  honest bootstrap; counted: how many of its outbound peers are Sybils (goal <= 2).
+  honest bootstrap, and a second one from a Sybil; counted: how many of each victim's outbound
+  peers are Sybils (goal <= 2), and how many outbound peers it has at all.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netdiag.bench import output
 from netdiag.errors import CheckFailed
 from netdiag.lab.cluster import make_genesis, node_env, node_run_argv
 from netdiag.nodeapi import NodeApi, NodeUnavailable, metric_sum
+from netdiag.report.results import ResultBuilder
 
 P2P_PORT = 7600
 API_PORT = 7601
@@ -41,6 +44,7 @@ K = 20
 TARGET_OUTBOUND = 8
 SYBIL_NET = "127.78.0"
 VICTIM_HOST = "127.79.0.1"
+VICTIM_S_HOST = "127.79.1.1"
 SYBIL_GOAL = 2
 
 
@@ -227,7 +231,7 @@ class DiscoveryBench:
 
     # -- the run ---------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> ResultBuilder:
         p = self.p
         gen = make_genesis(self.work / "genesis", 1, f"discovery-{p.seed}")
         self.genesis, keys = gen.path, gen.keys
@@ -266,7 +270,7 @@ class DiscoveryBench:
         sybil = self._eclipse(boot) if p.sybils > 0 else None
         return self._result(honest, form, lookups, per_min, final, sybil)
 
-    def _eclipse(self, boot: Proc) -> dict[str, Any]:
+    def _eclipse(self, boot: Proc) -> list[dict[str, Any]]:
         p = self.p
         self.say(f"eclipse: {p.sybils} Sybils on {SYBIL_NET}.0/24 push each other")
         env = {"NETDIAG_NODE_DEBUG_KAD_ONLY_SUBNET": f"{SYBIL_NET}.0/24"}
@@ -275,17 +279,26 @@ class DiscoveryBench:
             for i in range(p.sybils)
         ]
         self._wait_up(sybils)
-        time.sleep(2 * p.refresh_s)  # their tables and the honest ones fill with each other
-        victim = self._start("victim", VICTIM_HOST, [boot.addr], None, {})
-        self._wait_up([victim])
-        deadline = time.monotonic() + max(60.0, 4 * p.refresh_s)
-        outbound: list[Any] = []
+        time.sleep(min(2 * p.refresh_s, 20.0))  # Sybils and honest tables take each other in
+        rows = []
+        for name, host, via in (
+            ("victim", VICTIM_HOST, boot),  # bootstraps from an honest node
+            ("victim_s", VICTIM_S_HOST, sybils[0]),  # bootstraps from a Sybil
+        ):
+            victim = self._start(name, host, [via.addr], None, {})
+            self._wait_up([victim])
+            rows.append(self._victim(victim, "honest" if via is boot else "sybil"))
+        return rows
+
+    def _victim(self, victim: Proc, bootstrap: str) -> dict[str, Any]:
+        p = self.p
+        deadline = time.monotonic() + max(60.0, 2 * p.refresh_s)
         while time.monotonic() < deadline:
-            outbound = [x for x in victim.api.peers() if x.get("direction") == "outbound"]
-            if len(outbound) >= TARGET_OUTBOUND:
+            out = [x for x in victim.api.peers() if x.get("direction") == "outbound"]
+            if len(out) >= TARGET_OUTBOUND:
                 break
             time.sleep(1.0)
-        time.sleep(p.refresh_s)  # a refresh more: Sybil answers keep arriving
+        time.sleep(min(p.refresh_s, 30.0))  # more Sybil answers keep arriving
         peers = victim.api.peers()
         table = victim.api.get_json("/peers/table")
         outbound = [x for x in peers if x.get("direction") == "outbound"]
@@ -294,6 +307,7 @@ class DiscoveryBench:
             return isinstance(addr, str) and addr.startswith(SYBIL_NET + ".")
 
         return {
+            "bootstrap": bootstrap,
             "sybils": p.sybils,
             "victim_outbound": len(outbound),
             "sybil_outbound": sum(is_sybil(x.get("address")) for x in outbound),
@@ -312,13 +326,11 @@ class DiscoveryBench:
         lookups: list[dict[str, Any]],
         per_min: dict[str, float],
         final: dict[str, dict[str, Any]],
-        sybil: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        from netdiag.report.results import ResultBuilder
-
+        sybil: list[dict[str, Any]] | None,
+    ) -> ResultBuilder:
         p = self.p
         n = p.nodes
-        rb = ResultBuilder(
+        rb = output.new(
             "discovery",
             {
                 "nodes": n,
@@ -331,7 +343,8 @@ class DiscoveryBench:
                 "target_outbound": TARGET_OUTBOUND,
             },
             seed=p.seed,
-            metadata={"topology": "loopback, one /24 per node", "topology_rtt_ms": 0.0},
+            topology="loopback, one /24 per node",
+            topology_rtt_ms=0.0,
         )
         for metric, t, v, node in self.series:
             rb.sample(f"{metric} {node}", t, v, metric=metric, node=node)
@@ -382,9 +395,9 @@ class DiscoveryBench:
                 "window_s": p.duration_s,
             },
         )
-        if sybil is not None:
-            rb.add_summary("eclipse", sybil)
-        return rb.to_dict()
+        for row in sybil or []:
+            rb.add_summary("eclipse", row)
+        return rb
 
 
 def _r(v: float | None) -> float | None:
@@ -403,7 +416,7 @@ def tail(log: Path, n: int = 2) -> str:
         return "(no log)"
 
 
-def run(p: Params, say: Callable[[str], None]) -> dict[str, Any]:
+def run(p: Params, say: Callable[[str], None]) -> ResultBuilder:
     bench = DiscoveryBench(p, say)
     try:
         return bench.run()

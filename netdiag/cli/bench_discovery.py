@@ -8,11 +8,8 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
-from netdiag.bench.output import default_out
-from netdiag.cli.bench import result_file_option
-from netdiag.output import emit_json
+from netdiag.cli.bench import finish, result_file_option
 
 
 @click.command()
@@ -66,26 +63,15 @@ def discovery(
     loopback, one 127.77.I.1 address per node)."""
     from netdiag.bench import discovery as scenario
     from netdiag.errors import CheckFailed
-    from netdiag.report.results import save
 
-    console = Console(stderr=True)
+    err = Console(stderr=True)
     params = scenario.Params(nodes, duration, sybils, refresh_s, timeout_s, tls, seed)
-    doc = scenario.run(params, lambda s: None if as_json else console.print(s))
-    out = save(doc, out or default_out("discovery"))
-    if as_json:
-        emit_json(doc)
-    else:
-        for name, rows in doc["summary"].items():
-            t = Table(title=f"discovery: {name}")
-            for col in rows[0]:
-                t.add_column(col)
-            for row in rows:
-                t.add_row(*("-" if v is None else str(v) for v in row.values()))
-            Console().print(t)
-        console.print(f"result: {out}")
+    with err.status("discovery: starting") as status:
+        result = scenario.run(params, lambda m: status.update(f"discovery: {m.strip()}"))
+    doc = finish(result, out, as_json)
     form = doc["summary"]["formation"][0]
     if form["tables_s"] is None or form["connected_s"] is None:
         raise CheckFailed(
-            f"the cluster did not form within {timeout_s:g} s (see {out})",
-            "raise --timeout, or check the node logs with NETDIAG_KEEP_WORK=1",
+            f"the cluster did not form within {timeout_s:g} s (see the result file)",
+            "raise --timeout, or keep the node logs with NETDIAG_KEEP_WORK=1 and read them",
         )

@@ -33,9 +33,20 @@ def test_result_is_in_the_common_format() -> None:
         {"node": "n00", "purpose": "self", "hops": 1, "seconds": 0.01, "replies": 2},
         {"node": "n01", "purpose": "refresh", "hops": 2, "seconds": 0.03, "replies": 2},
     ]
-    eclipse = {"sybils": 2, "victim_outbound": 3, "sybil_outbound": 1, "sybil_inbound": 0,
-               "victim_table": 4, "sybil_table": 2, "goal_sybil_outbound_max": 2}  # fmt: skip
-    doc = bench._result([], Formation(1.0, 2.0, None), lookups, {"n00": 120.0}, final, eclipse)
+    eclipse = [
+        {
+            "bootstrap": "honest",
+            "sybils": 2,
+            "victim_outbound": 3,
+            "sybil_outbound": 1,
+            "sybil_inbound": 0,
+            "victim_table": 4,
+            "sybil_table": 2,
+            "goal_sybil_outbound_max": 2,
+        }
+    ]
+    rb = bench._result([], Formation(1.0, 2.0, None), lookups, {"n00": 120.0}, final, eclipse)
+    doc = rb.to_dict()
     validate(doc)
     assert doc["metadata"]["benchmark"] == "discovery"
     look = doc["summary"]["lookups"][0]
