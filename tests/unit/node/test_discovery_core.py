@@ -203,9 +203,17 @@ def test_sybils_on_one_subnet_take_at_most_one_outbound_slot(tmp_path: Path) -> 
     world = NetWorld(tmp_path, spec)
     boot = world.peer("boot", host(0))
     honest = [world.peer(f"h{i}", host(i), peers=[world.addr(boot)]) for i in range(1, 11)]
-    sybils = [world.peer(f"s{i}", f"10.66.0.{i}", peers=[world.addr(boot)]) for i in range(1, 33)]
+    sybils = [  # they answer every FindNode with each other only (the LAB ONLY hook)
+        world.peer(
+            f"s{i}",
+            f"10.66.0.{i}",
+            peers=[world.addr(boot)],
+            debug_kad_only_subnet="10.66.0.0/24",
+        )
+        for i in range(1, 33)
+    ]
     world.run(20.0)
-    victim = world.peer("victim", host(200), peers=[world.addr(sybils[0])])
+    victim = world.peer("victim", host(200), peers=[world.addr(boot)])
     world.run(30.0)
     out = [c for c in victim.conns.values() if c.outbound]
     on_sybil_net = [c for c in out if c.remote_host.startswith("10.66.0.")]
@@ -216,6 +224,13 @@ def test_sybils_on_one_subnet_take_at_most_one_outbound_slot(tmp_path: Path) -> 
     for b in victim.discovery.table.buckets:
         assert sum(e.contact.host.startswith("10.66.0.") for e in b) <= 2
     assert honest
+    # bootstrapped from a Sybil that answers lookups with Sybils only, a node still dials at
+    # most one of them (honest nodes reach it later through peer exchange and dial-backs)
+    starved = world.peer("starved", host(201), peers=[world.addr(sybils[1])])
+    world.run(30.0)
+    out = [c for c in starved.conns.values() if c.outbound]
+    assert sum(c.remote_host.startswith("10.66.0.") for c in out) <= 1
+    assert victim.discovery.table.subnet_count("10.66.0.0/24") <= 10
 
 
 @pytest.mark.parametrize(
