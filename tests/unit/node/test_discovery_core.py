@@ -252,3 +252,16 @@ def test_a_full_nodes_answer_is_small() -> None:
     recs = [NodeRecord(b"\xff" * 32, "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", 65535)] * 20
     assert len(msgspec.msgpack.encode(Nodes(2**62, recs))) < 2048
     assert isinstance(decode_message(msgspec.msgpack.encode(KadPing(3))), KadPing)
+
+
+def test_a_low_scored_peer_is_dropped_and_never_dialled(tmp_path: Path) -> None:
+    world, cores = cluster(tmp_path, 6)
+    world.run(15.0)
+    me, poor = cores[1], cores[3]
+    assert poor.node_id in me.discovery.table
+    me.gossip.penalize(poor.node_id, 30.0)  # below the gossip threshold, above the ban
+    assert me.gossip.score(poor.node_id) < me.gossip.p.gossip_threshold
+    world.run(1.5)
+    assert poor.node_id not in me.discovery.table
+    assert poor.discovery.table.get(me.node_id) is not None, "only me judged it"
+    assert world.addr(poor) not in me.discovery.outbound_dials(8)
