@@ -262,9 +262,7 @@ class NodeCore:
 
     def close(self) -> None:
         """Persist what must outlive the process (the routing table) before the store closes."""
-        self.discovery.save()
-        if self.discovery.store is not None:
-            self.discovery.store.close()
+        self.discovery.close()
 
     # -- periodic work ---------------------------------------------------------------------
 

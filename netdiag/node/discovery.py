@@ -150,6 +150,13 @@ class Discovery:
             self.dirty = False
             self.saved_at = self.clock.monotonic()
 
+    def close(self) -> None:
+        """Save and let go of the store (a second call does nothing)."""
+        if self.store is not None:
+            self.save()
+            self.store.close()
+            self.store = None
+
     def _verified(self, c: Contact) -> None:
         self.verified_at[(c.node_id, c.addr)] = self.clock.monotonic()
         self.offer(c, "probe handshake")

@@ -72,7 +72,7 @@ async def test_sixteen_nodes_find_each_other_from_one_bootstrap(tmp_path: Path) 
             assert n.node_id not in table
             hosts = {e.contact.host for e in table.entries()}
             assert len(hosts) == len(table), "one entry per node, each at its own address"
-            assert n.core.peering.outbound_count() <= n.cfg.target_outbound
+            assert n.core.peering.outbound_count() <= n.cfg.max_outbound
         # nodes other than the bootstrap got peers beyond it from their tables
         assert all(len(n.conns) >= 2 for n in nodes[1:])
         async with aiohttp.ClientSession() as http:
