@@ -198,6 +198,11 @@ class NodeCore:
     def on_open(self, conn: Link) -> str | None:
         disc = self.discovery
         if not disc.net.claims(conn):
+            if self.cfg.discovery and conn.outbound:
+                refusal = disc.admit_outbound(conn)
+                if refusal:
+                    self.peering.pending.discard(conn)
+                    return refusal
             return self.peering.on_open(conn)
         self.peering.pending.discard(conn)
         return disc.net.on_probe_open(conn)
@@ -241,7 +246,7 @@ class NodeCore:
             up = {c.dialed_addr for c in self.conns.values()}
             dialing = len(self.book.dialing - up)  # the shell keeps a dial's address while up
             used = self.peering.outbound_count() + dialing + len(out)
-            out += self.discovery.outbound_dials(target - used)
+            out += self.discovery.outbound_dials(target - used, also=out)
         return out
 
     def probe_targets(self) -> list[str]:

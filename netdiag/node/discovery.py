@@ -311,7 +311,7 @@ class Discovery:
 
     # -- outbound peers from the table -------------------------------------------------------
 
-    def outbound_dials(self, budget: int) -> list[str]:
+    def outbound_dials(self, budget: int, also: list[str] | None = None) -> list[str]:
         """Table entries to dial as outbound peers: at most ``kad_outbound_per_subnet`` per
         /24 (/48) counting the peers we already dialled, spread over buckets, live ones first."""
         if budget <= 0:
@@ -319,7 +319,7 @@ class Discovery:
         conns = self.peering.conns
         nets = Counter(subnet_of(c.remote_host) for c in conns.values() if c.outbound)
         per_bucket = Counter(self.table.bucket_of(pid) for pid, c in conns.items() if c.outbound)
-        for addr in self.book.dialing - {c.dialed_addr for c in conns.values()}:
+        for addr in [*(self.book.dialing - {c.dialed_addr for c in conns.values()}), *(also or [])]:
             try:
                 nets[subnet_of(split_hostport(addr)[0])] += 1
             except ConfigError:
@@ -351,6 +351,20 @@ class Discovery:
             self.out_dialing[e.contact.addr] = e.contact.node_id
             out.append(e.contact.addr)
         return out
+
+    def admit_outbound(self, conn: Link) -> str | None:
+        """At the handshake of a peer we dialled from the table: the diversity and target rules
+        hold whatever raced (a dial that crossed a reconnect of the bootstrap, say)."""
+        st = self.book.addrs.get(conn.dialed_addr or "")
+        if st is not None and st.bootstrap:
+            return None
+        others = [c for c in self.peering.conns.values() if c.outbound and c is not conn]
+        if len(others) >= self.cfg.target_outbound:
+            return "discovery: outbound target reached"
+        net = subnet_of(conn.remote_host)
+        if sum(subnet_of(c.remote_host) == net for c in others) >= self.cfg.kad_outbound_per_subnet:
+            return f"discovery: outbound peers of {net} at their limit"
+        return None
 
     def _dial_due(self, addr: str) -> bool:
         st = self.book.addrs.get(addr)
