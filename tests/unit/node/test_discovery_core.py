@@ -265,3 +265,17 @@ def test_a_low_scored_peer_is_dropped_and_never_dialled(tmp_path: Path) -> None:
     assert poor.node_id not in me.discovery.table
     assert poor.discovery.table.get(me.node_id) is not None, "only me judged it"
     assert world.addr(poor) not in me.discovery.outbound_dials(8)
+
+
+def test_a_second_outbound_peer_of_one_subnet_is_refused_at_the_handshake(tmp_path: Path) -> None:
+    spec, _ = lab(1)
+    world = NetWorld(tmp_path, spec)
+    me = world.peer("me", host(0))
+    a = world.peer("a", "10.66.0.1", discovery=False)
+    b = world.peer("b", "10.66.0.2", discovery=False)
+    world.dial(me, world.addr(a), probe=False)  # as if both were picked from the table at once
+    world.dial(me, world.addr(b), probe=False)
+    world.run(0.5)
+    out = [c for c in me.conns.values() if c.outbound]
+    assert len(out) == 1, "one outbound peer per /24, whatever raced"
+    assert b.node_id not in me.conns or a.node_id not in me.conns
