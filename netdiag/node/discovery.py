@@ -355,16 +355,22 @@ class Discovery:
     def admit_outbound(self, conn: Link) -> str | None:
         """At the handshake of a peer we dialled from the table: the diversity and target rules
         hold whatever raced (a dial that crossed a reconnect of the bootstrap, say)."""
-        st = self.book.addrs.get(conn.dialed_addr or "")
-        if st is not None and st.bootstrap:
-            return None
+        addr = conn.dialed_addr
+        st = self.book.addrs.get(addr or "")
+        if addr is None or addr not in self.out_dialing or (st is not None and st.bootstrap):
+            return None  # not a dial we chose from the table
         others = [c for c in self.peering.conns.values() if c.outbound and c is not conn]
-        if len(others) >= self.cfg.target_outbound:
-            return "discovery: outbound target reached"
         net = subnet_of(conn.remote_host)
-        if sum(subnet_of(c.remote_host) == net for c in others) >= self.cfg.kad_outbound_per_subnet:
-            return f"discovery: outbound peers of {net} at their limit"
-        return None
+        refusal = None
+        if len(others) >= self.cfg.target_outbound:
+            refusal = "discovery: outbound target reached"
+        elif (
+            sum(subnet_of(c.remote_host) == net for c in others) >= self.cfg.kad_outbound_per_subnet
+        ):
+            refusal = f"discovery: outbound peers of {net} at their limit"
+        if refusal:
+            self.out_dialing.pop(addr, None)
+        return refusal
 
     def _dial_due(self, addr: str) -> bool:
         st = self.book.addrs.get(addr)

@@ -273,8 +273,9 @@ def test_a_second_outbound_peer_of_one_subnet_is_refused_at_the_handshake(tmp_pa
     me = world.peer("me", host(0))
     a = world.peer("a", "10.66.0.1", discovery=False)
     b = world.peer("b", "10.66.0.2", discovery=False)
-    world.dial(me, world.addr(a), probe=False)  # as if both were picked from the table at once
-    world.dial(me, world.addr(b), probe=False)
+    for peer in (a, b):  # as if both were picked from the table at once
+        me.discovery.out_dialing[world.addr(peer)] = peer.node_id
+        world.dial(me, world.addr(peer), probe=False)
     world.run(0.5)
     out = [c for c in me.conns.values() if c.outbound]
     assert len(out) == 1, "one outbound peer per /24, whatever raced"
