@@ -41,6 +41,11 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_outbound: int = 16
     target_outbound: int = 8
     max_inbound_per_ip: int = 16
+    max_pending_handshakes: int = 32  # inbound sockets in TLS/node handshake (go-libp2p transient)
+    conn_rate_per_ip: float = 1.0  # new inbound connections per second per IP (0 = off) ...
+    conn_burst_per_ip: int = 16  # ... with this burst
+    conn_memory_bytes: int = 0  # per connection: buffered + queued bytes; 0 = 2 frames + write cap
+    node_memory_bytes: int = 0  # all connections together; 0 = 1/8 of RAM within [128 MiB, 1 GiB]
     handshake_timeout_s: float = 5.0
     idle_timeout_s: float = 60.0
     ping_interval_s: float = 15.0
@@ -122,6 +127,11 @@ RANGES: dict[str, tuple[float, bool]] = {
     "max_outbound": NON_NEGATIVE,
     "target_outbound": NON_NEGATIVE,
     "max_inbound_per_ip": AT_LEAST_ONE,
+    "max_pending_handshakes": AT_LEAST_ONE,
+    "conn_rate_per_ip": NON_NEGATIVE,
+    "conn_burst_per_ip": AT_LEAST_ONE,
+    "conn_memory_bytes": NON_NEGATIVE,
+    "node_memory_bytes": NON_NEGATIVE,
     "handshake_timeout_s": POSITIVE,
     "idle_timeout_s": POSITIVE,
     "ping_interval_s": POSITIVE,

@@ -35,6 +35,7 @@ from netdiag.node.policy import BanPolicy
 from netdiag.node.presence import Presence
 from netdiag.node.producer import Producer
 from netdiag.node.protocol import Violation
+from netdiag.node.resources import ConnRateLimiter, Limits, MemoryBudget, resolve_limits
 from netdiag.node.runtime import Clock, Scheduler
 from netdiag.node.scores import ScoreBook
 from netdiag.node.window_sync import ParallelSync, WindowParams
@@ -54,7 +55,9 @@ class NodeCore:
         clock: Clock,
         scheduler: Scheduler,
         entropy_chain: HashChain | None = None,  # our reveals (entropy.py), validators only
+        limits: Limits | None = None,
     ) -> None:
+        self.limits = limits or resolve_limits(cfg)
         self.cfg = cfg
         self.log = log
         self.metrics = metrics
@@ -84,7 +87,18 @@ class NodeCore:
         self.presence = Presence(
             genesis.validators, chain.genesis_hash, 3 * cfg.presence_interval_s, mono
         )
-        self.peering = Peering(cfg, log, metrics, self.node_id, self.book, self.gossip)
+        lim = self.limits
+        self.memory = MemoryBudget(lim.conn_memory_bytes, lim.node_memory_bytes)
+        self.peering = Peering(
+            cfg,
+            log,
+            metrics,
+            self.node_id,
+            self.book,
+            self.gossip,
+            lim,
+            ConnRateLimiter(lim.conn_rate_per_ip, lim.conn_burst_per_ip, mono),
+        )
         self.scores = ScoreBook(mono, cfg.score_half_life_s, cfg.score_retain_s)
         self.policy = BanPolicy(cfg, log, metrics, self.gossip, self.peering, self.scores)
         self.sync = ParallelSync(
@@ -171,6 +185,8 @@ class NodeCore:
         self._entropy_fault_used = False
         self._pinged: dict[bytes, float] = {}  # peer id -> when we last pinged it
         metrics.height.set(chain.height)
+        for name, value in lim.as_gauges().items():
+            metrics.limits.labels(name).set(value)
 
     @property
     def chain(self) -> Chain:
@@ -290,6 +306,8 @@ class NodeCore:
             del self._pinged[pid]
 
     def sync_step(self) -> None:
+        self.metrics.resource_usage.labels("memory_bytes").set(self.memory.used)
+        self.metrics.resource_usage.labels("memory_peak_bytes").set(self.memory.peak)
         self.sync.tick()
         self.entropy.tick()
         self.metrics.sync_distance.set(max(0, self.sync.head_height() - self.height))

@@ -38,8 +38,10 @@ from netdiag.node.peer_dns import PeerDns
 from netdiag.node.peers import PeerBook
 from netdiag.node.presence import Presence
 from netdiag.node.protocol import PeerProtocol
+from netdiag.node.resources import resolve_limits
 from netdiag.node.runtime import Clock, LoopScheduler, SystemClock
 from netdiag.node.store import Store
+from netdiag.node.tlsio import TlsSession
 from netdiag.node.transport import Connection
 from netdiag.node.views import CoreView
 from netdiag.node.window_sync import ParallelSync
@@ -180,6 +182,15 @@ class Node:
         return chain
 
     def _make_core(self, chain: Chain) -> NodeCore:
+        limits = resolve_limits(self.cfg)
+        if limits.max_inbound < self.cfg.max_inbound:
+            self.log.warning(
+                "fd_limit",
+                f"RLIMIT_NOFILE {limits.fd_limit} fits {limits.max_inbound} inbound connections, "
+                f"not max_inbound {self.cfg.max_inbound}: using {limits.max_inbound}",
+                fd_limit=limits.fd_limit,
+                max_inbound=limits.max_inbound,
+            )
         return NodeCore(
             self.cfg,
             self.log,
@@ -190,6 +201,7 @@ class Node:
             self.clock,
             LoopScheduler(),
             self.entropy_chain,
+            limits,
         )
 
     async def start(self) -> None:
@@ -207,14 +219,9 @@ class Node:
             self._ssl_server = tls.server_context(cert, key)
             self._ssl_client = tls.client_context(cert, key)
         host, port = split_hostport(self.cfg.listen)
-        self._server = await asyncio.start_server(
-            self._on_inbound,
-            host,
-            port,
-            ssl=self._ssl_server,
-            limit=1 << 16,
-            ssl_handshake_timeout=self.cfg.handshake_timeout_s if self.cfg.tls else None,
-        )
+        # Plain TCP: TLS runs inside each Connection (tlsio), so a socket counts against the
+        # limits from accept() and a failed TLS handshake is seen, bounded and counted.
+        self._server = await asyncio.start_server(self._on_inbound, host, port, limit=1 << 16)
         self.listen_port = core.listen_port = self._server.sockets[0].getsockname()[1]
         self._api_runner, self.api_port = await start_api(
             self._view, self.cfg.api, self.cfg.api_header_timeout_s
@@ -323,13 +330,21 @@ class Node:
             handshake_timeout_s=self.cfg.handshake_timeout_s,
             idle_timeout_s=self.cfg.idle_timeout_s,
             dialed_addr=dialed,
+            tls=self._tls_session(outbound),
+            budget=self.core.memory,
         )
 
+    def _tls_session(self, outbound: bool) -> TlsSession | None:
+        ctx = self._ssl_client if outbound else self._ssl_server
+        return TlsSession(ctx, server_side=not outbound) if ctx is not None else None
+
     async def _on_inbound(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        conn = self._new_conn(r, w, outbound=False)
-        if not self.core.peering.admit_inbound(conn):
-            w.close()
+        peer = w.get_extra_info("peername") or ("?", 0)
+        if self.core.peering.refuse_inbound(str(peer[0]), f"{peer[0]}:{peer[1]}"):
+            w.transport.abort()  # nothing allocated for it; the fd goes at once
             return
+        conn = self._new_conn(r, w, outbound=False)
+        self.core.peering.handshaking(conn)
         task = asyncio.current_task()
         if task is not None:
             self._conn_tasks.add(task)
@@ -351,7 +366,6 @@ class Node:
                     asyncio.open_connection(
                         host,
                         port,
-                        ssl=self._ssl_client,
                         limit=1 << 16,
                         local_addr=self._source_for(host),
                     ),

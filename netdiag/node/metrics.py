@@ -55,6 +55,20 @@ class NodeMetrics:
         self.peers = Gauge(
             "peers", "Connected authenticated peers", ["direction"], namespace=ns, registry=r
         )
+        self.limits = Gauge(
+            "limit",
+            "Effective resource limits (resources.Limits)",
+            ["name"],
+            namespace=ns,
+            registry=r,
+        )
+        self.resource_usage = Gauge(
+            "resource_usage",
+            "Resources in use: connections by state, bytes held by connections",
+            ["resource"],
+            namespace=ns,
+            registry=r,
+        )
         self.limit_hits = Counter(
             "limit_hits", "Resource or rate limit hits", ["limit"], namespace=ns, registry=r
         )

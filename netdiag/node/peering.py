@@ -17,6 +17,7 @@ from netdiag.node.logs import NodeLog
 from netdiag.node.messages import Prune
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.peers import PeerBook
+from netdiag.node.resources import ConnRateLimiter, Limits
 
 
 def short(b: bytes) -> str:
@@ -32,7 +33,11 @@ class Peering:
         node_id: bytes,
         book: PeerBook,
         gossip: GossipRouter,
+        limits: Limits,
+        conn_rate: ConnRateLimiter,
     ) -> None:
+        self.limits = limits
+        self.conn_rate = conn_rate
         self.cfg = cfg
         self.log = log
         self.metrics = metrics
@@ -48,27 +53,50 @@ class Peering:
 
     def admit_inbound(self, conn: Link) -> bool:
         """A new inbound socket: count it as handshaking, or refuse it (the caller closes)."""
-        refusal = self.inbound_refusal(conn.remote_host)
-        if refusal:
-            self.metrics.limit_hits.labels(refusal[0]).inc()
-            self.log.info(
-                "inbound_refused",
-                f"refused inbound {conn.address}: {refusal[1]}",
-                addr=conn.address,
-                reason=refusal[0],
-            )
+        if self.refuse_inbound(conn.remote_host, conn.address):
             return False
-        self.pending.add(conn)
+        self.handshaking(conn)
         return True
 
+    def refuse_inbound(self, ip: str, address: str) -> bool:
+        """Right after accept(): True (logged, counted) if the socket must be closed now."""
+        refusal = self.inbound_refusal(ip)
+        if refusal is None:
+            return False
+        self.metrics.limit_hits.labels(refusal[0]).inc()
+        self.log.info(
+            "inbound_refused",
+            f"refused inbound {address}: {refusal[1]}",
+            addr=address,
+            reason=refusal[0],
+        )
+        return True
+
+    def handshaking(self, conn: Link) -> None:
+        self.pending.add(conn)
+        self.update_peer_gauges()
+
     def inbound_refusal(self, ip: str) -> tuple[str, str] | None:
+        """Checked right after accept(), before any TLS or node handshake byte is read: the
+        socket then counts against every limit until it closes."""
+        lim = self.limits
         if self.book.ip_banned(ip):
             return "banned_ip", f"{ip} is banned (failed handshakes or its peers' scores)"
+        if not self.conn_rate.allow(ip):
+            return "conn_rate_per_ip", (
+                f"{ip} opens connections faster than {lim.conn_rate_per_ip:g}/s "
+                f"(burst {lim.conn_burst_per_ip})"
+            )
         inbound = [c for c in [*self.conns.values(), *self.pending] if not c.outbound]
-        if len(inbound) >= self.cfg.max_inbound:
-            return "max_inbound", f"inbound limit {self.cfg.max_inbound} reached"
-        if sum(c.remote_host == ip for c in inbound) >= self.cfg.max_inbound_per_ip:
-            return "max_inbound_per_ip", f"per-IP inbound limit {self.cfg.max_inbound_per_ip}"
+        if len(inbound) >= lim.max_inbound:
+            return "max_inbound", f"inbound limit {lim.max_inbound} reached"
+        if sum(c.remote_host == ip for c in inbound) >= lim.max_inbound_per_ip:
+            return "max_inbound_per_ip", f"per-IP inbound limit {lim.max_inbound_per_ip}"
+        handshaking = sum(not c.outbound for c in self.pending)
+        if handshaking >= lim.max_pending_handshakes:
+            return "max_pending_handshakes", (
+                f"{handshaking} inbound handshakes in progress (limit {lim.max_pending_handshakes})"
+            )
         return None
 
     def on_open(self, conn: Link) -> str | None:
@@ -106,7 +134,7 @@ class Peering:
                 return f"refused: already connected to {short(pid)}"
             old.close("replaced by a simultaneous connection")
             self.drop_peer(old)
-        if conn.outbound and self.outbound_count() >= self.cfg.max_outbound:
+        if conn.outbound and self.outbound_count() >= self.limits.max_outbound:
             self.metrics.limit_hits.labels("max_outbound").inc()
             return "refused: outbound limit reached"
         self.conns[pid] = conn
@@ -130,6 +158,7 @@ class Peering:
 
     def on_closed(self, conn: Link, reason: str) -> None:
         self.pending.discard(conn)
+        self.update_peer_gauges()
         if conn.peer_id is None:
             self.note_failed_handshake(conn, reason)
             return
@@ -180,6 +209,14 @@ class Peering:
         out = self.outbound_count()
         self.metrics.peers.labels("outbound").set(out)
         self.metrics.peers.labels("inbound").set(len(self.conns) - out)
+        usage = self.metrics.resource_usage
+        usage.labels("conns_inbound").set(
+            sum(not c.outbound for c in [*self.conns.values(), *self.pending])
+        )
+        usage.labels("conns_outbound").set(
+            sum(c.outbound for c in [*self.conns.values(), *self.pending])
+        )
+        usage.labels("handshakes_inbound").set(sum(not c.outbound for c in self.pending))
 
     # -- dialing ---------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """Thin asyncio transport around the sans-I/O PeerProtocol: one Connection per TCP stream.
 
 The read loop enforces the handshake and idle timeouts, throttles reads to the per-peer byte
-rate, drops messages over the per-peer message rate, and closes a peer whose unread output
-exceeds the write-buffer cap. Everything the peer sends is handed to a ConnectionHandler.
+rate, drops messages over the per-peer message rate, closes a peer whose unread output exceeds
+the write-buffer cap or whose buffered bytes exceed its memory budget, and does TLS itself over
+memory BIOs (tlsio.py) inside the same handshake deadline. Everything the peer sends is handed
+to a ConnectionHandler.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from typing import Protocol
 
@@ -24,7 +27,9 @@ from netdiag.node.protocol import (
     State,
     Violation,
 )
+from netdiag.node.resources import MemoryBudget
 from netdiag.node.tls import peer_cert_key
+from netdiag.node.tlsio import TlsClosed, TlsSession
 
 SO_COOKIE = 57  # <linux/socket.h>; Python's socket module does not name it
 READ_CHUNK = 64 << 10
@@ -62,6 +67,8 @@ class Connection:
         handshake_timeout_s: float,
         idle_timeout_s: float,
         dialed_addr: str | None = None,
+        tls: TlsSession | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -71,7 +78,9 @@ class Connection:
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.remote_host, self.remote_port = str(peer[0]), int(peer[1])
         self.cookie = socket_cookie(writer.get_extra_info("socket"))
-        self.tls = writer.get_extra_info("ssl_object") is not None
+        self._tls = tls
+        self.tls = tls is not None
+        self.budget = budget
         self.msg_bucket = TokenBucket(msg_rate, 2 * msg_rate, time.monotonic)
         self.byte_bucket = TokenBucket(bytes_rate, 2 * bytes_rate, time.monotonic)
         self.max_write_buffer = max_write_buffer
@@ -105,9 +114,24 @@ class Connection:
     def _flush(self) -> None:
         data = self.proto.data_to_send()
         if data and not self.writer.is_closing():
+            if self._tls is not None:
+                data = self._tls.encrypt(data)
             self.writer.write(data)
             if self.writer.transport.get_write_buffer_size() > self.max_write_buffer:
                 self.close("write buffer over limit: peer does not read", flush=False)
+                return
+            self._account()
+
+    def _account(self) -> None:
+        """Report what this connection holds to the memory budget; over it, close."""
+        if self.budget is None or self.close_reason is not None:
+            return
+        held = self.proto.decoder.buffered
+        if not self.writer.is_closing():
+            held += self.writer.transport.get_write_buffer_size()
+        refusal = self.budget.update(self, held)
+        if refusal:
+            self.close(f"memory budget: {refusal}", flush=False)
 
     def close(self, reason: str, flush: bool = True) -> None:
         if self.close_reason is not None:
@@ -116,6 +140,8 @@ class Connection:
         self.proto.close(reason)
         if flush:
             self._flush()
+            if self._tls is not None and self._tls.established and not self.writer.is_closing():
+                self.writer.write(self._tls.close())
         if not self.writer.is_closing():
             self.writer.close()
 
@@ -123,8 +149,18 @@ class Connection:
         """Drive the connection until it closes; always reports on_closed exactly once."""
         reason = "closed"
         try:
-            self.proto.start()
-            self._flush()
+            if self._tls is not None:
+                reason = await self._tls_handshake(handler)
+            if self.close_reason is None:
+                self.proto.start()
+                self._flush()
+            if self._tls is not None and self.close_reason is None:
+                # Application data that came in the same read as the peer's last handshake
+                # record is already in the TLS buffer: hand it over before waiting for more.
+                early = self._tls.decrypt(b"")
+                if early:
+                    self._handle_events(handler, self.proto.receive_data(early))
+                    self._flush()
             while self.close_reason is None:
                 # The handshake has one absolute deadline (a trickling peer cannot stretch it);
                 # after it, each read must arrive within the idle timeout.
@@ -144,19 +180,60 @@ class Connection:
                     reason = "peer closed the connection"
                     break
                 self.last_recv = time.monotonic()
+                if self._tls is not None:
+                    try:
+                        data = self._tls.decrypt(data)
+                    except TlsClosed:
+                        reason = "peer closed the TLS session"
+                        break
+                    except ssl.SSLError as e:
+                        reason = f"TLS error: {e.reason or e}"
+                        break
+                    extra = self._tls.pending_out()
+                    if extra and not self.writer.is_closing():
+                        self.writer.write(extra)
+                    if not data:
+                        continue
                 delay = self.byte_bucket.wait_time(len(data))
                 if delay > 0:
                     handler.on_limit(self, "peer_bytes_rate")
                     await asyncio.sleep(delay)  # throttle: TCP backpressure reaches the sender
                 self._handle_events(handler, self.proto.receive_data(data))
                 self._flush()
+                self._account()
         except (ConnectionError, OSError) as e:
             reason = f"connection error: {e.__class__.__name__}: {e}"
         finally:
             self.close(self.close_reason or reason)
+            if self.budget is not None:
+                self.budget.release(self)
             handler.on_closed(self, self.close_reason or reason)
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+
+    async def _tls_handshake(self, handler: ConnectionHandler) -> str:
+        """The TLS handshake, inside the connection's absolute handshake deadline. Returns the
+        close reason if it did not complete (``close_reason`` is then set)."""
+        assert self._tls is not None
+        try:
+            out = self._tls.handshake()
+            while True:
+                if out:
+                    self.writer.write(out)
+                if self._tls.established:
+                    return "closed"
+                left = self.connected_at + self.handshake_timeout_s - time.monotonic()
+                data = await asyncio.wait_for(self.reader.read(READ_CHUNK), max(left, 0))
+                if not data:
+                    self.close("peer closed the connection during the TLS handshake", flush=False)
+                    return "tls"
+                out = self._tls.handshake(data)
+        except TimeoutError:
+            handler.on_limit(self, "handshake_timeout")
+            self.close(f"TLS handshake timeout after {self.handshake_timeout_s:g} s", flush=False)
+        except ssl.SSLError as e:
+            self.close(f"TLS handshake failed: {e.reason or e}", flush=False)
+        return "tls"
 
     def _handle_events(self, handler: ConnectionHandler, events: list[Event]) -> None:
         for ev in events:
@@ -185,7 +262,7 @@ class Connection:
         """Dialer side: the TLS certificate must carry the key the peer just proved."""
         if not (self.tls and self.outbound):
             return None
-        key = peer_cert_key(self.writer.get_extra_info("ssl_object"))
+        key = peer_cert_key(self._tls.obj if self._tls is not None else None)
         if key != peer_id:
             return "TLS certificate key does not match the peer's node id"
         return None

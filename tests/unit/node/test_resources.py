@@ -1,0 +1,114 @@
+"""Admission and resource limits: counted from accept(), per-IP rate, handshake cap, memory
+budgets, file-descriptor fit (sans-IO core on a manual clock; no sockets)."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import pytest
+
+from netdiag.node.config import NodeConfig
+from netdiag.node.errors import ConfigError
+from netdiag.node.resources import MemoryBudget, MiB, fit_fds, resolve_limits
+from tests.unit.node.corekit import MemLink, World, lab
+
+
+def socket_from(world: World, host: str) -> MemLink:
+    """An accepted socket that has not completed any handshake yet."""
+    core = world.cores[0]
+    link = MemLink(world, core, None, False, host)
+    return link
+
+
+def test_sockets_in_handshake_count_against_the_handshake_cap(tmp_path: Path) -> None:
+    world = World(tmp_path, lab(1)[0])
+    core = world.node("n", max_pending_handshakes=3, conn_rate_per_ip=0.0)
+    admitted = [core.peering.admit_inbound(socket_from(world, f"10.0.0.{i}")) for i in range(5)]
+    assert admitted == [True, True, True, False, False]
+    hits = core.metrics.limit_hits.labels("max_pending_handshakes")._value.get()
+    assert hits == 2
+
+
+def test_sockets_in_handshake_count_against_the_per_ip_limit(tmp_path: Path) -> None:
+    world = World(tmp_path, lab(1)[0])
+    core = world.node("n", max_inbound_per_ip=2, conn_rate_per_ip=0.0)
+    first = [core.peering.admit_inbound(socket_from(world, "10.0.0.9")) for _ in range(3)]
+    assert first == [True, True, False]
+    assert core.peering.admit_inbound(socket_from(world, "10.0.0.10"))
+
+
+def test_a_failed_handshake_frees_its_slot_and_counts_toward_the_ip_ban(tmp_path: Path) -> None:
+    world = World(tmp_path, lab(1)[0])
+    core = world.node(
+        "n", max_inbound_per_ip=1, conn_rate_per_ip=0.0, max_failed_handshakes_per_ip=2
+    )
+    for i in range(3):
+        link = socket_from(world, "10.0.0.7")
+        assert core.peering.admit_inbound(link), f"attempt {i}: the slot was freed"
+        core.on_closed(link, "TLS handshake failed: WRONG_VERSION_NUMBER")
+    assert core.book.ip_banned("10.0.0.7"), "TLS-level failures count toward the IP ban"
+    assert not core.peering.admit_inbound(socket_from(world, "10.0.0.7"))
+
+
+def test_connection_rate_per_ip(tmp_path: Path) -> None:
+    world = World(tmp_path, lab(1)[0])
+    core = world.node("n", conn_rate_per_ip=1.0, conn_burst_per_ip=3, max_inbound_per_ip=100)
+    got = []
+    for _ in range(5):
+        link = socket_from(world, "10.0.0.5")
+        got.append(core.peering.admit_inbound(link))
+        core.on_closed(link, "done")
+    assert got == [True, True, True, False, False]
+    world.run(2.0)
+    assert core.peering.admit_inbound(socket_from(world, "10.0.0.5")), "tokens come back"
+
+
+def test_memory_budget_per_connection_and_for_the_node() -> None:
+    budget = MemoryBudget(per_conn=100, total=250)
+    a, b, c = object(), object(), object()
+    assert budget.update(a, 100) is None
+    assert budget.update(b, 100) is None
+    assert "over its budget" in (budget.update(c, 101) or "")
+    assert "node memory budget" in (budget.update(c, 60) or "")
+    assert budget.update(c, 50) is None and budget.used == 250
+    budget.release(a)
+    assert budget.used == 150 and budget.update(c, 100) is None
+    assert budget.update(b, 10) is None, "shrinking is always allowed"
+
+
+def test_limits_scale_with_the_machine(tmp_path: Path) -> None:
+    cfg = NodeConfig(data_dir=str(tmp_path), genesis="g")
+    small = resolve_limits(cfg, phys_mem=512 * MiB)
+    big = resolve_limits(cfg, phys_mem=64 << 30)
+    mid = resolve_limits(cfg, phys_mem=4 << 30)
+    assert small.node_memory_bytes == 128 * MiB and big.node_memory_bytes == 1024 * MiB
+    assert mid.node_memory_bytes == 512 * MiB
+    assert small.conn_memory_bytes <= small.node_memory_bytes
+    fixed = resolve_limits(
+        NodeConfig(data_dir=str(tmp_path), genesis="g", node_memory_bytes=200 * MiB),
+        phys_mem=64 << 30,
+    )
+    assert fixed.node_memory_bytes == 200 * MiB
+
+
+def test_fd_budget_cuts_inbound_or_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = {"soft": 150, "hard": 150}
+
+    def getrlimit(_: int) -> tuple[int, int]:
+        return limits["soft"], limits["hard"]
+
+    def setrlimit(_: int, value: tuple[int, int]) -> None:
+        if value[0] > limits["hard"]:
+            raise ValueError("not allowed")
+        limits["soft"] = value[0]
+
+    monkeypatch.setattr(resource, "getrlimit", getrlimit)
+    monkeypatch.setattr(resource, "setrlimit", setrlimit)
+    assert fit_fds(64, 16) == (64, 150)
+    assert fit_fds(200, 16) == (150 - 16 - 64, 150), "inbound cut to what fits"
+    limits.update(soft=100, hard=400)
+    assert fit_fds(200, 16) == (200, 280), "soft limit raised toward the hard one"
+    limits.update(soft=80, hard=80)
+    with pytest.raises(ConfigError, match="RLIMIT_NOFILE 80"):
+        fit_fds(64, 16)
