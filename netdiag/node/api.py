@@ -151,7 +151,8 @@ async def post_tx(request: web.Request) -> web.Response:
         tx = tx_from_body(body)
     except ValueError as e:
         return _error(400, f"malformed transaction: {str(e)[:200]}", "format")
-    verdict, txid = _node(request).submit_local_tx(tx)
+    # Off this loop: the node checks the tx on its own loop, which may be busy.
+    verdict, txid = await asyncio.to_thread(_node(request).submit_local_tx, tx)
     if verdict == "reject":
         return _error(400, "transaction rejected (see node log for the rule)", "invalid")
     return web.json_response(

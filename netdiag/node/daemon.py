@@ -19,6 +19,7 @@ from typing import Any
 
 from netdiag.node import tls
 from netdiag.node.api import start_api, stop_api
+from netdiag.node.apithread import SNAPSHOT_S, ApiThread, ThreadedView
 from netdiag.node.chain import Chain
 from netdiag.node.config import NodeConfig, split_hostport
 from netdiag.node.core import NodeCore
@@ -74,6 +75,8 @@ class Node:
         self._ssl_server: ssl.SSLContext | None = None
         self._ssl_client: ssl.SSLContext | None = None
         self._api_runner: object | None = None
+        self._api_thread = ApiThread()
+        self._api_view: ThreadedView | None = None
 
     # -- the core and its parts (for the CLI, tests and the API view) ----------------------
 
@@ -223,9 +226,13 @@ class Node:
         # limits from accept() and a failed TLS handshake is seen, bounded and counted.
         self._server = await asyncio.start_server(self._on_inbound, host, port, limit=1 << 16)
         self.listen_port = core.listen_port = self._server.sockets[0].getsockname()[1]
-        self._api_runner, self.api_port = await start_api(
-            self._view, self.cfg.api, self.cfg.api_header_timeout_s
+        # The API runs on its own thread and loop: it answers while this loop is busy.
+        self._api_view = ThreadedView(self._view, asyncio.get_running_loop(), chain.store.path)
+        self._api_view.refresh()
+        self._api_runner, self.api_port = await self._api_thread.start(
+            start_api(self._api_view, self.cfg.api, self.cfg.api_header_timeout_s)
         )
+        self._spawn(self._every("api_snapshot", SNAPSHOT_S, self._api_view.refresh))
         self._spawn(self._every("dial", 0.2, self._dial_step))
         self._spawn(self._every("discovery", 1.0, core.discovery_step))
         if self.cfg.peer_dns:
@@ -294,7 +301,11 @@ class Node:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=3.0)
         if self._api_runner is not None:
-            await stop_api(self._api_runner)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._api_thread.run(stop_api(self._api_runner)), 5.0)
+        self._api_thread.stop()
+        if self._api_view is not None:
+            self._api_view.close()
         if core is not None:
             core.close()
             core.chain.store.close()

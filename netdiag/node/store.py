@@ -46,6 +46,20 @@ class Store:
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
 
+    @classmethod
+    def reader(cls, path: Path) -> Store:
+        """A read-only view of an existing store on its own connection (another thread may
+        use it while the node writes: WAL readers see the last commit and are not blocked)."""
+        store = cls.__new__(cls)
+        store.path = path
+        store.db = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        return store
+
     def close(self) -> None:
         self.db.close()
 

@@ -1,0 +1,73 @@
+"""The REST API answers while the node's event loop is blocked: by a database another process
+holds locked (so a block commit waits on SQLite) or by any long step on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.unit.node.nodekit import node_cfg, running, wait_for, write_lab_genesis
+
+
+def get(port: int, path: str, out: dict[str, object]) -> None:
+    """GET from another thread (the test's own loop is the node's loop)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+        out["body"] = json.loads(r.read())
+    out["at"] = time.monotonic()
+
+
+async def test_status_and_blocks_answer_while_the_loop_is_blocked(tmp_path: Path) -> None:
+    gen, _, _ = write_lab_genesis(tmp_path)
+    cfg = node_cfg(tmp_path, "a", gen, str(tmp_path / "validator-0.key"), tls=False)
+    async with running(cfg) as (a, _):
+        await wait_for(lambda: a.height >= 2, what="blocks")
+        released: dict[str, float] = {}
+
+        def block_loop() -> None:  # a step that holds the loop (as a locked commit would)
+            time.sleep(3.0)
+            released["at"] = time.monotonic()
+
+        asyncio.get_running_loop().call_soon(block_loop)
+        answers = [{} for _ in range(3)]  # type: list[dict[str, object]]
+        threads = [
+            threading.Thread(target=get, args=(a.api_port, path, out))
+            for path, out in zip(["/status", "/block/1", "/metrics"], answers, strict=False)
+        ]
+        await asyncio.sleep(0)  # the blocking step runs now
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for out in answers[:2]:
+            assert "body" in out
+            assert float(out["at"]) < released["at"], "answered while the loop was blocked"
+        assert answers[0]["body"]["height"] >= 2  # type: ignore[index]
+        assert answers[1]["body"]["height"] == 1  # type: ignore[index]
+
+
+async def test_the_api_answers_while_another_process_holds_the_database(tmp_path: Path) -> None:
+    gen, _, _ = write_lab_genesis(tmp_path)
+    cfg = node_cfg(tmp_path, "a", gen, str(tmp_path / "validator-0.key"), tls=False)
+    async with running(cfg) as (a, _):
+        await wait_for(lambda: a.height >= 2, what="blocks")
+        db = sqlite3.connect(Path(cfg.data_dir) / "chain.sqlite", isolation_level=None)
+        db.execute("BEGIN EXCLUSIVE")  # the node's next commit waits on the lock
+        try:
+            out: dict[str, object] = {}
+            t = threading.Thread(target=get, args=(a.api_port, "/block/1", out))
+            t.start()
+            while t.is_alive():
+                await asyncio.sleep(0.05)
+            held_until = time.monotonic()
+            assert "body" in out and out["body"]["height"] == 1  # type: ignore[index]
+            assert float(out["at"]) <= held_until
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        h = a.height
+        await wait_for(lambda: a.height > h, what="production resumes after the lock")
