@@ -74,6 +74,9 @@ class ThreadedView:
     def peers(self) -> list[dict[str, object]]:
         return self._ask("peers", self.view.peers, wait_s=TX_WAIT_S)
 
+    def table(self) -> dict[str, object]:
+        return self._ask("table", self.view.table, wait_s=TX_WAIT_S)
+
     def message_stats(self, mid: bytes) -> dict[str, object] | None:
         return self._ask(None, lambda: self.view.message_stats(mid), wait_s=TX_WAIT_S)
 

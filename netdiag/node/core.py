@@ -15,6 +15,7 @@ from collections.abc import Callable
 from netdiag.node.chain import Chain
 from netdiag.node.config import NodeConfig
 from netdiag.node.crypto import Identity
+from netdiag.node.debug_rotation import produce_ahead
 from netdiag.node.discovery import DISCOVERY_MESSAGES, PENALTY_UNSOLICITED, Discovery
 from netdiag.node.dispatch import Dispatcher
 from netdiag.node.entropy import HashChain
@@ -320,7 +321,10 @@ class NodeCore:
             conn.send(st)
 
     def produce_step(self) -> None:
-        self.producer.maybe_produce()
+        if self.cfg.debug_produce_future_rounds:  # LAB ONLY: bench attack future_rounds
+            produce_ahead(self.producer)
+        else:
+            self.producer.maybe_produce()
 
     def beacon_step(self) -> None:
         self.producer.beacon_step()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from netdiag.node.chain import Chain
 from netdiag.node.config import NodeConfig
 from netdiag.node.crypto import Identity
-from netdiag.node.debug_rotation import produce_ahead
 from netdiag.node.entropy import HashChain, next_mix
 from netdiag.node.entropy_check import EntropyCheck
 from netdiag.node.genesis import GenesisSpec
@@ -106,8 +105,6 @@ class Producer:
         self.peering.send_all(sends)
 
     def maybe_produce(self) -> None:
-        if self.cfg.debug_produce_future_rounds:  # LAB ONLY: bench attack future_rounds
-            return produce_ahead(self)
         chain = self.chain
         if not self.quorum_connected() or not self.sync.synchronized():
             return
