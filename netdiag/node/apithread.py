@@ -110,23 +110,25 @@ class ApiThread:
     """Owns the API thread and its loop; ``start``/``stop`` are awaited on the node loop."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._run, name="node-api", daemon=True)
-        self.runner: object | None = None
 
     def _run(self) -> None:
+        assert self.loop is not None
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
         self.loop.close()
 
     async def start(self, coro: Any) -> Any:
+        self.loop = asyncio.new_event_loop()
         self.thread.start()
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+        return await self.run(coro)
 
     async def run(self, coro: Any) -> Any:
+        assert self.loop is not None, "API thread not started"
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
     def stop(self) -> None:
-        if self.thread.is_alive():
+        if self.loop is not None and self.thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5.0)
