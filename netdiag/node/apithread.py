@@ -90,7 +90,7 @@ class ThreadedView:
             return self._reader
 
     def block_at(self, height: int) -> Block | None:
-        return self._store().block_at(height) if height >= 0 else None
+        return self._store().block_at(height) if 0 <= height < 2**63 else None
 
     def block_by_hash(self, block_hash: bytes) -> Block | None:
         return self._store().block_by_hash(block_hash)
