@@ -76,6 +76,7 @@ class Node:
         self._ssl_client: ssl.SSLContext | None = None
         self._api_runner: object | None = None
         self._api_thread = ApiThread()
+        self._stopped = False
         self._api_view: ThreadedView | None = None
 
     # -- the core and its parts (for the CLI, tests and the API view) ----------------------
@@ -288,6 +289,10 @@ class Node:
         self._stopping.set()
 
     async def stop(self) -> None:
+        """Close peers, API and store; a second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         core = self._core
         if core is not None:
             for conn in [*core.conns.values(), *core.peering.pending]:
