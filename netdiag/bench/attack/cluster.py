@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,9 @@ from netdiag.errors import NetdiagError
 from netdiag.nodeapi import NodeApi
 
 NODE_CLI = [sys.executable, "-m", "netdiag.cli.main", "node"]
+# A node outlives a bench killed with -9 unless the kernel signals it when its parent dies
+# (setpriv execs the node: same pid, so RSS is still read from the node itself).
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
 
 
 def free_ports(n: int) -> list[int]:
@@ -97,7 +101,7 @@ class NodeProc:
         env.update(self.extra_env)
         with self.log.open("ab") as logf:
             self.proc = subprocess.Popen(
-                self.argv(), stdout=subprocess.DEVNULL, stderr=logf, env=env
+                [*DIE_WITH_PARENT, *self.argv()], stdout=subprocess.DEVNULL, stderr=logf, env=env
             )
 
     def stop(self, timeout_s: float = 10.0) -> None:
