@@ -434,6 +434,19 @@ def _judge_receiver(w: ConnWindow, ctx: Context, out: _Out) -> Finding:
             rcvbuf_bytes=w.rcvbuf_bytes,
             rmem_max_bytes=ctx.rmem_max,
         )
+    if w.rcv_ooo_pkts >= 3:
+        return out(
+            "loss-limited",
+            "warn",
+            0.5,
+            f"receive side: {w.rcv_ooo_pkts} packets arrived out of order in the window "
+            f"(holes from losses upstream) at {human_bps(w.recv_rate_bps)}: the sender "
+            "recovers from loss — judge it on the sender for the cc's part",
+            f"on the sender: netdiag diagnose --port {service_port(w, ctx)}; if it says "
+            f"loss-limited, netdiag tune --cc bbr --port {service_port(w, ctx)} there",
+            bn,
+            rcv_ooo_pkts=w.rcv_ooo_pkts,
+        )
     return out(
         "app-limited",
         "info",

@@ -48,6 +48,7 @@ class ConnWindow:
     sent_bytes: int
     retrans_bytes: int
     retrans_segs: int
+    rcv_ooo_pkts: int  # out-of-order packets this socket received (receive side's loss hint)
     # gauges
     mss: int
     min_rtt_us: int | None
@@ -179,6 +180,7 @@ def build(samples: Sequence[Sample]) -> ConnWindow:
         sent_bytes=delta("bytes_sent"),
         retrans_bytes=delta("bytes_retrans"),
         retrans_segs=delta("total_retrans"),
+        rcv_ooo_pkts=delta("rcv_ooopack"),
         mss=mss,
         min_rtt_us=min(min_rtts) if min_rtts else (bbr_min or None),
         srtt_p10_us=_pct(rtts, 0.1),

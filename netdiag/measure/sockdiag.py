@@ -83,6 +83,7 @@ class TcpInfo:
     reord_seen: int = 0
     last_data_sent_ms: int = 0
     last_data_recv_ms: int = 0
+    rcv_ooopack: int = 0  # out-of-order packets received (loss or reordering upstream)
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,7 @@ def tcp_info_from(ti: Any) -> TcpInfo:
         reord_seen=_u(ti, "tcpi_reord_seen"),
         last_data_sent_ms=_u(ti, "tcpi_last_data_sent"),
         last_data_recv_ms=_u(ti, "tcpi_last_data_recv"),
+        rcv_ooopack=_u(ti, "tcpi_rcv_ooopack"),
     )
 
 
