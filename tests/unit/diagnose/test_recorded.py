@@ -15,6 +15,19 @@ from .fixtures import all_fixtures, load
 FIXTURES = all_fixtures()
 
 
+def context_of(scenario: dict[str, object]) -> Context:
+    """The namespace facts diagnose reads next to the samples: tcp_rmem/wmem max where the
+    scenario set them in the namespace it was judged from (else the kernel defaults)."""
+    rmem = wmem = None
+    for node, name, value in scenario.get("sysctls") or []:  # type: ignore[attr-defined]
+        if node == scenario["vantage"]:
+            if name == "net.ipv4.tcp_rmem":
+                rmem = int(value.split()[-1])
+            if name == "net.ipv4.tcp_wmem":
+                wmem = int(value.split()[-1])
+    return Context(rmem_max=rmem or 6291456, wmem_max=wmem or 4194304)
+
+
 def test_every_verdict_but_accept_queue_has_recorded_windows() -> None:
     # the listener verdict is judged from queues and counters, covered in test_host.py
     expected = {load(p)[0]["expect"] for p in FIXTURES}
@@ -34,7 +47,7 @@ def test_every_verdict_but_accept_queue_has_recorded_windows() -> None:
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
 def test_recorded_window_gets_its_verdict(path: Path) -> None:
     scenario, samples = load(path)
-    f = judge_samples(samples)
+    f = judge(build_window(samples), context_of(scenario))
     assert f.verdict == scenario["expect"], f.summary
     if scenario["expect"] in REAL_LIMITS:
         assert f.fix, "a real limit comes with a fix"
@@ -46,7 +59,7 @@ def test_verdict_does_not_depend_on_sampling_density(path: Path) -> None:
     # every other sample: the same window judged from half the evidence
     scenario, samples = load(path)
     thin = samples[::2] if len(samples[::2]) >= 5 else samples
-    assert judge_samples(thin).verdict == scenario["expect"]
+    assert judge(build_window(thin), context_of(scenario)).verdict == scenario["expect"]
 
 
 def test_rwnd_fix_sizes_from_the_operators_rate_when_given() -> None:
