@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from netdiag.bench import p2p_stats, p2p_topology
 from netdiag.bench.p2p_cc import check_cc, namespace_cc
 from netdiag.bench.p2p_topology import ClusterGraph
+from netdiag.diagnose import Sample, judge_samples
 from netdiag.errors import InputError, NetdiagError
 from netdiag.lab.cluster import (
     API_PORT,
@@ -172,6 +173,9 @@ class P2PBench:
         )
         self.notes: list[str] = []
         self.round = 1
+        # the last sock_diag sample per (node, socket): each transport row carries the verdict
+        # engine's judgement of the window since the previous one
+        self.prev_sample: dict[tuple[str, int], Sample] = {}
         self.cpu_split: dict[str, float] = {}
         self.skipped: Counter[tuple[str, str]] = Counter()  # messages not followed, by reason
         # REST and sock_diag queries are I/O: a pool keeps a tick short on large clusters
@@ -532,6 +536,10 @@ class P2PBench:
                     continue
                 peer_node = addr_to_node.get(c.raddr, c.raddr)
                 peer = peers.get(r.name, {}).get(c.cookie)
+                now = Sample(time.monotonic(), c)
+                prev = self.prev_sample.get((r.name, c.cookie))
+                self.prev_sample[(r.name, c.cookie)] = now
+                verdict = judge_samples([prev, now]).verdict if prev is not None else None
                 row: dict[str, str | int | float | bool | None] = {
                     "variant": variant,
                     "round": self.round,
@@ -547,6 +555,7 @@ class P2PBench:
                     "retrans_total": c.info.total_retrans,
                     "bytes_acked": c.info.bytes_acked,
                     "delivery_rate_bps": c.info.delivery_rate_bps,
+                    "verdict": verdict,
                 }
                 self.result.record("transport", row)
                 link = f"{r.name}>{peer_node}"
