@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from netdiag.cli.main import main
@@ -115,3 +117,27 @@ def test_bad_input_is_one_line_and_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("netdiag: error: ") and " — " in err[0]
+
+
+def test_table_fits_100_columns_and_lists_every_finding(capsys: pytest.CaptureFixture[str]) -> None:
+    from netdiag.cli.diagnose import print_report
+    from netdiag.diagnose.run import Report
+
+    col = Collected(
+        conns={
+            1: series(rate_bps=5.9e6, rwnd=0.9, snd_wnd=32768),
+            2: series(rate_bps=0, busy=0.0),
+        },
+        listeners={3: _listener(3, 2)},
+        counters_before={"TcpExt.ListenOverflows": 0},
+        counters_after={"TcpExt.ListenOverflows": 4},
+    )
+    # distinct cookies per socket, as the kernel gives them
+    col.conns[2] = [Sample(s.t_s, replace(s.conn, cookie=8, lport=41001)) for s in col.conns[2]]
+    facts = HostFacts(listen_overflows=4)
+    findings, _ = judge_collected(col, facts)
+    print_report(Report(findings, facts, 2.0, connections=2, listeners=1))
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100
+    for v in ("rwnd-limited", "idle", "accept-queue-overflow"):
+        assert v in out
