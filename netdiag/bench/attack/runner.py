@@ -35,6 +35,7 @@ ATTACKS: dict[str, str] = {  # run in this order; future_rounds last (it bans a 
     "nested_json": "netdiag.bench.attack.nested_json",
     "slowloris": "netdiag.bench.attack.slowloris",
     "mempool_flood": "netdiag.bench.attack.mempool_flood",
+    "slot_exhaustion": "netdiag.bench.attack.slot_exhaustion",
     "future_rounds": "netdiag.bench.attack.future_rounds",
 }
 
