@@ -3,9 +3,12 @@ it (environment variable or config-file key), instead of a node that starts and 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 import pytest
 
+from netdiag.cli.main import main
 from netdiag.node.config import RANGES, NodeConfig, load_config
 from netdiag.node.errors import ConfigError
 
@@ -53,3 +56,15 @@ def test_defaults_are_in_range_and_every_rule_names_a_real_key() -> None:
     # boundaries: 0 inbound is allowed (no inbound peers), -1 means "off" for the hooks
     assert load_config(None, {"NETDIAG_NODE_MAX_INBOUND": "0"}, BASE).max_inbound == 0
     assert load_config(None, {"NETDIAG_NODE_DEBUG_FORGE_SYNC_FROM": "-1"}, BASE)
+
+
+def test_node_run_refuses_before_touching_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NETDIAG_NODE_PEER_BYTES_RATE", "0")
+    data = tmp_path / "data"
+    code = main(["node", "run", "--data-dir", str(data), "--genesis", str(tmp_path / "g.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("netdiag: error: config peer_bytes_rate = 0 is out of range")
+    assert not data.exists()
