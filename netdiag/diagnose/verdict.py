@@ -76,7 +76,9 @@ def service_port(w: ConnWindow, ctx: Context) -> int:
 
 
 def _ms(us: int | None) -> str:
-    return f"{us / 1000:.1f} ms" if us else "-"
+    if not us:
+        return "-"
+    return f"{us / 1000:.1f} ms" if us >= 1000 else f"{us / 1000:.3f} ms"
 
 
 def base_evidence(w: ConnWindow, bn: Bottleneck) -> Evidence:
@@ -416,10 +418,18 @@ def _judge_receiver(w: ConnWindow, ctx: Context, out: _Out) -> Finding:
             rqueue_full_samples_pct=round(100 * w.rqueue_full_share, 1),
             rcvbuf_bytes=w.rcvbuf_bytes,
         )
+    # the buffer hit tcp_rmem max AND the window it allows (≥ 40 % of rcvbuf is advertised)
+    # was used up each round trip: received rate ≈ window / RTT, so the cap is the limit
+    window_used = (
+        w.rcvbuf_bytes is not None
+        and bool(w.min_rtt_us)
+        and w.recv_rate_bps >= 0.4 * w.rcvbuf_bytes * 8 / ((w.min_rtt_us or 1) / 1e6)
+    )
     capped = (
         ctx.rmem_max is not None
         and w.rcvbuf_bytes is not None
         and w.rcvbuf_bytes >= RCVBUF_CAPPED * ctx.rmem_max
+        and window_used
     )
     if capped:
         return out(

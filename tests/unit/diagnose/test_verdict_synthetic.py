@@ -149,3 +149,27 @@ def test_real_limits_never_called_path_limited_on_issue_table() -> None:
         got = judge_samples(s).verdict
         assert got == want
         assert got in REAL_LIMITS
+
+
+def _receiver(rate_bps: float, rcvbuf: int, min_rtt_us: int) -> list:  # type: ignore[type-arg]
+    from dataclasses import replace
+
+    mem = SkMem(0, rcvbuf, 0, 87040, 0, 0, 0, 0, 0)
+    s = series(rate_bps=0, busy=0.0, skmem=mem, min_rtt_us=min_rtt_us)
+    return [
+        type(x)(
+            x.t_s,
+            replace(x.conn, info=replace(x.conn.info, bytes_received=int(rate_bps / 8 * x.t_s))),
+        )
+        for x in s
+        if x.conn.info is not None
+    ]
+
+
+def test_receive_buffer_at_its_cap_is_rwnd_limited_only_when_the_window_is_used() -> None:
+    # 64 kB cap, 50 ms: a ~32-58 kB window carries ~5-9 Mbit/s; 6 Mbit/s arrive -> the cap binds
+    used = build_window(_receiver(6e6, 65536, 50_000))
+    assert judge(used, Context(rmem_max=65536)).verdict == "rwnd-limited"
+    # 32 MB cap on loopback (10 µs): 10 Gbit/s is far below what that window allows
+    roomy = build_window(_receiver(10e9, 33_554_432, 10))
+    assert judge(roomy, Context(rmem_max=33_554_432)).verdict != "rwnd-limited"
