@@ -221,7 +221,6 @@ def check_block(
             f"current round {round_for(view.tip_timestamp_ms, now_ms, params.slot_ms)}; "
             f"tolerance {tolerance} ms)"
         )
-    check_entropy(hdr, view)
     round_ = round_for(view.tip_timestamp_ms, hdr.timestamp_ms, params.slot_ms)
     expected = producer_for(view.validators, view.seed_hash(hdr.height), hdr.height, round_)
     if hdr.producer != expected:
@@ -229,6 +228,9 @@ def check_block(
             f"block {hdr.height} round {round_} produced by "
             f"{_short(hdr.producer)}, scheduled producer is {_short(expected)}"
         )
+    # after the schedule: only the round's producer can make us hash its chain (a check costs
+    # the heights since its last verified reveal, or up to the height from the anchor once)
+    check_entropy(hdr, view)
     txids = [t.txid() for t in block.txs]
     root = merkle_root(txids)
     if root != hdr.tx_root:
