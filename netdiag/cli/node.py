@@ -289,6 +289,13 @@ def status(api: str, as_json: bool) -> None:
         f"(validators reachable {st.get('validators_reachable', '?')}) "
         f"peers {st['peers']} mempool {st['mempool_txs']} uptime {st['uptime_s']:.0f} s"
     )
+    disc = st.get("discovery")
+    if isinstance(disc, dict) and disc.get("enabled"):
+        console.print(
+            f"discovery: table {disc.get('table_entries')} entries (GET /peers/table), "
+            f"lookups {disc.get('lookups_completed')} "
+            f"(last {disc.get('last_lookup_hops')} hops, {disc.get('last_lookup_s')} s)"
+        )
     t = Table()
     for col in ("peer", "address", "dir", "mesh", "score", "sock_cookie", "height"):
         t.add_column(col, justify="right" if col in ("score", "height") else "left")
