@@ -265,14 +265,18 @@ class Discovery:
 
     def learn_addrs(self, addrs: list[str]) -> None:
         """Peer-exchange addresses (no key known): verified by a probe before they are tabled."""
+        now = self.clock.monotonic()
         for a in addrs[:16]:
             try:
                 host, _ = split_hostport(a)
             except ConfigError:
                 continue
+            if now - self.verified_at.get((b"", a), -1e18) < VERIFY_RETRY_S:
+                continue  # probed recently (tabled, refused by the limits, or unreachable)
             known = any(e.contact.addr == a for e in self.table.entries())
             room = len(self.net.probes_wanted) < MAX_VERIFY_QUEUE
             if valid_host(host) and not self.book.ip_banned(host) and not known and room:
+                self.verified_at[(b"", a)] = now
                 self.net.want_probe(a, None)
 
     # -- messages ----------------------------------------------------------------------------
