@@ -280,3 +280,19 @@ def test_a_second_outbound_peer_of_one_subnet_is_refused_at_the_handshake(tmp_pa
     out = [c for c in me.conns.values() if c.outbound]
     assert len(out) == 1, "one outbound peer per /24, whatever raced"
     assert b.node_id not in me.conns or a.node_id not in me.conns
+
+
+def test_peer_exchange_addresses_are_verified_once_not_on_every_mention(tmp_path: Path) -> None:
+    spec, _ = lab(1)
+    world = NetWorld(tmp_path, spec)
+    me = world.peer("me", host(0))
+    other = world.peer("o", host(4))
+    me.discovery.learn_addrs([world.addr(other), "not-an-address", "10.0.77.1:7600"])
+    world.run(2.0)
+    assert other.node_id in me.discovery.table, "proven by the probe's handshake"
+    probes = world.probes
+    me.discovery.drop(other.node_id, "test")
+    for _ in range(5):
+        me.discovery.learn_addrs([world.addr(other), "10.0.77.1:7600"])
+        world.run(1.0)
+    assert world.probes == probes, "mentioned again within a minute: not probed again"
