@@ -15,6 +15,7 @@ from netdiag.kernel import cgroup as kcgroup
 from netdiag.output import emit_json
 from netdiag.trace import engine, manifest, nodejoin, output, peers, prom
 from netdiag.trace.filters import Filters
+from netdiag.trace.membership import netns_of_pids
 from netdiag.trace.overhead import Overhead
 from netdiag.trace.peers import PEERS_PROBE, overhead_stage
 from netdiag.trace.pipeline import Pipeline, age_stage, row_filter, sort_stage
@@ -97,6 +98,8 @@ def _filters(
     path = kcgroup.resolve(cg) if cg else None
     flt = Filters(ports=_ports(ports), pids=pids, cgroup=path, netns=netns_name)
     flt.check()
+    if pids and netns_name is None:  # look for the sockets where the process lives
+        flt = Filters(flt.ports, flt.pids, flt.cgroup, netns_of_pids(pids))
     return flt
 
 

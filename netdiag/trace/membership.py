@@ -44,6 +44,37 @@ def check_pids(pids: Iterable[int], proc: Path = Path("/proc")) -> None:
             raise InputError(f"--pid {pid}: no such process", "check the PID with `ps -e`")
 
 
+def netns_of_pids(pids: Iterable[int], proc: Path = Path("/proc")) -> str | None:
+    """The named namespace the processes' sockets live in (None: ours). A node of a lab runs
+    in `nd-lab-…`: without this, `--pid` would look for its sockets in our namespace."""
+
+    def ino(p: Path) -> int | None:
+        try:
+            return p.stat().st_ino
+        except OSError:
+            return None
+
+    ours = ino(proc / "self/ns/net")
+    found = {ino(proc / str(pid) / "ns/net") for pid in pids} - {None}
+    if not found or found == {ours}:
+        return None
+    if len(found) > 1:
+        raise InputError(
+            "the --pid processes are in different network namespaces",
+            "trace one namespace at a time (--netns NAME)",
+        )
+    (want,) = found
+    for name in netns.list_names():
+        if ino(netns.path_of(name)) == want:
+            return name
+    if ours is None:
+        return None  # cannot tell (no access to /proc/self/ns): stay in ours
+    raise InputError(
+        "the --pid process is in an unnamed network namespace",
+        "name it (`ip netns attach NAME PID`) and pass --netns NAME",
+    )
+
+
 def check_netns(name: str) -> None:
     if not netns.exists(name):
         raise InputError(

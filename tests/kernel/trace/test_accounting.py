@@ -163,3 +163,36 @@ def test_idle_sockets_and_listeners_have_rows() -> None:
     assert len(listeners) == 1
     # the un-accepted connection sits in the accept queue of the listener
     assert listeners[0]["accept_queue"] == 1 and listeners[0]["accept_backlog"] == 8
+
+
+def test_pid_filter_finds_a_process_in_a_lab_namespace(capsys: pytest.CaptureFixture[str]) -> None:
+    """A node of a lab runs in its namespace: `--pid` alone must find its sockets there."""
+    import json
+    import subprocess
+    import sys
+
+    from netdiag.cli.main import main
+
+    code = (
+        "import socket,time\n"
+        "l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\n"
+        "c=socket.create_connection(l.getsockname()); s,_=l.accept()\n"
+        "print(c.getsockname()[1], flush=True); time.sleep(60)\n"
+    )
+    with testbed.path3() as p:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", p.client, sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            cport = int(proc.stdout.readline())
+            rc = main(["trace-peers", "--pid", str(proc.pid), "--json", "--count", "1"])
+        finally:
+            proc.kill()
+            proc.wait()
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out.splitlines()[-1])["rows"]
+    ports = {(r["lport"], r["rport"]) for r in rows}
+    assert any(cport in pair for pair in ports) and len(rows) == 2, rows

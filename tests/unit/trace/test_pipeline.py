@@ -340,3 +340,19 @@ def test_verdict_column_needs_a_window_of_two_reads_and_uses_the_engine() -> Non
     assert "verdict" not in r2 and f2.extra["verdicts"] == {r1["verdict"]: 1}
     with pytest.raises(ValueError):
         VerdictStage(window_reads=1)
+
+
+def test_pid_filter_follows_the_process_into_its_namespace(tmp_path: Path) -> None:
+    from netdiag.trace.membership import netns_of_pids
+
+    (tmp_path / "self/ns").mkdir(parents=True)
+    (tmp_path / "self/ns/net").write_text("")
+    (tmp_path / "7/ns").mkdir(parents=True)
+    (tmp_path / "7/ns/net").symlink_to(tmp_path / "self/ns/net")  # our namespace
+    (tmp_path / "8/ns").mkdir(parents=True)
+    (tmp_path / "8/ns/net").write_text("")  # another one, with no name in /run/netns
+    assert netns_of_pids([7], proc=tmp_path) is None
+    with pytest.raises(InputError, match="unnamed network namespace"):
+        netns_of_pids([8], proc=tmp_path)
+    with pytest.raises(InputError, match="different network namespaces"):
+        netns_of_pids([7, 8], proc=tmp_path)
