@@ -20,7 +20,7 @@ from netdiag.bench.output import default_out
 from netdiag.cli.bench import result_file_option
 from netdiag.errors import CheckFailed, InputError
 
-QUICK = {"duration_s": 2.0, "settle_s": 0.5}
+QUICK = {"duration_s": 1.5, "settle_s": 0.5}
 
 
 def _attack_names(value: str) -> list[str]:
@@ -71,7 +71,7 @@ def _fmt(v: object) -> str:
     help="Seconds after each attack before RSS 'after' is read.",
 )
 @click.option("--slot-ms", type=click.IntRange(50, 10_000), default=500, show_default=True)
-@click.option("--quick", is_flag=True, help="CI variant: 2 s per attack, 0.5 s settle (< 60 s).")
+@click.option("--quick", is_flag=True, help="CI variant: 1.5 s per attack, 0.5 s settle (< 60 s).")
 @click.option("--keep", is_flag=True, help="Keep the work directory (node logs, stores).")
 @click.option("--fail-undefended", is_flag=True, help="Exit 5 if any attack is not defended.")
 @result_file_option("attack")

@@ -27,6 +27,7 @@ from netdiag.report.results import ResultBuilder, Row
 
 ATTACKS: dict[str, str] = {  # run in this order; future_rounds last (it bans a validator)
     "tls_flood": "netdiag.bench.attack.tls_flood",
+    "tls_garbage": "netdiag.bench.attack.tls_garbage",
     "lying_peer": "netdiag.bench.attack.lying_peer",
     "reconnect_ban": "netdiag.bench.attack.reconnect_ban",
     "malformed_frames": "netdiag.bench.attack.malformed_frames",
@@ -188,7 +189,8 @@ def run_one(
     offsets = [n.log_size() for n in target.nodes]
     rss_before = node.rss_bytes()
     t_h0, c_h0 = target.max_height(), control.max_height()
-    duration = p.duration_s * float(getattr(attack, "duration_factor", 1.0))
+    factor = 1.0 if p.quick else float(getattr(attack, "duration_factor", 1.0))
+    duration = p.duration_s * factor
     ctx = AttackContext(
         cluster=target,
         source_ip=f"127.0.0.{20 + index}",
