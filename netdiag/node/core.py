@@ -99,6 +99,7 @@ class NodeCore:
             self.gossip,
             lim,
             ConnRateLimiter(lim.conn_rate_per_ip, lim.conn_burst_per_ip, mono),
+            mono,
         )
         self.scores = ScoreBook(mono, cfg.score_half_life_s, cfg.score_retain_s)
         self.policy = BanPolicy(cfg, log, metrics, self.gossip, self.peering, self.scores)

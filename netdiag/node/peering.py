@@ -35,7 +35,9 @@ class Peering:
         gossip: GossipRouter,
         limits: Limits,
         conn_rate: ConnRateLimiter,
+        clock: Callable[[], float],
     ) -> None:
+        self.clock = clock
         self.limits = limits
         self.conn_rate = conn_rate
         self.cfg = cfg
@@ -88,16 +90,46 @@ class Peering:
                 f"(burst {lim.conn_burst_per_ip})"
             )
         inbound = [c for c in [*self.conns.values(), *self.pending] if not c.outbound]
-        if len(inbound) >= lim.max_inbound:
-            return "max_inbound", f"inbound limit {lim.max_inbound} reached"
         if sum(c.remote_host == ip for c in inbound) >= lim.max_inbound_per_ip:
             return "max_inbound_per_ip", f"per-IP inbound limit {lim.max_inbound_per_ip}"
+        if len(inbound) >= lim.max_inbound and not self._evict_handshake(ip, "inbound limit"):
+            return "max_inbound", f"inbound limit {lim.max_inbound} reached"
         handshaking = sum(not c.outbound for c in self.pending)
-        if handshaking >= lim.max_pending_handshakes:
+        if handshaking >= lim.max_pending_handshakes and not self._evict_handshake(
+            ip, "handshake limit"
+        ):
             return "max_pending_handshakes", (
                 f"{handshaking} inbound handshakes in progress (limit {lim.max_pending_handshakes})"
             )
         return None
+
+    def _evict_handshake(self, newcomer_ip: str, full: str) -> bool:
+        """Make room for a newcomer by closing the oldest inbound handshake of the address that
+        holds the most — if it has run for a tenth of the handshake timeout: an honest
+        handshake takes a few round trips, so the slots a stalling attacker holds are the old
+        ones, and half-open handshakes cannot starve newcomers. A failed handshake for the IP."""
+        floor = self.clock() - self.cfg.handshake_timeout_s / 10
+        stale = [
+            c
+            for c in self.pending
+            if not c.outbound and c.remote_host != newcomer_ip and c.connected_at <= floor
+        ]
+        if not stale:
+            return False
+        per_ip: dict[str, int] = {}
+        for c in stale:
+            per_ip[c.remote_host] = per_ip.get(c.remote_host, 0) + 1
+        victim = min(stale, key=lambda c: (-per_ip[c.remote_host], c.connected_at))
+        self.pending.discard(victim)
+        self.metrics.limit_hits.labels("handshake_evicted").inc()
+        self.log.debug(
+            "handshake_evicted",
+            f"closed the handshake of {victim.address} ({full} reached; it is the oldest of "
+            f"its address's {per_ip[victim.remote_host]}) to admit {newcomer_ip}",
+            addr=victim.address,
+        )
+        victim.close(f"evicted: {full} reached and this handshake is the oldest")
+        return True
 
     def on_open(self, conn: Link) -> str | None:
         refusal = self._open(conn)

@@ -112,3 +112,26 @@ def test_fd_budget_cuts_inbound_or_refuses(monkeypatch: pytest.MonkeyPatch) -> N
     limits.update(soft=80, hard=80)
     with pytest.raises(ConfigError, match="RLIMIT_NOFILE 80"):
         fit_fds(64, 16)
+
+
+def test_stalled_handshakes_are_evicted_so_newcomers_are_not_starved(tmp_path: Path) -> None:
+    world = World(tmp_path, lab(1)[0])
+    core = world.node("n", max_pending_handshakes=4, conn_rate_per_ip=0.0, handshake_timeout_s=5.0)
+    held = [socket_from(world, "10.6.0.1") for _ in range(3)] + [socket_from(world, "10.6.0.2")]
+    for i, link in enumerate(held):
+        assert core.peering.admit_inbound(link)
+        world.run(0.1 * (i + 1))
+    fresh = socket_from(world, "10.0.0.50")
+    world.run(0.1)
+    assert core.peering.admit_inbound(fresh), "the table is full of stale handshakes"
+    evicted = [link for link in held if link.close_reason is not None]
+    assert evicted == [held[0]], "the oldest of the address holding the most goes first"
+    world.sched.run_due()
+    assert fresh in core.peering.pending and held[0] not in core.peering.pending
+    newest = socket_from(world, "10.0.0.51")
+    assert core.peering.admit_inbound(newest)
+    assert held[1].close_reason is not None, "next: the same address's next oldest"
+    assert fresh.close_reason is None, "a handshake younger than timeout/10 is never evicted"
+    for link in (socket_from(world, "10.0.0.52"), socket_from(world, "10.0.0.53")):
+        core.peering.admit_inbound(link)
+    assert fresh.close_reason is None and newest.close_reason is None
