@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netdiag.bench import output
+from netdiag.bench import output, testbed
+from netdiag.bench.traffic import make_pair, nstat_abs
 from netdiag.diagnose import Sample, judge_samples
 from netdiag.errors import KernelFeatureError, NetdiagError
 from netdiag.kernel import headers
@@ -34,9 +35,8 @@ from netdiag.lab import ping
 from netdiag.measure import bdp as mbdp
 from netdiag.measure import sockdiag
 from netdiag.report.results import ResultBuilder
-from netdiag.trace import engine, manifest, testbed
+from netdiag.trace import engine, manifest
 from netdiag.trace.pipeline import Pipeline
-from netdiag.trace.traffic import make_pair, nstat_abs
 
 Progress = Callable[[str], None]
 

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from netdiag.trace import testbed
-from netdiag.trace.traffic import Pair, make_pair
+from netdiag.bench import testbed
+from netdiag.bench.traffic import Pair, make_pair
 from tests.conftest import missing_bcc, missing_tool
 
 

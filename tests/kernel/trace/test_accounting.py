@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from netdiag.bench import testbed
+from netdiag.bench.traffic import Pair, make_pair, nstat_abs
 from netdiag.kernel import cgroup as kcgroup
 from netdiag.measure import sockdiag
-from netdiag.trace import testbed
 from netdiag.trace.filters import Filters
 from netdiag.trace.peers import PeersOptions, build
 from netdiag.trace.pipeline import Pipeline
-from netdiag.trace.traffic import Pair, make_pair, nstat_abs
 
 PORT = 5301
 

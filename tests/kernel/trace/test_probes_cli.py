@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
+from netdiag.bench import testbed
+from netdiag.bench.traffic import Pair, make_pair
 from netdiag.cli.main import main
 from netdiag.measure import rttprobe, sockdiag
-from netdiag.trace import engine, manifest, testbed
-from netdiag.trace.traffic import Pair, make_pair
+from netdiag.trace import engine, manifest
 
 
 def test_drops_are_named_by_the_running_kernel() -> None:

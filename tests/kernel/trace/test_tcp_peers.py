@@ -10,9 +10,9 @@ import sys
 import time
 from collections.abc import Callable
 
+from netdiag.bench.traffic import Pair
 from netdiag.measure import sockdiag
 from netdiag.trace import engine, manifest
-from netdiag.trace.traffic import Pair
 from tests.kernel.trace.conftest import bpf_fds, loaded_prog_ids, progs_of
 
 
