@@ -30,7 +30,15 @@ from netdiag.lab import ping
 from netdiag.lab.iperf import iperf3
 from netdiag.lab.lab import Lab
 from netdiag.lab.ping import ping_rtt
-from netdiag.lab.topology import Topology, parse, two_node
+from netdiag.lab.topology import (
+    LinkShape,
+    LinkSpec,
+    NodeSpec,
+    Topology,
+    default_address,
+    two_node,
+    validate,
+)
 from netdiag.report.results import ResultBuilder
 
 PAYLOAD_SHARE = 1448 / 1500  # TCP payload per 1500-byte IP packet (20 IP + 32 TCP w/ timestamps)
@@ -287,21 +295,17 @@ def run(
 
 
 def star(n_spokes: int, delay_s: float, rate_bps: int, engine: str, name: str) -> Topology:
-    lines = [
-        f'name = "{name}"',
-        f'engine = "{engine}"',
-        "[defaults]",
-        f"delay = {delay_s}",
-        f"rate = {rate_bps}",
-        'queue = "1bdp"',
-        "[[nodes]]",
-        'name = "hub"',
-    ]
-    for i in range(1, n_spokes + 1):
-        lines += ["[[nodes]]", f'name = "s{i}"']
-    for i in range(1, n_spokes + 1):
-        lines += ["[[links]]", 'a = "hub"', f'b = "s{i}"']
-    return parse("\n".join(lines), f"<star{n_spokes}>")
+    """A hub and N spokes, each spoke on its own link (built as data, validated)."""
+    shape = LinkShape(delay_s, 0.0, rate_bps, 0.0, 0, 1.0)
+    names = ["hub", *(f"s{i}" for i in range(1, n_spokes + 1))]
+    topo = Topology(
+        name=name,
+        nodes=tuple(NodeSpec(n, (default_address(i),)) for i, n in enumerate(names)),
+        links=tuple(LinkSpec("hub", s, shape) for s in names[1:]),
+        engine=engine,
+    )
+    validate(topo)
+    return topo
 
 
 def measure_scale(

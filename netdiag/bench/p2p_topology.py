@@ -145,22 +145,28 @@ def _draw_rtt(rng: random.Random) -> float:
 def to_lab(
     graph: ClusterGraph, name: str, profile: LinkProfile, seed: int, engine: str = "auto"
 ) -> Topology:
-    """The lab Topology for this graph (built by the lab's own parser, so it is validated)."""
-    from netdiag.lab.topology import parse
+    """The lab Topology for this graph, built as data (and checked by the lab's validator)."""
+    from netdiag.lab import units
+    from netdiag.lab.topology import (
+        LinkShape,
+        LinkSpec,
+        NodeSpec,
+        Topology,
+        default_address,
+        validate,
+    )
 
-    lines = [
-        f'name = "{name}"',
-        f'engine = "{engine}"',
-        f"seed = {seed}",
-        "",
-        "[defaults]",
-        f"rate = {profile.rate_bps}",
-        f"loss = {profile.loss}",
-        f'queue = "{profile.queue}"',
-        "",
-    ]
-    for n in graph.nodes:
-        lines += ["[[nodes]]", f'name = "{n}"', ""]
-    for a, b, rtt in graph.edges:
-        lines += ["[[links]]", f'a = "{a}"', f'b = "{b}"', f'delay = "{rtt * 1000:.3f}ms"', ""]
-    return parse("\n".join(lines), source=f"<bench p2p {name}>", default_name=name)
+    qp, qb = units.queue_spec(profile.queue)
+    topo = Topology(
+        name=name,
+        nodes=tuple(NodeSpec(n, (default_address(i),)) for i, n in enumerate(graph.nodes)),
+        links=tuple(
+            LinkSpec(a, b, LinkShape(rtt, 0.0, profile.rate_bps, profile.loss, qp, qb or 1.0))
+            for a, b, rtt in graph.edges
+        ),
+        engine=engine,
+        seed=seed,
+        source=f"<bench p2p {name}>",
+    )
+    validate(topo)
+    return topo

@@ -143,7 +143,7 @@ def test_client_encoding_matches_the_node() -> None:
 
 
 def test_first_seen_from_an_age_is_placed_mid_round_trip() -> None:
-    from netdiag.bench.p2p import _first_seen
+    from netdiag.bench.p2p_driver import _first_seen
 
     t, dups, err = _first_seen({"first_seen_age_s": 0.5, "duplicates": 3}, 10.0, 10.2)
     assert t == pytest.approx(9.6) and dups == 3 and err == pytest.approx(0.1)
@@ -161,3 +161,15 @@ def test_byzantine_forger_is_a_validator_next_to_the_late_joiner() -> None:
             assert bench.forger in bench.graph.neighbours(bench.late_joiner)
         finally:
             bench.pool.shutdown()
+
+
+def test_lab_topology_is_built_as_data_from_the_graph() -> None:
+    g = p2p_topology.build(8, "regular", 3, seed=2, keep_connected_without=("n08", "n07"))
+    prof = p2p_topology.PROFILES["lossy-wan"]
+    topo = p2p_topology.to_lab(g, "p2pt", prof, seed=2)
+    assert [n.name for n in topo.nodes] == list(g.nodes)
+    assert len({n.address for n in topo.nodes}) == len(g.nodes)
+    assert [(ln.a, ln.b, ln.shape.delay_s) for ln in topo.links] == list(g.edges)
+    assert {(ln.shape.rate_bps, ln.shape.loss) for ln in topo.links} == {(prof.rate_bps, prof.loss)}
+    with pytest.raises(InputError):  # the lab's validator still judges it
+        p2p_topology.to_lab(g, "Not A Lab Name", prof, seed=2)
