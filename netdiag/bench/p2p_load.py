@@ -17,6 +17,7 @@ from netdiag.bench.p2p_driver import (
     _first_seen,
     _retry,
 )
+from netdiag.diagnose import Sample, judge_samples
 from netdiag.lab.cluster import (
     API_PORT,
     P2P_PORT,
