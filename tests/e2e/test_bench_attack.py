@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from netdiag.bench.attack.runner import ATTACKS
 from netdiag.report.results import load, rows
+from tests.cli import NETDIAG
 
 pytestmark = pytest.mark.e2e
-NETDIAG = [sys.executable, "-m", "netdiag.cli.main"]
 
 
 def test_quick_run_writes_schema_and_every_node_survives(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from netdiag.cli import main as cli_main
 from netdiag.errors import ExitStatus, InputError, KernelFeatureError, PrivilegeError
 from netdiag.output import emit_json
+from tests.cli import NETDIAG
 
 
 @pytest.fixture
@@ -149,9 +149,7 @@ def test_closed_stdout_is_quiet_exit_0() -> None:
     for args in (["tune", "--list-profiles"], ["tune", "--list-profiles", "--json"]):
         r, w = os.pipe()
         os.close(r)  # the reader is gone before the first write: that write meets EPIPE
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "netdiag.cli.main", *args], stdout=w, stderr=subprocess.PIPE
-        )
+        proc = subprocess.Popen([*NETDIAG, *args], stdout=w, stderr=subprocess.PIPE)
         os.close(w)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
