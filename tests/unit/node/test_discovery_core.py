@@ -91,7 +91,9 @@ def test_table_is_persisted_and_a_restart_needs_no_bootstrap(tmp_path: Path) -> 
     assert {e.contact.node_id for e in again.discovery.table.entries()} == before
     assert not again.cfg.peers, "no bootstrap given"
     world.run(10.0)
-    assert again.peering.outbound_count() >= 5
+    # it dials peers from its stored table; the others, who knew it, may also dial it back
+    assert again.peering.outbound_count() >= 2
+    assert len(again.conns) >= 5
     assert world.events("n5", "kad_restored")
 
 
