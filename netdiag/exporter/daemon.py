@@ -226,6 +226,10 @@ class Exporter:
                 self._open_pipeline()
                 return False
         self.verdicts.configure(new)
+        if new.verdicts and not self.verdicts.running and self.http is not None:
+            self.verdicts.start()  # switched on by the reload
+        elif not new.verdicts and self.verdicts.running:
+            self.verdicts.stop()
         self.reloads += 1
         self.last_reload_error = None
         return True

@@ -69,7 +69,12 @@ class VerdictWorker:
             self._cfg = cfg
         self._wake.set()
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
+        self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="netdiag-verdicts", daemon=True)
         self._thread.start()
 
@@ -78,6 +83,7 @@ class VerdictWorker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            self._thread = None
 
     def run_once(self) -> None:
         with self._lock:

@@ -73,3 +73,73 @@ def test_setpriv_really_drops_capabilities() -> None:
     )
     assert p.returncode == 0, p.stderr
     assert int(p.stdout.split()[1], 16) == 0
+
+
+def test_node_unit_runs_a_node_without_capabilities_as_an_unprivileged_user(
+    tmp_path: Path,
+) -> None:
+    """netdiag-node@.service's command line, its empty bounding set, no_new_privs and a
+    non-root user (the unit's DynamicUser): the node starts and serves /status."""
+    import socket
+    import time
+    import urllib.request
+
+    unit = SYSTEMD_DIR / "netdiag-node@.service"
+    tmp_path.chmod(0o755)
+    gen = tmp_path / "gen"
+    p = subprocess.run(
+        [NETDIAG, "node", "genesis", "--validators", "1", "--lab-seed", "unit", "--out", str(gen)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    for f in gen.iterdir():
+        f.chmod(0o644)
+    gen.chmod(0o755)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        api_port = s.getsockname()[1]
+    conf = tmp_path / "main.toml"
+    conf.write_text(
+        f'genesis = "{gen / "genesis.json"}"\nlisten = "127.0.0.1:0"\n'
+        f'api = "127.0.0.1:{api_port}"\nkey = "{gen / "validator-0.key"}"\n'
+    )
+    conf.chmod(0o644)
+    data = tmp_path / "data"
+    data.mkdir(mode=0o777)
+    data.chmod(0o777)
+    argv = [
+        a.replace("/etc/netdiag/node/main.toml", str(conf)).replace(
+            "/var/lib/netdiag-node/main", str(data / "main")
+        )
+        for a in exec_argv(unit, "main")
+    ]
+    user = ["--reuid=65534", "--regid=65534", "--clear-groups"]
+    proc = subprocess.Popen(
+        [*as_unit(unit, [])[:1], *user, *as_unit(unit, [])[1:], NETDIAG, *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, HOME=str(tmp_path)),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/status", timeout=2) as r:
+                    status = json.loads(r.read())
+                    break
+            except OSError:
+                time.sleep(0.2)
+        assert status is not None, proc.stderr.read() if proc.stderr else ""
+        assert status["height"] >= 0
+        cap = Path(f"/proc/{proc.pid}/status").read_text()
+        fields = dict(line.split(":\t", 1) for line in cap.splitlines() if ":\t" in line)
+        assert int(fields["CapBnd"], 16) == 0 and int(fields["CapEff"], 16) == 0
+        assert fields["Uid"].split()[0] == "65534" and fields["NoNewPrivs"].strip() == "1"
+    finally:
+        proc.terminate()
+        rc = proc.wait(30)
+    assert rc == 0

@@ -4,6 +4,7 @@ freshness, /verdicts, reload keeping or replacing settings, the HTTP endpoints."
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -259,3 +260,25 @@ def test_kernel_counters_say_which_kind_of_loss() -> None:
     assert 'netdiag_probe_kernel_events_total{stat="lost_events"} 2.0' in lines
     assert 'netdiag_probe_kernel_events_total{stat="recursion_misses"} 1.0' in lines
     assert ex.health()[1]["probe_stats"]["probe_events"] == 50
+
+
+def test_reload_switches_the_verdict_engine_on_and_off(tmp_path: Path) -> None:
+    f = tmp_path / "exporter.toml"
+    f.write_text("verdicts = false\nverdict_window_s = 0.01\nverdict_interval_s = 0.05\n")
+    run = fake_runner([_finding("cwnd-limited", "warn", 1)])
+    ex = Exporter(config.load(f, {}), f, build=Builder([]), verdict_runner=run)
+    ex._open_pipeline()
+    ex.http = HttpServer("127.0.0.1:0", lambda: b"", lambda: (True, {}), dict)  # "running"
+    try:
+        assert not ex.verdicts.running and ex.verdicts_doc() == {"enabled": False, "report": None}
+        f.write_text("verdicts = true\nverdict_window_s = 0.01\nverdict_interval_s = 0.05\n")
+        assert ex.reload() and ex.verdicts.running
+        deadline = time.monotonic() + 10
+        while ex.verdicts_doc()["runs"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ex.verdicts_doc()["runs"] >= 2
+        f.write_text("verdicts = false\n")
+        assert ex.reload() and not ex.verdicts.running
+    finally:
+        ex.verdicts.stop()
+        ex.http.close()
