@@ -246,7 +246,7 @@ class Exporter:
         self.probe_stats = {k: int(v) for k, v in frame.snap.stats.items()}
         self.frames += 1
         # Decoding a sock_diag dump leaves reference cycles (pyroute2's messages: ~30 k
-        # objects per read at 300 connections/s); left to the generational collector they
+        # objects per read at 200 connections/s); left to the generational collector they
         # pile up until a full collection. One full collection per read keeps the heap at
         # about one read's worth, at no measurable extra CPU (A/B in docs/benchmarks.md).
         gc.collect()
