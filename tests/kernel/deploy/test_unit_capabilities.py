@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.unit.deploy.units import SYSTEMD_DIR, capabilities, exec_argv
 
@@ -75,8 +80,17 @@ def test_setpriv_really_drops_capabilities() -> None:
     assert int(p.stdout.split()[1], 16) == 0
 
 
+@pytest.fixture
+def world_dir() -> Iterator[Path]:
+    """A directory an unprivileged user can reach (pytest's tmp dirs are root-only)."""
+    d = Path(tempfile.mkdtemp(prefix="nd-unit-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def test_node_unit_runs_a_node_without_capabilities_as_an_unprivileged_user(
-    tmp_path: Path,
+    world_dir: Path,
 ) -> None:
     """netdiag-node@.service's command line, its empty bounding set, no_new_privs and a
     non-root user (the unit's DynamicUser): the node starts and serves /status."""
@@ -85,7 +99,7 @@ def test_node_unit_runs_a_node_without_capabilities_as_an_unprivileged_user(
     import urllib.request
 
     unit = SYSTEMD_DIR / "netdiag-node@.service"
-    tmp_path.chmod(0o755)
+    tmp_path = world_dir
     gen = tmp_path / "gen"
     p = subprocess.run(
         [NETDIAG, "node", "genesis", "--validators", "1", "--lab-seed", "unit", "--out", str(gen)],
@@ -103,7 +117,7 @@ def test_node_unit_runs_a_node_without_capabilities_as_an_unprivileged_user(
     conf = tmp_path / "main.toml"
     conf.write_text(
         f'genesis = "{gen / "genesis.json"}"\nlisten = "127.0.0.1:0"\n'
-        f'api = "127.0.0.1:{api_port}"\nkey = "{gen / "validator-0.key"}"\n'
+        f'api = "127.0.0.1:{api_port}"\n'  # no key: an observer with a key of its own
     )
     conf.chmod(0o644)
     data = tmp_path / "data"
