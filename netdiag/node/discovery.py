@@ -323,11 +323,9 @@ class Discovery:
         conns = self.peering.conns
         nets = Counter(subnet_of(c.remote_host) for c in conns.values() if c.outbound)
         per_bucket = Counter(self.table.bucket_of(pid) for pid, c in conns.items() if c.outbound)
-        for addr in [*(self.book.dialing - {c.dialed_addr for c in conns.values()}), *(also or [])]:
-            try:
-                nets[subnet_of(split_hostport(addr)[0])] += 1
-            except ConfigError:
-                continue
+        pending = self.book.dialing | set(also or []) | self._bootstrap_addrs()
+        for addr in pending - {c.dialed_addr for c in conns.values()}:
+            nets[subnet_of_addr(addr)] += 1
         cands = [
             e
             for e in self.table.entries()
@@ -358,23 +356,30 @@ class Discovery:
 
     def admit_outbound(self, conn: Link) -> str | None:
         """At the handshake of a peer we dialled from the table: the diversity and target rules
-        hold whatever raced (a dial that crossed a reconnect of the bootstrap, say)."""
+        hold whatever raced (a dial that crossed a reconnect of the bootstrap, say). Bootstrap
+        addresses are dialled as configured and exempt; their /24 counts as taken."""
         addr = conn.dialed_addr
         st = self.book.addrs.get(addr or "")
         if addr is None or addr not in self.out_dialing or (st is not None and st.bootstrap):
             return None  # not a dial we chose from the table
         others = [c for c in self.peering.conns.values() if c.outbound and c is not conn]
         net = subnet_of(conn.remote_host)
+        # a bootstrap address holds its /24's place even while it is reconnecting
+        up = {c.dialed_addr for c in others}
+        held = sum(subnet_of(c.remote_host) == net for c in others) + sum(
+            subnet_of_addr(a) == net for a in self._bootstrap_addrs() - up
+        )
         refusal = None
         if len(others) >= self.cfg.target_outbound:
             refusal = "discovery: outbound target reached"
-        elif (
-            sum(subnet_of(c.remote_host) == net for c in others) >= self.cfg.kad_outbound_per_subnet
-        ):
+        elif held >= self.cfg.kad_outbound_per_subnet:
             refusal = f"discovery: outbound peers of {net} at their limit"
         if refusal:
             self.out_dialing.pop(addr, None)
         return refusal
+
+    def _bootstrap_addrs(self) -> set[str]:
+        return {a for a, st in self.book.addrs.items() if st.bootstrap}
 
     def _dial_due(self, addr: str) -> bool:
         st = self.book.addrs.get(addr)
@@ -514,6 +519,13 @@ class Discovery:
             }
             for e in self.table.entries()
         ]
+
+
+def subnet_of_addr(addr: str) -> str:
+    try:
+        return subnet_of(split_hostport(addr)[0])
+    except ConfigError:
+        return addr
 
 
 def subnet_of(host: str) -> str:
