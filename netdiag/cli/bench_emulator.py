@@ -35,17 +35,22 @@ def bench_emulator(
 ) -> None:
     """Fidelity of the lab's links: RTT vs delay, throughput vs rate, loss vs configured, CPU."""
     from netdiag.bench import emulator
+    from netdiag.kernel import caps
+    from netdiag.lab import engines
 
+    try:
+        counts = [int(x) for x in scale.split(",")] if scale else []
+    except ValueError:
+        raise InputError(
+            f"--scale {scale!r} is not a list of numbers", "e.g. --scale 8,16,32"
+        ) from None
+    # refusals come before the first progress line: one line, its own exit code (docs/cli.md)
+    caps.require("CAP_SYS_ADMIN", "CAP_NET_ADMIN", why="building a lab (namespaces, links)")
+    engines.choose(engine)
     console = Console(stderr=True)
     secs = seconds if seconds is not None else (2.0 if quick else 5.0)
     params: dict[str, Any] = {"quick": quick, "engine": engine, "seconds": secs, "scale": scale}
     if scale:
-        try:
-            counts = [int(x) for x in scale.split(",")]
-        except ValueError:
-            raise InputError(
-                f"--scale {scale!r} is not a list of numbers", "e.g. --scale 8,16,32"
-            ) from None
         rows = []
         for n in counts:
             console.print(f"star lab with {n} spokes ({n + 1} namespaces)")

@@ -76,7 +76,7 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
         topo = replace(topo, name=name)
         validate(topo)  # the name becomes paths and namespace names: check it before anything
     if detach:
-        _detach(file, engine, topo.name, as_json)
+        _detach(file, engine or topo.engine, topo.name, as_json)
         return
     console = Console(stderr=True)
     old = signal.signal(signal.SIGTERM, _on_term)
@@ -118,11 +118,13 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
 
 def _detach(file: Path, engine: str | None, name: str, as_json: bool) -> None:
     from netdiag.kernel import caps
+    from netdiag.lab import engines
 
     # the checks the supervisor would make, made here first: a refusal is one line with its
-    # own exit code, and a running lab's supervisor log is never truncated
+    # own exit code, nothing is written, and a running lab's supervisor log is never truncated
     caps.require("CAP_SYS_ADMIN", "CAP_NET_ADMIN", why="building a lab (namespaces, links)")
     state.refuse_running(name)
+    engines.choose(engine or "auto")
     log = state.work_dir(name) / "supervisor.log"
     try:
         log.parent.mkdir(parents=True, exist_ok=True)

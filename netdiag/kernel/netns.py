@@ -50,7 +50,8 @@ def create(name: str) -> None:
         pr_netns.create(name)
     except PermissionError as e:
         raise PrivilegeError(
-            f"creating netns {name}: {e}", "needs CAP_SYS_ADMIN — run as root"
+            f"creating network namespace {name} needs CAP_SYS_ADMIN ({e})",
+            "run as root (sudo netdiag …)",
         ) from e
     except FileExistsError as e:
         raise NetdiagError(f"netns {name} exists", f"remove it with `ip netns del {name}`") from e
@@ -67,7 +68,10 @@ def _setns(fd: int) -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     if libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
-        raise PrivilegeError(f"setns: {os.strerror(err)}", "needs CAP_SYS_ADMIN — run as root")
+        raise PrivilegeError(
+            f"entering a network namespace needs CAP_SYS_ADMIN (setns: {os.strerror(err)})",
+            "run as root (sudo netdiag …)",
+        )
 
 
 def run_in(name: str | None, fn: Callable[[], T]) -> T:

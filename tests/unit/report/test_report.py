@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from netdiag.cli.main import main
@@ -89,3 +90,20 @@ def test_wide_summary_tables_are_turned_for_the_terminal() -> None:
     text = console.export_text()
     assert "cubic block" in text and "bbr block" in text  # one column per row
     assert any(line.split()[:1] == ["p99_ms"] and "3.00" in line for line in text.splitlines())
+
+
+def test_unwritable_html_path_is_one_line_before_anything_is_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netdiag.cli.main import main
+
+    result = sample.write(tmp_path / "r.json")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["report", str(result), "--html", str(blocker / "r.html")]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.splitlines() == [
+        f"netdiag: error: cannot write --html {blocker / 'r.html'}: {blocker} is not a writable "
+        "directory — give --html a path in a directory you can write"
+    ]
