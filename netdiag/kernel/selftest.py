@@ -130,14 +130,23 @@ def sock_diag() -> Result:
     """Dump TCP sockets with tcp_info through inet_diag (what `bdp` and the fallback use)."""
     from pyroute2 import DiagSocket
 
+    # Established sockets only: a busy host's TIME_WAIT sockets make the dump long, and a dump
+    # that races socket churn may skip entries, so one miss is retried before it counts.
+    established = 1 << 1
     with loopback_flow() as (cport, _sport):
-        with DiagSocket() as ds:
-            ds.bind()
-            socks = ds.get_sock_stats(family=socket.AF_INET, states=0xFFFF, extensions=0xFF)
-        for s in socks:
-            if s.get("idiag_sport") == cport:
-                info = s.get_attr("INET_DIAG_INFO")
-                if info is None:
-                    return False, "inet_diag returned the socket but no tcp_info"
-                return True, f"inet_diag dump works ({len(socks)} IPv4 sockets, tcp_info present)"
-    return False, "inet_diag dump did not show a live loopback connection"
+        for _attempt in range(3):
+            with DiagSocket() as ds:
+                ds.bind()
+                socks = ds.get_sock_stats(
+                    family=socket.AF_INET, states=established, extensions=0xFF
+                )
+            for s in socks:
+                if s.get("idiag_sport") == cport:
+                    info = s.get_attr("INET_DIAG_INFO")
+                    if info is None:
+                        return False, "inet_diag returned the socket but no tcp_info"
+                    return True, (
+                        f"inet_diag dump works ({len(socks)} established IPv4 sockets, "
+                        "tcp_info present)"
+                    )
+    return False, "inet_diag dump did not show a live loopback connection (3 tries)"
