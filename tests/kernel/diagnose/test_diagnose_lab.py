@@ -24,18 +24,24 @@ def scenario(name: str) -> bench.Scenario:
     return next(s for s in bench.SCENARIOS if s.name == name)
 
 
+_DEFAULTS: dict[str, dict[tuple[str, str], str]] = {}
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     with Lab.up(two_node(0.02, 50_000_000, name="diagt", engine="userspace")) as lab:
+        # the namespaces' own buffer settings, read once before any scenario changes them
+        out = {}
+        for node in ("a", "b"):
+            for name in ("net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"):
+                value = lab.exec(node, ["sysctl", "-n", name]).stdout.split()
+                out[(node, name)] = " ".join(value)
+        _DEFAULTS[lab.name] = out
         yield lab
 
 
 def defaults(lab: Lab) -> dict[tuple[str, str], str]:
-    out = {}
-    for node in ("a", "b"):
-        for name in ("net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"):
-            out[(node, name)] = " ".join(lab.exec(node, ["sysctl", "-n", name]).stdout.split())
-    return out
+    return dict(_DEFAULTS[lab.name])
 
 
 @pytest.mark.parametrize(
