@@ -239,6 +239,8 @@ class KadRpc:
         for addr in list(self.probes_wanted):
             if busy + len(out) >= self.cfg.kad_max_probes:
                 break
+            if addr in self.book.dialing:
+                continue  # a peer dial of that address is in flight: its link will carry them
             probe = self.probes_wanted.pop(addr)
             if not probe.verify and not any(r in self.reqs for r in probe.reqs):
                 continue  # its requests timed out while it waited
