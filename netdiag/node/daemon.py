@@ -327,12 +327,15 @@ class Node:
         w: asyncio.StreamWriter,
         outbound: bool,
         dialed: str | None = None,
+        probe: bool = False,
     ) -> Connection:
         proto = PeerProtocol(
             self.identity,
             self.genesis.network_id,
             self.chain.genesis_hash,
-            self.listen_port,
+            # a probe announces no listen port: the remote never takes it for our side of a
+            # simultaneous dial (peering.Peering.replaces)
+            0 if probe else self.listen_port,
             self.cfg.max_frame_bytes,
         )
         return Connection(
@@ -390,7 +393,7 @@ class Node:
             except (OSError, TimeoutError) as e:
                 core.dial_ended(addr, None, f"connect failed: {e!r}", probe)
                 return
-            conn = self._new_conn(r, w, outbound=True, dialed=addr)
+            conn = self._new_conn(r, w, outbound=True, dialed=addr, probe=probe)
             core.peering.pending.add(conn)
             await conn.run(core)
             core.dial_ended(addr, conn.peer_id, conn.close_reason or "handshake failed", probe)

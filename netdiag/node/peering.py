@@ -154,14 +154,7 @@ class Peering:
             return f"refused: peer {short(pid)} is banned"
         old = self.conns.get(pid)
         if old is not None:
-            # Simultaneous dials: keep the connection dialed by the smaller node id.
-            keep_new = (conn.outbound and self.node_id < pid) or (
-                not conn.outbound and pid < self.node_id
-            )
-            # Only a young connection can be one side of a simultaneous dial: an established
-            # one is never replaced (a later duplicate, e.g. a discovery dial-back, is refused).
-            settled = self.book.clock() - old.connected_at > self.cfg.handshake_timeout_s
-            if not keep_new or old.outbound == conn.outbound or settled:
+            if not self.replaces(conn):
                 self.metrics.handshakes.labels("refused_duplicate").inc()
                 return f"refused: already connected to {short(pid)}"
             old.close("replaced by a simultaneous connection")
@@ -187,6 +180,29 @@ class Peering:
         self.send_all(self.gossip.add_peer(pid, conn.outbound))
         self.on_up(conn)
         return None
+
+    def replaces(self, conn: Link) -> bool:
+        """The simultaneous-dial rule, applied alike at both ends: a second authenticated
+        connection to a connected peer replaces the first if it was dialed by the smaller node
+        id, the first by the other end, and the first is young (an established one is never
+        replaced; a later duplicate is refused). An inbound connection that announced no listen
+        port — a discovery probe, or a node we could not have dialed — is never one side of a
+        simultaneous dial: it never replaces our connection, and our own dial replaces it
+        (the prober keeps a probe as a probe, not as its peer connection: keeping the probe
+        here would leave the pair with no peer connection)."""
+        pid = conn.peer_id
+        old = self.conns.get(pid) if pid is not None else None
+        if pid is None or old is None or old is conn or old.outbound == conn.outbound:
+            return False
+        if not conn.outbound and conn.listen_addr is None:
+            return False
+        if conn.outbound and old.listen_addr is None:
+            return True
+        keep_new = (conn.outbound and self.node_id < pid) or (
+            not conn.outbound and pid < self.node_id
+        )
+        settled = self.book.clock() - old.connected_at > self.cfg.handshake_timeout_s
+        return keep_new and not settled
 
     def on_closed(self, conn: Link, reason: str) -> None:
         self.pending.discard(conn)

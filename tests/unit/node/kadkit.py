@@ -95,7 +95,7 @@ class NetWorld(World):
         la.twin, lb.twin = lb, la
         la.probe = probe
         la.dialed_addr = la.listen_addr = addr
-        lb.listen_addr = self.addr(a)
+        lb.listen_addr = None if probe else self.addr(a)  # a probe announces no listen port
         a.peering.pending.add(la)
 
         def handshake() -> None:
