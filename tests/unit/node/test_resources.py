@@ -117,8 +117,11 @@ def test_fd_budget_cuts_inbound_or_refuses(monkeypatch: pytest.MonkeyPatch) -> N
 def test_stalled_handshakes_are_evicted_so_newcomers_are_not_starved(tmp_path: Path) -> None:
     world = World(tmp_path, lab(1)[0])
     core = world.node("n", max_pending_handshakes=4, conn_rate_per_ip=0.0, handshake_timeout_s=5.0)
-    held = [socket_from(world, "10.6.0.1") for _ in range(3)] + [socket_from(world, "10.6.0.2")]
-    for i, link in enumerate(held):
+    held: list[MemLink] = []
+    for i, host in enumerate(["10.6.0.1"] * 3 + ["10.6.0.2"]):
+        # each socket is accepted when it is made: its age is what eviction orders by
+        link = socket_from(world, host)
+        held.append(link)
         assert core.peering.admit_inbound(link)
         world.run(0.1 * (i + 1))
     fresh = socket_from(world, "10.0.0.50")
