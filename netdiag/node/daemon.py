@@ -338,7 +338,7 @@ class Node:
             0 if probe else self.listen_port,
             self.cfg.max_frame_bytes,
         )
-        return Connection(
+        conn = Connection(
             r,
             w,
             proto,
@@ -352,6 +352,8 @@ class Node:
             tls=self._tls_session(outbound),
             budget=self.core.memory,
         )
+        conn.probe = probe
+        return conn
 
     def _tls_session(self, outbound: bool) -> TlsSession | None:
         ctx = self._ssl_client if outbound else self._ssl_server

@@ -253,7 +253,10 @@ class KadRpc:
         return out
 
     def claims(self, conn: Link) -> bool:
-        return conn.outbound and conn.dialed_addr in self.probes_dialing
+        # by the dial, not the address: a peer dial and a probe to one address can be in
+        # flight at once, and the peer dial taken for the probe would leave the probe (which
+        # announced no listen port) as the peer connection
+        return conn.outbound and conn.probe and conn.dialed_addr in self.probes_dialing
 
     def is_probe(self, conn: Link) -> bool:
         return conn in self.probe_links

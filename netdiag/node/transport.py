@@ -90,6 +90,7 @@ class Connection:
         self.last_recv = self.connected_at
         self.peer_id: bytes | None = None
         self.listen_addr: str | None = None
+        self.probe = False  # dialed as a discovery probe (the shell knows; the address does not)
         self.violations = 0
         self.close_reason: str | None = None
 

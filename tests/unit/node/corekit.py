@@ -59,6 +59,7 @@ class MemLink:
         self.last_recv = self.connected_at
         self.twin: MemLink | None = None
         self.sent: list[Message] = []
+        self.probe = False
         world.links.append(self)
 
     @property

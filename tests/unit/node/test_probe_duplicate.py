@@ -76,3 +76,20 @@ def test_a_probe_to_a_settled_peer_ends_and_the_peer_connection_stays(tmp_path: 
     world.run(1.0)
     assert connected(small, big)
     assert small.conns[big.node_id] is first, "a settled connection is never replaced"
+
+
+def test_a_peer_dial_and_a_probe_to_one_address_are_told_apart(tmp_path: Path) -> None:
+    spec, _ = lab(1)
+    world = NetWorld(tmp_path, spec)
+    small, big = ordered(world)
+    addr = world.addr(big)
+    small.discovery.net.want_probe(addr, big.node_id)
+    assert small.probe_targets() == [addr]
+    small.book.dialing.add(addr)
+    world.dial(small, addr, probe=False)  # the peer dial's handshake completes first
+    world.dial(small, addr, probe=True)
+    for _ in range(30):
+        world.run(0.1)
+        assert connected(small, big)
+        assert not small.conns[big.node_id].probe, "the peer connection is the peer dial"
+        assert big.conns[small.node_id].listen_addr == world.addr(small)
