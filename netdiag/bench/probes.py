@@ -220,6 +220,10 @@ def _ss_cwnd(ns: str, port: int) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class TcpRetrans:
     """bcc's tcpretrans-bpfcc -c (counts per flow); None when it cannot run here."""
 
@@ -232,7 +236,14 @@ class TcpRetrans:
             return
         env = dict(os.environ, BCC_KERNEL_SOURCE=str(headers.find().path))
         self.proc = subprocess.Popen(
-            [exe, "-c"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            [exe, "-c"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            # it is stopped with SIGINT: a child of a process that ignores SIGINT (a background
+            # job of a non-interactive shell, CI) would inherit SIG_IGN and never print its counts
+            preexec_fn=_default_sigint,
         )
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()  # "Tracing retransmits ... Hit Ctrl-C to end"
@@ -246,7 +257,13 @@ class TcpRetrans:
         if self.proc is None:
             return None
         self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=30)
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            self.error = "tcpretrans did not exit within 30 s of SIGINT"
+            return None
         total = 0
         for line in out.splitlines():  # "[198.18.0.1]#59478   <-> [198.18.0.6]#43709   204"
             parts = line.split()

@@ -80,6 +80,9 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
         return
     console = Console(stderr=True)
     old = signal.signal(signal.SIGTERM, _on_term)
+    # Ctrl-C ends a foreground lab even when netdiag was started with SIGINT ignored (a
+    # background job of a non-interactive shell): Python then installs no KeyboardInterrupt.
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with Lab.up(topo, engine=engine) as the_lab:
             if as_json:
@@ -114,6 +117,7 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
         pass
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
 
 
 def _detach(file: Path, engine: str | None, name: str, as_json: bool) -> None:
