@@ -30,6 +30,7 @@ from typing import Any
 
 from netdiag.bench import p2p_topology
 from netdiag.bench.p2p_cc import check_cc, namespace_cc
+from netdiag.bench.p2p_discovery import DiscoveryPhase
 from netdiag.bench.p2p_driver import (
     P2PParams,
     Progress,
@@ -47,7 +48,7 @@ from netdiag.report.results import ResultBuilder
 __all__ = ["P2PBench", "P2PParams", "Progress"]
 
 
-class P2PBench(LoadPhase, SyncPhase, FigurePhase):
+class P2PBench(LoadPhase, SyncPhase, FigurePhase, DiscoveryPhase):
     """One bench p2p run: the lab, then per round and variant the phases in order."""
 
     # -- top level ---------------------------------------------------------------------------
@@ -71,6 +72,9 @@ class P2PBench(LoadPhase, SyncPhase, FigurePhase):
                         "shape": self.p.topology,
                         "degree": self.p.degree,
                         "edges": [list(e) for e in self.graph.edges],
+                        # which peers the nodes dialled: the graph's edges, or one bootstrap
+                        # and their Kademlia tables (the links shape the traffic either way)
+                        "mesh": "discovery" if self.p.discovery else "graph",
                     },
                     roles={
                         "validators": list(self.validators),
@@ -86,6 +90,7 @@ class P2PBench(LoadPhase, SyncPhase, FigurePhase):
                         self.run_variant(lab, variant, work / f"{variant}-{rnd}")
                 for variant in self.p.cc:
                     self._summarise(variant)
+                    self._summarise_discovery(variant)
         finally:
             self.pool.shutdown(wait=True)
             shutil.rmtree(work, ignore_errors=True)
@@ -129,6 +134,8 @@ class P2PBench(LoadPhase, SyncPhase, FigurePhase):
             for i, n in enumerate(self.names)
         }
         runs[self.late_joiner].in_load = False
+        if self.p.discovery:
+            self._bootstrap_peers(lab, runs)
         if self.p.byzantine:
             # LAB ONLY node hook: the forger serves every block it is asked for in a range forged;
             # it is the late joiner's only bootstrap peer, so the joiner's first sync request
@@ -143,7 +150,12 @@ class P2PBench(LoadPhase, SyncPhase, FigurePhase):
                 if n != self.late_joiner:
                     self._start(lab, r, genesis)
             self._wait_cluster([r for r in runs.values() if r.in_load], deadline=t0 + 60)
+            mesh_s = None
+            if self.p.discovery:
+                mesh_s = self._wait_mesh([r for r in runs.values() if r.in_load])
             active, load_s = self._load(lab, variant, runs, producer_of, t0)
+            if self.p.discovery:
+                self._record_discovery(variant, active, mesh_s)
             self._record_round(variant, active, load_s)
             self._check_agreement(variant, active)
             for (v, why), count in sorted(self.skipped.items()):

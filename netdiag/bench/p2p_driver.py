@@ -58,6 +58,7 @@ class P2PParams:
     partition_s: float = 0.0  # cut the cluster in two halves for this long at mid-load
     lossy_link: str | None = None  # "n01-n02:5%": one link gets this loss for the whole run
     byzantine: bool = False  # a validator next to the late joiner serves forged sync segments
+    discovery: bool = False  # one bootstrap per node, the mesh from Kademlia (not the graph)
 
     def link_profile(self) -> p2p_topology.LinkProfile:
         try:
@@ -151,6 +152,8 @@ class ClusterDriver:
         self.pool = ThreadPoolExecutor(max_workers=min(16, params.nodes), thread_name_prefix="p2p")
         self.lab: Any = None  # the running Lab (set by run())
         self._loss_override: dict[frozenset[str], float] = {}  # --lossy-link, kept over heals
+        # --discovery: kad_lookup_seconds / kad_lookup_hops buckets pooled per variant
+        self.kad_buckets: dict[str, tuple[dict[float, float], dict[float, float]]] = {}
 
     def _each(self, runs: list[NodeRun], fn: Callable[[NodeRun], T]) -> dict[str, T | None]:
         """fn(node) on every live node in parallel (one task per node, so each node's client is

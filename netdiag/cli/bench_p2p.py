@@ -99,6 +99,12 @@ def _progress_line(p: Progress) -> Text:
     "bootstrapped from it, must still sync and ban it.",
 )
 @click.option(
+    "--discovery",
+    is_flag=True,
+    help="Each node gets one bootstrap peer and finds the rest through Kademlia discovery "
+    "(default: the nodes dial their graph neighbours).",
+)
+@click.option(
     "--out",
     "out",
     type=click.Path(dir_okay=False),
@@ -133,6 +139,7 @@ def bench_p2p(
     partition_s: float,
     lossy_link: str | None,
     byzantine: bool,
+    discovery: bool,
     out: str | None,
     html_out: str | None,
     as_json: bool,
@@ -170,6 +177,7 @@ def bench_p2p(
         partition_s=partition_s,
         lossy_link=lossy_link,
         byzantine=byzantine,
+        discovery=discovery,
     )
     console = Console(stderr=True)
     with Live(

@@ -39,6 +39,7 @@ def test_tiny_cluster_result_schema_and_full_block_delivery(tmp_path: Path) -> N
     assert meta["benchmark"] == "p2p" and meta["variants"] == ["bbr"]
     assert meta["link_engine"] in ("userspace", "kernel") and meta["seed"] == 5
     assert meta["parameters"]["nodes"] == 4
+    assert meta["topology"]["mesh"] == "graph" and "discovery" not in doc["summary"]
 
     # every block produced during the load reached every node of the load phase
     prop = [r for r in doc["raw"]["propagation"] if r["kind"] == "block"]
@@ -98,3 +99,56 @@ def test_tiny_byzantine_joiner_syncs_and_bans_the_forger(tmp_path: Path) -> None
     assert summ["joiner_synced_rounds"] == 1 and summ["forger_banned_rounds"] == 1
     sync = {r["case"]: r for r in doc["summary"]["sync"]}
     assert sync["late_join"]["sync_s"] is not None
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+def test_tiny_discovery_cluster_forms_its_mesh_from_one_bootstrap(tmp_path: Path) -> None:
+    out = tmp_path / "p2p-disc.json"
+    p = run_netdiag(
+        *("bench", "p2p", "--nodes", "4", "--degree", "3", "--duration", "4"),
+        *("--tx-rate", "5", "--slot-ms", "500", "--seed", "9", "--discovery"),
+        *("--out", str(out)),
+        timeout=240,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    doc = results.load(out)  # validates the schema
+    meta = doc["metadata"]
+    assert meta["parameters"]["discovery"] is True
+    assert meta["topology"]["mesh"] == "discovery"
+
+    # every block of the load reached every load node, though each was told only the bootstrap
+    prop = [r for r in doc["raw"]["propagation"] if r["kind"] == "block"]
+    assert prop, "no blocks were tracked during the load"
+    assert all(r["delay_us"] is not None for r in prop), "a block did not reach every node"
+    load_nodes = set(meta["roles"]["validators"]) | {meta["roles"]["restart_victim"]}
+    [deliv] = [r for r in doc["summary"]["propagation"] if r["kind"] == "block"]
+    assert deliv["delivery_ratio"] == 1.0
+
+    # the nodes found each other through their tables: each holds more than its bootstrap
+    rows = {r["node"]: r for r in doc["raw"]["discovery"]}
+    assert set(rows) == load_nodes
+    for node, r in rows.items():
+        assert r["table_entries"] is not None and r["table_entries"] >= 1, r
+        assert r["peers"] is not None and r["peers"] >= 2, f"{node} holds only its bootstrap"
+    [summ] = doc["summary"]["discovery"]
+    for key in (
+        "table_entries_min",
+        "lookups",
+        "lookup_p50_ms",
+        "lookup_p90_ms",
+        "hops_p50",
+        "path_rtt_mean_ms",
+        "path_rtt_median_ms",
+        "lookup_p50_in_rtts",
+        "mesh_formed_s",
+    ):
+        assert key in summ, f"discovery summary lacks {key}"
+    assert summ["mesh"] == "discovery" and summ["nodes"] == len(load_nodes)
+    assert summ["path_rtt_median_ms"] is not None
+    sync = {r["case"]: r for r in doc["summary"]["sync"]}
+    assert sync["late_join"]["sync_s"] is not None, "the late joiner never synced"
+    lab = meta["lab"]["lab"]
+    left = [n for n in netns.list_names() if n.startswith(f"nd-{lab}-")]
+    assert not left, f"namespaces left behind: {left}"
