@@ -69,15 +69,40 @@ def histogram_quantile(buckets: dict[float, float], q: float) -> float | None:
     return lower_le
 
 
-def path_rtts_s(graph: ClusterGraph, nodes: list[str]) -> list[float]:
-    """Round-trip time of the shortest lab path of every unordered pair of `nodes`."""
-    one_way = graph.one_way_s()
+def path_rtts_s(
+    graph: ClusterGraph, nodes: list[str], next_hop: dict[str, dict[str, str]] | None = None
+) -> list[float]:
+    """Round-trip time of every unordered pair of `nodes` over the lab's links: along the lab's
+    routes (`next_hop`, netdiag.lab.topology.routes: fewest hops, so a route may cost more than
+    the cheapest path) when given, else along the lowest-delay path."""
+    if next_hop is None:
+        one_way = graph.one_way_s()
+        return [
+            2 * one_way[a][b]
+            for i, a in enumerate(nodes)
+            for b in nodes[i + 1 :]
+            if b in one_way.get(a, {})
+        ]
+    link = {frozenset((a, b)): rtt for a, b, rtt in graph.edges}
+
+    def routed_one_way(a: str, b: str) -> float | None:
+        total, cur = 0.0, a
+        for _ in range(len(graph.nodes)):
+            if cur == b:
+                return total
+            nxt = next_hop.get(cur, {}).get(b)
+            if nxt is None or frozenset((cur, nxt)) not in link:
+                return None
+            total += link[frozenset((cur, nxt))] / 2
+            cur = nxt
+        return total if cur == b else None
+
     out: list[float] = []
     for i, a in enumerate(nodes):
         for b in nodes[i + 1 :]:
-            d = one_way.get(a, {}).get(b)
-            if d is not None:
-                out.append(2 * d)
+            there, back = routed_one_way(a, b), routed_one_way(b, a)
+            if there is not None and back is not None:
+                out.append(there + back)
     return out
 
 
@@ -183,9 +208,12 @@ class DiscoveryPhase(ClusterDriver):
         rows = [r for r in self.result.raw.get("discovery", []) if r["variant"] == variant]
         if not rows:
             return
-        sec, hops = self.kad_buckets.get(variant, ({}, {}))
-        rtts = path_rtts_s(self.graph, [n for n in self.names if n != self.late_joiner])
-        row = discovery_summary(variant, rows, sec, hops, rtts)
+        sec, kad_hops = self.kad_buckets.get(variant, ({}, {}))
+        from netdiag.lab.topology import routes
+
+        hops = routes(self.lab.topology) if self.lab is not None else None
+        rtts = path_rtts_s(self.graph, [n for n in self.names if n != self.late_joiner], hops)
+        row = discovery_summary(variant, rows, sec, kad_hops, rtts)
         formed = [float(r["mesh_formed_s"]) for r in rows if r["mesh_formed_s"] is not None]
         row["mesh_formed_s"] = round(statistics.median(formed), 3) if formed else None
         self.result.add_summary("discovery", row)

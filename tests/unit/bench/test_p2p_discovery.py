@@ -13,6 +13,7 @@ from netdiag.bench import p2p_topology
 from netdiag.bench.p2p import P2PBench
 from netdiag.bench.p2p_driver import P2PParams
 from netdiag.lab.cluster import P2P_PORT, NodeRun
+from netdiag.lab.topology import routes
 from netdiag.nodeapi import parse_metrics
 
 
@@ -58,6 +59,10 @@ def test_path_rtts_take_the_shortest_lab_path_of_every_pair() -> None:
     )
     assert sorted(pd.path_rtts_s(g, ["a", "b", "c"])) == pytest.approx([0.01, 0.01, 0.02])
     assert pd.path_rtts_s(g, ["a", "c"]) == pytest.approx([0.02])
+    # the lab routes by fewest hops: a-c goes over the direct 50 ms link, not via b
+    topo = p2p_topology.to_lab(g, "rt", p2p_topology.PROFILES["clean"], 1)
+    routed = pd.path_rtts_s(g, ["a", "b", "c"], routes(topo))
+    assert sorted(routed) == pytest.approx([0.01, 0.01, 0.05])
 
 
 def test_summary_sets_lookup_latency_beside_the_path_rtts() -> None:
