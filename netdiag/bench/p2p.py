@@ -141,7 +141,7 @@ class P2PBench(LoadPhase, SyncPhase, FigurePhase, DiscoveryPhase):
             # it is the late joiner's only bootstrap peer, so the joiner's first sync request
             # goes to it (the joiner learns honest peers through the forger's peer exchange)
             forger = runs[self.forger]
-            forger.env = {"NETDIAG_NODE_DEBUG_FORGE_SYNC_FROM": "1"}
+            forger.env = forger.env | {"NETDIAG_NODE_DEBUG_FORGE_SYNC_FROM": "1"}
             runs[self.late_joiner].peers = [f"{lab.addr(forger.name)}:{P2P_PORT}"]
         t0 = time.monotonic()
         try:

@@ -150,6 +150,13 @@ class DiscoveryPhase(ClusterDriver):
         boot = self.validators[0]
         for n, r in runs.items():
             r.discovery = True
+            # every lab node sits on 10.0.0.0/24, which the eclipse limits take for one operator
+            # (one table dial per /24: no mesh beyond the bootstrap); in the lab they are lifted
+            r.env = r.env | {
+                "NETDIAG_NODE_KAD_OUTBOUND_PER_SUBNET": str(len(runs)),
+                "NETDIAG_NODE_KAD_SUBNET_BUCKET": str(len(runs)),
+                "NETDIAG_NODE_KAD_SUBNET_TABLE": str(len(runs)),
+            }
             r.peers = [] if n == boot else [f"{lab.addr(boot)}:{P2P_PORT}"]
 
     def _wait_mesh(self, runs: list[NodeRun], timeout_s: float = 30.0) -> float | None:
