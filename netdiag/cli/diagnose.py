@@ -48,6 +48,9 @@ def parse_window(text: str) -> float:
     type=click.Choice(["warn", "error"]),
     help="Exit 5 when a finding reaches this severity (for cron and CI).",
 )
+@click.option(
+    "--no-bpf", is_flag=True, help="Judge from sock_diag only: no tracepoint event evidence."
+)
 def diagnose(
     ports: tuple[int, ...],
     peer: str | None,
@@ -59,6 +62,7 @@ def diagnose(
     rate_text: str | None,
     as_json: bool,
     fail_on: str | None,
+    no_bpf: bool,
 ) -> int:
     """Judge every TCP connection over a window: the limit, its evidence, the fix."""
     window = parse_window(window_text)
@@ -76,9 +80,9 @@ def diagnose(
     err = Console(stderr=True)
     if err.is_terminal and not as_json:
         with err.status(f"watching for {window:g} s …"):
-            report = run(sel, window, rate_bps=rate, node_url=node_url)
+            report = run(sel, window, rate_bps=rate, node_url=node_url, use_bpf=not no_bpf)
     else:
-        report = run(sel, window, rate_bps=rate, node_url=node_url)
+        report = run(sel, window, rate_bps=rate, node_url=node_url, use_bpf=not no_bpf)
     if as_json:
         emit_json(report.to_json())
     else:

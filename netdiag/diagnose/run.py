@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netdiag.diagnose import bottleneck, host, verdict, window
+from netdiag.diagnose import bottleneck, events, host, verdict, window
 from netdiag.diagnose.collect import Collected, Selection, collect
+from netdiag.diagnose.events import EventEvidence
 from netdiag.diagnose.model import Finding, sort_key
 from netdiag.errors import InputError, NetdiagError
 from netdiag.kernel import netns, sysctl
@@ -31,6 +32,7 @@ class Report:
     netns: str | None = None
     node: dict[str, Any] | None = None
     windows: list[window.ConnWindow] = field(default_factory=list)
+    events: EventEvidence = field(default_factory=lambda: events.unavailable("not captured"))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,7 @@ class Report:
             "findings": [f.to_json() for f in self.findings],
             "host": self.host.to_json(),
             "node": self.node,
+            "events": self.events.to_json(),
         }
 
 
@@ -194,6 +197,7 @@ def run(
     node_url: str | None = None,
     progress: Callable[[float], None] | None = None,
     on_sample: Callable[[float, TcpConn], None] | None = None,
+    use_bpf: bool = False,
 ) -> Report:
     if window_s <= 0:
         raise InputError(f"--window {window_s:g} must be > 0 seconds", "e.g. --window 3")
@@ -207,12 +211,16 @@ def run(
         node, peers = node_view(node_url, sel.netns)
         if isinstance(node.get("pid"), int) and node["pid"] not in pids:
             pids = (*pids, node["pid"])
-    col = collect(sel, window_s, progress=progress, on_sample=on_sample)
+    with events.capture(use_bpf, sel.ports) as cap:
+        col = collect(sel, window_s, progress=progress, on_sample=on_sample)
+        ev = cap.read() if cap is not None else events.unavailable("not requested (--no-bpf)")
     facts = host_facts(sel.netns, col, pids)
     addrs = sorted({s[-1].conn.raddr for s in col.conns.values() if s})
     findings, wins = judge_collected(
         col, facts, rate_bps=rate_bps, route_locks=route_cwnd_locks(addrs, sel.netns)
     )
+    findings = events.apply(findings, wins, ev, col.window_s, len(col.listeners))
+    findings.sort(key=sort_key)
     if peers:
         for f in findings:
             p = peers.get(f.sock_cookie or -1)
@@ -236,6 +244,7 @@ def run(
         netns=sel.netns,
         node=node,
         windows=wins,
+        events=ev,
     )
 
 
