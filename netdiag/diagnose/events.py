@@ -182,13 +182,15 @@ class Capture:
     def read(self) -> EventEvidence:
         if not self.sessions:
             return unavailable("; ".join(self.missing) or "no event probe attached")
-        ev = EventEvidence(
-            True,
-            ("missing " + "; ".join(self.missing)) if self.missing else None,
-            tuple(s.probe.name for s in self.sessions),
-        )
+        ev = EventEvidence(True)
+        read: list[str] = []
         for s in self.sessions:
-            snap = s.read()
+            try:
+                snap = s.read()
+            except Exception as e:  # a map that cannot be read costs only this probe's evidence
+                self.missing.append(f"{s.probe.name}: read failed: {e}")
+                continue
+            read.append(s.probe.name)
             ev.lost_events += snap.lost
             if s.probe.name == "tcp_resets":
                 ev.resets = snap.rows
@@ -196,6 +198,9 @@ class Capture:
                 ev.drops = drops_by_reason(snap.rows)
             elif s.probe.name == "tcp_cong":
                 ev.cong = snap.rows
+        ev.probes = tuple(read)
+        ev.available = bool(read)
+        ev.reason = ("missing " + "; ".join(self.missing)) if self.missing else None
         return ev
 
     def close(self) -> None:

@@ -119,3 +119,34 @@ def test_report_json_says_whether_event_evidence_was_available() -> None:
     ev = EventEvidence(True, probes=("tcp_drops",), drops={"A": 1, "B": 5})
     j = Report([], HostFacts(), 1.0, 0, 0, events=ev).to_json()["events"]
     assert j["available"] is True and list(j["drops_by_reason"]) == ["B", "A"]
+
+
+class _FakeSession:
+    def __init__(self, name: str, rows: list[dict[str, Any]] | None) -> None:
+        self.probe = type("P", (), {"name": name})()
+        self.rows = rows
+        self.closed = False
+
+    def read(self) -> Any:
+        if self.rows is None:
+            raise OSError("map gone")
+        return type("S", (), {"rows": self.rows, "lost": 2})()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_capture_reports_only_the_probes_it_could_read() -> None:
+    from netdiag.diagnose.events import Capture
+
+    cap = Capture()
+    assert cap.read().available is False  # nothing attached
+    drops = _FakeSession("tcp_drops", [{"reason": "TCP_ZEROWINDOW", "count": 3}])
+    cong = _FakeSession("tcp_cong", None)
+    cap.sessions = [drops, cong]
+    ev = cap.read()
+    assert ev.available and ev.probes == ("tcp_drops",)
+    assert ev.drops == {"TCP_ZEROWINDOW": 3} and ev.lost_events == 2
+    assert ev.reason is not None and "tcp_cong" in ev.reason
+    cap.close()
+    assert drops.closed and cong.closed and cap.sessions == []
