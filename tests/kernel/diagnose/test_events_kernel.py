@@ -1,5 +1,9 @@
-"""Tracepoint evidence on real kernel TCP: a listener whose accept queue overflows gets a
-per-listener overflow count from the kernel's drop reason (counts only, no times)."""
+"""Tracepoint evidence on real kernel TCP: the event probes attach and are read over the
+diagnosis window (counts only, no times).
+
+Not asserted: a TCP_LISTEN_OVERFLOW drop count for an overflowing listener — on kernel 6.18 the
+handshakes a full accept queue refused produced no skb:kfree_skb at all (drops_by_reason was {}),
+so that reason did not show here; see the events section of docs/diagnose.md."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from netdiag.kernel import netns
 PORT = 5391
 
 
-def test_accept_queue_overflow_counted_from_drop_reason(scratch_netns: str) -> None:
+def test_event_probes_attach_and_read_over_the_window(scratch_netns: str) -> None:
     subprocess.run(["ip", "-n", scratch_netns, "link", "set", "lo", "up"], check=True)
     socks: list[socket.socket] = []
 
@@ -48,12 +52,9 @@ def test_accept_queue_overflow_counted_from_drop_reason(scratch_netns: str) -> N
         for s in socks:
             s.close()
     ev = report.events
-    assert ev.available and "tcp_drops" in ev.probes, ev.reason
-    assert ev.drops.get("TCP_LISTEN_OVERFLOW", 0) > 0, ev.drops
-    listener = next(f for f in report.findings if f.scope == "listener")
-    assert listener.verdict == "accept-queue-overflow" and listener.severity == "error"
-    assert listener.evidence["listener_overflow_drops_pkts"] == ev.drops["TCP_LISTEN_OVERFLOW"]
-    assert report.to_json()["events"]["available"] is True
+    assert ev.available and ev.probes == ("tcp_resets", "tcp_drops", "tcp_cong"), ev.reason
+    # the dialled connections changed congestion state: tcp_cong saw them by 4-tuple
+    assert any(PORT in (r.get("lport"), r.get("rport")) for r in ev.cong), ev.cong
 
 
 def test_no_bpf_leaves_the_engine_as_it_was(scratch_netns: str) -> None:
