@@ -195,12 +195,15 @@ def bench_p2p(
 
     doc = results_mod.load(path)
     tabs = tables.summary_tables(doc)
+    # cubic and bbr compared in one run: say so when the generator offered them different loads
+    warnings = tables.load_warnings([("", doc)])
     if as_json:
         emit_json(
             {
                 "result": str(path),
                 "summary": doc["summary"],
                 "notes": doc["metadata"].get("notes", []),
+                "warnings": warnings,
             }
         )
     else:
@@ -209,6 +212,7 @@ def bench_p2p(
         terminal.print_tables(out_console, tabs)
         for note in doc["metadata"].get("notes", []):
             out_console.print(f"[yellow]note:[/] {note}")
+        terminal.print_warnings(out_console, warnings)
         out_console.print(f"result: {path}")
     if html_out:
         from netdiag.report import html, plots
