@@ -107,7 +107,9 @@ def test_default_rlimits_fail_without_cap_sys_resource_and_ours_work(image: str)
     """Why the flags carry --ulimit: podman's default NOFILE is above this host's hard limit,
     and raising a hard limit needs CAP_SYS_RESOURCE (root here lacks it)."""
     p = subprocess.run(
-        ["podman", "run", "--rm", "--runtime", "runc", "--entrypoint", "true", image],
+        # host network: podman's default bridge network would leave cni-podman0 in the root ns
+        ["podman", "run", "--rm", "--runtime", "runc", "--network", "host"]
+        + ["--entrypoint", "true", image],
         capture_output=True,
         text=True,
         timeout=120,
