@@ -108,8 +108,18 @@ def test_default_rlimits_fail_without_cap_sys_resource_and_ours_work(image: str)
     and raising a hard limit needs CAP_SYS_RESOURCE (root here lacks it)."""
     p = subprocess.run(
         # host network: podman's default bridge network would leave cni-podman0 in the root ns
-        ["podman", "run", "--rm", "--runtime", "runc", "--network", "host"]
-        + ["--entrypoint", "true", image],
+        [
+            "podman",
+            "run",
+            "--rm",
+            "--runtime",
+            "runc",
+            "--network",
+            "host",
+            "--entrypoint",
+            "true",
+            image,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
