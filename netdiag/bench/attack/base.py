@@ -9,6 +9,7 @@ passed with ``--module`` (see docs/benchmarks.md).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -54,3 +55,20 @@ class Attack(Protocol):
     # when honest nodes rightly ban one of its validators for the rest of the run).
 
     def run(self, ctx: AttackContext) -> Outcome: ...
+
+
+class AsyncAttack:
+    """The frame of an attack written as a coroutine: ``run`` drives ``_run`` on a fresh event
+    loop. Bounds default to None (not judged); a subclass sets ``name``, ``summary``, the
+    bounds it is judged by, and ``_run``."""
+
+    name: str
+    summary: str
+    rss_bound: float | None = None
+    growth_bound: float | None = None
+
+    def run(self, ctx: AttackContext) -> Outcome:
+        return asyncio.run(self._run(ctx))
+
+    async def _run(self, ctx: AttackContext) -> Outcome:
+        raise NotImplementedError

@@ -12,20 +12,16 @@ import asyncio
 import os
 import ssl
 
-from netdiag.bench.attack.base import AttackContext, Outcome
+from netdiag.bench.attack.base import AsyncAttack, AttackContext, Outcome
 from netdiag.bench.attack.wire import AttackKey, Refused, Target, WirePeer, try_handshake
 
 CLAIMED_HEIGHT = 10**9
 
 
-class LyingPeer:
+class LyingPeer(AsyncAttack):
     name = "lying_peer"
     summary = "a liar per validator claims height 10^9: chain keeps >= 90 %, liars banned"
-    rss_bound: float | None = None
-    growth_bound: float | None = 0.9
-
-    def run(self, ctx: AttackContext) -> Outcome:
-        return asyncio.run(self._run(ctx))
+    growth_bound = 0.9
 
     async def _run(self, ctx: AttackContext) -> Outcome:
         targets = [ctx.cluster.target(i) for i in range(len(ctx.cluster.nodes))]

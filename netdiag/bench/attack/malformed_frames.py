@@ -15,7 +15,7 @@ import struct
 
 import msgspec
 
-from netdiag.bench.attack.base import AttackContext, Outcome
+from netdiag.bench.attack.base import AsyncAttack, AttackContext, Outcome
 from netdiag.bench.attack.wire import AttackKey, Refused, WirePeer, frame, try_handshake
 
 LEN = struct.Struct(">I")
@@ -35,14 +35,9 @@ POST_HANDSHAKE: list[tuple[str, bytes]] = [
 ]
 
 
-class MalformedFrames:
+class MalformedFrames(AsyncAttack):
     name = "malformed_frames"
     summary = "garbage frames before/after the handshake: node survives, address banned"
-    rss_bound: float | None = None
-    growth_bound: float | None = None
-
-    def run(self, ctx: AttackContext) -> Outcome:
-        return asyncio.run(self._run(ctx))
 
     async def _run(self, ctx: AttackContext) -> Outcome:
         t = ctx.cluster.target(ctx.target_index)

@@ -14,7 +14,7 @@ import os
 import ssl
 from typing import Any
 
-from netdiag.bench.attack.base import AttackContext, Outcome
+from netdiag.bench.attack.base import AsyncAttack, AttackContext, Outcome
 from netdiag.bench.attack.wire import AttackKey, Refused, WirePeer, frame, try_handshake
 
 FLOODERS = 4
@@ -31,14 +31,11 @@ async def drain(peer: WirePeer) -> None:
             pass
 
 
-class PublishFlood:
+class PublishFlood(AsyncAttack):
     name = "publish_flood"
     summary = "authenticated peers publish junk blocks/txs at full speed: banned, chain going on"
-    rss_bound: float | None = 1.25
-    growth_bound: float | None = 0.9
-
-    def run(self, ctx: AttackContext) -> Outcome:
-        return asyncio.run(self._run(ctx))
+    rss_bound = 1.25
+    growth_bound = 0.9
 
     async def _run(self, ctx: AttackContext) -> Outcome:
         t = ctx.cluster.target(ctx.target_index)

@@ -11,21 +11,16 @@ import asyncio
 import os
 import ssl
 
-from netdiag.bench.attack.base import AttackContext, Outcome
+from netdiag.bench.attack.base import AsyncAttack, AttackContext, Outcome
 from netdiag.bench.attack.wire import PROTOCOL_VERSION, AttackKey, Refused, WirePeer
 
 
-class ReconnectBan:
+class ReconnectBan(AsyncAttack):
     name = "reconnect_ban"
     summary = "one violation per connection, then reconnect: the peer is banned within a few"
-    rss_bound: float | None = None
-    growth_bound: float | None = None
 
     def __init__(self, attempts: int = 12) -> None:
         self.attempts = attempts
-
-    def run(self, ctx: AttackContext) -> Outcome:
-        return asyncio.run(self._run(ctx))
 
     async def _run(self, ctx: AttackContext) -> Outcome:
         t = ctx.cluster.target(ctx.target_index)

@@ -12,21 +12,18 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-from netdiag.bench.attack.base import AttackContext, Outcome
+from netdiag.bench.attack.base import AsyncAttack, AttackContext, Outcome
 from netdiag.bench.attack.wire import AttackKey, WirePeer, frame, try_handshake
 
 SOURCES = 16
 PER_SOURCE = 16
 
 
-class SlotExhaustion:
+class SlotExhaustion(AsyncAttack):
     name = "slot_exhaustion"
     summary = "16 addresses hold half-sent Hellos: an honest newcomer still gets in"
-    rss_bound: float | None = 1.25
-    growth_bound: float | None = 0.9
-
-    def run(self, ctx: AttackContext) -> Outcome:
-        return asyncio.run(self._run(ctx))
+    rss_bound = 1.25
+    growth_bound = 0.9
 
     async def _run(self, ctx: AttackContext) -> Outcome:
         t = ctx.cluster.target(ctx.target_index)

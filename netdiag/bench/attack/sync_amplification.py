@@ -12,20 +12,17 @@ import asyncio
 import ssl
 from typing import cast
 
-from netdiag.bench.attack.base import AttackContext, Outcome
+from netdiag.bench.attack.base import AsyncAttack, AttackContext, Outcome
 from netdiag.bench.attack.wire import AttackKey, Refused, WirePeer, frame
 
 PEERS = 8
 
 
-class SyncAmplification:
+class SyncAmplification(AsyncAttack):
     name = "sync_amplification"
     summary = "peers request 128-block ranges and never read: queues capped, RSS comes back"
-    rss_bound: float | None = 1.25
-    growth_bound: float | None = 0.9
-
-    def run(self, ctx: AttackContext) -> Outcome:
-        return asyncio.run(self._run(ctx))
+    rss_bound = 1.25
+    growth_bound = 0.9
 
     async def _run(self, ctx: AttackContext) -> Outcome:
         t = ctx.cluster.target(ctx.target_index)

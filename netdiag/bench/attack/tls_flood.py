@@ -13,23 +13,20 @@ import contextlib
 import socket
 import ssl
 
-from netdiag.bench.attack.base import AttackContext, Outcome
+from netdiag.bench.attack.base import AsyncAttack, AttackContext, Outcome
 from netdiag.bench.attack.wire import AttackKey, client_tls, try_handshake
 
 
-class TlsFlood:
+class TlsFlood(AsyncAttack):
     name = "tls_flood"
     summary = "TLS connect/close flood + idle raw sockets: RSS back within +25 %, chain going on"
-    rss_bound: float | None = 1.25
-    growth_bound: float | None = 0.9
+    rss_bound = 1.25
+    growth_bound = 0.9
     duration_factor = 2.0  # the flood: 60 s at the default --duration 30
 
     def __init__(self, idle_sockets: int = 500, concurrency: int = 16) -> None:
         self.idle_sockets = idle_sockets
         self.concurrency = concurrency
-
-    def run(self, ctx: AttackContext) -> Outcome:
-        return asyncio.run(self._run(ctx))
 
     async def _run(self, ctx: AttackContext) -> Outcome:
         t = ctx.cluster.target(ctx.target_index)

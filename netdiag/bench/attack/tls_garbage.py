@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from netdiag.bench.attack.base import AttackContext, Outcome
+from netdiag.bench.attack.base import AsyncAttack, AttackContext, Outcome
 from netdiag.bench.attack.wire import AttackKey, try_handshake
 
 CONCURRENCY = 16
@@ -19,14 +19,11 @@ CONCURRENCY = 16
 PARTIAL_CLIENT_HELLO = bytes.fromhex("160301020001") + b"\x00" * 3
 
 
-class TlsGarbage:
+class TlsGarbage(AsyncAttack):
     name = "tls_garbage"
     summary = "garbage / half ClientHellos on the TLS port: the address banned, RSS flat"
-    rss_bound: float | None = 1.25
-    growth_bound: float | None = 0.9
-
-    def run(self, ctx: AttackContext) -> Outcome:
-        return asyncio.run(self._run(ctx))
+    rss_bound = 1.25
+    growth_bound = 0.9
 
     async def _run(self, ctx: AttackContext) -> Outcome:
         t = ctx.cluster.target(ctx.target_index)
