@@ -24,11 +24,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from netdiag.bench import output
+from netdiag.bench.sync_api import ApiProbe
 from netdiag.errors import CheckFailed
 from netdiag.lab.cluster import node_env, node_run_argv
 from netdiag.node import testkit
@@ -36,6 +37,13 @@ from netdiag.nodeapi import NodeApi
 from netdiag.report.results import ResultBuilder
 
 SLOT_MS = 10
+API_SUMMARY = (
+    "api_sync_status_p99_ms",
+    "api_idle_status_p99_ms",
+    "api_sync_tx_p99_ms",
+    "api_idle_tx_p99_ms",
+    "api_sync_tx_n",
+)
 
 
 @dataclass
@@ -45,6 +53,7 @@ class SyncRun:
     sync_s: float  # the joiner's own sync_started .. sync_finished
     wall_s: float  # process start to tip (start-up, handshakes, discovery included)
     stalls: int = 0  # requests that timed out (the joiner's own count)
+    api: dict[str, float] = field(default_factory=dict)  # sync_api.ApiProbe.figures
 
     @property
     def blocks_per_s(self) -> float:
@@ -203,6 +212,7 @@ def run(
                     figures[f"p{k}_blocks_per_s"] = round(one.blocks_per_s, 1)
                     figures[f"p{k}_stalls"] = one.stalls
                     figures[f"p{k}_blocks_by_parallel_sync"] = one.blocks
+                    figures.update({f"p{k}_{key}": v for key, v in one.api.items()})
                 base = figures[f"p{peer_counts[0]}_blocks_per_s"]
                 for k in peer_counts:
                     figures[f"p{k}_speedup"] = round(figures[f"p{k}_blocks_per_s"] / base, 3)
@@ -223,6 +233,11 @@ def run(
             "fraction_of_verify_ceiling": round(
                 statistics.median(p[f"p{k}_of_ceiling"] for p in per_round), 3
             ),
+            **{  # the joiner's API while it committed, beside the same API idle (medians)
+                key: round(statistics.median(x.api[key] for x in rs), 2)
+                for key in API_SUMMARY
+                if all(key in x.api for x in rs)
+            },
         }
     return {
         "blocks": blocks,
@@ -261,15 +276,28 @@ def _nested(place: Placement, work: Path, n: int) -> Iterator[list[tuple[str, in
 def _join(place: Placement, work: Path, name: str, peers: list[str], blocks: int) -> SyncRun:
     t0 = time.perf_counter()
     with _node(place, work, "joiner", name, peers) as (_, api):
-        st = _wait(
-            place,
-            "joiner",
-            api,
-            lambda s: s["height"] == blocks and s["sync"]["last_catch_up_s"] is not None,
-            max(60.0, blocks / 100),
-            f"a joiner with {len(peers)} peers to reach {blocks}",
-        )
+        probe = ApiProbe(lambda: NodeApi(place.ns("joiner"), api, timeout_s=30.0), name.encode())
+        timeout_s = max(60.0, blocks / 100)
+        st: dict[str, Any] | None = None
+        while time.perf_counter() - t0 < timeout_s:
+            try:  # timed while blocks commit (height up from 0, below the tip)
+                got = probe.poll("sync" if 0 < (st or {}).get("height", 0) < blocks else "start")
+            except OSError:
+                time.sleep(0.02)
+                continue
+            if got["height"] == blocks and got["sync"]["last_catch_up_s"] is not None:
+                st = got
+                break
+            st = got
+            time.sleep(0.02)
+        if st is None or st["height"] != blocks:
+            raise CheckFailed(
+                f"sync benchmark: timed out after {timeout_s:g} s waiting for a joiner with "
+                f"{len(peers)} peers to reach {blocks}",
+                "check `netdiag node run` starts on this machine (try a smaller --blocks)",
+            )
         wall = time.perf_counter() - t0
+        probe.idle(40)
     sync = st["sync"]
     if st["peers"] != len(peers):
         raise CheckFailed(
@@ -283,6 +311,7 @@ def _join(place: Placement, work: Path, name: str, peers: list[str], blocks: int
         float(sync["last_catch_up_s"]),
         wall,
         int(sync["stalls"]),
+        probe.figures(),
     )
 
 

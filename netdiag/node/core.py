@@ -40,6 +40,7 @@ from netdiag.node.resources import ConnRateLimiter, Limits, MemoryBudget, resolv
 from netdiag.node.runtime import Clock, Scheduler
 from netdiag.node.scores import ScoreBook
 from netdiag.node.window_sync import ParallelSync, WindowParams
+from netdiag.node.writer import WriteDone
 
 ENTROPY_MEMORY = 16  # seed heights whose entropy hash we keep
 
@@ -286,6 +287,25 @@ class NodeCore:
     def close(self) -> None:
         """Persist what must outlive the process (the routing table) before the store closes."""
         self.discovery.close()
+
+    # -- store events (writer.WriteBehindStore, from its thread through the loop) ----------
+
+    def store_durable(self, done: WriteDone) -> None:
+        """A queued commit is on disk."""
+        m = self.metrics
+        m.durable_height.set(done.op.blocks[-1].height)
+        m.store_pending.set(self._chain.store.pending_blocks)
+        m.store_commit_seconds.observe(done.seconds)
+        if done.lock_waits:
+            m.store_lock_waits.inc(done.lock_waits)
+            self.log.warning(
+                "store_locked",
+                f"blocks {done.op.blocks[0].height}..{done.op.blocks[-1].height} reached the "
+                f"disk after {done.seconds:.2f} s: another connection held the database locked "
+                "(the node kept running; they were in memory meanwhile)",
+                height=done.op.blocks[-1].height,
+                seconds=round(done.seconds, 3),
+            )
 
     # -- periodic work ---------------------------------------------------------------------
 

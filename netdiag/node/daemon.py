@@ -41,11 +41,11 @@ from netdiag.node.presence import Presence
 from netdiag.node.protocol import PeerProtocol
 from netdiag.node.resources import resolve_limits
 from netdiag.node.runtime import Clock, LoopScheduler, SystemClock
-from netdiag.node.store import Store
 from netdiag.node.tlsio import TlsSession
 from netdiag.node.transport import Connection
 from netdiag.node.views import CoreView
 from netdiag.node.window_sync import ParallelSync
+from netdiag.node.writer import WriteBehindStore
 
 
 def short(b: bytes) -> str:
@@ -210,13 +210,15 @@ class Node:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        chain = Chain(
-            Store(self.data_dir / "chain.sqlite"),
-            self.genesis,
-            self.clock.wall_ms,
-            self.cfg.orphan_max,
+        loop = asyncio.get_running_loop()
+        # commits go to the store's writer thread; the core hears when each is on disk
+        store = WriteBehindStore(
+            self.data_dir / "chain.sqlite", loop.call_soon_threadsafe, on_failed=self._store_failed
         )
+        chain = Chain(store, self.genesis, self.clock.wall_ms, self.cfg.orphan_max)
         core = self._core = self._make_core(chain)
+        store.on_done = core.store_durable
+        self.metrics.durable_height.set(chain.height)
         self._view = CoreView(core, self.cfg.tls)
         if self.cfg.tls:
             cert, key = tls.write_certificate(self.identity, self.data_dir / "tls")
@@ -261,6 +263,12 @@ class Node:
             validator=self.is_validator,
             tls=self.cfg.tls,
         )
+
+    def _store_failed(self, e: BaseException) -> None:
+        """The disk refused a commit the chain holds in memory: they disagree, so stop (the
+        restart checks the store and syncs what is missing)."""
+        self.log.error("store_failed", f"block store write failed: {e!r}; stopping the node")
+        self._stopping.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -313,7 +321,7 @@ class Node:
             self._api_view.close()
         if core is not None:
             core.close()
-            core.chain.store.close()
+            await asyncio.to_thread(core.chain.store.close)  # the writer drains its queue
         self.log.info(
             "node_stopped",
             f"node {short(self.node_id)} stopped cleanly at height {core.height if core else 0}",

@@ -25,6 +25,7 @@ from netdiag.node.peering import Peering
 from netdiag.node.policy import PENALTY_INVALID, BanPolicy
 from netdiag.node.presence import Presence
 from netdiag.node.runtime import Clock, Scheduler
+from netdiag.node.store import MAX_PENDING_BLOCKS
 from netdiag.node.validation import BadPrevHash, check_tx
 from netdiag.node.window_sync import ParallelSync
 
@@ -115,6 +116,8 @@ class Ingest:
                     tip=chain.height,
                 )
                 return "ignored"
+        if chain.store.pending_blocks >= MAX_PENDING_BLOCKS:
+            return "ignored"  # the disk is behind (a locked database); sync fetches it later
         res = chain.submit(block, len(raw))
         self.metrics.validation_seconds.labels("block").observe(time.perf_counter() - t0)
         if res.duplicate:

@@ -90,6 +90,28 @@ class NodeMetrics:
             registry=r,
         )
         self.height = Gauge("height", "Height of the stored tip", namespace=ns, registry=r)
+        self.durable_height = Gauge(
+            "durable_height", "Height of the tip on disk", namespace=ns, registry=r
+        )
+        self.store_pending = Gauge(
+            "store_pending_blocks",
+            "Blocks committed in memory that the writer thread has not made durable yet",
+            namespace=ns,
+            registry=r,
+        )
+        self.store_commit_seconds = Histogram(
+            "store_commit_seconds",
+            "Writer thread: a commit from queued to durable",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30),
+            namespace=ns,
+            registry=r,
+        )
+        self.store_lock_waits = Counter(
+            "store_lock_waits",
+            "Commit attempts refused because another connection held the database locked",
+            namespace=ns,
+            registry=r,
+        )
         self.mempool_txs = Gauge(
             "mempool_txs", "Transactions in the mempool", namespace=ns, registry=r
         )

@@ -19,10 +19,11 @@ from netdiag.node.logs import NodeLog
 from netdiag.node.mempool import Mempool
 from netdiag.node.messages import TOPIC_BLOCKS, TOPIC_PRESENCE
 from netdiag.node.metrics import NodeMetrics
-from netdiag.node.model import entropy_of, make_block
+from netdiag.node.model import Block, entropy_of, make_block
 from netdiag.node.peering import Peering
 from netdiag.node.presence import Presence, make_beacon
 from netdiag.node.runtime import Clock
+from netdiag.node.store import MAX_PENDING_BLOCKS
 from netdiag.node.window_sync import ParallelSync
 
 
@@ -104,10 +105,16 @@ class Producer:
         _, sends = self.gossip.publish(TOPIC_PRESENCE, data)
         self.peering.send_all(sends)
 
+    def _publish(self, block: Block) -> None:
+        _, sends = self.gossip.publish(TOPIC_BLOCKS, block.encode())
+        self.peering.send_all(sends)
+
     def maybe_produce(self) -> None:
         chain = self.chain
         if not self.quorum_connected() or not self.sync.synchronized():
             return
+        if chain.store.pending_blocks >= MAX_PENDING_BLOCKS:
+            return  # the disk is behind (a locked database): no more blocks only in memory
         if not self.entropy.may_produce:
             return  # a failed entropy check: we may disagree on who produces
         now = self.clock.wall_ms()
@@ -139,8 +146,9 @@ class Producer:
         self.metrics.blocks_produced.inc()
         for b in res.accepted:
             self.ingest.committed(b, "local")
-        _, sends = self.gossip.publish(TOPIC_BLOCKS, block.encode())
-        self.peering.send_all(sends)
+        # Published once on disk: a producer that crashed before could sign another block
+        # for the same height after its restart (commits are durable in milliseconds)
+        chain.store.after_durable(lambda: self._publish(block))
         self.log.info(
             "block_produced",
             f"produced block {height} round {round_} with "

@@ -9,7 +9,7 @@ prev_hash == tip hash, so no bug upstream can leave a gap.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -17,6 +17,10 @@ import msgspec
 from netdiag.node.errors import StoreError
 from netdiag.node.model import Block, decode_block
 from netdiag.node.validation import check_header
+
+# Blocks the node may hold committed in memory ahead of the disk (writer.py) before it stops
+# producing, taking gossiped blocks and committing sync segments: one sync window.
+MAX_PENDING_BLOCKS = 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -62,6 +66,21 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    # -- durability (writer.WriteBehindStore commits later, on its own thread) -------------
+
+    @property
+    def pending_blocks(self) -> int:
+        """Blocks committed in memory, not yet on disk: none, commits here are synchronous."""
+        return 0
+
+    def durable_tip(self) -> Block | None:
+        """The highest block on disk, or None when every commit is durable on return."""
+        return None
+
+    def after_durable(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once everything committed so far is on disk: here, now."""
+        fn()
 
     # -- genesis and start-up --------------------------------------------------------------
 

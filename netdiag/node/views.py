@@ -33,13 +33,18 @@ class CoreView:
         core = self.core
         chain, sync, conns = core.chain, core.sync, core.conns
         out = sum(c.outbound for c in conns.values())
+        # "height" is what is on disk (a kill -9 keeps it); the chain may be a few blocks
+        # ahead in memory while the writer thread commits (writer.py)
+        durable = chain.store.durable_tip() or chain.tip
         return {
             "node_id": core.node_id.hex(),
             "network_id": core.genesis.network_id,
             "genesis_hash": chain.genesis_hash.hex(),
-            "height": chain.height,
-            "tip_hash": chain.tip_hash.hex(),
-            "tip_timestamp_ms": chain.tip.header.timestamp_ms,
+            "height": durable.height,
+            "tip_hash": durable.hash.hex(),
+            "tip_timestamp_ms": durable.header.timestamp_ms,
+            "chain_height": chain.height,
+            "store_pending_blocks": chain.store.pending_blocks,
             "peers": len(conns),
             "peers_outbound": out,
             "peers_inbound": len(conns) - out,

@@ -13,6 +13,7 @@ from netdiag.node.errors import ValidationError
 from netdiag.node.link import Link
 from netdiag.node.model import Block
 from netdiag.node.segment import ChainBreak, verify_segment
+from netdiag.node.store import MAX_PENDING_BLOCKS
 from netdiag.node.sync import SequentialSync
 from netdiag.node.window_state import PeerSync, SyncStats, WindowHost, WindowParams, short
 
@@ -48,6 +49,8 @@ class SegmentCommit:
     def _schedule_verify(self) -> None:
         if self._verify_scheduled or (self.chain.height + 1) not in self.buffer:
             return
+        if self.chain.store.pending_blocks >= MAX_PENDING_BLOCKS:
+            return  # the disk is behind (a locked database): the next tick tries again
         self._verify_scheduled = True
         self.host.schedule(self.verify_step)
 

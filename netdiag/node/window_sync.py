@@ -210,6 +210,7 @@ class ParallelSync(SegmentCommit):
         holding = now < self.fork_hold_until
         self.follower.paused = not holding and (self.active or self._discovering())
         if self.active:
+            self._schedule_verify()  # resumes verification held while the disk was behind
             self._fill()
         else:
             self.follower.tick()

@@ -1,19 +1,32 @@
 """Child process for the crash tests: commit blocks (or reorganise) as fast as possible and
-print each new height only after the commit returned."""
+print each new height only after the commit returned — or, in the ``-wb`` modes, through the
+node's writer thread (writer.WriteBehindStore), only once the writer reported it durable."""
 
 from __future__ import annotations
 
 import os
+import queue
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from netdiag.node.chain import Chain
+from netdiag.node.writer import WriteBehindStore
 from tests.unit.node.chainkit import Clock, branch, lab, next_block, open_chain, txs
+
+AHEAD = 8  # write-behind: blocks in memory before waiting for the writer
 
 
 def main(data_dir: str, mode: str) -> None:
     spec, keys = lab(validators=3, epoch=7)
     clock = Clock()
-    chain = open_chain(Path(data_dir), spec, clock)
+    acks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+    if mode.endswith("-wb"):
+        store = WriteBehindStore(Path(data_dir) / "chain.sqlite", acks.put)
+        chain = Chain(store, spec, clock_ms=clock)
+        mode = mode.removesuffix("-wb")
+    else:
+        chain = open_chain(Path(data_dir), spec, clock)
     clock.ms = chain.tip.header.timestamp_ms
     n = 0
     base = int.from_bytes(os.urandom(5), "big") * 1_000_000  # unique txs across restarts
@@ -39,7 +52,10 @@ def main(data_dir: str, mode: str) -> None:
             res2 = chain.submit(b)
             if res2.error is not None:
                 raise SystemExit(f"unexpected rejection: {res2.error}")
-        print(chain.height, flush=True)
+        height = chain.height
+        chain.store.after_durable(lambda height=height: print(height, flush=True))  # type: ignore[misc]
+        while chain.store.pending_blocks > AHEAD or not acks.empty():
+            acks.get()()  # the loop's part: the writer's "durable" events, in order
 
 
 if __name__ == "__main__":
