@@ -46,14 +46,27 @@ def result_file_option(name: str) -> Callable[[F], F]:
     )
 
 
+def result_options(name: str) -> Callable[[F], F]:
+    """--out (see result_file_option) and --json: the pair every benchmark ends with, read by
+    `finish`."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--json", "as_json", is_flag=True, help="Print the result JSON instead of tables."
+        )(f)
+        return result_file_option(name)(f)
+
+    return decorate
+
+
 def finish(
     result: ResultBuilder, out: Path | None, as_json: bool, table: Any = None
 ) -> dict[str, Any]:
     """Save the result (schema-checked) and show it: the one JSON line with --json, else
-    `table` (a rich renderable) or its summary tables as `netdiag report` prints them, and
-    where it was saved."""
+    `table` (a rich renderable) or its summary tables as `netdiag report` prints them (100
+    columns off a terminal), and where it was saved."""
     from netdiag.bench.output import default_out
-    from netdiag.output import emit_json
+    from netdiag.output import console, emit_json
     from netdiag.report import results, tables, terminal
 
     doc = result.to_dict()
@@ -64,9 +77,9 @@ def finish(
         from rich.console import Console
 
         if table is not None:
-            Console().print(table)
+            console().print(table)
         else:
-            terminal.print_tables(Console(), tables.summary_tables(doc))
+            terminal.print_tables(console(), tables.summary_tables(doc))
         Console(stderr=True).print(f"saved {path} (`netdiag report {path}` renders it)")
     return doc
 

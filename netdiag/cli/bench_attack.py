@@ -7,17 +7,16 @@ saved in the common result format (docs/results-schema.md, benchmark "attack").
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
-from netdiag.bench.output import default_out
-from netdiag.cli.bench import result_file_option
+from netdiag.cli.bench import finish, result_options
 from netdiag.errors import CheckFailed, InputError
 
 QUICK = {"duration_s": 1.5, "settle_s": 0.5}
@@ -74,8 +73,7 @@ def _fmt(v: object) -> str:
 @click.option("--quick", is_flag=True, help="CI variant: 1.5 s per attack, 0.5 s settle (< 60 s).")
 @click.option("--keep", is_flag=True, help="Keep the work directory (node logs, stores).")
 @click.option("--fail-undefended", is_flag=True, help="Exit 5 if any attack is not defended.")
-@result_file_option("attack")
-@click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
+@result_options("attack")
 def attack(
     attacks: str,
     modules: tuple[str, ...],
@@ -110,61 +108,56 @@ def attack(
 
             builder = run(p, progress)
         builder.metadata["workdir"] = str(work) if keep else None
-        doc = builder.to_dict()
-        out = builder.save(out or default_out("attack"))
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
+    doc = finish(builder, out, as_json, table=_tables(builder.to_dict(), slot_ms, duration))
     rows = doc["summary"]["attacks"]
-    if as_json:
-        click.echo(json.dumps(doc))
-    else:
-        t = Table(title=f"bench attack: 3 validators, {slot_ms} ms slots, {duration:g} s each")
-        cols = (
-            "attack",
-            "survived",
-            "defended",
-            "attacker_banned",
-            "growth_ratio",
-            "rss_before_mb",
-            "rss_peak_mb",
-            "rss_after_mb",
-            "tracebacks",
-        )
-        heads = (
-            "attack",
-            "alive",
-            "defended",
-            "banned",
-            "growth",
-            "RSS MB",
-            "peak",
-            "after",
-            "tracebacks",
-        )
-        for h in heads:
-            t.add_column(h, justify="left" if h == "attack" else "right", no_wrap=True)
-        for r in rows:
-            t.add_row(*(_fmt(r.get(c)) for c in cols))
-        console = Console()
-        if not console.is_terminal:
-            console.width = 100  # a pipe or file: the documented 100 columns, not rich's 80
-        console.print(t)
-        for r in doc["raw"]["attacks"]:
-            console.print(f"[bold]{r['attack']}[/]: {r['why']}")
-            if r.get("not_defended_because"):
-                console.print(f"  not defended: {r['not_defended_because']}")
-        chains = doc["summary"].get("chains", [])
-        bad = [c for c in chains if not c["chain_valid"]]
-        console.print(
-            f"stored chains after the attacks (node verify): {len(chains) - len(bad)} of "
-            f"{len(chains)} valid"
-            + "".join(f"; {c['node']} bad at {c['bad_height']} ({c['reason']})" for c in bad)
-        )
-        console.print(
-            "growth: the attacked cluster's new blocks / the control cluster's, same seconds"
-        )
-        console.print(f"saved {out}")
     if fail_undefended and not all(r["defended"] for r in rows):  # None (not run) fails too
         bad = [str(r["attack"]) for r in rows if not r["defended"]]
         raise CheckFailed(f"not defended: {', '.join(bad)}", "see the table and docs/node.md")
+
+
+def _tables(doc: dict[str, Any], slot_ms: int, duration: float) -> Group:
+    """The attacks table, each attack's one-line reason, and the stored chains' verdict."""
+    t = Table(title=f"bench attack: 3 validators, {slot_ms} ms slots, {duration:g} s each")
+    cols = (
+        "attack",
+        "survived",
+        "defended",
+        "attacker_banned",
+        "growth_ratio",
+        "rss_before_mb",
+        "rss_peak_mb",
+        "rss_after_mb",
+        "tracebacks",
+    )
+    heads = (
+        "attack",
+        "alive",
+        "defended",
+        "banned",
+        "growth",
+        "RSS MB",
+        "peak",
+        "after",
+        "tracebacks",
+    )
+    for h in heads:
+        t.add_column(h, justify="left" if h == "attack" else "right", no_wrap=True)
+    for r in doc["summary"]["attacks"]:
+        t.add_row(*(_fmt(r.get(c)) for c in cols))
+    lines: list[str] = []
+    for r in doc["raw"]["attacks"]:
+        lines.append(f"[bold]{r['attack']}[/]: {r['why']}")
+        if r.get("not_defended_because"):
+            lines.append(f"  not defended: {r['not_defended_because']}")
+    chains = doc["summary"].get("chains", [])
+    bad = [c for c in chains if not c["chain_valid"]]
+    lines.append(
+        f"stored chains after the attacks (node verify): {len(chains) - len(bad)} of "
+        f"{len(chains)} valid"
+        + "".join(f"; {c['node']} bad at {c['bad_height']} ({c['reason']})" for c in bad)
+    )
+    lines.append("growth: the attacked cluster's new blocks / the control cluster's, same seconds")
+    return Group(t, *lines)

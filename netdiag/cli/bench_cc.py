@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from netdiag.cli.bench import finish, result_file_option
+from netdiag.cli.bench import finish, result_options
 from netdiag.tune import buffers
 
 
@@ -27,8 +27,7 @@ from netdiag.tune import buffers
 @click.option("--seconds", type=float, help="Per iperf3 run (default 15, --quick 3).")
 @click.option("--engine", default="auto", show_default=True, help="Lab link engine.")
 @click.option("--no-tuned", is_flag=True, help="Skip the `tune --cc bbr --port` column.")
-@result_file_option("cc")
-@click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
+@result_options("cc")
 def bench_cc(
     quick: bool,
     losses: tuple[float, ...],

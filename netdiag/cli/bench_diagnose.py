@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
-from netdiag.cli.bench import result_file_option
+from netdiag.cli.bench import finish, result_options
 from netdiag.diagnose import VERDICTS
 from netdiag.errors import InputError
-from netdiag.output import emit_json
 
 ABBREV = {v: "".join(w[0] for w in v.split("-")) for v in VERDICTS} | {"none": "-"}
 
@@ -34,15 +32,14 @@ ABBREV = {v: "".join(w[0] for w in v.split("-")) for v in VERDICTS} | {"none": "
     type=click.Path(file_okay=False, path_type=Path),
     help="Save each scenario's subject samples here (engine test fixtures).",
 )
-@result_file_option("results/bench-diagnose.json")
-@click.option("--json", "as_json", is_flag=True, help="Print the result document.")
+@result_options("diagnose")
 def diagnose(
     quick: bool,
     window: float,
     only: tuple[str, ...],
     engine: str,
     record_dir: Path | None,
-    out: Path,
+    out: Path | None,
     as_json: bool,
 ) -> None:
     """Build a lab scenario per verdict, run diagnose, print the confusion matrix."""
@@ -62,18 +59,12 @@ def diagnose(
     if not outcomes:
         raise InputError(f"no scenario matches --only {' '.join(only)}", "see the names in docs")
     doc = res.to_dict()
-    path = res.save(out)
-    if as_json:
-        emit_json(doc)
-    else:
-        con = Console() if sys.stdout.isatty() else Console(width=120)
-        con.print(matrix_table(bench.confusion(outcomes)))
-        acc = doc["summary"]["accuracy"][0]
-        con.print(
-            f"accuracy {acc['correct']}/{acc['scenarios']} = {acc['accuracy']:.0%}; "
-            f"real limits called path-limited: {acc['real_limit_called_path_limited']}"
-        )
-    err.print(f"saved {path}")
+    acc = doc["summary"]["accuracy"][0]
+    line = (
+        f"accuracy {acc['correct']}/{acc['scenarios']} = {acc['accuracy']:.0%}; "
+        f"real limits called path-limited: {acc['real_limit_called_path_limited']}"
+    )
+    finish(res, out, as_json, table=Group(matrix_table(bench.confusion(outcomes)), line))
 
 
 def matrix_table(m: dict[str, dict[str, int]]) -> Table:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from netdiag.cli.bench import finish, result_file_option
+from netdiag.cli.bench import finish, result_options
 
 
 @click.command()
@@ -46,8 +46,7 @@ from netdiag.cli.bench import finish, result_file_option
 )
 @click.option("--tls/--no-tls", default=True, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
-@result_file_option("discovery")
-@click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of tables.")
+@result_options("discovery")
 def discovery(
     nodes: int,
     duration: float,

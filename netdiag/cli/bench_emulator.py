@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from netdiag.cli.bench import finish, result_file_option
+from netdiag.cli.bench import finish, result_options
 from netdiag.errors import InputError
 
 
@@ -17,8 +17,7 @@ from netdiag.errors import InputError
 @click.option("--quick", is_flag=True, help="Tiny grid for CI (a few seconds).")
 @click.option("--engine", type=click.Choice(["auto", "userspace", "kernel"]), default="auto")
 @click.option("--seconds", type=float, default=None, help="iperf3 run length per point.")
-@result_file_option("emulator")
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of a table.")
+@result_options("emulator")
 @click.option(
     "--scale",
     default=None,

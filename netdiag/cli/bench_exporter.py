@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from netdiag.bench.output import default_out
-from netdiag.cli.bench import result_file_option
+from netdiag.cli.bench import result_options
 from netdiag.output import emit_json
 
 
@@ -26,8 +26,7 @@ from netdiag.output import emit_json
 @click.option("--max-series", type=int, default=256, show_default=True)
 @click.option("--no-bpf", is_flag=True, help="Run the exporter on sock_diag polling.")
 @click.option("--verdicts/--no-verdicts", default=True, help="Run the verdict engine too.")
-@result_file_option("exporter-soak")
-@click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
+@result_options("exporter-soak")
 def exporter_soak(
     duration: float,
     rate: float,

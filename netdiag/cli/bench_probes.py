@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from netdiag.cli.bench import finish, result_file_option
+from netdiag.cli.bench import finish, result_options
 
 
 @click.group("probes")
@@ -23,8 +23,7 @@ def probes() -> None:
 @click.option(
     "--interval", type=float, default=1.0, show_default=True, help="trace-peers interval."
 )
-@result_file_option("probes-overhead")
-@click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
+@result_options("probes-overhead")
 def overhead(runs: int, seconds: float, interval: float, out: Path | None, as_json: bool) -> None:
     """Bulk TCP over a veth path with and without trace-peers, alternating in one run."""
     from netdiag.bench import probes as benchmarks
@@ -47,8 +46,7 @@ def overhead(runs: int, seconds: float, interval: float, out: Path | None, as_js
     help="Let TCP build multi-segment skbs (retransmit events then count fewer than the "
     "kernel's segment counters).",
 )
-@result_file_option("probes-accuracy")
-@click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
+@result_options("probes-accuracy")
 def accuracy(
     delay_ms: float,
     rate_mbit: float,

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from netdiag.cli.bench import finish, interleaved_rounds_option, result_file_option
+from netdiag.cli.bench import finish, interleaved_rounds_option, result_options
 from netdiag.errors import InputError
 
 
@@ -29,7 +29,7 @@ def _peer_counts(value: str) -> list[int]:
 @click.option("--peers", "peers", default="1,2,4", show_default=True, help="Peer counts.")
 @click.option("--blocks", type=click.IntRange(64), default=5000, show_default=True)
 @interleaved_rounds_option(3)
-@result_file_option("sync")
+@result_options("sync")
 @click.option(
     "--rtt-ms",
     type=click.FloatRange(0),
@@ -38,7 +38,6 @@ def _peer_counts(value: str) -> list[int]:
     help="0: all on loopback. Else servers and joiner sit at the two ends of an emulated lab "
     "link with this round-trip delay (root; namespaces nd-sync-*, removed on exit).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
 def sync(
     peers: str, blocks: int, rounds: int, rtt_ms: float, out: Path | None, as_json: bool
 ) -> None:

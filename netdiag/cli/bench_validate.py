@@ -7,15 +7,14 @@ from pathlib import Path
 
 import click
 
-from netdiag.cli.bench import finish, interleaved_rounds_option, result_file_option
+from netdiag.cli.bench import finish, interleaved_rounds_option, result_options
 
 
 @click.command()
 @click.option("--blocks", type=click.IntRange(1), default=40, show_default=True)
 @click.option("--txs-per-block", type=click.IntRange(1), default=250, show_default=True)
 @interleaved_rounds_option(5)
-@result_file_option("validate")
-@click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
+@result_options("validate")
 def validate(blocks: int, txs_per_block: int, rounds: int, out: Path | None, as_json: bool) -> None:
     """Block and tx validation throughput vs raw Ed25519 verify (same machine, same run).
 
