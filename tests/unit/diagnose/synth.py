@@ -8,69 +8,30 @@ from typing import Any
 
 from netdiag.diagnose.window import Sample
 from netdiag.measure.sockdiag import BbrInfo, SkMem, TcpConn, TcpInfo
+from tests.unit import tcpkit
+from tests.unit.tcpkit import INFO
 
-BASE = TcpInfo(
-    ca_state="Open",
-    retransmits=0,
+# a 50 ms path, cwnd 10, nothing sent yet
+BASE = replace(
+    INFO,
     rto_us=250000,
-    snd_mss=1448,
-    rcv_mss=1448,
-    unacked=0,
-    lost=0,
     rtt_us=50000,
     rttvar_us=500,
     min_rtt_us=50000,
-    snd_ssthresh=2147483647,
     snd_cwnd=10,
-    total_retrans=0,
-    pacing_rate_bps=0,
     delivery_rate_bps=0,
-    delivery_rate_app_limited=False,
-    busy_time_us=0,
-    rwnd_limited_us=0,
-    sndbuf_limited_us=0,
-    bytes_acked=0,
-    bytes_received=0,
-    bytes_sent=0,
-    bytes_retrans=0,
     snd_wnd=1_000_000,
     rcv_space=14480,
-    segs_out=0,
-    notsent_bytes=0,
 )
 
 
-def conn(
-    info: TcpInfo | None,
-    *,
-    cc: str = "cubic",
-    bbr: BbrInfo | None = None,
-    skmem: SkMem | None = None,
-    state: str = "ESTABLISHED",
-    lport: int = 41000,
-    rport: int = 5201,
-    rqueue: int = 0,
-    wqueue: int = 0,
-    cookie: int = 7,
-) -> TcpConn:
-    return TcpConn(
-        cookie=cookie,
-        family=2,
-        state=state,
-        laddr="10.0.0.1",
-        lport=lport,
-        raddr="10.0.0.2",
-        rport=rport,
-        inode=1,
-        uid=0,
-        cgroup_id=None,
-        cc=cc,
-        info=info,
-        bbr=bbr,
-        rqueue=rqueue,
-        wqueue=wqueue,
-        skmem=skmem,
-    )
+# the events tests join on this 4-tuple
+FLOW: dict[str, Any] = {"laddr": "10.0.0.1", "lport": 41000, "raddr": "10.0.0.2", "rport": 5201}
+
+
+def conn(info: TcpInfo | None, **kw: Any) -> TcpConn:
+    """The flow FLOW (cookie 7) with `info`; `kw` as tcpkit.conn takes them."""
+    return tcpkit.conn(info, **(FLOW | {"cookie": 7, "inode": 1} | kw))
 
 
 def series(

@@ -3,68 +3,12 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import replace
-from typing import Any
 
 import pytest
 
 from netdiag.measure import bdp, rttprobe, sockdiag
-from netdiag.measure.sockdiag import BbrInfo, TcpConn, TcpInfo
-
-INFO = TcpInfo(
-    ca_state="Open",
-    retransmits=0,
-    rto_us=204000,
-    snd_mss=1448,
-    rcv_mss=1448,
-    unacked=0,
-    lost=0,
-    rtt_us=5500,
-    rttvar_us=100,
-    min_rtt_us=5000,
-    snd_ssthresh=2147483647,
-    snd_cwnd=100,
-    total_retrans=0,
-    pacing_rate_bps=0,
-    delivery_rate_bps=10_000_000_000,
-    delivery_rate_app_limited=False,
-    busy_time_us=0,
-    rwnd_limited_us=0,
-    sndbuf_limited_us=0,
-    bytes_acked=0,
-    bytes_received=0,
-    bytes_sent=0,
-    bytes_retrans=0,
-    snd_wnd=0,
-    rcv_space=0,
-    segs_out=0,
-    notsent_bytes=0,
-)
-
-
-def conn(
-    cookie: int = 1,
-    inode: int = 0,
-    cgroup_id: int | None = None,
-    cc: str = "cubic",
-    bbr: BbrInfo | None = None,
-    **info: Any,
-) -> TcpConn:
-    return TcpConn(
-        cookie=cookie,
-        family=2,
-        state="ESTABLISHED",
-        laddr="127.0.0.1",
-        lport=40000,
-        raddr="198.51.100.7",
-        rport=30303,
-        inode=inode,
-        uid=0,
-        cgroup_id=cgroup_id,
-        cc=cc,
-        info=replace(INFO, **info),
-        bbr=bbr,
-    )
+from netdiag.measure.sockdiag import BbrInfo
+from tests.unit.tcpkit import conn
 
 
 def test_chrono_limits_are_window_deltas() -> None:

@@ -13,7 +13,7 @@ from netdiag.errors import InputError
 from netdiag.measure.sockdiag import TcpConn
 from netdiag.trace import bpfstats, engine, fallback, manifest, sinks
 from netdiag.trace.filters import Filters
-from tests.unit.trace.test_bdp import conn
+from tests.unit.tcpkit import conn
 
 
 def test_defines_put_two_ports_in_the_kernel_and_more_in_user_space() -> None:

@@ -20,7 +20,7 @@ from netdiag.trace.filters import Filters
 from netdiag.trace.membership import Membership
 from netdiag.trace.peers import Seeder, membership_stage
 from netdiag.trace.pipeline import Frame, Pipeline, age_stage, row_filter, sort_stage
-from tests.unit.trace.test_bdp import conn
+from tests.unit.tcpkit import conn
 
 
 def _snap(rows: list[dict[str, Any]], t_ns: int = 10_000_000_000, lost: int = 0) -> Snapshot:
