@@ -195,6 +195,16 @@ class World:
     def run(self, seconds: float) -> None:
         self.sched.advance(seconds)
 
+    def run_until(self, cond: Callable[[], bool], limit_s: float, step_s: float = 1.0) -> float:
+        """Advance manual time until ``cond()`` holds; return the time it took, or raise."""
+        waited = 0.0
+        while not cond():
+            if waited >= limit_s:
+                raise AssertionError(f"condition not met within {limit_s} s of manual time")
+            self.run(step_s)
+            waited += step_s
+        return waited
+
     def events(self, name: str, event: str) -> list[dict[str, Any]]:
         return [
             rec

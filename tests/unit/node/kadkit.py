@@ -8,8 +8,11 @@ fails to connect. ``kill`` takes a core off the network (its links close, dials 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from netdiag.node.core import NodeCore
 from netdiag.node.crypto import Identity
@@ -17,6 +20,12 @@ from netdiag.node.genesis import GenesisSpec
 from tests.unit.node.corekit import MemLink, World
 
 PORT = 7600
+
+
+def named_identity(name: str) -> Identity:
+    """A key derived from the node's name: the same ids (and so the same buckets) every run."""
+    seed = hashlib.sha256(b"kadkit/" + name.encode()).digest()
+    return Identity.from_private(Ed25519PrivateKey.from_private_bytes(seed))
 
 
 class DialLink(MemLink):
@@ -56,7 +65,7 @@ class NetWorld(World):
 
     def peer(self, name: str, host: str, key: Identity | None = None, **cfg: Any) -> NodeCore:
         cfg.setdefault("discovery", True)
-        core = self.node(name, key=key, listen=f"{host}:{PORT}", **cfg)
+        core = self.node(name, key=key or named_identity(name), listen=f"{host}:{PORT}", **cfg)
         core.listen_port = PORT
         self.by_addr[f"{host}:{PORT}"] = core
         self.host_of[core] = host
