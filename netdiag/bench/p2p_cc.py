@@ -8,8 +8,8 @@ import contextlib
 from collections.abc import Iterator
 
 from netdiag.errors import NetdiagError
+from netdiag.kernel import cc as kernel_cc
 from netdiag.tune import apply as tune_apply
-from netdiag.tune import cc as tune_cc
 from netdiag.tune import plan as tune_plan
 from netdiag.tune.env import TuneEnv
 
@@ -40,4 +40,4 @@ def check_cc(ccs: tuple[str, ...]) -> None:
     """Every name is a congestion control this kernel has (tune's one check; tune allows it
     in namespaces when needed)."""
     for cc in ccs:
-        tune_cc.require(cc)
+        kernel_cc.require(cc)

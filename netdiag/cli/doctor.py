@@ -12,7 +12,7 @@ from rich.table import Table
 
 from netdiag import __version__
 from netdiag.errors import CheckFailed, NetdiagError
-from netdiag.kernel import bcc_loader, caps, checks, tracefs
+from netdiag.kernel import bcc_loader, caps, checks, checks_bpf, tracefs
 from netdiag.output import emit_json
 
 STYLE = {"ok": "green", "degraded": "yellow", "missing": "red"}
@@ -110,7 +110,7 @@ def doctor(as_json: bool, fix: bool, ebpf: bool) -> None:
         emit_json(
             {
                 "netdiag_version": __version__,
-                "kernel": checks.kernel_version(ctx).detail,
+                "kernel": checks_bpf.kernel_version(ctx).detail,
                 "core_ok": ok,
                 "checks": [c.to_json() for c in found],
             }

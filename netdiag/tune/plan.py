@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 
 from netdiag.errors import InputError, PrivilegeError
-from netdiag.kernel import cgroup, sysctl
+from netdiag.kernel import cc, cgroup, sysctl
 from netdiag.kernel.netns import exists as netns_exists
-from netdiag.tune import buffers, cc, profiles, rlimits, sockops, values
+from netdiag.tune import buffers, profiles, rlimits, sockops, values
 from netdiag.tune.changes import Change, FileChange, RlimitChange, SockopsChange, SysctlChange
 from netdiag.tune.env import TuneEnv
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.kernel import checks
+from netdiag.kernel import checks, checks_bpf, checks_host
 from tests.unit.kernel import fakehost
 
 
@@ -94,7 +94,7 @@ def test_hooks_come_from_the_caller(tmp_path: Path) -> None:
         "tcp:tcp_bad_csum": checks.HookNeed("y: csum", False),
     }
     ctx = checks.Context(host=host, trials=FakeTrials(), hooks=hooks)
-    rows = {c.name: c for c in checks.tracepoints(ctx)}
+    rows = {c.name: c for c in checks_bpf.tracepoints(ctx)}
     assert list(rows) == ["tcp:tcp_probe", "tcp:tcp_bad_csum"]
     assert rows["tcp:tcp_probe"].detail == "present but lacks nope"
     assert rows["tcp:tcp_bad_csum"].status == "missing" and not rows["tcp:tcp_bad_csum"].core
@@ -139,7 +139,13 @@ def test_old_kernel_and_missing_bbr(tmp_path: Path) -> None:
     found = run(tmp_path, release="4.19.0-20-amd64", cc_avail="reno cubic", modules=True)
     assert found["kernel"].status == "degraded"
     assert found["congestion control"].status == "degraded"
-    assert found["congestion control"].fix == "modprobe tcp_bbr"
+    # the fix tune gives too (kernel/cc.py): modprobe only for a module that is installed
+    assert found["congestion control"].fix == "install and load tcp_bbr"
+    host = fakehost.make(tmp_path / "installed", cc_avail="reno cubic", modules=True)
+    mod = host.lib_modules / host.release() / "kernel/net/ipv4/tcp_bbr.ko"
+    mod.parent.mkdir(parents=True)
+    mod.touch()
+    assert checks_host.congestion_control(checks.Context(host=host)).fix == "modprobe tcp_bbr"
 
 
 def test_fixes_fit_a_kernel_without_module_support(tmp_path: Path) -> None:
@@ -183,7 +189,7 @@ def test_a_crashing_check_fails_the_core(tmp_path: Path, monkeypatch: pytest.Mon
     def broken(ctx: checks.Context) -> checks.Check:
         raise OSError("boom")
 
-    monkeypatch.setattr(checks, "ALL", [checks.kernel_version, broken])
+    monkeypatch.setattr(checks, "ALL", [checks_bpf.kernel_version, broken])
     host = fakehost.make(tmp_path)
     found = checks.run_all(checks.Context(host=host, trials=FakeTrials()))
     assert found[1].name == "broken" and "OSError: boom" in found[1].detail
