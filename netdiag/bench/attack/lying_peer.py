@@ -13,7 +13,14 @@ import os
 import ssl
 
 from netdiag.bench.attack.base import AsyncAttack, AttackContext, Outcome
-from netdiag.bench.attack.wire import AttackKey, Refused, Target, WirePeer, try_handshake
+from netdiag.bench.attack.wire import (
+    AttackKey,
+    Refused,
+    Target,
+    WirePeer,
+    open_session,
+    try_handshake,
+)
 
 CLAIMED_HEIGHT = 10**9
 
@@ -32,16 +39,9 @@ class LyingPeer(AsyncAttack):
 
         async def lie(t: Target, key: AttackKey) -> None:
             while loop.time() < end:
-                try:
-                    peer = await WirePeer.connect(t, ctx.source_ip)
-                    await peer.handshake(key, t)
-                    refusal = await peer.refused_after_open(0.3)  # a ban says bye at once
-                except (Refused, OSError, TimeoutError, ssl.SSLError):
-                    refusal, peer = "refused", None
-                if refusal is not None or peer is None:
+                peer = await open_session(t, ctx.source_ip, key, 0.3)
+                if peer is None:
                     stats["refused"] += 1
-                    if peer is not None:
-                        await peer.aclose()
                     await asyncio.sleep(0.5)
                     continue
                 stats["sessions"] += 1

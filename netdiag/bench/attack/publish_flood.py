@@ -15,7 +15,13 @@ import ssl
 from typing import Any
 
 from netdiag.bench.attack.base import AsyncAttack, AttackContext, Outcome
-from netdiag.bench.attack.wire import AttackKey, Refused, WirePeer, frame, try_handshake
+from netdiag.bench.attack.wire import (
+    AttackKey,
+    WirePeer,
+    frame,
+    open_session,
+    try_handshake,
+)
 
 FLOODERS = 4
 
@@ -47,17 +53,9 @@ class PublishFlood(AsyncAttack):
         async def flood(key: AttackKey) -> None:
             i = 0
             while loop.time() < end:
-                peer = None
-                try:
-                    peer = await WirePeer.connect(t, ctx.source_ip)
-                    await peer.handshake(key, t)
-                    refusal = await peer.refused_after_open(0.2)  # a ban says bye at once
-                except (Refused, OSError, TimeoutError, ssl.SSLError):
-                    refusal = "refused"
-                if refusal is not None or peer is None:
+                peer = await open_session(t, ctx.source_ip, key, 0.2)
+                if peer is None:
                     stats["refused"] += 1
-                    if peer is not None:
-                        await peer.aclose()
                     await asyncio.sleep(0.5)
                     continue
                 stats["sessions"] += 1

@@ -171,6 +171,22 @@ class WirePeer:
             await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
 
+async def open_session(t: Target, source_ip: str, key: AttackKey, wait_s: float) -> WirePeer | None:
+    """An authenticated connection the node kept open for ``wait_s`` (a ban says bye at
+    once), or None when it refused (whatever was opened is closed again)."""
+    peer = None
+    try:
+        peer = await WirePeer.connect(t, source_ip)
+        await peer.handshake(key, t)
+        if await peer.refused_after_open(wait_s) is None:
+            return peer
+    except (Refused, OSError, TimeoutError, ssl.SSLError):
+        pass
+    if peer is not None:
+        await peer.aclose()
+    return None
+
+
 async def try_handshake(t: Target, source_ip: str, key: AttackKey) -> str | None:
     """Can ``key`` from ``source_ip`` get an open connection? None if yes, else the refusal."""
     try:
