@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from netdiag.cli.diagnose import parse_window
@@ -13,7 +12,7 @@ from netdiag.diagnose.run import judge_collected, route_cwnd_locks
 from netdiag.errors import InputError, NetdiagError
 from netdiag.kernel import sysctl
 from netdiag.measure import bdp as mbdp
-from netdiag.output import emit_json
+from netdiag.output import console, emit_json
 from netdiag.tune.buffers import parse_rate_bps
 
 
@@ -131,7 +130,7 @@ def bdp(
             }
         )
         return
-    out = Console() if Console().is_terminal else Console(width=100)
+    out = console()
     if not reports:
         out.print("no established TCP connections match")
         return

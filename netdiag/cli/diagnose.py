@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -13,7 +12,7 @@ from netdiag.diagnose import SEVERITY_RANK
 from netdiag.diagnose.collect import Selection, parse_peer
 from netdiag.diagnose.run import Report, run
 from netdiag.errors import ExitStatus, InputError
-from netdiag.output import emit_json
+from netdiag.output import console, emit_json
 from netdiag.tune.buffers import parse_rate_bps
 
 SEVERITY_STYLE = {"info": "dim", "warn": "yellow", "error": "bold red"}
@@ -95,7 +94,7 @@ def diagnose(
 
 
 def print_report(report: Report) -> None:
-    out = Console() if sys.stdout.isatty() else Console(width=100)
+    out = console()
     if not report.findings:
         out.print(
             f"no TCP connections or listeners match (watched {report.window_s:.1f} s"

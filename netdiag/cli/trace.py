@@ -12,7 +12,7 @@ from rich.console import Console
 
 from netdiag.errors import InputError, KernelFeatureError
 from netdiag.kernel import cgroup as kcgroup
-from netdiag.output import emit_json
+from netdiag.output import console, emit_json
 from netdiag.trace import engine, manifest, nodejoin, output, peers, prom
 from netdiag.trace.filters import Filters
 from netdiag.trace.membership import netns_of_pids
@@ -233,7 +233,7 @@ def _drive(
 
     # the VERDICT column: the verdict engine over each socket's last five reads
     pipe.stages.append(VerdictStage())
-    table = None if as_json else output.TableSink(output.console(), cols, sort_by, TITLE)
+    table = None if as_json else output.TableSink(console(), cols, sort_by, TITLE)
     pipe.stages.append(sort_stage(output.sort_key(table, sort_by), output.sort_reverse(table)))
     if collector is not None:
         pipe.sinks.append(prom.PromSink(collector))
@@ -352,7 +352,7 @@ def run_probe(
             pipe.run(interval, count, duration)
             return
         cols = list(probe.output.default_columns)
-        table = output.TableSink(output.console(), cols, probe.output.sort, title)
+        table = output.TableSink(console(), cols, probe.output.sort, title)
         pipe.sinks.append(table)
         with table:
             pipe.run(interval, count, duration, ticker=table)

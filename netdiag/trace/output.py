@@ -120,9 +120,3 @@ def sort_key(sink: TableSink | None, default: str) -> Callable[[], str]:
 
 def sort_reverse(sink: TableSink | None) -> Callable[[], bool]:
     return (lambda: sink.view.reverse) if sink is not None else (lambda: True)
-
-
-def console() -> Console:
-    """Sized by the terminal when there is one; otherwise the 100 columns we design for."""
-    c = Console()
-    return c if c.is_terminal else Console(width=100)
