@@ -11,7 +11,7 @@ with their units in the key names) and the fix. JSON shape (one per finding)::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Verdict = Literal[
     "idle",
@@ -25,18 +25,7 @@ Verdict = Literal[
     "accept-queue-overflow",
     "path-limited",
 ]
-VERDICTS: tuple[Verdict, ...] = (
-    "idle",
-    "app-limited",
-    "sndbuf-limited",
-    "rwnd-limited",
-    "cwnd-limited",
-    "loss-limited",
-    "rtt-inflated",
-    "receiver-slow",
-    "accept-queue-overflow",
-    "path-limited",
-)
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)  # in the order above
 # verdicts that name a real limit: reporting one of these as path-limited is the worst mistake
 REAL_LIMITS: frozenset[str] = frozenset(VERDICTS) - {"idle", "app-limited", "path-limited"}
 
