@@ -1,4 +1,6 @@
-"""Discovery: the Kademlia routing table (kademlia.py) wired into the sans-IO core.
+"""Discovery: the Kademlia routing table (kademlia.py) wired into the sans-IO core — what enters
+and leaves the table, the peer lifecycle, the RPCs we answer, periodic maintenance and the views.
+Lookups run in kadlookups.py, outbound peers are chosen from the table in kaddials.py.
 
 RPCs (FindNode/Nodes, KadPing/KadPong) travel over an authenticated connection: an existing peer
 connection or a short-lived probe (kadrpc.py).
@@ -16,14 +18,12 @@ are scheduler callbacks.
 
 from __future__ import annotations
 
-import os
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from netdiag.node.config import NodeConfig, split_hostport
 from netdiag.node.errors import ConfigError
 from netdiag.node.gossip import GossipRouter
+from netdiag.node.kaddials import TableDials
 from netdiag.node.kademlia import (
     Contact,
     Limits,
@@ -32,11 +32,10 @@ from netdiag.node.kademlia import (
     bucket_index,
     distance,
     kad_id,
-    random_id_in_bucket,
-    subnet,
     valid_host,
 )
-from netdiag.node.kadrpc import DiscoveryMetrics, KadRpc, contact_at
+from netdiag.node.kadlookups import Lookups, LookupStats
+from netdiag.node.kadrpc import DiscoveryMetrics, KadRpc, contact_at, short
 from netdiag.node.kadstore import KadStore
 from netdiag.node.link import Link
 from netdiag.node.logs import NodeLog
@@ -53,29 +52,6 @@ KAD_MAX_FRAME = 4096  # a full Nodes answer is < 2 KiB; anything bigger is not o
 PENALTY_UNSOLICITED = 5.0
 MAX_VERIFY_QUEUE = 256
 VERIFY_RETRY_S = 60.0
-MAX_LOOKUPS = 2  # lookups in flight at once (each has α requests in flight)
-
-
-def short(b: bytes) -> str:
-    return b[:6].hex()
-
-
-@dataclass
-class _LookupRun:
-    lookup: Lookup
-    purpose: str  # self | refresh | random
-    started: float
-    on_done: Callable[[Lookup], None] | None
-
-
-@dataclass
-class LookupStats:
-    """The last lookups, for /status and the bench (latency and hops)."""
-
-    completed: int = 0
-    last_hops: int = 0
-    last_seconds: float = 0.0
-    recent: list[tuple[str, int, float, int]] = field(default_factory=list)  # purpose, hops, s, n
 
 
 class Discovery:
@@ -115,16 +91,14 @@ class Discovery:
             mono,
         )
         self.net = KadRpc(cfg, log, self.m, clock, scheduler, peering, book, self._verified)
-        self.lookups: list[_LookupRun] = []
-        self.bucket_refreshed: dict[int, float] = {}
+        self.lookups = Lookups(
+            cfg, clock, self.m, self.table, self.net, self.usable, self._connected_contacts
+        )
+        self.dials = TableDials(cfg, clock, self.table, peering, book, self.usable)
         self.checking: set[bytes] = set()  # liveness checks in flight
         # inbound peers' listen addresses to check, with when they were queued
         self.verify_queue: dict[bytes, tuple[Contact, float]] = {}
         self.verified_at: dict[tuple[bytes, str], float] = {}
-        self.out_dialing: dict[str, bytes] = {}  # table dials in flight: addr -> node id
-        self.stats = LookupStats()
-        self.joined = False
-        self.last_self_lookup = -1e18
         self.dirty = False  # table changed since it was last persisted
         self.store: KadStore | None = None
         self.saved_at = clock.monotonic()
@@ -238,7 +212,7 @@ class Discovery:
         if not self.cfg.discovery:
             return  # off: the table stays as stored, nothing is probed or dialled
         if conn.outbound and conn.dialed_addr:
-            self.out_dialing.pop(conn.dialed_addr, None)
+            self.dials.dialled(conn.dialed_addr)
             c = contact_at(pid, conn.dialed_addr)
             if c is not None:
                 stale = [
@@ -313,133 +287,40 @@ class Discovery:
                 return self.net.on_reply(pid, msg, self.node_id)
         return None
 
-    # -- outbound peers from the table -------------------------------------------------------
+    # -- outbound peers from the table (kaddials.py) and lookups (kadlookups.py) -----------
+
+    @property
+    def out_dialing(self) -> dict[str, bytes]:
+        return self.dials.out_dialing
 
     def outbound_dials(self, budget: int, also: list[str] | None = None) -> list[str]:
-        """Table entries to dial as outbound peers: at most ``kad_outbound_per_subnet`` per
-        /24 (/48) counting the peers we already dialled, spread over buckets, live ones first."""
-        if budget <= 0:
-            return []
-        conns = self.peering.conns
-        nets = Counter(subnet_of(c.remote_host) for c in conns.values() if c.outbound)
-        per_bucket = Counter(self.table.bucket_of(pid) for pid, c in conns.items() if c.outbound)
-        pending = self.book.dialing | set(also or []) | self._bootstrap_addrs()
-        for addr in pending - {c.dialed_addr for c in conns.values()}:
-            nets[subnet_of_addr(addr)] += 1
-        cands = [
-            e
-            for e in self.table.entries()
-            if e.contact.node_id not in conns
-            and e.contact.addr not in self.book.dialing
-            and self._dial_due(e.contact.addr)
-            and self.usable(e.contact)
-        ]
-        cands.sort(
-            key=lambda e: (
-                per_bucket[self.table.bucket_of(e.contact.node_id)],
-                e.failures,
-                -e.last_seen,
-            )
-        )
-        out: list[str] = []
-        for e in cands:
-            if len(out) >= budget:
-                break
-            net = e.contact.subnet
-            if nets[net] >= self.cfg.kad_outbound_per_subnet:
-                continue
-            nets[net] += 1
-            per_bucket[self.table.bucket_of(e.contact.node_id)] += 1
-            self.out_dialing[e.contact.addr] = e.contact.node_id
-            out.append(e.contact.addr)
-        return out
+        return self.dials.outbound_dials(budget, also)
 
     def admit_outbound(self, conn: Link) -> str | None:
-        """At the handshake of a peer we dialled from the table: the diversity and target rules
-        hold whatever raced (a dial that crossed a reconnect of the bootstrap, say). Bootstrap
-        addresses are dialled as configured and exempt; their /24 counts as taken."""
-        addr = conn.dialed_addr
-        st = self.book.addrs.get(addr or "")
-        if addr is None or addr not in self.out_dialing or (st is not None and st.bootstrap):
-            return None  # not a dial we chose from the table
-        others = [c for c in self.peering.conns.values() if c.outbound and c is not conn]
-        net = subnet_of(conn.remote_host)
-        # a bootstrap address holds its /24's place even while it is reconnecting
-        up = {c.dialed_addr for c in others}
-        held = sum(subnet_of(c.remote_host) == net for c in others) + sum(
-            subnet_of_addr(a) == net for a in self._bootstrap_addrs() - up
-        )
-        refusal = None
-        if len(others) >= self.cfg.target_outbound:
-            refusal = "discovery: outbound target reached"
-        elif held >= self.cfg.kad_outbound_per_subnet:
-            refusal = f"discovery: outbound peers of {net} at their limit"
-        if refusal:
-            self.out_dialing.pop(addr, None)
-        return refusal
-
-    def _bootstrap_addrs(self) -> set[str]:
-        return {a for a, st in self.book.addrs.items() if st.bootstrap}
-
-    def _dial_due(self, addr: str) -> bool:
-        st = self.book.addrs.get(addr)
-        return st is None or st.next_try <= self.clock.monotonic()
+        return self.dials.admit_outbound(conn)
 
     def dial_failed(self, addr: str) -> None:
         """An outbound dial of ours failed (connect, handshake or refusal)."""
-        pid = self.out_dialing.pop(addr, None)
-        if pid is not None and pid in self.table:
-            self.table.failed(pid, max_failures=3)
-            if pid not in self.table:
-                self.m.table_events.labels("evicted").inc()
-                self.dirty = True
-            self.m.table.set(len(self.table))
+        if self.dials.failed(addr):
+            self.m.table_events.labels("evicted").inc()
+            self.dirty = True
+        self.m.table.set(len(self.table))
 
-    # -- lookups and maintenance -------------------------------------------------------------
+    @property
+    def stats(self) -> LookupStats:
+        return self.lookups.stats
 
     def lookup(
         self, target: bytes, purpose: str, on_done: Callable[[Lookup], None] | None = None
     ) -> Lookup:
-        seeds = self.table.closest(target, self.cfg.kad_k, keep=self.usable)
-        if not seeds:  # nothing tabled yet: ask whoever we are connected to
-            seeds = [
-                c
-                for pid, conn in self.peering.conns.items()
-                if conn.listen_addr and (c := contact_at(pid, conn.listen_addr))
-            ]
-        lk = Lookup(target, seeds, self.node_id, self.cfg.kad_k, self.cfg.kad_alpha)
-        run = _LookupRun(lk, purpose, self.clock.monotonic(), on_done)
-        self.lookups.append(run)
-        self.m.lookups.labels(purpose).inc()
-        self._pump(run)
-        return lk
+        return self.lookups.start(target, purpose, on_done)
 
-    def _pump(self, run: _LookupRun) -> None:
-        lk = run.lookup
-        for c in lk.next_queries():
-
-            def done(res: list[Contact] | None, c: Contact = c) -> None:
-                if res is None:
-                    lk.on_failure(c.node_id)
-                else:
-                    lk.on_reply(c.node_id, [f for f in res if self.usable(f)])
-                self._pump(run)
-
-            self.net.rpc(c, FindNode(0, lk.target), "find", done)
-        if lk.done and run in self.lookups:
-            self.lookups.remove(run)
-            took = self.clock.monotonic() - run.started
-            if lk.replies:
-                self.m.lookup_seconds.observe(took)
-                self.m.lookup_hops.observe(lk.hops)
-            if lk.target != self.kid:  # any lookup into a bucket refreshes it
-                self.bucket_refreshed[bucket_index(self.kid, lk.target)] = self.clock.monotonic()
-            st = self.stats
-            st.completed += 1
-            st.last_hops, st.last_seconds = lk.hops, took
-            st.recent = [*st.recent[-63:], (run.purpose, lk.hops, round(took, 6), lk.replies)]
-            if run.on_done is not None:
-                run.on_done(lk)
+    def _connected_contacts(self) -> list[Contact]:
+        return [
+            c
+            for pid, conn in self.peering.conns.items()
+            if conn.listen_addr and (c := contact_at(pid, conn.listen_addr))
+        ]
 
     def step(self) -> None:
         """Periodic: bans, the join and refresh lookups, dial-back checks."""
@@ -461,22 +342,8 @@ class Discovery:
             del self.verified_at[key]
         if self.dirty and now - self.saved_at >= self.cfg.kad_persist_s:
             self.save()
-        if len(self.lookups) >= MAX_LOOKUPS:
-            return
-        if not self.table and not self.peering.conns:
-            return
-        if not self.joined or now - self.last_self_lookup >= self.cfg.kad_refresh_s:
-            self.joined = True
-            self.last_self_lookup = now
-            self.lookup(self.kid, "self")
-            return
-        for idx in reversed(self.table.nonempty_range()):
-            if now - self.bucket_refreshed.get(idx, -1e18) < self.cfg.kad_refresh_s:
-                continue
-            self.bucket_refreshed[idx] = now
-            self.m.refreshes.inc()
-            self.lookup(random_id_in_bucket(self.kid, idx, os.urandom(32)), "refresh")
-            return
+        if self.table or self.peering.conns:
+            self.lookups.maintain()
 
     def summary(self) -> dict[str, object]:
         st = self.stats
@@ -484,7 +351,7 @@ class Discovery:
             "enabled": self.cfg.discovery,
             "table_entries": len(self.table),
             "lookups_completed": st.completed,
-            "lookups_running": len(self.lookups),
+            "lookups_running": len(self.lookups.running),
             "last_lookup_hops": st.last_hops,
             "last_lookup_s": round(st.last_seconds, 6),
             "probes_open": len(self.net.probe_links),
@@ -519,17 +386,3 @@ class Discovery:
             }
             for e in self.table.entries()
         ]
-
-
-def subnet_of_addr(addr: str) -> str:
-    try:
-        return subnet_of(split_hostport(addr)[0])
-    except ConfigError:
-        return addr
-
-
-def subnet_of(host: str) -> str:
-    try:
-        return subnet(host)
-    except ValueError:
-        return host
