@@ -127,6 +127,8 @@ class DiscoveryBench:
         return proc
 
     def _wait_up(self, procs: list[Proc], timeout_s: float = 60.0) -> None:
+        """Wait for every API; the budget runs from the last node that came up, so a batch of
+        32 processes starting at once on a loaded host is not held to one node's budget."""
         deadline = time.monotonic() + timeout_s
         for proc in procs:
             while True:
@@ -137,12 +139,13 @@ class DiscoveryBench:
                     )
                 try:
                     proc.api.status()
+                    deadline = time.monotonic() + timeout_s
                     break
                 except (NodeUnavailable, OSError):
                     if time.monotonic() > deadline:
                         raise CheckFailed(
                             f"node {proc.name} API did not come up in {timeout_s:g} s",
-                            f"see its log {proc.log}",
+                            f"see its log {proc.log} (the work directory is kept)",
                         ) from None
                     time.sleep(0.2)
 
@@ -418,11 +421,16 @@ def tail(log: Path, n: int = 2) -> str:
 
 def run(p: Params, say: Callable[[str], None]) -> ResultBuilder:
     bench = DiscoveryBench(p, say)
+    done = False
     try:
-        return bench.run()
+        rb = bench.run()
+        done = True
+        return rb
     finally:
         bench.stop()
-        if not os.environ.get("NETDIAG_KEEP_WORK"):
+        if done and not os.environ.get("NETDIAG_KEEP_WORK"):
             import shutil
 
             shutil.rmtree(bench.work, ignore_errors=True)
+        elif not done:
+            say(f"work directory kept for the nodes' logs: {bench.work}")
