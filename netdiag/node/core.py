@@ -179,6 +179,7 @@ class NodeCore:
             self.book,
             self.gossip,
             self.scores,
+            listen_port=lambda: self.listen_port,
         )
         # its own SQLite file next to the chain: a table write never holds the chain's lock
         self.discovery.attach_store(KadStore(chain.store.path.parent / "kad.sqlite"))

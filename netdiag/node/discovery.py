@@ -67,6 +67,7 @@ class Discovery:
         book: PeerBook,
         gossip: GossipRouter,
         scores: ScoreBook | None = None,
+        listen_port: Callable[[], int] = lambda: 0,
     ) -> None:
         self.cfg = cfg
         self.log = log
@@ -90,7 +91,9 @@ class Discovery:
             ),
             mono,
         )
-        self.net = KadRpc(cfg, log, self.m, clock, scheduler, peering, book, self._verified)
+        self.net = KadRpc(
+            cfg, log, self.m, clock, scheduler, peering, book, self._verified, listen_port
+        )
         self.lookups = Lookups(
             cfg, clock, self.m, self.table, self.net, self.usable, self._connected_contacts
         )
@@ -267,7 +270,8 @@ class Discovery:
         if pid in self.table:
             self.table.seen(pid)
         match msg:
-            case FindNode(req_id=rid, target=target):
+            case FindNode(req_id=rid, target=target, listen_port=port):
+                self._learn_asker(conn, port)
                 only = self.cfg.debug_kad_only_subnet  # LAB ONLY: a Sybil's answer
                 nodes = self.table.closest(
                     target,
@@ -286,6 +290,17 @@ class Discovery:
             case Nodes() | KadPong():
                 return self.net.on_reply(pid, msg, self.node_id)
         return None
+
+    def _learn_asker(self, conn: Link, port: int) -> None:
+        """Kademlia learns of a node from its requests: a node that joined after our last
+        refresh asks us during its own lookups (over a probe, which announces no listen port
+        in its handshake), so the listen port it names in FindNode is verified by a dial-back
+        probe like an inbound peer's before it is tabled."""
+        pid = conn.peer_id
+        if not self.cfg.discovery or pid is None or pid in self.table or not port:
+            return
+        if conn.listen_addr is None and valid_host(conn.remote_host):
+            self.queue_verify(Contact(pid, conn.remote_host, port))
 
     # -- outbound peers from the table (kaddials.py) and lookups (kadlookups.py) -----------
 

@@ -127,6 +127,7 @@ class KadRpc:
         peering: Peering,
         book: PeerBook,
         on_verified: Callable[[Contact], None],
+        listen_port: Callable[[], int] = lambda: 0,
     ) -> None:
         self.cfg = cfg
         self.log = log
@@ -136,6 +137,7 @@ class KadRpc:
         self.peering = peering
         self.book = book
         self.on_verified = on_verified  # a probe's handshake proved this contact
+        self.listen_port = listen_port  # ours, announced in FindNode
         self._req_seq = int.from_bytes(os.urandom(4), "big") << 20
         self.reqs: dict[int, _Req] = {}
         self.probes_wanted: dict[str, _Probe] = {}  # not dialled yet, in request order
@@ -159,7 +161,10 @@ class KadRpc:
         on_done: Callable[[list[Contact] | None], None],
     ) -> None:
         rid = self._next_req()
-        msg = FindNode(rid, msg.target) if isinstance(msg, FindNode) else KadPing(rid)
+        if isinstance(msg, FindNode):
+            msg = FindNode(rid, msg.target, self.listen_port())
+        else:
+            msg = KadPing(rid)
         req = _Req(rid, rpc, c, msg, self.clock.monotonic(), on_done)
         self.reqs[rid] = req
         self.scheduler.call_later(self.cfg.kad_request_timeout_s, lambda: self._timeout(rid))

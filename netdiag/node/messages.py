@@ -78,6 +78,9 @@ class NodeRecord(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
 class FindNode(_Msg, tag="findnode"):
     req_id: Annotated[int, msgspec.Meta(ge=0)]
     target: KadId  # a kad id: the k nodes nearest to it are asked for
+    # where the asker accepts connections (0: nowhere): a probe's handshake announces no listen
+    # port, so this is how the node asked learns of the asker (it dials back to verify the key)
+    listen_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
 
 
 class Nodes(_Msg, tag="nodes"):
