@@ -69,6 +69,16 @@ def histogram_quantile(buckets: dict[float, float], q: float) -> float | None:
     return lower_le
 
 
+def histogram_bound(buckets: dict[float, float], q: float) -> float | None:
+    """The upper bound of the bucket holding rank q·count: for whole-number samples in buckets
+    one wide (lookup hops), the quantile itself; interpolating would answer 0.52 hops."""
+    bounds = sorted(b for b in buckets if not math.isinf(b))
+    total = max(buckets.values(), default=0.0)
+    if total <= 0:
+        return None
+    return next((le for le in bounds if buckets[le] >= q * total), bounds[-1] if bounds else None)
+
+
 def path_rtts_s(
     graph: ClusterGraph, nodes: list[str], next_hop: dict[str, dict[str, str]] | None = None
 ) -> list[float]:
@@ -123,7 +133,7 @@ def discovery_summary(
 
     p50, p90 = histogram_quantile(sec, 0.5), histogram_quantile(sec, 0.9)
     rtt_median = statistics.median(rtts_s) if rtts_s else None
-    h50 = histogram_quantile(hops, 0.5)
+    h50 = histogram_bound(hops, 0.5)
     return {
         "variant": variant,
         "mesh": "discovery",

@@ -78,7 +78,9 @@ def test_summary_sets_lookup_latency_beside_the_path_rtts() -> None:
     assert row["lookup_p50_ms"] == pytest.approx(30.0)
     assert row["path_rtt_median_ms"] == pytest.approx(40.0)
     assert row["lookup_p50_in_rtts"] == pytest.approx(0.75)
-    assert 1.0 < row["hops_p50"] <= 2.0
+    assert row["hops_p50"] == 2.0  # a whole number of hops, not an interpolation
+    one_hop = pd.discovery_summary("bbr", rows, sec, {1.0: 3.0, 2.0: 3.0, float("inf"): 3.0}, [])
+    assert one_hop["hops_p50"] == 1.0  # was 0.5: linear within the bucket [0, 1]
     empty = pd.discovery_summary("bbr", rows, {}, {}, [])
     assert empty["lookup_p50_ms"] is None and empty["lookup_p50_in_rtts"] is None
 
