@@ -118,7 +118,7 @@ def _wait(
 
 @contextmanager
 def _node(
-    place: Placement, workdir: Path, role: str, name: str, peers: list[str]
+    place: Placement, workdir: Path, role: str, name: str, peers: list[str], verify_workers: int = 0
 ) -> Iterator[tuple[str, int]]:
     p2p, api = _free_port(), _free_port()
     listen = f"{place.host(role)}:{p2p}"
@@ -132,14 +132,15 @@ def _node(
     )
     # Exactly the peers asked for: servers never dial (so they never mesh through peer
     # exchange), the joiner dials only its bootstrap peers and accepts nobody.
-    if role == "server":
-        env = {"NETDIAG_NODE_TARGET_OUTBOUND": "0"}
+    if role == "server":  # servers only serve: no verify workers taking the joiner's cores
+        env = {"NETDIAG_NODE_TARGET_OUTBOUND": "0", "NETDIAG_NODE_VERIFY_WORKERS": "0"}
     else:
         n = str(len(peers))
         env = {
             "NETDIAG_NODE_TARGET_OUTBOUND": n,
             "NETDIAG_NODE_MAX_OUTBOUND": n,
             "NETDIAG_NODE_MAX_INBOUND": "0",
+            "NETDIAG_NODE_VERIFY_WORKERS": str(verify_workers),
         }
     proc = place.spawn(role, cmd, env)
     try:
@@ -174,6 +175,7 @@ def run(
     rounds: int,
     rtt_ms: float = 0.0,
     progress: Callable[[str], None] = lambda _m: None,
+    verify_workers: int = -1,
 ) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="nd-bench-sync-") as tmp,
@@ -207,7 +209,7 @@ def run(
                 figures["verify_ceiling_blocks_per_s"] = round(ceiling, 1)
                 for k in peer_counts:
                     progress(f"round {r + 1}/{rounds}: a joiner syncs from {k} peer(s)")
-                    one = _join(place, work, f"joiner-r{r}-p{k}", ports[:k], blocks)
+                    one = _join(place, work, f"joiner-r{r}-p{k}", ports[:k], blocks, verify_workers)
                     runs[k].append(one)
                     figures[f"p{k}_blocks_per_s"] = round(one.blocks_per_s, 1)
                     figures[f"p{k}_stalls"] = one.stalls
@@ -243,6 +245,7 @@ def run(
         "blocks": blocks,
         "peer_counts": peer_counts,
         "rtt_ms": rtt_ms,
+        "verify_workers": verify_workers,
         "baseline_peers": base_k,
         "chain_build_s": round(build_s, 3),
         "verify_ceiling_blocks_per_s": round(statistics.median(ceilings), 1),
@@ -273,9 +276,11 @@ def _nested(place: Placement, work: Path, n: int) -> Iterator[list[tuple[str, in
         yield [*rest, mine]
 
 
-def _join(place: Placement, work: Path, name: str, peers: list[str], blocks: int) -> SyncRun:
+def _join(
+    place: Placement, work: Path, name: str, peers: list[str], blocks: int, verify_workers: int
+) -> SyncRun:
     t0 = time.perf_counter()
-    with _node(place, work, "joiner", name, peers) as (_, api):
+    with _node(place, work, "joiner", name, peers, verify_workers) as (_, api):
         probe = ApiProbe(lambda: NodeApi(place.ns("joiner"), api, timeout_s=30.0), name.encode())
         timeout_s = max(60.0, blocks / 100)
         st: dict[str, Any] | None = None

@@ -14,6 +14,7 @@ them interleaved, round after round, and derives the figures.
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,15 @@ class Figures(msgspec.Struct):
     tx_vs_raw_ratio: float
     block_txs_vs_raw_ratio: float
     commit_txs_vs_raw_ratio: float
+    # one core against every core, wall time, side by side (netdiag.node.sigpool)
+    workers: int
+    raw_1core_wall_per_s: float
+    raw_pool_wall_per_s: float
+    block_txs_1core_wall_per_s: float
+    block_txs_pool_wall_per_s: float
+    raw_pool_vs_1core_ratio: float
+    block_pool_vs_1core_raw_ratio: float
+    block_1core_vs_1core_raw_ratio: float
 
 
 def run(
@@ -42,23 +52,39 @@ def run(
     rounds: int,
     validators: int = 4,
     progress: Callable[[str], None] = lambda _m: None,
+    workers: int = -1,
 ) -> tuple[Figures, list[dict[str, float]]]:
     progress(f"building {n_blocks} blocks of {txs_per_block} transactions")
     w = testkit.build_workload(n_blocks, txs_per_block, validators)
+    pool = testkit.SigPool(workers)
+    progress(f"starting {pool.workers} verify workers")
+    pool.start()
+    wall = time.perf_counter
     steps: dict[str, Callable[[], float]] = {
         "raw": lambda: testkit.raw_verify_rate(w),
         "tx": lambda: testkit.tx_validate_rate(w),
         "block": lambda: testkit.block_validate_rate(w),
         "commit": lambda: testkit.block_commit_rate(w, validators),
+        "raw_1core_wall": lambda: testkit.raw_verify_wall_rate(w),
+        "raw_pool_wall": lambda: testkit.raw_verify_wall_rate(w, pool),
+        "block_1core_wall": lambda: testkit.block_validate_rate(w, timer=wall),
+        "block_pool_wall": lambda: testkit.block_validate_rate(w, pool, timer=wall),
     }
     per_round: list[dict[str, float]] = []
-    for i in range(rounds):
-        progress(f"round {i + 1}/{rounds}: raw verify, tx, block, commit")
-        r = {k: f() for k, f in steps.items()}
-        r["tx_vs_raw"] = r["tx"] / r["raw"]
-        r["block_txs_vs_raw"] = r["block"] * txs_per_block / r["raw"]
-        r["commit_txs_vs_raw"] = r["commit"] * txs_per_block / r["raw"]
-        per_round.append(r)
+    try:
+        for i in range(rounds):
+            progress(f"round {i + 1}/{rounds}: raw verify, tx, block, commit, one core vs all")
+            r = {k: f() for k, f in steps.items()}
+            r["tx_vs_raw"] = r["tx"] / r["raw"]
+            r["block_txs_vs_raw"] = r["block"] * txs_per_block / r["raw"]
+            r["commit_txs_vs_raw"] = r["commit"] * txs_per_block / r["raw"]
+            one = r["raw_1core_wall"]
+            r["raw_pool_vs_1core"] = r["raw_pool_wall"] / one
+            r["block_pool_vs_1core_raw"] = r["block_pool_wall"] * txs_per_block / one
+            r["block_1core_vs_1core_raw"] = r["block_1core_wall"] * txs_per_block / one
+            per_round.append(r)
+    finally:
+        pool.close()
     med = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
     fig = Figures(
         ed25519_verify_per_s=med["raw"],
@@ -70,6 +96,14 @@ def run(
         tx_vs_raw_ratio=med["tx_vs_raw"],
         block_txs_vs_raw_ratio=med["block_txs_vs_raw"],
         commit_txs_vs_raw_ratio=med["commit_txs_vs_raw"],
+        workers=pool.workers,
+        raw_1core_wall_per_s=med["raw_1core_wall"],
+        raw_pool_wall_per_s=med["raw_pool_wall"],
+        block_txs_1core_wall_per_s=med["block_1core_wall"] * txs_per_block,
+        block_txs_pool_wall_per_s=med["block_pool_wall"] * txs_per_block,
+        raw_pool_vs_1core_ratio=med["raw_pool_vs_1core"],
+        block_pool_vs_1core_raw_ratio=med["block_pool_vs_1core_raw"],
+        block_1core_vs_1core_raw_ratio=med["block_1core_vs_1core_raw"],
     )
     return fig, per_round
 
@@ -108,6 +142,24 @@ def to_result(
                 "txs_per_s": txs_per_s,
                 "ratio_to_raw_verify": ratio,
             },
+        )
+    n = f["workers"]
+    for path, txs_per_s, ratio in (  # wall; ratio: median over rounds of the in-round ratio
+        ("raw verify, one core (wall)", f["raw_1core_wall_per_s"], 1.0),
+        (f"raw verify, {n} workers (wall)", f["raw_pool_wall_per_s"], f["raw_pool_vs_1core_ratio"]),
+        (
+            "block validate, one core (wall)",
+            f["block_txs_1core_wall_per_s"],
+            f["block_1core_vs_1core_raw_ratio"],
+        ),
+        (
+            f"block validate, {n} workers (wall)",
+            f["block_txs_pool_wall_per_s"],
+            f["block_pool_vs_1core_raw_ratio"],
+        ),
+    ):
+        res.add_summary(
+            "cores", {"path": path, "txs_per_s": txs_per_s, "ratio_to_one_core_raw": ratio}
         )
     res.add_summary("figures", f)
     for i, r in enumerate(per_round, start=1):

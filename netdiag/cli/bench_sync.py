@@ -38,8 +38,21 @@ def _peer_counts(value: str) -> list[int]:
     help="0: all on loopback. Else servers and joiner sit at the two ends of an emulated lab "
     "link with this round-trip delay (root; namespaces nd-sync-*, removed on exit).",
 )
+@click.option(
+    "--verify-workers",
+    type=click.IntRange(-1),
+    default=-1,
+    show_default=True,
+    help="The joiner's signature-verify processes (-1: one per CPU; 0: on its event loop).",
+)
 def sync(
-    peers: str, blocks: int, rounds: int, rtt_ms: float, out: Path | None, as_json: bool
+    peers: str,
+    blocks: int,
+    rounds: int,
+    rtt_ms: float,
+    verify_workers: int,
+    out: Path | None,
+    as_json: bool,
 ) -> None:
     """Late-joiner sync throughput from several peers (real node processes).
 
@@ -52,7 +65,13 @@ def sync(
     err = Console(stderr=True)
     with err.status("sync: starting") as status:
         fig = scenario.run(
-            blocks, counts, rounds, rtt_ms, progress=lambda m: status.update(f"sync: {m}")
+            blocks,
+            counts,
+            rounds,
+            rtt_ms,
+            progress=lambda m: status.update(f"sync: {m}"),
+            verify_workers=verify_workers,
         )
     params = {"peers": counts, "blocks": blocks, "rounds": rounds, "rtt_ms": rtt_ms}
+    params["verify_workers"] = verify_workers
     finish(scenario.to_result(fig, params), out, as_json)

@@ -14,8 +14,17 @@ from netdiag.cli.bench import finish, interleaved_rounds_option, result_options
 @click.option("--blocks", type=click.IntRange(1), default=40, show_default=True)
 @click.option("--txs-per-block", type=click.IntRange(1), default=250, show_default=True)
 @interleaved_rounds_option(5)
+@click.option(
+    "--workers",
+    type=click.IntRange(-1),
+    default=-1,
+    show_default=True,
+    help="Verify worker processes for the multi-core figures (-1: one per CPU).",
+)
 @result_options("validate")
-def validate(blocks: int, txs_per_block: int, rounds: int, out: Path | None, as_json: bool) -> None:
+def validate(
+    blocks: int, txs_per_block: int, rounds: int, workers: int, out: Path | None, as_json: bool
+) -> None:
     """Block and tx validation throughput vs raw Ed25519 verify (same machine, same run).
 
     Ratios: median of per-round ratios; CPU time except the commit path (wall, fsync)."""
@@ -26,7 +35,12 @@ def validate(blocks: int, txs_per_block: int, rounds: int, out: Path | None, as_
     err = Console(stderr=True)
     with err.status("validate: starting") as status:
         fig, per_round = bench.run(
-            blocks, txs_per_block, rounds, progress=lambda m: status.update(f"validate: {m}")
+            blocks,
+            txs_per_block,
+            rounds,
+            progress=lambda m: status.update(f"validate: {m}"),
+            workers=workers,
         )
     params = {"blocks": blocks, "txs_per_block": txs_per_block, "rounds": rounds}
+    params["workers"] = workers
     finish(bench.to_result(fig, per_round, params), out, as_json)

@@ -79,6 +79,9 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     sync_timeout_max_s: float = 64.0  # ... up to this
     sync_parallel_min: int = 32  # further behind than this, parallel sync takes over
     max_reorg_depth: int = 64  # deepest fork we switch away from (longest valid chain wins)
+    # processes verifying signature batches (sync segments, big blocks): -1 one per CPU,
+    # 0 or 1 none (verified on the node loop)
+    verify_workers: int = -1
     entropy_sample: int = 8  # peers asked in each epoch-boundary entropy check
     entropy_timeout_ms: int = 300  # how long their answers are collected
     debug_divergent_entropy_epoch: int = -1  # TEST HOOK: corrupt our entropy once, at this epoch
@@ -160,6 +163,7 @@ RANGES: dict[str, tuple[float, bool]] = {
     "sync_timeout_max_s": POSITIVE,
     "sync_parallel_min": NON_NEGATIVE,
     "max_reorg_depth": NON_NEGATIVE,
+    "verify_workers": (-1.0, True),
     "entropy_sample": AT_LEAST_ONE,
     "entropy_timeout_ms": AT_LEAST_ONE,
     "debug_divergent_entropy_epoch": (-1.0, True),

@@ -39,6 +39,7 @@ from netdiag.node.protocol import Violation
 from netdiag.node.resources import ConnRateLimiter, Limits, MemoryBudget, resolve_limits
 from netdiag.node.runtime import Clock, Scheduler
 from netdiag.node.scores import ScoreBook
+from netdiag.node.sigpool import SigPool
 from netdiag.node.window_sync import ParallelSync, WindowParams
 from netdiag.node.writer import WriteDone
 
@@ -58,8 +59,10 @@ class NodeCore:
         scheduler: Scheduler,
         entropy_chain: HashChain | None = None,  # our reveals (entropy.py), validators only
         limits: Limits | None = None,
+        sigs: SigPool | None = None,  # signature batches on every core; none: inline
     ) -> None:
         self.limits = limits or resolve_limits(cfg)
+        self.sigs = sigs or SigPool(0)
         self.cfg = cfg
         self.log = log
         self.metrics = metrics
@@ -138,6 +141,7 @@ class NodeCore:
             self.policy,
             self.sync,
             self.entropy,
+            self.sigs,
         )
         self.producer = Producer(
             cfg,

@@ -41,6 +41,7 @@ from netdiag.node.presence import Presence
 from netdiag.node.protocol import PeerProtocol
 from netdiag.node.resources import resolve_limits
 from netdiag.node.runtime import Clock, LoopScheduler, SystemClock
+from netdiag.node.sigpool import SigPool
 from netdiag.node.tlsio import TlsSession
 from netdiag.node.transport import Connection
 from netdiag.node.views import CoreView
@@ -78,6 +79,7 @@ class Node:
         self._api_thread = ApiThread()
         self._stopped = False
         self._api_view: ThreadedView | None = None
+        self._sigs = SigPool(cfg.verify_workers)
 
     # -- the core and its parts (for the CLI, tests and the API view) ----------------------
 
@@ -206,6 +208,7 @@ class Node:
             LoopScheduler(),
             self.entropy_chain,
             limits,
+            self._sigs,
         )
 
     async def start(self) -> None:
@@ -216,6 +219,7 @@ class Node:
             self.data_dir / "chain.sqlite", loop.call_soon_threadsafe, on_failed=self._store_failed
         )
         chain = Chain(store, self.genesis, self.clock.wall_ms, self.cfg.orphan_max)
+        await asyncio.to_thread(self._sigs.start)  # the workers, before the first sync
         core = self._core = self._make_core(chain)
         store.on_done = core.store_durable
         self.metrics.durable_height.set(chain.height)
@@ -322,6 +326,7 @@ class Node:
         if core is not None:
             core.close()
             await asyncio.to_thread(core.chain.store.close)  # the writer drains its queue
+        await asyncio.to_thread(self._sigs.close)
         self.log.info(
             "node_stopped",
             f"node {short(self.node_id)} stopped cleanly at height {core.height if core else 0}",

@@ -12,6 +12,7 @@ import msgspec
 
 from netdiag.node.chain import Chain
 from netdiag.node.config import NodeConfig
+from netdiag.node.crypto import preverified
 from netdiag.node.entropy_check import EntropyCheck
 from netdiag.node.errors import ValidationError
 from netdiag.node.gossip import GossipRouter
@@ -25,6 +26,7 @@ from netdiag.node.peering import Peering
 from netdiag.node.policy import PENALTY_INVALID, BanPolicy
 from netdiag.node.presence import Presence
 from netdiag.node.runtime import Clock, Scheduler
+from netdiag.node.sigpool import SigPool, sig_checks
 from netdiag.node.store import MAX_PENDING_BLOCKS
 from netdiag.node.validation import BadPrevHash, check_tx
 from netdiag.node.window_sync import ParallelSync
@@ -52,6 +54,7 @@ class Ingest:
         policy: BanPolicy,
         sync: ParallelSync,
         entropy: EntropyCheck,
+        sigs: SigPool,
     ) -> None:
         self.cfg = cfg
         self.log = log
@@ -66,6 +69,7 @@ class Ingest:
         self.policy = policy
         self.sync = sync
         self.entropy = entropy
+        self.sigs = sigs
 
     # -- gossip payloads -------------------------------------------------------------------
 
@@ -118,7 +122,8 @@ class Ingest:
                 return "ignored"
         if chain.store.pending_blocks >= MAX_PENDING_BLOCKS:
             return "ignored"  # the disk is behind (a locked database); sync fetches it later
-        res = chain.submit(block, len(raw))
+        with preverified(self.sigs.prove(sig_checks([block]))):  # a big block: every core
+            res = chain.submit(block, len(raw))
         self.metrics.validation_seconds.labels("block").observe(time.perf_counter() - t0)
         if res.duplicate:
             return "duplicate"

@@ -72,7 +72,7 @@ class SegmentCommit:
             return
         try:
             self._step_phase = "verifying"
-            res = verify_segment(chain, run, self.host.now_ms())
+            res = verify_segment(chain, run, self.host.now_ms(), self.host.sigs)
             if res.verified:
                 self._step_phase = "committing"
                 chain.append_verified(res.verified)

@@ -12,6 +12,7 @@ import msgspec
 from netdiag.node.chain import Chain
 from netdiag.node.link import Link
 from netdiag.node.model import Block, decode_block
+from netdiag.node.sigpool import SigPool
 from netdiag.node.sync import SyncHost
 
 PHASES = ("discovering", "downloading", "verifying", "committing", "following")
@@ -32,6 +33,9 @@ class WindowHost(SyncHost, Protocol):
     def schedule(self, fn: Callable[[], None]) -> None: ...
     def now_ms(self) -> int: ...
     def info(self, event: str, msg: str, **fields: object) -> None: ...
+
+    @property
+    def sigs(self) -> SigPool: ...
 
 
 @dataclass

@@ -44,3 +44,12 @@ def test_bench_validate_tiny_run_writes_schema(tmp_path: Path) -> None:
     paths = {row["path"]: row for row in saved["summary"]["validate"]}
     assert paths["raw Ed25519 verify"]["ratio_to_raw_verify"] == 1.0
     assert paths["tx decode+validate"]["ratio_to_raw_verify"] == r["tx_vs_raw_ratio"]
+    # one core against every core, side by side (wall time, netdiag.node.sigpool)
+    assert r["workers"] >= 1 and r["raw_1core_wall_per_s"] > 0 and r["raw_pool_wall_per_s"] > 0
+    cores = saved["summary"]["cores"]
+    assert cores[0]["ratio_to_one_core_raw"] == 1.0
+    assert cores[1]["ratio_to_one_core_raw"] == r["raw_pool_vs_1core_ratio"]
+    for rnd in rounds:
+        assert rnd["raw_pool_vs_1core"] == pytest.approx(
+            rnd["raw_pool_wall"] / rnd["raw_1core_wall"]
+        )

@@ -1,0 +1,85 @@
+"""Signature batches on every core (sigpool.py): the pool's verdicts are the inline verifier's,
+and a segment or block checked with a pool is accepted or rejected exactly as without one — a
+forged signature inside a batch is still found, at the same block, for the same reason."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from netdiag.node import crypto
+from netdiag.node.chain import Chain
+from netdiag.node.model import Block, Tx
+from netdiag.node.segment import verify_segment
+from netdiag.node.sigpool import SigPool, sig_checks, verify_chunk
+from netdiag.node.testkit import build_chain
+from tests.unit.node.chainkit import Clock, lab, open_chain, txs
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[SigPool]:
+    p = SigPool(workers=2, min_batch=8)
+    p.start()
+    yield p
+    p.close()
+
+
+def forged(tx: Tx) -> Tx:
+    sig = bytes([tx.signature[0] ^ 1]) + tx.signature[1:]
+    return Tx(tx.sender, tx.nonce, tx.timestamp_ms, tx.payload, sig)
+
+
+def test_pool_verdicts_equal_inline(pool: SigPool) -> None:
+    _, keys = lab()
+    good = txs(40, keys[0])
+    mixed = [forged(t) if i % 7 == 3 else t for i, t in enumerate(good)]
+    items = [(t.sender, t.signature, t.signing_bytes()) for t in mixed]
+    items.append((b"short", b"x", b"y"))  # malformed: False, not an exception
+    assert pool.verify_many(items) == verify_chunk(items)
+    assert pool.verify_many(items).count(False) == 7
+    assert pool.batches >= 1, "the batch went to the workers"
+
+
+def test_preverified_answers_only_for_its_triples(pool: SigPool) -> None:
+    _, keys = lab()
+    [tx] = txs(1, keys[0])
+    bad = forged(tx)
+    with crypto.preverified([(tx.sender, tx.signature, tx.signing_bytes())]):
+        assert crypto.verify(tx.sender, tx.signature, tx.signing_bytes())
+        assert not crypto.verify(bad.sender, bad.signature, bad.signing_bytes())
+    assert crypto.verify(tx.sender, tx.signature, tx.signing_bytes())  # inline, as always
+    bad_items = [(bad.sender, bad.signature, bad.signing_bytes())] * 10
+    assert pool.prove(bad_items) == [], "a forged signature is never pre-verified"
+
+
+def segment(tmp: Path, n: int, bad_height: int | None) -> tuple[Chain, list[Block]]:
+    spec, keys = lab(validators=3, epoch=4)
+    chain = open_chain(tmp, spec, Clock(2**62))
+
+    def block_txs(h: int) -> list[Tx]:
+        out = txs(6, keys[h % 3], start=h * 100)
+        return [forged(t) if h == bad_height and i == 4 else t for i, t in enumerate(out)]
+
+    return chain, build_chain(spec, keys, n, txs=block_txs)
+
+
+@pytest.mark.parametrize("bad_height", [None, 4])
+def test_a_segment_is_judged_the_same_with_a_pool(
+    tmp_path: Path, pool: SigPool, bad_height: int | None
+) -> None:
+    chain, blocks = segment(tmp_path, 6, bad_height)
+    assert len(sig_checks(blocks)) >= pool.min_batch
+    inline = verify_segment(chain, blocks, 2**62)
+    batches = pool.batches
+    pooled = verify_segment(chain, blocks, 2**62, pool)
+    assert pool.batches == batches + 1, "the segment's signatures went to the workers"
+    assert [b.height for b in pooled.verified] == [b.height for b in inline.verified]
+    if bad_height is None:
+        assert len(pooled.verified) == 6 and pooled.error is None and inline.error is None
+    else:  # stops at the forged transaction's block, for its signature
+        assert len(pooled.verified) == bad_height - 1
+        assert pooled.error is not None and inline.error is not None
+        assert pooled.error.reason == inline.error.reason == "tx_signature"
+    chain.store.close()
