@@ -16,6 +16,7 @@ from netdiag.node.crypto import Identity
 from netdiag.node.genesis import ChainParams, lab_genesis
 from netdiag.node.messages import Blocks, GetBlocks, Status
 from netdiag.node.model import Block
+from netdiag.node.sigpool import SigPool
 from netdiag.node.store import Store
 from netdiag.node.window_sync import ParallelSync, WindowParams
 from tests.unit.node.synckit import SLOT_MS, build_chain, forge
@@ -45,6 +46,7 @@ class Host:
         self.notes: list[tuple[str, str]] = []
         self.queue: list[Callable[[], None]] = []
         self.committed = 0
+        self.sigs = SigPool(0)  # inline: these tests judge decisions, not cores
 
     @property
     def height(self) -> int:
