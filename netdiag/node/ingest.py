@@ -28,7 +28,7 @@ from netdiag.node.presence import Presence
 from netdiag.node.runtime import Clock, Scheduler
 from netdiag.node.sigpool import SigPool, sig_checks
 from netdiag.node.store import MAX_PENDING_BLOCKS
-from netdiag.node.validation import BadPrevHash, check_tx
+from netdiag.node.validation import BadPrevHash, check_block_cheap, check_tx
 from netdiag.node.window_sync import ParallelSync
 
 FORGERY_REASONS = frozenset({"hash", "signature"})  # in a sync answer: ban at once
@@ -70,6 +70,7 @@ class Ingest:
         self.sync = sync
         self.entropy = entropy
         self.sigs = sigs
+        self.no_early: dict[bytes, float] = {}  # producer -> until when: full check first
 
     # -- gossip payloads -------------------------------------------------------------------
 
@@ -80,8 +81,13 @@ class Ingest:
             self.metrics.gossip_duplicates.labels(topic).inc()
             return
         if topic == TOPIC_BLOCKS:
-            outcome = self.apply_block(conn, data, "gossip")
+            early = self.forward_early(mid, data)
+            outcome = self.apply_block(conn, data, "gossip", early)
             verdict = {"accepted": "accept", "rejected": "reject"}.get(outcome, "ignore")
+            if early is not None:  # forwarded already: record the verdict, send nothing more
+                if verdict == "reject":
+                    self.gossip.seen[mid].verdict = "reject"
+                return
         elif topic == TOPIC_TXS:
             verdict = self.accept_tx_bytes(data, "gossip", conn)
         elif topic == TOPIC_PRESENCE:
@@ -94,14 +100,60 @@ class Ingest:
 
     # -- blocks ----------------------------------------------------------------------------
 
-    def apply_block(self, conn: Link | None, raw: bytes, source: str) -> str:
+    def forward_early(self, mid: bytes, raw: bytes) -> Block | None:
+        """Propagation at the bound: a gossiped block that extends our tip and passes the
+        cheap rules (validation.check_block_cheap: producer signature, slot and schedule,
+        Merkle root — no transaction signature) goes to the mesh now, before its full check.
+        Its transactions are then exactly what its producer signed, so a full check that fails
+        is the producer's doing: it is penalized and its blocks wait for the full check for
+        ``ban_seconds`` (``early_failed``). Returns the decoded block when forwarded."""
+        chain = self.chain
+        try:
+            block = decode_block(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        producer = block.header.producer
+        if block.height != chain.height + 1 or self.no_early.get(producer, 0) > self._now():
+            return None
+        try:
+            check_block_cheap(block, chain.view(), chain.params, self.clock.wall_ms(), len(raw))
+        except ValidationError:
+            return None
+        self.metrics.blocks_forwarded_early.inc()
+        self.peering.send_all(self.gossip.validated(mid, raw, "accept"))
+        return block
+
+    def _now(self) -> float:
+        return self.clock.monotonic()
+
+    def early_failed(self, block: Block, reason: str) -> None:
+        producer = block.header.producer
+        self.no_early[producer] = self._now() + self.cfg.ban_seconds
+        self.metrics.early_forward_failed.inc()
+        self.log.warning(
+            "early_forward_failed",
+            f"block {block.height} from producer {short(producer)} passed the cheap checks and "
+            f"was forwarded, then failed its full check ({reason}): producer penalized, its "
+            f"blocks are forwarded only after the full check for {self.cfg.ban_seconds:g} s",
+            height=block.height,
+            producer=producer.hex(),
+            reason=reason,
+        )
+        conn = self.peering.conns.get(producer)
+        if conn is not None:
+            self.policy.penalize(conn, PENALTY_INVALID, f"produced an invalid block ({reason})")
+
+    def apply_block(
+        self, conn: Link | None, raw: bytes, source: str, early: Block | None = None
+    ) -> str:
         """Validate and commit one encoded block. Returns accepted | duplicate | orphan |
-        ignored | rejected; scores ``conn`` for invalid blocks."""
+        ignored | rejected; scores ``conn`` for invalid blocks — or, for a block we forwarded
+        early (``early``, decoded), its producer instead."""
         chain = self.chain
         self.metrics.blocks_received.labels(source).inc()
         t0 = time.perf_counter()
         try:
-            block = decode_block(raw)
+            block = early or decode_block(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             self.reject_block(conn, None, "format", f"block does not decode: {e}")
             return "rejected"
@@ -142,6 +194,10 @@ class Ingest:
             return "orphan"
         if res.error is not None:
             stale = isinstance(res.error, BadPrevHash) and block.height <= chain.height
+            if early is not None:  # the sender may have forwarded it early too, as we did
+                self.reject_block(None, block, res.error.reason, res.error.detail)
+                self.early_failed(block, res.error.reason)
+                return "rejected"
             self.reject_block(None if stale else conn, block, res.error.reason, res.error.detail)
             if source == "sync" and conn is not None and res.error.reason in FORGERY_REASONS:
                 # no honest node stores, so none serves, a block whose hash or producer

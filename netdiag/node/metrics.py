@@ -21,6 +21,18 @@ class NodeMetrics:
         self.blocks_rejected = Counter(
             "blocks_rejected", "Blocks rejected, by rule", ["reason"], namespace=ns, registry=r
         )
+        self.blocks_forwarded_early = Counter(
+            "blocks_forwarded_early",
+            "Gossiped blocks forwarded after their cheap checks, before the full check",
+            namespace=ns,
+            registry=r,
+        )
+        self.early_forward_failed = Counter(
+            "early_forward_failed",
+            "Blocks forwarded early whose full check then failed (their producer penalized)",
+            namespace=ns,
+            registry=r,
+        )
         self.blocks_produced = Counter(
             "blocks_produced", "Blocks produced by this node", namespace=ns, registry=r
         )

@@ -175,6 +175,18 @@ def check_block(
     block: Block, view: ChainView, params: ChainParams, now_ms: int, encoded_len: int | None = None
 ) -> None:
     """Raise the ValidationError of the first rule ``block`` breaks as the successor of the tip."""
+    txids = check_block_cheap(block, view, params, now_ms, encoded_len)
+    check_block_body(block, view, params, txids)
+
+
+def check_block_cheap(
+    block: Block, view: ChainView, params: ChainParams, now_ms: int, encoded_len: int | None = None
+) -> list[bytes]:
+    """The rules that cost no transaction signature: size, network, hash and producer
+    signature, linkage, height, slot and schedule, and the Merkle root (so the transactions
+    are exactly those the producer signed for). A block that passes may be forwarded before
+    ``check_block_body``; anything that body check finds is then the producer's doing.
+    Returns the txids."""
     hdr = block.header
     size = len(block.encode()) if encoded_len is None else encoded_len
     if size > params.max_block_bytes:
@@ -228,9 +240,6 @@ def check_block(
             f"block {hdr.height} round {round_} produced by "
             f"{_short(hdr.producer)}, scheduled producer is {_short(expected)}"
         )
-    # after the schedule: only the round's producer can make us hash its chain (a check costs
-    # the heights since its last verified reveal, or up to the height from the anchor once)
-    check_entropy(hdr, view)
     txids = [t.txid() for t in block.txs]
     root = merkle_root(txids)
     if root != hdr.tx_root:
@@ -238,6 +247,18 @@ def check_block(
             f"block {hdr.height} {_short(h)} tx_root {_short(hdr.tx_root)} "
             f"does not match its transactions ({_short(root)})"
         )
+    return txids
+
+
+def check_block_body(
+    block: Block, view: ChainView, params: ChainParams, txids: list[bytes]
+) -> None:
+    """The rest of ``check_block`` once ``check_block_cheap`` passed (``txids``, its result):
+    entropy reveal, duplicates, every transaction."""
+    hdr = block.header
+    # after the schedule: only the round's producer can make us hash its chain (a check costs
+    # the heights since its last verified reveal, or up to the height from the anchor once)
+    check_entropy(hdr, view)
     if len(set(txids)) != len(txids):
         raise DuplicateTx(f"block {hdr.height} repeats a transaction")
     for tx, txid in zip(block.txs, txids, strict=True):
