@@ -35,15 +35,16 @@ class Figures(msgspec.Struct):
     tx_vs_raw_ratio: float
     block_txs_vs_raw_ratio: float
     commit_txs_vs_raw_ratio: float
-    # one core against every core, wall time, side by side (netdiag.node.sigpool)
-    workers: int
-    raw_1core_wall_per_s: float
-    raw_pool_wall_per_s: float
-    block_txs_1core_wall_per_s: float
-    block_txs_pool_wall_per_s: float
-    raw_pool_vs_1core_ratio: float
-    block_pool_vs_1core_raw_ratio: float
-    block_1core_vs_1core_raw_ratio: float
+    # one core against every core, wall time, side by side (netdiag.node.sigpool); 0 in
+    # results from before they were measured (bench/legacy.py)
+    workers: int = 0
+    raw_1core_wall_per_s: float = 0.0
+    raw_pool_wall_per_s: float = 0.0
+    block_txs_1core_wall_per_s: float = 0.0
+    block_txs_pool_wall_per_s: float = 0.0
+    raw_pool_vs_1core_ratio: float = 0.0
+    block_pool_vs_1core_raw_ratio: float = 0.0
+    block_1core_vs_1core_raw_ratio: float = 0.0
 
 
 def run(
@@ -144,19 +145,27 @@ def to_result(
             },
         )
     n = f["workers"]
-    for path, txs_per_s, ratio in (  # wall; ratio: median over rounds of the in-round ratio
-        ("raw verify, one core (wall)", f["raw_1core_wall_per_s"], 1.0),
-        (f"raw verify, {n} workers (wall)", f["raw_pool_wall_per_s"], f["raw_pool_vs_1core_ratio"]),
-        (
-            "block validate, one core (wall)",
-            f["block_txs_1core_wall_per_s"],
-            f["block_1core_vs_1core_raw_ratio"],
-        ),
-        (
-            f"block validate, {n} workers (wall)",
-            f["block_txs_pool_wall_per_s"],
-            f["block_pool_vs_1core_raw_ratio"],
-        ),
+    for path, txs_per_s, ratio in (
+        ()
+        if not n
+        else (  # wall; ratio: median over rounds of the in-round ratio
+            ("raw verify, one core (wall)", f["raw_1core_wall_per_s"], 1.0),
+            (
+                f"raw verify, {n} workers (wall)",
+                f["raw_pool_wall_per_s"],
+                f["raw_pool_vs_1core_ratio"],
+            ),
+            (
+                "block validate, one core (wall)",
+                f["block_txs_1core_wall_per_s"],
+                f["block_1core_vs_1core_raw_ratio"],
+            ),
+            (
+                f"block validate, {n} workers (wall)",
+                f["block_txs_pool_wall_per_s"],
+                f["block_pool_vs_1core_raw_ratio"],
+            ),
+        )
     ):
         res.add_summary(
             "cores", {"path": path, "txs_per_s": txs_per_s, "ratio_to_one_core_raw": ratio}

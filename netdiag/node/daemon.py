@@ -219,7 +219,12 @@ class Node:
             self.data_dir / "chain.sqlite", loop.call_soon_threadsafe, on_failed=self._store_failed
         )
         chain = Chain(store, self.genesis, self.clock.wall_ms, self.cfg.orphan_max)
-        await asyncio.to_thread(self._sigs.start)  # the workers, before the first sync
+        self._sigs.start()  # the workers, from this thread (their parent-death signal's)
+        if self._sigs.error is not None:
+            self.log.warning(
+                "verify_workers",
+                f"signature workers did not start ({self._sigs.error}): verifying on the loop",
+            )
         core = self._core = self._make_core(chain)
         store.on_done = core.store_durable
         self.metrics.durable_height.set(chain.height)

@@ -12,14 +12,17 @@ saw) is checked again, inline, by the same rule as always.
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterable
 
 from netdiag.node import crypto
 from netdiag.node.model import BLOCK_DOMAIN, Block
 
 SigCheck = tuple[bytes, bytes, bytes]  # public key, signature, signed message
+PR_SET_PDEATHSIG = 1
 MIN_BATCH = 64  # fewer checks than this are not worth the trip to a worker
 CHUNKS_PER_WORKER = 2  # a late chunk on a busy core holds the batch less
 
@@ -38,6 +41,35 @@ def verify_chunk(items: list[SigCheck]) -> list[bool]:
     return [crypto.verify(*it) for it in items]
 
 
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: a node killed with -9 takes its workers along (Linux: the kernel
+    sends SIGKILL when the parent dies), so none outlives it holding its pipes open."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: workers exit at the pool's EOF instead
+        return
+    if os.getppid() != parent:  # the parent died before the call
+        os._exit(1)
+
+
+def quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with stderr on /dev/null. It outlives a node
+    killed with -9 by a moment and then warns about the pool's semaphores on the stderr it
+    inherited — the node's log, which is JSON lines only. (fd 2 is swapped for the few
+    milliseconds of the spawn, at start-up, before the node's other threads log.)"""
+    from multiprocessing import resource_tracker
+
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -54,20 +86,30 @@ class SigPool:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.batches = 0  # sent to the pool
         self.checks = 0
+        self.error: str | None = None  # why the pool could not start (then: inline)
 
     @property
     def parallel(self) -> bool:
         return self.workers > 1
 
     def start(self) -> None:
-        """Start the workers now (forkserver: the node process has threads, so no fork of
-        it; each worker imports only the verifier) rather than on the first batch."""
+        """Start the workers now rather than on the first batch. Spawned, not forked: the node
+        process has threads (API, writer), and a spawned worker is the node's own child, so
+        ``die_with_parent`` ties its life to the node's."""
         if not self.parallel or self._pool is not None:
             return
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["netdiag.node.sigpool"])
-        self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx)
-        list(self._pool.map(verify_chunk, [[]] * self.workers))  # warm: every worker up
+        quiet_resource_tracker()
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        )
+        try:
+            list(self._pool.map(verify_chunk, [[]] * self.workers))  # warm: every worker up
+        except Exception as e:  # e.g. an embedding __main__ that cannot be re-imported
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool, self.workers, self.error = None, 0, repr(e)
 
     def verify_many(self, items: list[SigCheck]) -> list[bool]:
         if not self.parallel or len(items) < self.min_batch:
@@ -90,6 +132,9 @@ class SigPool:
         if not self.parallel or len(items) < self.min_batch:
             return []
         return [it for it, ok in zip(items, self.verify_many(items), strict=True) if ok]
+
+    def worker_pids(self) -> list[int]:
+        return list(getattr(self._pool, "_processes", {}) or {})
 
     def close(self) -> None:
         if self._pool is not None:

@@ -4,6 +4,11 @@ forged signature inside a batch is still found, at the same block, for the same 
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +88,40 @@ def test_a_segment_is_judged_the_same_with_a_pool(
         assert pooled.error is not None and inline.error is not None
         assert pooled.error.reason == inline.error.reason == "tx_signature"
     chain.store.close()
+
+
+OWNER = """
+import sys, time
+from netdiag.node.sigpool import SigPool
+pool = SigPool(workers=2)
+pool.start()
+print(*pool.worker_pids(), flush=True)
+time.sleep(600)
+"""
+
+
+def test_workers_die_with_a_killed_node() -> None:
+    """kill -9 of the node takes its workers along: none is left holding its pipes."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert owner.stdout is not None and owner.stderr is not None
+    pids = [int(p) for p in owner.stdout.readline().split()]
+    assert len(pids) == 2
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(30)
+    deadline = time.monotonic() + 30
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and not zombie(p)]
+        time.sleep(0.05)
+    assert not alive, "workers outlived the node"
+    owner.stderr.read()  # EOF: no process holds the node's stderr any more
+
+
+def zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1].startswith("Z")
+    except OSError:
+        return True
