@@ -79,7 +79,9 @@ class Node:
         self._api_thread = ApiThread()
         self._stopped = False
         self._api_view: ThreadedView | None = None
-        self._sigs = SigPool(cfg.verify_workers)
+        # started on the first batch worth it (a sync segment), from the loop's thread: a
+        # cluster of small-block nodes on one host never starts any
+        self._sigs = SigPool(cfg.verify_workers, on_error=self._no_workers)
 
     # -- the core and its parts (for the CLI, tests and the API view) ----------------------
 
@@ -219,12 +221,6 @@ class Node:
             self.data_dir / "chain.sqlite", loop.call_soon_threadsafe, on_failed=self._store_failed
         )
         chain = Chain(store, self.genesis, self.clock.wall_ms, self.cfg.orphan_max)
-        self._sigs.start()  # the workers, from this thread (their parent-death signal's)
-        if self._sigs.error is not None:
-            self.log.warning(
-                "verify_workers",
-                f"signature workers did not start ({self._sigs.error}): verifying on the loop",
-            )
         core = self._core = self._make_core(chain)
         store.on_done = core.store_durable
         self.metrics.durable_height.set(chain.height)
@@ -271,6 +267,11 @@ class Node:
             genesis=chain.genesis_hash.hex(),
             validator=self.is_validator,
             tls=self.cfg.tls,
+        )
+
+    def _no_workers(self, why: str) -> None:
+        self.log.warning(
+            "verify_workers", f"signature workers did not start ({why}): verifying on the loop"
         )
 
     def _store_failed(self, e: BaseException) -> None:

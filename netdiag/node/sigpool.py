@@ -16,7 +16,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from netdiag.node import crypto
 from netdiag.node.model import BLOCK_DOMAIN, Block
@@ -80,20 +80,26 @@ def cpu_count() -> int:
 class SigPool:
     """``workers`` processes (-1: one per usable CPU; 0 or 1: inline, no pool)."""
 
-    def __init__(self, workers: int = -1, min_batch: int = MIN_BATCH) -> None:
+    def __init__(
+        self,
+        workers: int = -1,
+        min_batch: int = MIN_BATCH,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
         self.workers = cpu_count() if workers < 0 else workers
         self.min_batch = min_batch
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.batches = 0  # sent to the pool
         self.checks = 0
         self.error: str | None = None  # why the pool could not start (then: inline)
+        self.on_error = on_error
 
     @property
     def parallel(self) -> bool:
         return self.workers > 1
 
     def start(self) -> None:
-        """Start the workers now rather than on the first batch. Spawned, not forked: the node
+        """Start the workers (else the first batch does). Spawned, not forked: the node
         process has threads (API, writer), and a spawned worker is the node's own child, so
         ``die_with_parent`` ties its life to the node's."""
         if not self.parallel or self._pool is not None:
@@ -110,6 +116,8 @@ class SigPool:
         except Exception as e:  # e.g. an embedding __main__ that cannot be re-imported
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool, self.workers, self.error = None, 0, repr(e)
+            if self.on_error is not None:
+                self.on_error(self.error)
 
     def verify_many(self, items: list[SigCheck]) -> list[bool]:
         if not self.parallel or len(items) < self.min_batch:

@@ -83,6 +83,14 @@ class WriteBehindStore(Store):
         self._writer.init_genesis(genesis)
 
     def verify(self, depth: int = 64) -> int:
+        """At start: check the store and take its tip. Later: check what is on disk now,
+        through a reader of its own (the write connection is the writer thread's)."""
+        if self._thread is not None:
+            reader = Store.reader(self.path)
+            try:
+                return reader.verify(depth)
+            finally:
+                reader.close()
         tip = self._writer.verify(depth)
         self._tip = self._writer.tip()
         self._durable = self._writer.block_at(tip)

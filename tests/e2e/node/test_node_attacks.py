@@ -21,6 +21,7 @@ from tests.unit.node.nodekit import (
     api,
     client_ssl,
     node_cfg,
+    on_disk,
     running,
     wait_for,
     write_lab_genesis,
@@ -79,6 +80,7 @@ async def test_garbage_over_socket_never_hurts_honest_peers(tmp_path: Path, use_
         assert metric(m, 'netdiag_node_handshakes_total{result="failed"}') >= 5
         assert metric(m, "netdiag_node_blocks_rejected_total") == 0
         assert a.chain is not None and b.chain is not None
+        await on_disk(a)
         assert a.chain.store.verify() == a.chain.height
 
 
@@ -247,4 +249,5 @@ async def test_protocol_valid_but_absurd_values_do_not_hurt(tmp_path: Path) -> N
             )
         )[0] == 400
         assert "internal_error" not in log.getvalue()
+        await on_disk(a)
         assert a.chain.store.verify() == a.chain.height

@@ -12,6 +12,7 @@ from tests.unit.node.nodekit import (
     RawPeer,
     api,
     node_cfg,
+    on_disk,
     running,
     wait_for,
     write_lab_genesis,
@@ -245,6 +246,7 @@ async def test_split_validators_converge_on_the_longest_chain(tmp_path: Path) ->
         reorgs = a.metrics.reorgs._value.get() + b.metrics.reorgs._value.get()
         assert reorgs >= 1
         assert '"event": "reorg"' in alog.getvalue() + blog.getvalue()
+        await on_disk(a, b)
         assert a.chain.store.verify(depth=1000) == a.height
         assert b.chain.store.verify(depth=1000) == b.height
 

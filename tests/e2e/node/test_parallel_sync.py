@@ -75,6 +75,7 @@ async def _run(
         joiner, out = await stack.enter_async_context(running_as(Node, cfg))
         await wait_for(lambda: joiner.height == N, 90, f"joiner at height {N}")
         await wait_for(lambda: joiner.synchronized(), 10, "synchronized")
+        await wait_for(lambda: joiner.status()["height"] == N, 30, "all of it on disk")
         _, status = await api(joiner, "/status")
         assert joiner.chain is not None
         for h in (1, 1336, 1337, 1338, 2500, N):  # the joiner holds exactly the served chain

@@ -89,6 +89,14 @@ async def wait_for(pred: Any, timeout: float = 30.0, what: str = "condition") ->
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def on_disk(*nodes: Node) -> None:
+    """Wait until every commit of ``nodes`` is durable (writer.py). The nodes run on the
+    caller's loop: until its next await, none commits anything new in memory."""
+    await wait_for(
+        lambda: all(n.chain.store.pending_blocks == 0 for n in nodes), what="commits on disk"
+    )
+
+
 def client_ssl(tmp: Path, ident: Identity) -> ssl.SSLContext:
     cert, key = tls.write_certificate(ident, tmp / f"tls-{ident.node_id.hex()[:8]}")
     return tls.client_context(cert, key)
