@@ -134,6 +134,9 @@ class P2PBench(LoadPhase, SyncPhase, FigurePhase, DiscoveryPhase):
             for i, n in enumerate(self.names)
         }
         runs[self.late_joiner].in_load = False
+        extra = {f"NETDIAG_NODE_{k.upper()}": v for k, v in self.p.node_settings}
+        for r in runs.values():
+            r.env = r.env | extra
         if self.p.discovery:
             self._bootstrap_peers(lab, runs)
         if self.p.byzantine:

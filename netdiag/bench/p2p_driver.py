@@ -59,6 +59,7 @@ class P2PParams:
     lossy_link: str | None = None  # "n01-n02:5%": one link gets this loss for the whole run
     byzantine: bool = False  # a validator next to the late joiner serves forged sync segments
     discovery: bool = False  # one bootstrap per node, the mesh from Kademlia (not the graph)
+    node_settings: tuple[tuple[str, str], ...] = ()  # NETDIAG_NODE_<KEY>=VALUE, every node
 
     def link_profile(self) -> p2p_topology.LinkProfile:
         try:

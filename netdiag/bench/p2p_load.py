@@ -49,7 +49,7 @@ class LoadPhase(ClusterDriver):
         """The load phase: returns the nodes that took part and how long it ran."""
         p = self.p
         active = [r for r in runs.values() if r.in_load]
-        one_way = self.graph.one_way_s(frozenset({self.late_joiner}))
+        one_way, self._hops = self.graph.paths(frozenset({self.late_joiner}))
         for r in active:
             r.cpu_start_s = cpu_s(r)
             with contextlib.suppress(NodeUnavailable):
@@ -319,6 +319,7 @@ class LoadPhase(ClusterDriver):
                         "origin": m.origin,
                         "delay_us": round((rec[0] - t_pub) * 1e6, 1) if rec else None,
                         "lower_bound_us": p2p_stats.lower_bounds_us(one_way, m.origin, r.name),
+                        "hops": self._hops.get(m.origin, {}).get(r.name),
                         "duplicates": rec[1] if rec else None,
                         "error_us": round((rec[2] + err0) * 1e6, 1) if rec else None,
                     },

@@ -34,6 +34,14 @@ def propagation_summary(rows: Iterable[Row], variant: str) -> list[dict[str, Any
         ]
         dups = [float(r["duplicates"]) for r in rs if r.get("duplicates") is not None]
         errs = [float(r["error_us"]) / 1000 for r in rs if r.get("error_us") is not None]
+        # what each hop adds beyond the links' delay (validation, queueing, serialisation)
+        per_hop = [
+            (float(r["delay_us"]) - float(r["lower_bound_us"])) / 1000 / int(r["hops"])
+            for r in rs
+            if r.get("delay_us") is not None
+            and r.get("lower_bound_us") is not None
+            and r.get("hops")
+        ]
         p99, lb99 = percentile(delays, 99), percentile(bounds, 99)
         out.append(
             {
@@ -47,6 +55,8 @@ def propagation_summary(rows: Iterable[Row], variant: str) -> list[dict[str, Any
                 "max_ms": percentile(delays, 100),
                 "lower_bound_p99_ms": lb99,
                 "p99_over_bound": (p99 / lb99) if p99 is not None and lb99 else None,
+                "excess_per_hop_p50_ms": percentile(per_hop, 50),
+                "excess_per_hop_p99_ms": percentile(per_hop, 99),
                 "delivery_ratio": len(delays) / len(rs) if rs else None,
                 "duplicates_per_msg": (sum(dups) / len(dups)) if dups else None,
                 "duplicates_max": max(dups) if dups else None,

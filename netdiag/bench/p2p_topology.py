@@ -53,14 +53,22 @@ class ClusterGraph:
 
     def one_way_s(self, exclude: frozenset[str] = frozenset()) -> dict[str, dict[str, float]]:
         """All-pairs shortest one-way latency (half of each link's RTT), Dijkstra per source."""
+        return self.paths(exclude)[0]
+
+    def paths(
+        self, exclude: frozenset[str] = frozenset()
+    ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+        """``one_way_s`` and the hop count of each of those lowest-latency paths."""
         adj: dict[str, list[tuple[str, float]]] = {n: [] for n in self.nodes if n not in exclude}
         for a, b, rtt in self.edges:
             if a in adj and b in adj:
                 adj[a].append((b, rtt / 2))
                 adj[b].append((a, rtt / 2))
         out: dict[str, dict[str, float]] = {}
+        hops_out: dict[str, dict[str, int]] = {}
         for src in adj:
             dist = {src: 0.0}
+            hops = {src: 0}
             heap = [(0.0, src)]
             while heap:
                 d, u = heapq.heappop(heap)
@@ -69,9 +77,11 @@ class ClusterGraph:
                 for v, w in adj[u]:
                     if d + w < dist.get(v, math.inf):
                         dist[v] = d + w
+                        hops[v] = hops[u] + 1
                         heapq.heappush(heap, (d + w, v))
             out[src] = dist
-        return out
+            hops_out[src] = hops
+        return out, hops_out
 
     def connected(self, exclude: frozenset[str] = frozenset()) -> bool:
         lat = self.one_way_s(exclude)

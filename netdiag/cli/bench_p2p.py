@@ -105,6 +105,13 @@ def _progress_line(p: Progress) -> Text:
     "(default: the nodes dial their graph neighbours).",
 )
 @click.option(
+    "--node-env",
+    "node_env",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A node config key for every node (e.g. early_forward=0), as NETDIAG_NODE_<KEY>.",
+)
+@click.option(
     "--out",
     "out",
     type=click.Path(dir_okay=False),
@@ -140,6 +147,7 @@ def bench_p2p(
     lossy_link: str | None,
     byzantine: bool,
     discovery: bool,
+    node_env: tuple[str, ...],
     out: str | None,
     html_out: str | None,
     as_json: bool,
@@ -153,6 +161,11 @@ def bench_p2p(
         )
     if not 0 <= tx_bytes <= 15 * 1024:
         raise InputError(f"--tx-bytes {tx_bytes} is out of range", "use 0 to 15360")
+    pairs = tuple(tuple(x.split("=", 1)) for x in node_env)
+    if any(len(p) != 2 or not p[0] for p in pairs):
+        raise InputError(
+            f"--node-env {node_env!r} is not KEY=VALUE", "e.g. --node-env early_forward=0"
+        )
     if rounds < 1:
         raise InputError(f"--rounds {rounds} must be at least 1", "e.g. --rounds 2")
     if tx_rate <= 0 or duration_s <= 0:
@@ -178,6 +191,7 @@ def bench_p2p(
         lossy_link=lossy_link,
         byzantine=byzantine,
         discovery=discovery,
+        node_settings=pairs,  # type: ignore[arg-type]
     )
     console = Console(stderr=True)
     with Live(

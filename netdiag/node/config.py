@@ -79,6 +79,8 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     sync_timeout_max_s: float = 64.0  # ... up to this
     sync_parallel_min: int = 32  # further behind than this, parallel sync takes over
     max_reorg_depth: int = 64  # deepest fork we switch away from (longest valid chain wins)
+    # forward a gossiped block after its cheap checks, before its transactions' (ingest.py)
+    early_forward: bool = True
     # processes verifying signature batches (sync segments, big blocks): -1 one per CPU,
     # 0 or 1 none (verified on the node loop)
     verify_workers: int = -1

@@ -113,7 +113,9 @@ class Ingest:
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
         producer = block.header.producer
-        if block.height != chain.height + 1 or self.no_early.get(producer, 0) > self._now():
+        if not self.cfg.early_forward or block.height != chain.height + 1:
+            return None
+        if self.no_early.get(producer, 0) > self._now():
             return None
         try:
             check_block_cheap(block, chain.view(), chain.params, self.clock.wall_ms(), len(raw))

@@ -32,6 +32,9 @@ def test_shortest_path_bound_is_half_the_rtt_along_the_cheapest_path() -> None:
     assert lat["a"]["c"] == pytest.approx(0.010)  # via b: 5 ms + 5 ms, not the 25 ms direct
     assert p2p_stats.lower_bounds_us(lat, "a", "c") == pytest.approx(10_000)
     assert g.one_way_s(frozenset({"b"}))["a"]["c"] == pytest.approx(0.025)
+    _, hops = g.paths()
+    assert hops["a"]["c"] == 2 and hops["a"]["b"] == 1 and hops["a"]["a"] == 0
+    assert g.paths(frozenset({"b"}))[1]["a"]["c"] == 1
 
 
 def test_impossible_topologies_are_input_errors() -> None:
@@ -50,6 +53,7 @@ def test_propagation_summary() -> None:
             "node": f"n{i}",
             "delay_us": None if (m, i) == (0, 0) else 1000.0 * (i + 1),
             "lower_bound_us": 500.0 * (i + 1),
+            "hops": i + 1,
             "duplicates": i,
         }
         for m in range(2)
@@ -61,6 +65,8 @@ def test_propagation_summary() -> None:
     assert s["max_ms"] == 4.0 and s["p50_ms"] == 3.0
     assert s["p99_over_bound"] == pytest.approx(4.0 / 2.0)
     assert s["duplicates_per_msg"] == pytest.approx(1.5)
+    # (delay - bound) / hops = 0.5 ms for every arrival
+    assert s["excess_per_hop_p50_ms"] == s["excess_per_hop_p99_ms"] == pytest.approx(0.5)
     assert p2p_stats.propagation_summary(rows, "cubic") == []
 
 

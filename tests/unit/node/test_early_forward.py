@@ -31,12 +31,14 @@ def scheduled_block(world: World, core: NodeCore, keys: list[Identity], txs: lis
     return make_block(key, spec.network_id, tip.height + 1, tip.hash, now, txs)
 
 
-def relay_world(tmp: Path) -> tuple[World, list[Identity], NodeCore, NodeCore, MemLink, MemLink]:
+def relay_world(
+    tmp: Path, early: bool = True
+) -> tuple[World, list[Identity], NodeCore, NodeCore, MemLink, MemLink]:
     """relay -- next, and a scripted peer ``src`` that gossips into the relay; the relay's
     link to the producer (a scripted peer with the producer's id) is made per test."""
     spec, keys = lab(3)
     world = World(tmp, spec)
-    relay = world.node("relay", produce=False)
+    relay = world.node("relay", produce=False, early_forward=early)
     nxt = world.node("next", produce=False)
     to_next, _ = world.connect(relay, nxt)
     src = world.attach(relay, host="10.3.3.3")
@@ -100,3 +102,21 @@ def test_a_block_failing_its_full_check_costs_its_producer_not_the_relays(tmp_pa
         src.receive(Publish(TOPIC_BLOCKS, raw2), len(raw2))
         world.run(0.5)
         assert publishes(to_next, raw2) == 0, "no early forward for a producer that failed"
+
+
+def test_with_early_forward_off_the_full_check_comes_first(tmp_path: Path) -> None:
+    world, keys, relay, nxt, src, to_next = relay_world(tmp_path, early=False)
+    block = scheduled_block(world, relay, keys, [])
+    raw = block.encode()
+    seen: list[int] = []
+    submit = relay.chain.submit
+
+    def spy(b: Block, encoded_len: int | None = None) -> object:
+        seen.append(publishes(to_next, raw))
+        return submit(b, encoded_len)
+
+    relay.chain.submit = spy  # type: ignore[method-assign,assignment]
+    src.receive(Publish(TOPIC_BLOCKS, raw), len(raw))
+    world.run(0.5)
+    assert seen == [0] and publishes(to_next, raw) == 1 and nxt.height == 1
+    assert relay.metrics.blocks_forwarded_early._value.get() == 0
