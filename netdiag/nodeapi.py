@@ -189,10 +189,14 @@ class NodeApi:
 
     def post_tx(self, tx: Mapping[str, Any]) -> str | None:
         """POST /tx; the txid (= gossip message id) when the node accepted it."""
-        status, doc = self.submit_tx(tx)
-        if status not in (200, 202) or not doc.get("accepted", True):
-            return None
-        return str(doc["txid"])
+        return accepted_txid(*self.submit_tx(tx))
+
+
+def accepted_txid(status: int, doc: Any) -> str | None:
+    """The txid of a POST /tx answer that says accepted (HTTP 200/202), else None."""
+    if status not in (200, 202) or not isinstance(doc, dict) or not doc.get("accepted", True):
+        return None
+    return str(doc["txid"]) if "txid" in doc else None
 
 
 def normalise_peers(doc: Any) -> list[Peer]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from netdiag.bench import p2p_topology
+from netdiag.bench.p2p_poster import TxPoster
 from netdiag.bench.p2p_topology import ClusterGraph
 from netdiag.diagnose import Sample
 from netdiag.errors import InputError, NetdiagError
@@ -110,11 +111,7 @@ class ClusterDriver:
     def __init__(
         self, params: P2PParams, report: Reporter | None = None, work_root: Path | None = None
     ) -> None:
-        self.p = params
-        self.report = report or (lambda _p: None)
-        self.progress = Progress(nodes_total=params.nodes)
-        self.rng = random.Random(params.seed)
-        self.names = p2p_topology.node_names(params.nodes)
+        self._init_run(params, report, work_root, list(p2p_topology.node_names(params.nodes)))
         if params.nodes < 4:
             raise InputError(
                 f"--nodes {params.nodes} is too small for bench p2p",
@@ -138,6 +135,19 @@ class ClusterDriver:
                 "raise --degree or change --seed",
             )
         self.forger = near[-1] if near else ""
+
+    def _init_run(
+        self, params: P2PParams, report: Reporter | None, work_root: Path | None, names: list[str]
+    ) -> None:
+        """The state of a run, whoever started its nodes (the lab, or a deployment)."""
+        self.p = params
+        self.report = report or (lambda _p: None)
+        self.progress = Progress(nodes_total=len(names))
+        self.rng = random.Random(params.seed)
+        self.names = names
+        # the nodes share this host's CLOCK_MONOTONIC (lab nodes): first-seen times are exact;
+        # nodes elsewhere are timed by the age they report, within half the request's RTT
+        self.same_clock = True
         self.work_root = work_root
         self.result = ResultBuilder(
             "p2p", _params_dict(params), seed=params.seed, variants=list(params.cc)
@@ -155,6 +165,7 @@ class ClusterDriver:
         self._loss_override: dict[frozenset[str], float] = {}  # --lossy-link, kept over heals
         # --discovery: kad_lookup_seconds / kad_lookup_hops buckets pooled per variant
         self.kad_buckets: dict[str, tuple[dict[float, float], dict[float, float]]] = {}
+        self.poster: TxPoster | None = None  # the variant's load generator
 
     def _each(self, runs: list[NodeRun], fn: Callable[[NodeRun], T]) -> dict[str, T | None]:
         """fn(node) on every live node in parallel (one task per node, so each node's client is
@@ -255,15 +266,18 @@ def _retry(fn: Callable[[], Any], tries: int = 5, pause_s: float = 1.0) -> Any:
     raise AssertionError("unreachable")
 
 
-def _first_seen(rec: dict[str, Any], t0: float, t1: float) -> tuple[float, int, float]:
-    """When a node first saw a message, on this host's CLOCK_MONOTONIC (the nodes' clock too).
+def _first_seen(
+    rec: dict[str, Any], t0: float, t1: float, same_clock: bool = True
+) -> tuple[float, int, float]:
+    """When a node first saw a message, on this host's CLOCK_MONOTONIC.
 
-    The node reports the absolute time (`first_seen_monotonic_ns`, exact) and its age at the
-    moment it answered (`first_seen_age_s`); for the age, that moment lies between our send (t0)
-    and receive (t1), so the midpoint is used and half the round trip is the error bound.
+    The node reports the absolute time (`first_seen_monotonic_ns`, exact when it runs on this
+    host: `same_clock`) and its age at the moment it answered (`first_seen_age_s`); for the age,
+    that moment lies between our send (t0) and receive (t1), so the midpoint is used and half
+    the round trip is the error bound (an NTP-style offset per answer: no clock is shared).
     """
     dups = int(rec.get("duplicates", 0))
-    if "first_seen_monotonic_ns" in rec:
+    if same_clock and "first_seen_monotonic_ns" in rec:
         return int(rec["first_seen_monotonic_ns"]) / 1e9, dups, 0.0
     return (t0 + t1) / 2 - float(rec["first_seen_age_s"]), dups, (t1 - t0) / 2
 

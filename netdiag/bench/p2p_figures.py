@@ -10,6 +10,7 @@ from netdiag.bench.p2p_driver import (
     ClusterDriver,
     _mean,
 )
+from netdiag.bench.p2p_poster import LoadStats
 from netdiag.lab.cluster import (
     NodeRun,
 )
@@ -27,11 +28,9 @@ class FigurePhase(ClusterDriver):
                 "variant": variant,
                 "round": self.round,
                 "load_s": round(load_s, 3),
-                # planned (tx_rate x duration) vs offered (POSTs made) vs accepted: a generator
-                # that falls behind on a busy host offers less, and variants differ
-                "txs_planned": round(self.p.tx_rate * self.p.duration_s),
-                "txs_offered": self.progress.txs_offered,
-                "txs_sent": self.progress.txs_sent,
+                # planned (tx_rate x duration) vs offered (POSTs started in their slot) vs
+                # accepted (txs_sent), with the slots shed at the in-flight bound
+                **(self.poster.stats if self.poster else LoadStats()).record(),
                 **self.cpu_split,
             },
         )
@@ -91,7 +90,11 @@ class FigurePhase(ClusterDriver):
                 "load_s": round(load_s, 2),
                 "txs_planned": sum(int(r.get("txs_planned") or 0) for r in mine),
                 "txs_offered": sum(int(r.get("txs_offered") or 0) for r in mine),
+                "txs_shed": sum(int(r.get("txs_shed") or 0) for r in mine),
                 "txs_sent": sum(int(r["txs_sent"] or 0) for r in mine),
+                "txs_failed": sum(int(r.get("txs_failed") or 0) for r in mine),
+                "send_lag_p99_ms": _max(r.get("send_lag_p99_ms") for r in mine),
+                "post_latency_p99_ms": _max(r.get("post_latency_p99_ms") for r in mine),
                 "nodes_cpu_pct_total": round(sum(cpu) / max(1, len(mine)), 1) if cpu else None,
                 "forwarders_cpu_pct": _mean(r.get("forwarders_cpu_pct") for r in mine),
                 "bench_cpu_pct": _mean(r.get("bench_cpu_pct") for r in mine),
@@ -151,3 +154,8 @@ class FigurePhase(ClusterDriver):
                     "sync_after_api_s": med("sync_after_api_s"),
                 },
             )
+
+
+def _max(values: Any) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return max(vals) if vals else None

@@ -4,7 +4,6 @@ transaction followed to every node, sockets sampled each second, faults at mid-l
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import threading
 import time
@@ -17,19 +16,17 @@ from netdiag.bench.p2p_driver import (
     _first_seen,
     _retry,
 )
+from netdiag.bench.p2p_poster import DRAIN_S, TxPoster
 from netdiag.diagnose import Sample, judge_samples
 from netdiag.lab.cluster import (
-    API_PORT,
     P2P_PORT,
     NodeRun,
     cpu_s,
     pids_cpu_s,
 )
 from netdiag.nodeapi import (
-    NodeApi,
     NodeUnavailable,
     Peer,
-    TxSigner,
     block_message_id,
     parse_metrics,
     peers_by_sock_cookie,
@@ -55,49 +52,37 @@ class LoadPhase(ClusterDriver):
             with contextlib.suppress(NodeUnavailable):
                 r.metrics_start = parse_metrics(r.client().metrics_text())
         # where a large cluster breaks: the link emulator, the nodes, or this bench itself
-        fwd_cpu0, own_cpu0 = pids_cpu_s(lab.forwarder_pids()), pids_cpu_s([os.getpid()])
+        fwd_pids = lab.forwarder_pids() if lab is not None else []
+        fwd_cpu0, own_cpu0 = pids_cpu_s(fwd_pids), pids_cpu_s([os.getpid()])
         ref = active[0]
         by_name = {r.name: r for r in active}
         network_id = str(_retry(lambda: ref.client().get_json("/status"))["network_id"])
         start_height = max(self._sample_status(variant, active, 0.0).values(), default=0)
         tracked: list[Pending] = []
         tx_lock = threading.Lock()
-        stop = threading.Event()
         killed: set[str] = set()
 
-        def poster() -> None:
-            signer = TxSigner(f"bench-p2p:{p.seed}:{variant}".encode())
-            clients = {r.name: NodeApi(r.ns, API_PORT) for r in active}
-            order = itertools.cycle(sorted(clients))
-            interval = 1.0 / p.tx_rate
-            next_t = time.monotonic()
-            i = 0
-            while not stop.is_set():
-                node = next(order)
-                if node in killed:
-                    continue
-                body, _txid = signer.next_tx(os.urandom(p.tx_bytes))
-                self.progress.txs_offered += 1
-                with contextlib.suppress(NodeUnavailable):
-                    got = clients[node].post_tx(body)
-                    if got is not None:
-                        i += 1
-                        self.progress.txs_sent = i
-                        if i % p.tx_sample_every == 0:
-                            with tx_lock:
-                                tracked.append(Pending("tx", got, node, time.monotonic(), got[:12]))
-                next_t += interval
-                delay = next_t - time.monotonic()
-                if delay > 0:
-                    stop.wait(delay)
-                elif delay < -1.0:
-                    next_t = time.monotonic()  # we fell behind by > 1 s: do not burst
-            for c in clients.values():
-                c.close()
+        def accepted(node: str, txid: str) -> None:
+            self.progress.txs_sent += 1
+            if self.progress.txs_sent % p.tx_sample_every == 0:
+                with tx_lock:
+                    tracked.append(Pending("tx", txid, node, time.monotonic(), txid[:12]))
+
+        # open loop over several connections: the schedule does not wait for answers
+        poster = TxPoster(
+            {r.name: r.client() for r in active},  # their addresses only
+            p.tx_rate,
+            round(p.tx_rate * p.duration_s),
+            p.tx_bytes,
+            f"bench-p2p:{p.seed}:{variant}".encode(),
+            alive=lambda n: n not in killed,
+            on_accepted=accepted,
+        )
+        self.poster = poster
 
         self._phase("load", p.duration_s)
         load_t0 = time.monotonic()
-        thread = threading.Thread(target=poster, name="p2p-tx-poster", daemon=True)
+        thread = threading.Thread(target=poster.run, name="p2p-tx-poster", daemon=True)
         thread.start()
         next_height = start_height + 1
         pending: list[Pending] = []
@@ -135,9 +120,10 @@ class LoadPhase(ClusterDriver):
                 with tx_lock:
                     pending.extend(tracked)
                     tracked.clear()
-                if tick % 5 == 0:
-                    peers_cache = self._peers(active)
-                self._sample_transport(variant, active, peers_cache, t_s)
+                if lab is not None:  # sockets of nodes elsewhere are not this host's to see
+                    if tick % 5 == 0:
+                        peers_cache = self._peers(active)
+                    self._sample_transport(variant, active, peers_cache, t_s)
                 pending = self._resolve(variant, active, pending, one_way, killed, final=False)
                 if not faults_done and time.monotonic() >= fault_at:
                     faults_done = True
@@ -149,17 +135,16 @@ class LoadPhase(ClusterDriver):
                 self.report(self.progress)
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - tick_start)))
         finally:
-            stop.set()
-            thread.join(timeout=10)
+            poster.stop.set()  # slots not reached by now count as shed
+            thread.join(timeout=DRAIN_S + 5)
             if heal_at is not None:
                 self._heal(lab)
         load_s = time.monotonic() - load_t0
+        self.progress.txs_offered = poster.stats.offered
         for r in active:  # CPU of the load phase only: read before settling
             r.cpu_end_s = cpu_s(r)
         self.cpu_split = {
-            "forwarders_cpu_pct": round(
-                (pids_cpu_s(lab.forwarder_pids()) - fwd_cpu0) / load_s * 100, 1
-            ),
+            "forwarders_cpu_pct": round((pids_cpu_s(fwd_pids) - fwd_cpu0) / load_s * 100, 1),
             "bench_cpu_pct": round((pids_cpu_s([os.getpid()]) - own_cpu0) / load_s * 100, 1),
             "host_load_avg_1m": round(os.getloadavg()[0], 2),
         }
@@ -285,7 +270,7 @@ class LoadPhase(ClusterDriver):
                         break
                     if rec is None:
                         break
-                    got = _first_seen(rec, t0, t1)
+                    got = _first_seen(rec, t0, t1, self.same_clock)
                     if best is None or got[2] < best[2]:
                         best = got
                     if best[2] <= 0.002:

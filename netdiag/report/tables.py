@@ -145,26 +145,42 @@ def metadata_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+LOAD_TOLERANCE = 0.02  # a variant's load may differ from the plan (or another's) by this share
+
+
 def load_warnings(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
-    """Where compared variants (in one file or across two) were not offered the same load:
-    summary rows carrying `txs_planned` and `txs_sent` whose achieved share differs by more
-    than 10 % between variants. A comparison of such runs is not like for like."""
-    seen: list[tuple[str, int, int]] = []
+    """Where the load was not what was planned, or not the same across compared variants (in
+    one file or across two), by more than 2 %, from summary rows with `txs_planned`:
+    - a variant whose offered load (`txs_offered`, POSTs started in their slot) fell short of
+      (or exceeded) the plan;
+    - compared variants whose achieved share (`txs_sent` accepted / planned) differs.
+    Either way a comparison of their figures is not like for like."""
+    seen: list[tuple[str, int, int | None, int]] = []  # name, planned, offered, accepted
     for label, doc in runs:
         for rows in doc.get("summary", {}).values():
             for r in rows:
                 planned, sent = r.get("txs_planned"), r.get("txs_sent")
                 if isinstance(planned, int | float) and isinstance(sent, int | float) and planned:
                     name = " ".join(str(x) for x in (label, r.get("variant")) if x) or "run"
-                    seen.append((name, int(sent), int(planned)))
-    if len(seen) < 2:
-        return []
-    shares = [s / p for _, s, p in seen]
-    if max(shares) - min(shares) <= 0.1 * max(shares):
-        return []
-    detail = ", ".join(f"{n} sent {s} of {p} planned" for n, s, p in seen)
-    return [
-        f"offered load differed between the compared variants ({detail}): the load "
-        "generator fell behind on some; compare their figures with care or rerun with a "
-        "lower --tx-rate"
-    ]
+                    offered = r.get("txs_offered")
+                    off = int(offered) if isinstance(offered, int | float) else None
+                    seen.append((name, int(planned), off, int(sent)))
+    out = []
+    short = [(n, p, o) for n, p, o, _ in seen if o is not None and abs(o - p) > LOAD_TOLERANCE * p]
+    if short:
+        detail = ", ".join(
+            f"{n} offered {o} of {p} planned ({(o - p) / p:+.1%})" for n, p, o in short
+        )
+        out.append(
+            f"the load generator did not keep its planned rate ({detail}): those figures were "
+            "measured under a different load; rerun with a lower --tx-rate or on a quieter host"
+        )
+    shares = [s / p for _, p, _, s in seen]
+    if len(seen) >= 2 and max(shares) - min(shares) > LOAD_TOLERANCE * max(shares):
+        detail = ", ".join(f"{n} sent {s} of {p} planned" for n, p, _, s in seen)
+        out.append(
+            f"offered load differed between the compared variants ({detail}): the nodes "
+            "accepted different loads; compare their figures with care or rerun with a "
+            "lower --tx-rate"
+        )
+    return out

@@ -109,3 +109,26 @@ def test_results_go_to_the_results_directory(monkeypatch: pytest.MonkeyPatch) ->
 def test_flat_rows_hold_scalars_only() -> None:
     row = output.flat({"a": {"b": 1, "c": [1, 2]}, "d": "x", "e": [{"no": 1}]})
     assert row == {"a.b": 1, "a.c": "1,2", "d": "x"}
+
+
+def test_a_variant_offered_off_plan_by_more_than_two_percent_is_flagged() -> None:
+    doc = sample.p2p_result()
+    doc["summary"]["validation"] = [
+        {"variant": "cubic", "txs_planned": 400, "txs_offered": 306, "txs_sent": 306},
+        {"variant": "bbr", "txs_planned": 400, "txs_offered": 396, "txs_sent": 396},
+    ]
+    short, differed = tables.load_warnings([("", doc)])
+    assert "cubic offered 306 of 400 planned (-23.5%)" in short and "bbr offered" not in short
+    assert "cubic sent 306 of 400" in differed
+    # within 2 % of the plan and of each other: like for like
+    doc["summary"]["validation"] = [
+        {"variant": v, "txs_planned": 400, "txs_offered": 395, "txs_sent": s}
+        for v, s in (("cubic", 395), ("bbr", 389))
+    ]
+    assert tables.load_warnings([("", doc)]) == []
+    # one variant alone: only the plan is compared
+    doc["summary"]["validation"] = [
+        {"variant": "deployed", "txs_planned": 1200, "txs_offered": 1100, "txs_sent": 1100}
+    ]
+    (only,) = tables.load_warnings([("", doc)])
+    assert "deployed offered 1100 of 1200 planned (-8.3%)" in only
