@@ -11,6 +11,7 @@ from rich.live import Live
 from rich.text import Text
 
 from netdiag.bench.p2p import P2PBench, P2PParams, Progress
+from netdiag.bench.p2p_target import TargetBench, load_target
 from netdiag.bench.p2p_topology import PROFILES, SHAPES
 from netdiag.errors import InputError, PrivilegeError
 from netdiag.output import emit_json
@@ -23,6 +24,42 @@ def _cc_list(value: str) -> tuple[str, ...]:
     if len(set(ccs)) != len(ccs):  # each variant gets its own work dir and summary row
         raise InputError(f"--cc {value!r} names an algorithm twice", "use --rounds N to repeat")
     return ccs
+
+
+# options that need control of the nodes or their hosts: a deployed target does not give it
+LAB_ONLY = (
+    "nodes",
+    "topology",
+    "degree",
+    "profile",
+    "rate_mbit",
+    "loss_pct",
+    "slot_ms",
+    "cc",
+    "rounds",
+    "engine",
+    "no_tls",
+    "kill",
+    "partition_s",
+    "lossy_link",
+    "byzantine",
+    "discovery",
+    "node_env",
+)
+
+
+def _refuse_lab_options() -> None:
+    ctx = click.get_current_context()
+    for p in ctx.command.params:
+        if p.name in LAB_ONLY and ctx.get_parameter_source(p.name) not in (
+            click.core.ParameterSource.DEFAULT,
+            None,
+        ):
+            flag = p.opts[0] if p.opts else p.name
+            raise InputError(
+                f"{flag} needs control of the nodes and their hosts, which --target does not have",
+                "drop it: --target runs the load and propagation phases on the nodes as deployed",
+            )
 
 
 def _progress_line(p: Progress) -> Text:
@@ -112,6 +149,13 @@ def _progress_line(p: Progress) -> Text:
     help="A node config key for every node (e.g. early_forward=0), as NETDIAG_NODE_<KEY>.",
 )
 @click.option(
+    "--target",
+    "target_file",
+    type=click.Path(dir_okay=False),
+    help="Load and follow an already-deployed cluster listed in this TOML/JSON file (node API "
+    "URLs, optional netns) instead of building a lab (docs/deploy.md).",
+)
+@click.option(
     "--out",
     "out",
     type=click.Path(dir_okay=False),
@@ -148,14 +192,24 @@ def bench_p2p(
     byzantine: bool,
     discovery: bool,
     node_env: tuple[str, ...],
+    target_file: str | None,
     out: str | None,
     html_out: str | None,
     as_json: bool,
 ) -> None:
-    """Load-test a cluster of reference nodes on emulated WAN links; save one result file."""
+    """Load-test a cluster of reference nodes on emulated WAN links (or, with --target, a
+    deployed one); save one result file."""
     import os
 
-    if os.geteuid() != 0:
+    targets = load_target(Path(target_file)) if target_file else None
+    if targets is not None:
+        _refuse_lab_options()
+        if any(t.netns for t in targets) and os.geteuid() != 0:
+            raise PrivilegeError(
+                "--target: entering the nodes' network namespaces needs CAP_SYS_ADMIN",
+                "run as root, or list nodes reachable from this namespace (no netns)",
+            )
+    elif os.geteuid() != 0:
         raise PrivilegeError(
             "bench p2p builds namespaces and links", "run as root (CAP_SYS_ADMIN, CAP_NET_ADMIN)"
         )
@@ -194,13 +248,18 @@ def bench_p2p(
         node_settings=pairs,  # type: ignore[arg-type]
     )
     console = Console(stderr=True)
+    bench: P2PBench | TargetBench
     with Live(
-        _progress_line(Progress(nodes_total=nodes)),
+        _progress_line(Progress(nodes_total=len(targets) if targets else nodes)),
         console=console,
         refresh_per_second=4,
         transient=True,
     ) as live:
-        bench = P2PBench(params, report=lambda p: live.update(_progress_line(p)))
+        show = lambda p: live.update(_progress_line(p))  # noqa: E731
+        if targets is not None:
+            bench = TargetBench(params, targets, report=show)
+        else:
+            bench = P2PBench(params, report=show)
         result = bench.run()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = result.save(Path(out) if out else Path("results") / f"p2p-{stamp}.json")

@@ -174,3 +174,41 @@ def test_node_command_line_is_one_netdiag_accepts() -> None:
         timeout=60,
     )
     assert p.returncode == 2 and "not HOST:PORT" in p.stderr
+
+
+def test_bench_job_targets_every_pod_of_the_node_statefulset(tmp_path: Path) -> None:
+    """The Job's target file parses, lists exactly the StatefulSet's pods by their stable DNS
+    names under its headless Service at the API port, and needs no privileges."""
+    from netdiag.bench.p2p_target import load_target
+    from netdiag.nodeapi import parse_address
+
+    job = one("Job", "netdiag-bench-p2p")
+    c = _container(job)
+    args = c["args"]
+    assert args[:3] == ["bench", "p2p", "--target"]
+    (vol,) = [v for v in job["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == vol["name"]]
+    cm = one("ConfigMap", vol["configMap"]["name"])
+    target_path = Path(args[3])
+    assert str(target_path.parent) == mount["mountPath"] and target_path.name in cm["data"]
+    f = tmp_path / target_path.name
+    f.write_text(cm["data"][target_path.name])
+    nodes = load_target(f)
+    sts = one("StatefulSet", "netdiag-node")
+    svc = sts["spec"]["serviceName"]
+    api = _port(_container(sts), "api")
+    name = sts["metadata"]["name"]
+    want = [(f"{name}-{i}.{svc}", api) for i in range(sts["spec"]["replicas"])]
+    assert [parse_address(n.api) for n in nodes] == want
+    assert all(n.netns is None for n in nodes)  # so the pod needs no CAP_SYS_ADMIN
+    spec = job["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] and spec["restartPolicy"] == "Never"
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    out = Path(args[args.index("--out") + 1])
+    assert any(m["mountPath"] == str(out.parent) for m in c["volumeMounts"])
+
+
+def test_bench_job_command_line_is_one_netdiag_accepts() -> None:
+    c = _container(one("Job", "netdiag-bench-p2p"))
+    p = subprocess.run([NETDIAG, *c["args"], "--help"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
