@@ -16,7 +16,7 @@ from netdiag.bench.p2p_driver import (
     _first_seen,
     _retry,
 )
-from netdiag.bench.p2p_poster import DRAIN_S, TxPoster
+from netdiag.bench.p2p_poster import POST_TIMEOUT_S, TxPoster
 from netdiag.diagnose import Sample, judge_samples
 from netdiag.lab.cluster import (
     P2P_PORT,
@@ -136,7 +136,7 @@ class LoadPhase(ClusterDriver):
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - tick_start)))
         finally:
             poster.stop.set()  # slots not reached by now count as shed
-            thread.join(timeout=DRAIN_S + 5)
+            thread.join(timeout=POST_TIMEOUT_S + 5)
             if heal_at is not None:
                 self._heal(lab)
         load_s = time.monotonic() - load_t0

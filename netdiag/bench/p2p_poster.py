@@ -30,8 +30,7 @@ from netdiag.kernel import netns
 from netdiag.nodeapi import NodeApi, TxSigner, accepted_txid
 
 MAX_IN_FLIGHT = 32  # outstanding POSTs, all nodes together (one connection each)
-POST_TIMEOUT_S = 5.0
-DRAIN_S = 5.0  # after the last slot: how long answers to outstanding POSTs are awaited
+POST_TIMEOUT_S = 5.0  # per POST; after the last slot, outstanding answers are awaited as long
 
 
 def due_times(rate: float, count: int) -> list[float]:
@@ -114,12 +113,14 @@ class TxPoster:
         alive: Callable[[str], bool] = lambda _n: True,
         on_accepted: Callable[[str, str], None] = lambda _n, _t: None,
         max_in_flight: int = MAX_IN_FLIGHT,
+        post_timeout_s: float = POST_TIMEOUT_S,
     ) -> None:
         self.nodes = nodes
         self.rate, self.tx_bytes = rate, tx_bytes
         self.signer = TxSigner(seed)
         self.alive, self.on_accepted = alive, on_accepted
         self.max_in_flight = max_in_flight
+        self.post_timeout_s = post_timeout_s
         self.stats = LoadStats(planned=count)
         self.stop = threading.Event()  # set: no further slot is sent (they count as shed)
         self._idle: dict[str, list[_Conn]] = {n: [] for n in nodes}
@@ -151,7 +152,7 @@ class TxPoster:
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
         if in_flight:
-            _done, late = await asyncio.wait(in_flight, timeout=DRAIN_S)
+            _done, late = await asyncio.wait(in_flight, timeout=self.post_timeout_s)
             for t in late:
                 t.cancel()
             st.failed += len(late)
@@ -168,7 +169,7 @@ class TxPoster:
 
     async def _open(self, api: NodeApi) -> _Conn:
         def make() -> socket.socket:
-            s = socket.create_connection((api.host, api.port), timeout=POST_TIMEOUT_S)
+            s = socket.create_connection((api.host, api.port), timeout=self.post_timeout_s)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.setblocking(False)
             return s

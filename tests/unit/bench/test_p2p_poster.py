@@ -74,6 +74,8 @@ def node() -> Iterator[FakeNode]:
 
 def _poster(node: FakeNode, count: int, **kw: object) -> TxPoster:
     api = NodeApi(None, node.port)
+    # answers are held on purpose: a timeout no loaded test host reaches
+    kw.setdefault("post_timeout_s", 120.0)
     return TxPoster({"a": api, "b": api}, 200.0, count, 16, b"test", **kw)  # type: ignore[arg-type]
 
 
