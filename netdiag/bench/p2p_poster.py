@@ -4,8 +4,8 @@ several keep-alive connections at once.
 Open loop: transaction i is due at t0 + i / rate whatever the latency of the earlier ones, so a
 slow answer holds one connection, not the schedule (a closed loop that waits for each answer
 offers less load exactly when the cluster is busiest — the demo's bbr round offered 249 of 400).
-In flight is bounded: a slot that finds `max_in_flight` requests outstanding is not sent late
-but counted as shed, so the result says how much load was really offered.
+In flight is bounded (the POSTs of one timeout's worth of schedule): a slot that finds the bound
+reached is not sent late but counted as shed, so the result says how much load was offered.
 
 The schedule and the tallies are plain data (`LoadStats`, `due_times`); the asyncio shell owns
 the sockets. Sockets are opened inside the node's network namespace when it has one
@@ -15,8 +15,10 @@ the sockets. Sockets are opened inside the node's network namespace when it has 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import json
+import math
 import os
 import socket
 import threading
@@ -29,8 +31,15 @@ from netdiag.bench import p2p_stats
 from netdiag.kernel import netns
 from netdiag.nodeapi import NodeApi, TxSigner, accepted_txid
 
-MAX_IN_FLIGHT = 32  # outstanding POSTs, all nodes together (one connection each)
-POST_TIMEOUT_S = 5.0  # per POST; after the last slot, outstanding answers are awaited as long
+POST_TIMEOUT_S = 10.0  # per POST; after the last slot, outstanding answers are awaited as long
+MIN_IN_FLIGHT = 8
+
+
+def in_flight_bound(rate: float, post_timeout_s: float = POST_TIMEOUT_S) -> int:
+    """Outstanding POSTs allowed (one connection each, all nodes together): the schedule's
+    POSTs over one timeout, so a slot is shed only when answers are slower than the timeout
+    (the nodes accept far fewer at once: the rest wait in their queues, as an open loop must)."""
+    return max(MIN_IN_FLIGHT, math.ceil(rate * post_timeout_s))
 
 
 def due_times(rate: float, count: int) -> list[float]:
@@ -112,14 +121,14 @@ class TxPoster:
         *,
         alive: Callable[[str], bool] = lambda _n: True,
         on_accepted: Callable[[str, str], None] = lambda _n, _t: None,
-        max_in_flight: int = MAX_IN_FLIGHT,
+        max_in_flight: int | None = None,  # default: in_flight_bound(rate, post_timeout_s)
         post_timeout_s: float = POST_TIMEOUT_S,
     ) -> None:
         self.nodes = nodes
         self.rate, self.tx_bytes = rate, tx_bytes
         self.signer = TxSigner(seed)
         self.alive, self.on_accepted = alive, on_accepted
-        self.max_in_flight = max_in_flight
+        self.max_in_flight = max_in_flight or in_flight_bound(rate, post_timeout_s)
         self.post_timeout_s = post_timeout_s
         self.stats = LoadStats(planned=count)
         self.stop = threading.Event()  # set: no further slot is sent (they count as shed)
@@ -132,6 +141,11 @@ class TxPoster:
 
     async def _run(self) -> None:
         st = self.stats
+        # connections are opened in a thread (a namespace is entered per thread): enough of
+        # them that a burst of opens does not queue behind the default executor's few
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="p2p-post")
+        )
         order = itertools.cycle(sorted(self.nodes))
         in_flight: set[asyncio.Task[None]] = set()
         t0 = time.monotonic()
@@ -181,18 +195,31 @@ class TxPoster:
     async def _post(self, node: str, body: bytes, due: float) -> None:
         st, api = self.stats, self.nodes[node]
         conn: _Conn | None = None
+        idle = self._idle[node]
         try:
-            idle = self._idle[node]
-            conn = idle.pop() if idle else await self._open(api)
-            sent_at = time.monotonic()
+            # a kept-alive connection the node closed while idle fails at once: one retry on
+            # a fresh connection (as NodeApi does); a fresh one is not retried
+            for reused in (bool(idle), False):
+                conn = idle.pop() if reused else await self._open(api)
+                sent_at = time.monotonic()
+                try:
+                    status, data = await asyncio.wait_for(
+                        conn.post(api.host, "/tx", body), self.post_timeout_s
+                    )
+                    break
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    conn.close()
+                    conn = None
+                    if not reused:
+                        raise
             st.lag_ms.append((sent_at - due) * 1e3)
-            status, data = await asyncio.wait_for(conn.post(api.host, "/tx", body), POST_TIMEOUT_S)
             st.latency_ms.append((time.monotonic() - sent_at) * 1e3)
         except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
             if conn is not None:
                 conn.close()
             st.failed += 1
             return
+        assert conn is not None
         self._idle[node].append(conn)
         try:
             doc = json.loads(data)

@@ -26,12 +26,13 @@ class FakeNode:
     received: list[int] = field(default_factory=list)
     max_open: int = 0
     refuse_odd: bool = False
+    keepalive_s: float = 75.0
     _open: int = 0
 
 
 @pytest.fixture
-def node() -> Iterator[FakeNode]:
-    fake = FakeNode()
+def node(request: pytest.FixtureRequest) -> Iterator[FakeNode]:
+    fake = FakeNode(keepalive_s=getattr(request, "param", 75.0))
     started = threading.Event()
     loop = asyncio.new_event_loop()
 
@@ -49,7 +50,7 @@ def node() -> Iterator[FakeNode]:
     async def serve() -> web.AppRunner:
         app = web.Application()
         app.router.add_post("/tx", tx)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, keepalive_timeout=fake.keepalive_s)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -153,3 +154,13 @@ def test_a_dead_node_gets_no_slot(node: FakeNode) -> None:
     assert stats.offered == 6 and to == ["b"] * 6
     none = _poster(node, 3, alive=lambda _n: False).run()
     assert (none.offered, none.shed) == (0, 3)
+
+
+@pytest.mark.parametrize("node", [0.05], indirect=True)
+def test_a_keep_alive_connection_the_node_closed_is_replaced(node: FakeNode) -> None:
+    """The node closes idle connections (its keep-alive timeout, here 50 ms); slots 300 ms
+    apart find theirs closed and are sent again on a fresh one, not lost."""
+    node.release.set()
+    api = NodeApi(None, node.port)
+    stats = TxPoster({"a": api}, 1 / 0.3, 3, 16, b"t", post_timeout_s=120.0).run()
+    assert (stats.offered, stats.accepted, stats.failed) == (3, 3, 0)
