@@ -111,12 +111,12 @@ class ClusterDriver:
     def __init__(
         self, params: P2PParams, report: Reporter | None = None, work_root: Path | None = None
     ) -> None:
-        self._init_run(params, report, work_root, list(p2p_topology.node_names(params.nodes)))
         if params.nodes < 4:
             raise InputError(
                 f"--nodes {params.nodes} is too small for bench p2p",
                 "use at least 4 (validators + a late joiner + a restart victim)",
             )
+        self._init_run(params, report, work_root, list(p2p_topology.node_names(params.nodes)))
         self.late_joiner, self.victim = self.names[-1], self.names[-2]
         self.validators = self.names[:-2]
         self.graph: ClusterGraph = p2p_topology.build(
@@ -160,7 +160,7 @@ class ClusterDriver:
         self.cpu_split: dict[str, float] = {}
         self.skipped: Counter[tuple[str, str]] = Counter()  # messages not followed, by reason
         # REST and sock_diag queries are I/O: a pool keeps a tick short on large clusters
-        self.pool = ThreadPoolExecutor(max_workers=min(16, params.nodes), thread_name_prefix="p2p")
+        self.pool = ThreadPoolExecutor(max_workers=min(16, len(names)), thread_name_prefix="p2p")
         self.lab: Any = None  # the running Lab (set by run())
         self._loss_override: dict[frozenset[str], float] = {}  # --lossy-link, kept over heals
         # --discovery: kad_lookup_seconds / kad_lookup_hops buckets pooled per variant
