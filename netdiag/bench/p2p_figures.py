@@ -94,6 +94,7 @@ class FigurePhase(ClusterDriver):
                 "txs_sent": sum(int(r["txs_sent"] or 0) for r in mine),
                 "txs_failed": sum(int(r.get("txs_failed") or 0) for r in mine),
                 "send_lag_p99_ms": _max(r.get("send_lag_p99_ms") for r in mine),
+                "connect_p99_ms": _max(r.get("connect_p99_ms") for r in mine),
                 "post_latency_p99_ms": _max(r.get("post_latency_p99_ms") for r in mine),
                 "nodes_cpu_pct_total": round(sum(cpu) / max(1, len(mine)), 1) if cpu else None,
                 "forwarders_cpu_pct": _mean(r.get("forwarders_cpu_pct") for r in mine),

@@ -58,6 +58,7 @@ class LoadStats:
     failed: int = 0  # refused, an error, or no answer in time
     lag_ms: list[float] = field(default_factory=list)  # request written - slot time
     latency_ms: list[float] = field(default_factory=list)  # answer - request written
+    connect_ms: list[float] = field(default_factory=list)  # opening a connection (part of lag)
 
     def record(self) -> dict[str, Any]:
         """The fields a `loads` row carries (percentiles rounded; lists are not kept)."""
@@ -72,7 +73,10 @@ class LoadStats:
             "txs_shed": self.shed,
             "txs_sent": self.accepted,
             "txs_failed": self.failed,
+            "send_lag_p50_ms": pct(self.lag_ms, 50),
             "send_lag_p99_ms": pct(self.lag_ms, 99),
+            "connections_opened": len(self.connect_ms),
+            "connect_p99_ms": pct(self.connect_ms, 99),
             "post_latency_p50_ms": pct(self.latency_ms, 50),
             "post_latency_p99_ms": pct(self.latency_ms, 99),
         }
@@ -188,8 +192,10 @@ class TxPoster:
             s.setblocking(False)
             return s
 
+        t0 = time.monotonic()
         sock = await asyncio.to_thread(netns.run_in, api.netns_name, make)
         reader, writer = await asyncio.open_connection(sock=sock)
+        self.stats.connect_ms.append((time.monotonic() - t0) * 1e3)
         return _Conn(reader, writer)
 
     async def _post(self, node: str, body: bytes, due: float) -> None:
