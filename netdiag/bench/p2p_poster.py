@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netdiag.bench import p2p_stats
+from netdiag.errors import NetdiagError
 from netdiag.kernel import netns
 from netdiag.nodeapi import NodeApi, TxSigner, accepted_txid
 
@@ -220,7 +221,8 @@ class TxPoster:
                         raise
             st.lag_ms.append((sent_at - due) * 1e3)
             st.latency_ms.append((time.monotonic() - sent_at) * 1e3)
-        except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
+        except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError, NetdiagError):
+            # NetdiagError: the node's namespace is gone (netns.run_in)
             if conn is not None:
                 conn.close()
             st.failed += 1

@@ -137,6 +137,8 @@ def test_refused_and_unreachable_posts_count_as_failed(node: FakeNode) -> None:
     assert (stats.offered, stats.accepted, stats.failed) == (10, 5, 5)
     dead = TxPoster({"x": NodeApi(None, 9, "127.0.0.1")}, 200.0, 4, 16, b"t").run()
     assert (dead.offered, dead.accepted, dead.failed) == (4, 0, 4)
+    gone = TxPoster({"x": NodeApi("nd-no-such-netns", node.port)}, 200.0, 2, 16, b"t").run()
+    assert (gone.offered, gone.failed) == (2, 2)
 
 
 def test_stop_sheds_the_slots_not_reached(node: FakeNode) -> None:
