@@ -1,51 +1,62 @@
 """A three-namespace path for probe tests and benchmarks: client — router — server.
 
-    nd-trace-PID-X-a  (198.18.0.1) ══ veth ══ router ══ veth ══ (198.18.0.6)  nd-trace-PID-X-b
+    client a (198.18.0.1) ══ veth ══ router r ══ veth (TBF) ══ (198.18.0.6) server b
 
-Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking) and exist only inside these
-namespaces. An optional TBF on the router's egress toward the server makes real loss (the
-sender sees retransmits; a qdisc drop on the sender's own host would only throttle it).
-`gso_max_segs 1` on the client makes every skb one segment, so the retransmit tracepoint
-(one event per skb) and the kernel's TcpRetransSegs (per segment) count the same thing.
-Namespaces carry the creating PID, so `reap_stale()` removes those of a killed run.
+Built by the lab (`kind = "veth"` links: plain kernel veth pairs, no userspace forwarder, so
+multi-Gbit overhead runs measure the kernel, not an emulator), which records it in its state
+file: `netdiag lab down --all` (or the next `path3()` of any process, see `reap_stale`)
+removes it after a kill -9. The node addresses come from 198.18.0.0/15 (RFC 2544
+benchmarking) and exist only inside these namespaces. An optional TBF on the router -> server
+link makes real loss (the sender sees retransmits; a qdisc drop on the sender's own host
+would only throttle it). `gso_max_segs 1` on the client and server makes every skb one
+segment, so the retransmit tracepoint (one event per skb) and the kernel's TcpRetransSegs
+(per segment) count the same thing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-import re
 import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from netdiag.errors import NetdiagError
-from netdiag.kernel import netns, sysctl
+from netdiag.lab import Lab, state, teardown
+from netdiag.lab.topology import LinkShape, LinkSpec, NodeSpec, Topology, validate
 
-PREFIX = "nd-trace-"
+LAB_PREFIX = "tb"  # testbed labs: tb<pid>x<hex>, so a stale one names its creator
 CLIENT_IP = "198.18.0.1"
 SERVER_IP = "198.18.0.6"
-_NAME = re.compile(rf"^{PREFIX}(\d+)-[0-9a-f]+-[arb]$")
+ROUTER_IP = "198.18.0.2"
+MTU = 1500
+QUEUE_BYTES = 20_000  # the router's TBF queue: a few packets, so a 50 Mbit flow sees drops
 
 
-def _ip(*args: str) -> None:
-    r = subprocess.run(["ip", *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise NetdiagError(f"`ip {' '.join(args)}` failed: {r.stderr.strip()}", "run as root")
-
-
-def _tc(ns: str, *args: str) -> None:
-    r = subprocess.run(["tc", "-n", ns, *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise NetdiagError(
-            f"`tc {' '.join(args)}` failed: {r.stderr.strip()}", "is sch_tbf available?"
-        )
+def topology(name: str, rate_mbit: float | None = None) -> Topology:
+    """client a — router r — server b on veth links; the r—b link shaped when rate_mbit."""
+    shaped = LinkShape(
+        rate_bps=int(rate_mbit * 1e6) if rate_mbit else 0,
+        queue_pkts=math.ceil(QUEUE_BYTES / MTU),
+    )
+    topo = Topology(
+        name=name,
+        nodes=(
+            NodeSpec("a", (f"{CLIENT_IP}/32",)),
+            NodeSpec("r", (f"{ROUTER_IP}/32",)),
+            NodeSpec("b", (f"{SERVER_IP}/32",)),
+        ),
+        links=(LinkSpec("a", "r", LinkShape(), "veth"), LinkSpec("r", "b", shaped, "veth")),
+        mtu=MTU,
+    )
+    validate(topo)
+    return topo
 
 
 @dataclass(frozen=True)
 class Path3:
-    client: str
+    lab: Lab
+    client: str  # namespace names
     router: str
     server: str
     client_ip: str = CLIENT_IP
@@ -54,35 +65,24 @@ class Path3:
     def exec(self, ns: str, *cmd: str) -> list[str]:
         return ["ip", "netns", "exec", ns, *cmd]
 
-    def set_rate(self, rate_mbit: float | None, limit_bytes: int = 20_000) -> None:
+    def set_rate(self, rate_mbit: float | None, limit_bytes: int = QUEUE_BYTES) -> None:
         """Shape (and drop) toward the server; None removes the shaper."""
-        with contextlib.suppress(NetdiagError):
-            _tc(self.router, "qdisc", "del", "dev", "rb", "root")
-        if rate_mbit:
-            _tc(
-                self.router,
-                "qdisc",
-                "add",
-                "dev",
-                "rb",
-                "root",
-                "tbf",
-                "rate",
-                f"{rate_mbit}mbit",
-                "burst",
-                "16k",
-                "limit",
-                str(limit_bytes),
-            )
+        self.lab.set_link(
+            "r",
+            "b",
+            rate_bps=int(rate_mbit * 1e6) if rate_mbit else 0,
+            queue_pkts=max(1, math.ceil(limit_bytes / MTU)),
+        )
 
 
 def reap_stale() -> list[str]:
-    """Delete nd-trace-* namespaces whose creating process is gone (after a kill -9)."""
+    """Remove testbed labs whose creating process is gone (after a kill -9)."""
     gone = []
-    for name in netns.list_names():
-        m = _NAME.match(name)
-        if m and not os.path.exists(f"/proc/{m.group(1)}"):
-            netns.delete(name)
+    for name in state.names():
+        rec = state.read(name) or {}
+        sup = rec.get("supervisor")
+        if name.startswith(LAB_PREFIX) and not (sup and state.alive(sup)):
+            teardown.down(name)
             gone.append(name)
     return gone
 
@@ -90,57 +90,10 @@ def reap_stale() -> list[str]:
 @contextlib.contextmanager
 def path3(rate_mbit: float | None = None, one_segment_skbs: bool = True) -> Iterator[Path3]:
     reap_stale()
-    tag = f"{PREFIX}{os.getpid()}-{secrets.token_hex(2)}"
-    p = Path3(f"{tag}-a", f"{tag}-r", f"{tag}-b")
-    made: list[str] = []
-    try:
-        for n in (p.client, p.router, p.server):
-            netns.create(n)
-            made.append(n)
-            _ip("-n", n, "link", "set", "lo", "up")
-        _ip(
-            "link",
-            "add",
-            "va",
-            "netns",
-            p.client,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "ra",
-            "netns",
-            p.router,
-        )
-        _ip(
-            "link",
-            "add",
-            "vb",
-            "netns",
-            p.server,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "rb",
-            "netns",
-            p.router,
-        )
-        _ip("-n", p.client, "addr", "add", f"{CLIENT_IP}/30", "dev", "va")
-        _ip("-n", p.router, "addr", "add", "198.18.0.2/30", "dev", "ra")
-        _ip("-n", p.router, "addr", "add", "198.18.0.5/30", "dev", "rb")
-        _ip("-n", p.server, "addr", "add", f"{SERVER_IP}/30", "dev", "vb")
-        for ns, dev in ((p.client, "va"), (p.router, "ra"), (p.router, "rb"), (p.server, "vb")):
-            _ip("-n", ns, "link", "set", dev, "up")
-        _ip("-n", p.client, "route", "add", "default", "via", "198.18.0.2")
-        _ip("-n", p.server, "route", "add", "default", "via", "198.18.0.5")
-        sysctl.write("net.ipv4.ip_forward", 1, netns_name=p.router)
+    name = f"{LAB_PREFIX}{os.getpid()}x{secrets.token_hex(2)}"[:16]
+    with Lab.up(topology(name, rate_mbit)) as lab:
         if one_segment_skbs:
-            _ip("-n", p.client, "link", "set", "dev", "va", "gso_max_segs", "1")
-            _ip("-n", p.server, "link", "set", "dev", "vb", "gso_max_segs", "1")
-        p.set_rate(rate_mbit)
-        yield p
-    finally:
-        for n in reversed(made):
-            with contextlib.suppress(Exception):
-                netns.delete(n)
+            for node, peer in (("a", "r"), ("b", "r")):
+                dev = lab.link_devices(node, peer)[0]
+                lab.exec(node, ["ip", "link", "set", "dev", dev, "gso_max_segs", "1"], check=True)
+        yield Path3(lab, lab.ns("a"), lab.ns("r"), lab.ns("b"))

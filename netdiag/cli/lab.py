@@ -64,7 +64,19 @@ def lab() -> None:
 )
 @click.option("-d", "--detach", is_flag=True, help="Run the supervisor in the background.")
 @click.option("--json", "as_json", is_flag=True, help="Print the lab's metadata as JSON when up.")
-def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: bool) -> None:
+@click.option(
+    "--no-calibrate",
+    is_flag=True,
+    help="Do not measure and subtract each link's own latency (the residual is then unknown).",
+)
+def up(
+    file: Path,
+    engine: str | None,
+    name: str | None,
+    detach: bool,
+    as_json: bool,
+    no_calibrate: bool,
+) -> None:
     """Bring up the lab described by FILE; runs until Ctrl-C (or `lab down`), then tears down."""
     from dataclasses import replace
 
@@ -76,7 +88,7 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
         topo = replace(topo, name=name)
         validate(topo)  # the name becomes paths and namespace names: check it before anything
     if detach:
-        _detach(file, engine or topo.engine, topo.name, as_json)
+        _detach(file, engine or topo.engine, topo.name, as_json, not no_calibrate)
         return
     console = Console(stderr=True)
     old = signal.signal(signal.SIGTERM, _on_term)
@@ -84,7 +96,7 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
     # background job of a non-interactive shell): Python then installs no KeyboardInterrupt.
     old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with Lab.up(topo, engine=engine) as the_lab:
+        with Lab.up(topo, engine=engine, calibrate=not no_calibrate) as the_lab:
             if as_json:
                 emit_json(the_lab.metadata())
                 sys.stdout.flush()
@@ -120,7 +132,7 @@ def up(file: Path, engine: str | None, name: str | None, detach: bool, as_json: 
         signal.signal(signal.SIGINT, old_int)
 
 
-def _detach(file: Path, engine: str | None, name: str, as_json: bool) -> None:
+def _detach(file: Path, engine: str | None, name: str, as_json: bool, calibrate: bool) -> None:
     from netdiag.kernel import caps
     from netdiag.lab import engines
 
@@ -129,6 +141,10 @@ def _detach(file: Path, engine: str | None, name: str, as_json: bool) -> None:
     caps.require("CAP_SYS_ADMIN", "CAP_NET_ADMIN", why="building a lab (namespaces, links)")
     state.refuse_running(name)
     engines.choose(engine or "auto")
+    from netdiag.lab import load
+    from netdiag.lab.engines import veth
+
+    veth.check_topology(load(file))  # a veth link with delay and no netem
     log = state.work_dir(name) / "supervisor.log"
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +166,8 @@ def _detach(file: Path, engine: str | None, name: str, as_json: bool) -> None:
     ]
     if engine:
         argv += ["--engine", engine]
+    if not calibrate:
+        argv.append("--no-calibrate")
     with open(log, "wb") as f:
         p = subprocess.Popen(
             argv,
@@ -220,7 +238,7 @@ def _status_of(rec: dict[str, Any]) -> dict[str, Any]:
     from netdiag.lab import engines
 
     sup = rec.get("supervisor") or {}
-    eng = engines.get(rec["engine"]) if rec.get("engine") in ("userspace", "kernel") else None
+    known = rec.get("engine") in ("userspace", "kernel")
     return {
         "lab": rec["name"],
         "engine": rec.get("engine"),
@@ -233,9 +251,11 @@ def _status_of(rec: dict[str, Any]) -> dict[str, Any]:
             {
                 "a": ln["a"],
                 "b": ln["b"],
+                "kind": ln.get("kind", "emulated"),
                 **ln.get("shape", {}),
+                "calibration": ln.get("calibration"),
                 "forwarder_alive": state.alive(ln) if "pid" in ln else None,
-                "stats": eng.stats(ln) if eng else {},
+                "stats": engines.for_link(rec["engine"], ln.get("kind")).stats(ln) if known else {},
             }
             for ln in rec.get("links", [])
         ],
@@ -286,7 +306,8 @@ def status(name: str | None, as_json: bool) -> None:
 
 def _summary(meta: dict[str, Any], pending: list[str]) -> Table:
     t = Table(show_edge=False, pad_edge=False)
-    for col in ("link", "delay", "jitter", "rate", "loss", "queue", "a→b pkts", "drops loss/queue"):
+    cols = ("link", "delay", "jitter", "rate", "loss", "queue", "residual", "a→b pkts", "drops")
+    for col in cols:
         t.add_column(col)
     for ln in meta.get("links", []):
         st = ln.get("stats", {}).get("ab", {})
@@ -297,12 +318,30 @@ def _summary(meta: dict[str, Any], pending: list[str]) -> Table:
             units.fmt_rate(ln["rate_bps"]),
             f"{ln['loss'] * 100:g}%",
             str(ln["queue_pkts"]),
+            _residual(ln.get("calibration")),
             str(st.get("tx_pkts", "")),
             f"{st['drop_loss']}/{st['drop_queue']}" if st else "",
         )
+    notes = [
+        "residual: RTT error left after subtracting the link's own latency, measured by ping "
+        "across the link (goal ±0.1 ms + 0.5 %; * measured before the last `link set`)"
+    ]
+    if not any(ln.get("calibration") for ln in meta.get("links", [])):
+        notes = []
     if pending:
-        t.caption = f"role=node pending (netdiag node not available yet): {', '.join(pending)}"
+        notes.append(f"role=node pending (netdiag node not available yet): {', '.join(pending)}")
+    t.caption = "\n".join(notes) or None
     return t
+
+
+def _residual(cal: dict[str, Any] | None) -> str:
+    """`+0.031ms ✓` (within the goal), `✗` when not; `-` uncalibrated (veth, --no-calibrate)."""
+    if not cal:
+        return "-"
+    if "residual_us" not in cal:
+        return "[red]unmeasured[/]"
+    mark = "✓" if cal["ok"] else "[red]✗[/]"
+    return f"{cal['residual_us'] / 1e3:+.3f}ms {mark}" + ("*" if cal.get("stale") else "")
 
 
 @lab.command(name="exec", context_settings={"ignore_unknown_options": True})
@@ -334,6 +373,11 @@ def link() -> None:
 @click.option("--rate", default=None, help='e.g. "100mbit"; 0 = unlimited.')
 @click.option("--loss", default=None, help='Per direction, e.g. "1%".')
 @click.option("--queue", default=None, help='Packets, or BDP multiples like "2bdp".')
+@click.option(
+    "--no-calibrate",
+    is_flag=True,
+    help="Keep the link's previous correction (e.g. while it carries traffic).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def link_set(
     a: str,
@@ -344,10 +388,13 @@ def link_set(
     rate: str | None,
     loss: str | None,
     queue: str | None,
+    no_calibrate: bool,
     as_json: bool,
 ) -> None:
-    """Change the live link between nodes A and B (only the shape fields given)."""
-    from netdiag.lab.live import update_link
+    """Change the live link between nodes A and B (only the shape fields given); its own
+    latency is measured again and subtracted when delay, jitter or rate changed."""
+    from netdiag.lab import calibrate
+    from netdiag.lab.live import link_index, update_link
 
     name = _resolve(lab_name)
     shape, mtu = update_link(
@@ -360,7 +407,18 @@ def link_set(
         loss=units.loss_fraction(loss, "--loss") if loss is not None else None,
         queue=units.queue_spec(queue, "--queue") if queue is not None else None,
     )
+    cal = None
+    rec = state.read(name) or {}
+    i = link_index(rec, a, b)
+    timing = delay is not None or jitter is not None or rate is not None
+    if not no_calibrate and timing and rec["links"][i].get("calibration"):
+        cal = calibrate.run(name, None, [i]).get(i)
     if as_json:
-        emit_json({"lab": name, "a": a, "b": b, **shape.as_dict(mtu)})
+        emit_json({"lab": name, "a": a, "b": b, **shape.as_dict(mtu), "calibration": cal})
     else:
         click.echo(f"{name}: {a} ↔ {b}: {shape.describe()}")
+        if cal and "residual_us" in cal:
+            click.echo(
+                f"  calibrated: own latency {cal['overhead_us'] / 1e3:+.3f} ms subtracted, "
+                f"residual {cal['residual_us'] / 1e3:+.3f} ms"
+            )

@@ -17,7 +17,6 @@ exception or Ctrl-C tears everything down; after a SIGKILL, `netdiag lab down --
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import shutil
 import signal
@@ -31,12 +30,12 @@ from typing import Any
 
 from netdiag.errors import InputError, NetdiagError
 from netdiag.kernel import caps, netns
-from netdiag.lab import cluster, engines, state, teardown
+from netdiag.lab import addressing, cluster, engines, state, teardown
+from netdiag.lab import calibrate as calibration
+from netdiag.lab.engines import veth
 from netdiag.lab.engines.base import LinkEnds, LinkEngine
 from netdiag.lab.live import set_link_record
-from netdiag.lab.topology import LinkShape, NodeSpec, Topology, load, routes, validate
-
-LINK_NET = ipaddress.IPv4Address("10.128.0.0")  # link i gets 10.128.0.0 + 4i /30
+from netdiag.lab.topology import LinkShape, NodeSpec, Topology, load, validate
 
 
 def ns_name(lab: str, node: str) -> str:
@@ -45,11 +44,6 @@ def ns_name(lab: str, node: str) -> str:
 
 def dev_name(peer: str) -> str:
     return f"ndl-{peer}"[:15]
-
-
-def link_addresses(index: int) -> tuple[str, str]:
-    base = LINK_NET + 4 * index
-    return str(base + 1), str(base + 2)
 
 
 @dataclass
@@ -79,6 +73,7 @@ class Lab:
     processes: list[Supervised] = field(default_factory=list)
     pending_roles: list[str] = field(default_factory=list)
     node_argvs: dict[str, list[str]] = field(default_factory=dict)
+    calibrated: dict[int, dict[str, Any]] = field(default_factory=dict)
     _reported_links: set[int] = field(default_factory=set)
     _down: bool = False
 
@@ -91,9 +86,10 @@ class Lab:
         *,
         engine: str | None = None,
         state_root: Path | None = None,
+        calibrate: bool = True,
     ) -> Iterator[Lab]:
         """Bring a lab up for the duration of a `with` block (Ctrl-C safe)."""
-        lab = cls.start(topology, engine=engine, state_root=state_root)
+        lab = cls.start(topology, engine=engine, state_root=state_root, calibrate=calibrate)
         try:
             yield lab
         finally:
@@ -106,11 +102,16 @@ class Lab:
         *,
         engine: str | None = None,
         state_root: Path | None = None,
+        calibrate: bool = True,
     ) -> Lab:
-        """Bring a lab up; the caller must call `down()` (prefer `Lab.up` as a context manager)."""
+        """Bring a lab up; the caller must call `down()` (prefer `Lab.up` as a context manager).
+
+        With `calibrate`, each link's own latency is measured and subtracted from its delay
+        before any node process starts (`calibrate.py`); the residual is in `metadata()`."""
         topo = topology if isinstance(topology, Topology) else load(topology)
         validate(topo)  # a Topology built or renamed in code gets the same checks as a file
         caps.require("CAP_SYS_ADMIN", "CAP_NET_ADMIN", why="building a lab (namespaces, links)")
+        veth.check_topology(topo)  # a veth link with delay and no netem: refused before anything
         state.refuse_running(topo.name, state_root)
         existing = state.read(topo.name, state_root)
         if existing is not None:
@@ -118,13 +119,13 @@ class Lab:
         eng = engines.choose(engine or topo.engine)
         lab = cls(topo, eng, state_root)
         try:
-            lab._build()
+            lab._build(calibrate)
         except BaseException:
             lab.down()
             raise
         return lab
 
-    def _build(self) -> None:
+    def _build(self, calibrate_links: bool = True) -> None:
         topo, root = self.topology, self.root
         work = state.work_dir(topo.name, root)
         # a fresh lab each time: the previous run's node stores, genesis and logs go
@@ -164,7 +165,7 @@ class Lab:
             )
         for n in topo.nodes:
             netns.create(ns_name(topo.name, n.name))
-            netns.run_in(ns_name(topo.name, n.name), partial(_setup_node, n))
+            netns.run_in(ns_name(topo.name, n.name), partial(addressing.setup_node, n))
         link_recs = []
         for i, ln in enumerate(topo.links):
             ends = LinkEnds(
@@ -177,7 +178,8 @@ class Lab:
                 mtu=topo.mtu,
                 seed=topo.seed * 1_000_003 + i,
             )
-            proc, extra = self.engine.create(ends, ln.shape)
+            eng = engines.for_link(self.engine.name, ln.kind)
+            proc, extra = eng.create(ends, ln.shape)
             rec: dict[str, Any] = {
                 "a": ln.a,
                 "b": ln.b,
@@ -185,9 +187,10 @@ class Lab:
                 "dev_a": ends.dev_a,
                 "ns_b": ends.ns_b,
                 "dev_b": ends.dev_b,
-                "addr_a": link_addresses(i)[0],
-                "addr_b": link_addresses(i)[1],
+                "addr_a": addressing.link_addresses(i)[0],
+                "addr_b": addressing.link_addresses(i)[1],
                 "shape": ln.shape.as_dict(topo.mtu),
+                "kind": ln.kind,
                 **extra,
             }
             if proc is not None:
@@ -196,10 +199,12 @@ class Lab:
             state.update(topo.name, root, add_links=[rec])
             link_recs.append(rec)
             self.shapes[i] = ln.shape
-            a, b = link_addresses(i)
-            netns.run_in(ends.ns_a, partial(_link_addr, ends.dev_a, a))
-            netns.run_in(ends.ns_b, partial(_link_addr, ends.dev_b, b))
-        self._routes(link_recs)
+            a, b = addressing.link_addresses(i)
+            netns.run_in(ends.ns_a, partial(addressing.link_addr, ends.dev_a, a))
+            netns.run_in(ends.ns_b, partial(addressing.link_addr, ends.dev_b, b))
+        addressing.install_routes(topo, link_recs, partial(ns_name, topo.name))
+        if calibrate_links:
+            self.calibrate()  # idle links, before any node process sends a packet
         if any(n.role == "node" for n in topo.nodes):
             if cluster.node_available():
                 self.node_argvs = cluster.node_argvs(topo, work)
@@ -208,28 +213,6 @@ class Lab:
         for n in topo.nodes:
             self._start_node(n, work / "logs")
         state.update(topo.name, root, ready=True, pending_roles=self.pending_roles)
-
-    def _routes(self, link_recs: list[dict[str, Any]]) -> None:
-        topo = self.topology
-        # (node, neighbour) -> (device on node, neighbour's address on that link)
-        hop: dict[tuple[str, str], tuple[str, str]] = {}
-        for r in link_recs:
-            hop[(r["a"], r["b"])] = (r["dev_a"], r["addr_b"])
-            hop[(r["b"], r["a"])] = (r["dev_b"], r["addr_a"])
-        table = routes(topo)
-        addr = {n.name: n.address for n in topo.nodes}
-        for src, dests in table.items():
-            vias = set(dests.values())
-            if len(vias) == 1 and len(dests) > 1:
-                # a leaf (one neighbour): one default route instead of one per node, which
-                # keeps big stars quick to build (n routes instead of n^2)
-                entries = [("0.0.0.0/0", *hop[(src, vias.pop())], addr[src])]
-            else:
-                entries = [
-                    (f"{addr[d]}/32", *hop[(src, via)], addr[src]) for d, via in dests.items()
-                ]
-            if entries:
-                netns.run_in(ns_name(topo.name, src), partial(_add_routes, entries))
 
     def _start_node(self, n: NodeSpec, logs: Path) -> None:
         if n.role == "node":
@@ -370,21 +353,38 @@ class Lab:
         rate_bps: int | None = None,
         loss: float | None = None,
         queue_pkts: int | None = None,
+        calibrate: bool | None = None,
     ) -> LinkShape:
-        """Change a live link; returns its new shape."""
+        """Change a live link; returns its new shape. `calibrate` (default: when the delay,
+        jitter or rate changed and the lab was calibrated) measures the link again; pass
+        False while it carries traffic (the old correction is kept)."""
         i, _ = self.topology.link(a, b)
-        shape = self.shapes[i].with_changes(
+        old = self.shapes[i]
+        shape = old.with_changes(
             delay_s=delay_s, jitter_s=jitter_s, rate_bps=rate_bps, loss=loss, queue_pkts=queue_pkts
         )
         set_link_record(self.name, i, shape, self.root)
         self.shapes[i] = shape
+        timing = (old.delay_s, old.jitter_s, old.rate_bps) != (
+            shape.delay_s,
+            shape.jitter_s,
+            shape.rate_bps,
+        )
+        if calibrate or (calibrate is None and timing and i in self.calibrated):
+            self.calibrate([i])
         return shape
+
+    def calibrate(self, links: list[int] | None = None) -> dict[int, dict[str, Any]]:
+        """Measure links (default: all) and subtract their own latency; {index: record}."""
+        done = calibration.run(self.name, self.root, links)
+        self.calibrated.update(done)
+        return done
 
     def link_stats(self, a: str, b: str) -> dict[str, Any]:
         """Forwarder counters of the link a<->b, direction "ab" is a->b as the topology wrote it."""
         i, ln = self.topology.link(a, b)
         rec = (state.read(self.name, self.root) or {}).get("links", [])[i]
-        st = self.engine.stats(rec)
+        st = engines.for_link(self.engine.name, rec.get("kind")).stats(rec)
         if st and ln.a != a:
             st = {"ab": st.get("ba", {}), "ba": st.get("ab", {})}
         return st
@@ -430,7 +430,13 @@ class Lab:
             "mtu": self.topology.mtu,
             "seed": self.topology.seed,
             "links": [
-                {"a": ln.a, "b": ln.b, **self.shapes[i].as_dict(self.topology.mtu)}
+                {
+                    "a": ln.a,
+                    "b": ln.b,
+                    "kind": ln.kind,
+                    **self.shapes[i].as_dict(self.topology.mtu),
+                    "calibration": self.calibrated.get(i),
+                }
                 for i, ln in enumerate(self.topology.links)
             ],
         }
@@ -453,37 +459,3 @@ def _stop(p: subprocess.Popen[Any], grace: float = 3.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             p.kill()
         p.wait(timeout=5)
-
-
-def _setup_node(n: NodeSpec) -> None:
-    from pyroute2 import IPRoute
-
-    with open("/proc/sys/net/ipv4/ip_forward", "w") as f:  # this thread's netns: the node's
-        f.write("1")
-    with IPRoute() as ipr:
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=lo, state="up")
-        for cidr in n.addresses:
-            ip = ipaddress.ip_interface(cidr).ip
-            if ip.is_loopback:
-                continue
-            # /32 on lo: the node's identity; other nodes reach it through routes, never on-link
-            ipr.addr("add", index=lo, address=str(ip), prefixlen=ip.max_prefixlen)
-
-
-def _link_addr(dev: str, addr: str) -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=dev)[0]
-        ipr.addr("add", index=idx, address=addr, prefixlen=30)
-        ipr.link("set", index=idx, state="up")
-
-
-def _add_routes(entries: list[tuple[str, str, str, str]]) -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        for dst, dev, gw, src in entries:
-            idx = ipr.link_lookup(ifname=dev)[0]
-            ipr.route("add", dst=dst, gateway=gw, oif=idx, prefsrc=src)

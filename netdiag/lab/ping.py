@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 import statistics
+from typing import TYPE_CHECKING
 
 from netdiag.errors import NetdiagError
-from netdiag.lab.lab import Lab
+
+if TYPE_CHECKING:  # the lab imports this module (calibration pings): no import cycle
+    from netdiag.lab.lab import Lab
 
 _SUMMARY = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 

@@ -22,6 +22,7 @@ File format (docs/lab.md has the full reference)::
     rate = "100mbit" # serialization rate per direction; 0 = unlimited
     loss = "1%"      # per direction, independent
     queue = "1bdp"   # bottleneck queue: packets, or multiples of rate x delay
+    kind = "veth"    # optional: a plain kernel veth pair (rate/queue by TBF; delay needs netem)
 
 Schema errors name the key path (``links[1].rate``) and the line it is on.
 """
@@ -41,6 +42,8 @@ from netdiag.lab import units
 
 ENGINES = ("auto", "userspace", "kernel")
 ROLES = ("node",)
+# emulated: the lab's engine carries the link (forwarder or netem); veth: a plain veth pair
+LINK_KINDS = ("emulated", "veth")
 LAB_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,15}$")
 NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,10}$")  # ndl-<peer> must fit IFNAMSIZ (15)
 DEFAULT_MTU = 1500
@@ -106,6 +109,7 @@ class LinkSpec:
     a: str
     b: str
     shape: LinkShape
+    kind: str = "emulated"
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,12 @@ def validate(topo: Topology) -> None:
         )
     if topo.engine not in ENGINES:
         raise InputError(f"engine {topo.engine!r} is unknown", f"use one of {', '.join(ENGINES)}")
+    for ln in topo.links:
+        if ln.kind not in LINK_KINDS:
+            raise InputError(
+                f"link {ln.a} <-> {ln.b}: kind {ln.kind!r} is unknown",
+                f"use {' or '.join(LINK_KINDS)}",
+            )
 
 
 class _Builder:
@@ -366,7 +376,9 @@ class _Builder:
     def _check_link_keys(
         self, t: dict[str, Any], path: tuple[str | int, ...], allow_ends: bool
     ) -> None:
-        known = {"delay", "jitter", "rate", "loss", "queue"} | ({"a", "b"} if allow_ends else set())
+        known = {"delay", "jitter", "rate", "loss", "queue", "kind"} | (
+            {"a", "b"} if allow_ends else set()
+        )
         for k in t:
             if k not in known:
                 raise self.err((*path, k), "unknown key", f"known: {', '.join(sorted(known))}")
@@ -412,7 +424,12 @@ class _Builder:
                 queue_pkts=qp,
                 queue_bdp=qb or 1.0,
             )
-            out.append(LinkSpec(ln["a"], ln["b"], shape))
+            kind = merged.get("kind", "emulated")
+            if kind not in LINK_KINDS:
+                raise self.err(
+                    src("kind"), f"{kind!r} is not a link kind", f"use {' or '.join(LINK_KINDS)}"
+                )
+            out.append(LinkSpec(ln["a"], ln["b"], shape, kind))
         return tuple(out)
 
 

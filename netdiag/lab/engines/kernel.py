@@ -28,6 +28,18 @@ def netem_available() -> bool:
         return False  # cannot even try (no netns, no veth): the userspace engine still works
 
 
+def needs_netem(shape: LinkShape) -> bool:
+    """Delay, jitter and loss need netem; rate and queue alone TBF can do."""
+    return bool(shape.delay_s or shape.jitter_s or shape.loss)
+
+
+def tbf_args(shape: LinkShape, mtu: int) -> list[str]:
+    """TBF at the link's rate; its byte limit is the bottleneck queue (queue x MTU)."""
+    burst = max(2 * mtu, shape.rate_bps // 8 // 1000)  # ~1 ms of tokens
+    limit = shape.queue_packets(mtu) * mtu
+    return ["tbf", "rate", f"{shape.rate_bps}bit", "burst", str(burst), "limit", str(limit)]
+
+
 def qdisc_commands(
     ns: str, dev: str, shape: LinkShape, mtu: int, verb: str = "add"
 ) -> list[list[str]]:
@@ -47,16 +59,7 @@ def qdisc_commands(
         netem += ["loss", f"{shape.loss * 100:.6f}%"]
     cmds = [["tc", "-n", ns, "qdisc", verb, "dev", dev, "root", "handle", "1:", *netem]]
     if shape.rate_bps:
-        burst = max(2 * mtu, shape.rate_bps // 8 // 1000)  # ~1 ms of tokens
-        tbf = [
-            "tbf",
-            "rate",
-            f"{shape.rate_bps}bit",
-            "burst",
-            str(burst),
-            "limit",
-            str(qpkts * mtu),
-        ]
+        tbf = tbf_args(shape, mtu)
         cmds.append(
             ["tc", "-n", ns, "qdisc", verb, "dev", dev, "parent", "1:1", "handle", "10:", *tbf]
         )
@@ -71,45 +74,57 @@ def _run(cmd: list[str]) -> None:
         )
 
 
+def add_veth(ends: LinkEnds) -> None:
+    """The veth pair of a link, one end in each namespace, both up."""
+    _run(
+        [
+            "ip",
+            "-n",
+            ends.ns_a,
+            "link",
+            "add",
+            ends.dev_a,
+            "mtu",
+            str(ends.mtu),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ends.dev_b,
+            "netns",
+            ends.ns_b,
+        ]
+    )
+    for ns, dev in ((ends.ns_a, ends.dev_a), (ends.ns_b, ends.dev_b)):
+        _run(["ip", "-n", ns, "link", "set", dev, "up"])
+
+
+def ends_of(record: dict[str, Any]) -> tuple[tuple[str, str], tuple[str, str]]:
+    return (record["ns_a"], record["dev_a"]), (record["ns_b"], record["dev_b"])
+
+
+def replace_root(ns: str, dev: str, cmds: list[list[str]]) -> None:
+    """Replace the whole qdisc tree of `dev` (a rate of 0 removes the TBF, non-zero adds it)."""
+    subprocess.run(["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"], capture_output=True)
+    for cmd in cmds:
+        _run(cmd)
+
+
 class KernelEngine:
     name = "kernel"
 
     def create(
         self, ends: LinkEnds, shape: LinkShape
     ) -> tuple[subprocess.Popen[bytes] | None, dict[str, Any]]:
-        _run(
-            [
-                "ip",
-                "-n",
-                ends.ns_a,
-                "link",
-                "add",
-                ends.dev_a,
-                "mtu",
-                str(ends.mtu),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                ends.dev_b,
-                "netns",
-                ends.ns_b,
-            ]
-        )
+        add_veth(ends)
         for ns, dev in ((ends.ns_a, ends.dev_a), (ends.ns_b, ends.dev_b)):
-            _run(["ip", "-n", ns, "link", "set", dev, "up"])
             for cmd in qdisc_commands(ns, dev, shape, ends.mtu):
                 _run(cmd)
         return None, {}
 
     def set(self, record: dict[str, Any], shape: LinkShape, mtu: int) -> None:
-        for ns, dev in ((record["ns_a"], record["dev_a"]), (record["ns_b"], record["dev_b"])):
-            # replace the whole tree: a rate of 0 removes the TBF child, non-zero adds it
-            subprocess.run(
-                ["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"], capture_output=True
-            )
-            for cmd in qdisc_commands(ns, dev, shape, mtu):
-                _run(cmd)
+        for ns, dev in ends_of(record):
+            replace_root(ns, dev, qdisc_commands(ns, dev, shape, mtu))
 
     def stats(self, record: dict[str, Any]) -> dict[str, Any]:
         return {}

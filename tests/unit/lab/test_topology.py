@@ -100,6 +100,7 @@ def test_syntax_error_has_position() -> None:
         (('name = "wan"', 'name = "has space"'), "name"),
         (('a = "b"\nb = "c"', 'a = "b"\nb = "b"'), "links[1].b"),
         (('a = "b"\nb = "c"', 'a = "b"\nb = "a"'), "links[1]"),  # second link for the pair
+        (("queue = 50", 'queue = 50\nkind = "tun"'), "links[1].kind"),
     ],
 )
 def test_schema_errors(change: tuple[str, str], where: str) -> None:
@@ -147,3 +148,11 @@ def test_live_record_reads_back_as_the_same_shape(shape: LinkShape) -> None:
     from netdiag.lab.live import shape_of
 
     assert shape_of(shape.as_dict(1500)) == shape
+
+
+def test_link_kind_veth_parses_and_defaults_to_emulated() -> None:
+    t = parse(GOOD.replace("queue = 50", 'queue = 50\nkind = "veth"', 1))
+    assert [ln.kind for ln in t.links] == ["emulated", "veth"]
+    # in [defaults] too: every link a veth pair
+    t = parse(GOOD.replace('rate = "100mbit"', 'rate = "100mbit"\nkind = "veth"', 1))
+    assert {ln.kind for ln in t.links} == {"veth"}
