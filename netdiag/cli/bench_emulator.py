@@ -33,7 +33,7 @@ def bench_emulator(
     scale: str | None,
 ) -> None:
     """Fidelity of the lab's links: RTT vs delay, throughput vs rate, loss vs configured, CPU."""
-    from netdiag.bench import emulator
+    from netdiag.bench import emulator, emulator_scale, emulator_tables
     from netdiag.kernel import caps
     from netdiag.lab import engines
 
@@ -53,7 +53,7 @@ def bench_emulator(
         rows = []
         for n in counts:
             console.print(f"star lab with {n} spokes ({n + 1} namespaces)")
-            rows.append(emulator.measure_scale(n, engine, secs))
+            rows.append(emulator_scale.measure_scale(n, engine, secs))
         result: dict[str, Any] = {
             "benchmark": "emulator-scale",
             "time": time.time(),
@@ -61,11 +61,11 @@ def bench_emulator(
             "engine": rows[0]["engine"] if rows else engine,
             "rows": rows,
         }
-        table = emulator.scale_table(rows)
+        table = emulator_tables.scale_table(rows)
     else:
         grid = emulator.QUICK_GRID if quick else emulator.FULL_GRID
         result = emulator.run(
             grid, engine=engine, seconds=secs, progress=lambda m: console.print(m)
         )
-        table = emulator.table(result)
+        table = emulator_tables.table(result)
     finish(emulator.to_result(result, params), out, as_json, table=table)

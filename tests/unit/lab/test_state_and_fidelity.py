@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.bench import emulator as fidelity
-from netdiag.lab import ping, state
+from netdiag.bench import emulator_fidelity as fidelity
+from netdiag.lab import calibrate, ping, state
 
 
 def test_state_roundtrip(tmp_path: Path) -> None:
@@ -40,5 +40,6 @@ def test_parse_ping() -> None:
     assert ping.parse_ping(out)["rtt_avg_us"] == pytest.approx(50200)
 
 
-def test_rtt_target() -> None:
-    assert fidelity.rtt_target_s(0.05) == pytest.approx(0.0007)
+def test_rtt_goal() -> None:
+    # issue 17's goal: 0.1 ms + 0.5 % of the delay
+    assert calibrate.goal_us(50_000) == pytest.approx(350)
