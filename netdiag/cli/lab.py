@@ -306,7 +306,17 @@ def status(name: str | None, as_json: bool) -> None:
 
 def _summary(meta: dict[str, Any], pending: list[str]) -> Table:
     t = Table(show_edge=False, pad_edge=False)
-    cols = ("link", "delay", "jitter", "rate", "loss", "queue", "residual", "a→b pkts", "drops")
+    cols = (
+        "link",
+        "delay",
+        "jitter",
+        "rate",
+        "loss",
+        "queue",
+        "residual",
+        "a→b pkts",
+        "drops loss/queue",
+    )
     for col in cols:
         t.add_column(col)
     for ln in meta.get("links", []):
