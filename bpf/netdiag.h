@@ -26,4 +26,16 @@ static __always_inline int netdiag_port_match(__u16 sport, __u16 dport)
 	       (FILTER_PORT2 != 0 && (sport == FILTER_PORT2 || dport == FILTER_PORT2));
 }
 
+/* An address from a tracepoint's args into a 16-byte key field: the 4-byte IPv4 field or the
+ * 16-byte IPv6 one by family (an IPv4 address fills the first 4 bytes; the rest stays as the
+ * zeroed key had it, so keys compare equal). */
+static __always_inline void netdiag_addr_read(__u8 *dst, __u16 family, const void *v4,
+					      const void *v6)
+{
+	if (family == AF_INET)
+		bpf_probe_read_kernel(dst, 4, v4);
+	else
+		bpf_probe_read_kernel(dst, 16, v6);
+}
+
 #endif

@@ -78,6 +78,16 @@ static __always_inline struct conn_val *val_of(struct conn_key *k)
 	return v;
 }
 
+/* The key of an open: the peer's address, the service port, active or passive. */
+static __always_inline void key_fill(struct conn_key *k, u16 dir, u16 family, u16 port,
+				     const void *raddr_v4, const void *raddr_v6)
+{
+	k->dir = dir;
+	k->family = family;
+	k->port = port;
+	netdiag_addr_read(k->raddr, family, raddr_v4, raddr_v6);
+}
+
 static __always_inline void add_latency(struct conn_val *v, u64 us)
 {
 	u32 u = us > 0xffffffff ? 0xffffffff : (u32)us;
@@ -108,13 +118,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		stat_inc(S_EVENTS);
 		struct pending p = {};
 		p.start_ns = now;
-		p.key.dir = DIR_ACTIVE;
-		p.key.family = args->family;
-		p.key.port = args->dport;
-		if (args->family == AF_INET)
-			bpf_probe_read_kernel(p.key.raddr, 4, args->daddr);
-		else
-			bpf_probe_read_kernel(p.key.raddr, 16, args->daddr_v6);
+		key_fill(&p.key, DIR_ACTIVE, args->family, args->dport, args->daddr, args->daddr_v6);
 		bpf_get_current_comm(p.key.comm, sizeof(p.key.comm));
 		struct conn_val *v = val_of(&p.key);
 		if (v) {
@@ -148,13 +152,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	if (os == 10 && ns == 3) {	/* LISTEN -> SYN_RECV: a passive open's child */
 		stat_inc(S_EVENTS);
 		struct conn_key k = {};
-		k.dir = DIR_PASSIVE;
-		k.family = args->family;
-		k.port = args->sport;
-		if (args->family == AF_INET)
-			bpf_probe_read_kernel(k.raddr, 4, args->daddr);
-		else
-			bpf_probe_read_kernel(k.raddr, 16, args->daddr_v6);
+		key_fill(&k, DIR_PASSIVE, args->family, args->sport, args->daddr, args->daddr_v6);
 		struct conn_val *v = val_of(&k);
 		if (v) {
 			__sync_fetch_and_add(&v->opens, 1);
@@ -198,13 +196,7 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_synack)
 		return 0;
 	stat_inc(S_EVENTS);
 	struct conn_key k = {};
-	k.dir = DIR_PASSIVE;
-	k.family = args->family;
-	k.port = args->sport;
-	if (args->family == AF_INET)
-		bpf_probe_read_kernel(k.raddr, 4, args->daddr);
-	else
-		bpf_probe_read_kernel(k.raddr, 16, args->daddr_v6);
+	key_fill(&k, DIR_PASSIVE, args->family, args->sport, args->daddr, args->daddr_v6);
 	struct conn_val *v = val_of(&k);
 	if (v)
 		__sync_fetch_and_add(&v->synack_retrans, 1);

@@ -120,13 +120,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		nl.family = args->family;
 		nl.lport = args->sport;
 		nl.rport = args->dport;
-		if (args->family == AF_INET) {
-			bpf_probe_read_kernel(nl.laddr, 4, args->saddr);
-			bpf_probe_read_kernel(nl.raddr, 4, args->daddr);
-		} else {
-			bpf_probe_read_kernel(nl.laddr, 16, args->saddr_v6);
-			bpf_probe_read_kernel(nl.raddr, 16, args->daddr_v6);
-		}
+		netdiag_addr_read(nl.laddr, args->family, args->saddr, args->saddr_v6);
+		netdiag_addr_read(nl.raddr, args->family, args->daddr, args->daddr_v6);
 		if (os == 7 && ns == 2) {
 			nl.origin = ORIGIN_ACTIVE;
 			nl.open_ns = now;
@@ -144,13 +139,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		l->family = args->family;
 		l->lport = args->sport;
 		l->rport = args->dport;
-		if (args->family == AF_INET) {
-			bpf_probe_read_kernel(l->laddr, 4, args->saddr);
-			bpf_probe_read_kernel(l->raddr, 4, args->daddr);
-		} else {
-			bpf_probe_read_kernel(l->laddr, 16, args->saddr_v6);
-			bpf_probe_read_kernel(l->raddr, 16, args->daddr_v6);
-		}
+		netdiag_addr_read(l->laddr, args->family, args->saddr, args->saddr_v6);
+		netdiag_addr_read(l->raddr, args->family, args->daddr, args->daddr_v6);
 	}
 	/* these transitions run in the owner's connect() / close() / shutdown() */
 	if (l->pid == 0 && (ns == 2 || ns == 4 || ns == 9)) {

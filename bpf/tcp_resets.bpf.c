@@ -131,13 +131,8 @@ TRACEPOINT_PROBE(tcp, tcp_receive_reset)
 	k.dir = DIR_RECEIVED;
 	k.family = args->family;
 	k.reason = REASON_NONE;
-	if (args->family == AF_INET) {
-		bpf_probe_read_kernel(k.laddr, 4, args->saddr);
-		bpf_probe_read_kernel(k.raddr, 4, args->daddr);
-	} else {
-		bpf_probe_read_kernel(k.laddr, 16, args->saddr_v6);
-		bpf_probe_read_kernel(k.raddr, 16, args->daddr_v6);
-	}
+	netdiag_addr_read(k.laddr, args->family, args->saddr, args->saddr_v6);
+	netdiag_addr_read(k.raddr, args->family, args->daddr, args->daddr_v6);
 	count(&k, args->sport, args->dport);
 	return 0;
 }
