@@ -95,12 +95,22 @@ def test_sixteen_lab_nodes_form_a_cluster_from_one_bootstrap(
                 tables[r.name] = r.client().get_json("/peers/table")
                 peers[r.name] = r.client().peers()
 
+        def beyond_bootstrap(n: str) -> bool:
+            """A lookup of n's was answered by more than one node (the bootstrap's answer alone
+            could not have filled its table). The join lookup may have found the bootstrap
+            alone; the refreshes that follow it run on their own schedule, hence a wait."""
+            return any(lk["replies"] >= 2 for lk in tables[n]["recent_lookups"])
+
         def formed() -> bool:
             read()
-            return all(len(peers[n]) >= TARGET and tables[n]["size"] >= N - 1 for n in names)
+            return all(
+                len(peers[n]) >= TARGET and tables[n]["size"] >= N - 1 and beyond_bootstrap(n)
+                for n in names
+            )
 
         try:
-            wait_until(formed, 180.0, f"every node with >= {TARGET} peers and {N - 1} entries", lab)
+            what = f">= {TARGET} peers, {N - 1} entries and lookups answered beyond the bootstrap"
+            wait_until(formed, 180.0, f"every node with {what}", lab)
         finally:
             for r in runs:
                 if r.api is not None:
@@ -112,9 +122,6 @@ def test_sixteen_lab_nodes_form_a_cluster_from_one_bootstrap(
             assert len(hosts) == len(entries) == N - 1 and own.keys() - hosts == {lab.addr(n)}
             out = [p for p in peers[n] if p.get("direction") == "outbound"]
             assert len(out) <= TARGET + 1, n  # the bootstrap is exempt from the target
-            # its lookups reached nodes beyond the one it was told (the bootstrap)
-            replies = [lk["replies"] for lk in tables[n]["recent_lookups"]]
-            assert max(replies, default=0) >= 2, (n, tables[n]["recent_lookups"])
         # nodes other than the bootstrap hold outbound peers found in their tables
         assert all(
             any(p["address"] != boot for p in peers[n] if p.get("direction") == "outbound")
