@@ -1,13 +1,13 @@
-"""Run one probe: compile its kernel half with bcc (filters as -D defines), attach, read its
-maps each interval into typed rows, detach on exit, Ctrl-C or error.
+"""Run one probe: compile its kernel half with bcc (filters as -D defines; in a child process,
+cached — see trace/loaders.py), attach, read its maps each interval into typed rows, detach on
+exit, Ctrl-C or error.
 
-Attachments are perf-event fds owned by this process: they vanish with it even after kill -9,
-so no probe can outlive netdiag.
+Maps, programs and attachments are fds owned by this process (perf-event fds, no pins): they
+vanish with it even after kill -9, so no probe can outlive netdiag.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +17,7 @@ from typing import Any
 from netdiag.kernel import bcc_loader
 from netdiag.kernel.bcc_loader import Defines, LoadEnv
 from netdiag.kernel.host import REAL, HostPaths
-from netdiag.trace import bpfstats, symbols
+from netdiag.trace import bpfstats, loaders, symbols
 from netdiag.trace.decode import Decoder, Row, apply_rates
 from netdiag.trace.manifest import Probe, optional_defines
 
@@ -77,13 +77,15 @@ class Session:
         env: LoadEnv | None = None,
         host: HostPaths = REAL,
         clock: Callable[[], int] = time.monotonic_ns,
+        loader: str | None = None,
     ) -> None:
         self.probe = probe
         self.defines = dict(defines or {})
         self.env = env or LoadEnv()
         self.host = host
         self.clock = clock
-        self.bpf: Any = None
+        self.loader = loader
+        self.bpf: loaders.Loaded | None = None
         self._prev_rows: dict[Any, Row] = {}
         self._prev_stats: dict[str, int] = {}
         self._prev_t = 0
@@ -97,49 +99,35 @@ class Session:
         bcc_loader.prepare(self.env)  # mounts tracefs before enums are read from it
         enums = symbols.resolve_enums(self.probe.enums, self.host)
         self.defines = {**optional_defines(self.probe, self.host), **self.defines}
-        self.bpf = bcc_loader.load(bcc_loader.bpf_source(self.probe.source), self.defines, self.env)
-        ksym = bcc_loader.import_bcc().BPF.ksym
-
-        def sym(a: int) -> str:
-            s = ksym(a)
-            return s.decode() if isinstance(s, bytes) else str(s)
-
-        self.decoder = Decoder(self.probe, enums, sym)
+        src = bcc_loader.bpf_source(self.probe.source)
+        self.bpf = loaders.load(src, self.defines, self.env, self.loader)
+        self.decoder = Decoder(self.probe, enums, self.bpf.ksym)
         self._prev_t = self.attached_ns = self.clock()
         return self
 
     @property
     def attached(self) -> int:
-        return int(self.bpf.num_open_tracepoints()) if self.bpf is not None else 0
+        return self.bpf.attached() if self.bpf is not None else 0
 
     def prog_fds(self) -> dict[str, int]:
         """Program name -> fd (for run-time statistics)."""
-        if self.bpf is None:
-            return {}
-        return {
-            k.decode() if isinstance(k, bytes) else str(k): int(f.fd)
-            for k, f in self.bpf.funcs.items()
-        }
+        return self.bpf.prog_fds() if self.bpf is not None else {}
 
     def misses(self) -> dict[str, int]:
         """Recursion misses per program since load (events the kernel did not run us for)."""
         return {n: s.recursion_misses for n, s in bpfstats.read(self.prog_fds()).items()}
 
     def _stats(self) -> dict[str, int]:
-        table = self.bpf[self.probe.output.stats_map.encode()]
-        out: dict[str, int] = {}
-        for i, name in enumerate(self.probe.output.stats):
-            if hasattr(table, "sum"):  # per-CPU array: add the CPUs' slots
-                out[name] = int(table.sum(table.Key(i)).value)
-            else:
-                out[name] = int(table[table.Key(i)].value)
+        assert self.bpf is not None
+        table = self.bpf.table(self.probe.output.stats_map)
+        out = {name: table.sum(i) for i, name in enumerate(self.probe.output.stats)}
         out["recursion_misses"] = sum(self.misses().values())
         return out
 
     def read(self) -> Snapshot:
         assert self.bpf is not None and self.decoder is not None, "open() first"
         now = self.clock()
-        table = self.bpf[self.probe.output.map.encode()]
+        table = self.bpf.table(self.probe.output.map)
         rows: list[Row] = []
         closed_keys = []
         cf = self.probe.output.closed_field
@@ -149,8 +137,7 @@ class Session:
             if cf and row.get(cf):
                 closed_keys.append(k)
         for k in closed_keys:  # reported once with their final figures, then forgotten
-            with contextlib.suppress(KeyError):
-                del table[k]
+            table.delete(k)
         dt = (now - self._prev_t) / 1e9
         apply_rates(self.probe, rows, self._prev_rows, dt, self.decoder.key_of)
         stats = self._stats()
@@ -167,7 +154,7 @@ class Session:
     def close(self) -> None:
         if self.bpf is not None:
             try:
-                self.bpf.cleanup()
+                self.bpf.close()
             finally:
                 self.bpf = None
 
