@@ -14,6 +14,7 @@ fail to load but never run unchecked. Entries live in `$NETDIAG_CACHE/bpf` (or
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +28,8 @@ from netdiag.kernel import bcc_loader
 from netdiag.kernel.bcc_loader import Defines, LoadEnv
 from netdiag.kernel.bpf_object import BpfObject
 from netdiag.kernel.host import cache_dir
+
+KEEP = 64  # cache entries kept (~8 kB each)
 
 
 def cache_root(env: LoadEnv) -> Path:
@@ -55,7 +58,7 @@ def compiled(src: Path, defines: Defines, env: LoadEnv | None = None) -> tuple[B
     """The object for `src` + `defines` on this kernel, and whether it came from the cache."""
     env = env or LoadEnv()
     tree = bcc_loader.prepare(env)
-    path = cache_root(env) / f"{src.stem}-{cache_key(src, defines, tree.path)}.json"
+    path = entry(src, defines, env, tree.path)
     obj = _read(path)
     if obj is not None:
         return obj, True
@@ -69,10 +72,22 @@ def compiled(src: Path, defines: Defines, env: LoadEnv | None = None) -> tuple[B
 def forget(src: Path, defines: Defines, env: LoadEnv | None = None) -> None:
     """Drop the cache entry of one program (after the kernel refused it)."""
     env = env or LoadEnv()
-    tree = bcc_loader.prepare(env)
-    (cache_root(env) / f"{src.stem}-{cache_key(src, defines, tree.path)}.json").unlink(
-        missing_ok=True
-    )
+    entry(src, defines, env, bcc_loader.prepare(env).path).unlink(missing_ok=True)
+
+
+def entry(src: Path, defines: Defines, env: LoadEnv, header_tree: Path) -> Path:
+    name = src.name.removesuffix(".bpf.c")
+    return cache_root(env) / f"{name}-{cache_key(src, defines, header_tree)}.json"
+
+
+def prune(root: Path, keep: int = KEEP) -> None:
+    """Keep the `keep` newest entries (each port filter is its own program version)."""
+    dated = []
+    for p in root.glob("*.json"):
+        with contextlib.suppress(OSError):  # another compile child may prune at the same time
+            dated.append((p.stat().st_mtime, p))
+    for _t, old in sorted(dated, reverse=True)[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def run_child(src: Path, defines: Defines, out: Path) -> None:
@@ -177,6 +192,7 @@ def child_main(argv: list[str]) -> int:
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(doc))
     os.replace(tmp, out)  # atomic: a concurrent reader sees the whole object or none
+    prune(out.parent)
     return 0
 
 

@@ -133,3 +133,23 @@ def test_cache_key_follows_source_defines_and_headers(tmp_path: Path) -> None:
     assert a != bpf_compile.cache_key(src, {"FILTER_PORT": 1}, Path("/other"))
     src.write_text("int y;")
     assert a != bpf_compile.cache_key(src, {"FILTER_PORT": 1}, tree)
+
+
+def test_cache_keeps_the_newest_entries(tmp_path: Path) -> None:
+    import os
+
+    for i in range(5):
+        p = tmp_path / f"p-{i}.json"
+        p.write_text("{}")
+        os.utime(p, (1000 + i, 1000 + i))
+    bpf_compile.prune(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["p-3.json", "p-4.json"]
+
+
+def test_cache_entries_are_named_after_the_program(tmp_path: Path) -> None:
+    from netdiag.kernel.bcc_loader import LoadEnv
+
+    src = tmp_path / "tcp_peers.bpf.c"
+    src.write_text("int x;")
+    e = bpf_compile.entry(src, {}, LoadEnv(cache=tmp_path), Path("/h"))
+    assert e.parent == tmp_path / "bpf" and e.name.startswith("tcp_peers-")
