@@ -65,7 +65,7 @@ class TracerRun:
 class Tracer:
     """`netdiag trace-peers --json` as a child process: time to first line, NDJSON, peak RSS."""
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, env: dict[str, str] | None = None) -> None:
         self.interval_s = interval_s
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(
@@ -73,6 +73,7 @@ class Tracer:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=env,
         )
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
@@ -81,8 +82,15 @@ class Tracer:
             self.proc.kill()
             raise NetdiagError(f"trace-peers did not start: {first}{err}", "run `netdiag doctor`")
         # first output = compile + attach + one interval; start-up is the part before the interval
-        self.startup_s = time.monotonic() - self.t0 - interval_s
+        self.first_row_s = time.monotonic() - self.t0
+        self.startup_s = self.first_row_s - interval_s
         self.lines = [json.loads(first)]
+
+    def next_line(self) -> None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.startswith("{"):
+            self.lines.append(json.loads(line))
 
     def stop(self) -> TracerRun:
         rss = _peak_rss_mb(self.proc.pid)
@@ -97,10 +105,11 @@ class Tracer:
         return TracerRun(self.startup_s, self.lines, rss)
 
 
-def _peak_rss_mb(pid: int) -> float:
+def _peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """Peak (VmHWM) or current (VmRSS) resident memory of a process, in MB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass

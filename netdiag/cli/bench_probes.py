@@ -1,4 +1,4 @@
-"""`netdiag bench probes overhead|accuracy`: what tracing costs and how true it is."""
+"""`netdiag bench probes overhead|accuracy|launch`: what tracing costs and how true it is."""
 
 from __future__ import annotations
 
@@ -76,3 +76,29 @@ def accuracy(
         "gso": gso,
     }
     finish(benchmarks.accuracy_result(doc, params), out, as_json)
+
+
+@probes.command("launch")
+@click.option("--runs", type=int, default=3, show_default=True, help="Launches per loader.")
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="trace-peers interval."
+)
+@click.option(
+    "--steady-rows", type=int, default=3, show_default=True, help="Rows before RSS is read."
+)
+@result_file_option("probes-launch")
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
+def launch(runs: int, interval: float, steady_rows: int, out: Path | None, as_json: bool) -> None:
+    """trace-peers time to first row and resident memory, bcc in-process vs the light loader."""
+    from netdiag.bench import probes_launch
+    from netdiag.errors import InputError
+
+    if runs < 1 or interval <= 0 or steady_rows < 0:
+        raise InputError(
+            "--runs must be >= 1, --interval > 0, --steady-rows >= 0",
+            "e.g. --runs 3 --interval 1 --steady-rows 3",
+        )
+    err = Console(stderr=True)
+    doc = probes_launch.launch(runs, interval, steady_rows, progress=lambda m: err.print(m))
+    params = {"runs": runs, "interval": interval, "steady_rows": steady_rows}
+    finish(probes_launch.launch_result(doc, params), out, as_json)

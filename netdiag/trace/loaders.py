@@ -5,7 +5,7 @@
   calls, maps read with batched lookups. bcc, clang and LLVM are never imported here, so a
   long-running trace-peers or exporter stays small; a cached program starts in milliseconds.
 - `bcc`: the previous way, bcc.BPF in this process (LLVM stays resident). Chosen with
-  NETDIAG_BPF_LOADER=bcc; `bench probes overhead` runs both side by side.
+  NETDIAG_BPF_LOADER=bcc; `bench probes launch` runs both side by side.
 
 Both give a Loaded: tables by name (items/delete/sum), program fds, attachment count, ksym.
 """

@@ -90,3 +90,17 @@ def test_bench_probes_accuracy_short(tmp_path: Path) -> None:
     r = doc["retransmits"]
     assert r["tcp_peers_events"] <= r["nstat_TcpRetransSegs"]
     assert set(doc["cwnd"]) == {"tcp_peers", "sock_diag", "ss"}
+
+
+@pytest.mark.slow
+def test_bench_probes_launch_short(tmp_path: Path) -> None:
+    out = tmp_path / "l.json"
+    argv = ["bench", "probes", "launch", "--runs", "2", "--interval", "0.3", "--steady-rows", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    saved = results.load(out)  # the one result format, schema-checked
+    by = {r["loader"]: r for r in saved["summary"]["launch"]}
+    assert set(by) == {"bcc", "light"}
+    # the point of the light loader: no LLVM/libbcc in the resident tracer (sizes are figures)
+    assert by["bcc"]["llvm_mapped"] is True and by["light"]["llvm_mapped"] is False
+    assert all(r["steady_rss_mb"] > 0 for r in saved["raw"]["launches"])
+    assert [r["cache"] for r in saved["raw"]["launches"]] == ["cold", "cold", "warm", "warm"]
