@@ -86,8 +86,7 @@ def accuracy(
 @click.option(
     "--steady-rows", type=int, default=3, show_default=True, help="Rows before RSS is read."
 )
-@result_file_option("probes-launch")
-@click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
+@result_options("probes-launch")
 def launch(runs: int, interval: float, steady_rows: int, out: Path | None, as_json: bool) -> None:
     """trace-peers time to first row and resident memory, bcc in-process vs the light loader."""
     from netdiag.bench import probes_launch
