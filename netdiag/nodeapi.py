@@ -32,7 +32,7 @@ import msgspec
 
 from netdiag.kernel import netns
 
-TX_DOMAIN = b"netdiag-node/tx/v1\x00"
+TX_DOMAIN = b"netdiag-node/tx/v2\x00"
 BLOCK_VERSION = 1
 P2P_PORT = 7600  # the node's default P2P port (`netdiag node run --listen`)
 API_PORT = 7601  # the node's default REST API port (`netdiag node run --api`)
@@ -226,9 +226,10 @@ def peers_by_sock_cookie(peers: Iterable[Peer]) -> dict[int, Peer]:
 
 
 class TxSigner:
-    """Signs load transactions with one throwaway Ed25519 key (the node accepts any sender)."""
+    """Signs load transactions with one throwaway Ed25519 key: transfers of ``amount`` (0 by
+    default — an unfunded key may move nothing) to ``to``, nonces 0, 1, 2, …"""
 
-    def __init__(self, seed: bytes) -> None:
+    def __init__(self, seed: bytes, to: bytes | None = None, amount: int = 0) -> None:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -236,6 +237,8 @@ class TxSigner:
         self.sender = self.key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
+        self.to = to if to is not None else hashlib.sha256(b"netdiag-load-to:" + seed).digest()
+        self.amount = amount
         self.nonce = 0
 
     def next_tx(
@@ -245,16 +248,25 @@ class TxSigner:
         ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         nonce = self.nonce
         self.nonce += 1
-        sig = self.key.sign(TX_DOMAIN + _enc.encode((self.sender, nonce, ts, payload)))
-        txid = hashlib.sha256(_enc.encode((self.sender, nonce, ts, payload, sig))).hexdigest()
-        body = {
-            "sender": self.sender.hex(),
-            "nonce": nonce,
-            "timestamp_ms": ts,
-            "payload": payload.hex(),
-            "signature": sig.hex(),
-        }
-        return body, txid
+        return transfer_body(self.key, self.sender, nonce, ts, payload, self.to, self.amount)
+
+
+def transfer_body(
+    key: Any, sender: bytes, nonce: int, ts: int, payload: bytes, to: bytes, amount: int
+) -> tuple[dict[str, Any], str]:
+    """A signed transfer as a POST /tx body and its txid hex (the node's model.Tx encoding)."""
+    sig = key.sign(TX_DOMAIN + _enc.encode((sender, nonce, ts, payload, to, amount)))
+    txid = hashlib.sha256(_enc.encode((sender, nonce, ts, payload, sig, to, amount))).hexdigest()
+    body = {
+        "sender": sender.hex(),
+        "nonce": nonce,
+        "timestamp_ms": ts,
+        "payload": payload.hex(),
+        "signature": sig.hex(),
+        "to": to.hex(),
+        "amount": amount,
+    }
+    return body, txid
 
 
 def block_message_id(block: Mapping[str, Any], network_id: str) -> str:
@@ -268,6 +280,8 @@ def block_message_id(block: Mapping[str, Any], network_id: str) -> str:
             int(t["timestamp_ms"]),
             bytes.fromhex(t["payload"]),
             bytes.fromhex(t["signature"]),
+            bytes.fromhex(t.get("to", "")),
+            int(t.get("amount", 0)),
         )
         for t in block.get("txs", [])
     ]
@@ -282,6 +296,7 @@ def block_message_id(block: Mapping[str, Any], network_id: str) -> str:
         int(block.get("tx_count", len(txs))),
         bytes.fromhex(block.get("reveal", "")),  # epoch entropy (empty without anchors)
         bytes.fromhex(block.get("mix", "")),
+        bytes.fromhex(block.get("state_root", "")),  # account state (node/state.py)
     )
     raw = _enc.encode(
         (header, bytes.fromhex(block["hash"]), bytes.fromhex(block["signature"]), txs)

@@ -4,10 +4,11 @@ Per variant (congestion control, alternating with the same seed and the same lab
   1. every namespace's ``net.ipv4.tcp_congestion_control`` is set to the variant;
   2. a fresh genesis (``netdiag node genesis``) and fresh data dirs; validators are all nodes but
      the last two — the late joiner (started only in the sync phase) and the restart victim;
-  3. **load**: signed transactions POSTed at ``tx_rate`` round-robin over the nodes while the
-     validators produce a block per slot. Each block and every k-th transaction is followed to
-     every node through ``/message/{id}`` (first-seen time on the host's one monotonic clock,
-     duplicate count); sock_diag samples every peer socket each second, joined to ``/peers``
+  3. **load**: signed transactions (zero-amount transfers: nodeapi.TxSigner) POSTed at
+     ``tx_rate`` round-robin over the nodes while the validators produce a block per slot.
+     Each block and every k-th transaction is followed to every node through
+     ``/message/{id}`` (first-seen time on the host's one monotonic clock, duplicate count);
+     sock_diag samples every peer socket each second, joined to ``/peers``
      by socket cookie;
   4. **sync**: the late joiner starts; the restart victim is killed with SIGKILL, left down for
      ``sync_gap_s`` and restarted; both are polled until ``synchronized``.

@@ -118,6 +118,13 @@ def run(config_file: Path | None, **opts: Any) -> None:
     help="Heights each validator's entropy hash chain covers (default 2^20, labs 2^16; "
     "0: no entropy anchors, epochs seeded by block hashes as before).",
 )
+@click.option(
+    "--alloc",
+    "allocs",
+    multiple=True,
+    metavar="KEY=AMOUNT",
+    help="Genesis balance for an account key (64 hex digits); repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def genesis(
     validators: int,
@@ -128,6 +135,7 @@ def genesis(
     epoch_length: int,
     timestamp_ms: int | None,
     entropy_span: int | None,
+    allocs: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Write DIR/genesis.json, DIR/validator-I.key and DIR/validator-I.entropy (0600).
@@ -135,16 +143,19 @@ def genesis(
     Keys and entropy secrets come from the OS CSPRNG and are never overwritten. --lab-seed
     makes them reproducible from a string instead: for labs and tests only.
     """
+    from msgspec.structs import replace as msgspec_replace
+
     from netdiag.node.entropy import DEFAULT_SPAN, LAB_SPAN, lab_secret
     from netdiag.node.errors import NodeError
     from netdiag.node.genesis import ChainParams, fresh_genesis, lab_genesis, write_lab
 
     params = ChainParams(epoch_length=epoch_length, slot_ms=slot_ms)
+    allocations = _parse_allocs(allocs)
     if lab_seed is not None:
         ts = LAB_GENESIS_TS_MS if timestamp_ms is None else timestamp_ms
         span = LAB_SPAN if entropy_span is None else entropy_span
         spec, keys = lab_genesis(
-            validators, lab_seed, network_id or "netdiag-lab", ts, params, span
+            validators, lab_seed, network_id or "netdiag-lab", ts, params, span, allocations
         )
         secrets = [lab_secret(lab_seed, i) for i in range(validators)] if span else []
     else:
@@ -155,6 +166,7 @@ def genesis(
         ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         span = DEFAULT_SPAN if entropy_span is None else entropy_span
         spec, keys, secrets = fresh_genesis(validators, network_id, ts, params, span)
+        spec = msgspec_replace(spec, allocations=allocations)
     try:
         paths = write_lab(out, spec, keys, overwrite=lab_seed is not None, secrets=secrets)
     except NodeError as e:
@@ -182,6 +194,23 @@ def genesis(
             click.echo(f"  validator {v['index']}: {v['node_id'][:16]}…  {v['key']}")
 
 
+def _parse_allocs(allocs: tuple[str, ...]) -> list[tuple[bytes, int]]:
+    out: dict[bytes, int] = {}
+    for item in allocs:
+        key_hex, _, amount = item.partition("=")
+        try:
+            key, value = bytes.fromhex(key_hex), int(amount)
+        except ValueError:
+            key, value = b"", -1
+        if len(key) != 32 or not 0 <= value < 2**63 or key in out:
+            raise InputError(
+                f"--alloc {item!r} is not KEY=AMOUNT (or names a key twice)",
+                "pass a 64-hex-digit account key and a balance in [0, 2^63), once per key",
+            )
+        out[key] = value
+    return sorted(out.items())
+
+
 @node.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -207,16 +236,36 @@ def keygen(out: Path, as_json: bool) -> None:
     required=True,
     help="Sender's Ed25519 key (any key; e.g. from `netdiag node keygen`).",
 )
-@click.option("--payload", required=True, help="Payload text.")
-@click.option("--nonce", type=int, default=None, help="Default: current time in ns.")
+@click.option("--to", "to_hex", default="", help="Recipient account key (64 hex digits).")
+@click.option(
+    "--amount", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Amount."
+)
+@click.option("--payload", default="", help="Payload text.")
+@click.option(
+    "--nonce",
+    type=click.IntRange(0, 2**63 - 2),
+    default=None,
+    help="Must exceed the sender's last nonce. Default: current time in ns.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def tx(api: str, key: Path, payload: str, nonce: int | None, as_json: bool) -> None:
-    """Sign a transaction and POST it to a node's /tx."""
+def tx(
+    api: str, key: Path, to_hex: str, amount: int, payload: str, nonce: int | None, as_json: bool
+) -> None:
+    """Sign a transfer (or, without --to, a data-only transaction) and POST it to /tx."""
     from netdiag.node.api import tx_json
     from netdiag.node.crypto import load_identity
     from netdiag.node.errors import NodeError
     from netdiag.node.model import make_tx
 
+    try:
+        to = bytes.fromhex(to_hex)
+    except ValueError:
+        to = b"x"
+    if len(to) not in (0, 32) or (amount and not to):
+        raise InputError(
+            f"--to {to_hex!r} is not a 32-byte account key in hex (or --amount without --to)",
+            "pass the recipient's public key as 64 hex digits, e.g. from `netdiag node keygen`",
+        )
     try:
         ident = load_identity(key)
     except NodeError as e:
@@ -226,6 +275,8 @@ def tx(api: str, key: Path, payload: str, nonce: int | None, as_json: bool) -> N
         time.time_ns() if nonce is None else nonce,
         payload.encode(),
         time.time_ns() // 1_000_000,
+        to,
+        amount,
     )
     from netdiag.nodeapi import NodeUnavailable
 

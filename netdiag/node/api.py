@@ -38,6 +38,7 @@ def block_json(b: Block) -> dict[str, Any]:
         "tx_root": h.tx_root.hex(),
         "reveal": h.reveal.hex(),
         "mix": h.mix.hex(),
+        "state_root": h.state_root.hex(),
         "signature": b.signature.hex(),
         "size_bytes": len(b.encode()),
         "txs": [tx_json(t) for t in b.txs],
@@ -52,6 +53,8 @@ def tx_json(t: Tx) -> dict[str, Any]:
         "timestamp_ms": t.timestamp_ms,
         "payload": t.payload.hex(),
         "signature": t.signature.hex(),
+        "to": t.to.hex(),
+        "amount": t.amount,
     }
 
 
@@ -64,6 +67,8 @@ class TxBody(msgspec.Struct, forbid_unknown_fields=True):
     timestamp_ms: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
     payload: str
     signature: str
+    to: str = ""  # a transfer's recipient (hex key); empty: data only
+    amount: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
     txid: str = ""  # tx_json writes it; derived from the rest, so ignored here
 
 
@@ -82,9 +87,11 @@ def tx_from_body(body: bytes) -> Tx:
             doc.timestamp_ms,
             bytes.fromhex(doc.payload),
             bytes.fromhex(doc.signature),
+            bytes.fromhex(doc.to),
+            doc.amount,
         )
     except ValueError:
-        raise ValueError("sender, payload and signature must be hex strings") from None
+        raise ValueError("sender, payload, signature and to must be hex strings") from None
     return tx
 
 

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netdiag.node.entropy import RevealCheck
-from netdiag.node.errors import ValidationError
+from netdiag.node.errors import StoreError, ValidationError
 from netdiag.node.genesis import GenesisSpec
-from netdiag.node.model import Block, BlockHeader, entropy_of
+from netdiag.node.model import Block, BlockHeader, decode_block, entropy_of
 from netdiag.node.schedule import epoch_seed_height, producer_for, round_for
+from netdiag.node.state import Ledger, StateReader, genesis_ledger
 from netdiag.node.store import Store
 from netdiag.node.validation import ChainView, Orphan, check_block
 
@@ -96,6 +97,27 @@ class Chain:
             else None
         )
         self._seeds: OrderedDict[tuple[int, bytes], bytes] = OrderedDict()
+        self.ledger = self._rebuild_state()
+        # called after each block enters the state (snapshot_policy.py takes snapshots here)
+        self.on_advanced: Callable[[Block], None] | None = None
+
+    def _advance(self, block: Block) -> None:
+        self.ledger.advance(block)
+        if self.on_advanced is not None:
+            self.on_advanced(block)
+
+    def _rebuild_state(self) -> Ledger:
+        """The account state at the tip, replayed from genesis (transactions only: the blocks
+        were validated when stored), and checked against the tip's state root."""
+        ledger = genesis_ledger(self.genesis.allocations)
+        for raw in self.store.iter_range(1, self.height):
+            ledger.advance(decode_block(raw))
+        if ledger.root() != self.tip.header.state_root:
+            raise StoreError(
+                f"store {self.store.path}: the state replayed to block {self.height} does not "
+                "match its header's state root — the store is damaged; use another --data-dir"
+            )
+        return ledger
 
     @property
     def tip_hash(self) -> bytes:
@@ -133,10 +155,15 @@ class Chain:
             has_tx=self.store.has_tx,
             tip_seed=entropy_of(self.tip),
             entropy=self.reveals,
+            state=self.ledger,
         )
 
     def view_on(
-        self, parent: Block, seed_hash: Callable[[int], bytes], has_tx: Callable[[bytes], bool]
+        self,
+        parent: Block,
+        seed_hash: Callable[[int], bytes],
+        has_tx: Callable[[bytes], bool],
+        state: StateReader,
     ) -> ChainView:
         """A view for validating a block on `parent`, a block that need not be the stored tip
         (a fork branch, a buffered sync segment): only its own ancestry is known to it."""
@@ -151,6 +178,7 @@ class Chain:
             has_tx=has_tx,
             tip_seed=entropy_of(parent),
             entropy=self.reveals,
+            state=state,
         )
 
     def scheduled_producer(self, ts_ms: int) -> tuple[bytes, int, int]:
@@ -248,11 +276,16 @@ class Chain:
             height = self.store.tx_height(t)
             return t in txids or (height is not None and height <= fork)
 
+        at_fork = self.ledger.rewound(fork, self.height)
+        if at_fork is None:
+            res.error = ReorgTooDeep(f"no state undo records down to the fork at {fork}")
+            return res
+        state: StateReader = at_fork
         parent = base
         for b in branch:
-            view = self.view_on(parent, seed, has_tx)
+            view = self.view_on(parent, seed, has_tx, state)
             try:
-                check_block(b, view, self.params, self.clock_ms())
+                state = check_block(b, view, self.params, self.clock_ms()) or state
             except ValidationError as e:
                 res.error = e
                 return res
@@ -260,6 +293,9 @@ class Chain:
             txids.update(t.txid() for t in b.txs)
             parent = b
         res.dropped = self.store.replace_above(fork, branch)
+        self.ledger.rewind(fork)
+        for b in branch:
+            self._advance(b)
         res.adopted = branch
         self.tip = branch[-1]
         self.height = self.tip.height
@@ -270,6 +306,8 @@ class Chain:
         """Commit a segment the caller verified block by block against this tip (parallel
         sync), in one store transaction."""
         self.store.commit_blocks(blocks)
+        for b in blocks:
+            self._advance(b)
         if blocks:
             self.tip = blocks[-1]
             self.height = self.tip.height
@@ -277,5 +315,6 @@ class Chain:
 
     def _commit(self, block: Block) -> None:
         self.store.commit_block(block)
+        self._advance(block)
         self.tip = block
         self.height = block.height

@@ -69,7 +69,10 @@ def produce_ahead(p: Producer) -> None:
         return
     round_, ts = pick
     p.produced = {x for x in p.produced if x[0] >= height} | {(height, round_)}
-    block = make_block(p.identity, p.genesis.network_id, height, chain.tip_hash, ts, [], *entropy)
+    root = chain.ledger.root()  # no txs: the state stays as it is
+    block = make_block(
+        p.identity, p.genesis.network_id, height, chain.tip_hash, ts, [], *entropy, root
+    )
     res = chain.submit(block)
     for b in res.accepted:
         p.ingest.committed(b, "local")

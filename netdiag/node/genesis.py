@@ -17,6 +17,7 @@ from netdiag.node.crypto import PUBKEY_LEN, Identity, lab_identity, save_identit
 from netdiag.node.entropy import HashChain, lab_secret, new_secret, save_secret
 from netdiag.node.errors import ConfigError
 from netdiag.node.model import BLOCK_VERSION, ZERO_HASH, Block, BlockHeader
+from netdiag.node.state import genesis_ledger
 
 GENESIS_DOMAIN = b"netdiag-node/genesis/v1\x00"
 
@@ -39,6 +40,11 @@ class GenesisSpec(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_f
     # heights; no anchors = the older rule (epochs seeded by the boundary block's hash)
     entropy_anchors: list[bytes] = []
     entropy_span: int = 0
+    # genesis balances (state.py), sorted by key: (account key, balance)
+    allocations: list[tuple[bytes, int]] = []
+
+    def state_root(self) -> bytes:
+        return genesis_ledger(self.allocations).root()
 
     def block(self) -> Block:
         commitment = hashlib.sha256(GENESIS_DOMAIN + msgspec.msgpack.encode(self)).digest()
@@ -51,6 +57,9 @@ class GenesisSpec(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_f
             bytes(32),
             commitment,
             0,
+            b"",
+            b"",
+            self.state_root(),
         )  # no reveal or mix: block 0's own hash seeds the first epoch
         return Block(header, header.compute_hash(), b"", [])
 
@@ -64,6 +73,8 @@ class GenesisSpec(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_f
         if self.entropy_anchors:
             doc["entropy_anchors"] = [a.hex() for a in self.entropy_anchors]
             doc["entropy_span"] = self.entropy_span
+        if self.allocations:
+            doc["allocations"] = {k.hex(): v for k, v in self.allocations}
         return doc
 
 
@@ -74,6 +85,7 @@ def parse_genesis(doc: object, source: str = "genesis") -> GenesisSpec:
         validators = [bytes.fromhex(v) for v in doc["validators"]]
         params = ChainParams(**{str(k): int(x) for k, x in dict(doc.get("params", {})).items()})
         anchors = [bytes.fromhex(a) for a in doc.get("entropy_anchors", [])]
+        allocs = sorted((bytes.fromhex(k), int(v)) for k, v in doc.get("allocations", {}).items())
         spec = GenesisSpec(
             str(doc["network_id"]),
             int(doc["timestamp_ms"]),
@@ -81,6 +93,7 @@ def parse_genesis(doc: object, source: str = "genesis") -> GenesisSpec:
             params,
             anchors,
             int(doc.get("entropy_span", 0)),
+            allocs,
         )
     except (KeyError, ValueError, TypeError, msgspec.ValidationError) as e:
         raise ConfigError(f"{source}: malformed genesis ({e!r})") from e
@@ -100,6 +113,10 @@ def parse_genesis(doc: object, source: str = "genesis") -> GenesisSpec:
         raise ConfigError(
             f"{source}: entropy_anchors must be one 32-byte hex anchor per validator, with "
             "entropy_span >= 1"
+        )
+    if any(len(k) != PUBKEY_LEN or not 0 <= v < 2**63 for k, v in spec.allocations):
+        raise ConfigError(
+            f"{source}: allocations map 32-byte account keys in hex to balances in [0, 2^63)"
         )
     return spec
 
@@ -121,6 +138,7 @@ def lab_genesis(
     timestamp_ms: int,
     params: ChainParams,
     entropy_span: int = 0,
+    allocations: list[tuple[bytes, int]] | None = None,
 ) -> tuple[GenesisSpec, list[Identity]]:
     """LAB ONLY: keys (and, with ``entropy_span``, entropy secrets: entropy.lab_secret) derived
     from ``seed``. Without a span the network has no entropy anchors (the older seed rule)."""
@@ -131,7 +149,13 @@ def lab_genesis(
         if entropy_span
     ]
     spec = GenesisSpec(
-        network_id, timestamp_ms, [k.node_id for k in keys], params, anchors, entropy_span
+        network_id,
+        timestamp_ms,
+        [k.node_id for k in keys],
+        params,
+        anchors,
+        entropy_span,
+        sorted(allocations or []),
     )
     return spec, keys
 

@@ -27,6 +27,7 @@ from netdiag.node.policy import PENALTY_INVALID, BanPolicy
 from netdiag.node.presence import Presence
 from netdiag.node.runtime import Clock, Scheduler
 from netdiag.node.sigpool import SigPool, sig_checks
+from netdiag.node.state import Overlay, execute
 from netdiag.node.store import MAX_PENDING_BLOCKS
 from netdiag.node.validation import BadPrevHash, check_block_cheap, check_tx
 from netdiag.node.window_sync import ParallelSync
@@ -356,6 +357,14 @@ class Ingest:
         txid = tx.txid()
         if self.chain.store.has_tx(txid) or txid in self.mempool:
             return "ignore"
+        stale = self.stale_tx(tx)
+        if stale is not None:
+            # a replay, or overtaken by a block: no penalty for a peer (it may have relayed it
+            # before that block), an error for a local client
+            if source == "api":
+                self.reject_tx(None, stale.reason, stale.detail)
+                return "reject"
+            return "ignore"
         if not self.mempool.add(txid, tx, size):
             self.metrics.limit_hits.labels("mempool").inc()
             return "ignore"
@@ -368,6 +377,15 @@ class Ingest:
             source=source,
         )
         return "accept"
+
+    def stale_tx(self, tx: Tx) -> ValidationError | None:
+        """Why ``tx`` cannot apply on the tip's state (nonce below the sender's, or more than
+        it holds), None if it can."""
+        try:
+            execute(tx, Overlay(self.chain.ledger))
+        except ValidationError as e:
+            return e
+        return None
 
     def reject_tx(self, conn: Link | None, reason: str, detail: str) -> None:
         self.metrics.txs_rejected.labels(reason).inc()

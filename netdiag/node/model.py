@@ -17,7 +17,7 @@ ZERO_HASH = bytes(HASH_LEN)
 BLOCK_VERSION = 1
 
 # Domain separation: a signature over one kind of object can never be replayed as another.
-TX_DOMAIN = b"netdiag-node/tx/v1\x00"
+TX_DOMAIN = b"netdiag-node/tx/v2\x00"
 BLOCK_DOMAIN = b"netdiag-node/block/v1\x00"
 
 _enc = msgspec.msgpack.Encoder()
@@ -29,9 +29,14 @@ class Tx(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=Tru
     timestamp_ms: int
     payload: bytes
     signature: bytes
+    # a transfer (state.py): ``amount`` from sender to ``to``; no ``to`` = data only, amount 0
+    to: bytes = b""
+    amount: int = 0
 
     def signing_bytes(self) -> bytes:
-        return TX_DOMAIN + _enc.encode((self.sender, self.nonce, self.timestamp_ms, self.payload))
+        return TX_DOMAIN + _enc.encode(
+            (self.sender, self.nonce, self.timestamp_ms, self.payload, self.to, self.amount)
+        )
 
     def encode(self) -> bytes:
         return _enc.encode(self)
@@ -53,6 +58,8 @@ class BlockHeader(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_f
     # running mix H(domain || seed(parent) || reveal); both empty on networks without anchors
     reveal: bytes = b""
     mix: bytes = b""
+    # the account state after this block's transactions (state.py: Merkle over sorted keys)
+    state_root: bytes = b""
 
     def encode(self) -> bytes:
         return _enc.encode(self)
@@ -118,9 +125,14 @@ def decode_tx(data: bytes) -> Tx:
 def merkle_root(leaves: list[bytes]) -> bytes:
     """RFC 6962-style tree: leaves and inner nodes are domain-separated and an odd node is
     promoted, not duplicated, so two different transaction lists never share a root."""
-    if not leaves:
+    return merkle_of_hashes([hashlib.sha256(b"\x00" + leaf).digest() for leaf in leaves])
+
+
+def merkle_of_hashes(level: list[bytes]) -> bytes:
+    """The tree above already-hashed leaves (inner node = SHA-256(0x01 || l || r), an odd
+    node promoted); SHA-256("") for none."""
+    if not level:
         return hashlib.sha256(b"").digest()
-    level = [hashlib.sha256(b"\x00" + leaf).digest() for leaf in leaves]
     while len(level) > 1:
         nxt = [
             hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest()
@@ -132,11 +144,17 @@ def merkle_root(leaves: list[bytes]) -> bytes:
     return level[0]
 
 
-def make_tx(identity: Identity, nonce: int, payload: bytes, timestamp_ms: int) -> Tx:
-    unsigned = Tx(identity.node_id, nonce, timestamp_ms, payload, b"")
-    return Tx(
-        identity.node_id, nonce, timestamp_ms, payload, identity.sign(unsigned.signing_bytes())
-    )
+def make_tx(
+    identity: Identity,
+    nonce: int,
+    payload: bytes,
+    timestamp_ms: int,
+    to: bytes = b"",
+    amount: int = 0,
+) -> Tx:
+    unsigned = Tx(identity.node_id, nonce, timestamp_ms, payload, b"", to, amount)
+    sig = identity.sign(unsigned.signing_bytes())
+    return Tx(identity.node_id, nonce, timestamp_ms, payload, sig, to, amount)
 
 
 def make_block(
@@ -148,6 +166,7 @@ def make_block(
     txs: list[Tx],
     reveal: bytes = b"",
     mix: bytes = b"",
+    state_root: bytes = b"",
 ) -> Block:
     header = BlockHeader(
         BLOCK_VERSION,
@@ -160,6 +179,7 @@ def make_block(
         len(txs),
         reveal,
         mix,
+        state_root,
     )
     h = header.compute_hash()
     return Block(header, h, producer.sign(BLOCK_DOMAIN + h), txs)

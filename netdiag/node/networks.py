@@ -51,7 +51,7 @@ NETWORKS: dict[str, NamedNetwork] = {
             ],
             "entropy_span": 1048576,
         },
-        genesis_hash="bc204b5ad32ece44987bb7b975d04eaba84a3ac626ec63a9925981650b9d20bc",
+        genesis_hash="132e950dd252b9798b2df4b750d8923ab194ac8322c833482292af9150b8567b",
     ),
 }
 

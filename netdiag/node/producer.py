@@ -12,6 +12,7 @@ from netdiag.node.config import NodeConfig
 from netdiag.node.crypto import Identity
 from netdiag.node.entropy import HashChain, next_mix
 from netdiag.node.entropy_check import EntropyCheck
+from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import GenesisSpec
 from netdiag.node.gossip import GossipRouter
 from netdiag.node.ingest import Ingest
@@ -19,10 +20,11 @@ from netdiag.node.logs import NodeLog
 from netdiag.node.mempool import Mempool
 from netdiag.node.messages import TOPIC_BLOCKS, TOPIC_PRESENCE
 from netdiag.node.metrics import NodeMetrics
-from netdiag.node.model import Block, entropy_of, make_block
+from netdiag.node.model import Block, Tx, entropy_of, make_block
 from netdiag.node.peering import Peering
 from netdiag.node.presence import Presence, make_beacon
 from netdiag.node.runtime import Clock
+from netdiag.node.state import Overlay, execute
 from netdiag.node.store import MAX_PENDING_BLOCKS
 from netdiag.node.window_sync import ParallelSync
 
@@ -109,6 +111,30 @@ class Producer:
         _, sends = self.gossip.publish(TOPIC_BLOCKS, block.encode())
         self.peering.send_all(sends)
 
+    def select_txs(self) -> tuple[list[Tx], bytes]:
+        """The mempool's transactions that apply on the tip's state, in nonce order (a
+        sender's txs in sequence; any order across senders is valid), and the state root
+        they leave. Those that cannot apply any more (replayed, superseded, unfunded) leave
+        the mempool."""
+        p = self.genesis.params
+        candidates = self.mempool.take(p.max_block_txs, p.max_block_bytes - 4096)
+        state = Overlay(self.chain.ledger)
+        txs: list[Tx] = []
+        dead: list[bytes] = []
+        for t in sorted(candidates, key=lambda t: t.nonce):
+            txid = t.txid()
+            if self.chain.store.has_tx(txid):
+                dead.append(txid)
+                continue
+            try:
+                execute(t, state)
+            except ValidationError:
+                dead.append(txid)
+                continue
+            txs.append(t)
+        self.mempool.remove(dead)
+        return txs, state.root()
+
     def maybe_produce(self) -> None:
         chain = self.chain
         if not self.quorum_connected() or not self.sync.synchronized():
@@ -125,14 +151,19 @@ class Producer:
             return
         self.produced = {x for x in self.produced if x[0] >= height}  # bounded: this height only
         self.produced.add((height, round_))
-        p = self.genesis.params
         entropy = self.block_entropy(height)
         if entropy is None:
             return
-        candidates = self.mempool.take(p.max_block_txs, p.max_block_bytes - 4096)
-        txs = [t for t in candidates if not chain.store.has_tx(t.txid())]
+        txs, state_root = self.select_txs()
         block = make_block(
-            self.identity, self.genesis.network_id, height, chain.tip_hash, now, txs, *entropy
+            self.identity,
+            self.genesis.network_id,
+            height,
+            chain.tip_hash,
+            now,
+            txs,
+            *entropy,
+            state_root=state_root,
         )
         res = chain.submit(block)
         if res.error is not None:

@@ -17,6 +17,7 @@ from netdiag.node.genesis import GenesisSpec
 from netdiag.node.model import Block, entropy_of
 from netdiag.node.schedule import epoch_seed_height
 from netdiag.node.sigpool import SigPool, sig_checks
+from netdiag.node.state import StateReader
 from netdiag.node.validation import BadPrevHash, check_block, check_header
 
 
@@ -57,6 +58,7 @@ def verify_segment(
 def _verify_in_order(chain: Chain, blocks: list[Block], now_ms: int) -> SegmentResult:
     res = SegmentResult([])
     parent = chain.tip
+    state: StateReader = chain.ledger
     seeds: dict[int, bytes] = {}
     txids: set[bytes] = set()
     L = chain.params.epoch_length
@@ -85,9 +87,9 @@ def _verify_in_order(chain: Chain, blocks: list[Block], now_ms: int) -> SegmentR
                     res.fork_at_anchor = False  # unsigned junk: a forged break, reported as such
             res.error = ChainBreak(parent.height + 1, parent.hash, b.header.prev_hash)
             return res
-        view = chain.view_on(parent, seed, has_tx)
+        view = chain.view_on(parent, seed, has_tx, state)
         try:
-            check_block(b, view, chain.params, now_ms)
+            state = check_block(b, view, chain.params, now_ms) or state
         except ValidationError as e:
             res.error = e
             return res

@@ -26,6 +26,7 @@ from netdiag.node.model import Block, Tx, decode_block, decode_tx, make_block, m
 from netdiag.node.schedule import epoch_seed_height, producer_for
 from netdiag.node.segment import verify_segment
 from netdiag.node.sigpool import SigPool, sig_checks, verify_chunk
+from netdiag.node.state import Overlay, StateReader, execute, genesis_ledger, materialize
 from netdiag.node.store import Store
 from netdiag.node.validation import ChainView, check_block, check_tx
 
@@ -50,13 +51,19 @@ def build_chain(
     seed_at: Callable[[int], bytes | None] | None = None,
     round_: int = 0,
     txs: Callable[[int], list[Tx]] | None = None,
+    state: StateReader | None = None,
 ) -> list[Block]:
     """``n`` valid blocks on top of ``parent`` (default: genesis), each produced by the
     producer scheduled for ``round_`` and stamped ``round_ + 1`` slots after its parent.
 
     ``seed_at(height)`` gives the hash of a block below ``parent`` that an epoch seed needs
-    (a branch off an existing chain); ``txs(height)`` the transactions of each block."""
+    (a branch off an existing chain); ``txs(height)`` the transactions of each block (each
+    must apply: state.execute); ``state`` the account state at ``parent`` (default: the
+    genesis allocations, for a chain from genesis)."""
     by_id = {k.node_id: k for k in keys}
+    if state is None and parent is not None and parent.height != 0:
+        raise ValueError("pass the state at parent for a chain that does not start at genesis")
+    ledger = materialize(state) if state is not None else genesis_ledger(spec.allocations)
     parent = parent or spec.block()
     start = parent.header.height
     hashes = {start: parent.hash}
@@ -68,7 +75,13 @@ def build_chain(
             raise ValueError(f"no hash for the epoch seed at height {sh}: pass seed_at")
         key = by_id[producer_for(spec.validators, seed, h, round_)]
         ts = parent.header.timestamp_ms + spec.params.slot_ms * (round_ + 1)
-        b = make_block(key, spec.network_id, h, parent.hash, ts, txs(h) if txs else [])
+        block_txs = txs(h) if txs else []
+        ov = Overlay(ledger)
+        for tx in block_txs:
+            execute(tx, ov)
+        root = ov.root()
+        b = make_block(key, spec.network_id, h, parent.hash, ts, block_txs, state_root=root)
+        ledger.advance(b)
         hashes[h] = b.hash
         out.append(b)
         parent = b

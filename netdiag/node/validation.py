@@ -23,6 +23,7 @@ from netdiag.node.model import (
     merkle_root,
 )
 from netdiag.node.schedule import producer_for, round_for
+from netdiag.node.state import Overlay, StateReader, execute_block
 
 
 def _short(h: bytes) -> str:
@@ -110,10 +111,16 @@ def check_tx(tx: Tx, params: ChainParams, encoded_len: int | None = None) -> Non
         raise TooLarge(f"tx is {size} bytes, limit {params.max_tx_bytes}")
     if (
         len(tx.sender) != crypto.PUBKEY_LEN
-        or not 0 <= tx.nonce < 2**63
+        or not 0 <= tx.nonce < 2**63 - 1
         or not 0 <= tx.timestamp_ms < 2**63
+        or len(tx.to) not in (0, crypto.PUBKEY_LEN)
+        or not 0 <= tx.amount < 2**63
+        or (not tx.to and tx.amount)
     ):
-        raise BadFormat("tx sender must be a 32-byte key, nonce and timestamp non-negative")
+        raise BadFormat(
+            "tx sender must be a 32-byte key, nonce and timestamp non-negative, to empty or a "
+            "32-byte key, amount non-negative (and 0 without to)"
+        )
     if not crypto.verify(tx.sender, tx.signature, tx.signing_bytes()):
         raise BadTxSignature(
             f"tx {_short(tx.txid())} signature does not verify for sender {_short(tx.sender)}"
@@ -134,6 +141,7 @@ class ChainView:
     has_tx: Callable[[bytes], bool]  # is this txid already in the chain
     tip_seed: bytes = b""  # model.entropy_of(tip): what the next block's mix folds from
     entropy: RevealCheck | None = None  # None: a network without entropy anchors
+    state: StateReader | None = None  # the state at the tip; None: state not checked (benches)
 
 
 def check_entropy(hdr: BlockHeader, view: ChainView) -> None:
@@ -155,8 +163,12 @@ def check_header(header: BlockHeader, claimed_hash: bytes, signature: bytes) -> 
     """Hash and signature — cheap enough to run before anything touches state."""
     if header.version != BLOCK_VERSION:
         raise BadFormat(f"unknown block version {header.version}")
-    if len(header.prev_hash) != HASH_LEN or len(header.tx_root) != HASH_LEN:
-        raise BadFormat("prev_hash and tx_root must be 32 bytes")
+    if (
+        len(header.prev_hash) != HASH_LEN
+        or len(header.tx_root) != HASH_LEN
+        or len(header.state_root) != HASH_LEN
+    ):
+        raise BadFormat("prev_hash, tx_root and state_root must be 32 bytes")
     h = header.compute_hash()
     if h != claimed_hash:
         raise BadHash(
@@ -173,10 +185,11 @@ def check_header(header: BlockHeader, claimed_hash: bytes, signature: bytes) -> 
 
 def check_block(
     block: Block, view: ChainView, params: ChainParams, now_ms: int, encoded_len: int | None = None
-) -> None:
-    """Raise the ValidationError of the first rule ``block`` breaks as the successor of the tip."""
+) -> Overlay | None:
+    """Raise the ValidationError of the first rule ``block`` breaks as the successor of the tip;
+    return the state the block leaves (None when the view carries no state)."""
     txids = check_block_cheap(block, view, params, now_ms, encoded_len)
-    check_block_body(block, view, params, txids)
+    return check_block_body(block, view, params, txids)
 
 
 def check_block_cheap(
@@ -252,9 +265,9 @@ def check_block_cheap(
 
 def check_block_body(
     block: Block, view: ChainView, params: ChainParams, txids: list[bytes]
-) -> None:
+) -> Overlay | None:
     """The rest of ``check_block`` once ``check_block_cheap`` passed (``txids``, its result):
-    entropy reveal, duplicates, every transaction."""
+    entropy reveal, duplicates, every transaction, and the state the block leaves."""
     hdr = block.header
     # after the schedule: only the round's producer can make us hash its chain (a check costs
     # the heights since its last verified reveal, or up to the height from the anchor once)
@@ -268,3 +281,5 @@ def check_block_body(
             check_tx(tx, params)
         except BadTxSignature as e:
             raise BadTxSignature(f"block {hdr.height}: {e.detail}") from e
+    # last: nonces, balances and the state root (state.py) — the only rule that needs state
+    return None if view.state is None else execute_block(block, view.state)

@@ -22,6 +22,7 @@ from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import GenesisSpec
 from netdiag.node.model import Block, decode_block, entropy_of
 from netdiag.node.schedule import epoch_seed_height
+from netdiag.node.state import genesis_ledger
 from netdiag.node.validation import ChainView, check_block
 
 
@@ -91,6 +92,7 @@ def _walk(
         if genesis.entropy_anchors
         else None
     )
+    ledger = genesis_ledger(genesis.allocations, undo_depth=0)
     parent: Block | None = None
     rows = db.execute("SELECT height, hash, prev_hash, ts_ms, data FROM blocks ORDER BY height")
     for height, h, prev_hash, ts_ms, data in rows:
@@ -129,11 +131,13 @@ def _walk(
                 has_tx=functools.partial(_tx_elsewhere, db, height),
                 tip_seed=entropy_of(parent),
                 entropy=reveals,
+                state=ledger,
             )
             try:
                 check_block(block, view, params, now_ms, len(data))
             except ValidationError as e:
                 return bad(height, e.reason, e.detail)
+            ledger.advance(block)
         ntx = db.execute("SELECT count(*) FROM txs WHERE height = ?", (height,)).fetchone()[0]
         if ntx != len(block.txs):
             return bad(

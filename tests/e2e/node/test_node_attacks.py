@@ -146,7 +146,13 @@ async def test_invalid_blocks_are_scored_banned_and_never_stored(tmp_path: Path)
         sent = []
         for i in range(12):
             blk = make_block(
-                keys[i % 2], spec.network_id, 1, tip.hash, tip.header.timestamp_ms + 1 + i, []
+                keys[i % 2],
+                spec.network_id,
+                1,
+                tip.hash,
+                tip.header.timestamp_ms + 1 + i,
+                [],
+                state_root=tip.header.state_root,
             )  # less than a slot: invalid
             sent.append(blk.hash)
             evil.send(Publish("blocks", blk.encode()))

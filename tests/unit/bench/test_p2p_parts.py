@@ -111,12 +111,12 @@ def test_signed_tx_and_id_follow_the_documented_encoding() -> None:
     body, txid = signer.next_tx(b"\x01\x02", timestamp_ms=1234)
     enc = msgspec.msgpack.Encoder()
     fields = (bytes.fromhex(body["sender"]), 0, 1234, b"\x01\x02")
+    to = (bytes.fromhex(body["to"]), 0)  # a transfer of nothing (the load key is unfunded)
     Ed25519PublicKey.from_public_bytes(fields[0]).verify(
-        bytes.fromhex(body["signature"]), nodeapi.TX_DOMAIN + enc.encode(fields)
+        bytes.fromhex(body["signature"]), nodeapi.TX_DOMAIN + enc.encode((*fields, *to))
     )
-    assert (
-        txid == hashlib.sha256(enc.encode((*fields, bytes.fromhex(body["signature"])))).hexdigest()
-    )
+    sig = bytes.fromhex(body["signature"])
+    assert txid == hashlib.sha256(enc.encode((*fields, sig, *to))).hexdigest()
     assert signer.next_tx(b"")[0]["nonce"] == 1
 
 
@@ -125,11 +125,20 @@ def test_client_encoding_matches_the_node() -> None:
 
     signer = nodeapi.TxSigner(b"x")
     body, txid = signer.next_tx(b"hello", timestamp_ms=99)
-    tx = model.Tx(bytes.fromhex(body["sender"]), 0, 99, b"hello", bytes.fromhex(body["signature"]))
+    tx = model.Tx(
+        bytes.fromhex(body["sender"]),
+        0,
+        99,
+        b"hello",
+        bytes.fromhex(body["signature"]),
+        bytes.fromhex(body["to"]),
+        body["amount"],
+    )
     assert tx.txid().hex() == txid
+    assert tx.signing_bytes().startswith(nodeapi.TX_DOMAIN)
     for reveal, mix in ((b"", b""), (b"\x05" * 32, b"\x06" * 32)):  # without/with entropy
         header = model.BlockHeader(
-            1, "net", 5, b"\x01" * 32, 77, b"\x02" * 32, b"\x03" * 32, 1, reveal, mix
+            1, "net", 5, b"\x01" * 32, 77, b"\x02" * 32, b"\x03" * 32, 1, reveal, mix, b"\x07" * 32
         )
         block = model.Block(header, header.compute_hash(), b"\x04" * 64, [tx])
         as_json = {
@@ -140,6 +149,7 @@ def test_client_encoding_matches_the_node() -> None:
             "tx_root": "03" * 32,
             "reveal": reveal.hex(),
             "mix": mix.hex(),
+            "state_root": "07" * 32,
             "hash": header.compute_hash().hex(),
             "signature": "04" * 64,
             "txs": [body],

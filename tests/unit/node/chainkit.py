@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from netdiag.node import testkit
 from netdiag.node.chain import Chain
 from netdiag.node.crypto import Identity
+from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis
 from netdiag.node.model import Block, Tx, make_block, make_tx
+from netdiag.node.state import Overlay, execute
 from netdiag.node.store import Store
 
 T0 = 1_700_000_000_000
@@ -41,7 +44,20 @@ def next_block(
     ts = chain.tip.header.timestamp_ms + SLOT * (round_ + 1)
     producer, height, _ = chain.scheduled_producer(ts)
     key = next(k for k in keys if k.node_id == producer)
-    return make_block(key, chain.genesis.network_id, height, chain.tip_hash, ts, txs or [])
+    state = Overlay(chain.ledger)
+    for tx in txs or []:
+        # a test of an invalid block: an earlier rule is meant to catch it
+        with contextlib.suppress(ValidationError):
+            execute(tx, state)
+    return make_block(
+        key,
+        chain.genesis.network_id,
+        height,
+        chain.tip_hash,
+        ts,
+        txs or [],
+        state_root=state.root(),
+    )
 
 
 def extend(chain: Chain, keys: list[Identity], clock: Clock, n: int) -> list[Block]:
@@ -79,4 +95,5 @@ def branch(
         seed_at=chain.store.hash_at,
         round_=round_,
         txs=lambda h: (txs_at or {}).get(h, []),
+        state=chain.ledger.rewound(fork, chain.height),
     )

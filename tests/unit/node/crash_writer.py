@@ -4,9 +4,9 @@ node's writer thread (writer.WriteBehindStore), only once the writer reported it
 
 from __future__ import annotations
 
-import os
 import queue
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +29,7 @@ def main(data_dir: str, mode: str) -> None:
         chain = open_chain(Path(data_dir), spec, clock)
     clock.ms = chain.tip.header.timestamp_ms
     n = 0
-    base = int.from_bytes(os.urandom(5), "big") * 1_000_000  # unique txs across restarts
+    base = time.time_ns()  # nonces above every earlier run's (state.py: nonces only grow)
     while True:
         n += 1
         if mode == "reorg" and chain.height >= 3:

@@ -5,10 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from netdiag.node.core import NodeCore
+from netdiag.node.genesis import GenesisSpec
 from netdiag.node.messages import TOPIC_BLOCKS, Ping, Publish, Status
 from netdiag.node.model import make_block
 from netdiag.node.schedule import producer_for, round_for
 from tests.unit.node.corekit import World, lab
+
+
+def ROOT(spec: GenesisSpec) -> bytes:
+    return spec.block().header.state_root
 
 
 def mesh(world: World, cores: list[NodeCore]) -> None:
@@ -51,7 +56,9 @@ def test_a_forged_gossip_block_is_rejected_and_scored(tmp_path: Path) -> None:
     core = world.node("n")
     peer = world.attach(core)
     ts = world.clock.wall_ms()
-    block = make_block(keys[0], spec.network_id, 1, core.chain.tip_hash, ts, [])
+    block = make_block(
+        keys[0], spec.network_id, 1, core.chain.tip_hash, ts, [], state_root=ROOT(spec)
+    )
     forged = block.encode()[:-1] + bytes([block.encode()[-1] ^ 1])
     peer.receive(Publish(TOPIC_BLOCKS, forged), len(forged))
     world.run(0.1)
@@ -87,7 +94,9 @@ def test_a_validator_trying_every_future_round_it_owns_gets_none_accepted(tmp_pa
     assert owned, "the attacker owns some future round"
     for r in owned:
         ts = tip.header.timestamp_ms + (r + 1) * slot
-        raw = make_block(attacker, spec.network_id, 1, tip.hash, ts, []).encode()
+        raw = make_block(
+            attacker, spec.network_id, 1, tip.hash, ts, [], state_root=ROOT(spec)
+        ).encode()
         link.receive(Publish(TOPIC_BLOCKS, raw), len(raw))
         world.sched.run_due()
     assert honest.height == 0, "no block for a future round was accepted"
@@ -97,7 +106,7 @@ def test_a_validator_trying_every_future_round_it_owns_gets_none_accepted(tmp_pa
     # The current round's block, by its scheduled producer, is accepted all the same.
     owner = producer_for(spec.validators, seed, 1, current)
     key = next(k for k in keys if k.node_id == owner)
-    good = make_block(key, spec.network_id, 1, tip.hash, now, []).encode()
+    good = make_block(key, spec.network_id, 1, tip.hash, now, [], state_root=ROOT(spec)).encode()
     peer = world.attach(honest, host="10.2.2.2")
     peer.receive(Publish(TOPIC_BLOCKS, good), len(good))
     world.sched.run_due()

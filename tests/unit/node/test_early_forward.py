@@ -5,14 +5,17 @@ that fails it costs its producer — not the peers that relayed it under the sam
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from netdiag.node.core import NodeCore
 from netdiag.node.crypto import Identity
+from netdiag.node.errors import ValidationError
 from netdiag.node.gossip import message_id
 from netdiag.node.messages import TOPIC_BLOCKS, Publish
 from netdiag.node.model import Block, Tx, make_block, make_tx
 from netdiag.node.schedule import producer_for, round_for
+from netdiag.node.state import Overlay, execute
 from tests.unit.node.corekit import MemLink, World, lab
 
 
@@ -28,7 +31,12 @@ def scheduled_block(world: World, core: NodeCore, keys: list[Identity], txs: lis
     r = max(0, round_for(tip.header.timestamp_ms, now, spec.params.slot_ms))
     owner = producer_for(spec.validators, core.chain.seed_hash(tip.height + 1), tip.height + 1, r)
     key = next(k for k in keys if k.node_id == owner)
-    return make_block(key, spec.network_id, tip.height + 1, tip.hash, now, txs)
+    state = Overlay(core.chain.ledger)  # the state root the block's txs leave (state.py)
+    for tx in txs:
+        with contextlib.suppress(ValidationError):  # a forged tx: the full check rejects it
+            execute(tx, state)
+    h = tip.height + 1
+    return make_block(key, spec.network_id, h, tip.hash, now, txs, state_root=state.root())
 
 
 def relay_world(

@@ -17,6 +17,7 @@ from netdiag.node.crypto import Identity
 from netdiag.node.entropy import HashChain, RevealCheck, iterate, lab_secret, next_mix
 from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis
 from netdiag.node.model import BLOCK_DOMAIN, Block, Tx, entropy_of, make_block
+from netdiag.node.state import Overlay, execute
 from netdiag.node.store import Store
 from netdiag.node.validation import BadEntropy
 from tests.unit.node.chainkit import SLOT, T0, Clock, txs
@@ -45,9 +46,11 @@ def successor(
     key = next(k for k in keys if k.node_id == producer)
     r = chains[producer].reveal(height) if reveal is None else reveal
     mix = next_mix(entropy_of(chain.tip), r)
-    return make_block(
-        key, chain.genesis.network_id, height, chain.tip_hash, ts, payload or [], r, mix
-    )
+    state = Overlay(chain.ledger)
+    for tx in payload or []:
+        execute(tx, state)
+    net = chain.genesis.network_id
+    return make_block(key, net, height, chain.tip_hash, ts, payload or [], r, mix, state.root())
 
 
 def grow(chain: Chain, keys: list[Identity], chains: dict[bytes, HashChain], n: int) -> None:
@@ -92,7 +95,8 @@ def test_withheld_or_wrong_reveals_are_invalid(tmp_path: Path) -> None:
     chain.clock_ms.ms = ts  # type: ignore[attr-defined]
     producer, height, _ = chain.scheduled_producer(ts)
     key = next(k for k in keys if k.node_id == producer)
-    withheld = make_block(key, "nd-ent", height, chain.tip_hash, ts, [])
+    root = chain.tip.header.state_root
+    withheld = make_block(key, "nd-ent", height, chain.tip_hash, ts, [], state_root=root)
     wrong_height = successor(chain, keys, chains, reveal=chains[producer].reveal(height + 1))
     good = successor(chain, keys, chains)
     bad_mix_hdr = msgspec.structs.replace(good.header, mix=b"\x00" * 32)

@@ -72,7 +72,10 @@ def _successor_of(chain, keys: list[Identity], parent: Block) -> Block:  # type:
     seed = parent.hash if seed_h == parent.height else chain.store.hash_at(seed_h)
     ts = parent.header.timestamp_ms + SLOT
     prod = producer_for(chain.genesis.validators, seed, h, 0)
-    return make_block(key_of(keys, prod), chain.genesis.network_id, h, parent.hash, ts, [])
+    root = parent.header.state_root  # no txs: the state does not change
+    return make_block(
+        key_of(keys, prod), chain.genesis.network_id, h, parent.hash, ts, [], state_root=root
+    )
 
 
 def test_block_far_ahead_is_orphan(env) -> None:  # type: ignore[no-untyped-def]
