@@ -436,3 +436,12 @@ def verify(data_dir: Path, genesis_file: Path | None, network: str, as_json: boo
             f"block {res.bad_height} is bad ({res.reason}): {res.detail}",
             "the blocks below it are valid; restore from a backup or resync from peers",
         )
+
+
+def _register_snapshot() -> None:
+    from netdiag.cli.node_snapshot import snapshot
+
+    node.add_command(snapshot)
+
+
+_register_snapshot()

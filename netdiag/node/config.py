@@ -84,6 +84,12 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # processes verifying signature batches (sync segments, big blocks): -1 one per CPU,
     # 0 or 1 none (verified on the node loop)
     verify_workers: int = -1
+    # state snapshots (snapshot.py): taken every this many blocks (0 = never), the newest
+    # snapshot_keep kept; chunks cut at bucket boundaries once this big (the same on every
+    # node gives the same chunks, so a joiner can fetch one snapshot from several peers)
+    snapshot_interval: int = 1000
+    snapshot_keep: int = 2
+    snapshot_chunk_bytes: int = 256 << 10
     entropy_sample: int = 8  # peers asked in each epoch-boundary entropy check
     entropy_timeout_ms: int = 300  # how long their answers are collected
     debug_divergent_entropy_epoch: int = -1  # TEST HOOK: corrupt our entropy once, at this epoch
@@ -155,6 +161,9 @@ RANGES: dict[str, tuple[float, bool]] = {
     "ip_ban_factor": AT_LEAST_ONE,
     "max_failed_handshakes_per_ip": AT_LEAST_ONE,
     "mempool_max_txs": AT_LEAST_ONE,
+    "snapshot_interval": NON_NEGATIVE,
+    "snapshot_keep": AT_LEAST_ONE,
+    "snapshot_chunk_bytes": (1024.0, True),
     "mempool_max_bytes": AT_LEAST_ONE,
     "orphan_max": NON_NEGATIVE,
     "sync_batch": AT_LEAST_ONE,

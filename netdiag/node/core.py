@@ -40,6 +40,7 @@ from netdiag.node.resources import ConnRateLimiter, Limits, MemoryBudget, resolv
 from netdiag.node.runtime import Clock, Scheduler
 from netdiag.node.scores import ScoreBook
 from netdiag.node.sigpool import SigPool
+from netdiag.node.snapshot_policy import SnapshotPolicy
 from netdiag.node.window_sync import ParallelSync, WindowParams
 from netdiag.node.writer import WriteDone
 
@@ -142,6 +143,9 @@ class NodeCore:
             self.sync,
             self.entropy,
             self.sigs,
+        )
+        self.snapshots = SnapshotPolicy(
+            chain, log, cfg.snapshot_interval, cfg.snapshot_keep, cfg.snapshot_chunk_bytes
         )
         self.producer = Producer(
             cfg,
