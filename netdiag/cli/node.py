@@ -65,6 +65,12 @@ def node() -> None:
     help="Outbound peers from the Kademlia routing table, --peer only bootstraps (default); "
     "off: dial exactly the --peer list and peer exchange.",
 )
+@click.option(
+    "--snapshot-sync/--no-snapshot-sync",
+    default=None,
+    help="A fresh node starts from the newest snapshot peers announce (headers, manifest, "
+    "chunks), then syncs and backfills; none within snapshot_wait_s: replay (default off).",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def run(config_file: Path | None, **opts: Any) -> None:
     """Run a node until SIGTERM or SIGINT (JSON logs on stderr).

@@ -16,6 +16,7 @@ from netdiag.node.errors import StoreError, ValidationError
 from netdiag.node.genesis import GenesisSpec
 from netdiag.node.model import Block, BlockHeader, decode_block, entropy_of
 from netdiag.node.schedule import epoch_seed_height, producer_for, round_for
+from netdiag.node.snapshot import BadSnapshot, SnapshotStore, check_manifest, snapshots_beside
 from netdiag.node.state import Ledger, StateReader, genesis_ledger
 from netdiag.node.store import Store
 from netdiag.node.validation import ChainView, Orphan, check_block
@@ -109,8 +110,10 @@ class Chain:
     def _rebuild_state(self) -> Ledger:
         """The account state at the tip, replayed from genesis (transactions only: the blocks
         were validated when stored), and checked against the tip's state root."""
-        ledger = genesis_ledger(self.genesis.allocations)
-        for raw in self.store.iter_range(1, self.height):
+        base = self.store.base_height()
+        allocs = self.genesis.allocations
+        ledger = self._snapshot_ledger(base) if base else genesis_ledger(allocs)
+        for raw in self.store.iter_range(base + 1, self.height - base):
             ledger.advance(decode_block(raw))
         if ledger.root() != self.tip.header.state_root:
             raise StoreError(
@@ -118,6 +121,33 @@ class Chain:
                 "match its header's state root — the store is damaged; use another --data-dir"
             )
         return ledger
+
+    def _snapshot_ledger(self, base: int) -> Ledger:
+        """The state at a snapshot base: the snapshot we restored (kept beside the store),
+        anchored again by the stored block and every chunk checked."""
+        snaps = SnapshotStore(snapshots_beside(self.store.path))
+        manifest, block = snaps.manifest(base), self.store.block_at(base)
+        try:
+            if manifest is None or block is None:
+                raise BadSnapshot(f"no snapshot or block at the base {base}")
+            check_manifest(manifest, block.header, self.genesis.network_id)
+            return snaps.load(manifest)
+        except BadSnapshot as e:
+            raise StoreError(
+                f"store {self.store.path} starts from a snapshot at {base} that cannot be "
+                f"loaded ({e.detail}); use another --data-dir"
+            ) from e
+
+    def install_snapshot(self, block: Block, ledger: Ledger) -> None:
+        """Continue the chain from a restored snapshot: ``block`` (its hash matched a
+        verified header) becomes the stored base and tip, ``ledger`` the state."""
+        if ledger.root() != block.header.state_root:
+            raise StoreError(f"restored state does not match block {block.height}'s state root")
+        self.store.install_base(block)
+        self.ledger = ledger
+        self.tip = block
+        self.height = block.height
+        self.orphans.prune_below(self.height)
 
     @property
     def tip_hash(self) -> bytes:

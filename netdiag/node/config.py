@@ -90,6 +90,13 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     snapshot_interval: int = 1000
     snapshot_keep: int = 2
     snapshot_chunk_bytes: int = 256 << 10
+    # onboarding (onboard.py): a fresh node starts from the newest announced snapshot instead
+    # of replaying from genesis; it waits this long for an announcement, then replays
+    snapshot_sync: bool = False
+    snapshot_wait_s: float = 5.0
+    snapshot_announce_s: float = 2.0  # our newest snapshot is announced this often
+    # LAB ONLY (bench sync --bad-source, tests): serve every snapshot chunk with a byte flipped
+    debug_corrupt_chunks: bool = False
     entropy_sample: int = 8  # peers asked in each epoch-boundary entropy check
     entropy_timeout_ms: int = 300  # how long their answers are collected
     debug_divergent_entropy_epoch: int = -1  # TEST HOOK: corrupt our entropy once, at this epoch
@@ -164,6 +171,8 @@ RANGES: dict[str, tuple[float, bool]] = {
     "snapshot_interval": NON_NEGATIVE,
     "snapshot_keep": AT_LEAST_ONE,
     "snapshot_chunk_bytes": (1024.0, True),
+    "snapshot_wait_s": NON_NEGATIVE,
+    "snapshot_announce_s": POSITIVE,
     "mempool_max_bytes": AT_LEAST_ONE,
     "orphan_max": NON_NEGATIVE,
     "sync_batch": AT_LEAST_ONE,

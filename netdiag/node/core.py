@@ -27,9 +27,10 @@ from netdiag.node.kadstore import KadStore
 from netdiag.node.link import Link
 from netdiag.node.logs import NodeLog
 from netdiag.node.mempool import Mempool
-from netdiag.node.messages import GetPeers, Message, Peers, Ping, Prune, Status
+from netdiag.node.messages import TOPIC_SNAPSHOTS, GetPeers, Message, Peers, Ping, Prune, Status
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.model import Block, BlockHeader
+from netdiag.node.onboard import Onboarding
 from netdiag.node.peering import Peering
 from netdiag.node.peers import PeerBook
 from netdiag.node.policy import BanPolicy
@@ -40,7 +41,9 @@ from netdiag.node.resources import ConnRateLimiter, Limits, MemoryBudget, resolv
 from netdiag.node.runtime import Clock, Scheduler
 from netdiag.node.scores import ScoreBook
 from netdiag.node.sigpool import SigPool
+from netdiag.node.snapshot_gossip import Availability
 from netdiag.node.snapshot_policy import SnapshotPolicy
+from netdiag.node.snapshot_serve import SnapshotService
 from netdiag.node.window_sync import ParallelSync, WindowParams
 from netdiag.node.writer import WriteDone
 
@@ -176,6 +179,28 @@ class NodeCore:
             self.sync,
             self.entropy,
         )
+        self.availability = Availability(chain.genesis_hash, cfg.snapshot_announce_s, mono)
+        self.onboarding = Onboarding(
+            self,
+            self.availability,
+            self.snapshots.store,
+            mono,
+            clock.wall_ms,
+            WindowParams(
+                per_peer=cfg.sync_peer_inflight,
+                timeout_min_s=cfg.sync_timeout_min_s,
+                timeout_max_s=cfg.sync_timeout_max_s,
+            ),
+            cfg.snapshot_wait_s,
+            cfg.snapshot_sync,
+        )
+        self.snapshot_service = SnapshotService(
+            chain, self.snapshots, self.onboarding, cfg.debug_corrupt_chunks
+        )
+        self.dispatcher.snapshots = self.snapshot_service
+        self.ingest.snapshot_announce = self.availability.on_announce
+        self.ingest.hold_blocks = lambda: self.onboarding.active
+        self._announced_at = -1e18
         self.discovery = Discovery(
             cfg,
             log,
@@ -339,11 +364,40 @@ class NodeCore:
     def sync_step(self) -> None:
         self.metrics.resource_usage.labels("memory_bytes").set(self.memory.used)
         self.metrics.resource_usage.labels("memory_peak_bytes").set(self.memory.peak)
-        self.sync.tick()
+        if self.onboarding.active:
+            self.onboarding.tick()  # a snapshot first: the sync engines wait for its state
+        else:
+            self.sync.tick()
+            self.onboarding.tick()  # backfill, once synchronized
         self.entropy.tick()
+        self._snapshot_step()
         self.metrics.sync_distance.set(max(0, self.sync.head_height() - self.height))
         for ph in ("discovering", "downloading", "verifying", "committing", "following"):
             self.metrics.sync_phase.labels(ph).set(int(ph == self.sync.phase))
+
+    def _snapshot_step(self) -> None:
+        now = self.clock.monotonic()
+        if now - self._announced_at >= self.cfg.snapshot_announce_s:
+            self._announced_at = now
+            data = self.snapshot_service.announcement(self.identity, self.clock.wall_ms())
+            if data is not None:
+                _, sends = self.gossip.publish(TOPIC_SNAPSHOTS, data)
+                self.peering.send_all(sends)
+        st, m = self.onboarding.stats, self.metrics
+        for state, n in (
+            ("verified", len(self.onboarding.have)),
+            ("resumed", st.chunks_resumed),
+            ("bad", st.chunks_bad),
+            ("retried", st.chunk_retries),
+            ("queued", len(self.onboarding.todo)),
+        ):
+            m.snapshot_chunks.labels(state).set(n)
+        m.snapshot_bytes.labels("fetched").set(st.bytes_fetched)
+        m.snapshot_bytes.labels("served").set(self.snapshot_service.served_bytes)
+        lat = sorted(st.chunk_latency_s)
+        m.snapshot_chunk_latency.set(lat[len(lat) // 2] if lat else 0.0)
+        m.backfill_blocks.labels("backfilled").set(st.backfilled)
+        m.backfill_blocks.labels("remaining").set(max(0, self._chain.store.base_height() - 1))
 
     def status_step(self) -> None:
         st = self._status_msg()
@@ -360,7 +414,7 @@ class NodeCore:
         self.producer.beacon_step()
 
     def synchronized(self) -> bool:
-        return self.sync.synchronized()
+        return not self.onboarding.active and self.sync.synchronized()
 
     def quorum_connected(self) -> bool:
         return self.producer.quorum_connected()

@@ -37,6 +37,7 @@ from netdiag.node.metrics import NodeMetrics
 from netdiag.node.model import decode_block, header_bytes
 from netdiag.node.peering import Peering
 from netdiag.node.policy import PENALTY_INVALID, PENALTY_VIOLATION, BanPolicy
+from netdiag.node.snapshot_serve import SNAPSHOT_MESSAGES, SnapshotService
 from netdiag.node.window_sync import ParallelSync
 
 MAX_SERVE_BLOCKS = 128
@@ -67,6 +68,7 @@ class Dispatcher:
         self.ingest = ingest
         self.sync = sync
         self.entropy = entropy
+        self.snapshots: SnapshotService | None = None  # set by the core
 
     def on_message(self, conn: Link, msg: Message, size: int) -> None:
         try:
@@ -92,6 +94,11 @@ class Dispatcher:
             msg, Publish | IHave | IWant | Graft
         ):
             return  # graylisted: ignored until its score decays back
+        snaps = self.snapshots
+        if snaps is not None and isinstance(msg, SNAPSHOT_MESSAGES):
+            snaps.on_message(conn, msg)
+            return
+        onboarding = snaps is not None and snaps.onboarding.active
         match msg:
             case Publish(topic=topic, data=data):
                 self.ingest.on_publish(conn, topic, data)
@@ -107,7 +114,7 @@ class Dispatcher:
             case Status():
                 if msg.genesis_hash != self.chain.genesis_hash:
                     self.policy.penalize(conn, PENALTY_VIOLATION, "status for another genesis")
-                else:
+                elif not onboarding:  # a snapshot first: the sync engines wait for its state
                     self.sync.on_status(conn, msg)
             case GetBlocks(req_id=req, start=start, count=count):
                 conn.send(Blocks(req, self.serve_range(start, count)))
@@ -117,6 +124,8 @@ class Dispatcher:
                 conn.send(Blocks(req, [b.encode() for b in found if b is not None]))
             case GetHeaders(req_id=req, start=start, count=count):
                 conn.send(Headers(req, self.serve_headers(start, count)))
+            case Blocks() if snaps is not None and snaps.onboarding.owns(msg.req_id):
+                snaps.onboarding.on_blocks(conn, msg)
             case Blocks() if self.entropy.owns(msg.req_id):
                 self.entropy.on_blocks(conn, msg)
             case Blocks():
@@ -142,15 +151,15 @@ class Dispatcher:
     def serve_headers(self, start: int, count: int) -> list[bytes]:
         """Headers are small whatever the block size, so no byte budget — only a count cap."""
         chain = self.chain
-        if not 0 <= start <= chain.height or count <= 0:
-            return []
+        if not 0 <= start <= chain.height or count <= 0 or 0 < start < chain.store.base_height():
+            return []  # below a snapshot base: not stored (yet)
         end = min(start + min(count, MAX_SERVE_HEADERS), chain.height + 1)
         return [header_bytes(raw) for raw in chain.store.iter_range(start, end - start)]
 
     def serve_range(self, start: int, count: int) -> list[bytes]:
         chain = self.chain
-        if not 0 <= start <= chain.height or count <= 0:
-            return []
+        if not 0 <= start <= chain.height or count <= 0 or 0 < start < chain.store.base_height():
+            return []  # below a snapshot base: not stored (yet)
         out: list[bytes] = []
         budget = self.cfg.max_frame_bytes // 2
         for raw in chain.store.raw_range(start, min(count, MAX_SERVE_BLOCKS)):

@@ -7,6 +7,7 @@ that sent anything invalid and starts the entropy check at epoch boundaries.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -19,7 +20,7 @@ from netdiag.node.gossip import GossipRouter
 from netdiag.node.link import Link
 from netdiag.node.logs import NodeLog
 from netdiag.node.mempool import Mempool
-from netdiag.node.messages import TOPIC_BLOCKS, TOPIC_PRESENCE, TOPIC_TXS
+from netdiag.node.messages import TOPIC_BLOCKS, TOPIC_PRESENCE, TOPIC_SNAPSHOTS, TOPIC_TXS
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.model import Block, Tx, decode_block, decode_tx
 from netdiag.node.peering import Peering
@@ -72,6 +73,12 @@ class Ingest:
         self.entropy = entropy
         self.sigs = sigs
         self.no_early: dict[bytes, float] = {}  # producer -> until when: full check first
+        # set by the core: snapshot availability (snapshot_gossip.py) and the onboarding hold
+        self.snapshot_announce: Callable[[bytes, int], tuple[str, str]] = lambda _d, _t: (
+            "ignore",
+            "",
+        )
+        self.hold_blocks: Callable[[], bool] = lambda: False
 
     # -- gossip payloads -------------------------------------------------------------------
 
@@ -91,6 +98,10 @@ class Ingest:
                 return
         elif topic == TOPIC_TXS:
             verdict = self.accept_tx_bytes(data, "gossip", conn)
+        elif topic == TOPIC_SNAPSHOTS:
+            verdict, why = self.snapshot_announce(data, self.clock.wall_ms())
+            if verdict == "reject":
+                self.policy.penalize(conn, PENALTY_INVALID, f"invalid snapshot announce ({why})")
         elif topic == TOPIC_PRESENCE:
             verdict, why = self.presence.on_beacon(data, self.clock.wall_ms())
             if verdict == "reject":
@@ -160,6 +171,8 @@ class Ingest:
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             self.reject_block(conn, None, "format", f"block does not decode: {e}")
             return "rejected"
+        if source == "gossip" and self.hold_blocks():
+            return "ignored"  # onboarding from a snapshot: blocks wait until the state is in
         if source == "gossip":
             delay_s = (self.clock.wall_ms() - block.header.timestamp_ms) / 1000
             self.metrics.gossip_first_seen_delay.labels(TOPIC_BLOCKS).observe(max(0.0, delay_s))

@@ -17,7 +17,8 @@ PROTOCOL_VERSION = 1
 TOPIC_BLOCKS = "blocks"
 TOPIC_TXS = "txs"
 TOPIC_PRESENCE = "presence"  # validator beacons (presence.py)
-TOPICS = (TOPIC_BLOCKS, TOPIC_TXS, TOPIC_PRESENCE)
+TOPIC_SNAPSHOTS = "snapshots"  # signed snapshot availability (snapshot_gossip.py)
+TOPICS = (TOPIC_BLOCKS, TOPIC_TXS, TOPIC_PRESENCE, TOPIC_SNAPSHOTS)
 
 
 class _Msg(msgspec.Struct, tag_field="t", forbid_unknown_fields=True):
@@ -116,6 +117,37 @@ class Headers(_Msg, tag="headers"):
     headers: list[bytes]  # canonical header encodings, ascending heights
 
 
+class GetHeaderChain(_Msg, tag="getheaderchain"):
+    req_id: int
+    start: int
+    count: int
+
+
+class HeaderChain(_Msg, tag="headerchain"):
+    req_id: int
+    items: list[bytes]  # msgpack [header, hash, signature] per height, ascending
+
+
+class GetSnapshot(_Msg, tag="getsnapshot"):
+    req_id: int
+    height: int
+
+
+class SnapshotManifest(_Msg, tag="snapshot"):
+    req_id: int
+    manifest: bytes  # snapshot.Manifest encoding; empty: not held
+
+
+class GetChunk(_Msg, tag="getchunk"):
+    req_id: int
+    chunk_id: bytes
+
+
+class ChunkData(_Msg, tag="chunk"):
+    req_id: int
+    data: bytes  # empty: not held
+
+
 class GetBlocks(_Msg, tag="getblocks"):
     req_id: int
     start: int
@@ -189,6 +221,12 @@ Message = (
     | Status
     | GetHeaders
     | Headers
+    | GetHeaderChain
+    | HeaderChain
+    | GetSnapshot
+    | SnapshotManifest
+    | GetChunk
+    | ChunkData
     | GetBlocks
     | GetBlocksByHash
     | Blocks

@@ -184,5 +184,33 @@ class NodeMetrics:
             registry=r,
         )
 
+        self.snapshot_chunks = Gauge(
+            "snapshot_chunks",
+            "Onboarding: snapshot chunks by state (verified, resumed, bad, retried, queued)",
+            ["state"],
+            namespace=ns,
+            registry=r,
+        )
+        self.snapshot_bytes = Gauge(
+            "snapshot_bytes",
+            "Snapshot bytes fetched by onboarding (headers, manifest, chunks) and served",
+            ["direction"],
+            namespace=ns,
+            registry=r,
+        )
+        self.snapshot_chunk_latency = Gauge(
+            "snapshot_chunk_latency_p50_seconds",
+            "Onboarding: median request-to-verified time of a chunk",
+            namespace=ns,
+            registry=r,
+        )
+        self.backfill_blocks = Gauge(
+            "backfill_blocks",
+            "Blocks below the snapshot base: backfilled, remaining",
+            ["state"],
+            namespace=ns,
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

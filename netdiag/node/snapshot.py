@@ -193,6 +193,11 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def snapshots_beside(store_path: Path) -> Path:
+    """Where a node keeps snapshots: DATA_DIR/snapshots next to DATA_DIR/chain.sqlite."""
+    return Path(store_path).parent / "snapshots"
+
+
 class SnapshotStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -209,6 +214,11 @@ class SnapshotStore:
         self.chunk_dir.mkdir(parents=True, exist_ok=True)
         for ref, data in zip(manifest.chunks, chunks, strict=True):
             self.put_chunk(ref.id, data)
+        self.save_manifest(manifest)
+
+    def save_manifest(self, manifest: Manifest) -> None:
+        """Only once every chunk it lists is on disk."""
+        self.root.mkdir(parents=True, exist_ok=True)
         _write(self._manifest_path(manifest.height), manifest.encode())
 
     def put_chunk(self, chunk_id: bytes, data: bytes) -> None:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from netdiag.node.chain import Chain
 from netdiag.node.errors import StoreError
 from netdiag.node.genesis import GenesisSpec
 from netdiag.node.logs import NodeLog
 from netdiag.node.model import Block, decode_block
-from netdiag.node.snapshot import Manifest, SnapshotStore, build
+from netdiag.node.snapshot import Manifest, SnapshotStore, build, snapshots_beside
 from netdiag.node.state import Ledger, genesis_ledger
 from netdiag.node.store import Store
-
-
-def snapshot_dir(chain: Chain) -> Path:
-    return Path(chain.store.path).parent / "snapshots"
 
 
 class SnapshotPolicy:
@@ -32,7 +27,7 @@ class SnapshotPolicy:
         self.interval = interval
         self.keep = keep
         self.chunk_bytes = chunk_bytes
-        self.store = SnapshotStore(snapshot_dir(chain))
+        self.store = SnapshotStore(snapshots_beside(chain.store.path))
         self.created = 0
         if interval > 0:
             chain.on_advanced = self.on_block

@@ -102,11 +102,16 @@ class Store:
         count, tip = int(row[0]), row[1]
         if tip is None:
             raise StoreError(f"store {self.path} has no genesis block")
-        if count != tip + 1:
+        base = self.base_height()
+        if base:  # started from a snapshot: base..tip contiguous, history below backfilling
+            above = self.db.execute("SELECT count(*) FROM blocks WHERE height >= ?", (base,))
+            if above.fetchone()[0] != tip - base + 1:
+                raise StoreError(f"store {self.path} has a gap above its snapshot base {base}")
+        elif count != tip + 1:
             raise StoreError(f"store {self.path} has {count} blocks up to height {tip}: a gap")
         rows = self.db.execute(
             "SELECT height, hash, prev_hash, data FROM blocks WHERE height > ? ORDER BY height",
-            (tip - depth,),
+            (max(tip - depth, base - 1),),
         ).fetchall()
         prev: bytes | None = None
         for height, h, prev_hash, data in rows:
@@ -125,6 +130,67 @@ class Store:
         if ntx:
             raise StoreError(f"store {self.path} holds transactions above the tip")
         return int(tip)
+
+    # -- a chain started from a snapshot: its lowest contiguous height (history below it is
+    # backfilled downwards); 0 = the whole chain from genesis is stored
+
+    def base_height(self) -> int:
+        """Read once, then kept by install_base/backfill (asked on every sync tick)."""
+        cached: int | None = getattr(self, "_base", None)
+        if cached is None:
+            r = self.db.execute("SELECT value FROM meta WHERE key = 'base'").fetchone()
+            cached = self._base = int(r[0]) if r else 0
+        return cached
+
+    def install_base(self, block: Block) -> None:
+        """Make ``block`` (a snapshot's, its header verified) the base of a store that holds
+        only genesis, in one transaction: the chain continues from it."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            tip = cur.execute("SELECT max(height) FROM blocks").fetchone()[0]
+            if tip != 0 or block.height < 1:
+                raise StoreError(f"refusing snapshot base {block.height}: the store holds {tip}")
+            self._insert_rows(cur, block)
+            cur.execute("INSERT OR REPLACE INTO meta VALUES ('base', ?)", (block.height,))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        self._base = block.height
+
+    def backfill(self, blocks: list[Block]) -> int:
+        """Prepend ``blocks`` (ascending, ending right below the base, linked by hash to it)
+        in one transaction; returns the new base (0 once the history reaches genesis)."""
+        base = self.base_height()
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            above = cur.execute("SELECT prev_hash FROM blocks WHERE height = ?", (base,))
+            row = above.fetchone()
+            if not base or row is None or not blocks or blocks[-1].height != base - 1:
+                raise StoreError(f"refusing backfill: does not end below base {base}")
+            link = bytes(row[0])
+            for b in reversed(blocks):
+                if b.hash != link:
+                    raise StoreError(f"refusing backfill: block {b.height} does not link upwards")
+                link = b.header.prev_hash
+                self._insert_rows(cur, b)
+            new_base = blocks[0].height
+            if new_base == 1:
+                genesis = cur.execute("SELECT hash FROM blocks WHERE height = 0").fetchone()
+                if genesis is None or bytes(genesis[0]) != link:
+                    raise StoreError("refusing backfill: block 1 does not link to genesis")
+                cur.execute("DELETE FROM meta WHERE key = 'base'")
+                new_base = 0
+            else:
+                cur.execute("UPDATE meta SET value = ? WHERE key = 'base'", (new_base,))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        self._base = new_base
+        return new_base
 
     # -- writes ----------------------------------------------------------------------------
 

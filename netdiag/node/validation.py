@@ -209,11 +209,55 @@ def check_block_cheap(
             f"block {hdr.height} carries {len(block.txs)} txs (header says "
             f"{hdr.tx_count}), limit {params.max_block_txs}"
         )
+    h = check_signed_header(hdr, block.hash, block.signature, view, params, now_ms)
+    txids = [t.txid() for t in block.txs]
+    root = merkle_root(txids)
+    if root != hdr.tx_root:
+        raise BadMerkleRoot(
+            f"block {hdr.height} {_short(h)} tx_root {_short(hdr.tx_root)} "
+            f"does not match its transactions ({_short(root)})"
+        )
+    return txids
+
+
+def check_block_body(
+    block: Block, view: ChainView, params: ChainParams, txids: list[bytes]
+) -> Overlay | None:
+    """The rest of ``check_block`` once ``check_block_cheap`` passed (``txids``, its result):
+    entropy reveal, duplicates, every transaction, and the state the block leaves."""
+    hdr = block.header
+    # after the schedule: only the round's producer can make us hash its chain (a check costs
+    # the heights since its last verified reveal, or up to the height from the anchor once)
+    check_entropy(hdr, view)
+    if len(set(txids)) != len(txids):
+        raise DuplicateTx(f"block {hdr.height} repeats a transaction")
+    for tx, txid in zip(block.txs, txids, strict=True):
+        if view.has_tx(txid):
+            raise DuplicateTx(f"block {hdr.height} includes tx {_short(txid)} already in the chain")
+        try:
+            check_tx(tx, params)
+        except BadTxSignature as e:
+            raise BadTxSignature(f"block {hdr.height}: {e.detail}") from e
+    # last: nonces, balances and the state root (state.py) — the only rule that needs state
+    return None if view.state is None else execute_block(block, view.state)
+
+
+def check_signed_header(
+    hdr: BlockHeader,
+    claimed_hash: bytes,
+    signature: bytes,
+    view: ChainView,
+    params: ChainParams,
+    now_ms: int,
+) -> bytes:
+    """The rules a header alone decides, in check_block's order: network, hash, signature,
+    producer, linkage, height, timestamps, schedule (the caller adds ``check_entropy``).
+    Returns the block hash. A joiner checks the header chain to a snapshot with these."""
     if hdr.network_id != view.network_id:
         raise WrongNetwork(f"block {hdr.height} is for network {hdr.network_id!r}")
     # Authenticity before anything is held: even an orphan must be hashed correctly and signed
     # by a genesis validator, so junk cannot fill the orphan pool.
-    h = check_header(hdr, block.hash, block.signature)
+    h = check_header(hdr, claimed_hash, signature)
     if hdr.producer not in view.validators:
         raise WrongProducer(
             f"block {hdr.height} producer {_short(hdr.producer)} is not a genesis validator"
@@ -253,33 +297,4 @@ def check_block_cheap(
             f"block {hdr.height} round {round_} produced by "
             f"{_short(hdr.producer)}, scheduled producer is {_short(expected)}"
         )
-    txids = [t.txid() for t in block.txs]
-    root = merkle_root(txids)
-    if root != hdr.tx_root:
-        raise BadMerkleRoot(
-            f"block {hdr.height} {_short(h)} tx_root {_short(hdr.tx_root)} "
-            f"does not match its transactions ({_short(root)})"
-        )
-    return txids
-
-
-def check_block_body(
-    block: Block, view: ChainView, params: ChainParams, txids: list[bytes]
-) -> Overlay | None:
-    """The rest of ``check_block`` once ``check_block_cheap`` passed (``txids``, its result):
-    entropy reveal, duplicates, every transaction, and the state the block leaves."""
-    hdr = block.header
-    # after the schedule: only the round's producer can make us hash its chain (a check costs
-    # the heights since its last verified reveal, or up to the height from the anchor once)
-    check_entropy(hdr, view)
-    if len(set(txids)) != len(txids):
-        raise DuplicateTx(f"block {hdr.height} repeats a transaction")
-    for tx, txid in zip(block.txs, txids, strict=True):
-        if view.has_tx(txid):
-            raise DuplicateTx(f"block {hdr.height} includes tx {_short(txid)} already in the chain")
-        try:
-            check_tx(tx, params)
-        except BadTxSignature as e:
-            raise BadTxSignature(f"block {hdr.height}: {e.detail}") from e
-    # last: nonces, balances and the state root (state.py) — the only rule that needs state
-    return None if view.state is None else execute_block(block, view.state)
+    return h

@@ -54,6 +54,7 @@ class CoreView:
             "head_height": sync.head_height(),
             "sync_phase": sync.phase,
             "sync": sync_view(sync),
+            "onboarding": core.onboarding.view(),
             "entropy_check": core.entropy.view(),
             "validator_quorum": core.quorum_connected(),
             "banned_peers": sorted(

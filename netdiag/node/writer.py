@@ -76,6 +76,7 @@ class WriteBehindStore(Store):
         self._queue: queue.SimpleQueue[tuple[WriteOp, float] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.failed: BaseException | None = None
+        self._side: Store | None = None  # install_base / backfill (snapshot starts)
 
     # -- start-up (before any queued write, on the calling thread) -------------------------
 
@@ -95,6 +96,26 @@ class WriteBehindStore(Store):
         self._tip = self._writer.tip()
         self._durable = self._writer.block_at(tip)
         return tip
+
+    # -- a snapshot start (onboard.py): rare, on a connection of their own -----------------
+
+    def install_base(self, block: Block) -> None:
+        """Synchronous: only on a fresh store (nothing queued), before the chain moves on."""
+        self._own().install_base(block)
+        self._base = block.height
+        self._tip = (block.height, block.hash)
+        self._durable = block
+
+    def backfill(self, blocks: list[Block]) -> int:
+        """Below the base, so never in the overlay; SQLite's lock orders it with the writer."""
+        self._base = self._own().backfill(blocks)
+        return self._base
+
+    def _own(self) -> Store:
+        if self._side is None:
+            self._side = Store(self.path)
+            self._side.db.execute("PRAGMA busy_timeout=5000")
+        return self._side
 
     # -- state the loop reads --------------------------------------------------------------
 
@@ -221,6 +242,8 @@ class WriteBehindStore(Store):
             self._thread.join(timeout_s)
         if self._thread is None or not self._thread.is_alive():
             self._writer.close()
+        if self._side is not None:
+            self._side.close()
         self.db.close()
 
     # -- reads: the overlay above, the durable store below ---------------------------------

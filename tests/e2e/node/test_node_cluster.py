@@ -120,7 +120,9 @@ def test_three_nodes_mesh_rotate_gossip_tx_and_agree(cluster: Any) -> None:
     wait(lambda: all(get(a, "/status")["peers"] == 2 for a in apis), 60, "full mesh")
     for a in apis:
         peers = get(a, "/peers")
-        assert all(set(p["mesh"]) == {"blocks", "txs", "presence"} and p["tls"] for p in peers)
+        assert all(
+            set(p["mesh"]) == {"blocks", "txs", "presence", "snapshots"} and p["tls"] for p in peers
+        )
         assert all(isinstance(p["socket_cookie"], int) for p in peers)
 
     res = subprocess.run(

@@ -73,7 +73,7 @@ async def test_api_end_to_end(tmp_path: Path) -> None:
         p = peers[0]
         assert p["peer_id"] == peer.identity.node_id.hex() and p["direction"] == "inbound"
         assert isinstance(p["socket_cookie"], int) and p["socket_cookie"] > 0 and p["tls"]
-        assert set(p["mesh"]) == {"blocks", "txs", "presence"}
+        assert set(p["mesh"]) == {"blocks", "txs", "presence", "snapshots"}
         # the kernel (sock_diag, via ss from iproute2) reports the same cookie for the socket
         local_port = peer.w.get_extra_info("sockname")[1]
         out = subprocess.run(

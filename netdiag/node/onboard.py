@@ -1,0 +1,499 @@
+"""Progressive onboarding: a fresh node starts from a peer's snapshot instead of replaying.
+
+In this order, each step verified before the next (docs/node.md, "Onboarding"): wait for
+announcements (else fall back to replay); the signed header chain 1..H, checked as headers
+(signatures, producer schedule, entropy); the manifest, anchored in header H; the chunks, in
+parallel from every source with per-peer windows and adaptive timeouts, each checked on
+arrival and kept on disk (a restart resumes without refetching them; a bad chunk bans its
+server); block H; then state and base installed in one transaction, the blocks after H by
+ordinary sync, and history below H backfilled downwards while synchronized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import msgspec
+
+from netdiag.node.errors import StoreError, ValidationError
+from netdiag.node.link import Link
+from netdiag.node.messages import (
+    Blocks,
+    ChunkData,
+    GetBlocks,
+    GetChunk,
+    GetHeaderChain,
+    GetSnapshot,
+    HeaderChain,
+    Message,
+    SnapshotManifest,
+)
+from netdiag.node.model import decode_single_block, merkle_root
+from netdiag.node.onboard_state import (
+    ACTIVE,
+    BACKFILL_BATCH,
+    HEADER_BATCH,
+    REQ_BASE,
+    OnboardHost,
+    OnboardStats,
+    Pending,
+    SignedHeader,
+    Source,
+    onboard_view,
+)
+from netdiag.node.schedule import epoch_seed_height
+from netdiag.node.snapshot import (
+    BadSnapshot,
+    Manifest,
+    SnapshotStore,
+    check_chunk,
+    check_manifest,
+    decode_manifest,
+)
+from netdiag.node.snapshot_gossip import Availability, SnapKey
+from netdiag.node.validation import ChainView, check_entropy, check_signed_header
+from netdiag.node.window_state import WindowParams, decode_range, short
+
+
+class Onboarding:
+    def __init__(
+        self,
+        host: OnboardHost,
+        avail: Availability,
+        snaps: SnapshotStore,
+        clock: Callable[[], float],
+        wall_ms: Callable[[], int],
+        params: WindowParams,
+        wait_s: float,
+        enabled: bool,
+    ) -> None:
+        self.host = host
+        self.avail = avail
+        self.snaps = snaps
+        self.clock = clock
+        self.wall_ms = wall_ms
+        self.p = params
+        self.wait_s = wait_s
+        self.stats = OnboardStats(started=clock())
+        chain = host.chain
+        fresh = chain.height == 0 and chain.store.base_height() == 0
+        self.phase = "waiting" if enabled and fresh else "off"
+        self.target: SnapKey | None = None
+        self.sources: dict[bytes, Source] = {}
+        self.pending: dict[int, Pending] = {}
+        self._ids = iter(range(REQ_BASE, REQ_BASE + (1 << 40)))
+        # header chain state
+        self.headers_buf: dict[int, SignedHeader] = {}
+        g = chain.genesis.block()
+        self.parent = SignedHeader(g.header, g.hash, b"")
+        self.parent_seed = g.hash
+        self.seeds: dict[int, bytes] = {0: g.hash}
+        self.target_header: SignedHeader | None = None
+        # snapshot state
+        self.manifest: Manifest | None = None
+        self.todo: list[int] = []  # chunk indices still to fetch
+        self.have: set[int] = set()
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ACTIVE
+
+    # -- driving ---------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self.clock()
+        for rid, r in list(self.pending.items()):
+            if now > r.deadline:
+                del self.pending[rid]
+                self._timed_out(r, now)
+        if self.phase == "waiting":
+            self._pick_snapshot(now)
+        elif self.phase == "headers":
+            self._fill_headers()
+        elif self.phase == "chunks":
+            self._fill_chunks()
+        elif self.phase in ("manifest", "block") and not self._kind_pending(self.phase):
+            self._ask_one(self.phase)
+        elif self.phase == "done":
+            self._backfill()
+
+    def _pick_snapshot(self, now: float) -> None:
+        L = self.host.chain.params.epoch_length
+        connected = set(self.host.conns)
+        best = None
+        for key, nodes in self.avail.holders.items():
+            live = set(nodes) & connected
+            if live and key[0] % L == 0 and (best is None or key[0] > best[0][0]):
+                best = (key, live)
+        if best is None:
+            if now - self.stats.started >= self.wait_s:
+                why = (
+                    "no peer announced a snapshot"
+                    if not self.avail.holders
+                    else "no connected peer holds an announced snapshot at an epoch boundary"
+                )
+                self.stats.fallback = why
+                self.phase = "replay"
+                self.host.info(
+                    "snapshot_fallback",
+                    f"no snapshot to start from after {self.wait_s:g} s ({why}): replaying "
+                    "the chain from genesis",
+                    reason=why,
+                )
+            return
+        self.target, holders = best
+        for nid in holders:
+            self.sources[nid] = Source(self.host.conns[nid], timeout_s=self.p.timeout_min_s)
+        self.phase = "headers"
+        self.host.info(
+            "snapshot_selected",
+            f"starting from the snapshot at {self.target[0]} (block "
+            f"{short(self.target[1])}) held by {len(holders)} peers: headers first",
+            height=self.target[0],
+            sources=len(holders),
+        )
+        self._fill_headers()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _live_sources(self) -> list[Source]:
+        out = []
+        for nid, s in list(self.sources.items()):
+            conn = self.host.conns.get(nid)
+            if conn is None or not conn.is_open:
+                del self.sources[nid]
+                continue
+            s.conn = conn
+            out.append(s)
+        if not out and self.active and self.phase != "waiting":
+            self._restart("every source of the snapshot is gone")
+        return out
+
+    def _restart(self, why: str) -> None:
+        self.host.note("snapshot_restart", f"onboarding restarts: {why}", reason=why)
+        self.phase = "waiting"
+        self.stats.started = self.clock()
+        self.avail.holders.pop(self.target, None) if self.target else None
+        self.target = None
+        self.pending.clear()
+
+    def _send(self, s: Source, kind: str, key: int, msg_of: Callable[[int], Message]) -> None:
+        rid = next(self._ids)
+        now = self.clock()
+        self.pending[rid] = Pending(s.conn, kind, key, now, now + s.timeout_s)
+        s.inflight += 1
+        s.conn.send(msg_of(rid))
+
+    def _pick(self) -> Source | None:
+        cands = [s for s in self._live_sources() if s.inflight < self.p.per_peer]
+        return min(cands, key=lambda s: (s.inflight, s.timeout_s)) if cands else None
+
+    def _kind_pending(self, kind: str, key: int | None = None) -> bool:
+        return any(r.kind == kind and (key is None or r.key == key) for r in self.pending.values())
+
+    def _timed_out(self, r: Pending, now: float) -> None:
+        s = self._source_of(r.conn)
+        if s is not None:
+            s.inflight = max(0, s.inflight - 1)
+            s.timeout_s = min(self.p.timeout_max_s, s.timeout_s * 2)
+        self.host.penalize(r.conn, 2.0, f"snapshot {r.kind} request stalled")
+        if r.kind == "chunk":
+            self.stats.chunk_retries += 1
+            self.todo.append(r.key)
+
+    def _source_of(self, conn: Link) -> Source | None:
+        return self.sources.get(conn.peer_id or b"")
+
+    def _take(self, conn: Link, req_id: int, kind: str) -> Pending | None:
+        r = self.pending.get(req_id)
+        if r is None or r.conn is not conn or r.kind != kind:
+            return None
+        del self.pending[req_id]
+        s = self._source_of(conn)
+        if s is not None:
+            s.inflight = max(0, s.inflight - 1)
+            if self.clock() <= r.deadline:
+                s.timeout_s = max(self.p.timeout_min_s, s.timeout_s / 2)
+        return r
+
+    def owns(self, req_id: int) -> bool:
+        return req_id in self.pending
+
+    # -- headers ---------------------------------------------------------------------------
+
+    def _fill_headers(self) -> None:
+        assert self.target is not None
+        top = self.target[0]
+        covered = set(self.headers_buf)
+        starts = {r.key for r in self.pending.values() if r.kind == "headers"}
+        h = self.parent.header.height + 1
+        while h <= top and len(starts) < 4 * max(1, len(self.sources)):
+            if h in covered or h in starts:
+                h += HEADER_BATCH
+                continue
+            s = self._pick()
+            if s is None:
+                return
+            count = min(HEADER_BATCH, top - h + 1)
+            self._send(s, "headers", h, partial(GetHeaderChain, start=h, count=count))
+            starts.add(h)
+            h += HEADER_BATCH
+
+    def on_header_chain(self, conn: Link, msg: HeaderChain) -> None:
+        r = self._take(conn, msg.req_id, "headers")
+        if r is None:
+            self.host.penalize(conn, 5.0, "unsolicited header chain")
+            return
+        try:
+            got = [msgspec.msgpack.decode(i, type=SignedHeader) for i in msg.items]
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.host.ban(conn, "snapshot: undecodable header chain")
+            return
+        if not got or any(g.header.height != r.key + i for i, g in enumerate(got)):
+            self.host.penalize(conn, 20.0, f"header chain from {r.key} empty or out of order")
+            self._fill_headers()
+            return
+        for g in got:
+            self.headers_buf.setdefault(g.header.height, g)
+        self.stats.bytes_fetched += sum(len(i) for i in msg.items)
+        self._verify_headers(conn)
+
+    def _verify_headers(self, conn: Link) -> None:
+        assert self.target is not None
+        chain = self.host.chain
+        L = chain.params.epoch_length
+        now = self.wall_ms()
+        while (nxt := self.headers_buf.pop(self.parent.header.height + 1, None)) is not None:
+            p = self.parent
+            view = ChainView(
+                network_id=chain.genesis.network_id,
+                tip_height=p.header.height,
+                tip_hash=p.hash,
+                tip_timestamp_ms=p.header.timestamp_ms,
+                validators=chain.genesis.validators,
+                seed_hash=lambda h: self.seeds[epoch_seed_height(h, L)],
+                has_block=p.hash.__eq__,
+                has_tx=lambda _t: False,
+                tip_seed=p.header.mix or p.hash,
+                entropy=chain.reveals,
+            )
+            try:
+                check_signed_header(nxt.header, nxt.hash, nxt.signature, view, chain.params, now)
+                check_entropy(nxt.header, view)
+            except ValidationError as e:
+                self.headers_buf.clear()
+                self.host.ban(conn, f"snapshot: header {nxt.header.height} invalid ({e.detail})")
+                self._fill_headers()
+                return
+            if nxt.header.height % L == 0:
+                self.seeds[nxt.header.height] = nxt.header.mix or nxt.hash
+            self.parent = nxt
+            self.stats.headers_verified += 1
+        top, top_hash, _ = self.target
+        if self.parent.header.height < top:
+            self._fill_headers()
+            return
+        if self.parent.hash != top_hash:
+            self._restart(f"the verified header at {top} is not the announced block")
+            return
+        self.target_header = self.parent
+        self.phase = "manifest"
+        self.host.info(
+            "snapshot_headers",
+            f"header chain 1..{top} verified (signatures, producer schedule, entropy)",
+            height=top,
+        )
+        self._ask_one("manifest")
+
+    # -- manifest, block -------------------------------------------------------------------
+
+    def _ask_one(self, kind: str) -> None:
+        assert self.target is not None
+        s = self._pick()
+        if s is None:
+            return
+        h = self.target[0]
+        if kind == "manifest":
+            self._send(s, "manifest", h, partial(GetSnapshot, height=h))
+        else:
+            self._send(s, "block", h, partial(GetBlocks, start=h, count=1))
+
+    def on_manifest(self, conn: Link, msg: SnapshotManifest) -> None:
+        r = self._take(conn, msg.req_id, "manifest")
+        if r is None or self.target_header is None or self.target is None:
+            self.host.penalize(conn, 5.0, "unsolicited snapshot manifest")
+            return
+        try:
+            m = decode_manifest(msg.manifest)
+            check_manifest(m, self.target_header.header, self.host.chain.genesis.network_id)
+            if m.id() != self.target[2]:
+                raise BadSnapshot("manifest is not the one its holders announced")
+        except BadSnapshot as e:
+            self.host.ban(conn, f"snapshot: {e.detail}")
+            self._ask_one("manifest")
+            return
+        self.stats.bytes_fetched += len(msg.manifest)
+        self.manifest = m
+        self.todo = []
+        for i, ref in enumerate(m.chunks):
+            data = self.snaps.chunk(ref.id)
+            if data is not None:
+                try:
+                    check_chunk(m, i, data)
+                    self.have.add(i)
+                    self.stats.chunks_resumed += 1
+                    continue
+                except BadSnapshot:
+                    self.snaps.chunk_path(ref.id).unlink(missing_ok=True)
+            self.todo.append(i)
+        self.todo.reverse()  # pop() takes the lowest index first
+        self.phase = "chunks"
+        self.host.info(
+            "snapshot_manifest",
+            f"manifest at {m.height} anchored: {len(m.chunks)} chunks "
+            f"({self.stats.chunks_resumed} already verified on disk)",
+            chunks=len(m.chunks),
+            resumed=self.stats.chunks_resumed,
+        )
+        self._fill_chunks()
+
+    # -- chunks ----------------------------------------------------------------------------
+
+    def _fill_chunks(self) -> None:
+        m = self.manifest
+        assert m is not None
+        if len(self.have) == len(m.chunks):
+            self._chunks_done()
+            return
+        while self.todo:
+            s = self._pick()
+            if s is None:
+                return
+            i = self.todo.pop()
+            if i in self.have or self._kind_pending("chunk", i):
+                continue
+            cid = m.chunks[i].id
+            self._send(s, "chunk", i, partial(GetChunk, chunk_id=cid))
+
+    def on_chunk(self, conn: Link, msg: ChunkData) -> None:
+        r = self._take(conn, msg.req_id, "chunk")
+        m = self.manifest
+        if r is None or m is None:
+            self.host.penalize(conn, 5.0, "unsolicited snapshot chunk")
+            return
+        s = self._source_of(conn)
+        i = r.key
+        if i in self.have:
+            return
+        try:
+            check_chunk(m, i, msg.data)
+        except BadSnapshot as e:
+            self.stats.chunks_bad += 1
+            self.stats.chunk_retries += 1
+            if s is not None:
+                s.bad += 1
+                self.sources.pop(conn.peer_id or b"", None)
+            self.todo.append(i)
+            self.host.ban(conn, f"snapshot: bad chunk {i} ({e.detail})")
+            self._fill_chunks()
+            return
+        self.snaps.put_chunk(m.chunks[i].id, msg.data)
+        self.have.add(i)
+        latency = self.clock() - r.sent
+        self.stats.chunks_verified += 1
+        self.stats.bytes_fetched += len(msg.data)
+        self.stats.chunk_latency_s.append(latency)
+        if s is not None:
+            s.chunks += 1
+            s.bytes += len(msg.data)
+            s.busy_s += latency
+        self._fill_chunks()
+
+    def _chunks_done(self) -> None:
+        self.phase = "block"
+        self._ask_one("block")
+
+    def on_blocks(self, conn: Link, msg: Blocks) -> None:
+        r = self.pending.get(msg.req_id)
+        if r is not None and r.kind == "backfill":
+            self._on_backfill(conn, msg)
+            return
+        r = self._take(conn, msg.req_id, "block")
+        m, hdr = self.manifest, self.target_header
+        if r is None or m is None or hdr is None:
+            self.host.penalize(conn, 5.0, "unsolicited blocks")
+            return
+        block = decode_single_block(msg.blocks)
+        if block is None or block.header.compute_hash() != hdr.hash or block.hash != hdr.hash:
+            self.host.ban(conn, "snapshot: served another block than the verified header")
+            self._ask_one("block")
+            return
+        if merkle_root([t.txid() for t in block.txs]) != block.header.tx_root:
+            self.host.ban(conn, "snapshot: block transactions do not match its header")
+            self._ask_one("block")
+            return
+        ledger = self.snaps.load(m)
+        self.snaps.save_manifest(m)  # before the base: a restart finds the state it needs
+        self.host.chain.install_snapshot(block, ledger)
+        self.stats.restored_at = self.clock()
+        self.phase = "done"
+        self.host.info(
+            "snapshot_restored",
+            f"state at {m.height} restored from {len(m.chunks)} chunks "
+            f"({self.stats.bytes_fetched} bytes fetched, {self.stats.chunks_bad} bad chunks "
+            f"refetched) in {self.clock() - self.stats.started:.2f} s; syncing the blocks after it",
+            height=m.height,
+            bytes=self.stats.bytes_fetched,
+        )
+
+    # -- backfill --------------------------------------------------------------------------
+
+    def _backfill(self) -> None:
+        store = self.host.chain.store
+        base = store.base_height()
+        if not base:
+            if self.stats.backfill_done_at is None and self.stats.restored_at is not None:
+                self.stats.backfill_done_at = self.clock()
+            return
+        if self._kind_pending("backfill") or not self.host.synchronized():
+            return
+        peers = [c for c in self.host.conns.values() if c.is_open]
+        if not peers:
+            return
+        start = max(1, base - BACKFILL_BATCH)
+        count = base - start
+        s = Source(min(peers, key=lambda c: c.peer_id or b""), timeout_s=self.p.timeout_max_s)
+        rid = next(self._ids)
+        now = self.clock()
+        self.pending[rid] = Pending(s.conn, "backfill", start, now, now + 10.0)
+        s.conn.send(GetBlocks(rid, start, count))
+
+    def _on_backfill(self, conn: Link, msg: Blocks) -> None:
+        r = self.pending.pop(msg.req_id)
+        store = self.host.chain.store
+        base = store.base_height()
+        blocks, offence = decode_range(msg.blocks, r.key, base - r.key)
+        if offence or len(blocks) != base - r.key:
+            self.host.penalize(conn, 20.0, f"backfill answer unusable ({offence or 'short'})")
+            return
+        if any(merkle_root([t.txid() for t in b.txs]) != b.header.tx_root for b in blocks):
+            self.host.ban(conn, "backfill: transactions do not match their header")
+            return
+        try:
+            store.backfill(blocks)
+        except StoreError as e:
+            self.host.ban(conn, f"backfill: {e}")
+            return
+        self.stats.backfilled += len(blocks)
+        self._backfill()  # the next batch at once: one request in flight, never idle
+        if store.base_height() == 0:
+            self.stats.backfill_done_at = self.clock()
+            self.host.info(
+                "backfill_done",
+                f"history backfilled: blocks 1..{r.key + len(blocks) - 1 + 1} stored",
+                blocks=self.stats.backfilled,
+            )
+
+    def view(self) -> dict[str, object]:
+        return onboard_view(self)
