@@ -118,7 +118,13 @@ def _wait(
 
 @contextmanager
 def _node(
-    place: Placement, workdir: Path, role: str, name: str, peers: list[str], verify_workers: int = 0
+    place: Placement,
+    workdir: Path,
+    role: str,
+    name: str,
+    peers: list[str],
+    verify_workers: int = 0,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, int]]:
     p2p, api = _free_port(), _free_port()
     listen = f"{place.host(role)}:{p2p}"
@@ -142,7 +148,7 @@ def _node(
             "NETDIAG_NODE_MAX_INBOUND": "0",
             "NETDIAG_NODE_VERIFY_WORKERS": str(verify_workers),
         }
-    proc = place.spawn(role, cmd, env)
+    proc = place.spawn(role, cmd, env | (extra_env or {}))
     try:
         yield listen, api
     finally:
@@ -257,21 +263,25 @@ def run(
 
 
 @contextmanager
-def _servers(place: Placement, work: Path, n: int, height: int) -> Iterator[list[str]]:
-    with _nested(place, work, n) as nodes:
+def _servers(
+    place: Placement, work: Path, n: int, height: int, env: dict[str, str] | None = None
+) -> Iterator[list[str]]:
+    with _nested(place, work, n, env) as nodes:
         for _, api in nodes:
             _wait(place, "server", api, lambda st: st["height"] == height, 30, "a server")
         yield [addr for addr, _ in nodes]
 
 
 @contextmanager
-def _nested(place: Placement, work: Path, n: int) -> Iterator[list[tuple[str, int]]]:
+def _nested(
+    place: Placement, work: Path, n: int, env: dict[str, str] | None = None
+) -> Iterator[list[tuple[str, int]]]:
     if n == 0:
         yield []
         return
     with (
-        _nested(place, work, n - 1) as rest,
-        _node(place, work, "server", f"server{n - 1}", []) as mine,
+        _nested(place, work, n - 1, env) as rest,
+        _node(place, work, "server", f"server{n - 1}", [], extra_env=env) as mine,
     ):
         yield [*rest, mine]
 

@@ -45,6 +45,20 @@ def _peer_counts(value: str) -> list[int]:
     show_default=True,
     help="The joiner's signature-verify processes (-1: one per CPU; 0: on its event loop).",
 )
+@click.option(
+    "--mode",
+    "modes",
+    default="",
+    help="replay,snapshot: compare a joiner replaying from genesis with one starting from a "
+    "snapshot (time to synchronized and to backfilled; one row per mode) instead of peer counts.",
+)
+@click.option(
+    "--accounts",
+    type=click.IntRange(0),
+    default=1000,
+    show_default=True,
+    help="With --mode: accounts the chain's first blocks create (the state's size).",
+)
 def sync(
     peers: str,
     blocks: int,
@@ -53,6 +67,8 @@ def sync(
     verify_workers: int,
     out: Path | None,
     as_json: bool,
+    modes: str,
+    accounts: int,
 ) -> None:
     """Late-joiner sync throughput from several peers (real node processes).
 
@@ -61,8 +77,11 @@ def sync(
     network): medians of per-round ratios."""
     from netdiag.bench import sync as scenario
 
-    counts = _peer_counts(peers)
     err = Console(stderr=True)
+    if modes:
+        _modes(_mode_list(modes), blocks, accounts, rounds, rtt_ms, out, as_json, err)
+        return
+    counts = _peer_counts(peers)
     with err.status("sync: starting") as status:
         fig = scenario.run(
             blocks,
@@ -75,3 +94,46 @@ def sync(
     params = {"peers": counts, "blocks": blocks, "rounds": rounds, "rtt_ms": rtt_ms}
     params["verify_workers"] = verify_workers
     finish(scenario.to_result(fig, params), out, as_json)
+
+
+def _mode_list(value: str) -> list[str]:
+    from netdiag.bench.sync_modes import MODES
+
+    got = [m.strip() for m in value.split(",") if m.strip()]
+    if not got or any(m not in MODES for m in got) or len(set(got)) != len(got):
+        raise InputError(
+            f"--mode {value!r} is not a list of sync modes",
+            f"pass distinct modes from {', '.join(MODES)}, e.g. --mode replay,snapshot",
+        )
+    return got
+
+
+def _modes(
+    modes: list[str],
+    blocks: int,
+    accounts: int,
+    rounds: int,
+    rtt_ms: float,
+    out: Path | None,
+    as_json: bool,
+    err: Console,
+) -> None:
+    from netdiag.bench import sync_modes
+
+    with err.status("sync: starting") as status:
+        fig = sync_modes.run(
+            blocks,
+            modes,
+            accounts,
+            rounds,
+            rtt_ms,
+            progress=lambda m: status.update(f"sync: {m}"),
+        )
+    params = {
+        "modes": modes,
+        "blocks": blocks,
+        "accounts": accounts,
+        "rounds": rounds,
+        "rtt_ms": rtt_ms,
+    }
+    finish(sync_modes.to_result(fig, params), out, as_json)

@@ -193,6 +193,7 @@ class NodeCore:
             ),
             cfg.snapshot_wait_s,
             cfg.snapshot_sync,
+            self.sigs,
         )
         self.snapshot_service = SnapshotService(
             chain, self.snapshots, self.onboarding, cfg.debug_corrupt_chunks

@@ -16,6 +16,7 @@ from functools import partial
 
 import msgspec
 
+from netdiag.node.crypto import preverified
 from netdiag.node.errors import StoreError, ValidationError
 from netdiag.node.link import Link
 from netdiag.node.messages import (
@@ -29,7 +30,7 @@ from netdiag.node.messages import (
     Message,
     SnapshotManifest,
 )
-from netdiag.node.model import decode_single_block, merkle_root
+from netdiag.node.model import BLOCK_DOMAIN, decode_single_block, merkle_root
 from netdiag.node.onboard_state import (
     ACTIVE,
     BACKFILL_BATCH,
@@ -43,6 +44,7 @@ from netdiag.node.onboard_state import (
     onboard_view,
 )
 from netdiag.node.schedule import epoch_seed_height
+from netdiag.node.sigpool import SigPool
 from netdiag.node.snapshot import (
     BadSnapshot,
     Manifest,
@@ -67,7 +69,9 @@ class Onboarding:
         params: WindowParams,
         wait_s: float,
         enabled: bool,
+        sigs: SigPool | None = None,
     ) -> None:
+        self.sigs = sigs
         self.host = host
         self.avail = avail
         self.snaps = snaps
@@ -260,6 +264,17 @@ class Onboarding:
         self._verify_headers(conn)
 
     def _verify_headers(self, conn: Link) -> None:
+        """The contiguous run above the verified parent, its signatures first as one batch on
+        every core (sigpool), then every rule in height order."""
+        run, h = [], self.parent.header.height + 1
+        while h in self.headers_buf:
+            g = self.headers_buf[h]
+            run.append((g.header.producer, g.signature, BLOCK_DOMAIN + g.hash))
+            h += 1
+        with preverified(self.sigs.prove(run) if self.sigs is not None else ()):
+            self._verify_run(conn)
+
+    def _verify_run(self, conn: Link) -> None:
         assert self.target is not None
         chain = self.host.chain
         L = chain.params.epoch_length

@@ -10,6 +10,7 @@ Nothing else outside netdiag/node may import node internals.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import time
@@ -20,12 +21,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from netdiag.node.chain import Chain, now_ms
-from netdiag.node.crypto import Identity, preverified
+from netdiag.node.crypto import Identity, lab_identity, preverified
 from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis, write_lab
 from netdiag.node.model import Block, Tx, decode_block, decode_tx, make_block, make_tx
 from netdiag.node.schedule import epoch_seed_height, producer_for
 from netdiag.node.segment import verify_segment
 from netdiag.node.sigpool import SigPool, sig_checks, verify_chunk
+from netdiag.node.snapshot import SnapshotStore, build, snapshots_beside
+from netdiag.node.snapshot_policy import replay_state
 from netdiag.node.state import Overlay, StateReader, execute, genesis_ledger, materialize
 from netdiag.node.store import Store
 from netdiag.node.validation import ChainView, check_block, check_tx
@@ -36,7 +39,10 @@ __all__ = [
     "SigPool",
     "Workload",
     "build_chain",
+    "funding_txs",
+    "lab_identity",
     "past_genesis",
+    "seed_snapshot",
     "seed_store",
     "verify_ceiling",
 ]
@@ -96,12 +102,18 @@ def past_genesis(
     slot_ms: int = 10,
     epoch_length: int = 100,
     out: Path | None = None,
+    allocations: list[tuple[bytes, int]] | None = None,
 ) -> tuple[GenesisSpec, list[Identity]]:
     """A lab genesis far enough in the past that ``n_blocks`` one-slot blocks end before now
     (so a node accepts all of them); written to ``out`` (genesis.json + keys) when given."""
     ts = int(time.time() * 1000) - (n_blocks + 1000) * slot_ms
     spec, keys = lab_genesis(
-        validators, seed, network_id, ts, ChainParams(epoch_length=epoch_length, slot_ms=slot_ms)
+        validators,
+        seed,
+        network_id,
+        ts,
+        ChainParams(epoch_length=epoch_length, slot_ms=slot_ms),
+        allocations=allocations,
     )
     if out is not None:
         write_lab(out, spec, keys)
@@ -118,6 +130,35 @@ def seed_store(data_dir: Path, spec: GenesisSpec, blocks: list[Block]) -> Path:
     finally:
         store.close()
     return path
+
+
+def funding_txs(
+    payer: Identity, accounts: int, per_block: int, ts_ms: int
+) -> Callable[[int], list[Tx]]:
+    """``txs(height)`` for build_chain: transfers from ``payer`` (funded at genesis) that
+    create ``accounts`` new accounts, ``per_block`` per block from block 1 on."""
+
+    def txs(height: int) -> list[Tx]:
+        first = (height - 1) * per_block
+        return [
+            make_tx(payer, i, b"", ts_ms, hashlib.sha256(b"acct:%d" % i).digest(), 1)
+            for i in range(first, min(first + per_block, accounts))
+        ]
+
+    return txs
+
+
+def seed_snapshot(data_dir: Path, spec: GenesisSpec, height: int, chunk_bytes: int) -> int:
+    """Write the snapshot after stored block ``height`` into a seeded node's data dir (as the
+    node itself would have at that block); returns the state's bytes."""
+    store = Store(data_dir / "chain.sqlite")
+    try:
+        ledger, block = replay_state(store, spec, height)
+    finally:
+        store.close()
+    manifest, chunks = build(ledger, block, spec.network_id, chunk_bytes)
+    SnapshotStore(snapshots_beside(data_dir / "chain.sqlite")).save(manifest, chunks)
+    return sum(len(c) for c in chunks)
 
 
 def verify_ceiling(spec: GenesisSpec, blocks: list[Block], workdir: Path, step: int = 128) -> float:

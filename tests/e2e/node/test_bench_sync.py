@@ -59,3 +59,27 @@ def test_bench_sync_rejects_bad_peer_list() -> None:
     res = run_netdiag("bench", "sync", "--peers", "1,x")
     assert res.returncode == 2
     assert "netdiag: error: --peers '1,x' is not a list of distinct peer counts" in res.stderr
+
+
+def test_bench_sync_modes_one_row_per_mode(tmp_path: Path) -> None:
+    """replay vs snapshot through real node processes: both reach the tip and backfill; the
+    snapshot joiner really started from the snapshot (its phase is done, not replay)."""
+    out = tmp_path / "bm.json"
+    run_netdiag(
+        *("bench", "sync", "--mode", "replay,snapshot", "--blocks", "300", "--accounts", "300"),
+        *("--rounds", "1", "--out", str(out), "--json"),
+        check=True,
+    )
+    saved = results.load(out)
+    rows = {r["mode"]: r for r in saved["summary"]["modes"]}
+    assert set(rows) == {"replay", "snapshot"}
+    for r in rows.values():
+        assert r["history_blocks"] == 300 and r["state_bytes"] > 300 * 32
+        assert 0 < r["time_to_synchronized_s"] <= r["time_to_backfilled_s"]
+    assert rows["snapshot"]["phase"] == "done" and rows["replay"]["phase"] == "off"
+    assert rows["snapshot"]["snapshot_height"] == 300
+
+
+def test_bench_sync_rejects_an_unknown_mode() -> None:
+    res = run_netdiag("bench", "sync", "--mode", "replay,warp")
+    assert res.returncode == 2 and "--mode" in res.stderr
