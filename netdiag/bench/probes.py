@@ -327,8 +327,12 @@ def accuracy(
                 t0 = time.monotonic()
                 pair.send(nbytes)
                 samples: list[sockdiag.TcpConn] = []
+                times: list[float] = []
                 while pair.got[0] < nbytes:  # sock_diag samples while the bulk runs (for bdp)
-                    samples += [c for c in sockdiag.snapshot(a) if c.cookie == cookie]
+                    now = time.monotonic()
+                    got = [c for c in sockdiag.snapshot(a) if c.cookie == cookie]
+                    samples += got
+                    times += [now] * len(got)
                     time.sleep(0.1)
                     if time.monotonic() - t0 > 120:
                         raise NetdiagError(
@@ -345,7 +349,7 @@ def accuracy(
             bcc_count = tr.stop(pair.port)
             pair.close()
     row = next(r for r in snap.rows if r["sock_cookie"] == cookie)
-    rep = mbdp.report(samples or [end_diag])
+    rep = mbdp.report(samples or [end_diag], times=times if samples else None)
     info = end_diag.info
     assert info is not None
 

@@ -102,7 +102,7 @@ def bdp(
     )
     by_cookie = {f.sock_cookie: f for f in findings if f.scope == "connection"}
     reports = [
-        mbdp.report([x.conn for x in s], rmem, wmem)
+        mbdp.report([x.conn for x in s], rmem, wmem, times=[x.t_s for x in s])
         for s in data.conns.values()
         if s and s[-1].conn.state == "ESTABLISHED"
     ]

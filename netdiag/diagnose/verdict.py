@@ -92,6 +92,8 @@ def base_evidence(w: ConnWindow, bn: Bottleneck) -> Evidence:
         "send_rate_bps": int(w.send_rate_bps),
         "recv_rate_bps": int(w.recv_rate_bps),
         "delivery_max_bps": w.delivery_max_bps,
+        "sustained_bps": w.bw.sustained_bps if w.bw else None,
+        "burst_samples_rejected": w.bw.rejected if w.bw else 0,
         "app_limited_samples_pct": round(100 * w.app_limited_share, 1),
         "min_rtt_us": w.min_rtt_us,
         "srtt_median_us": w.srtt_median_us,

@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from netdiag.measure import bwfilter
 from netdiag.measure.sockdiag import TcpConn, TcpInfo
 
 
@@ -73,11 +74,12 @@ class ConnWindow:
     lost_max: int
     reordering_last: int
     ca_states: tuple[str, ...]  # distinct, in order of appearance
-    delivery_max_bps: int | None  # largest delivery-rate sample not marked app-limited
+    # largest delivery-rate sample not marked app-limited and not above the burst cap
+    delivery_max_bps: int | None
     delivery_last_bps: int
     app_limited_share: float  # samples whose delivery-rate sample was app-limited
     pacing_rate_bps: int
-    bbr_bw_bps: int | None
+    bbr_bw_bps: int | None  # bbr's latest bw that passed the burst check, else the estimate
     bbr_min_rtt_us: int | None
     # socket memory (skmem), when the kernel reported it
     sndbuf_bytes: int | None
@@ -86,6 +88,8 @@ class ConnWindow:
     rqueue_full_share: float  # samples with unread receive queue ≥ 50 % of rcvbuf
     rqueue_max: int
     socket_drops: int  # skmem drops delta
+    # the burst check (measure/bwfilter): what the path sustained over spans of many RTTs
+    bw: bwfilter.BwEstimate | None = None
 
     @property
     def elapsed_s(self) -> float:
@@ -151,8 +155,15 @@ def build(samples: Sequence[Sample]) -> ConnWindow:
     rtts = [i.rtt_us for i in infos if i.rtt_us > 0]
     min_rtts = [i.min_rtt_us for i in infos if 0 < i.min_rtt_us < 0xFFFFFFFF]
     wnds = [i.snd_wnd for i in infos]
-    rates = [i.delivery_rate_bps for i in infos if not i.delivery_rate_app_limited]
-    rates = [r for r in rates if r > 0]
+    bw = bwfilter.estimate(
+        [
+            bwfilter.Point(
+                s.t_s, s.conn.info, s.conn.bbr.bw_bps if s.conn.bbr and s.conn.bbr.bw_bps else None
+            )
+            for s in samples
+            if s.conn.info is not None
+        ]
+    )
     ca: list[str] = []
     for i in infos:
         if i.ca_state not in ca:
@@ -204,11 +215,11 @@ def build(samples: Sequence[Sample]) -> ConnWindow:
         lost_max=max((i.lost for i in infos), default=0),
         reordering_last=infos[-1].reordering if infos else 0,
         ca_states=tuple(ca),
-        delivery_max_bps=max(rates) if rates else None,
+        delivery_max_bps=bw.delivery_bps,
         delivery_last_bps=infos[-1].delivery_rate_bps if infos else 0,
         app_limited_share=_share([i.delivery_rate_app_limited for i in infos]),
         pacing_rate_bps=infos[-1].pacing_rate_bps if infos else 0,
-        bbr_bw_bps=bbr.bw_bps if bbr and bbr.bw_bps > 0 else None,
+        bbr_bw_bps=(bw.bbr_bps or bw.bps) if bw.bbr_raw_bps else None,
         bbr_min_rtt_us=bbr_min,
         sndbuf_bytes=last_mem.sndbuf if last_mem else None,
         rcvbuf_bytes=last_mem.rcvbuf if last_mem else None,
@@ -216,4 +227,5 @@ def build(samples: Sequence[Sample]) -> ConnWindow:
         rqueue_full_share=_share([m.rcvbuf > 0 and m.rmem_alloc >= 0.5 * m.rcvbuf for m in mems]),
         rqueue_max=max((s.conn.rqueue for s in samples), default=0),
         socket_drops=(last_mem.drops - first_mem.drops) if last_mem and first_mem else 0,
+        bw=bw,
     )

@@ -3,7 +3,9 @@
 Inputs are tcp_info/bbr_info samples (sockdiag.TcpConn) of one socket over a short window:
 - min RTT: tcpi_min_rtt (the kernel's windowed minimum), BBR's min_rtt when bbr runs;
 - bandwidth: BBR's bw estimate when bbr runs, else the largest delivery-rate sample that was
-  not app-limited (app-limited samples measure the application, not the path);
+  not app-limited (app-limited samples measure the application, not the path), each checked
+  against the rate the path sustained over spans of many round trips (bwfilter: a burst of
+  ACKs cannot inflate it);
 - limited-by: the chrono counters tcpi_busy_time (all sending time), tcpi_rwnd_limited and
   tcpi_sndbuf_limited; the rest of busy time is cwnd (or pacing) limited.
 
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from netdiag.measure import bwfilter
 from netdiag.measure.sockdiag import TcpConn
 
 
@@ -39,15 +42,17 @@ class BdpReport:
     cc: str | None
     min_rtt_us: int | None
     srtt_us: int | None
-    delivery_rate_bps: (
-        int | None
-    )  # best non-app-limited sample; None if every sample was app-limited
+    # best non-app-limited sample below the burst cap; None if every sample was app-limited
+    delivery_rate_bps: int | None
     app_limited_samples: int
     samples: int
     bbr_bw_bps: int | None
     bbr_min_rtt_us: int | None
     bw_bps: int | None
     bw_source: str
+    sustained_bps: int | None  # best span of many RTTs in which the path bound the sender
+    bw_checked: bool  # samples were checked against the sustained rate
+    rejected_samples: int  # delivery/bbr samples above the burst cap (ACK compression)
     bdp_bytes: int | None
     snd_cwnd: int | None
     snd_mss: int | None
@@ -88,36 +93,46 @@ def limits_of(first: TcpConn, last: TcpConn) -> Limits | None:
 
 
 def report(
-    samples: Sequence[TcpConn], rmem_max: int | None = None, wmem_max: int | None = None
+    samples: Sequence[TcpConn],
+    rmem_max: int | None = None,
+    wmem_max: int | None = None,
+    times: Sequence[float] | None = None,
 ) -> BdpReport:
-    """One socket's samples (oldest first) -> its BDP figures."""
+    """One socket's samples (oldest first) -> its BDP figures. `times` (monotonic seconds, one
+    per sample) let the bandwidth be checked against the sustained rate; without them the
+    samples are taken as they are (`bw_checked` False)."""
     if not samples:
         raise ValueError("no samples")
+    if times is not None and len(times) != len(samples):
+        raise ValueError("one time per sample")
     last = samples[-1]
     i = last.info
     infos = [s.info for s in samples if s.info is not None]
-    rates = [
-        x.delivery_rate_bps
-        for x in infos
-        if not x.delivery_rate_app_limited and x.delivery_rate_bps > 0
-    ]
     app_limited = sum(1 for x in infos if x.delivery_rate_app_limited)
-    delivery = max(rates) if rates else None
+    bw = bwfilter.estimate(
+        [
+            bwfilter.Point(
+                times[k] if times is not None else 0.0,
+                s.info,
+                s.bbr.bw_bps if s.bbr and s.bbr.bw_bps > 0 else None,
+            )
+            for k, s in enumerate(samples)
+            if s.info is not None
+        ]
+    )
     bbr = last.bbr
-    bbr_bw = bbr.bw_bps if bbr and bbr.bw_bps > 0 else None
     min_rtt = (i.min_rtt_us or None) if i else None
     if bbr and bbr.min_rtt_us and bbr.min_rtt_us != 0xFFFFFFFF:
         bbr_min: int | None = bbr.min_rtt_us
     else:
         bbr_min = None
-    if bbr_bw is not None:
-        bw, src = bbr_bw, "bbr"
-    elif delivery is not None:
-        bw, src = delivery, "delivery_rate"
-    else:
-        bw, src = None, "none (all samples app-limited)"
+    src = {
+        "bbr": "bbr",
+        "delivery_rate": "delivery_rate",
+        "sustained": "sustained delivery (faster samples rejected as bursts)",
+    }.get(bw.source, "none (all samples app-limited)")
     rtt = min_rtt or bbr_min
-    bdp = int(bw / 8 * rtt / 1e6) if bw and rtt else None
+    bdp = int(bw.bps / 8 * rtt / 1e6) if bw.bps and rtt else None
     cwnd_bytes = i.snd_cwnd * i.snd_mss if i else None
     return BdpReport(
         sock_cookie=last.cookie,
@@ -127,13 +142,16 @@ def report(
         cc=last.cc,
         min_rtt_us=min_rtt,
         srtt_us=i.rtt_us if i else None,
-        delivery_rate_bps=delivery,
+        delivery_rate_bps=bw.delivery_bps,
         app_limited_samples=app_limited,
         samples=len(samples),
-        bbr_bw_bps=bbr_bw,
+        bbr_bw_bps=bw.bbr_raw_bps,
         bbr_min_rtt_us=bbr_min,
-        bw_bps=bw,
+        bw_bps=bw.bps,
         bw_source=src,
+        sustained_bps=bw.sustained_bps,
+        bw_checked=bw.checked,
+        rejected_samples=bw.rejected,
         bdp_bytes=bdp,
         snd_cwnd=i.snd_cwnd if i else None,
         snd_mss=i.snd_mss if i else None,
