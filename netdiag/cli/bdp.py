@@ -89,6 +89,8 @@ def bdp(
     if samples < 2:
         raise InputError(f"--samples {samples} must be ≥ 2", "e.g. --samples 5 --window 1")
     rate = parse_rate_bps(rate_text) if rate_text else None
+    if rate is not None and rate <= 0:
+        raise InputError(f"--rate {rate_text} must be > 0", "e.g. --rate 50mbit")
     sel = Selection(ports=ports, peer=parse_peer(peer) if peer else None, netns=netns_name)
     sel.validate()
     data = collect(sel, window, interval_s=window / (samples - 1))

@@ -29,7 +29,7 @@ def row_columns(probe: manifest.Probe) -> set[str]:
     joined from them."""
     out = {f.name for f in probe.fields} | {f.rate for f in probe.fields if f.rate}
     out |= {d[0] for d in probe.derived} | {"peer", "age_s", "min_rtt_us", "cc", "verdict"}
-    out |= {"accept_queue", "accept_backlog"}  # --listen
+    out |= {"accept_queue", "accept_backlog", "listen_drops"}  # --listen
     out |= {"ca_state", "recovery_ms", "loss_ms", "recoveries"}  # --cong
     out |= {
         f"{f.name.removesuffix('_hist')}_{q}_{f.unit}"
@@ -114,6 +114,7 @@ def _columns(
         cols = [c for c in cols if c != "srtt_p90_us"]
     if listen:
         cols.insert(cols.index("state") + 1, "accept_queue")
+        cols.insert(cols.index("accept_queue") + 1, "listen_drops")
     return cols
 
 

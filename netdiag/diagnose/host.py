@@ -3,13 +3,13 @@ buffer maxima against the largest peer BDP, the node's fd limit, somaxconn, qdis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from netdiag.diagnose import listenq
 from netdiag.diagnose.model import Finding, human_bytes
 from netdiag.diagnose.window import Sample
 
-ACCEPT_FULL_SHARE = 0.9  # accept queue at this share of its backlog: at the brink
 NOFILE_WARN_SHARE = 0.8
 LOSS_WARN = 0.001  # retransmitted share of bytes that a loss-based cc pays heavily for
 
@@ -38,56 +38,95 @@ class HostFacts:
         }
 
 
-def judge_listener(samples: Sequence[Sample], facts: HostFacts) -> Finding | None:
-    """A listener's accept queue over the window (LISTEN: rqueue = queued, wqueue = backlog).
+def judge_listeners(listeners: Mapping[int, Sequence[Sample]], facts: HostFacts) -> list[Finding]:
+    """Every listener's accept queue over the window, with the namespace's ListenOverflows and
+    ListenDrops attributed to the listener(s) that dropped (listenq explains how)."""
+    att = listenq.attribute(listeners, facts.listen_overflows, facts.listen_drops)
+    out = []
+    for q in att.listeners:
+        f = _judge_queue(q, facts)
+        if f is not None:
+            out.append(f)
+    return out
 
-    The kernel counts overflows per namespace (ListenOverflows), not per listener: a listener
-    seen at its backlog while the counter rose is the one dropping."""
-    if not samples:
+
+def _judge_queue(q: listenq.ListenerQueue, facts: HostFacts) -> Finding | None:
+    dropped = bool(q.drops)
+    if not dropped and not q.full:
         return None
-    last = samples[-1].conn
-    backlog = max(s.conn.wqueue for s in samples)
-    depth = max(s.conn.rqueue for s in samples)
-    full = backlog > 0 and depth >= max(1, int(ACCEPT_FULL_SHARE * backlog))
-    subject = f"listener :{last.lport}"
-    if last.laddr not in ("0.0.0.0", "::"):
-        subject = f"listener {last.laddr}:{last.lport}"
     ev: dict[str, int | float | str | bool | None] = {
-        "accept_queue_max": depth,
-        "backlog": backlog,
+        "accept_queue_max": q.depth_max,
+        "backlog": q.backlog,
+        "full_samples": q.full_samples,
+        "samples": q.samples,
         "somaxconn": facts.somaxconn,
         "listen_overflows_delta": facts.listen_overflows,
-        "samples": len(samples),
+        "listen_drops_delta": facts.listen_drops,
+        "listener_drops": q.drops,
+        "overflows_attributed": q.overflows,
+        "attribution": q.attribution,
     }
-    if not full:
-        return None
-    capped = facts.somaxconn is not None and backlog >= facts.somaxconn
+    if q.shared_with:
+        ev["shared_with_ports"] = ",".join(str(p) for p in q.shared_with)
+    capped = facts.somaxconn is not None and q.backlog >= facts.somaxconn
     fix = "the application must accept() faster (or raise its listen() backlog)"
     if capped:
         fix += f"; its backlog is capped by net.core.somaxconn={facts.somaxconn}: raise it too"
-    if facts.listen_overflows > 0:
+    queue = f"queue {q.depth_max}/{q.backlog}"
+    if dropped:
+        if q.attribution == listenq.SHARED:
+            whose = (
+                f"ListenOverflows +{facts.listen_overflows} namespace-wide, split with "
+                f"listener(s) :{', :'.join(str(p) for p in q.shared_with)} in a way the kernel "
+                "does not say (ambiguous)"
+            )
+        elif q.overflows:
+            whose = f"{q.overflows} of them overflows of its accept queue"
+        else:
+            whose = "none counted as overflows (ListenOverflows did not rise)"
         return Finding(
             "listener",
-            subject,
+            q.subject,
+            "accept-queue-overflow",
+            "error" if q.overflows or q.attribution == listenq.SHARED else "warn",
+            0.95 if q.attribution == listenq.EXACT else 0.8,
+            ev,
+            f"accept-queue-overflow: this listener dropped {q.drops} connection attempt(s) in "
+            f"the window (its own drop counter; {whose}); {queue}",
+            fix,
+            sock_cookie=q.cookie,
+        )
+    if facts.listen_overflows > 0 and q.attribution in (listenq.BY_FILL, listenq.SHARED):
+        whose = (
+            "the only listener seen at its backlog"
+            if q.attribution == listenq.BY_FILL
+            else "ambiguous: listener(s) :"
+            + ", :".join(str(p) for p in q.shared_with)
+            + " were at their backlog too"
+        )
+        return Finding(
+            "listener",
+            q.subject,
             "accept-queue-overflow",
             "error",
-            0.95,
+            0.9 if q.attribution == listenq.BY_FILL else 0.6,
             ev,
-            f"accept-queue-overflow: queue {depth}/{backlog} and ListenOverflows "
-            f"+{facts.listen_overflows} in the window: new connections are dropped",
+            f"accept-queue-overflow: {queue} and ListenOverflows +{facts.listen_overflows} in "
+            f"the window ({whose}; this kernel reports no per-listener drop counter): new "
+            "connections are dropped",
             fix,
-            sock_cookie=last.cookie,
+            sock_cookie=q.cookie,
         )
     return Finding(
         "listener",
-        subject,
+        q.subject,
         "accept-queue-overflow",
         "warn",
         0.6,
         ev,
-        f"accept queue at its limit ({depth}/{backlog}); no overflow counted in the window yet",
+        f"accept queue at its limit ({q.depth_max}/{q.backlog}); no drop counted in the window yet",
         fix,
-        sock_cookie=last.cookie,
+        sock_cookie=q.cookie,
     )
 
 
@@ -98,10 +137,22 @@ def judge_host(
 ) -> list[Finding]:
     out: list[Finding] = []
     conns = [f for f in conn_findings if f.scope == "connection"]
-    # ListenOverflows with no listener caught at its limit (a short burst between samples)
-    if facts.listen_overflows > 0 and not any(
-        f.verdict == "accept-queue-overflow" and f.severity == "error" for f in listener_findings
+    # ListenOverflows no watched listener accounts for: outside the selection, closed, or (no
+    # per-listener counter) filled and drained between samples
+    overflow_findings = [f for f in listener_findings if f.verdict == "accept-queue-overflow"]
+    if any(
+        f.evidence.get("attribution") in (listenq.SHARED, listenq.BY_FILL)
+        for f in overflow_findings
     ):
+        left = 0
+    else:
+        attributed = sum(
+            int(v)
+            for f in overflow_findings
+            if isinstance(v := f.evidence.get("overflows_attributed"), int)
+        )
+        left = facts.listen_overflows - attributed
+    if left > 0:
         out.append(
             Finding(
                 "host",
@@ -112,12 +163,15 @@ def judge_host(
                 {
                     "listen_overflows_delta": facts.listen_overflows,
                     "listen_drops_delta": facts.listen_drops,
+                    "unattributed_overflows": left,
                     "somaxconn": facts.somaxconn,
                 },
-                f"ListenOverflows +{facts.listen_overflows} in the window: a listener's accept "
-                "queue overflowed (between samples)",
-                "find the listener with `ss -ltn` (Recv-Q at Send-Q); its application must "
-                "accept() faster; raise its backlog and net.core.somaxconn",
+                f"ListenOverflows +{facts.listen_overflows} in the window, {left} of them on no "
+                "watched listener: the overflowing listener is outside the selection, closed, "
+                "or filled and drained between samples",
+                "rerun without --port/--pid/--cgroup filters, or find it with `ss -ltnm` (its "
+                "d… drop counter rises, Recv-Q at Send-Q); its application must accept() "
+                "faster; raise its backlog and net.core.somaxconn",
             )
         )
     # the cc in use against the loss its peers see

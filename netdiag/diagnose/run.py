@@ -145,9 +145,7 @@ def judge_collected(
         listen_ports=listen_ports,
     )
     conn_findings = [verdict.judge(w, ctx) for w in wins]
-    listener_findings = [
-        f for s in col.listeners.values() if (f := host.judge_listener(s, facts)) is not None
-    ]
+    listener_findings = host.judge_listeners(col.listeners, facts)
     findings = conn_findings + listener_findings
     findings += host.judge_host(facts, conn_findings, listener_findings)
     findings.sort(key=sort_key)

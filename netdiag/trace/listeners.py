@@ -1,7 +1,8 @@
 """Listening sockets for `trace-peers --listen`: accept-queue depth and backlog per listener
 (sock_diag: for a LISTEN socket idiag_rqueue is the accept queue, idiag_wqueue the backlog),
-and the namespace's ListenOverflows / ListenDrops counters (the kernel keeps those per network
-namespace only; a per-listener count would need kprobes, which this design does not use)."""
+each listener's own listen drops (skmem `d`: tcp_listendrop() increments the listener's
+sk_drops next to TcpExt.ListenDrops, so a rising count names the listener that drops), and the
+namespace's ListenOverflows / ListenDrops counters."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from netdiag.kernel import netns
-from netdiag.measure.sockdiag import addr_text, join_hostport
+from netdiag.measure.sockdiag import EXT_SKMEMINFO, addr_text, join_hostport, skmem_from
 from netdiag.trace.decode import Row
 
 LISTEN_STATE = 1 << 10
@@ -26,6 +27,7 @@ class Listener:
     backlog: int
     inode: int
     cgroup_id: int | None
+    drops: int | None = None  # the listener's sk_drops since it was created (None: no skmem)
 
     def row(self) -> Row:
         return {
@@ -39,6 +41,7 @@ class Listener:
             "state": "LISTEN",
             "accept_queue": self.accept_queue,
             "accept_backlog": self.backlog,
+            "listen_drops": self.drops,
             "from_sock_diag": True,
         }
 
@@ -50,10 +53,11 @@ def _query() -> list[Listener]:
     with DiagSocket() as ds:
         ds.bind()
         for fam in (socket.AF_INET, socket.AF_INET6):
-            for msg in ds.get_sock_stats(family=fam, states=LISTEN_STATE):
+            for msg in ds.get_sock_stats(family=fam, states=LISTEN_STATE, extensions=EXT_SKMEMINFO):
                 if msg.get("header", {}).get("type") == 3:  # NLMSG_DONE
                     continue
                 cg = msg.get_attr("INET_DIAG_CGROUP_ID")
+                mem = skmem_from(msg.get_attr("INET_DIAG_SKMEMINFO"))
                 out.append(
                     Listener(
                         cookie=int(msg["idiag_cookie"]),
@@ -64,6 +68,7 @@ def _query() -> list[Listener]:
                         backlog=int(msg["idiag_wqueue"]),
                         inode=int(msg["idiag_inode"]),
                         cgroup_id=int(cg) if cg is not None else None,
+                        drops=mem.drops if mem is not None else None,
                     )
                 )
     return out

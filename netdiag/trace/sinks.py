@@ -89,6 +89,7 @@ COLUMNS: dict[str, tuple[str, Any]] = {
     "age_s": ("AGE", _age),
     "accept_queue": ("ACCEPTQ", _num),
     "accept_backlog": ("BACKLOG", _num),
+    "listen_drops": ("LDROPS", _num),
     "verdict": ("VERDICT", lambda v: "-" if v is None else str(v)),
     "lat_p50_us": ("P50 ms", _us_ms),
     "lat_max_us": ("MAX ms", _us_ms),

@@ -163,6 +163,7 @@ def test_idle_sockets_and_listeners_have_rows() -> None:
     assert len(listeners) == 1
     # the un-accepted connection sits in the accept queue of the listener
     assert listeners[0]["accept_queue"] == 1 and listeners[0]["accept_backlog"] == 8
+    assert listeners[0]["listen_drops"] == 0  # its own sk_drops: nothing refused
 
 
 def test_pid_filter_finds_a_process_in_a_lab_namespace(capsys: pytest.CaptureFixture[str]) -> None:
