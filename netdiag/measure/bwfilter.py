@@ -88,7 +88,11 @@ def sustained_bps(points: Sequence[Point]) -> int | None:
         b = points[j]
         span_us = (b.t_s - a.t_s) * 1e6
         if _path_bound(a.info, b.info, span_us):
-            rate = (b.info.bytes_acked - a.info.bytes_acked) * 8 / (span_us / 1e6)
+            # our timestamps precede each dump; on a loaded host one dump can run late and
+            # shorten the span we measured. busy time is the kernel's own clock, read with the
+            # bytes: the longer of the two keeps a late dump from inflating the rate
+            busy_us = b.info.busy_time_us - a.info.busy_time_us
+            rate = (b.info.bytes_acked - a.info.bytes_acked) * 8 / (max(span_us, busy_us) / 1e6)
             best = rate if best is None else max(best, rate)
     return int(best) if best is not None else None
 

@@ -6,8 +6,7 @@ from dataclasses import replace
 
 from netdiag.measure import bwfilter
 from netdiag.measure.bwfilter import Point
-
-from .test_bdp import INFO
+from tests.unit.tcpkit import INFO
 
 MBIT = 1_000_000
 
@@ -103,8 +102,7 @@ def test_no_samples_no_estimate() -> None:
 def test_bdp_report_checks_bbr_bw_against_the_sustained_rate() -> None:
     from netdiag.measure import bdp
     from netdiag.measure.sockdiag import BbrInfo
-
-    from .test_bdp import conn
+    from tests.unit.tcpkit import conn
 
     pts = bulk([48, 48, 48, 48, 48], dt=0.25, bbr_mbit=[49, 49, 49, 49, 115])
     samples = [
@@ -115,3 +113,11 @@ def test_bdp_report_checks_bbr_bw_against_the_sustained_rate() -> None:
     assert r.bw_checked and r.rejected_samples == 1 and r.bw_bps == 49 * MBIT
     unchecked = bdp.report(samples)  # no times: nothing to check against
     assert not unchecked.bw_checked and unchecked.bw_bps == 115 * MBIT
+
+
+def test_a_late_dump_does_not_inflate_the_sustained_rate() -> None:
+    # the second dump ran 50 ms after its timestamp: bytes and busy time are read at 0.30 s of
+    # kernel time while our clock says 0.25 s; the kernel's busy time sets the span
+    pts = bulk([48, 48], dt=0.3)
+    late = [pts[0], replace(pts[1], t_s=0.25)]
+    assert bwfilter.sustained_bps(late) == 50 * MBIT
