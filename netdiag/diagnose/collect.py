@@ -206,6 +206,13 @@ def collect(
             break
         sleep(min(interval, max(0.0, deadline - clock())))
     out.counters_after = counters(sel.netns)
+    if listeners:
+        # the listeners' own drop counters once more, after the namespace's: every overflow
+        # ListenOverflows counted is then in some listener's sk_drops delta (listenq)
+        t = clock()
+        for c in snapshot(sel.netns, states=LISTEN_STATE):
+            if c.cookie in listeners and keep(c):
+                listeners[c.cookie].append(Sample(t, c))
     out.conns = dict(conns)
     out.listeners = dict(listeners)
     out.window_s = clock() - start
