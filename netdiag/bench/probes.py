@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from netdiag.bench import output, testbed
+from netdiag.bench.tcpretrans import TcpRetrans
 from netdiag.bench.traffic import make_pair, nstat_abs
 from netdiag.diagnose import Sample, judge_samples
 from netdiag.errors import KernelFeatureError, NetdiagError
-from netdiag.kernel import headers
 from netdiag.lab import ping
 from netdiag.measure import bdp as mbdp
 from netdiag.measure import sockdiag
@@ -116,10 +116,20 @@ def _peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
     return 0.0
 
 
-def _iperf(path: testbed.Path3, seconds: float, port: int) -> float:
+def _iperf(path: testbed.Path3, seconds: float, port: int, rate: str = "max") -> float:
+    limit = [] if rate == "max" else ["-b", rate]  # a paced sender: fewer ACKs per second
     r = subprocess.run(
         path.exec(
-            path.client, "iperf3", "-c", path.server_ip, "-p", str(port), "-t", str(seconds), "-J"
+            path.client,
+            "iperf3",
+            "-c",
+            path.server_ip,
+            "-p",
+            str(port),
+            "-t",
+            str(seconds),
+            "-J",
+            *limit,
         ),
         capture_output=True,
         text=True,
@@ -137,12 +147,14 @@ def overhead(
     seconds: float = 3.0,
     interval_s: float = 1.0,
     progress: Progress = lambda _m: None,
+    rates: tuple[str, ...] = ("max",),
 ) -> dict[str, Any]:
+    """ABBA pairs without/with trace-peers at each iperf3 rate (`max` = unpaced, CPU-bound;
+    `2G` etc. = paced: a lower event rate). The top-level figures are the first rate's;
+    `by_rate` has ratio, ns/event and lost events per rate."""
     _require("iperf3", "ip")
     port = 5201
-    off: list[float] = []
-    on: list[float] = []
-    tracer_runs: list[TracerRun] = []
+    per_rate: dict[str, tuple[list[float], list[float], list[TracerRun]]] = {}
     with testbed.path3(rate_mbit=None, one_segment_skbs=False) as path:
         server = subprocess.Popen(
             path.exec(path.server, "iperf3", "-s", "-p", str(port)),
@@ -152,23 +164,33 @@ def overhead(
         try:
             time.sleep(0.3)
             _iperf(path, 1, port)  # warm-up: ARP, route caches, iperf3 startup
-            for i in range(runs):
-                # ABBA order so drift over the invocation does not favour one side
-                order = ("off", "on") if i % 2 == 0 else ("on", "off")
-                for mode in order:
-                    if mode == "off":
-                        off.append(_iperf(path, seconds, port))
-                        progress(f"run {i + 1}/{runs} without probe: {off[-1] / 1e9:.2f} Gbit/s")
-                    else:
-                        tr = Tracer(interval_s)
-                        try:
-                            on.append(_iperf(path, seconds, port))
-                        finally:
-                            tracer_runs.append(tr.stop())
-                        progress(f"run {i + 1}/{runs} with trace-peers: {on[-1] / 1e9:.2f} Gbit/s")
+            for rate in rates:
+                off, on, tracer_runs = per_rate.setdefault(rate, ([], [], []))
+                for i in range(runs):
+                    # ABBA order so drift over the invocation does not favour one side
+                    order = ("off", "on") if i % 2 == 0 else ("on", "off")
+                    for mode in order:
+                        if mode == "off":
+                            off.append(_iperf(path, seconds, port, rate))
+                            progress(
+                                f"{rate} run {i + 1}/{runs} without probe: "
+                                f"{off[-1] / 1e9:.2f} Gbit/s"
+                            )
+                        else:
+                            tr = Tracer(interval_s)
+                            try:
+                                on.append(_iperf(path, seconds, port, rate))
+                            finally:
+                                tracer_runs.append(tr.stop())
+                            progress(
+                                f"{rate} run {i + 1}/{runs} with trace-peers: "
+                                f"{on[-1] / 1e9:.2f} Gbit/s"
+                            )
         finally:
             server.terminate()
             server.wait(timeout=10)
+    by_rate = [_rate_figures(rate, *per_rate[rate]) for rate in rates]
+    off, on, tracer_runs = per_rate[rates[0]]
     fell_back = [ln for t in tracer_runs for ln in t.lines if ln.get("source") == "sock_diag"]
     if fell_back:  # then the "with" runs carried no probe: their throughput is not its cost
         raise NetdiagError(
@@ -207,6 +229,35 @@ def overhead(
         "startup_s_median": round(statistics.median(t.startup_s for t in tracer_runs), 3),
         "peak_rss_mb_max": round(max(t.peak_rss_mb for t in tracer_runs), 1),
         "cpus": os.cpu_count(),
+        "by_rate": by_rate,
+    }
+
+
+def _rate_figures(
+    rate: str, off: list[float], on: list[float], tracer_runs: list[TracerRun]
+) -> dict[str, Any]:
+    """One row of `by_rate`: the cost of tracing at one offered rate."""
+    busy = [
+        ln
+        for t in tracer_runs
+        for ln in t.lines
+        if ln.get("bpf_runs") is not None and ln["events_per_s"] > 0
+    ]
+    return {
+        "rate": rate,
+        "throughput_off_bps": round(statistics.mean(off)),
+        "throughput_on_bps": round(statistics.mean(on)),
+        "throughput_ratio_on_off": round(statistics.mean(on) / statistics.mean(off), 4),
+        "pair_ratio_median": round(
+            statistics.median(b / a for a, b in zip(off, on, strict=True)), 4
+        ),
+        "events_per_s_mean": round(statistics.mean(x["events_per_s"] for x in busy), 1)
+        if busy
+        else None,
+        "ns_per_event_mean": round(statistics.mean(x["bpf_ns_per_event"] for x in busy), 1)
+        if busy
+        else None,
+        "lost_events": sum(int(x.get("lost_events", 0)) for t in tracer_runs for x in t.lines),
     }
 
 
@@ -227,63 +278,6 @@ def _ss_cwnd(ns: str, port: int) -> int | None:
     )
     m = re.search(r"\bcwnd:(\d+)", r.stdout)
     return int(m.group(1)) if m else None
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-class TcpRetrans:
-    """bcc's tcpretrans-bpfcc -c (counts per flow); None when it cannot run here."""
-
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen[str] | None = None
-        self.error: str | None = None
-        exe = shutil.which("tcpretrans-bpfcc") or shutil.which("tcpretrans")
-        if exe is None:
-            self.error = "tcpretrans-bpfcc not installed"
-            return
-        env = dict(os.environ, BCC_KERNEL_SOURCE=str(headers.find().path))
-        self.proc = subprocess.Popen(
-            [exe, "-c"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            # it is stopped with SIGINT: a child of a process that ignores SIGINT (a background
-            # job of a non-interactive shell, CI) would inherit SIG_IGN and never print its counts
-            preexec_fn=_default_sigint,
-        )
-        assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()  # "Tracing retransmits ... Hit Ctrl-C to end"
-        if "Tracing" not in first:
-            self.proc.kill()
-            tail = self.proc.stderr.read()[-300:] if self.proc.stderr else ""
-            self.error = f"tcpretrans did not start: {first.strip()} {tail}"
-            self.proc = None
-
-    def stop(self, port: int) -> int | None:
-        if self.proc is None:
-            return None
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-            self.error = "tcpretrans did not exit within 30 s of SIGINT"
-            return None
-        total = 0
-        for line in out.splitlines():  # "[198.18.0.1]#59478   <-> [198.18.0.6]#43709   204"
-            parts = line.split()
-            if (
-                len(parts) == 4
-                and parts[1] == "<->"
-                and parts[3].isdigit()
-                and (parts[0].endswith(f"#{port}") or parts[2].endswith(f"#{port}"))
-            ):
-                total += int(parts[3])
-        return total
 
 
 def _one_segment_skbs(ns: str) -> list[str]:
@@ -421,6 +415,8 @@ def overhead_result(doc: dict[str, Any], parameters: dict[str, Any] | None = Non
         "overhead",
         {k: v for k, v in doc.items() if output.scalar(v) and k not in ("benchmark", "cpus")},
     )
+    for row in doc.get("by_rate", []):
+        res.add_summary("by_rate", row)
     starts = doc.get("startup_s", [])
     for i, (off, on) in enumerate(
         zip(doc["throughput_off_bps"], doc["throughput_on_bps"], strict=True), start=1

@@ -23,14 +23,31 @@ def probes() -> None:
 @click.option(
     "--interval", type=float, default=1.0, show_default=True, help="trace-peers interval."
 )
+@click.option(
+    "--rates",
+    default="max",
+    show_default=True,
+    help="Comma-separated iperf3 rates (-b), e.g. max,4G,1G: several event rates in one run.",
+)
 @result_options("probes-overhead")
-def overhead(runs: int, seconds: float, interval: float, out: Path | None, as_json: bool) -> None:
+def overhead(
+    runs: int, seconds: float, interval: float, rates: str, out: Path | None, as_json: bool
+) -> None:
     """Bulk TCP over a veth path with and without trace-peers, alternating in one run."""
-    from netdiag.bench import probes as benchmarks
+    import re
 
+    from netdiag.bench import probes as benchmarks
+    from netdiag.errors import InputError
+
+    rate_list = tuple(r.strip() for r in rates.split(",") if r.strip())
+    bad = [r for r in rate_list if r != "max" and not re.fullmatch(r"\d+(\.\d+)?[KMG]?", r)]
+    if not rate_list or bad:
+        raise InputError(f"--rates {rates!r} has no valid rate", "e.g. --rates max,4G,1G")
     err = Console(stderr=True)
-    doc = benchmarks.overhead(runs, seconds, interval, progress=lambda m: err.print(m))
-    params = {"runs": runs, "seconds": seconds, "interval": interval}
+    doc = benchmarks.overhead(
+        runs, seconds, interval, progress=lambda m: err.print(m), rates=rate_list
+    )
+    params = {"runs": runs, "seconds": seconds, "interval": interval, "rates": ",".join(rate_list)}
     finish(benchmarks.overhead_result(doc, params), out, as_json)
 
 

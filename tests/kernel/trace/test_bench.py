@@ -29,6 +29,8 @@ def test_bench_probes_overhead_short(tmp_path: Path, capsys: pytest.CaptureFixtu
                 "1",
                 "--interval",
                 "0.5",
+                "--rates",
+                "max,1G",
                 "--out",
                 str(out),
                 "--json",
@@ -38,6 +40,8 @@ def test_bench_probes_overhead_short(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     saved = results.load(out)  # the one result format, schema-checked
     assert json.loads(capsys.readouterr().out.splitlines()[-1]) == saved
+    assert [r["rate"] for r in saved["summary"]["by_rate"]] == ["max", "1G"]
+    assert all(r["throughput_ratio_on_off"] > 0 for r in saved["summary"]["by_rate"])
     [pair] = saved["raw"]["pairs"]
     [doc] = saved["summary"]["overhead"]
     assert pair["throughput_off_bps"] > 0 and pair["throughput_on_bps"] > 0
