@@ -15,6 +15,9 @@ demo: setup
 	@mkdir -p results
 	@$(BIN)/netdiag bench p2p --nodes 12 --profile lossy-wan --cc cubic,bbr --duration 20 \
 		--tx-bytes 4096 --seed 1 --out results/demo.json --html results/demo.html
+	@$(BIN)/netdiag bench sync --mode replay,snapshot --blocks 5000 --accounts 2000 --rounds 1 \
+		--out results/demo-sync.json
+	@$(BIN)/netdiag bench diagnose --quick --out results/demo-diagnose.json
 
 test: setup
 	@scripts/run-tests.sh $(PYTEST_ARGS)

@@ -12,7 +12,7 @@ from netdiag.errors import CheckFailed, InputError
 
 DATA_DIR = click.option(
     "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
     required=True,
     help="The node's data directory (snapshots live in DATA_DIR/snapshots).",
 )

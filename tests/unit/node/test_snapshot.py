@@ -241,3 +241,6 @@ def test_snapshot_cli_create_list_verify_and_a_damaged_chunk(
         ["create", "--data-dir", str(data), "--genesis", g, "--height", "99"],
     )
     assert res[0] == 2 and "above the stored tip 30" in res[1]
+    missing = str(tmp_path / "nosuch")
+    res = run(["list", "--data-dir", missing])
+    assert res[0] == 2 and res[1].count("\n") == 1 and "does not exist" in res[1]
