@@ -20,6 +20,7 @@ from netdiag.node.discovery import DISCOVERY_MESSAGES, PENALTY_UNSOLICITED, Disc
 from netdiag.node.dispatch import Dispatcher
 from netdiag.node.entropy import HashChain
 from netdiag.node.entropy_check import EntropyCheck, EntropyParams
+from netdiag.node.entropy_host import NodeEntropyHost
 from netdiag.node.genesis import GenesisSpec
 from netdiag.node.gossip import GossipParams, GossipRouter
 from netdiag.node.ingest import Ingest
@@ -46,8 +47,6 @@ from netdiag.node.snapshot_policy import SnapshotPolicy
 from netdiag.node.snapshot_serve import SnapshotService
 from netdiag.node.window_sync import ParallelSync, WindowParams
 from netdiag.node.writer import WriteDone
-
-ENTROPY_MEMORY = 16  # seed heights whose entropy hash we keep
 
 
 class NodeCore:
@@ -126,8 +125,18 @@ class NodeCore:
             cfg.sync_timeout_s,
             cfg.max_reorg_depth,
         )
+        self.entropy_host = NodeEntropyHost(
+            cfg,
+            log,
+            metrics,
+            genesis,
+            chain,
+            lambda: self.conns,
+            self.sync,
+            lambda: self.entropy.halted,
+        )
         self.entropy = EntropyCheck(
-            self,
+            self.entropy_host,
             mono,
             EntropyParams(sample=cfg.entropy_sample, timeout_s=cfg.entropy_timeout_ms / 1000),
         )
@@ -219,8 +228,6 @@ class NodeCore:
         self.discovery.attach_store(KadStore(chain.store.path.parent / "kad.sqlite"))
         self.peering.on_up = self._peer_up
         self.peering.on_down = self.sync.peer_gone
-        self._entropy: dict[int, bytes] = {}  # seed height -> our entropy hash (bounded)
-        self._entropy_fault_used = False
         self._pinged: dict[bytes, float] = {}  # peer id -> when we last pinged it
         metrics.height.set(chain.height)
         for name, value in lim.as_gauges().items():
@@ -464,64 +471,5 @@ class NodeCore:
     def now_ms(self) -> int:
         return self.clock.wall_ms()
 
-    # -- entropy check host (entropy_check.EntropyHost) ------------------------------------
-
-    def entropy_peers(self) -> list[Link]:
-        return [c for c in self.conns.values() if c.is_open]
-
-    def local_entropy(self, seed_height: int) -> bytes | None:
-        """Our entropy for the epoch seeded at ``seed_height``: that block's mix (entropy.py),
-        or its hash on a network without entropy anchors (model.entropy_of)."""
-        got = self._entropy.get(seed_height)
-        if got is not None:
-            return got
-        if seed_height > self._chain.height:
-            return None
-        h = self._chain.seed_at(seed_height)
-        if h is None:
-            return None
-        L = self.genesis.params.epoch_length
-        hook = self.cfg.debug_divergent_entropy_epoch
-        if hook >= 0 and seed_height == hook * L and not self._entropy_fault_used:
-            self._entropy_fault_used = True  # TEST HOOK: diverge once, as a corrupted view would
-            h = bytes(x ^ 0xFF for x in h)
-            self.log.warning(
-                "entropy_divergent",
-                f"test hook: our entropy for the epoch seeded at {seed_height} is made divergent",
-                seed_height=seed_height,
-            )
-        self._entropy[seed_height] = h
-        for k in sorted(self._entropy)[:-ENTROPY_MEMORY]:
-            del self._entropy[k]
-        return h
-
-    def recompute_entropy(self, seed_height: int) -> bytes | None:
-        self._entropy.pop(seed_height, None)
-        return self.local_entropy(seed_height)
-
-    def stored_hash(self, seed_height: int) -> bytes | None:
-        """The seed our stored block gives (what peers' entropy answers are compared with)."""
-        return self._chain.seed_at(seed_height)
-
-    def authentic(self, block: Block) -> bool:
-        return self.sync.authentic(block)
-
-    def resolve_fork_with(self, conn: Link) -> None:
-        self.sync.resolve_fork_with(conn)
-
-    def entropy_event(self, event: str, msg: str, level: str, **fields: object) -> None:
-        if event == "entropy_check":
-
-            def n(key: str) -> int:
-                v = fields.get(key, 0)
-                return v if isinstance(v, int) else 0
-
-            self.metrics.entropy_checks.labels(str(fields.get("outcome"))).inc()
-            for vote in ("disagree", "abstain", "no_answer"):
-                self.metrics.entropy_votes.labels(vote).inc(n(vote))
-            self.metrics.entropy_votes.labels("agree").inc(max(0, n("agree") - 1))  # not ours
-        self.metrics.entropy_producing_halted.set(int(self.entropy.halted))
-        if level == "info":
-            self.log.info(event, msg, **fields)
-        else:
-            self.log.warning(event, msg, **fields)
+    def stored_hash(self, height: int) -> bytes | None:
+        return self._chain.seed_at(height)
