@@ -17,7 +17,7 @@ from functools import partial
 import msgspec
 
 from netdiag.node.crypto import preverified
-from netdiag.node.errors import StoreError, ValidationError
+from netdiag.node.errors import ValidationError
 from netdiag.node.link import Link
 from netdiag.node.messages import (
     Blocks,
@@ -31,9 +31,9 @@ from netdiag.node.messages import (
     SnapshotManifest,
 )
 from netdiag.node.model import BLOCK_DOMAIN, decode_single_block, merkle_root
+from netdiag.node.onboard_backfill import backfill_step, on_backfill
 from netdiag.node.onboard_state import (
     ACTIVE,
-    BACKFILL_BATCH,
     HEADER_BATCH,
     REQ_BASE,
     OnboardHost,
@@ -55,7 +55,7 @@ from netdiag.node.snapshot import (
 )
 from netdiag.node.snapshot_gossip import Availability, SnapKey
 from netdiag.node.validation import ChainView, check_entropy, check_signed_header
-from netdiag.node.window_state import WindowParams, decode_range, short
+from netdiag.node.window_state import WindowParams, short
 
 
 class Onboarding:
@@ -120,7 +120,7 @@ class Onboarding:
         elif self.phase in ("manifest", "block") and not self._kind_pending(self.phase):
             self._ask_one(self.phase)
         elif self.phase == "done":
-            self._backfill()
+            backfill_step(self)
 
     def _pick_snapshot(self, now: float) -> None:
         L = self.host.chain.params.epoch_length
@@ -432,7 +432,7 @@ class Onboarding:
     def on_blocks(self, conn: Link, msg: Blocks) -> None:
         r = self.pending.get(msg.req_id)
         if r is not None and r.kind == "backfill":
-            self._on_backfill(conn, msg)
+            on_backfill(self, conn, msg)
             return
         r = self._take(conn, msg.req_id, "block")
         m, hdr = self.manifest, self.target_header
@@ -461,54 +461,6 @@ class Onboarding:
             height=m.height,
             bytes=self.stats.bytes_fetched,
         )
-
-    # -- backfill --------------------------------------------------------------------------
-
-    def _backfill(self) -> None:
-        store = self.host.chain.store
-        base = store.base_height()
-        if not base:
-            if self.stats.backfill_done_at is None and self.stats.restored_at is not None:
-                self.stats.backfill_done_at = self.clock()
-            return
-        if self._kind_pending("backfill") or not self.host.synchronized():
-            return
-        peers = [c for c in self.host.conns.values() if c.is_open]
-        if not peers:
-            return
-        start = max(1, base - BACKFILL_BATCH)
-        count = base - start
-        s = Source(min(peers, key=lambda c: c.peer_id or b""), timeout_s=self.p.timeout_max_s)
-        rid = next(self._ids)
-        now = self.clock()
-        self.pending[rid] = Pending(s.conn, "backfill", start, now, now + 10.0)
-        s.conn.send(GetBlocks(rid, start, count))
-
-    def _on_backfill(self, conn: Link, msg: Blocks) -> None:
-        r = self.pending.pop(msg.req_id)
-        store = self.host.chain.store
-        base = store.base_height()
-        blocks, offence = decode_range(msg.blocks, r.key, base - r.key)
-        if offence or len(blocks) != base - r.key:
-            self.host.penalize(conn, 20.0, f"backfill answer unusable ({offence or 'short'})")
-            return
-        if any(merkle_root([t.txid() for t in b.txs]) != b.header.tx_root for b in blocks):
-            self.host.ban(conn, "backfill: transactions do not match their header")
-            return
-        try:
-            store.backfill(blocks)
-        except StoreError as e:
-            self.host.ban(conn, f"backfill: {e}")
-            return
-        self.stats.backfilled += len(blocks)
-        self._backfill()  # the next batch at once: one request in flight, never idle
-        if store.base_height() == 0:
-            self.stats.backfill_done_at = self.clock()
-            self.host.info(
-                "backfill_done",
-                f"history backfilled: blocks 1..{r.key + len(blocks) - 1 + 1} stored",
-                blocks=self.stats.backfilled,
-            )
 
     def view(self) -> dict[str, object]:
         return onboard_view(self)
