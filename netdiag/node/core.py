@@ -39,7 +39,7 @@ from netdiag.node.presence import Presence
 from netdiag.node.producer import Producer
 from netdiag.node.protocol import Violation
 from netdiag.node.resources import ConnRateLimiter, Limits, MemoryBudget, resolve_limits
-from netdiag.node.runtime import Clock, Scheduler
+from netdiag.node.runtime import Clock, Scheduler, T
 from netdiag.node.scores import ScoreBook
 from netdiag.node.sigpool import SigPool
 from netdiag.node.snapshot_gossip import Availability
@@ -467,6 +467,9 @@ class NodeCore:
                 )
 
         self.scheduler.call_soon(guarded)
+
+    def off_loop(self, fn: Callable[[], T], done: Callable[[T], None]) -> None:
+        self.scheduler.off_loop(fn, done)
 
     def now_ms(self) -> int:
         return self.clock.wall_ms()

@@ -12,7 +12,9 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -23,6 +25,7 @@ class Clock(Protocol):
 class Scheduler(Protocol):
     def call_soon(self, fn: Callable[[], None]) -> None: ...
     def call_later(self, delay_s: float, fn: Callable[[], None]) -> None: ...
+    def off_loop(self, fn: Callable[[], T], done: Callable[[T], None]) -> None: ...
 
 
 class SystemClock:
@@ -41,6 +44,13 @@ class LoopScheduler:
 
     def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
         asyncio.get_running_loop().call_later(delay_s, fn)
+
+    def off_loop(self, fn: Callable[[], T], done: Callable[[T], None]) -> None:
+        """``fn`` in a worker thread (work that waits with the GIL released, e.g. on the
+        signature pool's processes); ``done(result)`` back on the loop. ``fn`` must not
+        raise: it is the caller's to catch (a lost exception here would lose ``done``)."""
+        fut = asyncio.get_running_loop().run_in_executor(None, fn)
+        fut.add_done_callback(lambda f: done(f.result()))
 
 
 class ManualClock:
@@ -67,6 +77,11 @@ class ManualScheduler:
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         self.call_later(0.0, fn)
+
+    def off_loop(self, fn: Callable[[], T], done: Callable[[T], None]) -> None:
+        """Runs ``fn`` now; ``done`` is called back in a later turn, as on a real loop."""
+        out = fn()
+        self.call_soon(lambda: done(out))
 
     def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self._queue, (self.clock.now + max(0.0, delay_s), next(self._seq), fn))

@@ -16,6 +16,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterable
 
 from netdiag.node import crypto
@@ -93,6 +94,7 @@ class SigPool:
         self.checks = 0
         self.error: str | None = None  # why the pool could not start (then: inline)
         self.on_error = on_error
+        self._starting = threading.Lock()  # started by the loop or by sync's off-loop thread
 
     @property
     def parallel(self) -> bool:
@@ -102,6 +104,10 @@ class SigPool:
         """Start the workers (else the first batch does). Spawned, not forked: the node
         process has threads (API, writer), and a spawned worker is the node's own child, so
         ``die_with_parent`` ties its life to the node's."""
+        with self._starting:
+            self._start()
+
+    def _start(self) -> None:
         if not self.parallel or self._pool is not None:
             return
         quiet_resource_tracker()

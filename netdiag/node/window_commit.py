@@ -6,13 +6,16 @@ authentic fork at the anchor goes to the sequential follower. A base of ``Parall
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from netdiag.node.chain import Chain
+from netdiag.node.crypto import preverified
 from netdiag.node.errors import ValidationError
 from netdiag.node.link import Link
 from netdiag.node.model import Block
 from netdiag.node.segment import ChainBreak, verify_segment
+from netdiag.node.sigpool import SigCheck, sig_checks
 from netdiag.node.store import MAX_PENDING_BLOCKS
 from netdiag.node.sync import SequentialSync
 from netdiag.node.window_state import PeerSync, SyncStats, WindowHost, WindowParams, short
@@ -31,6 +34,7 @@ class SegmentCommit:
     stats: SyncStats
     _step_phase: str
     _verify_scheduled: bool
+    _proven: set[SigCheck]  # the pool's verified triples for the blocks being verified
 
     @property
     def chain(self) -> Chain:
@@ -47,32 +51,64 @@ class SegmentCommit:
         raise NotImplementedError
 
     def _schedule_verify(self) -> None:
+        """The next verify step, on the loop; when the pool has workers and the run has enough
+        signatures not yet proven, they are proven first by the pool, waited for off the loop
+        (``host.off_loop``): the loop serves the API meanwhile, and the step finds them in
+        ``_proven`` (crypto.preverified). Anything else is verified inline, within the step's
+        time budget."""
         if self._verify_scheduled or (self.chain.height + 1) not in self.buffer:
             return
         if self.chain.store.pending_blocks >= MAX_PENDING_BLOCKS:
             return  # the disk is behind (a locked database): the next tick tries again
         self._verify_scheduled = True
-        self.host.schedule(self.verify_step)
+        sigs = self.host.sigs
+        checks = sig_checks(self._run()[0]) if sigs.parallel else []
+        todo = [c for c in checks if c not in self._proven]
+        if len(todo) < sigs.min_batch:
+            self.host.schedule(self.verify_step)
+            return
+        self._proven = {c for c in checks if c in self._proven}  # only the run's: bounded
 
-    def verify_step(self) -> None:
-        """Verify (and commit) up to ``verify_step`` contiguous buffered blocks from tip+1."""
-        self._verify_scheduled = False
-        chain = self.chain
-        for h in [h for h in self.buffer if h <= chain.height]:
-            del self.buffer[h]
+        def prove() -> list[SigCheck]:
+            try:
+                return sigs.prove(todo)
+            except Exception:  # a broken pool: the step verifies inline, as without one
+                return []
+
+        def proven(ok: list[SigCheck]) -> None:
+            self._proven.update(ok)
+            self.host.schedule(self.verify_step)
+
+        self.host.off_loop(prove, proven)
+
+    def _run(self) -> tuple[list[Block], list[Link]]:
+        """The contiguous buffered blocks from tip+1, at most ``verify_step``, and who sent
+        each."""
         run: list[Block] = []
         sources: list[Link] = []
-        h = chain.height + 1
+        h = self.chain.height + 1
         while h in self.buffer and len(run) < self.p.verify_step:
             b, c = self.buffer[h]
             run.append(b)
             sources.append(c)
             h += 1
+        return run, sources
+
+    def verify_step(self) -> None:
+        """Verify (and commit) the contiguous buffered blocks from tip+1: at most
+        ``verify_step`` of them and, past the first, no longer than ``verify_budget_s``."""
+        self._verify_scheduled = False
+        chain = self.chain
+        for h in [h for h in self.buffer if h <= chain.height]:
+            del self.buffer[h]
+        run, sources = self._run()
         if not run:
             return
+        deadline = time.perf_counter() + self.p.verify_budget_s
         try:
             self._step_phase = "verifying"
-            res = verify_segment(chain, run, self.host.now_ms(), self.host.sigs)
+            with preverified(self._proven):
+                res = verify_segment(chain, run, self.host.now_ms(), None, deadline)
             if res.verified:
                 self._step_phase = "committing"
                 chain.append_verified(res.verified)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -17,6 +17,7 @@ from netdiag.node.sync import SyncHost
 
 PHASES = ("discovering", "downloading", "verifying", "committing", "following")
 PENALTY_UNSERVED_CLAIM = 25.0  # a claimed tip not served in time: a ban on the 4th (score)
+T = TypeVar("T")
 REQ_ID_BASE = 1 << 40  # parallel request ids never collide with the sequential engine's
 
 
@@ -31,6 +32,7 @@ class WindowHost(SyncHost, Protocol):
     def ban(self, conn: Link, reason: str) -> None: ...
     def committed_segment(self, blocks: list[Block], source: str) -> None: ...
     def schedule(self, fn: Callable[[], None]) -> None: ...
+    def off_loop(self, fn: Callable[[], T], done: Callable[[T], None]) -> None: ...
     def now_ms(self) -> int: ...
     def info(self, event: str, msg: str, **fields: object) -> None: ...
 
@@ -46,7 +48,8 @@ class WindowParams:
     timeout_min_s: float = 2.0
     timeout_max_s: float = 64.0
     min_distance: int = 32  # closer than this, the sequential follower handles it
-    verify_step: int = 128  # blocks verified per event-loop turn
+    verify_step: int = 128  # blocks verified per event-loop turn, at most
+    verify_budget_s: float = 0.01  # and no more time than this per turn (then yield)
     bench_s: float = 30.0  # a repeatedly stalling peer gets no new work this long
     stalls_to_bench: int = 2
 

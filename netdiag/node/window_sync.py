@@ -35,6 +35,7 @@ from netdiag.node.link import Link
 from netdiag.node.messages import Blocks, GetBlocks, Headers, Status
 from netdiag.node.model import Block, decode_single_block
 from netdiag.node.segment import authentic
+from netdiag.node.sigpool import SigCheck
 from netdiag.node.sync import SequentialSync
 from netdiag.node.window_commit import SegmentCommit
 from netdiag.node.window_state import (
@@ -79,6 +80,7 @@ class ParallelSync(SegmentCommit):
         self.stats = SyncStats()
         self._ids = itertools.count(REQ_ID_BASE)
         self._verify_scheduled = False
+        self._proven: set[SigCheck] = set()
         self._rng = random.Random()
 
     # -- views -----------------------------------------------------------------------------

@@ -46,6 +46,7 @@ class Host:
         self.notes: list[tuple[str, str]] = []
         self.queue: list[Callable[[], None]] = []
         self.committed = 0
+        self.offloaded = 0
         self.sigs = SigPool(0)  # inline: these tests judge decisions, not cores
 
     @property
@@ -80,6 +81,11 @@ class Host:
 
     def schedule(self, fn: Callable[[], None]) -> None:
         self.queue.append(fn)
+
+    def off_loop(self, fn: Callable[[], Any], done: Callable[[Any], None]) -> None:
+        self.offloaded += 1
+        out = fn()
+        self.queue.append(lambda: done(out))
 
     def stored_hash(self, height: int) -> bytes | None:
         assert self.chain is not None
@@ -324,3 +330,74 @@ def test_authentic_fork_at_the_anchor_goes_to_the_follower_without_a_ban(
     assert sync.target == 0
     sent = [m for p in peers for m in p.sent if isinstance(m, GetBlocks)]
     assert sent and all(m.req_id < REQ_ID_BASE for m in sent) and sent[0].start == 11
+
+
+class ProvingPool:
+    """A pool with workers as sync sees it: batches of at least ``min_batch`` are proven
+    (here in process, by the node's own verify), the rest left to the step."""
+
+    parallel = True
+    min_batch = 8
+
+    def __init__(self) -> None:
+        self.proven = 0
+
+    def prove(self, items: list[Any]) -> list[Any]:
+        from netdiag.node import crypto
+
+        ok = [it for it in items if crypto.verify(*it)]
+        self.proven += len(items)
+        return ok
+
+
+def test_a_verify_step_yields_after_its_time_budget(tmp_path: Path, built: Any) -> None:
+    """Budget 0: every loop turn verifies and commits exactly one block, and the sync still
+    ends at the tip (the turn is bounded, the work is not lost)."""
+    sync, host, _, blocks = setup(tmp_path, built, verify_budget_s=0.0)
+    steps: list[int] = []
+    inner = sync.verify_step
+
+    def counted() -> None:
+        before = host.committed
+        inner()
+        steps.append(host.committed - before)
+
+    sync.verify_step = counted  # type: ignore[method-assign]
+    a = Peer("a")
+    status(sync, a, blocks, N)
+    answer_tip(sync, a, blocks)
+    pump(sync, host, {a: honest(blocks)}, rounds=5000)
+    assert host.chain is not None and host.chain.height == N
+    assert steps and set(steps) <= {0, 1}
+    assert sum(steps) == N
+
+
+def test_signatures_are_proven_off_the_loop_and_a_bad_one_still_bans(
+    tmp_path: Path, built: Any
+) -> None:
+    """With pool workers the segment's signatures go to the pool through ``host.off_loop``
+    before the step runs; a block whose signature the pool rejected is verified inline, fails,
+    and bans its server, as without a pool."""
+    import msgspec
+
+    sync, host, _, blocks = setup(tmp_path, built)
+    pool = ProvingPool()
+    host.sigs = pool  # type: ignore[assignment]
+    a, f = Peer("a"), Peer("forger")
+    bad = msgspec.structs.replace(blocks[99], signature=bytes(64))  # height 100, same hash
+
+    def forging(req: GetBlocks) -> list[bytes]:
+        served = blocks[req.start - 1 : req.start - 1 + req.count]
+        return [(bad if x.height == 100 else x).encode() for x in served]
+
+    peers: dict[Peer, Behaviour] = {a: honest(blocks), f: forging}
+    for p in peers:
+        status(sync, p, blocks, N)
+    for p in peers:
+        answer_tip(sync, p, blocks)
+    pump(sync, host, peers)
+    assert host.chain is not None and host.chain.height == N
+    assert host.offloaded > 0 and pool.proven > 0
+    assert host.chain.store.hash_at(100) == blocks[99].hash
+    if host.bans:  # the forger served height 100 (the window decides who serves what)
+        assert [pid for pid, _ in host.bans] == [f.peer_id]
