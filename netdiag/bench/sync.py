@@ -18,9 +18,11 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +45,9 @@ API_SUMMARY = (
     "api_sync_tx_p99_ms",
     "api_idle_tx_p99_ms",
     "api_sync_tx_n",
+    "api_locked_status_p99_ms",
+    "api_locked_tx_p99_ms",
+    "api_locked_tx_n",
 )
 
 
@@ -182,6 +187,7 @@ def run(
     rtt_ms: float = 0.0,
     progress: Callable[[str], None] = lambda _m: None,
     verify_workers: int = -1,
+    lock_db_s: float = 0.0,
 ) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="nd-bench-sync-") as tmp,
@@ -215,7 +221,8 @@ def run(
                 figures["verify_ceiling_blocks_per_s"] = round(ceiling, 1)
                 for k in peer_counts:
                     progress(f"round {r + 1}/{rounds}: a joiner syncs from {k} peer(s)")
-                    one = _join(place, work, f"joiner-r{r}-p{k}", ports[:k], blocks, verify_workers)
+                    name = f"joiner-r{r}-p{k}"
+                    one = _join(place, work, name, ports[:k], blocks, verify_workers, lock_db_s)
                     runs[k].append(one)
                     figures[f"p{k}_blocks_per_s"] = round(one.blocks_per_s, 1)
                     figures[f"p{k}_stalls"] = one.stalls
@@ -286,17 +293,56 @@ def _nested(
         yield [*rest, mine]
 
 
+class DbLock:
+    """Another connection's exclusive transaction on the joiner's database, held for
+    ``seconds`` from ``start()`` (on a thread), as an operator's backup or a stuck tool would."""
+
+    def __init__(self, path: Path, seconds: float) -> None:
+        self.path, self.seconds = path, seconds
+        self.started = self.done = False
+
+    def start(self) -> None:
+        self.started = True
+        threading.Thread(target=self._hold, daemon=True).start()
+
+    @property
+    def held(self) -> bool:
+        return self.started and not self.done
+
+    def _hold(self) -> None:
+        con = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        try:
+            con.execute("BEGIN EXCLUSIVE")
+            time.sleep(self.seconds)
+            con.execute("ROLLBACK")
+        finally:
+            con.close()
+            self.done = True
+
+
 def _join(
-    place: Placement, work: Path, name: str, peers: list[str], blocks: int, verify_workers: int
+    place: Placement,
+    work: Path,
+    name: str,
+    peers: list[str],
+    blocks: int,
+    verify_workers: int,
+    lock_db_s: float = 0.0,
 ) -> SyncRun:
     t0 = time.perf_counter()
+    lock = DbLock(work / name / "chain.sqlite", lock_db_s)
     with _node(place, work, "joiner", name, peers, verify_workers) as (_, api):
         probe = ApiProbe(lambda: NodeApi(place.ns("joiner"), api, timeout_s=30.0), name.encode())
         timeout_s = max(60.0, blocks / 100)
         st: dict[str, Any] | None = None
         while time.perf_counter() - t0 < timeout_s:
+            syncing = 0 < (st or {}).get("height", 0) < blocks
+            if syncing and lock_db_s and not lock.started:
+                lock.start()
             try:  # timed while blocks commit (height up from 0, below the tip)
-                got = probe.poll("sync" if 0 < (st or {}).get("height", 0) < blocks else "start")
+                got = probe.poll(
+                    ("locked" if lock.held else "sync") if syncing or lock.held else "start"
+                )
             except OSError:
                 time.sleep(0.02)
                 continue

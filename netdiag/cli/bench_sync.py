@@ -46,6 +46,15 @@ def _peer_counts(value: str) -> list[int]:
     help="The joiner's signature-verify processes (-1: one per CPU; 0: on its event loop).",
 )
 @click.option(
+    "--lock-db-s",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Hold the joiner's database locked (another connection's exclusive transaction) "
+    "this long once its sync has committed a block; its API is timed meanwhile (phase "
+    "'locked').",
+)
+@click.option(
     "--mode",
     "modes",
     default="",
@@ -65,6 +74,7 @@ def sync(
     rounds: int,
     rtt_ms: float,
     verify_workers: int,
+    lock_db_s: float,
     out: Path | None,
     as_json: bool,
     modes: str,
@@ -90,9 +100,12 @@ def sync(
             rtt_ms,
             progress=lambda m: status.update(f"sync: {m}"),
             verify_workers=verify_workers,
+            lock_db_s=lock_db_s,
         )
     params = {"peers": counts, "blocks": blocks, "rounds": rounds, "rtt_ms": rtt_ms}
     params["verify_workers"] = verify_workers
+    if lock_db_s:
+        params["lock_db_s"] = lock_db_s
     finish(scenario.to_result(fig, params), out, as_json)
 
 
