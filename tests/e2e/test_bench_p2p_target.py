@@ -11,33 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.lab import Lab, parse
+from netdiag.lab import Lab
 from netdiag.lab.cluster import API_PORT
 from netdiag.report import results
 from tests.cli import run_netdiag
 from tests.conftest import missing_root
-
-CLUSTER = """
-name = "{name}"
-[defaults]
-delay = "10ms"
-rate = "50mbit"
-[[nodes]]
-name = "n0"
-role = "node"
-[[nodes]]
-name = "n1"
-role = "node"
-[[nodes]]
-name = "n2"
-role = "node"
-[[links]]
-a = "n0"
-b = "n1"
-[[links]]
-a = "n1"
-b = "n2"
-"""
+from tests.labkit import node_cluster
 
 
 def _wait_cluster(lab: Lab, names: list[str]) -> None:
@@ -58,7 +37,7 @@ def _wait_cluster(lab: Lab, names: list[str]) -> None:
 def test_target_mode_loads_and_follows_a_cluster_it_did_not_start(tmp_path: Path) -> None:
     name = f"tg{secrets.token_hex(3)}"
     names = ["n0", "n1", "n2"]
-    with Lab.up(parse(CLUSTER.format(name=name))) as lab:
+    with Lab.up(node_cluster(name, (("n0", "n1"), ("n1", "n2")))) as lab:
         _wait_cluster(lab, names)
         target = tmp_path / "target.toml"
         target.write_text(

@@ -18,6 +18,7 @@ from netdiag.bench.traffic import Pair, make_pair
 from netdiag.cli.main import main
 from netdiag.measure import rttprobe, sockdiag
 from netdiag.trace import engine, manifest
+from tests.labkit import node_cluster
 
 
 def test_drops_are_named_by_the_running_kernel() -> None:
@@ -251,41 +252,12 @@ def test_bdp_probe_measures_handshake_and_leaves_no_connection() -> None:
         lst.close()
 
 
-CLUSTER = """
-name = "trace"
-[defaults]
-delay = "10ms"
-rate = "50mbit"
-[[nodes]]
-name = "n0"
-role = "node"
-[[nodes]]
-name = "n1"
-role = "node"
-[[nodes]]
-name = "n2"
-role = "node"
-[[links]]
-a = "n0"
-b = "n1"
-[[links]]
-a = "n1"
-b = "n2"
-[[links]]
-a = "n0"
-b = "n2"
-"""
-
-
 @pytest.mark.slow
-def test_trace_peers_labels_a_three_node_lab_cluster(
-    tmp_path: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_trace_peers_labels_a_three_node_lab_cluster(capsys: pytest.CaptureFixture[str]) -> None:
     from netdiag.lab import Lab
     from netdiag.lab.cluster import API_PORT
 
-    topo = tmp_path / "trace3.toml"
-    topo.write_text(CLUSTER)
+    topo = node_cluster("trace", (("n0", "n1"), ("n1", "n2"), ("n0", "n2")))
     with Lab.up(topo) as lab:
         n0 = lab.topology.node("n0")
         peers: list[dict[str, Any]] = []
