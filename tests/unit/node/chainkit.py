@@ -27,9 +27,19 @@ class Clock:
         return self.ms
 
 
-def lab(validators: int = 3, epoch: int = 4, **params: int) -> tuple[GenesisSpec, list[Identity]]:
+def lab(
+    validators: int = 3,
+    epoch: int = 4,
+    allocations: list[tuple[bytes, int]] | None = None,
+    **params: int,
+) -> tuple[GenesisSpec, list[Identity]]:
     return lab_genesis(
-        validators, "test", "nd-test", T0, ChainParams(epoch_length=epoch, slot_ms=SLOT, **params)
+        validators,
+        "test",
+        "nd-test",
+        T0,
+        ChainParams(epoch_length=epoch, slot_ms=SLOT, **params),
+        allocations=allocations,
     )
 
 
@@ -60,15 +70,17 @@ def next_block(
     )
 
 
+def commit(chain: Chain, keys: list[Identity], clock: Clock, txs: list[Tx] | None = None) -> Block:
+    """The tip's valid successor (with ``txs``), at its slot on ``clock``, accepted."""
+    b = next_block(chain, keys, txs)
+    clock.ms = b.header.timestamp_ms
+    res = chain.submit(b)
+    assert res.error is None, res.error
+    return b
+
+
 def extend(chain: Chain, keys: list[Identity], clock: Clock, n: int) -> list[Block]:
-    out = []
-    for _ in range(n):
-        b = next_block(chain, keys)
-        clock.ms = b.header.timestamp_ms
-        res = chain.submit(b)
-        assert res.error is None, res.error
-        out.append(b)
-    return out
+    return [commit(chain, keys, clock) for _ in range(n)]
 
 
 def txs(n: int, who: Identity, start: int = 0) -> list[Tx]:

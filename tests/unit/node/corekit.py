@@ -31,10 +31,18 @@ GENESIS_MS = 1_700_000_000_000
 
 
 def lab(
-    validators: int = 3, slot_ms: int = 500, epoch: int = 10
+    validators: int = 3,
+    slot_ms: int = 500,
+    epoch: int = 10,
+    allocations: list[tuple[bytes, int]] | None = None,
 ) -> tuple[GenesisSpec, list[Identity]]:
     return lab_genesis(
-        validators, "core", "nd-core", GENESIS_MS, ChainParams(slot_ms=slot_ms, epoch_length=epoch)
+        validators,
+        "core",
+        "nd-core",
+        GENESIS_MS,
+        ChainParams(slot_ms=slot_ms, epoch_length=epoch),
+        allocations=allocations,
     )
 
 

@@ -10,10 +10,10 @@ from typing import Any
 from netdiag.node.chain import Chain
 from netdiag.node.core import NodeCore
 from netdiag.node.crypto import lab_identity
-from netdiag.node.genesis import ChainParams, lab_genesis
 from netdiag.node.model import make_tx
 from netdiag.node.store import Store
-from tests.unit.node.corekit import GENESIS_MS, World
+from tests.unit.node import corekit
+from tests.unit.node.corekit import World
 
 RICH = lab_identity("onboard-test", 100)
 SERVE = {"snapshot_interval": 10, "snapshot_keep": 3, "snapshot_chunk_bytes": 1024}
@@ -22,14 +22,7 @@ JOIN = {"snapshot_sync": True, "snapshot_wait_s": 3.0, **SERVE}
 
 def network(tmp: Path, **serve: Any) -> tuple[World, list[NodeCore]]:
     """Three validators that grew a chain of ~45 blocks and funded 200 accounts."""
-    spec, keys = lab_genesis(
-        3,
-        "core",
-        "nd-core",
-        GENESIS_MS,
-        ChainParams(slot_ms=500, epoch_length=10),
-        allocations=[(RICH.node_id, 10**12)],
-    )
+    spec, keys = corekit.lab(allocations=[(RICH.node_id, 10**12)])
     world = World(tmp, spec)
     cores = [world.node(f"v{i}", key=k, **{**SERVE, **serve}) for i, k in enumerate(keys)]
     world.connect(cores[0], cores[1])

@@ -10,9 +10,9 @@ import msgspec
 import pytest
 
 from netdiag.node.chain import Chain
-from netdiag.node.crypto import lab_identity
+from netdiag.node.crypto import Identity, lab_identity
 from netdiag.node.errors import ValidationError
-from netdiag.node.genesis import ChainParams, lab_genesis, write_lab
+from netdiag.node.genesis import GenesisSpec, write_lab
 from netdiag.node.model import make_block, make_tx
 from netdiag.node.snapshot import (
     BadSnapshot,
@@ -25,8 +25,9 @@ from netdiag.node.snapshot import (
 from netdiag.node.snapshot_policy import SnapshotPolicy
 from netdiag.node.state import Account, Ledger
 from netdiag.node.store import Store
-from tests.unit.node.chainkit import SLOT, T0, Clock, next_block
-from tests.unit.node.corekit import GENESIS_MS, World
+from tests.unit.node import chainkit, corekit
+from tests.unit.node.chainkit import T0, Clock, commit
+from tests.unit.node.corekit import World
 
 RICH = lab_identity("snap-test", 100)
 
@@ -35,17 +36,17 @@ def payees(n: int) -> list[bytes]:
     return [lab_identity("snap-payee", i).node_id for i in range(n)]
 
 
+def funded_chain(db: Path) -> tuple[GenesisSpec, list[Identity], Chain, Clock]:
+    """A fresh chain (3 validators, epochs of 4) whose genesis funds RICH."""
+    spec, keys = chainkit.lab(allocations=[(RICH.node_id, 10**9)])
+    clock = Clock()
+    return spec, keys, Chain(Store(db), spec, clock_ms=clock), clock
+
+
 def test_every_node_writes_the_same_snapshot_bytes(tmp_path: Path) -> None:
     """Three validators produce (gossip path), a late observer catches up by parallel sync
     (segment path): the snapshots they take at the same heights are byte-identical."""
-    spec, keys = lab_genesis(
-        3,
-        "core",
-        "nd-core",
-        GENESIS_MS,
-        ChainParams(slot_ms=500, epoch_length=10),
-        allocations=[(RICH.node_id, 10**12)],
-    )
+    spec, keys = corekit.lab(allocations=[(RICH.node_id, 10**12)])
     world = World(tmp_path, spec)
     cfg = {"snapshot_interval": 5, "snapshot_keep": 50, "snapshot_chunk_bytes": 1024}
     cores = [world.node(f"v{i}", key=k, **cfg) for i, k in enumerate(keys)]
@@ -84,20 +85,8 @@ def test_every_node_writes_the_same_snapshot_bytes(tmp_path: Path) -> None:
 
 
 def small_snapshot(tmp: Path) -> tuple[Chain, object, list[bytes]]:
-    spec, keys = lab_genesis(
-        3,
-        "test",
-        "nd-test",
-        T0,
-        ChainParams(epoch_length=4, slot_ms=SLOT),
-        allocations=[(RICH.node_id, 10**9)],
-    )
-    clock = Clock()
-    chain = Chain(Store(tmp / "chain.sqlite"), spec, clock_ms=clock)
-    txs = [make_tx(RICH, i, b"", T0, d, 5) for i, d in enumerate(payees(40))]
-    b = next_block(chain, keys, txs)
-    clock.ms = b.header.timestamp_ms
-    assert chain.submit(b).error is None
+    spec, keys, chain, clock = funded_chain(tmp / "chain.sqlite")
+    commit(chain, keys, clock, [make_tx(RICH, i, b"", T0, d, 5) for i, d in enumerate(payees(40))])
     manifest, chunks = build(chain.ledger, chain.tip, spec.network_id, 1024)
     return chain, manifest, chunks
 
@@ -152,22 +141,10 @@ def test_a_manifest_not_anchored_in_the_verified_header_is_refused(tmp_path: Pat
 
 
 def test_retention_keeps_the_newest_and_prunes_their_chunks(tmp_path: Path) -> None:
-    spec, keys = lab_genesis(
-        3,
-        "test",
-        "nd-test",
-        T0,
-        ChainParams(epoch_length=4, slot_ms=SLOT),
-        allocations=[(RICH.node_id, 10**9)],
-    )
-    clock = Clock()
-    chain = Chain(Store(tmp_path / "chain.sqlite"), spec, clock_ms=clock)
+    _, keys, chain, clock = funded_chain(tmp_path / "chain.sqlite")
     policy = SnapshotPolicy(chain, chain_log(), interval=2, keep=2, chunk_bytes=1024)
-    dest = payees(10)
-    for n in range(10):
-        b = next_block(chain, keys, [make_tx(RICH, n, b"", T0, dest[n], 1)])
-        clock.ms = b.header.timestamp_ms
-        assert chain.submit(b).error is None
+    for n, d in enumerate(payees(10)):
+        commit(chain, keys, clock, [make_tx(RICH, n, b"", T0, d, 1)])
     assert policy.store.heights() == [8, 10]
     live = {r.id.hex() for m in policy.store.manifests() for r in m.chunks}
     assert {p.name for p in policy.store.chunk_dir.iterdir()} == live
@@ -192,22 +169,11 @@ def test_snapshot_cli_create_list_verify_and_a_damaged_chunk(
         got = capsys.readouterr()
         return code, got.out + got.err
 
-    spec, keys = lab_genesis(
-        3,
-        "test",
-        "nd-test",
-        T0,
-        ChainParams(epoch_length=4, slot_ms=SLOT),
-        allocations=[(RICH.node_id, 10**9)],
-    )
-    write_lab(tmp_path, spec, keys)
     data = tmp_path / "d"
-    clock = Clock()
-    chain = Chain(Store(data / "chain.sqlite"), spec, clock_ms=clock)
+    spec, keys, chain, clock = funded_chain(data / "chain.sqlite")
+    write_lab(tmp_path, spec, keys)
     for n, d in enumerate(payees(30)):
-        b = next_block(chain, keys, [make_tx(RICH, n, b"", T0, d, 2)])
-        clock.ms = b.header.timestamp_ms
-        assert chain.submit(b).error is None
+        commit(chain, keys, clock, [make_tx(RICH, n, b"", T0, d, 2)])
     chain.store.close()
     g = str(tmp_path / "genesis.json")
     res = run(
