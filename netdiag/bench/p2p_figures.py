@@ -43,6 +43,8 @@ class FigurePhase(ClusterDriver):
             vb_n = metric_sum(d, "netdiag_node_validation_seconds_count", kind="block")
             vt_s = metric_sum(d, "netdiag_node_validation_seconds_sum", kind="tx")
             vt_n = metric_sum(d, "netdiag_node_validation_seconds_count", kind="tx")
+            cb_s = metric_sum(d, "netdiag_node_validation_cpu_seconds_total", kind="block")
+            ct_s = metric_sum(d, "netdiag_node_validation_cpu_seconds_total", kind="tx")
             self.result.record(
                 "nodes",
                 {
@@ -59,6 +61,8 @@ class FigurePhase(ClusterDriver):
                     "tx_validations": vt_n,
                     "block_validation_ms_avg": round(vb_s / vb_n * 1e3, 3) if vb_n else None,
                     "tx_validation_us_avg": round(vt_s / vt_n * 1e6, 1) if vt_n else None,
+                    "block_validation_cpu_s": cb_s,
+                    "tx_validation_cpu_s": ct_s,
                 },
             )
 
@@ -79,12 +83,18 @@ class FigurePhase(ClusterDriver):
         blk_n = sum(float(r["block_validations"] or 0) for r in nodes)
         tx_s = sum(float(r["tx_validation_s"] or 0) for r in nodes)
         tx_n = sum(float(r["tx_validations"] or 0) for r in nodes)
+        # the loop thread's CPU time beside the wall time: their ratio is what the host's run
+        # queue added (a starved host inflates wall, not CPU); absent from older result files
+        cblk_s = sum(float(r.get("block_validation_cpu_s") or 0) for r in nodes)
+        ctx_s = sum(float(r.get("tx_validation_cpu_s") or 0) for r in nodes)
         self.result.add_summary(
             "validation",
             {
                 "variant": variant,
                 "block_validation_ms_avg": round(blk_s / blk_n * 1e3, 3) if blk_n else None,
                 "tx_validation_us_avg": round(tx_s / tx_n * 1e6, 1) if tx_n else None,
+                "block_validation_cpu_ms_avg": round(cblk_s / blk_n * 1e3, 3) if blk_n else None,
+                "tx_validation_cpu_us_avg": round(ctx_s / tx_n * 1e6, 1) if tx_n else None,
                 "cpu_pct_per_node_avg": round(sum(cpu) / len(cpu), 1) if cpu else None,
                 "cpu_pct_per_node_max": max(cpu) if cpu else None,
                 "load_s": round(load_s, 2),

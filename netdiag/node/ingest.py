@@ -165,7 +165,7 @@ class Ingest:
         early (``early``, decoded), its producer instead."""
         chain = self.chain
         self.metrics.blocks_received.labels(source).inc()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             block = early or decode_block(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
@@ -193,6 +193,7 @@ class Ingest:
         with preverified(self.sigs.prove(sig_checks([block]))):  # a big block: every core
             res = chain.submit(block, len(raw))
         self.metrics.validation_seconds.labels("block").observe(time.perf_counter() - t0)
+        self.metrics.validation_cpu_seconds.labels("block").inc(time.thread_time() - c0)
         if res.duplicate:
             return "duplicate"
         if res.orphaned:
@@ -355,7 +356,7 @@ class Ingest:
 
     def accept_tx(self, tx: Tx, source: str, conn: Link | None, size: int) -> str:
         """Validate a transaction into the mempool. Returns accept | ignore | reject."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         if source == "gossip":
             self.metrics.gossip_first_seen_delay.labels(TOPIC_TXS).observe(
                 max(0.0, (self.clock.wall_ms() - tx.timestamp_ms) / 1000)
@@ -367,6 +368,7 @@ class Ingest:
             return "reject"
         finally:
             self.metrics.validation_seconds.labels("tx").observe(time.perf_counter() - t0)
+            self.metrics.validation_cpu_seconds.labels("tx").inc(time.thread_time() - c0)
         txid = tx.txid()
         if self.chain.store.has_tx(txid) or txid in self.mempool:
             return "ignore"

@@ -58,6 +58,11 @@ class NodeMetrics:
         self.validation_seconds = m.histogram(
             "validation_seconds", "Validation time", "kind", buckets=VALIDATION_BUCKETS
         )
+        # CPU time of the validating (loop) thread, beside the wall time above: on a starved host
+        # the wall time grows with the run queue, this does not (pool-side signature work excluded)
+        self.validation_cpu_seconds = m.counter(
+            "validation_cpu_seconds", "Validation CPU time on the node loop's thread", "kind"
+        )
         self.peers = m.gauge("peers", "Connected authenticated peers", "direction")
         self.limits = m.gauge("limit", "Effective resource limits (resources.Limits)", "name")
         self.resource_usage = m.gauge(

@@ -96,5 +96,17 @@ async def test_api_end_to_end(tmp_path: Path) -> None:
         }
         assert rejected.get("tx_signature") == 1
         assert "netdiag_node_validation_seconds" in fams
+        # the loop thread's CPU time sits beside the wall time and never exceeds it
+        wall = {
+            s.labels["kind"]: s.value
+            for s in fams["netdiag_node_validation_seconds"].samples
+            if s.name.endswith("_sum")
+        }
+        cpu = {
+            s.labels["kind"]: s.value
+            for s in fams["netdiag_node_validation_cpu_seconds"].samples
+            if s.name.endswith("_total")
+        }
+        assert 0 < cpu["tx"] <= wall["tx"] + 1e-3
         assert "netdiag_node_gossip_first_seen_delay_seconds" in fams
         assert "tx rejected" in log.getvalue()
