@@ -105,6 +105,7 @@ class Pending:
     origin: str
     seen_at: float  # monotonic, when the bench learnt of it
     label: str  # height or short txid
+    size_bytes: int = 0  # on the wire (a block's encoding; a tx's payload): 0 if unknown
 
 
 class ClusterDriver:

@@ -66,7 +66,9 @@ class LoadPhase(ClusterDriver):
             self.progress.txs_sent += 1
             if self.progress.txs_sent % p.tx_sample_every == 0:
                 with tx_lock:
-                    tracked.append(Pending("tx", txid, node, time.monotonic(), txid[:12]))
+                    tracked.append(
+                        Pending("tx", txid, node, time.monotonic(), txid[:12], p.tx_bytes)
+                    )
 
         # open loop over several connections: the schedule does not wait for answers
         poster = TxPoster(
@@ -114,6 +116,7 @@ class LoadPhase(ClusterDriver):
                                 origin,
                                 time.monotonic(),
                                 str(next_height),
+                                int(blk.get("size_bytes") or 0),
                             )
                         )
                     next_height += 1
@@ -289,6 +292,7 @@ class LoadPhase(ClusterDriver):
                 self.skipped[(variant, "origin does not know it")] += 1
                 continue
             t_pub, _, err0 = rec0
+            sf_way = self._sf_paths(m.size_bytes)
             for r in runs:
                 if r.name == m.origin or r.name in killed:
                     continue
@@ -304,12 +308,21 @@ class LoadPhase(ClusterDriver):
                         "origin": m.origin,
                         "delay_us": round((rec[0] - t_pub) * 1e6, 1) if rec else None,
                         "lower_bound_us": p2p_stats.lower_bounds_us(one_way, m.origin, r.name),
+                        "sf_bound_us": p2p_stats.lower_bounds_us(sf_way, m.origin, r.name),
                         "hops": self._hops.get(m.origin, {}).get(r.name),
                         "duplicates": rec[1] if rec else None,
                         "error_us": round((rec[2] + err0) * 1e6, 1) if rec else None,
                     },
                 )
         return keep
+
+    def _sf_paths(self, size_bytes: int) -> dict[str, dict[str, float]]:
+        """The store-and-forward bound's one-way latencies for a message of ``size_bytes``:
+        each hop costs its delay plus the message's serialisation at the link rate (a relay
+        checks a block before it forwards it, so it cannot cut through)."""
+        rate = self.p.link_profile().rate_bps
+        per_hop = size_bytes * 8 / rate if rate else 0.0
+        return self.graph.paths(frozenset({self.late_joiner}), per_hop)[0]
 
     # -- faults --------------------------------------------------------------------------------
     def _inject_faults(

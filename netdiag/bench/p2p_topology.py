@@ -56,14 +56,16 @@ class ClusterGraph:
         return self.paths(exclude)[0]
 
     def paths(
-        self, exclude: frozenset[str] = frozenset()
+        self, exclude: frozenset[str] = frozenset(), per_hop_s: float = 0.0
     ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
-        """``one_way_s`` and the hop count of each of those lowest-latency paths."""
+        """``one_way_s`` and the hop count of each of those lowest-latency paths. ``per_hop_s``
+        adds a cost to every hop: a message's serialisation at the link rate, for the
+        store-and-forward bound (a relay must hold the whole message before it can check it)."""
         adj: dict[str, list[tuple[str, float]]] = {n: [] for n in self.nodes if n not in exclude}
         for a, b, rtt in self.edges:
             if a in adj and b in adj:
-                adj[a].append((b, rtt / 2))
-                adj[b].append((a, rtt / 2))
+                adj[a].append((b, rtt / 2 + per_hop_s))
+                adj[b].append((a, rtt / 2 + per_hop_s))
         out: dict[str, dict[str, float]] = {}
         hops_out: dict[str, dict[str, int]] = {}
         for src in adj:

@@ -37,6 +37,17 @@ def test_shortest_path_bound_is_half_the_rtt_along_the_cheapest_path() -> None:
     assert g.paths(frozenset({"b"}))[1]["a"]["c"] == 1
 
 
+def test_store_and_forward_bound_pays_serialisation_on_every_hop() -> None:
+    g = p2p_topology.ClusterGraph(
+        ("a", "b", "c"), (("a", "b", 0.010), ("b", "c", 0.010), ("a", "c", 0.030))
+    )
+    # a small message goes via b (5 + 5 ms); at 8 ms per hop of serialisation the direct
+    # link (15 + 8 ms) beats two hops (2 x (5 + 8) ms): fewer relays, fewer copies
+    assert g.paths(per_hop_s=0.001)[0]["a"]["c"] == pytest.approx(0.012)
+    lat, hops = g.paths(per_hop_s=0.008)
+    assert lat["a"]["c"] == pytest.approx(0.023) and hops["a"]["c"] == 1
+
+
 def test_impossible_topologies_are_input_errors() -> None:
     with pytest.raises(InputError, match="n x d must be even"):
         p2p_topology.build(5, "regular", 3, seed=1)
@@ -53,6 +64,7 @@ def test_propagation_summary() -> None:
             "node": f"n{i}",
             "delay_us": None if (m, i) == (0, 0) else 1000.0 * (i + 1),
             "lower_bound_us": 500.0 * (i + 1),
+            "sf_bound_us": 800.0 * (i + 1),
             "hops": i + 1,
             "duplicates": i,
         }
@@ -64,6 +76,8 @@ def test_propagation_summary() -> None:
     assert s["delivery_ratio"] == pytest.approx(7 / 8)
     assert s["max_ms"] == 4.0 and s["p50_ms"] == 3.0
     assert s["p99_over_bound"] == pytest.approx(4.0 / 2.0)
+    assert s["sf_bound_p99_ms"] == pytest.approx(3.2)
+    assert s["p99_over_sf_bound"] == pytest.approx(4.0 / 3.2)
     assert s["duplicates_per_msg"] == pytest.approx(1.5)
     # (delay - bound) / hops = 0.5 ms for every arrival
     assert s["excess_per_hop_p50_ms"] == s["excess_per_hop_p99_ms"] == pytest.approx(0.5)
