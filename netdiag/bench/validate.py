@@ -13,6 +13,7 @@ them interleaved, round after round, and derives the figures.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -21,8 +22,11 @@ from typing import Any
 import msgspec
 
 from netdiag.bench import output
+from netdiag.lab.cluster import pids_cpu_s
 from netdiag.node import testkit
 from netdiag.report.results import ResultBuilder
+
+MIN_CORES_SPAN_S = 0.5  # CPU time is counted in 10 ms ticks: shorter calls give no share
 
 
 class Figures(msgspec.Struct):
@@ -45,6 +49,33 @@ class Figures(msgspec.Struct):
     raw_pool_vs_1core_ratio: float = 0.0
     block_pool_vs_1core_raw_ratio: float = 0.0
     block_1core_vs_1core_raw_ratio: float = 0.0
+    # cores the host actually gave each wall-timed path (CPU seconds of this process and the
+    # workers over the wall time): a 2-worker ratio of 1.1 with 1.1 cores obtained is a pool
+    # that scales and a busy host, not a pool that does not scale
+    raw_1core_cores: float = 0.0
+    raw_pool_cores: float = 0.0
+    block_1core_cores: float = 0.0
+    block_pool_cores: float = 0.0
+    raw_pool_per_core_vs_1core_ratio: float = 0.0  # speedup per core obtained: 1.0 = scales
+
+
+def with_cores(f: Callable[[], float], pids: Callable[[], list[int]]) -> tuple[float, float]:
+    """``f()``'s rate and the cores it obtained: CPU seconds of this process and ``pids()``
+    over the wall time of the call; 0.0 when the call was too short for the kernel's CPU
+    accounting (clock ticks) to say."""
+    procs = [os.getpid(), *pids()]
+    c0, t0 = pids_cpu_s(procs), time.perf_counter()
+    rate = f()
+    took = time.perf_counter() - t0
+    return rate, (pids_cpu_s(procs) - c0) / took if took >= MIN_CORES_SPAN_S else 0.0
+
+
+def per_core_ratio(pool: float, pool_cores: float, one: float, one_cores: float) -> float:
+    """The pool's rate per core obtained over one core's rate per core obtained (0.0 when
+    either share is unknown)."""
+    if pool_cores <= 0 or one_cores <= 0:
+        return 0.0
+    return (pool / pool_cores) / (one / one_cores)
 
 
 def run(
@@ -72,10 +103,16 @@ def run(
         "block_pool_wall": lambda: testkit.block_validate_rate(w, pool, timer=wall),
     }
     per_round: list[dict[str, float]] = []
+    walled = {"raw_1core_wall", "raw_pool_wall", "block_1core_wall", "block_pool_wall"}
     try:
         for i in range(rounds):
             progress(f"round {i + 1}/{rounds}: raw verify, tx, block, commit, one core vs all")
-            r = {k: f() for k, f in steps.items()}
+            r: dict[str, float] = {}
+            for k, f in steps.items():
+                if k in walled:
+                    r[k], r[k.replace("_wall", "_cores")] = with_cores(f, pool.worker_pids)
+                else:
+                    r[k] = f()
             r["tx_vs_raw"] = r["tx"] / r["raw"]
             r["block_txs_vs_raw"] = r["block"] * txs_per_block / r["raw"]
             r["commit_txs_vs_raw"] = r["commit"] * txs_per_block / r["raw"]
@@ -83,6 +120,9 @@ def run(
             r["raw_pool_vs_1core"] = r["raw_pool_wall"] / one
             r["block_pool_vs_1core_raw"] = r["block_pool_wall"] * txs_per_block / one
             r["block_1core_vs_1core_raw"] = r["block_1core_wall"] * txs_per_block / one
+            r["raw_pool_per_core_vs_1core"] = per_core_ratio(
+                r["raw_pool_wall"], r["raw_pool_cores"], one, r["raw_1core_cores"]
+            )
             per_round.append(r)
     finally:
         pool.close()
@@ -105,6 +145,11 @@ def run(
         raw_pool_vs_1core_ratio=med["raw_pool_vs_1core"],
         block_pool_vs_1core_raw_ratio=med["block_pool_vs_1core_raw"],
         block_1core_vs_1core_raw_ratio=med["block_1core_vs_1core_raw"],
+        raw_1core_cores=med["raw_1core_cores"],
+        raw_pool_cores=med["raw_pool_cores"],
+        block_1core_cores=med["block_1core_cores"],
+        block_pool_cores=med["block_pool_cores"],
+        raw_pool_per_core_vs_1core_ratio=med["raw_pool_per_core_vs_1core"],
     )
     return fig, per_round
 
@@ -145,30 +190,39 @@ def to_result(
             },
         )
     n = f["workers"]
-    for path, txs_per_s, ratio in (
+    for path, txs_per_s, ratio, cores in (
         ()
         if not n
         else (  # wall; ratio: median over rounds of the in-round ratio
-            ("raw verify, one core (wall)", f["raw_1core_wall_per_s"], 1.0),
+            ("raw verify, one core (wall)", f["raw_1core_wall_per_s"], 1.0, f["raw_1core_cores"]),
             (
                 f"raw verify, {n} workers (wall)",
                 f["raw_pool_wall_per_s"],
                 f["raw_pool_vs_1core_ratio"],
+                f["raw_pool_cores"],
             ),
             (
                 "block validate, one core (wall)",
                 f["block_txs_1core_wall_per_s"],
                 f["block_1core_vs_1core_raw_ratio"],
+                f["block_1core_cores"],
             ),
             (
                 f"block validate, {n} workers (wall)",
                 f["block_txs_pool_wall_per_s"],
                 f["block_pool_vs_1core_raw_ratio"],
+                f["block_pool_cores"],
             ),
         )
     ):
         res.add_summary(
-            "cores", {"path": path, "txs_per_s": txs_per_s, "ratio_to_one_core_raw": ratio}
+            "cores",
+            {
+                "path": path,
+                "txs_per_s": txs_per_s,
+                "ratio_to_one_core_raw": ratio,
+                "cores_obtained": cores or None,
+            },
         )
     res.add_summary("figures", f)
     for i, r in enumerate(per_round, start=1):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from netdiag.bench import validate
 from netdiag.report import results
 from tests.cli import run_netdiag
 
@@ -49,7 +50,18 @@ def test_bench_validate_tiny_run_writes_schema(tmp_path: Path) -> None:
     cores = saved["summary"]["cores"]
     assert cores[0]["ratio_to_one_core_raw"] == 1.0
     assert cores[1]["ratio_to_one_core_raw"] == r["raw_pool_vs_1core_ratio"]
+    assert [c["path"] for c in cores if "cores_obtained" in c] == [c["path"] for c in cores]
     for rnd in rounds:
+        # the cores each wall-timed path obtained; a tiny run is too short to say (0)
+        assert rnd["raw_pool_cores"] >= 0 and rnd["raw_1core_cores"] >= 0
+        assert rnd["raw_pool_per_core_vs_1core"] == pytest.approx(
+            validate.per_core_ratio(
+                rnd["raw_pool_wall"],
+                rnd["raw_pool_cores"],
+                rnd["raw_1core_wall"],
+                rnd["raw_1core_cores"],
+            )
+        )
         assert rnd["raw_pool_vs_1core"] == pytest.approx(
             rnd["raw_pool_wall"] / rnd["raw_1core_wall"]
         )
