@@ -1,55 +1,54 @@
 """Discovery benchmark: a cluster forms from one bootstrap through the nodes' Kademlia tables.
 
-Real `netdiag node run` processes on loopback, each on its own 127.77.I.1 (one /24 per node,
-so the Sybil limits judge them as distinct operators; the node dials from its listen address on
-loopback). Every node is given only the bootstrap (node 0). Measured, through the nodes' REST
-API (netdiag.nodeapi):
+Real `netdiag node run` processes, one bootstrap (node 0) given to every node; placed in a lab
+by default (discovery_place: one namespace per node on bench p2p's seeded graph with WAN link
+delays, one /24 per node so the Sybil limits judge them as distinct operators), or on loopback
+(``--where loopback``). Measured, through the nodes' REST API (netdiag.nodeapi):
 
 - formation: seconds from the start until every node holds >= min(k, N-1) table entries, until
   the peer graph is connected, and until every node has >= min(target_outbound, N-1) peers;
 - lookups: hops (sequential query steps to the nearest node found) and latency of the nodes'
   own self/refresh lookups (``/peers/table`` ``recent_lookups``), against the ceil(log2 N) goal
-  and the topology RTT (loopback: ~0, so the latency is the nodes' processing and handshakes);
-- traffic: discovery frame bytes (sent + received, ``netdiag_node_kad_bytes``) per node per
-  minute over the measurement window;
-- eclipse: 32 Sybil identities on one /24 (127.78.0.0/24) join and answer every FindNode with
-  each other only (LAB ONLY node hook ``debug_kad_only_subnet``); a victim then joins from the
-  honest bootstrap, and a second one from a Sybil; counted: how many of each victim's outbound
-  peers are Sybils (goal <= 2), and how many outbound peers it has at all.
+  and the topology: each lookup's latency over the path RTT from the asker to the nearest node
+  it found, and over the largest path RTT from the asker to any honest node;
+- traffic: discovery bytes per node per minute over the measurement window: discovery frames on
+  peer connections (``netdiag_node_kad_bytes``) plus the probe connections' whole TCP payload —
+  TLS and node handshakes included — (``netdiag_node_kad_probe_bytes``), and an estimate of
+  their TCP/IP headers (``kad_probe_segments`` x 52 bytes);
+- eclipse: 32 Sybil identities on one /24 join and answer every FindNode with each other only
+  (LAB ONLY node hook ``debug_kad_only_subnet``); a victim then joins from the honest
+  bootstrap, and a second one from a Sybil; counted: how many of each victim's outbound peers
+  are Sybils (goal <= 2), and how many outbound peers it has at all.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
 import signal
 import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netdiag.bench import output
+from netdiag.bench import discovery_figures as figures
+from netdiag.bench import discovery_place, output
+from netdiag.bench.discovery_place import Placement
 from netdiag.errors import CheckFailed
-from netdiag.lab.cluster import make_genesis, node_env, node_run_argv
-from netdiag.nodeapi import NodeApi, NodeUnavailable, metric_sum
+from netdiag.lab.cluster import make_genesis, node_run_argv
+from netdiag.nodeapi import NodeApi, NodeUnavailable, metric_sum, parse_metrics
 from netdiag.report.results import ResultBuilder
 
 P2P_PORT = 7600
 API_PORT = 7601
 K = 20
 TARGET_OUTBOUND = 8
-SYBIL_NET = "127.78.0"
-VICTIM_HOST = "127.79.0.1"
-VICTIM_S_HOST = "127.79.1.1"
 SYBIL_GOAL = 2
-
-
-def honest_host(i: int) -> str:
-    return f"127.77.{i}.1"
+WHERE = ("auto", "lab", "loopback")
 
 
 @dataclass
@@ -61,18 +60,22 @@ class Params:
     timeout_s: float = 300.0
     tls: bool = True
     seed: int = 1
+    where: str = "auto"  # auto: a lab where root and namespaces are available, else loopback
+    profile: str = "clean"  # the lab links' rate and loss (bench p2p's profiles)
+    engine: str = "auto"
 
 
 @dataclass
 class Proc:
     name: str
     host: str
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[Any]
     log: Path
+    ns: str | None = None
     api: NodeApi = field(init=False)
 
     def __post_init__(self) -> None:
-        self.api = NodeApi(None, API_PORT, self.host, 5.0)
+        self.api = NodeApi(self.ns, API_PORT, self.host, 5.0)
 
     @property
     def addr(self) -> str:
@@ -87,14 +90,19 @@ class Formation:
 
 
 class DiscoveryBench:
-    def __init__(self, p: Params, say: Callable[[str], None] = lambda s: None) -> None:
+    def __init__(
+        self, p: Params, place: Placement, say: Callable[[str], None] = lambda s: None
+    ) -> None:
         self.p = p
+        self.place = place
         self.say = say
         self.procs: list[Proc] = []
         self.work = Path(tempfile.mkdtemp(prefix="nd-discovery-"))
         self.t0 = 0.0
         self.genesis = self.work / "genesis" / "genesis.json"
         self.series: list[tuple[str, float, float, str]] = []  # metric, t_s, value, node
+        self.up_s = 0.0
+        self.formation_bytes: dict[str, dict[str, float]] = {}
 
     # -- processes -------------------------------------------------------------------------
 
@@ -118,11 +126,8 @@ class DiscoveryBench:
             "NETDIAG_NODE_TARGET_OUTBOUND": str(TARGET_OUTBOUND),
             **env,
         }
-        with log.open("wb") as f:
-            popen = subprocess.Popen(
-                argv, stdout=subprocess.DEVNULL, stderr=f, env=node_env(full_env)
-            )
-        proc = Proc(name, host, popen, log)
+        popen = self.place.start(host, argv, log, full_env)
+        proc = Proc(name, host, popen, log, self.place.ns(host))
         self.procs.append(proc)
         return proc
 
@@ -223,13 +228,20 @@ class DiscoveryBench:
             time.sleep(1.0)
         return f
 
-    def _kad_bytes(self, procs: list[Proc]) -> dict[str, float]:
-        out: dict[str, float] = {}
+    def _kad_bytes(self, procs: list[Proc]) -> dict[str, dict[str, float]]:
+        """Per node: discovery frames on peer connections, probe connections' TCP payload, and
+        their segments (cumulative counters)."""
+        out: dict[str, dict[str, float]] = {}
         for proc in procs:
             try:
-                out[proc.name] = metric_sum(proc.api.metrics(), "netdiag_node_kad_bytes_total")
+                m = parse_metrics(proc.api.metrics_text())
             except (NodeUnavailable, OSError):
                 continue
+            out[proc.name] = {
+                "frames": metric_sum(m, "netdiag_node_kad_bytes_total"),
+                "probe_payload": metric_sum(m, "netdiag_node_kad_probe_bytes_total"),
+                "probe_segments": metric_sum(m, "netdiag_node_kad_probe_segments_total"),
+            }
         return out
 
     # -- the run ---------------------------------------------------------------------------
@@ -238,21 +250,23 @@ class DiscoveryBench:
         p = self.p
         gen = make_genesis(self.work / "genesis", 1, f"discovery-{p.seed}")
         self.genesis, keys = gen.path, gen.keys
-        self.say(f"starting {p.nodes} nodes on loopback, one bootstrap (127.77.0.1)")
+        hosts = self.place.honest
+        self.say(f"starting {p.nodes} nodes ({self.place.kind}), one bootstrap ({hosts[0]})")
         self.t0 = time.monotonic()
-        boot = self._start("n00", honest_host(0), [], keys[0], {})
+        boot = self._start("n00", hosts[0], [], keys[0], {})
         self._wait_up([boot])
         honest = [boot] + [
-            self._start(f"n{i:02d}", honest_host(i), [boot.addr], None, {})
-            for i in range(1, p.nodes)
+            self._start(f"n{i:02d}", hosts[i], [boot.addr], None, {}) for i in range(1, p.nodes)
         ]
         self._wait_up(honest)
+        self.up_s = time.monotonic() - self.t0
         form = self._form(honest)
         self.say(
             f"formed: tables {form.tables_s} s, connected {form.connected_s} s, "
             f"peers {form.mesh_s} s; measuring {p.duration_s:g} s of steady state"
         )
         b0, m0 = self._kad_bytes(honest), time.monotonic()
+        self.formation_bytes = b0
         end = m0 + p.duration_s
         while time.monotonic() < end:
             time.sleep(min(5.0, max(0.0, end - time.monotonic())))
@@ -262,7 +276,11 @@ class DiscoveryBench:
                 self.series.append(("peers", t, float(len(s["peers"])), name))
         b1, m1 = self._kad_bytes(honest), time.monotonic()
         minutes = (m1 - m0) / 60
-        per_min = {n: (b1[n] - b0[n]) / minutes for n in b1 if n in b0 and minutes > 0}
+        per_min = {
+            n: {k: (b1[n][k] - b0[n][k]) / minutes for k in b1[n]}
+            for n in b1
+            if n in b0 and minutes > 0
+        }
         final = self._snapshot(honest)
         lookups = [
             {"node": name, **lk}
@@ -274,19 +292,19 @@ class DiscoveryBench:
         return self._result(honest, form, lookups, per_min, final, sybil)
 
     def _eclipse(self, boot: Proc) -> list[dict[str, Any]]:
-        p = self.p
-        self.say(f"eclipse: {p.sybils} Sybils on {SYBIL_NET}.0/24 push each other")
-        env = {"NETDIAG_NODE_DEBUG_KAD_ONLY_SUBNET": f"{SYBIL_NET}.0/24"}
+        p, net = self.p, self.place.sybil_net
+        self.say(f"eclipse: {p.sybils} Sybils on {net}.0/24 push each other")
+        env = {"NETDIAG_NODE_DEBUG_KAD_ONLY_SUBNET": f"{net}.0/24"}
         sybils = [
-            self._start(f"s{i:02d}", f"{SYBIL_NET}.{i + 1}", [boot.addr], None, env)
+            self._start(f"s{i:02d}", self.place.sybil(i), [boot.addr], None, env)
             for i in range(p.sybils)
         ]
         self._wait_up(sybils)
         time.sleep(min(2 * p.refresh_s, 20.0))  # Sybils and honest tables take each other in
         rows = []
         for name, host, via in (
-            ("victim", VICTIM_HOST, boot),  # bootstraps from an honest node
-            ("victim_s", VICTIM_S_HOST, sybils[0]),  # bootstraps from a Sybil
+            ("victim", self.place.victim, boot),  # bootstraps from an honest node
+            ("victim_s", self.place.victim_s, sybils[0]),  # bootstraps from a Sybil
         ):
             victim = self._start(name, host, [via.addr], None, {})
             self._wait_up([victim])
@@ -307,7 +325,7 @@ class DiscoveryBench:
         outbound = [x for x in peers if x.get("direction") == "outbound"]
 
         def is_sybil(addr: object) -> bool:
-            return isinstance(addr, str) and addr.startswith(SYBIL_NET + ".")
+            return isinstance(addr, str) and addr.startswith(self.place.sybil_net + ".")
 
         return {
             "bootstrap": bootstrap,
@@ -327,11 +345,11 @@ class DiscoveryBench:
         honest: list[Proc],
         form: Formation,
         lookups: list[dict[str, Any]],
-        per_min: dict[str, float],
+        per_min: dict[str, dict[str, float]],
         final: dict[str, dict[str, Any]],
         sybil: list[dict[str, Any]] | None,
     ) -> ResultBuilder:
-        p = self.p
+        p, place = self.p, self.place
         n = p.nodes
         rb = output.new(
             "discovery",
@@ -344,72 +362,61 @@ class DiscoveryBench:
                 "tls": p.tls,
                 "k": K,
                 "target_outbound": TARGET_OUTBOUND,
+                "where": place.kind,
+                "profile": p.profile if place.kind == "lab" else None,
             },
             seed=p.seed,
-            topology="loopback, one /24 per node",
-            topology_rtt_ms=0.0,
+            link_engine=place.engine,
+            **place.metadata(),
         )
         for metric, t, v, node in self.series:
             rb.sample(f"{metric} {node}", t, v, metric=metric, node=node)
-        for lk in lookups:
-            rb.record("lookups", {k: lk[k] for k in ("node", "purpose", "hops", "seconds")})
+        host_of = {proc.name: proc.host for proc in honest}
+        rows = figures.lookup_rows(lookups, host_of, place.rtt_s)
+        for row in rows:
+            rb.record("lookups", row)
         for name, s in final.items():
+            b = figures.bytes_per_min(per_min[name]) if name in per_min else None
             rb.record(
                 "nodes",
                 {
                     "node": name,
+                    "address": host_of[name],
                     "table_entries": s["table"]["size"],
                     "peers": len(s["peers"]),
                     "outbound": sum(x.get("direction") == "outbound" for x in s["peers"]),
-                    "kad_bytes_per_min": round(per_min.get(name, 0.0), 1),
+                    "kad_bytes_per_min": None if b is None else round(b["total"], 1),
+                    "frames_per_min": None if b is None else round(b["frames"], 1),
+                    "probe_payload_per_min": None if b is None else round(b["probe_payload"], 1),
                 },
             )
+        formed_bytes = [figures.bytes_per_min(v)["total"] for v in self.formation_bytes.values()]
         rb.add_summary(
             "formation",
             {
                 "nodes": n,
+                "where": place.kind,
+                "all_up_s": figures.r3(self.up_s),
                 "table_needed": min(K, n - 1),
-                "tables_s": _r(form.tables_s),
-                "connected_s": _r(form.connected_s),
+                "tables_s": figures.r3(form.tables_s),
+                "connected_s": figures.r3(form.connected_s),
                 "peers_needed": min(TARGET_OUTBOUND, n - 1),
-                "peers_s": _r(form.mesh_s),
+                "peers_s": figures.r3(form.mesh_s),
+                # until the end of formation: frames, probe payload and header estimate
+                "bytes_per_node_mean": round(statistics.mean(formed_bytes))
+                if formed_bytes
+                else None,
             },
         )
-        hops = [lk["hops"] for lk in lookups]
-        secs = [lk["seconds"] for lk in lookups]
-        rb.add_summary(
-            "lookups",
-            {
-                "lookups": len(lookups),
-                "hops_p50": statistics.median(hops) if hops else None,
-                "hops_max": max(hops) if hops else None,
-                "hops_goal": math.ceil(math.log2(n)),
-                "latency_p50_ms": _r(1000 * statistics.median(secs)) if secs else None,
-                "latency_p90_ms": _r(1000 * _pct(secs, 0.9)) if secs else None,
-                "topology_rtt_ms": 0.0,
-            },
-        )
-        vals = list(per_min.values())
-        rb.add_summary(
-            "traffic",
-            {
-                "kad_bytes_per_node_per_min_mean": _r(statistics.mean(vals)) if vals else None,
-                "kad_bytes_per_node_per_min_max": _r(max(vals)) if vals else None,
-                "window_s": p.duration_s,
-            },
-        )
+        rtts = figures.path_rtt_summary(place.honest[:n], place.rtt_s)
+        rb.add_summary("lookups", {**figures.lookup_summary(rows, n), **rtts})
+        own = [r for r in rows if r["purpose"] == "self"]
+        if own:
+            rb.add_summary("lookups", {**figures.lookup_summary(own, n, "self"), **rtts})
+        rb.add_summary("traffic", figures.traffic_summary(per_min, p.duration_s))
         for row in sybil or []:
             rb.add_summary("eclipse", row)
         return rb
-
-
-def _r(v: float | None) -> float | None:
-    return None if v is None else round(v, 3)
-
-
-def _pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(q * len(s)))]
 
 
 def tail(log: Path, n: int = 2) -> str:
@@ -419,18 +426,50 @@ def tail(log: Path, n: int = 2) -> str:
         return "(no log)"
 
 
-def run(p: Params, say: Callable[[str], None]) -> ResultBuilder:
-    bench = DiscoveryBench(p, say)
-    done = False
-    try:
-        rb = bench.run()
-        done = True
-        return rb
-    finally:
-        bench.stop()
-        if done and not os.environ.get("NETDIAG_KEEP_WORK"):
-            import shutil
+def lab_missing() -> str | None:
+    """Why a lab cannot be built here (None: it can)."""
+    if os.geteuid() != 0:
+        return "not root"
+    from netdiag.kernel import caps
 
-            shutil.rmtree(bench.work, ignore_errors=True)
-        elif not done:
-            say(f"work directory kept for the nodes' logs: {bench.work}")
+    absent = [c for c in ("CAP_SYS_ADMIN", "CAP_NET_ADMIN") if not caps.has(c)]
+    if absent:
+        return f"missing {', '.join(absent)}"
+    if not os.path.exists("/proc/self/ns/net"):
+        return "no network namespaces"
+    return None
+
+
+@contextlib.contextmanager
+def placement(p: Params, say: Callable[[str], None]) -> Iterator[Placement]:
+    where = p.where
+    if where == "auto":
+        why = lab_missing()
+        where = "loopback" if why else "lab"
+        if why:
+            say(f"no lab ({why}): nodes on loopback, no link delays")
+    if where == "loopback":
+        yield discovery_place.loopback(p.nodes)
+        return
+    name = f"kd{p.seed % 1000}{os.getpid() % 10000}"[:16]
+    say(f"building lab {name}: {p.nodes} nodes + Sybil and victim namespaces")
+    with discovery_place.lab(p.nodes, p.sybils, p.seed, p.profile, p.engine, name) as place:
+        yield place
+
+
+def run(p: Params, say: Callable[[str], None]) -> ResultBuilder:
+    with placement(p, say) as place:
+        bench = DiscoveryBench(p, place, say)
+        done = False
+        try:
+            rb = bench.run()
+            done = True
+            return rb
+        finally:
+            bench.stop()
+            if done and not os.environ.get("NETDIAG_KEEP_WORK"):
+                import shutil
+
+                shutil.rmtree(bench.work, ignore_errors=True)
+            elif not done:
+                say(f"work directory kept for the nodes' logs: {bench.work}")

@@ -93,27 +93,41 @@ def path_rtts_s(
             for b in nodes[i + 1 :]
             if b in one_way.get(a, {})
         ]
-    link = {frozenset((a, b)): rtt for a, b, rtt in graph.edges}
+    out: list[float] = []
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1 :]:
+            rtt = routed_rtt_s(graph, next_hop, a, b)
+            if rtt is not None:
+                out.append(rtt)
+    return out
 
-    def routed_one_way(a: str, b: str) -> float | None:
-        total, cur = 0.0, a
+
+def routed_rtt_s(
+    graph: ClusterGraph, next_hop: dict[str, dict[str, str]] | None, a: str, b: str
+) -> float | None:
+    """Round-trip time from a to b and back over the lab's links: along the lab's routes
+    (`next_hop`) when given, else the lowest-delay path. None: no path."""
+    if a == b:
+        return 0.0
+    if next_hop is None:
+        one_way = graph.one_way_s().get(a, {}).get(b)
+        return None if one_way is None else 2 * one_way
+    link = {frozenset((x, y)): rtt for x, y, rtt in graph.edges}
+
+    def routed_one_way(src: str, dst: str) -> float | None:
+        total, cur = 0.0, src
         for _ in range(len(graph.nodes)):
-            if cur == b:
+            if cur == dst:
                 return total
-            nxt = next_hop.get(cur, {}).get(b)
+            nxt = next_hop.get(cur, {}).get(dst)
             if nxt is None or frozenset((cur, nxt)) not in link:
                 return None
             total += link[frozenset((cur, nxt))] / 2
             cur = nxt
-        return total if cur == b else None
+        return total if cur == dst else None
 
-    out: list[float] = []
-    for i, a in enumerate(nodes):
-        for b in nodes[i + 1 :]:
-            there, back = routed_one_way(a, b), routed_one_way(b, a)
-            if there is not None and back is not None:
-                out.append(there + back)
-    return out
+    there, back = routed_one_way(a, b), routed_one_way(b, a)
+    return None if there is None or back is None else there + back
 
 
 def discovery_summary(

@@ -149,15 +149,26 @@ def build(
     )
 
 
+def draw_rtt(rng: random.Random) -> float:
+    """One link's round-trip delay from the log-normal WAN draw (seconds)."""
+    return _draw_rtt(rng)
+
+
 def _draw_rtt(rng: random.Random) -> float:
     rtt = RTT_MEDIAN_S * math.exp(rng.gauss(0.0, RTT_SIGMA))
     return round(min(RTT_MAX_S, max(RTT_MIN_S, rtt)), 4)
 
 
 def to_lab(
-    graph: ClusterGraph, name: str, profile: LinkProfile, seed: int, engine: str = "auto"
+    graph: ClusterGraph,
+    name: str,
+    profile: LinkProfile,
+    seed: int,
+    engine: str = "auto",
+    addresses: dict[str, tuple[str, ...]] | None = None,
 ) -> Topology:
-    """The lab Topology for this graph, built as data (and checked by the lab's validator)."""
+    """The lab Topology for this graph, built as data (and checked by the lab's validator).
+    ``addresses``: a node's CIDRs on lo (its first one is its address); default 10.0.x.y/32."""
     from netdiag.lab import units
     from netdiag.lab.topology import (
         LinkShape,
@@ -171,7 +182,10 @@ def to_lab(
     qp, qb = units.queue_spec(profile.queue)
     topo = Topology(
         name=name,
-        nodes=tuple(NodeSpec(n, (default_address(i),)) for i, n in enumerate(graph.nodes)),
+        nodes=tuple(
+            NodeSpec(n, (addresses or {}).get(n) or (default_address(i),))
+            for i, n in enumerate(graph.nodes)
+        ),
         links=tuple(
             LinkSpec(a, b, LinkShape(rtt, 0.0, profile.rate_bps, profile.loss, qp, qb or 1.0))
             for a, b, rtt in graph.edges

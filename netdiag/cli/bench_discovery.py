@@ -46,6 +46,28 @@ from netdiag.cli.bench import finish, result_options
 )
 @click.option("--tls/--no-tls", default=True, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--where",
+    type=click.Choice(["auto", "lab", "loopback"]),
+    default="auto",
+    show_default=True,
+    help="lab: one namespace per node on bench p2p's seeded graph with WAN link delays "
+    "(needs root); loopback: no delays; auto: the lab where root and namespaces are available.",
+)
+@click.option(
+    "--profile",
+    type=click.Choice(["clean", "wan", "lossy-wan"]),
+    default="clean",
+    show_default=True,
+    help="The lab links' rate and loss (delays come from the seeded draw).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "kernel", "userspace"]),
+    default="auto",
+    show_default=True,
+    help="The lab's link engine.",
+)
 @result_options("discovery")
 def discovery(
     nodes: int,
@@ -55,16 +77,22 @@ def discovery(
     timeout_s: float,
     tls: bool,
     seed: int,
+    where: str,
+    profile: str,
+    engine: str,
     out: Path | None,
     as_json: bool,
 ) -> None:
-    """Cluster formation from one bootstrap, lookups and eclipse resistance (real nodes on
-    loopback, one 127.77.I.1 address per node)."""
+    """Cluster formation from one bootstrap, lookups against the topology's RTTs, discovery
+    bytes and eclipse resistance (real nodes, one /24 each: in a lab by default, or on
+    loopback)."""
     from netdiag.bench import discovery as scenario
     from netdiag.errors import CheckFailed
 
     err = Console(stderr=True)
-    params = scenario.Params(nodes, duration, sybils, refresh_s, timeout_s, tls, seed)
+    params = scenario.Params(
+        nodes, duration, sybils, refresh_s, timeout_s, tls, seed, where, profile, engine
+    )
     with err.status("discovery: starting") as status:
         result = scenario.run(params, lambda m: status.update(f"discovery: {m.strip()}"))
     doc = finish(result, out, as_json)

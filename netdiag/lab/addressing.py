@@ -32,6 +32,9 @@ def install_routes(
         hop[(r["a"], r["b"])] = (r["dev_a"], r["addr_b"])
         hop[(r["b"], r["a"])] = (r["dev_b"], r["addr_a"])
     addr = {n.name: n.address for n in topo.nodes}
+    # every address a node holds on lo is reachable (a node may hold several: many identities
+    # behind one host), each through the same neighbour as the node's first address
+    held = {n.name: own_addresses(n) for n in topo.nodes}
     for src, dests in routes(topo).items():
         vias = set(dests.values())
         if len(vias) == 1 and len(dests) > 1:
@@ -39,9 +42,23 @@ def install_routes(
             # keeps big stars quick to build (n routes instead of n^2)
             entries = [("0.0.0.0/0", *hop[(src, vias.pop())], addr[src])]
         else:
-            entries = [(f"{addr[d]}/32", *hop[(src, via)], addr[src]) for d, via in dests.items()]
+            entries = [
+                (f"{a}/32", *hop[(src, via)], addr[src])
+                for d, via in dests.items()
+                for a in held[d]
+            ]
         if entries:
             netns.run_in(ns_of(src), partial(add_routes, entries))
+
+
+def own_addresses(n: NodeSpec) -> list[str]:
+    """The node's addresses on lo (its first one first), loopback ones left out."""
+    out = []
+    for cidr in n.addresses:
+        ip = ipaddress.ip_interface(cidr).ip
+        if not ip.is_loopback:
+            out.append(str(ip))
+    return out
 
 
 def setup_node(n: NodeSpec) -> None:

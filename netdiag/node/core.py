@@ -293,6 +293,7 @@ class NodeCore:
         self.policy.on_limit(conn, limit)
 
     def on_closed(self, conn: Link, reason: str) -> None:
+        self.discovery.closed(conn)
         self.discovery.net.on_probe_closed(conn)
         self.peering.on_closed(conn, reason)
 

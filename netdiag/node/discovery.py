@@ -35,7 +35,7 @@ from netdiag.node.kademlia import (
     valid_host,
 )
 from netdiag.node.kadlookups import Lookups, LookupStats
-from netdiag.node.kadrpc import DiscoveryMetrics, KadRpc, contact_at, short
+from netdiag.node.kadrpc import DiscoveryMetrics, KadRpc, contact_at, probe_like, short
 from netdiag.node.kadstore import KadStore
 from netdiag.node.link import Link
 from netdiag.node.logs import NodeLog
@@ -262,7 +262,9 @@ class Discovery:
         """A discovery message from a peer or a probe. Returns a penalty reason, or None."""
         self.node_metrics.messages_received.labels(type(msg).__name__).inc()
         self.node_metrics.bytes_received.inc(size)
-        self.m.bytes.labels("received").inc(size)
+        framed = not probe_like(conn)  # a probe's bytes are counted whole at its close
+        if framed:
+            self.m.bytes.labels("received").inc(size)
         pid = conn.peer_id
         assert pid is not None
         if size > KAD_MAX_FRAME:
@@ -281,15 +283,30 @@ class Discovery:
                     ),
                 )
                 reply = Nodes(rid, [NodeRecord(c.node_id, c.host, c.port) for c in nodes])
-                self.m.bytes.labels("sent").inc(len(encode_frame(reply)))
+                if framed:
+                    self.m.bytes.labels("sent").inc(len(encode_frame(reply)))
                 conn.send(reply)
             case KadPing(req_id=rid):
                 pong = KadPong(rid)
-                self.m.bytes.labels("sent").inc(len(encode_frame(pong)))
+                if framed:
+                    self.m.bytes.labels("sent").inc(len(encode_frame(pong)))
                 conn.send(pong)
             case Nodes() | KadPong():
                 return self.net.on_reply(pid, msg, self.node_id)
         return None
+
+    def closed(self, conn: Link) -> None:
+        """A connection closed: a probe's whole wire cost (TCP payload: the TLS and node
+        handshakes, requests, answers and the other end's chatter; and its segments) counts as
+        discovery traffic, at both ends."""
+        if not self.cfg.discovery or not probe_like(conn):
+            return
+        kind = "probe_out" if conn.outbound else "probe_in"
+        out_b, in_b, out_s, in_s = conn.wire_bytes
+        self.m.probe_bytes.labels("sent", kind).inc(out_b)
+        self.m.probe_bytes.labels("received", kind).inc(in_b)
+        self.m.probe_segments.labels("sent", kind).inc(out_s)
+        self.m.probe_segments.labels("received", kind).inc(in_s)
 
     def _learn_asker(self, conn: Link, port: int) -> None:
         """Kademlia learns of a node from its requests: a node that joined after our last

@@ -38,7 +38,17 @@ class LookupStats:
     completed: int = 0
     last_hops: int = 0
     last_seconds: float = 0.0
-    recent: list[tuple[str, int, float, int]] = field(default_factory=list)  # purpose, hops, s, n
+    recent: list[RecentLookup] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RecentLookup:
+    purpose: str
+    hops: int
+    seconds: float
+    replies: int
+    queries: int  # FindNode requests sent
+    nearest: str  # host:port of the nearest node that answered ("" when none did)
 
 
 class Lookups:
@@ -106,7 +116,16 @@ class Lookups:
         st = self.stats
         st.completed += 1
         st.last_hops, st.last_seconds = lk.hops, took
-        st.recent = [*st.recent[-63:], (run.purpose, lk.hops, round(took, 6), lk.replies)]
+        found = lk.result()
+        rec = RecentLookup(
+            run.purpose,
+            lk.hops,
+            round(took, 6),
+            lk.replies,
+            lk.queries,
+            found[0].addr if found else "",
+        )
+        st.recent = [*st.recent[-63:], rec]
         if run.on_done is not None:
             run.on_done(lk)
 

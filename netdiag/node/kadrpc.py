@@ -23,7 +23,14 @@ from netdiag.node.errors import ConfigError
 from netdiag.node.kademlia import Contact, valid_host
 from netdiag.node.link import Link
 from netdiag.node.logs import NodeLog
-from netdiag.node.messages import FindNode, KadPing, KadPong, Message, Nodes
+from netdiag.node.messages import (
+    VERSION_FINDNODE_LISTEN_PORT,
+    FindNode,
+    KadPing,
+    KadPong,
+    Message,
+    Nodes,
+)
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.peering import Peering
 from netdiag.node.peers import PeerBook
@@ -36,6 +43,13 @@ LOOKUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 
 def short(b: bytes) -> str:
     return b[:6].hex()
+
+
+def probe_like(conn: Link) -> bool:
+    """A discovery probe: one we dialled as such, or an inbound connection that announced no
+    listen port (a probe's handshake announces none; every node of a discovery network
+    listens). Its bytes are counted on the wire, whole, when it closes (``probe_bytes``)."""
+    return conn.probe or (not conn.outbound and conn.listen_addr is None)
 
 
 def contact_at(pid: bytes, addr: str) -> Contact | None:
@@ -91,9 +105,29 @@ class DiscoveryMetrics:
             registry=r,
         )
         self.bytes = Counter(
-            "kad_bytes", "Discovery frame bytes, by direction", ["direction"],
-            namespace=ns, registry=r,
-        )  # fmt: skip
+            "kad_bytes",
+            "Discovery frame bytes on peer connections, by direction (probes: kad_probe_bytes)",
+            ["direction"],
+            namespace=ns,
+            registry=r,
+        )
+        self.probe_bytes = Counter(
+            "kad_probe_bytes",
+            "TCP payload bytes of probe connections (TCP, TLS and node handshakes, requests, "
+            "answers, whatever else the other end sent), counted at their close; conn: "
+            "probe_out (we dialled it) or probe_in (inbound, no listen port announced)",
+            ["direction", "conn"],
+            namespace=ns,
+            registry=r,
+        )
+        self.probe_segments = Counter(
+            "kad_probe_segments",
+            "TCP segments of probe connections (tcp_info segs_out/segs_in at close: the TCP/IP "
+            "headers' share of their cost)",
+            ["direction", "conn"],
+            namespace=ns,
+            registry=r,
+        )
 
 
 @dataclass
@@ -193,8 +227,12 @@ class KadRpc:
 
     def _send(self, link: Link, req: _Req) -> None:
         req.link = link
-        self.m.bytes.labels("sent").inc(len(encode_frame(req.msg)))
-        link.send(req.msg)
+        msg = req.msg
+        if isinstance(msg, FindNode) and link.version < VERSION_FINDNODE_LISTEN_PORT:
+            msg = FindNode(msg.req_id, msg.target)  # the version-1 message: no listen port
+        if not probe_like(link):  # a probe's bytes are counted whole, on the wire, at its close
+            self.m.bytes.labels("sent").inc(len(encode_frame(msg)))
+        link.send(msg)
 
     def _timeout(self, rid: int) -> None:
         if rid in self.reqs:

@@ -39,6 +39,10 @@ class Link(Protocol):
     def last_recv(self) -> float: ...
     @property
     def probe(self) -> bool: ...  # we dialed it as a discovery probe
+    @property
+    def version(self) -> int: ...  # protocol version spoken (the lower of the two Hellos)
+    @property
+    def wire_bytes(self) -> tuple[int, int, int, int]: ...  # bytes out, in; segments out, in
 
     def send(self, msg: Message) -> None: ...
     def close(self, reason: str, flush: bool = True) -> None: ...

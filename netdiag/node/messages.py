@@ -13,7 +13,14 @@ from typing import Annotated
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+# Protocol versions. Each side announces the highest it speaks in Hello; a connection speaks the
+# lower of the two (``PeerProtocol.version``), and a peer below MIN_PROTOCOL_VERSION is refused.
+#   1  the base protocol
+#   2  FindNode.listen_port (the asker's listen port, so the node asked can table it); never
+#      sent on a version-1 connection (a version-1 node decodes strictly and refuses the field)
+PROTOCOL_VERSION = 2
+MIN_PROTOCOL_VERSION = 1
+VERSION_FINDNODE_LISTEN_PORT = 2
 TOPIC_BLOCKS = "blocks"
 TOPIC_TXS = "txs"
 TOPIC_PRESENCE = "presence"  # validator beacons (presence.py)
@@ -76,11 +83,13 @@ class NodeRecord(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
 
-class FindNode(_Msg, tag="findnode"):
+class FindNode(_Msg, tag="findnode", omit_defaults=True):
     req_id: Annotated[int, msgspec.Meta(ge=0)]
     target: KadId  # a kad id: the k nodes nearest to it are asked for
-    # where the asker accepts connections (0: nowhere): a probe's handshake announces no listen
-    # port, so this is how the node asked learns of the asker (it dials back to verify the key)
+    # version 2: where the asker accepts connections (0: nowhere, and then not encoded at all, so
+    # a FindNode without it is byte for byte the version-1 message): a probe's handshake
+    # announces no listen port, so this is how the node asked learns of the asker (it dials
+    # back to verify the key). A version-1 FindNode decodes with 0.
     listen_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
 
 

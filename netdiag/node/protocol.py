@@ -8,6 +8,8 @@ what to do (score, disconnect, ban). Nothing here touches sockets, clocks or the
 Handshake (both sides send Hello at once, then Auth):
     A -> B  Hello(network, genesis, version, node_id_A, nonce_A, ...)
     B -> A  Hello(...nonce_B...)            A, B check network, genesis, version, not self
+Version: each Hello carries the highest protocol version its sender speaks; the connection
+speaks the lower of the two (``PeerProtocol.version``); below MIN_PROTOCOL_VERSION is refused.
     A -> B  Auth(sig_A(transcript(nonce_B, node_id_A, node_id_B)))
     B -> A  Auth(sig_B(transcript(nonce_A, node_id_B, node_id_A)))
 The signature covers the peer's fresh nonce, so a recorded Auth is useless on another
@@ -25,7 +27,14 @@ import msgspec
 
 from netdiag.node import crypto
 from netdiag.node.crypto import Identity
-from netdiag.node.messages import PROTOCOL_VERSION, Auth, Disconnect, Hello, Message
+from netdiag.node.messages import (
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+    Auth,
+    Disconnect,
+    Hello,
+    Message,
+)
 
 LEN = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 4 << 20  # above the largest block (1 MiB) plus a sync batch's overhead
@@ -138,6 +147,7 @@ class PeerProtocol:
         max_frame: int = DEFAULT_MAX_FRAME,
         nonce: bytes | None = None,
         agent: str = "netdiag-node/1",
+        version: int = PROTOCOL_VERSION,
     ) -> None:
         self.identity = identity
         self.network_id = network_id
@@ -151,6 +161,8 @@ class PeerProtocol:
         self.decoder = FrameDecoder(min(max_frame, HANDSHAKE_MAX_FRAME))
         self.state = State.AWAIT_HELLO
         self.peer_hello: Hello | None = None
+        self.max_version = version  # announced in our Hello (tests speak older versions)
+        self.version = version  # negotiated at the peer's Hello: the lower of the two
         self._out = bytearray()
         self.started = False
         self._bye_sent = False
@@ -164,7 +176,7 @@ class PeerProtocol:
             Hello(
                 self.network_id,
                 self.genesis_hash,
-                PROTOCOL_VERSION,
+                self.max_version,
                 self.identity.node_id,
                 self.nonce,
                 self.listen_port,
@@ -251,10 +263,11 @@ class PeerProtocol:
                 f"peer genesis {h.genesis_hash.hex()[:16]}… "
                 f"differs from ours {self.genesis_hash.hex()[:16]}…",
             )
-        if h.version != PROTOCOL_VERSION:
+        if h.version < MIN_PROTOCOL_VERSION:
             return Violation(
                 "handshake_version",
-                f"peer speaks protocol {h.version}, we speak {PROTOCOL_VERSION}",
+                f"peer speaks protocol {h.version}, we speak "
+                f"{MIN_PROTOCOL_VERSION} to {self.max_version}",
             )
         if len(h.node_id) != crypto.PUBKEY_LEN or len(h.nonce) != NONCE_LEN:
             return Violation("handshake_format", "node_id must be 32 bytes and nonce 32 bytes")
@@ -265,6 +278,7 @@ class PeerProtocol:
         if not 0 <= h.listen_port < 65536:
             return Violation("handshake_format", f"listen_port {h.listen_port} out of range")
         self.peer_hello = h
+        self.version = min(self.max_version, h.version)
         if not self.started:
             self.start()
         sig = self.identity.sign(

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import struct
 import time
 from typing import Protocol
 
@@ -33,6 +34,8 @@ from netdiag.node.tlsio import TlsClosed, TlsSession
 
 SO_COOKIE = 57  # <linux/socket.h>; Python's socket module does not name it
 READ_CHUNK = 64 << 10
+TCP_INFO_SEGS = struct.Struct("=II")  # struct tcp_info: tcpi_segs_out, tcpi_segs_in
+TCP_INFO_SEGS_AT = 136  # their offset (Linux >= 4.2)
 
 
 def socket_cookie(sock: socket.socket | None) -> int | None:
@@ -43,6 +46,21 @@ def socket_cookie(sock: socket.socket | None) -> int | None:
         return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little")
     except OSError:
         return None
+
+
+def tcp_segments(sock: socket.socket | None) -> tuple[int, int]:
+    """(segments sent, segments received) of the socket so far, from TCP_INFO; (0, 0) when
+    the kernel does not report them."""
+    if sock is None:
+        return 0, 0
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    except OSError:
+        return 0, 0
+    if len(raw) < TCP_INFO_SEGS_AT + TCP_INFO_SEGS.size:
+        return 0, 0
+    out, inn = TCP_INFO_SEGS.unpack_from(raw, TCP_INFO_SEGS_AT)
+    return int(out), int(inn)
 
 
 class ConnectionHandler(Protocol):
@@ -93,6 +111,26 @@ class Connection:
         self.probe = False  # dialed as a discovery probe (the shell knows; the address does not)
         self.violations = 0
         self.close_reason: str | None = None
+        self.bytes_out = 0  # TCP payload written to the socket (TLS records when TLS is on)
+        self.bytes_in = 0
+        self.segs: tuple[int, int] = (0, 0)  # tcp_info segments out, in; read at close
+
+    @property
+    def version(self) -> int:
+        return self.proto.version
+
+    @property
+    def wire_bytes(self) -> tuple[int, int, int, int]:
+        return self.bytes_out, self.bytes_in, *self.segs
+
+    def _write(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.writer.write(data)
+
+    async def _read(self, timeout: float) -> bytes:
+        data = await asyncio.wait_for(self.reader.read(READ_CHUNK), max(timeout, 0))
+        self.bytes_in += len(data)
+        return data
 
     @property
     def direction(self) -> str:
@@ -117,7 +155,7 @@ class Connection:
         if data and not self.writer.is_closing():
             if self._tls is not None:
                 data = self._tls.encrypt(data)
-            self.writer.write(data)
+            self._write(data)
             if self.writer.transport.get_write_buffer_size() > self.max_write_buffer:
                 self.close("write buffer over limit: peer does not read", flush=False)
                 return
@@ -142,8 +180,9 @@ class Connection:
         if flush:
             self._flush()
             if self._tls is not None and self._tls.established and not self.writer.is_closing():
-                self.writer.write(self._tls.close())
+                self._write(self._tls.close())
         if not self.writer.is_closing():
+            self.segs = tcp_segments(self.writer.get_extra_info("socket"))
             self.writer.close()
 
     async def run(self, handler: ConnectionHandler) -> None:
@@ -170,7 +209,7 @@ class Connection:
                 else:
                     timeout = self.connected_at + self.handshake_timeout_s - time.monotonic()
                 try:
-                    data = await asyncio.wait_for(self.reader.read(READ_CHUNK), max(timeout, 0))
+                    data = await self._read(timeout)
                 except TimeoutError:
                     what = "idle" if self.is_open else "handshake"
                     limit = self.idle_timeout_s if self.is_open else self.handshake_timeout_s
@@ -192,7 +231,7 @@ class Connection:
                         break
                     extra = self._tls.pending_out()
                     if extra and not self.writer.is_closing():
-                        self.writer.write(extra)
+                        self._write(extra)
                     if not data:
                         continue
                 delay = self.byte_bucket.wait_time(len(data))
@@ -220,11 +259,11 @@ class Connection:
             out = self._tls.handshake()
             while True:
                 if out:
-                    self.writer.write(out)
+                    self._write(out)
                 if self._tls.established:
                     return "closed"
                 left = self.connected_at + self.handshake_timeout_s - time.monotonic()
-                data = await asyncio.wait_for(self.reader.read(READ_CHUNK), max(left, 0))
+                data = await self._read(left)
                 if not data:
                     self.close("peer closed the connection during the TLS handshake", flush=False)
                     return "tls"

@@ -177,8 +177,15 @@ def core_table(core: NodeCore) -> dict[str, object]:
         "size": len(disc.table),
         "entries": disc.table_view(),
         "recent_lookups": [
-            {"purpose": p, "hops": h, "seconds": t, "replies": r}
-            for p, h, t, r in disc.stats.recent
+            {
+                "purpose": r.purpose,
+                "hops": r.hops,
+                "seconds": r.seconds,
+                "replies": r.replies,
+                "queries": r.queries,
+                "nearest": r.nearest,
+            }
+            for r in disc.stats.recent
         ],
         **disc.summary(),
     }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from netdiag.bench.discovery import DiscoveryBench, Formation, Params
+from netdiag.bench import discovery_figures, discovery_place
+from netdiag.bench.discovery import DiscoveryBench, Formation, Params, Proc
 from netdiag.report.results import validate
 
 
@@ -26,7 +28,7 @@ def test_connected_follows_peer_ids_in_either_direction() -> None:
 
 
 def test_result_is_in_the_common_format() -> None:
-    bench = DiscoveryBench(Params(nodes=3, duration_s=5, sybils=2))
+    bench = DiscoveryBench(Params(nodes=3, duration_s=5, sybils=2), discovery_place.loopback(3))
     bench.series = [("table_entries", 0.5, 2.0, "n00"), ("peers", 0.5, 1.0, "n00")]
     final = snap({"n00": ["n01"], "n01": ["n00"], "n02": ["n00"]})
     lookups = [
@@ -45,7 +47,9 @@ def test_result_is_in_the_common_format() -> None:
             "goal_sybil_outbound_max": 2,
         }
     ]
-    rb = bench._result([], Formation(1.0, 2.0, None), lookups, {"n00": 120.0}, final, eclipse)
+    honest = [Proc(f"n0{i}", f"127.77.{i}.1", None, Path("x")) for i in range(3)]  # type: ignore[arg-type]
+    per_min = {"n00": {"frames": 100.0, "probe_payload": 900.0, "probe_segments": 10.0}}
+    rb = bench._result(honest, Formation(1.0, 2.0, None), lookups, per_min, final, eclipse)
     doc = rb.to_dict()
     validate(doc)
     assert doc["metadata"]["benchmark"] == "discovery"
@@ -55,4 +59,40 @@ def test_result_is_in_the_common_format() -> None:
     assert form["tables_s"] == 1.0 and form["peers_s"] is None
     assert doc["summary"]["eclipse"][0]["sybil_outbound"] == 1
     assert {r["node"] for r in doc["raw"]["nodes"]} == {"n00", "n01", "n02"}
+    traffic = doc["summary"]["traffic"][0]
+    # the probes' payload and segment headers count beside the frames on peer connections
+    assert traffic["total_per_node_per_min_mean"] > traffic["frames_per_node_per_min_mean"]
+    assert traffic["total_per_node_per_min_mean"] > traffic["probe_payload_per_node_per_min_mean"]
     bench.work.rmdir()
+
+
+def test_lookup_latency_is_set_against_the_path_rtts() -> None:
+    rtt = {frozenset(("a", "b")): 0.040, frozenset(("a", "c")): 0.100, frozenset(("b", "c")): 0.06}
+
+    def rtt_s(x: str, y: str) -> float | None:
+        return 0.0 if x == y else rtt.get(frozenset((x, y)))
+
+    rows = discovery_figures.lookup_rows(
+        [
+            {"node": "A", "purpose": "self", "hops": 1, "seconds": 0.2, "nearest": "b:7600"},
+            {"node": "A", "purpose": "self", "hops": 2, "seconds": 0.3, "nearest": ""},
+        ],
+        {"A": "a", "B": "b", "C": "c"},
+        rtt_s,
+    )
+    assert rows[0]["rtt_nearest_ms"] == 40.0 and rows[0]["in_nearest_rtts"] == 5.0
+    assert rows[0]["rtt_max_ms"] == 100.0 and rows[0]["in_max_rtts"] == 2.0
+    assert rows[1]["in_nearest_rtts"] is None  # nothing answered nearer: no ratio
+    summ = discovery_figures.lookup_summary(rows, 3)
+    assert summ["latency_in_max_rtts_p50"] == 2.5 and summ["hops_goal"] == 2
+
+
+def test_the_lab_graph_places_sybils_and_victims_beside_the_honest_nodes() -> None:
+    g = discovery_place.graph(16, seed=1)
+    assert len(g.nodes) == 19 and g.connected()
+    extra = {discovery_place.SYBIL_NODE, discovery_place.VICTIM_NODE}
+    assert extra <= set(g.nodes)
+    # each extra namespace hangs off one honest node
+    for x in extra:
+        assert len(g.neighbours(x)) == 1 and g.neighbours(x)[0] in g.nodes[:16]
+    assert g == discovery_place.graph(16, seed=1), "seeded"

@@ -22,7 +22,7 @@ from netdiag.node.core import NodeCore
 from netdiag.node.crypto import Identity
 from netdiag.node.genesis import ChainParams, GenesisSpec, lab_genesis
 from netdiag.node.logs import NodeLog
-from netdiag.node.messages import Message
+from netdiag.node.messages import PROTOCOL_VERSION, Message
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.runtime import ManualClock, ManualScheduler
 from netdiag.node.store import Store
@@ -68,6 +68,8 @@ class MemLink:
         self.twin: MemLink | None = None
         self.sent: list[Message] = []
         self.probe = False
+        self.version = PROTOCOL_VERSION
+        self.wire_bytes = (0, 0, 0, 0)
         world.links.append(self)
 
     @property

@@ -64,7 +64,7 @@ def test_a_cluster_forms_from_one_bootstrap(tmp_path: Path) -> None:
     assert sum(len(c.conns) for c in cores[1:]) > 2 * (n - 1)
     lookups = sum(c.discovery.stats.completed for c in cores)
     assert lookups >= n, "every node ran at least its join lookup"
-    hops = [h for c in cores for (_, h, _, r) in c.discovery.stats.recent if r]
+    hops = [r.hops for c in cores for r in c.discovery.stats.recent if r.replies]
     assert hops and max(hops) <= 6
 
 

@@ -95,7 +95,7 @@ def _hello(node_id: bytes, nonce: bytes = b"\x05" * 32, version: int = PROTOCOL_
 
 def test_handshake_rejects_wrong_version_self_and_bad_format() -> None:
     for hello, reason in [
-        (_hello(B.node_id, version=99), "handshake_version"),
+        (_hello(B.node_id, version=0), "handshake_version"),
         (_hello(A.node_id), "handshake_self"),
         (_hello(b"short"), "handshake_format"),
     ]:
@@ -274,7 +274,7 @@ def test_rejected_peer_is_told_why() -> None:
     a = PeerProtocol(A, NET, GEN)
     a.start()
     a.data_to_send()
-    (ev,) = a.receive_data(encode_frame(_hello(B.node_id, version=99)))
+    (ev,) = a.receive_data(encode_frame(_hello(B.node_id, version=0)))
     assert isinstance(ev, Violation)
     a.close(f"protocol violation: {ev.reason}")
     c = PeerProtocol(B, NET, GEN)
