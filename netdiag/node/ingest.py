@@ -296,7 +296,7 @@ class Ingest:
         self.metrics.blocks_validated.inc()
         self.metrics.height.set(self.chain.height)
         self.metrics.orphans.set(len(self.chain.orphans))
-        self.mempool.remove([t.txid() for t in b.txs])
+        self.mempool.remove_committed(b.txs)
         self.metrics.mempool_txs.set(len(self.mempool))
         self.on_height(b)
         self.log.info(
@@ -314,7 +314,7 @@ class Ingest:
         self.metrics.blocks_validated.inc(len(blocks))
         self.metrics.sync_blocks_committed.inc(len(blocks))
         self.metrics.height.set(self.chain.height)
-        self.mempool.remove([t.txid() for b in blocks for t in b.txs])
+        self.mempool.remove_committed([t for b in blocks for t in b.txs])
         self.metrics.mempool_txs.set(len(self.mempool))
         self.log.info(
             "segment_committed",
@@ -371,6 +371,16 @@ class Ingest:
             self.metrics.validation_cpu_seconds.labels("tx").inc(time.thread_time() - c0)
         txid = tx.txid()
         if self.chain.store.has_tx(txid) or txid in self.mempool:
+            return "ignore"
+        if self.mempool.holder(tx) is not None:  # first seen wins (mempool.py)
+            if source == "api":
+                self.reject_tx(
+                    None,
+                    "nonce_taken",
+                    f"a transaction of sender {short(tx.sender)} with nonce {tx.nonce} is "
+                    "already waiting in the mempool",
+                )
+                return "reject"
             return "ignore"
         stale = self.stale_tx(tx)
         if stale is not None:

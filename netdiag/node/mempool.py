@@ -1,4 +1,8 @@
-"""Bounded mempool: validated transactions waiting for a block, oldest evicted first."""
+"""Bounded mempool: validated transactions waiting for a block, oldest evicted first.
+
+One transaction per (sender, nonce): a second one with the same nonce can never be included
+beside the first (state.execute), so holding and relaying it would only let a sender with one
+key fill every mempool on the mesh with transactions that cannot apply (first seen wins)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ class Mempool:
         self._txs: OrderedDict[bytes, tuple[Tx, int]] = OrderedDict()
         self._bytes = 0
         self.evicted = 0
+        self._slots: dict[tuple[bytes, int], bytes] = {}  # (sender, nonce) -> txid held
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -25,13 +30,19 @@ class Mempool:
     def size_bytes(self) -> int:
         return self._bytes
 
+    def holder(self, tx: Tx) -> bytes | None:
+        """The txid of the transaction held for ``tx``'s sender and nonce, if any."""
+        return self._slots.get((tx.sender, tx.nonce))
+
     def add(self, txid: bytes, tx: Tx, size: int) -> bool:
-        if txid in self._txs or size > self.max_bytes:
+        if txid in self._txs or size > self.max_bytes or self.holder(tx) is not None:
             return False
         self._txs[txid] = (tx, size)
+        self._slots[(tx.sender, tx.nonce)] = txid
         self._bytes += size
         while len(self._txs) > self.max_txs or self._bytes > self.max_bytes:
-            _, (_, sz) = self._txs.popitem(last=False)
+            _, (old, sz) = self._txs.popitem(last=False)
+            self._slots.pop((old.sender, old.nonce), None)
             self._bytes -= sz
             self.evicted += 1
         return txid in self._txs
@@ -52,3 +63,11 @@ class Mempool:
             item = self._txs.pop(txid, None)
             if item is not None:
                 self._bytes -= item[1]
+                self._slots.pop((item[0].sender, item[0].nonce), None)
+
+    def remove_committed(self, txs: list[Tx]) -> None:
+        """Transactions a block committed leave, and so does any other one holding the same
+        sender and nonce (it can no longer apply)."""
+        gone = [t.txid() for t in txs]
+        gone += [h for t in txs if (h := self.holder(t)) is not None]
+        self.remove(gone)
