@@ -12,6 +12,7 @@ saw) is checked again, inline, by the same rule as always.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ from netdiag.node.model import BLOCK_DOMAIN, Block
 SigCheck = tuple[bytes, bytes, bytes]  # public key, signature, signed message
 PR_SET_PDEATHSIG = 1
 MIN_BATCH = 64  # fewer checks than this are not worth the trip to a worker
+WORKER_NICE = 10  # verify workers yield the CPU to the node process (its loop answers the API)
 CHUNKS_PER_WORKER = 2  # a late chunk on a busy core holds the batch less
 
 
@@ -44,7 +46,8 @@ def verify_chunk(items: list[SigCheck]) -> list[bool]:
 
 def die_with_parent(parent: int) -> None:
     """Worker initializer: a node killed with -9 takes its workers along (Linux: the kernel
-    sends SIGKILL when the parent dies), so none outlives it holding its pipes open."""
+    sends SIGKILL when the parent dies), so none outlives it holding its pipes open; workers
+    run at a lower priority (``WORKER_NICE``) so a busy pool does not delay the node's loop."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -52,6 +55,8 @@ def die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # the parent died before the call
         os._exit(1)
+    with contextlib.suppress(OSError):  # batch work: the node's own loop gets a core first
+        os.nice(WORKER_NICE)
 
 
 def quiet_resource_tracker() -> None:
