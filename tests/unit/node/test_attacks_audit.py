@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from netdiag.node import validation
 from netdiag.node.crypto import Identity
 from netdiag.node.mempool import Mempool
 from netdiag.node.messages import TOPIC_TXS, Publish
 from netdiag.node.model import make_tx
+from netdiag.node.state import Account
 from tests.unit.node.corekit import World, lab
 
 
@@ -65,3 +69,43 @@ def test_api_refuses_a_second_transaction_for_a_taken_nonce(tmp_path: Path) -> N
     assert core.ingest.submit_local_tx(a)[0] == "accept"
     assert core.ingest.submit_local_tx(b)[0] == "reject"
     assert any(e["reason"] == "nonce_taken" for e in world.events("n", "tx_rejected"))
+
+
+def test_replayed_and_taken_nonce_txs_cost_no_signature_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Valid signatures, useless nonces (taken by a held tx, or below the sender's on chain),
+    gossiped at the peer rate limit: ignored without a penalty (an honest relay can send one
+    that a block just overtook), so they must at least be cheap — ignored before the signature
+    is checked. Before, every one cost an Ed25519 verify on the loop."""
+    spec, _ = lab(3)
+    world = World(tmp_path, spec)
+    core = world.node("n", produce=False)
+    spammer = world.attach(core, host="10.9.9.1")
+    key = Identity.generate()
+    held = make_tx(key, 5, b"held", world.clock.wall_ms())
+    raw = held.encode()
+    spammer.receive(Publish(TOPIC_TXS, raw), len(raw))
+    world.sched.run_due()
+    assert held.txid() in core.mempool
+    # the sender's nonce on chain moves to 3 (as a committed block would leave it)
+    core.chain.ledger.accounts[key.node_id] = Account(0, 3)
+    calls = [0]
+    real = validation.crypto.verify
+
+    def counted(*a: bytes) -> bool:
+        calls[0] += 1
+        return real(*a)
+
+    monkeypatch.setattr(validation.crypto, "verify", counted)
+    for i in range(200):
+        nonce = 5 if i % 2 else 1  # taken by the held tx / below the sender's nonce 3
+        data = make_tx(key, nonce, i.to_bytes(4, "big"), world.clock.wall_ms()).encode()
+        spammer.receive(Publish(TOPIC_TXS, data), len(data))
+    world.run(1.0)
+    assert calls[0] == 0
+    assert len(core.mempool) == 1 and spammer.is_open
+    fresh = make_tx(key, 6, b"next", world.clock.wall_ms()).encode()  # a wanted one is checked
+    spammer.receive(Publish(TOPIC_TXS, fresh), len(fresh))
+    world.sched.run_due()
+    assert calls[0] == 1 and len(core.mempool) == 2
