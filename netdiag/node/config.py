@@ -56,6 +56,9 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_frame_bytes: int = 4 << 20
     peer_msg_rate: float = 5000.0  # messages/s sustained, burst 2x (load tests stay under it)
     peer_bytes_rate: float = 16 << 20  # bytes/s sustained, burst 2x (reads are throttled)
+    # messages/s from all inbound connections of one IP together, burst 2x; reads are
+    # throttled, nobody is scored (many peer ids from one address; 0 = off)
+    ip_msg_rate: float = 10_000.0
     max_write_buffer_bytes: int = 16 << 20  # a peer that does not read is disconnected
     # Every protocol violation closes its connection; a peer id with more than this many on
     # record (kept across reconnects, forgotten as its score decays) is banned.
@@ -160,6 +163,7 @@ RANGES: dict[str, tuple[float, bool]] = {
     "max_frame_bytes": (4096.0, True),  # the handshake frame cap
     "peer_msg_rate": POSITIVE,
     "peer_bytes_rate": POSITIVE,
+    "ip_msg_rate": NON_NEGATIVE,
     "max_write_buffer_bytes": AT_LEAST_ONE,
     "max_violations": AT_LEAST_ONE,
     "ban_seconds": NON_NEGATIVE,

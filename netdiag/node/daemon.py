@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import signal
 import ssl
+import time
 import traceback
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -29,6 +30,7 @@ from netdiag.node.entropy_check import EntropyCheck
 from netdiag.node.errors import ConfigError
 from netdiag.node.genesis import GenesisSpec
 from netdiag.node.gossip import GossipRouter
+from netdiag.node.limits import TokenBucket
 from netdiag.node.link import Link
 from netdiag.node.logs import NodeLog
 from netdiag.node.mempool import Mempool
@@ -47,6 +49,8 @@ from netdiag.node.transport import Connection
 from netdiag.node.views import CoreView
 from netdiag.node.window_sync import ParallelSync
 from netdiag.node.writer import WriteBehindStore
+
+MAX_IP_BUCKETS = 4096
 
 
 def short(b: bytes) -> str:
@@ -82,6 +86,7 @@ class Node:
         # started on the first batch worth it (a sync segment), from the loop's thread: a
         # cluster of small-block nodes on one host never starts any
         self._sigs = SigPool(cfg.verify_workers, on_error=self._no_workers)
+        self._ip_buckets: dict[str, TokenBucket] = {}  # inbound messages per remote IP
 
     # -- the core and its parts (for the CLI, tests and the API view) ----------------------
 
@@ -370,9 +375,25 @@ class Node:
             dialed_addr=dialed,
             tls=self._tls_session(outbound),
             budget=self.core.memory,
+            ip_msgs=None if outbound else self._ip_msgs(w),
         )
         conn.probe = probe
         return conn
+
+    def _ip_msgs(self, w: asyncio.StreamWriter) -> TokenBucket | None:
+        """The message bucket every inbound connection from this remote IP shares."""
+        rate = self.cfg.ip_msg_rate
+        if rate <= 0:
+            return None
+        host = str((w.get_extra_info("peername") or ("?",))[0])
+        if len(self._ip_buckets) >= MAX_IP_BUCKETS:  # forget idle (full) ones
+            for ip, b in list(self._ip_buckets.items()):
+                if b.wait_time(0) == 0 and b.tokens >= b.burst:
+                    del self._ip_buckets[ip]
+        bucket = self._ip_buckets.get(host)
+        if bucket is None:
+            bucket = self._ip_buckets[host] = TokenBucket(rate, 2 * rate, time.monotonic)
+        return bucket
 
     def _tls_session(self, outbound: bool) -> TlsSession | None:
         ctx = self._ssl_client if outbound else self._ssl_server

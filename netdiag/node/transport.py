@@ -87,6 +87,7 @@ class Connection:
         dialed_addr: str | None = None,
         tls: TlsSession | None = None,
         budget: MemoryBudget | None = None,
+        ip_msgs: TokenBucket | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -101,6 +102,7 @@ class Connection:
         self.budget = budget
         self.msg_bucket = TokenBucket(msg_rate, 2 * msg_rate, time.monotonic)
         self.byte_bucket = TokenBucket(bytes_rate, 2 * bytes_rate, time.monotonic)
+        self.ip_msgs = ip_msgs  # shared by every inbound connection from our remote's IP
         self.max_write_buffer = max_write_buffer
         self.handshake_timeout_s = handshake_timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -238,7 +240,14 @@ class Connection:
                 if delay > 0:
                     handler.on_limit(self, "peer_bytes_rate")
                     await asyncio.sleep(delay)  # throttle: TCP backpressure reaches the sender
-                self._handle_events(handler, self.proto.receive_data(data))
+                events = self.proto.receive_data(data)
+                if self.ip_msgs is not None:
+                    n = sum(isinstance(ev, MessageReceived) for ev in events)
+                    delay = self.ip_msgs.wait_time(n) if n else 0.0
+                    if delay > 0:  # throttled, not scored: honest peers may share an address
+                        handler.on_limit(self, "ip_msg_rate")
+                        await asyncio.sleep(delay)
+                self._handle_events(handler, events)
                 self._flush()
                 self._account()
         except (ConnectionError, OSError) as e:
