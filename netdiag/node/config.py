@@ -97,8 +97,10 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # of replaying from genesis; it waits this long for an announcement, then replays
     snapshot_sync: bool = False
     snapshot_wait_s: float = 5.0
+    # ... and waits (up to snapshot_wait_s) until this many connected peers hold it
+    snapshot_min_sources: int = 1
     snapshot_announce_s: float = 2.0  # our newest snapshot is announced this often
-    # LAB ONLY (bench sync --bad-source, tests): serve every snapshot chunk with a byte flipped
+    # LAB ONLY (bench sync --bad-sources, tests): serve every snapshot chunk with a byte flipped
     debug_corrupt_chunks: bool = False
     entropy_sample: int = 8  # peers asked in each epoch-boundary entropy check
     entropy_timeout_ms: int = 300  # how long their answers are collected
@@ -176,6 +178,7 @@ RANGES: dict[str, tuple[float, bool]] = {
     "snapshot_keep": AT_LEAST_ONE,
     "snapshot_chunk_bytes": (1024.0, True),
     "snapshot_wait_s": NON_NEGATIVE,
+    "snapshot_min_sources": AT_LEAST_ONE,
     "snapshot_announce_s": POSITIVE,
     "mempool_max_bytes": AT_LEAST_ONE,
     "orphan_max": NON_NEGATIVE,

@@ -203,6 +203,7 @@ class NodeCore:
             cfg.snapshot_wait_s,
             cfg.snapshot_sync,
             self.sigs,
+            cfg.snapshot_min_sources,
         )
         self.snapshot_service = SnapshotService(
             chain, self.snapshots, self.onboarding, cfg.debug_corrupt_chunks

@@ -245,6 +245,8 @@ class Node:
         self._api_runner, self.api_port = await self._api_thread.start(
             start_api(self._api_view, self.cfg.api, self.cfg.api_header_timeout_s)
         )
+        if core.onboarding.active:  # a snapshot join checks its headers on the workers
+            self._sigs.start_soon()
         self._spawn(self._every("api_snapshot", SNAPSHOT_S, self._api_view.refresh))
         self._spawn(self._every("dial", 0.2, self._dial_step))
         self._spawn(self._every("discovery", 1.0, core.discovery_step))

@@ -14,27 +14,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-import msgspec
-
-from netdiag.node.crypto import preverified
-from netdiag.node.errors import ValidationError
 from netdiag.node.link import Link
 from netdiag.node.messages import (
     Blocks,
     ChunkData,
     GetBlocks,
     GetChunk,
-    GetHeaderChain,
     GetSnapshot,
     HeaderChain,
     Message,
     SnapshotManifest,
 )
-from netdiag.node.model import BLOCK_DOMAIN, decode_single_block, merkle_root
+from netdiag.node.model import decode_single_block, merkle_root
 from netdiag.node.onboard_backfill import backfill_step, on_backfill
+from netdiag.node.onboard_headers import fill_headers, on_header_chain
 from netdiag.node.onboard_state import (
     ACTIVE,
-    HEADER_BATCH,
     REQ_BASE,
     OnboardHost,
     OnboardStats,
@@ -43,8 +38,7 @@ from netdiag.node.onboard_state import (
     Source,
     onboard_view,
 )
-from netdiag.node.schedule import epoch_seed_height
-from netdiag.node.sigpool import SigPool
+from netdiag.node.sigpool import SigCheck, SigPool
 from netdiag.node.snapshot import (
     BadSnapshot,
     Manifest,
@@ -54,7 +48,6 @@ from netdiag.node.snapshot import (
     decode_manifest,
 )
 from netdiag.node.snapshot_gossip import Availability, SnapKey
-from netdiag.node.validation import ChainView, check_entropy, check_signed_header
 from netdiag.node.window_state import WindowParams, short
 
 
@@ -70,7 +63,9 @@ class Onboarding:
         wait_s: float,
         enabled: bool,
         sigs: SigPool | None = None,
+        min_sources: int = 1,
     ) -> None:
+        self.min_sources = min_sources
         self.sigs = sigs
         self.host = host
         self.avail = avail
@@ -88,7 +83,9 @@ class Onboarding:
         self.pending: dict[int, Pending] = {}
         self._ids = iter(range(REQ_BASE, REQ_BASE + (1 << 40)))
         # header chain state
-        self.headers_buf: dict[int, SignedHeader] = {}
+        self.headers_buf: dict[int, tuple[SignedHeader, Link]] = {}  # height -> (it, sender)
+        self.sig_wait: set[SigCheck] = set()  # header signatures at the sigpool now
+        self.sig_ok: set[SigCheck] = set()  # ... that it verified, their headers not yet checked
         g = chain.genesis.block()
         self.parent = SignedHeader(g.header, g.hash, b"")
         self.parent_seed = g.hash
@@ -113,7 +110,10 @@ class Onboarding:
                 self._timed_out(r, now)
         if self.phase == "waiting":
             self._pick_snapshot(now)
-        elif self.phase == "headers":
+            return
+        if self.active and self.target is not None:
+            self._add_sources(self.target)
+        if self.phase == "headers":
             self._fill_headers()
         elif self.phase == "chunks":
             self._fill_chunks()
@@ -130,8 +130,11 @@ class Onboarding:
             live = set(nodes) & connected
             if live and key[0] % L == 0 and (best is None or key[0] > best[0][0]):
                 best = (key, live)
+        waited = now - self.stats.started >= self.wait_s
+        if best is not None and len(best[1]) < self.min_sources and not waited:
+            return  # more holders may announce: wait for them, up to wait_s
         if best is None:
-            if now - self.stats.started >= self.wait_s:
+            if waited:
                 why = (
                     "no peer announced a snapshot"
                     if not self.avail.holders
@@ -147,8 +150,8 @@ class Onboarding:
                 )
             return
         self.target, holders = best
-        for nid in holders:
-            self.sources[nid] = Source(self.host.conns[nid], timeout_s=self.p.timeout_min_s)
+        self._add_sources(self.target)
+        self.stats.selected_at = now
         self.phase = "headers"
         self.host.info(
             "snapshot_selected",
@@ -158,6 +161,14 @@ class Onboarding:
             sources=len(holders),
         )
         self._fill_headers()
+
+    def _add_sources(self, key: SnapKey) -> None:
+        """Every connected holder of the snapshot is a source, also one whose announcement
+        arrived after the choice (a banned peer is disconnected, so never taken back)."""
+        for nid in self.avail.holders.get(key, ()):
+            conn = self.host.conns.get(nid)
+            if nid not in self.sources and conn is not None and conn.is_open:
+                self.sources[nid] = Source(conn, timeout_s=self.p.timeout_min_s)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -224,102 +235,13 @@ class Onboarding:
     def owns(self, req_id: int) -> bool:
         return req_id in self.pending
 
-    # -- headers ---------------------------------------------------------------------------
+    # -- headers (onboard_headers.py) ------------------------------------------------------
 
     def _fill_headers(self) -> None:
-        assert self.target is not None
-        top = self.target[0]
-        covered = set(self.headers_buf)
-        starts = {r.key for r in self.pending.values() if r.kind == "headers"}
-        h = self.parent.header.height + 1
-        while h <= top and len(starts) < 4 * max(1, len(self.sources)):
-            if h in covered or h in starts:
-                h += HEADER_BATCH
-                continue
-            s = self._pick()
-            if s is None:
-                return
-            count = min(HEADER_BATCH, top - h + 1)
-            self._send(s, "headers", h, partial(GetHeaderChain, start=h, count=count))
-            starts.add(h)
-            h += HEADER_BATCH
+        fill_headers(self)
 
     def on_header_chain(self, conn: Link, msg: HeaderChain) -> None:
-        r = self._take(conn, msg.req_id, "headers")
-        if r is None:
-            self.host.penalize(conn, 5.0, "unsolicited header chain")
-            return
-        try:
-            got = [msgspec.msgpack.decode(i, type=SignedHeader) for i in msg.items]
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            self.host.ban(conn, "snapshot: undecodable header chain")
-            return
-        if not got or any(g.header.height != r.key + i for i, g in enumerate(got)):
-            self.host.penalize(conn, 20.0, f"header chain from {r.key} empty or out of order")
-            self._fill_headers()
-            return
-        for g in got:
-            self.headers_buf.setdefault(g.header.height, g)
-        self.stats.bytes_fetched += sum(len(i) for i in msg.items)
-        self._verify_headers(conn)
-
-    def _verify_headers(self, conn: Link) -> None:
-        """The contiguous run above the verified parent, its signatures first as one batch on
-        every core (sigpool), then every rule in height order."""
-        run, h = [], self.parent.header.height + 1
-        while h in self.headers_buf:
-            g = self.headers_buf[h]
-            run.append((g.header.producer, g.signature, BLOCK_DOMAIN + g.hash))
-            h += 1
-        with preverified(self.sigs.prove(run) if self.sigs is not None else ()):
-            self._verify_run(conn)
-
-    def _verify_run(self, conn: Link) -> None:
-        assert self.target is not None
-        chain = self.host.chain
-        L = chain.params.epoch_length
-        now = self.wall_ms()
-        while (nxt := self.headers_buf.pop(self.parent.header.height + 1, None)) is not None:
-            p = self.parent
-            view = ChainView(
-                network_id=chain.genesis.network_id,
-                tip_height=p.header.height,
-                tip_hash=p.hash,
-                tip_timestamp_ms=p.header.timestamp_ms,
-                validators=chain.genesis.validators,
-                seed_hash=lambda h: self.seeds[epoch_seed_height(h, L)],
-                has_block=p.hash.__eq__,
-                has_tx=lambda _t: False,
-                tip_seed=p.header.mix or p.hash,
-                entropy=chain.reveals,
-            )
-            try:
-                check_signed_header(nxt.header, nxt.hash, nxt.signature, view, chain.params, now)
-                check_entropy(nxt.header, view)
-            except ValidationError as e:
-                self.headers_buf.clear()
-                self.host.ban(conn, f"snapshot: header {nxt.header.height} invalid ({e.detail})")
-                self._fill_headers()
-                return
-            if nxt.header.height % L == 0:
-                self.seeds[nxt.header.height] = nxt.header.mix or nxt.hash
-            self.parent = nxt
-            self.stats.headers_verified += 1
-        top, top_hash, _ = self.target
-        if self.parent.header.height < top:
-            self._fill_headers()
-            return
-        if self.parent.hash != top_hash:
-            self._restart(f"the verified header at {top} is not the announced block")
-            return
-        self.target_header = self.parent
-        self.phase = "manifest"
-        self.host.info(
-            "snapshot_headers",
-            f"header chain 1..{top} verified (signatures, producer schedule, entropy)",
-            height=top,
-        )
-        self._ask_one("manifest")
+        on_header_chain(self, conn, msg)
 
     # -- manifest, block -------------------------------------------------------------------
 

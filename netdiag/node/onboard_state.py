@@ -62,6 +62,7 @@ class Pending:
 @dataclass
 class OnboardStats:
     started: float = 0.0
+    selected_at: float | None = None  # the snapshot chosen: headers, manifest, chunks begin
     restored_at: float | None = None  # state installed (blocks after H follow by sync)
     headers_verified: int = 0
     chunks_verified: int = 0
@@ -85,6 +86,7 @@ def onboard_view(ob: Onboarding) -> dict[str, object]:
         "headers_verified": ob.stats.headers_verified,
         "chunks_total": len(m.chunks) if m else 0,
         "chunks_verified": len(ob.have),
+        "chunks_fetched": ob.stats.chunks_verified,  # this run, from peers (not resumed)
         "chunks_resumed": ob.stats.chunks_resumed,
         "chunks_bad": ob.stats.chunks_bad,
         "chunk_retries": ob.stats.chunk_retries,
@@ -113,5 +115,10 @@ def onboard_view(ob: Onboarding) -> dict[str, object]:
             None
             if ob.stats.restored_at is None
             else round(ob.stats.restored_at - ob.stats.started, 3)
+        ),
+        "transfer_s": (  # snapshot chosen -> state installed: headers, manifest, chunks, block
+            None
+            if ob.stats.restored_at is None or ob.stats.selected_at is None
+            else round(ob.stats.restored_at - ob.stats.selected_at, 3)
         ),
     }

@@ -11,6 +11,7 @@ saw) is checked again, inline, by the same rule as always.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
@@ -130,6 +131,13 @@ class SigPool:
             if self.on_error is not None:
                 self.on_error(self.error)
 
+    def start_soon(self) -> None:
+        """Start the workers on a thread of the running loop's executor, off the loop (a
+        spawn costs the node a second or so on a busy machine); until they are up,
+        ``prove_later`` declines and its callers verify inline."""
+        if self.parallel and self._pool is None:
+            asyncio.get_running_loop().run_in_executor(None, self.start)
+
     def verify_many(self, items: list[SigCheck]) -> list[bool]:
         if not self.parallel or len(items) < self.min_batch:
             return verify_chunk(items)
@@ -151,6 +159,40 @@ class SigPool:
         if not self.parallel or len(items) < self.min_batch:
             return []
         return [it for it, ok in zip(items, self.verify_many(items), strict=True) if ok]
+
+    def prove_later(self, items: list[SigCheck], done: Callable[[list[SigCheck]], None]) -> bool:
+        """``prove`` without waiting: the batch goes to the workers and ``done`` gets the
+        triples that verified later, on the calling (running) event loop, which meanwhile
+        goes on. False (``done`` never called) when there is no pool, no running loop or
+        the batch is not worth the trip: the caller then verifies inline, as always. A pool
+        that fails mid-batch answers ``done([])`` — nothing preverified, all checked inline."""
+        if not self.parallel or len(items) < self.min_batch:
+            return False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        if self._pool is None and self._starting.locked():
+            return False  # the workers are still starting (start_soon): inline meanwhile
+        self.start()
+        if self._pool is None:
+            return False
+        size = max(self.min_batch // 2, -(-len(items) // self.workers))
+        parts = [items[i : i + size] for i in range(0, len(items), size)]
+        self.batches += 1
+        self.checks += len(items)
+        futs = [asyncio.wrap_future(self._pool.submit(verify_chunk, p), loop=loop) for p in parts]
+        gathered = asyncio.gather(*futs)
+
+        def finished(g: asyncio.Future[list[list[bool]]]) -> None:
+            if g.cancelled() or g.exception() is not None:
+                done([])
+                return
+            oks = [ok for part in g.result() for ok in part]
+            done([it for it, ok in zip(items, oks, strict=True) if ok])
+
+        gathered.add_done_callback(finished)
+        return True
 
     def worker_pids(self) -> list[int]:
         return list(getattr(self._pool, "_processes", {}) or {})

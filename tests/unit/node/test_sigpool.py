@@ -18,7 +18,7 @@ from netdiag.node import crypto
 from netdiag.node.chain import Chain
 from netdiag.node.model import Block, Tx
 from netdiag.node.segment import verify_segment
-from netdiag.node.sigpool import SigPool, sig_checks, verify_chunk
+from netdiag.node.sigpool import SigCheck, SigPool, sig_checks, verify_chunk
 from netdiag.node.testkit import build_chain
 from tests.unit.node.chainkit import Clock, lab, open_chain, txs
 
@@ -45,6 +45,40 @@ def test_pool_verdicts_equal_inline(pool: SigPool) -> None:
     assert pool.verify_many(items) == verify_chunk(items)
     assert pool.verify_many(items).count(False) == 7
     assert pool.batches >= 1, "the batch went to the workers"
+
+
+def test_prove_later_answers_on_the_loop_which_runs_meanwhile(pool: SigPool) -> None:
+    """The pipelined form: the batch goes to the workers, the loop keeps running callbacks,
+    and ``done`` gets exactly the triples that verify, on the loop's own thread."""
+    import asyncio
+    import threading
+
+    _, keys = lab()
+    good = txs(40, keys[0])
+    mixed = [forged(t) if i % 5 == 2 else t for i, t in enumerate(good)]
+    items = [(t.sender, t.signature, t.signing_bytes()) for t in mixed]
+
+    async def run() -> tuple[list[SigCheck], int, bool]:
+        loop = asyncio.get_running_loop()
+        got: asyncio.Future[list[SigCheck]] = loop.create_future()
+        on_loop = []
+        ticks = 0
+
+        def done(ok: list[SigCheck]) -> None:
+            on_loop.append(threading.current_thread() is threading.main_thread())
+            got.set_result(ok)
+
+        assert pool.prove_later(items, done)
+        while not got.done():
+            ticks += 1
+            await asyncio.sleep(0)
+        return got.result(), ticks, all(on_loop)
+
+    ok, ticks, on_loop = asyncio.run(run())
+    assert ok == [it for it, v in zip(items, verify_chunk(items), strict=True) if v]
+    assert len(ok) == 32 and ticks > 0 and on_loop
+    assert not pool.prove_later(items[:2], lambda _ok: None), "too small: inline"
+    assert not SigPool(0).prove_later(items, lambda _ok: None), "no pool: inline"
 
 
 def test_preverified_answers_only_for_its_triples(pool: SigPool) -> None:
