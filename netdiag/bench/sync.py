@@ -166,7 +166,7 @@ def _node(
 
 
 @contextmanager
-def _placement(rtt_ms: float) -> Iterator[Placement]:
+def _placement(rtt_ms: float, rate_bps: int = 1_000_000_000) -> Iterator[Placement]:
     if rtt_ms <= 0:
         yield Placement()
         return
@@ -175,7 +175,7 @@ def _placement(rtt_ms: float) -> Iterator[Placement]:
 
     # Namespaces nd-sync-a / nd-sync-b (lab "sync"); the lab removes them and our processes in
     # them on exit and on Ctrl-C; `netdiag lab down sync` after a kill -9.
-    topo = two_node(rtt_ms / 1000, 1_000_000_000, name="sync")
+    topo = two_node(rtt_ms / 1000, rate_bps, name="sync")
     with Lab.up(topo) as lab:
         yield Placement(lab)
 
@@ -271,9 +271,17 @@ def run(
 
 @contextmanager
 def _servers(
-    place: Placement, work: Path, n: int, height: int, env: dict[str, str] | None = None
+    place: Placement,
+    work: Path,
+    n: int,
+    height: int,
+    env: dict[str, str] | None = None,
+    last_env: dict[str, str] | None = None,
+    last: int = 0,
 ) -> Iterator[list[str]]:
-    with _nested(place, work, n, env) as nodes:
+    """``n`` servers with ``env``; the last ``last`` of them with ``last_env`` added."""
+    envs = [(env or {}) | (last_env or {} if i >= n - last else {}) for i in range(n)]
+    with _nested(place, work, envs) as nodes:
         for _, api in nodes:
             _wait(place, "server", api, lambda st: st["height"] == height, 30, "a server")
         yield [addr for addr, _ in nodes]
@@ -281,14 +289,15 @@ def _servers(
 
 @contextmanager
 def _nested(
-    place: Placement, work: Path, n: int, env: dict[str, str] | None = None
+    place: Placement, work: Path, envs: list[dict[str, str]]
 ) -> Iterator[list[tuple[str, int]]]:
+    n = len(envs)
     if n == 0:
         yield []
         return
     with (
-        _nested(place, work, n - 1, env) as rest,
-        _node(place, work, "server", f"server{n - 1}", [], extra_env=env) as mine,
+        _nested(place, work, envs[:-1]) as rest,
+        _node(place, work, "server", f"server{n - 1}", [], extra_env=envs[-1]) as mine,
     ):
         yield [*rest, mine]
 

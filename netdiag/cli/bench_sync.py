@@ -68,6 +68,28 @@ def _peer_counts(value: str) -> list[int]:
     show_default=True,
     help="With --mode: accounts the chain's first blocks create (the state's size).",
 )
+@click.option(
+    "--bad-sources",
+    type=click.IntRange(0, 8),
+    default=0,
+    show_default=True,
+    help="With --mode: this many more servers serve every snapshot chunk corrupted (the join "
+    "must complete and ban each; the row's `bans`).",
+)
+@click.option(
+    "--chunk-kb",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="With --mode: the seeded snapshot's chunk size (KiB).",
+)
+@click.option(
+    "--rate-mbit",
+    type=click.FloatRange(0.1),
+    default=1000.0,
+    show_default=True,
+    help="With --rtt-ms: the lab link's rate; --mode rows give the snapshot's bytes at it.",
+)
 def sync(
     peers: str,
     blocks: int,
@@ -79,6 +101,9 @@ def sync(
     as_json: bool,
     modes: str,
     accounts: int,
+    bad_sources: int,
+    chunk_kb: int,
+    rate_mbit: float,
 ) -> None:
     """Late-joiner sync throughput from several peers (real node processes).
 
@@ -89,7 +114,9 @@ def sync(
 
     err = Console(stderr=True)
     if modes:
-        _modes(_mode_list(modes), blocks, accounts, rounds, rtt_ms, out, as_json, err)
+        opts = {"bad_sources": bad_sources, "chunk_bytes": chunk_kb << 10}
+        opts["rate_bps"] = int(rate_mbit * 1e6)
+        _modes(_mode_list(modes), blocks, accounts, rounds, rtt_ms, opts, out, as_json, err)
         return
     counts = _peer_counts(peers)
     with err.status("sync: starting") as status:
@@ -127,6 +154,7 @@ def _modes(
     accounts: int,
     rounds: int,
     rtt_ms: float,
+    opts: dict[str, int],
     out: Path | None,
     as_json: bool,
     err: Console,
@@ -141,12 +169,14 @@ def _modes(
             rounds,
             rtt_ms,
             progress=lambda m: status.update(f"sync: {m}"),
+            **opts,
         )
-    params = {
+    params: dict[str, object] = {
         "modes": modes,
         "blocks": blocks,
         "accounts": accounts,
         "rounds": rounds,
         "rtt_ms": rtt_ms,
+        **opts,
     }
     finish(sync_modes.to_result(fig, params), out, as_json)

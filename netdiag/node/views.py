@@ -44,6 +44,7 @@ class CoreView:
             "tip_hash": durable.hash.hex(),
             "tip_timestamp_ms": durable.header.timestamp_ms,
             "chain_height": chain.height,
+            "state_root": chain.ledger.root().hex(),  # the state after chain_height
             "store_pending_blocks": chain.store.pending_blocks,
             "peers": len(conns),
             "peers_outbound": out,

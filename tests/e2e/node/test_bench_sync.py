@@ -83,3 +83,19 @@ def test_bench_sync_modes_one_row_per_mode(tmp_path: Path) -> None:
 def test_bench_sync_rejects_an_unknown_mode() -> None:
     res = run_netdiag("bench", "sync", "--mode", "replay,warp")
     assert res.returncode == 2 and "--mode" in res.stderr
+
+
+def test_bench_sync_a_bad_source_is_banned_and_the_join_completes(tmp_path: Path) -> None:
+    """--bad-sources 1: a third server serves every chunk corrupted; the snapshot joiner (told
+    to wait for all three holders, so the bad one is asked) still restores and bans it."""
+    out = tmp_path / "bad.json"
+    run_netdiag(
+        *("bench", "sync", "--mode", "snapshot", "--blocks", "300", "--accounts", "300"),
+        *("--bad-sources", "1", "--chunk-kb", "1", "--rounds", "1", "--out", str(out)),
+        check=True,
+    )
+    saved = results.load(out)
+    [row] = saved["summary"]["modes"]
+    assert row["phase"] == "done" and row["chunks_total"] >= 3
+    assert row["chunks_bad"] >= 1 and row["bans_min"] >= 1
+    assert saved["metadata"]["parameters"]["bad_sources"] == 1
