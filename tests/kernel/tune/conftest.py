@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from netdiag.kernel import cgroup, netns
-from tests.cli import run_netdiag
+from tests.cli import NETDIAG, run_netdiag
 
 
 @pytest.fixture
@@ -80,3 +81,22 @@ def wait_marker(proc: subprocess.Popen[str], text: str, max_lines: int = 20) -> 
             break
     assert text in seen[-1], "".join(seen)
     return seen[-1]
+
+
+@contextlib.contextmanager
+def paused_then_killed(args: list[str], env: dict[str, str], after: int) -> Iterator[None]:
+    """`netdiag ARGS` stopped by the test pause once ``after`` changes are made; the body runs
+    while it waits there, then it is killed with SIGKILL (as an operator's kill -9)."""
+    proc = subprocess.Popen(
+        [*NETDIAG, *args],
+        env=dict(env, NETDIAG_TUNE_TEST_PAUSE_AFTER=str(after)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_marker(proc, f"test pause after {after} changes")
+        yield
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

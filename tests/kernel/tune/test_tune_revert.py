@@ -5,13 +5,10 @@ list, which the kernel requires for a namespace default and which is restored)."
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 
 import pytest
 
-from tests.cli import NETDIAG
-from tests.kernel.tune.conftest import raw, run, wait_marker
+from tests.kernel.tune.conftest import paused_then_killed, raw, run
 
 NETNS_KEYS = [
     "net.ipv4.tcp_congestion_control",
@@ -99,22 +96,10 @@ def test_dry_run_changes_nothing(tune_netns: str, state: dict[str, str]) -> None
 
 def test_sigkill_mid_apply_then_revert_restores(tune_netns: str, state: dict[str, str]) -> None:
     before = snapshot(tune_netns)
-    env = dict(state, NETDIAG_TUNE_TEST_PAUSE_AFTER="3")
-    proc = subprocess.Popen(
-        [*NETDIAG, *tune_args(tune_netns)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_marker(proc, "test pause after 3 changes")
+    with paused_then_killed(tune_args(tune_netns), state, after=3):
         mid = snapshot(tune_netns)
         assert mid != before  # some changes are live, others not yet
         assert mid[f"{tune_netns}:net.core.somaxconn"] == before[f"{tune_netns}:net.core.somaxconn"]
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
     assert [e["status"] for e in entries(state)] == ["applying"]
     run(["tune", "--revert"], state)
     assert snapshot(tune_netns) == before

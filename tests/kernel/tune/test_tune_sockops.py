@@ -5,7 +5,6 @@ policy outlives the CLI; revert (also after kill -9) leaves nothing attached."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import textwrap
@@ -13,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import NETDIAG
 from tests.conftest import missing_bcc, missing_tool
-from tests.kernel.tune.conftest import raw, run, wait_marker
+from tests.kernel.tune.conftest import paused_then_killed, raw, run
 
 pytestmark = pytest.mark.skipif(
     bool(missing_bcc() or missing_tool("bpftool", "ss")),
@@ -66,6 +64,11 @@ def probe(ns: str, cg: Path | None) -> dict[str, dict[str, str]]:
     return out
 
 
+def tune_cubic(cg: Path) -> list[str]:
+    """cubic for connections to the P2P port from the cgroup ``cg``."""
+    return ["tune", "--cc", "cubic", "--cgroup", str(cg), "--port", str(P2P_PORT)]
+
+
 def attached(cg: Path) -> str:
     return subprocess.run(
         ["bpftool", "cgroup", "show", str(cg)], capture_output=True, text=True
@@ -76,7 +79,7 @@ def test_port_scoped_cc_then_revert_leaves_nothing(
     tune_netns: str, state: dict[str, str], scratch_cgroup: Path
 ) -> None:
     assert raw("net.ipv4.tcp_congestion_control", tune_netns) == b"bbr\n"
-    run(["tune", "--cc", "cubic", "--cgroup", str(scratch_cgroup), "--port", str(P2P_PORT)], state)
+    run(tune_cubic(scratch_cgroup), state)
     # the CLI has exited: the pinned link keeps the policy
     assert "cc_sockops" in attached(scratch_cgroup)
     got = probe(tune_netns, scratch_cgroup)
@@ -104,32 +107,9 @@ def test_sigkill_after_attach_then_revert_detaches(
     tune_netns: str, state: dict[str, str], scratch_cgroup: Path
 ) -> None:
     somaxconn = raw("net.core.somaxconn", tune_netns)
-    env = dict(state, NETDIAG_TUNE_TEST_PAUSE_AFTER="1")  # sockops attached, sysctl not yet
-    proc = subprocess.Popen(
-        [
-            *NETDIAG,
-            "tune",
-            "--cc",
-            "cubic",
-            "--cgroup",
-            str(scratch_cgroup),
-            "--port",
-            str(P2P_PORT),
-            "--netns",
-            tune_netns,
-            "--set",
-            "net.core.somaxconn=777",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_marker(proc, "test pause after 1 changes")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    tune = [*tune_cubic(scratch_cgroup), "--netns", tune_netns, "--set", "net.core.somaxconn=777"]
+    with paused_then_killed(tune, state, after=1):  # sockops attached, sysctl not yet
+        pass
     assert "cc_sockops" in attached(scratch_cgroup)  # pinned: survives the kill
     run(["tune", "--revert"], state)
     assert "cc_sockops" not in attached(scratch_cgroup)
@@ -139,28 +119,8 @@ def test_sigkill_after_attach_then_revert_detaches(
 def test_sigkill_before_pin_leaves_nothing(
     tune_netns: str, state: dict[str, str], scratch_cgroup: Path
 ) -> None:
-    env = dict(state, NETDIAG_TUNE_TEST_PAUSE_AFTER="0")  # journaled, nothing attached yet
-    proc = subprocess.Popen(
-        [
-            *NETDIAG,
-            "tune",
-            "--cc",
-            "cubic",
-            "--cgroup",
-            str(scratch_cgroup),
-            "--port",
-            str(P2P_PORT),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_marker(proc, "test pause after 0 changes")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    with paused_then_killed(tune_cubic(scratch_cgroup), state, after=0):  # journaled only
+        pass
     assert "cc_sockops" not in attached(scratch_cgroup)
     out = run(["tune", "--revert", "--json"], state).stdout
     [r] = json.loads(out)
@@ -181,7 +141,7 @@ def test_cgroup_scope_without_port_sets_every_connection(
 def test_pin_without_journal_record_is_an_orphan_that_revert_removes(
     tune_netns: str, state: dict[str, str], scratch_cgroup: Path
 ) -> None:
-    run(["tune", "--cc", "cubic", "--cgroup", str(scratch_cgroup), "--port", str(P2P_PORT)], state)
+    run(tune_cubic(scratch_cgroup), state)
     for f in Path(state["NETDIAG_STATE"], "tune").glob("*.json"):
         f.unlink()  # netdiag's record is gone; the attachment must not outlive it
     [link] = json.loads(run(["tune", "--show", "--json"], state).stdout)["sockops_links"]
