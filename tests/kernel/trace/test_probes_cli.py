@@ -87,14 +87,31 @@ def node_for() -> Iterator[Callable[[list[dict[str, Any]]], str]]:
         s.server_close()
 
 
-def _keep_sending(pair: Pair, stop: threading.Event) -> threading.Thread:
+@contextlib.contextmanager
+def _sending(pair: Pair, close: bool = False) -> Iterator[None]:
+    """The pair's client sends without pause for the body; then it stops (and the pair is
+    closed, with ``close``)."""
+    stop = threading.Event()
+
     def body() -> None:
         while not stop.is_set():
             pair.client.sendall(b"y" * 65536)
 
     t = threading.Thread(target=body, daemon=True)
     t.start()
-    return t
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+        if close:
+            pair.close()
+
+
+def _bdp_json(netns: str, port: int, window_s: str) -> None:
+    """`netdiag bdp --json` on the connections to ``port`` in ``netns`` (3 samples)."""
+    args = ["--netns", netns, "--port", str(port), "--window", window_s, "--samples", "3"]
+    assert main(["bdp", "--json", *args]) == 0
 
 
 def _run_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
@@ -124,9 +141,7 @@ def test_trace_peers_json_labels_rows_from_the_node(
             }
         ]
     )
-    stop = threading.Event()
-    t = _keep_sending(pair, stop)
-    try:
+    with _sending(pair):
         args = [
             "trace-peers",
             "--json",
@@ -140,9 +155,6 @@ def test_trace_peers_json_labels_rows_from_the_node(
             url,
         ]
         lines = _run_json([*args, "--no-bpf"] if no_bpf else args, capsys)
-    finally:
-        stop.set()
-        t.join()
     assert len(lines) == 2
     last = lines[-1]
     assert last["source"] == ("sock_diag" if no_bpf else "ebpf")
@@ -164,9 +176,7 @@ def test_trace_peers_pid_filter_keeps_only_our_sockets(
     import os
 
     pair = loopback_pair()
-    stop = threading.Event()
-    t = _keep_sending(pair, stop)
-    try:
+    with _sending(pair):
         lines = _run_json(
             [
                 "trace-peers",
@@ -180,9 +190,6 @@ def test_trace_peers_pid_filter_keeps_only_our_sockets(
             ],
             capsys,
         )
-    finally:
-        stop.set()
-        t.join()
     cookies = {r["sock_cookie"] for r in lines[-1]["rows"]}
     ours = {c.cookie for c in sockdiag.snapshot() if c.lport == pair.port or c.rport == pair.port}
     assert pair.cookie in cookies
@@ -194,31 +201,9 @@ def test_trace_peers_pid_filter_keeps_only_our_sockets(
 def test_bdp_json_on_a_shaped_path(capsys: pytest.CaptureFixture[str]) -> None:
     with testbed.path3(rate_mbit=50) as path:
         pair = make_pair(path.server, path.client, path.server_ip)
-        stop = threading.Event()
-        t = _keep_sending(pair, stop)
-        try:
+        with _sending(pair, close=True):
             time.sleep(0.5)
-            assert (
-                main(
-                    [
-                        "bdp",
-                        "--json",
-                        "--netns",
-                        path.client,
-                        "--port",
-                        str(pair.port),
-                        "--window",
-                        "0.5",
-                        "--samples",
-                        "3",
-                    ]
-                )
-                == 0
-            )
-        finally:
-            stop.set()
-            t.join()
-            pair.close()
+            _bdp_json(path.client, pair.port, window_s="0.5")
     out = json.loads(capsys.readouterr().out)
     conns = out["connections"]
     assert len(conns) == 1
@@ -302,31 +287,9 @@ def test_bdp_verdict_names_a_small_receive_buffer(capsys: pytest.CaptureFixture[
 
     with Lab.up(two_node(delay_s=0.02, rate_bps=50_000_000, name="trace")) as lab:
         pair = make_pair(lab.ns("b"), lab.ns("a"), lab.addr("b"), rcvbuf=32 * 1024)
-        stop = threading.Event()
-        t = _keep_sending(pair, stop)
-        try:
+        with _sending(pair, close=True):
             time.sleep(1.5)
-            assert (
-                main(
-                    [
-                        "bdp",
-                        "--json",
-                        "--netns",
-                        lab.ns("a"),
-                        "--port",
-                        str(pair.port),
-                        "--window",
-                        "1",
-                        "--samples",
-                        "3",
-                    ]
-                )
-                == 0
-            )
-        finally:
-            stop.set()
-            t.join()
-            pair.close()
+            _bdp_json(lab.ns("a"), pair.port, window_s="1")
     c = json.loads(capsys.readouterr().out)["connections"][0]
     assert c["limits"]["rwnd"] >= 0.2, c
     assert c["verdict"] == "rwnd-limited", c
@@ -339,9 +302,7 @@ def test_trace_peers_cong_shows_time_in_recovery(capsys: pytest.CaptureFixture[s
     with testbed.path3(rate_mbit=50) as path:
         pair = make_pair(path.server, path.client, path.server_ip)
         cookie = pair.cookie
-        stop = threading.Event()
-        t = _keep_sending(pair, stop)
-        try:
+        with _sending(pair, close=True):
             lines = _run_json(
                 [
                     "trace-peers",
@@ -356,10 +317,6 @@ def test_trace_peers_cong_shows_time_in_recovery(capsys: pytest.CaptureFixture[s
                 ],
                 capsys,
             )
-        finally:
-            stop.set()
-            t.join()
-            pair.close()
     # the first loss may come a few intervals in (slow start on a loaded host): judge the
     # last interval in which tcp_cong saw this connection leave Open
     joined = [ln for ln in lines if ln["cong_joined"] >= 1]
