@@ -12,29 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.cli import NETDIAG
-from tests.e2e.node.test_node_cluster import free_ports, get, wait
+from tests.e2e.node.test_node_cluster import free_ports, get, node_genesis, wait
 
 pytestmark = pytest.mark.e2e
 
 
 def genesis(tmp: Path) -> None:
-    subprocess.run(
-        [
-            *NETDIAG,
-            "node",
-            "genesis",
-            "--validators",
-            "1",
-            "--lab-seed",
-            "cli",
-            "--out",
-            str(tmp),
-            "--slot-ms",
-            "100",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    node_genesis(tmp, 1, "cli", 100)
 
 
 def test_config_file_env_and_sigint(tmp_path: Path) -> None:

@@ -53,29 +53,25 @@ def wait(pred: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[list[int], list[subprocess.Popen[bytes]], Path]]:
-    out = subprocess.run(
+def node_genesis(
+    out: Path, validators: int, seed: str, slot_ms: int, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`netdiag node genesis` of a lab network (keys from ``seed``) into ``out``."""
+    return subprocess.run(
         [
             *NETDIAG,
-            "node",
-            "genesis",
-            "--validators",
-            "3",
-            "--lab-seed",
-            "e2e",
-            "--out",
-            str(tmp_path),
-            "--slot-ms",
-            "500",
-            "--epoch-length",
-            "4",
-            "--json",
+            *("node", "genesis", "--validators", str(validators), "--lab-seed", seed),
+            *("--out", str(out), "--slot-ms", str(slot_ms), *extra),
         ],
         check=True,
         capture_output=True,
         text=True,
     )
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[list[int], list[subprocess.Popen[bytes]], Path]]:
+    out = node_genesis(tmp_path, 3, "e2e", 500, "--epoch-length", "4", "--json")
     assert len(json.loads(out.stdout)["validators"]) == 3
     ports = free_ports(6)
     p2p, apis = ports[:3], ports[3:]

@@ -15,31 +15,13 @@ import pytest
 from netdiag.node.genesis import load_genesis
 from netdiag.node.store import Store
 from tests.cli import NETDIAG
-from tests.e2e.node.test_node_cluster import free_ports, get, wait
+from tests.e2e.node.test_node_cluster import free_ports, get, node_genesis, wait
 
 pytestmark = pytest.mark.e2e
 
 
 def test_kill_9_node_and_restart(tmp_path: Path) -> None:
-    subprocess.run(
-        [
-            *NETDIAG,
-            "node",
-            "genesis",
-            "--validators",
-            "1",
-            "--lab-seed",
-            "crash",
-            "--out",
-            str(tmp_path),
-            "--slot-ms",
-            "20",
-            "--timestamp-ms",
-            str(int(time.time() * 1000)),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    node_genesis(tmp_path, 1, "crash", 20, "--timestamp-ms", str(int(time.time() * 1000)))
     rng = random.Random(7)
     seen_height = 0
     for _ in range(3):
