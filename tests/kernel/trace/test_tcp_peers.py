@@ -3,16 +3,15 @@ and no probe left attached afterwards."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 
 from netdiag.bench.traffic import Pair
 from netdiag.measure import sockdiag
 from netdiag.trace import engine, manifest
+from tests.cli import NETDIAG
 from tests.kernel.trace.conftest import bpf_fds, loaded_prog_ids, progs_of
 
 
@@ -87,14 +86,18 @@ def test_lifecycle_rows_close_and_are_reported_once(loopback_pair: Callable[...,
     assert cookie not in second, "a closed socket must be reported once, then dropped"
 
 
-def test_kill_9_leaves_no_probe_attached() -> None:
-    netdiag = os.path.join(os.path.dirname(sys.executable), "netdiag")
-    proc = subprocess.Popen(
-        [netdiag, "trace-peers", "--json", "--interval", "0.2"],
+def _trace_peers_json() -> subprocess.Popen[str]:
+    """`netdiag trace-peers --json --interval 0.2` as a child process, its output piped."""
+    return subprocess.Popen(
+        [*NETDIAG, "trace-peers", "--json", "--interval", "0.2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_kill_9_leaves_no_probe_attached() -> None:
+    proc = _trace_peers_json()
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -114,13 +117,7 @@ def test_kill_9_leaves_no_probe_attached() -> None:
 
 
 def test_sigterm_detaches_and_exits_cleanly() -> None:
-    netdiag = os.path.join(os.path.dirname(sys.executable), "netdiag")
-    proc = subprocess.Popen(
-        [netdiag, "trace-peers", "--json", "--interval", "0.2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _trace_peers_json()
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("{")
     progs = progs_of(proc.pid)
