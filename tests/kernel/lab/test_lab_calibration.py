@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -114,11 +113,9 @@ def test_veth_link_with_delay_without_netem_is_refused_before_anything(
         f'name = "{lab_name}"\n[[nodes]]\nname = "a"\n[[nodes]]\nname = "b"\n'
         '[[links]]\na = "a"\nb = "b"\nkind = "veth"\ndelay = "10ms"\nrate = "10mbit"\n'
     )
-    t0 = time.monotonic()
     r = run_netdiag("lab", "up", str(topo))
     assert r.returncode == 4, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "kind veth" in lines[0] and "delay" in lines[0], r.stderr
     assert "sch_netem" in lines[0]
-    assert time.monotonic() - t0 < 60
     assert leftovers(lab_name) == [] and state.names() == []
