@@ -26,7 +26,7 @@ from netdiag.node.messages import (
     SnapshotManifest,
 )
 from netdiag.node.model import decode_single_block, merkle_root
-from netdiag.node.onboard_backfill import backfill_step, on_backfill
+from netdiag.node.onboard_backfill import Backfill
 from netdiag.node.onboard_headers import fill_headers, on_header_chain
 from netdiag.node.onboard_state import (
     ACTIVE,
@@ -95,6 +95,9 @@ class Onboarding:
         self.manifest: Manifest | None = None
         self.todo: list[int] = []  # chunk indices still to fetch
         self.have: set[int] = set()
+        self.backfill = Backfill(
+            host, self.stats, clock, self.pending, self._ids, params.timeout_max_s
+        )
 
     @property
     def active(self) -> bool:
@@ -120,7 +123,7 @@ class Onboarding:
         elif self.phase in ("manifest", "block") and not self._kind_pending(self.phase):
             self._ask_one(self.phase)
         elif self.phase == "done":
-            backfill_step(self)
+            self.backfill.step()
 
     def _pick_snapshot(self, now: float) -> None:
         L = self.host.chain.params.epoch_length
@@ -354,7 +357,7 @@ class Onboarding:
     def on_blocks(self, conn: Link, msg: Blocks) -> None:
         r = self.pending.get(msg.req_id)
         if r is not None and r.kind == "backfill":
-            on_backfill(self, conn, msg)
+            self.backfill.on_blocks(conn, msg)
             return
         r = self._take(conn, msg.req_id, "block")
         m, hdr = self.manifest, self.target_header

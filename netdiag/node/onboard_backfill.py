@@ -1,64 +1,81 @@
 """Onboarding's last step: history below the snapshot's base, fetched downwards while the node
-is synchronized, one batch in flight, each batch checked against the stored headers above it."""
+is synchronized, one batch in flight, each batch checked against the stored headers above it.
+
+It shares onboarding's request table and request ids (one namespace of ids, one table that
+``Onboarding.on_blocks`` looks a reply up in)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from netdiag.node.errors import StoreError
 from netdiag.node.link import Link
 from netdiag.node.messages import Blocks, GetBlocks
 from netdiag.node.model import merkle_root
-from netdiag.node.onboard_state import BACKFILL_BATCH, Pending, Source
+from netdiag.node.onboard_state import BACKFILL_BATCH, OnboardHost, OnboardStats, Pending, Source
 from netdiag.node.window_state import decode_range
 
-if TYPE_CHECKING:
-    from netdiag.node.onboard import Onboarding
 
+class Backfill:
+    def __init__(
+        self,
+        host: OnboardHost,
+        stats: OnboardStats,
+        clock: Callable[[], float],
+        pending: dict[int, Pending],
+        ids: Iterator[int],
+        timeout_s: float,
+    ) -> None:
+        self.host = host
+        self.stats = stats
+        self.clock = clock
+        self.pending = pending
+        self._ids = ids
+        self.timeout_s = timeout_s
 
-def backfill_step(ob: Onboarding) -> None:
-    store = ob.host.chain.store
-    base = store.base_height()
-    if not base:
-        if ob.stats.backfill_done_at is None and ob.stats.restored_at is not None:
-            ob.stats.backfill_done_at = ob.clock()
-        return
-    if ob._kind_pending("backfill") or not ob.host.synchronized():
-        return
-    peers = [c for c in ob.host.conns.values() if c.is_open]
-    if not peers:
-        return
-    start = max(1, base - BACKFILL_BATCH)
-    count = base - start
-    s = Source(min(peers, key=lambda c: c.peer_id or b""), timeout_s=ob.p.timeout_max_s)
-    rid = next(ob._ids)
-    now = ob.clock()
-    ob.pending[rid] = Pending(s.conn, "backfill", start, now, now + 10.0)
-    s.conn.send(GetBlocks(rid, start, count))
+    def step(self) -> None:
+        store = self.host.chain.store
+        base = store.base_height()
+        if not base:
+            if self.stats.backfill_done_at is None and self.stats.restored_at is not None:
+                self.stats.backfill_done_at = self.clock()
+            return
+        in_flight = any(r.kind == "backfill" for r in self.pending.values())
+        if in_flight or not self.host.synchronized():
+            return
+        peers = [c for c in self.host.conns.values() if c.is_open]
+        if not peers:
+            return
+        start = max(1, base - BACKFILL_BATCH)
+        count = base - start
+        s = Source(min(peers, key=lambda c: c.peer_id or b""), timeout_s=self.timeout_s)
+        rid = next(self._ids)
+        now = self.clock()
+        self.pending[rid] = Pending(s.conn, "backfill", start, now, now + 10.0)
+        s.conn.send(GetBlocks(rid, start, count))
 
-
-def on_backfill(ob: Onboarding, conn: Link, msg: Blocks) -> None:
-    r = ob.pending.pop(msg.req_id)
-    store = ob.host.chain.store
-    base = store.base_height()
-    blocks, offence = decode_range(msg.blocks, r.key, base - r.key)
-    if offence or len(blocks) != base - r.key:
-        ob.host.penalize(conn, 20.0, f"backfill answer unusable ({offence or 'short'})")
-        return
-    if any(merkle_root([t.txid() for t in b.txs]) != b.header.tx_root for b in blocks):
-        ob.host.ban(conn, "backfill: transactions do not match their header")
-        return
-    try:
-        store.backfill(blocks)
-    except StoreError as e:
-        ob.host.ban(conn, f"backfill: {e}")
-        return
-    ob.stats.backfilled += len(blocks)
-    backfill_step(ob)  # the next batch at once: one request in flight, never idle
-    if store.base_height() == 0:
-        ob.stats.backfill_done_at = ob.clock()
-        ob.host.info(
-            "backfill_done",
-            f"history backfilled: blocks 1..{r.key + len(blocks) - 1 + 1} stored",
-            blocks=ob.stats.backfilled,
-        )
+    def on_blocks(self, conn: Link, msg: Blocks) -> None:
+        r = self.pending.pop(msg.req_id)
+        store = self.host.chain.store
+        base = store.base_height()
+        blocks, offence = decode_range(msg.blocks, r.key, base - r.key)
+        if offence or len(blocks) != base - r.key:
+            self.host.penalize(conn, 20.0, f"backfill answer unusable ({offence or 'short'})")
+            return
+        if any(merkle_root([t.txid() for t in b.txs]) != b.header.tx_root for b in blocks):
+            self.host.ban(conn, "backfill: transactions do not match their header")
+            return
+        try:
+            store.backfill(blocks)
+        except StoreError as e:
+            self.host.ban(conn, f"backfill: {e}")
+            return
+        self.stats.backfilled += len(blocks)
+        self.step()  # the next batch at once: one request in flight, never idle
+        if store.base_height() == 0:
+            self.stats.backfill_done_at = self.clock()
+            self.host.info(
+                "backfill_done",
+                f"history backfilled: blocks 1..{r.key + len(blocks) - 1 + 1} stored",
+                blocks=self.stats.backfilled,
+            )
