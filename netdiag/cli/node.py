@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from netdiag.cli.node_errors import node_error
+from netdiag.cli.node_snapshot import snapshot
 from netdiag.errors import InputError, NetdiagError
 from netdiag.output import emit_json
 
@@ -18,16 +20,6 @@ if TYPE_CHECKING:
     from netdiag.nodeapi import NodeApi
 
 LAB_GENESIS_TS_MS = 1_700_000_000_000  # fixed, so the same N and seed give the same genesis
-
-
-def _node_error(e: Exception) -> NetdiagError:
-    from netdiag.node.errors import ConfigError, StoreError
-
-    if isinstance(e, ConfigError):
-        return InputError(str(e), "fix the file, variable or option named above")
-    if isinstance(e, StoreError):
-        return NetdiagError(str(e), "point --data-dir at an empty directory or the right genesis")
-    return NetdiagError(str(e), "see the node log above")
 
 
 @click.group()
@@ -86,12 +78,12 @@ def run(config_file: Path | None, **opts: Any) -> None:
     try:
         cfg = load_config(config_file, os.environ, overrides)
     except NodeError as e:
-        raise _node_error(e) from e
+        raise node_error(e) from e
     log = NodeLog(Path(cfg.data_dir).name or "node", sys.stderr, cfg.log_level)
     try:
         main_loop(cfg, log)
     except NodeError as e:
-        raise _node_error(e) from e
+        raise node_error(e) from e
     except OSError as e:
         raise NetdiagError(
             f"node cannot start: {e}", "choose free --listen/--api ports and a writable --data-dir"
@@ -176,7 +168,7 @@ def genesis(
     try:
         paths = write_lab(out, spec, keys, overwrite=lab_seed is not None, secrets=secrets)
     except NodeError as e:
-        raise _node_error(e) from e
+        raise node_error(e) from e
     vals: list[dict[str, Any]] = [
         {"index": i, "node_id": k.node_id.hex(), "key": str(p)}
         for i, (k, p) in enumerate(zip(keys, paths[1:], strict=True))
@@ -275,7 +267,7 @@ def tx(
     try:
         ident = load_identity(key)
     except NodeError as e:
-        raise _node_error(e) from e
+        raise node_error(e) from e
     t = make_tx(
         ident,
         time.time_ns() if nonce is None else nonce,
@@ -402,7 +394,7 @@ def verify(data_dir: Path, genesis_file: Path | None, network: str, as_json: boo
     try:
         spec = resolve_genesis(network, str(genesis_file or ""))
     except NodeError as e:
-        raise _node_error(e) from e
+        raise node_error(e) from e
     db_path = data_dir / "chain.sqlite"
     try:
         db = open_read_only(db_path)
@@ -444,10 +436,4 @@ def verify(data_dir: Path, genesis_file: Path | None, network: str, as_json: boo
         )
 
 
-def _register_snapshot() -> None:
-    from netdiag.cli.node_snapshot import snapshot
-
-    node.add_command(snapshot)
-
-
-_register_snapshot()
+node.add_command(snapshot)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from netdiag.cli.node_errors import node_error
 from netdiag.errors import CheckFailed, InputError
 
 DATA_DIR = click.option(
@@ -65,7 +66,6 @@ def list_(data_dir: Path, as_json: bool) -> None:
 
 
 def _open(data_dir: Path, genesis_file: Path | None, network: str) -> tuple[Any, Any]:
-    from netdiag.cli.node import _node_error
     from netdiag.node.errors import NodeError
     from netdiag.node.networks import resolve_genesis
     from netdiag.node.store import Store
@@ -73,7 +73,7 @@ def _open(data_dir: Path, genesis_file: Path | None, network: str) -> tuple[Any,
     try:
         spec = resolve_genesis(network, str(genesis_file or ""))
     except NodeError as e:
-        raise _node_error(e) from e
+        raise node_error(e) from e
     path = data_dir / "chain.sqlite"
     if not path.exists():
         raise InputError(f"no block store at {path}", "pass the --data-dir the node ran with")
