@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import re
 import statistics
-from typing import TYPE_CHECKING
+import subprocess
+from collections.abc import Sequence
+from typing import Protocol
 
 from netdiag.errors import NetdiagError
 
-if TYPE_CHECKING:  # the lab imports this module (calibration pings): no import cycle
-    from netdiag.lab.lab import Lab
+
+class Pinger(Protocol):
+    """What ping_rtt needs of a lab (lab.Lab): a node's address, a command in a node."""
+
+    def addr(self, node: str) -> str: ...
+    def exec(
+        self, node: str, argv: Sequence[str], *, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]: ...
+
 
 _SUMMARY = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 
@@ -19,29 +28,21 @@ def parse_ping(out: str) -> dict[str, float]:
     m = _SUMMARY.search(out)
     if not m:
         raise NetdiagError(f"ping printed no RTT summary:\n{out[-300:]}", "is the lab link up?")
-    mn, avg, mx, mdev = (float(x) for x in m.groups())
-    return {
-        "rtt_min_us": mn * 1e3,
-        "rtt_avg_us": avg * 1e3,
-        "rtt_max_us": mx * 1e3,
-        "rtt_mdev_us": mdev * 1e3,
-    }
+    return _summary(m.groups())
 
 
 def summaries(out: str) -> list[dict[str, float]]:
     """Every summary line in the output of several pings run one after another."""
-    return [
-        {
-            "rtt_min_us": float(m[0]) * 1e3,
-            "rtt_avg_us": float(m[1]) * 1e3,
-            "rtt_max_us": float(m[2]) * 1e3,
-            "rtt_mdev_us": float(m[3]) * 1e3,
-        }
-        for m in _SUMMARY.findall(out)
-    ]
+    return [_summary(m) for m in _SUMMARY.findall(out)]
 
 
-def ping_rtt(lab: Lab, src: str, dst: str, batches: int = 8, count: int = 8) -> dict[str, float]:
+def _summary(ms: Sequence[str]) -> dict[str, float]:
+    """min/avg/max/mdev in ms, as ping prints them -> µs."""
+    mn, avg, mx, mdev = (float(x) * 1e3 for x in ms)
+    return {"rtt_min_us": mn, "rtt_avg_us": avg, "rtt_max_us": mx, "rtt_mdev_us": mdev}
+
+
+def ping_rtt(lab: Pinger, src: str, dst: str, batches: int = 8, count: int = 8) -> dict[str, float]:
     """RTT by ping in batches: the median of batch means is robust against a scheduling
     hiccup of this shared host, and keeps ping's µs precision (per-reply lines print only
     3 significant digits: "time=100 ms")."""
