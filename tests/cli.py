@@ -3,6 +3,7 @@ console script, optionally dropped to an unprivileged user with setpriv."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 # argv prefix of the installed console script (for Popen users that manage the process)
 NETDIAG = [str(Path(sys.executable).with_name("netdiag"))]
@@ -70,3 +72,14 @@ def run_netdiag(
             f"netdiag {' '.join(args)} -> {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
         )
     return p
+
+
+def bench_json(out: Path, *args: str, timeout: float = 120) -> dict[str, Any]:
+    """`netdiag bench ARGS --out OUT --json`, which must succeed: the result it saved, loaded
+    through the result format's schema check, and checked to be the one it printed."""
+    from netdiag.report import results
+
+    res = run_netdiag("bench", *args, "--out", str(out), "--json", timeout=timeout, check=True)
+    saved = results.load(out)
+    assert json.loads(res.stdout) == saved
+    return saved

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
 from netdiag.report import results
-from tests.cli import run_netdiag
+from tests.cli import bench_json, run_netdiag
 
 pytestmark = pytest.mark.e2e
 
 
 def test_bench_sync_tiny_run_writes_schema(tmp_path: Path) -> None:
-    out = tmp_path / "bs.json"
-    res = run_netdiag(
-        *("bench", "sync", "--peers", "1,2", "--blocks", "200", "--rounds", "1"),
-        *("--out", str(out), "--json"),
-        check=True,
-    )
-    printed = json.loads(res.stdout)
-    saved = results.load(out)  # the one result format, schema-checked
-    assert printed == saved
+    args = ("sync", "--peers", "1,2", "--blocks", "200", "--rounds", "1")
+    saved = bench_json(tmp_path / "bs.json", *args)
     meta = saved["metadata"]
     assert meta["benchmark"] == "sync" and meta["parameters"]["peers"] == [1, 2]
     [ceiling] = saved["summary"]["ceiling"]

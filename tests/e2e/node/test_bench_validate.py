@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from netdiag.bench import validate
-from netdiag.report import results
-from tests.cli import run_netdiag
+from tests.cli import bench_json
 
 pytestmark = pytest.mark.e2e
 
 
 def test_bench_validate_tiny_run_writes_schema(tmp_path: Path) -> None:
-    out = tmp_path / "bv.json"
-    res = run_netdiag(
-        *("bench", "validate", "--blocks", "3", "--txs-per-block", "5", "--rounds", "2"),
-        *("--out", str(out), "--json"),
-        check=True,
-    )
-    printed = json.loads(res.stdout)
-    saved = results.load(out)  # the one result format, schema-checked
-    assert printed == saved
+    args = ("validate", "--blocks", "3", "--txs-per-block", "5", "--rounds", "2")
+    saved = bench_json(tmp_path / "bv.json", *args)
     assert saved["metadata"]["benchmark"] == "validate"
     [r] = saved["summary"]["figures"]
     rounds = saved["raw"]["rounds"]
