@@ -41,7 +41,7 @@ from netdiag.node.peer_dns import PeerDns
 from netdiag.node.peers import PeerBook
 from netdiag.node.presence import Presence
 from netdiag.node.protocol import PeerProtocol
-from netdiag.node.resources import resolve_limits
+from netdiag.node.resources import HeapTrimmer, malloc_trim, resolve_limits
 from netdiag.node.runtime import Clock, LoopScheduler, SystemClock
 from netdiag.node.sigpool import SigPool
 from netdiag.node.tlsio import TlsSession
@@ -51,6 +51,7 @@ from netdiag.node.window_sync import ParallelSync
 from netdiag.node.writer import WriteBehindStore
 
 MAX_IP_BUCKETS = 4096
+TRIM_CHECK_S = 5.0  # how often a burst of inbound connections is looked for (HeapTrimmer)
 
 
 def short(b: bytes) -> str:
@@ -87,6 +88,7 @@ class Node:
         # cluster of small-block nodes on one host never starts any
         self._sigs = SigPool(cfg.verify_workers, on_error=self._no_workers)
         self._ip_buckets: dict[str, TokenBucket] = {}  # inbound messages per remote IP
+        self._trimmer = HeapTrimmer()
 
     # -- the core and its parts (for the CLI, tests and the API view) ----------------------
 
@@ -256,6 +258,7 @@ class Node:
         self._spawn(self._every("heartbeat", self.cfg.gossip_heartbeat_s, core.heartbeat_step))
         self._spawn(self._every("status", self.cfg.status_interval_s, core.status_step))
         self._spawn(self._every("sync", 0.25, core.sync_step))  # timeouts start at 2 s
+        self._spawn(self._every("heap_trim", TRIM_CHECK_S, self._trim_step))
         if self.cfg.produce and self.is_validator:  # check ten times a slot
             tick_s = max(0.01, self.genesis.params.slot_ms / 10_000)
             self._spawn(self._every("producer", tick_s, core.produce_step))
@@ -382,6 +385,10 @@ class Node:
         conn.probe = probe
         return conn
 
+    def _trim_step(self) -> None:
+        if self._trimmer.due():
+            asyncio.get_running_loop().run_in_executor(None, malloc_trim)
+
     def _ip_msgs(self, w: asyncio.StreamWriter) -> TokenBucket | None:
         """The message bucket every inbound connection from this remote IP shares."""
         rate = self.cfg.ip_msg_rate
@@ -407,6 +414,7 @@ class Node:
             w.transport.abort()  # nothing allocated for it; the fd goes at once
             return
         conn = self._new_conn(r, w, outbound=False)
+        self._trimmer.accepted += 1
         self.core.peering.handshaking(conn)
         task = asyncio.current_task()
         if task is not None:

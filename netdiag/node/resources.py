@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 from collections import OrderedDict
@@ -139,3 +140,43 @@ class MemoryBudget:
 
     def release(self, owner: object) -> None:
         self.used -= self.held.pop(owner, 0)
+
+
+def malloc_trim() -> bool:
+    """Give the C heap's free memory back to the OS (glibc ``malloc_trim(0)``); False where
+    there is no such call (another libc). ctypes drops the GIL for the call."""
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+class HeapTrimmer:
+    """Trim the C heap after a burst of inbound connections (a connect/close flood): each
+    accepted socket's buffers and TLS objects are freed when it closes, but glibc keeps the
+    memory they used (measured: a defences-off TLS churn left RSS x1.29, x1.17 after one trim
+    by hand). ``due()`` is asked every few seconds: yes every ``after_conns`` new connections
+    while a burst goes on, and once more when it has ended. The daemon trims off the loop."""
+
+    def __init__(self, after_conns: int = 256) -> None:
+        self.after_conns = after_conns
+        self.accepted = 0  # counted by the daemon at accept()
+        self._at_trim = 0
+        self._at_check = 0
+        self._in_burst = False  # trimmed during a burst that has not ended yet
+        self.trims = 0
+
+    def due(self) -> bool:
+        new = self.accepted - self._at_trim
+        quiet = self.accepted == self._at_check  # none since the last check: burst over
+        self._at_check = self.accepted
+        if new >= self.after_conns:
+            self._in_burst = True
+        elif not (quiet and self._in_burst):
+            return False
+        else:  # the burst's tail
+            self._in_burst = False
+        self._at_trim = self.accepted
+        self.trims += 1
+        return True

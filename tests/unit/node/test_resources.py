@@ -138,3 +138,20 @@ def test_stalled_handshakes_are_evicted_so_newcomers_are_not_starved(tmp_path: P
     for link in (socket_from(world, "10.0.0.52"), socket_from(world, "10.0.0.53")):
         core.peering.admit_inbound(link)
     assert fresh.close_reason is None and newest.close_reason is None
+
+
+def test_heap_trim_during_a_connection_burst_and_once_after_it() -> None:
+    from netdiag.node.resources import HeapTrimmer, malloc_trim
+
+    t = HeapTrimmer(after_conns=100)
+    t.accepted = 50
+    assert not t.due()  # a few connections: nothing to give back
+    assert not t.due()  # and never for a small burst, even once it is over
+    t.accepted = 400
+    assert t.due()  # a flood: trimmed while it goes on
+    t.accepted = 450
+    assert not t.due()  # 50 more: not yet
+    assert t.due()  # none since the last check: the burst is over, its tail trimmed
+    assert not t.due()  # and only once
+    assert t.trims == 2
+    assert isinstance(malloc_trim(), bool)
