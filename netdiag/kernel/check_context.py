@@ -108,10 +108,12 @@ def trial(
     name: str,
     enables: str,
     fn: Callable[[], tuple[bool, str]],
+    *,
     fix: str,
-    core: bool,
     need: str | None,
+    core: bool = False,
 ) -> Check:
+    """A check decided by trying it (``fn``), never tried without the privilege ``need``."""
     if need is not None and not ctx.privileged:
         return Check(name, "missing", f"not tried: needs {need}", enables, "run as root", core)
     try:

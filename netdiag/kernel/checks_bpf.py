@@ -92,9 +92,9 @@ def bcc_attach(ctx: Context) -> Check:
         "bcc compile+attach",
         "trace-peers, probes, sockops",
         ctx.trials.bcc_tracepoint,
-        "netdiag doctor --debug shows why; make setup",
-        True,
-        "CAP_BPF+CAP_PERFMON",
+        fix="netdiag doctor --debug shows why; make setup",
+        need="CAP_BPF+CAP_PERFMON",
+        core=True,
     )
 
 
@@ -182,9 +182,8 @@ def cgroup_sockops(ctx: Context) -> Check:
         "cgroup v2 sockops",
         "tune --cc per cgroup/port",
         ctx.trials.sockops_attach,
-        f"check that {root} is writable and BPF cgroup attach is allowed",
-        False,
-        "CAP_BPF+CAP_SYS_ADMIN",
+        fix=f"check that {root} is writable and BPF cgroup attach is allowed",
+        need="CAP_BPF+CAP_SYS_ADMIN",
     )
     return c
 

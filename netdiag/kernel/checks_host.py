@@ -74,9 +74,9 @@ def tun(ctx: Context) -> Check:
         "TUN",
         "lab userspace link engine (delay/rate/loss without netem)",
         ctx.trials.tun_device,
-        f"{modules.load_fix('tun', host=ctx.host)}; in a container pass --device /dev/net/tun",
-        True,
-        "CAP_NET_ADMIN",
+        fix=f"{modules.load_fix('tun', host=ctx.host)}; in a container pass --device /dev/net/tun",
+        need="CAP_NET_ADMIN",
+        core=True,
     )
 
 
@@ -86,9 +86,9 @@ def sock_diag(ctx: Context) -> Check:
         "sock_diag",
         "bdp, trace-peers fallback without BPF",
         ctx.trials.sock_diag,
-        modules.load_fix("inet_diag", "tcp_diag", host=ctx.host),
-        True,
-        None,
+        fix=modules.load_fix("inet_diag", "tcp_diag", host=ctx.host),
+        need=None,
+        core=True,
     )
 
 
