@@ -83,3 +83,13 @@ def bench_json(out: Path, *args: str, timeout: float = 120) -> dict[str, Any]:
     saved = results.load(out)
     assert json.loads(res.stdout) == saved
     return saved
+
+
+def run_main(capsys: Any, *args: str) -> tuple[int, str]:
+    """`netdiag ARGS` in this process (cli.main): the exit code and what it printed, stdout
+    then stderr (``capsys`` is pytest's fixture)."""
+    from netdiag.cli.main import main
+
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out + out.err

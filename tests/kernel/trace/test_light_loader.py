@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from netdiag.bench.traffic import Pair
 from netdiag.kernel.bcc_loader import LoadEnv
 from netdiag.trace import engine, manifest
+from tests.cli import NETDIAG
 from tests.kernel.trace.conftest import progs_of
 
 
@@ -25,11 +25,10 @@ def _session(port: int, cache: Path, loader: str | None = None) -> engine.Sessio
 
 
 def test_trace_peers_holds_no_bcc_and_caches_its_program(tmp_path: Path) -> None:
-    netdiag = os.path.join(os.path.dirname(sys.executable), "netdiag")
     env = dict(os.environ, NETDIAG_CACHE=str(tmp_path))
     env.pop("NETDIAG_BPF_LOADER", None)
     proc = subprocess.Popen(
-        [netdiag, "trace-peers", "--json", "--interval", "0.2"],
+        [*NETDIAG, "trace-peers", "--json", "--interval", "0.2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

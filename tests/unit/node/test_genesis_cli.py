@@ -9,16 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.cli.main import main
 from netdiag.node.crypto import load_identity
+from tests.cli import run_main
 
 Cap = pytest.CaptureFixture[str]
 
 
 def run(capsys: Cap, *args: str) -> tuple[int, str]:
-    code = main(["node", "genesis", *args])
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    return run_main(capsys, "node", "genesis", *args)
 
 
 def test_new_network_keys_are_random_private_and_never_overwritten(

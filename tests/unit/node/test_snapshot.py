@@ -25,6 +25,7 @@ from netdiag.node.snapshot import (
 from netdiag.node.snapshot_policy import SnapshotPolicy
 from netdiag.node.state import Account, Ledger
 from netdiag.node.store import Store
+from tests.cli import run_main
 from tests.unit.node import chainkit, corekit
 from tests.unit.node.chainkit import T0, Clock, commit
 from tests.unit.node.corekit import World
@@ -162,12 +163,8 @@ def chain_log():  # type: ignore[no-untyped-def]
 def test_snapshot_cli_create_list_verify_and_a_damaged_chunk(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from netdiag.cli.main import main
-
     def run(args: list[str]) -> tuple[int, str]:
-        code = main(["node", "snapshot", *args])
-        got = capsys.readouterr()
-        return code, got.out + got.err
+        return run_main(capsys, "node", "snapshot", *args)
 
     data = tmp_path / "d"
     spec, keys, chain, clock = funded_chain(data / "chain.sqlite")
