@@ -13,12 +13,25 @@
  * lost every new connection's first interval). For the attribution of connections that open
  * and close between two reads, the task and cgroup doing connect() are recorded at SYN_SENT
  * (process context there, unlike tcp_probe, which runs in softirq).
+ *
+ * -DSAMPLE_NS=N (trace-peers --sample-ms): per-socket rate limit of the tcp_probe detail. An
+ * ACK within N ns of the socket's last sample on this CPU touches only a per-CPU array slot
+ * (an inlined lookup: no hash, no atomics, no shared cache line): it counts the event and
+ * keeps the slot's min/max srtt. Once per N ns per socket and CPU the full update runs
+ * (last srtt, histogram, sum, cwnd, windows, bytes acked) and the slot's count and min/max
+ * are folded into the row. So events and min/max stay whole (late by at most N ns),
+ * the histogram and mean are of sampled srtt (`samples`), bytes acked are counted to the
+ * last sample. SAMPLE_NS 0 (default): every ACK updates the row, as before.
  */
 #include "netdiag.h"
 
 #ifndef MAX_PEERS
 #define MAX_PEERS 8192
 #endif
+#ifndef SAMPLE_NS
+#define SAMPLE_NS 0
+#endif
+#define PEND_SLOTS 1024		/* per-CPU slots of the sampled fast path (direct-mapped by cookie) */
 #define HIST_SLOTS 27		/* bpf_log2l(srtt_us) = floor(log2)+1: slot k holds [2^(k-1), 2^k) us, to ~33 s */
 
 #define TCP_ESTABLISHED_ 1
@@ -35,6 +48,7 @@ struct peer {
 	u64 srtt_sum_us;
 	u64 bytes_acked;	/* sum of snd_una advances */
 	u64 retrans;		/* tcp_retransmit_skb events */
+	u64 samples;		/* tcp_probe events that updated srtt sum/hist/last (= events unless SAMPLE_NS) */
 	u64 open_cgroup;	/* cgroup v2 id of the task that called connect() (0: unknown) */
 	u32 open_pid;		/* tgid of the task that called connect() (0: unknown/passive) */
 	u32 pad2;
@@ -74,9 +88,30 @@ struct life {
 #define S_FILTERED 5
 #define S_SLOTS 6
 
+/* a socket's ACKs since its last sample on this CPU (SAMPLE_NS only) */
+struct pend {
+	u64 cookie;
+	u64 sample_ns;		/* last full update of this socket on this CPU */
+	u64 events;		/* events not yet folded into the row */
+	u32 srtt_min_us;
+	u32 srtt_max_us;
+};
+
 BPF_HASH(peers, u64, struct peer, MAX_PEERS);
 BPF_TABLE("lru_hash", u64, struct life, life, MAX_PEERS * 2);
 BPF_PERCPU_ARRAY(stats, u64, S_SLOTS);
+#if SAMPLE_NS > 0
+BPF_PERCPU_ARRAY(pend, struct pend, PEND_SLOTS);
+
+static __always_inline void pend_fold(struct peer *p, struct pend *c)
+{
+	p->events += c->events;
+	if (c->srtt_min_us < p->srtt_min_us)
+		p->srtt_min_us = c->srtt_min_us;
+	if (c->srtt_max_us > p->srtt_max_us)
+		p->srtt_max_us = c->srtt_max_us;
+}
+#endif
 
 static __always_inline void stat_inc(int slot)
 {
@@ -106,8 +141,34 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 		return 0;
 	}
 	stat_inc(S_PROBE);
+	u32 srtt = args->srtt;	/* already in us (tp->srtt_us >> 3) */
+#if SAMPLE_NS > 0
+	/* sampled: between two samples of a socket only its per-CPU slot is touched */
+	u32 idx = (u32)(cookie ^ (cookie >> 10)) & (PEND_SLOTS - 1);
+	struct pend *c = pend.lookup(&idx);
+	if (!c)
+		return 0;
+	if (c->cookie == cookie && now - c->sample_ns < SAMPLE_NS) {
+		c->events++;
+		if (srtt > 0 && srtt < c->srtt_min_us)
+			c->srtt_min_us = srtt;
+		if (srtt > c->srtt_max_us)
+			c->srtt_max_us = srtt;
+		return 0;
+	}
+	if (c->cookie != cookie && c->events > 0) {
+		/* another socket held the slot: fold its pending events into its own row */
+		u64 other = c->cookie;
+		struct peer *op = peers.lookup(&other);
+		if (op)
+			pend_fold(op, c);
+		c->events = 0;	/* folded once, whatever happens below */
+		c->srtt_min_us = 0xffffffff;
+		c->srtt_max_us = 0;
+	}
+#endif
 
-	/* hot path: one hash lookup per ACK; `life` is touched only when a socket is first seen */
+	/* one hash lookup per ACK (per sample with SAMPLE_NS); `life` only for new sockets */
 	struct peer *p = peers.lookup(&cookie);
 	if (!p) {
 		struct life *l = life.lookup(&sk);
@@ -144,9 +205,18 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 			return 0;
 	}
 
-	u32 srtt = args->srtt;	/* already in us (tp->srtt_us >> 3) */
+#if SAMPLE_NS > 0
+	if (c->cookie == cookie)
+		pend_fold(p, c);
+	c->cookie = cookie;
+	c->sample_ns = now;
+	c->events = 0;
+	c->srtt_min_us = 0xffffffff;
+	c->srtt_max_us = 0;
+#endif
 	p->last_ns = now;
 	p->events++;
+	p->samples++;
 	p->srtt_last_us = srtt;
 	if (srtt > 0) {
 		if (srtt < p->srtt_min_us)

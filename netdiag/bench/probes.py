@@ -60,16 +60,22 @@ class TracerRun:
     startup_s: float
     lines: list[dict[str, Any]]
     peak_rss_mb: float
+    first_row_s: float = 0.0
 
 
 class Tracer:
     """`netdiag trace-peers --json` as a child process: time to first line, NDJSON, peak RSS."""
 
-    def __init__(self, interval_s: float, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        interval_s: float,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.interval_s = interval_s
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            [*_netdiag_argv(), "trace-peers", "--json", "--interval", str(interval_s)],
+            [*_netdiag_argv(), "trace-peers", "--json", "--interval", str(interval_s), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -81,10 +87,12 @@ class Tracer:
             err = self.proc.stderr.read() if self.proc.stderr else ""
             self.proc.kill()
             raise NetdiagError(f"trace-peers did not start: {first}{err}", "run `netdiag doctor`")
-        # first output = compile + attach + one interval; start-up is the part before the interval
+        # first output = start-up (imports, compile or cache, load, attach) + the first window
+        # (`--first-read`, shorter than the interval): start-up is the part before the window
         self.first_row_s = time.monotonic() - self.t0
-        self.startup_s = self.first_row_s - interval_s
         self.lines = [json.loads(first)]
+        window = float(self.lines[0].get("interval_s") or 0.0)
+        self.startup_s = max(0.0, self.first_row_s - window)
 
     def next_line(self) -> None:
         assert self.proc.stdout is not None
@@ -102,7 +110,7 @@ class Tracer:
                     self.lines.append(json.loads(x))
                 except json.JSONDecodeError:  # a line cut by the stop; the others count
                     continue
-        return TracerRun(self.startup_s, self.lines, rss)
+        return TracerRun(self.startup_s, self.lines, rss, self.first_row_s)
 
 
 def _peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
@@ -142,19 +150,35 @@ def _iperf(path: testbed.Path3, seconds: float, port: int, rate: str = "max") ->
     return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"])
 
 
+def variant_name(sample_ms: float) -> str:
+    return "per-ack" if sample_ms <= 0 else f"sample-{sample_ms:g}ms"
+
+
+@dataclass
+class _RateRuns:
+    off: list[float]
+    on: dict[str, list[float]]
+    tracers: dict[str, list[TracerRun]]
+
+
 def overhead(
     runs: int = 3,
     seconds: float = 3.0,
     interval_s: float = 1.0,
     progress: Progress = lambda _m: None,
     rates: tuple[str, ...] = ("max",),
+    samples_ms: tuple[float, ...] = (0.0,),
 ) -> dict[str, Any]:
-    """ABBA pairs without/with trace-peers at each iperf3 rate (`max` = unpaced, CPU-bound;
-    `2G` etc. = paced: a lower event rate). The top-level figures are the first rate's;
-    `by_rate` has ratio, ns/event and lost events per rate."""
+    """Runs without and with trace-peers at each iperf3 rate (`max` = unpaced, CPU-bound;
+    `2G` etc. = paced: a lower event rate), for each probe variant (`samples_ms`: trace-peers
+    --sample-ms; 0 = every ACK), in one invocation: per round, off and every variant back to
+    back, the order reversed every other round so drift favours none. The top-level figures
+    are the first rate's first variant's; `by_rate` has ratio, ns/event and lost events per
+    rate and variant."""
     _require("iperf3", "ip")
     port = 5201
-    per_rate: dict[str, tuple[list[float], list[float], list[TracerRun]]] = {}
+    variants = {variant_name(v): v for v in samples_ms}
+    per_rate: dict[str, _RateRuns] = {}
     with testbed.path3(rate_mbit=None, one_segment_skbs=False) as path:
         server = subprocess.Popen(
             path.exec(path.server, "iperf3", "-s", "-p", str(port)),
@@ -165,38 +189,44 @@ def overhead(
             time.sleep(0.3)
             _iperf(path, 1, port)  # warm-up: ARP, route caches, iperf3 startup
             for rate in rates:
-                off, on, tracer_runs = per_rate.setdefault(rate, ([], [], []))
+                rr = per_rate.setdefault(
+                    rate, _RateRuns([], {v: [] for v in variants}, {v: [] for v in variants})
+                )
                 for i in range(runs):
-                    # ABBA order so drift over the invocation does not favour one side
-                    order = ("off", "on") if i % 2 == 0 else ("on", "off")
-                    for mode in order:
+                    modes = ["off", *variants]
+                    for mode in modes if i % 2 == 0 else reversed(modes):
                         if mode == "off":
-                            off.append(_iperf(path, seconds, port, rate))
-                            progress(
-                                f"{rate} run {i + 1}/{runs} without probe: "
-                                f"{off[-1] / 1e9:.2f} Gbit/s"
-                            )
+                            got = _iperf(path, seconds, port, rate)
+                            rr.off.append(got)
+                            what = "without probe"
                         else:
-                            tr = Tracer(interval_s)
+                            args = ("--sample-ms", str(variants[mode])) if variants[mode] else ()
+                            tr = Tracer(interval_s, args=args)
                             try:
-                                on.append(_iperf(path, seconds, port, rate))
+                                got = _iperf(path, seconds, port, rate)
+                                rr.on[mode].append(got)
                             finally:
-                                tracer_runs.append(tr.stop())
-                            progress(
-                                f"{rate} run {i + 1}/{runs} with trace-peers: "
-                                f"{on[-1] / 1e9:.2f} Gbit/s"
-                            )
+                                rr.tracers[mode].append(tr.stop())
+                            what = f"with trace-peers ({mode})"
+                        progress(f"{rate} run {i + 1}/{runs} {what}: {got / 1e9:.2f} Gbit/s")
         finally:
             server.terminate()
             server.wait(timeout=10)
-    by_rate = [_rate_figures(rate, *per_rate[rate]) for rate in rates]
-    off, on, tracer_runs = per_rate[rates[0]]
-    fell_back = [ln for t in tracer_runs for ln in t.lines if ln.get("source") == "sock_diag"]
+    by_rate = [
+        _rate_figures(rate, name, variants[name], rr.off, rr.on[name], rr.tracers[name])
+        for rate, rr in per_rate.items()
+        for name in variants
+    ]
+    every = [t for rr in per_rate.values() for ts in rr.tracers.values() for t in ts]
+    fell_back = [ln for t in every for ln in t.lines if ln.get("source") == "sock_diag"]
     if fell_back:  # then the "with" runs carried no probe: their throughput is not its cost
         raise NetdiagError(
             "trace-peers fell back to sock_diag polling during the overhead runs",
             "run `netdiag doctor`: the benchmark needs eBPF working",
         )
+    first = next(iter(variants))
+    rr0 = per_rate[rates[0]]
+    off, on, tracer_runs = rr0.off, rr0.on[first], rr0.tracers[first]
     lines = [ln for t in tracer_runs for ln in t.lines if ln.get("bpf_runs") is not None]
     busy = [ln for ln in lines if ln["events_per_s"] > 0]
     ratio = statistics.mean(on) / statistics.mean(off)
@@ -205,6 +235,7 @@ def overhead(
         "runs": runs,
         "seconds_per_run": seconds,
         "interval_s": interval_s,
+        "variants": list(variants),
         "throughput_off_bps": off,
         "throughput_on_bps": on,
         "throughput_ratio_on_off": round(ratio, 4),
@@ -227,16 +258,22 @@ def overhead(
         "lost_events": sum(int(x.get("lost_events", 0)) for t in tracer_runs for x in t.lines),
         "startup_s": [round(t.startup_s, 3) for t in tracer_runs],
         "startup_s_median": round(statistics.median(t.startup_s for t in tracer_runs), 3),
-        "peak_rss_mb_max": round(max(t.peak_rss_mb for t in tracer_runs), 1),
+        "first_row_s_median": round(statistics.median(t.first_row_s for t in every), 3),
+        "peak_rss_mb_max": round(max(t.peak_rss_mb for t in every), 1),
         "cpus": os.cpu_count(),
         "by_rate": by_rate,
     }
 
 
 def _rate_figures(
-    rate: str, off: list[float], on: list[float], tracer_runs: list[TracerRun]
+    rate: str,
+    variant: str,
+    sample_ms: float,
+    off: list[float],
+    on: list[float],
+    tracer_runs: list[TracerRun],
 ) -> dict[str, Any]:
-    """One row of `by_rate`: the cost of tracing at one offered rate."""
+    """One row of `by_rate`: the cost of one probe variant at one offered rate."""
     busy = [
         ln
         for t in tracer_runs
@@ -245,6 +282,8 @@ def _rate_figures(
     ]
     return {
         "rate": rate,
+        "variant": variant,
+        "sample_ms": sample_ms,
         "throughput_off_bps": round(statistics.mean(off)),
         "throughput_on_bps": round(statistics.mean(on)),
         "throughput_ratio_on_off": round(statistics.mean(on) / statistics.mean(off), 4),
@@ -255,6 +294,9 @@ def _rate_figures(
         if busy
         else None,
         "ns_per_event_mean": round(statistics.mean(x["bpf_ns_per_event"] for x in busy), 1)
+        if busy
+        else None,
+        "bpf_cpu_pct_mean": round(statistics.mean(x["bpf_cpu_pct"] for x in busy), 3)
         if busy
         else None,
         "lost_events": sum(int(x.get("lost_events", 0)) for t in tracer_runs for x in t.lines),

@@ -29,9 +29,23 @@ def probes() -> None:
     show_default=True,
     help="Comma-separated iperf3 rates (-b), e.g. max,4G,1G: several event rates in one run.",
 )
+@click.option(
+    "--sample-ms",
+    "sample_ms",
+    default="0",
+    show_default=True,
+    help="Comma-separated probe variants (trace-peers --sample-ms; 0 = every ACK), e.g. 0,1: "
+    "each variant and no probe, side by side in one run.",
+)
 @result_options("probes-overhead")
 def overhead(
-    runs: int, seconds: float, interval: float, rates: str, out: Path | None, as_json: bool
+    runs: int,
+    seconds: float,
+    interval: float,
+    rates: str,
+    sample_ms: str,
+    out: Path | None,
+    as_json: bool,
 ) -> None:
     """Bulk TCP over a veth path with and without trace-peers, alternating in one run."""
     import re
@@ -43,11 +57,28 @@ def overhead(
     bad = [r for r in rate_list if r != "max" and not re.fullmatch(r"\d+(\.\d+)?[KMG]?", r)]
     if not rate_list or bad:
         raise InputError(f"--rates {rates!r} has no valid rate", "e.g. --rates max,4G,1G")
+    try:
+        samples = tuple(dict.fromkeys(float(x) for x in sample_ms.split(",") if x.strip()))
+    except ValueError:
+        samples = ()
+    if not samples or any(x < 0 for x in samples):
+        raise InputError(f"--sample-ms {sample_ms!r} is not a list of ms >= 0", "e.g. 0,1")
     err = Console(stderr=True)
     doc = benchmarks.overhead(
-        runs, seconds, interval, progress=lambda m: err.print(m), rates=rate_list
+        runs,
+        seconds,
+        interval,
+        progress=lambda m: err.print(m),
+        rates=rate_list,
+        samples_ms=samples,
     )
-    params = {"runs": runs, "seconds": seconds, "interval": interval, "rates": ",".join(rate_list)}
+    params = {
+        "runs": runs,
+        "seconds": seconds,
+        "interval": interval,
+        "rates": ",".join(rate_list),
+        "sample_ms": ",".join(f"{x:g}" for x in samples),
+    }
     finish(benchmarks.overhead_result(doc, params), out, as_json)
 
 

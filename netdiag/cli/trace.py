@@ -92,6 +92,13 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def _check_times(interval: float, first_read: float) -> None:
+    if interval <= 0:
+        raise InputError(f"--interval {interval} must be > 0", "e.g. --interval 1")
+    if first_read < 0:
+        raise InputError(f"--first-read {first_read} must be >= 0", "e.g. --first-read 0.25")
+
+
 def _filters(
     ports: tuple[str, ...], pids: tuple[int, ...], cg: str | None, netns_name: str | None
 ) -> Filters:
@@ -118,11 +125,26 @@ def _columns(
     return cols
 
 
+FIRST_READ_S = 0.25
+
+
+def first_read_option(fn: Any) -> Any:
+    return click.option(
+        "--first-read",
+        type=float,
+        default=FIRST_READ_S,
+        show_default=True,
+        help="Seconds from attach to the first read (at most --interval); its rates are over "
+        "that shorter window. Later reads every --interval.",
+    )(fn)
+
+
 @click.command("trace-peers")
 @click.option(
     "--interval", type=float, default=1.0, show_default=True, help="Seconds between rows."
 )
-@click.option("--count", type=int, help="Stop after this many intervals.")
+@first_read_option
+@click.option("--count", type=int, help="Stop after this many reads (the first one included).")
 @click.option("--duration", type=float, help="Stop after this many seconds.")
 @click.option(
     "--port",
@@ -163,10 +185,19 @@ def _columns(
 )
 @click.option("--no-bpf", is_flag=True, help="Poll sock_diag instead of attaching eBPF.")
 @click.option(
+    "--sample-ms",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Cheaper probe: per socket, update RTT detail, cwnd and windows at most once per this "
+    "many ms (in the kernel); events and min/max RTT still count every ACK. 0: every ACK.",
+)
+@click.option(
     "--ebpf", "show_ebpf", is_flag=True, hidden=True, help="Print the final BPF C and exit."
 )
 def trace_peers(
     interval: float,
+    first_read: float,
     count: int | None,
     duration: float | None,
     ports: tuple[str, ...],
@@ -182,6 +213,7 @@ def trace_peers(
     columns: str | None,
     cong: bool,
     no_bpf: bool,
+    sample_ms: float,
     show_ebpf: bool,
 ) -> None:
     """Live per-connection TCP table: RTT, cwnd, ssthresh, throughput, retransmits, age.
@@ -190,14 +222,17 @@ def trace_peers(
     AGE is exact for connections opened while netdiag runs, "≥" for older ones.
     In a terminal the table is top-like: keys 1-9 sort by that column, r reverses, q quits.
     """
-    if interval <= 0:
-        raise InputError(f"--interval {interval} must be > 0", "e.g. --interval 1")
+    _check_times(interval, first_read)
+    if sample_ms < 0:
+        raise InputError(f"--sample-ms {sample_ms} must be >= 0", "e.g. --sample-ms 1")
+    sample_ns = round(sample_ms * 1e6)
     probe = manifest.load(PEERS_PROBE)
     flt = _filters(ports, pids, cg, netns_name)
     if show_ebpf:
         from netdiag.kernel import bcc_loader
 
-        defines = engine.defines_for(probe, flt.kernel_ports(), False)
+        extra = {"SAMPLE_NS": sample_ns} if sample_ns else None
+        defines = engine.defines_for(probe, flt.kernel_ports(), False, extra)
         click.echo(bcc_loader.render(bcc_loader.bpf_source(probe.source), defines))
         return
     cols = _columns(probe, columns, bool(node_url), cong, listen)
@@ -208,12 +243,13 @@ def trace_peers(
             raise InputError(f"unknown column {c!r}", f"choose from: {', '.join(sorted(known))}")
     collector = prom.PromCollector(prom_max_series) if prom_addr else None
     err = Console(stderr=True)
-    opts = peers.PeersOptions(flt, node_url, cong, no_bpf, listen)
+    opts = peers.PeersOptions(flt, node_url, cong, no_bpf, listen, sample_ns)
     with _sigterm_as_interrupt():
         server = prom.serve(prom_addr, collector) if prom_addr and collector else None
         try:
             with peers.build(opts, lambda m: err.print(f"[yellow]netdiag: {m}[/]")) as pipe:
-                _drive(pipe, cols, sort_by, as_json, collector, interval, count, duration)
+                times = (interval, first_read, count, duration)
+                _drive(pipe, cols, sort_by, as_json, collector, *times)
         finally:
             if server is not None:
                 server.shutdown()
@@ -226,6 +262,7 @@ def _drive(
     as_json: bool,
     collector: prom.PromCollector | None,
     interval: float,
+    first_read: float,
     count: int | None,
     duration: float | None,
 ) -> None:
@@ -240,11 +277,11 @@ def _drive(
         pipe.sinks.append(prom.PromSink(collector))
     if table is None:
         pipe.sinks.append(output.NdjsonSink())
-        pipe.run(interval, count, duration)
+        pipe.run(interval, count, duration, first_s=first_read)
         return
     pipe.sinks.append(table)
     with table:
-        pipe.run(interval, count, duration, ticker=table)
+        pipe.run(interval, count, duration, ticker=table, first_s=first_read)
 
 
 @click.group("probes", invoke_without_command=True)
@@ -302,6 +339,7 @@ def probes(ctx: click.Context, as_json: bool) -> None:
 @probes.command("run")
 @click.argument("name")
 @click.option("--interval", type=float, default=1.0, show_default=True)
+@first_read_option
 @click.option("--count", type=int)
 @click.option("--duration", type=float)
 @click.option("--port", "ports", multiple=True, help="Port filter (probes that support it).")
@@ -310,6 +348,7 @@ def probes(ctx: click.Context, as_json: bool) -> None:
 def run_probe(
     name: str,
     interval: float,
+    first_read: float,
     count: int | None,
     duration: float | None,
     ports: tuple[str, ...],
@@ -317,8 +356,7 @@ def run_probe(
     show_ebpf: bool,
 ) -> None:
     """Run any catalog probe and print its rows each interval."""
-    if interval <= 0:
-        raise InputError(f"--interval {interval} must be > 0", "e.g. --interval 1")
+    _check_times(interval, first_read)
     probe = manifest.load(name)
     flt = Filters(ports=_ports(ports))
     if flt.ports and not probe.filter_ports:
@@ -350,10 +388,10 @@ def run_probe(
         pipe.stages.append(overhead_stage(cost))
         if as_json:
             pipe.sinks.append(output.NdjsonSink())
-            pipe.run(interval, count, duration)
+            pipe.run(interval, count, duration, first_s=first_read)
             return
         cols = list(probe.output.default_columns)
         table = output.TableSink(console(), cols, probe.output.sort, title)
         pipe.sinks.append(table)
         with table:
-            pipe.run(interval, count, duration, ticker=table)
+            pipe.run(interval, count, duration, ticker=table, first_s=first_read)

@@ -7,11 +7,13 @@ The join key is `sock_cookie`, the name tcp:tcp_probe and the trace rows use.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netdiag.errors import InputError, NetdiagError
-from netdiag.nodeapi import NodeApi, NodeUnavailable, Peer, peers_by_sock_cookie
 from netdiag.trace.decode import Row
+
+if TYPE_CHECKING:  # nodeapi (http.client, msgspec) is imported only when --node is given
+    from netdiag.nodeapi import Peer
 
 LABELS = ("peer_id", "direction", "mesh", "score", "node_address")
 
@@ -19,6 +21,8 @@ LABELS = ("peer_id", "direction", "mesh", "score", "node_address")
 def fetch_peers(url: str, timeout_s: float = 2.0, netns_name: str | None = None) -> list[Peer]:
     """GET URL/peers; with `netns_name`, from inside that namespace (a lab node's API
     listens on an address that exists only there)."""
+    from netdiag.nodeapi import NodeApi, NodeUnavailable
+
     if not url.startswith(("http://", "https://")):
         raise InputError(
             f"--node {url!r} is not an http(s) URL", "e.g. --node http://127.0.0.1:8080"
@@ -40,6 +44,8 @@ def fetch_peers(url: str, timeout_s: float = 2.0, netns_name: str | None = None)
 
 
 def by_sock_cookie(peers: list[Peer]) -> dict[int, Peer]:
+    from netdiag.nodeapi import peers_by_sock_cookie
+
     return peers_by_sock_cookie(peers)
 
 

@@ -35,6 +35,9 @@ class PeersOptions:
     cong: bool = False
     no_bpf: bool = False
     listen: bool = False
+    sample_ns: int = (
+        0  # -DSAMPLE_NS: per-socket tcp_probe detail at most once per this (0: every ACK)
+    )
 
 
 def sockdiag_stage(
@@ -163,12 +166,17 @@ def overhead_stage(o: Overhead) -> Stage:
 
 
 def open_source(
-    probe: manifest.Probe, flt: Filters, no_bpf: bool, warn: Callable[[str], None]
+    probe: manifest.Probe,
+    flt: Filters,
+    no_bpf: bool,
+    warn: Callable[[str], None],
+    sample_ns: int = 0,
 ) -> Session | Poller:
     """The eBPF session, or the sock_diag poller when BPF cannot run here (and why)."""
     if not no_bpf:
+        extra = {"SAMPLE_NS": sample_ns} if sample_ns > 0 else None
         try:
-            return Session(probe, defines_for(probe, flt.kernel_ports(), False)).open()
+            return Session(probe, defines_for(probe, flt.kernel_ports(), False, extra)).open()
         except (PrivilegeError, KernelFeatureError, NetdiagError) as e:
             warn(f"eBPF unavailable ({e}); falling back to sock_diag polling")
     return Poller(probe, flt.ports, flt.netns).open()
@@ -181,7 +189,7 @@ def build(opts: PeersOptions, warn: Callable[[str], None]) -> Pipeline:
     flt = opts.filters
     flt.check()
     probe = manifest.load(PEERS_PROBE)
-    source = open_source(probe, flt, opts.no_bpf, warn)
+    source = open_source(probe, flt, opts.no_bpf, warn, opts.sample_ns)
     pipe = Pipeline(source)
     try:
         members = flt.membership()

@@ -59,6 +59,7 @@ class Pipeline:
     stages: list[Stage] = field(default_factory=list)
     sinks: list[Sink] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)  # run in reverse on close
+    opened: float = field(default_factory=time.monotonic)  # the source attached just before
 
     def step(self) -> Frame:
         frame = Frame(self.source.read())
@@ -75,12 +76,21 @@ class Pipeline:
         duration_s: float | None = None,
         ticker: Ticker | None = None,
         clock: Callable[[], float] = time.monotonic,
+        first_s: float | None = None,
     ) -> Iterator[Frame]:
-        """A frame every interval until `count` frames, `duration_s`, or the ticker says stop."""
+        """A frame every interval until `count` frames, `duration_s`, or the ticker says stop.
+
+        `first_s`: the first frame comes that long after the pipeline was opened (not a whole
+        interval after this call), so set-up done after attaching (sock_diag baselines, imports)
+        overlaps the first window; rates in it are over its true, shorter length."""
         tick = ticker or SleepTicker()
         start = clock()
         n = 0
-        while tick.wait(interval_s):
+        wait = interval_s
+        if first_s is not None:
+            wait = max(0.0, min(first_s, interval_s) - (start - self.opened))
+        while tick.wait(wait):
+            wait = interval_s
             yield self.step()
             n += 1
             if count is not None and n >= count:
@@ -94,9 +104,11 @@ class Pipeline:
         count: int | None = None,
         duration_s: float | None = None,
         ticker: Ticker | None = None,
+        first_s: float | None = None,
     ) -> int:
         """Drive the pipeline; returns the number of frames emitted."""
-        return sum(1 for _ in self.frames(interval_s, count, duration_s, ticker))
+        frames = self.frames(interval_s, count, duration_s, ticker, first_s=first_s)
+        return sum(1 for _ in frames)
 
     def close(self) -> None:
         errors: list[BaseException] = []

@@ -31,6 +31,8 @@ def test_bench_probes_overhead_short(tmp_path: Path, capsys: pytest.CaptureFixtu
                 "0.5",
                 "--rates",
                 "max,1G",
+                "--sample-ms",
+                "0,1",
                 "--out",
                 str(out),
                 "--json",
@@ -40,7 +42,13 @@ def test_bench_probes_overhead_short(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     saved = results.load(out)  # the one result format, schema-checked
     assert json.loads(capsys.readouterr().out.splitlines()[-1]) == saved
-    assert [r["rate"] for r in saved["summary"]["by_rate"]] == ["max", "1G"]
+    # every rate with every probe variant (per ACK, and sampled in the kernel), side by side
+    assert [(r["rate"], r["variant"]) for r in saved["summary"]["by_rate"]] == [
+        ("max", "per-ack"),
+        ("max", "sample-1ms"),
+        ("1G", "per-ack"),
+        ("1G", "sample-1ms"),
+    ]
     assert all(r["throughput_ratio_on_off"] > 0 for r in saved["summary"]["by_rate"])
     [pair] = saved["raw"]["pairs"]
     [doc] = saved["summary"]["overhead"]
@@ -50,6 +58,7 @@ def test_bench_probes_overhead_short(tmp_path: Path, capsys: pytest.CaptureFixtu
     # the probes saw the iperf3 traffic and their cost was measured
     assert doc["events_per_s_max"] > 0 and doc["ns_per_event_mean"] > 0
     assert isinstance(doc["lost_events"], int) and doc["startup_s_median"] > 0
+    assert doc["first_row_s_median"] >= doc["startup_s_median"]
     assert doc["peak_rss_mb_max"] > 0
 
 

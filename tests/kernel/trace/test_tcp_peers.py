@@ -20,7 +20,7 @@ def _session(port: int) -> engine.Session:
     return engine.Session(p, engine.defines_for(p, (port,), False))
 
 
-def _wait_all_acked(cookie: int, ns: str, timeout_s: float = 10) -> None:
+def _wait_all_acked(cookie: int, ns: str | None, timeout_s: float = 10) -> None:
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         info = _diag(cookie, ns).info
@@ -65,6 +65,36 @@ def test_rtt_and_cwnd_agree_with_sock_diag(loopback_pair: Callable[..., Pair]) -
     assert r["bytes_acked"] >= (8 << 20) * 0.5  # acks before the first tcp_probe are not seen
     assert sum(r["srtt_hist"]) > 0 and r["srtt_p50_us"] is not None
     assert snap.lost == 0
+
+
+def test_sampled_rows_agree_with_per_ack_rows_on_the_same_traffic(
+    loopback_pair: Callable[..., Pair],
+) -> None:
+    """-DSAMPLE_NS (trace-peers --sample-ms): per socket, detail at most once per period;
+    events, bytes and min/max srtt still come from every ACK, folded at the next sample.
+    Both variants attached at once see the same ACKs."""
+    pair = loopback_pair(echo=True)
+    p = manifest.load("tcp_peers")
+    per_ack = engine.Session(p, engine.defines_for(p, (pair.port,), False))
+    sampled = engine.Session(
+        p, engine.defines_for(p, (pair.port,), False, {"SAMPLE_NS": 20_000_000})
+    )
+    with per_ack, sampled:
+        pair.send(16 << 20)
+        _wait_all_acked(pair.cookie, None)
+        time.sleep(0.1)  # past the sample period: the next event folds what is pending
+        pair.ping_pong(1)
+        time.sleep(0.05)
+        a = next(r for r in per_ack.read().rows if r["sock_cookie"] == pair.cookie)
+        b = next(r for r in sampled.read().rows if r["sock_cookie"] == pair.cookie)
+    assert a["samples"] == a["events"]  # per ACK: every event is a sample
+    assert b["samples"] < b["events"]  # sampled: the fast path took most ACKs
+    # an event at most a few ACKs of one period may still be pending in a per-CPU slot
+    assert 0.9 * a["events"] <= b["events"] <= a["events"]
+    assert 0.9 * a["bytes_acked"] <= b["bytes_acked"] <= a["bytes_acked"]
+    assert a["srtt_min_us"] <= b["srtt_min_us"] <= b["srtt_max_us"] <= a["srtt_max_us"]
+    assert b["srtt_min_us"] <= b["srtt_mean_us"] <= b["srtt_max_us"]
+    assert 0 < sum(b["srtt_hist"]) <= b["samples"]  # the histogram is of samples (srtt > 0)
 
 
 def test_lifecycle_rows_close_and_are_reported_once(loopback_pair: Callable[..., Pair]) -> None:

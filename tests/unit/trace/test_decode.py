@@ -63,6 +63,7 @@ def _peer_leaf(**kw: object) -> SimpleNamespace:
         open_ns=500_000_000,
         closed_ns=0,
         events=4,
+        samples=4,
         srtt_sum_us=6000,
         bytes_acked=1_000_000,
         retrans=3,
@@ -103,6 +104,13 @@ def test_tcp_peers_row_has_units_and_derived_columns() -> None:
     assert 1024 <= row["srtt_p50_us"] < 2048
     assert row["age_s"] == pytest.approx(2.5)  # from open_ns to now
     assert row["retrans"] == 3
+
+
+def test_sampled_rows_take_the_mean_over_the_samples_not_every_event() -> None:
+    """--sample-ms: srtt_sum_us holds the sampled srtt only; events count every ACK."""
+    d = _decoder()
+    row = d.row(SimpleNamespace(value=42), _peer_leaf(events=400, samples=4), now_ns=3_000_000_000)
+    assert row["events"] == 400 and row["srtt_mean_us"] == 1500
 
 
 def test_missing_sentinel_becomes_none_and_closed_age_stops() -> None:

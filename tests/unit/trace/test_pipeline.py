@@ -71,6 +71,45 @@ def test_pipeline_runs_stages_in_order_then_sinks_and_closes_everything() -> Non
     assert closed == ["overhead", "cong"] and src.closed
 
 
+class Waits:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        return True
+
+
+def test_the_first_read_comes_early_counted_from_when_the_source_opened() -> None:
+    """--first-read: set-up after attach overlaps the first window; later reads every interval;
+    the early read counts as one of --count; never later than one interval."""
+    t = [100.0]
+    src = FakeSource([_snap([]) for _ in range(6)])
+    p = Pipeline(src, opened=100.0)
+    t[0] = 100.1  # 0.1 s of set-up since the source attached
+    w = Waits()
+    frames = list(p.frames(2.0, count=3, ticker=w, clock=lambda: t[0], first_s=0.25))
+    assert len(frames) == 3
+    assert w.waits[0] == pytest.approx(0.15) and w.waits[1:] == [2.0, 2.0]
+    late = Waits()  # set-up longer than the first window: read at once
+    list(
+        Pipeline(src, opened=99.0).frames(
+            2.0, count=1, ticker=late, clock=lambda: t[0], first_s=0.25
+        )
+    )
+    assert late.waits == [0.0]
+    capped = Waits()  # a first read later than the interval is the interval
+    list(
+        Pipeline(src, opened=100.1).frames(
+            0.1, count=1, ticker=capped, clock=lambda: t[0], first_s=5
+        )
+    )
+    assert capped.waits == [pytest.approx(0.1)]
+    whole = Waits()  # without first_s: a whole interval first, as before
+    list(Pipeline(src, opened=0.0).frames(2.0, count=1, ticker=whole, clock=lambda: t[0]))
+    assert whole.waits == [2.0]
+
+
 def test_pipeline_close_detaches_the_rest_when_one_part_fails() -> None:
     src = FakeSource([])
 
