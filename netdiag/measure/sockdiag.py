@@ -1,4 +1,5 @@
-"""TCP sockets from the kernel's sock_diag netlink (pyroute2 inet_diag): tcp_info + bbr_info.
+"""TCP sockets from the kernel's sock_diag netlink (inet_diag, measure/inetdiag.py): tcp_info +
+bbr_info.
 
 Works without eBPF and without root (for the caller's own network namespace): this is the
 fallback of `trace-peers` and the whole of `bdp`.
@@ -151,7 +152,7 @@ def _u(d: Any, k: str) -> int:
 
 
 def tcp_info_from(ti: Any) -> TcpInfo:
-    """Decode pyroute2's tcp_info nla (a mapping of tcpi_* names)."""
+    """Decode a tcp_info nla (a mapping of tcpi_* names: inetdiag's or pyroute2's)."""
     # pyroute2 masks the app-limited bitfield with (0x80 >> 7) == 1: bit 0, which is where the
     # kernel's `__u8 tcpi_delivery_rate_app_limited:1` lives on little-endian hosts.
     return TcpInfo(
@@ -227,7 +228,7 @@ def bbr_info_from(b: Any) -> BbrInfo:
 
 
 def conn_from(msg: Any) -> TcpConn:
-    """Decode one inet_diag_msg (pyroute2) into a TcpConn."""
+    """Decode one inet_diag_msg (inetdiag.DiagMsg, or pyroute2's) into a TcpConn."""
     fam = int(msg["idiag_family"])
     ti = msg.get_attr("INET_DIAG_INFO")
     bbr = msg.get_attr("INET_DIAG_BBRINFO")
@@ -255,21 +256,10 @@ def conn_from(msg: Any) -> TcpConn:
 
 
 def _query(families: Iterable[int], states: int) -> list[TcpConn]:
-    from pyroute2 import DiagSocket
+    from netdiag.measure import inetdiag  # raw netlink: pyroute2's import is the slow part
 
-    out: list[TcpConn] = []
-    with DiagSocket() as ds:
-        ds.bind()
-        for fam in families:
-            for msg in ds.get_sock_stats(
-                family=fam,
-                states=states,
-                extensions=EXT_INFO | EXT_CC_INFO | EXT_CONG | EXT_SKMEMINFO,
-            ):
-                if msg.get("header", {}).get("type") == 3:  # NLMSG_DONE
-                    continue
-                out.append(conn_from(msg))
-    return out
+    ext = EXT_INFO | EXT_CC_INFO | EXT_CONG | EXT_SKMEMINFO
+    return [conn_from(msg) for msg in inetdiag.dump(families, states, ext)]
 
 
 def snapshot(

@@ -8,7 +8,6 @@ Each program's `run_time_ns` / `run_cnt` is read from /proc/self/fdinfo/<prog fd
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ class ProgStats:
 
 def enable() -> int | None:
     """Turn on run-time stats; returns the fd that keeps them on (None if unsupported)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # libc is in the process (no ldconfig fork)
     attr = (ctypes.c_uint32 * 4)(BPF_STATS_RUN_TIME, 0, 0, 0)
     fd = libc.syscall(SYS_BPF, BPF_ENABLE_STATS, ctypes.byref(attr), ctypes.sizeof(attr))
     return int(fd) if fd >= 0 else None

@@ -47,30 +47,25 @@ class Listener:
 
 
 def _query() -> list[Listener]:
-    from pyroute2 import DiagSocket
+    from netdiag.measure import inetdiag
 
     out: list[Listener] = []
-    with DiagSocket() as ds:
-        ds.bind()
-        for fam in (socket.AF_INET, socket.AF_INET6):
-            for msg in ds.get_sock_stats(family=fam, states=LISTEN_STATE, extensions=EXT_SKMEMINFO):
-                if msg.get("header", {}).get("type") == 3:  # NLMSG_DONE
-                    continue
-                cg = msg.get_attr("INET_DIAG_CGROUP_ID")
-                mem = skmem_from(msg.get_attr("INET_DIAG_SKMEMINFO"))
-                out.append(
-                    Listener(
-                        cookie=int(msg["idiag_cookie"]),
-                        family=fam,
-                        laddr=addr_text(msg["idiag_src"]),
-                        lport=int(msg["idiag_sport"]),
-                        accept_queue=int(msg["idiag_rqueue"]),
-                        backlog=int(msg["idiag_wqueue"]),
-                        inode=int(msg["idiag_inode"]),
-                        cgroup_id=int(cg) if cg is not None else None,
-                        drops=mem.drops if mem is not None else None,
-                    )
-                )
+    for msg in inetdiag.dump((socket.AF_INET, socket.AF_INET6), LISTEN_STATE, EXT_SKMEMINFO):
+        cg = msg.get_attr("INET_DIAG_CGROUP_ID")
+        mem = skmem_from(msg.get_attr("INET_DIAG_SKMEMINFO"))
+        out.append(
+            Listener(
+                cookie=int(msg["idiag_cookie"]),
+                family=int(msg["idiag_family"]),
+                laddr=addr_text(msg["idiag_src"]),
+                lport=int(msg["idiag_sport"]),
+                accept_queue=int(msg["idiag_rqueue"]),
+                backlog=int(msg["idiag_wqueue"]),
+                inode=int(msg["idiag_inode"]),
+                cgroup_id=int(cg) if cg is not None else None,
+                drops=mem.drops if mem is not None else None,
+            )
+        )
     return out
 
 
