@@ -421,9 +421,18 @@ def verify(data_dir: Path, genesis_file: Path | None, network: str, as_json: boo
         "bad_height": res.bad_height,
         "reason": res.reason,
         "detail": res.detail,
+        "base": res.base,  # > 0: started from a snapshot, history 1..base-1 backfilling
+        "backfill_missing": max(0, res.base - 1),
     }
     if as_json:
         click.echo(json.dumps(doc))
+    elif res.ok and res.base:
+        click.echo(
+            f"chain ok from the snapshot base: blocks {res.base}..{res.tip} (links, hashes, "
+            "signatures, producer schedule, timestamps, transactions; the state from the "
+            f"snapshot is not replayed) and genesis; history 1..{res.base - 1} still "
+            "backfilling (not a failure)"
+        )
     elif res.ok:
         click.echo(
             f"chain ok: {res.checked} blocks 0..{res.tip} (links, hashes, signatures, "

@@ -157,7 +157,12 @@ class NodeCore:
             self.sigs,
         )
         self.snapshots = SnapshotPolicy(
-            chain, log, cfg.snapshot_interval, cfg.snapshot_keep, cfg.snapshot_chunk_bytes
+            chain,
+            log,
+            cfg.snapshot_interval,
+            cfg.snapshot_keep,
+            cfg.snapshot_chunk_bytes,
+            self.off_loop,
         )
         self.producer = Producer(
             cfg,

@@ -32,6 +32,7 @@ class Backfill:
         self.pending = pending
         self._ids = ids
         self.timeout_s = timeout_s
+        self.writing = False  # a batch at the store's writer thread
 
     def step(self) -> None:
         store = self.host.chain.store
@@ -41,7 +42,7 @@ class Backfill:
                 self.stats.backfill_done_at = self.clock()
             return
         in_flight = any(r.kind == "backfill" for r in self.pending.values())
-        if in_flight or not self.host.synchronized():
+        if in_flight or self.writing or not self.host.synchronized():
             return
         peers = [c for c in self.host.conns.values() if c.is_open]
         if not peers:
@@ -65,17 +66,20 @@ class Backfill:
         if any(merkle_root([t.txid() for t in b.txs]) != b.header.tx_root for b in blocks):
             self.host.ban(conn, "backfill: transactions do not match their header")
             return
-        try:
-            store.backfill(blocks)
-        except StoreError as e:
-            self.host.ban(conn, f"backfill: {e}")
+        self.writing = True  # on the store's writer thread: the loop goes on meanwhile
+        store.backfill_later(blocks, lambda out: self._written(conn, len(blocks), out))
+
+    def _written(self, conn: Link, n: int, out: int | StoreError) -> None:
+        self.writing = False
+        if isinstance(out, StoreError):
+            self.host.ban(conn, f"backfill: {out}")
             return
-        self.stats.backfilled += len(blocks)
+        self.stats.backfilled += n
         self.step()  # the next batch at once: one request in flight, never idle
-        if store.base_height() == 0:
+        if out == 0:
             self.stats.backfill_done_at = self.clock()
             self.host.info(
                 "backfill_done",
-                f"history backfilled: blocks 1..{r.key + len(blocks) - 1 + 1} stored",
+                f"history backfilled: blocks 1..{self.stats.backfilled} below the snapshot stored",
                 blocks=self.stats.backfilled,
             )

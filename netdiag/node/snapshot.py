@@ -33,6 +33,7 @@ from netdiag.node.state import (
     BUCKETS,
     Account,
     Ledger,
+    StateCopy,
     bucket_of,
     bucket_root,
     leaf_hash,
@@ -91,7 +92,7 @@ def decode_manifest(data: bytes) -> Manifest:
 
 
 def build(
-    ledger: Ledger, block: Block, network_id: str, chunk_bytes: int
+    ledger: Ledger | StateCopy, block: Block, network_id: str, chunk_bytes: int
 ) -> tuple[Manifest, list[bytes]]:
     """The snapshot of ``ledger``, the state right after ``block``: manifest and chunks."""
     chunks: list[bytes] = []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from netdiag.node.chain import Chain
 from netdiag.node.errors import StoreError
@@ -10,18 +13,38 @@ from netdiag.node.genesis import GenesisSpec
 from netdiag.node.logs import NodeLog
 from netdiag.node.model import Block, decode_block
 from netdiag.node.snapshot import Manifest, SnapshotStore, build, snapshots_beside
-from netdiag.node.state import Ledger, genesis_ledger
+from netdiag.node.state import Ledger, StateCopy, genesis_ledger
 from netdiag.node.store import Store
+
+T = TypeVar("T")
+OffLoop = Callable[[Callable[[], T], Callable[[T], None]], None]
+
+
+def inline(fn: Callable[[], T], done: Callable[[T], None]) -> None:
+    done(fn())
 
 
 class SnapshotPolicy:
     """Hooked into the chain: each block whose height is a multiple of the interval leaves
     a snapshot of the state right after it (chunks, then manifest), then old ones are
-    pruned. A snapshot whose block a reorg later replaced is never served (``served``)."""
+    pruned. A snapshot whose block a reorg later replaced is never served (``served``).
+
+    The build (serialize, hash, write, prune) runs through ``off_loop`` — on the node, a
+    worker thread — from a copy of the state taken on the loop at that block, so the loop goes
+    on meanwhile; builds run one at a time (``_lock``), a manifest only after its chunks."""
 
     def __init__(
-        self, chain: Chain, log: NodeLog, interval: int, keep: int, chunk_bytes: int
+        self,
+        chain: Chain,
+        log: NodeLog,
+        interval: int,
+        keep: int,
+        chunk_bytes: int,
+        off_loop: OffLoop[object] = inline,
     ) -> None:
+        self.off_loop = off_loop
+        self._lock = threading.Lock()
+        self._building: set[int] = set()
         self.chain = chain
         self.log = log
         self.interval = interval
@@ -35,20 +58,43 @@ class SnapshotPolicy:
     def on_block(self, block: Block) -> None:
         if block.height % self.interval or block.height == 0:
             return
-        if self.store.manifest(block.height) is not None:
+        if block.height in self._building or self.store.manifest(block.height) is not None:
             return  # already taken (a restart replaying the same blocks)
-        t0 = time.perf_counter()
-        manifest, chunks = build(
-            self.chain.ledger, block, self.chain.genesis.network_id, self.chunk_bytes
-        )
-        self.store.save(manifest, chunks)
-        dropped = self.store.prune(self.keep)
+        self._building.add(block.height)
+        state = StateCopy(self.chain.ledger)  # on the loop: the state right after this block
+        network_id = self.chain.genesis.network_id
+
+        def work() -> object:
+            t0 = time.perf_counter()
+            try:
+                with self._lock:
+                    manifest, chunks = build(state, block, network_id, self.chunk_bytes)
+                    self.store.save(manifest, chunks)
+                    dropped = self.store.prune(self.keep)
+            except Exception as e:  # off the loop: reported back, never lost
+                return e
+            return manifest, dropped, time.perf_counter() - t0, len(state.accounts)
+
+        self.off_loop(work, lambda out: self._built(block, out))
+
+    def _built(self, block: Block, out: object) -> None:
+        self._building.discard(block.height)
+        if isinstance(out, Exception):
+            self.log.error(
+                "snapshot_failed",
+                f"snapshot at {block.height} not taken: {out!r}",
+                height=block.height,
+            )
+            return
+        assert isinstance(out, tuple)
+        manifest, dropped, took, accounts = out
+        assert isinstance(manifest, Manifest)
         self.created += 1
         self.log.info(
             "snapshot_created",
             f"snapshot at {block.height}: {len(manifest.chunks)} chunks, "
-            f"{sum(r.size for r in manifest.chunks)} bytes, {len(self.chain.ledger)} accounts "
-            f"in {time.perf_counter() - t0:.3f} s (pruned {dropped or 'none'})",
+            f"{sum(r.size for r in manifest.chunks)} bytes, {accounts} accounts "
+            f"in {took:.3f} s off the loop (pruned {dropped or 'none'})",
             height=block.height,
             chunks=len(manifest.chunks),
             root=manifest.state_root.hex(),

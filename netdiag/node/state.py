@@ -164,6 +164,23 @@ def execute_block(block: Block, base: StateReader) -> Overlay:
     return out
 
 
+class StateCopy:
+    """The state at one moment, detached from the ledger (which moves on): what a snapshot
+    build off the loop reads (snapshot.build takes a Ledger or this)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.accounts = dict(ledger.accounts)  # Account is immutable: a shallow copy is enough
+        self._keys = [list(ledger.bucket_leaves(b)) for b in range(BUCKETS)]
+        self._roots = list(ledger.bucket_roots())
+
+    def bucket_roots(self) -> list[bytes]:
+        return self._roots
+
+    def bucket_leaves(self, b: int) -> list[bytes]:
+        """The keys in bucket ``b``."""
+        return self._keys[b]
+
+
 class Ledger:
     """The committed state at the tip, with undo records for the last ``undo_depth`` blocks
     (a reorg rewinds through them)."""

@@ -134,6 +134,15 @@ class Store:
     # -- a chain started from a snapshot: its lowest contiguous height (history below it is
     # backfilled downwards); 0 = the whole chain from genesis is stored
 
+    def backfill_later(self, blocks: list[Block], done: Callable[[int | StoreError], None]) -> None:
+        """``backfill``, its outcome (the new base, or why it was refused) to ``done``. Here
+        at once; the node's write-behind store runs it on its writer thread (writer.py)."""
+        try:
+            out: int | StoreError = self.backfill(blocks)
+        except StoreError as e:
+            out = e
+        done(out)
+
     def base_height(self) -> int:
         """Read once, then kept by install_base/backfill (asked on every sync tick)."""
         cached: int | None = getattr(self, "_base", None)

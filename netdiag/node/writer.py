@@ -42,6 +42,14 @@ class WriteOp:
 
 
 @dataclass(frozen=True)
+class BackfillOp:
+    """History below the base (a snapshot start), prepended by the writer thread."""
+
+    blocks: list[Block]
+    done: Callable[[int | StoreError], None]
+
+
+@dataclass(frozen=True)
 class WriteDone:
     """What the writer reports to the loop for one durable operation."""
 
@@ -73,7 +81,9 @@ class WriteBehindStore(Store):
         self._durable: Block | None = None
         self._seq = 0
         self._after: list[tuple[int, Callable[[], None]]] = []
-        self._queue: queue.SimpleQueue[tuple[WriteOp, float] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[WriteOp | BackfillOp, float] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread: threading.Thread | None = None
         self.failed: BaseException | None = None
         self._side: Store | None = None  # install_base / backfill (snapshot starts)
@@ -107,9 +117,16 @@ class WriteBehindStore(Store):
         self._durable = block
 
     def backfill(self, blocks: list[Block]) -> int:
-        """Below the base, so never in the overlay; SQLite's lock orders it with the writer."""
+        """Below the base, so never in the overlay; SQLite's lock orders it with the writer.
+        Synchronous (offline tools); the node uses ``backfill_later``."""
         self._base = self._own().backfill(blocks)
         return self._base
+
+    def backfill_later(self, blocks: list[Block], done: Callable[[int | StoreError], None]) -> None:
+        """On the writer thread, in order with the commits (the loop goes on); ``done`` on
+        the loop with the new base (``base_height`` moves then) or why it was refused."""
+        self._start_writer()
+        self._queue.put((BackfillOp(list(blocks), done), time.perf_counter()))
 
     def _own(self) -> Store:
         if self._side is None:
@@ -171,10 +188,13 @@ class WriteBehindStore(Store):
             for tx in b.txs:
                 self._tx_heights[tx.txid()] = b.height
         self._tip = (blocks[-1].height, blocks[-1].hash)
+        self._start_writer()
+        self._queue.put((op, time.perf_counter()))
+
+    def _start_writer(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="node-store", daemon=True)
             self._thread.start()
-        self._queue.put((op, time.perf_counter()))
 
     def _forget(self, height: int) -> None:
         old = self._overlay.pop(height, None)
@@ -190,6 +210,9 @@ class WriteBehindStore(Store):
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             op, queued_at = item
+            if isinstance(op, BackfillOp):
+                self._backfill_now(op)
+                continue
             waits = 0
             while True:
                 try:
@@ -209,6 +232,34 @@ class WriteBehindStore(Store):
                     return
             done = WriteDone(op, time.perf_counter() - queued_at, waits)
             self.notify(lambda done=done: self._durable_now(done))  # type: ignore[misc]
+
+    def _backfill_now(self, op: BackfillOp) -> None:
+        """On the writer thread. A refused batch (it does not link, the disk failed) is
+        reported to its caller, not a store failure: the blocks above are untouched."""
+        out: int | StoreError
+        while True:
+            try:
+                vars(self._writer).pop("_base", None)  # install_base ran on another connection
+                out = self._writer.backfill(op.blocks)
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    out = StoreError(f"backfill not written: {e}")
+                    break
+                time.sleep(LOCK_RETRY_S)
+            except StoreError as e:
+                out = e
+                break
+            except Exception as e:
+                out = StoreError(f"backfill not written: {e!r}")
+                break
+
+        def back_on_loop() -> None:
+            if isinstance(out, int):
+                self._base = out
+            op.done(out)
+
+        self.notify(back_on_loop)
 
     def _fail(self, e: BaseException) -> None:
         """The durable store refused what the overlay holds: they disagree, stop writing."""

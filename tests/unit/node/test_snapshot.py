@@ -152,6 +152,40 @@ def test_retention_keeps_the_newest_and_prunes_their_chunks(tmp_path: Path) -> N
     assert [m.height for m in policy.served()] == [10, 8]
 
 
+def test_a_snapshot_is_built_off_the_loop_from_the_state_at_its_block(tmp_path: Path) -> None:
+    """Built on a worker thread (LoopScheduler.off_loop): while a build is held up, the loop
+    still commits blocks (on_block does not wait for it), and the snapshot is exactly the
+    state right after its block (byte-identical to a build from that state), not the later
+    state the ledger moved on to meanwhile."""
+    import asyncio
+
+    from netdiag.node.runtime import LoopScheduler
+    from netdiag.node.snapshot import build
+
+    _, keys, chain, clock = funded_chain(tmp_path / "chain.sqlite")
+
+    async def run() -> tuple[int, bytes, bytes, list[int]]:
+        policy = SnapshotPolicy(chain, chain_log(), 4, 2, 1024, LoopScheduler().off_loop)
+        expected, at = b"", 0
+        with policy._lock:  # the build thread waits here; the loop must not
+            for n, d in enumerate(payees(6)):
+                commit(chain, keys, clock, [make_tx(RICH, n, b"", T0, d, 7)])
+                if chain.height % 4 == 0 and not expected:
+                    at = chain.height
+                    m, _ = build(chain.ledger, chain.tip, chain.genesis.network_id, 1024)
+                    expected = m.encode()
+            held = policy.store.heights()
+        while policy.created < 1 or policy._building:
+            await asyncio.sleep(0.01)
+        got = policy.store.manifest(at)
+        assert got is not None and chain.height > at
+        return at, expected, got.encode(), held
+
+    at, expected, got, held = asyncio.run(run())
+    assert held == [], "no snapshot was written while its build was held"
+    assert at and got == expected
+
+
 def chain_log():  # type: ignore[no-untyped-def]
     import io
 

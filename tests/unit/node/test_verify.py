@@ -115,3 +115,35 @@ def test_other_genesis_and_missing_store(tmp_path: Path, capsys: Cap) -> None:
     (tmp_path / "junk" / "chain.sqlite").write_bytes(b"not sqlite" * 100)
     code, _, err = verify(capsys, tmp_path / "junk", gen)
     assert code == 5 and "not a readable block store" in err
+
+
+def test_a_snapshot_started_store_backfilling_is_not_a_gap(tmp_path: Path, capsys: Cap) -> None:
+    """A node started from the snapshot at 8 holds genesis and 8..12 while it backfills: ok
+    (exit 0) with the base and what is still missing said; a real gap above the base, or a
+    forged producer there, is still a failure."""
+    src, gen, _, keys = build(tmp_path / "src")
+    blocks = [stored(src, h) for h in range(13)]
+    db = sqlite3.connect(src / "chain.sqlite")
+    db.execute("DELETE FROM txs WHERE height BETWEEN 1 AND 7")
+    db.execute("DELETE FROM blocks WHERE height BETWEEN 1 AND 7")
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('base', 8)")
+    db.commit()
+    db.close()
+    code, doc, _ = verify(capsys, src, gen)
+    assert code == 0 and doc["ok"] is True
+    assert doc["base"] == 8 and doc["backfill_missing"] == 7 and doc["tip"] == 12
+    main(["node", "verify", "--data-dir", str(src), "--genesis", str(gen)])
+    assert "still backfilling (not a failure)" in capsys.readouterr().out
+    b = blocks[10]
+    other = next(k for k in keys if k.node_id != b.header.producer)
+    hdr = msgspec.structs.replace(b.header, producer=other.node_id)
+    h = hdr.compute_hash()
+    rewrite(src, 10, Block(hdr, h, other.sign(BLOCK_DOMAIN + h), b.txs))
+    code, doc, _ = verify(capsys, src, gen)
+    assert code == 5 and doc["bad_height"] == 10 and doc["reason"] == "producer"
+    db = sqlite3.connect(src / "chain.sqlite")
+    db.execute("DELETE FROM blocks WHERE height = 9")
+    db.commit()
+    db.close()
+    code, doc, _ = verify(capsys, src, gen)
+    assert code == 5 and doc["bad_height"] == 9 and doc["reason"] == "gap"

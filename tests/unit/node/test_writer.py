@@ -99,3 +99,37 @@ def test_after_durable_waits_for_the_writer(tmp_path: Path) -> None:
         acks.get()()
     assert ran == [0, 2]
     wb.close()
+
+
+def test_backfill_runs_on_the_writer_thread_and_reports_back(tmp_path: Path) -> None:
+    """A snapshot start's history below the base goes to the writer thread: the caller's
+    loop is not held (the base moves only when the loop runs the answer), it waits out
+    another connection's lock like a commit, and a batch that does not link is refused
+    (StoreError to the caller) with nothing written."""
+    from netdiag.node.errors import StoreError
+
+    spec, keys = lab(validators=3, epoch=4)
+    clock = Clock()
+    src = open_chain(tmp_path / "src", spec, clock)
+    blocks = extend(src, keys, clock, 12)
+    acks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+    wb = WriteBehindStore(tmp_path / "j" / "chain.sqlite", acks.put)
+    wb.init_genesis(spec.block())
+    wb.install_base(blocks[-1])
+    assert wb.base_height() == 12
+    got: list[int | StoreError] = []
+    lock = sqlite3.connect(tmp_path / "j" / "chain.sqlite", isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    wb.backfill_later(blocks[5:11], got.append)  # heights 6..11, right below the base
+    assert acks.empty() and wb.base_height() == 12, "waits for the lock, off the caller"
+    lock.execute("ROLLBACK")
+    acks.get(timeout=10)()
+    assert got == [6] and wb.base_height() == 6
+    wb.backfill_later(blocks[0:4], got.append)  # 1..4: does not end right below 6
+    acks.get(timeout=10)()
+    assert isinstance(got[-1], StoreError) and wb.base_height() == 6
+    wb.backfill_later(blocks[0:5], got.append)
+    acks.get(timeout=10)()
+    assert got[-1] == 0 and wb.base_height() == 0
+    assert [wb.hash_at(h) for h in range(1, 13)] == [b.hash for b in blocks]
+    wb.close()
