@@ -16,7 +16,7 @@ from netdiag.node import testkit
 from netdiag.node.store import Store
 from netdiag.nodeapi import NodeApi, metric_sum, parse_metrics
 from tests.e2e.node.test_node_cluster import get, wait
-from tests.e2e.node.test_sync_crash import run_node
+from tests.e2e.node.test_sync_crash import run_node, stop_all
 
 pytestmark = pytest.mark.e2e
 
@@ -98,11 +98,4 @@ def test_kill_9_mid_restore_resumes_without_refetching(tmp_path: Path) -> None:
         assert st["tip_hash"] == server_st["tip_hash"] == chain[-1].hash.hex()
         assert st["state_root"] == server_st["state_root"] == chain[-1].header.state_root.hex()
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_all(procs)

@@ -49,6 +49,18 @@ def run_node(
     return proc, p2p, api
 
 
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every node still running, SIGKILL one that does not exit within 5 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
 def test_kill_9_mid_sync_resumes_from_last_commit(tmp_path: Path) -> None:
     _, spec, keys = long_lab(tmp_path, N)
     blocks = build_chain(spec, keys, N)
@@ -93,11 +105,4 @@ def test_kill_9_mid_sync_resumes_from_last_commit(tmp_path: Path) -> None:
         st = get(api, "/status")
         assert st["tip_hash"] == blocks[-1].hash.hex() and st["synchronized"] is True
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_all(procs)
