@@ -185,6 +185,12 @@ def run(
         "chunk_bytes": chunk_bytes,
         "rate_bps": rate_bps if rtt_ms > 0 else None,
         "rows": out,
+        "rounds": [  # every round's join, for the spread behind the medians
+            {"mode": m, "round": i + 1}
+            | {k: x[k] for k in ("time_to_synchronized_s", "transfer_s", "chunks_bad", "bans")}
+            for m in modes
+            for i, x in enumerate(rows[m])
+        ],
         "snapshot_over_replay_synchronized": ratio,
         "host_cpus": os.cpu_count(),
     }
@@ -217,6 +223,8 @@ def to_result(fig: dict[str, Any], parameters: dict[str, Any]) -> ResultBuilder:
     res.add_summary(
         "ratio", {"snapshot_over_replay_synchronized": fig["snapshot_over_replay_synchronized"]}
     )
+    for r in fig["rounds"]:
+        res.record("rounds", r)
     for row in fig["rows"]:  # raw.per_peer: chunks each source served the snapshot joiner
         for peer, src in row["per_peer"].items():
             keep = ("chunks", "bytes", "bytes_per_s", "bad")

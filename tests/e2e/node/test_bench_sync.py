@@ -70,6 +70,8 @@ def test_bench_sync_modes_one_row_per_mode(tmp_path: Path) -> None:
         assert 0 < r["time_to_synchronized_s"] <= r["time_to_backfilled_s"]
     assert rows["snapshot"]["phase"] == "done" and rows["replay"]["phase"] == "off"
     assert rows["snapshot"]["snapshot_height"] == 300
+    rounds = saved["raw"]["rounds"]
+    assert sorted(r["mode"] for r in rounds) == ["replay", "snapshot"]
 
 
 def test_bench_sync_rejects_an_unknown_mode() -> None:
