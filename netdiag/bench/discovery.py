@@ -49,6 +49,7 @@ K = 20
 TARGET_OUTBOUND = 8
 SYBIL_GOAL = 2
 WHERE = ("auto", "lab", "loopback")
+RPC_OUTCOMES = ("ok", "timeout", "unreachable", "closed", "wrong_key", "banned", "conflict")
 
 
 @dataclass
@@ -103,6 +104,7 @@ class DiscoveryBench:
         self.series: list[tuple[str, float, float, str]] = []  # metric, t_s, value, node
         self.up_s = 0.0
         self.formation_bytes: dict[str, dict[str, float]] = {}
+        self.load: list[list[float]] = []  # host load average (1, 5, 15 min) at start and end
 
     # -- processes -------------------------------------------------------------------------
 
@@ -241,6 +243,10 @@ class DiscoveryBench:
                 "frames": metric_sum(m, "netdiag_node_kad_bytes_total"),
                 "probe_payload": metric_sum(m, "netdiag_node_kad_probe_bytes_total"),
                 "probe_segments": metric_sum(m, "netdiag_node_kad_probe_segments_total"),
+                **{
+                    f"find_{o}": metric_sum(m, "netdiag_node_kad_rpcs_total", rpc="find", outcome=o)
+                    for o in RPC_OUTCOMES
+                },
             }
         return out
 
@@ -251,6 +257,7 @@ class DiscoveryBench:
         gen = make_genesis(self.work / "genesis", 1, f"discovery-{p.seed}")
         self.genesis, keys = gen.path, gen.keys
         hosts = self.place.honest
+        self.load.append([round(x, 2) for x in os.getloadavg()])
         self.say(f"starting {p.nodes} nodes ({self.place.kind}), one bootstrap ({hosts[0]})")
         self.t0 = time.monotonic()
         boot = self._start("n00", hosts[0], [], keys[0], {})
@@ -367,6 +374,8 @@ class DiscoveryBench:
             },
             seed=p.seed,
             link_engine=place.engine,
+            host_load=[*self.load, [round(x, 2) for x in os.getloadavg()]],
+            host_cpus=os.cpu_count(),
             **place.metadata(),
         )
         for metric, t, v, node in self.series:
@@ -414,6 +423,10 @@ class DiscoveryBench:
         if own:
             rb.add_summary("lookups", {**figures.lookup_summary(own, n, "self"), **rtts})
         rb.add_summary("traffic", figures.traffic_summary(per_min, p.duration_s))
+        rb.add_summary("rpcs", figures.rpc_summary("formation", self.formation_bytes))
+        minutes = p.duration_s / 60
+        window = {n: {k: v * minutes for k, v in d.items()} for n, d in per_min.items()}
+        rb.add_summary("rpcs", figures.rpc_summary("window", window))
         for row in sybil or []:
             rb.add_summary("eclipse", row)
         return rb

@@ -106,6 +106,15 @@ def traffic_summary(per_min: dict[str, dict[str, float]], window_s: float) -> di
     return out
 
 
+def rpc_summary(phase: str, counts: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """FindNode requests by outcome, summed over the nodes (``counts``: per node, requests in
+    the phase): how many timed out or found nobody at the address, beside those answered."""
+    out: dict[str, Any] = {"phase": phase}
+    for key in sorted({k for v in counts.values() for k in v if k.startswith("find_")}):
+        out[key] = round(sum(v.get(key, 0.0) for v in counts.values()))
+    return out
+
+
 def path_rtt_summary(
     hosts: list[str], rtt_s: Callable[[str, str], float | None]
 ) -> dict[str, float | None]:

@@ -48,7 +48,18 @@ def test_result_is_in_the_common_format() -> None:
         }
     ]
     honest = [Proc(f"n0{i}", f"127.77.{i}.1", None, Path("x")) for i in range(3)]  # type: ignore[arg-type]
-    per_min = {"n00": {"frames": 100.0, "probe_payload": 900.0, "probe_segments": 10.0}}
+    per_min = {
+        "n00": {
+            "frames": 100.0,
+            "probe_payload": 900.0,
+            "probe_segments": 10.0,
+            "find_ok": 12.0,
+            "find_timeout": 120.0,
+        }
+    }
+    bench.formation_bytes = {
+        "n00": {**per_min["n00"], "find_ok": 3.0, "find_timeout": 1.0},
+    }
     rb = bench._result(honest, Formation(1.0, 2.0, None), lookups, per_min, final, eclipse)
     doc = rb.to_dict()
     validate(doc)
@@ -63,6 +74,9 @@ def test_result_is_in_the_common_format() -> None:
     # the probes' payload and segment headers count beside the frames on peer connections
     assert traffic["total_per_node_per_min_mean"] > traffic["frames_per_node_per_min_mean"]
     assert traffic["total_per_node_per_min_mean"] > traffic["probe_payload_per_node_per_min_mean"]
+    rpcs = {r["phase"]: r for r in doc["summary"]["rpcs"]}
+    assert rpcs["formation"]["find_timeout"] == 1
+    assert rpcs["window"]["find_timeout"] == 10  # 120 a minute over a 5 s window
     bench.work.rmdir()
 
 
