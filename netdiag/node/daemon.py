@@ -454,16 +454,7 @@ class Node:
                 self.book.dialing.discard(addr)
 
     def _source_for(self, host: str) -> tuple[str, int] | None:
-        """On loopback, dial from our own listen address (127.0.0.0/8 holds many): peers see
-        which node we are and per-/24 rules see the address we listen on."""
-        own, _ = split_hostport(self.cfg.listen)
-        try:
-            mine, theirs = ipaddress.ip_address(own), ipaddress.ip_address(host)
-        except ValueError:
-            return None
-        if mine.is_loopback and theirs.is_loopback and mine.version == theirs.version:
-            return (own, 0)
-        return None
+        return dial_source(split_hostport(self.cfg.listen)[0], host)
 
     def _dial_step(self) -> None:
         core = self.core
@@ -496,3 +487,21 @@ async def run_node(cfg: NodeConfig, log: NodeLog) -> None:
 def main_loop(cfg: NodeConfig, log: NodeLog) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_node(cfg, log))
+
+
+def dial_source(listen_host: str, host: str) -> tuple[str, int] | None:
+    """Dial from the address we listen on when it is one address (not a wildcard) of the same
+    family and scope (loopback or not) as the peer's: the peer sees the address it can dial
+    back (the discovery dial-back checks the listen port at the connection's address) and the
+    per-/24 rules see where we listen. A host with several addresses — many nodes on
+    127.0.0.0/8, or a lab namespace holding several identities — would otherwise dial from
+    whichever one the route picks. A wildcard listen address dials from the route's choice."""
+    try:
+        mine, theirs = ipaddress.ip_address(listen_host), ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if mine.is_unspecified or mine.version != theirs.version:
+        return None
+    if mine.is_loopback != theirs.is_loopback:
+        return None
+    return (listen_host, 0)
