@@ -28,7 +28,16 @@ from netdiag.node.kadstore import KadStore
 from netdiag.node.link import Link
 from netdiag.node.logs import NodeLog
 from netdiag.node.mempool import Mempool
-from netdiag.node.messages import TOPIC_SNAPSHOTS, GetPeers, Message, Peers, Ping, Prune, Status
+from netdiag.node.messages import (
+    TOPIC_SNAPSHOTS,
+    GetPeers,
+    Message,
+    Peers,
+    Ping,
+    Prune,
+    Publish,
+    Status,
+)
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.model import Block, BlockHeader
 from netdiag.node.onboard import Onboarding
@@ -217,6 +226,7 @@ class NodeCore:
         self.ingest.snapshot_announce = self.availability.on_announce
         self.ingest.hold_blocks = lambda: self.onboarding.active
         self._announced_at = -1e18
+        self._announce: bytes | None = None  # our last published snapshot announcement
         self.discovery = Discovery(
             cfg,
             log,
@@ -254,6 +264,8 @@ class NodeCore:
     def _peer_up(self, conn: Link) -> None:
         conn.send(self._status_msg())
         conn.send(GetPeers())
+        if self._announce is not None:  # a joiner need not wait for the next round
+            conn.send(Publish(TOPIC_SNAPSHOTS, self._announce))  # same id: deduplicated
         self.discovery.peer_up(conn)
 
     def _status_msg(self) -> Status:
@@ -394,7 +406,9 @@ class NodeCore:
         now = self.clock.monotonic()
         if now - self._announced_at >= self.cfg.snapshot_announce_s:
             self._announced_at = now
-            data = self.snapshot_service.announcement(self.identity, self.clock.wall_ms())
+            data = self._announce = self.snapshot_service.announcement(
+                self.identity, self.clock.wall_ms()
+            )
             if data is not None:
                 _, sends = self.gossip.publish(TOPIC_SNAPSHOTS, data)
                 self.peering.send_all(sends)

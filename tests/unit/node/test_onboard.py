@@ -146,3 +146,13 @@ def test_announcements_are_signed_rate_limited_and_fresh() -> None:
     assert avail.on_announce(other_net, 1_000_000)[0] == "reject"
     assert avail.on_announce(b"junk", 1_000_000)[0] == "reject"
     assert {k[0] for k in avail.holders} == {500, 600}
+
+
+def test_a_holder_tells_a_new_peer_its_snapshot_at_once(tmp_path: Path) -> None:
+    """A node that keeps snapshots sends its last announcement to a peer as it connects (the
+    same signed bytes: deduplicated by everyone who saw them), so a joiner picks its snapshot
+    without waiting for the next announcement round (snapshot_announce_s, 2 s here)."""
+    world, cores = network(tmp_path)
+    j = join(world, cores)
+    world.run(0.5)
+    assert j.onboarding.phase != "waiting" and j.onboarding.target is not None
