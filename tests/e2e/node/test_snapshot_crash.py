@@ -20,7 +20,7 @@ from tests.e2e.node.test_sync_crash import run_node, stop_all
 
 pytestmark = pytest.mark.e2e
 
-BLOCKS = 200  # one epoch boundary above genesis at 100 and 200: the snapshot is at 200
+BLOCKS = 100  # the snapshot is at the epoch boundary 100
 EPOCH = 100
 COMMON = {"NETDIAG_NODE_SNAPSHOT_INTERVAL": "0", "NETDIAG_NODE_VERIFY_WORKERS": "0"}
 SERVER = COMMON | {"NETDIAG_NODE_SNAPSHOT_ANNOUNCE_S": "0.3", "NETDIAG_NODE_TARGET_OUTBOUND": "0"}
@@ -30,7 +30,7 @@ JOINER = COMMON | {
     "NETDIAG_NODE_MAX_INBOUND": "0",
 }
 # the first joiner reads slowly and asks one chunk at a time: caught in the middle
-SLOW = {"NETDIAG_NODE_PEER_BYTES_RATE": "12000", "NETDIAG_NODE_SYNC_PEER_INFLIGHT": "1"}
+SLOW = {"NETDIAG_NODE_PEER_BYTES_RATE": "6000", "NETDIAG_NODE_SYNC_PEER_INFLIGHT": "1"}
 
 
 def served_bytes(api: int) -> float:
@@ -50,10 +50,10 @@ def test_kill_9_mid_restore_resumes_without_refetching(tmp_path: Path) -> None:
         out=tmp_path,
         allocations=[(rich.node_id, 10**15)],
     )
-    txs = testkit.funding_txs(rich, 3000, 1000, spec.timestamp_ms)
+    txs = testkit.funding_txs(rich, 1500, 1000, spec.timestamp_ms)
     chain = testkit.build_chain(spec, keys, BLOCKS, txs=txs)
     testkit.seed_store(tmp_path / "server", spec, chain)
-    state_bytes = testkit.seed_snapshot(tmp_path / "server", spec, BLOCKS, 2048)
+    state_bytes = testkit.seed_snapshot(tmp_path / "server", spec, BLOCKS, 1024)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         server, server_p2p, server_api = run_node(tmp_path, "server", [], SERVER)
@@ -64,14 +64,16 @@ def test_kill_9_mid_restore_resumes_without_refetching(tmp_path: Path) -> None:
 
         def mid_restore() -> dict[str, Any] | None:
             ob = get(api, "/status")["onboarding"]
-            ok = ob["phase"] == "chunks" and ob["chunks_verified"] >= 4
+            ok = ob["phase"] == "chunks" and ob["chunks_verified"] >= 2
             return ob if ok else None
 
         ob = wait(mid_restore, 60, "the restore under way (some chunks verified)")
         joiner.send_signal(signal.SIGKILL)
         joiner.wait(5)
-        total, seen = ob["chunks_total"], ob["chunks_verified"]
-        assert seen < total, "the restore finished before the kill; the test proves nothing"
+        total = ob["chunks_total"]
+        chunk_dir = tmp_path / "joiner" / "snapshots" / "chunks"
+        on_disk = len([p for p in chunk_dir.iterdir() if not p.name.endswith(".tmp")])
+        assert 2 <= on_disk < total, "the restore finished before the kill: proves nothing"
         # nothing of the half-fetched state was taken as valid: no base, no blocks, no manifest
         store = Store(tmp_path / "joiner" / "chain.sqlite")
         try:
@@ -90,8 +92,8 @@ def test_kill_9_mid_restore_resumes_without_refetching(tmp_path: Path) -> None:
         )
         ob = st["onboarding"]
         assert ob["phase"] == "done" and ob["chunks_total"] == total
-        assert ob["chunks_resumed"] >= seen, "chunks verified before the kill were reused"
-        assert ob["chunks_fetched"] == total - ob["chunks_resumed"], "none fetched twice"
+        assert ob["chunks_resumed"] == on_disk, "every chunk verified before the kill reused"
+        assert ob["chunks_fetched"] == total - on_disk, "and none of them fetched again"
         served_again = served_bytes(server_api) - served_before
         assert 0 < served_again < state_bytes  # only the missing part crossed the wire
         server_st = get(server_api, "/status")
