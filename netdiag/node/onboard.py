@@ -219,6 +219,8 @@ class Onboarding:
         if r.kind == "chunk":
             self.stats.chunk_retries += 1
             self.todo.append(r.key)
+        elif r.kind == "backfill":
+            self.backfill.timed_out(r)
 
     def _source_of(self, conn: Link) -> Source | None:
         return self.sources.get(conn.peer_id or b"")

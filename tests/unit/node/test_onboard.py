@@ -160,3 +160,33 @@ def test_a_holder_tells_a_new_peer_its_snapshot_at_once(tmp_path: Path) -> None:
     j = join(world, cores)
     world.run(0.5)
     assert j.onboarding.phase != "waiting" and j.onboarding.target is not None
+
+
+def test_backfill_keeps_a_window_of_requests_over_several_peers(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """History below the base is asked in a window of requests spread over the peers (not
+    one round trip per batch), written strictly downwards, and ends identical to the
+    servers' history."""
+    import netdiag.node.onboard_backfill as backfill
+
+    monkeypatch.setattr(backfill, "BACKFILL_BATCH", 4)  # many batches from a short chain
+    seen: list[tuple[int, bytes | None]] = []  # (requests in flight, server) at each answer
+    answer = backfill.Backfill.on_blocks
+
+    def on_blocks(self: Any, conn: Any, msg: Any) -> None:
+        seen.append((len(self.span), conn.peer_id))
+        answer(self, conn, msg)
+
+    monkeypatch.setattr(backfill.Backfill, "on_blocks", on_blocks)
+    world, cores = network(tmp_path)
+    j = join(world, cores)
+    run_until(world, lambda: j.onboarding.phase == "done", 30)
+    run_until(world, lambda: j.chain.store.base_height() == 0, 60)
+    most = max(n for n, _ in seen)
+    asked = {p for _, p in seen}
+    assert most >= 2 and len(asked) >= 2
+    top = j.onboarding.view()["snapshot_height"]
+    assert isinstance(top, int)
+    for h in range(1, top + 1):
+        assert j.chain.store.hash_at(h) == cores[0].chain.store.hash_at(h)
