@@ -58,6 +58,12 @@ async def test_api_end_to_end(tmp_path: Path) -> None:
         )
         h = a.chain.store.tx_height(tx.txid())  # the write-behind overlay: maybe not on disk yet
         assert h is not None
+
+        def on_disk() -> bool:  # the API serves blocks from disk (/status height is durable)
+            tip = a.chain.store.durable_tip() if a.chain is not None else None
+            return tip is not None and tip.height >= h
+
+        await wait_for(on_disk, what=f"block {h} on disk")
         st, b = await api(a, f"/block/{h}")
         assert st == 200 and [t["txid"] for t in b["txs"]] == [tx.txid().hex()]
         st, b2 = await api(a, f"/block/0x{b['hash']}")
