@@ -24,10 +24,7 @@ from netdiag.node.apithread import SNAPSHOT_S, ApiThread, ThreadedView
 from netdiag.node.chain import Chain
 from netdiag.node.config import NodeConfig, split_hostport
 from netdiag.node.core import NodeCore
-from netdiag.node.crypto import Identity, load_identity, save_identity
-from netdiag.node.entropy import HashChain, load_secret, secret_path
 from netdiag.node.entropy_check import EntropyCheck
-from netdiag.node.errors import ConfigError
 from netdiag.node.genesis import GenesisSpec
 from netdiag.node.gossip import GossipRouter
 from netdiag.node.limits import TokenBucket
@@ -37,6 +34,7 @@ from netdiag.node.mempool import Mempool
 from netdiag.node.metrics import NodeMetrics
 from netdiag.node.model import Block, Tx
 from netdiag.node.networks import resolve_genesis
+from netdiag.node.node_keys import load_entropy_chain, load_or_make_identity
 from netdiag.node.peer_dns import PeerDns
 from netdiag.node.peers import PeerBook
 from netdiag.node.presence import Presence
@@ -66,10 +64,10 @@ class Node:
         self.metrics = NodeMetrics()
         self.data_dir = Path(cfg.data_dir)
         self.genesis: GenesisSpec = resolve_genesis(cfg.network, cfg.genesis)
-        self.identity = self._load_or_make_identity()
+        self.identity = load_or_make_identity(cfg, self.data_dir)
         self.node_id = self.identity.node_id
         self.is_validator = self.node_id in self.genesis.validators
-        self.entropy_chain = self._load_entropy_chain()
+        self.entropy_chain = load_entropy_chain(cfg, self.genesis, self.node_id, log)
         self._core: NodeCore | None = None  # made in start(): it needs the opened store
         self._view: CoreView | None = None
         self.listen_port = 0
@@ -162,39 +160,7 @@ class Node:
         """Dial ``addr`` as a bootstrap peer (reconnect with backoff for as long as we run)."""
         self.core.book.add(addr, bootstrap=True)
 
-    # -- identity and lifecycle ------------------------------------------------------------
-
-    def _load_or_make_identity(self) -> Identity:
-        if self.cfg.key:
-            return load_identity(Path(self.cfg.key))
-        path = self.data_dir / "node.key"
-        if path.exists():
-            return load_identity(path)
-        ident = Identity.generate()
-        save_identity(ident, path)
-        return ident
-
-    def _load_entropy_chain(self) -> HashChain | None:
-        """A validator's reveals (entropy.py): its secret, checked against its genesis anchor.
-        Without one it cannot produce on a network with anchors (said once, at start)."""
-        g = self.genesis
-        if not g.entropy_anchors or not self.is_validator:
-            return None
-        path = Path(self.cfg.entropy_secret) if self.cfg.entropy_secret else None
-        path = path or secret_path(self.cfg.key)
-        if path is None or not path.exists():
-            self.log.warning(
-                "no_entropy_secret",
-                f"validator without an entropy secret ({path}): it will not produce",
-            )
-            return None
-        try:
-            chain = HashChain(load_secret(path), g.entropy_span)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"entropy secret {path}: {e}") from e
-        if chain.anchor != g.entropy_anchors[g.validators.index(self.node_id)]:
-            raise ConfigError(f"entropy secret {path} does not match our anchor in the genesis")
-        return chain
+    # -- lifecycle (keys: node_keys.py) ---------------------------------------------------
 
     def _make_core(self, chain: Chain) -> NodeCore:
         limits = resolve_limits(self.cfg)
