@@ -94,8 +94,13 @@ def test_kill_9_mid_restore_resumes_without_refetching(tmp_path: Path) -> None:
         assert ob["phase"] == "done" and ob["chunks_total"] == total
         assert ob["chunks_resumed"] == on_disk, "every chunk verified before the kill reused"
         assert ob["chunks_fetched"] == total - on_disk, "and none of them fetched again"
-        served_again = served_bytes(server_api) - served_before
-        assert 0 < served_again < state_bytes  # only the missing part crossed the wire
+        # the server's gauge is set on its heartbeat, so it may lag the joiner's "done"
+        served_again = wait(
+            lambda: (n := served_bytes(server_api) - served_before) > 0 and n,
+            30,
+            "the server's served-bytes gauge to show the refetch",
+        )
+        assert served_again < state_bytes  # only the missing part crossed the wire
         server_st = get(server_api, "/status")
         assert st["tip_hash"] == server_st["tip_hash"] == chain[-1].hash.hex()
         assert st["state_root"] == server_st["state_root"] == chain[-1].header.state_root.hex()

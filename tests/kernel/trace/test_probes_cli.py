@@ -275,7 +275,9 @@ def test_trace_peers_labels_a_three_node_lab_cluster(capsys: pytest.CaptureFixtu
     assert {r["peer_id"] for r in labelled} == ids
     # the links' 10 ms: from the probe's smoothed RTT and the kernel's raw minimum (joined)
     assert all(r["srtt_min_us"] >= 10_000 for r in labelled), labelled
-    assert all(10_000 <= r["min_rtt_us"] <= r["srtt_min_us"] for r in labelled), labelled
+    # the raw minimum is at most the smoothed one, give or take the integer EWMA's rounding
+    # (srtt is kept in 1/8 us and read >> 3; on a steady 10 ms link both sit on one value)
+    assert all(10_000 <= r["min_rtt_us"] <= r["srtt_min_us"] * 1.01 for r in labelled), labelled
     assert last["sock_diag_joined"] >= 2
 
 
