@@ -34,7 +34,12 @@ def _wait_cluster(lab: Lab, names: list[str]) -> None:
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.skipif(missing_root() is not None, reason=missing_root() or "")
-def test_target_mode_loads_and_follows_a_cluster_it_did_not_start(tmp_path: Path) -> None:
+def test_target_mode_loads_and_follows_a_cluster_it_did_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the lab's work dir (genesis, node stores, logs) goes with the test, not into the host's
+    # /var/lib/netdiag/labs, where every run left one behind
+    monkeypatch.setenv("NETDIAG_STATE", str(tmp_path / "state"))
     name = f"tg{secrets.token_hex(3)}"
     names = ["n0", "n1", "n2"]
     with Lab.up(node_cluster(name, (("n0", "n1"), ("n1", "n2")))) as lab:
