@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from netdiag.bench.p2p_topology import PROFILES
 from netdiag.cli.bench import finish, result_options
+from netdiag.lab.topology import ENGINES
 
 
 @click.command()
@@ -56,14 +58,14 @@ from netdiag.cli.bench import finish, result_options
 )
 @click.option(
     "--profile",
-    type=click.Choice(["clean", "wan", "lossy-wan"]),
+    type=click.Choice(sorted(PROFILES)),
     default="clean",
     show_default=True,
     help="The lab links' rate and loss (delays come from the seeded draw).",
 )
 @click.option(
     "--engine",
-    type=click.Choice(["auto", "kernel", "userspace"]),
+    type=click.Choice(ENGINES),
     default="auto",
     show_default=True,
     help="The lab's link engine.",
