@@ -10,6 +10,7 @@ from netdiag.bench.p2p_driver import (
     ClusterDriver,
     _mean,
 )
+from netdiag.bench.p2p_hops import HOP_SUMMARY, hop_figures
 from netdiag.bench.p2p_poster import LoadStats
 from netdiag.lab.cluster import (
     NodeRun,
@@ -22,6 +23,16 @@ from netdiag.nodeapi import (
 class FigurePhase(ClusterDriver):
     def _record_round(self, variant: str, runs: list[NodeRun], load_s: float) -> None:
         """Per-node deltas of this round's load phase (CPU, /metrics), kept raw for _summarise."""
+        deltas = [
+            {k: r.metrics_end.get(k, 0.0) - r.metrics_start.get(k, 0.0) for k in r.metrics_end}
+            for r in runs
+        ]
+        cpus = [
+            r.cpu_end_s - r.cpu_start_s
+            for r in runs
+            if r.cpu_start_s is not None and r.cpu_end_s is not None
+        ]
+        blocks = sum(metric_sum(d, "netdiag_node_blocks_produced_total") for d in deltas)
         self.result.record(
             "loads",
             {
@@ -32,6 +43,8 @@ class FigurePhase(ClusterDriver):
                 # accepted (txs_sent), with the slots shed at the in-flight bound
                 **(self.poster.stats if self.poster else LoadStats()).record(),
                 **self.cpu_split,
+                # where a hop's time goes, from the nodes' own metrics (p2p_hops.py)
+                **hop_figures(deltas, sum(cpus) if cpus else None, int(blocks)),
             },
         )
         for r in runs:
@@ -111,6 +124,10 @@ class FigurePhase(ClusterDriver):
                 "bench_cpu_pct": _mean(r.get("bench_cpu_pct") for r in mine),
                 "host_load_avg_1m": _mean(r.get("host_load_avg_1m") for r in mine),
             },
+        )
+        self.result.add_summary(
+            "hops",
+            {"variant": variant, **{k: _max(r.get(k) for r in mine) for k in HOP_SUMMARY}},
         )
         chains = [r for r in raw.get("chain", []) if r["variant"] == variant]
         if chains:

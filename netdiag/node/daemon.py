@@ -432,8 +432,11 @@ class Node:
     async def _every(self, name: str, interval_s: float, step: Callable[[], None]) -> None:
         """Run ``step`` every ``interval_s``. An exception is logged and the loop goes on: a
         failing disk or a bug in one round must not silently stop production or the heartbeat."""
+        loop = asyncio.get_running_loop()
         while True:
+            due = loop.time() + interval_s
             await asyncio.sleep(interval_s)
+            self.metrics.loop_lag_seconds.observe(max(0.0, loop.time() - due))
             try:
                 step()
             except Exception as e:

@@ -16,7 +16,7 @@ from netdiag.node.config import NodeConfig
 from netdiag.node.crypto import preverified
 from netdiag.node.entropy_check import EntropyCheck
 from netdiag.node.errors import ValidationError
-from netdiag.node.gossip import GossipRouter
+from netdiag.node.gossip import GossipRouter, Send
 from netdiag.node.link import Link
 from netdiag.node.logs import NodeLog
 from netdiag.node.mempool import Mempool
@@ -98,7 +98,7 @@ class Ingest:
             self.metrics.gossip_duplicates.labels(topic).inc()
             return
         if topic == TOPIC_BLOCKS:
-            early = self.forward_early(mid, data)
+            early = self.forward_early(conn, mid, data)
             outcome = self.apply_block(conn, data, "gossip", early)
             verdict = {"accepted": "accept", "rejected": "reject"}.get(outcome, "ignore")
             if early is not None:  # forwarded already: record the verdict, send nothing more
@@ -117,11 +117,26 @@ class Ingest:
                 self.policy.penalize(conn, PENALTY_INVALID, f"invalid presence beacon ({why})")
         else:
             verdict = "reject"
-        self.peering.send_all(self.gossip.validated(mid, data, verdict))
+        self.forward(conn, topic, self.gossip.validated(mid, data, verdict))
+
+    def forward(self, conn: Link, topic: str, sends: list[Send]) -> None:
+        """Send a received message on to the mesh, recording what this hop held it: from the
+        read that completed its frame to the last write (``forward_hold_seconds``), and for a
+        block the bytes already queued ahead of it on each peer (``forward_backlog_bytes``)."""
+        if not sends:
+            return
+        if topic == TOPIC_BLOCKS:
+            for pid, _msg in sends:
+                peer = self.peering.conns.get(pid)
+                if peer is not None:
+                    self.metrics.forward_backlog_bytes.observe(peer.send_backlog)
+        self.peering.send_all(sends)
+        hold = max(0.0, self._now() - conn.last_recv)
+        self.metrics.forward_hold_seconds.labels(topic).observe(hold)
 
     # -- blocks ----------------------------------------------------------------------------
 
-    def forward_early(self, mid: bytes, raw: bytes) -> Block | None:
+    def forward_early(self, conn: Link, mid: bytes, raw: bytes) -> Block | None:
         """Propagation at the bound: a gossiped block that extends our tip and passes the
         cheap rules (validation.check_block_cheap: producer signature, slot and schedule,
         Merkle root — no transaction signature) goes to the mesh now, before its full check.
@@ -143,7 +158,7 @@ class Ingest:
         except ValidationError:
             return None
         self.metrics.blocks_forwarded_early.inc()
-        self.peering.send_all(self.gossip.validated(mid, raw, "accept"))
+        self.forward(conn, TOPIC_BLOCKS, self.gossip.validated(mid, raw, "accept"))
         return block
 
     def _now(self) -> float:

@@ -43,6 +43,8 @@ class Link(Protocol):
     def version(self) -> int: ...  # protocol version spoken (the lower of the two Hellos)
     @property
     def wire_bytes(self) -> tuple[int, int, int, int]: ...  # bytes out, in; segments out, in
+    @property
+    def send_backlog(self) -> int: ...  # bytes written to this link and not yet sent
 
     def send(self, msg: Message) -> None: ...
     def close(self, reason: str, flush: bool = True) -> None: ...

@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 NAMESPACE = "netdiag_node"
 DELAY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HOLD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+BACKLOG_BUCKETS = (0, 1500, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20)
 VALIDATION_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.05, 0.25)
 
 
@@ -54,6 +56,24 @@ class NodeMetrics:
             "Delay from a message's timestamp to its first arrival here",
             "topic",
             buckets=DELAY_BUCKETS,
+        )
+        # what this hop adds to propagation (bench p2p reads both): from the read that
+        # completed a gossip frame to its forward being written to every mesh peer ...
+        self.forward_hold_seconds = m.histogram(
+            "forward_hold_seconds",
+            "Gossip: from the read that completed a frame to its forward (this node's share)",
+            "topic",
+            buckets=HOLD_BUCKETS,
+        )
+        # ... and the bytes a forwarded block frame found ahead of it on each peer's socket
+        self.forward_backlog_bytes = m.histogram(
+            "forward_backlog_bytes",
+            "Bytes queued ahead of a forwarded block frame (ours and the kernel's, unsent)",
+            buckets=BACKLOG_BUCKETS,
+        )
+        # how late a timer fires on the node loop: what a readable socket waits to be read
+        self.loop_lag_seconds = m.histogram(
+            "loop_lag_seconds", "Node loop: lateness of a periodic timer", buckets=HOLD_BUCKETS
         )
         self.validation_seconds = m.histogram(
             "validation_seconds", "Validation time", "kind", buckets=VALIDATION_BUCKETS

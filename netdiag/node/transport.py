@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import socket
 import ssl
 import struct
@@ -36,6 +37,7 @@ SO_COOKIE = 57  # <linux/socket.h>; Python's socket module does not name it
 READ_CHUNK = 64 << 10
 TCP_INFO_SEGS = struct.Struct("=II")  # struct tcp_info: tcpi_segs_out, tcpi_segs_in
 TCP_INFO_SEGS_AT = 136  # their offset (Linux >= 4.2)
+SIOCOUTQNSD = 0x894B  # <linux/sockios.h>: bytes in the send queue not yet sent
 
 
 def socket_cookie(sock: socket.socket | None) -> int | None:
@@ -46,6 +48,17 @@ def socket_cookie(sock: socket.socket | None) -> int | None:
         return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little")
     except OSError:
         return None
+
+
+def unsent_bytes(sock: socket.socket | None) -> int:
+    """Bytes in the socket's send queue that TCP has not sent yet (0 when unknown)."""
+    if sock is None:
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int(struct.unpack("=i", raw)[0])
 
 
 def tcp_segments(sock: socket.socket | None) -> tuple[int, int]:
@@ -124,6 +137,14 @@ class Connection:
     @property
     def wire_bytes(self) -> tuple[int, int, int, int]:
         return self.bytes_out, self.bytes_in, *self.segs
+
+    @property
+    def send_backlog(self) -> int:
+        """Bytes written and not yet on the wire: asyncio's buffer and the kernel's unsent."""
+        if self.writer.is_closing():
+            return 0
+        held = self.writer.transport.get_write_buffer_size()
+        return held + unsent_bytes(self.writer.get_extra_info("socket"))
 
     def _write(self, data: bytes) -> None:
         self.bytes_out += len(data)

@@ -70,6 +70,7 @@ class MemLink:
         self.probe = False
         self.version = PROTOCOL_VERSION
         self.wire_bytes = (0, 0, 0, 0)
+        self.send_backlog = 0
         world.links.append(self)
 
     @property
