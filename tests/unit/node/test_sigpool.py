@@ -18,7 +18,15 @@ from netdiag.node import crypto
 from netdiag.node.chain import Chain
 from netdiag.node.model import Block, Tx
 from netdiag.node.segment import verify_segment
-from netdiag.node.sigpool import SigCheck, SigPool, sig_checks, verify_chunk
+from netdiag.node.sigpool import (
+    SigCheck,
+    SigPool,
+    pack,
+    sig_checks,
+    verify_chunk,
+    verify_packed,
+    well_formed,
+)
 from netdiag.node.testkit import build_chain
 from tests.unit.node.chainkit import Clock, lab, open_chain, txs
 
@@ -45,6 +53,27 @@ def test_pool_verdicts_equal_inline(pool: SigPool) -> None:
     assert pool.verify_many(items) == verify_chunk(items)
     assert pool.verify_many(items).count(False) == 7
     assert pool.batches >= 1, "the batch went to the workers"
+
+
+def test_packed_chunks_and_the_callers_share_give_the_inline_verdicts(pool: SigPool) -> None:
+    """The compact wire form (one buffer per chunk, one byte per verdict) and the chunks the
+    waiting caller verifies itself: every verdict is the inline one, in order, malformed
+    checks (wrong key or signature length) included wherever they sit in the batch."""
+    _, keys = lab()
+    good = txs(200, keys[0])
+    items = [
+        (t.sender, t.signature, t.signing_bytes())
+        for t in (forged(t) if i % 9 == 4 else t for i, t in enumerate(good))
+    ]
+    items[17] = (items[17][0][:31], items[17][1], items[17][2])
+    items[150] = (items[150][0], items[150][1] + b"x", b"")
+    inline = verify_chunk(items)
+    sane = [it for it in items if well_formed(it)]
+    assert len(sane) == len(items) - 2
+    assert list(verify_packed(pack(sane))) == [int(v) for v in verify_chunk(sane)]
+    assert pool.verify_many(items) == inline
+    assert pool.verify_many(items, share=False) == inline
+    assert inline.count(False) == 22 + 2
 
 
 def test_prove_later_answers_on_the_loop_which_runs_meanwhile(pool: SigPool) -> None:
