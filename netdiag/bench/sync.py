@@ -32,6 +32,8 @@ from typing import Any
 
 from netdiag.bench import output
 from netdiag.bench.sync_api import ApiProbe
+from netdiag.bench.sync_cpu import CpuSnap, role_cpu_s
+from netdiag.bench.sync_cpu import figures as cpu_figures
 from netdiag.errors import CheckFailed
 from netdiag.lab.cluster import node_env, node_run_argv
 from netdiag.node import testkit
@@ -49,6 +51,7 @@ API_SUMMARY = (
     "api_locked_tx_p99_ms",
     "api_locked_tx_n",
 )
+CPU_SUMMARY = ("joiner_cpu_us_per_block", "servers_cpu_us_per_block", "joiner_cores", "cores_used")
 
 
 @dataclass
@@ -59,6 +62,7 @@ class SyncRun:
     wall_s: float  # process start to tip (start-up, handshakes, discovery included)
     stalls: int = 0  # requests that timed out (the joiner's own count)
     api: dict[str, float] = field(default_factory=dict)  # sync_api.ApiProbe.figures
+    cpu: dict[str, float] = field(default_factory=dict)  # sync_cpu.figures
 
     @property
     def blocks_per_s(self) -> float:
@@ -228,6 +232,7 @@ def run(
                     figures[f"p{k}_stalls"] = one.stalls
                     figures[f"p{k}_blocks_by_parallel_sync"] = one.blocks
                     figures.update({f"p{k}_{key}": v for key, v in one.api.items()})
+                    figures.update({f"p{k}_{key}": v for key, v in one.cpu.items()})
                 base = figures[f"p{peer_counts[0]}_blocks_per_s"]
                 for k in peer_counts:
                     figures[f"p{k}_speedup"] = round(figures[f"p{k}_blocks_per_s"] / base, 3)
@@ -252,6 +257,11 @@ def run(
                 key: round(statistics.median(x.api[key] for x in rs), 2)
                 for key in API_SUMMARY
                 if all(key in x.api for x in rs)
+            },
+            **{  # CPU per block and cores used while it synced (sync_cpu.py), medians
+                key: round(statistics.median(x.cpu[key] for x in rs), 2)
+                for key in CPU_SUMMARY
+                if all(key in x.cpu for x in rs)
             },
         }
     return {
@@ -344,6 +354,7 @@ def _join(
         probe = ApiProbe(lambda: NodeApi(place.ns("joiner"), api, timeout_s=30.0), name.encode())
         timeout_s = max(60.0, blocks / 100)
         st: dict[str, Any] | None = None
+        snaps: list[CpuSnap] = []  # CPU per role: once while syncing, once at the tip
         while time.perf_counter() - t0 < timeout_s:
             syncing = 0 < (st or {}).get("height", 0) < blocks
             if syncing and lock_db_s and not lock.started:
@@ -355,6 +366,10 @@ def _join(
             except OSError:
                 time.sleep(0.02)
                 continue
+            if (not snaps and 0 < got["height"] < blocks) or (
+                got["height"] == blocks and len(snaps) < 2
+            ):
+                snaps.append(CpuSnap(time.perf_counter(), got["height"], role_cpu_s(work, name)))
             if got["height"] == blocks and got["sync"]["last_catch_up_s"] is not None:
                 st = got
                 break
@@ -382,6 +397,7 @@ def _join(
         wall,
         int(sync["stalls"]),
         probe.figures(),
+        cpu_figures(*snaps) if len(snaps) == 2 else {},
     )
 
 
