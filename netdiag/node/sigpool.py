@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 
 from netdiag.node import crypto
 from netdiag.node.model import BLOCK_DOMAIN, Block
+from netdiag.node.sodium import fast_verifier
 
 SigCheck = tuple[bytes, bytes, bytes]  # public key, signature, signed message
 PR_SET_PDEATHSIG = 1
@@ -71,10 +72,11 @@ def pack(items: list[SigCheck]) -> bytes:
 
 
 def verify_packed(buf: bytes) -> bytes:
-    """In a worker process: ``pack``'s checks verified by ``crypto.verify_raw``, one byte
-    (1 or 0) per check."""
+    """In a worker process: ``pack``'s checks verified by ``sodium.fast_verifier`` (libsodium
+    where the system has it: it accepts nothing ``crypto.verify_raw`` rejects, and a check it
+    refuses is verified again inline by the node's rule), one byte (1 or 0) per check."""
     out = bytearray()
-    verify, unpack, i, n = crypto.verify_raw, _LEN.unpack_from, 0, len(buf)
+    verify, unpack, i, n = fast_verifier(), _LEN.unpack_from, 0, len(buf)
     while i < n:
         (ln,) = unpack(buf, i + _FIXED - _LEN.size)
         j = i + _FIXED + ln
@@ -180,8 +182,10 @@ class SigPool:
         return min(MAX_CHUNK, max(MIN_CHUNK, -(-n // (verifiers * CHUNKS_PER_WORKER))))
 
     def verify_many(self, items: list[SigCheck], share: bool = True) -> list[bool]:
-        """Every check's verdict, as ``verify_chunk`` gives it; batches of ``min_batch`` and
-        more on the workers and, with ``share``, on the calling thread too."""
+        """Every check's verdict, as ``verify_chunk`` gives it — or stricter: batches of
+        ``min_batch`` and more, on the workers and, with ``share``, on the calling thread too,
+        go through ``sodium.fast_verifier``, which may refuse what ``crypto.verify`` accepts
+        (never the reverse); so use its True answers only (``prove``), never its False."""
         if not self.parallel or len(items) < self.min_batch:
             return verify_chunk(items)
         self.start()
@@ -196,9 +200,9 @@ class SigPool:
         self.checks += len(items)
         futs = [pool.submit(verify_packed, pack(c)) for c in chunks]
         parts: list[list[bool] | bytes | None] = [None] * len(chunks)
-        j = len(chunks) - 1
+        j, fast = len(chunks) - 1, fast_verifier()
         while share and j >= 0 and futs[j].cancel():  # no worker took it yet: the caller's
-            parts[j] = [crypto.verify_raw(*it) for it in chunks[j]]
+            parts[j] = [fast(*it) for it in chunks[j]]
             j -= 1
         for i in range(j + 1):
             parts[i] = futs[i].result()

@@ -188,3 +188,29 @@ def zombie(pid: int) -> bool:
             return f.read().split(") ")[1].startswith("Z")
     except OSError:
         return True
+
+
+def test_the_pools_verifier_accepts_nothing_inline_verify_rejects() -> None:
+    """sodium.py: the workers' verifier may be stricter than ``crypto.verify`` (a triple it
+    refuses is checked again inline), never looser; without libsodium it is verify itself."""
+    from netdiag.node.sodium import IDENTITY, fast_verifier
+
+    fast = fast_verifier()
+    _, keys = lab()
+    good = txs(20, keys[0])
+    L = 2**252 + 27742317777372353535851937790883648493
+    cases: list[SigCheck] = []
+    for t in good:
+        msg = t.signing_bytes()
+        s = int.from_bytes(t.signature[32:], "little")
+        cases += [
+            (t.sender, t.signature, msg),
+            (t.sender, forged(t).signature, msg),
+            (t.sender, t.signature, msg + b"x"),
+            (keys[1].node_id, t.signature, msg),
+            (t.sender, t.signature[:32] + (s + L).to_bytes(32, "little"), msg),  # S >= L
+        ]
+    cases += [(IDENTITY, IDENTITY + bytes(32), b"any message"), (b"short", b"x", b"y")]
+    for c in cases:
+        assert not fast(*c) or crypto.verify(*c), c
+    assert all(fast(t.sender, t.signature, t.signing_bytes()) for t in good)
