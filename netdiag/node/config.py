@@ -84,6 +84,9 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_reorg_depth: int = 64  # deepest fork we switch away from (longest valid chain wins)
     # forward a gossiped block after its cheap checks, before its transactions' (ingest.py)
     early_forward: bool = True
+    # per-peer send queue: gossip other than blocks waits for the end of the loop turn and goes
+    # out in one write after any block frame sent meanwhile (transport.low_priority)
+    send_priority: bool = True
     # processes verifying signature batches (sync segments, big blocks): -1 one per CPU,
     # 0 or 1 none (verified on the node loop)
     verify_workers: int = -1

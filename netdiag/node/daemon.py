@@ -347,6 +347,7 @@ class Node:
             tls=self._tls_session(outbound),
             budget=self.core.memory,
             ip_msgs=None if outbound else self._ip_msgs(w),
+            send_priority=self.cfg.send_priority,
         )
         conn.probe = probe
         return conn

@@ -19,7 +19,7 @@ import time
 from typing import Protocol
 
 from netdiag.node.limits import TokenBucket
-from netdiag.node.messages import Message
+from netdiag.node.messages import TOPIC_BLOCKS, IHave, Message, Publish
 from netdiag.node.protocol import (
     Event,
     HandshakeComplete,
@@ -38,6 +38,13 @@ READ_CHUNK = 64 << 10
 TCP_INFO_SEGS = struct.Struct("=II")  # struct tcp_info: tcpi_segs_out, tcpi_segs_in
 TCP_INFO_SEGS_AT = 136  # their offset (Linux >= 4.2)
 SIOCOUTQNSD = 0x894B  # <linux/sockios.h>: bytes in the send queue not yet sent
+
+
+def low_priority(msg: Message) -> bool:
+    """Frames that wait for the end of the loop turn and go out after any block frame sent
+    meanwhile: gossip other than blocks (transactions, beacons, snapshot announcements) and
+    IHAVE adverts. Blocks, control, sync and handshake frames are written at once."""
+    return (isinstance(msg, Publish) and msg.topic != TOPIC_BLOCKS) or isinstance(msg, IHave)
 
 
 def socket_cookie(sock: socket.socket | None) -> int | None:
@@ -101,6 +108,7 @@ class Connection:
         tls: TlsSession | None = None,
         budget: MemoryBudget | None = None,
         ip_msgs: TokenBucket | None = None,
+        send_priority: bool = True,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -129,6 +137,10 @@ class Connection:
         self.bytes_out = 0  # TCP payload written to the socket (TLS records when TLS is on)
         self.bytes_in = 0
         self.segs: tuple[int, int] = (0, 0)  # tcp_info segments out, in; read at close
+        # the per-peer send queue: low-priority frames of this loop turn, written together
+        # (one write, one TLS record run) after the turn, so a block frame overtakes them
+        self.send_priority = send_priority
+        self._bulk: list[bytes] = []
 
     @property
     def version(self) -> int:
@@ -143,7 +155,7 @@ class Connection:
         """Bytes written and not yet on the wire: asyncio's buffer and the kernel's unsent."""
         if self.writer.is_closing():
             return 0
-        held = self.writer.transport.get_write_buffer_size()
+        held = self.writer.transport.get_write_buffer_size() + sum(map(len, self._bulk))
         return held + unsent_bytes(self.writer.get_extra_info("socket"))
 
     def _write(self, data: bytes) -> None:
@@ -151,7 +163,9 @@ class Connection:
         self.writer.write(data)
 
     async def _read(self, timeout: float) -> bytes:
-        data = await asyncio.wait_for(self.reader.read(READ_CHUNK), max(timeout, 0))
+        # asyncio.timeout, not wait_for: wait_for makes a Task per read (a cost on every frame)
+        async with asyncio.timeout(max(timeout, 0)):
+            data = await self.reader.read(READ_CHUNK)
         self.bytes_in += len(data)
         return data
 
@@ -171,10 +185,19 @@ class Connection:
         if not self.is_open:
             return
         self.proto.send(msg)
-        self._flush()
+        if not (self.send_priority and low_priority(msg)):
+            self._flush()  # a block (or control frame) goes ahead of the queued bulk
+            return
+        if not self._bulk:
+            asyncio.get_running_loop().call_soon(self._flush_bulk)
+        self._bulk.append(self.proto.data_to_send())
 
-    def _flush(self) -> None:
-        data = self.proto.data_to_send()
+    def _flush_bulk(self) -> None:
+        data, self._bulk = b"".join(self._bulk), []
+        self._flush(data)
+
+    def _flush(self, queued: bytes = b"") -> None:
+        data = queued + self.proto.data_to_send()
         if data and not self.writer.is_closing():
             if self._tls is not None:
                 data = self._tls.encrypt(data)
@@ -200,8 +223,9 @@ class Connection:
             return
         self.close_reason = reason
         self.proto.close(reason)
+        bulk, self._bulk = b"".join(self._bulk), []
         if flush:
-            self._flush()
+            self._flush(bulk)
             if self._tls is not None and self._tls.established and not self.writer.is_closing():
                 self._write(self._tls.close())
         if not self.writer.is_closing():
