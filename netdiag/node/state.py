@@ -87,6 +87,7 @@ class Overlay:
         self.changes: dict[bytes, Account | None] = {}  # None: the account does not exist
         self._by_bucket: dict[int, dict[bytes, Account | None]] = {}
         self._roots: list[bytes] | None = None
+        self._root: bytes | None = None
 
     def get(self, key: bytes) -> Account | None:
         if key in self.changes:
@@ -96,7 +97,7 @@ class Overlay:
     def set(self, key: bytes, acct: Account | None) -> None:
         self.changes[key] = acct
         self._by_bucket.setdefault(bucket_of(key), {})[key] = acct
-        self._roots = None
+        self._roots = self._root = None
 
     def bucket_leaves(self, b: int) -> dict[bytes, bytes]:
         # one copy of the ledger's bucket with every overlay's changes on top, newest last
@@ -124,7 +125,13 @@ class Overlay:
         return self._roots
 
     def root(self) -> bytes:
-        return root_of_buckets(self.bucket_roots())
+        """Over unchanged buckets the base's root (an empty block's state is its parent's:
+        no 255 hashes per block); else computed once per change."""
+        if not self._by_bucket:
+            return self.base.root()
+        if self._root is None:
+            self._root = root_of_buckets(self.bucket_roots())
+        return self._root
 
 
 def execute(tx: Tx, state: Overlay) -> None:
@@ -192,6 +199,7 @@ class Ledger:
             self.accounts[key] = acct
             self._leaves[bucket_of(key)][key] = leaf_hash(key, acct)
         self._roots = [bucket_root(leaves) for leaves in self._leaves]
+        self._root: bytes | None = None  # root_of_buckets(_roots), until _write
         self.undo_depth = undo_depth
         self._undo: deque[tuple[int, dict[bytes, Account | None]]] = deque()
 
@@ -208,7 +216,9 @@ class Ledger:
         return self._leaves[b]
 
     def root(self) -> bytes:
-        return root_of_buckets(self._roots)
+        if self._root is None:
+            self._root = root_of_buckets(self._roots)
+        return self._root
 
     def sorted_items(self) -> Iterator[tuple[bytes, Account]]:
         for key in sorted(self.accounts):
@@ -217,6 +227,7 @@ class Ledger:
     def _write(self, changes: dict[bytes, Account | None]) -> dict[bytes, Account | None]:
         old: dict[bytes, Account | None] = {}
         touched: set[int] = set()
+        self._root = None
         for key, acct in changes.items():
             old[key] = self.accounts.get(key)
             b = bucket_of(key)

@@ -137,6 +137,30 @@ def test_a_restart_replays_the_state_and_checks_it_against_the_tip(tmp_path: Pat
         Chain(Store(tmp_path / "chain.sqlite"), tampered, clock_ms=clock)
 
 
+def test_cached_roots_follow_every_change() -> None:
+    """Roots are cached (an empty block's state is its parent's): a ledger's root after a
+    write or a rewind, and an overlay's after each set, equal the root built from scratch."""
+    rng = random.Random(11)
+    accounts = [(rng.randbytes(32), Account(rng.randrange(10**6), 0)) for _ in range(50)]
+    led = Ledger(accounts, undo_depth=4)
+    before = led.root()
+    empty = Overlay(Overlay(led))
+    assert empty.root() == before
+    ov = Overlay(led)
+    ov.set(accounts[3][0], Account(7, 1))
+    first = ov.root()
+    assert first == Ledger((dict(accounts) | {accounts[3][0]: Account(7, 1)}).items()).root()
+    ov.set(accounts[4][0], None)
+    state = dict(accounts) | {accounts[3][0]: Account(7, 1)}
+    del state[accounts[4][0]]
+    assert ov.root() == Ledger(state.items()).root() != first
+    assert Overlay(ov).root() == ov.root()
+    led._undo.append((1, led._write(ov.changes)))
+    assert led.root() == Ledger(state.items()).root()
+    led.rewind(0)
+    assert led.root() == before
+
+
 def test_execute_leaves_nothing_behind_on_failure() -> None:
     ledger = Ledger([(ALICE.node_id, Account(5, 0))])
     ov = Overlay(ledger)
