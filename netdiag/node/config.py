@@ -120,6 +120,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     gossip_d_lo: int = 4
     gossip_d_hi: int = 12
     gossip_seen_ttl_s: float = 120.0
+    gossip_seen_max: int = 8_192  # seen-cache records (~235 B each), oldest dropped first
     # discovery (Kademlia: kademlia.py, discovery.py, kadrpc.py; docs/node.md)
     # Kademlia discovery: outbound peers come from the routing table and `peers` only
     # bootstrap; off: the node dials exactly `peers` (and peer exchange) and runs no lookups
@@ -201,6 +202,7 @@ RANGES: dict[str, tuple[float, bool]] = {
     "status_interval_s": POSITIVE,
     "gossip_heartbeat_s": POSITIVE,
     "gossip_seen_ttl_s": POSITIVE,
+    "gossip_seen_max": AT_LEAST_ONE,
     "api_header_timeout_s": POSITIVE,
 }
 ORDERED = [  # (smaller, larger): the first may not exceed the second

@@ -22,7 +22,7 @@ from netdiag.node.entropy import HashChain
 from netdiag.node.entropy_check import EntropyCheck, EntropyParams
 from netdiag.node.entropy_host import NodeEntropyHost
 from netdiag.node.genesis import GenesisSpec
-from netdiag.node.gossip import GossipParams, GossipRouter
+from netdiag.node.gossip import GossipRouter, params_from
 from netdiag.node.ingest import Ingest
 from netdiag.node.kadstore import KadStore
 from netdiag.node.link import Link
@@ -90,14 +90,7 @@ class NodeCore:
         mono = clock.monotonic
         self.mempool = Mempool(cfg.mempool_max_txs, cfg.mempool_max_bytes)
         self.gossip = GossipRouter(
-            GossipParams(
-                d=cfg.gossip_d,
-                d_lo=cfg.gossip_d_lo,
-                d_hi=cfg.gossip_d_hi,
-                d_score=min(4, cfg.gossip_d),
-                heartbeat_s=cfg.gossip_heartbeat_s,
-                seen_ttl_s=cfg.gossip_seen_ttl_s,
-            ),
+            params_from(cfg),
             mono,
         )
         self.book = PeerBook(cfg, mono)
@@ -372,6 +365,8 @@ class NodeCore:
 
     def heartbeat_step(self) -> None:
         self.peering.send_all(self.gossip.heartbeat())
+        self.metrics.gossip_seen.set(len(self.gossip.seen))
+        self.metrics.gossip_seen_evicted.set(self.gossip.seen_evicted)
         now = self.clock.monotonic()
         self.book.expire()
         self.scores.expire()

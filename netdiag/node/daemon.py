@@ -39,7 +39,7 @@ from netdiag.node.peer_dns import PeerDns
 from netdiag.node.peers import PeerBook
 from netdiag.node.presence import Presence
 from netdiag.node.protocol import PeerProtocol
-from netdiag.node.resources import HeapTrimmer, malloc_trim, resolve_limits
+from netdiag.node.resources import HeapTrimmer, resolve_limits, trim_heap
 from netdiag.node.runtime import Clock, LoopScheduler, SystemClock
 from netdiag.node.sigpool import SigPool
 from netdiag.node.tlsio import TlsSession
@@ -354,7 +354,12 @@ class Node:
 
     def _trim_step(self) -> None:
         if self._trimmer.due():
-            asyncio.get_running_loop().run_in_executor(None, malloc_trim)
+            done = asyncio.get_running_loop().run_in_executor(None, trim_heap)
+            done.add_done_callback(self._trimmed)
+
+    def _trimmed(self, f: asyncio.Future[int | None]) -> None:
+        if not f.cancelled() and f.exception() is None:
+            self._trimmer.trimmed(f.result())
 
     def _ip_msgs(self, w: asyncio.StreamWriter) -> TokenBucket | None:
         """The message bucket every inbound connection from this remote IP shares."""

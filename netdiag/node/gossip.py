@@ -1,11 +1,11 @@
 """Gossipsub-v1.1-shaped router core, without I/O: messages in, (peer, message) sends out.
 
 Mesh degree D=6 (D_lo 4, D_hi 12, D_score 4, D_lazy 6), heartbeat maintenance, a seen cache
-with TTL, a windowed message cache for IHAVE/IWANT, capped IHAVE/IWANT, no forwarding of
-duplicates or of messages validation rejected, and peer scores built from first deliveries (+),
-invalid messages (-, squared), broken IWANT promises and GRAFT-during-backoff (-, squared), and
-application penalties the node adds (protocol violations, rate-limit hits). Scores decay every
-heartbeat. Values follow go-libp2p-pubsub's defaults where they exist.
+with TTL and a size cap, a windowed message cache for IHAVE/IWANT, capped IHAVE/IWANT, no
+forwarding of duplicates or of messages validation rejected, and peer scores built from first
+deliveries (+), invalid messages (-, squared), broken IWANT promises and GRAFT-during-backoff
+(-, squared), and application penalties the node adds (protocol violations, rate-limit hits).
+Scores decay every heartbeat. Values follow go-libp2p-pubsub's defaults where they exist.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from netdiag.node.config import NodeConfig
 from netdiag.node.messages import TOPICS, Graft, IHave, IWant, Message, Prune, Publish
 
 Send = tuple[bytes, Message]
@@ -34,6 +35,12 @@ class GossipParams:
     d_lazy: int = 6
     heartbeat_s: float = 1.0
     seen_ttl_s: float = 120.0
+    # go-libp2p's seen cache is bounded by time alone; at a flood's rate (a valid tx from the
+    # API every ms) 120 s of records is ~40 MB of Python objects, so the count is capped too.
+    # A message pushed out early and seen again is validated again: known txs and blocks are
+    # ignored before any signature check (ingest), so the cost is a hash and a lookup. 8,192
+    # records (~1.9 MB) keep the full TTL up to 68 messages/s (bench p2p's load: ~22/s).
+    seen_max: int = 8_192
     mcache_len: int = 5  # heartbeats a message stays retrievable by IWANT
     mcache_gossip: int = 3  # heartbeats a message is advertised in IHAVE
     max_ihave_length: int = 5000  # ids per IHAVE considered
@@ -66,7 +73,7 @@ class PeerState:
     promises: dict[bytes, float] = field(default_factory=dict)  # msg id -> deadline
 
 
-@dataclass
+@dataclass(slots=True)  # one per message in the seen cache: 235 B with slots, 340 B without
 class MessageRecord:
     """Per-message delivery facts the node exposes: first seen, first peer, duplicates."""
 
@@ -75,6 +82,19 @@ class MessageRecord:
     first_peer: bytes | None  # None: published locally
     duplicates: int = 0
     verdict: str = "pending"  # accept | reject | ignore | pending
+
+
+def params_from(cfg: NodeConfig) -> GossipParams:
+    """The router's parameters a node's config sets (the rest stay gossipsub's defaults)."""
+    return GossipParams(
+        d=cfg.gossip_d,
+        d_lo=cfg.gossip_d_lo,
+        d_hi=cfg.gossip_d_hi,
+        d_score=min(4, cfg.gossip_d),
+        heartbeat_s=cfg.gossip_heartbeat_s,
+        seen_ttl_s=cfg.gossip_seen_ttl_s,
+        seen_max=cfg.gossip_seen_max,
+    )
 
 
 class GossipRouter:
@@ -87,6 +107,7 @@ class GossipRouter:
         self.peers: dict[bytes, PeerState] = {}
         self.mesh: dict[str, set[bytes]] = {t: set() for t in TOPICS}
         self.seen: OrderedDict[bytes, MessageRecord] = OrderedDict()
+        self.seen_evicted = 0  # records pushed out by ``seen_max`` before their TTL
         self.mcache: list[list[bytes]] = [[]]
         self.mstore: dict[bytes, tuple[str, bytes]] = {}
         self.iwant_served: dict[tuple[bytes, bytes], int] = {}
@@ -137,7 +158,7 @@ class GossipRouter:
         mid = message_id(data)
         if mid in self.seen:
             return mid, []
-        self.seen[mid] = MessageRecord(topic, self.clock(), None, verdict="accept")
+        self._remember(mid, MessageRecord(topic, self.clock(), None, verdict="accept"))
         self._cache(mid, topic, data)
         msg = Publish(topic, data)
         return mid, [
@@ -156,8 +177,14 @@ class GossipRouter:
             rec.duplicates += 1
             return mid, rec, False
         rec = MessageRecord(topic, self.clock(), pid)
-        self.seen[mid] = rec
+        self._remember(mid, rec)
         return mid, rec, True
+
+    def _remember(self, mid: bytes, rec: MessageRecord) -> None:
+        self.seen[mid] = rec
+        while len(self.seen) > self.p.seen_max:
+            self.seen.popitem(last=False)
+            self.seen_evicted += 1
 
     def validated(self, mid: bytes, data: bytes, verdict: str) -> list[Send]:
         rec = self.seen.get(mid)

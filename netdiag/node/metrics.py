@@ -117,6 +117,10 @@ class NodeMetrics:
         )
         self.mempool_txs = m.gauge("mempool_txs", "Transactions in the mempool")
         self.orphans = m.gauge("orphan_blocks", "Blocks held in the orphan pool")
+        self.gossip_seen = m.gauge("gossip_seen_messages", "Records in the gossip seen cache")
+        self.gossip_seen_evicted = m.gauge(
+            "gossip_seen_evicted", "Seen-cache records dropped by gossip_seen_max before their TTL"
+        )
         self.bytes_received = m.counter("bytes_received", "Wire bytes received from peers")
         self.messages_received = m.counter(
             "messages_received", "Wire messages received, by type", "type"

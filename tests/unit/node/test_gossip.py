@@ -99,3 +99,36 @@ def test_publish_floods_and_seen_cache_expires() -> None:
     clock.t += 1000
     r.heartbeat()
     assert mid not in r.seen
+
+
+def test_seen_cache_is_capped_oldest_first_and_a_pushed_out_message_is_new_again() -> None:
+    clock = Clock()
+    r = GossipRouter(GossipParams(seen_max=100), clock, random.Random(1))
+    peer = b"p" * 32
+    r.add_peer(peer, outbound=True)
+    first = r.receive(peer, "txs", b"m0")[0]
+    for i in range(1, 250):  # a flood of distinct valid messages within one TTL
+        r.receive(peer, "txs", b"m%d" % i)
+    assert len(r.seen) == 100 and r.seen_evicted == 150
+    assert first not in r.seen and message_id(b"m249") in r.seen
+    assert r.receive(peer, "txs", b"m249")[2] is False  # recent: still a duplicate
+    assert r.receive(peer, "txs", b"m0")[2] is True  # pushed out: validated again (ingest
+    # ignores a known tx before its signature), never lost
+
+
+def test_node_config_sets_the_seen_cap_and_refuses_a_zero_one() -> None:
+    import pytest
+
+    from netdiag.node.config import load_config
+    from netdiag.node.errors import ConfigError
+    from netdiag.node.gossip import params_from
+
+    env = {"NETDIAG_NODE_GOSSIP_SEEN_MAX": "7", "NETDIAG_NODE_GOSSIP_SEEN_TTL_S": "30"}
+    p = params_from(load_config(None, env, {"data_dir": "/nonexistent", "genesis": "g.json"}))
+    assert (p.seen_max, p.seen_ttl_s) == (7, 30.0)
+    with pytest.raises(ConfigError, match="gossip_seen_max"):
+        load_config(
+            None,
+            {"NETDIAG_NODE_GOSSIP_SEEN_MAX": "0"},
+            {"data_dir": "/nonexistent", "genesis": "g.json"},
+        )

@@ -155,3 +155,30 @@ def test_heap_trim_during_a_connection_burst_and_once_after_it() -> None:
     assert not t.due()  # and only once
     assert t.trims == 2
     assert isinstance(malloc_trim(), bool)
+
+
+def test_heap_trim_when_the_heaps_hold_much_more_free_memory_than_after_the_last_trim() -> None:
+    from netdiag.node.resources import HeapTrimmer, MiB
+
+    free = [2 * MiB]
+    t = HeapTrimmer(after_conns=100, after_free=8 * MiB, free_bytes=lambda: free[0])
+    assert not t.due()  # no connections, little free
+    free[0] = 12 * MiB  # a burst of API or gossip work freed 10 MiB: no connection counted it
+    assert t.due()
+    t.trimmed(7 * MiB)  # the trim could not give back 7 MiB (fragments between live blocks)
+    free[0] = 9 * MiB
+    assert not t.due()  # those fragments alone never trigger it again
+    free[0] = 3 * MiB  # reused...
+    assert not t.due()
+    free[0] = 12 * MiB  # ...and freed again: 9 MiB above the floor it fell to
+    assert t.due()
+    assert t.trims == 2
+
+
+def test_malloc_free_bytes_reads_glibc_or_says_none() -> None:
+    from netdiag.node.resources import malloc_free_bytes, trim_heap
+
+    free = malloc_free_bytes()
+    assert free is None or free >= 0
+    after = trim_heap()
+    assert (after is None) == (free is None)
