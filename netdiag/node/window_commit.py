@@ -20,6 +20,8 @@ from netdiag.node.store import MAX_PENDING_BLOCKS
 from netdiag.node.sync import SequentialSync
 from netdiag.node.window_state import PeerSync, SyncStats, WindowHost, WindowParams, short
 
+PROVE_AHEAD_STEPS = 4  # one pool batch proves this many verify steps' blocks: fewer, larger trips
+
 
 class SegmentCommit:
     host: WindowHost
@@ -62,7 +64,8 @@ class SegmentCommit:
             return  # the disk is behind (a locked database): the next tick tries again
         self._verify_scheduled = True
         sigs = self.host.sigs
-        checks = sig_checks(self._run()[0]) if sigs.parallel else []
+        ahead = self.p.verify_step * PROVE_AHEAD_STEPS
+        checks = sig_checks(self._run(ahead)[0]) if sigs.parallel else []
         todo = [c for c in checks if c not in self._proven]
         if len(todo) < sigs.min_batch:
             self.host.schedule(self.verify_step)
@@ -81,13 +84,14 @@ class SegmentCommit:
 
         self.host.off_loop(prove, proven)
 
-    def _run(self) -> tuple[list[Block], list[Link]]:
-        """The contiguous buffered blocks from tip+1, at most ``verify_step``, and who sent
-        each."""
+    def _run(self, most: int = 0) -> tuple[list[Block], list[Link]]:
+        """The contiguous buffered blocks from tip+1, at most ``most`` (default
+        ``verify_step``), and who sent each."""
+        most = most or self.p.verify_step
         run: list[Block] = []
         sources: list[Link] = []
         h = self.chain.height + 1
-        while h in self.buffer and len(run) < self.p.verify_step:
+        while h in self.buffer and len(run) < most:
             b, c = self.buffer[h]
             run.append(b)
             sources.append(c)
