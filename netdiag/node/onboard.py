@@ -83,7 +83,8 @@ class Onboarding:
         self.pending: dict[int, Pending] = {}
         self._ids = iter(range(REQ_BASE, REQ_BASE + (1 << 40)))
         # header chain state
-        self.headers_buf: dict[int, tuple[SignedHeader, Link]] = {}  # height -> (it, sender)
+        # height -> (it, sender, its signature check)
+        self.headers_buf: dict[int, tuple[SignedHeader, Link, SigCheck]] = {}
         self.sig_wait: set[SigCheck] = set()  # header signatures at the sigpool now
         self.sig_ok: set[SigCheck] = set()  # ... that it verified, their headers not yet checked
         g = chain.genesis.block()

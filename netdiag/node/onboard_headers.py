@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def fill_headers(ob: Onboarding) -> None:
     assert ob.target is not None
     top = ob.target[0]
-    covered = set(ob.headers_buf)
+    covered = ob.headers_buf  # (not a copy: up to the whole chain, on every answer)
     starts = {r.key for r in ob.pending.values() if r.kind == "headers"}
     h = ob.parent.header.height + 1
     while h <= top and len(starts) < 4 * max(1, len(ob.sources)):
@@ -58,10 +58,12 @@ def on_header_chain(ob: Onboarding, conn: Link, msg: HeaderChain) -> None:
         fill_headers(ob)
         return
     new: list[SigCheck] = []
+    buf = ob.headers_buf
     for g in got:
-        if g.header.height not in ob.headers_buf:
-            ob.headers_buf[g.header.height] = (g, conn)
-            new.append(header_sig(g))
+        if g.header.height not in buf:
+            sig = header_sig(g)
+            buf[g.header.height] = (g, conn, sig)
+            new.append(sig)
     ob.stats.bytes_fetched += sum(len(i) for i in msg.items)
     # Pipelined: the batch's signatures go to the sigpool's workers at once, in any
     # order, while the loop goes on fetching and checking the rules of earlier headers.
@@ -98,23 +100,27 @@ def _check_run(ob: Onboarding) -> None:
     chain = ob.host.chain
     L = chain.params.epoch_length
     now = ob.wall_ms()
+    seeds, validators, network_id = ob.seeds, chain.genesis.validators, chain.genesis.network_id
+
+    def seed_hash(h: int) -> bytes:
+        return seeds[epoch_seed_height(h, L)]
+
     while (got := ob.headers_buf.get(ob.parent.header.height + 1)) is not None:
-        nxt, conn = got
-        sig = header_sig(nxt)
+        nxt, conn, sig = got
         if sig in ob.sig_wait:
             break  # its batch is at the workers: resumed by proven
         del ob.headers_buf[nxt.header.height]
         ob.sig_ok.discard(sig)
         p = ob.parent
         view = ChainView(
-            network_id=chain.genesis.network_id,
+            network_id=network_id,
             tip_height=p.header.height,
             tip_hash=p.hash,
             tip_timestamp_ms=p.header.timestamp_ms,
-            validators=chain.genesis.validators,
-            seed_hash=lambda h: ob.seeds[epoch_seed_height(h, L)],
+            validators=validators,
+            seed_hash=seed_hash,
             has_block=p.hash.__eq__,
-            has_tx=lambda _t: False,
+            has_tx=_no_tx,
             tip_seed=p.header.mix or p.hash,
             entropy=chain.reveals,
         )
@@ -145,6 +151,10 @@ def _check_run(ob: Onboarding) -> None:
         height=top,
     )
     ob._ask_one("manifest")
+
+
+def _no_tx(_txid: bytes) -> bool:
+    return False
 
 
 def header_sig(g: SignedHeader) -> SigCheck:

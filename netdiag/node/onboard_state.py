@@ -33,7 +33,9 @@ class OnboardHost(Protocol):
     def synchronized(self) -> bool: ...
 
 
-class SignedHeader(msgspec.Struct, array_like=True, frozen=True):
+class SignedHeader(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """(never in a cycle: a joiner holds up to the whole chain of them, outside the GC)"""
+
     header: BlockHeader
     hash: bytes
     signature: bytes
