@@ -27,6 +27,7 @@ from netdiag.node import testkit
 from netdiag.report.results import ResultBuilder
 
 MIN_CORES_SPAN_S = 0.5  # CPU time is counted in 10 ms ticks: shorter calls give no share
+RAW_WALL_REPEAT = 2  # raw verify wall-timed over the workload twice: long enough for a share
 
 
 class Figures(msgspec.Struct):
@@ -57,6 +58,7 @@ class Figures(msgspec.Struct):
     block_1core_cores: float = 0.0
     block_pool_cores: float = 0.0
     raw_pool_per_core_vs_1core_ratio: float = 0.0  # speedup per core obtained: 1.0 = scales
+    block_pool_per_core_vs_1core_ratio: float = 0.0  # the same for block validation
 
 
 def with_cores(f: Callable[[], float], pids: Callable[[], list[int]]) -> tuple[float, float]:
@@ -97,8 +99,8 @@ def run(
         "tx": lambda: testkit.tx_validate_rate(w),
         "block": lambda: testkit.block_validate_rate(w),
         "commit": lambda: testkit.block_commit_rate(w, validators),
-        "raw_1core_wall": lambda: testkit.raw_verify_wall_rate(w),
-        "raw_pool_wall": lambda: testkit.raw_verify_wall_rate(w, pool),
+        "raw_1core_wall": lambda: testkit.raw_verify_wall_rate(w, repeat=RAW_WALL_REPEAT),
+        "raw_pool_wall": lambda: testkit.raw_verify_wall_rate(w, pool, RAW_WALL_REPEAT),
         "block_1core_wall": lambda: testkit.block_validate_rate(w, timer=wall),
         "block_pool_wall": lambda: testkit.block_validate_rate(w, pool, timer=wall),
     }
@@ -122,6 +124,12 @@ def run(
             r["block_1core_vs_1core_raw"] = r["block_1core_wall"] * txs_per_block / one
             r["raw_pool_per_core_vs_1core"] = per_core_ratio(
                 r["raw_pool_wall"], r["raw_pool_cores"], one, r["raw_1core_cores"]
+            )
+            r["block_pool_per_core_vs_1core"] = per_core_ratio(
+                r["block_pool_wall"],
+                r["block_pool_cores"],
+                r["block_1core_wall"],
+                r["block_1core_cores"],
             )
             per_round.append(r)
     finally:
@@ -150,6 +158,7 @@ def run(
         block_1core_cores=med["block_1core_cores"],
         block_pool_cores=med["block_pool_cores"],
         raw_pool_per_core_vs_1core_ratio=med["raw_pool_per_core_vs_1core"],
+        block_pool_per_core_vs_1core_ratio=med["block_pool_per_core_vs_1core"],
     )
     return fig, per_round
 
