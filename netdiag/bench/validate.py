@@ -59,6 +59,11 @@ class Figures(msgspec.Struct):
     block_pool_cores: float = 0.0
     raw_pool_per_core_vs_1core_ratio: float = 0.0  # speedup per core obtained: 1.0 = scales
     block_pool_per_core_vs_1core_ratio: float = 0.0  # the same for block validation
+    # one core running the workers' own verifier (sigpool.verify_packed: libsodium when
+    # present): the pool's speed-up over it is the cores' alone
+    raw_1core_fast_wall_per_s: float = 0.0
+    raw_1core_fast_cores: float = 0.0
+    raw_pool_vs_1core_fast_ratio: float = 0.0
 
 
 def with_cores(f: Callable[[], float], pids: Callable[[], list[int]]) -> tuple[float, float]:
@@ -101,11 +106,18 @@ def run(
         "commit": lambda: testkit.block_commit_rate(w, validators),
         "raw_1core_wall": lambda: testkit.raw_verify_wall_rate(w, repeat=RAW_WALL_REPEAT),
         "raw_pool_wall": lambda: testkit.raw_verify_wall_rate(w, pool, RAW_WALL_REPEAT),
+        "raw_1core_fast_wall": lambda: testkit.raw_fast_wall_rate(w, RAW_WALL_REPEAT),
         "block_1core_wall": lambda: testkit.block_validate_rate(w, timer=wall),
         "block_pool_wall": lambda: testkit.block_validate_rate(w, pool, timer=wall),
     }
     per_round: list[dict[str, float]] = []
-    walled = {"raw_1core_wall", "raw_pool_wall", "block_1core_wall", "block_pool_wall"}
+    walled = {
+        "raw_1core_wall",
+        "raw_pool_wall",
+        "raw_1core_fast_wall",
+        "block_1core_wall",
+        "block_pool_wall",
+    }
     try:
         for i in range(rounds):
             progress(f"round {i + 1}/{rounds}: raw verify, tx, block, commit, one core vs all")
@@ -120,6 +132,7 @@ def run(
             r["commit_txs_vs_raw"] = r["commit"] * txs_per_block / r["raw"]
             one = r["raw_1core_wall"]
             r["raw_pool_vs_1core"] = r["raw_pool_wall"] / one
+            r["raw_pool_vs_1core_fast"] = r["raw_pool_wall"] / r["raw_1core_fast_wall"]
             r["block_pool_vs_1core_raw"] = r["block_pool_wall"] * txs_per_block / one
             r["block_1core_vs_1core_raw"] = r["block_1core_wall"] * txs_per_block / one
             r["raw_pool_per_core_vs_1core"] = per_core_ratio(
@@ -159,6 +172,9 @@ def run(
         block_pool_cores=med["block_pool_cores"],
         raw_pool_per_core_vs_1core_ratio=med["raw_pool_per_core_vs_1core"],
         block_pool_per_core_vs_1core_ratio=med["block_pool_per_core_vs_1core"],
+        raw_1core_fast_wall_per_s=med["raw_1core_fast_wall"],
+        raw_1core_fast_cores=med["raw_1core_fast_cores"],
+        raw_pool_vs_1core_fast_ratio=med["raw_pool_vs_1core_fast"],
     )
     return fig, per_round
 
@@ -221,6 +237,12 @@ def to_result(
                 f["block_txs_pool_wall_per_s"],
                 f["block_pool_vs_1core_raw_ratio"],
                 f["block_pool_cores"],
+            ),
+            (
+                "raw verify, one core, workers' verifier (wall)",
+                f["raw_1core_fast_wall_per_s"],
+                f["raw_1core_fast_wall_per_s"] / f["raw_1core_wall_per_s"],
+                f["raw_1core_fast_cores"],
             ),
         )
     ):

@@ -85,7 +85,7 @@ def verify_packed(buf: bytes) -> bytes:
     return bytes(out)
 
 
-def die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int, nice: int = WORKER_NICE) -> None:
     """Worker initializer: a node killed with -9 takes its workers along (Linux: the kernel
     sends SIGKILL when the parent dies), so none outlives it holding its pipes open; workers
     run at a lower priority (``WORKER_NICE``) so a busy pool does not delay the node's loop."""
@@ -97,7 +97,7 @@ def die_with_parent(parent: int) -> None:
     if os.getppid() != parent:  # the parent died before the call
         os._exit(1)
     with contextlib.suppress(OSError):  # batch work: the node's own loop gets a core first
-        os.nice(WORKER_NICE)
+        os.nice(nice)
 
 
 def quiet_resource_tracker() -> None:
@@ -132,6 +132,7 @@ class SigPool:
         workers: int = -1,
         min_batch: int = MIN_BATCH,
         on_error: Callable[[str], None] | None = None,
+        nice: int = WORKER_NICE,
     ) -> None:
         self.workers = cpu_count() if workers < 0 else workers
         self.min_batch = min_batch
@@ -140,6 +141,7 @@ class SigPool:
         self.checks = 0
         self.error: str | None = None  # why the pool could not start (then: inline)
         self.on_error = on_error
+        self.nice = nice  # the workers' niceness (0: the node's own priority)
         self._starting = threading.Lock()  # started by the loop or by sync's off-loop thread
 
     @property
@@ -161,7 +163,7 @@ class SigPool:
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=die_with_parent,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), self.nice),
         )
         try:
             list(self._pool.map(verify_packed, [b""] * self.workers))  # warm: every worker up
