@@ -155,7 +155,8 @@ class Connection:
         """Bytes written and not yet on the wire: asyncio's buffer and the kernel's unsent."""
         if self.writer.is_closing():
             return 0
-        held = self.writer.transport.get_write_buffer_size() + sum(map(len, self._bulk))
+        # not the turn's queued bulk frames: a block frame overtakes them (low_priority)
+        held = self.writer.transport.get_write_buffer_size()
         return held + unsent_bytes(self.writer.get_extra_info("socket"))
 
     def _write(self, data: bytes) -> None:
