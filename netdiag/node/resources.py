@@ -180,7 +180,7 @@ class HeapTrimmer:
     def __init__(
         self,
         after_conns: int = 256,
-        after_free: int = 8 * MiB,
+        after_free: int = 4 * MiB,
         free_bytes: Callable[[], int | None] = malloc_free_bytes,
     ) -> None:
         self.after_conns = after_conns
