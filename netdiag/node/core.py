@@ -216,7 +216,7 @@ class NodeCore:
             chain, self.snapshots, self.onboarding, cfg.debug_corrupt_chunks
         )
         self.dispatcher.snapshots = self.snapshot_service
-        self.ingest.snapshot_announce = self.availability.on_announce
+        self.ingest.snapshot_announce = self.onboarding.on_announce
         self.ingest.hold_blocks = lambda: self.onboarding.active
         self._announced_at = -1e18
         self._announce: bytes | None = None  # our last published snapshot announcement

@@ -17,7 +17,9 @@ from tests.unit.node.corekit import World
 
 RICH = lab_identity("onboard-test", 100)
 SERVE = {"snapshot_interval": 10, "snapshot_keep": 3, "snapshot_chunk_bytes": 1024}
-JOIN = {"snapshot_sync": True, "snapshot_wait_s": 3.0, **SERVE}
+# every holder a source (the joiner waits for all three: on instant links the first holder's
+# announcement alone would otherwise carry the whole join before the others connect)
+JOIN = {"snapshot_sync": True, "snapshot_wait_s": 3.0, "snapshot_min_sources": 3, **SERVE}
 
 
 def network(tmp: Path, **serve: Any) -> tuple[World, list[NodeCore]]:
@@ -190,3 +192,12 @@ def test_backfill_keeps_a_window_of_requests_over_several_peers(
     assert isinstance(top, int)
     for h in range(1, top + 1):
         assert j.chain.store.hash_at(h) == cores[0].chain.store.hash_at(h)
+
+
+def test_an_announcement_picks_the_snapshot_without_waiting_for_a_tick(tmp_path: Path) -> None:
+    """While waiting, an accepted announcement chooses the snapshot at once (the sync tick
+    comes every 0.25 s: the joiner is asking for headers before its first one)."""
+    world, cores = network(tmp_path)
+    j = join(world, cores)  # connecting delivers the holders' announcements; no time passes
+    assert j.onboarding.phase != "waiting" and j.onboarding.target is not None
+    assert len(j.onboarding.sources) == 3
