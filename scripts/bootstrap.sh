@@ -13,6 +13,7 @@ command -v apt-get >/dev/null || die "apt-get not found — netdiag's bootstrap 
 arch=$(dpkg --print-architecture)
 pkgs=(python3 python3-venv python3-dev python3-bpfcc bpfcc-tools bpftool iproute2 iperf3
       iputils-ping procps kmod ca-certificates gcc make
+      libsodium23  # the sigpool workers' Ed25519 verifier (node/sodium.py; falls back without)
       systemd podman debootstrap runc)  # the last line: deploy/ (units, image) and its tests
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
