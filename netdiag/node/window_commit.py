@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 from netdiag.node.chain import Chain
 from netdiag.node.crypto import preverified
@@ -15,10 +16,20 @@ from netdiag.node.errors import ValidationError
 from netdiag.node.link import Link
 from netdiag.node.model import Block
 from netdiag.node.segment import ChainBreak, verify_segment
-from netdiag.node.sigpool import SigCheck, sig_checks
+from netdiag.node.sigpool import SigCheck, SigPool, sig_checks
 from netdiag.node.store import MAX_PENDING_BLOCKS
 from netdiag.node.sync import SequentialSync
 from netdiag.node.window_state import PeerSync, SyncStats, WindowHost, WindowParams, short
+
+
+def _prove(sigs: SigPool, items: list[SigCheck]) -> list[SigCheck]:
+    """Off the loop: the triples the pool verified; none from a broken pool (the steps then
+    verify inline, as without one)."""
+    try:
+        return sigs.prove(items)
+    except Exception:
+        return []
+
 
 PROVE_AHEAD_STEPS = 4  # one pool batch proves this many verify steps' blocks: fewer, larger trips
 
@@ -37,6 +48,7 @@ class SegmentCommit:
     _step_phase: str
     _verify_scheduled: bool
     _proven: set[SigCheck]  # the pool's verified triples for the blocks being verified
+    _proving: bool  # a _prove_ahead batch is at the pool
 
     @property
     def chain(self) -> Chain:
@@ -53,36 +65,60 @@ class SegmentCommit:
         raise NotImplementedError
 
     def _schedule_verify(self) -> None:
-        """The next verify step, on the loop; when the pool has workers and the run has enough
-        signatures not yet proven, they are proven first by the pool, waited for off the loop
-        (``host.off_loop``): the loop serves the API meanwhile, and the step finds them in
-        ``_proven`` (crypto.preverified). Anything else is verified inline, within the step's
-        time budget."""
+        """The next verify step, on the loop. With pool workers the run's signatures (up to
+        ``PROVE_AHEAD_STEPS`` steps ahead) are proven by the pool off the loop
+        (``host.off_loop``) and the steps find them in ``_proven`` (crypto.preverified): when
+        the next step's are proven already, the step runs now while the rest of the run is
+        proven meanwhile (``_prove_ahead``); else the step waits for its batch (the loop serves
+        the API meanwhile). Anything not proven is verified inline, within the step's time
+        budget; one batch is in flight at a time."""
         if self._verify_scheduled or (self.chain.height + 1) not in self.buffer:
             return
         if self.chain.store.pending_blocks >= MAX_PENDING_BLOCKS:
             return  # the disk is behind (a locked database): the next tick tries again
-        self._verify_scheduled = True
         sigs = self.host.sigs
-        ahead = self.p.verify_step * PROVE_AHEAD_STEPS
-        checks = sig_checks(self._run(ahead)[0]) if sigs.parallel else []
-        todo = [c for c in checks if c not in self._proven]
-        if len(todo) < sigs.min_batch:
+        if not sigs.parallel:
+            self._verify_scheduled = True
             self.host.schedule(self.verify_step)
             return
-        self._proven = {c for c in checks if c in self._proven}  # only the run's: bounded
-
-        def prove() -> list[SigCheck]:
-            try:
-                return sigs.prove(todo)
-            except Exception:  # a broken pool: the step verifies inline, as without one
-                return []
+        run = self._run(self.p.verify_step * PROVE_AHEAD_STEPS)[0]
+        checks = sig_checks(run)
+        step = [c for c in sig_checks(run[: self.p.verify_step]) if c not in self._proven]
+        if len(step) < sigs.min_batch:  # proven (or not worth a batch): verify it now
+            self._verify_scheduled = True
+            self.host.schedule(self.verify_step)
+            self._prove_ahead(checks)
+            return
+        if self._proving:
+            return  # the batch in flight has them: its answer schedules the step
+        self._verify_scheduled = True
+        self._proven &= set(checks)  # only the run's: bounded
+        todo = [c for c in checks if c not in self._proven]
 
         def proven(ok: list[SigCheck]) -> None:
             self._proven.update(ok)
             self.host.schedule(self.verify_step)
 
-        self.host.off_loop(prove, proven)
+        self.host.off_loop(partial(_prove, sigs, todo), proven)
+
+    def _prove_ahead(self, checks: list[SigCheck]) -> None:
+        """The run's signatures not yet proven go to the pool while steps verify the proven
+        ones; the answer schedules the next step."""
+        sigs = self.host.sigs
+        if self._proving:
+            return
+        self._proven &= set(checks)
+        rest = [c for c in checks if c not in self._proven]
+        if len(rest) < sigs.min_batch:
+            return
+        self._proving = True
+
+        def proven(ok: list[SigCheck]) -> None:
+            self._proving = False
+            self._proven.update(ok)
+            self._schedule_verify()
+
+        self.host.off_loop(partial(_prove, sigs, rest), proven)
 
     def _run(self, most: int = 0) -> tuple[list[Block], list[Link]]:
         """The contiguous buffered blocks from tip+1, at most ``most`` (default

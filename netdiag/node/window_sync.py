@@ -81,6 +81,7 @@ class ParallelSync(SegmentCommit):
         self._ids = itertools.count(REQ_ID_BASE)
         self._verify_scheduled = False
         self._proven: set[SigCheck] = set()
+        self._proving = False  # window_commit._prove_ahead: a batch at the pool
         self._rng = random.Random()
 
     # -- views -----------------------------------------------------------------------------

@@ -401,3 +401,31 @@ def test_signatures_are_proven_off_the_loop_and_a_bad_one_still_bans(
     assert host.chain.store.hash_at(100) == blocks[99].hash
     if host.bans:  # the forger served height 100 (the window decides who serves what)
         assert [pid for pid, _ in host.bans] == [f.peer_id]
+
+
+def test_steps_verify_proven_blocks_while_the_pool_proves_the_next(
+    tmp_path: Path, built: Any
+) -> None:
+    """Pipelined: once a step's signatures are proven it runs while the rest of the run is at
+    the pool (one batch in flight), no signature goes to the pool twice, and the sync ends at
+    the tip with every block committed."""
+    from netdiag.node.sigpool import sig_checks
+
+    sync, host, _, blocks = setup(tmp_path, built, verify_step=4)
+    pool = ProvingPool()
+    host.sigs = pool  # type: ignore[assignment]
+    during: list[bool] = []
+    inner = sync.verify_step
+
+    def watched() -> None:
+        during.append(sync._proving)
+        inner()
+
+    sync.verify_step = watched  # type: ignore[method-assign]
+    a = Peer("a")
+    status(sync, a, blocks, N)
+    answer_tip(sync, a, blocks)
+    pump(sync, host, {a: honest(blocks)}, rounds=5000)
+    assert host.chain is not None and host.chain.height == N
+    assert any(during), "no step ran while a batch was at the pool"
+    assert 0 < pool.proven <= len(sig_checks(blocks))
