@@ -18,6 +18,27 @@ from netdiag.node.errors import ConfigError
 
 PUBKEY_LEN = 32
 SIG_LEN = 64
+# Encodings of the 8 points of small order (sign bit cleared; y >= p spellings included), as in
+# libsodium's blocklist. OpenSSL's Ed25519 verify accepts them: with the identity as key and as R
+# and S = 0, "01 00..00" verifies ANY message — anyone could sign for that sender or node id.
+# Refused as a key and as a signature's R (a rule every node applies: crypto.verify_raw).
+SMALL_ORDER = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+)
+
+
+def small_order(point: bytes) -> bool:
+    """Whether a 32-byte point encoding (either sign bit) is one of the small-order points."""
+    return point[:31] + bytes([point[31] & 0x7F]) in SMALL_ORDER
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,8 @@ def verify(pubkey: bytes, signature: bytes, data: bytes) -> bool:
 def verify_raw(pubkey: bytes, signature: bytes, data: bytes) -> bool:
     """The one signature rule (``verify`` without a batch's results; sigpool's workers)."""
     if len(pubkey) != PUBKEY_LEN or len(signature) != SIG_LEN:
+        return False
+    if small_order(pubkey) or small_order(signature[:32]):
         return False
     try:
         Ed25519PublicKey.from_public_bytes(pubkey).verify(signature, data)

@@ -265,3 +265,23 @@ def test_orphans_must_still_be_authentic(env) -> None:  # type: ignore[no-untype
     assert len(chain.orphans) == 0
     stale = resign(b, k, height=2, prev_hash=b"\x09" * 32)  # below the tip, unknown parent
     assert_rejected(chain, stale, v.BadPrevHash)
+
+
+def test_a_small_order_key_cannot_sign_for_everyone() -> None:
+    """OpenSSL's Ed25519 verify accepts the identity point as key and as R with S = 0 for any
+    message: a transaction "from" that key (or a handshake as that node id) would need no
+    secret. The rule refuses every small-order point as a key and as R, either sign bit."""
+    from netdiag.node import crypto
+
+    spec, keys = lab()
+    (t,) = txs(1, keys[0])
+    identity = b"\x01" + bytes(31)
+    forged = msgspec.structs.replace(t, sender=identity, signature=identity + bytes(32))
+    with pytest.raises(v.BadTxSignature):
+        v.check_tx(forged, spec.params)
+    for point in crypto.SMALL_ORDER:
+        for enc in (point, point[:31] + bytes([point[31] | 0x80])):
+            assert crypto.small_order(enc)
+            assert not crypto.verify(enc, enc + bytes(32), b"any message")
+    assert not crypto.small_order(keys[0].node_id) and not crypto.small_order(t.signature[:32])
+    assert crypto.verify(t.sender, t.signature, t.signing_bytes())  # honest ones still verify
