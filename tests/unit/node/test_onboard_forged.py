@@ -6,7 +6,7 @@ honest sources. The real SigPool, its answers arriving on a running asyncio loop
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -62,14 +62,6 @@ async def run_until(world: World, cond: Callable[[], bool], budget_s: float) -> 
         t += 0.01
         await asyncio.sleep(0.002)
     assert cond(), f"not reached within {budget_s} s of simulated time"
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SigPool]:
-    p = SigPool(workers=2, min_batch=8)
-    p.start()
-    yield p
-    p.close()
 
 
 @pytest.mark.parametrize("kind", ["bad_signature", "wrong_producer"])

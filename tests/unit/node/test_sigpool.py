@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,14 +28,6 @@ from netdiag.node.sigpool import (
 )
 from netdiag.node.testkit import build_chain
 from tests.unit.node.chainkit import Clock, lab, open_chain, txs
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SigPool]:
-    p = SigPool(workers=2, min_batch=8)
-    p.start()
-    yield p
-    p.close()
 
 
 def forged(tx: Tx) -> Tx:
