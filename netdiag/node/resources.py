@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import resource
 from collections import OrderedDict
@@ -142,12 +143,17 @@ class MemoryBudget:
         self.used -= self.held.pop(owner, 0)
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The process's C library, loaded once (the trim check asks it every few seconds)."""
+    return ctypes.CDLL(None)
+
+
 def malloc_trim() -> bool:
     """Give the C heap's free memory back to the OS (glibc ``malloc_trim(0)``); False where
     there is no such call (another libc). ctypes drops the GIL for the call."""
     try:
-        libc = ctypes.CDLL(None)
-        return bool(libc.malloc_trim(0))
+        return bool(_libc().malloc_trim(0))
     except (OSError, AttributeError):
         return False
 
@@ -155,16 +161,21 @@ def malloc_trim() -> bool:
 def malloc_free_bytes() -> int | None:
     """Bytes glibc's heaps hold free (``mallinfo2().fordblks``, every arena); None elsewhere."""
     try:
-        fn = ctypes.CDLL(None).mallinfo2
+        fn = _libc().mallinfo2
     except (OSError, AttributeError):
         return None
     fn.restype = _MallInfo2
     return int(fn().fordblks)
 
 
-class _MallInfo2(ctypes.Structure):
-    _NAMES = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks")
-    _fields_ = [(n, ctypes.c_size_t) for n in (*_NAMES, "fordblks", "keepcost")]
+class _MallInfo2(ctypes.Structure):  # glibc >= 2.33 <malloc.h>: ten size_t fields
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in (
+            *("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks"),
+            *("uordblks", "fordblks", "keepcost"),
+        )
+    ]
 
 
 class HeapTrimmer:

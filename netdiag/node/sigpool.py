@@ -41,7 +41,9 @@ CHUNKS_PER_WORKER = 4  # per verifier (workers + a waiting caller): balance at t
 MIN_CHUNK = 16  # checks per trip to a worker: ~1 ms of verification, vs ~0.1 ms of IPC
 MAX_CHUNK = 128  # ~10 ms: the longest a batch waits for its last chunk
 _LEN = struct.Struct("<I")
-_FIXED = crypto.PUBKEY_LEN + crypto.SIG_LEN + _LEN.size
+# a check in ``pack``'s buffer: key [0, _KEY), signature [_KEY, _SIG_END), length, message
+_KEY, _SIG_END = crypto.PUBKEY_LEN, crypto.PUBKEY_LEN + crypto.SIG_LEN
+_FIXED = _SIG_END + _LEN.size
 
 
 def sig_checks(blocks: Iterable[Block]) -> list[SigCheck]:
@@ -80,7 +82,7 @@ def verify_packed(buf: bytes) -> bytes:
     while i < n:
         (ln,) = unpack(buf, i + _FIXED - _LEN.size)
         j = i + _FIXED + ln
-        out.append(verify(buf[i : i + 32], buf[i + 32 : i + 96], buf[i + _FIXED : j]))
+        out.append(verify(buf[i : i + _KEY], buf[i + _KEY : i + _SIG_END], buf[i + _FIXED : j]))
         i = j
     return bytes(out)
 

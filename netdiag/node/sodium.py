@@ -11,7 +11,8 @@ OpenSSL rejects. Both check the same cofactorless equation R == [S]B - [SHA-512(
 compare the encoding of R byte for byte, both reject S >= L; libsodium (built without
 ED25519_COMPAT, as Debian's is) additionally rejects non-canonical and small-order keys and a
 small-order R — which OpenSSL accepts (an identity key with R = identity, S = 0 verifies any
-message there). Stricter, never looser: a triple it refuses only costs an inline check.
+message there), and which ``crypto.verify_raw`` therefore refuses before OpenSSL sees them.
+Stricter, never looser: a triple it refuses only costs an inline check.
 ``fast_verifier`` checks that on load with known answers and falls back to ``crypto.verify``
 when the library is missing or disagrees.
 """
@@ -52,7 +53,8 @@ def load_sodium() -> Verifier | None:
 
 def agrees(fast: Verifier) -> bool:
     """Known answers: a good signature verifies; a flipped bit, a foreign key, the wrong
-    message and a small-order forgery (which OpenSSL accepts) do not."""
+    message and a small-order forgery (which bare OpenSSL accepts; ``crypto.verify_raw``
+    refuses it) do not."""
     me = crypto.lab_identity("sodium-self-test", 0)
     other = crypto.lab_identity("sodium-self-test", 1)
     msg = b"netdiag sodium self-test"
