@@ -162,6 +162,8 @@ async def post_tx(request: web.Request) -> web.Response:
     verdict, txid = await asyncio.to_thread(_node(request).submit_local_tx, tx)
     if verdict == "reject":
         return _error(400, "transaction rejected (see node log for the rule)", "invalid")
+    if verdict == "busy":  # too many transactions waiting for their signature check
+        return _error(503, "node busy checking transactions: retry", "busy")
     return web.json_response(
         {"txid": txid.hex(), "accepted": verdict == "accept", "duplicate": verdict == "ignore"},
         status=202 if verdict == "accept" else 200,

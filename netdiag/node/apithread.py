@@ -97,8 +97,23 @@ class ThreadedView:
         return self._store().block_by_hash(block_hash)
 
     def submit_local_tx(self, tx: Tx) -> tuple[str, bytes]:
-        """Blocking: api.py calls it through ``asyncio.to_thread``."""
-        return self._ask(None, lambda: self.view.submit_local_tx(tx), wait_s=TX_WAIT_S)
+        """Blocking: api.py calls it through ``asyncio.to_thread``. The node loop answers
+        when the tx's signature batch is back (txbatch.py), not within the call it runs."""
+        fut: concurrent.futures.Future[tuple[str, bytes]] = concurrent.futures.Future()
+
+        def done(verdict: str, txid: bytes) -> None:
+            if not fut.done():
+                fut.set_result((verdict, txid))
+
+        def run() -> None:
+            if fut.set_running_or_notify_cancel():
+                try:
+                    self.view.submit_local_tx_later(tx, done)
+                except Exception as e:
+                    fut.set_exception(e)
+
+        self.node_loop.call_soon_threadsafe(run)
+        return fut.result(TX_WAIT_S)
 
     def close(self) -> None:
         with self._reader_lock:

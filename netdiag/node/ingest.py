@@ -22,7 +22,7 @@ from netdiag.node.logs import NodeLog
 from netdiag.node.mempool import Mempool
 from netdiag.node.messages import TOPIC_BLOCKS, TOPIC_PRESENCE, TOPIC_SNAPSHOTS, TOPIC_TXS
 from netdiag.node.metrics import NodeMetrics
-from netdiag.node.model import Block, Tx, decode_block, decode_tx
+from netdiag.node.model import Block, Tx, decode_block
 from netdiag.node.peering import Peering
 from netdiag.node.policy import PENALTY_INVALID, BanPolicy
 from netdiag.node.presence import Presence
@@ -30,6 +30,7 @@ from netdiag.node.runtime import Clock, Scheduler
 from netdiag.node.sigpool import SigPool, sig_checks
 from netdiag.node.state import Overlay, execute
 from netdiag.node.store import MAX_PENDING_BLOCKS
+from netdiag.node.txbatch import TxBatcher, TxIntake, log_error
 from netdiag.node.validation import BadPrevHash, check_block_cheap, check_tx
 from netdiag.node.window_sync import ParallelSync
 
@@ -88,6 +89,9 @@ class Ingest:
             "",
         )
         self.hold_blocks: Callable[[], bool] = lambda: False
+        # gossip and API transactions: signatures in batches at the pool (txbatch.py)
+        batcher = TxBatcher(sigs.prove_later, scheduler, sigs.min_batch, on_error=log_error(self))
+        self.txs = TxIntake(self, batcher)
 
     # -- gossip payloads -------------------------------------------------------------------
 
@@ -106,7 +110,8 @@ class Ingest:
                     self.gossip.seen[mid].verdict = "reject"
                 return
         elif topic == TOPIC_TXS:
-            verdict = self.accept_tx_bytes(data, "gossip", conn)
+            self.txs.gossip(conn, mid, data)  # verdict and forwarding once its batch is back
+            return
         elif topic == TOPIC_SNAPSHOTS:
             verdict, why = self.snapshot_announce(data, self.clock.wall_ms())
             if verdict == "reject":
@@ -369,15 +374,6 @@ class Ingest:
 
     # -- transactions ----------------------------------------------------------------------
 
-    def accept_tx_bytes(self, data: bytes, source: str, conn: Link | None) -> str:
-        self.metrics.txs_received.labels(source).inc()
-        try:
-            tx = decode_tx(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            self.reject_tx(conn, "format", f"tx does not decode: {e}")
-            return "reject"
-        return self.accept_tx(tx, source, conn, len(data))
-
     def accept_tx(self, tx: Tx, source: str, conn: Link | None, size: int) -> str:
         """Validate a transaction into the mempool. Returns accept | ignore | reject."""
         t0, c0 = time.perf_counter(), time.thread_time()
@@ -454,8 +450,15 @@ class Ingest:
             self.policy.penalize(conn, PENALTY_INVALID, f"invalid tx ({reason})")
 
     def submit_local_tx(self, tx: Tx) -> tuple[str, bytes]:
-        """POST /tx: validate, add to the mempool, publish to the mesh."""
-        data = tx.encode()
+        """Validate inline (in-process callers), add to the mempool, publish to the mesh."""
+        return self.submit_checked(tx, tx.encode())
+
+    def submit_local_tx_later(self, tx: Tx, done: Callable[[str, bytes], None]) -> None:
+        """POST /tx: ``submit_local_tx`` with its signature in a batch (txbatch.py);
+        ``done(verdict, txid)`` on the loop, or ``done("busy", txid)`` when the batch is full."""
+        self.txs.api(tx, done)
+
+    def submit_checked(self, tx: Tx, data: bytes) -> tuple[str, bytes]:
         verdict = self.accept_tx(tx, "api", None, len(data))
         if verdict == "accept":
             _, sends = self.gossip.publish(TOPIC_TXS, data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from netdiag.node.core import NodeCore
@@ -131,6 +132,10 @@ class CoreView:
 
     def submit_local_tx(self, tx: Tx) -> tuple[str, bytes]:
         return self.core.ingest.submit_local_tx(tx)
+
+    def submit_local_tx_later(self, tx: Tx, done: Callable[[str, bytes], None]) -> None:
+        """On the node loop: the tx's signature in a batch (txbatch.py), ``done`` later."""
+        self.core.ingest.submit_local_tx_later(tx, done)
 
 
 def sync_view(sync: ParallelSync) -> dict[str, object]:
