@@ -64,6 +64,22 @@ class Figures(msgspec.Struct):
     raw_1core_fast_wall_per_s: float = 0.0
     raw_1core_fast_cores: float = 0.0
     raw_pool_vs_1core_fast_ratio: float = 0.0
+    block_pool_vs_1core_fast_ratio: float = 0.0
+    # the tx path (gossip and API ingest): one at a time on one core vs micro-batched at the
+    # workers (node/txbatch.py), wall time; and block validation pipelined (block N+1's
+    # signatures at the workers while block N's other rules run), as blocks in a run are
+    tx_1core_wall_per_s: float = 0.0
+    tx_pool_wall_per_s: float = 0.0
+    tx_1core_cores: float = 0.0
+    tx_pool_cores: float = 0.0
+    tx_1core_vs_1core_raw_ratio: float = 0.0
+    tx_pool_vs_1core_raw_ratio: float = 0.0
+    tx_pool_vs_1core_fast_ratio: float = 0.0
+    tx_pool_per_core_vs_1core_ratio: float = 0.0
+    block_txs_pipelined_wall_per_s: float = 0.0
+    block_pipelined_cores: float = 0.0
+    block_pipelined_vs_1core_raw_ratio: float = 0.0
+    block_pipelined_vs_1core_fast_ratio: float = 0.0
 
 
 def with_cores(f: Callable[[], float], pids: Callable[[], list[int]]) -> tuple[float, float]:
@@ -109,6 +125,11 @@ def run(
         "raw_1core_fast_wall": lambda: testkit.raw_fast_wall_rate(w, RAW_WALL_REPEAT),
         "block_1core_wall": lambda: testkit.block_validate_rate(w, timer=wall),
         "block_pool_wall": lambda: testkit.block_validate_rate(w, pool, timer=wall),
+        "block_pipelined_wall": lambda: testkit.block_validate_rate(
+            w, pool, timer=wall, pipelined=True
+        ),
+        "tx_1core_wall": lambda: testkit.tx_validate_rate(w, wall, RAW_WALL_REPEAT),
+        "tx_pool_wall": lambda: testkit.tx_batch_wall_rate(w, pool, RAW_WALL_REPEAT),
     }
     per_round: list[dict[str, float]] = []
     walled = {
@@ -117,6 +138,9 @@ def run(
         "raw_1core_fast_wall",
         "block_1core_wall",
         "block_pool_wall",
+        "block_pipelined_wall",
+        "tx_1core_wall",
+        "tx_pool_wall",
     }
     try:
         for i in range(rounds):
@@ -135,6 +159,16 @@ def run(
             r["raw_pool_vs_1core_fast"] = r["raw_pool_wall"] / r["raw_1core_fast_wall"]
             r["block_pool_vs_1core_raw"] = r["block_pool_wall"] * txs_per_block / one
             r["block_1core_vs_1core_raw"] = r["block_1core_wall"] * txs_per_block / one
+            fast = r["raw_1core_fast_wall"]
+            r["block_pool_vs_1core_fast"] = r["block_pool_wall"] * txs_per_block / fast
+            r["block_pipelined_vs_1core_raw"] = r["block_pipelined_wall"] * txs_per_block / one
+            r["block_pipelined_vs_1core_fast"] = r["block_pipelined_wall"] * txs_per_block / fast
+            r["tx_1core_vs_1core_raw"] = r["tx_1core_wall"] / one
+            r["tx_pool_vs_1core_raw"] = r["tx_pool_wall"] / one
+            r["tx_pool_vs_1core_fast"] = r["tx_pool_wall"] / fast
+            r["tx_pool_per_core_vs_1core"] = per_core_ratio(
+                r["tx_pool_wall"], r["tx_pool_cores"], r["tx_1core_wall"], r["tx_1core_cores"]
+            )
             r["raw_pool_per_core_vs_1core"] = per_core_ratio(
                 r["raw_pool_wall"], r["raw_pool_cores"], one, r["raw_1core_cores"]
             )
@@ -175,6 +209,19 @@ def run(
         raw_1core_fast_wall_per_s=med["raw_1core_fast_wall"],
         raw_1core_fast_cores=med["raw_1core_fast_cores"],
         raw_pool_vs_1core_fast_ratio=med["raw_pool_vs_1core_fast"],
+        block_pool_vs_1core_fast_ratio=med["block_pool_vs_1core_fast"],
+        tx_1core_wall_per_s=med["tx_1core_wall"],
+        tx_pool_wall_per_s=med["tx_pool_wall"],
+        tx_1core_cores=med["tx_1core_cores"],
+        tx_pool_cores=med["tx_pool_cores"],
+        tx_1core_vs_1core_raw_ratio=med["tx_1core_vs_1core_raw"],
+        tx_pool_vs_1core_raw_ratio=med["tx_pool_vs_1core_raw"],
+        tx_pool_vs_1core_fast_ratio=med["tx_pool_vs_1core_fast"],
+        tx_pool_per_core_vs_1core_ratio=med["tx_pool_per_core_vs_1core"],
+        block_txs_pipelined_wall_per_s=med["block_pipelined_wall"] * txs_per_block,
+        block_pipelined_cores=med["block_pipelined_cores"],
+        block_pipelined_vs_1core_raw_ratio=med["block_pipelined_vs_1core_raw"],
+        block_pipelined_vs_1core_fast_ratio=med["block_pipelined_vs_1core_fast"],
     )
     return fig, per_round
 
@@ -215,34 +262,70 @@ def to_result(
             },
         )
     n = f["workers"]
-    for path, txs_per_s, ratio, cores in (
+    fast = f["raw_1core_fast_wall_per_s"] or 1.0
+
+    def by_fast(txs_per_s: float) -> float:  # a figure with no in-round ratio of its own
+        return txs_per_s / fast
+
+    for path, txs_per_s, ratio, ratio_fast, cores in (
         ()
         if not n
-        else (  # wall; ratio: median over rounds of the in-round ratio
-            ("raw verify, one core (wall)", f["raw_1core_wall_per_s"], 1.0, f["raw_1core_cores"]),
+        else (  # wall; ratios: median over rounds of the in-round ratio; rows of old first
+            (
+                "raw verify, one core (wall)",
+                f["raw_1core_wall_per_s"],
+                1.0,
+                by_fast(f["raw_1core_wall_per_s"]),
+                f["raw_1core_cores"],
+            ),
             (
                 f"raw verify, {n} workers (wall)",
                 f["raw_pool_wall_per_s"],
                 f["raw_pool_vs_1core_ratio"],
+                f["raw_pool_vs_1core_fast_ratio"],
                 f["raw_pool_cores"],
             ),
             (
                 "block validate, one core (wall)",
                 f["block_txs_1core_wall_per_s"],
                 f["block_1core_vs_1core_raw_ratio"],
+                by_fast(f["block_txs_1core_wall_per_s"]),
                 f["block_1core_cores"],
             ),
             (
                 f"block validate, {n} workers (wall)",
                 f["block_txs_pool_wall_per_s"],
                 f["block_pool_vs_1core_raw_ratio"],
+                f["block_pool_vs_1core_fast_ratio"],
                 f["block_pool_cores"],
             ),
             (
                 "raw verify, one core, workers' verifier (wall)",
                 f["raw_1core_fast_wall_per_s"],
                 f["raw_1core_fast_wall_per_s"] / f["raw_1core_wall_per_s"],
+                1.0,
                 f["raw_1core_fast_cores"],
+            ),
+            (
+                f"block validate, {n} workers, pipelined (wall)",
+                f["block_txs_pipelined_wall_per_s"],
+                f["block_pipelined_vs_1core_raw_ratio"],
+                f["block_pipelined_vs_1core_fast_ratio"],
+                f["block_pipelined_cores"],
+            ),
+            (
+                "tx validate, one at a time, one core (wall)",
+                f["tx_1core_wall_per_s"],
+                f["tx_1core_vs_1core_raw_ratio"],
+                by_fast(f["tx_1core_wall_per_s"]),
+                f["tx_1core_cores"],
+            ),
+            (
+                f"tx validate, micro-batched, {n} workers (wall)",
+                f["tx_pool_wall_per_s"],
+                f["tx_pool_vs_1core_raw_ratio"],
+                f["tx_pool_vs_1core_fast_ratio"],
+                f["tx_pool_cores"],
             ),
         )
     ):
@@ -252,6 +335,7 @@ def to_result(
                 "path": path,
                 "txs_per_s": txs_per_s,
                 "ratio_to_one_core_raw": ratio,
+                "ratio_to_one_core_fast": ratio_fast,
                 "cores_obtained": cores or None,
             },
         )

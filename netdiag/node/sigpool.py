@@ -40,6 +40,9 @@ WORKER_NICE = 10  # verify workers yield the CPU to the node process (its loop a
 CHUNKS_PER_WORKER = 4  # per verifier (workers + a waiting caller): balance at the batch's end
 MIN_CHUNK = 16  # checks per trip to a worker: ~1 ms of verification, vs ~0.1 ms of IPC
 MAX_CHUNK = 128  # ~10 ms: the longest a batch waits for its last chunk
+# batches sent back to back (prove_soon, pipelined): the next keeps the workers busy at one's
+# end, so chunks can be bigger than balance alone allows (less IPC per check)
+PIPELINED_CHUNK = 64
 _LEN = struct.Struct("<I")
 # a check in ``pack``'s buffer: key [0, _KEY), signature [_KEY, _SIG_END), length, message
 _KEY, _SIG_END = crypto.PUBKEY_LEN, crypto.PUBKEY_LEN + crypto.SIG_LEN
@@ -190,40 +193,58 @@ class SigPool:
         ``min_batch`` and more, on the workers and, with ``share``, on the calling thread too,
         go through ``sodium.fast_verifier``, which may refuse what ``crypto.verify`` accepts
         (never the reverse); so use its True answers only (``prove``), never its False."""
+        return self.verify_soon(items, share)()
+
+    def verify_soon(
+        self, items: list[SigCheck], share: bool = True, chunk: int = 0
+    ) -> Callable[[], list[bool]]:
+        """``verify_many`` started now and answered when the returned function is called:
+        meanwhile the batch is at the workers and the caller does other work (a block's other
+        rules while the next block's signatures are checked); the call then waits, verifying
+        (with ``share``) the chunks no worker has started yet itself."""
         if not self.parallel or len(items) < self.min_batch:
-            return verify_chunk(items)
+            return lambda: verify_chunk(items)
         self.start()
         pool = self._pool
         if pool is None:
-            return verify_chunk(items)
+            return lambda: verify_chunk(items)
         sane = [i for i, it in enumerate(items) if well_formed(it)]
         todo = items if len(sane) == len(items) else [items[i] for i in sane]
-        size = self.chunk_size(len(todo), self.workers + share)
+        size = chunk or self.chunk_size(len(todo), self.workers + share)
         chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
         self.batches += 1
         self.checks += len(items)
         futs = [pool.submit(verify_packed, pack(c)) for c in chunks]
-        parts: list[list[bool] | bytes | None] = [None] * len(chunks)
-        j, fast = len(chunks) - 1, fast_verifier()
-        while share and j >= 0 and futs[j].cancel():  # no worker took it yet: the caller's
-            parts[j] = [fast(*it) for it in chunks[j]]
-            j -= 1
-        for i in range(j + 1):
-            parts[i] = futs[i].result()
-        oks = [bool(ok) for part in parts for ok in part or ()]
-        if len(sane) == len(items):
-            return oks
-        out = [False] * len(items)
-        for i, ok in zip(sane, oks, strict=True):
-            out[i] = ok
-        return out
+
+        def wait() -> list[bool]:
+            parts: list[list[bool] | bytes | None] = [None] * len(chunks)
+            j, fast = len(chunks) - 1, fast_verifier()
+            while share and j >= 0 and futs[j].cancel():  # no worker took it yet: the caller's
+                parts[j] = [fast(*it) for it in chunks[j]]
+                j -= 1
+            for i in range(j + 1):
+                parts[i] = futs[i].result()
+            oks = [bool(ok) for part in parts for ok in part or ()]
+            if len(sane) == len(items):
+                return oks
+            out = [False] * len(items)
+            for i, ok in zip(sane, oks, strict=True):
+                out[i] = ok
+            return out
+
+        return wait
 
     def prove(self, items: list[SigCheck]) -> list[SigCheck]:
         """The triples of ``items`` that verify (for ``crypto.preverified``); none when the
         batch is not worth a pool (validation then verifies each inline, once, as always)."""
+        return self.prove_soon(items)()
+
+    def prove_soon(self, items: list[SigCheck], chunk: int = 0) -> Callable[[], list[SigCheck]]:
+        """``prove`` started now, answered when called (``verify_soon``): pipelining."""
         if not self.parallel or len(items) < self.min_batch:
-            return []
-        return [it for it, ok in zip(items, self.verify_many(items), strict=True) if ok]
+            return lambda: []
+        wait = self.verify_soon(items, chunk=chunk)
+        return lambda: [it for it, ok in zip(items, wait(), strict=True) if ok]
 
     def prove_later(self, items: list[SigCheck], done: Callable[[list[SigCheck]], None]) -> bool:
         """``prove`` without waiting: the batch goes to the workers and ``done`` gets the

@@ -42,6 +42,14 @@ def test_bench_validate_tiny_run_writes_schema(tmp_path: Path) -> None:
     assert cores[0]["ratio_to_one_core_raw"] == 1.0
     assert cores[1]["ratio_to_one_core_raw"] == r["raw_pool_vs_1core_ratio"]
     assert [c["path"] for c in cores if "cores_obtained" in c] == [c["path"] for c in cores]
+    # the tx path one at a time vs micro-batched (node/txbatch.py), and blocks pipelined
+    by_path = {c["path"].split(" (")[0]: c for c in cores}
+    n = r["workers"]
+    tx_row = by_path[f"tx validate, micro-batched, {n} workers"]
+    assert tx_row["ratio_to_one_core_raw"] == r["tx_pool_vs_1core_raw_ratio"]
+    assert tx_row["ratio_to_one_core_fast"] == r["tx_pool_vs_1core_fast_ratio"]
+    assert by_path["raw verify, one core, workers' verifier"]["ratio_to_one_core_fast"] == 1.0
+    assert r["tx_pool_wall_per_s"] > 0 and r["block_txs_pipelined_wall_per_s"] > 0
     for rnd in rounds:
         # the cores each wall-timed path obtained; a tiny run is too short to say (0)
         assert rnd["raw_pool_cores"] >= 0 and rnd["raw_1core_cores"] >= 0
@@ -55,4 +63,7 @@ def test_bench_validate_tiny_run_writes_schema(tmp_path: Path) -> None:
         )
         assert rnd["raw_pool_vs_1core"] == pytest.approx(
             rnd["raw_pool_wall"] / rnd["raw_1core_wall"]
+        )
+        assert rnd["tx_pool_vs_1core_fast"] == pytest.approx(
+            rnd["tx_pool_wall"] / rnd["raw_1core_fast_wall"]
         )

@@ -205,3 +205,17 @@ def test_the_pools_verifier_accepts_nothing_inline_verify_rejects() -> None:
     for c in cases:
         assert not fast(*c) or crypto.verify(*c), c
     assert all(fast(t.sender, t.signature, t.signing_bytes()) for t in good)
+
+
+def test_batches_sent_back_to_back_answer_as_one_at_a_time(pool: SigPool) -> None:
+    """Pipelining (prove_soon): block N+1's batch goes to the workers before block N's is
+    waited for; each answer is the one ``prove`` gives alone, a forgery never proven."""
+    _, keys = lab()
+    good = txs(60, keys[0])
+    runs = [good[:20], [forged(t) if i == 5 else t for i, t in enumerate(good[20:40])], good[40:]]
+    checks = [[(t.sender, t.signature, t.signing_bytes()) for t in run] for run in runs]
+    waits = [pool.prove_soon(c, chunk=4) for c in checks]  # all sent before any is waited for
+    got = [w() for w in waits]
+    assert got == [pool.prove(c) for c in checks]
+    assert checks[1][5] not in got[1] and len(got[1]) == 19
+    assert got[0] == checks[0] and got[2] == checks[2]
