@@ -174,7 +174,8 @@ def test_with_the_real_pool_only_the_forged_signature_is_refused(pool: SigPool) 
 def test_gossip_and_api_batches_refuse_the_forgery_as_before(tmp_path: Path) -> None:
     """On the node core: a gossiped batch with one forged tx penalizes its sender for that tx
     only, keeps the rest and forwards only them; an API submission with a forged signature is
-    answered reject, its valid twin accept (batches of at least the pool's min_batch)."""
+    answered reject, its valid twin accept — at once when nothing waits, else behind the
+    waiting gossip txs, in order."""
     spec, _ = lab(3)
     world = World(tmp_path, spec)
     core = world.node("n", produce=False)
@@ -204,15 +205,27 @@ def test_gossip_and_api_batches_refuse_the_forgery_as_before(tmp_path: Path) -> 
 
     answers: list[tuple[str, bytes]] = []
     other = Identity.generate()
-    good = make_tx(other, 0, b"api", now)
-    bad = forged(make_tx(other, 1, b"api", now))
-    for t in [bad, good] + [make_tx(other, i, b"api", now) for i in range(2, 70)]:
+    lone = forged(make_tx(other, 0, b"lone", now))
+    core.ingest.submit_local_tx_later(lone, lambda v, txid: answers.append((v, txid)))
+    assert answers == [("reject", lone.txid())]  # nothing waiting: checked at once, as before
+    answers.clear()
+    flood = [make_tx(key, i, b"y", now) for i in range(80, 150)]  # a gossip batch in flight
+    for t in flood:
+        data = t.encode()
+        sender.receive(Publish(TOPIC_TXS, data), len(data))
+    world.sched.run_due()
+    assert len(prover.batches) == 2
+    good = make_tx(other, 1, b"api", now)
+    bad = forged(make_tx(other, 2, b"api", now))
+    for t in (bad, good):  # join behind the waiting gossip txs
         core.ingest.submit_local_tx_later(t, lambda v, txid: answers.append((v, txid)))
     world.sched.run_due()
     assert answers == []
     prover.answer(1)
-    assert answers[0] == ("reject", bad.txid()) and answers[1] == ("accept", good.txid())
-    assert [v for v, _ in answers[2:]] == ["accept"] * 68
+    world.sched.run_due()
+    assert len(prover.batches) == 2  # under min_batch, nothing in flight: inline
+    assert answers == [("reject", bad.txid()), ("accept", good.txid())]
+    assert flood[-1].txid() in core.mempool
 
 
 def forged_not_in(relayed: list[Publish], tx: Tx) -> bool:
