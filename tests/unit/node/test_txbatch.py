@@ -264,3 +264,36 @@ async def test_the_api_answers_once_the_batch_is_back(tmp_path: Path) -> None:
         assert status == status_want, answer
         if reason is not None:
             assert json.loads(answer)["reason"] == reason
+
+
+def test_a_gossip_flood_past_the_bound_is_dropped_unforwarded_and_counted(
+    tmp_path: Path,
+) -> None:
+    """The batch holds at most max_pending txs: the rest of a flood is ignored (no penalty:
+    valid txs from an honest relay look the same), not forwarded, and counted as the
+    ``tx_batch`` limit; what was taken is decided as always once its batch is back."""
+    spec, _ = lab(3)
+    world = World(tmp_path, spec)
+    core = world.node("n", produce=False)
+    prover = HeldProver()
+    b = core.ingest.txs.batcher
+    b.prove_later, b.max_pending = prover, 100
+    sender = world.attach(core, host="10.9.9.1")
+    listener = world.attach(core, host="10.9.9.2")
+    key = Identity.generate()
+    now = world.clock.wall_ms()
+    txs = [make_tx(key, i, b"f", now) for i in range(130)]
+    for t in txs:
+        data = t.encode()
+        sender.receive(Publish(TOPIC_TXS, data), len(data))
+    assert b.pending == 100 and b.refused == 30
+    hits = core.metrics.limit_hits.labels("tx_batch")._value.get()
+    assert hits == 30
+    world.sched.run_due()
+    prover.answer(0)
+    world.sched.run_due()
+    assert len(core.mempool) == 100 and txs[99].txid() in core.mempool
+    assert txs[100].txid() not in core.mempool
+    relayed = {m.data for m in listener.sent if isinstance(m, Publish) and m.topic == TOPIC_TXS}
+    assert txs[100].encode() not in relayed and txs[0].encode() in relayed
+    assert core.scores.peer_score(sender.peer_id) == 0 and sender.is_open
