@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netdiag.bench import output, testbed
+from netdiag.bench import output, probes_rates, testbed
 from netdiag.bench.tcpretrans import TcpRetrans
 from netdiag.bench.traffic import make_pair, nstat_abs
 from netdiag.diagnose import Sample, judge_samples
@@ -125,7 +125,7 @@ def _peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
 
 
 def _iperf(path: testbed.Path3, seconds: float, port: int, rate: str = "max") -> float:
-    limit = [] if rate == "max" else ["-b", rate]  # a paced sender: fewer ACKs per second
+    limit = probes_rates.iperf_args(rate)  # -b: fewer ACKs per second; seg:N: more
     r = subprocess.run(
         path.exec(
             path.client,
@@ -189,31 +189,35 @@ def overhead(
             time.sleep(0.3)
             _iperf(path, 1, port)  # warm-up: ARP, route caches, iperf3 startup
             for rate in rates:
-                rr = per_rate.setdefault(
-                    rate, _RateRuns([], {v: [] for v in variants}, {v: [] for v in variants})
-                )
-                for i in range(runs):
-                    modes = ["off", *variants]
-                    for mode in modes if i % 2 == 0 else reversed(modes):
-                        if mode == "off":
-                            got = _iperf(path, seconds, port, rate)
-                            rr.off.append(got)
-                            what = "without probe"
-                        else:
-                            args = ("--sample-ms", str(variants[mode])) if variants[mode] else ()
-                            tr = Tracer(interval_s, args=args)
-                            try:
+                ns = (path.client, path.server)  # seg:N: one-segment skbs for this rate's runs
+                with probes_rates.prepared(ns, rate):
+                    rr = per_rate.setdefault(
+                        rate, _RateRuns([], {v: [] for v in variants}, {v: [] for v in variants})
+                    )
+                    for i in range(runs):
+                        modes = ["off", *variants]
+                        for mode in modes if i % 2 == 0 else reversed(modes):
+                            if mode == "off":
                                 got = _iperf(path, seconds, port, rate)
-                                rr.on[mode].append(got)
-                            finally:
-                                rr.tracers[mode].append(tr.stop())
-                            what = f"with trace-peers ({mode})"
-                        progress(f"{rate} run {i + 1}/{runs} {what}: {got / 1e9:.2f} Gbit/s")
+                                rr.off.append(got)
+                                what = "without probe"
+                            else:
+                                args = (
+                                    ("--sample-ms", str(variants[mode])) if variants[mode] else ()
+                                )
+                                tr = Tracer(interval_s, args=args)
+                                try:
+                                    got = _iperf(path, seconds, port, rate)
+                                    rr.on[mode].append(got)
+                                finally:
+                                    rr.tracers[mode].append(tr.stop())
+                                what = f"with trace-peers ({mode})"
+                            progress(f"{rate} run {i + 1}/{runs} {what}: {got / 1e9:.2f} Gbit/s")
         finally:
             server.terminate()
             server.wait(timeout=10)
     by_rate = [
-        _rate_figures(rate, name, variants[name], rr.off, rr.on[name], rr.tracers[name])
+        probes_rates.figures(rate, name, variants[name], rr.off, rr.on[name], rr.tracers[name])
         for rate, rr in per_rate.items()
         for name in variants
     ]
@@ -262,44 +266,6 @@ def overhead(
         "peak_rss_mb_max": round(max(t.peak_rss_mb for t in every), 1),
         "cpus": os.cpu_count(),
         "by_rate": by_rate,
-    }
-
-
-def _rate_figures(
-    rate: str,
-    variant: str,
-    sample_ms: float,
-    off: list[float],
-    on: list[float],
-    tracer_runs: list[TracerRun],
-) -> dict[str, Any]:
-    """One row of `by_rate`: the cost of one probe variant at one offered rate."""
-    busy = [
-        ln
-        for t in tracer_runs
-        for ln in t.lines
-        if ln.get("bpf_runs") is not None and ln["events_per_s"] > 0
-    ]
-    return {
-        "rate": rate,
-        "variant": variant,
-        "sample_ms": sample_ms,
-        "throughput_off_bps": round(statistics.mean(off)),
-        "throughput_on_bps": round(statistics.mean(on)),
-        "throughput_ratio_on_off": round(statistics.mean(on) / statistics.mean(off), 4),
-        "pair_ratio_median": round(
-            statistics.median(b / a for a, b in zip(off, on, strict=True)), 4
-        ),
-        "events_per_s_mean": round(statistics.mean(x["events_per_s"] for x in busy), 1)
-        if busy
-        else None,
-        "ns_per_event_mean": round(statistics.mean(x["bpf_ns_per_event"] for x in busy), 1)
-        if busy
-        else None,
-        "bpf_cpu_pct_mean": round(statistics.mean(x["bpf_cpu_pct"] for x in busy), 3)
-        if busy
-        else None,
-        "lost_events": sum(int(x.get("lost_events", 0)) for t in tracer_runs for x in t.lines),
     }
 
 

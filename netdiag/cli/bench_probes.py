@@ -27,7 +27,9 @@ def probes() -> None:
     "--rates",
     default="max",
     show_default=True,
-    help="Comma-separated iperf3 rates (-b), e.g. max,4G,1G: several event rates in one run.",
+    help="Comma-separated offered loads, e.g. max,4G,1G,seg:4: unpaced, paced (iperf3 -b), or "
+    "seg:N[:MSS] (N flows, one-segment skbs) or small:N[:LEN] (N flows of LEN-byte writes, "
+    "TCP_NODELAY: the highest event rate); all in one run.",
 )
 @click.option(
     "--sample-ms",
@@ -48,15 +50,11 @@ def overhead(
     as_json: bool,
 ) -> None:
     """Bulk TCP over a veth path with and without trace-peers, alternating in one run."""
-    import re
-
     from netdiag.bench import probes as benchmarks
+    from netdiag.bench import probes_rates
     from netdiag.errors import InputError
 
-    rate_list = tuple(r.strip() for r in rates.split(",") if r.strip())
-    bad = [r for r in rate_list if r != "max" and not re.fullmatch(r"\d+(\.\d+)?[KMG]?", r)]
-    if not rate_list or bad:
-        raise InputError(f"--rates {rates!r} has no valid rate", "e.g. --rates max,4G,1G")
+    rate_list = tuple(r.token for r in probes_rates.parse_list(rates))
     try:
         samples = tuple(dict.fromkeys(float(x) for x in sample_ms.split(",") if x.strip()))
     except ValueError:
