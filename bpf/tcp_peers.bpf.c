@@ -6,7 +6,16 @@
  *   sock:inet_sock_set_state skaddr only (no sock_cookie) -> joined through `life`
  * `life` maps a socket's kernel address to its cookie (learnt from tcp_probe, which carries
  * both); an entry is removed when the socket reaches TCP_CLOSE, so a reused address never
- * inherits an old cookie. One map update per event, no per-packet output to user space.
+ * inherits an old cookie. No per-packet output to user space.
+ *
+ * Rows live in `slots`, an array direct-mapped by cookie (slot = cookie & (SLOTS - 1)): on an
+ * ACK of a socket that owns its slot the row is found by an inlined array lookup — no hash,
+ * no helper call (the hash lookup was ~2/3 of the program's own cost). A new socket takes its
+ * slot when the slot is free (never used, or its owner closed more than SLOT_REUSE_NS ago, by
+ * which time user space has reported the closed row) with a compare-and-swap of the cookie;
+ * otherwise (a collision, or more sockets than slots) its row goes to the `peers` hash as
+ * before. User space reads both (probes/tcp_peers.toml [output] slots_map) and deletes only
+ * hash rows; a closed slot row is reported once and left for reuse.
  *
  * Every socket is counted from the moment the probe sees it: pid / cgroup / netns filters are
  * applied in user space at read time (a kernel allowlist filled from sock_diag each interval
@@ -27,6 +36,12 @@
 
 #ifndef MAX_PEERS
 #define MAX_PEERS 8192
+#endif
+#ifndef SLOTS
+#define SLOTS 2048		/* direct-mapped rows (a power of two); the rest go to `peers` */
+#endif
+#ifndef SLOT_REUSE_NS
+#define SLOT_REUSE_NS 60000000000ULL	/* a closed owner's slot is reused after 60 s */
 #endif
 #ifndef SAMPLE_NS
 #define SAMPLE_NS 0
@@ -97,6 +112,7 @@ struct pend {
 	u32 srtt_max_us;
 };
 
+BPF_ARRAY(slots, struct peer, SLOTS);
 BPF_HASH(peers, u64, struct peer, MAX_PEERS);
 BPF_TABLE("lru_hash", u64, struct life, life, MAX_PEERS * 2);
 BPF_PERCPU_ARRAY(stats, u64, S_SLOTS);
@@ -112,6 +128,16 @@ static __always_inline void pend_fold(struct peer *p, struct pend *c)
 		p->srtt_max_us = c->srtt_max_us;
 }
 #endif
+
+/* the row of a socket: its slot if it owns it, else the overflow hash */
+static __always_inline struct peer *row_of(u64 cookie)
+{
+	u32 i = (u32)cookie & (SLOTS - 1);
+	struct peer *p = slots.lookup(&i);
+	if (p && p->cookie == cookie)
+		return p;
+	return peers.lookup(&cookie);
+}
 
 static __always_inline void stat_inc(int slot)
 {
@@ -158,8 +184,7 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 	}
 	if (c->cookie != cookie && c->events > 0) {
 		/* another socket held the slot: fold its pending events into its own row */
-		u64 other = c->cookie;
-		struct peer *op = peers.lookup(&other);
+		struct peer *op = row_of(c->cookie);
 		if (op)
 			pend_fold(op, c);
 		c->events = 0;	/* folded once, whatever happens below */
@@ -168,9 +193,16 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 	}
 #endif
 
-	/* one hash lookup per ACK (per sample with SAMPLE_NS); `life` only for new sockets */
-	struct peer *p = peers.lookup(&cookie);
+	/* an owned slot: one inlined array lookup per ACK (per sample with SAMPLE_NS) */
+	u32 si = (u32)cookie & (SLOTS - 1);
+	struct peer *slot = slots.lookup(&si);
+	if (!slot)
+		return 0;
+	struct peer *p = slot;
+	if (slot->cookie != cookie)
+		p = peers.lookup(&cookie);	/* not its slot: an overflow row, or none yet */
 	if (!p) {
+		/* a new socket: `life` for what was learnt before its first ACK */
 		struct life *l = life.lookup(&sk);
 		if (!l) {
 			struct life nl = {.cookie = cookie, .state = TCP_ESTABLISHED_};
@@ -196,13 +228,20 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 		}
 		copy_addr(np.saddr, args->saddr, args->family);
 		copy_addr(np.daddr, args->daddr, args->family);
-		if (peers.insert(&cookie, &np) != 0) {
-			stat_inc(S_LOST);
-			return 0;
+		u64 owner = slot->cookie;
+		if ((owner == 0 || (slot->closed_ns != 0 && now - slot->closed_ns > SLOT_REUSE_NS)) &&
+		    __sync_val_compare_and_swap(&slot->cookie, owner, cookie) == owner) {
+			*slot = np;	/* ours: no other socket writes it now */
+			p = slot;
+		} else {
+			if (peers.insert(&cookie, &np) != 0) {
+				stat_inc(S_LOST);
+				return 0;
+			}
+			p = peers.lookup(&cookie);
+			if (!p)
+				return 0;
 		}
-		p = peers.lookup(&cookie);
-		if (!p)
-			return 0;
 	}
 
 #if SAMPLE_NS > 0
@@ -265,8 +304,7 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
 		stat_inc(S_RETRANS_UNJOINED);
 		return 0;
 	}
-	u64 cookie = l->cookie;
-	struct peer *p = peers.lookup(&cookie);
+	struct peer *p = row_of(l->cookie);
 	if (!p) {
 		stat_inc(S_RETRANS_UNJOINED);
 		return 0;
@@ -306,8 +344,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	}
 	l->state = ns;
 	if (l->cookie != 0) {
-		u64 cookie = l->cookie;
-		struct peer *p = peers.lookup(&cookie);
+		struct peer *p = row_of(l->cookie);
 		if (p) {
 			p->state = ns;
 			p->last_ns = now;

@@ -91,6 +91,7 @@ class Session:
         self._prev_t = 0
         self.attached_ns = 0
         self.decoder: Decoder | None = None
+        self._closed_slots: set[Any] = set()
 
     def render(self) -> str:
         return bcc_loader.render(bcc_loader.bpf_source(self.probe.source), self.defines)
@@ -138,6 +139,8 @@ class Session:
                 closed_keys.append(k)
         for k in closed_keys:  # reported once with their final figures, then forgotten
             table.delete(k)
+        if self.probe.output.slots_map:
+            rows += self._slot_rows(now)
         dt = (now - self._prev_t) / 1e9
         apply_rates(self.probe, rows, self._prev_rows, dt, self.decoder.key_of)
         stats = self._stats()
@@ -150,6 +153,27 @@ class Session:
         self._prev_stats = stats
         self._prev_t = now
         return Snapshot(self.probe.name, now, dt, rows, stats, ev, ev / dt if dt > 0 else 0.0, lost)
+
+    def _slot_rows(self, now: int) -> list[Row]:
+        """Rows of the direct-mapped array: empty slots skipped; a closed row reported once
+        (the kernel reuses its slot later, so it is not deleted here)."""
+        assert self.bpf is not None and self.decoder is not None
+        o = self.probe.output
+        assert o.slots_map is not None
+        key_c = next(f.c for f in self.probe.fields if f.name == self.probe.key)
+        rows, closed = [], set()
+        for k, v in self.bpf.table(o.slots_map).items():
+            if not getattr(v, key_c):
+                continue
+            row = self.decoder.row(k, v, now)
+            if o.closed_field and row.get(o.closed_field):
+                ident = self.decoder.key_of(row)
+                closed.add(ident)
+                if ident in self._closed_slots:
+                    continue
+            rows.append(row)
+        self._closed_slots = closed  # those still in their slot: not reported again
+        return rows
 
     def close(self) -> None:
         if self.bpf is not None:

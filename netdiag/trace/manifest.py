@@ -72,6 +72,9 @@ class Output:
     default_columns: tuple[str, ...]
     sort: str
     closed_field: str | None = None
+    # an array of rows direct-mapped by the key field (tcp_peers' `slots`): read with `map`;
+    # entries whose key field is 0 are empty; closed rows are reported once, never deleted
+    slots_map: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ def parse(data: dict[str, Any], path: Path) -> Probe:
         default_columns=tuple(o.get("default_columns", ())),
         sort=o.get("sort", ""),
         closed_field=o.get("closed_field"),
+        slots_map=o.get("slots_map"),
     )
     k = data.get("kernel", {})
     flt = data.get("filters", {})
