@@ -54,19 +54,13 @@
 #define IPPROTO_TCP_ 6
 
 struct peer {
+	/* written on every ACK: first, in as few cache lines as possible */
 	u64 cookie;
-	u64 first_ns;		/* first tcp_probe seen */
 	u64 last_ns;		/* last event of any kind */
-	u64 open_ns;		/* entered SYN_SENT/SYN_RECV (0: opened before attach) */
-	u64 closed_ns;		/* reached TCP_CLOSE (0: still open) */
 	u64 events;		/* tcp_probe events */
+	u64 samples;		/* tcp_probe events that updated srtt sum/hist/last (= events unless SAMPLE_NS) */
 	u64 srtt_sum_us;
 	u64 bytes_acked;	/* sum of snd_una advances */
-	u64 retrans;		/* tcp_retransmit_skb events */
-	u64 samples;		/* tcp_probe events that updated srtt sum/hist/last (= events unless SAMPLE_NS) */
-	u64 open_cgroup;	/* cgroup v2 id of the task that called connect() (0: unknown) */
-	u32 open_pid;		/* tgid of the task that called connect() (0: unknown/passive) */
-	u32 pad2;
 	u32 srtt_min_us;
 	u32 srtt_max_us;
 	u32 srtt_last_us;
@@ -75,14 +69,21 @@ struct peer {
 	u32 snd_wnd;
 	u32 rcv_wnd;
 	u32 snd_una;
+	u32 hist[HIST_SLOTS];
 	u32 state;
+	/* written once or rarely */
+	u64 first_ns;		/* first tcp_probe seen */
+	u64 open_ns;		/* entered SYN_SENT/SYN_RECV (0: opened before attach) */
+	u64 closed_ns;		/* reached TCP_CLOSE (0: still open) */
+	u64 retrans;		/* tcp_retransmit_skb events */
+	u64 open_cgroup;	/* cgroup v2 id of the task that called connect() (0: unknown) */
+	u32 open_pid;		/* tgid of the task that called connect() (0: unknown/passive) */
 	u16 family;
 	u16 sport;
 	u16 dport;
 	u16 pad;
 	u8 saddr[16];
 	u8 daddr[16];
-	u32 hist[HIST_SLOTS];
 };
 
 struct life {
@@ -266,7 +267,7 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 		u32 slot = bpf_log2l(srtt);
 		if (slot >= HIST_SLOTS)
 			slot = HIST_SLOTS - 1;
-		__sync_fetch_and_add(&p->hist[slot], 1);
+		p->hist[slot]++;	/* tcp_probe runs under the socket lock: one writer per row */
 	}
 	p->snd_cwnd = args->snd_cwnd;
 	p->ssthresh = args->ssthresh;
