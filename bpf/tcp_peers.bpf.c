@@ -168,6 +168,9 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 		return 0;
 	}
 	stat_inc(S_PROBE);
+#ifdef COST_FLOOR
+	return 0;	/* scripts/probe_cost_ab.py: the cost of running any program here */
+#endif
 	u32 srtt = args->srtt;	/* already in us (tp->srtt_us >> 3) */
 #if SAMPLE_NS > 0
 	/* sampled: between two samples of a socket only its per-CPU slot is touched */
