@@ -87,6 +87,10 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # per-peer send queue: gossip other than blocks waits for the end of the loop turn and goes
     # out in one write after any block frame sent meanwhile (transport.low_priority)
     send_priority: bool = True
+    # per peer socket: the kernel keeps at most this many unsent bytes (TCP_NOTSENT_LOWAT) and
+    # the rest waits in the node's send queue, where a block still overtakes tx gossip
+    # (sendqueue.py); 0 = off (every frame is handed to the kernel at once)
+    notsent_lowat_bytes: int = 32 << 10
     # processes verifying signature batches (sync segments, big blocks): -1 one per CPU,
     # 0 or 1 none (verified on the node loop)
     verify_workers: int = -1
@@ -205,6 +209,8 @@ RANGES: dict[str, tuple[float, bool]] = {
     "gossip_seen_max": AT_LEAST_ONE,
     "api_header_timeout_s": POSITIVE,
 }
+# Keys that are either 0 (off) or within [low, high].
+OFF_OR_WITHIN = {"notsent_lowat_bytes": (4096, 4 << 20)}
 ORDERED = [  # (smaller, larger): the first may not exceed the second
     ("target_outbound", "max_outbound"),
     ("reconnect_min_s", "reconnect_max_s"),
@@ -230,6 +236,13 @@ def check_ranges(cfg: NodeConfig) -> None:
             bound = f">= {lo:g}" if inclusive else f"> {lo:g}"
             raise ConfigError(
                 f"config {f.name} = {v:g} is out of range: must be {bound} (set {_how(f.name)})"
+            )
+    for key, (low, high) in OFF_OR_WITHIN.items():
+        v = getattr(cfg, key)
+        if v != 0 and not low <= v <= high:
+            raise ConfigError(
+                f"config {key} = {v:g} is out of range: must be 0 (off) or within "
+                f"[{low:g}, {high:g}] (set {_how(key)})"
             )
     for small, large in ORDERED:
         if getattr(cfg, small) > getattr(cfg, large):

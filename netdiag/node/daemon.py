@@ -348,6 +348,7 @@ class Node:
             budget=self.core.memory,
             ip_msgs=None if outbound else self._ip_msgs(w),
             send_priority=self.cfg.send_priority,
+            notsent_lowat=self.cfg.notsent_lowat_bytes,
         )
         conn.probe = probe
         return conn

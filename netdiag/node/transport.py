@@ -30,6 +30,7 @@ from netdiag.node.protocol import (
     Violation,
 )
 from netdiag.node.resources import MemoryBudget
+from netdiag.node.sendqueue import SendQueue
 from netdiag.node.tls import peer_cert_key
 from netdiag.node.tlsio import TlsClosed, TlsSession
 
@@ -83,6 +84,17 @@ def tcp_segments(sock: socket.socket | None) -> tuple[int, int]:
     return int(out), int(inn)
 
 
+def set_notsent_lowat(writer: asyncio.StreamWriter, lowat: int) -> None:
+    """Keep at most ``lowat`` unsent bytes in the kernel for this socket, and let asyncio's
+    buffer pause the writer as soon as it holds anything (high-water mark 0): unsent data
+    then waits in the connection's queue, where it can still be reordered."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # not TCP (a test's socketpair): nothing to bound
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, lowat)
+    writer.transport.set_write_buffer_limits(high=0)
+
+
 class ConnectionHandler(Protocol):
     def on_open(self, conn: Connection) -> str | None: ...  # reason to refuse, or None
     def on_message(self, conn: Connection, msg: Message, size: int) -> None: ...
@@ -109,6 +121,7 @@ class Connection:
         budget: MemoryBudget | None = None,
         ip_msgs: TokenBucket | None = None,
         send_priority: bool = True,
+        notsent_lowat: int = 0,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -141,6 +154,16 @@ class Connection:
         # (one write, one TLS record run) after the turn, so a block frame overtakes them
         self.send_priority = send_priority
         self._bulk: list[bytes] = []
+        # notsent_lowat > 0: the kernel keeps at most that many unsent bytes (TCP_NOTSENT_LOWAT)
+        # and frames wait in our queue until the socket takes them, so a block still overtakes
+        # the tx gossip queued before it (sendqueue.py); 0: every flush is written at once
+        self.notsent_lowat = notsent_lowat
+        self._queue: SendQueue | None = None
+        self._pump_soon = False
+        self._drainer: asyncio.Task[None] | None = None
+        if notsent_lowat > 0:
+            set_notsent_lowat(writer, notsent_lowat)
+            self._queue = SendQueue()
 
     @property
     def version(self) -> int:
@@ -152,12 +175,21 @@ class Connection:
 
     @property
     def send_backlog(self) -> int:
-        """Bytes written and not yet on the wire: asyncio's buffer and the kernel's unsent."""
+        """Bytes a block frame sent now finds ahead of it: queued urgent frames, asyncio's
+        buffer and the kernel's unsent bytes."""
         if self.writer.is_closing():
             return 0
-        # not the turn's queued bulk frames: a block frame overtakes them (low_priority)
+        # not the queued bulk frames: a block frame overtakes them (low_priority)
         held = self.writer.transport.get_write_buffer_size()
+        if self._queue is not None:
+            held += self._queue.urgent_bytes
         return held + unsent_bytes(self.writer.get_extra_info("socket"))
+
+    @property
+    def write_held(self) -> int:
+        """Bytes this connection holds for the peer: our queue and asyncio's buffer."""
+        held = 0 if self.writer.is_closing() else self.writer.transport.get_write_buffer_size()
+        return held + (self._queue.size if self._queue is not None else 0)
 
     def _write(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -186,6 +218,15 @@ class Connection:
         if not self.is_open:
             return
         self.proto.send(msg)
+        if self._queue is not None:
+            urgent = not (self.send_priority and low_priority(msg))
+            self._queue.push(self.proto.data_to_send(), urgent)
+            if urgent:
+                self._pump(bulk=not self._pump_soon)
+            elif not self._pump_soon:  # bulk waits for the end of the turn, as below
+                self._pump_soon = True
+                asyncio.get_running_loop().call_soon(self._pump)
+            return
         if not (self.send_priority and low_priority(msg)):
             self._flush()  # a block (or control frame) goes ahead of the queued bulk
             return
@@ -199,22 +240,58 @@ class Connection:
 
     def _flush(self, queued: bytes = b"") -> None:
         data = queued + self.proto.data_to_send()
+        if self._queue is not None:
+            self._queue.push(data, urgent=True)
+            self._pump(bulk=not self._pump_soon)
+            return
         if data and not self.writer.is_closing():
             if self._tls is not None:
                 data = self._tls.encrypt(data)
             self._write(data)
-            if self.writer.transport.get_write_buffer_size() > self.max_write_buffer:
-                self.close("write buffer over limit: peer does not read", flush=False)
-                return
-            self._account()
+            self._check_held()
+
+    def _check_held(self) -> None:
+        if self.write_held > self.max_write_buffer:
+            self.close("write buffer over limit: peer does not read", flush=False)
+            return
+        self._account()
+
+    def _pump(self, bulk: bool = True) -> None:
+        """Write queued frames while asyncio's buffer is empty, i.e. while the kernel takes
+        them (it refuses more than ``notsent_lowat`` unsent bytes); what is left waits in the
+        queue for the buffer to drain. Bulk frames only if ``bulk``: within a loop turn they
+        wait for its end (the end-of-turn pump), so a later block frame still goes first."""
+        if bulk:
+            self._pump_soon = False
+        q = self._queue
+        if q is None or self.close_reason is not None:
+            return
+        transport = self.writer.transport
+        while not self.writer.is_closing() and transport.get_write_buffer_size() == 0:
+            data = q.take(self.notsent_lowat, bulk)
+            if not data:
+                break
+            if self._tls is not None:
+                data = self._tls.encrypt(data)
+            self._write(data)
+        if q and self._drainer is None and transport.get_write_buffer_size() > 0:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain_then_pump())
+        self._check_held()
+
+    async def _drain_then_pump(self) -> None:
+        try:
+            await self.writer.drain()  # high-water mark 0: returns once asyncio's buffer is empty
+        except (ConnectionError, OSError):
+            return  # the read loop sees the close and reports it
+        finally:
+            self._drainer = None
+        self._pump()
 
     def _account(self) -> None:
         """Report what this connection holds to the memory budget; over it, close."""
         if self.budget is None or self.close_reason is not None:
             return
-        held = self.proto.decoder.buffered
-        if not self.writer.is_closing():
-            held += self.writer.transport.get_write_buffer_size()
+        held = self.proto.decoder.buffered + self.write_held
         refusal = self.budget.update(self, held)
         if refusal:
             self.close(f"memory budget: {refusal}", flush=False)
@@ -225,6 +302,11 @@ class Connection:
         self.close_reason = reason
         self.proto.close(reason)
         bulk, self._bulk = b"".join(self._bulk), []
+        if self._queue is not None:
+            bulk = self._queue.take_all() + bulk
+            self._queue = None  # from here on, writes go straight to the transport
+            if self._drainer is not None:
+                self._drainer.cancel()
         if flush:
             self._flush(bulk)
             if self._tls is not None and self._tls.established and not self.writer.is_closing():

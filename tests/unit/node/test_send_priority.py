@@ -17,15 +17,16 @@ from tests.unit.node.test_transport_bytes import GEN, NET, Handler
 
 
 def conn(r: asyncio.StreamReader, w: asyncio.StreamWriter, ident: Identity, outbound: bool,
-         priority: bool = True) -> Connection:  # fmt: skip
+         priority: bool = True, lowat: int = 0) -> Connection:  # fmt: skip
     return Connection(
         r, w, PeerProtocol(ident, NET, GEN, 0), outbound,
         msg_rate=1000, bytes_rate=1e9, max_write_buffer=1 << 20,
         handshake_timeout_s=10, idle_timeout_s=10, send_priority=priority,
+        notsent_lowat=lowat,
     )  # fmt: skip
 
 
-async def arrival_order(priority: bool, sends: list[Message]) -> list[Message]:
+async def arrival_order(priority: bool, sends: list[Message], lowat: int = 0) -> list[Message]:
     """What the receiving end gets when ``sends`` are sent within one loop turn."""
     a_id, b_id = Identity.generate(), Identity.generate()
     hb = Handler()
@@ -38,7 +39,7 @@ async def arrival_order(priority: bool, sends: list[Message]) -> list[Message]:
     server = await asyncio.start_server(accept, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     r, w = await asyncio.open_connection("127.0.0.1", port)
-    a = conn(r, w, a_id, True, priority)
+    a = conn(r, w, a_id, True, priority, lowat)
     ha = Handler()
     task = asyncio.create_task(a.run(ha))
     await asyncio.wait_for(ha.opened.wait(), 10)
@@ -67,9 +68,12 @@ def test_only_non_block_gossip_waits() -> None:
     assert low_priority(TX1) and not low_priority(BLOCK) and not low_priority(Ping(1))
 
 
+@pytest.mark.parametrize("lowat", [0, 16 << 10])  # the node's own queue (notsent_lowat) or not
 @pytest.mark.parametrize("priority", [True, False])
-def test_a_block_frame_overtakes_the_queued_tx_frames(tmp_path: Path, priority: bool) -> None:
-    got = asyncio.run(arrival_order(priority, [TX1, TX2, BLOCK, Ping(7)]))
+def test_a_block_frame_overtakes_the_queued_tx_frames(
+    tmp_path: Path, priority: bool, lowat: int
+) -> None:
+    got = asyncio.run(arrival_order(priority, [TX1, TX2, BLOCK, Ping(7)], lowat))
     if priority:  # the block and the control frame at once, then the txs in their order
         assert got == [BLOCK, Ping(7), TX1, TX2]
     else:
