@@ -39,6 +39,7 @@ READ_CHUNK = 64 << 10
 TCP_INFO_SEGS = struct.Struct("=II")  # struct tcp_info: tcpi_segs_out, tcpi_segs_in
 TCP_INFO_SEGS_AT = 136  # their offset (Linux >= 4.2)
 SIOCOUTQNSD = 0x894B  # <linux/sockios.h>: bytes in the send queue not yet sent
+LOWAT_LIFTED = 1 << 30  # TCP_NOTSENT_LOWAT while an urgent frame goes out: no bound
 
 
 def low_priority(msg: Message) -> bool:
@@ -160,6 +161,7 @@ class Connection:
         self.notsent_lowat = notsent_lowat
         self._queue: SendQueue | None = None
         self._pump_soon = False
+        self._lifted = False  # the bound is lifted while an urgent frame goes out
         self._drainer: asyncio.Task[None] | None = None
         if notsent_lowat > 0:
             set_notsent_lowat(writer, notsent_lowat)
@@ -175,14 +177,12 @@ class Connection:
 
     @property
     def send_backlog(self) -> int:
-        """Bytes a block frame sent now finds ahead of it: queued urgent frames, asyncio's
-        buffer and the kernel's unsent bytes."""
+        """Bytes a block frame sent now finds ahead of it: asyncio's buffer and the kernel's
+        unsent bytes."""
         if self.writer.is_closing():
             return 0
         # not the queued bulk frames: a block frame overtakes them (low_priority)
         held = self.writer.transport.get_write_buffer_size()
-        if self._queue is not None:
-            held += self._queue.urgent_bytes
         return held + unsent_bytes(self.writer.get_extra_info("socket"))
 
     @property
@@ -218,17 +218,14 @@ class Connection:
         if not self.is_open:
             return
         self.proto.send(msg)
-        if self._queue is not None:
-            urgent = not (self.send_priority and low_priority(msg))
-            self._queue.push(self.proto.data_to_send(), urgent)
-            if urgent:
-                self._pump(bulk=not self._pump_soon)
-            elif not self._pump_soon:  # bulk waits for the end of the turn, as below
-                self._pump_soon = True
-                asyncio.get_running_loop().call_soon(self._pump)
-            return
         if not (self.send_priority and low_priority(msg)):
             self._flush()  # a block (or control frame) goes ahead of the queued bulk
+            return
+        if self._queue is not None:  # bulk waits in our queue until the socket takes it
+            self._queue.push(self.proto.data_to_send())
+            if not self._pump_soon:
+                self._pump_soon = True
+                asyncio.get_running_loop().call_soon(self._pump)
             return
         if not self._bulk:
             asyncio.get_running_loop().call_soon(self._flush_bulk)
@@ -240,14 +237,13 @@ class Connection:
 
     def _flush(self, queued: bytes = b"") -> None:
         data = queued + self.proto.data_to_send()
-        if self._queue is not None:
-            self._queue.push(data, urgent=True)
-            self._pump(bulk=not self._pump_soon)
-            return
         if data and not self.writer.is_closing():
             if self._tls is not None:
                 data = self._tls.encrypt(data)
-            self._write(data)
+            if self._queue is not None:
+                self._write_urgent(data)
+            else:
+                self._write(data)
             self._check_held()
 
     def _check_held(self) -> None:
@@ -256,24 +252,44 @@ class Connection:
             return
         self._account()
 
-    def _pump(self, bulk: bool = True) -> None:
-        """Write queued frames while asyncio's buffer is empty, i.e. while the kernel takes
-        them (it refuses more than ``notsent_lowat`` unsent bytes); what is left waits in the
-        queue for the buffer to drain. Bulk frames only if ``bulk``: within a loop turn they
-        wait for its end (the end-of-turn pump), so a later block frame still goes first."""
-        if bulk:
-            self._pump_soon = False
+    def _write_urgent(self, data: bytes) -> None:
+        """A block, control or sync frame goes to the socket at once, past the unsent bound:
+        the bound is lifted for it (one setsockopt) when it is large or when the socket has
+        already refused bytes, so the kernel takes it whole instead of in pieces paced by the
+        loop's wakeups; the next bulk write restores the bound (``_pump``)."""
+        transport = self.writer.transport
+        if not self._lifted and (
+            len(data) > self.notsent_lowat // 2 or transport.get_write_buffer_size() > 0
+        ):
+            self._set_lowat(LOWAT_LIFTED)
+        self._write(data)
+        if not self._lifted and transport.get_write_buffer_size() > 0:
+            self._set_lowat(LOWAT_LIFTED)  # refused: asyncio flushes it on the next turn
+
+    def _set_lowat(self, value: int) -> None:
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, value)
+        self._lifted = value != self.notsent_lowat
+
+    def _pump(self) -> None:
+        """Write queued bulk frames while asyncio's buffer is empty, i.e. while the kernel
+        takes them (it refuses more than ``notsent_lowat`` unsent bytes); what is left waits
+        in the queue for the buffer to drain."""
+        self._pump_soon = False
         q = self._queue
-        if q is None or self.close_reason is not None:
+        if q is None or not q or self.close_reason is not None or self.writer.is_closing():
             return
         transport = self.writer.transport
-        while not self.writer.is_closing() and transport.get_write_buffer_size() == 0:
-            data = q.take(self.notsent_lowat, bulk)
-            if not data:
-                break
-            if self._tls is not None:
-                data = self._tls.encrypt(data)
-            self._write(data)
+        if transport.get_write_buffer_size() == 0:
+            if self._lifted:
+                self._set_lowat(self.notsent_lowat)
+            while q and transport.get_write_buffer_size() == 0 and not self.writer.is_closing():
+                data = q.take(self.notsent_lowat)
+                if self._tls is not None:
+                    data = self._tls.encrypt(data)
+                self._write(data)
         if q and self._drainer is None and transport.get_write_buffer_size() > 0:
             self._drainer = asyncio.get_running_loop().create_task(self._drain_then_pump())
         self._check_held()

@@ -101,21 +101,17 @@ def test_without_the_option_the_socket_keeps_its_order() -> None:
     assert before == TXS  # every tx frame had been handed to the transport before the block
 
 
-def test_queue_takes_urgent_frames_first_and_whole_frames_within_a_budget() -> None:
+def test_queue_takes_whole_frames_in_order_within_a_budget() -> None:
     q = SendQueue()
-    for f in (b"t1", b"t2", b"t3"):
-        q.push(f, urgent=False)
-    q.push(b"B1", urgent=True)
-    q.push(b"", urgent=True)  # nothing to send: ignored
-    q.push(b"B2", urgent=True)
-    assert q.urgent_bytes == 4 and q.bulk_bytes == 6
-    assert q.take(100, bulk=False) == b"B1B2"  # inside a loop turn: the bulk waits
+    for f in (b"t1", b"", b"t2", b"t3"):  # an empty frame is nothing to send: ignored
+        q.push(f)
+    assert q.size == 6
     assert q.take(4) == b"t1t2"  # whole frames up to the budget
     assert q.take(1) == b"t3"  # at least one frame, even over the budget
     assert not q and q.size == 0 and q.take(100) == b""
-    q.push(b"t4", urgent=False)
-    q.push(b"B3", urgent=True)
-    assert q.take_all() == b"B3t4" and not q
+    q.push(b"t4")
+    q.push(b"t5")
+    assert q.take_all() == b"t4t5" and not q and q.size == 0
 
 
 @pytest.mark.parametrize("value", ["100", "4095", str(8 << 20), "-1"])
