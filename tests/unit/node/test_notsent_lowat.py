@@ -129,3 +129,38 @@ def test_lowat_off_or_in_range_is_accepted(value: str) -> None:
     env = {"NETDIAG_NODE_NOTSENT_LOWAT_BYTES": value}
     cfg = load_config(None, env, {"data_dir": "d", "genesis": "g"})
     assert cfg.notsent_lowat_bytes == int(value)
+
+
+async def lift_and_restore() -> tuple[int, int, int, int]:
+    """(asyncio's buffer after a block frame 6x the bound is sent, the option then, the option
+    after the next bulk write, asyncio's buffer then)."""
+    a, _b, hb, (task, server) = await pair(LOWAT)
+    sock = a.writer.get_extra_info("socket")
+    a.send(Publish(TOPIC_BLOCKS, bytes(6 * LOWAT)))
+    held_after_block = a.writer.transport.get_write_buffer_size()
+    lifted = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+    for _ in range(500):  # the receiver reads: the block leaves, then a tx frame follows it
+        if hb.got:
+            break
+        await asyncio.sleep(0.01)
+    a.send(Publish(TOPIC_TXS, b"tx"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    restored = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+    for _ in range(500):
+        if len(hb.got) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    a.close("done")
+    await asyncio.wait_for(task, 10)  # type: ignore[arg-type]
+    server.close()  # type: ignore[attr-defined]
+    await server.wait_closed()  # type: ignore[attr-defined]
+    assert len(hb.got) == 2
+    return held_after_block, lifted, restored, a.writer.transport.get_write_buffer_size()
+
+
+def test_a_block_larger_than_the_bound_goes_to_the_kernel_whole() -> None:
+    held, lifted, restored, _ = asyncio.run(lift_and_restore())
+    assert lifted > 6 * LOWAT  # the bound was lifted for the block ...
+    assert held == 0  # ... so the kernel took all of it, none left for the loop to hand over
+    assert restored == LOWAT  # the next bulk write put the bound back
