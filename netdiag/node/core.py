@@ -445,8 +445,10 @@ class NodeCore:
 
     # -- sync host (sync.SyncHost, window_sync.WindowHost) ----------------------------------
 
-    def apply_block(self, conn: Link | None, raw: bytes, source: str) -> str:
-        return self.ingest.apply_block(conn, raw, source)
+    def apply_block(
+        self, conn: Link | None, raw: bytes, source: str, next_raw: bytes | None = None
+    ) -> str:
+        return self.ingest.apply_block(conn, raw, source, next_raw=next_raw)
 
     def apply_branch(self, conn: Link, raws: list[bytes]) -> str:
         return self.ingest.apply_branch(conn, raws)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from netdiag.node.blockrun import BlockRun
 from netdiag.node.chain import Chain
 from netdiag.node.config import NodeConfig
 from netdiag.node.crypto import preverified
@@ -27,7 +28,7 @@ from netdiag.node.peering import Peering
 from netdiag.node.policy import PENALTY_INVALID, BanPolicy
 from netdiag.node.presence import Presence
 from netdiag.node.runtime import Clock, Scheduler
-from netdiag.node.sigpool import SigPool, sig_checks
+from netdiag.node.sigpool import SigPool
 from netdiag.node.state import Overlay, execute
 from netdiag.node.store import MAX_PENDING_BLOCKS
 from netdiag.node.txbatch import TxBatcher, TxIntake, log_error
@@ -82,6 +83,7 @@ class Ingest:
         self.sync = sync
         self.entropy = entropy
         self.sigs = sigs
+        self.run = BlockRun(sigs)
         self.no_early: dict[bytes, float] = {}  # producer -> until when: full check first
         # set by the core: snapshot availability (snapshot_gossip.py) and the onboarding hold
         self.snapshot_announce: Callable[[bytes, int], tuple[str, str]] = lambda _d, _t: (
@@ -187,16 +189,22 @@ class Ingest:
             self.policy.penalize(conn, PENALTY_INVALID, f"produced an invalid block ({reason})")
 
     def apply_block(
-        self, conn: Link | None, raw: bytes, source: str, early: Block | None = None
+        self,
+        conn: Link | None,
+        raw: bytes,
+        source: str,
+        early: Block | None = None,
+        next_raw: bytes | None = None,
     ) -> str:
         """Validate and commit one encoded block. Returns accepted | duplicate | orphan |
         ignored | rejected; scores ``conn`` for invalid blocks — or, for a block we forwarded
-        early (``early``, decoded), its producer instead."""
+        early (``early``, decoded), its producer instead. ``next_raw``: the next block of a run,
+        whose signatures go to the pool while this one's rules run (blockrun.py)."""
         chain = self.chain
         self.metrics.blocks_received.labels(source).inc()
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
-            block = early or decode_block(raw)
+            block = early or self.run.decoded(raw) or decode_block(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             self.reject_block(conn, None, "format", f"block does not decode: {e}")
             return "rejected"
@@ -219,7 +227,10 @@ class Ingest:
                 return "ignored"
         if chain.store.pending_blocks >= MAX_PENDING_BLOCKS:
             return "ignored"  # the disk is behind (a locked database); sync fetches it later
-        with preverified(self.sigs.prove(sig_checks([block]))):  # a big block: every core
+        proofs = self.run.proofs(raw, block)  # a big block: every core
+        if next_raw is not None:
+            self.run.send_ahead(next_raw)
+        with preverified(proofs()):
             res = chain.submit(block, len(raw))
         self.metrics.validation_seconds.labels("block").observe(time.perf_counter() - t0)
         self.metrics.validation_cpu_seconds.labels("block").inc(time.thread_time() - c0)

@@ -30,7 +30,9 @@ MAX_BRANCH = 128  # blocks fetched to evaluate a competing branch (the serve lim
 class SyncHost(Protocol):
     @property
     def height(self) -> int: ...
-    def apply_block(self, conn: Link, raw: bytes, source: str) -> str: ...
+    def apply_block(
+        self, conn: Link, raw: bytes, source: str, next_raw: bytes | None = None
+    ) -> str: ...
     def apply_branch(self, conn: Link, raws: list[bytes]) -> str: ...
     def fork_point(self, headers: list[BlockHeader]) -> int | None: ...
     def penalize(self, conn: Link, amount: float, reason: str) -> None: ...
@@ -120,7 +122,8 @@ class SequentialSync:
             self._maybe_request()
             return
         for i, raw in enumerate(msg.blocks):
-            outcome = self.host.apply_block(conn, raw, "sync")
+            nxt = msg.blocks[i + 1] if i + 1 < len(msg.blocks) else None  # pipelined
+            outcome = self.host.apply_block(conn, raw, "sync", nxt)
             if outcome == "rejected":
                 return  # apply_block already scored the peer; try again, maybe elsewhere
             if outcome == "orphan":

@@ -28,7 +28,7 @@ class Host:
         self.fork: int | None = 7
         self.notes: list[str] = []
 
-    def apply_block(self, conn: Any, raw: bytes, source: str) -> str:
+    def apply_block(self, conn: Any, raw: bytes, source: str, next_raw: Any = None) -> str:
         out = self.outcomes.pop(0)
         if out == "accepted":
             self.height += 1

@@ -54,7 +54,7 @@ class Host:
         assert self.chain is not None
         return self.chain.height
 
-    def apply_block(self, conn: Any, raw: bytes, source: str) -> str:
+    def apply_block(self, conn: Any, raw: bytes, source: str, next_raw: Any = None) -> str:
         return "ignored"
 
     def apply_branch(self, conn: Any, raws: list[bytes]) -> str:
