@@ -231,7 +231,8 @@ def trace_peers(
     if show_ebpf:
         from netdiag.kernel import bcc_loader
 
-        extra = {"SAMPLE_NS": sample_ns} if sample_ns else None
+        extra = {"SAMPLE_NS": sample_ns} if sample_ns else {}
+        extra.update(peers.slot_defines(interval))
         defines = engine.defines_for(probe, flt.kernel_ports(), False, extra)
         click.echo(bcc_loader.render(bcc_loader.bpf_source(probe.source), defines))
         return
@@ -243,7 +244,7 @@ def trace_peers(
             raise InputError(f"unknown column {c!r}", f"choose from: {', '.join(sorted(known))}")
     collector = prom.PromCollector(prom_max_series) if prom_addr else None
     err = Console(stderr=True)
-    opts = peers.PeersOptions(flt, node_url, cong, no_bpf, listen, sample_ns)
+    opts = peers.PeersOptions(flt, node_url, cong, no_bpf, listen, sample_ns, interval)
     with _sigterm_as_interrupt():
         server = prom.serve(prom_addr, collector) if prom_addr and collector else None
         try:
@@ -361,7 +362,8 @@ def run_probe(
     flt = Filters(ports=_ports(ports))
     if flt.ports and not probe.filter_ports:
         raise InputError(f"probe {name} cannot filter by port", "its tracepoint carries no ports")
-    defines = engine.defines_for(probe, flt.kernel_ports(), False)
+    slots = peers.slot_defines(interval) if probe.output.slots_map else {}
+    defines = engine.defines_for(probe, flt.kernel_ports(), False, slots)
     if show_ebpf:
         from netdiag.kernel import bcc_loader
 

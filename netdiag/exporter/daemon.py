@@ -42,7 +42,13 @@ def build_pipeline(cfg: ExporterConfig) -> Pipeline:
         cgroup=Path(cfg.cgroup) if cfg.cgroup else None,
         netns=cfg.netns,
     )
-    opts = peers.PeersOptions(filters=flt, node_url=cfg.node, cong=cfg.cong, no_bpf=cfg.no_bpf)
+    opts = peers.PeersOptions(
+        filters=flt,
+        node_url=cfg.node,
+        cong=cfg.cong,
+        no_bpf=cfg.no_bpf,
+        interval_s=cfg.interval_s,
+    )
     return peers.build(opts, lambda m: log.warning("%s", m))
 
 

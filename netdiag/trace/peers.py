@@ -38,6 +38,17 @@ class PeersOptions:
     sample_ns: int = (
         0  # -DSAMPLE_NS: per-socket tcp_probe detail at most once per this (0: every ACK)
     )
+    interval_s: float = 1.0  # how often the map is read: a closed slot row must be read first
+
+
+SLOT_REUSE_NS = 60_000_000_000  # bpf/tcp_peers.bpf.c's default
+
+
+def slot_defines(interval_s: float) -> dict[str, int]:
+    """-DSLOT_REUSE_NS when reads are so far apart that a closed socket's slot could be
+    reused before its final row was read (3 intervals; the program's 60 s otherwise)."""
+    need = round(3 * interval_s * 1e9)
+    return {"SLOT_REUSE_NS": need} if need > SLOT_REUSE_NS else {}
 
 
 def sockdiag_stage(
@@ -171,10 +182,12 @@ def open_source(
     no_bpf: bool,
     warn: Callable[[str], None],
     sample_ns: int = 0,
+    interval_s: float = 1.0,
 ) -> Session | Poller:
     """The eBPF session, or the sock_diag poller when BPF cannot run here (and why)."""
     if not no_bpf:
-        extra = {"SAMPLE_NS": sample_ns} if sample_ns > 0 else None
+        extra = {"SAMPLE_NS": sample_ns} if sample_ns > 0 else {}
+        extra.update(slot_defines(interval_s))
         try:
             return Session(probe, defines_for(probe, flt.kernel_ports(), False, extra)).open()
         except (PrivilegeError, KernelFeatureError, NetdiagError) as e:
@@ -189,7 +202,7 @@ def build(opts: PeersOptions, warn: Callable[[str], None]) -> Pipeline:
     flt = opts.filters
     flt.check()
     probe = manifest.load(PEERS_PROBE)
-    source = open_source(probe, flt, opts.no_bpf, warn, opts.sample_ns)
+    source = open_source(probe, flt, opts.no_bpf, warn, opts.sample_ns, opts.interval_s)
     pipe = Pipeline(source)
     try:
         members = flt.membership()

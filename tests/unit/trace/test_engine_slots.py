@@ -86,3 +86,14 @@ def test_a_closed_slot_row_is_reported_once_and_its_reuse_is_reported() -> None:
     slots.entries[1] = _peer_leaf(cookie=2049, closed_ns=9_000_000_000, state=7)
     assert [r["sock_cookie"] for r in s.read().rows] == [2049]
     assert [r["sock_cookie"] for r in s.read().rows] == []
+
+
+def test_slot_reuse_waits_three_read_intervals_when_that_is_longer_than_the_default() -> None:
+    from netdiag.kernel import bcc_loader
+    from netdiag.trace.peers import SLOT_REUSE_NS, slot_defines
+
+    assert slot_defines(1.0) == {} and slot_defines(20.0) == {}  # the program's 60 s holds
+    assert slot_defines(30.0) == {"SLOT_REUSE_NS": 90_000_000_000}
+    # the Python default names the program's own
+    text = bcc_loader.bpf_source("tcp_peers").read_text()
+    assert f"#define SLOT_REUSE_NS {SLOT_REUSE_NS}ULL" in text
