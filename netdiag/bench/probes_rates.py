@@ -151,6 +151,10 @@ def figures(
         "ns_per_event_mean": round(statistics.mean(x["bpf_ns_per_event"] for x in busy), 1)
         if busy
         else None,
+        # over all runs of the program (the mean above is per line: a short run's partial,
+        # near-idle lines, where one run costs more, weigh as much as its busy ones)
+        "ns_per_event_weighted": weighted_ns(busy),
+        "events_per_s_max": max((x["events_per_s"] for x in busy), default=None),
         "bpf_cpu_pct_mean": round(statistics.mean(x["bpf_cpu_pct"] for x in busy), 3)
         if busy
         else None,
@@ -159,6 +163,15 @@ def figures(
         "flows": spec.flows,
         "one_segment_skbs": spec.one_segment,
     }
+
+
+def weighted_ns(lines: Sequence[dict[str, Any]]) -> float | None:
+    """ns per program run over all the lines' runs (each line: its interval's runs and mean)."""
+    runs = sum(int(x.get("bpf_runs") or 0) for x in lines)
+    if runs == 0:
+        return None
+    total = sum(float(x["bpf_ns_per_event"]) * int(x.get("bpf_runs") or 0) for x in lines)
+    return round(total / runs, 1)
 
 
 def lost_split(runs: Sequence[Sequence[dict[str, Any]]]) -> dict[str, int]:

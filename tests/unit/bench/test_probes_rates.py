@@ -63,5 +63,13 @@ def test_a_rate_row_has_ratio_cost_and_lost_figures() -> None:
     )
     assert row["flows"] == 4 and row["one_segment_skbs"] is False
     assert row["events_per_s_mean"] == 1000.0 and row["ns_per_event_mean"] == 200.0
+    assert row["ns_per_event_weighted"] == 200.0
     assert row["lost_events"] == 4 and row["lost_recursion_misses"] == 4
     assert row["pair_ratio_median"] == pytest.approx((0.9 + 1.0) / 2, abs=1e-4)
+
+
+def test_ns_per_event_is_weighted_by_each_lines_runs() -> None:
+    busy = {"bpf_runs": 900, "bpf_ns_per_event": 100.0}
+    idle = {"bpf_runs": 100, "bpf_ns_per_event": 1000.0}
+    assert pr.weighted_ns([busy, idle]) == 190.0  # the per-line mean would say 550
+    assert pr.weighted_ns([{"bpf_runs": 0, "bpf_ns_per_event": 0.0}]) is None
