@@ -265,6 +265,11 @@ class Connection:
         self._write(data)
         if not self._lifted and transport.get_write_buffer_size() > 0:
             self._set_lowat(LOWAT_LIFTED)  # refused: asyncio flushes it on the next turn
+        if self._lifted and not self._pump_soon:
+            # the pump restores the bound once asyncio's buffer is empty, also when no bulk
+            # write follows (send_priority off sends every frame this way)
+            self._pump_soon = True
+            asyncio.get_running_loop().call_soon(self._pump)
 
     def _set_lowat(self, value: int) -> None:
         sock = self.writer.get_extra_info("socket")
@@ -279,7 +284,9 @@ class Connection:
         in the queue for the buffer to drain."""
         self._pump_soon = False
         q = self._queue
-        if q is None or not q or self.close_reason is not None or self.writer.is_closing():
+        if q is None or not (q or self._lifted):
+            return
+        if self.close_reason is not None or self.writer.is_closing():
             return
         transport = self.writer.transport
         if transport.get_write_buffer_size() == 0:
@@ -290,7 +297,7 @@ class Connection:
                 if self._tls is not None:
                     data = self._tls.encrypt(data)
                 self._write(data)
-        if q and self._drainer is None and transport.get_write_buffer_size() > 0:
+        if (q or self._lifted) and self._drainer is None and transport.get_write_buffer_size() > 0:
             self._drainer = asyncio.get_running_loop().create_task(self._drain_then_pump())
         self._check_held()
 

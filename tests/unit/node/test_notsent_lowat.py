@@ -164,3 +164,31 @@ def test_a_block_larger_than_the_bound_goes_to_the_kernel_whole() -> None:
     assert lifted > 6 * LOWAT  # the bound was lifted for the block ...
     assert held == 0  # ... so the kernel took all of it, none left for the loop to hand over
     assert restored == LOWAT  # the next bulk write put the bound back
+
+
+async def bound_after_urgent_only() -> tuple[int, int]:
+    """With send_priority off every frame takes the urgent path and no bulk write follows:
+    (the option right after a frame 6x the bound, the option once the peer has read it)."""
+    a, _b, hb, (task, server) = await pair(LOWAT)
+    a.send_priority = False
+    sock = a.writer.get_extra_info("socket")
+    a.send(Publish(TOPIC_TXS, bytes(6 * LOWAT)))
+    lifted = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+    after = lifted
+    for _ in range(500):
+        after = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+        if hb.got and after == LOWAT:
+            break
+        await asyncio.sleep(0.01)
+    a.close("done")
+    await asyncio.wait_for(task, 10)  # type: ignore[arg-type]
+    server.close()  # type: ignore[attr-defined]
+    await server.wait_closed()  # type: ignore[attr-defined]
+    assert hb.got, "the frame never arrived"
+    return lifted, after
+
+
+def test_the_bound_comes_back_without_a_bulk_write() -> None:
+    lifted, after = asyncio.run(bound_after_urgent_only())
+    assert lifted > 6 * LOWAT  # lifted for the large frame ...
+    assert after == LOWAT  # ... and restored once it left, though no bulk write came
