@@ -11,8 +11,10 @@
  * Rows live in `slots`, an array direct-mapped by cookie (slot = cookie & (SLOTS - 1)): on an
  * ACK of a socket that owns its slot the row is found by an inlined array lookup — no hash,
  * no helper call (the hash lookup was ~2/3 of the program's own cost). A new socket takes its
- * slot when the slot is free (never used, or its owner closed more than SLOT_REUSE_NS ago, by
- * which time user space has reported the closed row) with a compare-and-swap of the cookie;
+ * slot when the slot is free: never used (claimed by a compare-and-swap of the cookie), or its
+ * owner closed more than SLOT_REUSE_NS ago, by which time user space has reported the closed
+ * row, or sent no event for IDLE_NS (claimed by a compare-and-swap of closed_ns / last_ns, the
+ * row written, the cookie stored last);
  * otherwise (a collision, or more sockets than slots) its row goes to the `peers` hash as
  * before. User space reads both (probes/tcp_peers.toml [output] slots_map) and deletes only
  * hash rows; a closed slot row is reported once and left for reuse.
@@ -42,6 +44,14 @@
 #endif
 #ifndef SLOT_REUSE_NS
 #define SLOT_REUSE_NS 60000000000ULL	/* a closed owner's slot is reused after 60 s */
+#endif
+#ifndef IDLE_NS
+/* an open owner's slot is reused after this long without any event: a socket whose close was
+ * missed (its `life` entry evicted under churn) would otherwise hold its slot for ever. An open
+ * socket idle this long loses its slot; its next ACK starts a fresh row in `peers`. */
+#define IDLE_MIN_NS 600000000000ULL	/* 10 min */
+#define IDLE_NS (SLOT_REUSE_NS * 10 > IDLE_MIN_NS ? SLOT_REUSE_NS * 10 : IDLE_MIN_NS)
+/* 10 min, or 10 x SLOT_REUSE_NS when a long read interval raised it */
 #endif
 #ifndef SAMPLE_NS
 #define SAMPLE_NS 0
@@ -232,10 +242,34 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 		}
 		copy_addr(np.saddr, args->saddr, args->family);
 		copy_addr(np.daddr, args->daddr, args->family);
+		np.last_ns = now;	/* before the cookie is visible: a row is never seen idle at 0 */
 		u64 owner = slot->cookie;
-		if ((owner == 0 || (slot->closed_ns != 0 && now - slot->closed_ns > SLOT_REUSE_NS)) &&
-		    __sync_val_compare_and_swap(&slot->cookie, owner, cookie) == owner) {
-			*slot = np;	/* ours: no other socket writes it now */
+		int won = 0;
+		if (owner == 0) {
+			/* never used: the cookie CAS claims it (closed_ns stays 0 meanwhile) */
+			won = __sync_val_compare_and_swap(&slot->cookie, 0, cookie) == 0;
+			if (won)
+				*slot = np;	/* ours: no other socket writes it now */
+		} else {
+			/* reuse: claim by a CAS on closed_ns (closed owner) or last_ns (idle owner)
+			 * from the value read, so exactly one socket wins; the row is written, the
+			 * cookie stored last. A CAS on the cookie alone let two sockets in: until the
+			 * row was written the slot still showed the old owner's closed_ns. */
+			u64 cl = slot->closed_ns;
+			u64 seen = slot->last_ns;
+			if (cl != 0 && now - cl > SLOT_REUSE_NS)
+				won = __sync_val_compare_and_swap(&slot->closed_ns, cl, 0) == cl;
+			else if (cl == 0 && seen != 0 && now - seen > IDLE_NS)
+				won = __sync_val_compare_and_swap(&slot->last_ns, seen, now) == seen;
+			if (won) {
+				np.cookie = owner;	/* the old cookie until the row is whole */
+				*slot = np;
+				/* the cookie last, by an atomic (a full barrier); only the winner
+				 * writes it now */
+				__sync_val_compare_and_swap(&slot->cookie, owner, cookie);
+			}
+		}
+		if (won) {
 			p = slot;
 		} else {
 			if (peers.insert(&cookie, &np) != 0) {
@@ -270,7 +304,11 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 		u32 slot = bpf_log2l(srtt);
 		if (slot >= HIST_SLOTS)
 			slot = HIST_SLOTS - 1;
-		p->hist[slot]++;	/* tcp_probe runs under the socket lock: one writer per row */
+		/* not atomic: tcp_probe runs under the socket lock, so this program is the only
+		 * writer of hist/sum/last of its socket's row; with SAMPLE_NS, pend_fold on another
+		 * socket's row also adds to events and min/max there (a race can lose that fold's
+		 * events: counts, never the histogram) */
+		p->hist[slot]++;
 	}
 	p->snd_cwnd = args->snd_cwnd;
 	p->ssthresh = args->ssthresh;
