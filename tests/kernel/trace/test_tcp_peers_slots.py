@@ -22,6 +22,20 @@ def _rows(s: engine.Session) -> dict[int, Row]:
     return {r["sock_cookie"]: r for r in s.read().rows}
 
 
+def _peek(s: engine.Session, table: str) -> dict[int, object]:
+    """Rows of one map by cookie, read without the engine (no closed row marked reported)."""
+    assert s.bpf is not None
+    return {int(v.cookie): v for _k, v in s.bpf.table(table).items() if int(v.cookie)}
+
+
+def _until(ok: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """Poll until ok() (the events arrive in softirq/after close, not at a fixed delay)."""
+    end = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < end, f"not within {timeout} s: {what}"
+        time.sleep(0.01)
+
+
 def test_overflow_rows_agree_with_slot_rows_on_the_same_traffic(
     loopback_pair: Callable[..., Pair],
 ) -> None:
@@ -32,12 +46,26 @@ def test_overflow_rows_agree_with_slot_rows_on_the_same_traffic(
     with _session(pair.port) as slotted, _session(pair.port, SLOTS=1) as overflow:
         pair.send(8 << 20)
         pair.ping_pong(5)
-        time.sleep(0.05)
+
+        def settled() -> bool:  # both programs saw every socket, and the same ACK count
+            x = {c: int(v.events) for t in ("slots", "peers") for c, v in _peek(slotted, t).items()}
+            y = {
+                c: int(v.events) for t in ("slots", "peers") for c, v in _peek(overflow, t).items()
+            }
+            return all(x.get(c, 0) > 0 and x.get(c) == y.get(c) for c in cookies)
+
+        with contextlib.suppress(AssertionError):  # a rare missed event: compared below
+            _until(settled, "the same events in both programs", 2.0)
         a, b = _rows(slotted), _rows(overflow)
         assert overflow.bpf is not None
         in_hash = {int(v.cookie) for _k, v in overflow.bpf.table("peers").items()}
         pair.close()
-        time.sleep(0.1)
+
+        def closed(s: engine.Session) -> bool:
+            rows = {c: v for t in ("slots", "peers") for c, v in _peek(s, t).items()}
+            return cookies[0] in rows and int(rows[cookies[0]].closed_ns) > 0
+
+        _until(lambda: closed(slotted) and closed(overflow), "the client's close in both")
         a_closed, b_closed = _rows(slotted), _rows(overflow)
         a_after, b_after = _rows(slotted), _rows(overflow)
     assert in_hash & set(cookies), "one slot: the other socket's row overflows"
@@ -75,14 +103,28 @@ def test_a_closed_sockets_slot_goes_to_a_new_socket_with_a_fresh_row() -> None:
             first.wait_received(4 << 20)
             old = {first.cookie, cookie_of(first.server)}
             first.close()
-            time.sleep(0.1)
+
+            def both_closed() -> bool:
+                rows = {c: v for t in ("slots", "peers") for c, v in _peek(s, t).items()}
+                return all(c in rows and int(rows[c].closed_ns) > 0 for c in old)
+
+            _until(both_closed, "the first pair's close")
             closed = _rows(s)
             second = make_pair(None, None, "127.0.0.1", port=p2)
             pairs.append(second)
             new = {second.cookie, cookie_of(second.server)}
             second.send(1 << 20)
             second.wait_received(1 << 20)
-            time.sleep(0.05)
+            client_c = second.cookie
+
+            seen: list[int] = []
+
+            def acked() -> bool:  # the client's row has ACKs and its bytes_acked settled
+                rows = {c: v for t in ("slots", "peers") for c, v in _peek(s, t).items()}
+                seen.append(int(rows[client_c].bytes_acked) if client_c in rows else 0)
+                return len(seen) > 5 and seen[-1] > 0 and seen[-1] == seen[-6]
+
+            _until(acked, "the new client's ACKs")
             now = _rows(s)
             assert s.bpf is not None
             owner = {int(v.cookie) for _k, v in s.bpf.table("slots").items()}
