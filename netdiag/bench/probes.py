@@ -231,9 +231,12 @@ def overhead(
     first = next(iter(variants))
     rr0 = per_rate[rates[0]]
     off, on, tracer_runs = rr0.off, rr0.on[first], rr0.tracers[first]
-    lines = [ln for t in tracer_runs for ln in t.lines if ln.get("bpf_runs") is not None]
-    busy = [ln for ln in lines if ln["events_per_s"] > 0]
-    ratio = statistics.mean(on) / statistics.mean(off)
+    # the first rate's first variant's row (ratio, ns/event incl. the weighted figure, lost
+    # events) is the summary, plus what only the summary has (the runs' lists, startup, RSS)
+    head = probes_rates.figures(rates[0], first, variants[first], off, on, tracer_runs)
+    for k in ("rate", "variant", "sample_ms", "throughput_off_bps", "throughput_on_bps"):
+        del head[k]
+    ratio = head["throughput_ratio_on_off"]
     return {
         "benchmark": "probes overhead",
         "runs": runs,
@@ -242,24 +245,10 @@ def overhead(
         "variants": list(variants),
         "throughput_off_bps": off,
         "throughput_on_bps": on,
-        "throughput_ratio_on_off": round(ratio, 4),
+        **head,
         "throughput_cost_pct": round((1 - ratio) * 100, 2),
         # each pair ran back to back: the median of per-pair ratios resists load drift
         "pair_ratios": [round(b / a, 4) for a, b in zip(off, on, strict=True)],
-        "pair_ratio_median": round(
-            statistics.median(b / a for a, b in zip(off, on, strict=True)), 4
-        ),
-        "events_per_s_mean": round(statistics.mean(x["events_per_s"] for x in busy), 1)
-        if busy
-        else None,
-        "events_per_s_max": max((x["events_per_s"] for x in busy), default=None),
-        "ns_per_event_mean": round(statistics.mean(x["bpf_ns_per_event"] for x in busy), 1)
-        if busy
-        else None,
-        "bpf_cpu_pct_mean": round(statistics.mean(x["bpf_cpu_pct"] for x in busy), 3)
-        if busy
-        else None,
-        "lost_events": sum(int(x.get("lost_events", 0)) for t in tracer_runs for x in t.lines),
         "startup_s": [round(t.startup_s, 3) for t in tracer_runs],
         "startup_s_median": round(statistics.median(t.startup_s for t in tracer_runs), 3),
         "first_row_s_median": round(statistics.median(t.first_row_s for t in every), 3),
