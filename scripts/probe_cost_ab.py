@@ -79,11 +79,12 @@ def main() -> int:
             loaders.load(path, d, env).close()
     ns = f"ndcost{os.getpid()}"
     run = ["ip", "netns", "exec", ns]
-    subprocess.run(["ip", "netns", "add", ns], check=True)
     procs: list[subprocess.Popen[bytes]] = []
-    fd = bpfstats.enable()
+    fd: int | None = None
     res: dict[str, list[tuple[float, float, int, float]]] = {n: [] for n, _p, _d in a.variants}
-    try:
+    try:  # everything made from here on is undone in `finally`, whatever fails
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        fd = bpfstats.enable()
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         dn = subprocess.DEVNULL
         procs.append(subprocess.Popen([*run, "iperf3", "-s", "-p", "5399"], stdout=dn, stderr=dn))
@@ -131,8 +132,13 @@ def main() -> int:
     finally:
         for p in reversed(procs):
             p.terminate()
-            p.wait(timeout=10)
-        bpfstats.disable(fd)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if fd is not None:
+            bpfstats.disable(fd)
         subprocess.run(["ip", "netns", "del", ns], check=False)
     out: dict[str, dict[str, object]] = {}
     for n, v in res.items():
