@@ -257,9 +257,11 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 			 * row was written the slot still showed the old owner's closed_ns. */
 			u64 cl = slot->closed_ns;
 			u64 seen = slot->last_ns;
-			if (cl != 0 && now - cl > SLOT_REUSE_NS)
+			/* `now` was read before these: a time another CPU wrote since can be later
+			 * (now - t would wrap to a huge age), hence t < now */
+			if (cl != 0 && cl < now && now - cl > SLOT_REUSE_NS)
 				won = __sync_val_compare_and_swap(&slot->closed_ns, cl, 0) == cl;
-			else if (cl == 0 && seen != 0 && now - seen > IDLE_NS)
+			else if (cl == 0 && seen != 0 && seen < now && now - seen > IDLE_NS)
 				won = __sync_val_compare_and_swap(&slot->last_ns, seen, now) == seen;
 			if (won) {
 				np.cookie = owner;	/* the old cookie until the row is whole */
