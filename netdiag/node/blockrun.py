@@ -7,6 +7,7 @@ anything not proven is verified inline by the node's rule, as always."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 
 import msgspec
 
@@ -41,4 +42,8 @@ class BlockRun:
             block = decode_block(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
-        self._next = raw, block, self.sigs.prove_soon(sig_checks([block]), PIPELINED_CHUNK)
+        try:
+            proofs = self.sigs.prove_soon(sig_checks([block]), PIPELINED_CHUNK)
+        except BrokenProcessPool:  # N+1 not sent ahead must not fail block N: its own turn
+            return
+        self._next = raw, block, proofs

@@ -28,6 +28,7 @@ import signal
 import struct
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures.process import BrokenProcessPool
 
 from netdiag.node import crypto
 from netdiag.node.model import BLOCK_DOMAIN, Block
@@ -145,6 +146,7 @@ class SigPool:
         self.batches = 0  # sent to the pool
         self.checks = 0
         self.error: str | None = None  # why the pool could not start (then: inline)
+        self.restarts = 0  # pools dropped because a worker died
         self.on_error = on_error
         self.nice = nice  # the workers' niceness (0: the node's own priority)
         self._starting = threading.Lock()  # started by the loop or by sync's off-loop thread
@@ -212,9 +214,13 @@ class SigPool:
         todo = items if len(sane) == len(items) else [items[i] for i in sane]
         size = chunk or self.chunk_size(len(todo), self.workers + share)
         chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+        try:
+            futs = [pool.submit(verify_packed, pack(c)) for c in chunks]
+        except BrokenProcessPool:  # a worker died: this batch inline, the next call restarts
+            self.broken(pool)
+            return lambda: verify_chunk(items)
         self.batches += 1
         self.checks += len(items)
-        futs = [pool.submit(verify_packed, pack(c)) for c in chunks]
 
         def wait() -> list[bool]:
             parts: list[list[bool] | bytes | None] = [None] * len(chunks)
@@ -269,7 +275,14 @@ class SigPool:
         self.batches += 1
         self.checks += len(items)
         pool = self._pool
-        futs = [asyncio.wrap_future(pool.submit(verify_packed, pack(p)), loop=loop) for p in parts]
+        try:
+            futs = [
+                asyncio.wrap_future(pool.submit(verify_packed, pack(p)), loop=loop) for p in parts
+            ]
+        except BrokenProcessPool:  # a worker died: inline meanwhile, a new pool starts
+            self.broken(pool)
+            self.start_soon()
+            return False
         gathered = asyncio.gather(*futs)
 
         def finished(g: asyncio.Future[list[bytes]]) -> None:
@@ -281,6 +294,15 @@ class SigPool:
 
         gathered.add_done_callback(finished)
         return True
+
+    def broken(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+        """``pool`` lost a worker (``BrokenProcessPool``): dropped, so the next ``start``
+        (``start_soon``, or the next batch) spawns a new one."""
+        with self._starting:
+            if self._pool is pool:
+                self._pool = None
+                self.restarts += 1
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def worker_pids(self) -> list[int]:
         return list(getattr(self._pool, "_processes", {}) or {})

@@ -119,9 +119,15 @@ class TxBatcher:
                 continue
             b = self._take(min(n, self.max_batch))
             self._inflight.append(b)
-            if self.prove_later(b.checks, functools.partial(self._proved, b)):
+            try:
+                sent = self.prove_later(b.checks, functools.partial(self._proved, b))
+            except Exception as e:  # a broken pool: declined, else the batch waits for ever
+                sent = False
+                if self.on_error is not None:
+                    self.on_error(e)
+            if sent:
                 self.batches += 1
-            else:  # no pool (yet): inline, in order
+            else:  # no pool (yet, or it broke): inline, in order
                 self.inline += len(b.applies)
                 self._proved(b, [])
 

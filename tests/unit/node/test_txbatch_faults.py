@@ -1,0 +1,101 @@
+"""The tx micro-batching when something breaks (txbatch.py, sigpool.py, blockrun.py): a dead
+verify worker, a tx whose check raises, a gossip flood past the bound, a bench tx that fails —
+none of them may stop the intake or leave a caller waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from netdiag.node import testkit
+from netdiag.node.blockrun import BlockRun
+from netdiag.node.model import decode_tx
+from netdiag.node.sigpool import SigCheck, SigPool
+from tests.unit.node.test_txbatch import HeldProver, applier, batcher, check, forged, make_txs
+
+
+def bench_workload(bad: int | None = None) -> testkit.Workload:
+    w = testkit.build_workload(1, 12)
+    if bad is None:
+        return w
+    txs = list(w.txs)
+    txs[bad] = forged(decode_tx(txs[bad])).encode()
+    return testkit.Workload(w.blocks, txs, w.genesis_hash, w.params, w.validators, w.network_id)
+
+
+def test_a_prover_that_raises_leaves_its_batch_inline_and_the_intake_open() -> None:
+    """A broken pool's submit raising inside prove_later: the batch is applied inline, in
+    order, and nothing stays pending (else after max_pending txs every tx is refused)."""
+
+    def broken(_items: list[SigCheck], _done: Callable[[list[SigCheck]], None]) -> bool:
+        raise BrokenProcessPool("a worker died")
+
+    errors: list[Exception] = []
+    b, sched = batcher(HeldProver(), max_pending=40)
+    b.prove_later, b.on_error = broken, errors.append
+    log: list[tuple[int, str]] = []
+    for t in make_txs(40, bad={5}):
+        assert b.offer(check(t), 100, applier(t, log))
+    sched.run_due()
+    assert [n for n, _ in log] == list(range(40)) and dict(log)[5] == "tx_signature"
+    assert b.pending == 0 and b.pending_bytes == 0 and b.batches == 0
+    assert len(errors) == 1 and isinstance(errors[0], BrokenProcessPool)
+    assert b.offer(check(make_txs(1)[0]), 100, lambda: None)  # still taking txs
+
+
+class BrokenPool:
+    """A ProcessPoolExecutor after a worker died: every submit raises."""
+
+    def __init__(self) -> None:
+        self.shut = False
+
+    def submit(self, *_a: Any) -> Any:
+        raise BrokenProcessPool("a worker died")
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        self.shut = True
+
+
+def broken_sigpool() -> tuple[SigPool, BrokenPool, list[int]]:
+    sp = SigPool(workers=2, min_batch=8)
+    dead = BrokenPool()
+    sp._pool = dead  # type: ignore[assignment]
+    starts: list[int] = []
+    sp.start = lambda: starts.append(1)  # type: ignore[method-assign]
+    return sp, dead, starts
+
+
+def test_prove_later_on_a_broken_pool_declines_and_restarts_the_pool() -> None:
+    sp, dead, starts = broken_sigpool()
+    items = [check(t) for t in make_txs(20)]
+    answers: list[list[SigCheck]] = []
+
+    async def go() -> bool:
+        sent = sp.prove_later(items, answers.append)
+        await asyncio.sleep(0)  # start_soon's executor call
+        return sent
+
+    assert asyncio.run(go()) is False and answers == []
+    assert sp._pool is None and dead.shut and sp.restarts == 1
+    assert starts  # a new pool is being started (start_soon)
+
+
+def test_verify_soon_on_a_broken_pool_verifies_inline() -> None:
+    sp, dead, _ = broken_sigpool()
+    txs = make_txs(20, bad={3})
+    oks = sp.verify_many([check(t) for t in txs])
+    assert oks == [i != 3 for i in range(20)]
+    assert sp._pool is None and dead.shut
+
+
+def test_a_block_not_sent_ahead_for_a_broken_pool_is_left_for_its_turn() -> None:
+    class Sigs:
+        def prove_soon(self, *_a: Any) -> Any:
+            raise BrokenProcessPool("a worker died")
+
+    raw = bench_workload().blocks[0]
+    run = BlockRun(Sigs())  # type: ignore[arg-type]
+    run.send_ahead(raw)  # must not raise into block N's turn
+    assert run.decoded(raw) is None
