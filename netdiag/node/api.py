@@ -164,6 +164,8 @@ async def post_tx(request: web.Request) -> web.Response:
         return _error(400, "transaction rejected (see node log for the rule)", "invalid")
     if verdict == "busy":  # too many transactions waiting for their signature check
         return _error(503, "node busy checking transactions: retry", "busy")
+    if verdict == "error":  # the check raised on the node loop (logged there)
+        return _error(500, "internal error", "internal")
     return web.json_response(
         {"txid": txid.hex(), "accepted": verdict == "accept", "duplicate": verdict == "ignore"},
         status=202 if verdict == "accept" else 200,

@@ -466,7 +466,7 @@ class Ingest:
 
     def submit_local_tx_later(self, tx: Tx, done: Callable[[str, bytes], None]) -> None:
         """POST /tx: ``submit_local_tx`` with its signature in a batch (txbatch.py);
-        ``done(verdict, txid)`` on the loop, or ``done("busy", txid)`` when the batch is full."""
+        ``done(verdict, txid)`` on the loop; "busy" when the batch is full, "error" if it raised."""
         self.txs.api(tx, done)
 
     def submit_checked(self, tx: Tx, data: bytes) -> tuple[str, bytes]:

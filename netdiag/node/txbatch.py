@@ -199,7 +199,8 @@ class TxIntake:
 
     def api(self, tx: Tx, done: Callable[[str, bytes], None]) -> None:
         """POST /tx: ``done(verdict, txid)`` once checked (accept | ignore | reject, or busy
-        when the batch is full: nothing was checked, the client may retry)."""
+        when the batch is full: nothing was checked, the client may retry; error when the
+        check raised in a batch)."""
         ing = self.ingest
         data = tx.encode()
         if self.batcher.pending == 0:
@@ -210,7 +211,12 @@ class TxIntake:
             return
 
         def apply() -> None:  # behind the waiting ones: arrival order (nonces) kept
-            done(*ing.submit_checked(tx, data))
+            try:
+                answer = ing.submit_checked(tx, data)
+            except Exception:  # the client is told now (500), not after its wait runs out
+                done("error", tx.txid())
+                raise  # to the batcher's on_error (logged); the batch's others go on
+            done(*answer)
 
         if not self.batcher.offer(_check(tx), len(data), apply):
             ing.metrics.limit_hits.labels("tx_batch").inc()

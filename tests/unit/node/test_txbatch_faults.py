@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 from netdiag.node import testkit
 from netdiag.node.blockrun import BlockRun
-from netdiag.node.model import decode_tx
+from netdiag.node.crypto import Identity
+from netdiag.node.messages import TOPIC_TXS, Publish
+from netdiag.node.model import Tx, decode_tx, make_tx
 from netdiag.node.sigpool import SigCheck, SigPool
+from tests.unit.node.corekit import World, lab
 from tests.unit.node.test_txbatch import HeldProver, applier, batcher, check, forged, make_txs
 
 
@@ -99,3 +103,39 @@ def test_a_block_not_sent_ahead_for_a_broken_pool_is_left_for_its_turn() -> None
     run = BlockRun(Sigs())  # type: ignore[arg-type]
     run.send_ahead(raw)  # must not raise into block N's turn
     assert run.decoded(raw) is None
+
+
+def test_an_api_tx_whose_check_raises_in_a_batch_is_answered_at_once(tmp_path: Path) -> None:
+    """Behind waiting gossip txs, an API tx whose check raises is answered "error" when its
+    batch applies (the API says 500 then, not after TX_WAIT_S), and the txs after it in the
+    batch are still decided."""
+    spec, _ = lab(3)
+    world = World(tmp_path, spec)
+    core = world.node("n", produce=False)
+    prover = HeldProver()
+    core.ingest.txs.batcher.prove_later = prover
+    sender = world.attach(core, host="10.9.9.1")
+    key, other = Identity.generate(), Identity.generate()
+    now = world.clock.wall_ms()
+    for t in [make_tx(key, i, b"g", now) for i in range(70)]:
+        sender.receive(Publish(TOPIC_TXS, t.encode()), len(t.encode()))
+    world.sched.run_due()
+    assert len(prover.batches) == 1
+    boom, fine = make_tx(other, 0, b"boom", now), make_tx(other, 1, b"ok", now)
+    real = core.ingest.accept_tx
+
+    def accept_tx(tx: Tx, *a: Any) -> str:
+        if tx.txid() == boom.txid():
+            raise RuntimeError("a bug")
+        return real(tx, *a)
+
+    core.ingest.accept_tx = accept_tx  # type: ignore[method-assign]
+    answers: list[tuple[str, bytes]] = []
+    for t in (boom, fine):
+        core.ingest.submit_local_tx_later(t, lambda v, txid: answers.append((v, txid)))
+    world.sched.run_due()
+    assert answers == []
+    prover.answer(0)
+    world.sched.run_due()
+    assert answers == [("error", boom.txid()), ("accept", fine.txid())]
+    assert [e for e in world.events("n", "internal_error")]
