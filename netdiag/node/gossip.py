@@ -186,6 +186,11 @@ class GossipRouter:
             self.seen.popitem(last=False)
             self.seen_evicted += 1
 
+    def forget(self, mid: bytes) -> None:
+        """Drop ``mid`` from the seen cache: a message refused unchecked (no room for it) is
+        taken again when a later copy arrives, not dropped as a duplicate."""
+        self.seen.pop(mid, None)
+
     def validated(self, mid: bytes, data: bytes, verdict: str) -> list[Send]:
         rec = self.seen.get(mid)
         if rec is None:

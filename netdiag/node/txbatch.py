@@ -13,8 +13,10 @@ A batch too small for the pool (``SigPool.min_batch``) with none in flight is ap
 once, inline, as before: a quiet node adds no wait.
 
 Bounded: at most ``max_pending`` transactions (and ``max_pending_bytes``) wait, collecting
-and in flight together; beyond that ``offer`` refuses, and the caller drops a gossiped
-transaction unforwarded (limit ``tx_batch``) or answers an API client ``busy``.
+and in flight together, and at most ``TxIntake.per_peer`` (a quarter of that) from one
+gossiping connection; beyond that ``offer`` refuses, and the caller drops a gossiped
+transaction unforwarded (limit ``tx_batch``) and forgets its id (a later copy is taken), or
+answers an API client ``busy``.
 
 ``TxIntake`` is the ingest side: gossip and API transactions screened as before, then
 batched; an API transaction that finds nothing waiting is checked at once (the API's threads
@@ -165,9 +167,13 @@ class TxBatcher:
 class TxIntake:
     """Gossiped and API transactions into the batcher, screened and answered as before."""
 
-    def __init__(self, ingest: Ingest, batcher: TxBatcher) -> None:
+    def __init__(self, ingest: Ingest, batcher: TxBatcher, per_peer: int | None = None) -> None:
         self.ingest = ingest
         self.batcher = batcher
+        # gossiped txs one connection may have waiting (None: a quarter of max_pending), so
+        # one peer's flood cannot fill the bound every peer shares
+        self.per_peer = per_peer
+        self.by_peer: dict[bytes, int] = {}  # waiting gossip txs per sending peer
 
     def gossip(self, conn: Link, mid: bytes, data: bytes) -> None:
         """A first-seen Publish on the transaction topic (Ingest.on_publish)."""
@@ -185,13 +191,27 @@ class TxIntake:
             self._gossip_verdict(conn, mid, data, "ignore")
             return
 
+        pid = conn.peer_id or b""
+        cap = self.per_peer if self.per_peer is not None else self.batcher.max_pending // 4
+        waiting = self.by_peer.get(pid, 0)
+
         def apply() -> None:
+            left = self.by_peer.get(pid, 0) - 1
+            if left > 0:
+                self.by_peer[pid] = left
+            else:
+                self.by_peer.pop(pid, None)
             verdict = ing.accept_tx(tx, "gossip", conn, len(data))
             self._gossip_verdict(conn, mid, data, verdict)
 
-        if not self.batcher.offer(_check(tx), len(data), apply):
+        if waiting >= max(1, cap) or not self.batcher.offer(_check(tx), len(data), apply):
+            # no room: ignored unchecked and unforwarded, and forgotten, so that an honest
+            # copy arriving later is taken rather than dropped as a duplicate
             ing.metrics.limit_hits.labels("tx_batch").inc()
             self._gossip_verdict(conn, mid, data, "ignore")
+            ing.gossip.forget(mid)
+            return
+        self.by_peer[pid] = waiting + 1
 
     def _gossip_verdict(self, conn: Link, mid: bytes, data: bytes, verdict: str) -> None:
         ing = self.ingest

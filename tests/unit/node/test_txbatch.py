@@ -278,6 +278,7 @@ def test_a_gossip_flood_past_the_bound_is_dropped_unforwarded_and_counted(
     prover = HeldProver()
     b = core.ingest.txs.batcher
     b.prove_later, b.max_pending = prover, 100
+    core.ingest.txs.per_peer = 1000  # one sender: the per-peer cap is its own test
     sender = world.attach(core, host="10.9.9.1")
     listener = world.attach(core, host="10.9.9.2")
     key = Identity.generate()

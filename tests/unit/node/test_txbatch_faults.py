@@ -139,3 +139,61 @@ def test_an_api_tx_whose_check_raises_in_a_batch_is_answered_at_once(tmp_path: P
     world.sched.run_due()
     assert answers == [("error", boom.txid()), ("accept", fine.txid())]
     assert [e for e in world.events("n", "internal_error")]
+
+
+def test_a_tx_refused_for_room_is_taken_from_a_later_copy(tmp_path: Path) -> None:
+    """A gossiped tx the full batch refused is forgotten by the seen cache: the honest copy
+    that arrives after the flood is taken, not dropped as a duplicate."""
+    spec, _ = lab(3)
+    world = World(tmp_path, spec)
+    core = world.node("n", produce=False)
+    prover = HeldProver()
+    b = core.ingest.txs.batcher
+    b.prove_later, b.max_pending = prover, 20
+    flooder = world.attach(core, host="10.9.9.1")
+    honest = world.attach(core, host="10.9.9.2")
+    key = Identity.generate()
+    now = world.clock.wall_ms()
+    txs = [make_tx(key, i, b"f", now) for i in range(21)]
+    core.ingest.txs.per_peer = 1000
+    for t in txs[:20]:
+        flooder.receive(Publish(TOPIC_TXS, t.encode()), len(t.encode()))
+    late = txs[20].encode()
+    flooder.receive(Publish(TOPIC_TXS, late), len(late))  # no room: refused
+    assert b.pending == 20 and b.refused == 1
+    world.sched.run_due()  # under min_batch: applied inline
+    assert b.pending == 0 and txs[20].txid() not in core.mempool
+    honest.receive(Publish(TOPIC_TXS, late), len(late))  # the honest copy, later
+    world.sched.run_due()
+    assert txs[20].txid() in core.mempool
+
+
+def test_one_peer_cannot_fill_the_shared_bound(tmp_path: Path) -> None:
+    """A connection may have a quarter of max_pending gossip txs waiting: past that its txs
+    are refused (counted as the tx_batch limit) while another peer's are still taken."""
+    spec, _ = lab(3)
+    world = World(tmp_path, spec)
+    core = world.node("n", produce=False)
+    prover = HeldProver()
+    b = core.ingest.txs.batcher
+    b.prove_later, b.max_pending, b.min_batch = prover, 100, 8
+    flooder = world.attach(core, host="10.9.9.1")
+    honest = world.attach(core, host="10.9.9.2")
+    now = world.clock.wall_ms()
+    flood = [make_tx(Identity.generate(), 0, b"f", now) for _ in range(60)]
+    for t in flood:
+        flooder.receive(Publish(TOPIC_TXS, t.encode()), len(t.encode()))
+    assert b.pending == 25 and b.refused == 0  # the intake refused 35: none reached offer
+    assert core.metrics.limit_hits.labels("tx_batch")._value.get() == 35
+    mine = [make_tx(Identity.generate(), 0, b"h", now) for _ in range(10)]
+    for t in mine:
+        honest.receive(Publish(TOPIC_TXS, t.encode()), len(t.encode()))
+    assert b.pending == 35
+    world.sched.run_due()
+    prover.answer(0)
+    world.sched.run_due()
+    assert all(t.txid() in core.mempool for t in mine)
+    assert core.ingest.txs.by_peer == {}  # every waiting count went back to zero
+    for t in flood[25:35]:  # room again for the flooder
+        flooder.receive(Publish(TOPIC_TXS, t.encode()), len(t.encode()))
+    assert b.pending == 10
