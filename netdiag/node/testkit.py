@@ -254,25 +254,32 @@ def tx_validate_rate(
     return repeat * len(w.txs) / (timer() - t0)
 
 
-def tx_batch_wall_rate(w: Workload, pool: SigPool, repeat: int = 1, burst: int = 64) -> float:
+def tx_batch_wall_rate(
+    w: Workload, pool: SigPool, repeat: int = 1, burst: int = 64, deadline_s: float = 600.0
+) -> float:
     """Transactions/s in wall time through the node's batched path (txbatch.TxBatcher on an
     event loop, signatures at ``pool``'s workers): the workload's transactions arrive as a
     flood, ``burst`` per loop turn (the frames of one socket read), each decoded and offered
     as gossip ingest does, then checked (check_tx) in arrival order when its batch is back;
-    an offer the full batch refuses is retried next turn (backpressure)."""
+    an offer the full batch refuses is retried next turn (backpressure). A transaction whose
+    check raises, or a run past ``deadline_s``, raises RuntimeError instead of waiting on."""
     raws = repeat * w.txs
     applied = 0
+    errors: list[Exception] = []
 
     def applier(tx: Tx, n: int) -> Callable[[], None]:
         def apply() -> None:
             nonlocal applied
-            check_tx(tx, w.params, n)
-            applied += 1
+            try:
+                check_tx(tx, w.params, n)
+            finally:
+                applied += 1
 
         return apply
 
     async def flood() -> None:
-        b = TxBatcher(pool.prove_later, LoopScheduler(), pool.min_batch)
+        b = TxBatcher(pool.prove_later, LoopScheduler(), pool.min_batch, on_error=errors.append)
+        end = time.perf_counter() + deadline_s
         i = 0
         while i < len(raws):
             for raw in raws[i : i + burst]:
@@ -286,12 +293,23 @@ def tx_batch_wall_rate(w: Workload, pool: SigPool, repeat: int = 1, burst: int =
                 await asyncio.sleep(0)  # the next read
                 continue
             await asyncio.sleep(0.001)  # full: the sender waits (TCP's flow control)
+            overdue(end, i)
         while applied < len(raws):
             await asyncio.sleep(0.001)
+            overdue(end, applied)
+
+    def overdue(end: float, done: int) -> None:
+        if time.perf_counter() > end:
+            raise RuntimeError(
+                f"tx batch bench: {done} of {len(raws)} txs after {deadline_s:g} s (deadline)"
+            )
 
     t0 = time.perf_counter()
     asyncio.run(flood())
-    return len(raws) / (time.perf_counter() - t0)
+    took = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"tx batch bench: {len(errors)} txs failed their check: {errors[0]!r}")
+    return len(raws) / took
 
 
 def raw_verify_wall_rate(w: Workload, pool: SigPool | None = None, repeat: int = 1) -> float:

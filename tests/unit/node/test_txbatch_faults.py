@@ -10,6 +10,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from netdiag.node import testkit
 from netdiag.node.blockrun import BlockRun
 from netdiag.node.crypto import Identity
@@ -197,3 +199,20 @@ def test_one_peer_cannot_fill_the_shared_bound(tmp_path: Path) -> None:
     for t in flood[25:35]:  # room again for the flooder
         flooder.receive(Publish(TOPIC_TXS, t.encode()), len(t.encode()))
     assert b.pending == 10
+
+
+def test_the_bench_tx_batch_rate_raises_when_a_check_fails() -> None:
+    with pytest.raises(RuntimeError, match="failed their check"):
+        testkit.tx_batch_wall_rate(bench_workload(bad=4), SigPool(workers=0))
+    assert testkit.tx_batch_wall_rate(bench_workload(), SigPool(workers=0)) > 0
+
+
+def test_the_bench_tx_batch_rate_raises_past_its_deadline() -> None:
+    class Silent:  # a pool that never answers
+        min_batch = 1
+
+        def prove_later(self, _items: list[SigCheck], _done: Any) -> bool:
+            return True
+
+    with pytest.raises(RuntimeError, match="deadline"):
+        testkit.tx_batch_wall_rate(bench_workload(), Silent(), deadline_s=0.0)  # type: ignore[arg-type]
