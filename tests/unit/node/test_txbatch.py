@@ -18,6 +18,7 @@ from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import ChainParams
 from netdiag.node.messages import TOPIC_TXS, Publish
 from netdiag.node.model import Tx, make_tx
+from netdiag.node.policy import PENALTY_INVALID
 from netdiag.node.runtime import LoopScheduler, ManualClock, ManualScheduler
 from netdiag.node.sigpool import SigCheck, SigPool
 from netdiag.node.txbatch import TxBatcher
@@ -26,6 +27,7 @@ from tests.unit.node.corekit import World, lab
 from tests.unit.node.test_api_hardening import FakeView, post, request
 
 Done = Callable[[list[SigCheck]], None]
+Log = list[tuple[int, str]]
 
 
 def forged(tx: Tx) -> Tx:
@@ -92,17 +94,21 @@ def test_a_forged_tx_in_a_batch_is_refused_alone_and_order_is_kept() -> None:
     assert b.pending == 0 and b.pending_bytes == 0
 
 
-def test_batches_answered_out_of_order_apply_in_arrival_order() -> None:
+def two_turns(n: int, max_inflight: int) -> tuple[HeldProver, ManualScheduler, list[Tx], Log]:
+    """``n`` txs offered in two loop turns, 10 then the rest, to a held prover."""
     prover = HeldProver()
-    b, sched = batcher(prover, max_inflight=2)
-    txs = make_txs(30)
-    log: list[tuple[int, str]] = []
-    for t in txs[:10]:
-        b.offer(check(t), 100, applier(t, log))
-    sched.run_due()
-    for t in txs[10:]:
-        b.offer(check(t), 100, applier(t, log))
-    sched.run_due()
+    b, sched = batcher(prover, max_inflight=max_inflight)
+    txs = make_txs(n)
+    log: Log = []
+    for turn in (txs[:10], txs[10:]):
+        for t in turn:
+            b.offer(check(t), 100, applier(t, log))
+        sched.run_due()
+    return prover, sched, txs, log
+
+
+def test_batches_answered_out_of_order_apply_in_arrival_order() -> None:
+    prover, _, _, log = two_turns(30, max_inflight=2)
     assert len(prover.batches) == 2  # the second went while the first was in flight
     prover.answer(1)
     assert log == []  # its predecessor is still at the pool
@@ -111,16 +117,7 @@ def test_batches_answered_out_of_order_apply_in_arrival_order() -> None:
 
 
 def test_what_arrives_while_batches_are_in_flight_waits_for_a_slot() -> None:
-    prover = HeldProver()
-    b, sched = batcher(prover, max_inflight=1)
-    txs = make_txs(25)
-    log: list[tuple[int, str]] = []
-    for t in txs[:10]:
-        b.offer(check(t), 100, applier(t, log))
-    sched.run_due()
-    for t in txs[10:]:
-        b.offer(check(t), 100, applier(t, log))
-    sched.run_due()
+    prover, sched, _, log = two_turns(25, max_inflight=1)
     assert len(prover.batches) == 1  # collecting behind the one in flight
     prover.answer(0)
     sched.run_due()
@@ -143,13 +140,14 @@ def test_the_pending_batch_is_bounded() -> None:
     assert [big.offer(check(t), 400, lambda: None) for t in txs[:3]] == [True, True, False]
 
 
-def test_a_small_batch_with_nothing_in_flight_is_applied_inline_at_once() -> None:
+def test_a_small_batch_with_nothing_in_flight_is_applied_inline_on_the_next_turn() -> None:
     prover = HeldProver()
     b, sched = batcher(prover)
     txs = make_txs(3, bad={1})
     log: list[tuple[int, str]] = []
     for t in txs:
         b.offer(check(t), 100, applier(t, log))
+    assert log == []  # not within offer: on the loop's next turn (call_soon)
     sched.run_due()
     assert prover.batches == [] and log == [(0, "ok"), (1, "tx_signature"), (2, "ok")]
 
@@ -157,6 +155,9 @@ def test_a_small_batch_with_nothing_in_flight_is_applied_inline_at_once() -> Non
 def test_with_the_real_pool_only_the_forged_signature_is_refused(pool: SigPool) -> None:
     txs = make_txs(120, bad={0, 77})
     log: list[tuple[int, str]] = []
+
+    pool.start()  # the fixture's (no-op if up): workers up before the batch is offered, else
+    assert pool.worker_pids(), pool.error  # prove_later declines, all inline, batches stays 0
 
     async def go() -> None:
         b = TxBatcher(pool.prove_later, LoopScheduler(), pool.min_batch)
@@ -198,7 +199,7 @@ def test_gossip_and_api_batches_refuse_the_forgery_as_before(tmp_path: Path) -> 
     rejected = world.events("n", "tx_rejected")
     assert [e["reason"] for e in rejected] == ["tx_signature"]
     assert rejected[0]["peer"] == sender.peer_id.hex()
-    assert core.scores.peer_score(sender.peer_id) < 0  # penalized, once for the one tx
+    assert core.scores.peer_score(sender.peer_id) == -PENALTY_INVALID  # once, for the one tx
     assert core.scores.peer_score(listener.peer_id) == 0
     relayed = [m for m in listener.sent if isinstance(m, Publish) and m.topic == TOPIC_TXS]
     assert forged_not_in(relayed, txs[41]) and len(relayed) >= 1
