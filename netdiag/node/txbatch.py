@@ -9,8 +9,9 @@ applied), its transactions are applied in arrival order by the same code as befo
 (``Ingest.accept_tx``) under ``crypto.preverified``: a signature the batch did not prove is
 verified again inline by the node's one rule, so a forgery is refused exactly as before —
 same error, same penalty to the sender, same API answer — and nonce order is arrival order.
-A batch too small for the pool (``SigPool.min_batch``) with none in flight is applied at
-once, inline, as before: a quiet node adds no wait.
+A batch too small for the pool (``SigPool.min_batch``) with none in flight is applied
+inline, as before, on the loop's next turn (``call_soon``, after what that turn already
+runs): a quiet node adds no pool trip.
 
 Bounded: at most ``max_pending`` transactions (and ``max_pending_bytes``) wait, collecting
 and in flight together, and at most ``TxIntake.per_peer`` (a quarter of that) from one
