@@ -228,8 +228,12 @@ class SigPool:
             while share and j >= 0 and futs[j].cancel():  # no worker took it yet: the caller's
                 parts[j] = [fast(*it) for it in chunks[j]]
                 j -= 1
-            for i in range(j + 1):
-                parts[i] = futs[i].result()
+            try:
+                for i in range(j + 1):
+                    parts[i] = futs[i].result()
+            except BrokenProcessPool:  # a worker died mid-batch: the whole batch inline, the
+                self.broken(pool)  # next call restarts the pool; a block in flight is not lost
+                return verify_chunk(items)
             oks = [bool(ok) for part in parts for ok in part or ()]
             if len(sane) == len(items):
                 return oks

@@ -5,6 +5,7 @@ none of them may stop the intake or leave a caller waiting."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -94,6 +95,33 @@ def test_verify_soon_on_a_broken_pool_verifies_inline() -> None:
     oks = sp.verify_many([check(t) for t in txs])
     assert oks == [i != 3 for i in range(20)]
     assert sp._pool is None and dead.shut
+
+
+class DyingPool(BrokenPool):
+    """A pool that takes the batch, then loses a worker while it is in flight: every
+    future ends with BrokenProcessPool."""
+
+    def submit(self, *_a: Any) -> Any:
+        fut: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+        fut.set_exception(BrokenProcessPool("a worker died mid-batch"))
+        return fut
+
+
+def test_a_worker_dying_mid_batch_leaves_the_verdicts_inline_and_the_pool_dropped() -> None:
+    """A block's (or a batch's) signatures in flight when a worker dies: the waiter answers
+    from an inline check instead of raising into the block's ingest, and the pool is dropped
+    so the next batch starts a new one."""
+    sp = SigPool(workers=2, min_batch=8)
+    dying = DyingPool()
+    sp._pool = dying  # type: ignore[assignment]
+    sp.start = lambda: None  # type: ignore[method-assign]
+    txs = make_txs(20, bad={3})
+    oks = sp.verify_soon([check(t) for t in txs], share=False)()
+    assert oks == [i != 3 for i in range(20)]
+    assert sp._pool is None and dying.shut and sp.restarts == 1
+    sp._pool = DyingPool()  # type: ignore[assignment]
+    proven = sp.prove_soon([check(t) for t in txs])()
+    assert proven == [check(t) for i, t in enumerate(txs) if i != 3]
 
 
 def test_a_block_not_sent_ahead_for_a_broken_pool_is_left_for_its_turn() -> None:
