@@ -59,6 +59,14 @@ async def pair(lowat: int) -> tuple[Connection, Connection, Handler, list[object
     return a, sides["b"], hb, [task, server]
 
 
+async def unpair(a: Connection, task: object, server: object) -> None:
+    """Close what ``pair`` opened: the dialing side, its run task, the listener."""
+    a.close("done")
+    await asyncio.wait_for(task, 10)  # type: ignore[arg-type]
+    server.close()  # type: ignore[attr-defined]
+    await server.wait_closed()  # type: ignore[attr-defined]
+
+
 async def block_position(lowat: int) -> tuple[int, int, int]:
     """Where a block frame sent after TXS transaction frames (each in its own loop turn, while
     the receiver does not read) arrives: (txs before it, txs received, socket's lowat)."""
@@ -77,10 +85,7 @@ async def block_position(lowat: int) -> tuple[int, int, int]:
         await asyncio.sleep(0.01)
     sock = a.writer.get_extra_info("socket")
     opt = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
-    a.close("done")
-    await asyncio.wait_for(task, 10)  # type: ignore[arg-type]
-    server.close()  # type: ignore[attr-defined]
-    await server.wait_closed()  # type: ignore[attr-defined]
+    await unpair(a, task, server)
     got = list(hb.got)
     assert block in got, "the block never arrived"
     return got.index(block), len(got) - 1, opt
@@ -151,10 +156,7 @@ async def lift_and_restore() -> tuple[int, int, int, int]:
         if len(hb.got) >= 2:
             break
         await asyncio.sleep(0.01)
-    a.close("done")
-    await asyncio.wait_for(task, 10)  # type: ignore[arg-type]
-    server.close()  # type: ignore[attr-defined]
-    await server.wait_closed()  # type: ignore[attr-defined]
+    await unpair(a, task, server)
     assert len(hb.got) == 2
     return held_after_block, lifted, restored, a.writer.transport.get_write_buffer_size()
 
@@ -180,10 +182,7 @@ async def bound_after_urgent_only() -> tuple[int, int]:
         if hb.got and after == LOWAT:
             break
         await asyncio.sleep(0.01)
-    a.close("done")
-    await asyncio.wait_for(task, 10)  # type: ignore[arg-type]
-    server.close()  # type: ignore[attr-defined]
-    await server.wait_closed()  # type: ignore[attr-defined]
+    await unpair(a, task, server)
     assert hb.got, "the frame never arrived"
     return lifted, after
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from netdiag.node import crypto
 from netdiag.node.api import start_api, stop_api, tx_json
 from netdiag.node.apithread import ThreadedView
+from netdiag.node.core import NodeCore
 from netdiag.node.crypto import Identity
 from netdiag.node.errors import ValidationError
 from netdiag.node.genesis import ChainParams
@@ -75,6 +76,16 @@ def applier(tx: Tx, log: list[tuple[int, str]]) -> Callable[[], None]:
             log.append((tx.nonce, e.reason))
 
     return apply
+
+
+def held_node(tmp_path: Path) -> tuple[World, NodeCore, HeldProver]:
+    """A non-producing node of a 3-validator lab whose tx batches wait for ``prover``."""
+    spec, _ = lab(3)
+    world = World(tmp_path, spec)
+    core = world.node("n", produce=False)
+    prover = HeldProver()
+    core.ingest.txs.batcher.prove_later = prover
+    return world, core, prover
 
 
 def test_a_forged_tx_in_a_batch_is_refused_alone_and_order_is_kept() -> None:
@@ -177,11 +188,7 @@ def test_gossip_and_api_batches_refuse_the_forgery_as_before(tmp_path: Path) -> 
     only, keeps the rest and forwards only them; an API submission with a forged signature is
     answered reject, its valid twin accept — at once when nothing waits, else behind the
     waiting gossip txs, in order."""
-    spec, _ = lab(3)
-    world = World(tmp_path, spec)
-    core = world.node("n", produce=False)
-    prover = HeldProver()
-    core.ingest.txs.batcher.prove_later = prover
+    world, core, prover = held_node(tmp_path)
     sender = world.attach(core, host="10.9.9.1")
     listener = world.attach(core, host="10.9.9.2")
     key = Identity.generate()
@@ -273,12 +280,9 @@ def test_a_gossip_flood_past_the_bound_is_dropped_unforwarded_and_counted(
     """The batch holds at most max_pending txs: the rest of a flood is ignored (no penalty:
     valid txs from an honest relay look the same), not forwarded, and counted as the
     ``tx_batch`` limit; what was taken is decided as always once its batch is back."""
-    spec, _ = lab(3)
-    world = World(tmp_path, spec)
-    core = world.node("n", produce=False)
-    prover = HeldProver()
+    world, core, prover = held_node(tmp_path)
     b = core.ingest.txs.batcher
-    b.prove_later, b.max_pending = prover, 100
+    b.max_pending = 100
     core.ingest.txs.per_peer = 1000  # one sender: the per-peer cap is its own test
     sender = world.attach(core, host="10.9.9.1")
     listener = world.attach(core, host="10.9.9.2")

@@ -19,8 +19,15 @@ from netdiag.node.crypto import Identity
 from netdiag.node.messages import TOPIC_TXS, Publish
 from netdiag.node.model import Tx, decode_tx, make_tx
 from netdiag.node.sigpool import SigCheck, SigPool
-from tests.unit.node.corekit import World, lab
-from tests.unit.node.test_txbatch import HeldProver, applier, batcher, check, forged, make_txs
+from tests.unit.node.test_txbatch import (
+    HeldProver,
+    applier,
+    batcher,
+    check,
+    forged,
+    held_node,
+    make_txs,
+)
 
 
 def bench_workload(bad: int | None = None) -> testkit.Workload:
@@ -139,11 +146,7 @@ def test_an_api_tx_whose_check_raises_in_a_batch_is_answered_at_once(tmp_path: P
     """Behind waiting gossip txs, an API tx whose check raises is answered "error" when its
     batch applies (the API says 500 then, not after TX_WAIT_S), and the txs after it in the
     batch are still decided."""
-    spec, _ = lab(3)
-    world = World(tmp_path, spec)
-    core = world.node("n", produce=False)
-    prover = HeldProver()
-    core.ingest.txs.batcher.prove_later = prover
+    world, core, prover = held_node(tmp_path)
     sender = world.attach(core, host="10.9.9.1")
     key, other = Identity.generate(), Identity.generate()
     now = world.clock.wall_ms()
@@ -174,12 +177,9 @@ def test_an_api_tx_whose_check_raises_in_a_batch_is_answered_at_once(tmp_path: P
 def test_a_tx_refused_for_room_is_taken_from_a_later_copy(tmp_path: Path) -> None:
     """A gossiped tx the full batch refused is forgotten by the seen cache: the honest copy
     that arrives after the flood is taken, not dropped as a duplicate."""
-    spec, _ = lab(3)
-    world = World(tmp_path, spec)
-    core = world.node("n", produce=False)
-    prover = HeldProver()
+    world, core, _ = held_node(tmp_path)
     b = core.ingest.txs.batcher
-    b.prove_later, b.max_pending = prover, 20
+    b.max_pending = 20
     flooder = world.attach(core, host="10.9.9.1")
     honest = world.attach(core, host="10.9.9.2")
     key = Identity.generate()
@@ -201,12 +201,9 @@ def test_a_tx_refused_for_room_is_taken_from_a_later_copy(tmp_path: Path) -> Non
 def test_one_peer_cannot_fill_the_shared_bound(tmp_path: Path) -> None:
     """A connection may have a quarter of max_pending gossip txs waiting: past that its txs
     are refused (counted as the tx_batch limit) while another peer's are still taken."""
-    spec, _ = lab(3)
-    world = World(tmp_path, spec)
-    core = world.node("n", produce=False)
-    prover = HeldProver()
+    world, core, prover = held_node(tmp_path)
     b = core.ingest.txs.batcher
-    b.prove_later, b.max_pending, b.min_batch = prover, 100, 8
+    b.max_pending, b.min_batch = 100, 8
     flooder = world.attach(core, host="10.9.9.1")
     honest = world.attach(core, host="10.9.9.2")
     now = world.clock.wall_ms()
