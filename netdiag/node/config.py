@@ -60,6 +60,9 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # throttled, nobody is scored (many peer ids from one address; 0 = off)
     ip_msg_rate: float = 10_000.0
     max_write_buffer_bytes: int = 16 << 20  # a peer that does not read is disconnected
+    # output waiting for a peer's socket that it takes none of for this long: the peer does
+    # not read, disconnected (0 = off); a slow reader that takes anything is not stalled
+    write_stall_timeout_s: float = 10.0
     # Every protocol violation closes its connection; a peer id with more than this many on
     # record (kept across reconnects, forgotten as its score decays) is banned.
     max_violations: int = 1
@@ -175,6 +178,7 @@ RANGES: dict[str, tuple[float, bool]] = {
     "peer_bytes_rate": POSITIVE,
     "ip_msg_rate": NON_NEGATIVE,
     "max_write_buffer_bytes": AT_LEAST_ONE,
+    "write_stall_timeout_s": NON_NEGATIVE,
     "max_violations": AT_LEAST_ONE,
     "ban_seconds": NON_NEGATIVE,
     "score_half_life_s": POSITIVE,

@@ -349,6 +349,7 @@ class Node:
             ip_msgs=None if outbound else self._ip_msgs(w),
             send_priority=self.cfg.send_priority,
             notsent_lowat=self.cfg.notsent_lowat_bytes,
+            write_stall_timeout_s=self.cfg.write_stall_timeout_s,
         )
         conn.probe = probe
         return conn

@@ -18,6 +18,10 @@ from netdiag.node.scores import ScoreBook
 PENALTY_VIOLATION = 50.0
 PENALTY_INVALID = 20.0
 PENALTY_RATE = 1.0
+# a peer cut for not reading its output: mild (an honest peer whose process stalled recovers
+# as it decays), but one that asks and never reads, session after session, ends up banned
+PENALTY_NOT_READING = 10.0
+NOT_READING = ("write_buffer", "write_stall")
 
 
 def short(b: bytes) -> str:
@@ -60,6 +64,16 @@ class BanPolicy:
         # fast honest peer is merely slowed down by TCP backpressure.
         if conn.peer_id is not None and limit == "peer_msg_rate":
             self.penalize(conn, PENALTY_RATE, f"over {limit}")
+        if limit in NOT_READING:
+            who = short(conn.peer_id) if conn.peer_id else conn.address
+            self.log.warning(
+                "peer_not_reading",
+                f"peer {who} cut ({limit}): {conn.close_reason}",
+                addr=conn.address,
+                limit=limit,
+                peer=conn.peer_id.hex() if conn.peer_id else None,
+            )
+            self.penalize(conn, PENALTY_NOT_READING, f"does not read ({limit})")
 
     def penalize(self, conn: Link, amount: float, reason: str, violation: bool = False) -> None:
         pid = conn.peer_id

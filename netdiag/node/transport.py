@@ -1,9 +1,12 @@
 """Thin asyncio transport around the sans-I/O PeerProtocol: one Connection per TCP stream.
 
 The read loop enforces the handshake and idle timeouts, throttles reads to the per-peer byte
-rate, drops messages over the per-peer message rate, closes a peer whose unread output exceeds
-the write-buffer cap or whose buffered bytes exceed its memory budget, and does TLS itself over
-memory BIOs (tlsio.py) inside the same handshake deadline. Everything the peer sends is handed
+rate, drops messages over the per-peer message rate, and does TLS itself over memory BIOs
+(tlsio.py) inside the same handshake deadline. A peer whose unread output exceeds the
+write-buffer cap, whose output makes no progress for the write-stall timeout (a reader that
+stopped reading) or whose buffered bytes exceed its memory budget is cut: the socket is aborted,
+so what it held for the peer is freed at once (a plain close would keep it until the peer
+reads it, which it never does). Everything the peer sends is handed
 to a ConnectionHandler.
 """
 
@@ -123,6 +126,7 @@ class Connection:
         ip_msgs: TokenBucket | None = None,
         send_priority: bool = True,
         notsent_lowat: int = 0,
+        write_stall_timeout_s: float = 0.0,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -139,6 +143,14 @@ class Connection:
         self.byte_bucket = TokenBucket(bytes_rate, 2 * bytes_rate, time.monotonic)
         self.ip_msgs = ip_msgs  # shared by every inbound connection from our remote's IP
         self.max_write_buffer = max_write_buffer
+        # output waiting in the node (asyncio's buffer, our queue) that the socket takes none of
+        # for this long: the peer does not read, cut (0 = off). Checked by a timer that runs
+        # only while something waits (_watch_stall).
+        self.write_stall_timeout_s = write_stall_timeout_s
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._taken = 0  # bytes the socket had taken at the last progress seen
+        self._progress_at = 0.0
+        self._handler: ConnectionHandler | None = None  # set by run(): limits are reported
         self.handshake_timeout_s = handshake_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.connected_at = time.monotonic()
@@ -190,6 +202,13 @@ class Connection:
         """Bytes this connection holds for the peer: our queue and asyncio's buffer."""
         held = 0 if self.writer.is_closing() else self.writer.transport.get_write_buffer_size()
         return held + (self._queue.size if self._queue is not None else 0)
+
+    @property
+    def taken(self) -> int:
+        """Bytes the socket has taken from us so far (written minus asyncio's buffer)."""
+        if self.writer.is_closing():
+            return self.bytes_out
+        return self.bytes_out - self.writer.transport.get_write_buffer_size()
 
     def _write(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -247,10 +266,53 @@ class Connection:
             self._check_held()
 
     def _check_held(self) -> None:
-        if self.write_held > self.max_write_buffer:
-            self.close("write buffer over limit: peer does not read", flush=False)
+        held = self.write_held
+        if held > self.max_write_buffer:
+            self.cut(
+                "write_buffer",
+                f"write buffer over limit: peer does not read ({held} bytes unread, "
+                f"cap {self.max_write_buffer})",
+            )
             return
+        if held and self.write_stall_timeout_s > 0 and self._stall_timer is None:
+            self._taken, self._progress_at = self.taken, time.monotonic()
+            self._watch_stall()
         self._account()
+
+    def _watch_stall(self) -> None:
+        self._stall_timer = asyncio.get_running_loop().call_later(
+            self.write_stall_timeout_s / 4, self._check_stall
+        )
+
+    def _check_stall(self) -> None:
+        """While output waits in the node: progress is the socket taking bytes (the peer reads,
+        however slowly); none for ``write_stall_timeout_s`` cuts the peer."""
+        self._stall_timer = None
+        if self.close_reason is not None or self.writer.is_closing():
+            return
+        held = self.write_held
+        if not held:
+            return  # all taken: the next write that has to wait starts a new watch
+        now, taken = time.monotonic(), self.taken
+        if taken != self._taken:
+            self._taken, self._progress_at = taken, now
+        elif now - self._progress_at >= self.write_stall_timeout_s:
+            self.cut(
+                "write_stall",
+                f"write stalled: peer does not read ({held} bytes waiting, none taken for "
+                f"{now - self._progress_at:.1f} s)",
+            )
+            return
+        self._watch_stall()
+
+    def cut(self, limit: str, reason: str) -> None:
+        """Close for a limit the peer hit, dropping what we hold for it (abort: a plain close
+        keeps asyncio's buffer until the peer reads it), and report the limit."""
+        if self.close_reason is not None:
+            return
+        self.close(reason, flush=False, abort=True)
+        if self._handler is not None:
+            self._handler.on_limit(self, limit)
 
     def _write_urgent(self, data: bytes) -> None:
         """A block, control or sync frame goes to the socket at once, past the unsent bound:
@@ -317,12 +379,17 @@ class Connection:
         held = self.proto.decoder.buffered + self.write_held
         refusal = self.budget.update(self, held)
         if refusal:
-            self.close(f"memory budget: {refusal}", flush=False)
+            self.close(f"memory budget: {refusal}", flush=False, abort=True)
 
-    def close(self, reason: str, flush: bool = True) -> None:
+    def close(self, reason: str, flush: bool = True, abort: bool = False) -> None:
+        """Close with ``reason``; ``flush`` sends what is queued first, ``abort`` drops the
+        socket at once (reset), freeing whatever asyncio still holds for it."""
         if self.close_reason is not None:
             return
         self.close_reason = reason
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         self.proto.close(reason)
         bulk, self._bulk = b"".join(self._bulk), []
         if self._queue is not None:
@@ -334,13 +401,18 @@ class Connection:
             self._flush(bulk)
             if self._tls is not None and self._tls.established and not self.writer.is_closing():
                 self._write(self._tls.close())
-        if not self.writer.is_closing():
+        if abort:
+            if not self.writer.is_closing():
+                self.segs = tcp_segments(self.writer.get_extra_info("socket"))
+            self.writer.transport.abort()  # also when closing: a close waits for the buffer
+        elif not self.writer.is_closing():
             self.segs = tcp_segments(self.writer.get_extra_info("socket"))
             self.writer.close()
 
     async def run(self, handler: ConnectionHandler) -> None:
         """Drive the connection until it closes; always reports on_closed exactly once."""
         reason = "closed"
+        self._handler = handler
         try:
             if self._tls is not None:
                 reason = await self._tls_handshake(handler)
@@ -408,6 +480,7 @@ class Connection:
             if self.budget is not None:
                 self.budget.release(self)
             handler.on_closed(self, self.close_reason or reason)
+            self._handler = None
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
