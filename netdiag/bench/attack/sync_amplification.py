@@ -2,14 +2,18 @@
 
 Each peer sends GetBlocks(0, 128) over and over without reading a byte of the answers, so the
 node's answers pile up in its send buffers. A defended node caps what it queues per peer
-(``max_write_buffer_bytes``) and per node, drops the peer that does not read, and its RSS comes
-back afterwards.
+(``max_write_buffer_bytes``) and per node, cuts the peer that does not read (its output makes
+no progress for ``write_stall_timeout_s``, or exceeds the cap) and frees what it held for it,
+and its RSS comes back afterwards. The row counts the sessions the node ended (a write of ours
+failing: the node reset the connection) and how long they lasted; a full-length run (not
+``--quick``) in which the node ended none is not defended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import statistics
 from typing import cast
 
 from netdiag.bench.attack.base import AsyncAttack, AttackContext, Outcome
@@ -27,6 +31,7 @@ class SyncAmplification(AsyncAttack):
     async def _run(self, ctx: AttackContext) -> Outcome:
         t = ctx.cluster.target(ctx.target_index)
         stats = {"requests": 0, "sessions": 0, "closed": 0, "refused": 0}
+        lifetimes: list[float] = []  # seconds from handshake to the node ending the session
         loop = asyncio.get_running_loop()
         end = loop.time() + ctx.duration_s
 
@@ -42,6 +47,7 @@ class SyncAmplification(AsyncAttack):
                     await asyncio.sleep(0.5)
                     continue
                 stats["sessions"] += 1
+                began = loop.time()
                 cast(asyncio.Transport, peer.writer.transport).pause_reading()  # answers pile up
                 try:
                     while loop.time() < end and not peer.writer.is_closing():
@@ -56,7 +62,9 @@ class SyncAmplification(AsyncAttack):
                 except (OSError, TimeoutError, ssl.SSLError):
                     pass
                 finally:
-                    stats["closed"] += loop.time() < end  # ended before the attack did
+                    if loop.time() < end:  # ended before the attack did: the node cut it
+                        stats["closed"] += 1
+                        lifetimes.append(loop.time() - began)
                     await peer.aclose()
 
         async def report() -> None:
@@ -65,14 +73,22 @@ class SyncAmplification(AsyncAttack):
                 await asyncio.sleep(1.0)
 
         await asyncio.gather(report(), *(hog() for _ in range(PEERS)))
+        life = (
+            f" after {statistics.median(lifetimes):.1f} s (median; max {max(lifetimes):.1f} s)"
+            if lifetimes
+            else ""
+        )
         return Outcome(
+            defended=None if ctx.quick or stats["closed"] else False,
             why=f"{stats['requests']} GetBlocks(0, 128) sent unread over {stats['sessions']} "
-            f"sessions; {stats['closed']} ended by the node (or stalled), "
+            f"sessions; {stats['closed']} ended by the node{life}, "
             f"{stats['refused']} reconnects refused",
             figures={
                 "range_requests": stats["requests"],
                 "hog_sessions": stats["sessions"],
                 "sessions_ended": stats["closed"],
+                "session_s_median": round(statistics.median(lifetimes), 1) if lifetimes else None,
+                "session_s_max": round(max(lifetimes), 1) if lifetimes else None,
                 "reconnects_refused": stats["refused"],
             },
         )
