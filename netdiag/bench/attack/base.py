@@ -43,6 +43,9 @@ class Outcome:
     why: str = ""
     figures: dict[str, Figure] = field(default_factory=dict)
     error: str | None = None  # the attack could not run (e.g. the node lacks a lab hook)
+    # the node's RSS (bytes) once warmed up, measured by the attack before its main phase; when
+    # set, the runner judges ``rss_bound`` against it instead of the cold start (mempool_flood)
+    rss_baseline: int | None = None
 
 
 class Attack(Protocol):

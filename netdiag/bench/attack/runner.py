@@ -152,8 +152,10 @@ def judge(
     tracebacks: int,
     growth: float | None,
     rss_ratio: float | None,
+    rss_vs: str = "before",
 ) -> tuple[bool, str]:
-    """Defended, and why not when it is not."""
+    """Defended, and why not when it is not. ``rss_ratio`` is RSS after over ``rss_vs``: the
+    cold start ("before") or the attack's own warm baseline ("warm")."""
     fails: list[str] = []
     if not ok:
         fails.append("a node died or stopped answering")
@@ -168,7 +170,7 @@ def judge(
         )
     if attack.rss_bound is not None and (rss_ratio is None or rss_ratio > attack.rss_bound):
         fails.append(
-            f"RSS after/before {rss_ratio if rss_ratio is None else f'{rss_ratio:.2f}'}"
+            f"RSS after/{rss_vs} {rss_ratio if rss_ratio is None else f'{rss_ratio:.2f}'}"
             f" > {attack.rss_bound:g}"
         )
     return not fails, "; ".join(fails)
@@ -218,7 +220,12 @@ def run_one(
     c_blocks = None if c_h0 is None or c_h1 is None else c_h1 - c_h0
     growth = t_blocks / c_blocks if t_blocks is not None and c_blocks else None
     rss_ratio = rss_after / rss_before if rss_after and rss_before else None
-    defended, failed = judge(attack, outcome, ok, tracebacks, growth, rss_ratio)
+    warm = outcome.rss_baseline
+    warm_ratio = rss_after / warm if rss_after and warm else None
+    if warm is None:
+        defended, failed = judge(attack, outcome, ok, tracebacks, growth, rss_ratio)
+    else:
+        defended, failed = judge(attack, outcome, ok, tracebacks, growth, warm_ratio, "warm")
     mb = 1 << 20
     row: Row = {
         "attack": name,
@@ -232,6 +239,9 @@ def run_one(
         "rss_peak_mb": round(peak / mb, 1) if peak else None,
         "rss_after_mb": None if rss_after is None else round(rss_after / mb, 1),
         "rss_after_ratio": None if rss_ratio is None else round(rss_ratio, 3),
+        # the attack's warm baseline, when it measures one (judged against instead of before)
+        "rss_warm_mb": None if warm is None else round(warm / mb, 1),
+        "rss_after_warm_ratio": None if warm_ratio is None else round(warm_ratio, 3),
         "tracebacks": tracebacks,
         "attack_s": round(attack_s, 2),
         "host_load_1m": round(os.getloadavg()[0], 2),  # other work on the host during it
