@@ -90,6 +90,16 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_reorg_depth: int = 64  # deepest fork we switch away from (longest valid chain wins)
     # forward a gossiped block after its cheap checks, before its transactions' (ingest.py)
     early_forward: bool = True
+    # compact block relay (compact.py, protocol version 3): blocks for version-3 peers go as
+    # header + tx ids, rebuilt from the mempool; missing txs asked for, then the full block
+    # from another peer when that answer is late (compact_timeout_s), empty or wrong. Off: full
+    # blocks sent (compact ones from peers are still taken). Reconstructions waiting per
+    # announcing peer and in total are bounded; recently evicted/committed txs are kept.
+    compact_blocks: bool = False
+    compact_timeout_s: float = 1.0
+    compact_pending_per_peer: int = 4
+    compact_pending_max: int = 32
+    compact_recent_txs: int = 4096
     # per-peer send queue: gossip other than blocks waits for the end of the loop turn and goes
     # out in one write after any block frame sent meanwhile (transport.low_priority)
     send_priority: bool = True
@@ -206,6 +216,10 @@ RANGES: dict[str, tuple[float, bool]] = {
     "sync_timeout_max_s": POSITIVE,
     "sync_parallel_min": NON_NEGATIVE,
     "max_reorg_depth": NON_NEGATIVE,
+    "compact_timeout_s": POSITIVE,
+    "compact_pending_per_peer": AT_LEAST_ONE,
+    "compact_pending_max": AT_LEAST_ONE,
+    "compact_recent_txs": NON_NEGATIVE,
     "verify_workers": (-1.0, True),
     "entropy_sample": AT_LEAST_ONE,
     "entropy_timeout_ms": AT_LEAST_ONE,

@@ -15,10 +15,13 @@ from netdiag.node.link import Link
 from netdiag.node.logs import NodeLog
 from netdiag.node.messages import (
     Blocks,
+    BlockTxn,
+    CompactBlock,
     EntropyRequest,
     EntropyResponse,
     GetBlocks,
     GetBlocksByHash,
+    GetBlockTxn,
     GetHeaders,
     GetPeers,
     Graft,
@@ -91,7 +94,7 @@ class Dispatcher:
         assert pid is not None
         send_all = self.peering.send_all
         if self.gossip.score(pid) < self.gossip.p.graylist_threshold and isinstance(
-            msg, Publish | IHave | IWant | Graft
+            msg, Publish | IHave | IWant | Graft | CompactBlock
         ):
             return  # graylisted: ignored until its score decays back
         snaps = self.snapshots
@@ -99,9 +102,16 @@ class Dispatcher:
             snaps.on_message(conn, msg)
             return
         onboarding = snaps is not None and snaps.onboarding.active
+        compact = self.ingest.compact
         match msg:
             case Publish(topic=topic, data=data):
                 self.ingest.on_publish(conn, topic, data)
+            case CompactBlock():
+                compact.on_compact(conn, msg)
+            case GetBlockTxn():
+                compact.serve_txn(conn, msg)
+            case BlockTxn():
+                compact.on_blocktxn(conn, msg)
             case IHave(topic=topic, ids=ids):
                 send_all(self.gossip.on_ihave(pid, topic, ids))
             case IWant(ids=ids):
@@ -120,12 +130,17 @@ class Dispatcher:
                 conn.send(Blocks(req, self.serve_range(start, count)))
             case GetBlocksByHash(req_id=req, hashes=hashes):
                 store = self.chain.store
-                found = [store.block_by_hash(h) for h in hashes[:MAX_SERVE_BLOCKS]]
+                # a block relayed compact may not be committed yet: served from its cache
+                found = [
+                    store.block_by_hash(h) or compact.cached(h) for h in hashes[:MAX_SERVE_BLOCKS]
+                ]
                 conn.send(Blocks(req, [b.encode() for b in found if b is not None]))
             case GetHeaders(req_id=req, start=start, count=count):
                 conn.send(Headers(req, self.serve_headers(start, count)))
             case Blocks() if snaps is not None and snaps.onboarding.owns(msg.req_id):
                 snaps.onboarding.on_blocks(conn, msg)
+            case Blocks() if compact.owns(msg.req_id):
+                compact.on_blocks(conn, msg)
             case Blocks() if self.entropy.owns(msg.req_id):
                 self.entropy.on_blocks(conn, msg)
             case Blocks():

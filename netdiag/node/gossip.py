@@ -148,6 +148,13 @@ class GossipRouter:
         if st is not None:
             st.app -= amount
 
+    def count_invalid(self, pid: bytes) -> None:
+        """An invalid message from ``pid`` that never reached ``validated`` (a compact block
+        whose ids do not match its header): scored as a rejected message."""
+        st = self.peers.get(pid)
+        if st is not None:
+            st.invalid += 1
+
     def mesh_topics(self, pid: bytes) -> list[str]:
         return [t for t, m in self.mesh.items() if pid in m]
 

@@ -13,6 +13,7 @@ import msgspec
 
 from netdiag.node.blockrun import BlockRun
 from netdiag.node.chain import Chain
+from netdiag.node.compact import CompactRelay
 from netdiag.node.config import NodeConfig
 from netdiag.node.crypto import preverified
 from netdiag.node.entropy_check import EntropyCheck
@@ -94,6 +95,9 @@ class Ingest:
         # gossip and API transactions: signatures in batches at the pool (txbatch.py)
         batcher = TxBatcher(sigs.prove_later, scheduler, sigs.min_batch, on_error=log_error(self))
         self.txs = TxIntake(self, batcher)
+        # blocks as header + tx ids to version-3 peers, rebuilt from the mempool (compact.py)
+        self.compact = CompactRelay(self)
+        mempool.on_evict = lambda tx: self.compact.remember([tx])
 
     # -- gossip payloads -------------------------------------------------------------------
 
@@ -133,6 +137,7 @@ class Ingest:
         if not sends:
             return
         if topic == TOPIC_BLOCKS:
+            sends = self.compact.outgoing(sends)
             for pid, _msg in sends:
                 peer = self.peering.conns.get(pid)
                 if peer is not None:
@@ -337,6 +342,8 @@ class Ingest:
         self.metrics.height.set(self.chain.height)
         self.metrics.orphans.set(len(self.chain.orphans))
         self.mempool.remove_committed(b.txs)
+        if self.compact.recent_max:  # a competing block at this height may name them too
+            self.compact.remember(b.txs)
         self.metrics.mempool_txs.set(len(self.mempool))
         self.on_height(b)
         self.log.info(

@@ -7,6 +7,7 @@ key fill every mempool on the mesh with transactions that cannot apply (first se
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from netdiag.node.model import Tx
 
@@ -19,6 +20,7 @@ class Mempool:
         self._bytes = 0
         self.evicted = 0
         self._slots: dict[tuple[bytes, int], bytes] = {}  # (sender, nonce) -> txid held
+        self.on_evict: Callable[[Tx], None] | None = None  # told of each tx evicted for room
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -29,6 +31,10 @@ class Mempool:
     @property
     def size_bytes(self) -> int:
         return self._bytes
+
+    def get(self, txid: bytes) -> Tx | None:
+        item = self._txs.get(txid)
+        return item[0] if item is not None else None
 
     def holder(self, tx: Tx) -> bytes | None:
         """The txid of the transaction held for ``tx``'s sender and nonce, if any."""
@@ -45,6 +51,8 @@ class Mempool:
             self._slots.pop((old.sender, old.nonce), None)
             self._bytes -= sz
             self.evicted += 1
+            if self.on_evict is not None:
+                self.on_evict(old)
         return txid in self._txs
 
     def take(self, max_txs: int, max_bytes: int) -> list[Tx]:

@@ -18,9 +18,12 @@ import msgspec
 #   1  the base protocol
 #   2  FindNode.listen_port (the asker's listen port, so the node asked can table it); never
 #      sent on a version-1 connection (a version-1 node decodes strictly and refuses the field)
-PROTOCOL_VERSION = 2
+#   3  compact block relay: CompactBlock, GetBlockTxn, BlockTxn (compact.py); sent only on
+#      version-3 connections (an older node refuses the unknown tags)
+PROTOCOL_VERSION = 3
 MIN_PROTOCOL_VERSION = 1
 VERSION_FINDNODE_LISTEN_PORT = 2
+VERSION_COMPACT_BLOCKS = 3
 TOPIC_BLOCKS = "blocks"
 TOPIC_TXS = "txs"
 TOPIC_PRESENCE = "presence"  # validator beacons (presence.py)
@@ -173,6 +176,33 @@ class Blocks(_Msg, tag="blocks"):
     blocks: list[bytes]  # encoded blocks, ascending heights; may stop early at a byte budget
 
 
+# -- compact block relay (version 3, compact.py) -----------------------------------------
+
+MAX_COMPACT_TXS = 10_000  # ids in one compact block (the chain's max_block_txs is the real cap)
+TxId = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+
+
+class CompactBlock(_Msg, tag="cmpctblock"):
+    """A block as its header, hash, producer signature and the full ids of its transactions
+    (SHA-256 of each encoded tx, in block order): the receiver rebuilds it from its mempool."""
+
+    header: bytes  # canonical header encoding
+    hash: bytes
+    signature: bytes
+    txids: Annotated[list[TxId], msgspec.Meta(max_length=MAX_COMPACT_TXS)]
+
+
+class GetBlockTxn(_Msg, tag="getblocktxn"):
+    req_id: Annotated[int, msgspec.Meta(ge=0)]
+    block_hash: bytes
+    indexes: Annotated[list[int], msgspec.Meta(max_length=MAX_COMPACT_TXS)]  # ascending
+
+
+class BlockTxn(_Msg, tag="blocktxn"):
+    req_id: Annotated[int, msgspec.Meta(ge=0)]
+    txs: list[bytes]  # encoded txs at the asked indexes, in order; empty: block not held
+
+
 # -- entropy consensus check (at epoch boundaries) ----------------------------------------
 
 
@@ -239,6 +269,9 @@ Message = (
     | GetBlocks
     | GetBlocksByHash
     | Blocks
+    | CompactBlock
+    | GetBlockTxn
+    | BlockTxn
     | EntropyRequest
     | EntropyResponse
     | Publish

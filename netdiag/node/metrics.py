@@ -115,6 +115,17 @@ class NodeMetrics:
             "store_lock_waits",
             "Commit attempts refused because another connection held the database locked",
         )
+        self.compact_blocks = m.counter(
+            "compact_blocks",
+            "Compact block relay (compact.py): sent, received, rebuilt (from the mempool alone), "
+            "txn_requested, txn_ok, txn_served, fetched (full block fallback), duplicate, "
+            "refused (ids or header not matching), fallback_timeout, fallback_not_held, "
+            "fallback_bad_answer, failed, late_answer",
+            "event",
+        )
+        self.compact_missing_txs = m.counter(
+            "compact_missing_txs", "Transactions a compact block named that we had to ask for"
+        )
         self.mempool_txs = m.gauge("mempool_txs", "Transactions in the mempool")
         self.orphans = m.gauge("orphan_blocks", "Blocks held in the orphan pool")
         self.gossip_seen = m.gauge("gossip_seen_messages", "Records in the gossip seen cache")

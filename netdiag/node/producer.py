@@ -109,7 +109,7 @@ class Producer:
 
     def _publish(self, block: Block) -> None:
         _, sends = self.gossip.publish(TOPIC_BLOCKS, block.encode())
-        self.peering.send_all(sends)
+        self.peering.send_all(self.ingest.compact.outgoing(sends))
 
     def select_txs(self) -> tuple[list[Tx], bytes]:
         """The mempool's transactions that apply on the tip's state, in nonce order (a

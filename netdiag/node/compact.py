@@ -1,0 +1,378 @@
+"""Compact block relay (BIP152's high-bandwidth mode in shape), without I/O.
+
+Sending (``compact_blocks`` on): a block for the mesh goes to a version-3 peer as a
+``CompactBlock`` — header, hash, producer signature and the full 32-byte ids of its
+transactions (no short ids: nothing to collide) — instead of the full ``pub``; other peers get
+the full block as before (``outgoing``). The block is kept (``relayed``) to answer what the
+peer asks for next, before it is committed.
+
+Receiving (on any version-3 connection, whatever our own setting): the header's hash and the
+ids' Merkle root and count are checked against the header first — ids that do not match it
+are an invalid block from that peer (``Ingest.reject_block``, the same penalty and gossip
+score as a full invalid block). The block is rebuilt from the mempool and a small cache of
+transactions recently evicted or committed; the ones missing are asked from the sender by
+index (``GetBlockTxn``) and checked against their ids when they come (``BlockTxn``). A missing
+answer (``compact_timeout_s``), a "not held" one (empty) or a wrong one (penalized) ends in a
+full-block fetch (``GetBlocksByHash``) from another peer that announced the block, the sender
+last; a late or failed fetch tries the next, until none is left. A rebuilt (or fetched) block
+takes exactly the path of a gossiped full block (``Ingest.on_publish``): its canonical
+encoding is the producer's, so its gossip message id, dedup, early forward and full check are
+the same. Pending reconstructions are bounded per announcing peer and in total
+(``limit_hits{limit="compact_pending_peer"|"compact_pending"}``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from netdiag.node.gossip import Send
+from netdiag.node.link import Link
+from netdiag.node.messages import (
+    TOPIC_BLOCKS,
+    VERSION_COMPACT_BLOCKS,
+    Blocks,
+    BlockTxn,
+    CompactBlock,
+    GetBlocksByHash,
+    GetBlockTxn,
+    Publish,
+)
+from netdiag.node.model import Block, BlockHeader, Tx, decode_block, decode_tx, merkle_root
+from netdiag.node.policy import PENALTY_INVALID
+
+if TYPE_CHECKING:
+    from netdiag.node.ingest import Ingest
+
+REQ_ID_BASE = 1 << 46  # apart from sync (1, 1 << 40), onboarding (1 << 44), entropy (1 << 50)
+RELAYED_MAX = 32  # blocks sent compact, kept to answer GetBlockTxn before they are committed
+DONE_MAX = 256  # hashes rebuilt or fetched: a later compact copy is a duplicate
+MAX_SOURCES = 8  # peers remembered per pending block as full-block fallbacks
+PENALTY_UNSOLICITED = 5.0  # an answer to nothing we asked, or indexes out of range
+
+
+@dataclass
+class Pending:
+    """One block being rebuilt: what we have, whom we asked, who else announced it."""
+
+    hash: bytes
+    header: BlockHeader
+    signature: bytes
+    txs: list[Tx | None]
+    txids: list[bytes]
+    first: Link  # the peer whose compact block we are rebuilding
+    asked: Link
+    req_id: int
+    stage: str  # txn (GetBlockTxn to ``first``) | full (GetBlocksByHash to ``asked``)
+    sources: list[Link] = field(default_factory=list)  # others that announced it
+    tried: set[bytes] = field(default_factory=set)  # peer ids asked for the full block
+    bad: set[bytes] = field(default_factory=set)  # peer ids that answered wrongly
+
+    def missing(self) -> list[int]:
+        return [i for i, t in enumerate(self.txs) if t is None]
+
+
+class CompactRelay:
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        cfg = ingest.cfg
+        self.enabled = cfg.compact_blocks
+        self.timeout_s = cfg.compact_timeout_s
+        self.per_peer = cfg.compact_pending_per_peer
+        self.max_pending = cfg.compact_pending_max
+        self.recent_max = cfg.compact_recent_txs
+        self.pending: dict[bytes, Pending] = {}  # block hash -> reconstruction
+        self.by_req: dict[int, bytes] = {}  # request in flight -> block hash
+        self.relayed: OrderedDict[bytes, Block] = OrderedDict()
+        self.done: OrderedDict[bytes, None] = OrderedDict()
+        self.recent: OrderedDict[bytes, Tx] = OrderedDict()  # txid -> tx no longer pooled
+        self._ids = itertools.count(REQ_ID_BASE)
+        self._last_id = REQ_ID_BASE - 1
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def outgoing(self, sends: list[Send]) -> list[Send]:
+        """``sends`` with each full block for a version-3 peer replaced by its compact form
+        (when ``compact_blocks`` is on); everything else unchanged."""
+        if not self.enabled:
+            return sends
+        conns = self.ingest.peering.conns
+        built: dict[bytes, CompactBlock | None] = {}
+        out: list[Send] = []
+        for pid, msg in sends:
+            if isinstance(msg, Publish) and msg.topic == TOPIC_BLOCKS:
+                conn = conns.get(pid)
+                if conn is not None and conn.version >= VERSION_COMPACT_BLOCKS:
+                    if msg.data not in built:
+                        built[msg.data] = self._compact(msg.data)
+                    cb = built[msg.data]
+                    if cb is not None:
+                        self.ingest.metrics.compact_blocks.labels("sent").inc()
+                        out.append((pid, cb))
+                        continue
+            out.append((pid, msg))
+        return out
+
+    def _compact(self, raw: bytes) -> CompactBlock | None:
+        try:
+            block = decode_block(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        self.relayed[block.hash] = block
+        self.relayed.move_to_end(block.hash)
+        while len(self.relayed) > RELAYED_MAX:
+            self.relayed.popitem(last=False)
+        return CompactBlock(
+            block.header.encode(), block.hash, block.signature, [t.txid() for t in block.txs]
+        )
+
+    def cached(self, h: bytes) -> Block | None:
+        """A block we relayed compact (it may not be committed yet)."""
+        return self.relayed.get(h)
+
+    def serve_txn(self, conn: Link, msg: GetBlockTxn) -> None:
+        ing = self.ingest
+        block = self.relayed.get(msg.block_hash) or ing.chain.store.block_by_hash(msg.block_hash)
+        if block is None:
+            conn.send(BlockTxn(msg.req_id, []))  # not held
+            return
+        n = len(block.txs)
+        if not msg.indexes or any(not 0 <= i < n for i in msg.indexes):
+            ing.policy.penalize(conn, PENALTY_UNSOLICITED, "getblocktxn: index out of range")
+            conn.send(BlockTxn(msg.req_id, []))
+            return
+        ing.metrics.compact_blocks.labels("txn_served").inc()
+        conn.send(BlockTxn(msg.req_id, [block.txs[i].encode() for i in msg.indexes]))
+
+    # -- the recent-tx cache ---------------------------------------------------------------
+
+    def remember(self, txs: Iterable[Tx]) -> None:
+        """Transactions leaving the mempool (evicted, committed): a block may still name them."""
+        for tx in txs:
+            txid = tx.txid()
+            self.recent[txid] = tx
+            self.recent.move_to_end(txid)
+        while len(self.recent) > self.recent_max:
+            self.recent.popitem(last=False)
+
+    def _lookup(self, txid: bytes) -> Tx | None:
+        return self.ingest.mempool.get(txid) or self.recent.get(txid)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def on_compact(self, conn: Link, msg: CompactBlock) -> None:
+        ing = self.ingest
+        m = ing.metrics.compact_blocks
+        m.labels("received").inc()
+        try:
+            header = msgspec.msgpack.decode(msg.header, type=BlockHeader)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self._refuse(conn, "format", f"compact block header does not decode: {e}")
+            return
+        h = msg.hash
+        if header.compute_hash() != h:
+            self._refuse(conn, "hash", f"compact block {header.height}: hash is not its header's")
+            return
+        if len(msg.txids) != header.tx_count or merkle_root(msg.txids) != header.tx_root:
+            self._refuse(
+                conn,
+                "merkle_root",
+                f"compact block {header.height} {h[:6].hex()}: its {len(msg.txids)} tx ids do "
+                "not match the header's tx root and count",
+            )
+            return
+        if h in self.done or ing.chain.store.has_block(h):
+            m.labels("duplicate").inc()
+            return
+        p = self.pending.get(h)
+        if p is not None:
+            m.labels("duplicate").inc()
+            if conn is not p.first and conn not in p.sources and len(p.sources) < MAX_SOURCES:
+                p.sources.append(conn)
+            return
+        if ing.hold_blocks():
+            return  # onboarding from a snapshot: blocks wait until the state is in
+        txs = [self._lookup(t) for t in msg.txids]
+        missing = [i for i, t in enumerate(txs) if t is None]
+        if not missing:
+            m.labels("rebuilt").inc()
+            self._deliver(conn, Block(header, h, msg.signature, [t for t in txs if t is not None]))
+            return
+        lim = ing.metrics.limit_hits
+        if len(self.pending) >= self.max_pending:
+            lim.labels("compact_pending").inc()
+            return  # gossip (IHAVE) or sync brings it later
+        if sum(q.first is conn for q in self.pending.values()) >= self.per_peer:
+            lim.labels("compact_pending_peer").inc()
+            return
+        rid = self._next_id()
+        self.pending[h] = Pending(
+            h, header, msg.signature, txs, list(msg.txids), conn, conn, rid, "txn"
+        )
+        self.by_req[rid] = h
+        m.labels("txn_requested").inc()
+        ing.metrics.compact_missing_txs.inc(len(missing))
+        conn.send(GetBlockTxn(rid, h, missing))
+        self._arm(rid)
+
+    def on_blocktxn(self, conn: Link, msg: BlockTxn) -> None:
+        ing = self.ingest
+        h = self.by_req.get(msg.req_id)
+        p = self.pending.get(h) if h is not None else None
+        if p is None or p.asked is not conn or p.stage != "txn":
+            self._stray(conn, msg.req_id, "blocktxn")
+            return
+        del self.by_req[msg.req_id]
+        pid = conn.peer_id or b""
+        if ing.chain.store.has_block(p.hash):  # it came in full meanwhile
+            self._finish(p)
+            return
+        if not msg.txs:
+            self._fallback(p, "not_held")
+            return
+        missing = p.missing()
+        why = ""
+        if len(msg.txs) != len(missing):
+            why = f"{len(msg.txs)} txs for {len(missing)} asked"
+        else:
+            for i, data in zip(missing, msg.txs, strict=True):
+                try:
+                    tx = decode_tx(data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    why = f"tx {i} does not decode"
+                    break
+                if tx.txid() != p.txids[i]:
+                    why = f"tx {i} is not the one the block names"
+                    break
+                p.txs[i] = tx
+        if why:
+            p.bad.add(pid)
+            ing.policy.penalize(conn, PENALTY_INVALID, f"invalid blocktxn answer ({why})")
+            ing.log.warning(
+                "compact_bad_answer",
+                f"peer {pid[:6].hex()} answered our request for block {p.header.height}'s "
+                f"missing txs wrongly ({why}): penalized, fetching the full block elsewhere",
+                height=p.header.height,
+                hash=p.hash.hex(),
+                peer=pid.hex(),
+            )
+            self._fallback(p, "bad_answer")
+            return
+        ing.metrics.compact_blocks.labels("txn_ok").inc()
+        self._deliver(
+            conn, Block(p.header, p.hash, p.signature, [t for t in p.txs if t is not None]), p
+        )
+
+    def owns(self, req_id: int) -> bool:
+        """A Blocks answer to one of our full-block fallbacks (in flight or late)."""
+        return REQ_ID_BASE <= req_id <= self._last_id
+
+    def on_blocks(self, conn: Link, msg: Blocks) -> None:
+        ing = self.ingest
+        h = self.by_req.get(msg.req_id)
+        p = self.pending.get(h) if h is not None else None
+        if p is None or p.asked is not conn:
+            self._stray(conn, msg.req_id, "blocks")
+            return
+        del self.by_req[msg.req_id]
+        if ing.chain.store.has_block(p.hash):
+            self._finish(p)
+            return
+        if not msg.blocks:
+            self._fallback(p, "not_held")
+            return
+        try:
+            block = decode_block(msg.blocks[0]) if len(msg.blocks) == 1 else None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            block = None
+        if block is None or block.hash != p.hash:
+            p.bad.add(conn.peer_id or b"")
+            ing.policy.penalize(conn, PENALTY_INVALID, "getblocksbyhash: not the block asked")
+            self._fallback(p, "bad_answer")
+            return
+        ing.metrics.compact_blocks.labels("fetched").inc()
+        self._finish(p)
+        ing.on_publish(conn, TOPIC_BLOCKS, msg.blocks[0])
+
+    # -- timeouts and fallback -------------------------------------------------------------
+
+    def _arm(self, rid: int) -> None:
+        self.ingest.scheduler.call_later(self.timeout_s, lambda: self._expire(rid))
+
+    def _expire(self, rid: int) -> None:
+        h = self.by_req.pop(rid, None)
+        p = self.pending.get(h) if h is not None else None
+        if p is not None:
+            self._fallback(p, "timeout")
+
+    def _fallback(self, p: Pending, why: str) -> None:
+        """Fetch the full block from the next peer that announced it (the sender last)."""
+        ing = self.ingest
+        ing.metrics.compact_blocks.labels(f"fallback_{why}").inc()
+        if ing.chain.store.has_block(p.hash):
+            self._finish(p)
+            return
+        skip = p.tried | p.bad
+        cands = [c for c in [*p.sources, p.first] if c.is_open and (c.peer_id or b"") not in skip]
+        if not cands:
+            ing.metrics.compact_blocks.labels("failed").inc()
+            ing.log.info(
+                "compact_failed",
+                f"block {p.header.height} {p.hash[:6].hex()}: no peer left to fetch it from "
+                f"after {why}; gossip or sync brings it",
+                height=p.header.height,
+                hash=p.hash.hex(),
+            )
+            self._finish(p, done=False)
+            return
+        conn = cands[0]
+        rid = self._next_id()
+        p.asked, p.req_id, p.stage = conn, rid, "full"
+        p.tried.add(conn.peer_id or b"")
+        self.by_req[rid] = p.hash
+        conn.send(GetBlocksByHash(rid, [p.hash]))
+        self._arm(rid)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _deliver(self, conn: Link, block: Block, p: Pending | None = None) -> None:
+        if p is not None:
+            self._finish(p)
+        else:
+            self._done(block.hash)
+        self.ingest.on_publish(conn, TOPIC_BLOCKS, block.encode())
+
+    def _finish(self, p: Pending, done: bool = True) -> None:
+        self.pending.pop(p.hash, None)
+        self.by_req.pop(p.req_id, None)
+        if done:
+            self._done(p.hash)
+
+    def _done(self, h: bytes) -> None:
+        self.done[h] = None
+        while len(self.done) > DONE_MAX:
+            self.done.popitem(last=False)
+
+    def _next_id(self) -> int:
+        self._last_id = next(self._ids)
+        return self._last_id
+
+    def _stray(self, conn: Link, req_id: int, what: str) -> None:
+        """An answer to a request we no longer wait for (late: ignored) or never made."""
+        if not REQ_ID_BASE <= req_id <= self._last_id:
+            self.ingest.policy.penalize(conn, PENALTY_UNSOLICITED, f"unsolicited {what}")
+        else:
+            self.ingest.metrics.compact_blocks.labels("late_answer").inc()
+
+    def _refuse(self, conn: Link, reason: str, detail: str) -> None:
+        """Ids or a header that do not match: the same as an invalid full block from it."""
+        ing = self.ingest
+        ing.metrics.compact_blocks.labels("refused").inc()
+        ing.reject_block(conn, None, reason, detail)
+        if conn.peer_id is not None:
+            ing.gossip.count_invalid(conn.peer_id)
