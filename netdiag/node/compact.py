@@ -10,7 +10,8 @@ Receiving (on any version-3 connection, whatever our own setting): the header's 
 ids' Merkle root and count are checked against the header first — ids that do not match it
 are an invalid block from that peer (``Ingest.reject_block``, the same penalty and gossip
 score as a full invalid block). The block is rebuilt from the mempool and a small cache of
-transactions recently evicted or committed; the ones missing are asked from the sender by
+transactions recently evicted or committed (and gossiped ones still waiting for their
+signature batch, txbatch.py); the ones missing are asked from the sender by
 index (``GetBlockTxn``) and checked against their ids when they come (``BlockTxn``). A missing
 answer (``compact_timeout_s``), a "not held" one (empty) or a wrong one (penalized) ends in a
 full-block fetch (``GetBlocksByHash``) from another peer that announced the block, the sender
@@ -161,7 +162,8 @@ class CompactRelay:
             self.recent.popitem(last=False)
 
     def _lookup(self, txid: bytes) -> Tx | None:
-        return self.ingest.mempool.get(txid) or self.recent.get(txid)
+        ing = self.ingest
+        return ing.mempool.get(txid) or ing.txs.waiting.get(txid) or self.recent.get(txid)
 
     # -- receiving -------------------------------------------------------------------------
 

@@ -175,6 +175,9 @@ class TxIntake:
         # one peer's flood cannot fill the bound every peer shares
         self.per_peer = per_peer
         self.by_peer: dict[bytes, int] = {}  # waiting gossip txs per sending peer
+        # gossip txs waiting in a batch, by id: a compact block naming one is rebuilt with it
+        # (compact.py; the block's full check verifies it) instead of asking for it again
+        self.waiting: dict[bytes, Tx] = {}
 
     def gossip(self, conn: Link, mid: bytes, data: bytes) -> None:
         """A first-seen Publish on the transaction topic (Ingest.on_publish)."""
@@ -188,7 +191,8 @@ class TxIntake:
             return
         # known, nonce taken or stale: ignored before any signature check (accept_tx again
         # when it applies, since what arrived before it may have changed the answer)
-        if ing.unwanted_tx(tx, tx.txid()) is not None:
+        txid = tx.txid()
+        if ing.unwanted_tx(tx, txid) is not None:
             self._gossip_verdict(conn, mid, data, "ignore")
             return
 
@@ -197,6 +201,7 @@ class TxIntake:
         waiting = self.by_peer.get(pid, 0)
 
         def apply() -> None:
+            self.waiting.pop(txid, None)
             left = self.by_peer.get(pid, 0) - 1
             if left > 0:
                 self.by_peer[pid] = left
@@ -213,6 +218,7 @@ class TxIntake:
             ing.gossip.forget(mid)
             return
         self.by_peer[pid] = waiting + 1
+        self.waiting[txid] = tx
 
     def _gossip_verdict(self, conn: Link, mid: bytes, data: bytes, verdict: str) -> None:
         ing = self.ingest

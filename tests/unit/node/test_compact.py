@@ -16,6 +16,7 @@ from netdiag.node.crypto import Identity
 from netdiag.node.gossip import message_id
 from netdiag.node.messages import (
     TOPIC_BLOCKS,
+    TOPIC_TXS,
     Blocks,
     BlockTxn,
     CompactBlock,
@@ -105,6 +106,16 @@ def test_a_recently_evicted_tx_is_still_found(tmp_path: Path) -> None:
     give(src, compact_of(block))
     world.run(0.5)
     assert relay.height == 1 and not sent(src, GetBlockTxn)
+
+
+def test_a_gossiped_tx_still_waiting_for_its_signature_batch_is_used(tmp_path: Path) -> None:
+    world, _keys, relay, src, block = setup(tmp_path, n_txs=4, pooled=3)
+    give(src, Publish(TOPIC_TXS, block.txs[3].encode()))  # batched: applied on a later turn
+    assert block.txs[3].txid() in relay.ingest.txs.waiting
+    give(src, compact_of(block))
+    world.run(0.5)
+    assert relay.height == 1 and not sent(src, GetBlockTxn)
+    assert not relay.ingest.txs.waiting  # applied (then ignored: committed) and let go
 
 
 def test_ids_that_do_not_match_the_header_are_refused_and_penalized(tmp_path: Path) -> None:
