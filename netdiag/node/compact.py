@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from netdiag.node.gossip import Send
+from netdiag.node.gossip import Send, message_id
 from netdiag.node.link import Link
 from netdiag.node.messages import (
     TOPIC_BLOCKS,
@@ -73,6 +73,7 @@ class Pending:
     sources: list[Link] = field(default_factory=list)  # others that announced it
     tried: set[bytes] = field(default_factory=set)  # peer ids asked for the full block
     bad: set[bytes] = field(default_factory=set)  # peer ids that answered wrongly
+    dups: int = 0  # compact copies from other peers meanwhile
 
     def missing(self) -> list[int]:
         return [i for i, t in enumerate(self.txs) if t is None]
@@ -90,7 +91,8 @@ class CompactRelay:
         self.pending: dict[bytes, Pending] = {}  # block hash -> reconstruction
         self.by_req: dict[int, bytes] = {}  # request in flight -> block hash
         self.relayed: OrderedDict[bytes, Block] = OrderedDict()
-        self.done: OrderedDict[bytes, None] = OrderedDict()
+        # block hash -> gossip message id (b"": not delivered by us) of blocks done with
+        self.done: OrderedDict[bytes, bytes] = OrderedDict()
         self.recent: OrderedDict[bytes, Tx] = OrderedDict()  # txid -> tx no longer pooled
         self._ids = itertools.count(REQ_ID_BASE)
         self._last_id = REQ_ID_BASE - 1
@@ -189,11 +191,11 @@ class CompactRelay:
             )
             return
         if h in self.done or ing.chain.store.has_block(h):
-            m.labels("duplicate").inc()
+            self._duplicate(h)
             return
         p = self.pending.get(h)
         if p is not None:
-            m.labels("duplicate").inc()
+            self._duplicate(h, p)
             if conn is not p.first and conn not in p.sources and len(p.sources) < MAX_SOURCES:
                 p.sources.append(conn)
             return
@@ -203,7 +205,8 @@ class CompactRelay:
         missing = [i for i, t in enumerate(txs) if t is None]
         if not missing:
             m.labels("rebuilt").inc()
-            self._deliver(conn, Block(header, h, msg.signature, [t for t in txs if t is not None]))
+            block = Block(header, h, msg.signature, [t for t in txs if t is not None])
+            self._deliver(conn, block.encode(), None, h)
             return
         lim = ing.metrics.limit_hits
         if len(self.pending) >= self.max_pending:
@@ -266,9 +269,8 @@ class CompactRelay:
             self._fallback(p, "bad_answer")
             return
         ing.metrics.compact_blocks.labels("txn_ok").inc()
-        self._deliver(
-            conn, Block(p.header, p.hash, p.signature, [t for t in p.txs if t is not None]), p
-        )
+        block = Block(p.header, p.hash, p.signature, [t for t in p.txs if t is not None])
+        self._deliver(conn, block.encode(), p)
 
     def owns(self, req_id: int) -> bool:
         """A Blocks answer to one of our full-block fallbacks (in flight or late)."""
@@ -298,8 +300,7 @@ class CompactRelay:
             self._fallback(p, "bad_answer")
             return
         ing.metrics.compact_blocks.labels("fetched").inc()
-        self._finish(p)
-        ing.on_publish(conn, TOPIC_BLOCKS, msg.blocks[0])
+        self._deliver(conn, msg.blocks[0], p)
 
     # -- timeouts and fallback -------------------------------------------------------------
 
@@ -330,7 +331,7 @@ class CompactRelay:
                 height=p.header.height,
                 hash=p.hash.hex(),
             )
-            self._finish(p, done=False)
+            self._finish(p, None)
             return
         conn = cands[0]
         rid = self._next_id()
@@ -342,21 +343,40 @@ class CompactRelay:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _deliver(self, conn: Link, block: Block, p: Pending | None = None) -> None:
+    def _deliver(self, conn: Link, raw: bytes, p: Pending | None, h: bytes = b"") -> None:
+        """``raw`` (rebuilt or fetched) down the full block's path, as if gossiped by ``conn``;
+        compact copies counted meanwhile become the gossip record's duplicates."""
+        mid = message_id(raw)
         if p is not None:
-            self._finish(p)
+            self._finish(p, mid)
         else:
-            self._done(block.hash)
-        self.ingest.on_publish(conn, TOPIC_BLOCKS, block.encode())
+            self._done(h, mid)
+        self.ingest.on_publish(conn, TOPIC_BLOCKS, raw)
+        rec = self.ingest.gossip.seen.get(mid)
+        if p is not None and p.dups and rec is not None:
+            rec.duplicates += p.dups
 
-    def _finish(self, p: Pending, done: bool = True) -> None:
+    def _duplicate(self, h: bytes, p: Pending | None = None) -> None:
+        """A compact copy of a block already here or on its way: a gossip duplicate."""
+        ing = self.ingest
+        ing.metrics.compact_blocks.labels("duplicate").inc()
+        ing.metrics.gossip_duplicates.labels(TOPIC_BLOCKS).inc()
+        if p is not None:
+            p.dups += 1
+            return
+        rec = ing.gossip.seen.get(self.done.get(h) or b"")
+        if rec is not None:
+            rec.duplicates += 1
+
+    def _finish(self, p: Pending, mid: bytes | None = b"") -> None:
+        """``p`` ends: delivered (``mid``), or given up (None: a later copy starts again)."""
         self.pending.pop(p.hash, None)
         self.by_req.pop(p.req_id, None)
-        if done:
-            self._done(p.hash)
+        if mid is not None:
+            self._done(p.hash, mid)
 
-    def _done(self, h: bytes) -> None:
-        self.done[h] = None
+    def _done(self, h: bytes, mid: bytes) -> None:
+        self.done[h] = mid
         while len(self.done) > DONE_MAX:
             self.done.popitem(last=False)
 

@@ -80,8 +80,23 @@ def test_a_block_is_rebuilt_from_the_mempool(tmp_path: Path) -> None:
     assert message_id(block.encode()) in relay.gossip.seen
     give(src, Publish(TOPIC_BLOCKS, block.encode()))
     assert relay.gossip.seen[message_id(block.encode())].duplicates == 1
-    give(src, compact_of(block))  # and so is a compact copy
+    give(src, compact_of(block))  # and so is a compact copy, counted on the same record
     assert counter(relay, "duplicate") == 1 and relay.height == 1
+    assert relay.gossip.seen[message_id(block.encode())].duplicates == 2
+
+
+def test_copies_arriving_while_txs_are_asked_for_count_as_duplicates(tmp_path: Path) -> None:
+    world, _keys, relay, src, block = setup(tmp_path, n_txs=4, pooled=3)
+    others = [world.attach(relay, host=f"10.4.4.{i}") for i in range(2)]
+    give(src, compact_of(block))
+    for o in others:
+        give(o, compact_of(block))
+    (ask,) = sent(src, GetBlockTxn)
+    assert not any(sent(o, GetBlockTxn) for o in others)  # one reconstruction, one request
+    give(src, BlockTxn(ask.req_id, [block.txs[3].encode()]))
+    world.run(0.5)
+    assert relay.height == 1
+    assert relay.gossip.seen[message_id(block.encode())].duplicates == 2
 
 
 def test_missing_txs_are_asked_for_by_index_and_checked(tmp_path: Path) -> None:
