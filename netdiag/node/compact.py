@@ -9,7 +9,9 @@ peer asks for next, before it is committed.
 Receiving (on any version-3 connection, whatever our own setting): the header's hash and the
 ids' Merkle root and count are checked against the header first — ids that do not match it
 are an invalid block from that peer (``Ingest.reject_block``, the same penalty and gossip
-score as a full invalid block). The block is rebuilt from the mempool and a small cache of
+score as a full invalid block); before anything is asked for, the producer's signature and
+its place among the genesis validators are checked too, so only a validator's key can make
+us hold a reconstruction open. The block is rebuilt from the mempool and a small cache of
 transactions recently evicted or committed (and gossiped ones still waiting for their
 signature batch, txbatch.py); the ones missing are asked from the sender by
 index (``GetBlockTxn``) and checked against their ids when they come (``BlockTxn``). A missing
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from netdiag.node.errors import ValidationError
 from netdiag.node.gossip import Send, message_id
 from netdiag.node.link import Link
 from netdiag.node.messages import (
@@ -46,6 +49,7 @@ from netdiag.node.messages import (
 )
 from netdiag.node.model import Block, BlockHeader, Tx, decode_block, decode_tx, merkle_root
 from netdiag.node.policy import PENALTY_INVALID
+from netdiag.node.validation import WrongProducer, check_header
 
 if TYPE_CHECKING:
     from netdiag.node.ingest import Ingest
@@ -182,6 +186,9 @@ class CompactRelay:
         if header.compute_hash() != h:
             self._refuse(conn, "hash", f"compact block {header.height}: hash is not its header's")
             return
+        if len(msg.txids) > ing.chain.params.max_block_txs:
+            self._refuse(conn, "size", f"compact block {header.height}: {len(msg.txids)} txs")
+            return
         if len(msg.txids) != header.tx_count or merkle_root(msg.txids) != header.tx_root:
             self._refuse(
                 conn,
@@ -207,6 +214,15 @@ class CompactRelay:
             m.labels("rebuilt").inc()
             block = Block(header, h, msg.signature, [t for t in txs if t is not None])
             self._deliver(conn, block.encode(), None, h)
+            return
+        # Before we ask for anything or hold a slot for it: signed by a genesis validator (one
+        # signature check), so only a validator's key can make us wait on a block.
+        try:
+            check_header(header, h, msg.signature)
+            if header.producer not in ing.chain.genesis.validators:
+                raise WrongProducer(f"producer {header.producer[:6].hex()} is not a validator")
+        except ValidationError as e:
+            self._refuse(conn, e.reason, f"compact block {header.height}: {e.detail}")
             return
         lim = ing.metrics.limit_hits
         if len(self.pending) >= self.max_pending:

@@ -161,6 +161,16 @@ def test_a_header_whose_hash_is_not_the_claimed_one_is_refused(tmp_path: Path) -
     assert relay.gossip.score(src.peer_id or b"") < 0
 
 
+def test_a_block_not_signed_by_a_validator_gets_no_request(tmp_path: Path) -> None:
+    world, _keys, relay, src, block = setup(tmp_path, n_txs=4, pooled=2)
+    msg = compact_of(block)
+    give(src, CompactBlock(msg.header, msg.hash, bytes(64), msg.txids))
+    world.run(0.5)
+    assert not sent(src, GetBlockTxn) and not relay.ingest.compact.pending
+    assert relay.metrics.blocks_rejected.labels("signature")._value.get() == 1
+    assert relay.gossip.score(src.peer_id or b"") < 0
+
+
 def test_a_wrong_tx_in_the_answer_is_penalized_and_the_full_block_fetched(
     tmp_path: Path,
 ) -> None:
@@ -230,11 +240,15 @@ def test_an_answer_nobody_asked_for_is_penalized(tmp_path: Path) -> None:
 
 
 def _missing_blocks(world: World, keys: list[Identity], n: int) -> list[Block]:
-    """Blocks at distinct heights whose txs nobody holds (consistent ids and roots)."""
+    """Blocks at distinct heights whose txs nobody holds, signed by a validator (consistent
+    hash, signature, ids and root; not valid on the chain, which no reconstruction knows)."""
     user = Identity.generate()
     now = world.clock.wall_ms()
+    z = bytes(32)
     return [
-        make_block(keys[0], world.spec.network_id, h, bytes(32), now, [make_tx(user, h, b"z", now)])
+        make_block(
+            keys[0], world.spec.network_id, h, z, now, [make_tx(user, h, b"z", now)], state_root=z
+        )
         for h in range(1, n + 1)
     ]
 
