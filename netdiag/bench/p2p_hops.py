@@ -4,7 +4,8 @@ The propagation rows give a hop's total excess over the links (delay minus the s
 bound, per hop); these say where it goes: the node's hold from the read that completed a frame
 to its forward (`forward_hold_seconds`), the bytes a forwarded block found queued ahead of it on
 each peer's socket (`forward_backlog_bytes`), how late the node's loop runs its timers
-(`loop_lag_seconds`: what a readable socket waits), and the node CPU spent per block.
+(`loop_lag_seconds`: what a readable socket waits), and the node CPU spent per block; with
+compact block relay, how the blocks were rebuilt (`compact_blocks_total{event}`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from netdiag.bench.p2p_discovery import histogram_bound, histogram_buckets, pooled_buckets
+from netdiag.nodeapi import metric_sum
 
 HOLD = "netdiag_node_forward_hold_seconds"
 BACKLOG = "netdiag_node_forward_backlog_bytes"
 LOOP_LAG = "netdiag_node_loop_lag_seconds"
+COMPACT = "netdiag_node_compact_blocks_total"
+COMPACT_MISSING = "netdiag_node_compact_missing_txs_total"
+FALLBACKS = ("fallback_timeout", "fallback_not_held", "fallback_bad_answer")
 # summary.hops: the worst round of each (the rounds' histograms are not kept)
 HOP_SUMMARY = (
     "block_hold_p50_ms",
@@ -28,6 +33,9 @@ HOP_SUMMARY = (
     "loop_lag_p50_ms",
     "loop_lag_p99_ms",
     "node_cpu_ms_per_block",
+    "compact_txn_requests",
+    "compact_missing_txs",
+    "compact_fallbacks",
 )
 
 
@@ -69,4 +77,17 @@ def hop_figures(
     out["loop_lag_p99_ms"] = _bound(b, 0.99, 1e3)
     per_block = node_cpu_s / blocks * 1e3 if node_cpu_s is not None and blocks else None
     out["node_cpu_ms_per_block"] = None if per_block is None else round(per_block, 1)
+
+    def compact(event: str) -> int:
+        return int(sum(metric_sum(d, COMPACT, event=event) for d in deltas))
+
+    # compact block relay, all nodes: blocks received compact, rebuilt from the pool alone,
+    # those that needed a getblocktxn, the txs it asked for, and full-block fallbacks
+    received = compact("received")
+    out["compact_received"] = received
+    out["compact_rebuilt"] = compact("rebuilt")
+    out["compact_txn_requests"] = compact("txn_requested")
+    out["compact_missing_txs"] = int(sum(metric_sum(d, COMPACT_MISSING) for d in deltas))
+    out["compact_fallbacks"] = sum(compact(e) for e in FALLBACKS)
+    out["compact_failed"] = compact("failed")
     return out
