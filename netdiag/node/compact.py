@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from netdiag.node.ingest import Ingest
 
 REQ_ID_BASE = 1 << 46  # apart from sync (1, 1 << 40), onboarding (1 << 44), entropy (1 << 50)
-RELAYED_MAX = 32  # blocks sent compact, kept to answer GetBlockTxn before they are committed
+RELAYED_MAX = 8  # blocks sent compact (<= 1 MiB each), kept to answer before they are committed
 DONE_MAX = 256  # hashes rebuilt or fetched: a later compact copy is a duplicate
 MAX_SOURCES = 8  # peers remembered per pending block as full-block fallbacks
 PENALTY_UNSOLICITED = 5.0  # an answer to nothing we asked, or indexes out of range
