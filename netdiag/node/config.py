@@ -93,9 +93,10 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # compact block relay (compact.py, protocol version 3): blocks for version-3 peers go as
     # header + tx ids, rebuilt from the mempool; missing txs asked for, then the full block
     # from another peer when that answer is late (compact_timeout_s), empty or wrong. Off: full
-    # blocks sent (compact ones from peers are still taken). Reconstructions waiting per
-    # announcing peer and in total are bounded; recently evicted/committed txs are kept.
-    compact_blocks: bool = False
+    # blocks sent (compact ones from peers are still taken). On by default: measured better on
+    # lossy-wan and wan (docs/benchmarks.md, p2p, "Compact block relay"). Reconstructions
+    # waiting per announcing peer and in total are bounded; recently evicted/committed txs kept.
+    compact_blocks: bool = True
     compact_timeout_s: float = 1.0
     compact_pending_per_peer: int = 4
     compact_pending_max: int = 32

@@ -43,10 +43,12 @@ def relay_world(
     tmp: Path, early: bool = True
 ) -> tuple[World, list[Identity], NodeCore, NodeCore, MemLink, MemLink]:
     """relay -- next, and a scripted peer ``src`` that gossips into the relay; the relay's
-    link to the producer (a scripted peer with the producer's id) is made per test."""
+    link to the producer (a scripted peer with the producer's id) is made per test. The relay
+    sends full blocks (``compact_blocks`` off)."""
     spec, keys = lab(3)
     world = World(tmp, spec)
-    relay = world.node("relay", produce=False, early_forward=early)
+    # the full-block path (blocks forwarded as `pub`); compact relay: test_compact.py
+    relay = world.node("relay", produce=False, early_forward=early, compact_blocks=False)
     nxt = world.node("next", produce=False)
     to_next, _ = world.connect(relay, nxt)
     src = world.attach(relay, host="10.3.3.3")
