@@ -342,8 +342,8 @@ class Ingest:
         self.metrics.height.set(self.chain.height)
         self.metrics.orphans.set(len(self.chain.orphans))
         self.mempool.remove_committed(b.txs)
-        if self.compact.recent_max:  # a competing block at this height may name them too
-            self.compact.remember(b.txs)
+        if source in ("gossip", "local") and self.compact.recent_max:
+            self.compact.remember(b.txs)  # a competing block at the tip may name them too
         self.metrics.mempool_txs.set(len(self.mempool))
         self.on_height(b)
         self.log.info(
