@@ -414,6 +414,14 @@ class Connection:
         elif not self.writer.is_closing():
             self.segs = tcp_segments(self.writer.get_extra_info("socket"))
             self.writer.close()
+            transport = self.writer.transport
+            if transport.get_write_buffer_size() > 0 and self.write_stall_timeout_s > 0:
+                # a close waits until the peer has read what is buffered: a peer that never
+                # does would hold it (and the socket) for ever, so the wait is bounded too
+                with contextlib.suppress(RuntimeError):  # no loop: nothing can wait anyway
+                    asyncio.get_running_loop().call_later(
+                        self.write_stall_timeout_s, transport.abort
+                    )
 
     async def run(self, handler: ConnectionHandler) -> None:
         """Drive the connection until it closes; always reports on_closed exactly once."""

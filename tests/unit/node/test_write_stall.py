@@ -261,3 +261,19 @@ def test_holding_over_the_pause_mark_reads_no_more_requests_until_the_peer_takes
         assert await ended(task)
 
     asyncio.run(main())
+
+
+def test_a_close_that_waits_for_a_peer_that_never_reads_is_aborted_after_the_stall_timeout() -> (
+    None
+):
+    async def main() -> None:
+        conn, transport, handler, task = await open_conn()
+        transport.reading = False
+        conn.send(ANSWER)
+        conn.close("banned")  # a graceful close: asyncio keeps the buffer until it is sent
+        assert transport.closing and not transport.aborted and transport.buffer
+        assert await ended(task), "the close waited for ever"
+        assert transport.aborted and not transport.buffer
+        assert handler.closed == ["banned"]
+
+    asyncio.run(main())
