@@ -63,9 +63,6 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # output waiting for a peer's socket that it takes none of for this long: the peer does
     # not read, disconnected (0 = off); a slow reader that takes anything is not stalled
     write_stall_timeout_s: float = 10.0
-    # holding more than this for a peer, read nothing more from it (no new requests, no new
-    # answers) until half of it is taken (0 = off)
-    read_pause_bytes: int = 4 << 20
     # Every protocol violation closes its connection; a peer id with more than this many on
     # record (kept across reconnects, forgotten as its score decays) is banned.
     max_violations: int = 1
@@ -193,7 +190,6 @@ RANGES: dict[str, tuple[float, bool]] = {
     "ip_msg_rate": NON_NEGATIVE,
     "max_write_buffer_bytes": AT_LEAST_ONE,
     "write_stall_timeout_s": NON_NEGATIVE,
-    "read_pause_bytes": NON_NEGATIVE,
     "max_violations": AT_LEAST_ONE,
     "ban_seconds": NON_NEGATIVE,
     "score_half_life_s": POSITIVE,

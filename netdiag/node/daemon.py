@@ -350,7 +350,6 @@ class Node:
             send_priority=self.cfg.send_priority,
             notsent_lowat=self.cfg.notsent_lowat_bytes,
             write_stall_timeout_s=self.cfg.write_stall_timeout_s,
-            read_pause_bytes=self.cfg.read_pause_bytes,
         )
         conn.probe = probe
         return conn

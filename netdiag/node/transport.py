@@ -6,9 +6,8 @@ rate, drops messages over the per-peer message rate, and does TLS itself over me
 write-buffer cap, whose output makes no progress for the write-stall timeout (a reader that
 stopped reading) or whose buffered bytes exceed its memory budget is cut: the socket is
 aborted, so what it held for the peer is freed at once (a plain close would keep it until the
-peer reads it, which it never does). While the connection holds more than ``read_pause_bytes``
-for a peer it reads nothing more from it (no new requests, so no new answers). Everything the
-peer sends is handed to a ConnectionHandler.
+peer reads it, which it never does). Everything the peer sends is handed to a
+ConnectionHandler.
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ READ_CHUNK = 64 << 10
 TCP_INFO_SEGS = struct.Struct("=II")  # struct tcp_info: tcpi_segs_out, tcpi_segs_in
 TCP_INFO_SEGS_AT = 136  # their offset (Linux >= 4.2)
 SIOCOUTQNSD = 0x894B  # <linux/sockios.h>: bytes in the send queue not yet sent
-PAUSE_POLL_S = 0.02  # while reads are paused for output room, how often the backlog is looked at
 LOWAT_LIFTED = 1 << 30  # TCP_NOTSENT_LOWAT while an urgent frame goes out: no bound
 
 
@@ -129,7 +127,6 @@ class Connection:
         send_priority: bool = True,
         notsent_lowat: int = 0,
         write_stall_timeout_s: float = 0.0,
-        read_pause_bytes: int = 0,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -154,9 +151,6 @@ class Connection:
         self._taken = 0  # bytes the socket had taken at the last progress seen
         self._progress_at = 0.0
         self._handler: ConnectionHandler | None = None  # set by run(): limits are reported
-        # holding more than this for the peer, read nothing more from it until half of it is
-        # gone (0 = off): what a peer that asks and does not read can pile up stays near it
-        self.read_pause_bytes = read_pause_bytes
         self.handshake_timeout_s = handshake_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.connected_at = time.monotonic()
@@ -441,11 +435,6 @@ class Connection:
                     self._handle_events(handler, self.proto.receive_data(early))
                     self._flush()
             while self.close_reason is None:
-                if self.read_pause_bytes and self.write_held > self.read_pause_bytes:
-                    handler.on_limit(self, "read_paused")
-                    await self._output_room()
-                    if self.close_reason is not None:
-                        break
                 # The handshake has one absolute deadline (a trickling peer cannot stretch it);
                 # after it, each read must arrive within the idle timeout.
                 if self.is_open:
@@ -502,14 +491,6 @@ class Connection:
             self._handler = None
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(self.writer.wait_closed(), 1.0)
-
-    async def _output_room(self) -> None:
-        """Backpressure: read nothing more from a peer (no new requests, so no new answers)
-        until what we hold for it is below half the pause mark, or it is cut (the stall watch
-        runs meanwhile: a peer that reads nothing is cut; one that reads slowly resumes)."""
-        low = self.read_pause_bytes // 2
-        while self.close_reason is None and not self.writer.is_closing() and self.write_held > low:
-            await asyncio.sleep(PAUSE_POLL_S)
 
     async def _tls_handshake(self, handler: ConnectionHandler) -> str:
         """The TLS handshake, inside the connection's absolute handshake deadline. Returns the

@@ -11,14 +11,13 @@ import asyncio
 from typing import Any, cast
 
 from netdiag.node.crypto import Identity
-from netdiag.node.messages import Blocks, Message, Ping
+from netdiag.node.messages import Blocks, Ping
 from netdiag.node.protocol import PeerProtocol, State
 from netdiag.node.transport import Connection
 
 NET, GEN = "nd-test", b"\x03" * 32
 STALL_S = 0.3  # short for the test: the behaviour, not the default, is under test
 ANSWER = Blocks(1, [bytes(4000)])  # one sync answer's worth of output
-ANSWER_BYTES = 4000
 
 
 class FakeTransport:
@@ -44,11 +43,6 @@ class FakeTransport:
             self.deliver(data)
         else:
             self.buffer += data
-
-    def remote_send(self, msg: Message) -> None:
-        """The peer sends ``msg`` (it arrives on the node's reader)."""
-        self.remote.send(msg)
-        self.reader.feed_data(self.remote.data_to_send())
 
     def take(self, n: int) -> None:
         """The peer reads ``n`` bytes of what waits."""
@@ -100,19 +94,15 @@ class FakeWriter:
 
 
 class Handler:
-    def __init__(self, answer: bool = False) -> None:
+    def __init__(self) -> None:
         self.limits: list[str] = []
         self.closed: list[str] = []
-        self.answer = answer  # answer every Ping with ANSWER (a sync server's reply)
-        self.asked = 0
 
     def on_open(self, conn: Connection) -> None:
         return None
 
     def on_message(self, conn: Connection, msg: object, size: int) -> None:
-        if self.answer and isinstance(msg, Ping):
-            self.asked += 1
-            conn.send(ANSWER)
+        pass
 
     def on_violation(self, conn: Connection, v: object) -> None:
         pass
@@ -125,7 +115,7 @@ class Handler:
 
 
 async def open_conn(
-    stall_s: float = STALL_S, cap: int = 64 << 20, pause: int = 0, handler: Handler | None = None
+    stall_s: float = STALL_S, cap: int = 64 << 20
 ) -> tuple[Connection, FakeTransport, Handler, asyncio.Task[None]]:
     reader = asyncio.StreamReader()
     remote = PeerProtocol(Identity.generate(), NET, GEN, 0)
@@ -136,10 +126,9 @@ async def open_conn(
         PeerProtocol(Identity.generate(), NET, GEN, 0), False,
         msg_rate=1e6, bytes_rate=1e12, max_write_buffer=cap,
         handshake_timeout_s=30, idle_timeout_s=60, write_stall_timeout_s=stall_s,
-        read_pause_bytes=pause,
     )  # fmt: skip
     reader.feed_data(remote.data_to_send())  # the peer's Hello
-    handler = handler or Handler()
+    handler = Handler()
     task = asyncio.create_task(conn.run(handler))
     for _ in range(500):
         if conn.is_open and remote.state is State.OPEN:
@@ -229,34 +218,6 @@ def test_output_the_socket_takes_at_once_starts_no_watch() -> None:
         assert conn._stall_timer is None
         await asyncio.sleep(2 * STALL_S)
         assert conn.is_open and handler.limits == []
-        conn.close("done")
-        assert await ended(task)
-
-    asyncio.run(main())
-
-
-def test_holding_over_the_pause_mark_reads_no_more_requests_until_the_peer_takes_output() -> None:
-    async def main() -> None:
-        pause = 10 * ANSWER_BYTES  # ten answers held: reads stop
-        conn, transport, handler, task = await open_conn(
-            stall_s=0, pause=pause, handler=Handler(answer=True)
-        )
-        transport.reading = False
-        for i in range(100):  # requests arriving one by one, their answers never read
-            transport.remote_send(Ping(i))
-            await asyncio.sleep(0.002)
-        await asyncio.sleep(0.1)
-        asked = handler.asked
-        assert 0 < asked < 100, f"{asked} of 100 requests answered while nothing was read"
-        assert "read_paused" in handler.limits and conn.is_open
-        assert conn.write_held < 2 * pause  # what it piled up stays near the mark
-        transport.reading = True
-        for _ in range(500):  # it reads everything again: the rest is read and answered
-            transport.take(len(transport.buffer))
-            if handler.asked == 100:
-                break
-            await asyncio.sleep(0.01)
-        assert handler.asked == 100 and conn.is_open
         conn.close("done")
         assert await ended(task)
 
