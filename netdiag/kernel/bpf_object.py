@@ -46,6 +46,13 @@ class ProgSpec:
     relocs: tuple[tuple[int, int], ...]  # (instruction index, map index)
 
     @property
+    def raw_tracepoint(self) -> str | None:
+        """The event of a `RAW_TRACEPOINT_PROBE(event)`, loaded here as tp_btf (BTF-typed)."""
+        if not self.name.startswith("raw_tracepoint__"):
+            return None
+        return self.name.removeprefix("raw_tracepoint__")
+
+    @property
     def tracepoint(self) -> tuple[str, str] | None:
         if not self.name.startswith("tracepoint__"):
             return None
@@ -225,7 +232,7 @@ class Loaded:
 
     maps: dict[str, Map] = field(default_factory=dict)
     prog_fds: dict[str, int] = field(default_factory=dict)
-    perf_fds: list[int] = field(default_factory=list)
+    perf_fds: list[int] = field(default_factory=list)  # attachments: perf events, tp_btf links
 
     def close(self) -> None:
         for fd in [*self.perf_fds, *self.prog_fds.values(), *(m.fd for m in self.maps.values())]:
@@ -244,8 +251,11 @@ def tracepoint_id(tracefs: Path, category: str, event: str) -> int:
         ) from e
 
 
-def load(obj: BpfObject, tracefs: Path) -> Loaded:
-    """Create the maps, load the programs and attach each tracepoint program to its event."""
+def load(obj: BpfObject, tracefs: Path, btf_ids: dict[str, int] | None = None) -> Loaded:
+    """Create the maps, load the programs and attach each tracepoint program to its event.
+    A `raw_tracepoint__EVENT` program is loaded as a BTF-enabled raw tracepoint (tp_btf:
+    BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP) at `btf_ids[EVENT]`, the vmlinux BTF id of
+    typedef btf_trace_EVENT, and attached with BPF_RAW_TRACEPOINT_OPEN (a link fd)."""
     out = Loaded()
     try:
         fds: list[int] = []
@@ -256,6 +266,25 @@ def load(obj: BpfObject, tracefs: Path) -> Loaded:
             fds.append(fd)
             out.maps[m.name] = Map(m, fd)
         for p in obj.progs:
+            raw = p.raw_tracepoint
+            if raw is not None:
+                bid = (btf_ids or {}).get(raw)
+                if bid is None:  # not given: look it up (parses the kernel's BTF, ~0.2 s)
+                    from netdiag.kernel import btf
+
+                    bid = btf.load().find(btf.TYPEDEF, f"btf_trace_{raw}")
+                fd = bpf_sys.prog_load(
+                    bpf_sys.BPF_PROG_TYPE_TRACING,
+                    patch(p, fds),
+                    obj.license,
+                    obj.kern_version,
+                    p.name,
+                    expected_attach_type=bpf_sys.BPF_TRACE_RAW_TP,
+                    attach_btf_id=bid,
+                )
+                out.prog_fds[p.name] = fd
+                out.perf_fds.append(bpf_sys.raw_tracepoint_open(fd))
+                continue
             tp = p.tracepoint
             if tp is None:
                 continue  # helpers compiled into the module but not entry points

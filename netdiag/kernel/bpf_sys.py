@@ -26,9 +26,12 @@ BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
+BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_MAP_LOOKUP_BATCH = 24
 
 BPF_PROG_TYPE_TRACEPOINT = 5
+BPF_PROG_TYPE_TRACING = 26
+BPF_TRACE_RAW_TP = 23  # enum bpf_attach_type: tp_btf (a BTF-enabled raw tracepoint)
 BPF_MAP_TYPE_PERCPU_HASH = 5
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
@@ -114,15 +117,24 @@ def map_create(
     return call(BPF_MAP_CREATE, attr, f"creating BPF map {name}")
 
 
-def prog_load(prog_type: int, insns: bytes, license: str, kern_version: int, name: str) -> int:
-    """BPF_PROG_LOAD; on a verifier refusal the error carries the verifier's log tail."""
+def prog_load(
+    prog_type: int,
+    insns: bytes,
+    license: str,
+    kern_version: int,
+    name: str,
+    expected_attach_type: int = 0,
+    attach_btf_id: int = 0,
+) -> int:
+    """BPF_PROG_LOAD; on a verifier refusal the error carries the verifier's log tail.
+    `attach_btf_id` (a vmlinux BTF type id) with `expected_attach_type` for tracing programs."""
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     cname = name.encode()[:15]
 
     def attempt(log: ctypes.Array[ctypes.c_char] | None) -> tuple[int, int]:
         attr = struct.pack(
-            "IIQQIIQII16s",
+            "IIQQIIQII16sIIIIQIIQII",
             prog_type,
             len(insns) // 8,
             _addr(code),
@@ -133,6 +145,16 @@ def prog_load(prog_type: int, insns: bytes, license: str, kern_version: int, nam
             kern_version,
             0,
             cname,
+            0,  # prog_ifindex
+            expected_attach_type,
+            0,  # prog_btf_fd
+            0,
+            0,  # func_info
+            0,
+            0,
+            0,  # line_info
+            0,
+            attach_btf_id,  # offset 108; attach_btf_obj_fd (112) 0 = vmlinux
         )
         return raw(BPF_PROG_LOAD, attr_buf(attr))
 
@@ -232,6 +254,12 @@ def possible_cpus() -> int:
         lo, _, hi = part.partition("-")
         n = max(n, int(hi or lo) + 1)
     return n
+
+
+def raw_tracepoint_open(prog_fd: int) -> int:
+    """BPF_RAW_TRACEPOINT_OPEN of a tracing program loaded with its attach_btf_id (tp_btf):
+    the returned fd is a BPF link; closing it (or exiting) detaches."""
+    return call(BPF_RAW_TRACEPOINT_OPEN, struct.pack("QI", 0, prog_fd), "attaching tp_btf")
 
 
 def attach_tracepoint(prog_fd: int, tp_id: int) -> int:

@@ -15,7 +15,7 @@ from tests.conftest import missing_bcc, missing_tool
 
 
 def bpf_fds() -> int:
-    """Open fds of this process that are BPF programs or perf events (attachments)."""
+    """Open fds of this process that are BPF programs, perf events or links (attachments)."""
     import os
 
     n = 0
@@ -24,7 +24,7 @@ def bpf_fds() -> int:
             t = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             continue
-        if t in ("anon_inode:bpf-prog", "anon_inode:[perf_event]"):
+        if t in ("anon_inode:bpf-prog", "anon_inode:[perf_event]", "anon_inode:bpf_link"):
             n += 1
     return n
 

@@ -153,3 +153,12 @@ def test_cache_entries_are_named_after_the_program(tmp_path: Path) -> None:
     src.write_text("int x;")
     e = bpf_compile.entry(src, {}, LoadEnv(cache=tmp_path), Path("/h"))
     assert e.parent == tmp_path / "bpf" and e.name.startswith("tcp_peers-")
+
+
+def test_raw_tracepoint_programs_are_told_apart_from_tracepoints() -> None:
+    from netdiag.kernel.bpf_object import ProgSpec
+
+    raw = ProgSpec("raw_tracepoint__tcp_probe", b"", ())
+    assert raw.raw_tracepoint == "tcp_probe" and raw.tracepoint is None
+    tp = ProgSpec("tracepoint__tcp__tcp_probe", b"", ())
+    assert tp.raw_tracepoint is None and tp.tracepoint == ("tcp", "tcp_probe")
