@@ -2,6 +2,11 @@
  *
  * Hooks (tracepoint args only — stable across kernels, see probes/tcp_peers.toml):
  *   tcp:tcp_probe            srtt, cwnd, ssthresh, windows, snd_una, sock_cookie, skaddr
+ *     or, with -DHOOK_BTF (netdiag/trace/btfhook.py), tp_btf/tcp_probe: a BTF-enabled raw
+ *     tracepoint with (struct sock *sk, struct sk_buff *skb). No perf trace record is built;
+ *     the same values are read from struct tcp_sock at byte offsets taken from the running
+ *     kernel's BTF (/sys/kernel/btf/vmlinux, passed as -DOFF_*): the one place this program
+ *     reads kernel-internal layout, and only with offsets of the kernel it runs on.
  *   tcp:tcp_retransmit_skb   skaddr only (no sock_cookie) -> joined through `life`
  *   sock:inet_sock_set_state skaddr only (no sock_cookie) -> joined through `life`
  * `life` maps a socket's kernel address to its cookie (learnt from tcp_probe, which carries
@@ -157,23 +162,105 @@ static __always_inline void stat_inc(int slot)
 		(*v)++;		/* per-CPU slot: no atomics needed */
 }
 
-static __always_inline void copy_addr(u8 *dst, const u8 *sockaddr, u16 family)
-{
-	/* tcp_probe's saddr/daddr are struct sockaddr_in / sockaddr_in6 bytes */
-	if (family == AF_INET) {
-		bpf_probe_read_kernel(dst, 4, sockaddr + 4);
-	} else {
-		bpf_probe_read_kernel(dst, 16, sockaddr + 8);
-	}
-}
+/* What one tcp_probe hit gives, from either hook. The addresses are pointers, read only for
+ * a socket's first row: s4/d4 the IPv4 address, s6/d6 the IPv6 one. */
+struct probe_ev {
+	u64 cookie;
+	u64 sk;
+	u32 srtt;		/* us (tp->srtt_us >> 3) */
+	u32 snd_cwnd;
+	u32 ssthresh;		/* tcp_current_ssthresh() */
+	u32 snd_wnd;
+	u32 rcv_wnd;
+	u32 snd_una;
+	u16 family;
+	u16 sport;
+	u16 dport;
+	const void *s4, *s6, *d4, *d6;
+};
 
+static __always_inline int on_probe(struct probe_ev *e);
+
+#ifdef HOOK_BTF
+/* A load of SZ at a constant offset from a BTF-typed pointer, in asm: bcc's rewriter would turn
+ * a C dereference of a ctx-derived pointer into bpf_probe_read; the verifier checks this one
+ * against the kernel's BTF (offset and size inside a member of the pointed-to struct). */
+#define ND_STR_(x) #x
+#define ND_STR(x) ND_STR_(x)
+#define ND_LD(sz, p, off) ({ u64 __v; asm("%0 = *(" #sz " *)(%1 + " ND_STR(off) ")" : "=r"(__v) : "r"(p)); __v; })
+/* bcc 0.26 declares bpf_get_socket_cookie as returning u32: the cookie would be cut */
+static u64 (*nd_socket_cookie)(void *sk) = (void *)BPF_FUNC_get_socket_cookie;
+
+RAW_TRACEPOINT_PROBE(tcp_probe)
+{
+	void *sk = (void *)ctx->args[0];
+	/* a tcp_sock-typed pointer to the same socket: its fields are past struct sock */
+	void *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	struct probe_ev e;
+	/* tcp_probe's sock_cookie is sock_gen_cookie(sk): the cookie, made on first use */
+	e.cookie = ND_LD(u64, sk, OFF_COOKIE);
+	if (e.cookie == 0)
+		e.cookie = nd_socket_cookie(sk);
+	e.sk = (u64)sk;
+	e.sport = __builtin_bswap16((u16)ND_LD(u16, tp, OFF_SPORT));
+	e.dport = __builtin_bswap16((u16)ND_LD(u16, sk, OFF_DPORT));
+	e.family = ND_LD(u16, sk, OFF_FAMILY);
+	e.srtt = (u32)ND_LD(u32, tp, OFF_SRTT_US) >> 3;
+	u32 cwnd = ND_LD(u32, tp, OFF_SND_CWND);
+	u32 ss = ND_LD(u32, tp, OFF_SND_SSTHRESH);
+	/* tcp_current_ssthresh(): outside CWR / Recovery, at least 3/4 of cwnd */
+	u32 ca = ((u32)ND_LD(u8, tp, OFF_CA_STATE) >> CA_STATE_SHIFT) & ((1 << CA_STATE_BITS) - 1);
+	if (!((1 << ca) & ((1 << 2) | (1 << 3)))) {	/* TCP_CA_CWR, TCP_CA_Recovery */
+		u32 q = (cwnd >> 1) + (cwnd >> 2);
+		if (q > ss)
+			ss = q;
+	}
+	e.snd_cwnd = cwnd;
+	e.ssthresh = ss;
+	e.snd_wnd = ND_LD(u32, tp, OFF_SND_WND);
+	e.rcv_wnd = ND_LD(u32, tp, OFF_RCV_WND);
+	e.snd_una = ND_LD(u32, tp, OFF_SND_UNA);
+	/* TP_STORE_ADDRS: inet_saddr / inet_daddr for AF_INET, sk_v6_* otherwise */
+	e.s4 = tp + OFF_SADDR;
+	e.d4 = sk + OFF_DADDR;
+	e.s6 = sk + OFF_V6_SADDR;
+	e.d6 = sk + OFF_V6_DADDR;
+	return on_probe(&e);
+}
+#else
 TRACEPOINT_PROBE(tcp, tcp_probe)
 {
-	u64 cookie = args->sock_cookie;
-	u64 sk = (u64)args->skaddr;
+	/* tcp_probe's saddr/daddr are struct sockaddr_in / sockaddr_in6 bytes */
+	struct probe_ev e = {
+		.cookie = args->sock_cookie,
+		.sk = (u64)args->skaddr,
+		.srtt = args->srtt,
+		.snd_cwnd = args->snd_cwnd,
+		.ssthresh = args->ssthresh,
+		.snd_wnd = args->snd_wnd,
+		.rcv_wnd = args->rcv_wnd,
+		.snd_una = args->snd_una,
+		.family = args->family,
+		.sport = args->sport,
+		.dport = args->dport,
+		.s4 = args->saddr + 4,
+		.s6 = args->saddr + 8,
+		.d4 = args->daddr + 4,
+		.d6 = args->daddr + 8,
+	};
+	return on_probe(&e);
+}
+#endif
+
+static __always_inline int on_probe(struct probe_ev *e)
+{
+	u64 cookie = e->cookie;
+	u64 sk = e->sk;
 	u64 now = bpf_ktime_get_ns();
 
-	if (!netdiag_port_match(args->sport, args->dport)) {
+	if (!netdiag_port_match(e->sport, e->dport)) {
 		stat_inc(S_FILTERED);
 		return 0;
 	}
@@ -181,7 +268,7 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 #ifdef COST_FLOOR
 	return 0;	/* scripts/probe_cost_ab.py: the cost of running any program here */
 #endif
-	u32 srtt = args->srtt;	/* already in us (tp->srtt_us >> 3) */
+	u32 srtt = e->srtt;
 #if SAMPLE_NS > 0
 	/* sampled: between two samples of a socket only its per-CPU slot is touched */
 	u32 idx = (u32)(cookie ^ (cookie >> 10)) & (PEND_SLOTS - 1);
@@ -228,11 +315,11 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 		np.cookie = cookie;
 		np.first_ns = now;
 		np.srtt_min_us = 0xffffffff;
-		np.family = args->family;
-		np.sport = args->sport;
-		np.dport = args->dport;
+		np.family = e->family;
+		np.sport = e->sport;
+		np.dport = e->dport;
 		np.state = TCP_ESTABLISHED_;
-		np.snd_una = args->snd_una;
+		np.snd_una = e->snd_una;
 		if (l) {
 			np.open_ns = l->open_ns;
 			np.state = l->state;
@@ -240,8 +327,8 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 			np.open_pid = l->open_pid;
 			np.open_cgroup = l->open_cgroup;
 		}
-		copy_addr(np.saddr, args->saddr, args->family);
-		copy_addr(np.daddr, args->daddr, args->family);
+		netdiag_addr_read(np.saddr, e->family, e->s4, e->s6);
+		netdiag_addr_read(np.daddr, e->family, e->d4, e->d6);
 		np.last_ns = now;	/* before the cookie is visible: a row is never seen idle at 0 */
 		u64 owner = slot->cookie;
 		int won = 0;
@@ -312,11 +399,11 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 		 * events: counts, never the histogram) */
 		p->hist[slot]++;
 	}
-	p->snd_cwnd = args->snd_cwnd;
-	p->ssthresh = args->ssthresh;
-	p->snd_wnd = args->snd_wnd;
-	p->rcv_wnd = args->rcv_wnd;
-	u32 una = args->snd_una;
+	p->snd_cwnd = e->snd_cwnd;
+	p->ssthresh = e->ssthresh;
+	p->snd_wnd = e->snd_wnd;
+	p->rcv_wnd = e->rcv_wnd;
+	u32 una = e->snd_una;
 	u32 adv = una - p->snd_una;	/* modulo 2^32: sequence wrap is fine */
 	if (adv < 0x80000000)
 		p->bytes_acked += adv;

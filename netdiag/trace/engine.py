@@ -8,18 +8,22 @@ vanish with it even after kill -9, so no probe can outlive netdiag.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from netdiag.kernel import bcc_loader
+from netdiag.errors import KernelFeatureError, NetdiagError, PrivilegeError
+from netdiag.kernel import bcc_loader, bpf_compile
 from netdiag.kernel.bcc_loader import Defines, LoadEnv
 from netdiag.kernel.host import REAL, HostPaths
-from netdiag.trace import bpfstats, loaders, symbols
+from netdiag.trace import bpfstats, btfhook, loaders, symbols
 from netdiag.trace.decode import Decoder, Row, apply_rates
 from netdiag.trace.manifest import Probe, optional_defines
+
+log = logging.getLogger("netdiag.trace.engine")
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Snapshot:
     lost: int  # lost events in this interval: map full + kernel recursion misses
     source: str = "ebpf"  # or "sock_diag" (fallback)
     notes: list[str] = field(default_factory=list)
+    hook: str = ""  # probes with a tp_btf variant: "tp_btf" or "tracepoint"
 
     def header(self) -> dict[str, Any]:
         return {
@@ -47,6 +52,7 @@ class Snapshot:
             "events_per_s": round(self.events_per_s, 1),
             "lost_events": self.lost,
             "stats": self.stats,
+            **({"hook": self.hook} if self.hook else {}),
         }
 
 
@@ -78,8 +84,11 @@ class Session:
         host: HostPaths = REAL,
         clock: Callable[[], int] = time.monotonic_ns,
         loader: str | None = None,
+        hook: str = "auto",
     ) -> None:
         self.probe = probe
+        self.want_hook = hook  # auto | tp_btf | tracepoint (probes with a [btf_hook])
+        self.hook: btfhook.Choice | None = None  # what open() attached
         self.defines = dict(defines or {})
         self.env = env or LoadEnv()
         self.host = host
@@ -101,10 +110,49 @@ class Session:
         enums = symbols.resolve_enums(self.probe.enums, self.host)
         self.defines = {**optional_defines(self.probe, self.host), **self.defines}
         src = bcc_loader.bpf_source(self.probe.source)
-        self.bpf = loaders.load(src, self.defines, self.env, self.loader)
+        self.bpf = self._load(src)
         self.decoder = Decoder(self.probe, enums, self.bpf.ksym)
         self._prev_t = self.attached_ns = self.clock()
         return self
+
+    def _load(self, src: Any) -> loaders.Loaded:
+        """Load with the hook btfhook.choose() picks; a tp_btf program the kernel refuses
+        falls back to the classic tracepoint (auto) with the refusal as the reason."""
+        spec = self.probe.btf_hook
+        cache = bpf_compile.cache_root(self.env).parent / "btf"
+
+        def facts() -> btfhook.Facts:
+            assert spec is not None  # choose() asks only for a probe with a [btf_hook]
+            return btfhook.cached_facts(spec, cache)
+
+        choice = btfhook.choose(spec, self.want_hook, loaders.chosen(self.loader), facts)
+        if self.want_hook == btfhook.TP_BTF and choice.hook != btfhook.TP_BTF:
+            raise KernelFeatureError(
+                f"tp_btf hook unavailable: {choice.reason}", "use --hook auto or tracepoint"
+            )
+        if choice.hook == btfhook.TP_BTF:
+            try:
+                loaded = loaders.load(
+                    src, {**self.defines, **choice.defines}, self.env, self.loader, choice.btf_ids
+                )
+            except PrivilegeError:
+                raise
+            except NetdiagError as e:
+                if self.want_hook == btfhook.TP_BTF:
+                    raise
+                log.warning("tp_btf hook refused, using the classic tracepoint: %s", e)
+                choice = btfhook.Choice(btfhook.TRACEPOINT, f"the kernel refused tp_btf: {e}")
+            else:
+                self.hook = choice
+                return loaded
+        self.hook = choice
+        return loaders.load(src, self.defines, self.env, self.loader)
+
+    def hook_line(self) -> str:
+        """Which hook carries the probe's hot event, and why when it is the fallback."""
+        if self.hook is None or self.probe.btf_hook is None:
+            return ""
+        return self.hook.describe(self.probe.btf_hook)
 
     @property
     def attached(self) -> int:
@@ -152,7 +200,10 @@ class Session:
         self._prev_rows = {self.decoder.key_of(r): r for r in rows}
         self._prev_stats = stats
         self._prev_t = now
-        return Snapshot(self.probe.name, now, dt, rows, stats, ev, ev / dt if dt > 0 else 0.0, lost)
+        hook = self.hook.hook if self.hook is not None and self.probe.btf_hook else ""
+        return Snapshot(
+            self.probe.name, now, dt, rows, stats, ev, ev / dt if dt > 0 else 0.0, lost, hook=hook
+        )
 
     def _slot_rows(self, now: int) -> list[Row]:
         """Rows of the direct-mapped array: empty slots skipped; a closed row reported once

@@ -59,10 +59,17 @@ def chosen(name: str | None = None) -> str:
     return loader
 
 
-def load(src: Path, defines: Defines, env: LoadEnv, loader: str | None = None) -> Loaded:
+def load(
+    src: Path,
+    defines: Defines,
+    env: LoadEnv,
+    loader: str | None = None,
+    btf_ids: dict[str, int] | None = None,
+) -> Loaded:
+    """`btf_ids`: event -> vmlinux BTF id of btf_trace_EVENT for tp_btf programs (light only)."""
     if chosen(loader) == "bcc":
         return BccLoaded(src, defines, env)
-    return LightLoaded(src, defines, env)
+    return LightLoaded(src, defines, env, btf_ids)
 
 
 class _LightTable:
@@ -82,11 +89,13 @@ class _LightTable:
 class LightLoaded:
     _kallsyms = Kallsyms()  # shared: read once per process, on the first ksym field
 
-    def __init__(self, src: Path, defines: Defines, env: LoadEnv) -> None:
+    def __init__(
+        self, src: Path, defines: Defines, env: LoadEnv, btf_ids: dict[str, int] | None = None
+    ) -> None:
         obj, self.from_cache = bpf_compile.compiled(src, defines, env)
         tfs = tracefs.ensure(env.host)
         try:
-            self.obj = bpf_object.load(obj, tfs)
+            self.obj = bpf_object.load(obj, tfs, btf_ids)
         except NetdiagError:
             if not self.from_cache:
                 raise
@@ -94,7 +103,7 @@ class LightLoaded:
             log.warning("cached BPF object of %s refused; compiling again", src.name)
             bpf_compile.forget(src, defines, env)
             obj, self.from_cache = bpf_compile.compiled(src, defines, env)
-            self.obj = bpf_object.load(obj, tfs)
+            self.obj = bpf_object.load(obj, tfs, btf_ids)
 
     def table(self, name: str) -> Table:
         try:

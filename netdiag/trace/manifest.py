@@ -12,6 +12,7 @@ from typing import Any
 from netdiag.errors import InputError
 from netdiag.kernel import tracefs
 from netdiag.kernel.host import REAL, HostPaths, data_dir
+from netdiag.trace.btfhook import BtfHookSpec
 
 PROBES_DIR = data_dir("probes")
 FIELD_TYPES = {
@@ -95,6 +96,7 @@ class Probe:
     path: Path = field(compare=False)
     derived: tuple[tuple[str, str, str], ...] = ()  # (name, numerator, denominator)
     ephemeral_ports: bool = False  # -DEPHEMERAL_LO/HI from net.ipv4.ip_local_port_range
+    btf_hook: BtfHookSpec | None = None  # [btf_hook]: a tp_btf variant of one hook
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -182,7 +184,17 @@ def parse(data: dict[str, Any], path: Path) -> Probe:
         path=path,
         derived=tuple((d["name"], d["num"], d["den"]) for d in data.get("derived", ())),
         ephemeral_ports=bool(flt.get("ephemeral_ports", False)),
+        btf_hook=_btf_hook(data.get("btf_hook"), where),
     )
+
+
+def _btf_hook(d: dict[str, Any] | None, where: str) -> BtfHookSpec | None:
+    if d is None:
+        return None
+    try:
+        return BtfHookSpec.from_toml(d)
+    except (KeyError, ValueError) as e:
+        raise InputError(f"{where} [btf_hook]: {e}", "see probes/tcp_peers.toml") from None
 
 
 def load(name: str, probes_dir: Path = PROBES_DIR) -> Probe:
