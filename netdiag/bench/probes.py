@@ -150,8 +150,14 @@ def _iperf(path: testbed.Path3, seconds: float, port: int, rate: str = "max") ->
     return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"])
 
 
-def variant_name(sample_ms: float) -> str:
-    return "per-ack" if sample_ms <= 0 else f"sample-{sample_ms:g}ms"
+def variant_name(sample_ms: float, hook: str = "auto") -> str:
+    base = "per-ack" if sample_ms <= 0 else f"sample-{sample_ms:g}ms"
+    return base if hook == "auto" else f"{base}@{hook}"
+
+
+def _hooks_seen(runs: list[TracerRun]) -> str:
+    """The tcp_probe hook(s) the tracer's lines report ("tp_btf", "tracepoint"; "" if none)."""
+    return ",".join(sorted({str(ln["hook"]) for t in runs for ln in t.lines if ln.get("hook")}))
 
 
 @dataclass
@@ -168,16 +174,19 @@ def overhead(
     progress: Progress = lambda _m: None,
     rates: tuple[str, ...] = ("max",),
     samples_ms: tuple[float, ...] = (0.0,),
+    hooks: tuple[str, ...] = ("auto",),
 ) -> dict[str, Any]:
     """Runs without and with trace-peers at each iperf3 rate (`max` = unpaced, CPU-bound;
     `2G` etc. = paced: a lower event rate), for each probe variant (`samples_ms`: trace-peers
     --sample-ms; 0 = every ACK), in one invocation: per round, off and every variant back to
     back, the order reversed every other round so drift favours none. The top-level figures
     are the first rate's first variant's; `by_rate` has ratio, ns/event and lost events per
-    rate and variant."""
+    rate and variant. `hooks` (trace-peers --hook: auto, tp_btf, tracepoint) multiply the
+    variants: `per-ack@tp_btf` next to `per-ack@tracepoint` is the hooks side by side."""
     _require("iperf3", "ip")
     port = 5201
-    variants = {variant_name(v): v for v in samples_ms}
+    variants = {variant_name(v, h): v for h in hooks for v in samples_ms}
+    hook_of = {variant_name(v, h): h for h in hooks for v in samples_ms}
     per_rate: dict[str, _RateRuns] = {}
     with testbed.path3(rate_mbit=None, one_segment_skbs=False) as path:
         server = subprocess.Popen(
@@ -202,9 +211,11 @@ def overhead(
                                 rr.off.append(got)
                                 what = "without probe"
                             else:
-                                args = (
+                                args: tuple[str, ...] = (
                                     ("--sample-ms", str(variants[mode])) if variants[mode] else ()
                                 )
+                                if hook_of[mode] != "auto":
+                                    args += ("--hook", hook_of[mode])
                                 tr = Tracer(interval_s, args=args)
                                 try:
                                     got = _iperf(path, seconds, port, rate)
@@ -217,7 +228,12 @@ def overhead(
             server.terminate()
             server.wait(timeout=10)
     by_rate = [
-        probes_rates.figures(rate, name, variants[name], rr.off, rr.on[name], rr.tracers[name])
+        {
+            **probes_rates.figures(
+                rate, name, variants[name], rr.off, rr.on[name], rr.tracers[name]
+            ),
+            "hook": _hooks_seen(rr.tracers[name]),
+        }
         for rate, rr in per_rate.items()
         for name in variants
     ]
@@ -243,6 +259,7 @@ def overhead(
         "seconds_per_run": seconds,
         "interval_s": interval_s,
         "variants": list(variants),
+        "hook": _hooks_seen(tracer_runs),
         "throughput_off_bps": off,
         "throughput_on_bps": on,
         **head,

@@ -39,6 +39,13 @@ def probes() -> None:
     help="Comma-separated probe variants (trace-peers --sample-ms; 0 = every ACK), e.g. 0,1: "
     "each variant and no probe, side by side in one run.",
 )
+@click.option(
+    "--hooks",
+    default="auto",
+    show_default=True,
+    help="Comma-separated tcp_probe hooks (trace-peers --hook: auto, tp_btf, tracepoint), e.g. "
+    "tp_btf,tracepoint: each with each --sample-ms variant, side by side in one run.",
+)
 @result_options("probes-overhead")
 def overhead(
     runs: int,
@@ -46,6 +53,7 @@ def overhead(
     interval: float,
     rates: str,
     sample_ms: str,
+    hooks: str,
     out: Path | None,
     as_json: bool,
 ) -> None:
@@ -61,6 +69,11 @@ def overhead(
         samples = ()
     if not samples or any(x < 0 for x in samples):
         raise InputError(f"--sample-ms {sample_ms!r} is not a list of ms >= 0", "e.g. 0,1")
+    hook_list = tuple(dict.fromkeys(h.strip() for h in hooks.split(",") if h.strip()))
+    if not hook_list or any(h not in ("auto", "tp_btf", "tracepoint") for h in hook_list):
+        raise InputError(
+            f"--hooks {hooks!r}: use auto, tp_btf, tracepoint", "e.g. tp_btf,tracepoint"
+        )
     err = Console(stderr=True)
     doc = benchmarks.overhead(
         runs,
@@ -69,6 +82,7 @@ def overhead(
         progress=lambda m: err.print(m),
         rates=rate_list,
         samples_ms=samples,
+        hooks=hook_list,
     )
     params = {
         "runs": runs,
@@ -76,6 +90,7 @@ def overhead(
         "interval": interval,
         "rates": ",".join(rate_list),
         "sample_ms": ",".join(f"{x:g}" for x in samples),
+        "hooks": ",".join(hook_list),
     }
     finish(benchmarks.overhead_result(doc, params), out, as_json)
 

@@ -36,6 +36,37 @@ def hooks_from_manifests() -> dict[str, checks.HookNeed]:
     }
 
 
+def hook_check() -> checks.Check:
+    """Which hook tcp_peers' per-ACK event will use here (trace/btfhook.py), and why."""
+    from netdiag.kernel import bpf_compile
+    from netdiag.kernel.bcc_loader import LoadEnv
+    from netdiag.trace import btfhook, loaders, manifest
+
+    spec = manifest.load(CORE_PROBE).btf_hook
+    cache = bpf_compile.cache_root(LoadEnv()).parent / "btf"
+
+    def facts() -> btfhook.Facts:
+        assert spec is not None
+        return btfhook.cached_facts(spec, cache)
+
+    try:
+        loader = loaders.chosen()
+    except NetdiagError as e:
+        loader = f"unknown ({e})"
+    choice = btfhook.choose(spec, "auto", loader, facts)
+    line = choice.describe(spec)
+    enables = "trace-peers at lower cost per ACK (no trace record)"
+    if choice.hook == btfhook.TP_BTF:
+        return checks.Check("tcp_probe hook", "ok", line + "; offsets from kernel BTF", enables)
+    return checks.Check(
+        "tcp_probe hook",
+        "degraded",
+        line,
+        enables,
+        "a kernel with BTF (CONFIG_DEBUG_INFO_BTF) and the light loader; the classic works",
+    )
+
+
 def _apply_fixes(found: list[checks.Check], console: Console) -> None:
     """The safe fixes: mount tracefs, install a kernel header tree for bcc."""
     by_name = {c.name: c for c in found}
@@ -101,10 +132,10 @@ def doctor(as_json: bool, fix: bool, ebpf: bool) -> None:
         privileged=caps.has("CAP_SYS_ADMIN") and caps.has("CAP_NET_ADMIN"),
         hooks=hooks_from_manifests(),
     )
-    found = checks.run_all(ctx)
+    found = [*checks.run_all(ctx), hook_check()]
     if fix:
         _apply_fixes(found, console)
-        found = checks.run_all(ctx)
+        found = [*checks.run_all(ctx), hook_check()]
     ok = checks.core_ok(found)
     if as_json:
         emit_json(

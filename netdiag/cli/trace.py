@@ -193,6 +193,15 @@ def first_read_option(fn: Any) -> Any:
     "many ms (in the kernel); events and min/max RTT still count every ACK. 0: every ACK.",
 )
 @click.option(
+    "--hook",
+    type=click.Choice(["auto", "tp_btf", "tracepoint"]),
+    default="auto",
+    show_default=True,
+    help="tcp_probe hook: tp_btf (BTF raw tracepoint, cheaper: no trace record; offsets from "
+    "the kernel's BTF), tracepoint (classic), auto: tp_btf when possible, else the classic one "
+    "(the reason is printed). JSON lines carry the hook in use.",
+)
+@click.option(
     "--ebpf", "show_ebpf", is_flag=True, hidden=True, help="Print the final BPF C and exit."
 )
 def trace_peers(
@@ -214,6 +223,7 @@ def trace_peers(
     cong: bool,
     no_bpf: bool,
     sample_ms: float,
+    hook: str,
     show_ebpf: bool,
 ) -> None:
     """Live per-connection TCP table: RTT, cwnd, ssthresh, throughput, retransmits, age.
@@ -244,7 +254,7 @@ def trace_peers(
             raise InputError(f"unknown column {c!r}", f"choose from: {', '.join(sorted(known))}")
     collector = prom.PromCollector(prom_max_series) if prom_addr else None
     err = Console(stderr=True)
-    opts = peers.PeersOptions(flt, node_url, cong, no_bpf, listen, sample_ns, interval)
+    opts = peers.PeersOptions(flt, node_url, cong, no_bpf, listen, sample_ns, interval, hook)
     with _sigterm_as_interrupt():
         server = prom.serve(prom_addr, collector) if prom_addr and collector else None
         try:

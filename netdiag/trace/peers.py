@@ -39,6 +39,7 @@ class PeersOptions:
         0  # -DSAMPLE_NS: per-socket tcp_probe detail at most once per this (0: every ACK)
     )
     interval_s: float = 1.0  # how often the map is read: a closed slot row must be read first
+    hook: str = "auto"  # tcp_probe hook: auto | tp_btf | tracepoint (trace/btfhook.py)
 
 
 SLOT_REUSE_NS = 60_000_000_000  # bpf/tcp_peers.bpf.c's default
@@ -183,14 +184,21 @@ def open_source(
     warn: Callable[[str], None],
     sample_ns: int = 0,
     interval_s: float = 1.0,
+    hook: str = "auto",
 ) -> Session | Poller:
     """The eBPF session, or the sock_diag poller when BPF cannot run here (and why)."""
     if not no_bpf:
         extra = {"SAMPLE_NS": sample_ns} if sample_ns > 0 else {}
         extra.update(slot_defines(interval_s))
         try:
-            return Session(probe, defines_for(probe, flt.kernel_ports(), False, extra)).open()
+            s = Session(probe, defines_for(probe, flt.kernel_ports(), False, extra), hook=hook)
+            s.open()
+            if s.hook is not None and s.hook.hook != "tp_btf" and hook == "auto":
+                warn(f"tcp_probe hook: {s.hook_line()}")  # the fallback, and why
+            return s
         except (PrivilegeError, KernelFeatureError, NetdiagError) as e:
+            if hook == "tp_btf":
+                raise  # asked for explicitly: no silent change of hook
             warn(f"eBPF unavailable ({e}); falling back to sock_diag polling")
     return Poller(probe, flt.ports, flt.netns).open()
 
@@ -202,7 +210,7 @@ def build(opts: PeersOptions, warn: Callable[[str], None]) -> Pipeline:
     flt = opts.filters
     flt.check()
     probe = manifest.load(PEERS_PROBE)
-    source = open_source(probe, flt, opts.no_bpf, warn, opts.sample_ns, opts.interval_s)
+    source = open_source(probe, flt, opts.no_bpf, warn, opts.sample_ns, opts.interval_s, opts.hook)
     pipe = Pipeline(source)
     try:
         members = flt.membership()
