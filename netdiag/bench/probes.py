@@ -150,9 +150,9 @@ def _iperf(path: testbed.Path3, seconds: float, port: int, rate: str = "max") ->
     return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"])
 
 
-def variant_name(sample_ms: float, hook: str = "auto") -> str:
+def variant_name(sample_ms: float, hook: str = "tracepoint") -> str:
     base = "per-ack" if sample_ms <= 0 else f"sample-{sample_ms:g}ms"
-    return base if hook == "auto" else f"{base}@{hook}"
+    return base if hook == "tracepoint" else f"{base}@{hook}"  # the default hook: no suffix
 
 
 def _hooks_seen(runs: list[TracerRun]) -> str:
@@ -174,15 +174,15 @@ def overhead(
     progress: Progress = lambda _m: None,
     rates: tuple[str, ...] = ("max",),
     samples_ms: tuple[float, ...] = (0.0,),
-    hooks: tuple[str, ...] = ("auto",),
+    hooks: tuple[str, ...] = ("tracepoint",),
 ) -> dict[str, Any]:
     """Runs without and with trace-peers at each iperf3 rate (`max` = unpaced, CPU-bound;
     `2G` etc. = paced: a lower event rate), for each probe variant (`samples_ms`: trace-peers
     --sample-ms; 0 = every ACK), in one invocation: per round, off and every variant back to
     back, the order reversed every other round so drift favours none. The top-level figures
     are the first rate's first variant's; `by_rate` has ratio, ns/event and lost events per
-    rate and variant. `hooks` (trace-peers --hook: auto, tp_btf, tracepoint) multiply the
-    variants: `per-ack@tp_btf` next to `per-ack@tracepoint` is the hooks side by side."""
+    rate and variant. `hooks` (trace-peers --hook: tracepoint, tp_btf, auto) multiply the
+    variants: `per-ack@tp_btf` next to `per-ack` (the classic tracepoint) side by side."""
     _require("iperf3", "ip")
     port = 5201
     variants = {variant_name(v, h): v for h in hooks for v in samples_ms}
@@ -214,7 +214,7 @@ def overhead(
                                 args: tuple[str, ...] = (
                                     ("--sample-ms", str(variants[mode])) if variants[mode] else ()
                                 )
-                                if hook_of[mode] != "auto":
+                                if hook_of[mode] != "tracepoint":
                                     args += ("--hook", hook_of[mode])
                                 tr = Tracer(interval_s, args=args)
                                 try:
@@ -311,6 +311,7 @@ def accuracy(
     nbytes: int = 8 << 20,
     one_segment: bool = True,
     progress: Progress = lambda _m: None,
+    hook: str = "tracepoint",
 ) -> dict[str, Any]:
     from netdiag.lab import Lab, two_node
 
@@ -330,7 +331,9 @@ def accuracy(
         cookie = pair.cookie
         tr = TcpRetrans()
         try:
-            with engine.Session(probe, engine.defines_for(probe, (pair.port,), False)) as s:
+            defines = engine.defines_for(probe, (pair.port,), False)
+            with engine.Session(probe, defines, hook=hook) as s:
+                hook_line = s.hook_line()
                 n0 = nstat_abs(a, "TcpRetransSegs")
                 t0 = time.monotonic()
                 pair.send(nbytes)
@@ -410,6 +413,7 @@ def accuracy(
             [Sample(0.1 * k, c) for k, c in enumerate(samples or [end_diag])]
         ).verdict,
         "lost_events": snap.stats.get("lost_events", 0) + snap.stats.get("recursion_misses", 0),
+        "hook": hook_line,
     }
 
 

@@ -41,9 +41,9 @@ def probes() -> None:
 )
 @click.option(
     "--hooks",
-    default="auto",
+    default="tracepoint",
     show_default=True,
-    help="Comma-separated tcp_probe hooks (trace-peers --hook: auto, tp_btf, tracepoint), e.g. "
+    help="Comma-separated tcp_probe hooks (trace-peers --hook: tracepoint, tp_btf, auto), e.g. "
     "tp_btf,tracepoint: each with each --sample-ms variant, side by side in one run.",
 )
 @result_options("probes-overhead")
@@ -107,6 +107,13 @@ def overhead(
     help="Let TCP build multi-segment skbs (retransmit events then count fewer than the "
     "kernel's segment counters).",
 )
+@click.option(
+    "--hook",
+    type=click.Choice(["tracepoint", "tp_btf", "auto"]),
+    default="tracepoint",
+    show_default=True,
+    help="tcp_probe hook of the probe under test (trace-peers --hook).",
+)
 @result_options("probes-accuracy")
 def accuracy(
     delay_ms: float,
@@ -114,6 +121,7 @@ def accuracy(
     loss: float,
     mbytes: float,
     gso: bool,
+    hook: str,
     out: Path | None,
     as_json: bool,
 ) -> None:
@@ -128,6 +136,7 @@ def accuracy(
         int(mbytes * (1 << 20)),
         one_segment=not gso,
         progress=lambda m: err.print(m),
+        hook=hook,
     )
     params = {
         "delay_ms": delay_ms,
@@ -135,6 +144,7 @@ def accuracy(
         "loss": loss,
         "mbytes": mbytes,
         "gso": gso,
+        "hook": hook,
     }
     finish(benchmarks.accuracy_result(doc, params), out, as_json)
 

@@ -54,16 +54,17 @@ def hook_check() -> checks.Check:
     except NetdiagError as e:
         loader = f"unknown ({e})"
     choice = btfhook.choose(spec, "auto", loader, facts)
-    line = choice.describe(spec)
-    enables = "trace-peers at lower cost per ACK (no trace record)"
+    default = "tracepoint tcp:tcp_probe (classic) by default"
+    enables = "trace-peers --hook tp_btf (BTF raw tracepoint, no trace record)"
     if choice.hook == btfhook.TP_BTF:
-        return checks.Check("tcp_probe hook", "ok", line + "; offsets from kernel BTF", enables)
+        return checks.Check(
+            "tcp_probe hook", "ok", f"{default}; tp_btf/tcp_probe available", enables
+        )
     return checks.Check(
         "tcp_probe hook",
-        "degraded",
-        line,
+        "ok",
+        f"{default}; tp_btf unavailable: {choice.reason}",
         enables,
-        "a kernel with BTF (CONFIG_DEBUG_INFO_BTF) and the light loader; the classic works",
     )
 
 

@@ -194,12 +194,13 @@ def first_read_option(fn: Any) -> Any:
 )
 @click.option(
     "--hook",
-    type=click.Choice(["auto", "tp_btf", "tracepoint"]),
-    default="auto",
+    type=click.Choice(["tracepoint", "tp_btf", "auto"]),
+    default="tracepoint",
     show_default=True,
-    help="tcp_probe hook: tp_btf (BTF raw tracepoint, cheaper: no trace record; offsets from "
-    "the kernel's BTF), tracepoint (classic), auto: tp_btf when possible, else the classic one "
-    "(the reason is printed). JSON lines carry the hook in use.",
+    help="tcp_probe hook: tracepoint (classic), tp_btf (BTF raw tracepoint: no trace record, "
+    "tcp_sock read at offsets from the kernel's BTF; not shown cheaper here, see "
+    "docs/benchmarks.md), auto: tp_btf when possible, else the classic one with the reason. "
+    "JSON lines carry the hook in use.",
 )
 @click.option(
     "--ebpf", "show_ebpf", is_flag=True, hidden=True, help="Print the final BPF C and exit."

@@ -9,10 +9,14 @@ running kernel's BTF (netdiag/kernel/btf.py), never from headers. A probe opts i
 `[btf_hook]` table in its manifest (probes/tcp_peers.toml): the event, the define that
 selects the tp_btf code, and the offsets it needs as `DEFINE = "struct:member.path:size"`.
 
-`auto` (the default) uses tp_btf when the kernel's BTF has every type and member at the
-size the program reads, and the light loader is in use; otherwise the classic tracepoint,
-with a one-line reason. A kernel that refuses the tp_btf program at load (no BPF_TRACE_RAW_TP,
-a verifier that disagrees) falls back the same way (engine.Session.open).
+The default is the classic tracepoint: side by side on this project's machines tp_btf was
+not shown cheaper (docs/benchmarks.md, "tp_btf/tcp_probe"): the program then loads the
+tcp_sock fields itself, which the classic hook's record assembly did before it. `tp_btf`
+asks for it (an error when unavailable); `auto` uses tp_btf when the kernel's BTF has every
+type and member at the size the program reads and the light loader is in use, otherwise the
+classic tracepoint, with a one-line reason. A kernel that refuses the tp_btf program at load
+(no BPF_TRACE_RAW_TP, a verifier that disagrees) falls back the same way under auto
+(engine.Session.open).
 Resolved defines are cached per kernel BTF hash (parsing vmlinux BTF takes ~0.2 s).
 """
 
@@ -28,8 +32,9 @@ from typing import Any
 
 from netdiag.kernel import btf
 
-HOOKS = ("auto", "tp_btf", "tracepoint")
+HOOKS = ("tracepoint", "tp_btf", "auto")
 TP_BTF, TRACEPOINT = "tp_btf", "tracepoint"
+DEFAULT = TRACEPOINT
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,7 @@ def choose(spec: BtfHookSpec | None, want: str, loader: str, facts: Callable[[],
     if spec is None:
         return Choice(TRACEPOINT, "this probe has no tp_btf variant" if want == TP_BTF else "")
     if want == TRACEPOINT:
-        return Choice(TRACEPOINT, "asked for (--hook tracepoint)")
+        return Choice(TRACEPOINT, "the default (--hook tp_btf or auto for the BTF raw tracepoint)")
     if loader != "light":
         return Choice(TRACEPOINT, f"the {loader} loader attaches classic tracepoints only")
     try:

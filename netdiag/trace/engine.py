@@ -84,10 +84,10 @@ class Session:
         host: HostPaths = REAL,
         clock: Callable[[], int] = time.monotonic_ns,
         loader: str | None = None,
-        hook: str = "auto",
+        hook: str = btfhook.DEFAULT,
     ) -> None:
         self.probe = probe
-        self.want_hook = hook  # auto | tp_btf | tracepoint (probes with a [btf_hook])
+        self.want_hook = hook  # tracepoint | tp_btf | auto (probes with a [btf_hook])
         self.hook: btfhook.Choice | None = None  # what open() attached
         self.defines = dict(defines or {})
         self.env = env or LoadEnv()

@@ -39,7 +39,7 @@ class PeersOptions:
         0  # -DSAMPLE_NS: per-socket tcp_probe detail at most once per this (0: every ACK)
     )
     interval_s: float = 1.0  # how often the map is read: a closed slot row must be read first
-    hook: str = "auto"  # tcp_probe hook: auto | tp_btf | tracepoint (trace/btfhook.py)
+    hook: str = "tracepoint"  # tcp_probe hook: tracepoint | tp_btf | auto (trace/btfhook.py)
 
 
 SLOT_REUSE_NS = 60_000_000_000  # bpf/tcp_peers.bpf.c's default
@@ -184,7 +184,7 @@ def open_source(
     warn: Callable[[str], None],
     sample_ns: int = 0,
     interval_s: float = 1.0,
-    hook: str = "auto",
+    hook: str = "tracepoint",
 ) -> Session | Poller:
     """The eBPF session, or the sock_diag poller when BPF cannot run here (and why)."""
     if not no_bpf:

@@ -150,7 +150,7 @@ def test_forced_classic_hook_and_clean_close(loopback_pair: Callable[..., Pair])
     before = bpf_fds()
     s = _session(pair.port, "tracepoint").open()
     try:
-        assert s.hook_line().startswith("tracepoint tcp:tcp_probe (classic): asked for")
+        assert s.hook_line().startswith("tracepoint tcp:tcp_probe (classic): the default")
     finally:
         s.close()
     s = _session(pair.port, "auto").open()

@@ -36,7 +36,7 @@ def test_auto_with_light_loader_and_btf_is_tp_btf() -> None:
 @pytest.mark.parametrize(
     ("want", "loader", "reason"),
     [
-        ("tracepoint", "light", "asked for (--hook tracepoint)"),
+        ("tracepoint", "light", "the default (--hook tp_btf or auto for the BTF raw tracepoint)"),
         ("auto", "bcc", "the bcc loader attaches classic tracepoints only"),
     ],
 )
