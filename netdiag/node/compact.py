@@ -17,7 +17,10 @@ signature batch, txbatch.py); the ones missing are asked from the sender by
 index (``GetBlockTxn``) and checked against their ids when they come (``BlockTxn``). A missing
 answer (``compact_timeout_s``), a "not held" one (empty) or a wrong one (penalized) ends in a
 full-block fetch (``GetBlocksByHash``) from another peer that announced the block, the sender
-last; a late or failed fetch tries the next, until none is left. A rebuilt (or fetched) block
+last; a late or failed fetch tries the next, until none is left, then one more timeout is
+waited (a peer announcing the block meanwhile is asked at once) before it is given up. An
+answer that comes after its timeout still completes the reconstruction while it is in
+progress (a loaded peer is slow, not wrong). A rebuilt (or fetched) block
 takes exactly the path of a gossiped full block (``Ingest.on_publish``): its canonical
 encoding is the producer's, so its gossip message id, dedup, early forward and full check are
 the same. Pending reconstructions are bounded per announcing peer and in total
@@ -71,9 +74,9 @@ class Pending:
     txs: list[Tx | None]
     txids: list[bytes]
     first: Link  # the peer whose compact block we are rebuilding
-    asked: Link
-    req_id: int
-    stage: str  # txn (GetBlockTxn to ``first``) | full (GetBlocksByHash to ``asked``)
+    req_id: int  # the request whose timeout moves it on (a "wait" id is never sent)
+    stage: str  # txn (GetBlockTxn to ``first``) | full (GetBlocksByHash) | wait (last call)
+    rids: set[int] = field(default_factory=set)  # its requests not answered yet (late too)
     sources: list[Link] = field(default_factory=list)  # others that announced it
     tried: set[bytes] = field(default_factory=set)  # peer ids asked for the full block
     bad: set[bytes] = field(default_factory=set)  # peer ids that answered wrongly
@@ -93,11 +96,14 @@ class CompactRelay:
         self.max_pending = cfg.compact_pending_max
         self.recent_max = cfg.compact_recent_txs
         self.pending: dict[bytes, Pending] = {}  # block hash -> reconstruction
-        self.by_req: dict[int, bytes] = {}  # request in flight -> block hash
+        # request -> (block hash, peer asked, txn | full), kept until answered or the block is
+        # done with: an answer after its timeout still completes a reconstruction in progress
+        self.reqs: dict[int, tuple[bytes, Link, str]] = {}
         self.relayed: OrderedDict[bytes, Block] = OrderedDict()
         # block hash -> gossip message id (b"": not delivered by us) of blocks done with
         self.done: OrderedDict[bytes, bytes] = OrderedDict()
         self.recent: OrderedDict[bytes, Tx] = OrderedDict()  # txid -> tx no longer pooled
+        self.waits: dict[int, bytes] = {}  # last-call timer id -> block hash
         self._ids = itertools.count(REQ_ID_BASE)
         self._last_id = REQ_ID_BASE - 1
 
@@ -205,6 +211,8 @@ class CompactRelay:
             self._duplicate(h, p)
             if conn is not p.first and conn not in p.sources and len(p.sources) < MAX_SOURCES:
                 p.sources.append(conn)
+                if p.stage == "wait":  # every source had failed: a new one is asked at once
+                    self._ask_full(p)
             return
         if ing.hold_blocks():
             return  # onboarding from a snapshot: blocks wait until the state is in
@@ -231,30 +239,26 @@ class CompactRelay:
         if sum(q.first is conn for q in self.pending.values()) >= self.per_peer:
             lim.labels("compact_pending_peer").inc()
             return
-        rid = self._next_id()
-        self.pending[h] = Pending(
-            h, header, msg.signature, txs, list(msg.txids), conn, conn, rid, "txn"
+        p = self.pending[h] = Pending(
+            h, header, msg.signature, txs, list(msg.txids), conn, 0, "txn"
         )
-        self.by_req[rid] = h
         m.labels("txn_requested").inc()
         ing.metrics.compact_missing_txs.inc(len(missing))
-        conn.send(GetBlockTxn(rid, h, missing))
-        self._arm(rid)
+        conn.send(GetBlockTxn(self._request(p, conn, "txn"), h, missing))
 
     def on_blocktxn(self, conn: Link, msg: BlockTxn) -> None:
         ing = self.ingest
-        h = self.by_req.get(msg.req_id)
-        p = self.pending.get(h) if h is not None else None
-        if p is None or p.asked is not conn or p.stage != "txn":
-            self._stray(conn, msg.req_id, "blocktxn")
+        p = self._answered(conn, msg.req_id, "txn", "blocktxn")
+        if p is None:
             return
-        del self.by_req[msg.req_id]
+        current = msg.req_id == p.req_id  # else late: the reconstruction has moved on
         pid = conn.peer_id or b""
         if ing.chain.store.has_block(p.hash):  # it came in full meanwhile
             self._finish(p)
             return
         if not msg.txs:
-            self._fallback(p, "not_held")
+            if current:
+                self._fallback(p, "not_held")
             return
         missing = p.missing()
         why = ""
@@ -282,7 +286,10 @@ class CompactRelay:
                 hash=p.hash.hex(),
                 peer=pid.hex(),
             )
-            self._fallback(p, "bad_answer")
+            for i in missing:  # what it sent is not trusted, not even the txs that matched
+                p.txs[i] = None
+            if current:
+                self._fallback(p, "bad_answer")
             return
         ing.metrics.compact_blocks.labels("txn_ok").inc()
         block = Block(p.header, p.hash, p.signature, [t for t in p.txs if t is not None])
@@ -294,17 +301,16 @@ class CompactRelay:
 
     def on_blocks(self, conn: Link, msg: Blocks) -> None:
         ing = self.ingest
-        h = self.by_req.get(msg.req_id)
-        p = self.pending.get(h) if h is not None else None
-        if p is None or p.asked is not conn:
-            self._stray(conn, msg.req_id, "blocks")
+        p = self._answered(conn, msg.req_id, "full", "blocks")
+        if p is None:
             return
-        del self.by_req[msg.req_id]
+        current = msg.req_id == p.req_id
         if ing.chain.store.has_block(p.hash):
             self._finish(p)
             return
         if not msg.blocks:
-            self._fallback(p, "not_held")
+            if current:
+                self._fallback(p, "not_held")
             return
         try:
             block = decode_block(msg.blocks[0]) if len(msg.blocks) == 1 else None
@@ -313,49 +319,83 @@ class CompactRelay:
         if block is None or block.hash != p.hash:
             p.bad.add(conn.peer_id or b"")
             ing.policy.penalize(conn, PENALTY_INVALID, "getblocksbyhash: not the block asked")
-            self._fallback(p, "bad_answer")
+            if current:
+                self._fallback(p, "bad_answer")
             return
         ing.metrics.compact_blocks.labels("fetched").inc()
         self._deliver(conn, msg.blocks[0], p)
 
     # -- timeouts and fallback -------------------------------------------------------------
 
+    def _request(self, p: Pending, conn: Link, kind: str) -> int:
+        """A new request of ``p`` to ``conn``: it becomes the current one, its timer armed."""
+        rid = self._next_id()
+        p.req_id, p.stage = rid, kind
+        p.rids.add(rid)
+        self.reqs[rid] = (p.hash, conn, kind)
+        self._arm(rid)
+        return rid
+
+    def _answered(self, conn: Link, rid: int, kind: str, what: str) -> Pending | None:
+        """The reconstruction an answer belongs to (its request now answered), or None."""
+        req = self.reqs.get(rid)
+        p = self.pending.get(req[0]) if req is not None else None
+        if req is None or p is None or req[1] is not conn or req[2] != kind:
+            self._stray(conn, rid, what)
+            return None
+        del self.reqs[rid]
+        p.rids.discard(rid)
+        if rid != p.req_id:
+            self.ingest.metrics.compact_blocks.labels("late_answer").inc()
+        return p
+
     def _arm(self, rid: int) -> None:
         self.ingest.scheduler.call_later(self.timeout_s, lambda: self._expire(rid))
 
     def _expire(self, rid: int) -> None:
-        h = self.by_req.pop(rid, None)
-        p = self.pending.get(h) if h is not None else None
-        if p is not None:
+        req = self.reqs.get(rid)
+        p = self.pending.get(req[0]) if req is not None else None
+        if p is not None and p.req_id == rid:  # still the current request: move on
             self._fallback(p, "timeout")
+        elif rid in self.waits:
+            p = self.pending.get(self.waits.pop(rid))
+            if p is not None and p.req_id == rid:
+                self._give_up(p)
 
     def _fallback(self, p: Pending, why: str) -> None:
-        """Fetch the full block from the next peer that announced it (the sender last)."""
         ing = self.ingest
         ing.metrics.compact_blocks.labels(f"fallback_{why}").inc()
         if ing.chain.store.has_block(p.hash):
             self._finish(p)
             return
+        self._ask_full(p)
+
+    def _ask_full(self, p: Pending) -> None:
+        """Fetch the full block from the next peer that announced it (the sender last); with
+        none left, wait one more timeout for late answers and new announcers, then give up."""
         skip = p.tried | p.bad
         cands = [c for c in [*p.sources, p.first] if c.is_open and (c.peer_id or b"") not in skip]
-        if not cands:
-            ing.metrics.compact_blocks.labels("failed").inc()
-            ing.log.info(
-                "compact_failed",
-                f"block {p.header.height} {p.hash[:6].hex()}: no peer left to fetch it from "
-                f"after {why}; gossip or sync brings it",
-                height=p.header.height,
-                hash=p.hash.hex(),
-            )
-            self._finish(p, None)
-            return
-        conn = cands[0]
-        rid = self._next_id()
-        p.asked, p.req_id, p.stage = conn, rid, "full"
-        p.tried.add(conn.peer_id or b"")
-        self.by_req[rid] = p.hash
-        conn.send(GetBlocksByHash(rid, [p.hash]))
-        self._arm(rid)
+        if cands:
+            conn = cands[0]
+            p.tried.add(conn.peer_id or b"")
+            conn.send(GetBlocksByHash(self._request(p, conn, "full"), [p.hash]))
+        elif p.stage != "wait":
+            rid = self._next_id()  # never sent: only its timer
+            p.req_id, p.stage = rid, "wait"
+            self.waits[rid] = p.hash
+            self._arm(rid)
+
+    def _give_up(self, p: Pending) -> None:
+        ing = self.ingest
+        ing.metrics.compact_blocks.labels("failed").inc()
+        ing.log.info(
+            "compact_failed",
+            f"block {p.header.height} {p.hash[:6].hex()}: no peer answered with it in time; "
+            "gossip or sync brings it",
+            height=p.header.height,
+            hash=p.hash.hex(),
+        )
+        self._finish(p, None)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -387,7 +427,10 @@ class CompactRelay:
     def _finish(self, p: Pending, mid: bytes | None = b"") -> None:
         """``p`` ends: delivered (``mid``), or given up (None: a later copy starts again)."""
         self.pending.pop(p.hash, None)
-        self.by_req.pop(p.req_id, None)
+        for rid in p.rids:
+            self.reqs.pop(rid, None)
+        p.rids.clear()
+        self.waits.pop(p.req_id, None)
         if mid is not None:
             self._done(p.hash, mid)
 

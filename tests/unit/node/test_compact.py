@@ -210,27 +210,58 @@ def test_no_answer_in_time_falls_back_to_another_source(tmp_path: Path) -> None:
     assert counter(relay, "fallback_timeout") == 2
     (fetch2,) = sent(src, GetBlocksByHash)
     assert fetch2.req_id != fetch.req_id
-    # a late answer to the first request is ignored, not penalized
-    (ask,) = sent(src, GetBlockTxn)
-    give(src, BlockTxn(ask.req_id, [t.encode() for t in block.txs[2:]]))
-    assert counter(relay, "late_answer") == 1 and relay.height == 0
-    assert relay.gossip.score(src.peer_id or b"") >= 0
     give(src, Blocks(fetch2.req_id, [block.encode()]))
     world.run(0.5)
     assert relay.height == 1
-    # nobody left: a block nobody delivers is given up, not waited on for ever
-    world.run(timeout * 2)
-    assert not relay.ingest.compact.pending and not relay.ingest.compact.by_req
+    # answers after the block is done: ignored, not penalized
+    (ask,) = sent(src, GetBlockTxn)
+    give(src, BlockTxn(ask.req_id, [t.encode() for t in block.txs[2:]]))
+    give(other, Blocks(fetch.req_id, [block.encode()]))
+    assert counter(relay, "late_answer") == 2 and relay.height == 1
+    assert relay.gossip.score(src.peer_id or b"") >= 0
+    assert relay.gossip.score(other.peer_id or b"") >= 0
+    world.run(timeout * 3)
+    compact = relay.ingest.compact
+    assert not compact.pending and not compact.reqs and not compact.waits
 
 
-def test_when_every_source_fails_the_reconstruction_is_dropped(tmp_path: Path) -> None:
+def test_an_answer_after_its_timeout_still_completes_the_block(tmp_path: Path) -> None:
+    timeout = 1.0
+    world, _keys, relay, src, block = setup(tmp_path, n_txs=4, pooled=2, compact_timeout_s=timeout)
+    other = world.attach(relay, host="10.4.4.4")
+    give(src, compact_of(block))
+    give(other, compact_of(block))
+    world.run(timeout * 1.5)  # src is late: the full block is asked of `other`
+    assert sent(other, GetBlocksByHash) and relay.height == 0
+    (ask,) = sent(src, GetBlockTxn)
+    give(src, BlockTxn(ask.req_id, [t.encode() for t in block.txs[2:]]))  # slow, not wrong
+    world.run(0.5)
+    assert relay.height == 1 and counter(relay, "txn_ok") == 1
+    assert counter(relay, "late_answer") == 1
+    assert relay.gossip.score(src.peer_id or b"") >= 0
+    (fetch,) = sent(other, GetBlocksByHash)  # its answer now comes after the block is done
+    give(other, Blocks(fetch.req_id, [block.encode()]))
+    assert relay.height == 1 and not relay.ingest.compact.reqs
+
+
+def test_when_every_source_fails_one_more_timeout_is_waited_then_it_is_dropped(
+    tmp_path: Path,
+) -> None:
     world, _keys, relay, src, block = setup(tmp_path, n_txs=3, pooled=1, compact_timeout_s=0.5)
     give(src, compact_of(block))
     world.run(0.7)  # txn timed out: the full block from src (the only source)
     assert sent(src, GetBlocksByHash)
-    world.run(0.7)
+    world.run(0.5)  # that timed out too: nobody left, one last timeout
+    assert counter(relay, "failed") == 0 and relay.ingest.compact.pending
+    late = world.attach(relay, host="10.6.6.6")
+    give(late, compact_of(block))  # a new announcer meanwhile is asked at once
+    (fetch,) = sent(late, GetBlocksByHash)
+    world.run(1.2)  # it does not answer either: the last timeout, then given up
     assert counter(relay, "failed") == 1
-    assert not relay.ingest.compact.pending and not relay.ingest.compact.by_req
+    compact = relay.ingest.compact
+    assert not compact.pending and not compact.reqs and not compact.waits
+    give(late, Blocks(fetch.req_id, [block.encode()]))  # too late: ignored, not penalized
+    assert relay.height == 0 and relay.gossip.score(late.peer_id or b"") >= 0
 
 
 def test_an_answer_nobody_asked_for_is_penalized(tmp_path: Path) -> None:
