@@ -160,3 +160,27 @@ def test_forced_classic_hook_and_clean_close(loopback_pair: Callable[..., Pair])
     finally:
         s.close()
     assert bpf_fds() == before, "programs, perf events or links left open"
+
+
+def test_auto_falls_back_to_classic_when_the_kernel_refuses_tp_btf(
+    loopback_pair: Callable[..., Pair], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attach BTF id that is no btf_trace_* typedef: the load is refused; auto attaches the
+    classic tracepoint and says why, tp_btf raises."""
+    real = btfhook.cached_facts
+    wrong = btf.load().find(btf.STRUCT, "tcp_sock")
+
+    def facts(spec: btfhook.BtfHookSpec, cache: object, *a: object) -> btfhook.Facts:
+        f = real(spec, cache, *a)  # type: ignore[arg-type]
+        return btfhook.Facts(f.defines, wrong)
+
+    monkeypatch.setattr(btfhook, "cached_facts", facts)
+    pair = loopback_pair()
+    before = bpf_fds()
+    with _session(pair.port, "auto") as s:
+        assert s.hook is not None and s.hook.hook == btfhook.TRACEPOINT
+        assert s.hook_line().startswith("tracepoint tcp:tcp_probe (classic): the kernel refused")
+        assert "tracepoint__tcp__tcp_probe" in s.prog_fds()
+    with pytest.raises(Exception, match="refused"):
+        _session(pair.port, "tp_btf").open()
+    assert bpf_fds() == before, "a refused load left fds open"
