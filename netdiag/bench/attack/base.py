@@ -53,9 +53,11 @@ class Attack(Protocol):
     summary: str  # one line: what it does and what a defended node does
     rss_bound: float | None  # after/before RSS ratio a defended node stays within (None: n/a)
     growth_bound: float | None  # chain growth vs control a defended node keeps (None: n/a)
-    # Optional: ``duration_factor`` (float, x --duration) and ``leaves_cluster_degraded``
-    # (bool: the runner replaces the target cluster with a fresh one after this attack, e.g.
-    # when honest nodes rightly ban one of its validators for the rest of the run).
+    # Optional: ``warm_bound`` (float: warm/before RSS a defended node stays within when the
+    # attack measures a warm baseline), ``duration_factor`` (float, x --duration) and
+    # ``leaves_cluster_degraded`` (bool: the runner replaces the target cluster with a fresh
+    # one after this attack, e.g. when honest nodes rightly ban one of its validators for the
+    # rest of the run).
 
     def run(self, ctx: AttackContext) -> Outcome: ...
 

@@ -153,9 +153,12 @@ def judge(
     growth: float | None,
     rss_ratio: float | None,
     rss_vs: str = "before",
+    warm_step: float | None = None,
 ) -> tuple[bool, str]:
     """Defended, and why not when it is not. ``rss_ratio`` is RSS after over ``rss_vs``: the
-    cold start ("before") or the attack's own warm baseline ("warm")."""
+    cold start ("before") or the attack's own warm baseline ("warm"). ``warm_step`` (warm over
+    before) is judged by the attack's ``warm_bound``: judging after against warm must not let a
+    warm-up that is itself too large go unseen."""
     fails: list[str] = []
     if not ok:
         fails.append("a node died or stopped answering")
@@ -172,6 +175,16 @@ def judge(
         fails.append(
             f"RSS after/{rss_vs} {rss_ratio if rss_ratio is None else f'{rss_ratio:.2f}'}"
             f" > {attack.rss_bound:g}"
+        )
+    warm_bound: float | None = getattr(attack, "warm_bound", None)
+    if (
+        rss_vs == "warm"
+        and warm_bound is not None
+        and (warm_step is None or warm_step > warm_bound)
+    ):
+        fails.append(
+            f"RSS warm/before {warm_step if warm_step is None else f'{warm_step:.2f}'}"
+            f" > {warm_bound:g}"
         )
     return not fails, "; ".join(fails)
 
@@ -225,7 +238,10 @@ def run_one(
     if warm is None:
         defended, failed = judge(attack, outcome, ok, tracebacks, growth, rss_ratio)
     else:
-        defended, failed = judge(attack, outcome, ok, tracebacks, growth, warm_ratio, "warm")
+        step = warm / rss_before if rss_before else None
+        defended, failed = judge(
+            attack, outcome, ok, tracebacks, growth, warm_ratio, "warm", warm_step=step
+        )
     mb = 1 << 20
     row: Row = {
         "attack": name,

@@ -58,6 +58,16 @@ def test_judge_against_a_warm_baseline_says_so() -> None:
     assert not ok and "RSS after/warm 1.30" in why
 
 
+def test_a_warm_up_larger_than_its_bound_fails_even_when_after_is_back_to_warm() -> None:
+    flood = load_attack("mempool_flood")
+    ok, why = judge(flood, Outcome(), True, 0, 1.0, 1.01, "warm", warm_step=2.0)
+    assert not ok and "RSS warm/before 2.00 > 1.5" in why
+    ok, why = judge(flood, Outcome(), True, 0, 1.0, 1.01, "warm", warm_step=1.25)
+    assert ok, why
+    ok, why = judge(flood, Outcome(), True, 0, 1.0, 1.01, "warm", warm_step=None)
+    assert not ok and "warm/before None" in why
+
+
 class _FakeNode:
     """The target node as mempool_flood sees it: an API that takes every tx, an RSS read."""
 
