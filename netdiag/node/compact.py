@@ -61,7 +61,7 @@ REQ_ID_BASE = 1 << 46  # apart from sync (1, 1 << 40), onboarding (1 << 44), ent
 RELAYED_MAX = 8  # blocks sent compact (<= 1 MiB each), kept to answer before they are committed
 DONE_MAX = 256  # hashes rebuilt or fetched: a later compact copy is a duplicate
 MAX_SOURCES = 8  # peers remembered per pending block as full-block fallbacks
-PENALTY_UNSOLICITED = 5.0  # an answer to nothing we asked, or indexes out of range
+PENALTY_UNSOLICITED = 5.0  # an answer to nothing we asked
 
 
 @dataclass
@@ -149,18 +149,46 @@ class CompactRelay:
         return self.relayed.get(h)
 
     def serve_txn(self, conn: Link, msg: GetBlockTxn) -> None:
+        """Answer ``getblocktxn``: the txs at ``msg.indexes`` of a block we hold (relayed
+        compact, or committed — the same exposure as ``getblocksbyhash``). The indexes must be
+        strictly ascending and each below the block's tx count (so at most that many): anything
+        else is a malformed request (penalized, empty answer). An answer over
+        ``max_frame_bytes // 2`` (sync's per-answer budget) is refused with an empty answer,
+        which the asker takes as "not held" and fetches the full block instead: a partial one
+        would be a wrong answer to it. Served to graylisted peers like ``getblocksbyhash`` (a
+        request, not gossip); nothing is built for a connection already closed (cut, banned)."""
+        if not conn.is_open:
+            return
         ing = self.ingest
         block = self.relayed.get(msg.block_hash) or ing.chain.store.block_by_hash(msg.block_hash)
         if block is None:
             conn.send(BlockTxn(msg.req_id, []))  # not held
             return
-        n = len(block.txs)
-        if not msg.indexes or any(not 0 <= i < n for i in msg.indexes):
-            ing.policy.penalize(conn, PENALTY_UNSOLICITED, "getblocktxn: index out of range")
+        n, idx = len(block.txs), msg.indexes
+        why = ""
+        if not idx or len(idx) > n:
+            why = f"{len(idx)} indexes for a block of {n} txs"
+        elif idx[0] < 0 or idx[-1] >= n:
+            why = f"index out of range (block of {n} txs)"
+        elif any(a >= b for a, b in itertools.pairwise(idx)):
+            why = "indexes not strictly ascending"
+        if why:
+            ing.metrics.protocol_violations.labels("getblocktxn").inc()
+            ing.policy.penalize(conn, PENALTY_INVALID, f"getblocktxn: {why}", violation=True)
             conn.send(BlockTxn(msg.req_id, []))
             return
+        budget = ing.cfg.max_frame_bytes // 2
+        out: list[bytes] = []
+        for i in idx:
+            raw = block.txs[i].encode()
+            budget -= len(raw) + 8
+            if budget < 0:
+                ing.metrics.limit_hits.labels("getblocktxn_bytes").inc()
+                conn.send(BlockTxn(msg.req_id, []))  # refused: the asker fetches it whole
+                return
+            out.append(raw)
         ing.metrics.compact_blocks.labels("txn_served").inc()
-        conn.send(BlockTxn(msg.req_id, [block.txs[i].encode() for i in msg.indexes]))
+        conn.send(BlockTxn(msg.req_id, out))
 
     # -- the recent-tx cache ---------------------------------------------------------------
 

@@ -1,0 +1,101 @@
+"""Compact block relay hardening (review of compact.py): getblocktxn requests validated and
+their answers bounded; a rejected block not served from the relay cache; replays dropped before
+the Merkle root; the recent-tx cache bounded in bytes; fallback counters not inflated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from netdiag.node.messages import (
+    TOPIC_BLOCKS,
+    BlockTxn,
+    GetBlockTxn,
+    Publish,
+)
+from netdiag.node.model import Block
+from tests.unit.node.corekit import MemLink, World
+from tests.unit.node.test_compact import give, relay_pair, sent
+from tests.unit.node.test_early_forward import scheduled_block
+
+
+def _relayed_block(tmp: Path, **cfg: object) -> tuple[World, Block, MemLink]:
+    """A block the relay sent compact to ``asker`` (so it answers getblocktxn for it)."""
+    world, keys, relay, _nxt, _src, _to_next, txs = relay_pair(tmp, compact_blocks=True, **cfg)
+    block = scheduled_block(world, relay, keys, txs)
+    asker = world.attach(relay, host="10.5.5.5")
+    relay.ingest.compact.outgoing([(asker.peer_id or b"", Publish(TOPIC_BLOCKS, block.encode()))])
+    return world, block, asker
+
+
+def _score(asker: MemLink) -> float:
+    return asker.core.gossip.score(asker.peer_id or b"")
+
+
+def test_getblocktxn_with_repeated_indexes_gets_no_amplified_answer(tmp_path: Path) -> None:
+    """Duplicate indexes: a ~10 KB request must not make a reply of 10,000 copies of a tx."""
+    _world, block, asker = _relayed_block(tmp_path)
+    req = GetBlockTxn(7, block.hash, [0] * 10_000)
+    req_bytes = len(msgspec.msgpack.encode(req))
+    give(asker, req)
+    out = sum(len(t) for m in sent(asker, BlockTxn) for t in m.txs)
+    # at most the block itself (each index once), never req x tx-size
+    assert out <= len(block.encode()), (req_bytes, out)
+    assert _score(asker) < 0  # a malformed request, penalized
+
+
+def test_getblocktxn_indexes_must_be_strictly_ascending_and_in_range(tmp_path: Path) -> None:
+    """Anything else is a protocol violation: penalized and recorded (a second one bans, as
+    ``max_violations`` says), answered empty."""
+    world, block, asker = _relayed_block(tmp_path)
+    core = asker.core
+    n = len(block.txs)
+    bad = [[], [1, 0], [0, 0], [-1, 0], [n], list(range(n + 1))]
+    for i, idx in enumerate(bad):
+        peer = world.attach(core, host=f"10.7.7.{i}")
+        give(peer, GetBlockTxn(10 + i, block.hash, idx))
+        assert sent(peer, BlockTxn)[-1].txs == [], idx
+        assert _score(peer) < 0, idx
+    assert core.metrics.protocol_violations.labels("getblocktxn")._value.get() == len(bad)
+    give(asker, GetBlockTxn(20, block.hash, [0, 0]))
+    assert asker.is_open  # one violation on record
+    give(asker, GetBlockTxn(21, block.hash, [0, 0]))
+    assert not asker.is_open and core.peering.book.peer_banned(asker.peer_id or b"")
+
+
+def test_a_well_formed_getblocktxn_is_answered_in_order(tmp_path: Path) -> None:
+    _world, block, asker = _relayed_block(tmp_path)
+    give(asker, GetBlockTxn(7, block.hash, [1, 3, 4]))
+    (ans,) = sent(asker, BlockTxn)
+    assert ans.txs == [block.txs[i].encode() for i in (1, 3, 4)]
+    assert _score(asker) >= 0
+
+
+def test_a_getblocktxn_answer_over_the_byte_budget_is_refused_empty(tmp_path: Path) -> None:
+    """Over max_frame_bytes // 2: an empty answer ("not held": the asker fetches the block
+    whole), no penalty — a partial answer would be a wrong one to an honest asker."""
+    _world, block, asker = _relayed_block(tmp_path, max_frame_bytes=4096)
+    assert sum(len(t.encode()) for t in block.txs) > 4096 // 2
+    give(asker, GetBlockTxn(7, block.hash, list(range(len(block.txs)))))
+    (ans,) = sent(asker, BlockTxn)
+    assert ans.txs == []
+    assert asker.core.metrics.limit_hits.labels("getblocktxn_bytes")._value.get() == 1
+    assert _score(asker) >= 0
+    give(asker, GetBlockTxn(8, block.hash, [0]))  # one small tx still fits
+    assert sent(asker, BlockTxn)[-1].txs == [block.txs[0].encode()]
+
+
+def test_a_graylisted_peer_is_served_like_getblocksbyhash_a_closed_one_is_not(
+    tmp_path: Path,
+) -> None:
+    _world, block, asker = _relayed_block(tmp_path)
+    core = asker.core
+    core.gossip.penalize(asker.peer_id or b"", 90.0)
+    assert _score(asker) < core.gossip.p.graylist_threshold
+    give(asker, GetBlockTxn(7, block.hash, [0]))
+    assert sent(asker, BlockTxn)[-1].txs == [block.txs[0].encode()]
+    asker.close_reason = "banned: test"
+    before = len(asker.sent)
+    core.ingest.compact.serve_txn(asker, GetBlockTxn(8, block.hash, [0]))
+    assert len(asker.sent) == before
