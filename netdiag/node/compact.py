@@ -148,6 +148,11 @@ class CompactRelay:
         """A block we relayed compact (it may not be committed yet)."""
         return self.relayed.get(h)
 
+    def forget(self, h: bytes) -> None:
+        """A block that failed its full check (``Ingest.reject_block``): not served any more —
+        a peer that fetched it from us would find it invalid and penalize us."""
+        self.relayed.pop(h, None)
+
     def serve_txn(self, conn: Link, msg: GetBlockTxn) -> None:
         """Answer ``getblocktxn``: the txs at ``msg.indexes`` of a block we hold (relayed
         compact, or committed — the same exposure as ``getblocksbyhash``). The indexes must be

@@ -325,6 +325,8 @@ class Ingest:
         self, conn: Link | None, block: Block | None, reason: str, detail: str
     ) -> None:
         self.metrics.blocks_rejected.labels(reason).inc()
+        if block is not None:  # relayed compact before its full check: no longer served
+            self.compact.forget(block.hash)
         who = short(conn.peer_id) if conn is not None and conn.peer_id else "-"
         self.log.warning(
             "block_rejected",

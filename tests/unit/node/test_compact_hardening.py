@@ -10,13 +10,15 @@ import msgspec
 
 from netdiag.node.messages import (
     TOPIC_BLOCKS,
+    Blocks,
     BlockTxn,
+    GetBlocksByHash,
     GetBlockTxn,
     Publish,
 )
-from netdiag.node.model import Block
+from netdiag.node.model import Block, Tx
 from tests.unit.node.corekit import MemLink, World
-from tests.unit.node.test_compact import give, relay_pair, sent
+from tests.unit.node.test_compact import counter, give, relay_pair, sent
 from tests.unit.node.test_early_forward import scheduled_block
 
 
@@ -99,3 +101,24 @@ def test_a_graylisted_peer_is_served_like_getblocksbyhash_a_closed_one_is_not(
     before = len(asker.sent)
     core.ingest.compact.serve_txn(asker, GetBlockTxn(8, block.hash, [0]))
     assert len(asker.sent) == before
+
+
+def test_a_block_that_failed_its_full_check_is_not_served_from_the_relay_cache(
+    tmp_path: Path,
+) -> None:
+    """Early-forwarded compact, then rejected (a tx's signature is bad): the relay must not keep
+    serving it by hash (GetBlocksByHash / GetBlockTxn) as if it were a block it holds."""
+    world, keys, relay, _nxt, src, _to_next, txs = relay_pair(tmp_path, compact_blocks=True)
+    bad_tx = msgspec.structs.replace(txs[0], signature=bytes(64))
+    assert isinstance(bad_tx, Tx)
+    block = scheduled_block(world, relay, keys, [bad_tx, *txs[1:]])
+    give(src, Publish(TOPIC_BLOCKS, block.encode()))
+    world.run(1.0)
+    assert relay.height == 0  # rejected by the full check
+    assert counter(relay, "sent") >= 1  # it had gone out compact (early forward)
+    asker = world.attach(relay, host="10.5.5.5")
+    give(asker, GetBlocksByHash(8, [block.hash]))
+    (full,) = sent(asker, Blocks)
+    assert full.blocks == [], "an invalid block is served from compact.relayed"
+    give(asker, GetBlockTxn(9, block.hash, [0]))
+    assert sent(asker, BlockTxn)[-1].txs == []
