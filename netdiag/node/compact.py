@@ -9,12 +9,14 @@ peer asks for next, before it is committed.
 Receiving (on any version-3 connection, whatever our own setting): the header's hash and the
 ids' Merkle root and count are checked against the header first — ids that do not match it
 are an invalid block from that peer (``Ingest.reject_block``, the same penalty and gossip
-score as a full invalid block); before anything is asked for, the producer's signature and
-its place among the genesis validators are checked too, so only a validator's key can make
-us hold a reconstruction open. The block is rebuilt from the mempool and a small cache of
-transactions recently evicted or committed (and gossiped ones still waiting for their
-signature batch, txbatch.py); the ones missing are asked from the sender by
-index (``GetBlockTxn``) and checked against their ids when they come (``BlockTxn``). A missing
+score as a full invalid block) — except for a copy of a block already here or pending, a
+duplicate told by the header's hash alone, before the Merkle root; before anything is asked
+for, the producer's signature and its place among the genesis validators are checked too, so
+only a validator's key can make us hold a reconstruction open. The block is rebuilt from the
+mempool and a small cache of transactions recently evicted or committed (and gossiped ones
+still waiting for their signature batch, txbatch.py); the ones missing are asked from the
+sender by index (``GetBlockTxn``) and checked against their ids when they come (``BlockTxn``).
+A missing
 answer (``compact_timeout_s``), a "not held" one (empty) or a wrong one (penalized) ends in a
 full-block fetch (``GetBlocksByHash``) from another peer that announced the block, the sender
 last; a late or failed fetch tries the next, until none is left, then one more timeout is
@@ -225,17 +227,9 @@ class CompactRelay:
         if header.compute_hash() != h:
             self._refuse(conn, "hash", f"compact block {header.height}: hash is not its header's")
             return
-        if len(msg.txids) > ing.chain.params.max_block_txs:
-            self._refuse(conn, "size", f"compact block {header.height}: {len(msg.txids)} txs")
-            return
-        if len(msg.txids) != header.tx_count or merkle_root(msg.txids) != header.tx_root:
-            self._refuse(
-                conn,
-                "merkle_root",
-                f"compact block {header.height} {h[:6].hex()}: its {len(msg.txids)} tx ids do "
-                "not match the header's tx root and count",
-            )
-            return
+        # A copy of a block here or on its way is a duplicate, told by its header's hash alone
+        # (cheap) before the Merkle root over all its ids: replays cost no more than a full
+        # block's dedup. Its ids are not looked at: the block is known by that hash.
         if h in self.done or ing.chain.store.has_block(h):
             self._duplicate(h)
             return
@@ -246,6 +240,17 @@ class CompactRelay:
                 p.sources.append(conn)
                 if p.stage == "wait":  # every source had failed: a new one is asked at once
                     self._ask_full(p)
+            return
+        if len(msg.txids) > ing.chain.params.max_block_txs:
+            self._refuse(conn, "size", f"compact block {header.height}: {len(msg.txids)} txs")
+            return
+        if len(msg.txids) != header.tx_count or merkle_root(msg.txids) != header.tx_root:
+            self._refuse(
+                conn,
+                "merkle_root",
+                f"compact block {header.height} {h[:6].hex()}: its {len(msg.txids)} tx ids do "
+                "not match the header's tx root and count",
+            )
             return
         if ing.hold_blocks():
             return  # onboarding from a snapshot: blocks wait until the state is in

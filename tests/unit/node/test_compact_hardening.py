@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pytest
 
+from netdiag.node import compact as compact_mod
 from netdiag.node.messages import (
     TOPIC_BLOCKS,
     Blocks,
@@ -18,7 +20,7 @@ from netdiag.node.messages import (
 )
 from netdiag.node.model import Block, Tx
 from tests.unit.node.corekit import MemLink, World
-from tests.unit.node.test_compact import counter, give, relay_pair, sent
+from tests.unit.node.test_compact import compact_of, counter, give, relay_pair, sent, setup
 from tests.unit.node.test_early_forward import scheduled_block
 
 
@@ -122,3 +124,26 @@ def test_a_block_that_failed_its_full_check_is_not_served_from_the_relay_cache(
     assert full.blocks == [], "an invalid block is served from compact.relayed"
     give(asker, GetBlockTxn(9, block.hash, [0]))
     assert sent(asker, BlockTxn)[-1].txs == []
+
+
+def test_a_replayed_compact_block_is_dropped_before_its_merkle_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compact copy of a block already committed is a duplicate: dropped on its (cheap)
+    header hash before the Merkle root over all its ids is computed."""
+    world, _keys, relay, src, block = setup(tmp_path)
+    give(src, compact_of(block))
+    world.run(0.5)
+    assert relay.height == 1
+    calls: list[int] = []
+    real = compact_mod.merkle_root
+
+    def counting(ids: list[bytes]) -> bytes:
+        calls.append(len(ids))
+        return real(ids)
+
+    monkeypatch.setattr(compact_mod, "merkle_root", counting)
+    for _ in range(5):
+        give(src, compact_of(block))
+    assert calls == [], f"merkle_root computed {len(calls)} times for a committed block's replays"
+    assert counter(relay, "duplicate") == 5
