@@ -31,6 +31,7 @@ the same. Pending reconstructions are bounded per announcing peer and in total
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -97,6 +98,7 @@ class CompactRelay:
         self.per_peer = cfg.compact_pending_per_peer
         self.max_pending = cfg.compact_pending_max
         self.recent_max = cfg.compact_recent_txs
+        self.recent_max_bytes = cfg.compact_recent_bytes
         self.pending: dict[bytes, Pending] = {}  # block hash -> reconstruction
         # request -> (block hash, peer asked, txn | full), kept until answered or the block is
         # done with: an answer after its timeout still completes a reconstruction in progress
@@ -104,7 +106,10 @@ class CompactRelay:
         self.relayed: OrderedDict[bytes, Block] = OrderedDict()
         # block hash -> gossip message id (b"": not delivered by us) of blocks done with
         self.done: OrderedDict[bytes, bytes] = OrderedDict()
-        self.recent: OrderedDict[bytes, Tx] = OrderedDict()  # txid -> tx no longer pooled
+        # txid -> (tx no longer pooled, its encoded size), oldest first; bounded in count and
+        # in bytes (compact_recent_txs, compact_recent_bytes)
+        self.recent: OrderedDict[bytes, tuple[Tx, int]] = OrderedDict()
+        self.recent_bytes = 0
         self.waits: dict[int, bytes] = {}  # last-call timer id -> block hash
         self._ids = itertools.count(REQ_ID_BASE)
         self._last_id = REQ_ID_BASE - 1
@@ -199,18 +204,40 @@ class CompactRelay:
 
     # -- the recent-tx cache ---------------------------------------------------------------
 
+    @property
+    def keeps_recent(self) -> bool:
+        return self.recent_max > 0 and self.recent_max_bytes > 0
+
     def remember(self, txs: Iterable[Tx]) -> None:
-        """Transactions leaving the mempool (evicted, committed): a block may still name them."""
+        """Transactions leaving the mempool (evicted, committed): a block may still name them.
+        Oldest dropped first past ``compact_recent_txs`` or ``compact_recent_bytes`` (the
+        latter counted as ``limit_hits{limit="compact_recent_bytes"}``); a tx bigger than the
+        byte cap is not kept."""
+        recent = self.recent
         for tx in txs:
-            txid = tx.txid()
-            self.recent[txid] = tx
-            self.recent.move_to_end(txid)
-        while len(self.recent) > self.recent_max:
-            self.recent.popitem(last=False)
+            raw = tx.encode()
+            txid = hashlib.sha256(raw).digest()  # Tx.txid(), without a second encode
+            old = recent.pop(txid, None)
+            if old is not None:
+                self.recent_bytes -= old[1]
+            if len(raw) <= self.recent_max_bytes:
+                recent[txid] = (tx, len(raw))
+                self.recent_bytes += len(raw)
+        while len(recent) > self.recent_max:
+            self.recent_bytes -= recent.popitem(last=False)[1][1]
+        evicted = 0
+        while self.recent_bytes > self.recent_max_bytes:
+            self.recent_bytes -= recent.popitem(last=False)[1][1]
+            evicted += 1
+        if evicted:
+            self.ingest.metrics.limit_hits.labels("compact_recent_bytes").inc(evicted)
 
     def _lookup(self, txid: bytes) -> Tx | None:
         ing = self.ingest
-        return ing.mempool.get(txid) or ing.txs.waiting.get(txid) or self.recent.get(txid)
+        hit = ing.mempool.get(txid) or ing.txs.waiting.get(txid)
+        if hit is None and (kept := self.recent.get(txid)) is not None:
+            hit = kept[0]
+        return hit
 
     # -- receiving -------------------------------------------------------------------------
 

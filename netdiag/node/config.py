@@ -98,6 +98,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     compact_pending_per_peer: int = 4
     compact_pending_max: int = 32
     compact_recent_txs: int = 4096
+    compact_recent_bytes: int = 8 << 20  # ... and at most this many bytes of them (0: none)
     # per-peer send queue: gossip other than blocks waits for the end of the loop turn and goes
     # out in one write after any block frame sent meanwhile (transport.low_priority)
     send_priority: bool = True
@@ -217,6 +218,7 @@ RANGES: dict[str, tuple[float, bool]] = {
     "compact_pending_per_peer": AT_LEAST_ONE,
     "compact_pending_max": AT_LEAST_ONE,
     "compact_recent_txs": NON_NEGATIVE,
+    "compact_recent_bytes": NON_NEGATIVE,
     "verify_workers": (-1.0, True),
     "entropy_sample": AT_LEAST_ONE,
     "entropy_timeout_ms": AT_LEAST_ONE,

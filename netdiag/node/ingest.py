@@ -344,7 +344,7 @@ class Ingest:
         self.metrics.height.set(self.chain.height)
         self.metrics.orphans.set(len(self.chain.orphans))
         self.mempool.remove_committed(b.txs)
-        if source in ("gossip", "local") and self.compact.recent_max:
+        if source in ("gossip", "local") and self.compact.keeps_recent:
             self.compact.remember(b.txs)  # a competing block at the tip may name them too
         self.metrics.mempool_txs.set(len(self.mempool))
         self.on_height(b)

@@ -10,6 +10,9 @@ import msgspec
 import pytest
 
 from netdiag.node import compact as compact_mod
+from netdiag.node.config import load_config
+from netdiag.node.crypto import Identity
+from netdiag.node.errors import ConfigError
 from netdiag.node.messages import (
     TOPIC_BLOCKS,
     Blocks,
@@ -18,9 +21,17 @@ from netdiag.node.messages import (
     GetBlockTxn,
     Publish,
 )
-from netdiag.node.model import Block, Tx
+from netdiag.node.model import Block, Tx, make_tx
 from tests.unit.node.corekit import MemLink, World
-from tests.unit.node.test_compact import compact_of, counter, give, relay_pair, sent, setup
+from tests.unit.node.test_compact import (
+    compact_of,
+    counter,
+    give,
+    hits,
+    relay_pair,
+    sent,
+    setup,
+)
 from tests.unit.node.test_early_forward import scheduled_block
 
 
@@ -147,3 +158,25 @@ def test_a_replayed_compact_block_is_dropped_before_its_merkle_root(
         give(src, compact_of(block))
     assert calls == [], f"merkle_root computed {len(calls)} times for a committed block's replays"
     assert counter(relay, "duplicate") == 5
+
+
+def test_the_recent_tx_cache_is_bounded_in_bytes_oldest_first(tmp_path: Path) -> None:
+    world, _keys, relay, _src, _block = setup(tmp_path, compact_recent_bytes=10_000)
+    compact = relay.ingest.compact
+    user = Identity.generate()
+    big = [make_tx(user, i, b"x" * 2000, world.clock.wall_ms()) for i in range(20)]
+    compact.remember(big)
+    assert 0 < compact.recent_bytes <= 10_000
+    assert compact.recent_bytes == sum(size for _tx, size in compact.recent.values())
+    assert len(compact.recent) < len(big)  # the count cap (4096) is not what bound it
+    assert big[-1].txid() in compact.recent and big[0].txid() not in compact.recent
+    assert hits(relay, "compact_recent_bytes") == len(big) - len(compact.recent)
+    compact.remember([make_tx(user, 99, b"y" * 20_000, world.clock.wall_ms())])  # > the cap
+    assert big[-1].txid() in compact.recent and compact.recent_bytes <= 10_000
+
+
+def test_compact_recent_bytes_is_range_checked() -> None:
+    base = {"data_dir": "d", "genesis": "g"}
+    assert load_config(None, {}, base).compact_recent_bytes > 0  # on by default
+    with pytest.raises(ConfigError, match="compact_recent_bytes"):
+        load_config(None, {"NETDIAG_NODE_COMPACT_RECENT_BYTES": "-1"}, base)
