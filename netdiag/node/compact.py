@@ -429,10 +429,10 @@ class CompactRelay:
 
     def _fallback(self, p: Pending, why: str) -> None:
         ing = self.ingest
-        ing.metrics.compact_blocks.labels(f"fallback_{why}").inc()
-        if ing.chain.store.has_block(p.hash):
+        if ing.chain.store.has_block(p.hash):  # it came in full meanwhile: no fallback
             self._finish(p)
             return
+        ing.metrics.compact_blocks.labels(f"fallback_{why}").inc()
         self._ask_full(p)
 
     def _ask_full(self, p: Pending) -> None:
@@ -452,6 +452,9 @@ class CompactRelay:
 
     def _give_up(self, p: Pending) -> None:
         ing = self.ingest
+        if ing.chain.store.has_block(p.hash):  # it came in full meanwhile: not a failure
+            self._finish(p)
+            return
         ing.metrics.compact_blocks.labels("failed").inc()
         ing.log.info(
             "compact_failed",

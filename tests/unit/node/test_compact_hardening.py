@@ -180,3 +180,41 @@ def test_compact_recent_bytes_is_range_checked() -> None:
     assert load_config(None, {}, base).compact_recent_bytes > 0  # on by default
     with pytest.raises(ConfigError, match="compact_recent_bytes"):
         load_config(None, {"NETDIAG_NODE_COMPACT_RECENT_BYTES": "-1"}, base)
+
+
+def test_a_block_that_came_in_full_is_not_counted_as_a_fallback(tmp_path: Path) -> None:
+    """The pending reconstruction's block arrives as a full gossiped block meanwhile: the
+    later timeouts must not count fallback_timeout / failed (bench p2p reports them), nor
+    fetch it again."""
+    world, _keys, relay, src, block = setup(tmp_path, n_txs=3, pooled=1, compact_timeout_s=0.5)
+    give(src, compact_of(block))
+    world.run(0.1)
+    assert sent(src, GetBlockTxn)
+    other = world.attach(relay, host="10.6.6.6")
+    give(other, Publish(TOPIC_BLOCKS, block.encode()))  # the full block, by gossip
+    world.run(3.0)
+    assert relay.height == 1
+    assert counter(relay, "fallback_timeout") == 0
+    assert counter(relay, "failed") == 0
+    assert not sent(src, GetBlocksByHash) and not sent(other, GetBlocksByHash)
+    assert not relay.ingest.compact.pending
+
+
+def test_a_block_that_came_in_full_during_the_last_wait_is_not_counted_failed(
+    tmp_path: Path,
+) -> None:
+    """Every source failed (the last-call wait), then the block came in full: not "failed"."""
+    world, _keys, relay, src, block = setup(tmp_path, n_txs=3, pooled=1, compact_timeout_s=0.5)
+    give(src, compact_of(block))
+    world.run(0.1)
+    (ask,) = sent(src, GetBlockTxn)
+    give(src, BlockTxn(ask.req_id, []))  # not held: the full block from src (the only source)
+    (full,) = sent(src, GetBlocksByHash)
+    give(src, Blocks(full.req_id, []))  # not held either: the last-call wait
+    assert relay.ingest.compact.pending[block.hash].stage == "wait"
+    other = world.attach(relay, host="10.6.6.6")
+    give(other, Publish(TOPIC_BLOCKS, block.encode()))
+    world.run(3.0)
+    assert relay.height == 1
+    assert counter(relay, "failed") == 0 and counter(relay, "fallback_not_held") == 2
+    assert not relay.ingest.compact.pending
