@@ -60,8 +60,8 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # throttled, nobody is scored (many peer ids from one address; 0 = off)
     ip_msg_rate: float = 10_000.0
     max_write_buffer_bytes: int = 16 << 20  # a peer that does not read is disconnected
-    # output waiting for a peer's socket that it takes none of for this long: the peer does
-    # not read, disconnected (0 = off); a slow reader that takes anything is not stalled
+    # output waiting for a peer that acknowledges none of our bytes for this long: the peer
+    # does not read, disconnected (0 = off); a slow reader that receives anything is not stalled
     write_stall_timeout_s: float = 10.0
     # Every protocol violation closes its connection; a peer id with more than this many on
     # record (kept across reconnects, forgotten as its score decays) is banned.

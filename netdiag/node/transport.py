@@ -3,22 +3,21 @@
 The read loop enforces the handshake and idle timeouts, throttles reads to the per-peer byte
 rate, drops messages over the per-peer message rate, and does TLS itself over memory BIOs
 (tlsio.py) inside the same handshake deadline. A peer whose unread output exceeds the
-write-buffer cap, whose output makes no progress for the write-stall timeout (a reader that
-stopped reading) or whose buffered bytes exceed its memory budget is cut: the socket is
-aborted, so what it held for the peer is freed at once (a plain close would keep it until the
-peer reads it, which it never does). Everything the peer sends is handed to a
-ConnectionHandler.
+write-buffer cap, who acknowledges none of our output for the write-stall timeout while some
+waits (a reader that stopped reading: zero window) or whose buffered bytes exceed its memory
+budget is cut: the socket is aborted, so what it held for the peer is freed at once (a plain
+close would keep it until the peer reads it, which it never does). Everything the peer sends
+is handed to a ConnectionHandler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import socket
 import ssl
-import struct
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from netdiag.node.limits import TokenBucket
@@ -34,14 +33,11 @@ from netdiag.node.protocol import (
 )
 from netdiag.node.resources import MemoryBudget
 from netdiag.node.sendqueue import SendQueue
+from netdiag.node.sockets import socket_cookie, tcp_bytes_acked, tcp_segments, unsent_bytes
 from netdiag.node.tls import peer_cert_key
 from netdiag.node.tlsio import TlsClosed, TlsSession
 
-SO_COOKIE = 57  # <linux/socket.h>; Python's socket module does not name it
 READ_CHUNK = 64 << 10
-TCP_INFO_SEGS = struct.Struct("=II")  # struct tcp_info: tcpi_segs_out, tcpi_segs_in
-TCP_INFO_SEGS_AT = 136  # their offset (Linux >= 4.2)
-SIOCOUTQNSD = 0x894B  # <linux/sockios.h>: bytes in the send queue not yet sent
 LOWAT_LIFTED = 1 << 30  # TCP_NOTSENT_LOWAT while an urgent frame goes out: no bound
 
 
@@ -50,42 +46,6 @@ def low_priority(msg: Message) -> bool:
     meanwhile: gossip other than blocks (transactions, beacons, snapshot announcements) and
     IHAVE adverts. Blocks, control, sync and handshake frames are written at once."""
     return (isinstance(msg, Publish) and msg.topic != TOPIC_BLOCKS) or isinstance(msg, IHave)
-
-
-def socket_cookie(sock: socket.socket | None) -> int | None:
-    """The kernel's socket cookie, the key tcp:tcp_probe and sock_diag report for this socket."""
-    if sock is None:
-        return None
-    try:
-        return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little")
-    except OSError:
-        return None
-
-
-def unsent_bytes(sock: socket.socket | None) -> int:
-    """Bytes in the socket's send queue that TCP has not sent yet (0 when unknown)."""
-    if sock is None:
-        return 0
-    try:
-        raw = fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
-    except OSError:
-        return 0
-    return int(struct.unpack("=i", raw)[0])
-
-
-def tcp_segments(sock: socket.socket | None) -> tuple[int, int]:
-    """(segments sent, segments received) of the socket so far, from TCP_INFO; (0, 0) when
-    the kernel does not report them."""
-    if sock is None:
-        return 0, 0
-    try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
-    except OSError:
-        return 0, 0
-    if len(raw) < TCP_INFO_SEGS_AT + TCP_INFO_SEGS.size:
-        return 0, 0
-    out, inn = TCP_INFO_SEGS.unpack_from(raw, TCP_INFO_SEGS_AT)
-    return int(out), int(inn)
 
 
 def set_notsent_lowat(writer: asyncio.StreamWriter, lowat: int) -> None:
@@ -127,6 +87,7 @@ class Connection:
         send_priority: bool = True,
         notsent_lowat: int = 0,
         write_stall_timeout_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -143,12 +104,16 @@ class Connection:
         self.byte_bucket = TokenBucket(bytes_rate, 2 * bytes_rate, time.monotonic)
         self.ip_msgs = ip_msgs  # shared by every inbound connection from our remote's IP
         self.max_write_buffer = max_write_buffer
-        # output waiting in the node (asyncio's buffer, our queue) that the socket takes none of
-        # for this long: the peer does not read, cut (0 = off). Checked by a timer that runs
-        # only while something waits (_watch_stall).
+        # output waiting in the node (asyncio's buffer, our queue) while the peer acknowledges
+        # none of ours for this long: the peer does not read, cut (0 = off). Checked by a
+        # timer that runs only while something waits (_watch_stall), on ``clock``.
         self.write_stall_timeout_s = write_stall_timeout_s
+        self._clock = clock
         self._stall_timer: asyncio.TimerHandle | None = None
-        self._taken = 0  # bytes the socket had taken at the last progress seen
+        # progress is what the peer acknowledged (TCP_INFO) where the socket reports it, else
+        # what the socket took from us; decided once, so the two are never compared
+        self._acked = tcp_bytes_acked(writer.get_extra_info("socket"))
+        self._mark = 0  # progress at the last check that saw some
         self._progress_at = 0.0
         self._handler: ConnectionHandler | None = None  # set by run(): limits are reported
         self.handshake_timeout_s = handshake_timeout_s
@@ -209,6 +174,22 @@ class Connection:
         if self.writer.is_closing():
             return self.bytes_out
         return self.bytes_out - self.writer.transport.get_write_buffer_size()
+
+    @property
+    def progress(self) -> int:
+        """How far the peer has got with our output: bytes it acknowledged (tcpi_bytes_acked,
+        one getsockopt) — it received them, however slowly it reads — or, on a socket that does
+        not report that (not TCP), bytes the socket has taken from us (``taken``). Not ``taken``
+        on TCP: with the unsent bound lifted (LOWAT_LIFTED) the kernel takes more only after
+        about a third of a send buffer of megabytes has drained, which a peer reading 100 KB/s
+        takes ~15 s to do, though it receives bytes all the while."""
+        if self._acked is None:
+            return self.taken
+        if not self.writer.is_closing():
+            acked = tcp_bytes_acked(self.writer.get_extra_info("socket"))
+            if acked is not None:  # else (the socket failed): no progress; the read loop sees it
+                self._acked = acked
+        return self._acked
 
     def _write(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -275,32 +256,35 @@ class Connection:
             )
             return
         if held and self.write_stall_timeout_s > 0 and self._stall_timer is None:
-            self._taken, self._progress_at = self.taken, time.monotonic()
+            self._mark, self._progress_at = self.progress, self._clock()
             self._watch_stall()
         self._account()
 
     def _watch_stall(self) -> None:
         self._stall_timer = asyncio.get_running_loop().call_later(
-            self.write_stall_timeout_s / 4, self._check_stall
+            self.write_stall_timeout_s / 4, self.check_stall
         )
 
-    def _check_stall(self) -> None:
-        """While output waits in the node: progress is the socket taking bytes (the peer reads,
-        however slowly); none for ``write_stall_timeout_s`` cuts the peer."""
-        self._stall_timer = None
-        if self.close_reason is not None or self.writer.is_closing():
+    def check_stall(self) -> None:
+        """The stall watch's timer (tests call it with an injected clock): while output waits
+        in the node, the peer acknowledging bytes (``progress``) is progress, however slow;
+        none for ``write_stall_timeout_s`` cuts the peer (a zero window: it stopped reading)."""
+        if self._stall_timer is not None:  # one timer per connection, also when called early
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        if self.write_stall_timeout_s <= 0 or self.close_reason is not None:
             return
-        held = self.write_held
+        held = 0 if self.writer.is_closing() else self.write_held
         if not held:
             return  # all taken: the next write that has to wait starts a new watch
-        now, taken = time.monotonic(), self.taken
-        if taken != self._taken:
-            self._taken, self._progress_at = taken, now
+        now, progress = self._clock(), self.progress
+        if progress != self._mark:
+            self._mark, self._progress_at = progress, now
         elif now - self._progress_at >= self.write_stall_timeout_s:
             self.cut(
                 "write_stall",
-                f"write stalled: peer does not read ({held} bytes waiting, none taken for "
-                f"{now - self._progress_at:.1f} s)",
+                f"write stalled: peer does not read ({held} bytes waiting, none acknowledged "
+                f"for {now - self._progress_at:.1f} s)",
             )
             return
         self._watch_stall()

@@ -1,32 +1,74 @@
 """A peer that does not read its output is cut (issue: sync_amplification's sessions that ask for
-block ranges and never read were never ended): output that waits in the node and that the socket
-takes none of for ``write_stall_timeout_s`` cuts the peer, as does more than the write-buffer
-cap; the cut aborts the socket, so what the node held for the peer is freed at once (a plain
-close keeps it until the peer reads it), and reports the limit. A slow reader that takes a
-little at a time is not stalled. Over a fake transport whose peer reads what the test lets it."""
+block ranges and never read were never ended): output that waits in the node while the peer
+acknowledges none of our bytes for ``write_stall_timeout_s`` cuts the peer, as does more than the
+write-buffer cap; the cut aborts the socket, so what the node held for the peer is freed at once
+(a plain close keeps it until the peer reads it), and reports the limit. A slow reader that
+acknowledges a little at a time is not stalled — also while the kernel takes nothing from the
+node (the unsent bound lifted for a sync answer: the kernel takes more only once a third of a
+large send buffer has drained; review finding). Over a fake transport and socket whose peer
+reads and acknowledges what the test lets it, with an injected clock: the test, not the host's
+scheduling, decides how much time passes."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from netdiag.node.crypto import Identity
 from netdiag.node.messages import Blocks, Ping
 from netdiag.node.protocol import PeerProtocol, State
+from netdiag.node.sockets import TCP_INFO_BYTES_ACKED, TCP_INFO_BYTES_ACKED_AT
 from netdiag.node.transport import Connection
 
 NET, GEN = "nd-test", b"\x03" * 32
-STALL_S = 0.3  # short for the test: the behaviour, not the default, is under test
+STALL_S = 10.0  # on the injected clock
+REAL_STALL_S = 0.3  # where the loop's own timers run (only "it ends", never "it did not")
 ANSWER = Blocks(1, [bytes(4000)])  # one sync answer's worth of output
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeSocket:
+    """The kernel's side: bytes taken from asyncio's buffer and not yet acknowledged, and
+    ``acked``, what TCP_INFO reports as tcpi_bytes_acked."""
+
+    def __init__(self) -> None:
+        self.inflight = 0
+        self.acked = 0
+
+    def getsockopt(self, level: int, opt: int, size: int = 0) -> bytes:
+        if (level, opt) != (socket.IPPROTO_TCP, socket.TCP_INFO):
+            raise OSError("not modelled")
+        raw = bytearray(max(size, TCP_INFO_BYTES_ACKED_AT + TCP_INFO_BYTES_ACKED.size))
+        TCP_INFO_BYTES_ACKED.pack_into(raw, TCP_INFO_BYTES_ACKED_AT, self.acked)
+        return bytes(raw[:size])
+
+    def setsockopt(self, *args: Any) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return -1
 
 
 class FakeTransport:
     """What the node writes goes to ``remote`` (the peer's protocol) while it reads; otherwise
-    it waits in ``buffer`` (asyncio's write buffer), of which ``take`` lets the peer read some."""
+    it waits in ``buffer`` (asyncio's write buffer), of which ``take`` lets the kernel take
+    some and ``ack`` lets the peer acknowledge some of what the kernel took. ``tcp=False``: a
+    socket without TCP_INFO (the node then counts what the kernel takes)."""
 
-    def __init__(self, remote: PeerProtocol, reader: asyncio.StreamReader) -> None:
+    def __init__(self, remote: PeerProtocol, reader: asyncio.StreamReader, tcp: bool) -> None:
         self.remote = remote
         self.reader = reader
+        self.sock = FakeSocket() if tcp else None
         self.reading = True
         self.buffer = bytearray()
         self.closing = False
@@ -37,6 +79,8 @@ class FakeTransport:
         out = self.remote.data_to_send()
         if out:
             self.reader.feed_data(out)
+        if self.sock is not None:
+            self.sock.acked += len(data)
 
     def write(self, data: bytes) -> None:
         if self.reading and not self.buffer:
@@ -45,8 +89,18 @@ class FakeTransport:
             self.buffer += data
 
     def take(self, n: int) -> None:
-        """The peer reads ``n`` bytes of what waits."""
+        """The kernel takes ``n`` bytes of what waits (sends them; not yet acknowledged)."""
+        n = min(n, len(self.buffer))
         self.buffer = self.buffer[n:]
+        if self.sock is not None:
+            self.sock.inflight += n
+
+    def ack(self, n: int) -> None:
+        """The peer reads and acknowledges ``n`` bytes of what the kernel took."""
+        assert self.sock is not None
+        n = min(n, self.sock.inflight)
+        self.sock.inflight -= n
+        self.sock.acked += n
 
     def get_write_buffer_size(self) -> int:
         return len(self.buffer)
@@ -90,6 +144,8 @@ class FakeWriter:
         pass
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return self.transport.sock
         return ("10.0.0.9", 4000) if name == "peername" else default
 
 
@@ -115,17 +171,21 @@ class Handler:
 
 
 async def open_conn(
-    stall_s: float = STALL_S, cap: int = 64 << 20
+    stall_s: float = STALL_S,
+    cap: int = 64 << 20,
+    tcp: bool = True,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[Connection, FakeTransport, Handler, asyncio.Task[None]]:
     reader = asyncio.StreamReader()
     remote = PeerProtocol(Identity.generate(), NET, GEN, 0)
     remote.start()
-    transport = FakeTransport(remote, reader)
+    transport = FakeTransport(remote, reader, tcp)
     conn = Connection(
         reader, cast(asyncio.StreamWriter, FakeWriter(transport)),
         PeerProtocol(Identity.generate(), NET, GEN, 0), False,
         msg_rate=1e6, bytes_rate=1e12, max_write_buffer=cap,
         handshake_timeout_s=30, idle_timeout_s=60, write_stall_timeout_s=stall_s,
+        clock=clock,
     )  # fmt: skip
     reader.feed_data(remote.data_to_send())  # the peer's Hello
     handler = Handler()
@@ -146,36 +206,113 @@ async def ended(task: asyncio.Task[None], within_s: float = 30.0) -> bool:
     return True
 
 
-def test_a_peer_that_stops_reading_is_cut_after_the_stall_timeout_and_its_output_freed() -> None:
+def test_a_peer_that_acknowledges_nothing_is_cut_after_the_stall_timeout_and_freed() -> None:
     async def main() -> None:
-        conn, transport, handler, task = await open_conn()
+        clock = Clock()
+        conn, transport, handler, task = await open_conn(clock=clock)
         transport.reading = False
         conn.send(ANSWER)
         conn.send(ANSWER)
-        assert transport.get_write_buffer_size() > 0 and conn.is_open  # waiting, not yet cut
-        assert await ended(task), "a peer that reads nothing was never cut"
-        assert handler.limits == ["write_stall"]
+        assert transport.get_write_buffer_size() > 0 and conn._stall_timer is not None
+        transport.take(3000)  # the kernel takes some; the peer acknowledges none of it
+        clock.now += 0.9 * STALL_S
+        conn.check_stall()
+        assert conn.is_open, "cut before the stall timeout"
+        clock.now += 0.1 * STALL_S
+        conn.check_stall()
+        assert not conn.is_open and handler.limits == ["write_stall"]
         assert "does not read" in (conn.close_reason or "")
+        assert await ended(task), "the cut peer's connection did not end"
         assert handler.closed == [conn.close_reason]
         assert transport.aborted and transport.get_write_buffer_size() == 0  # freed, not kept
 
     asyncio.run(main())
 
 
-def test_a_slow_reader_that_keeps_taking_bytes_is_not_cut() -> None:
+def test_a_slow_reader_is_not_cut_while_it_acknowledges_bytes_though_the_kernel_takes_none() -> (
+    None
+):
+    # The review's case: a sync answer lifts the unsent bound; the kernel then takes nothing
+    # from asyncio's buffer for ~15 s while the peer steadily receives 100 KB/s. Progress is
+    # what the peer acknowledges, so it is kept; once it acknowledges nothing, it is cut.
     async def main() -> None:
-        conn, transport, handler, task = await open_conn()
+        clock = Clock()
+        conn, transport, handler, task = await open_conn(clock=clock)
         transport.reading = False
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 6 * STALL_S  # several stall timeouts
-        while loop.time() < end:
+        conn.send(ANSWER)
+        transport.take(4000)  # in the kernel, then the kernel takes nothing more
+        taken = conn.taken
+        for _ in range(20):  # 18 stall timeouts of injected time
             conn.send(ANSWER)  # more output than it reads: the backlog grows
-            transport.take(100)  # but it reads a little every turn
-            await asyncio.sleep(STALL_S / 10)
-        assert conn.is_open and not task.done(), conn.close_reason
-        assert handler.limits == []
-        assert await ended(task)  # then it stops taking anything at all: cut
+            clock.now += 0.9 * STALL_S
+            transport.ack(100)  # but it receives a little in every interval
+            conn.check_stall()
+            assert conn.is_open, conn.close_reason
+        assert conn.taken == taken and handler.limits == []
+        clock.now += 0.9 * STALL_S  # it stops acknowledging: not cut before the timeout ...
+        conn.check_stall()
+        assert conn.is_open
+        clock.now += 0.1 * STALL_S  # ... and cut at it
+        conn.check_stall()
         assert handler.limits == ["write_stall"]
+        assert await ended(task)
+
+    asyncio.run(main())
+
+
+def test_bytes_the_kernel_takes_are_not_progress_when_the_peer_acknowledges_none() -> None:
+    # A peer whose window closed: the kernel may still take bytes into free send-buffer
+    # space, but nothing reaches the peer; the stall timeout runs from the last acknowledgement.
+    async def main() -> None:
+        clock = Clock()
+        conn, transport, handler, task = await open_conn(clock=clock)
+        transport.reading = False
+        for _ in range(4):
+            conn.send(ANSWER)
+        transport.take(1000)
+        transport.ack(1000)
+        conn.check_stall()  # progress seen now
+        began = clock.now
+        while conn.is_open:
+            clock.now += 0.3 * STALL_S
+            transport.take(100)
+            conn.check_stall()
+            assert clock.now - began < 2 * STALL_S, "a peer that acknowledged nothing kept"
+        assert clock.now - began >= STALL_S  # not before the timeout
+        assert handler.limits == ["write_stall"]
+        assert await ended(task)
+
+    asyncio.run(main())
+
+
+def test_without_tcp_info_the_kernel_taking_bytes_is_progress() -> None:
+    # A socket that does not report acknowledgements (not TCP): what it takes is the measure.
+    async def main() -> None:
+        clock = Clock()
+        conn, transport, handler, task = await open_conn(tcp=False, clock=clock)
+        transport.reading = False
+        for _ in range(10):
+            conn.send(ANSWER)
+            clock.now += 0.9 * STALL_S
+            transport.take(100)
+            conn.check_stall()
+        assert conn.is_open and handler.limits == []
+        clock.now += STALL_S
+        conn.check_stall()
+        assert handler.limits == ["write_stall"]
+        assert await ended(task)
+
+    asyncio.run(main())
+
+
+def test_the_watch_timer_itself_cuts_a_peer_that_reads_nothing() -> None:
+    # The loop's own timer and clock (a short timeout): only "it ends" is asserted.
+    async def main() -> None:
+        conn, transport, handler, task = await open_conn(stall_s=REAL_STALL_S)
+        transport.reading = False
+        conn.send(ANSWER)
+        assert await ended(task), "a peer that reads nothing was never cut"
+        assert handler.limits == ["write_stall"] and transport.aborted
 
     asyncio.run(main())
 
@@ -198,10 +335,13 @@ def test_output_over_the_cap_is_cut_at_once_and_freed() -> None:
 
 def test_with_the_stall_timeout_off_waiting_output_alone_does_not_cut() -> None:
     async def main() -> None:
-        conn, transport, handler, task = await open_conn(stall_s=0)
+        clock = Clock()
+        conn, transport, handler, task = await open_conn(stall_s=0, clock=clock)
         transport.reading = False
         conn.send(ANSWER)
-        await asyncio.sleep(4 * STALL_S)
+        assert conn._stall_timer is None  # nothing watches
+        clock.now += 100 * STALL_S
+        conn.check_stall()
         assert conn.is_open and handler.limits == []
         conn.close("done")
         transport.abort()  # the test's own cleanup: the buffer would wait for a reader
@@ -212,11 +352,13 @@ def test_with_the_stall_timeout_off_waiting_output_alone_does_not_cut() -> None:
 
 def test_output_the_socket_takes_at_once_starts_no_watch() -> None:
     async def main() -> None:
-        conn, _transport, handler, task = await open_conn()
+        clock = Clock()
+        conn, _transport, handler, task = await open_conn(clock=clock)
         for i in range(20):
             conn.send(Ping(i))  # the peer reads: nothing waits, nothing to watch
         assert conn._stall_timer is None
-        await asyncio.sleep(2 * STALL_S)
+        clock.now += 2 * STALL_S
+        conn.check_stall()
         assert conn.is_open and handler.limits == []
         conn.close("done")
         assert await ended(task)
@@ -228,7 +370,7 @@ def test_a_close_that_waits_for_a_peer_that_never_reads_is_aborted_after_the_sta
     None
 ):
     async def main() -> None:
-        conn, transport, handler, task = await open_conn()
+        conn, transport, handler, task = await open_conn(stall_s=REAL_STALL_S)
         transport.reading = False
         conn.send(ANSWER)
         conn.close("banned")  # a graceful close: asyncio keeps the buffer until it is sent

@@ -1,0 +1,68 @@
+"""What the kernel says about a peer's TCP socket: its cookie, unsent bytes, segment counts and
+the bytes the peer has acknowledged. Each helper answers "unknown" (0, None) when the socket is
+not TCP (a test's socketpair or fake) or the kernel does not report the field."""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+
+SO_COOKIE = 57  # <linux/socket.h>; Python's socket module does not name it
+SIOCOUTQNSD = 0x894B  # <linux/sockios.h>: bytes in the send queue not yet sent
+# struct tcp_info (<linux/tcp.h>): the fields read here and their offsets
+TCP_INFO_BYTES_ACKED = struct.Struct("=Q")  # tcpi_bytes_acked (Linux >= 4.1, RFC 4898)
+TCP_INFO_BYTES_ACKED_AT = 120
+TCP_INFO_SEGS = struct.Struct("=II")  # tcpi_segs_out, tcpi_segs_in (Linux >= 4.2)
+TCP_INFO_SEGS_AT = 136
+
+
+def socket_cookie(sock: socket.socket | None) -> int | None:
+    """The kernel's socket cookie, the key tcp:tcp_probe and sock_diag report for this socket."""
+    if sock is None:
+        return None
+    try:
+        return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little")
+    except OSError:
+        return None
+
+
+def unsent_bytes(sock: socket.socket | None) -> int:
+    """Bytes in the socket's send queue that TCP has not sent yet (0 when unknown)."""
+    if sock is None:
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int(struct.unpack("=i", raw)[0])
+
+
+def _tcp_info(sock: socket.socket | None, need: int) -> bytes | None:
+    """The first ``need`` bytes of the socket's struct tcp_info, None when it has fewer."""
+    if sock is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, need)
+    except OSError:
+        return None
+    return raw if len(raw) >= need else None
+
+
+def tcp_segments(sock: socket.socket | None) -> tuple[int, int]:
+    """(segments sent, segments received) of the socket so far, from TCP_INFO; (0, 0) when
+    the kernel does not report them."""
+    raw = _tcp_info(sock, TCP_INFO_SEGS_AT + TCP_INFO_SEGS.size)
+    if raw is None:
+        return 0, 0
+    out, inn = TCP_INFO_SEGS.unpack_from(raw, TCP_INFO_SEGS_AT)
+    return int(out), int(inn)
+
+
+def tcp_bytes_acked(sock: socket.socket | None) -> int | None:
+    """Bytes of our output the peer has acknowledged so far, i.e. received (tcpi_bytes_acked:
+    one getsockopt); None when the socket does not report it."""
+    raw = _tcp_info(sock, TCP_INFO_BYTES_ACKED_AT + TCP_INFO_BYTES_ACKED.size)
+    if raw is None:
+        return None
+    return int(TCP_INFO_BYTES_ACKED.unpack_from(raw, TCP_INFO_BYTES_ACKED_AT)[0])
