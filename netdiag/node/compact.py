@@ -22,7 +22,8 @@ full-block fetch (``GetBlocksByHash``) from another peer that announced the bloc
 last; a late or failed fetch tries the next, until none is left, then one more timeout is
 waited (a peer announcing the block meanwhile is asked at once) before it is given up. An
 answer that comes after its timeout still completes the reconstruction while it is in
-progress (a loaded peer is slow, not wrong). A rebuilt (or fetched) block
+progress (a loaded peer is slow, not wrong); a peer that leaves them unanswered repeatedly
+is penalized and no longer waited on (``UNANSWERED_MAX``). A rebuilt (or fetched) block
 takes exactly the path of a gossiped full block (``Ingest.on_publish``): its canonical
 encoding is the producer's, so its gossip message id, dedup, early forward and full check are
 the same. Pending reconstructions are bounded per announcing peer and in total
@@ -65,6 +66,14 @@ RELAYED_MAX = 8  # blocks sent compact (<= 1 MiB each), kept to answer before th
 DONE_MAX = 256  # hashes rebuilt or fetched: a later compact copy is a duplicate
 MAX_SOURCES = 8  # peers remembered per pending block as full-block fallbacks
 PENALTY_UNSOLICITED = 5.0  # an answer to nothing we asked
+# getblocktxn left unanswered past compact_timeout_s, counted per peer (an answer, even late,
+# takes one off). From UNANSWERED_MAX on record each costs a mild penalty (one slow answer is a
+# loaded peer, not a wrong one; the score decays), and the peer, still asked first, is no
+# longer waited on: the next peer to announce the block is asked at once too, so a first
+# announcer that never answers delays blocks no longer.
+PENALTY_UNANSWERED = 2.0
+UNANSWERED_MAX = 2
+UNANSWERED_PEERS = 1024  # peer ids with unanswered requests on record, the oldest forgotten
 
 
 @dataclass
@@ -111,6 +120,7 @@ class CompactRelay:
         self.recent: OrderedDict[bytes, tuple[Tx, int]] = OrderedDict()
         self.recent_bytes = 0
         self.waits: dict[int, bytes] = {}  # last-call timer id -> block hash
+        self.unanswered: OrderedDict[bytes, int] = OrderedDict()  # peer id -> txn timeouts
         self._ids = itertools.count(REQ_ID_BASE)
         self._last_id = REQ_ID_BASE - 1
 
@@ -267,6 +277,12 @@ class CompactRelay:
                 p.sources.append(conn)
                 if p.stage == "wait":  # every source had failed: a new one is asked at once
                     self._ask_full(p)
+                elif self._asked_distrusted(p):  # and so is one while a non-answerer is asked
+                    m.labels("parallel_ask").inc()
+                    if p.stage == "txn":
+                        conn.send(GetBlockTxn(self._request(p, conn, "txn"), h, p.missing()))
+                    else:
+                        self._ask_full(p)
             return
         if len(msg.txids) > ing.chain.params.max_block_txs:
             self._refuse(conn, "size", f"compact block {header.height}: {len(msg.txids)} txs")
@@ -357,6 +373,9 @@ class CompactRelay:
                 self._fallback(p, "bad_answer")
             return
         ing.metrics.compact_blocks.labels("txn_ok").inc()
+        n = self.unanswered.pop(pid, 0) - 1
+        if n > 0:
+            self.unanswered[pid] = n
         block = Block(p.header, p.hash, p.signature, [t for t in p.txs if t is not None])
         self._deliver(conn, block.encode(), p)
 
@@ -420,12 +439,36 @@ class CompactRelay:
     def _expire(self, rid: int) -> None:
         req = self.reqs.get(rid)
         p = self.pending.get(req[0]) if req is not None else None
+        if req is not None and p is not None and req[2] == "txn":
+            self._unanswered(req[1], p)
         if p is not None and p.req_id == rid:  # still the current request: move on
             self._fallback(p, "timeout")
         elif rid in self.waits:
             p = self.pending.get(self.waits.pop(rid))
             if p is not None and p.req_id == rid:
                 self._give_up(p)
+
+    def _unanswered(self, conn: Link, p: Pending) -> None:
+        """``conn`` let a getblocktxn for ``p`` time out (while the block was still needed)."""
+        ing = self.ingest
+        if ing.chain.store.has_block(p.hash):
+            return
+        pid = conn.peer_id or b""
+        ing.metrics.compact_blocks.labels("txn_unanswered").inc()
+        n = self.unanswered[pid] = self.unanswered.pop(pid, 0) + 1
+        while len(self.unanswered) > UNANSWERED_PEERS:
+            self.unanswered.popitem(last=False)
+        if n >= UNANSWERED_MAX:  # one slow answer is a loaded peer; a habit is scored
+            ing.policy.penalize(
+                conn, PENALTY_UNANSWERED, f"{n} getblocktxn unanswered past {self.timeout_s:g} s"
+            )
+
+    def _asked_distrusted(self, p: Pending) -> bool:
+        """``p``'s current request went to a peer with UNANSWERED_MAX getblocktxn timeouts."""
+        req = self.reqs.get(p.req_id)
+        if req is None:
+            return False
+        return self.unanswered.get(req[1].peer_id or b"", 0) >= UNANSWERED_MAX
 
     def _fallback(self, p: Pending, why: str) -> None:
         ing = self.ingest

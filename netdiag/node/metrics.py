@@ -120,7 +120,9 @@ class NodeMetrics:
             "Compact block relay (compact.py): sent, received, rebuilt (from the mempool alone), "
             "txn_requested, txn_ok, txn_served, fetched (full block fallback), duplicate, "
             "refused (ids or header not matching), fallback_timeout, fallback_not_held, "
-            "fallback_bad_answer, failed, late_answer",
+            "fallback_bad_answer, failed, late_answer, txn_unanswered (getblocktxn timed out), "
+            "parallel_ask (a new announcer asked at once: the one asked leaves requests "
+            "unanswered)",
             "event",
         )
         self.compact_missing_txs = m.counter(

@@ -24,6 +24,7 @@ from netdiag.node.messages import (
 from netdiag.node.model import Block, Tx, make_tx
 from tests.unit.node.corekit import MemLink, World
 from tests.unit.node.test_compact import (
+    _missing_blocks,
     compact_of,
     counter,
     give,
@@ -218,3 +219,47 @@ def test_a_block_that_came_in_full_during_the_last_wait_is_not_counted_failed(
     assert relay.height == 1
     assert counter(relay, "failed") == 0 and counter(relay, "fallback_not_held") == 2
     assert not relay.ingest.compact.pending
+
+
+def test_a_first_announcer_that_never_answers_is_no_longer_waited_on(tmp_path: Path) -> None:
+    """A peer that announces first and leaves getblocktxn unanswered: each timeout is counted
+    and penalized; once UNANSWERED_MAX are on record it is still asked first, but the next
+    peer to announce the block is asked at once, so the block no longer waits a timeout."""
+    timeout = 1.0
+    world, keys, relay, src, block = setup(tmp_path, n_txs=4, pooled=2, compact_timeout_s=timeout)
+    compact = relay.ingest.compact
+    bogus = _missing_blocks(world, keys, compact_mod.UNANSWERED_MAX)
+    for b in bogus:  # announced, asked, never answered
+        give(src, compact_of(b))
+        world.run(timeout * 3.5)  # txn, full and last-call timeouts: given up
+    assert counter(relay, "txn_unanswered") == compact_mod.UNANSWERED_MAX
+    assert compact.unanswered[src.peer_id or b""] == compact_mod.UNANSWERED_MAX
+    assert relay.gossip.score(src.peer_id or b"") < 0
+    timeouts = counter(relay, "fallback_timeout")
+    other = world.attach(relay, host="10.4.4.4")
+    give(src, compact_of(block))
+    assert sent(src, GetBlockTxn)[-1].block_hash == block.hash  # still asked first
+    give(other, compact_of(block))
+    (ask,) = sent(other, GetBlockTxn)  # asked at once, not after src's timeout
+    assert ask.indexes == [2, 3] and counter(relay, "parallel_ask") == 1
+    give(other, BlockTxn(ask.req_id, [t.encode() for t in block.txs[2:]]))
+    world.run(timeout / 4)  # well within the timeout src is not waited out for
+    assert relay.height == 1 and counter(relay, "fallback_timeout") == timeouts
+    assert relay.gossip.score(other.peer_id or b"") >= 0
+
+
+def test_a_peer_that_answers_is_asked_alone_and_earns_its_record_back(tmp_path: Path) -> None:
+    timeout = 1.0
+    world, _keys, relay, src, block = setup(tmp_path, n_txs=4, pooled=2, compact_timeout_s=timeout)
+    compact = relay.ingest.compact
+    pid = src.peer_id or b""
+    compact.unanswered[pid] = compact_mod.UNANSWERED_MAX - 1  # one short of distrust
+    other = world.attach(relay, host="10.4.4.4")
+    give(src, compact_of(block))
+    give(other, compact_of(block))
+    assert not sent(other, GetBlockTxn) and counter(relay, "parallel_ask") == 0
+    (ask,) = sent(src, GetBlockTxn)
+    give(src, BlockTxn(ask.req_id, [t.encode() for t in block.txs[2:]]))
+    world.run(0.5)
+    assert relay.height == 1
+    assert compact.unanswered.get(pid, 0) == compact_mod.UNANSWERED_MAX - 2
