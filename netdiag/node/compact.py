@@ -32,7 +32,6 @@ the same. Pending reconstructions are bounded per announcing peer and in total
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -41,28 +40,27 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from netdiag.node.compact_send import CompactSending
 from netdiag.node.errors import ValidationError
-from netdiag.node.gossip import Send, message_id
+from netdiag.node.gossip import message_id
 from netdiag.node.link import Link
 from netdiag.node.messages import (
     TOPIC_BLOCKS,
-    VERSION_COMPACT_BLOCKS,
     Blocks,
     BlockTxn,
     CompactBlock,
     GetBlocksByHash,
     GetBlockTxn,
-    Publish,
 )
 from netdiag.node.model import Block, BlockHeader, Tx, decode_block, decode_tx, merkle_root
 from netdiag.node.policy import PENALTY_INVALID
+from netdiag.node.recent_txs import RecentTxs
 from netdiag.node.validation import WrongProducer, check_header
 
 if TYPE_CHECKING:
     from netdiag.node.ingest import Ingest
 
 REQ_ID_BASE = 1 << 46  # apart from sync (1, 1 << 40), onboarding (1 << 44), entropy (1 << 50)
-RELAYED_MAX = 8  # blocks sent compact (<= 1 MiB each), kept to answer before they are committed
 DONE_MAX = 256  # hashes rebuilt or fetched: a later compact copy is a duplicate
 MAX_SOURCES = 8  # peers remembered per pending block as full-block fallbacks
 PENALTY_UNSOLICITED = 5.0  # an answer to nothing we asked
@@ -98,156 +96,47 @@ class Pending:
         return [i for i, t in enumerate(self.txs) if t is None]
 
 
-class CompactRelay:
+class CompactRelay(CompactSending):
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
         cfg = ingest.cfg
         self.enabled = cfg.compact_blocks
+        self.relayed: OrderedDict[bytes, Block] = OrderedDict()  # sent compact (compact_send.py)
         self.timeout_s = cfg.compact_timeout_s
         self.per_peer = cfg.compact_pending_per_peer
         self.max_pending = cfg.compact_pending_max
-        self.recent_max = cfg.compact_recent_txs
-        self.recent_max_bytes = cfg.compact_recent_bytes
         self.pending: dict[bytes, Pending] = {}  # block hash -> reconstruction
         # request -> (block hash, peer asked, txn | full), kept until answered or the block is
         # done with: an answer after its timeout still completes a reconstruction in progress
         self.reqs: dict[int, tuple[bytes, Link, str]] = {}
-        self.relayed: OrderedDict[bytes, Block] = OrderedDict()
         # block hash -> gossip message id (b"": not delivered by us) of blocks done with
         self.done: OrderedDict[bytes, bytes] = OrderedDict()
-        # txid -> (tx no longer pooled, its encoded size), oldest first; bounded in count and
-        # in bytes (compact_recent_txs, compact_recent_bytes)
-        self.recent: OrderedDict[bytes, tuple[Tx, int]] = OrderedDict()
-        self.recent_bytes = 0
+        # txs no longer pooled (evicted, committed), bounded in count and bytes
+        self.recent = RecentTxs(
+            cfg.compact_recent_txs,
+            cfg.compact_recent_bytes,
+            ingest.metrics.limit_hits.labels("compact_recent_bytes").inc,
+        )
         self.waits: dict[int, bytes] = {}  # last-call timer id -> block hash
         self.unanswered: OrderedDict[bytes, int] = OrderedDict()  # peer id -> txn timeouts
         self._ids = itertools.count(REQ_ID_BASE)
         self._last_id = REQ_ID_BASE - 1
 
-    # -- sending ---------------------------------------------------------------------------
-
-    def outgoing(self, sends: list[Send]) -> list[Send]:
-        """``sends`` with each full block for a version-3 peer replaced by its compact form
-        (when ``compact_blocks`` is on); everything else unchanged."""
-        if not self.enabled:
-            return sends
-        conns = self.ingest.peering.conns
-        built: dict[bytes, CompactBlock | None] = {}
-        out: list[Send] = []
-        for pid, msg in sends:
-            if isinstance(msg, Publish) and msg.topic == TOPIC_BLOCKS:
-                conn = conns.get(pid)
-                if conn is not None and conn.version >= VERSION_COMPACT_BLOCKS:
-                    if msg.data not in built:
-                        built[msg.data] = self._compact(msg.data)
-                    cb = built[msg.data]
-                    if cb is not None:
-                        self.ingest.metrics.compact_blocks.labels("sent").inc()
-                        out.append((pid, cb))
-                        continue
-            out.append((pid, msg))
-        return out
-
-    def _compact(self, raw: bytes) -> CompactBlock | None:
-        try:
-            block = decode_block(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
-        self.relayed[block.hash] = block
-        self.relayed.move_to_end(block.hash)
-        while len(self.relayed) > RELAYED_MAX:
-            self.relayed.popitem(last=False)
-        return CompactBlock(
-            block.header.encode(), block.hash, block.signature, [t.txid() for t in block.txs]
-        )
-
-    def cached(self, h: bytes) -> Block | None:
-        """A block we relayed compact (it may not be committed yet)."""
-        return self.relayed.get(h)
-
-    def forget(self, h: bytes) -> None:
-        """A block that failed its full check (``Ingest.reject_block``): not served any more —
-        a peer that fetched it from us would find it invalid and penalize us."""
-        self.relayed.pop(h, None)
-
-    def serve_txn(self, conn: Link, msg: GetBlockTxn) -> None:
-        """Answer ``getblocktxn``: the txs at ``msg.indexes`` of a block we hold (relayed
-        compact, or committed — the same exposure as ``getblocksbyhash``). The indexes must be
-        strictly ascending and each below the block's tx count (so at most that many): anything
-        else is a malformed request (penalized, empty answer). An answer over
-        ``max_frame_bytes // 2`` (sync's per-answer budget) is refused with an empty answer,
-        which the asker takes as "not held" and fetches the full block instead: a partial one
-        would be a wrong answer to it. Served to graylisted peers like ``getblocksbyhash`` (a
-        request, not gossip); nothing is built for a connection already closed (cut, banned)."""
-        if not conn.is_open:
-            return
-        ing = self.ingest
-        block = self.relayed.get(msg.block_hash) or ing.chain.store.block_by_hash(msg.block_hash)
-        if block is None:
-            conn.send(BlockTxn(msg.req_id, []))  # not held
-            return
-        n, idx = len(block.txs), msg.indexes
-        why = ""
-        if not idx or len(idx) > n:
-            why = f"{len(idx)} indexes for a block of {n} txs"
-        elif idx[0] < 0 or idx[-1] >= n:
-            why = f"index out of range (block of {n} txs)"
-        elif any(a >= b for a, b in itertools.pairwise(idx)):
-            why = "indexes not strictly ascending"
-        if why:
-            ing.metrics.protocol_violations.labels("getblocktxn").inc()
-            ing.policy.penalize(conn, PENALTY_INVALID, f"getblocktxn: {why}", violation=True)
-            conn.send(BlockTxn(msg.req_id, []))
-            return
-        budget = ing.cfg.max_frame_bytes // 2
-        out: list[bytes] = []
-        for i in idx:
-            raw = block.txs[i].encode()
-            budget -= len(raw) + 8
-            if budget < 0:
-                ing.metrics.limit_hits.labels("getblocktxn_bytes").inc()
-                conn.send(BlockTxn(msg.req_id, []))  # refused: the asker fetches it whole
-                return
-            out.append(raw)
-        ing.metrics.compact_blocks.labels("txn_served").inc()
-        conn.send(BlockTxn(msg.req_id, out))
-
     # -- the recent-tx cache ---------------------------------------------------------------
 
     @property
     def keeps_recent(self) -> bool:
-        return self.recent_max > 0 and self.recent_max_bytes > 0
+        return self.recent.enabled
 
     def remember(self, txs: Iterable[Tx]) -> None:
-        """Transactions leaving the mempool (evicted, committed): a block may still name them.
-        Oldest dropped first past ``compact_recent_txs`` or ``compact_recent_bytes`` (the
-        latter counted as ``limit_hits{limit="compact_recent_bytes"}``); a tx bigger than the
-        byte cap is not kept."""
-        recent = self.recent
-        for tx in txs:
-            raw = tx.encode()
-            txid = hashlib.sha256(raw).digest()  # Tx.txid(), without a second encode
-            old = recent.pop(txid, None)
-            if old is not None:
-                self.recent_bytes -= old[1]
-            if len(raw) <= self.recent_max_bytes:
-                recent[txid] = (tx, len(raw))
-                self.recent_bytes += len(raw)
-        while len(recent) > self.recent_max:
-            self.recent_bytes -= recent.popitem(last=False)[1][1]
-        evicted = 0
-        while self.recent_bytes > self.recent_max_bytes:
-            self.recent_bytes -= recent.popitem(last=False)[1][1]
-            evicted += 1
-        if evicted:
-            self.ingest.metrics.limit_hits.labels("compact_recent_bytes").inc(evicted)
+        """Transactions leaving the mempool (evicted, committed): a block may still name them
+        (oldest dropped first past ``compact_recent_txs`` or ``compact_recent_bytes``, the
+        latter counted as ``limit_hits{limit="compact_recent_bytes"}``)."""
+        self.recent.add(txs)
 
     def _lookup(self, txid: bytes) -> Tx | None:
         ing = self.ingest
-        hit = ing.mempool.get(txid) or ing.txs.waiting.get(txid)
-        if hit is None and (kept := self.recent.get(txid)) is not None:
-            hit = kept[0]
-        return hit
+        return ing.mempool.get(txid) or ing.txs.waiting.get(txid) or self.recent.get(txid)
 
     # -- receiving -------------------------------------------------------------------------
 

@@ -167,13 +167,13 @@ def test_the_recent_tx_cache_is_bounded_in_bytes_oldest_first(tmp_path: Path) ->
     user = Identity.generate()
     big = [make_tx(user, i, b"x" * 2000, world.clock.wall_ms()) for i in range(20)]
     compact.remember(big)
-    assert 0 < compact.recent_bytes <= 10_000
-    assert compact.recent_bytes == sum(size for _tx, size in compact.recent.values())
+    assert 0 < compact.recent.bytes <= 10_000
+    assert compact.recent.bytes == sum(size for _tx, size in compact.recent.txs.values())
     assert len(compact.recent) < len(big)  # the count cap (4096) is not what bound it
     assert big[-1].txid() in compact.recent and big[0].txid() not in compact.recent
     assert hits(relay, "compact_recent_bytes") == len(big) - len(compact.recent)
     compact.remember([make_tx(user, 99, b"y" * 20_000, world.clock.wall_ms())])  # > the cap
-    assert big[-1].txid() in compact.recent and compact.recent_bytes <= 10_000
+    assert big[-1].txid() in compact.recent and compact.recent.bytes <= 10_000
 
 
 def test_compact_recent_bytes_is_range_checked() -> None:
