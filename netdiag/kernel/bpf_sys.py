@@ -17,6 +17,7 @@ import platform
 import struct
 
 from netdiag.errors import KernelFeatureError, NetdiagError, PrivilegeError
+from netdiag.kernel import caps
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "armv7l": 386, "ppc64le": 361}
 _NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "riscv64": 241, "armv7l": 364}
@@ -161,17 +162,46 @@ def prog_load(
     fd, err = attempt(None)
     if fd >= 0:
         return fd
-    if err in (errno.EPERM, errno.EACCES):
-        raise PrivilegeError(f"loading BPF program {name}: {os.strerror(err)}", "run as root")
+    what = f"loading BPF program {name}: {os.strerror(err)}"
+    if err == errno.EPERM and not caps.has("CAP_BPF"):  # CAP_SYS_ADMIN counts (caps.has)
+        raise PrivilegeError(what, "run as root (CAP_BPF + CAP_PERFMON)")
+    # the verifier refuses most bad memory accesses with EACCES (EPERM for some): only its log
+    # tells a refusal from a missing privilege, so ask again with one
     log = ctypes.create_string_buffer(1 << 20)
     fd, err = attempt(log)
     if fd >= 0:  # the first refusal was transient (e.g. EAGAIN)
         return fd
-    tail = log.value.decode(errors="replace").strip().splitlines()[-8:]
-    raise NetdiagError(
-        f"the kernel refused BPF program {name}: {os.strerror(err)}; verifier: " + " | ".join(tail),
-        "run `netdiag doctor` (compiled objects are cached under ~/.cache/netdiag/bpf)",
-    )
+    lines = log.value.decode(errors="replace").strip().splitlines()
+    if err in (errno.EPERM, errno.EACCES) and not lines:
+        raise PrivilegeError(
+            f"loading BPF program {name}: {os.strerror(err)} (no verifier log)",
+            "run as root (CAP_BPF + CAP_PERFMON); if root, check kernel lockdown and LSMs",
+        )
+    raise VerifierError(name, err, lines)
+
+
+class VerifierError(NetdiagError):
+    """The kernel refused a program at load; `what` names the verifier's reason (one line),
+    `log` keeps the log's tail."""
+
+    def __init__(self, name: str, err: int, lines: list[str]) -> None:
+        super().__init__(
+            f"the kernel refused BPF program {name}: {os.strerror(err)}; verifier: "
+            + verifier_reason(lines),
+            "run `netdiag doctor` (compiled objects are cached under ~/.cache/netdiag/bpf)",
+        )
+        self.errno = err
+        self.log = lines[-40:]
+
+
+def verifier_reason(lines: list[str]) -> str:
+    """The verifier log's last line that says why: the "processed N insns" statistics line
+    the kernel prints after every run, refusals included, says nothing about it."""
+    for line in reversed(lines):
+        line = line.strip()
+        if line and not line.startswith(("processed ", "verification time", "stack depth")):
+            return line
+    return "(empty log)"
 
 
 def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from netdiag.errors import KernelFeatureError, NetdiagError, PrivilegeError
+from netdiag.errors import KernelFeatureError, NetdiagError
 from netdiag.kernel import bcc_loader, bpf_compile
 from netdiag.kernel.bcc_loader import Defines, LoadEnv
 from netdiag.kernel.host import REAL, HostPaths
@@ -135,13 +135,13 @@ class Session:
                 loaded = loaders.load(
                     src, {**self.defines, **choice.defines}, self.env, self.loader, choice.btf_ids
                 )
-            except PrivilegeError:
-                raise
             except NetdiagError as e:
+                # a PrivilegeError too: prepare() has required CAP_BPF + CAP_PERFMON already, so
+                # a refusal here is tp_btf's; the classic load raises it again if it is not
                 if self.want_hook == btfhook.TP_BTF:
                     raise
-                log.warning("tp_btf hook refused, using the classic tracepoint: %s", e)
-                choice = btfhook.Choice(btfhook.TRACEPOINT, f"the kernel refused tp_btf: {e}")
+                log.warning("tp_btf hook refused, using the classic tracepoint: %s", e.what)
+                choice = btfhook.Choice(btfhook.TRACEPOINT, f"the kernel refused tp_btf: {e.what}")
             else:
                 self.hook = choice
                 return loaded

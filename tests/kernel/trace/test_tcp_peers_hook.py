@@ -5,6 +5,7 @@ reported, a forced classic hook is honoured, and every attachment goes away on c
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import threading
 import time
@@ -13,7 +14,8 @@ from collections.abc import Callable
 import pytest
 
 from netdiag.bench.traffic import Pair, cookie_of
-from netdiag.kernel import btf
+from netdiag.errors import PrivilegeError
+from netdiag.kernel import bpf_sys, btf
 from netdiag.trace import btfhook, engine, manifest
 from netdiag.trace.decode import Row
 from tests.kernel.trace.conftest import bpf_fds
@@ -183,4 +185,33 @@ def test_auto_falls_back_to_classic_when_the_kernel_refuses_tp_btf(
         assert "tracepoint__tcp__tcp_probe" in s.prog_fds()
     with pytest.raises(Exception, match="refused"):
         _session(pair.port, "tp_btf").open()
+    assert bpf_fds() == before, "a refused load left fds open"
+
+
+def test_auto_falls_back_when_the_verifier_refuses_tp_btf_with_eacces(
+    loopback_pair: Callable[..., Pair], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An offset beyond struct tcp_sock: the verifier refuses the direct load with EACCES.
+    That is a load error with the verifier's reason, not "run as root": auto attaches the
+    classic tracepoint and says why, tp_btf raises it."""
+    real = btfhook.cached_facts
+
+    def facts(spec: btfhook.BtfHookSpec, cache: object, *a: object) -> btfhook.Facts:
+        f = real(spec, cache, *a)  # type: ignore[arg-type]
+        return btfhook.Facts({**f.defines, "OFF_SRTT_US": 30000}, f.btf_id)
+
+    monkeypatch.setattr(btfhook, "cached_facts", facts)
+    pair = loopback_pair()
+    before = bpf_fds()
+    with _session(pair.port, "auto") as s:
+        assert s.hook is not None and s.hook.hook == btfhook.TRACEPOINT
+        line = s.hook_line()
+        assert line.startswith("tracepoint tcp:tcp_probe (classic): the kernel refused"), line
+        assert "Permission denied; verifier: " in line and "run as root" not in line, line
+        assert "processed " not in line, line
+        assert "tracepoint__tcp__tcp_probe" in s.prog_fds()
+    with pytest.raises(bpf_sys.VerifierError) as ei:
+        _session(pair.port, "tp_btf").open()
+    assert not isinstance(ei.value, PrivilegeError)
+    assert ei.value.errno == errno.EACCES, ei.value
     assert bpf_fds() == before, "a refused load left fds open"
