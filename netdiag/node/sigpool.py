@@ -64,6 +64,13 @@ def verify_chunk(items: list[SigCheck]) -> list[bool]:
     return [crypto.verify(*it) for it in items]
 
 
+def _result(fut: concurrent.futures.Future[bytes]) -> bytes | None:
+    """A worker's verdicts if it finished its chunk, else None."""
+    if fut.done() and not fut.cancelled() and fut.exception() is None:
+        return fut.result()
+    return None
+
+
 def well_formed(it: SigCheck) -> bool:
     return len(it[0]) == crypto.PUBKEY_LEN and len(it[1]) == crypto.SIG_LEN
 
@@ -231,9 +238,16 @@ class SigPool:
             try:
                 for i in range(j + 1):
                     parts[i] = futs[i].result()
-            except BrokenProcessPool:  # a worker died mid-batch: the whole batch inline, the
-                self.broken(pool)  # next call restarts the pool; a block in flight is not lost
-                return verify_chunk(items)
+            except BrokenProcessPool:
+                # a worker died mid-batch: the next call restarts the pool, a block in flight
+                # is not lost. Chunks already answered (by a worker, or by the caller's
+                # `fast`) are kept as the unbroken path keeps them; only the rest go inline
+                self.broken(pool)
+                for i, c in enumerate(chunks):
+                    if parts[i] is None:
+                        parts[i] = _result(futs[i])
+                    if parts[i] is None:
+                        parts[i] = verify_chunk(c)
             oks = [bool(ok) for part in parts for ok in part or ()]
             if len(sane) == len(items):
                 return oks

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from netdiag.node import testkit
+from netdiag.node import sigpool, testkit
 from netdiag.node.blockrun import BlockRun
 from netdiag.node.crypto import Identity
 from netdiag.node.messages import TOPIC_TXS, Publish
@@ -241,3 +241,47 @@ def test_the_bench_tx_batch_rate_raises_past_its_deadline() -> None:
 
     with pytest.raises(RuntimeError, match="deadline"):
         testkit.tx_batch_wall_rate(bench_workload(), Silent(), deadline_s=0.0)  # type: ignore[arg-type]
+
+
+class MidDyingPool(BrokenPool):
+    """Chunk 0 answered by a worker (whose verifier refuses check 1: stricter than the
+    node's rule, as sodium's may be), chunk 1 lost with the worker, the rest not started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def submit(self, fn: Callable[[bytes], bytes], buf: bytes) -> Any:
+        fut: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+        if self.n == 0:
+            res = bytearray(fn(buf))
+            res[1] = 0
+            fut.set_result(bytes(res))
+        elif self.n == 1:
+            fut.set_exception(BrokenProcessPool("a worker died mid-batch"))
+        self.n += 1
+        return fut
+
+
+def test_a_worker_dying_mid_batch_rechecks_only_the_chunks_left_unanswered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the lost chunk is verified inline again: the worker's answered chunk and the
+    chunks the caller verified itself keep their verdicts, as in a batch with no death."""
+    inline: list[list[SigCheck]] = []
+    real = sigpool.verify_chunk
+
+    def verify_chunk(items: list[SigCheck]) -> list[bool]:
+        inline.append(items)
+        return real(items)
+
+    monkeypatch.setattr(sigpool, "verify_chunk", verify_chunk)
+    sp = SigPool(workers=2, min_batch=8)
+    pool = MidDyingPool()
+    sp._pool = pool  # type: ignore[assignment]
+    sp.start = lambda: None  # type: ignore[method-assign]
+    items = [check(t) for t in make_txs(40, bad={13, 25})]
+    oks = sp.verify_soon(items, share=True, chunk=10)()
+    assert inline == [items[10:20]]  # chunk 1 only: 2 and 3 were the caller's
+    assert oks == [i not in (1, 13, 25) for i in range(40)]  # 1: the worker's verdict kept
+    assert sp._pool is None and pool.shut and sp.restarts == 1
