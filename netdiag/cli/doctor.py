@@ -38,17 +38,11 @@ def hooks_from_manifests() -> dict[str, checks.HookNeed]:
 
 def hook_check() -> checks.Check:
     """Which hook tcp_peers' per-ACK event will use here (trace/btfhook.py), and why."""
-    from netdiag.kernel import bpf_compile
     from netdiag.kernel.bcc_loader import LoadEnv
     from netdiag.trace import btfhook, loaders, manifest
 
     spec = manifest.load(CORE_PROBE).btf_hook
-    cache = bpf_compile.cache_root(LoadEnv()).parent / "btf"
-
-    def facts() -> btfhook.Facts:
-        assert spec is not None
-        return btfhook.cached_facts(spec, cache)
-
+    facts = btfhook.facts_for(spec, LoadEnv())
     try:
         loader = loaders.chosen()
     except NetdiagError as e:

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netdiag.kernel import btf
+from netdiag.kernel import bpf_compile, btf
+from netdiag.kernel.bcc_loader import LoadEnv
 
 HOOKS = ("tracepoint", "tp_btf", "auto")
 TP_BTF, TRACEPOINT = "tp_btf", "tracepoint"
@@ -131,6 +132,18 @@ def cached_facts(spec: BtfHookSpec, cache: Path, vmlinux: Path = btf.VMLINUX) ->
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"defines": facts.defines, "btf_id": facts.btf_id}))
     os.replace(tmp, path)
+    return facts
+
+
+def facts_for(spec: BtfHookSpec | None, env: LoadEnv) -> Callable[[], Facts]:
+    """choose()'s `facts` for a run in `env`: cached_facts() against the running kernel, cached
+    next to the compiled objects (the one definition engine.Session and doctor both use)."""
+    cache = bpf_compile.cache_root(env).parent / "btf"
+
+    def facts() -> Facts:
+        assert spec is not None  # choose() asks only for a probe with a [btf_hook]
+        return cached_facts(spec, cache)
+
     return facts
 
 

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from netdiag.errors import KernelFeatureError, NetdiagError
-from netdiag.kernel import bcc_loader, bpf_compile
+from netdiag.kernel import bcc_loader
 from netdiag.kernel.bcc_loader import Defines, LoadEnv
 from netdiag.kernel.host import REAL, HostPaths
 from netdiag.trace import bpfstats, btfhook, loaders, symbols
@@ -119,12 +119,7 @@ class Session:
         """Load with the hook btfhook.choose() picks; a tp_btf program the kernel refuses
         falls back to the classic tracepoint (auto) with the refusal as the reason."""
         spec = self.probe.btf_hook
-        cache = bpf_compile.cache_root(self.env).parent / "btf"
-
-        def facts() -> btfhook.Facts:
-            assert spec is not None  # choose() asks only for a probe with a [btf_hook]
-            return btfhook.cached_facts(spec, cache)
-
+        facts = btfhook.facts_for(spec, self.env)
         choice = btfhook.choose(spec, self.want_hook, loaders.chosen(self.loader), facts)
         if self.want_hook == btfhook.TP_BTF and choice.hook != btfhook.TP_BTF:
             raise KernelFeatureError(

@@ -113,3 +113,36 @@ def test_tcp_peers_manifest_declares_its_btf_hook() -> None:
     for name in [*spec.offsets, *(f"OFF_{b}" for b in spec.bitfields)]:
         assert name in src, f"{name} declared in the manifest but not used by the program"
     assert f"#ifdef {spec.define}" in src
+
+
+def test_doctor_and_the_engine_take_the_facts_from_one_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """btfhook.facts_for: the cache next to the compiled objects, for doctor and Session."""
+    from netdiag.cli import doctor
+    from netdiag.kernel.bcc_loader import LoadEnv
+    from netdiag.trace import engine
+
+    seen: list[tuple[str, Path]] = []
+
+    def cached(spec: btfhook.BtfHookSpec, cache: Path) -> btfhook.Facts:
+        seen.append((spec.event, cache))
+        return FACTS
+
+    monkeypatch.setattr(btfhook, "cached_facts", cached)
+    monkeypatch.setattr(engine.loaders, "chosen", lambda _l=None: "light")
+    env = LoadEnv(cache=tmp_path)
+    assert btfhook.facts_for(SPEC, env)() == FACTS
+    assert seen == [("tcp_probe", tmp_path / "btf")]
+    made: list[LoadEnv] = []
+    real = btfhook.facts_for
+
+    def facts_for(spec: btfhook.BtfHookSpec | None, env: LoadEnv) -> object:
+        made.append(env)
+        return real(spec, env)
+
+    monkeypatch.setattr(btfhook, "facts_for", facts_for)
+    assert doctor.hook_check().detail.endswith("tp_btf/tcp_probe available")
+    monkeypatch.setattr(engine.loaders, "load", lambda *a, **k: "loaded")
+    engine.Session(manifest.load("tcp_peers"), hook="auto", env=env)._load(Path("x.bpf.c"))
+    assert made == [LoadEnv(), env]
