@@ -129,12 +129,7 @@ class Dispatcher:
             case GetBlocks(req_id=req, start=start, count=count):
                 conn.send(Blocks(req, self.serve_range(start, count)))
             case GetBlocksByHash(req_id=req, hashes=hashes):
-                store = self.chain.store
-                # a block relayed compact may not be committed yet: served from its cache
-                found = [
-                    store.block_by_hash(h) or compact.cached(h) for h in hashes[:MAX_SERVE_BLOCKS]
-                ]
-                conn.send(Blocks(req, [b.encode() for b in found if b is not None]))
+                conn.send(Blocks(req, self.serve_hashes(hashes)))
             case GetHeaders(req_id=req, start=start, count=count):
                 conn.send(Headers(req, self.serve_headers(start, count)))
             case Blocks() if snaps is not None and snaps.onboarding.owns(msg.req_id):
@@ -170,6 +165,24 @@ class Dispatcher:
             return []  # below a snapshot base: not stored (yet)
         end = min(start + min(count, MAX_SERVE_HEADERS), chain.height + 1)
         return [header_bytes(raw) for raw in chain.store.iter_range(start, end - start)]
+
+    def serve_hashes(self, hashes: list[bytes]) -> list[bytes]:
+        """Blocks by hash, each at most once and within the same byte budget as a range
+        answer (the first one always: one block fits a frame); a block relayed compact may
+        not be committed yet: served from that cache."""
+        store, compact = self.chain.store, self.ingest.compact
+        out: list[bytes] = []
+        budget = self.cfg.max_frame_bytes // 2
+        for h in dict.fromkeys(hashes[:MAX_SERVE_BLOCKS]):
+            b = store.block_by_hash(h) or compact.cached(h)
+            if b is None:
+                continue
+            raw = b.encode()
+            budget -= len(raw) + 8
+            if budget < 0 and out:
+                break
+            out.append(raw)
+        return out
 
     def serve_range(self, start: int, count: int) -> list[bytes]:
         chain = self.chain

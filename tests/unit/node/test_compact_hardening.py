@@ -263,3 +263,11 @@ def test_a_peer_that_answers_is_asked_alone_and_earns_its_record_back(tmp_path: 
     world.run(0.5)
     assert relay.height == 1
     assert compact.unanswered.get(pid, 0) == compact_mod.UNANSWERED_MAX - 2
+
+
+def test_getblocksbyhash_serves_each_block_once_within_the_byte_budget(tmp_path: Path) -> None:
+    """The same hash 128 times must not make an answer of 128 copies of the block."""
+    _world, block, asker = _relayed_block(tmp_path)
+    give(asker, GetBlocksByHash(8, [block.hash] * 128))
+    (ans,) = sent(asker, Blocks)
+    assert ans.blocks == [block.encode()]
