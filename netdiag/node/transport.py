@@ -5,7 +5,7 @@ rate, drops messages over the per-peer message rate, and does TLS itself over me
 (tlsio.py) inside the same handshake deadline. A peer whose unread output exceeds the
 write-buffer cap, who acknowledges none of our output for the write-stall timeout while some
 waits (a reader that stopped reading: zero window) or whose buffered bytes exceed its memory
-budget is cut: the socket is aborted, so what it held for the peer is freed at once (a plain
+budget is cut: the socket is reset, so what it held for the peer is freed at once (a plain
 close would keep it until the peer reads it, which it never does). Everything the peer sends
 is handed to a ConnectionHandler.
 """
@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -57,6 +58,18 @@ def set_notsent_lowat(writer: asyncio.StreamWriter, lowat: int) -> None:
         with contextlib.suppress(OSError):  # not TCP (a test's socketpair): nothing to bound
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, lowat)
     writer.transport.set_write_buffer_limits(high=0)
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Abort the connection with a TCP reset: SO_LINGER 0 makes the kernel drop its send queue
+    too. A plain abort only closes the fd, and with output queued to a zero window the kernel
+    keeps the socket as an orphan in FIN-WAIT-1, holding up to a send buffer (4 MB measured),
+    until its orphan retries run out, while the peer sees no reset."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed, or not a socket that lingers
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 class ConnectionHandler(Protocol):
@@ -388,7 +401,7 @@ class Connection:
         if abort:
             if not self.writer.is_closing():
                 self.segs = tcp_segments(self.writer.get_extra_info("socket"))
-            self.writer.transport.abort()  # also when closing: a close waits for the buffer
+            reset(self.writer)  # also when closing: a close waits for the buffer
         elif not self.writer.is_closing():
             self.segs = tcp_segments(self.writer.get_extra_info("socket"))
             self.writer.close()
@@ -398,7 +411,7 @@ class Connection:
                 # does would hold it (and the socket) for ever, so the wait is bounded too
                 with contextlib.suppress(RuntimeError):  # no loop: nothing can wait anyway
                     asyncio.get_running_loop().call_later(
-                        self.write_stall_timeout_s, transport.abort
+                        self.write_stall_timeout_s, reset, self.writer
                     )
 
     async def run(self, handler: ConnectionHandler) -> None:

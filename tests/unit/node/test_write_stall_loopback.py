@@ -4,7 +4,8 @@ Review finding: progress used to be the kernel taking bytes from asyncio's buffe
 bound lifted the kernel takes more only after ~1/3 of a send buffer of megabytes drained, which
 a reader taking 100 KB/s needs ~15 s for — so that honest reader was cut at 10 s. Progress is now
 what the peer acknowledges: the slow reader is kept for several timeouts, a reader that never
-reads is cut, and the slow reader is cut too once it stops. Behaviour and order only."""
+reads is cut (with a reset it sees at once), and the slow reader is cut too once it stops.
+Behaviour and order only."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ STALL_S = 3.0  # the reader below reads every 0.05 s: a ratio of 60
 ANSWER = Blocks(7, [bytes(16_000)] * 8)  # a 128 KB sync answer: lifts the bound
 BACKLOG = 2 << 20  # the node keeps this much waiting for each peer
 READ_BYTES, READ_EVERY_S = 5_000, 0.05  # 100 KB/s
+
+
+TCP_ESTABLISHED = 1  # tcpi_state
+
+
+def tcp_state(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
 
 
 class Handler:
@@ -131,6 +139,13 @@ async def scenario() -> tuple[list[tuple[str, str]], dict[str, str], dict[str, i
             assert loop.time() - began < 20 * STALL_S, "a peer that never reads was not cut"
             await asyncio.sleep(0.1)
         marks["deaf_cut_with_slow"] = "open" if conns[slow.port].is_open else "closed"
+        # the cut is a reset: the kernel drops what it held, the peer's socket leaves
+        # ESTABLISHED (a plain close would queue a FIN behind the unread data: no news for it)
+        sock = deaf.w.get_extra_info("socket")
+        cut_at = loop.time()
+        while tcp_state(sock) == TCP_ESTABLISHED and loop.time() - cut_at < 20:
+            await asyncio.sleep(0.05)
+        marks["deaf_socket"] = "established" if tcp_state(sock) == TCP_ESTABLISHED else "reset"
         # ... while the slow reader, kept busy for at least 3 timeouts, is not
         while loop.time() - began < 3 * STALL_S:
             await asyncio.sleep(0.1)
@@ -163,6 +178,7 @@ def test_a_slow_reader_through_the_lifted_bound_is_kept_and_a_reader_that_never_
     events, marks, counts = asyncio.run(scenario())
     assert marks["slow_lowat_lifted"] == "True"  # the case under test: sync answers lift it
     assert marks["deaf_cut_with_slow"] == "open"
+    assert marks["deaf_socket"] == "reset"
     assert marks["slow_after_3_timeouts"] == "open", events
     assert counts["got"] > 0
     assert events == [("deaf", "write_stall"), ("slow", "stopped_reading"), ("slow", "write_stall")]
