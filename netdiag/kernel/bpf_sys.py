@@ -167,27 +167,41 @@ def prog_load(
         raise PrivilegeError(what, "run as root (CAP_BPF + CAP_PERFMON)")
     # the verifier refuses most bad memory accesses with EACCES (EPERM for some): only its log
     # tells a refusal from a missing privilege, so ask again with one
-    log = ctypes.create_string_buffer(1 << 20)
-    fd, err = attempt(log)
-    if fd >= 0:  # the first refusal was transient (e.g. EAGAIN)
-        return fd
+    first, truncated = err, False
+    for size in LOG_SIZES:
+        log = ctypes.create_string_buffer(size)
+        fd, err = attempt(log)
+        if fd >= 0:  # the first refusal was transient (e.g. EAGAIN)
+            return fd
+        # before 6.4 a log that did not fit fails the load with ENOSPC: its tail is then the
+        # middle of the log, not the reason; ask once more with a larger buffer
+        truncated = err == errno.ENOSPC
+        if not truncated:
+            break
+    if truncated:
+        err = first  # the refusal's own errno, not the log's
     lines = log.value.decode(errors="replace").strip().splitlines()
     if err in (errno.EPERM, errno.EACCES) and not lines:
         raise PrivilegeError(
             f"loading BPF program {name}: {os.strerror(err)} (no verifier log)",
             "run as root (CAP_BPF + CAP_PERFMON); if root, check kernel lockdown and LSMs",
         )
-    raise VerifierError(name, err, lines)
+    raise VerifierError(name, err, lines, truncated)
+
+
+LOG_SIZES = (1 << 20, 16 << 20)  # verifier log buffers tried in turn (ENOSPC: too small)
 
 
 class VerifierError(NetdiagError):
     """The kernel refused a program at load; `what` names the verifier's reason (one line),
     `log` keeps the log's tail."""
 
-    def __init__(self, name: str, err: int, lines: list[str]) -> None:
+    def __init__(self, name: str, err: int, lines: list[str], truncated: bool = False) -> None:
+        reason = verifier_reason(lines)
+        if truncated:  # the tail is the middle of the log: say so, not pass it off as the reason
+            reason = f"log truncated at {LOG_SIZES[-1] >> 20} MiB, its last line: {reason}"
         super().__init__(
-            f"the kernel refused BPF program {name}: {os.strerror(err)}; verifier: "
-            + verifier_reason(lines),
+            f"the kernel refused BPF program {name}: {os.strerror(err)}; verifier: " + reason,
             "run `netdiag doctor` (compiled objects are cached under ~/.cache/netdiag/bpf)",
         )
         self.errno = err

@@ -86,3 +86,49 @@ def test_other_refusals_stay_load_errors(monkeypatch: pytest.MonkeyPatch) -> Non
     _kernel(monkeypatch, errno.EINVAL, "invalid attach_btf_id 7\n", cap_bpf=True)
     with pytest.raises(bpf_sys.VerifierError, match="verifier: invalid attach_btf_id 7"):
         _load()
+
+
+def test_a_log_too_large_for_the_buffer_is_asked_again_and_said_truncated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before 6.4 a verifier log larger than its buffer fails the load with ENOSPC: the
+    loader asks again with a larger buffer and, still truncated, reports the refusal's own
+    errno and says the line is from a truncated log."""
+    calls: list[int] = []
+
+    def raw(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> tuple[int, int]:
+        _level, size, buf = struct.unpack_from("IIQ", attr.raw, 24)
+        calls.append(size)
+        if not buf:
+            return -1, errno.EACCES
+        data = b"1: (61) r3 = *(u32 *)(r2 +8)\n" * 4 + b"\0"
+        ctypes.memmove(buf, data, min(len(data), size))
+        return -1, errno.ENOSPC
+
+    monkeypatch.setattr(bpf_sys, "raw", raw)
+    monkeypatch.setattr(bpf_sys.caps, "has", lambda cap, host=None: True)
+    with pytest.raises(bpf_sys.VerifierError) as ei:
+        _load()
+    assert calls == [0, *bpf_sys.LOG_SIZES]
+    assert ei.value.errno == errno.EACCES
+    assert "Permission denied" in ei.value.what and "log truncated at 16 MiB" in ei.value.what
+
+
+def test_a_log_that_fits_the_larger_buffer_gives_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def raw(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> tuple[int, int]:
+        _level, size, buf = struct.unpack_from("IIQ", attr.raw, 24)
+        if not buf:
+            return -1, errno.EACCES
+        if size < bpf_sys.LOG_SIZES[-1]:
+            return -1, errno.ENOSPC
+        data = LOG.encode() + b"\0"
+        ctypes.memmove(buf, data, len(data))
+        return -1, errno.EACCES
+
+    monkeypatch.setattr(bpf_sys, "raw", raw)
+    monkeypatch.setattr(bpf_sys.caps, "has", lambda cap, host=None: True)
+    with pytest.raises(bpf_sys.VerifierError) as ei:
+        _load()
+    assert ei.value.what.endswith("verifier: access beyond struct tcp_sock at off 99999 size 4")
