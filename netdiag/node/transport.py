@@ -6,8 +6,11 @@ rate, drops messages over the per-peer message rate, and does TLS itself over me
 write-buffer cap, who acknowledges none of our output for the write-stall timeout while some
 waits (a reader that stopped reading: zero window) or whose buffered bytes exceed its memory
 budget is cut: the socket is reset, so what it held for the peer is freed at once (a plain
-close would keep it until the peer reads it, which it never does). Everything the peer sends
-is handed to a ConnectionHandler.
+close would keep it until the peer reads it, which it never does). A graceful close (ban, idle,
+shutdown) whose last output still waits keeps the same progress-based stall check: the socket
+is reset (SO_LINGER 0, then abort) only once the peer has acknowledged none of it for the
+write-stall timeout; a slow reader that keeps acknowledging gets all of it. Everything the peer
+sends is handed to a ConnectionHandler.
 """
 
 from __future__ import annotations
@@ -128,6 +131,9 @@ class Connection:
         self._acked = tcp_bytes_acked(writer.get_extra_info("socket"))
         self._mark = 0  # progress at the last check that saw some
         self._progress_at = 0.0
+        # a graceful close waits for asyncio's buffer to go out; the stall check keeps running
+        # over it (check_stall) and resets the socket only when the peer acknowledges nothing
+        self._close_wait = False
         self._handler: ConnectionHandler | None = None  # set by run(): limits are reported
         self.handshake_timeout_s = handshake_timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -184,7 +190,7 @@ class Connection:
     @property
     def taken(self) -> int:
         """Bytes the socket has taken from us so far (written minus asyncio's buffer)."""
-        if self.writer.is_closing():
+        if self.writer.is_closing() and not self._close_wait:
             return self.bytes_out
         return self.bytes_out - self.writer.transport.get_write_buffer_size()
 
@@ -198,7 +204,7 @@ class Connection:
         takes ~15 s to do, though it receives bytes all the while."""
         if self._acked is None:
             return self.taken
-        if not self.writer.is_closing():
+        if not self.writer.is_closing() or self._close_wait:
             acked = tcp_bytes_acked(self.writer.get_extra_info("socket"))
             if acked is not None:  # else (the socket failed): no progress; the read loop sees it
                 self._acked = acked
@@ -268,7 +274,9 @@ class Connection:
                 f"cap {self.max_write_buffer})",
             )
             return
-        if held and self.write_stall_timeout_s > 0 and self._stall_timer is None:
+        # not from close()'s own flush: a graceful close starts (or keeps) its watch itself
+        watch = self.write_stall_timeout_s > 0 and self.close_reason is None
+        if held and watch and self._stall_timer is None:
             self._mark, self._progress_at = self.progress, self._clock()
             self._watch_stall()
         self._account()
@@ -281,19 +289,32 @@ class Connection:
     def check_stall(self) -> None:
         """The stall watch's timer (tests call it with an injected clock): while output waits
         in the node, the peer acknowledging bytes (``progress``) is progress, however slow;
-        none for ``write_stall_timeout_s`` cuts the peer (a zero window: it stopped reading)."""
+        none for ``write_stall_timeout_s`` cuts the peer (a zero window: it stopped reading).
+        After a graceful close it watches asyncio's buffer still going out the same way and,
+        with no progress for that long, resets the socket (SO_LINGER 0, then abort)."""
         if self._stall_timer is not None:  # one timer per connection, also when called early
             self._stall_timer.cancel()
             self._stall_timer = None
-        if self.write_stall_timeout_s <= 0 or self.close_reason is not None:
+        if self.write_stall_timeout_s <= 0:
             return
-        held = 0 if self.writer.is_closing() else self.write_held
+        if self._close_wait:
+            # asyncio empties its buffer on an abort, and closes the socket once it has sent it
+            held = self.writer.transport.get_write_buffer_size()
+        elif self.close_reason is not None:
+            return
+        else:
+            held = 0 if self.writer.is_closing() else self.write_held
         if not held:
+            self._close_wait = False
             return  # all taken: the next write that has to wait starts a new watch
         now, progress = self._clock(), self.progress
         if progress != self._mark:
             self._mark, self._progress_at = progress, now
         elif now - self._progress_at >= self.write_stall_timeout_s:
+            if self._close_wait:  # closed already: nothing to report, only the socket to free
+                self._close_wait = False
+                reset(self.writer)
+                return
             self.cut(
                 "write_stall",
                 f"write stalled: peer does not read ({held} bytes waiting, none acknowledged "
@@ -384,6 +405,7 @@ class Connection:
         if self.close_reason is not None:
             return
         self.close_reason = reason
+        watching = self._stall_timer is not None  # output was already waiting: keep its mark
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
@@ -408,11 +430,16 @@ class Connection:
             transport = self.writer.transport
             if transport.get_write_buffer_size() > 0 and self.write_stall_timeout_s > 0:
                 # a close waits until the peer has read what is buffered: a peer that never
-                # does would hold it (and the socket) for ever, so the wait is bounded too
+                # does would hold it (and the socket) for ever, so the stall check keeps
+                # running and resets the socket once the peer acknowledges nothing for
+                # write_stall_timeout_s; a slow reader that keeps acknowledging gets it all
+                # (what waits is bounded by the write cap it was under when we closed)
                 with contextlib.suppress(RuntimeError):  # no loop: nothing can wait anyway
-                    asyncio.get_running_loop().call_later(
-                        self.write_stall_timeout_s, reset, self.writer
-                    )
+                    asyncio.get_running_loop()
+                    self._close_wait = True
+                    if not watching:
+                        self._mark, self._progress_at = self.progress, self._clock()
+                    self._watch_stall()
 
     async def run(self, handler: ConnectionHandler) -> None:
         """Drive the connection until it closes; always reports on_closed exactly once."""
