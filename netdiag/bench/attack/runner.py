@@ -33,6 +33,7 @@ ATTACKS: dict[str, str] = {  # run in this order; future_rounds last (it bans a 
     "malformed_frames": "netdiag.bench.attack.malformed_frames",
     "publish_flood": "netdiag.bench.attack.publish_flood",
     "sync_amplification": "netdiag.bench.attack.sync_amplification",
+    "stalled_reader": "netdiag.bench.attack.stalled_reader",
     "nested_json": "netdiag.bench.attack.nested_json",
     "slowloris": "netdiag.bench.attack.slowloris",
     "mempool_flood": "netdiag.bench.attack.mempool_flood",

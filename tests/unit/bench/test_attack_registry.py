@@ -121,3 +121,70 @@ def test_mempool_flood_measures_its_warm_baseline_between_warm_up_and_flood() ->
     assert out.figures["warmup_txs_posted"] and out.figures["txs_posted"]
     assert out.figures["posts_failed"] == 0
     assert mempool_flood.ATTACK.rss_bound is not None and mempool_flood.ATTACK.rss_bound < 1.25
+
+
+def test_stalled_reader_is_registered_with_bounds_and_says_it_is_the_stall_check() -> None:
+    a = load_attack("stalled_reader")
+    assert "stalled_reader" in ATTACKS
+    assert list(ATTACKS).index("stalled_reader") > list(ATTACKS).index("sync_amplification")
+    assert "stall" in a.summary and a.rss_bound is not None and a.growth_bound is not None
+
+
+def test_stalled_reader_reads_limit_hits_from_the_metrics_text() -> None:
+    from netdiag.bench.attack.stalled_reader import limit_hits
+
+    text = (
+        "# TYPE netdiag_node_limit_hits_total counter\n"
+        'netdiag_node_limit_hits_total{limit="write_buffer"} 33.0\n'
+        'netdiag_node_limit_hits_total{limit="write_stall"} 8.0\n'
+    )
+    assert limit_hits(text, "write_stall") == 8.0
+    assert limit_hits(text, "write_buffer") == 33.0
+    assert limit_hits(text, "mempool") == 0.0  # never hit: no line
+    assert limit_hits(None, "write_stall") is None  # no answer from the node
+
+
+def _seen(**kw: object) -> object:
+    from netdiag.bench.attack.stalled_reader import PEERS, Seen
+
+    base: dict[str, object] = {
+        "sessions": PEERS,
+        "requests_per_peer": 300,
+        "answer_bytes": 14_000,
+        "reset_after_s": [12.4] * PEERS,
+        "stall_hits": float(PEERS),
+        "buffer_hits": 0.0,
+    }
+    base.update(kw)
+    return Seen(**base)  # type: ignore[arg-type]
+
+
+def test_stalled_reader_defended_only_when_every_session_is_cut_by_the_stall_check() -> None:
+    from netdiag.bench.attack.stalled_reader import MARGIN_S, PEERS, STALL_S, assess
+
+    a = load_attack("stalled_reader")
+    good = assess(_seen(), quick=False)  # type: ignore[arg-type]
+    assert good.defended is True, good.why
+    assert good.figures["ended_by_node"] == PEERS and good.figures["write_stall_hits"] == PEERS
+    assert good.figures["reset_s_median"] == 12.4
+    assert judge(a, good, True, 0, 1.0, 1.05)[0]
+    cases = {
+        "not ended": _seen(reset_after_s=[12.4] * (PEERS - 1)),
+        "later than": _seen(reset_after_s=[12.4] * (PEERS - 1) + [STALL_S + MARGIN_S + 1]),
+        "write_stall hits": _seen(stall_hits=float(PEERS - 2)),
+        "the cap": _seen(buffer_hits=float(PEERS)),
+        "sessions opened": _seen(sessions=PEERS - 1, reset_after_s=[12.4] * (PEERS - 1)),
+    }
+    for words, seen in cases.items():
+        out = assess(seen, quick=False)  # type: ignore[arg-type]
+        assert out.defended is False and words in out.why, (words, out.why)
+        ok, why = judge(a, out, True, 0, 1.0, 1.05)
+        assert not ok and "own check" in why
+    out = assess(_seen(stall_hits=None, buffer_hits=None), quick=False)  # type: ignore[arg-type]
+    assert out.defended is False  # no metrics: not proven
+    # quick: watched too briefly for the 10 s check, so no verdict of its own
+    quick = assess(_seen(reset_after_s=[], stall_hits=0.0), quick=True)  # type: ignore[arg-type]
+    assert quick.defended is None and quick.why
+    # the runner's bounds still apply to a row the attack itself calls defended
+    ok, why = judge(a, good, True, 0, 0.5, 1.6)
+    assert not ok and "growth" in why and "RSS" in why

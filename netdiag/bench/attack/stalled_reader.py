@@ -1,0 +1,240 @@
+"""Stalled reader: authenticated peers ask once for a few MB of blocks, then never read.
+
+Each of ``PEERS`` peers completes the handshake, stops reading, sends one batch of
+``GetBlocks(0, 128)`` worth ~4 MB of answers in all (well under the node's 16 MiB per-peer
+write cap, well over what the kernel buffers: output waits in the node) and stays silent. The
+cap never trips, so only the node's write-stall check (``write_stall_timeout_s``, 10 s without
+a byte acknowledged) can end these sessions. The request is sized to the chain: one answer is
+measured first by a peer that reads (waiting a little for the chain to grow if it is short).
+
+Defended (full run): every session is ended by the node (the attacker's socket leaves
+ESTABLISHED: the cut is a reset) within the stall timeout plus ``MARGIN_S`` of its last
+request, and the target's ``limit_hits{limit="write_stall"}`` rose by at least the number of
+sessions while ``write_buffer`` did not: the row proves the stall check, not the cap, cut them.
+RSS and growth are judged by the runner. ``--quick`` watches only ``--duration`` after the
+requests (no verdict of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import socket
+import ssl
+import statistics
+from dataclasses import dataclass, field
+from typing import cast
+
+from netdiag.bench.attack.base import AsyncAttack, AttackContext, Figure, Outcome
+from netdiag.bench.attack.cluster import http_text
+from netdiag.bench.attack.wire import AttackKey, Refused, Target, WirePeer, frame
+
+PEERS = 8
+TARGET_BYTES = 4 << 20  # answers asked for per peer: under the 16 MiB cap, over kernel buffers
+MIN_BYTES = 2 << 20  # less than this may all fit in the kernel's buffers: no stall to cut
+MAX_REQUESTS = 2000  # per peer; with a short chain the attack waits for it to grow
+STALL_S = 10.0  # the node's write_stall_timeout_s default (docs/node.md, limits)
+MARGIN_S = 10.0  # timer granularity (timeout/4), the last acks, a loaded host
+WATCH_S = STALL_S + MARGIN_S + 5.0  # how long a session is watched after its last request
+GROW_WAIT_S = 40.0  # at most this long waiting for a chain long enough to size the request
+CONNECT_S = 30.0  # at most this long to open all sessions (per-IP connection rate)
+TCP_ESTABLISHED = 1
+METRIC = "netdiag_node_limit_hits_total"
+
+
+def limit_hits(metrics: str | None, limit: str) -> float | None:
+    """``limit_hits{limit=...}`` from the node's Prometheus text (0 if never hit; None: no text)."""
+    if metrics is None:
+        return None
+    pat = re.compile(rf'^{METRIC}\{{[^}}]*limit="{re.escape(limit)}"[^}}]*\}}\s+(\S+)', re.M)
+    m = pat.search(metrics)
+    return float(m.group(1)) if m else 0.0
+
+
+@dataclass
+class Seen:
+    """What the attack saw; ``assess`` turns it into the Outcome (pure: unit-tested)."""
+
+    sessions: int = 0
+    refused: int = 0
+    requests_per_peer: int = 0
+    answer_bytes: int = 0  # one GetBlocks(0, 128) answer, as measured
+    reset_after_s: list[float] = field(default_factory=list)  # last request -> reset, per end
+    stall_hits: float | None = None  # write_stall delta on the target
+    buffer_hits: float | None = None  # write_buffer delta on the target
+
+
+def assess(s: Seen, quick: bool) -> Outcome:
+    ended = len(s.reset_after_s)
+    late = [t for t in s.reset_after_s if t > STALL_S + MARGIN_S]
+    figures: dict[str, Figure] = {
+        "sessions": s.sessions,
+        "ended_by_node": ended,
+        "ended_late": len(late),
+        "requests_per_peer": s.requests_per_peer,
+        "asked_mb_per_peer": round(s.requests_per_peer * s.answer_bytes / 1e6, 2),
+        "reset_s_median": round(statistics.median(s.reset_after_s), 1) if ended else None,
+        "reset_s_max": round(max(s.reset_after_s), 1) if ended else None,
+        "write_stall_hits": s.stall_hits,
+        "write_buffer_hits": s.buffer_hits,
+        "reconnects_refused": s.refused,
+    }
+    fails: list[str] = []
+    if s.sessions < PEERS:
+        fails.append(f"only {s.sessions} of {PEERS} sessions opened")
+    if ended < s.sessions:
+        fails.append(f"{s.sessions - ended} sessions not ended by the node")
+    if late:
+        fails.append(f"{len(late)} ended later than {STALL_S + MARGIN_S:g} s")
+    if s.stall_hits is None or s.stall_hits < s.sessions:
+        fails.append(f"write_stall hits {s.stall_hits} < {s.sessions} sessions")
+    if s.buffer_hits is None or s.buffer_hits > 0:
+        fails.append(f"write_buffer hits {s.buffer_hits} (the cap, not the stall check)")
+    life = (
+        f" {statistics.median(s.reset_after_s):.1f} s (median; max {max(s.reset_after_s):.1f} s)"
+        " after the last request"
+        if ended
+        else ""
+    )
+    why = (
+        f"{s.sessions} peers asked {figures['asked_mb_per_peer']} MB each and stopped reading; "
+        f"{ended} ended by the node{life}; write_stall +{s.stall_hits}, "
+        f"write_buffer +{s.buffer_hits}"
+    )
+    if quick:
+        return Outcome(defended=None, why=why + " (quick: not judged)", figures=figures)
+    if fails:
+        why += " — " + "; ".join(fails)
+    return Outcome(defended=not fails, why=why, figures=figures)
+
+
+def tcp_state(peer: WirePeer) -> int | None:
+    sock = peer.writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0])
+    except OSError:
+        return None
+
+
+async def measure_answer(t: Target, source_ip: str) -> int:
+    """Bytes of one GetBlocks(0, 128) answer, read by a peer that reads."""
+    peer = await WirePeer.connect(t, source_ip)
+    try:
+        await peer.handshake(AttackKey(), t)
+        await peer.send({"t": "getblocks", "req_id": 7, "start": 0, "count": 128})
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10.0
+        while (left := end - loop.time()) > 0:
+            msg = await peer.recv(left)
+            if msg is None:
+                break
+            if msg.get("t") == "blocks" and msg.get("req_id") == 7:
+                return sum(len(b) + 8 for b in msg.get("blocks", [])) + 16
+            if msg.get("t") == "ping":
+                await peer.send({"t": "pong", "nonce": msg["nonce"]})
+        raise Refused("no answer to GetBlocks(0, 128) within 10 s")
+    finally:
+        await peer.aclose()
+
+
+class StalledReader(AsyncAttack):
+    name = "stalled_reader"
+    summary = (
+        "peers ask once for ~4 MB of blocks (under the cap), never read: cut by the write-stall"
+        " check"
+    )
+    rss_bound = 1.25
+    growth_bound = 0.9
+
+    async def _run(self, ctx: AttackContext) -> Outcome:
+        node = ctx.cluster.nodes[ctx.target_index]
+        t = ctx.cluster.target(ctx.target_index)
+        loop = asyncio.get_running_loop()
+        s = Seen()
+
+        # size the request to the chain (wait for it to grow when it is short, not in quick)
+        grow_end = loop.time() + (0.0 if ctx.quick else GROW_WAIT_S)
+        while True:
+            try:
+                s.answer_bytes = await measure_answer(t, ctx.source_ip)
+            except (Refused, OSError, TimeoutError, ssl.SSLError) as e:
+                return Outcome(error=f"could not measure a GetBlocks answer: {e}")
+            if s.answer_bytes * MAX_REQUESTS >= TARGET_BYTES or loop.time() >= grow_end:
+                break
+            ctx.progress(f"chain short ({s.answer_bytes} B per answer): waiting for blocks")
+            await asyncio.sleep(3.0)
+        s.requests_per_peer = min(MAX_REQUESTS, math.ceil(TARGET_BYTES / s.answer_bytes))
+        asked = s.requests_per_peer * s.answer_bytes
+        if asked < MIN_BYTES and not ctx.quick:
+            return Outcome(
+                error=f"chain too short: {s.requests_per_peer} answers of {s.answer_bytes} B "
+                f"= {asked} B < {MIN_BYTES} B (the kernel may buffer it all: no stall)"
+            )
+
+        metrics_before = http_text(node.api_port, "/metrics")
+        watch_s = ctx.duration_s if ctx.quick else WATCH_S
+        connect_end = loop.time() + CONNECT_S
+        batch = b"".join(
+            frame({"t": "getblocks", "req_id": k, "start": 0, "count": 128})
+            for k in range(s.requests_per_peer)
+        )
+        peers: list[WirePeer] = []
+
+        async def stall(peer: WirePeer) -> None:
+            cast(asyncio.Transport, peer.writer.transport).pause_reading()  # never read
+            try:
+                await asyncio.wait_for(peer.send_raw(batch), 10.0)
+            except (OSError, TimeoutError, ssl.SSLError):
+                return  # could not even ask: not counted as a reset after the request
+            last = loop.time()
+            while loop.time() - last < watch_s:
+                state = tcp_state(peer)
+                if state is not None and state != TCP_ESTABLISHED:
+                    s.reset_after_s.append(loop.time() - last)
+                    return
+                await asyncio.sleep(0.1)
+
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            while len(peers) < PEERS and loop.time() < connect_end:
+                try:
+                    peer = await WirePeer.connect(t, ctx.source_ip)
+                except (OSError, TimeoutError, ssl.SSLError):
+                    s.refused += 1
+                    await asyncio.sleep(0.5)
+                    continue
+                try:
+                    await peer.handshake(AttackKey(), t)
+                except (Refused, OSError, TimeoutError, ssl.SSLError):
+                    s.refused += 1
+                    await peer.aclose()
+                    await asyncio.sleep(0.5)
+                    continue
+                peers.append(peer)
+                s.sessions += 1
+                tasks.append(asyncio.create_task(stall(peer)))
+                ctx.progress(f"{s.sessions} peers asked {asked / 1e6:.1f} MB each, not reading")
+            while not all(task.done() for task in tasks):
+                await asyncio.sleep(1.0)
+                ctx.progress(f"{len(s.reset_after_s)} of {s.sessions} ended by the node")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for peer in peers:
+                await peer.aclose()
+        metrics_after = http_text(node.api_port, "/metrics")
+        for limit in ("write_stall", "write_buffer"):
+            b, a = limit_hits(metrics_before, limit), limit_hits(metrics_after, limit)
+            delta = None if a is None or b is None else a - b
+            if limit == "write_stall":
+                s.stall_hits = delta
+            else:
+                s.buffer_hits = delta
+        return assess(s, ctx.quick)
+
+
+ATTACK = StalledReader()
