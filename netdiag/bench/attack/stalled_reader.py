@@ -1,8 +1,9 @@
 """Stalled reader: authenticated peers ask once for a few MB of blocks, then never read.
 
 Each of ``PEERS`` peers completes the handshake, stops reading, sends one batch of
-``GetBlocks(0, 128)`` worth ~4 MB of answers in all (well under the node's 16 MiB per-peer
-write cap, well over what the kernel buffers: output waits in the node) and stays silent. The
+``GetBlocks(0, 128)`` worth the kernel's send buffer (tcp_wmem max, 4 MiB here) plus ~4 MB of
+answers, so ~4 MB waits in the node (well under its 16 MiB per-peer write cap), and stays
+silent. The
 cap never trips, so only the node's write-stall check (``write_stall_timeout_s``, 10 s without
 a byte acknowledged) can end these sessions. The request is sized to the chain: one answer is
 measured first by a peer that reads (waiting a little for the chain to grow if it is short).
@@ -31,9 +32,9 @@ from netdiag.bench.attack.cluster import http_text
 from netdiag.bench.attack.wire import AttackKey, Refused, Target, WirePeer, frame
 
 PEERS = 8
-TARGET_BYTES = 4 << 20  # answers asked for per peer: under the 16 MiB cap, over kernel buffers
-MIN_BYTES = 2 << 20  # less than this may all fit in the kernel's buffers: no stall to cut
-MAX_REQUESTS = 2000  # per peer; with a short chain the attack waits for it to grow
+WAITING_BYTES = 4 << 20  # what should wait in the node per peer: well under the 16 MiB cap
+MIN_WAITING = 2 << 20  # asked beyond the kernel's buffers, at the least
+MAX_REQUESTS = 4000  # per peer; with a short chain the attack waits for it to grow
 STALL_S = 10.0  # the node's write_stall_timeout_s default (docs/node.md, limits)
 MARGIN_S = 10.0  # timer granularity (timeout/4), the last acks, a loaded host
 WATCH_S = STALL_S + MARGIN_S + 5.0  # how long a session is watched after its last request
@@ -41,6 +42,17 @@ GROW_WAIT_S = 40.0  # at most this long waiting for a chain long enough to size 
 CONNECT_S = 30.0  # at most this long to open all sessions (per-IP connection rate)
 TCP_ESTABLISHED = 1
 METRIC = "netdiag_node_limit_hits_total"
+
+
+def kernel_sndbuf_max() -> int:
+    """What the kernel's send buffer can take before output waits in the node (tcp_wmem max,
+    autotuned up to it; measured: a first version asking 4.2 MB had it all taken by the kernel
+    for 2 of 8 peers, so nothing waited in the node and the stall check rightly saw nothing)."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            return int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        return 4 << 20
 
 
 def limit_hits(metrics: str | None, limit: str) -> float | None:
@@ -143,8 +155,8 @@ async def measure_answer(t: Target, source_ip: str) -> int:
 class StalledReader(AsyncAttack):
     name = "stalled_reader"
     summary = (
-        "peers ask once for ~4 MB of blocks (under the cap), never read: cut by the write-stall"
-        " check"
+        "peers ask once for ~8 MB of blocks (~4 MB waits in the node, under the cap), never"
+        " read: cut by the write-stall check"
     )
     rss_bound = 1.25
     growth_bound = 0.9
@@ -156,22 +168,24 @@ class StalledReader(AsyncAttack):
         s = Seen()
 
         # size the request to the chain (wait for it to grow when it is short, not in quick)
+        kernel = kernel_sndbuf_max()
+        target_bytes, min_bytes = kernel + WAITING_BYTES, kernel + MIN_WAITING
         grow_end = loop.time() + (0.0 if ctx.quick else GROW_WAIT_S)
         while True:
             try:
                 s.answer_bytes = await measure_answer(t, ctx.source_ip)
             except (Refused, OSError, TimeoutError, ssl.SSLError) as e:
                 return Outcome(error=f"could not measure a GetBlocks answer: {e}")
-            if s.answer_bytes * MAX_REQUESTS >= TARGET_BYTES or loop.time() >= grow_end:
+            if s.answer_bytes * MAX_REQUESTS >= target_bytes or loop.time() >= grow_end:
                 break
             ctx.progress(f"chain short ({s.answer_bytes} B per answer): waiting for blocks")
             await asyncio.sleep(3.0)
-        s.requests_per_peer = min(MAX_REQUESTS, math.ceil(TARGET_BYTES / s.answer_bytes))
+        s.requests_per_peer = min(MAX_REQUESTS, math.ceil(target_bytes / s.answer_bytes))
         asked = s.requests_per_peer * s.answer_bytes
-        if asked < MIN_BYTES and not ctx.quick:
+        if asked < min_bytes and not ctx.quick:
             return Outcome(
                 error=f"chain too short: {s.requests_per_peer} answers of {s.answer_bytes} B "
-                f"= {asked} B < {MIN_BYTES} B (the kernel may buffer it all: no stall)"
+                f"= {asked} B < {min_bytes} B (the kernel may buffer it all: no stall)"
             )
 
         metrics_before = http_text(node.api_port, "/metrics")
