@@ -9,7 +9,8 @@ budget is cut: the socket is reset, so what it held for the peer is freed at onc
 close would keep it until the peer reads it, which it never does). A graceful close (ban, idle,
 shutdown) whose last output still waits keeps the same progress-based stall check: the socket
 is reset (SO_LINGER 0, then abort) only once the peer has acknowledged none of it for the
-write-stall timeout; a slow reader that keeps acknowledging gets all of it. Everything the peer
+write-stall timeout; a slow reader that keeps acknowledging gets all of it, within
+CLOSE_WAIT_MAX stall timeouts of the close. Everything the peer
 sends is handed to a ConnectionHandler.
 """
 
@@ -61,6 +62,11 @@ def set_notsent_lowat(writer: asyncio.StreamWriter, lowat: int) -> None:
         with contextlib.suppress(OSError):  # not TCP (a test's socketpair): nothing to bound
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, lowat)
     writer.transport.set_write_buffer_limits(high=0)
+
+
+# a graceful close lets a reader that keeps acknowledging take its last output for at most this
+# many write_stall_timeout_s (120 s by default: 16 MiB at ~140 KB/s), then resets the socket
+CLOSE_WAIT_MAX = 12
 
 
 def reset(writer: asyncio.StreamWriter) -> None:
@@ -134,6 +140,7 @@ class Connection:
         # a graceful close waits for asyncio's buffer to go out; the stall check keeps running
         # over it (check_stall) and resets the socket only when the peer acknowledges nothing
         self._close_wait = False
+        self._close_by = 0.0  # ... and whatever the progress, not past this (CLOSE_WAIT_MAX)
         self._handler: ConnectionHandler | None = None  # set by run(): limits are reported
         self.handshake_timeout_s = handshake_timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -308,6 +315,13 @@ class Connection:
             self._close_wait = False
             return  # all taken: the next write that has to wait starts a new watch
         now, progress = self._clock(), self.progress
+        if self._close_wait and now >= self._close_by:
+            # a closed connection's budget and slot are already released: a peer that
+            # acknowledges a byte now and then must not hold its last output (up to the write
+            # cap) and the socket for ever, outside both
+            self._close_wait = False
+            reset(self.writer)
+            return
         if progress != self._mark:
             self._mark, self._progress_at = progress, now
         elif now - self._progress_at >= self.write_stall_timeout_s:
@@ -437,6 +451,7 @@ class Connection:
                 with contextlib.suppress(RuntimeError):  # no loop: nothing can wait anyway
                     asyncio.get_running_loop()
                     self._close_wait = True
+                    self._close_by = self._clock() + CLOSE_WAIT_MAX * self.write_stall_timeout_s
                     if not watching:
                         self._mark, self._progress_at = self.progress, self._clock()
                     self._watch_stall()

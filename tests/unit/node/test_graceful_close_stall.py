@@ -11,6 +11,7 @@ import asyncio
 import socket
 from typing import Any
 
+from netdiag.node.transport import CLOSE_WAIT_MAX
 from tests.unit.node import test_write_stall as ws
 
 
@@ -91,6 +92,32 @@ def test_a_graceful_close_keeps_the_stall_mark_of_output_already_waiting() -> No
         clock.now += 0.1 * ws.STALL_S
         conn.check_stall()
         assert transport.aborted
+        assert await ws.ended(task)
+        assert handler.closed == ["idle"] and handler.limits == []
+
+    asyncio.run(main())
+
+
+def test_a_graceful_close_ends_after_its_overall_bound_however_the_peer_acknowledges() -> None:
+    # A peer that acknowledges a little before every stall check would hold the closed
+    # connection's last output and socket for ever (its budget and slot are already released):
+    # the close is reset after CLOSE_WAIT_MAX stall timeouts, not before.
+    async def main() -> None:
+        clock = ws.Clock()
+        conn, transport, handler, task = await ws.open_conn(clock=clock)
+        transport.reading = False
+        for _ in range(50):
+            conn.send(ws.ANSWER)
+        conn.close("idle")
+        steps = 0
+        while not transport.aborted and steps < 4 * CLOSE_WAIT_MAX:
+            transport.take(1)
+            transport.ack(1)  # a byte now and then: progress every check
+            clock.now += 0.5 * ws.STALL_S
+            conn.check_stall()
+            steps += 1
+        assert transport.aborted, "a trickling peer held the closed connection for ever"
+        assert steps == 2 * CLOSE_WAIT_MAX  # at the bound (0.5 stall timeouts a step), not before
         assert await ws.ended(task)
         assert handler.closed == ["idle"] and handler.limits == []
 
