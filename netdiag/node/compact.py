@@ -22,8 +22,9 @@ full-block fetch (``GetBlocksByHash``) from another peer that announced the bloc
 last; a late or failed fetch tries the next, until none is left, then one more timeout is
 waited (a peer announcing the block meanwhile is asked at once) before it is given up. An
 answer that comes after its timeout still completes the reconstruction while it is in
-progress (a loaded peer is slow, not wrong); a peer that leaves them unanswered repeatedly
-is penalized and no longer waited on (``UNANSWERED_MAX``). A rebuilt (or fetched) block
+progress (a loaded peer is slow, not wrong); a peer with getblocktxn timeouts on record
+(``UNANSWERED_MAX``) is not penalized — a timeout is no evidence of wrongdoing — but no longer
+waited on: the next announcer is asked at once too (``parallel_ask``). A rebuilt (or fetched) block
 takes exactly the path of a gossiped full block (``Ingest.on_publish``): its canonical
 encoding is the producer's, so its gossip message id, dedup, early forward and full check are
 the same. Pending reconstructions are bounded per announcing peer and in total
@@ -64,14 +65,16 @@ REQ_ID_BASE = 1 << 46  # apart from sync (1, 1 << 40), onboarding (1 << 44), ent
 DONE_MAX = 256  # hashes rebuilt or fetched: a later compact copy is a duplicate
 MAX_SOURCES = 8  # peers remembered per pending block as full-block fallbacks
 PENALTY_UNSOLICITED = 5.0  # an answer to nothing we asked
-# getblocktxn left unanswered past compact_timeout_s, counted per peer (an answer, even late,
-# takes one off). From UNANSWERED_MAX on record each costs a mild penalty (one slow answer is a
-# loaded peer, not a wrong one; the score decays), and the peer, still asked first, is no
-# longer waited on: the next peer to announce the block is asked at once too, so a first
-# announcer that never answers delays blocks no longer.
-PENALTY_UNANSWERED = 2.0
+# getblocktxn left unanswered past compact_timeout_s, counted per peer. Any answer to one of
+# our getblocktxn takes one off — late (even after the block was done with), "not held" (empty)
+# or wrong (penalized for that, not for being slow) — and the count halves every
+# score_half_life_s. No penalty: a timeout is a loaded or far peer, not evidence of wrongdoing.
+# From UNANSWERED_MAX on record the peer, still asked first, is no longer waited on: the next
+# peer to announce the block is asked at once too, so a first announcer that never answers
+# delays blocks no longer.
 UNANSWERED_MAX = 2
 UNANSWERED_PEERS = 1024  # peer ids with unanswered requests on record, the oldest forgotten
+FINISHED_TXN_MAX = 1024  # getblocktxn ids of blocks done with -> peer asked, for late credit
 
 
 @dataclass
@@ -119,6 +122,11 @@ class CompactRelay(CompactSending):
         )
         self.waits: dict[int, bytes] = {}  # last-call timer id -> block hash
         self.unanswered: OrderedDict[bytes, int] = OrderedDict()  # peer id -> txn timeouts
+        self.unanswered_since: dict[bytes, float] = {}  # peer id -> start of its decay period
+        self.half_life_s = cfg.score_half_life_s
+        # getblocktxn ids still unanswered when their block was done with -> peer id asked: a
+        # late answer to one is still credited (oldest forgotten past FINISHED_TXN_MAX)
+        self.finished_txn: OrderedDict[int, bytes] = OrderedDict()
         self._ids = itertools.count(REQ_ID_BASE)
         self._last_id = REQ_ID_BASE - 1
 
@@ -262,9 +270,6 @@ class CompactRelay(CompactSending):
                 self._fallback(p, "bad_answer")
             return
         ing.metrics.compact_blocks.labels("txn_ok").inc()
-        n = self.unanswered.pop(pid, 0) - 1
-        if n > 0:
-            self.unanswered[pid] = n
         block = Block(p.header, p.hash, p.signature, [t for t in p.txs if t is not None])
         self._deliver(conn, block.encode(), p)
 
@@ -318,6 +323,8 @@ class CompactRelay(CompactSending):
             return None
         del self.reqs[rid]
         p.rids.discard(rid)
+        if kind == "txn":  # answered, late or not, "not held" or wrong: not unanswered
+            self._credit(conn.peer_id or b"")
         if rid != p.req_id:
             self.ingest.metrics.compact_blocks.labels("late_answer").inc()
         return p
@@ -338,26 +345,53 @@ class CompactRelay(CompactSending):
                 self._give_up(p)
 
     def _unanswered(self, conn: Link, p: Pending) -> None:
-        """``conn`` let a getblocktxn for ``p`` time out (while the block was still needed)."""
+        """``conn`` let a getblocktxn for ``p`` time out (while the block was still needed):
+        counted, not penalized."""
         ing = self.ingest
         if ing.chain.store.has_block(p.hash):
             return
         pid = conn.peer_id or b""
         ing.metrics.compact_blocks.labels("txn_unanswered").inc()
-        n = self.unanswered[pid] = self.unanswered.pop(pid, 0) + 1
+        n = self.unanswered_count(pid) + 1
+        self.unanswered.pop(pid, None)
+        self.unanswered[pid] = n  # the most recent last
+        self.unanswered_since.setdefault(pid, ing.clock.monotonic())
         while len(self.unanswered) > UNANSWERED_PEERS:
-            self.unanswered.popitem(last=False)
-        if n >= UNANSWERED_MAX:  # one slow answer is a loaded peer; a habit is scored
-            ing.policy.penalize(
-                conn, PENALTY_UNANSWERED, f"{n} getblocktxn unanswered past {self.timeout_s:g} s"
-            )
+            old, _ = self.unanswered.popitem(last=False)
+            self.unanswered_since.pop(old, None)
+
+    def unanswered_count(self, pid: bytes) -> int:
+        """``pid``'s getblocktxn timeouts on record, halved per ``score_half_life_s`` elapsed."""
+        n = self.unanswered.get(pid, 0)
+        if n <= 0:
+            return 0
+        now = self.ingest.clock.monotonic()
+        since = self.unanswered_since.setdefault(pid, now)
+        halvings = int((now - since) // self.half_life_s)
+        if halvings > 0:
+            n >>= min(halvings, 62)
+            self.unanswered_since[pid] = since + halvings * self.half_life_s
+            self._set_unanswered(pid, n)
+        return n
+
+    def _credit(self, pid: bytes) -> None:
+        """``pid`` answered one of our getblocktxn: one off its timeouts on record."""
+        if pid in self.unanswered:
+            self._set_unanswered(pid, self.unanswered_count(pid) - 1)
+
+    def _set_unanswered(self, pid: bytes, n: int) -> None:
+        if n > 0:
+            self.unanswered[pid] = n
+        else:
+            self.unanswered.pop(pid, None)
+            self.unanswered_since.pop(pid, None)
 
     def _asked_distrusted(self, p: Pending) -> bool:
         """``p``'s current request went to a peer with UNANSWERED_MAX getblocktxn timeouts."""
         req = self.reqs.get(p.req_id)
         if req is None:
             return False
-        return self.unanswered.get(req[1].peer_id or b"", 0) >= UNANSWERED_MAX
+        return self.unanswered_count(req[1].peer_id or b"") >= UNANSWERED_MAX
 
     def _fallback(self, p: Pending, why: str) -> None:
         ing = self.ingest
@@ -428,7 +462,11 @@ class CompactRelay(CompactSending):
         """``p`` ends: delivered (``mid``), or given up (None: a later copy starts again)."""
         self.pending.pop(p.hash, None)
         for rid in p.rids:
-            self.reqs.pop(rid, None)
+            req = self.reqs.pop(rid, None)
+            if req is not None and req[2] == "txn":  # its answer may still come: credited
+                self.finished_txn[rid] = req[1].peer_id or b""
+        while len(self.finished_txn) > FINISHED_TXN_MAX:
+            self.finished_txn.popitem(last=False)
         p.rids.clear()
         self.waits.pop(p.req_id, None)
         if mid is not None:
@@ -444,11 +482,16 @@ class CompactRelay(CompactSending):
         return self._last_id
 
     def _stray(self, conn: Link, req_id: int, what: str) -> None:
-        """An answer to a request we no longer wait for (late: ignored) or never made."""
+        """An answer to a request we no longer wait for (late: unused, but a getblocktxn
+        answer still counts as answered) or never made."""
         if not REQ_ID_BASE <= req_id <= self._last_id:
             self.ingest.policy.penalize(conn, PENALTY_UNSOLICITED, f"unsolicited {what}")
-        else:
-            self.ingest.metrics.compact_blocks.labels("late_answer").inc()
+            return
+        self.ingest.metrics.compact_blocks.labels("late_answer").inc()
+        pid = conn.peer_id or b""
+        if what == "blocktxn" and self.finished_txn.get(req_id) == pid:
+            del self.finished_txn[req_id]
+            self._credit(pid)
 
     def _refuse(self, conn: Link, reason: str, detail: str) -> None:
         """Ids or a header that do not match: the same as an invalid full block from it."""

@@ -223,7 +223,7 @@ def test_a_block_that_came_in_full_during_the_last_wait_is_not_counted_failed(
 
 def test_a_first_announcer_that_never_answers_is_no_longer_waited_on(tmp_path: Path) -> None:
     """A peer that announces first and leaves getblocktxn unanswered: each timeout is counted
-    and penalized; once UNANSWERED_MAX are on record it is still asked first, but the next
+    (not penalized); once UNANSWERED_MAX are on record it is still asked first, but the next
     peer to announce the block is asked at once, so the block no longer waits a timeout."""
     timeout = 1.0
     world, keys, relay, src, block = setup(tmp_path, n_txs=4, pooled=2, compact_timeout_s=timeout)
@@ -234,7 +234,7 @@ def test_a_first_announcer_that_never_answers_is_no_longer_waited_on(tmp_path: P
         world.run(timeout * 3.5)  # txn, full and last-call timeouts: given up
     assert counter(relay, "txn_unanswered") == compact_mod.UNANSWERED_MAX
     assert compact.unanswered[src.peer_id or b""] == compact_mod.UNANSWERED_MAX
-    assert relay.gossip.score(src.peer_id or b"") < 0
+    assert relay.gossip.score(src.peer_id or b"") >= 0  # slow is not wrong
     timeouts = counter(relay, "fallback_timeout")
     other = world.attach(relay, host="10.4.4.4")
     give(src, compact_of(block))
