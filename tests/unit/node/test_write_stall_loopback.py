@@ -22,6 +22,7 @@ from netdiag.node.messages import Blocks
 from netdiag.node.protocol import HandshakeComplete, PeerProtocol
 from netdiag.node.sockets import tcp_bytes_acked
 from netdiag.node.transport import Connection
+from tests.unit.node import test_write_stall as ws
 
 NET, GEN = "nd-test", b"\x03" * 32
 STALL_S = 3.0  # the reader below reads every 0.05 s: a ratio of 60
@@ -37,24 +38,17 @@ def tcp_state(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
 
 
-class Handler:
+class Handler(ws.Handler):
+    """The fake-transport tests' handler, also keeping (peer, limit) in order across
+    connections."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.events: list[tuple[str, str]] = []  # (peer, limit), in order, from all connections
 
-    def on_open(self, conn: Connection) -> None:
-        return None
-
-    def on_message(self, conn: Connection, msg: object, size: int) -> None:
-        pass
-
-    def on_violation(self, conn: Connection, v: object) -> None:
-        pass
-
     def on_limit(self, conn: Connection, limit: str) -> None:
+        super().on_limit(conn, limit)
         self.events.append((str(conn.remote_port), limit))
-
-    def on_closed(self, conn: Connection, reason: str) -> None:
-        pass
 
 
 class Peer:
