@@ -1,6 +1,6 @@
-"""What the kernel says about a peer's TCP socket: its cookie, unsent bytes, segment counts and
-the bytes the peer has acknowledged. Each helper answers "unknown" (0, None) when the socket is
-not TCP (a test's socketpair or fake) or the kernel does not report the field."""
+"""What the kernel says about a peer's TCP socket: its cookie, queued and unsent bytes, segment
+counts and the bytes the peer has acknowledged. Each helper answers "unknown" (0, None) when
+the socket is not TCP (a test's socketpair or fake) or the kernel does not report the field."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import socket
 import struct
 
 SO_COOKIE = 57  # <linux/socket.h>; Python's socket module does not name it
+SIOCOUTQ = 0x5411  # <asm-generic/ioctls.h> TIOCOUTQ: bytes in the send queue, unacked + unsent
 SIOCOUTQNSD = 0x894B  # <linux/sockios.h>: bytes in the send queue not yet sent
 # struct tcp_info (<linux/tcp.h>): the fields read here and their offsets
 TCP_INFO_BYTES_ACKED = struct.Struct("=Q")  # tcpi_bytes_acked (Linux >= 4.1, RFC 4898)
@@ -27,15 +28,26 @@ def socket_cookie(sock: socket.socket | None) -> int | None:
         return None
 
 
-def unsent_bytes(sock: socket.socket | None) -> int:
-    """Bytes in the socket's send queue that TCP has not sent yet (0 when unknown)."""
+def _ioctl_int(sock: socket.socket | None, request: int) -> int:
     if sock is None:
         return 0
     try:
-        raw = fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
-    except OSError:
+        raw = fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0")
+    except (OSError, ValueError):  # ValueError: fileno -1, the socket is closed
         return 0
     return int(struct.unpack("=i", raw)[0])
+
+
+def unsent_bytes(sock: socket.socket | None) -> int:
+    """Bytes in the socket's send queue that TCP has not sent yet (0 when unknown)."""
+    return _ioctl_int(sock, SIOCOUTQNSD)
+
+
+def queued_bytes(sock: socket.socket | None) -> int:
+    """Bytes of our output the kernel still holds for the socket: sent but not acknowledged,
+    plus not sent yet (SIOCOUTQ; 0 when unknown). On a TCP socket the peer has not received
+    these; they occupy the send buffer (kernel memory) until it does."""
+    return _ioctl_int(sock, SIOCOUTQ)
 
 
 def _tcp_info(sock: socket.socket | None, need: int) -> bytes | None:

@@ -4,13 +4,14 @@ The read loop enforces the handshake and idle timeouts, throttles reads to the p
 rate, drops messages over the per-peer message rate, and does TLS itself over memory BIOs
 (tlsio.py) inside the same handshake deadline. A peer whose unread output exceeds the
 write-buffer cap, who acknowledges none of our output for the write-stall timeout while some
-waits (a reader that stopped reading: zero window) or whose buffered bytes exceed its memory
-budget is cut: the socket is reset, so what it held for the peer is freed at once (a plain
-close would keep it until the peer reads it, which it never does). A graceful close (ban, idle,
-shutdown) whose last output still waits keeps the same progress-based stall check: the socket
-is reset (SO_LINGER 0, then abort) only once the peer has acknowledged none of it for the
-write-stall timeout; a slow reader that keeps acknowledging gets all of it, within
-CLOSE_WAIT_MAX stall timeouts of the close. Everything the peer
+waits — in the node or, unacknowledged, in the kernel's send queue (a reader that stopped
+reading: zero window) — or whose buffered bytes exceed its memory budget is cut: the socket is
+reset, so what it held for the peer is freed at once (a plain close would keep it until the
+peer reads it, which it never does). A graceful close (ban, idle, shutdown) whose last output
+still waits keeps the same progress-based stall check: the socket is reset (SO_LINGER 0, then
+abort) only once the peer has acknowledged none of it for the write-stall timeout; a slow
+reader that keeps acknowledging gets all of it, within CLOSE_WAIT_MAX stall timeouts of the
+close. Everything the peer
 sends is handed to a ConnectionHandler.
 """
 
@@ -38,7 +39,13 @@ from netdiag.node.protocol import (
 )
 from netdiag.node.resources import MemoryBudget
 from netdiag.node.sendqueue import SendQueue
-from netdiag.node.sockets import socket_cookie, tcp_bytes_acked, tcp_segments, unsent_bytes
+from netdiag.node.sockets import (
+    queued_bytes,
+    socket_cookie,
+    tcp_bytes_acked,
+    tcp_segments,
+    unsent_bytes,
+)
 from netdiag.node.tls import peer_cert_key
 from netdiag.node.tlsio import TlsClosed, TlsSession
 
@@ -126,9 +133,11 @@ class Connection:
         self.byte_bucket = TokenBucket(bytes_rate, 2 * bytes_rate, time.monotonic)
         self.ip_msgs = ip_msgs  # shared by every inbound connection from our remote's IP
         self.max_write_buffer = max_write_buffer
-        # output waiting in the node (asyncio's buffer, our queue) while the peer acknowledges
-        # none of ours for this long: the peer does not read, cut (0 = off). Checked by a
-        # timer that runs only while something waits (_watch_stall), on ``clock``.
+        # output waiting in the node (asyncio's buffer, our queue) or in the kernel's send
+        # queue (SIOCOUTQ: sent and unacknowledged, or unsent) while the peer acknowledges none
+        # of ours for this long: the peer does not read, cut (0 = off). Checked by a timer a
+        # write starts when none runs, which runs while something waits (_watch_stall), on
+        # ``clock``: no syscall per write, at most two per check.
         self.write_stall_timeout_s = write_stall_timeout_s
         self._clock = clock
         self._stall_timer: asyncio.TimerHandle | None = None
@@ -220,6 +229,10 @@ class Connection:
     def _write(self, data: bytes) -> None:
         self.bytes_out += len(data)
         self.writer.write(data)
+        # not from close()'s own flush: a graceful close starts (or keeps) its watch itself
+        watch = self.write_stall_timeout_s > 0 and self.close_reason is None
+        if watch and self._stall_timer is None:
+            self._start_watch()
 
     async def _read(self, timeout: float) -> bytes:
         # asyncio.timeout, not wait_for: wait_for makes a Task per read (a cost on every frame)
@@ -281,12 +294,13 @@ class Connection:
                 f"cap {self.max_write_buffer})",
             )
             return
-        # not from close()'s own flush: a graceful close starts (or keeps) its watch itself
-        watch = self.write_stall_timeout_s > 0 and self.close_reason is None
-        if held and watch and self._stall_timer is None:
-            self._mark, self._progress_at = self.progress, self._clock()
-            self._watch_stall()
         self._account()
+
+    def _start_watch(self) -> None:
+        """Start the stall watch from the progress so far: one getsockopt, at most once per
+        check interval (a watch keeps running while output waits, in the node or the kernel)."""
+        self._mark, self._progress_at = self.progress, self._clock()
+        self._watch_stall()
 
     def _watch_stall(self) -> None:
         self._stall_timer = asyncio.get_running_loop().call_later(
@@ -295,15 +309,20 @@ class Connection:
 
     def check_stall(self) -> None:
         """The stall watch's timer (tests call it with an injected clock): while output waits
-        in the node, the peer acknowledging bytes (``progress``) is progress, however slow;
-        none for ``write_stall_timeout_s`` cuts the peer (a zero window: it stopped reading).
-        After a graceful close it watches asyncio's buffer still going out the same way and,
-        with no progress for that long, resets the socket (SO_LINGER 0, then abort)."""
+        in the node or in the kernel's send queue, the peer acknowledging bytes (``progress``)
+        is progress, however slow; none for ``write_stall_timeout_s`` cuts the peer (a zero
+        window: it stopped reading). The kernel's queue counts on its own: a peer that asks for
+        less than the kernel's send buffer plus its own window, then stops reading, leaves the
+        node's buffers empty while megabytes wait unacknowledged in the kernel's. The watch
+        stops once nothing waits in either. After a graceful close it watches asyncio's buffer
+        still going out the same way and, with no progress for that long, resets the socket
+        (SO_LINGER 0, then abort)."""
         if self._stall_timer is not None:  # one timer per connection, also when called early
             self._stall_timer.cancel()
             self._stall_timer = None
         if self.write_stall_timeout_s <= 0:
             return
+        queued = 0  # the kernel's send queue, read only when nothing waits in the node
         if self._close_wait:
             # asyncio empties its buffer on an abort, and closes the socket once it has sent it
             held = self.writer.transport.get_write_buffer_size()
@@ -311,9 +330,11 @@ class Connection:
             return
         else:
             held = 0 if self.writer.is_closing() else self.write_held
-        if not held:
+            if not held and self._acked is not None and not self.writer.is_closing():
+                queued = queued_bytes(self.writer.get_extra_info("socket"))  # one ioctl
+        if not held and not queued:
             self._close_wait = False
-            return  # all taken: the next write that has to wait starts a new watch
+            return  # all acknowledged: the next write starts a new watch
         now, progress = self._clock(), self.progress
         if self._close_wait and now >= self._close_by:
             # a closed connection's budget and slot are already released: a peer that
@@ -329,9 +350,10 @@ class Connection:
                 self._close_wait = False
                 reset(self.writer)
                 return
+            where = f"{held} bytes waiting" if held else f"{queued} bytes in the kernel's queue"
             self.cut(
                 "write_stall",
-                f"write stalled: peer does not read ({held} bytes waiting, none acknowledged "
+                f"write stalled: peer does not read ({where}, none acknowledged "
                 f"for {now - self._progress_at:.1f} s)",
             )
             return

@@ -17,10 +17,13 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+import pytest
+
+from netdiag.node import transport as transport_mod
 from netdiag.node.crypto import Identity
 from netdiag.node.messages import Blocks, Ping
 from netdiag.node.protocol import PeerProtocol, State
-from netdiag.node.sockets import TCP_INFO_BYTES_ACKED, TCP_INFO_BYTES_ACKED_AT
+from netdiag.node.sockets import TCP_INFO_BYTES_ACKED, TCP_INFO_BYTES_ACKED_AT, queued_bytes
 from netdiag.node.transport import Connection
 
 NET, GEN = "nd-test", b"\x03" * 32
@@ -38,8 +41,9 @@ class Clock:
 
 
 class FakeSocket:
-    """The kernel's side: bytes taken from asyncio's buffer and not yet acknowledged, and
-    ``acked``, what TCP_INFO reports as tcpi_bytes_acked."""
+    """The kernel's side: bytes taken from asyncio's buffer and not yet acknowledged
+    (``inflight``: the kernel's send queue, what SIOCOUTQ reports, see ``fake_queued_bytes``),
+    and ``acked``, what TCP_INFO reports as tcpi_bytes_acked."""
 
     def __init__(self) -> None:
         self.inflight = 0
@@ -59,17 +63,30 @@ class FakeSocket:
         return -1
 
 
+def fake_queued_bytes(sock: object) -> int:
+    """SIOCOUTQ of a FakeSocket (the kernel's send queue); the real ioctl for anything else."""
+    return sock.inflight if isinstance(sock, FakeSocket) else queued_bytes(cast(Any, sock))
+
+
+@pytest.fixture(autouse=True)
+def fake_kernel_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport_mod, "queued_bytes", fake_queued_bytes)
+
+
 class FakeTransport:
     """What the node writes goes to ``remote`` (the peer's protocol) while it reads; otherwise
     it waits in ``buffer`` (asyncio's write buffer), of which ``take`` lets the kernel take
-    some and ``ack`` lets the peer acknowledge some of what the kernel took. ``tcp=False``: a
-    socket without TCP_INFO (the node then counts what the kernel takes)."""
+    some and ``ack`` lets the peer acknowledge some of what the kernel took. ``room``: what
+    the kernel's send buffer takes at once from a write while the peer does not read (0: none,
+    all waits in asyncio's buffer). ``tcp=False``: a socket without TCP_INFO (the node then
+    counts what the kernel takes)."""
 
     def __init__(self, remote: PeerProtocol, reader: asyncio.StreamReader, tcp: bool) -> None:
         self.remote = remote
         self.reader = reader
         self.sock = FakeSocket() if tcp else None
         self.reading = True
+        self.room = 0
         self.buffer = bytearray()
         self.closing = False
         self.aborted = False
@@ -85,8 +102,13 @@ class FakeTransport:
     def write(self, data: bytes) -> None:
         if self.reading and not self.buffer:
             self.deliver(data)
-        else:
-            self.buffer += data
+            return
+        if self.sock is not None and not self.buffer and self.room:
+            n = min(len(data), self.room)  # the kernel takes it, unacknowledged
+            self.room -= n
+            self.sock.inflight += n
+            data = data[n:]
+        self.buffer += data
 
     def take(self, n: int) -> None:
         """The kernel takes ``n`` bytes of what waits (sends them; not yet acknowledged)."""
@@ -195,6 +217,10 @@ async def open_conn(
             break
         await asyncio.sleep(0.01)
     assert conn.is_open and remote.state is State.OPEN, "handshake over the fake did not complete"
+    # the handshake's writes started a stall watch; the peer has them all, so its first check
+    # (its timer on a real loop) stops it: a test's first write starts a fresh one
+    conn.check_stall()
+    assert conn._stall_timer is None
     return conn, transport, handler, task
 
 
@@ -350,12 +376,14 @@ def test_with_the_stall_timeout_off_waiting_output_alone_does_not_cut() -> None:
     asyncio.run(main())
 
 
-def test_output_the_socket_takes_at_once_starts_no_watch() -> None:
+def test_output_the_peer_acknowledges_at_once_stops_the_watch_at_its_next_check() -> None:
     async def main() -> None:
         clock = Clock()
         conn, _transport, handler, task = await open_conn(clock=clock)
         for i in range(20):
-            conn.send(Ping(i))  # the peer reads: nothing waits, nothing to watch
+            conn.send(Ping(i))  # the peer reads: a write starts a watch (no syscall) ...
+        assert conn._stall_timer is not None
+        conn.check_stall()  # ... which finds nothing waiting, in the node or the kernel: stops
         assert conn._stall_timer is None
         clock.now += 2 * STALL_S
         conn.check_stall()
