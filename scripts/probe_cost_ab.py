@@ -11,7 +11,14 @@ per load and a median per variant; `--json` prints the medians as one object. `-
 instead of one long client, one `iperf3 -t SECONDS` per load and its receive rate; a variant
 `NAME=none` loads nothing (the baseline), `NAME=raw-floor` an empty raw tracepoint program on
 tcp_probe (bcc in this process: what the hook costs without the tracepoint's perf record).
-For example,
+A pseudo-define `NOSTATS=1` loads the variant with the kernel's run-time stats off
+(BPF_ENABLE_STATS not held: no clock reads around each run; its ns/run reads 0), to measure
+what the stats accounting itself costs. `NAME=trace-peers[:ARG,...]` runs the whole tracer
+(`netdiag trace-peers --json`, each ARG one of its options, e.g. `--no-bpf-stats`) during the
+load, started before the window and stopped after it, and also reports its user+system CPU
+over the window (`tracer_cpu_pct`, from /proc/PID/task/*/schedstat). `--veth`: iperf3 over
+the testbed's client — router — server veth path (as `netdiag bench probes overhead`)
+instead of loopback in one namespace. For example,
 before / after a change to bpf/tcp_peers.bpf.c:
 
     git show main:bpf/tcp_peers.bpf.c > /tmp/before.bpf.c   # netdiag.h is found in bpf/
@@ -22,6 +29,7 @@ before / after a change to bpf/tcp_peers.bpf.c:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -32,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from netdiag.bench import testbed
 from netdiag.kernel.bcc_loader import LoadEnv
 from netdiag.trace import bpfstats, loaders
 
@@ -40,12 +49,54 @@ def _variant(text: str) -> tuple[str, Path | None, dict[str, int | str]]:
     name, _, rest = text.partition("=")
     path, _, defs = rest.partition(":")
     defines: dict[str, int | str] = {}
+    if path == "trace-peers":  # its options, not defines
+        return name, None, {"TRACER": defs}
     for d in filter(None, defs.split(",")):
         k, _, v = d.partition("=")
         defines[k] = int(v) if v.isdigit() else v
     if path == "raw-floor":
-        return name, None, {"RAW_FLOOR": 1}
+        return name, None, {"RAW_FLOOR": 1, **defines}
     return name, None if path == "none" else Path(path), defines
+
+
+def _cpu_ns(pid: int) -> int:
+    """User + system CPU of all threads of a process so far (schedstat: ns, not ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+class _Tracer:
+    """The whole `netdiag trace-peers --json` child; ready once its first line is out."""
+
+    def __init__(self, args: str) -> None:
+        exe = Path(sys.executable).with_name("netdiag")
+        argv = [str(exe) if exe.exists() else "netdiag", "trace-peers", "--json"]
+        argv += [a.replace("=", " ", 1) if a.startswith("--") else a for a in args.split(",") if a]
+        self.p = subprocess.Popen(
+            shlex.split(" ".join(argv)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.p.stdout is not None
+        first = self.p.stdout.readline()
+        if not first.startswith("{"):
+            self.close()
+            raise RuntimeError(f"trace-peers did not start: {first!r}")
+        self.lines = [json.loads(first)]
+
+    def prog_fds(self) -> dict[str, int]:
+        return {}  # its programs are fds of the child: ns/run comes from its own lines
+
+    def close(self) -> None:
+        self.p.terminate()
+        out, _ = self.p.communicate(timeout=30)
+        self.lines += [json.loads(x) for x in out.splitlines() if x.startswith("{")]
 
 
 class _RawFloor:
@@ -72,39 +123,67 @@ def main() -> int:
     ap.add_argument("--iperf", default="-P 4 -N -l 128", help="iperf3 client arguments")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--throughput", action="store_true", help="one iperf3 run per load")
+    ap.add_argument("--veth", action="store_true", help="the testbed's veth path, not loopback")
     a = ap.parse_args()
     env = LoadEnv()
     for _n, path, d in a.variants:  # compile (and cache) each before the traffic starts
         if path is not None:
-            loaders.load(path, d, env).close()
-    ns = f"ndcost{os.getpid()}"
-    run = ["ip", "netns", "exec", ns]
+            loaders.load(path, _defines(d), env).close()
+    with contextlib.ExitStack() as stack:
+        if a.veth:
+            p3 = stack.enter_context(testbed.path3(rate_mbit=None, one_segment_skbs=False))
+            server, client = p3.exec(p3.server), [*p3.exec(p3.client), "iperf3", "-c", p3.server_ip]
+        else:
+            ns = f"ndcost{os.getpid()}"
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            stack.callback(subprocess.run, ["ip", "netns", "del", ns], check=False)
+            subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+            server = ["ip", "netns", "exec", ns]
+            client = [*server, "iperf3", "-c", "127.0.0.1"]
+        return _rounds(a, env, server, [*client, "-p", "5399", *shlex.split(a.iperf)])
+    return 0
+
+
+def _defines(d: dict[str, int | str]) -> dict[str, int | str]:
+    return {k: v for k, v in d.items() if k != "NOSTATS"}
+
+
+def _rounds(a: argparse.Namespace, env: LoadEnv, server: list[str], client: list[str]) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     fd: int | None = None
-    res: dict[str, list[tuple[float, float, int, float]]] = {n: [] for n, _p, _d in a.variants}
+    res: dict[str, list[tuple[float, float, int, float, float]]] = {
+        n: [] for n, _p, _d in a.variants
+    }
     try:  # everything made from here on is undone in `finally`, whatever fails
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        fd = bpfstats.enable()
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         dn = subprocess.DEVNULL
-        procs.append(subprocess.Popen([*run, "iperf3", "-s", "-p", "5399"], stdout=dn, stderr=dn))
+        procs.append(
+            subprocess.Popen([*server, "iperf3", "-s", "-p", "5399"], stdout=dn, stderr=dn)
+        )
         time.sleep(0.3)
         total = a.rounds * len(a.variants) * (a.seconds + 1) + 10
-        client = [*run, "iperf3", "-c", "127.0.0.1", "-p", "5399", *shlex.split(a.iperf)]
         if not a.throughput:
             procs.append(subprocess.Popen([*client, "-t", f"{total:.0f}"], stdout=dn, stderr=dn))
             time.sleep(1.5)
         for r in range(a.rounds):
             for name, path, d in a.variants if r % 2 == 0 else reversed(a.variants):
                 lo: Any = None
+                want_stats = not d.get("NOSTATS") and "TRACER" not in d
+                if want_stats and fd is None:
+                    fd = bpfstats.enable()
+                elif not want_stats and fd is not None:
+                    bpfstats.disable(fd)
+                    fd = None
                 if path is not None:
-                    lo = loaders.load(path, d, env)
+                    lo = loaders.load(path, _defines(d), env)
                 elif d.get("RAW_FLOOR"):
                     lo = _RawFloor()
+                elif "TRACER" in d:
+                    lo = _Tracer(str(d["TRACER"]))
                 try:
                     fds = lo.prog_fds() if lo is not None else {}
                     if not a.throughput:
                         time.sleep(0.3)
+                    cpu0 = _cpu_ns(lo.p.pid) if isinstance(lo, _Tracer) else 0
                     s0, t0 = bpfstats.read(fds), time.monotonic()
                     bps = 0.0
                     if a.throughput:
@@ -114,6 +193,11 @@ def main() -> int:
                     else:
                         time.sleep(a.seconds)
                     s1, t1 = bpfstats.read(fds), time.monotonic()
+                    cpu = (
+                        (_cpu_ns(lo.p.pid) - cpu0) / (t1 - t0) / 1e7
+                        if isinstance(lo, _Tracer)
+                        else 0.0
+                    )
                 finally:
                     if lo is not None:
                         lo.close()
@@ -123,10 +207,17 @@ def main() -> int:
                 runs = e1.run_cnt - e0.run_cnt
                 ns_run = (e1.run_time_ns - e0.run_time_ns) / max(runs, 1)
                 miss = e1.recursion_misses - e0.recursion_misses
-                res[name].append((ns_run, runs / (t1 - t0), miss, bps))
+                if isinstance(lo, _Tracer):  # its own kernel-measured figures (if stats on)
+                    busy = [x for x in lo.lines[1:] if x.get("bpf_runs")]
+                    runs = sum(int(x["bpf_runs"]) for x in busy)
+                    ns_tot = sum(x["bpf_ns_per_event"] * x["bpf_runs"] for x in busy)
+                    ns_run = ns_tot / max(runs, 1)
+                    miss = sum(int(x.get("lost_events", 0)) for x in lo.lines)
+                res[name].append((ns_run, runs / (t1 - t0), miss, bps, cpu))
                 print(
                     f"{name}: {ns_run:.1f} ns/run, {runs / (t1 - t0):.0f} runs/s, {miss} misses"
-                    + (f", {bps / 1e9:.2f} Gbit/s" if a.throughput else ""),
+                    + (f", {bps / 1e9:.2f} Gbit/s" if a.throughput else "")
+                    + (f", tracer CPU {cpu:.2f} %" if isinstance(lo, _Tracer) else ""),
                     flush=True,
                 )
     finally:
@@ -139,7 +230,6 @@ def main() -> int:
                 p.wait()
         if fd is not None:
             bpfstats.disable(fd)
-        subprocess.run(["ip", "netns", "del", ns], check=False)
     out: dict[str, dict[str, object]] = {}
     for n, v in res.items():
         out[n] = {
@@ -151,6 +241,13 @@ def main() -> int:
         if a.throughput:
             out[n]["gbps"] = [round(x[3] / 1e9, 2) for x in v]
             out[n]["gbps_median"] = round(statistics.median(x[3] for x in v) / 1e9, 3)
+        base = next((m for m, path, d in a.variants if path is None and not d), None)
+        if a.throughput and base is not None and n != base:  # per round: variant / none
+            ratios = [x[3] / y[3] for x, y in zip(v, res[base], strict=True) if y[3]]
+            out[n]["ratio_to_none_median"] = round(statistics.median(ratios), 4)
+            out[n]["ratio_to_none"] = [round(r, 3) for r in ratios]
+        if any(x[4] for x in v):
+            out[n]["tracer_cpu_pct_median"] = round(statistics.median(x[4] for x in v), 2)
     if a.json:
         print(json.dumps(out))
     else:
@@ -159,6 +256,12 @@ def main() -> int:
                 f"{n:>12}: median {o['ns_per_run_median']} ns/run {o['ns_per_run']}, "
                 f"{o['runs_per_s_median']} runs/s, {o['recursion_misses']} misses"
                 + (f", {o['gbps_median']} Gbit/s {o['gbps']}" if a.throughput else "")
+                + (f", /none {o['ratio_to_none_median']}" if "ratio_to_none_median" in o else "")
+                + (
+                    f", tracer CPU {o['tracer_cpu_pct_median']} %"
+                    if "tracer_cpu_pct_median" in o
+                    else ""
+                )
             )
     return 0
 
