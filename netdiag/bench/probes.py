@@ -61,6 +61,32 @@ class TracerRun:
     lines: list[dict[str, Any]]
     peak_rss_mb: float
     first_row_s: float = 0.0
+    # user + system CPU of the tracer process over the measured window (mark() to stop()),
+    # in % of one CPU; None when no window was marked
+    cpu_pct: float | None = None
+
+
+def cpu_ns(pid: int, proc: Path = Path("/proc")) -> int | None:
+    """User + system CPU of all threads of a process so far, in ns: the first field of each
+    thread's schedstat (ns, not the 10 ms ticks of /proc/PID/stat); None when it is gone."""
+    try:
+        tasks = list((proc / str(pid) / "task").iterdir())
+    except OSError:
+        return None
+    total = 0
+    for t in tasks:
+        try:
+            total += int((t / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total
+
+
+def cpu_pct(start: tuple[int, float] | None, end: tuple[int, float] | None) -> float | None:
+    """% of one CPU between two (cpu ns, monotonic s) marks."""
+    if start is None or end is None or end[1] <= start[1]:
+        return None
+    return round((end[0] - start[0]) / ((end[1] - start[1]) * 1e9) * 100, 3)
 
 
 class Tracer:
@@ -93,6 +119,15 @@ class Tracer:
         self.lines = [json.loads(first)]
         window = float(self.lines[0].get("interval_s") or 0.0)
         self.startup_s = max(0.0, self.first_row_s - window)
+        self._mark: tuple[int, float] | None = None
+
+    def _cpu(self) -> tuple[int, float] | None:
+        ns = cpu_ns(self.proc.pid)
+        return None if ns is None else (ns, time.monotonic())
+
+    def mark(self) -> None:
+        """The measured window (the "on" iperf3 run) starts now: its CPU is counted to stop()."""
+        self._mark = self._cpu()
 
     def next_line(self) -> None:
         assert self.proc.stdout is not None
@@ -101,6 +136,7 @@ class Tracer:
             self.lines.append(json.loads(line))
 
     def stop(self) -> TracerRun:
+        cpu = cpu_pct(self._mark, self._cpu()) if self._mark else None
         rss = _peak_rss_mb(self.proc.pid)
         self.proc.send_signal(signal.SIGTERM)
         out, _err = self.proc.communicate(timeout=30)
@@ -110,7 +146,7 @@ class Tracer:
                     self.lines.append(json.loads(x))
                 except json.JSONDecodeError:  # a line cut by the stop; the others count
                     continue
-        return TracerRun(self.startup_s, self.lines, rss, self.first_row_s)
+        return TracerRun(self.startup_s, self.lines, rss, self.first_row_s, cpu)
 
 
 def _peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
@@ -218,6 +254,7 @@ def overhead(
                                     args += ("--hook", hook_of[mode])
                                 tr = Tracer(interval_s, args=args)
                                 try:
+                                    tr.mark()
                                     got = _iperf(path, seconds, port, rate)
                                     rr.on[mode].append(got)
                                 finally:
@@ -267,6 +304,7 @@ def overhead(
         # each pair ran back to back: the median of per-pair ratios resists load drift
         "pair_ratios": [round(b / a, 4) for a, b in zip(off, on, strict=True)],
         "startup_s": [round(t.startup_s, 3) for t in tracer_runs],
+        "tracer_cpu_pct_runs": [t.cpu_pct for t in tracer_runs],
         "startup_s_median": round(statistics.median(t.startup_s for t in tracer_runs), 3),
         "first_row_s_median": round(statistics.median(t.first_row_s for t in every), 3),
         "peak_rss_mb_max": round(max(t.peak_rss_mb for t in every), 1),
@@ -436,6 +474,7 @@ def overhead_result(doc: dict[str, Any], parameters: dict[str, Any] | None = Non
     for row in doc.get("by_rate", []):
         res.add_summary("by_rate", row)
     starts = doc.get("startup_s", [])
+    cpus = doc.get("tracer_cpu_pct_runs", [])
     for i, (off, on) in enumerate(
         zip(doc["throughput_off_bps"], doc["throughput_on_bps"], strict=True), start=1
     ):
@@ -447,6 +486,7 @@ def overhead_result(doc: dict[str, Any], parameters: dict[str, Any] | None = Non
                 "throughput_on_bps": on,
                 "ratio_on_off": round(on / off, 4) if off else None,
                 "startup_s": starts[i - 1] if i <= len(starts) else None,
+                "tracer_cpu_pct": cpus[i - 1] if i <= len(cpus) else None,
             },
         )
     return res

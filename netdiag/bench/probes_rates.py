@@ -21,7 +21,7 @@ import json
 import re
 import statistics
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,11 +158,18 @@ def figures(
         "bpf_cpu_pct_mean": round(statistics.mean(x["bpf_cpu_pct"] for x in busy), 3)
         if busy
         else None,
+        # the tracer's own user + system CPU during the "on" runs (% of one CPU, mean of runs)
+        "tracer_cpu_pct": _mean_or_none(getattr(t, "cpu_pct", None) for t in tracer_runs),
         "lost_events": sum(int(x.get("lost_events", 0)) for t in tracer_runs for x in t.lines),
         **lost_split([t.lines for t in tracer_runs]),
         "flows": spec.flows,
         "one_segment_skbs": spec.one_segment,
     }
+
+
+def _mean_or_none(values: Iterable[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return round(statistics.mean(got), 3) if got else None
 
 
 def weighted_ns(lines: Sequence[dict[str, Any]]) -> float | None:

@@ -73,3 +73,19 @@ def test_ns_per_event_is_weighted_by_each_lines_runs() -> None:
     idle = {"bpf_runs": 100, "bpf_ns_per_event": 1000.0}
     assert pr.weighted_ns([busy, idle]) == 190.0  # the per-line mean would say 550
     assert pr.weighted_ns([{"bpf_runs": 0, "bpf_ns_per_event": 0.0}]) is None
+
+
+def test_tracer_cpu_is_the_mean_of_the_runs_that_measured_it() -> None:
+    runs = [
+        SimpleNamespace(lines=[], cpu_pct=0.5),
+        SimpleNamespace(lines=[], cpu_pct=None),  # a run whose window was not marked
+        SimpleNamespace(lines=[], cpu_pct=1.5),
+    ]
+    row = pr.figures("max", "per-ack", 0.0, [1.0] * 3, [1.0] * 3, runs)
+    assert row["tracer_cpu_pct"] == 1.0
+    assert (
+        pr.figures("max", "per-ack", 0.0, [1.0], [1.0], [SimpleNamespace(lines=[])])[
+            "tracer_cpu_pct"
+        ]
+        is None
+    )
