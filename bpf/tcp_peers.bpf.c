@@ -132,6 +132,38 @@ BPF_ARRAY(slots, struct peer, SLOTS);
 BPF_HASH(peers, u64, struct peer, MAX_PEERS);
 BPF_TABLE("lru_hash", u64, struct life, life, MAX_PEERS * 2);
 BPF_PERCPU_ARRAY(stats, u64, S_SLOTS);
+
+/* The per-ACK time (a row's last_ns) without a clock read per ACK: bpf_ktime_get_ns() reads
+ * the TSC, which in this project's VMs cost about as much as the rest of the program body
+ * (docs/benchmarks.md, probes). Per CPU, the time of its first event in the current jiffy
+ * (bpf_jiffies64: a load the JIT inlines) is kept and reused until the jiffy changes, so
+ * last_ns is that of the CPU's first event in the same kernel tick (at most 1/HZ early).
+ * Exact where a time decides something finer: a new row (first_ns), the sampled path
+ * (SAMPLE_NS), the lifecycle and retransmit events. -DEXACT_NS: a clock read per ACK again. */
+#if SAMPLE_NS > 0 || defined(EXACT_NS)
+#define TICK_NOW() bpf_ktime_get_ns()
+#else
+struct tick_clock {
+	u64 jiffies;
+	u64 ns;
+};
+BPF_PERCPU_ARRAY(tick_clock, struct tick_clock, 1);
+
+static __always_inline u64 tick_now(void)
+{
+	u32 z = 0;
+	struct tick_clock *c = tick_clock.lookup(&z);
+	if (!c)
+		return bpf_ktime_get_ns();
+	u64 j = bpf_jiffies64();
+	if (c->jiffies != j) {
+		c->jiffies = j;
+		c->ns = bpf_ktime_get_ns();
+	}
+	return c->ns;
+}
+#define TICK_NOW() tick_now()
+#endif
 #if SAMPLE_NS > 0
 BPF_PERCPU_ARRAY(pend, struct pend, PEND_SLOTS);
 
@@ -258,7 +290,7 @@ static __always_inline int on_probe(struct probe_ev *e)
 {
 	u64 cookie = e->cookie;
 	u64 sk = e->sk;
-	u64 now = bpf_ktime_get_ns();
+	u64 now = TICK_NOW();
 
 	if (!netdiag_port_match(e->sport, e->dport)) {
 		stat_inc(S_FILTERED);
@@ -303,6 +335,7 @@ static __always_inline int on_probe(struct probe_ev *e)
 	if (slot->cookie != cookie)
 		p = peers.lookup(&cookie);	/* not its slot: an overflow row, or none yet */
 	if (!p) {
+		now = bpf_ktime_get_ns();	/* a new row: exact first_ns */
 		/* a new socket: `life` for what was learnt before its first ACK */
 		struct life *l = life.lookup(&sk);
 		if (!l) {
@@ -380,7 +413,8 @@ static __always_inline int on_probe(struct probe_ev *e)
 	c->srtt_min_us = 0xffffffff;
 	c->srtt_max_us = 0;
 #endif
-	p->last_ns = now;
+	if (now > p->last_ns)	/* a tick-coarse now may precede an exact time already there */
+		p->last_ns = now;
 	p->events++;
 	p->samples++;
 	p->srtt_last_us = srtt;
