@@ -399,6 +399,7 @@ def run_probe(
         cost = Overhead([pipe.source])  # bpf_stats: runs and ns per run, in every frame
         pipe.closers.append(cost.close)
         pipe.stages.append(overhead_stage(cost))
+        pipe.pre_read.append(cost.open_window)  # stats on only just before each read
         if as_json:
             pipe.sinks.append(output.NdjsonSink())
             pipe.run(interval, count, duration, first_s=first_read)

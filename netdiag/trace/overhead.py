@@ -1,34 +1,61 @@
-"""Per-event cost and CPU share of attached programs, measured by the kernel (bpf_stats)."""
+"""Per-event cost and CPU share of attached programs, measured by the kernel (bpf_stats).
+
+Run-time stats are on only in a short window before each read (`open_window()` then
+`sample()`; the pipeline calls both, see Pipeline.pre_read): while they are on, every BPF
+program run on the host — ours and anyone else's — pays two clock reads (sched_clock), which
+in a VM cost about as much as the rest of tcp_peers' per-ACK work (docs/benchmarks.md,
+probes). So the figures are those of the window (`bpf_stats_window_s`, by default the last
+0.1 s of each interval, at most a tenth of it); a driver that never opens a window (the
+exporter) never turns them on.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from netdiag.trace import bpfstats
 from netdiag.trace.engine import Session
 
 
 class Overhead:
-    def __init__(self, sessions: list[Session]) -> None:
+    def __init__(
+        self,
+        sessions: list[Session],
+        clock: Callable[[], float] = time.monotonic,
+        enable: Callable[[], int | None] = bpfstats.enable,
+        disable: Callable[[int | None], None] = bpfstats.disable,
+    ) -> None:
         self.sessions = sessions
-        self.fd = bpfstats.enable()
-        self.prev = self._total()
-        self.t = time.monotonic()
+        self.clock, self._enable, self._disable = clock, enable, disable
+        self.fd: int | None = None
+        self.prev: bpfstats.ProgStats | None = None
+        self.t = 0.0
 
     def _total(self) -> bpfstats.ProgStats:
         fds = {f"{s.probe.name}/{n}": fd for s in self.sessions for n, fd in s.prog_fds().items()}
         return bpfstats.total(bpfstats.read(fds))
 
-    def sample(self) -> dict[str, float] | None:
+    def open_window(self) -> None:
+        """Run-time stats on from now until the next sample()."""
         if self.fd is None:
+            self.fd = self._enable()
+        if self.fd is not None:
+            self.prev, self.t = self._total(), self.clock()
+
+    def sample(self) -> dict[str, float] | None:
+        """The window's figures (None without one); stats go off again."""
+        if self.fd is None or self.prev is None:
             return None
-        cur, now = self._total(), time.monotonic()
+        cur, now = self._total(), self.clock()
+        self._disable(self.fd)
+        self.fd = None
         d_ns, d_cnt, dt = (
             cur.run_time_ns - self.prev.run_time_ns,
             cur.run_cnt - self.prev.run_cnt,
             now - self.t,
         )
-        self.prev, self.t = cur, now
+        self.prev = None
         if dt <= 0:
             return None
         return {
@@ -36,10 +63,11 @@ class Overhead:
             "bpf_runs_per_s": round(d_cnt / dt, 1),
             "bpf_ns_per_event": round(d_ns / d_cnt, 1) if d_cnt else 0.0,
             "bpf_cpu_pct": round(d_ns / (dt * 1e9) * 100, 4),
+            "bpf_stats_window_s": round(dt, 4),
         }
 
     def close(self) -> None:
-        bpfstats.disable(self.fd)
+        self._disable(self.fd)
         self.fd = None
 
 

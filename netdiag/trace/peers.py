@@ -242,6 +242,7 @@ def build(opts: PeersOptions, warn: Callable[[str], None]) -> Pipeline:
         if overhead is not None:
             pipe.closers.append(overhead.close)
             pipe.stages.append(overhead_stage(overhead))
+            pipe.pre_read.append(overhead.open_window)  # stats on just before each read
     except BaseException:
         pipe.close()
         raise

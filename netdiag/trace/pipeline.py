@@ -60,6 +60,10 @@ class Pipeline:
     sinks: list[Sink] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)  # run in reverse on close
     opened: float = field(default_factory=time.monotonic)  # the source attached just before
+    # called `pre_read_s` before each read of frames() (at most a tenth of the wait): a
+    # measurement that runs only just before the read (the probes' bpf run-time stats)
+    pre_read: list[Callable[[], None]] = field(default_factory=list)
+    pre_read_s: float = 0.1
 
     def step(self) -> Frame:
         frame = Frame(self.source.read())
@@ -89,7 +93,7 @@ class Pipeline:
         wait = interval_s
         if first_s is not None:
             wait = max(0.0, min(first_s, interval_s) - (start - self.opened))
-        while tick.wait(wait):
+        while self._wait(tick, wait):
             wait = interval_s
             yield self.step()
             n += 1
@@ -97,6 +101,17 @@ class Pipeline:
                 return
             if duration_s is not None and clock() - start >= duration_s - 1e-3:
                 return
+
+    def _wait(self, tick: Ticker, wait: float) -> bool:
+        """Wait until the next read; the pre-read hooks run `lead` seconds before it."""
+        if not self.pre_read:
+            return tick.wait(wait)
+        lead = min(self.pre_read_s, max(wait, 0.0) * 0.1)
+        if not tick.wait(wait - lead):
+            return False
+        for fn in self.pre_read:
+            fn()
+        return tick.wait(lead)
 
     def run(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -395,3 +396,35 @@ def test_pid_filter_follows_the_process_into_its_namespace(tmp_path: Path) -> No
         netns_of_pids([8], proc=tmp_path)
     with pytest.raises(InputError, match="different network namespaces"):
         netns_of_pids([7, 8], proc=tmp_path)
+
+
+def test_pre_read_hooks_run_a_short_lead_before_every_read() -> None:
+    """The probes' run-time stats are on only in this lead: at most a tenth of each wait."""
+    src = FakeSource([_snap([]) for _ in range(4)])
+    events: list[str] = []
+
+    class Log:
+        def wait(self, seconds: float) -> bool:
+            events.append(f"wait {seconds:.3f}")
+            return True
+
+    p = Pipeline(src, opened=0.0, pre_read=[lambda: events.append("open")], pre_read_s=0.1)
+    p.sinks.append(SimpleNamespace(emit=lambda _f: events.append("read")))
+    list(p.frames(2.0, count=2, ticker=Log(), clock=lambda: 0.0, first_s=0.25))
+    assert events == [
+        "wait 0.225",
+        "open",
+        "wait 0.025",
+        "read",
+        "wait 1.900",
+        "open",
+        "wait 0.100",
+        "read",
+    ]
+
+
+def test_a_stop_before_the_lead_skips_the_hooks() -> None:
+    src = FakeSource([_snap([]) for _ in range(2)])
+    opened: list[int] = []
+    p = Pipeline(src, pre_read=[lambda: opened.append(1)])
+    assert p.run(1.0, count=5, ticker=Ticks(0)) == 0 and opened == []

@@ -1,0 +1,44 @@
+"""Run-time stats only in a window before each read: on at open_window(), off at sample()."""
+
+from __future__ import annotations
+
+from netdiag.trace.overhead import Overhead, text
+
+
+class FakeStats:
+    def __init__(self) -> None:
+        self.on: list[int] = []
+        self.calls: list[str] = []
+
+    def enable(self) -> int | None:
+        self.calls.append("enable")
+        self.on.append(7)
+        return 7
+
+    def disable(self, fd: int | None) -> None:
+        if fd is not None:
+            self.calls.append("disable")
+            self.on.remove(fd)
+
+
+def test_stats_are_on_only_between_open_window_and_sample() -> None:
+    st, t = FakeStats(), [10.0]
+    o = Overhead([], clock=lambda: t[0], enable=st.enable, disable=st.disable)
+    assert st.on == [] and o.sample() is None  # no window opened: no figures, nothing on
+    o.open_window()
+    assert st.on == [7]
+    t[0] = 10.1
+    got = o.sample()
+    assert st.on == [] and st.calls == ["enable", "disable"]
+    assert got is not None and got["bpf_stats_window_s"] == 0.1 and got["bpf_runs"] == 0
+    assert text(got) is not None
+    assert o.sample() is None  # the next read without a window: none
+    o.open_window()
+    o.close()
+    assert st.on == []
+
+
+def test_without_bpf_enable_stats_there_are_no_figures() -> None:
+    o = Overhead([], enable=lambda: None, disable=lambda _fd: None)
+    o.open_window()
+    assert o.sample() is None
