@@ -34,6 +34,7 @@ ATTACKS: dict[str, str] = {  # run in this order; future_rounds last (it bans a 
     "publish_flood": "netdiag.bench.attack.publish_flood",
     "sync_amplification": "netdiag.bench.attack.sync_amplification",
     "stalled_reader": "netdiag.bench.attack.stalled_reader",
+    "stalled_small": "netdiag.bench.attack.stalled_small",
     "nested_json": "netdiag.bench.attack.nested_json",
     "slowloris": "netdiag.bench.attack.slowloris",
     "mempool_flood": "netdiag.bench.attack.mempool_flood",

@@ -1,4 +1,5 @@
 """Stalled reader: authenticated peers ask once for a few MB of blocks, then never read.
+The ``small`` variant (``stalled_small``, issue 17) asks for less than the kernel takes.
 
 Each of ``PEERS`` peers completes the handshake, stops reading, sends one batch of
 ``GetBlocks(0, 128)`` worth the kernel's send buffer (tcp_wmem max, 4 MiB here) plus ~4 MB of
@@ -14,6 +15,15 @@ request, and the target's ``limit_hits{limit="write_stall"}`` rose by at least t
 sessions while ``write_buffer`` did not: the row proves the stall check, not the cap, cut them.
 RSS and growth are judged by the runner. ``--quick`` watches only ``--duration`` after the
 requests (no verdict of its own).
+
+Small asks (``stalled_small``): each peer asks for ``SMALL_BYTES`` (1 MiB) only, less than the
+node's kernel send buffer takes at once (its size is reported from sock_diag), so nothing ever
+waits in the node: the answers sit unacknowledged in the node's kernel send queue, where a
+stall check that watched only the node's own buffers never looked (before issue 17's fix only
+the 60 s idle timeout ended such a session, and its graceful close left the queue to the kernel
+as an orphan). Judged the same way. Both variants also watch the node's side in sock_diag: the
+bytes its sockets to the attacker hold in the kernel (peak, and at the end of the watch) and
+how many of those sockets are left then — a defended node has freed them all.
 """
 
 from __future__ import annotations
@@ -30,8 +40,11 @@ from typing import cast
 from netdiag.bench.attack.base import AsyncAttack, AttackContext, Figure, Outcome
 from netdiag.bench.attack.cluster import http_text
 from netdiag.bench.attack.wire import AttackKey, Refused, Target, WirePeer, frame
+from netdiag.errors import NetdiagError
+from netdiag.measure import sockdiag
 
 PEERS = 8
+SMALL_BYTES = 1 << 20  # small asks: what each peer asks for in all (the kernel takes it at once)
 WAITING_BYTES = 4 << 20  # what should wait in the node per peer: well under the 16 MiB cap
 MIN_WAITING = 2 << 20  # asked beyond the kernel's buffers, at the least
 MAX_REQUESTS = 4000  # per peer; with a short chain the attack waits for it to grow
@@ -75,6 +88,11 @@ class Seen:
     reset_after_s: list[float] = field(default_factory=list)  # last request -> reset, per end
     stall_hits: float | None = None  # write_stall delta on the target
     buffer_hits: float | None = None  # write_buffer delta on the target
+    # the node's side (sock_diag; None: not seen): its sockets to our peers
+    kernel_bytes_peak: int | None = None  # their send queues (unacked + unsent), summed, peak
+    kernel_bytes_end: int | None = None  # ... at the end of the watch
+    node_sockets_end: int | None = None  # how many of them the kernel still holds then
+    node_sndbuf_max: int | None = None  # the largest send buffer (tb) seen among them
 
 
 def assess(s: Seen, quick: bool) -> Outcome:
@@ -91,6 +109,10 @@ def assess(s: Seen, quick: bool) -> Outcome:
         "write_stall_hits": s.stall_hits,
         "write_buffer_hits": s.buffer_hits,
         "reconnects_refused": s.refused,
+        "node_kernel_mb_peak": mb(s.kernel_bytes_peak),
+        "node_kernel_mb_end": mb(s.kernel_bytes_end),
+        "node_sockets_end": s.node_sockets_end,
+        "node_sndbuf_mb_max": mb(s.node_sndbuf_max),
     }
     fails: list[str] = []
     if s.sessions < PEERS:
@@ -103,22 +125,50 @@ def assess(s: Seen, quick: bool) -> Outcome:
         fails.append(f"write_stall hits {s.stall_hits} < {s.sessions} sessions")
     if s.buffer_hits is None or s.buffer_hits > 0:
         fails.append(f"write_buffer hits {s.buffer_hits} (the cap, not the stall check)")
+    if s.node_sockets_end:
+        fails.append(
+            f"{s.node_sockets_end} node sockets still held at the end of the watch "
+            f"({figures['node_kernel_mb_end']} MB in their send queues)"
+        )
     life = (
         f" {statistics.median(s.reset_after_s):.1f} s (median; max {max(s.reset_after_s):.1f} s)"
         " after the last request"
         if ended
         else ""
     )
+    kernel = (
+        f"; the node's kernel held {figures['node_kernel_mb_peak']} MB for them at the peak, "
+        f"{figures['node_kernel_mb_end']} MB in {s.node_sockets_end} sockets at the end"
+        if s.node_sockets_end is not None
+        else ""
+    )
     why = (
         f"{s.sessions} peers asked {figures['asked_mb_per_peer']} MB each and stopped reading; "
         f"{ended} ended by the node{life}; write_stall +{s.stall_hits}, "
-        f"write_buffer +{s.buffer_hits}"
+        f"write_buffer +{s.buffer_hits}{kernel}"
     )
     if quick:
         return Outcome(defended=None, why=why + " (quick: not judged)", figures=figures)
     if fails:
         why += " — " + "; ".join(fails)
     return Outcome(defended=not fails, why=why, figures=figures)
+
+
+def mb(n: int | None) -> float | None:
+    return None if n is None else round(n / 1e6, 2)
+
+
+def node_side(port: int, peer_ports: set[int]) -> tuple[int, int, int] | None:
+    """The node's sockets to ``peer_ports`` (sock_diag, any state but LISTEN and TIME-WAIT):
+    how many, their send queues summed (unacked + unsent bytes) and the largest send buffer;
+    None when sock_diag does not answer."""
+    try:
+        conns = sockdiag.snapshot(ports=[port])
+    except (OSError, NetdiagError):
+        return None
+    mine = [c for c in conns if c.lport == port and c.rport in peer_ports]
+    sndbuf = max((c.skmem.sndbuf for c in mine if c.skmem is not None), default=0)
+    return len(mine), sum(c.wqueue for c in mine), sndbuf
 
 
 def tcp_state(peer: WirePeer) -> int | None:
@@ -161,6 +211,16 @@ class StalledReader(AsyncAttack):
     rss_bound = 1.25
     growth_bound = 0.9
 
+    def __init__(self, small: bool = False) -> None:
+        self.small = small
+        if small:
+            self.name = "stalled_small"
+            self.summary = (
+                "peers ask once for 1 MiB of blocks (all taken by the node's kernel, nothing"
+                " waits in the node), never read: cut by the write-stall check on the kernel's"
+                " send queue"
+            )
+
     async def _run(self, ctx: AttackContext) -> Outcome:
         node = ctx.cluster.nodes[ctx.target_index]
         t = ctx.cluster.target(ctx.target_index)
@@ -170,6 +230,8 @@ class StalledReader(AsyncAttack):
         # size the request to the chain (wait for it to grow when it is short, not in quick)
         kernel = kernel_sndbuf_max()
         target_bytes, min_bytes = kernel + WAITING_BYTES, kernel + MIN_WAITING
+        if self.small:
+            target_bytes, min_bytes = SMALL_BYTES, SMALL_BYTES // 2
         grow_end = loop.time() + (0.0 if ctx.quick else GROW_WAIT_S)
         while True:
             try:
@@ -212,6 +274,17 @@ class StalledReader(AsyncAttack):
                 await asyncio.sleep(0.1)
 
         tasks: list[asyncio.Task[None]] = []
+        peer_ports: set[int] = set()
+
+        def sample() -> None:
+            seen = node_side(node.p2p_port, peer_ports)
+            if seen is None:
+                return
+            n, queued, sndbuf = seen
+            s.node_sockets_end, s.kernel_bytes_end = n, queued
+            s.kernel_bytes_peak = max(s.kernel_bytes_peak or 0, queued)
+            s.node_sndbuf_max = max(s.node_sndbuf_max or 0, sndbuf)
+
         try:
             while len(peers) < PEERS and loop.time() < connect_end:
                 try:
@@ -228,12 +301,15 @@ class StalledReader(AsyncAttack):
                     await asyncio.sleep(0.5)
                     continue
                 peers.append(peer)
+                peer_ports.add(int(peer.writer.get_extra_info("sockname")[1]))
                 s.sessions += 1
                 tasks.append(asyncio.create_task(stall(peer)))
                 ctx.progress(f"{s.sessions} peers asked {asked / 1e6:.1f} MB each, not reading")
             while not all(task.done() for task in tasks):
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.5)
+                sample()
                 ctx.progress(f"{len(s.reset_after_s)} of {s.sessions} ended by the node")
+            sample()  # at the end of the watch: what the node's kernel still holds for us
         finally:
             for task in tasks:
                 task.cancel()

@@ -188,3 +188,39 @@ def test_stalled_reader_defended_only_when_every_session_is_cut_by_the_stall_che
     # the runner's bounds still apply to a row the attack itself calls defended
     ok, why = judge(a, good, True, 0, 0.5, 1.6)
     assert not ok and "growth" in why and "RSS" in why
+
+
+def test_stalled_small_is_registered_asks_less_than_the_kernel_takes_and_says_so() -> None:
+    from netdiag.bench.attack.stalled_reader import SMALL_BYTES
+
+    a = load_attack("stalled_small")
+    assert "stalled_small" in ATTACKS and a.name == "stalled_small"
+    assert list(ATTACKS).index("stalled_small") == list(ATTACKS).index("stalled_reader") + 1
+    assert "kernel" in a.summary and "stall" in a.summary
+    assert a.rss_bound is not None and a.growth_bound is not None
+    assert SMALL_BYTES < 4 << 20  # under Linux's default tcp_wmem max: the kernel takes it all
+    assert load_attack("stalled_reader").name == "stalled_reader"  # the stock one unchanged
+
+
+def test_stalled_reader_not_defended_while_the_nodes_kernel_still_holds_our_sockets() -> None:
+    from netdiag.bench.attack.stalled_reader import PEERS, assess
+
+    held = assess(
+        _seen(  # type: ignore[arg-type]
+            reset_after_s=[],
+            stall_hits=0.0,
+            kernel_bytes_peak=8_400_000,
+            kernel_bytes_end=8_300_000,
+            node_sockets_end=PEERS,
+            node_sndbuf_max=4_000_000,
+        ),
+        quick=False,
+    )
+    assert held.defended is False and "node sockets still held" in held.why, held.why
+    assert held.figures["node_kernel_mb_end"] == 8.3 and held.figures["node_sockets_end"] == PEERS
+    freed = assess(
+        _seen(kernel_bytes_peak=8_400_000, kernel_bytes_end=0, node_sockets_end=0),  # type: ignore[arg-type]
+        quick=False,
+    )
+    assert freed.defended is True, freed.why
+    assert freed.figures["node_kernel_mb_peak"] == 8.4 and "at the end" in freed.why
