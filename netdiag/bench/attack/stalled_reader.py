@@ -16,8 +16,9 @@ sessions while ``write_buffer`` did not: the row proves the stall check, not the
 RSS and growth are judged by the runner. ``--quick`` watches only ``--duration`` after the
 requests (no verdict of its own).
 
-Small asks (``stalled_small``): each peer asks for ``SMALL_BYTES`` (1 MiB) only, less than the
-node's kernel send buffer takes at once (its size is reported from sock_diag), so nothing ever
+Small asks (``stalled_small``): each peer asks for half the kernel's send buffer (``tcp_wmem``
+max: 2 MiB here) only, less than the node's socket takes at once on loopback (its send buffer,
+autotuned, is reported from sock_diag; the peer's own window takes some too), so nothing ever
 waits in the node: the answers sit unacknowledged in the node's kernel send queue, where a
 stall check that watched only the node's own buffers never looked (before issue 17's fix only
 the 60 s idle timeout ended such a session, and its graceful close left the queue to the kernel
@@ -44,7 +45,7 @@ from netdiag.errors import NetdiagError
 from netdiag.measure import sockdiag
 
 PEERS = 8
-SMALL_BYTES = 1 << 20  # small asks: what each peer asks for in all (the kernel takes it at once)
+SMALL_SHARE = 2  # small asks: each peer asks for the kernel's send buffer (max) / this
 WAITING_BYTES = 4 << 20  # what should wait in the node per peer: well under the 16 MiB cap
 MIN_WAITING = 2 << 20  # asked beyond the kernel's buffers, at the least
 MAX_REQUESTS = 4000  # per peer; with a short chain the attack waits for it to grow
@@ -216,9 +217,9 @@ class StalledReader(AsyncAttack):
         if small:
             self.name = "stalled_small"
             self.summary = (
-                "peers ask once for 1 MiB of blocks (all taken by the node's kernel, nothing"
-                " waits in the node), never read: cut by the write-stall check on the kernel's"
-                " send queue"
+                "peers ask once for half a kernel send buffer of blocks (all taken by the node's"
+                " kernel, nothing waits in the node), never read: cut by the write-stall check on"
+                " the kernel's send queue"
             )
 
     async def _run(self, ctx: AttackContext) -> Outcome:
@@ -231,7 +232,8 @@ class StalledReader(AsyncAttack):
         kernel = kernel_sndbuf_max()
         target_bytes, min_bytes = kernel + WAITING_BYTES, kernel + MIN_WAITING
         if self.small:
-            target_bytes, min_bytes = SMALL_BYTES, SMALL_BYTES // 2
+            target_bytes = kernel // SMALL_SHARE
+            min_bytes = target_bytes // 2
         grow_end = loop.time() + (0.0 if ctx.quick else GROW_WAIT_S)
         while True:
             try:
