@@ -4,6 +4,7 @@ the socket is not TCP (a test's socketpair or fake) or the kernel does not repor
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import socket
 import struct
@@ -48,6 +49,19 @@ def queued_bytes(sock: socket.socket | None) -> int:
     plus not sent yet (SIOCOUTQ; 0 when unknown). On a TCP socket the peer has not received
     these; they occupy the send buffer (kernel memory) until it does."""
     return _ioctl_int(sock, SIOCOUTQ)
+
+
+def bound_unacknowledged(sock: socket.socket | None, seconds: float) -> None:
+    """Let the kernel abort the connection once our output has waited ``seconds`` without the
+    peer acknowledging it or opening its window (TCP_USER_TIMEOUT; a no-op on a socket that is
+    not TCP). Set before a graceful close: once the fd is closed, the kernel keeps the socket as
+    an orphan (FIN-WAIT-1) for as long as it still has output queued, and a peer that never
+    reads but answers zero-window probes keeps it for ever (measured: 2 MB still held 300 s
+    after the close), outside every limit of the node."""
+    if sock is None or seconds <= 0:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(seconds * 1000)))
 
 
 def _tcp_info(sock: socket.socket | None, need: int) -> bytes | None:

@@ -11,8 +11,10 @@ peer reads it, which it never does). A graceful close (ban, idle, shutdown) whos
 still waits keeps the same progress-based stall check: the socket is reset (SO_LINGER 0, then
 abort) only once the peer has acknowledged none of it for the write-stall timeout; a slow
 reader that keeps acknowledging gets all of it, within CLOSE_WAIT_MAX stall timeouts of the
-close. Everything the peer
-sends is handed to a ConnectionHandler.
+close. What the kernel still holds once asyncio has closed the fd is bounded by the kernel:
+TCP_USER_TIMEOUT (the write-stall timeout) is set before a graceful close, so an orphan whose
+peer neither acknowledges nor opens its window is aborted instead of kept for ever. Everything
+the peer sends is handed to a ConnectionHandler.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from netdiag.node.protocol import (
 from netdiag.node.resources import MemoryBudget
 from netdiag.node.sendqueue import SendQueue
 from netdiag.node.sockets import (
+    bound_unacknowledged,
     queued_bytes,
     socket_cookie,
     tcp_bytes_acked,
@@ -461,7 +464,11 @@ class Connection:
                 self.segs = tcp_segments(self.writer.get_extra_info("socket"))
             reset(self.writer)  # also when closing: a close waits for the buffer
         elif not self.writer.is_closing():
-            self.segs = tcp_segments(self.writer.get_extra_info("socket"))
+            sock = self.writer.get_extra_info("socket")
+            self.segs = tcp_segments(sock)
+            # once asyncio closes the fd the kernel keeps what it still holds for the peer (an
+            # orphan): bound that too, by the kernel (no fd left for a check of ours)
+            bound_unacknowledged(sock, self.write_stall_timeout_s)
             self.writer.close()
             transport = self.writer.transport
             if transport.get_write_buffer_size() > 0 and self.write_stall_timeout_s > 0:
