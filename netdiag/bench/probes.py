@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,7 @@ class _RateRuns:
     off: list[float]
     on: dict[str, list[float]]
     tracers: dict[str, list[TracerRun]]
+    loads: list[float] = field(default_factory=list)  # 1-min load average at each round start
 
 
 def overhead(
@@ -240,6 +241,7 @@ def overhead(
                         rate, _RateRuns([], {v: [] for v in variants}, {v: [] for v in variants})
                     )
                     for i in range(runs):
+                        rr.loads.append(round(os.getloadavg()[0], 2))
                         modes = ["off", *variants]
                         for mode in modes if i % 2 == 0 else reversed(modes):
                             if mode == "off":
@@ -267,7 +269,7 @@ def overhead(
     by_rate = [
         {
             **probes_rates.figures(
-                rate, name, variants[name], rr.off, rr.on[name], rr.tracers[name]
+                rate, name, variants[name], rr.off, rr.on[name], rr.tracers[name], rr.loads
             ),
             "hook": _hooks_seen(rr.tracers[name]),
         }
@@ -286,7 +288,8 @@ def overhead(
     off, on, tracer_runs = rr0.off, rr0.on[first], rr0.tracers[first]
     # the first rate's first variant's row (ratio, ns/event incl. the weighted figure, lost
     # events) is the summary, plus what only the summary has (the runs' lists, startup, RSS)
-    head = probes_rates.figures(rates[0], first, variants[first], off, on, tracer_runs)
+    loads = [x for rr in per_rate.values() for x in rr.loads]
+    head = probes_rates.figures(rates[0], first, variants[first], off, on, tracer_runs, loads)
     for k in ("rate", "variant", "sample_ms", "throughput_off_bps", "throughput_on_bps"):
         del head[k]
     ratio = head["throughput_ratio_on_off"]
@@ -305,6 +308,7 @@ def overhead(
         "pair_ratios": [round(b / a, 4) for a, b in zip(off, on, strict=True)],
         "startup_s": [round(t.startup_s, 3) for t in tracer_runs],
         "tracer_cpu_pct_runs": [t.cpu_pct for t in tracer_runs],
+        "host_load_avg_1m_rounds": loads,  # every rate's rounds, in the order they ran
         "startup_s_median": round(statistics.median(t.startup_s for t in tracer_runs), 3),
         "first_row_s_median": round(statistics.median(t.first_row_s for t in every), 3),
         "peak_rss_mb_max": round(max(t.peak_rss_mb for t in every), 1),

@@ -126,8 +126,11 @@ def figures(
     off: list[float],
     on: list[float],
     tracer_runs: Sequence[Any],
+    loads: Sequence[float] = (),
 ) -> dict[str, Any]:
-    """One row of `by_rate`: the cost of one probe variant at one offered rate."""
+    """One row of `by_rate`: the cost of one probe variant at one offered rate; `loads`: the
+    host's 1-min load average at each round's start (a throughput ratio means little on a
+    busy shared host)."""
     spec = parse(rate)
     busy = [
         ln
@@ -164,6 +167,8 @@ def figures(
         **lost_split([t.lines for t in tracer_runs]),
         "flows": spec.flows,
         "one_segment_skbs": spec.one_segment,
+        "host_load_avg_1m_min": min(loads, default=None),
+        "host_load_avg_1m_max": max(loads, default=None),
     }
 
 

@@ -81,8 +81,9 @@ def test_tracer_cpu_is_the_mean_of_the_runs_that_measured_it() -> None:
         SimpleNamespace(lines=[], cpu_pct=None),  # a run whose window was not marked
         SimpleNamespace(lines=[], cpu_pct=1.5),
     ]
-    row = pr.figures("max", "per-ack", 0.0, [1.0] * 3, [1.0] * 3, runs)
+    row = pr.figures("max", "per-ack", 0.0, [1.0] * 3, [1.0] * 3, runs, [0.5, 2.25, 1.0])
     assert row["tracer_cpu_pct"] == 1.0
+    assert row["host_load_avg_1m_min"] == 0.5 and row["host_load_avg_1m_max"] == 2.25
     assert (
         pr.figures("max", "per-ack", 0.0, [1.0], [1.0], [SimpleNamespace(lines=[])])[
             "tracer_cpu_pct"
