@@ -211,8 +211,10 @@ def _rounds(a: argparse.Namespace, env: LoadEnv, server: list[str], client: list
                     busy = [x for x in lo.lines[1:] if x.get("bpf_runs")]
                     runs = sum(int(x["bpf_runs"]) for x in busy)
                     ns_tot = sum(x["bpf_ns_per_event"] * x["bpf_runs"] for x in busy)
-                    ns_run = ns_tot / max(runs, 1)
+                    ns_run = ns_tot / max(runs, 1)  # over its stats windows (before each read)
                     miss = sum(int(x.get("lost_events", 0)) for x in lo.lines)
+                    evs = [float(x["events_per_s"]) for x in lo.lines[1:]] or [0.0]
+                    runs = round(statistics.mean(evs) * (t1 - t0))  # its events, not windows
                 res[name].append((ns_run, runs / (t1 - t0), miss, bps, cpu))
                 print(
                     f"{name}: {ns_run:.1f} ns/run, {runs / (t1 - t0):.0f} runs/s, {miss} misses"
