@@ -198,7 +198,8 @@ def first_read_option(fn: Any) -> Any:
     default="tracepoint",
     show_default=True,
     help="tcp_probe hook: tracepoint (classic), tp_btf (BTF raw tracepoint: no trace record, "
-    "tcp_sock read at offsets from the kernel's BTF; not shown cheaper here, see "
+    "tcp_sock read at offsets from the kernel's BTF; cheaper in a CPU profile, not by "
+    "throughput here, see "
     "docs/benchmarks.md), auto: tp_btf when possible, else the classic one with the reason. "
     "JSON lines carry the hook in use.",
 )
