@@ -35,6 +35,7 @@ ATTACKS: dict[str, str] = {  # run in this order; future_rounds last (it bans a 
     "sync_amplification": "netdiag.bench.attack.sync_amplification",
     "stalled_reader": "netdiag.bench.attack.stalled_reader",
     "stalled_small": "netdiag.bench.attack.stalled_small",
+    "stalled_goodbye": "netdiag.bench.attack.stalled_goodbye",
     "nested_json": "netdiag.bench.attack.nested_json",
     "slowloris": "netdiag.bench.attack.slowloris",
     "mempool_flood": "netdiag.bench.attack.mempool_flood",

@@ -1,5 +1,6 @@
 """Stalled reader: authenticated peers ask once for a few MB of blocks, then never read.
-The ``small`` variant (``stalled_small``, issue 17) asks for less than the kernel takes.
+The ``small`` variant (``stalled_small``, issue 17) asks for less than the kernel takes; the
+``goodbye`` variant (``stalled_goodbye``) asks as little, then says goodbye (a graceful close).
 
 Each of ``PEERS`` peers completes the handshake, stops reading, sends one batch of
 ``GetBlocks(0, 128)`` worth the kernel's send buffer (tcp_wmem max, 4 MiB here) plus ~4 MB of
@@ -25,11 +26,20 @@ the 60 s idle timeout ended such a session, and its graceful close left the queu
 as an orphan). Judged the same way. Both variants also watch the node's side in sock_diag: the
 bytes its sockets to the attacker hold in the kernel (peak, and at the end of the watch) and
 how many of those sockets are left then — a defended node has freed them all.
+
+Goodbye (``stalled_goodbye``): the small ask, then, ``GOODBYE_AFTER_S`` later, a Disconnect
+("bye"): the node closes gracefully, asyncio has nothing left to send and closes the fd, and the
+kernel keeps the socket as an orphan (FIN-WAIT-1) holding the answers — for as long as the peer
+answers zero-window probes, i.e. for ever (before the close set TCP_USER_TIMEOUT), outside the
+node's connection slots and memory budget, so the peer can reconnect and do it again. Defended
+when the node's kernel has freed every such socket by the end of the watch (sock_diag; the
+attacker sees nothing: the kernel aborts an orphan without a reset).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 import socket
@@ -45,6 +55,8 @@ from netdiag.errors import NetdiagError
 from netdiag.measure import sockdiag
 
 PEERS = 8
+MODES = ("stock", "small", "goodbye")
+GOODBYE_AFTER_S = 3.0  # the node has written every answer by then (the kernel took them)
 SMALL_SHARE = 2  # small asks: each peer asks for the kernel's send buffer (max) / this
 WAITING_BYTES = 4 << 20  # what should wait in the node per peer: well under the 16 MiB cap
 MIN_WAITING = 2 << 20  # asked beyond the kernel's buffers, at the least
@@ -94,9 +106,14 @@ class Seen:
     kernel_bytes_end: int | None = None  # ... at the end of the watch
     node_sockets_end: int | None = None  # how many of them the kernel still holds then
     node_sndbuf_max: int | None = None  # the largest send buffer (tb) seen among them
+    freed_after_s: list[float] = field(default_factory=list)  # last request -> node socket gone
 
 
-def assess(s: Seen, quick: bool) -> Outcome:
+def median_max(xs: list[float]) -> tuple[float | None, float | None]:
+    return (round(statistics.median(xs), 1), round(max(xs), 1)) if xs else (None, None)
+
+
+def assess(s: Seen, quick: bool, mode: str = "stock") -> Outcome:
     ended = len(s.reset_after_s)
     late = [t for t in s.reset_after_s if t > STALL_S + MARGIN_S]
     figures: dict[str, Figure] = {
@@ -114,10 +131,15 @@ def assess(s: Seen, quick: bool) -> Outcome:
         "node_kernel_mb_end": mb(s.kernel_bytes_end),
         "node_sockets_end": s.node_sockets_end,
         "node_sndbuf_mb_max": mb(s.node_sndbuf_max),
+        "node_freed": len(s.freed_after_s),
+        "node_freed_s_median": median_max(s.freed_after_s)[0],
+        "node_freed_s_max": median_max(s.freed_after_s)[1],
     }
     fails: list[str] = []
     if s.sessions < PEERS:
         fails.append(f"only {s.sessions} of {PEERS} sessions opened")
+    if mode == "goodbye":
+        return _assess_goodbye(s, quick, figures, fails)
     if ended < s.sessions:
         fails.append(f"{s.sessions - ended} sessions not ended by the node")
     if late:
@@ -155,21 +177,52 @@ def assess(s: Seen, quick: bool) -> Outcome:
     return Outcome(defended=not fails, why=why, figures=figures)
 
 
+def _assess_goodbye(s: Seen, quick: bool, figures: dict[str, Figure], fails: list[str]) -> Outcome:
+    """The goodbye variant: the node closes each session gracefully at the peer's request; what
+    counts is whether its kernel frees the sockets (orphans) still holding the answers."""
+    if s.node_sockets_end is None:
+        fails.append("the node's sockets were not seen (sock_diag)")
+    elif s.node_sockets_end:
+        fails.append(
+            f"{s.node_sockets_end} node sockets still held at the end of the watch "
+            f"({figures['node_kernel_mb_end']} MB in their send queues)"
+        )
+    freed = (
+        f"{len(s.freed_after_s)} freed by the node's kernel {figures['node_freed_s_median']} s "
+        f"(median; max {figures['node_freed_s_max']} s) after the last request"
+        if s.freed_after_s
+        else "none freed by the node's kernel"
+    )
+    why = (
+        f"{s.sessions} peers asked {figures['asked_mb_per_peer']} MB each, stopped reading and "
+        f"said goodbye; {freed}; the node's kernel held {figures['node_kernel_mb_peak']} MB for "
+        f"them at the peak, {figures['node_kernel_mb_end']} MB in {s.node_sockets_end} sockets "
+        "at the end"
+    )
+    if quick:
+        return Outcome(defended=None, why=why + " (quick: not judged)", figures=figures)
+    if fails:
+        why += " — " + "; ".join(fails)
+    return Outcome(defended=not fails, why=why, figures=figures)
+
+
 def mb(n: int | None) -> float | None:
     return None if n is None else round(n / 1e6, 2)
 
 
-def node_side(port: int, peer_ports: set[int]) -> tuple[int, int, int] | None:
-    """The node's sockets to ``peer_ports`` (sock_diag, any state but LISTEN and TIME-WAIT):
-    how many, their send queues summed (unacked + unsent bytes) and the largest send buffer;
+def node_side(port: int, peer_ports: set[int]) -> dict[int, tuple[int, int]] | None:
+    """The node's sockets to ``peer_ports`` (sock_diag, any state but LISTEN and TIME-WAIT,
+    orphans included): per peer port, its send queue (unacked + unsent bytes) and send buffer;
     None when sock_diag does not answer."""
     try:
         conns = sockdiag.snapshot(ports=[port])
     except (OSError, NetdiagError):
         return None
-    mine = [c for c in conns if c.lport == port and c.rport in peer_ports]
-    sndbuf = max((c.skmem.sndbuf for c in mine if c.skmem is not None), default=0)
-    return len(mine), sum(c.wqueue for c in mine), sndbuf
+    return {
+        c.rport: (c.wqueue, c.skmem.sndbuf if c.skmem is not None else 0)
+        for c in conns
+        if c.lport == port and c.rport in peer_ports
+    }
 
 
 def tcp_state(peer: WirePeer) -> int | None:
@@ -212,14 +265,21 @@ class StalledReader(AsyncAttack):
     rss_bound = 1.25
     growth_bound = 0.9
 
-    def __init__(self, small: bool = False) -> None:
-        self.small = small
-        if small:
+    def __init__(self, mode: str = "stock") -> None:
+        assert mode in MODES, mode
+        self.mode = mode
+        if mode == "small":
             self.name = "stalled_small"
             self.summary = (
                 "peers ask once for half a kernel send buffer of blocks (all taken by the node's"
                 " kernel, nothing waits in the node), never read: cut by the write-stall check on"
                 " the kernel's send queue"
+            )
+        elif mode == "goodbye":
+            self.name = "stalled_goodbye"
+            self.summary = (
+                "peers ask once for half a kernel send buffer of blocks, never read, say goodbye:"
+                " the node's kernel frees the closed sockets (no orphan kept, TCP_USER_TIMEOUT)"
             )
 
     async def _run(self, ctx: AttackContext) -> Outcome:
@@ -231,7 +291,7 @@ class StalledReader(AsyncAttack):
         # size the request to the chain (wait for it to grow when it is short, not in quick)
         kernel = kernel_sndbuf_max()
         target_bytes, min_bytes = kernel + WAITING_BYTES, kernel + MIN_WAITING
-        if self.small:
+        if self.mode != "stock":
             target_bytes = kernel // SMALL_SHARE
             min_bytes = target_bytes // 2
         grow_end = loop.time() + (0.0 if ctx.quick else GROW_WAIT_S)
@@ -260,14 +320,19 @@ class StalledReader(AsyncAttack):
             for k in range(s.requests_per_peer)
         )
         peers: list[WirePeer] = []
+        last_at: dict[int, float] = {}  # peer port -> its last request
 
-        async def stall(peer: WirePeer) -> None:
+        async def stall(peer: WirePeer, port: int) -> None:
             cast(asyncio.Transport, peer.writer.transport).pause_reading()  # never read
             try:
                 await asyncio.wait_for(peer.send_raw(batch), 10.0)
             except (OSError, TimeoutError, ssl.SSLError):
                 return  # could not even ask: not counted as a reset after the request
-            last = loop.time()
+            last = last_at[port] = loop.time()
+            if self.mode == "goodbye":
+                await asyncio.sleep(GOODBYE_AFTER_S)
+                with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+                    await asyncio.wait_for(peer.send_raw(frame({"t": "bye", "reason": "x"})), 5)
             while loop.time() - last < watch_s:
                 state = tcp_state(peer)
                 if state is not None and state != TCP_ESTABLISHED:
@@ -278,14 +343,21 @@ class StalledReader(AsyncAttack):
         tasks: list[asyncio.Task[None]] = []
         peer_ports: set[int] = set()
 
+        freed: set[int] = set()
+
         def sample() -> None:
             seen = node_side(node.p2p_port, peer_ports)
             if seen is None:
                 return
-            n, queued, sndbuf = seen
-            s.node_sockets_end, s.kernel_bytes_end = n, queued
+            queued = sum(q for q, _ in seen.values())
+            s.node_sockets_end, s.kernel_bytes_end = len(seen), queued
             s.kernel_bytes_peak = max(s.kernel_bytes_peak or 0, queued)
+            sndbuf = max((b for _, b in seen.values()), default=0)
             s.node_sndbuf_max = max(s.node_sndbuf_max or 0, sndbuf)
+            for port, at in last_at.items():
+                if port not in seen and port not in freed:
+                    freed.add(port)
+                    s.freed_after_s.append(loop.time() - at)
 
         try:
             while len(peers) < PEERS and loop.time() < connect_end:
@@ -303,9 +375,10 @@ class StalledReader(AsyncAttack):
                     await asyncio.sleep(0.5)
                     continue
                 peers.append(peer)
-                peer_ports.add(int(peer.writer.get_extra_info("sockname")[1]))
+                port = int(peer.writer.get_extra_info("sockname")[1])
+                peer_ports.add(port)
                 s.sessions += 1
-                tasks.append(asyncio.create_task(stall(peer)))
+                tasks.append(asyncio.create_task(stall(peer, port)))
                 ctx.progress(f"{s.sessions} peers asked {asked / 1e6:.1f} MB each, not reading")
             while not all(task.done() for task in tasks):
                 await asyncio.sleep(0.5)
@@ -326,7 +399,7 @@ class StalledReader(AsyncAttack):
                 s.stall_hits = delta
             else:
                 s.buffer_hits = delta
-        return assess(s, ctx.quick)
+        return assess(s, ctx.quick, self.mode)
 
 
 ATTACK = StalledReader()

@@ -6,4 +6,4 @@ from __future__ import annotations
 
 from netdiag.bench.attack.stalled_reader import StalledReader
 
-ATTACK = StalledReader(small=True)
+ATTACK = StalledReader("small")

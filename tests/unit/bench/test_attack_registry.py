@@ -224,3 +224,29 @@ def test_stalled_reader_not_defended_while_the_nodes_kernel_still_holds_our_sock
     )
     assert freed.defended is True, freed.why
     assert freed.figures["node_kernel_mb_peak"] == 8.4 and "at the end" in freed.why
+
+
+def test_stalled_goodbye_is_judged_by_the_node_sockets_its_kernel_still_holds() -> None:
+    from netdiag.bench.attack.stalled_reader import PEERS, assess
+
+    a = load_attack("stalled_goodbye")
+    assert a.name == "stalled_goodbye" and "goodbye" in a.summary and "orphan" in a.summary
+    # no reset reaches the attacker and no limit is hit: only the node's side counts
+    base = {"reset_after_s": [], "stall_hits": 0.0, "kernel_bytes_peak": 12_000_000}
+    kept = assess(
+        _seen(**base, kernel_bytes_end=11_900_000, node_sockets_end=PEERS),  # type: ignore[arg-type]
+        quick=False,
+        mode="goodbye",
+    )
+    assert kept.defended is False and "still held" in kept.why and "none freed" in kept.why
+    freed = assess(
+        _seen(**base, kernel_bytes_end=0, node_sockets_end=0, freed_after_s=[13.0] * PEERS),  # type: ignore[arg-type]
+        quick=False,
+        mode="goodbye",
+    )
+    assert freed.defended is True, freed.why
+    assert freed.figures["node_freed"] == PEERS and freed.figures["node_freed_s_median"] == 13.0
+    unseen = assess(_seen(**base), quick=False, mode="goodbye")  # type: ignore[arg-type]
+    assert unseen.defended is False and "not seen" in unseen.why
+    quick = assess(_seen(**base, node_sockets_end=PEERS), quick=True, mode="goodbye")  # type: ignore[arg-type]
+    assert quick.defended is None
