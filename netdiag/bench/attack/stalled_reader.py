@@ -104,7 +104,7 @@ class Seen:
     # the node's side (sock_diag; None: not seen): its sockets to our peers
     kernel_bytes_peak: int | None = None  # their send queues (unacked + unsent), summed, peak
     kernel_bytes_end: int | None = None  # ... at the end of the watch
-    node_sockets_end: int | None = None  # how many of them the kernel still holds then
+    node_sockets_end: int | None = None  # how many of them still hold something then
     node_sndbuf_max: int | None = None  # the largest send buffer (tb) seen among them
     freed_after_s: list[float] = field(default_factory=list)  # last request -> node socket gone
 
@@ -211,9 +211,11 @@ def mb(n: int | None) -> float | None:
 
 
 def node_side(port: int, peer_ports: set[int]) -> dict[int, tuple[int, int]] | None:
-    """The node's sockets to ``peer_ports`` (sock_diag, any state but LISTEN and TIME-WAIT,
-    orphans included): per peer port, its send queue (unacked + unsent bytes) and send buffer;
-    None when sock_diag does not answer."""
+    """The node's sockets to ``peer_ports`` that still hold something for them (sock_diag, any
+    state but LISTEN and TIME-WAIT, orphans included): per peer port, its send queue (unacked +
+    unsent bytes) and send buffer; None when sock_diag does not answer. A socket the node has
+    closed whose queue is empty (FIN-WAIT-2: our FIN acknowledged, the peer's awaited for at
+    most tcp_fin_timeout) holds nothing and is left out."""
     try:
         conns = sockdiag.snapshot(ports=[port])
     except (OSError, NetdiagError):
@@ -221,7 +223,9 @@ def node_side(port: int, peer_ports: set[int]) -> dict[int, tuple[int, int]] | N
     return {
         c.rport: (c.wqueue, c.skmem.sndbuf if c.skmem is not None else 0)
         for c in conns
-        if c.lport == port and c.rport in peer_ports
+        if c.lport == port
+        and c.rport in peer_ports
+        and (c.wqueue > 0 or c.state in ("ESTABLISHED", "CLOSE_WAIT"))
     }
 
 
