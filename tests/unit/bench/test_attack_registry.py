@@ -250,3 +250,13 @@ def test_stalled_goodbye_is_judged_by_the_node_sockets_its_kernel_still_holds() 
     assert unseen.defended is False and "not seen" in unseen.why
     quick = assess(_seen(**base, node_sockets_end=PEERS), quick=True, mode="goodbye")  # type: ignore[arg-type]
     assert quick.defended is None
+
+
+def test_stalled_reader_a_session_the_node_never_held_output_for_is_counted_apart() -> None:
+    from netdiag.bench.attack.stalled_reader import PEERS, assess
+
+    one_absorbed = {"reset_after_s": [12.5] * (PEERS - 1), "stall_hits": float(PEERS - 1)}
+    out = assess(_seen(**one_absorbed, never_held=1), quick=False)  # type: ignore[arg-type]
+    assert out.defended is True and out.figures["node_never_held"] == 1, out.why
+    missed = assess(_seen(**one_absorbed), quick=False)  # type: ignore[arg-type]
+    assert missed.defended is False and "not ended" in missed.why
