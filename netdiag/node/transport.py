@@ -1,8 +1,9 @@
 """Thin asyncio transport around the sans-I/O PeerProtocol: one Connection per TCP stream.
 
-The read loop enforces the handshake and idle timeouts, throttles reads to the per-peer byte
-rate, drops messages over the per-peer message rate, and does TLS itself over memory BIOs
-(tlsio.py) inside the same handshake deadline. A peer whose unread output exceeds the
+The read loop enforces the handshake and idle timeouts (idle: no complete frame, so a frame
+trickled a byte at a time ends too), throttles reads to the per-peer byte rate, drops messages
+over the per-peer message rate, and does TLS itself over memory BIOs (tlsio.py) inside the
+same handshake deadline. A peer whose unread output exceeds the
 write-buffer cap, who acknowledges none of our output for the write-stall timeout while some
 waits — in the node or, unacknowledged, in the kernel's send queue (a reader that stopped
 reading: zero window) — or whose buffered bytes exceed its memory budget is cut: the socket is
@@ -158,6 +159,10 @@ class Connection:
         self.idle_timeout_s = idle_timeout_s
         self.connected_at = time.monotonic()
         self.last_recv = self.connected_at
+        # the last complete frame: idle is no complete frame for idle_timeout_s, not no byte —
+        # a peer trickling one frame a byte at a time would otherwise hold up to max_frame_bytes
+        # buffered in the decoder for ever, a byte per idle timeout
+        self.last_frame = self.connected_at
         self.peer_id: bytes | None = None
         self.listen_addr: str | None = None
         self.probe = False  # dialed as a discovery probe (the shell knows; the address does not)
@@ -506,7 +511,7 @@ class Connection:
                 # The handshake has one absolute deadline (a trickling peer cannot stretch it);
                 # after it, each read must arrive within the idle timeout.
                 if self.is_open:
-                    timeout = self.idle_timeout_s
+                    timeout = self.last_frame + self.idle_timeout_s - time.monotonic()
                 else:
                     timeout = self.connected_at + self.handshake_timeout_s - time.monotonic()
                 try:
@@ -515,7 +520,9 @@ class Connection:
                     what = "idle" if self.is_open else "handshake"
                     limit = self.idle_timeout_s if self.is_open else self.handshake_timeout_s
                     handler.on_limit(self, f"{what}_timeout")
-                    self.close(f"{what} timeout after {limit:g} s")
+                    partial = self.proto.decoder.buffered
+                    part = f" ({partial} bytes of a frame never completed)" if partial else ""
+                    self.close(f"{what} timeout after {limit:g} s{part}")
                     break
                 if not data:
                     reason = "peer closed the connection"
@@ -540,6 +547,8 @@ class Connection:
                     handler.on_limit(self, "peer_bytes_rate")
                     await asyncio.sleep(delay)  # throttle: TCP backpressure reaches the sender
                 events = self.proto.receive_data(data)
+                if events:
+                    self.last_frame = time.monotonic()
                 if self.ip_msgs is not None:
                     n = sum(isinstance(ev, MessageReceived) for ev in events)
                     delay = self.ip_msgs.wait_time(n) if n else 0.0

@@ -1,0 +1,58 @@
+"""A peer that trickles one frame a byte at a time is idle (found reviewing issue 17's other
+paths): the idle timeout counted any byte as activity, so a peer could send most of a frame
+(up to max_frame_bytes, 4 MiB, buffered in the node's decoder) and then one byte per idle
+timeout, holding that memory and its slot for ever. Idle is now no complete frame for
+``idle_timeout_s``. A peer that keeps sending complete frames is kept. Over the fake transport
+of test_write_stall with short real timeouts; only "it ends" and "still open while frames
+arrive 20 times faster than the timeout" are asserted."""
+
+from __future__ import annotations
+
+import asyncio
+
+from netdiag.node.messages import Blocks, Ping
+from netdiag.node.protocol import encode_frame
+from tests.unit.node import test_write_stall as ws
+
+
+def test_a_peer_trickling_a_frame_a_byte_at_a_time_is_cut_by_the_idle_timeout() -> None:
+    idle_s = 0.5
+
+    async def main() -> None:
+        conn, transport, handler, task = await ws.open_conn()
+        conn.idle_timeout_s = idle_s
+        data = encode_frame(Blocks(9, [bytes(200_000)]))
+        transport.reader.feed_data(data[:-500])  # most of a 200 KB frame at once ...
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for b in data[-500:-1]:  # ... then a byte every idle/5, never the last one
+            if task.done():
+                break
+            transport.reader.feed_data(bytes([b]))
+            await asyncio.sleep(idle_s / 5)
+            assert loop.time() - began < 20 * idle_s, "a trickled frame kept the peer"
+        assert task.done(), "the trickling peer was never cut"
+        assert handler.limits == ["idle_timeout"], handler.limits
+        assert "never completed" in (conn.close_reason or ""), conn.close_reason
+
+    asyncio.run(main())
+
+
+def test_a_peer_sending_complete_frames_is_not_idle() -> None:
+    idle_s = 2.0
+
+    async def main() -> None:
+        conn, transport, handler, task = await ws.open_conn()
+        conn.idle_timeout_s = idle_s
+        ping = encode_frame(Ping(1))
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        while loop.time() - began < 1.5 * idle_s:
+            transport.reader.feed_data(ping)
+            await asyncio.sleep(idle_s / 20)
+        assert conn.is_open and not task.done(), conn.close_reason
+        assert handler.limits == []
+        conn.close("test over")
+        await ws.ended(task)
+
+    asyncio.run(main())
