@@ -3,6 +3,8 @@ never precedes first_ns; run-time stats are on only inside the read window."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,23 +56,42 @@ def test_exact_ns_variant_agrees(loopback_pair: Callable[..., Pair]) -> None:
         assert abs(a["last_ns"] - b["last_ns"]) <= 10_000_000
 
 
+STATS_LINK = "anon_inode:bpf-stats"  # what an fd from BPF_ENABLE_STATS links to (6.x)
+
+
+def _stats_fds() -> list[int]:
+    """Our fds that keep BPF run-time stats on."""
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == STATS_LINK:
+                fds.append(int(fd))
+        except OSError:
+            continue
+    return fds
+
+
 def test_stats_count_runs_only_inside_the_window(loopback_pair: Callable[..., Pair]) -> None:
     pair = loopback_pair(echo=True)
     with _session(pair.port) as s:
         o = Overhead([s])
         try:
             o.open_window()
+            if o.fd is None:
+                err = os.strerror(ctypes.get_errno())
+                pytest.skip(f"bpf(BPF_ENABLE_STATS) refused ({err}): needs CAP_SYS_ADMIN")
+            assert _stats_fds() == [o.fd]  # the link name is right: the check below can fail
             pair.ping_pong(20)
             got = o.sample()
-            if got is None:  # BPF_ENABLE_STATS refused: nothing else to check
-                return
+            assert _stats_fds() == [], "sample() left run-time stats on"
+            assert got is not None
             assert got["bpf_runs"] > 0 and got["bpf_stats_window_s"] > 0
             if Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip() != "0":
                 pytest.skip("kernel.bpf_stats_enabled=1: run-time stats are on for everyone")
             outside = bpfstats.total(bpfstats.read(s.prog_fds())).run_cnt
             pair.ping_pong(20)  # outside any window: no run-time accounting of our programs
             moved = bpfstats.total(bpfstats.read(s.prog_fds())).run_cnt - outside
-            if moved:  # only when another process holds BPF_ENABLE_STATS meanwhile
+            if moved:  # not ours (checked above): another process holds BPF_ENABLE_STATS
                 pytest.skip(f"another process keeps BPF run-time stats on ({moved} runs counted)")
         finally:
             o.close()
