@@ -132,12 +132,8 @@ def figures(
     host's 1-min load average at each round's start (a throughput ratio means little on a
     busy shared host)."""
     spec = parse(rate)
-    busy = [
-        ln
-        for t in tracer_runs
-        for ln in t.lines
-        if ln.get("bpf_runs") is not None and ln["events_per_s"] > 0
-    ]
+    # lines whose stats window counted runs (a window with none has no ns per run)
+    busy = [ln for t in tracer_runs for ln in t.lines if (ln.get("bpf_runs") or 0) > 0]
     return {
         "rate": rate,
         "variant": variant,
@@ -151,11 +147,9 @@ def figures(
         "events_per_s_mean": round(statistics.mean(x["events_per_s"] for x in busy), 1)
         if busy
         else None,
-        "ns_per_event_mean": round(statistics.mean(x["bpf_ns_per_event"] for x in busy), 1)
-        if busy
-        else None,
-        # over all runs of the program (the mean above is per line: a short run's partial,
-        # near-idle lines, where one run costs more, weigh as much as its busy ones)
+        # ns per run over all the windows' runs: the figure (no unweighted per-line mean: a
+        # short run's partial, near-idle lines, where one run costs more, would weigh as much
+        # as its busy ones)
         "ns_per_event_weighted": weighted_ns(busy),
         "events_per_s_max": max((x["events_per_s"] for x in busy), default=None),
         "bpf_cpu_pct_mean": round(statistics.mean(x["bpf_cpu_pct"] for x in busy), 3)
@@ -179,10 +173,11 @@ def _mean_or_none(values: Iterable[float | None]) -> float | None:
 
 def weighted_ns(lines: Sequence[dict[str, Any]]) -> float | None:
     """ns per program run over all the lines' runs (each line: its interval's runs and mean)."""
-    runs = sum(int(x.get("bpf_runs") or 0) for x in lines)
+    counted = [x for x in lines if (x.get("bpf_runs") or 0) > 0]
+    runs = sum(int(x["bpf_runs"]) for x in counted)
     if runs == 0:
         return None
-    total = sum(float(x["bpf_ns_per_event"]) * int(x.get("bpf_runs") or 0) for x in lines)
+    total = sum(float(x["bpf_ns_per_event"]) * int(x["bpf_runs"]) for x in counted)
     return round(total / runs, 1)
 
 

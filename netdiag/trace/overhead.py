@@ -43,7 +43,7 @@ class Overhead:
         if self.fd is not None:
             self.prev, self.t = self._total(), self.clock()
 
-    def sample(self) -> dict[str, float] | None:
+    def sample(self) -> dict[str, float | None] | None:
         """The window's figures (None without one); stats go off again."""
         if self.fd is None or self.prev is None:
             return None
@@ -61,7 +61,8 @@ class Overhead:
         return {
             "bpf_runs": d_cnt,
             "bpf_runs_per_s": round(d_cnt / dt, 1),
-            "bpf_ns_per_event": round(d_ns / d_cnt, 1) if d_cnt else 0.0,
+            # no run in the window (it is short: the first one can be a few ms): no figure
+            "bpf_ns_per_event": round(d_ns / d_cnt, 1) if d_cnt else None,
             "bpf_cpu_pct": round(d_ns / (dt * 1e9) * 100, 4),
             "bpf_stats_window_s": round(dt, 4),
         }
@@ -71,11 +72,14 @@ class Overhead:
         self.fd = None
 
 
-def text(o: dict[str, float] | None) -> str | None:
+def text(o: dict[str, float | None] | None) -> str | None:
     if not o:
         return None
+    ns = o.get("bpf_ns_per_event")
+    if ns is None:
+        return "probe cost: no run in the stats window"
     # runs count every event on the host (filters are applied after the kernel half runs)
     return (
-        f"probe cost {o['bpf_runs_per_s']:,.0f} runs/s × {o['bpf_ns_per_event']:.0f} ns "
+        f"probe cost {o['bpf_runs_per_s']:,.0f} runs/s × {ns:.0f} ns "
         f"= {o['bpf_cpu_pct']:.3f}% of one CPU"
     )

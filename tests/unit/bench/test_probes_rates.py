@@ -55,15 +55,19 @@ def test_lost_events_split_by_cause_from_each_runs_last_cumulative_stats() -> No
 def test_a_rate_row_has_ratio_cost_and_lost_figures() -> None:
     lines = [
         {"bpf_runs": 10, "events_per_s": 1000.0, "bpf_ns_per_event": 200.0, "bpf_cpu_pct": 0.02},
-        {"bpf_runs": 0, "events_per_s": 0.0, "bpf_ns_per_event": 0.0, "bpf_cpu_pct": 0.0},
+        {"bpf_runs": 0, "events_per_s": 0.0, "bpf_ns_per_event": None, "bpf_cpu_pct": 0.0},
+        # events in the interval but none in its stats window: no cost figure, left out
+        {"bpf_runs": 0, "events_per_s": 500.0, "bpf_ns_per_event": None, "bpf_cpu_pct": 0.0},
+        {"bpf_runs": 30, "events_per_s": 3000.0, "bpf_ns_per_event": 100.0, "bpf_cpu_pct": 0.03},
         {"stats": {"lost_events": 0, "recursion_misses": 4}, "lost_events": 4},
     ]
     row = pr.figures(
         "small:4", "per-ack", 0.0, [10.0, 12.0], [9.0, 12.0], [SimpleNamespace(lines=lines)]
     )
     assert row["flows"] == 4 and row["one_segment_skbs"] is False
-    assert row["events_per_s_mean"] == 1000.0 and row["ns_per_event_mean"] == 200.0
-    assert row["ns_per_event_weighted"] == 200.0
+    assert row["events_per_s_mean"] == 2000.0 and row["bpf_cpu_pct_mean"] == 0.025
+    assert row["ns_per_event_weighted"] == 125.0  # (10 x 200 + 30 x 100) / 40
+    assert "ns_per_event_mean" not in row  # the per-line mean is gone: noise
     assert row["lost_events"] == 4 and row["lost_recursion_misses"] == 4
     assert row["pair_ratio_median"] == pytest.approx((0.9 + 1.0) / 2, abs=1e-4)
 
@@ -72,7 +76,8 @@ def test_ns_per_event_is_weighted_by_each_lines_runs() -> None:
     busy = {"bpf_runs": 900, "bpf_ns_per_event": 100.0}
     idle = {"bpf_runs": 100, "bpf_ns_per_event": 1000.0}
     assert pr.weighted_ns([busy, idle]) == 190.0  # the per-line mean would say 550
-    assert pr.weighted_ns([{"bpf_runs": 0, "bpf_ns_per_event": 0.0}]) is None
+    assert pr.weighted_ns([{"bpf_runs": 0, "bpf_ns_per_event": None}]) is None
+    assert pr.weighted_ns([busy, {"bpf_runs": 0, "bpf_ns_per_event": None}]) == 100.0
 
 
 def test_tracer_cpu_is_the_mean_of_the_runs_that_measured_it() -> None:
