@@ -17,7 +17,7 @@ from netdiag.trace import engine, manifest, nodejoin, output, peers, prom
 from netdiag.trace.filters import Filters
 from netdiag.trace.membership import netns_of_pids
 from netdiag.trace.overhead import Overhead
-from netdiag.trace.peers import PEERS_PROBE, overhead_stage
+from netdiag.trace.peers import PEERS_PROBE
 from netdiag.trace.pipeline import Pipeline, age_stage, row_filter, sort_stage
 
 TITLE = "netdiag trace-peers"
@@ -399,8 +399,8 @@ def run_probe(
         assert isinstance(pipe.source, engine.Session)
         cost = Overhead([pipe.source])  # bpf_stats: runs and ns per run, in every frame
         pipe.closers.append(cost.close)
-        pipe.stages.append(overhead_stage(cost))
         pipe.pre_read.append(cost.open_window)  # stats on only just before each read
+        pipe.post_wait.append(cost.sample)  # off as the wait ends, before the read
         if as_json:
             pipe.sinks.append(output.NdjsonSink())
             pipe.run(interval, count, duration, first_s=first_read)

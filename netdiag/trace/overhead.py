@@ -1,7 +1,8 @@
 """Per-event cost and CPU share of attached programs, measured by the kernel (bpf_stats).
 
 Run-time stats are on only in a short window before each read (`open_window()` then
-`sample()`; the pipeline calls both, see Pipeline.pre_read): while they are on, every BPF
+`sample()`; the pipeline calls both, see Pipeline.pre_read and post_wait: sample() as the
+wait ends, before the read and the stages): while they are on, every BPF
 program run on the host — ours and anyone else's — pays two clock reads (sched_clock), which
 in a VM cost about as much as the rest of tcp_peers' per-ACK work (docs/benchmarks.md,
 probes). So the figures are those of the window (`bpf_stats_window_s`, by default the last

@@ -168,15 +168,6 @@ def listen_stage(flt: Filters, members: Membership) -> Stage:
     return stage
 
 
-def overhead_stage(o: Overhead) -> Stage:
-    def stage(frame: Frame) -> None:
-        sample = o.sample()
-        if sample:
-            frame.extra.update(sample)
-
-    return stage
-
-
 def open_source(
     probe: manifest.Probe,
     flt: Filters,
@@ -241,8 +232,8 @@ def build(opts: PeersOptions, warn: Callable[[str], None]) -> Pipeline:
         overhead = Overhead(sessions) if sessions else None
         if overhead is not None:
             pipe.closers.append(overhead.close)
-            pipe.stages.append(overhead_stage(overhead))
             pipe.pre_read.append(overhead.open_window)  # stats on just before each read
+            pipe.post_wait.append(overhead.sample)  # and off as the wait ends, before the read
     except BaseException:
         pipe.close()
         raise

@@ -8,7 +8,7 @@ test can run a pipeline on a fake source and fake stages without a kernel.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,9 +64,15 @@ class Pipeline:
     # measurement that runs only just before the read (the probes' bpf run-time stats)
     pre_read: list[Callable[[], None]] = field(default_factory=list)
     pre_read_s: float = 0.1
+    # called as each wait of frames() ends, before source.read() and the stages (sock_diag,
+    # tcp_info, --node HTTP…), so what they measure is the wait's lead and not the tracer's
+    # own work after it; what they return goes into the frame's header (`extra`)
+    post_wait: list[Callable[[], Mapping[str, Any] | None]] = field(default_factory=list)
 
-    def step(self) -> Frame:
+    def step(self, extra: Mapping[str, Any] | None = None) -> Frame:
         frame = Frame(self.source.read())
+        if extra:
+            frame.extra.update(extra)
         for stage in self.stages:
             stage(frame)
         for sink in self.sinks:
@@ -95,7 +101,10 @@ class Pipeline:
             wait = max(0.0, min(first_s, interval_s) - (start - self.opened))
         while self._wait(tick, wait):
             wait = interval_s
-            yield self.step()
+            extra: dict[str, Any] = {}
+            for fn in self.post_wait:
+                extra.update(fn() or {})
+            yield self.step(extra)
             n += 1
             if count is not None and n >= count:
                 return

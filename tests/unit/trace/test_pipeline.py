@@ -423,6 +423,38 @@ def test_pre_read_hooks_run_a_short_lead_before_every_read() -> None:
     ]
 
 
+def test_the_stats_window_closes_as_the_wait_ends_before_the_read_and_the_stages() -> None:
+    """sample() must not count the tracer's own work after the wait (sock_diag, tcp_info,
+    --node HTTP): it runs right after the lead, before source.read() and every stage."""
+    events: list[str] = []
+
+    class Src(FakeSource):
+        def read(self) -> Snapshot:
+            events.append("read")
+            return super().read()
+
+    class Log:
+        def wait(self, seconds: float) -> bool:
+            events.append("wait")
+            return True
+
+    def sample() -> dict[str, Any]:
+        events.append("sample")
+        return {"bpf_runs": 3}
+
+    p = Pipeline(
+        Src([_snap([]) for _ in range(2)]),
+        stages=[lambda _f: events.append("stage")],
+        pre_read=[lambda: events.append("open")],
+        post_wait=[sample],
+    )
+    p.sinks.append(SimpleNamespace(emit=lambda _f: events.append("emit")))
+    frames = list(p.frames(1.0, count=2, ticker=Log(), clock=lambda: 0.0))
+    once = ["wait", "open", "wait", "sample", "read", "stage", "emit"]
+    assert events == once * 2
+    assert all(f.extra["bpf_runs"] == 3 for f in frames)  # what it returned is in the header
+
+
 def test_a_stop_before_the_lead_skips_the_hooks() -> None:
     src = FakeSource([_snap([]) for _ in range(2)])
     opened: list[int] = []
