@@ -137,7 +137,8 @@ BPF_PERCPU_ARRAY(stats, u64, S_SLOTS);
  * the TSC, which in this project's VMs cost about as much as the rest of the program body
  * (docs/benchmarks.md, probes). Per CPU, the time of its first event in the current jiffy
  * (bpf_jiffies64: a load the JIT inlines) is kept and reused until the jiffy changes, so
- * last_ns is that of the CPU's first event in the same kernel tick (at most 1/HZ early).
+ * last_ns is that of the CPU's first event in the same kernel tick (about a tick early: 1/HZ,
+ * more when jiffies lag, e.g. a VM's steal time).
  * Exact where a time decides something finer: a new row (first_ns), the sampled path
  * (SAMPLE_NS), the lifecycle and retransmit events. -DEXACT_NS: a clock read per ACK again. */
 #if SAMPLE_NS > 0 || defined(EXACT_NS)

@@ -15,6 +15,8 @@ from netdiag.bench.traffic import Pair
 from netdiag.trace import bpfstats, engine, manifest
 from netdiag.trace.overhead import Overhead
 
+SLACK_NS = 100_000_000  # last_ns is "about a tick" early: 10 ms at HZ=100, plus jiffies lag
+
 
 def _session(port: int, **defines: int) -> engine.Session:
     p = manifest.load("tcp_peers")
@@ -38,9 +40,11 @@ def test_last_ns_follows_the_traffic_to_the_tick(loopback_pair: Callable[..., Pa
         before = time.monotonic_ns()
         pair.ping_pong(3)
         later = _row(s, pair.cookie)
-        tick_ns = 10_000_000  # 1/HZ at HZ=100, the coarsest Linux has
         assert later["last_ns"] > first["last_ns"]
-        assert before - tick_ns <= later["last_ns"] <= time.monotonic_ns()
+        assert later["last_ns"] <= time.monotonic_ns()
+        # about a tick early (1/HZ); more where jiffies lag (a VM with steal time): a generous
+        # bound, an order of magnitude above a tick at HZ=100
+        assert before - SLACK_NS <= later["last_ns"]
         assert later["events"] > first["events"]
 
 
@@ -52,8 +56,14 @@ def test_exact_ns_variant_agrees(loopback_pair: Callable[..., Pair]) -> None:
         pair.ping_pong(5)
         time.sleep(0.05)
         a, b = _row(tick, pair.cookie), _row(exact, pair.cookie)
+        assert a["events"] > 0 and a["bytes_acked"] > 0
+        # the same events; a recursion miss (one program skipped on a CPU) may differ per program
+        misses = sum(
+            bpfstats.total(bpfstats.read(x.prog_fds())).recursion_misses for x in (tick, exact)
+        )
+        assert abs(a["events"] - b["events"]) <= misses
         assert a["bytes_acked"] == b["bytes_acked"]
-        assert abs(a["last_ns"] - b["last_ns"]) <= 10_000_000
+        assert abs(a["last_ns"] - b["last_ns"]) <= SLACK_NS
 
 
 STATS_LINK = "anon_inode:bpf-stats"  # what an fd from BPF_ENABLE_STATS links to (6.x)
