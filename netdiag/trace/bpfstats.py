@@ -8,6 +8,7 @@ Each program's `run_time_ns` / `run_cnt` is read from /proc/self/fdinfo/<prog fd
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,15 @@ class ProgStats:
     recursion_misses: int = 0
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)  # libc is in the process (no ldconfig fork)
+
+
 def enable() -> int | None:
-    """Turn on run-time stats; returns the fd that keeps them on (None if unsupported)."""
-    libc = ctypes.CDLL(None, use_errno=True)  # libc is in the process (no ldconfig fork)
+    """Turn on run-time stats; returns the fd that keeps them on (None if unsupported:
+    ctypes.get_errno() says why)."""
+    libc = _libc()
     attr = (ctypes.c_uint32 * 4)(BPF_STATS_RUN_TIME, 0, 0, 0)
     fd = libc.syscall(SYS_BPF, BPF_ENABLE_STATS, ctypes.byref(attr), ctypes.sizeof(attr))
     return int(fd) if fd >= 0 else None

@@ -30,6 +30,7 @@ class Overhead:
         self.sessions = sessions
         self.clock, self._enable, self._disable = clock, enable, disable
         self.fd: int | None = None
+        self.refused = False  # BPF_ENABLE_STATS failed once: not retried every interval
         self.prev: bpfstats.ProgStats | None = None
         self.t = 0.0
 
@@ -38,9 +39,14 @@ class Overhead:
         return bpfstats.total(bpfstats.read(fds))
 
     def open_window(self) -> None:
-        """Run-time stats on from now until the next sample()."""
-        if self.fd is None:
+        """Run-time stats on from now until the next sample().
+
+        Each window turns the kernel's bpf_stats_enabled static key on here and off in
+        sample() (unless someone else holds it on): two live code patches, each with IPIs to
+        every CPU, per interval — cheap at one read a second, but not free."""
+        if self.fd is None and not self.refused:
             self.fd = self._enable()
+            self.refused = self.fd is None
         if self.fd is not None:
             self.prev, self.t = self._total(), self.clock()
 

@@ -40,10 +40,18 @@ def test_stats_are_on_only_between_open_window_and_sample() -> None:
     assert st.on == []
 
 
-def test_without_bpf_enable_stats_there_are_no_figures() -> None:
-    o = Overhead([], enable=lambda: None, disable=lambda _fd: None)
-    o.open_window()
-    assert o.sample() is None
+def test_without_bpf_enable_stats_there_are_no_figures_and_no_retry() -> None:
+    tries: list[int] = []
+
+    def refuse() -> int | None:
+        tries.append(1)
+        return None
+
+    o = Overhead([], enable=refuse, disable=lambda _fd: None)
+    for _ in range(3):
+        o.open_window()
+        assert o.sample() is None
+    assert tries == [1]  # refused once: the failure is kept, not retried every interval
 
 
 def test_a_window_with_runs_has_their_mean_cost() -> None:
