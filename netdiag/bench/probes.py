@@ -289,7 +289,8 @@ def overhead(
     # the first rate's first variant's row (ratio, ns/event incl. the weighted figure, lost
     # events) is the summary, plus what only the summary has (the runs' lists, startup, RSS)
     loads = [x for rr in per_rate.values() for x in rr.loads]
-    head = probes_rates.figures(rates[0], first, variants[first], off, on, tracer_runs, loads)
+    # the load range too is the first rate's rounds (those its ratio was measured at)
+    head = probes_rates.figures(rates[0], first, variants[first], off, on, tracer_runs, rr0.loads)
     for k in ("rate", "variant", "sample_ms", "throughput_off_bps", "throughput_on_bps"):
         del head[k]
     ratio = head["throughput_ratio_on_off"]
