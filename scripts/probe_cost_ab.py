@@ -16,7 +16,9 @@ A pseudo-define `NOSTATS=1` loads the variant with the kernel's run-time stats o
 what the stats accounting itself costs. `NAME=trace-peers[:ARG,...]` runs the whole tracer
 (`netdiag trace-peers --json`, each ARG one of its options, e.g. `--no-bpf-stats`) during the
 load, started before the window and stopped after it, and also reports its user+system CPU
-over the window (`tracer_cpu_pct`, from /proc/PID/task/*/schedstat). `--veth`: iperf3 over
+over the window (`tracer_cpu_pct`, from /proc/PID/task/*/schedstat); its ns/run and
+runs/s are from its own lines, over its stats windows (before each read), so its runs/s
+counts every run of the program, as the other variants do. `--veth`: iperf3 over
 the testbed's client — router — server veth path (as `netdiag bench probes overhead`)
 instead of loopback in one namespace. For example,
 before / after a change to bpf/tcp_peers.bpf.c:
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from netdiag.bench import testbed
+from netdiag.bench.probes import cpu_ns
 from netdiag.kernel.bcc_loader import LoadEnv
 from netdiag.trace import bpfstats, loaders
 
@@ -60,14 +63,7 @@ def _variant(text: str) -> tuple[str, Path | None, dict[str, int | str]]:
 
 
 def _cpu_ns(pid: int) -> int:
-    """User + system CPU of all threads of a process so far (schedstat: ns, not ticks)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
+    return cpu_ns(pid) or 0
 
 
 class _Tracer:
@@ -207,17 +203,21 @@ def _rounds(a: argparse.Namespace, env: LoadEnv, server: list[str], client: list
                 runs = e1.run_cnt - e0.run_cnt
                 ns_run = (e1.run_time_ns - e0.run_time_ns) / max(runs, 1)
                 miss = e1.recursion_misses - e0.recursion_misses
+                rps = runs / (t1 - t0)
                 if isinstance(lo, _Tracer):  # its own kernel-measured figures (if stats on)
-                    busy = [x for x in lo.lines[1:] if x.get("bpf_runs")]
+                    windows = [x for x in lo.lines[1:] if x.get("bpf_runs") is not None]
+                    busy = [x for x in windows if x["bpf_runs"] > 0]
                     runs = sum(int(x["bpf_runs"]) for x in busy)
                     ns_tot = sum(x["bpf_ns_per_event"] * x["bpf_runs"] for x in busy)
                     ns_run = ns_tot / max(runs, 1)  # over its stats windows (before each read)
                     miss = sum(int(x.get("lost_events", 0)) for x in lo.lines)
-                    evs = [float(x["events_per_s"]) for x in lo.lines[1:]] or [0.0]
-                    runs = round(statistics.mean(evs) * (t1 - t0))  # its events, not windows
-                res[name].append((ns_run, runs / (t1 - t0), miss, bps, cpu))
+                    # runs/s inside its stats windows: every run of the program, as the other
+                    # variants count them (its events_per_s counts only its rows' events)
+                    win = sum(float(x.get("bpf_stats_window_s") or 0) for x in windows)
+                    rps = runs / win if win > 0 else 0.0
+                res[name].append((ns_run, rps, miss, bps, cpu))
                 print(
-                    f"{name}: {ns_run:.1f} ns/run, {runs / (t1 - t0):.0f} runs/s, {miss} misses"
+                    f"{name}: {ns_run:.1f} ns/run, {rps:.0f} runs/s, {miss} misses"
                     + (f", {bps / 1e9:.2f} Gbit/s" if a.throughput else "")
                     + (f", tracer CPU {cpu:.2f} %" if isinstance(lo, _Tracer) else ""),
                     flush=True,
