@@ -1,8 +1,14 @@
-"""Token buckets for per-peer message and byte rates."""
+"""Token buckets for per-peer message and byte rates, and the slowest rate an honest peer is
+assumed to manage."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+# The slowest an honest peer is assumed to move bytes (8 KiB/s, ~65 kbit/s): a frame in flight
+# from the peer may take idle_timeout_s + its declared length / this to complete (4 MiB: ~572 s;
+# 2 MiB, the largest sync answer: ~316 s). Config-free on purpose.
+MIN_PEER_RATE = 8 << 10  # bytes/s
 
 
 class TokenBucket:

@@ -97,10 +97,16 @@ class FrameDecoder:
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._buf = bytearray()
+        self.completed = 0  # frames reassembled so far (a new partial frame is a new count)
 
     @property
     def buffered(self) -> int:
         return len(self._buf)
+
+    @property
+    def pending_len(self) -> int:
+        """The declared length of the frame in progress (0: none, or its prefix incomplete)."""
+        return LEN.unpack_from(self._buf)[0] if len(self._buf) >= LEN.size else 0
 
     def feed(self, data: bytes, max_frames: int | None = None) -> list[bytes] | Violation:
         self._buf += data
@@ -115,6 +121,7 @@ class FrameDecoder:
                 break
             frames.append(bytes(self._buf[LEN.size : LEN.size + n]))
             del self._buf[: LEN.size + n]
+            self.completed += 1
         return frames
 
 

@@ -1,7 +1,9 @@
 """Thin asyncio transport around the sans-I/O PeerProtocol: one Connection per TCP stream.
 
-The read loop enforces the handshake and idle timeouts (idle: no complete frame, so a frame
-trickled a byte at a time ends too), throttles reads to the per-peer byte rate, drops messages
+The read loop enforces the handshake and idle timeouts (idle: no byte for idle_timeout_s) and a
+deadline for each frame in flight, from its first byte: idle_timeout_s + its declared length /
+MIN_PEER_RATE, so a frame trickled a byte at a time ends too while an honest slow sender's
+large frame does not), throttles reads to the per-peer byte rate, drops messages
 over the per-peer message rate, and does TLS itself over memory BIOs (tlsio.py) inside the
 same handshake deadline. A peer whose unread output exceeds the
 write-buffer cap, who acknowledges none of our output for the write-stall timeout while some
@@ -29,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from netdiag.node.limits import TokenBucket
+from netdiag.node.limits import MIN_PEER_RATE, TokenBucket
 from netdiag.node.messages import TOPIC_BLOCKS, IHave, Message, Publish
 from netdiag.node.protocol import (
     Event,
@@ -159,10 +161,12 @@ class Connection:
         self.idle_timeout_s = idle_timeout_s
         self.connected_at = time.monotonic()
         self.last_recv = self.connected_at
-        # the last complete frame: idle is no complete frame for idle_timeout_s, not no byte —
-        # a peer trickling one frame a byte at a time would otherwise hold up to max_frame_bytes
-        # buffered in the decoder for ever, a byte per idle timeout
-        self.last_frame = self.connected_at
+        # the frame in flight (its first byte arrived then; None: the decoder holds nothing):
+        # it must complete by idle_timeout_s + its declared length / MIN_PEER_RATE, else a peer
+        # trickling one frame a byte per idle timeout would hold up to max_frame_bytes buffered
+        # in the decoder for ever (idle alone counts any byte)
+        self.frame_started: float | None = None
+        self._frame_count = 0  # the decoder's completed count when that frame started
         self.peer_id: bytes | None = None
         self.listen_addr: str | None = None
         self.probe = False  # dialed as a discovery probe (the shell knows; the address does not)
@@ -510,19 +514,16 @@ class Connection:
             while self.close_reason is None:
                 # The handshake has one absolute deadline (a trickling peer cannot stretch it);
                 # after it, each read must arrive within the idle timeout.
+                now = time.monotonic()
                 if self.is_open:
-                    timeout = self.last_frame + self.idle_timeout_s - time.monotonic()
+                    deadline, what = self.read_deadline(now)
                 else:
-                    timeout = self.connected_at + self.handshake_timeout_s - time.monotonic()
+                    deadline, what = self.connected_at + self.handshake_timeout_s, "handshake"
                 try:
-                    data = await self._read(timeout)
+                    data = await self._read(deadline - now)
                 except TimeoutError:
-                    what = "idle" if self.is_open else "handshake"
-                    limit = self.idle_timeout_s if self.is_open else self.handshake_timeout_s
                     handler.on_limit(self, f"{what}_timeout")
-                    partial = self.proto.decoder.buffered
-                    part = f" ({partial} bytes of a frame never completed)" if partial else ""
-                    self.close(f"{what} timeout after {limit:g} s{part}")
+                    self.close(self._timeout_reason(what, time.monotonic()))
                     break
                 if not data:
                     reason = "peer closed the connection"
@@ -547,8 +548,7 @@ class Connection:
                     handler.on_limit(self, "peer_bytes_rate")
                     await asyncio.sleep(delay)  # throttle: TCP backpressure reaches the sender
                 events = self.proto.receive_data(data)
-                if events:
-                    self.last_frame = time.monotonic()
+                self.note_frames(self.last_recv)
                 if self.ip_msgs is not None:
                     n = sum(isinstance(ev, MessageReceived) for ev in events)
                     delay = self.ip_msgs.wait_time(n) if n else 0.0
@@ -568,6 +568,38 @@ class Connection:
             self._handler = None
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+
+    def note_frames(self, now: float) -> None:
+        """After bytes were decoded at ``now``: when a new frame is in flight, it started now."""
+        dec = self.proto.decoder
+        if dec.buffered == 0:
+            self.frame_started = None
+        elif self.frame_started is None or dec.completed != self._frame_count:
+            self.frame_started, self._frame_count = now, dec.completed
+
+    def read_deadline(self, now: float) -> tuple[float, str]:
+        """When the next read must have come, and the limit that ends the peer then: ``idle``
+        (no byte for idle_timeout_s) or ``frame`` (the frame in flight has not completed within
+        idle_timeout_s + its declared length / MIN_PEER_RATE of its first byte)."""
+        idle = self.last_recv + self.idle_timeout_s
+        if self.frame_started is None:
+            return idle, "idle"
+        frame = self.frame_started + self.idle_timeout_s
+        frame += self.proto.decoder.pending_len / MIN_PEER_RATE
+        return (frame, "frame") if frame < idle else (idle, "idle")
+
+    def _timeout_reason(self, what: str, now: float) -> str:
+        dec = self.proto.decoder
+        if what == "handshake":
+            return f"handshake timeout after {self.handshake_timeout_s:g} s"
+        if what == "idle":
+            part = f" ({dec.buffered} bytes of a frame never completed)" if dec.buffered else ""
+            return f"idle timeout after {self.idle_timeout_s:g} s{part}"
+        took = now - (self.frame_started or now)
+        return (
+            f"frame timeout: {dec.buffered} of {dec.pending_len + 4} bytes of a frame in "
+            f"{took:.0f} s (never completed; slower than {MIN_PEER_RATE} B/s)"
+        )
 
     async def _tls_handshake(self, handler: ConnectionHandler) -> str:
         """The TLS handshake, inside the connection's absolute handshake deadline. Returns the

@@ -1,22 +1,30 @@
-"""A peer that trickles one frame a byte at a time is idle (found reviewing issue 17's other
-paths): the idle timeout counted any byte as activity, so a peer could send most of a frame
+"""A peer that trickles one frame a byte at a time is cut (found reviewing issue 17's other
+paths): the idle timeout counts any byte as activity, so a peer could send most of a frame
 (up to max_frame_bytes, 4 MiB, buffered in the node's decoder) and then one byte per idle
-timeout, holding that memory and its slot for ever. Idle is now no complete frame for
-``idle_timeout_s``. A peer that keeps sending complete frames is kept. Over the fake transport
-of test_write_stall with short real timeouts; only "it ends" and "still open while frames
-arrive 20 times faster than the timeout" are asserted."""
+timeout, holding that memory and its slot for ever. A frame in flight now has a deadline
+(transport.read_deadline; test_frame_deadline). A peer that keeps sending complete frames is
+kept. Over the fake transport of test_write_stall with short real timeouts; only "it ends" and
+"still open while frames arrive 20 times faster than the timeout" are asserted."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+import netdiag.node.transport as transport_mod
 from netdiag.node.messages import Blocks, Ping
 from netdiag.node.protocol import encode_frame
 from tests.unit.node import test_write_stall as ws
 
 
-def test_a_peer_trickling_a_frame_a_byte_at_a_time_is_cut_by_the_idle_timeout() -> None:
+def test_a_peer_trickling_a_frame_a_byte_at_a_time_is_cut_by_the_frame_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     idle_s = 0.5
+    # the frame deadline is idle + declared length / MIN_PEER_RATE: a fast floor here keeps the
+    # real run short (test_frame_deadline checks the real floor on an injected clock)
+    monkeypatch.setattr(transport_mod, "MIN_PEER_RATE", 1e9)
 
     async def main() -> None:
         conn, transport, handler, task = await ws.open_conn()
@@ -32,7 +40,7 @@ def test_a_peer_trickling_a_frame_a_byte_at_a_time_is_cut_by_the_idle_timeout() 
             await asyncio.sleep(idle_s / 5)
             assert loop.time() - began < 20 * idle_s, "a trickled frame kept the peer"
         assert task.done(), "the trickling peer was never cut"
-        assert handler.limits == ["idle_timeout"], handler.limits
+        assert handler.limits == ["frame_timeout"], handler.limits
         assert "never completed" in (conn.close_reason or ""), conn.close_reason
 
     asyncio.run(main())
