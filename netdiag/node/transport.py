@@ -2,22 +2,22 @@
 
 The read loop enforces the handshake and idle timeouts (idle: no byte for idle_timeout_s) and a
 deadline for each frame in flight, from its first byte: idle_timeout_s + its declared length /
-MIN_PEER_RATE, so a frame trickled a byte at a time ends too while an honest slow sender's
-large frame does not), throttles reads to the per-peer byte rate, drops messages
-over the per-peer message rate, and does TLS itself over memory BIOs (tlsio.py) inside the
-same handshake deadline. A peer whose unread output exceeds the
-write-buffer cap, who acknowledges none of our output for the write-stall timeout while some
-waits — in the node or, unacknowledged, in the kernel's send queue (a reader that stopped
-reading: zero window) — or whose buffered bytes exceed its memory budget is cut: the socket is
-reset, so what it held for the peer is freed at once (a plain close would keep it until the
-peer reads it, which it never does). A graceful close (ban, idle, shutdown) whose last output
-still waits keeps the same progress-based stall check: the socket is reset (SO_LINGER 0, then
-abort) only once the peer has acknowledged none of it for the write-stall timeout; a slow
-reader that keeps acknowledging gets all of it, within CLOSE_WAIT_MAX stall timeouts of the
-close. What the kernel still holds once asyncio has closed the fd is bounded by the kernel:
-TCP_USER_TIMEOUT (the write-stall timeout) is set before a graceful close, so an orphan whose
-peer neither acknowledges nor opens its window is aborted instead of kept for ever. Everything
-the peer sends is handed to a ConnectionHandler.
+MIN_PEER_RATE, so a frame trickled a byte at a time ends too while an honest slow sender's large
+frame does not), throttles reads to the per-peer byte rate, drops messages over the per-peer
+message rate, and does TLS itself over memory BIOs (tlsio.py) inside the same handshake
+deadline. A peer whose unread output exceeds the write-buffer cap, who acknowledges less than
+MIN_PEER_RATE x the write-stall timeout of our output (or all that was outstanding, if less) in
+that time while some waits — in the node or, unacknowledged, in the kernel's send queue (a
+reader that stopped reading: zero window) — or whose buffered bytes exceed its memory budget is
+cut: the socket is reset, so what it held for the peer is freed at once (a plain close would
+keep it until the peer reads it, which it never does). A graceful close (ban, idle, shutdown)
+whose last output still waits keeps the same progress-based stall check: the socket is reset
+(SO_LINGER 0, then abort) only once the peer has acknowledged too little of it (as above) for
+the write-stall timeout; a slow reader above MIN_PEER_RATE gets all of it, within CLOSE_WAIT_MAX
+stall timeouts of the close. What the kernel still holds once asyncio has closed the fd is
+bounded by the kernel: TCP_USER_TIMEOUT (the write-stall timeout) is set before a graceful
+close, so an orphan whose peer neither acknowledges nor opens its window is aborted instead of
+kept for ever. Everything the peer sends is handed to a ConnectionHandler.
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ def set_notsent_lowat(writer: asyncio.StreamWriter, lowat: int) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, lowat)
     writer.transport.set_write_buffer_limits(high=0)
 
+
+# the least progress that counts in a stall window (about an MSS), however short the timeout
+MIN_PROGRESS = 1460
 
 # a graceful close lets a reader that keeps acknowledging take its last output for at most this
 # many write_stall_timeout_s (120 s by default: 16 MiB at ~140 KB/s), then resets the socket
@@ -150,8 +153,9 @@ class Connection:
         # progress is what the peer acknowledged (TCP_INFO) where the socket reports it, else
         # what the socket took from us; decided once, so the two are never compared
         self._acked = tcp_bytes_acked(writer.get_extra_info("socket"))
-        self._mark = 0  # progress at the last check that saw some
+        self._mark = 0  # progress at the last check that saw enough of it
         self._progress_at = 0.0
+        self._need = 0  # progress that counts as enough from _mark (_min_progress)
         # a graceful close waits for asyncio's buffer to go out; the stall check keeps running
         # over it (check_stall) and resets the socket only when the peer acknowledges nothing
         self._close_wait = False
@@ -309,10 +313,27 @@ class Connection:
         self._account()
 
     def _start_watch(self) -> None:
-        """Start the stall watch from the progress so far: one getsockopt, at most once per
-        check interval (a watch keeps running while output waits, in the node or the kernel)."""
-        self._mark, self._progress_at = self.progress, self._clock()
+        """Start the stall watch from the progress so far: one getsockopt and one ioctl, at
+        most once per check interval (a watch keeps running while output waits, in the node or
+        the kernel)."""
+        self._set_mark(self.progress, self._clock())
         self._watch_stall()
+
+    def _set_mark(self, progress: int, now: float) -> None:
+        """Progress counts from here: the peer must get ``_need`` further within the stall
+        timeout — MIN_PEER_RATE x the timeout (at least MIN_PROGRESS), or all that is
+        outstanding now (node and kernel) if less, so a peer that keeps up with a trickle of
+        output is kept. Without a floor any acknowledged byte reset the clock, and a reader
+        taking a segment per stall timeout (~160 B/s) held up to a send buffer in the kernel and
+        the write cap in the node for ever."""
+        self._mark, self._progress_at = progress, now
+        outstanding = self.writer.transport.get_write_buffer_size()
+        if self._queue is not None:
+            outstanding += self._queue.size
+        if self._acked is not None:
+            outstanding += queued_bytes(self.writer.get_extra_info("socket"))
+        floor = max(MIN_PROGRESS, int(MIN_PEER_RATE * self.write_stall_timeout_s))
+        self._need = max(1, min(floor, outstanding))
 
     def _watch_stall(self) -> None:
         self._stall_timer = asyncio.get_running_loop().call_later(
@@ -321,14 +342,16 @@ class Connection:
 
     def check_stall(self) -> None:
         """The stall watch's timer (tests call it with an injected clock): while output waits
-        in the node or in the kernel's send queue, the peer acknowledging bytes (``progress``)
-        is progress, however slow; none for ``write_stall_timeout_s`` cuts the peer (a zero
-        window: it stopped reading). The kernel's queue counts on its own: a peer that asks for
-        less than the kernel's send buffer plus its own window, then stops reading, leaves the
-        node's buffers empty while megabytes wait unacknowledged in the kernel's. The watch
-        stops once nothing waits in either. After a graceful close it watches asyncio's buffer
-        still going out the same way and, with no progress for that long, resets the socket
-        (SO_LINGER 0, then abort)."""
+        in the node or in the kernel's send queue, the peer must acknowledge (``progress``)
+        ``_need`` bytes per ``write_stall_timeout_s`` — MIN_PEER_RATE x the timeout, or
+        all that was outstanding if less (``_set_mark``); less for that long cuts the
+        peer (a zero window: it stopped reading; or a drip that holds our buffers at a
+        segment per timeout). The kernel's queue counts on its own: a peer that asks for
+        less than the kernel's send buffer plus its own window, then stops reading,
+        leaves the node's buffers empty while megabytes wait unacknowledged in the
+        kernel's. The watch stops once nothing waits in either. After a graceful close
+        it watches asyncio's buffer still going out the same way and, with no progress
+        for that long, resets the socket (SO_LINGER 0, then abort)."""
         if self._stall_timer is not None:  # one timer per connection, also when called early
             self._stall_timer.cancel()
             self._stall_timer = None
@@ -355,18 +378,19 @@ class Connection:
             self._close_wait = False
             reset(self.writer)
             return
-        if progress != self._mark:
-            self._mark, self._progress_at = progress, now
+        if progress - self._mark >= self._need:
+            self._set_mark(progress, now)
         elif now - self._progress_at >= self.write_stall_timeout_s:
             if self._close_wait:  # closed already: nothing to report, only the socket to free
                 self._close_wait = False
                 reset(self.writer)
                 return
             where = f"{held} bytes waiting" if held else f"{queued} bytes in the kernel's queue"
+            got = progress - self._mark
             self.cut(
                 "write_stall",
-                f"write stalled: peer does not read ({where}, none acknowledged "
-                f"for {now - self._progress_at:.1f} s)",
+                f"write stalled: peer does not read ({where}, {got} acknowledged in "
+                f"{now - self._progress_at:.1f} s, under {self._need})",
             )
             return
         self._watch_stall()
@@ -491,7 +515,7 @@ class Connection:
                     self._close_wait = True
                     self._close_by = self._clock() + CLOSE_WAIT_MAX * self.write_stall_timeout_s
                     if not watching:
-                        self._mark, self._progress_at = self.progress, self._clock()
+                        self._set_mark(self.progress, self._clock())
                     self._watch_stall()
 
     async def run(self, handler: ConnectionHandler) -> None:

@@ -11,8 +11,11 @@ import asyncio
 import socket
 from typing import Any
 
+from netdiag.node.limits import MIN_PEER_RATE
 from netdiag.node.transport import CLOSE_WAIT_MAX
 from tests.unit.node import test_write_stall as ws
+
+PER_STALL = int(MIN_PEER_RATE * ws.STALL_S)  # what a reader at the floor gets per stall timeout
 
 
 def test_a_graceful_close_to_a_reader_that_keeps_acknowledging_is_not_reset() -> None:
@@ -52,12 +55,12 @@ def test_a_graceful_close_to_a_reader_that_acknowledges_nothing_is_reset_after_t
         assert transport.sock is not None
         transport.sock.setsockopt = lambda *a: lingers.append(a)  # type: ignore[method-assign]
         transport.reading = False
-        for _ in range(50):
+        for _ in range(250):  # ~1 MB
             conn.send(ws.ANSWER)
         conn.close("banned")
-        for _ in range(10):  # ten stall timeouts in all, acknowledging a little each time
-            transport.take(500)
-            transport.ack(500)
+        for _ in range(10):  # ten stall timeouts in all, at the floor rate (MIN_PEER_RATE)
+            transport.take(PER_STALL)
+            transport.ack(PER_STALL)
             clock.now += 0.9 * ws.STALL_S
             conn.check_stall()
             assert not transport.aborted, "reset while the peer was acknowledging"
@@ -99,20 +102,20 @@ def test_a_graceful_close_keeps_the_stall_mark_of_output_already_waiting() -> No
 
 
 def test_a_graceful_close_ends_after_its_overall_bound_however_the_peer_acknowledges() -> None:
-    # A peer that acknowledges a little before every stall check would hold the closed
-    # connection's last output and socket for ever (its budget and slot are already released):
-    # the close is reset after CLOSE_WAIT_MAX stall timeouts, not before.
+    # A peer that acknowledges enough before every stall check would hold the closed
+    # connection's last output and socket for a long time (its budget and slot are already
+    # released): the close is reset after CLOSE_WAIT_MAX stall timeouts, not before.
     async def main() -> None:
         clock = ws.Clock()
         conn, transport, handler, task = await ws.open_conn(clock=clock)
         transport.reading = False
-        for _ in range(50):
+        for _ in range(700):  # ~2.8 MB: more than the reader gets within the bound
             conn.send(ws.ANSWER)
         conn.close("idle")
         steps = 0
         while not transport.aborted and steps < 4 * CLOSE_WAIT_MAX:
-            transport.take(1)
-            transport.ack(1)  # a byte now and then: progress every check
+            transport.take(PER_STALL)
+            transport.ack(PER_STALL)  # at the floor rate or faster: enough progress every check
             clock.now += 0.5 * ws.STALL_S
             conn.check_stall()
             steps += 1
@@ -120,5 +123,28 @@ def test_a_graceful_close_ends_after_its_overall_bound_however_the_peer_acknowle
         assert steps == 2 * CLOSE_WAIT_MAX  # at the bound (0.5 stall timeouts a step), not before
         assert await ws.ended(task)
         assert handler.closed == ["idle"] and handler.limits == []
+
+    asyncio.run(main())
+
+
+def test_a_graceful_close_to_a_reader_dripping_a_segment_per_check_is_reset_at_the_stall() -> None:
+    # Under the floor (MIN_PEER_RATE): a segment per check is not progress, so the closing
+    # socket is reset at the stall timeout, not kept until CLOSE_WAIT_MAX.
+    async def main() -> None:
+        clock = ws.Clock()
+        conn, transport, _handler, task = await ws.open_conn(clock=clock)
+        transport.reading = False
+        for _ in range(50):
+            conn.send(ws.ANSWER)
+        conn.close("idle")
+        steps = 0
+        while not transport.aborted and steps < 4 * CLOSE_WAIT_MAX:
+            transport.take(1460)
+            transport.ack(1460)
+            clock.now += 0.5 * ws.STALL_S
+            conn.check_stall()
+            steps += 1
+        assert transport.aborted and steps == 2  # at the stall timeout
+        assert await ws.ended(task)
 
     asyncio.run(main())

@@ -4,8 +4,9 @@ window, then stops reading, leaves the node's own buffers empty while megabytes 
 unacknowledged, in the kernel's queue; the stall check used to run only while the node's buffer
 held something, so only the 60 s idle timeout ended such a session. The watch now also reads
 the kernel's queue (SIOCOUTQ: unacknowledged + unsent) when nothing waits in the node: no
-acknowledged byte while it is non-empty for the stall timeout cuts the peer; any acknowledged
-byte resets the clock (an honest slow reader is kept); once both are empty the watch stops.
+acknowledged byte while it is non-empty for the stall timeout cuts the peer; acknowledging
+MIN_PEER_RATE x the timeout resets the clock (an honest slow reader is kept); once both are
+empty the watch stops.
 Over the fake transport and socket of test_write_stall (the kernel's queue is the fake socket's
 ``inflight``), on an injected clock."""
 
@@ -16,6 +17,8 @@ import asyncio
 import pytest
 
 from netdiag.node import transport as transport_mod
+from netdiag.node.limits import MIN_PEER_RATE
+from netdiag.node.messages import Blocks
 from tests.unit.node import test_write_stall as ws
 
 
@@ -53,12 +56,11 @@ def test_a_slow_reader_acknowledging_what_waits_in_the_kernel_is_kept_until_it_s
         conn, transport, handler, task = await ws.open_conn(clock=clock)
         assert transport.sock is not None
         transport.reading = False
-        transport.room = 1 << 20
-        for _ in range(10):
-            conn.send(ws.ANSWER)
+        transport.room = 4 << 20
+        conn.send(Blocks(1, [bytes(2 << 20)]))  # all in the kernel: its buffer takes it
         for _ in range(20):  # 18 stall timeouts of injected time
             clock.now += 0.9 * ws.STALL_S
-            transport.ack(100)  # a little acknowledged in every interval: progress
+            transport.ack(int(MIN_PEER_RATE * ws.STALL_S))  # at the floor rate: progress
             conn.check_stall()
             assert conn.is_open, conn.close_reason
         assert conn.write_held == 0 and transport.sock.inflight > 0 and handler.limits == []

@@ -21,6 +21,7 @@ import pytest
 
 from netdiag.node import transport as transport_mod
 from netdiag.node.crypto import Identity
+from netdiag.node.limits import MIN_PEER_RATE
 from netdiag.node.messages import Blocks, Ping
 from netdiag.node.protocol import PeerProtocol, State
 from netdiag.node.sockets import TCP_INFO_BYTES_ACKED, TCP_INFO_BYTES_ACKED_AT, queued_bytes
@@ -260,18 +261,19 @@ def test_a_slow_reader_is_not_cut_while_it_acknowledges_bytes_though_the_kernel_
 ):
     # The review's case: a sync answer lifts the unsent bound; the kernel then takes nothing
     # from asyncio's buffer for ~15 s while the peer steadily receives 100 KB/s. Progress is
-    # what the peer acknowledges, so it is kept; once it acknowledges nothing, it is cut.
+    # what the peer acknowledges, so it is kept (at MIN_PEER_RATE or faster); once it
+    # acknowledges nothing, it is cut.
     async def main() -> None:
         clock = Clock()
         conn, transport, handler, task = await open_conn(clock=clock)
         transport.reading = False
-        conn.send(ANSWER)
-        transport.take(4000)  # in the kernel, then the kernel takes nothing more
+        conn.send(Blocks(1, [bytes(2 << 20)]))  # a large answer: the bound lifted ...
+        transport.take(2 << 20)  # ... it is in the kernel, then the kernel takes nothing more
         taken = conn.taken
         for _ in range(20):  # 18 stall timeouts of injected time
             conn.send(ANSWER)  # more output than it reads: the backlog grows
             clock.now += 0.9 * STALL_S
-            transport.ack(100)  # but it receives a little in every interval
+            transport.ack(int(MIN_PEER_RATE * STALL_S))  # it receives at the floor rate
             conn.check_stall()
             assert conn.is_open, conn.close_reason
         assert conn.taken == taken and handler.limits == []
@@ -317,10 +319,11 @@ def test_without_tcp_info_the_kernel_taking_bytes_is_progress() -> None:
         clock = Clock()
         conn, transport, handler, task = await open_conn(tcp=False, clock=clock)
         transport.reading = False
+        conn.send(Blocks(1, [bytes(1 << 20)]))
         for _ in range(10):
             conn.send(ANSWER)
             clock.now += 0.9 * STALL_S
-            transport.take(100)
+            transport.take(int(MIN_PEER_RATE * STALL_S))  # at the floor rate
             conn.check_stall()
         assert conn.is_open and handler.limits == []
         clock.now += STALL_S

@@ -1,0 +1,86 @@
+"""The stall check wants a minimum of progress per stall timeout (review): any acknowledged
+byte used to reset its clock, so a reader taking about a segment per timeout (~160 B/s) kept
+up to a send buffer in the node's kernel and the write cap in the node, indefinitely. Now the
+peer must acknowledge MIN_PEER_RATE x the timeout (or all that was outstanding, if less) per
+timeout. Over the fake transport and socket of test_write_stall (fake progress), on an
+injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from netdiag.node import transport as transport_mod
+from netdiag.node.limits import MIN_PEER_RATE
+from netdiag.node.messages import Blocks, Ping
+from tests.unit.node import test_write_stall as ws
+
+STEP = 0.25  # of a stall timeout: the watch's own check interval
+
+
+@pytest.fixture(autouse=True)
+def fake_kernel_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport_mod, "queued_bytes", ws.fake_queued_bytes)
+
+
+def drip(rate: float, timeouts: float) -> tuple[bool, list[str]]:
+    """A reader acknowledging ``rate`` B/s of 4 MiB waiting in the kernel; is it still open
+    after ``timeouts`` stall timeouts, and the limits hit."""
+
+    async def main() -> tuple[bool, list[str]]:
+        clock = ws.Clock()
+        conn, transport, handler, task = await ws.open_conn(clock=clock)
+        sock = transport.sock
+        assert sock is not None
+        transport.reading = False
+        transport.room = 8 << 20
+        conn.send(Blocks(1, [bytes(4 << 20)]))  # all in the kernel: nothing waits in the node
+        base, got = sock.acked, 0.0
+        for _ in range(int(timeouts / STEP)):
+            clock.now += STEP * ws.STALL_S
+            got += rate * STEP * ws.STALL_S
+            transport.ack(int(got) - (sock.acked - base))
+            conn.check_stall()
+            if not conn.is_open:
+                break
+        still = conn.is_open
+        if still:
+            conn.close("test over", flush=False, abort=True)
+        await ws.ended(task)
+        return still, handler.limits
+
+    return asyncio.run(main())
+
+
+def test_a_reader_dripping_a_segment_per_check_is_cut() -> None:
+    still, limits = drip(160.0, 10)
+    assert not still and limits == ["write_stall"]
+
+
+def test_a_reader_at_the_floor_rate_or_faster_is_kept() -> None:
+    for rate in (MIN_PEER_RATE, 2 * MIN_PEER_RATE):
+        still, limits = drip(float(rate), 10)
+        assert still and limits == [], rate
+
+
+def test_a_peer_keeping_up_with_a_trickle_of_output_is_kept() -> None:
+    # Little outstanding (a ping now and then): acknowledging all of it is enough progress.
+    async def main() -> None:
+        clock = ws.Clock()
+        conn, transport, handler, task = await ws.open_conn(clock=clock)
+        assert transport.sock is not None
+        transport.reading = False
+        transport.room = 1 << 20
+        for i in range(40):  # 10 stall timeouts
+            conn.send(Ping(i))
+            clock.now += STEP * ws.STALL_S
+            if i % 4 == 3:  # acknowledges what waits once per stall timeout, ~1 ping behind
+                transport.ack(transport.sock.inflight - 10)
+            conn.check_stall()
+            assert conn.is_open, conn.close_reason
+        assert handler.limits == []
+        conn.close("test over", flush=False, abort=True)
+        await ws.ended(task)
+
+    asyncio.run(main())
