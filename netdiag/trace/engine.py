@@ -101,6 +101,7 @@ class Session:
         self.attached_ns = 0
         self.decoder: Decoder | None = None
         self._closed_slots: set[Any] = set()
+        self._no_pending = False  # the probe's pending map is absent from this build
 
     def render(self) -> str:
         return bcc_loader.render(bcc_loader.bpf_source(self.probe.source), self.defines)
@@ -184,6 +185,8 @@ class Session:
             table.delete(k)
         if self.probe.output.slots_map:
             rows += self._slot_rows(now)
+        if self.probe.output.pending_map:
+            self._fold_pending(rows)
         dt = (now - self._prev_t) / 1e9
         apply_rates(self.probe, rows, self._prev_rows, dt, self.decoder.key_of)
         stats = self._stats()
@@ -220,6 +223,41 @@ class Session:
             rows.append(row)
         self._closed_slots = closed  # those still in their slot: not reported again
         return rows
+
+    def _fold_pending(self, rows: list[Row]) -> None:
+        """Add what waits per CPU for a row's next sample (the probe's pending map, present in
+        sampled builds only) to the rows read: a socket's ACKs on a CPU where it was not sampled
+        again would otherwise stay out of its row. The kernel folds them later itself; a read
+        adds without writing back, so each read's figures include them exactly once."""
+        assert self.bpf is not None
+        o = self.probe.output
+        assert o.pending_map is not None
+        if self._no_pending:
+            return
+        try:
+            table = self.bpf.table(o.pending_map)
+        except (NetdiagError, KeyError):
+            self._no_pending = True  # not this build (per-ACK): nothing ever waits
+            return
+        by_key = {r.get(self.probe.key): r for r in rows}
+        missing = {f.name: f.missing for f in self.probe.fields}
+        for _k, leaf in table.items():
+            # per-CPU: one struct per CPU (a list from the light loader, an array from bcc)
+            for c in [leaf] if hasattr(leaf, o.pending_key) else leaf:
+                r = by_key.get(int(getattr(c, o.pending_key)))
+                if r is None:
+                    continue
+                for name, op, member in o.pending_fold:
+                    v = int(getattr(c, member))
+                    if v == missing.get(name):
+                        continue
+                    cur = r.get(name)
+                    if op == "add":
+                        r[name] = (cur or 0) + v
+                    elif cur is None:
+                        r[name] = v
+                    else:
+                        r[name] = min(cur, v) if op == "min" else max(cur, v)
 
     def close(self) -> None:
         if self.bpf is not None:

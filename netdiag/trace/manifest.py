@@ -76,6 +76,25 @@ class Output:
     # an array of rows direct-mapped by the key field (tcp_peers' `slots`): read with `map`;
     # entries whose key field is 0 are empty; closed rows are reported once, never deleted
     slots_map: str | None = None
+    # per-CPU updates not yet folded into the rows (tcp_peers' `pend`, -DSAMPLE_NS builds
+    # only): added at each read, so a row shows every event however the ACKs fell on the CPUs.
+    # pending_fold: row field -> "add|min|max:<member of the pending struct>"
+    pending_map: str | None = None
+    pending_key: str = ""
+    pending_fold: tuple[tuple[str, str, str], ...] = ()
+
+
+def _pending_fold(spec: dict[str, str], where: str) -> tuple[tuple[str, str, str], ...]:
+    out = []
+    for name, how in spec.items():
+        op, _, member = how.partition(":")
+        if op not in ("add", "min", "max") or not member:
+            raise InputError(
+                f"{where}: output.pending_fold.{name} = {how!r} is not 'add|min|max:MEMBER'",
+                "see probes/tcp_peers.toml for the schema",
+            )
+        out.append((name, op, member))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -164,6 +183,9 @@ def parse(data: dict[str, Any], path: Path) -> Probe:
         sort=o.get("sort", ""),
         closed_field=o.get("closed_field"),
         slots_map=o.get("slots_map"),
+        pending_map=o.get("pending_map"),
+        pending_key=o.get("pending_key", ""),
+        pending_fold=_pending_fold(o.get("pending_fold", {}), where),
     )
     k = data.get("kernel", {})
     flt = data.get("filters", {})

@@ -71,8 +71,9 @@ def test_sampled_rows_agree_with_per_ack_rows_on_the_same_traffic(
     loopback_pair: Callable[..., Pair],
 ) -> None:
     """-DSAMPLE_NS (trace-peers --sample-ms): per socket, detail at most once per period;
-    events, bytes and min/max srtt still come from every ACK, folded at the next sample.
-    Both variants attached at once see the same ACKs."""
+    events, bytes and min/max srtt still come from every ACK: folded at the socket's next
+    sample on the same CPU, and what still waits on any CPU added at each read. Both variants
+    attached at once see the same ACKs."""
     pair = loopback_pair(echo=True)
     p = manifest.load("tcp_peers")
     per_ack = engine.Session(p, engine.defines_for(p, (pair.port,), False))
@@ -89,8 +90,9 @@ def test_sampled_rows_agree_with_per_ack_rows_on_the_same_traffic(
         b = next(r for r in sampled.read().rows if r["sock_cookie"] == pair.cookie)
     assert a["samples"] == a["events"]  # per ACK: every event is a sample
     assert b["samples"] < b["events"]  # sampled: the fast path took most ACKs
-    # an event at most a few ACKs of one period may still be pending in a per-CPU slot
-    assert 0.9 * a["events"] <= b["events"] <= a["events"]
+    # every ACK counted: what waits per CPU for a next sample there is added by the read (a
+    # late delayed ACK between the two reads, or a fold lost to a slot race, may differ by one)
+    assert a["events"] - 2 <= b["events"] <= a["events"] + 2
     assert 0.9 * a["bytes_acked"] <= b["bytes_acked"] <= a["bytes_acked"]
     assert a["srtt_min_us"] <= b["srtt_min_us"] <= b["srtt_max_us"] <= a["srtt_max_us"]
     assert b["srtt_min_us"] <= b["srtt_mean_us"] <= b["srtt_max_us"]
