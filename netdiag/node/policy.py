@@ -105,7 +105,7 @@ class BanPolicy:
             violations=violations,
             reason=reason,
         )
-        conn.close(f"banned: {why}")
+        conn.close(f"banned: {why}", flush=False)  # it gets our reason, not our output
 
     def _maybe_ban_ip(self, conn: Link, reason: str) -> None:
         ip = conn.remote_host
@@ -137,4 +137,4 @@ class BanPolicy:
             peer=pid.hex(),
             reason=reason,
         )
-        conn.close(f"banned: {reason}")
+        conn.close(f"banned: {reason}", flush=False)

@@ -77,6 +77,10 @@ def set_notsent_lowat(writer: asyncio.StreamWriter, lowat: int) -> None:
     writer.transport.set_write_buffer_limits(high=0)
 
 
+# after a goodbye or a ban (close with flush=False) more than this of our output still waiting
+# (asyncio's buffer + the kernel's send queue) is dropped with a reset instead of a graceful close
+UNWANTED_MAX = 16 << 10
+
 # the least progress that counts in a stall window (about an MSS), however short the timeout
 MIN_PROGRESS = 1460
 
@@ -473,7 +477,13 @@ class Connection:
 
     def close(self, reason: str, flush: bool = True, abort: bool = False) -> None:
         """Close with ``reason``; ``flush`` sends what is queued first, ``abort`` drops the
-        socket at once (reset), freeing whatever asyncio still holds for it."""
+        socket at once (reset), freeing whatever asyncio still holds for it. ``flush=False``
+        (the peer said goodbye, or is banned: it does not want our output) sends only our own
+        Disconnect, if any, and resets the socket when more than UNWANTED_MAX of older output
+        still waits, in asyncio's buffer or the kernel's send queue: a graceful close would
+        keep it as an orphan bounded only by TCP_USER_TIMEOUT, which the kernel restarts
+        whenever the peer's window opens for the head segment (~6.4 KB/s kept 4 MiB ~11 min),
+        and ask, goodbye, reconnect would pile such orphans up."""
         if self.close_reason is not None:
             return
         self.close_reason = reason
@@ -492,6 +502,13 @@ class Connection:
             self._flush(bulk)
             if self._tls is not None and self._tls.established and not self.writer.is_closing():
                 self._write(self._tls.close())
+        elif not abort and not self.writer.is_closing():
+            sock = self.writer.get_extra_info("socket")
+            unwanted = self.writer.transport.get_write_buffer_size() + queued_bytes(sock)
+            if unwanted > UNWANTED_MAX:
+                abort = True
+            else:
+                self._flush()  # our Disconnect (a ban's reason), nothing queued before it
         if abort:
             if not self.writer.is_closing():
                 self.segs = tcp_segments(self.writer.get_extra_info("socket"))
