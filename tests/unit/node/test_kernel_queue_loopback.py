@@ -103,15 +103,7 @@ async def scenario() -> tuple[list[tuple[str, str]], dict[str, str], dict[str, i
             assert loop.time() - stopped < 20 * STALL_S, "a reader that stopped was not cut"
             await asyncio.sleep(0.1)
     finally:
-        for t in tasks:
-            t.cancel()
-        for c in conns.values():
-            c.close("test over", flush=False, abort=True)
-        for p in (slow, deaf):
-            p.w.transport.abort()
-        server.close()
-        await server.wait_closed()
-        await asyncio.sleep(0.1)
+        await wl.teardown(tasks, conns, (slow, deaf), server)
     names = {slow.port: "slow", deaf.port: "deaf"}
     return [(names[p], what) for p, what in handler.events], marks, counts
 

@@ -16,24 +16,19 @@ import asyncio
 
 import pytest
 
-from netdiag.node import transport as transport_mod
 from netdiag.node.limits import MIN_PEER_RATE
 from netdiag.node.messages import Blocks
 from tests.unit.node import test_write_stall as ws
 
-
-@pytest.fixture(autouse=True)
-def fake_kernel_queue(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport_mod, "queued_bytes", ws.fake_queued_bytes)
+pytestmark = pytest.mark.usefixtures("fake_kernel_queue")  # conftest
 
 
 def test_a_peer_whose_output_waits_only_in_the_kernel_is_cut_after_the_stall_timeout() -> None:
     async def main() -> None:
         clock = ws.Clock()
-        conn, transport, handler, task = await ws.open_conn(clock=clock)
+        # the kernel's send buffer takes every byte at once
+        conn, transport, handler, task = await ws.open_not_reading(1 << 20, clock=clock)
         assert transport.sock is not None
-        transport.reading = False
-        transport.room = 1 << 20  # the kernel's send buffer takes every byte at once
         for _ in range(3):
             conn.send(ws.ANSWER)
         assert conn.write_held == 0 and transport.sock.inflight > 0  # all in the kernel
@@ -53,10 +48,8 @@ def test_a_peer_whose_output_waits_only_in_the_kernel_is_cut_after_the_stall_tim
 def test_a_slow_reader_acknowledging_what_waits_in_the_kernel_is_kept_until_it_stops() -> None:
     async def main() -> None:
         clock = ws.Clock()
-        conn, transport, handler, task = await ws.open_conn(clock=clock)
+        conn, transport, handler, task = await ws.open_not_reading(4 << 20, clock=clock)
         assert transport.sock is not None
-        transport.reading = False
-        transport.room = 4 << 20
         conn.send(Blocks(1, [bytes(2 << 20)]))  # all in the kernel: its buffer takes it
         for _ in range(20):  # 18 stall timeouts of injected time
             clock.now += 0.9 * ws.STALL_S
@@ -78,10 +71,8 @@ def test_a_slow_reader_acknowledging_what_waits_in_the_kernel_is_kept_until_it_s
 def test_the_watch_stops_once_the_peer_acknowledged_everything_and_a_write_restarts_it() -> None:
     async def main() -> None:
         clock = ws.Clock()
-        conn, transport, handler, task = await ws.open_conn(clock=clock)
+        conn, transport, handler, task = await ws.open_not_reading(1 << 20, clock=clock)
         assert transport.sock is not None
-        transport.reading = False
-        transport.room = 1 << 20
         conn.send(ws.ANSWER)
         assert conn._stall_timer is not None
         clock.now += 0.5 * ws.STALL_S
@@ -106,9 +97,7 @@ def test_the_watch_stops_once_the_peer_acknowledged_everything_and_a_write_resta
 def test_the_watch_timer_itself_cuts_a_peer_whose_output_waits_only_in_the_kernel() -> None:
     # The loop's own timer and clock (a short timeout): only "it ends" is asserted.
     async def main() -> None:
-        conn, transport, handler, task = await ws.open_conn(stall_s=ws.REAL_STALL_S)
-        transport.reading = False
-        transport.room = 1 << 20
+        conn, transport, handler, task = await ws.open_not_reading(1 << 20, ws.REAL_STALL_S)
         conn.send(ws.ANSWER)
         assert conn.write_held == 0
         assert await ws.ended(task, 40 * ws.REAL_STALL_S), "output in the kernel never cut"

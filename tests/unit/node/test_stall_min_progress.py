@@ -11,7 +11,6 @@ import asyncio
 
 import pytest
 
-from netdiag.node import transport as transport_mod
 from netdiag.node.limits import MIN_PEER_RATE
 from netdiag.node.messages import Blocks, Ping
 from tests.unit.node import test_write_stall as ws
@@ -19,9 +18,7 @@ from tests.unit.node import test_write_stall as ws
 STEP = 0.25  # of a stall timeout: the watch's own check interval
 
 
-@pytest.fixture(autouse=True)
-def fake_kernel_queue(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport_mod, "queued_bytes", ws.fake_queued_bytes)
+pytestmark = pytest.mark.usefixtures("fake_kernel_queue")  # conftest
 
 
 def drip(rate: float, timeouts: float) -> tuple[bool, list[str]]:

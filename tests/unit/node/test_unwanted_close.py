@@ -15,16 +15,12 @@ from typing import Any
 
 import pytest
 
-from netdiag.node import transport as transport_mod
 from netdiag.node.messages import Blocks, Disconnect
 from netdiag.node.protocol import encode_frame
 from netdiag.node.transport import UNWANTED_MAX
 from tests.unit.node import test_write_stall as ws
 
-
-@pytest.fixture(autouse=True)
-def fake_kernel_queue(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport_mod, "queued_bytes", ws.fake_queued_bytes)
+pytestmark = pytest.mark.usefixtures("fake_kernel_queue")  # conftest
 
 
 def goodbye_after(waiting: int) -> tuple[bool, bool, str | None]:

@@ -19,7 +19,6 @@ from typing import Any, cast
 
 import pytest
 
-from netdiag.node import transport as transport_mod
 from netdiag.node.crypto import Identity
 from netdiag.node.limits import MIN_PEER_RATE
 from netdiag.node.messages import Blocks, Ping
@@ -69,9 +68,7 @@ def fake_queued_bytes(sock: object) -> int:
     return sock.inflight if isinstance(sock, FakeSocket) else queued_bytes(cast(Any, sock))
 
 
-@pytest.fixture(autouse=True)
-def fake_kernel_queue(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport_mod, "queued_bytes", fake_queued_bytes)
+pytestmark = pytest.mark.usefixtures("fake_kernel_queue")  # conftest
 
 
 class FakeTransport:
@@ -222,6 +219,18 @@ async def open_conn(
     # (its timer on a real loop) stops it: a test's first write starts a fresh one
     conn.check_stall()
     assert conn._stall_timer is None
+    return conn, transport, handler, task
+
+
+async def open_not_reading(
+    room: int = 0, stall_s: float = STALL_S, clock: Callable[[], float] = time.monotonic
+) -> tuple[Connection, FakeTransport, Handler, asyncio.Task[None]]:
+    """``open_conn``, then the peer stops reading; the kernel's send buffer takes up to
+    ``room`` bytes of writes at once (0: everything waits in asyncio's buffer)."""
+    conn, transport, handler, task = await open_conn(stall_s=stall_s, clock=clock)
+    assert transport.sock is not None
+    transport.reading = False
+    transport.room = room
     return conn, transport, handler, task
 
 

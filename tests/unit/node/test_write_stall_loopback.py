@@ -92,6 +92,25 @@ class Peer:
             self.reset = True
 
 
+async def teardown(
+    tasks: list[asyncio.Task[None]],
+    conns: dict[str, Connection],
+    peers: tuple[Peer, ...],
+    server: asyncio.Server,
+) -> None:
+    """End a loopback scenario: its tasks, the node's connections (reset), the peers' sockets
+    and the server (shared with test_kernel_queue_loopback)."""
+    for t in tasks:
+        t.cancel()
+    for c in conns.values():
+        c.close("test over", flush=False, abort=True)
+    for p in peers:
+        p.w.transport.abort()
+    server.close()
+    await server.wait_closed()
+    await asyncio.sleep(0.1)
+
+
 async def scenario() -> tuple[list[tuple[str, str]], dict[str, str], dict[str, int]]:
     cfg = load_config(
         None,
@@ -156,15 +175,7 @@ async def scenario() -> tuple[list[tuple[str, str]], dict[str, str], dict[str, i
             assert loop.time() - stopped < 20 * STALL_S, "a reader that stopped was not cut"
             await asyncio.sleep(0.1)
     finally:
-        for t in tasks:
-            t.cancel()
-        for c in conns.values():
-            c.close("test over", flush=False, abort=True)
-        for p in (slow, deaf):
-            p.w.transport.abort()
-        server.close()
-        await server.wait_closed()
-        await asyncio.sleep(0.1)
+        await teardown(tasks, conns, (slow, deaf), server)
     names = {slow.port: "slow", deaf.port: "deaf"}
     return [(names[p], what) for p, what in handler.events], marks, {"got": got_before_stop}
 
