@@ -8,9 +8,9 @@ from collections.abc import Callable
 # The slowest an honest peer is assumed to move bytes (8 KiB/s, ~65 kbit/s): a frame in flight
 # from the peer may take idle_timeout_s + its declared length / this to complete (4 MiB: ~572 s;
 # 2 MiB, the largest sync answer: ~316 s), and a peer with our output waiting must acknowledge
-# at least this x write_stall_timeout_s of it per stall timeout (10 s: 80 KiB), or all that was
-# outstanding if less (transport.Connection._set_mark). Slower peers are treated as stalled on
-# both paths. Config-free on purpose.
+# on average at least this since the stall watch started, with one write_stall_timeout_s of
+# slack, or all that was outstanding then (transport.Connection.check_stall: write_slow).
+# Slower peers are cut on both paths. Config-free on purpose.
 MIN_PEER_RATE = 8 << 10  # bytes/s
 
 

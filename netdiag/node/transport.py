@@ -81,9 +81,6 @@ def set_notsent_lowat(writer: asyncio.StreamWriter, lowat: int) -> None:
 # (asyncio's buffer + the kernel's send queue) is dropped with a reset instead of a graceful close
 UNWANTED_MAX = 16 << 10
 
-# the least progress that counts in a stall window (about an MSS), however short the timeout
-MIN_PROGRESS = 1460
-
 # a graceful close lets a reader that keeps acknowledging take its last output for at most this
 # many write_stall_timeout_s (120 s by default: 16 MiB at ~140 KB/s), then resets the socket
 CLOSE_WAIT_MAX = 12
@@ -159,7 +156,9 @@ class Connection:
         self._acked = tcp_bytes_acked(writer.get_extra_info("socket"))
         self._mark = 0  # progress at the last check that saw enough of it
         self._progress_at = 0.0
-        self._need = 0  # progress that counts as enough from _mark (_min_progress)
+        self._need = 0  # progress from _mark that restarts the watch: all outstanding then
+        self._watch_from = 0.0  # when the watch (its average) started
+        self._last_progress = 0  # progress at the last check; _progress_at: when it last grew
         # a graceful close waits for asyncio's buffer to go out; the stall check keeps running
         # over it (check_stall) and resets the socket only when the peer acknowledges nothing
         self._close_wait = False
@@ -324,20 +323,27 @@ class Connection:
         self._watch_stall()
 
     def _set_mark(self, progress: int, now: float) -> None:
-        """Progress counts from here: the peer must get ``_need`` further within the stall
-        timeout — MIN_PEER_RATE x the timeout (at least MIN_PROGRESS), or all that is
-        outstanding now (node and kernel) if less, so a peer that keeps up with a trickle of
-        output is kept. Without a floor any acknowledged byte reset the clock, and a reader
-        taking a segment per stall timeout (~160 B/s) held up to a send buffer in the kernel and
-        the write cap in the node for ever."""
+        """(Re)start the watch here: no acknowledged byte for the stall timeout cuts the peer
+        (``write_stall``), and so does an average since here under MIN_PEER_RATE with one
+        timeout of slack (``write_slow``: acknowledged < MIN_PEER_RATE x (elapsed - timeout)),
+        unless it acknowledges all that is outstanding now (node and kernel), which starts the
+        watch again, so a peer keeping up with a trickle of output is kept. The average, not a
+        quota per timeout: an honest peer on a lossy link may get a burst, then wait out an
+        RTO backoff or a brief zero window. Without a floor any acknowledged byte reset the
+        clock, and a reader taking a segment per stall timeout (~160 B/s) held up to a send
+        buffer in the kernel and the write cap in the node for ever."""
         self._mark, self._progress_at = progress, now
+        self._watch_from, self._last_progress = now, progress
+        self._need = max(1, self._outstanding())
+
+    def _outstanding(self) -> int:
+        """Our output still waiting for the peer: node queue, asyncio's buffer, kernel's."""
         outstanding = self.writer.transport.get_write_buffer_size()
         if self._queue is not None:
             outstanding += self._queue.size
         if self._acked is not None:
             outstanding += queued_bytes(self.writer.get_extra_info("socket"))
-        floor = max(MIN_PROGRESS, int(MIN_PEER_RATE * self.write_stall_timeout_s))
-        self._need = max(1, min(floor, outstanding))
+        return outstanding
 
     def _watch_stall(self) -> None:
         self._stall_timer = asyncio.get_running_loop().call_later(
@@ -347,15 +353,17 @@ class Connection:
     def check_stall(self) -> None:
         """The stall watch's timer (tests call it with an injected clock): while output waits
         in the node or in the kernel's send queue, the peer must acknowledge (``progress``)
-        ``_need`` bytes per ``write_stall_timeout_s`` — MIN_PEER_RATE x the timeout, or
-        all that was outstanding if less (``_set_mark``); less for that long cuts the
-        peer (a zero window: it stopped reading; or a drip that holds our buffers at a
-        segment per timeout). The kernel's queue counts on its own: a peer that asks for
-        less than the kernel's send buffer plus its own window, then stops reading,
-        leaves the node's buffers empty while megabytes wait unacknowledged in the
-        kernel's. The watch stops once nothing waits in either. After a graceful close
-        it watches asyncio's buffer still going out the same way and, with no progress
-        for that long, resets the socket (SO_LINGER 0, then abort)."""
+        a byte per ``write_stall_timeout_s`` (else ``write_stall``: a zero window, it stopped
+        reading) and on average MIN_PEER_RATE since the watch started, one timeout of slack
+        (else ``write_slow``: a drip that holds our buffers at a segment per timeout; no
+        score penalty, an honest node with a slow uplink may be the cause), unless it catches
+        up with all that was outstanding, which starts the watch again (``_set_mark``; this
+        keeps a peer that keeps up with a trickle of output). The kernel's queue counts on
+        its own: a peer that asks for less than the kernel's send buffer plus its own
+        window, then stops reading, leaves the node's buffers empty while megabytes wait
+        unacknowledged in the kernel's. The watch stops once nothing waits in either. After
+        a graceful close it watches asyncio's buffer still going out the same way and, cut
+        by either rule, resets the socket (SO_LINGER 0, then abort)."""
         if self._stall_timer is not None:  # one timer per connection, also when called early
             self._stall_timer.cancel()
             self._stall_timer = None
@@ -383,20 +391,33 @@ class Connection:
             reset(self.writer)
             return
         if progress - self._mark >= self._need:
-            self._set_mark(progress, now)
-        elif now - self._progress_at >= self.write_stall_timeout_s:
-            if self._close_wait:  # closed already: nothing to report, only the socket to free
-                self._close_wait = False
-                reset(self.writer)
-                return
-            where = f"{held} bytes waiting" if held else f"{queued} bytes in the kernel's queue"
+            self._set_mark(progress, now)  # caught up with all that was outstanding
+        else:
+            if progress > self._last_progress:
+                self._last_progress, self._progress_at = progress, now
+            elapsed = now - self._watch_from
             got = progress - self._mark
-            self.cut(
-                "write_stall",
-                f"write stalled: peer does not read ({where}, {got} acknowledged in "
-                f"{now - self._progress_at:.1f} s, under {self._need})",
-            )
-            return
+            floor = MIN_PEER_RATE * (elapsed - self.write_stall_timeout_s)
+            stalled = now - self._progress_at >= self.write_stall_timeout_s
+            if stalled or got < floor:
+                if self._close_wait:  # closed already: nothing to report, only the socket to free
+                    self._close_wait = False
+                    reset(self.writer)
+                    return
+                where = f"{held} bytes waiting" if held else f"{queued} bytes in the kernel's queue"
+                if stalled:
+                    self.cut(
+                        "write_stall",
+                        f"write stalled: peer does not read ({where}, nothing acknowledged "
+                        f"in {now - self._progress_at:.1f} s)",
+                    )
+                else:
+                    self.cut(
+                        "write_slow",
+                        f"write too slow: peer reads under {MIN_PEER_RATE} B/s ({where}, {got} "
+                        f"acknowledged in {elapsed:.1f} s, under {int(floor)})",
+                    )
+                return
         self._watch_stall()
 
     def cut(self, limit: str, reason: str) -> None:
@@ -533,6 +554,10 @@ class Connection:
                     self._close_by = self._clock() + CLOSE_WAIT_MAX * self.write_stall_timeout_s
                     if not watching:
                         self._set_mark(self.progress, self._clock())
+                    else:  # the close moved the queue out: catching up means all of it
+                        self._need = max(
+                            self._need, self.progress - self._mark + self._outstanding()
+                        )
                     self._watch_stall()
 
     async def run(self, handler: ConnectionHandler) -> None:
