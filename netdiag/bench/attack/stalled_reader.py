@@ -107,7 +107,7 @@ class Seen:
     requests_per_peer: int = 0
     answer_bytes: int = 0  # one GetBlocks(0, 128) answer, as measured
     reset_after_s: list[float] = field(default_factory=list)  # last request -> reset, per end
-    stall_hits: float | None = None  # write_stall delta on the target
+    stall_hits: float | None = None  # write_stall + write_slow delta on the target
     buffer_hits: float | None = None  # write_buffer delta on the target
     # the node's side (sock_diag; None: not seen): its sockets to our peers
     kernel_bytes_peak: int | None = None  # their send queues (unacked + unsent), summed, peak
@@ -199,11 +199,7 @@ def assess(s: Seen, quick: bool, mode: str = "stock") -> Outcome:
     )
     if quick:
         return Outcome(defended=None, why=why + " (quick: not judged)", figures=figures)
-    if (nothing := untested(s)) is not None:
-        return Outcome(why=why, figures=figures, error=f"inconclusive: {nothing}")
-    if fails:
-        why += " — " + "; ".join(fails)
-    return Outcome(defended=not fails, why=why, figures=figures)
+    return _verdict(s, why, figures, fails)
 
 
 def _assess_goodbye(s: Seen, quick: bool, figures: dict[str, Figure], fails: list[str]) -> Outcome:
@@ -228,11 +224,18 @@ def _assess_goodbye(s: Seen, quick: bool, figures: dict[str, Figure], fails: lis
     )
     if quick:
         return Outcome(defended=None, why=why + " (quick: not judged)", figures=figures)
+    return _verdict(s, why, figures, fails)
+
+
+def _verdict(s: Seen, why: str, figures: dict[str, Figure], fails: list[str]) -> Outcome:
+    """Positive evidence of failure (sockets still held, the cap hit, sessions not ended or
+    not opened, ...) is "not defended" whatever else was missed; only a run where nothing
+    failed and the node's side went unseen (or never held output) is inconclusive."""
+    if fails:
+        return Outcome(defended=False, why=why + " — " + "; ".join(fails), figures=figures)
     if (nothing := untested(s)) is not None:
         return Outcome(why=why, figures=figures, error=f"inconclusive: {nothing}")
-    if fails:
-        why += " — " + "; ".join(fails)
-    return Outcome(defended=not fails, why=why, figures=figures)
+    return Outcome(defended=True, why=why, figures=figures)
 
 
 def mb(n: int | None) -> float | None:
@@ -438,13 +441,14 @@ class StalledReader(AsyncAttack):
             for peer in peers:
                 await peer.aclose()
         metrics_after = http_text(node.api_port, "/metrics")
-        for limit in ("write_stall", "write_buffer"):
+        deltas: dict[str, float | None] = {}
+        for limit in ("write_stall", "write_slow", "write_buffer"):
             b, a = limit_hits(metrics_before, limit), limit_hits(metrics_after, limit)
-            delta = None if a is None or b is None else a - b
-            if limit == "write_stall":
-                s.stall_hits = delta
-            else:
-                s.buffer_hits = delta
+            deltas[limit] = None if a is None or b is None else a - b
+        # the stall check cuts a reader that stopped (write_stall) or drips (write_slow)
+        stalled, slowed = deltas["write_stall"], deltas["write_slow"]
+        s.stall_hits = None if stalled is None or slowed is None else stalled + slowed
+        s.buffer_hits = deltas["write_buffer"]
         return assess(s, ctx.quick, self.mode)
 
 

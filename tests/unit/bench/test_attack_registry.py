@@ -288,3 +288,23 @@ def test_stalled_attacks_that_tested_nothing_are_inconclusive_not_defended() -> 
     ended = {"reset_after_s": [12.5] * (PEERS - n - 1), "stall_hits": float(PEERS - n - 1)}
     out = assess(_seen(**ended, never_held=n + 1), quick=False)  # type: ignore[arg-type]
     assert out.defended is None and out.error
+
+
+def test_stalled_attacks_with_a_failure_are_not_defended_even_when_untested() -> None:
+    """Review 2: a failure seen is "not defended" before any "inconclusive": node sockets
+    still held at the end, or fewer sessions opened, with the rest of the run untested."""
+    from netdiag.bench.attack.stalled_reader import PEERS, assess
+
+    held = {"reset_after_s": [], "stall_hits": 0.0, "never_held": PEERS}
+    for mode in ("stock", "small", "goodbye"):
+        out = assess(_seen(**held, node_sockets_end=PEERS), quick=False, mode=mode)  # type: ignore[arg-type]
+        assert out.defended is False and not out.error and "still held" in out.why, mode
+    few = _seen(sessions=PEERS - 3, reset_after_s=[12.4] * (PEERS - 3), node_sockets_end=None)
+    out = assess(few, quick=False)  # type: ignore[arg-type]
+    assert out.defended is False and not out.error and "sessions opened" in out.why, out.why
+    capped = _seen(buffer_hits=float(PEERS), node_sockets_end=None)
+    out = assess(capped, quick=False)  # type: ignore[arg-type]
+    assert out.defended is False and not out.error and "the cap" in out.why, out.why
+    # nothing failed and the node's side unseen: inconclusive, not defended
+    out = assess(_seen(node_sockets_end=None), quick=False)  # type: ignore[arg-type]
+    assert out.defended is None and out.error and "inconclusive" in out.error
