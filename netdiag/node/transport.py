@@ -592,14 +592,18 @@ class Connection:
                     self.close(self._timeout_reason(what, time.monotonic()))
                     break
                 if not data:
-                    reason = "peer closed the connection"
+                    # EOF without a goodbye: honest nodes always send one (protocol.close), and
+                    # the protocol has no half-closed reader, so the peer wants none of our
+                    # output; a flushing close would write our whole queue and leave it to the
+                    # kernel as an orphan (close with flush=False resets above UNWANTED_MAX)
+                    self.close("peer closed the connection", flush=False)
                     break
                 self.last_recv = time.monotonic()
                 if self._tls is not None:
                     try:
                         data = self._tls.decrypt(data)
-                    except TlsClosed:
-                        reason = "peer closed the TLS session"
+                    except TlsClosed:  # as EOF: the peer wants none of our output
+                        self.close("peer closed the TLS session", flush=False)
                         break
                     except ssl.SSLError as e:
                         reason = f"TLS error: {e.reason or e}"

@@ -76,3 +76,36 @@ def test_a_ban_with_nothing_waiting_is_graceful_and_sends_its_reason() -> None:
         assert await ws.ended(task)
 
     asyncio.run(main())
+
+
+def eof_after(waiting: int) -> tuple[bool, bool, str | None]:
+    """The peer asks (``waiting`` bytes go to the kernel, unread), then half-closes (FIN, no
+    goodbye; review 2): was the socket reset, did the node write more, and the close reason."""
+
+    async def main() -> tuple[bool, bool, str | None]:
+        conn, transport, _handler, task = await ws.open_conn()
+        assert transport.sock is not None
+        transport.reading = False
+        transport.room = 8 << 20  # the kernel takes it all: nothing waits in the node
+        conn.send(Blocks(1, [bytes(waiting)]))
+        inflight = transport.sock.inflight
+        assert conn.write_held == 0 and inflight >= waiting
+        transport.reader.feed_eof()
+        await ws.ended(task)
+        wrote_more = transport.sock.inflight > inflight + 1024 or len(transport.buffer) > 0
+        return transport.aborted, wrote_more, conn.close_reason
+
+    return asyncio.run(main())
+
+
+def test_a_half_close_after_asking_resets_like_a_goodbye() -> None:
+    aborted, wrote_more, reason = eof_after(2 << 20)
+    assert aborted, "a half-closed peer's output was left to an orphan"
+    assert not wrote_more
+    assert reason == "peer closed the connection"
+
+
+def test_a_half_close_with_little_left_closes_gracefully() -> None:
+    aborted, _wrote_more, reason = eof_after(UNWANTED_MAX // 4)
+    assert not aborted
+    assert reason == "peer closed the connection"
