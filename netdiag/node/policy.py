@@ -22,6 +22,9 @@ PENALTY_RATE = 1.0
 # as it decays), but one that asks and never reads, session after session, ends up banned
 PENALTY_NOT_READING = 10.0
 NOT_READING = ("write_buffer", "write_stall")
+# a peer cut for reading under MIN_PEER_RATE while still reading (transport.check_stall): not
+# scored — a node with a slow uplink serving many peers would otherwise penalise all of them
+SLOW_READING = ("write_slow",)
 
 
 def short(b: bytes) -> str:
@@ -74,6 +77,15 @@ class BanPolicy:
                 peer=conn.peer_id.hex() if conn.peer_id else None,
             )
             self.penalize(conn, PENALTY_NOT_READING, f"does not read ({limit})")
+        elif limit in SLOW_READING:
+            who = short(conn.peer_id) if conn.peer_id else conn.address
+            self.log.info(
+                "peer_slow_reader",
+                f"peer {who} cut ({limit}), not scored: {conn.close_reason}",
+                addr=conn.address,
+                limit=limit,
+                peer=conn.peer_id.hex() if conn.peer_id else None,
+            )
 
     def penalize(self, conn: Link, amount: float, reason: str, violation: bool = False) -> None:
         pid = conn.peer_id

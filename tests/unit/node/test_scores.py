@@ -106,3 +106,18 @@ def test_score_tables_are_bounded() -> None:
         book.penalize(i.to_bytes(4, "big"), f"10.0.{i // 256}.{i % 256}", float(i))
     assert len(book.peers.entries) <= 100 and len(book.ips.entries) <= 100
     assert book.peer_score((999).to_bytes(4, "big")) == -999.0, "the worst is kept"
+
+
+def test_a_slow_but_moving_reader_is_not_scored_a_stopped_one_is(tmp_path: Path) -> None:
+    # review 2: the stall check cuts a reader under MIN_PEER_RATE that still moves as
+    # write_slow (a node with a slow uplink would otherwise penalise every peer it serves),
+    # one that acknowledges nothing as write_stall, which costs score
+    spec, _ = lab(1)
+    world = World(tmp_path, spec)
+    core = world.node("n")
+    slow, stopped = Identity.generate().node_id, Identity.generate().node_id
+    core.on_limit(world.attach(core, peer_id=slow), "write_slow")
+    core.on_limit(world.attach(core, peer_id=stopped), "write_stall")
+    assert core.scores.peer_score(slow) == pytest.approx(0.0, abs=0.01)
+    assert core.scores.peer_score(stopped) < -5.0
+    assert world.events("n", "peer_slow_reader") and world.events("n", "peer_not_reading")
