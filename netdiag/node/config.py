@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from netdiag.node.errors import ConfigError
+from netdiag.node.limits import MIN_PEER_RATE
 
 ENV_PREFIX = "NETDIAG_NODE_"
 
@@ -187,10 +188,11 @@ RANGES: dict[str, tuple[float, bool]] = {
     "max_known_addrs": AT_LEAST_ONE,
     "max_frame_bytes": (4096.0, True),  # the handshake frame cap
     "peer_msg_rate": POSITIVE,
-    "peer_bytes_rate": POSITIVE,
+    # reading slower than the floor peers hold us to (limits.MIN_PEER_RATE) gets us cut by them
+    "peer_bytes_rate": (float(MIN_PEER_RATE), True),
+    "write_stall_timeout_s": NON_NEGATIVE,  # and OFF_OR_WITHIN
     "ip_msg_rate": NON_NEGATIVE,
     "max_write_buffer_bytes": AT_LEAST_ONE,
-    "write_stall_timeout_s": NON_NEGATIVE,
     "max_violations": AT_LEAST_ONE,
     "ban_seconds": NON_NEGATIVE,
     "score_half_life_s": POSITIVE,
@@ -231,7 +233,12 @@ RANGES: dict[str, tuple[float, bool]] = {
     "api_header_timeout_s": POSITIVE,
 }
 # Keys that are either 0 (off) or within [low, high].
-OFF_OR_WITHIN = {"notsent_lowat_bytes": (4096, 4 << 20)}
+OFF_OR_WITHIN = {
+    "notsent_lowat_bytes": (4096, 4 << 20),
+    # TCP_USER_TIMEOUT takes it in ms as a u32 (over ~2.1e6 s setsockopt raises); under 1 s a
+    # check every timeout/4 cuts honest peers on a brief pause
+    "write_stall_timeout_s": (1, 3600),
+}
 ORDERED = [  # (smaller, larger): the first may not exceed the second
     ("target_outbound", "max_outbound"),
     ("reconnect_min_s", "reconnect_max_s"),
@@ -271,6 +278,12 @@ def check_ranges(cfg: NodeConfig) -> None:
                 f"config {small} = {getattr(cfg, small):g} exceeds {large} = "
                 f"{getattr(cfg, large):g} (set {_how(small)} or {_how(large)})"
             )
+    if cfg.ping_interval_s >= cfg.idle_timeout_s / 2:
+        raise ConfigError(
+            f"config ping_interval_s = {cfg.ping_interval_s:g} must be under half of "
+            f"idle_timeout_s = {cfg.idle_timeout_s:g}, or a silent peer's pong comes too late "
+            f"(set {_how('ping_interval_s')} or {_how('idle_timeout_s')})"
+        )
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError(
             f"config log_level = {cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)} "

@@ -30,7 +30,7 @@ JOINER = COMMON | {
     "NETDIAG_NODE_MAX_INBOUND": "0",
 }
 # the first joiner reads slowly and asks one chunk at a time: caught in the middle
-SLOW = {"NETDIAG_NODE_PEER_BYTES_RATE": "6000", "NETDIAG_NODE_SYNC_PEER_INFLIGHT": "1"}
+SLOW = {"NETDIAG_NODE_PEER_BYTES_RATE": "8192", "NETDIAG_NODE_SYNC_PEER_INFLIGHT": "1"}
 
 
 def served_bytes(api: int) -> float:

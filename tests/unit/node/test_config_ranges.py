@@ -19,7 +19,7 @@ BASE = {"data_dir": "d", "genesis": "g"}
     ("env", "value", "bound"),
     [
         ("MAX_INBOUND", "-5", ">= 0"),
-        ("PEER_BYTES_RATE", "0", "> 0"),
+        ("PEER_BYTES_RATE", "8191", ">= 8192"),
         ("HANDSHAKE_TIMEOUT_S", "-1", "> 0"),
         ("PEER_MSG_RATE", "0", "> 0"),
         ("MAX_VIOLATIONS", "0", ">= 1"),
@@ -68,3 +68,31 @@ def test_node_run_refuses_before_touching_anything(
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("netdiag: error: config peer_bytes_rate = 0 is out of range")
     assert not data.exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"NETDIAG_NODE_WRITE_STALL_TIMEOUT_S": "3e6"}, "write_stall_timeout_s = 3e+06"),
+        ({"NETDIAG_NODE_WRITE_STALL_TIMEOUT_S": "0.2"}, "write_stall_timeout_s = 0.2"),
+        ({"NETDIAG_NODE_PING_INTERVAL_S": "30"}, "ping_interval_s = 30 must be under half"),
+        ({"NETDIAG_NODE_IDLE_TIMEOUT_S": "20"}, "of idle_timeout_s = 20"),
+    ],
+)
+def test_review_2_ranges_say_what_and_how(env: dict[str, str], words: str) -> None:
+    # review 2: TCP_USER_TIMEOUT's u32 ms (a huge stall timeout raised in close()), and a ping
+    # that cannot answer before the idle timeout
+    with pytest.raises(ConfigError) as e:
+        load_config(None, env, BASE)
+    msg = str(e.value)
+    assert "\n" not in msg and words in msg and "NETDIAG_NODE_" in msg, msg
+
+
+def test_review_2_ranges_accept_the_edges() -> None:
+    ok = {
+        "NETDIAG_NODE_WRITE_STALL_TIMEOUT_S": "0",  # off
+        "NETDIAG_NODE_PEER_BYTES_RATE": "8192",
+        "NETDIAG_NODE_PING_INTERVAL_S": "29",
+    }
+    assert load_config(None, ok, BASE).write_stall_timeout_s == 0
+    load_config(None, {"NETDIAG_NODE_WRITE_STALL_TIMEOUT_S": "3600"}, BASE)
