@@ -18,6 +18,10 @@ demo: setup
 	@$(BIN)/netdiag bench sync --mode replay,snapshot --blocks 5000 --accounts 2000 --rounds 1 \
 		--out results/demo-sync.json
 	@$(BIN)/netdiag bench diagnose --quick --out results/demo-diagnose.json
+	@$(BIN)/netdiag bench probes overhead --runs 4 --seconds 2 --rates max \
+		--out results/demo-probes.json
+	@$(BIN)/netdiag bench attack --attacks stalled_small,stalled_goodbye,stalled_reader \
+		--out results/demo-attack.json
 
 test: setup
 	@scripts/run-tests.sh $(PYTEST_ARGS)
