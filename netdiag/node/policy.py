@@ -67,25 +67,21 @@ class BanPolicy:
         # fast honest peer is merely slowed down by TCP backpressure.
         if conn.peer_id is not None and limit == "peer_msg_rate":
             self.penalize(conn, PENALTY_RATE, f"over {limit}")
-        if limit in NOT_READING:
+        if limit in NOT_READING or limit in SLOW_READING:
+            # a peer that does not read costs score; one reading below the floor is only cut
+            # (a slow link, or our own slow uplink shared by many peers, is not misbehaviour)
+            scored = limit in NOT_READING
             who = short(conn.peer_id) if conn.peer_id else conn.address
-            self.log.warning(
-                "peer_not_reading",
-                f"peer {who} cut ({limit}): {conn.close_reason}",
+            log = self.log.warning if scored else self.log.info
+            log(
+                "peer_not_reading" if scored else "peer_slow_reader",
+                f"peer {who} cut ({limit}){'' if scored else ', not scored'}: {conn.close_reason}",
                 addr=conn.address,
                 limit=limit,
                 peer=conn.peer_id.hex() if conn.peer_id else None,
             )
-            self.penalize(conn, PENALTY_NOT_READING, f"does not read ({limit})")
-        elif limit in SLOW_READING:
-            who = short(conn.peer_id) if conn.peer_id else conn.address
-            self.log.info(
-                "peer_slow_reader",
-                f"peer {who} cut ({limit}), not scored: {conn.close_reason}",
-                addr=conn.address,
-                limit=limit,
-                peer=conn.peer_id.hex() if conn.peer_id else None,
-            )
+            if scored:
+                self.penalize(conn, PENALTY_NOT_READING, f"does not read ({limit})")
 
     def penalize(self, conn: Link, amount: float, reason: str, violation: bool = False) -> None:
         pid = conn.peer_id

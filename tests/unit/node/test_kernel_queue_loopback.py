@@ -11,41 +11,23 @@ from __future__ import annotations
 
 import asyncio
 
-from netdiag.node.config import load_config
-from netdiag.node.crypto import Identity
 from netdiag.node.messages import Blocks
-from netdiag.node.protocol import PeerProtocol
 from netdiag.node.sockets import queued_bytes
 from netdiag.node.transport import Connection
 from tests.unit.node import test_write_stall_loopback as wl
 
 NET, GEN = "nd-test", b"\x03" * 32
-STALL_S = 3.0
+STALL_S = wl.STALL_S  # the node side (wl.acceptor) uses the same
 ANSWER = Blocks(7, [bytes(16_000)] * 8)  # a 128 KB sync answer: lifts the unsent bound
 ASKED = 4  # the non-reader's one small ask: 512 KB, which the kernel's send buffer takes
 SLOW_QUEUE = 256 << 10  # the slow reader's kernel queue is topped up to this, never beyond
 
 
 async def scenario() -> tuple[list[tuple[str, str]], dict[str, str], dict[str, int]]:
-    cfg = load_config(
-        None,
-        {"NETDIAG_NODE_WRITE_STALL_TIMEOUT_S": str(STALL_S)},
-        {"data_dir": "d", "genesis": "g"},
-    )
     handler = wl.Handler()
     conns: dict[str, Connection] = {}
     counts = {"deaf_held_max": 0, "deaf_queued_max": 0, "slow_held_max": 0, "slow_topups": 0}
-
-    async def accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        c = Connection(
-            r, w, PeerProtocol(Identity.generate(), NET, GEN, 0), False,
-            msg_rate=1e6, bytes_rate=1e12, max_write_buffer=64 << 20,
-            handshake_timeout_s=10, idle_timeout_s=600,
-            notsent_lowat=cfg.notsent_lowat_bytes,
-            write_stall_timeout_s=cfg.write_stall_timeout_s,
-        )  # fmt: skip
-        conns[str(c.remote_port)] = c
-        await c.run(handler)
+    accept = wl.acceptor(handler, conns)
 
     server = await asyncio.start_server(accept, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

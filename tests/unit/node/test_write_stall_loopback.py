@@ -13,6 +13,7 @@ import asyncio
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -92,6 +93,32 @@ class Peer:
             self.reset = True
 
 
+def acceptor(
+    handler: Handler, conns: dict[str, Connection]
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """The node side of a loopback scenario: a Connection per accepted socket with the node's
+    own write-stall timeout (STALL_S through the config) and limits no test traffic reaches,
+    recorded in ``conns`` by the peer's port, run with ``handler``."""
+    cfg = load_config(
+        None,
+        {"NETDIAG_NODE_WRITE_STALL_TIMEOUT_S": str(STALL_S)},
+        {"data_dir": "d", "genesis": "g"},
+    )
+
+    async def accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        c = Connection(
+            r, w, PeerProtocol(Identity.generate(), NET, GEN, 0), False,
+            msg_rate=1e6, bytes_rate=1e12, max_write_buffer=64 << 20,
+            handshake_timeout_s=10, idle_timeout_s=600,
+            notsent_lowat=cfg.notsent_lowat_bytes,
+            write_stall_timeout_s=cfg.write_stall_timeout_s,
+        )  # fmt: skip
+        conns[str(c.remote_port)] = c
+        await c.run(handler)
+
+    return accept
+
+
 async def teardown(
     tasks: list[asyncio.Task[None]],
     conns: dict[str, Connection],
@@ -112,25 +139,10 @@ async def teardown(
 
 
 async def scenario() -> tuple[list[tuple[str, str]], dict[str, str], dict[str, int]]:
-    cfg = load_config(
-        None,
-        {"NETDIAG_NODE_WRITE_STALL_TIMEOUT_S": str(STALL_S)},
-        {"data_dir": "d", "genesis": "g"},
-    )
     handler = Handler()
     conns: dict[str, Connection] = {}
     tasks: list[asyncio.Task[None]] = []
-
-    async def accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        c = Connection(
-            r, w, PeerProtocol(Identity.generate(), NET, GEN, 0), False,
-            msg_rate=1e6, bytes_rate=1e12, max_write_buffer=64 << 20,
-            handshake_timeout_s=10, idle_timeout_s=600,
-            notsent_lowat=cfg.notsent_lowat_bytes,
-            write_stall_timeout_s=cfg.write_stall_timeout_s,
-        )  # fmt: skip
-        conns[str(c.remote_port)] = c
-        await c.run(handler)
+    accept = acceptor(handler, conns)
 
     async def serve() -> None:  # sync answers keep BACKLOG waiting for every open peer
         while True:
