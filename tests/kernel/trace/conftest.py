@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
 from netdiag.bench import testbed
 from netdiag.bench.traffic import Pair, make_pair
+from netdiag.measure import sockdiag
 from tests.conftest import missing_bcc, missing_tool
 
 
@@ -54,6 +56,25 @@ def loaded_prog_ids() -> set[int]:
         ["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True
     ).stdout
     return {int(p["id"]) for p in json.loads(out or "[]")}
+
+
+def wait_quiet(cookies: Iterable[int], ns: str | None = None, timeout_s: float = 30) -> None:
+    """Wait until none of these sockets has a byte sent and not yet acknowledged (nor one
+    queued unsent). Give every end of the connections: then no segment is in flight and no
+    ACK is owed (a delayed ACK is owed only for data its peer still counts unacknowledged),
+    so no tcp_probe can move their rows any more — two reads taken one after the other see
+    the same traffic. A delayed ACK arrives up to 40-200 ms after the data, later on a loaded
+    host: a fixed sleep does not cover it."""
+    want = set(cookies)
+    end = time.monotonic() + timeout_s
+    busy: dict[int, object] = {}
+    while time.monotonic() < end:
+        seen = {c.cookie: c.info for c in sockdiag.snapshot(ns) if c.cookie in want}
+        busy = {k: i for k, i in seen.items() if i is None or i.unacked or i.notsent_bytes}
+        if set(seen) == want and not busy:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"not quiet within {timeout_s} s: busy {busy}, wanted {want}")
 
 
 @pytest.fixture(autouse=True)
