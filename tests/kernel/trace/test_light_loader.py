@@ -7,15 +7,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from netdiag.bench.traffic import Pair
+from netdiag.bench.traffic import Pair, cookie_of
 from netdiag.kernel.bcc_loader import LoadEnv
 from netdiag.trace import engine, manifest
 from tests.cli import NETDIAG
-from tests.kernel.trace.conftest import progs_of
+from tests.kernel.trace.conftest import progs_of, wait_quiet
 
 
 def _session(port: int, cache: Path, loader: str | None = None) -> engine.Session:
@@ -75,7 +74,9 @@ def test_light_and_bcc_loaders_count_the_same(
     with _session(pair.port, tmp_path) as light, _session(pair.port, tmp_path, "bcc") as old:
         pair.send(2 << 20)
         pair.ping_pong(3)
-        time.sleep(0.05)
+        # four reads one after the other: no ACK (the client's delayed one of the last `!`)
+        # may reach either socket between them, or the event counts differ by one
+        wait_quiet((pair.cookie, cookie_of(pair.server)))
         a = {r["sock_cookie"]: r for r in light.read().rows}[pair.cookie]
         b = {r["sock_cookie"]: r for r in old.read().rows}[pair.cookie]
         stats_a, stats_b = light.read().stats, old.read().stats
