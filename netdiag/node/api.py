@@ -17,7 +17,9 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from netdiag.node.apiguard import ApiGuard, ApiLimits, GuardedRunner, OnLimit
 from netdiag.node.config import split_hostport
+from netdiag.node.limits import API_MAX_HEADERS, API_MAX_LINE
 from netdiag.node.model import Block, Tx
 from netdiag.node.views import NodeView
 
@@ -192,14 +194,25 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 async def start_api(
-    node: NodeView, listen: str, header_timeout_s: float = 10.0
+    node: NodeView,
+    listen: str,
+    limits: ApiLimits | None = None,
+    on_limit: OnLimit = lambda limit: None,
 ) -> tuple[web.AppRunner, int]:
-    """``header_timeout_s``: a connection whose request header is not complete by then (from
-    its accept, or from the previous response on keep-alive) is closed — aiohttp's keep-alive
-    timer runs from accept() until a whole request has arrived. Bodies get the same budget."""
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
+    """``limits.header_timeout_s``: a connection whose request header is not complete by then
+    (from its accept, or from the previous response on keep-alive) is closed — aiohttp's
+    keep-alive timer runs from accept() until a whole request has arrived. Bodies get the same
+    budget. The write timeout and the connection limit are apiguard.py's; ``on_limit`` is told
+    of each cut (``limit_hits``)."""
+    limits = limits or ApiLimits()
+    guard = ApiGuard(limits, on_limit)
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        middlewares=[guard.middleware, json_errors],
+        handler_args={"max_headers": API_MAX_HEADERS, "max_line_size": API_MAX_LINE},
+    )
     app[NODE_KEY] = node
-    app[TIMEOUT_KEY] = header_timeout_s
+    app[TIMEOUT_KEY] = limits.header_timeout_s
     app.add_routes(
         [
             web.get("/status", status),
@@ -211,8 +224,12 @@ async def start_api(
             web.post("/tx", post_tx),
         ]
     )
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, keepalive_timeout=header_timeout_s
+    runner = GuardedRunner(
+        app,
+        guard,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=limits.header_timeout_s,
     )
     await runner.setup()
     host, port = split_hostport(listen)

@@ -160,6 +160,10 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # operations
     log_level: str = "info"
     api_header_timeout_s: float = 10.0  # a request header (or body) not complete by then: closed
+    # output waiting for an API client that acknowledges none of it (or under MIN_PEER_RATE
+    # on average, one timeout of slack) this long: the connection is reset (apiguard.py)
+    api_write_timeout_s: float = 10.0
+    api_max_connections: int = 64  # API connections at once; past it the stalest is evicted
 
 
 # Allowed ranges, checked after parsing: (lowest, whether the lowest itself is allowed).
@@ -231,6 +235,8 @@ RANGES: dict[str, tuple[float, bool]] = {
     "gossip_seen_ttl_s": POSITIVE,
     "gossip_seen_max": AT_LEAST_ONE,
     "api_header_timeout_s": POSITIVE,
+    "api_write_timeout_s": NON_NEGATIVE,  # and OFF_OR_WITHIN
+    "api_max_connections": AT_LEAST_ONE,
 }
 # Keys that are either 0 (off) or within [low, high].
 OFF_OR_WITHIN = {
@@ -238,6 +244,7 @@ OFF_OR_WITHIN = {
     # TCP_USER_TIMEOUT takes it in ms as a u32 (over ~2.1e6 s setsockopt raises); under 1 s a
     # check every timeout/4 cuts honest peers on a brief pause
     "write_stall_timeout_s": (1, 3600),
+    "api_write_timeout_s": (1, 3600),  # the same (TCP_USER_TIMEOUT, a check per timeout/4)
 }
 ORDERED = [  # (smaller, larger): the first may not exceed the second
     ("target_outbound", "max_outbound"),

@@ -20,6 +20,7 @@ from typing import Any
 
 from netdiag.node import tls
 from netdiag.node.api import start_api, stop_api
+from netdiag.node.apiguard import ApiLimits
 from netdiag.node.apithread import SNAPSHOT_S, ApiThread, ThreadedView
 from netdiag.node.chain import Chain
 from netdiag.node.config import NodeConfig, split_hostport
@@ -211,7 +212,16 @@ class Node:
         self._api_view = ThreadedView(self._view, asyncio.get_running_loop(), chain.store.path)
         self._api_view.refresh()
         self._api_runner, self.api_port = await self._api_thread.start(
-            start_api(self._api_view, self.cfg.api, self.cfg.api_header_timeout_s)
+            start_api(
+                self._api_view,
+                self.cfg.api,
+                ApiLimits(
+                    self.cfg.api_header_timeout_s,
+                    self.cfg.api_write_timeout_s,
+                    self.cfg.api_max_connections,
+                ),
+                lambda limit: self.metrics.limit_hits.labels(limit).inc(),  # thread-safe
+            )
         )
         if core.onboarding.active:  # a snapshot join checks its headers on the workers
             self._sigs.start_soon()

@@ -39,3 +39,16 @@ class TokenBucket:
         self._refill()
         self.tokens -= n
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+# The REST API (apiguard.py). Its clients are local tools reading at loopback speed, so a small
+# send buffer costs them nothing and bounds what the kernel holds per connection (the kernel
+# doubles it: ~256 KiB; autotuned it reached tcp_wmem max, 4 MiB here).
+API_SNDBUF = 128 << 10
+# a connection past api_max_connections evicts one without progress (a request, or output
+# acknowledged) for at least this long: honest clients send their request at once and read
+API_EVICT_AFTER_S = 1.0
+# request size: aiohttp's parser takes at most this many header fields, each line at most
+# API_MAX_LINE bytes (~270 KiB a request header); a POST body at most api.MAX_BODY (64 KiB)
+API_MAX_HEADERS = 32
+API_MAX_LINE = 8190

@@ -308,3 +308,21 @@ def test_stalled_attacks_with_a_failure_are_not_defended_even_when_untested() ->
     # nothing failed and the node's side unseen: inconclusive, not defended
     out = assess(_seen(node_sockets_end=None), quick=False)  # type: ignore[arg-type]
     assert out.defended is None and out.error and "inconclusive" in out.error
+
+
+def test_api_stalled_reader_fails_on_evidence_first_and_is_inconclusive_when_nothing_held() -> None:
+    from netdiag.bench.attack.api_stalled_reader import Seen, assess
+
+    ok = Seen(conns=4, ended_after_s=[12.0] * 4, node_seen=True, kernel_bytes_peak=1 << 20)
+    ok.kernel_bytes_end, ok.status_ok = 0, 10
+    assert assess(ok, quick=False, watch_s=25).defended is True
+    # still established at the end: not defended, even with the node's side never seen
+    held = Seen(conns=4, established_end=4, status_ok=10)
+    out = assess(held, quick=False, watch_s=25)
+    assert out.defended is False and "still established" in out.why
+    # nothing failed, but the node never held output for us: no verdict
+    idle = Seen(conns=4, ended_after_s=[1.0] * 4, node_seen=True, never_held=4, status_ok=10)
+    idle.kernel_bytes_end = 0
+    out = assess(idle, quick=False, watch_s=25)
+    assert out.defended is None and out.error and "never held" in out.error
+    assert assess(held, quick=True, watch_s=1.5).defended is None  # quick: no verdict

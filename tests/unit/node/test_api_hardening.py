@@ -13,6 +13,7 @@ import pytest
 
 from netdiag.bench.attack.nested_json import BODIES
 from netdiag.node.api import start_api, stop_api, tx_json
+from netdiag.node.apiguard import ApiLimits
 from netdiag.node.crypto import Identity
 from netdiag.node.model import Block, Tx, make_tx
 
@@ -49,7 +50,7 @@ class FakeView:
 @asynccontextmanager
 async def api(timeout_s: float = 10.0) -> AsyncIterator[tuple[int, FakeView]]:
     view = FakeView()
-    runner, port = await start_api(view, "127.0.0.1:0", timeout_s)
+    runner, port = await start_api(view, "127.0.0.1:0", ApiLimits(header_timeout_s=timeout_s))
     try:
         yield port, view
     finally:

@@ -264,7 +264,7 @@ async def test_the_api_answers_once_the_batch_is_back(tmp_path: Path) -> None:
         ("busy", 503, "busy"),
     ):
         view = ThreadedView(LaterView(verdict), asyncio.get_running_loop(), tmp_path / "x")
-        runner, port = await start_api(view, "127.0.0.1:0", 10.0)  # type: ignore[arg-type]
+        runner, port = await start_api(view, "127.0.0.1:0")  # type: ignore[arg-type]
         try:
             status, answer = await request(port, post(body))
         finally:

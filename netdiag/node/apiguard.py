@@ -1,0 +1,235 @@
+"""Connection limits of the REST API: what aiohttp does not bound on its own.
+
+aiohttp closes a connection that has not sent a whole request header within its keep-alive
+timer (``api_header_timeout_s``, from accept and from the previous response), but nothing else:
+a client that asks and never reads held its connection, the response in asyncio's buffer and up
+to a send buffer in the kernel (4 MiB at ``tcp_wmem`` max) for ever — a request in progress has
+no timer at all, and the keep-alive close that follows a written response is graceful, so the
+kernel kept what the client never read as an orphan; and the number of connections had no
+limit but the process's file descriptors, which the P2P side shares.
+
+``GuardedServer`` is aiohttp's ``Server`` with, per connection (hypercorn/nginx style):
+
+- a write timeout (``api_write_timeout_s``): while output waits for the client (in asyncio's
+  buffer or the kernel's send queue), the client must acknowledge some of it within the timeout
+  and, on average since the output started waiting, at least ``MIN_PEER_RATE`` with one timeout
+  of slack (the P2P stall check's rule, transport.py); else the socket is reset (``SO_LINGER``
+  0: the kernel drops its queue). Checked on a timer, ``check_s``; ``TCP_USER_TIMEOUT`` (the
+  same timeout) lets the kernel abort an orphan the client never reads after a close;
+- a small send buffer (``API_SNDBUF``): the kernel holds at most that much per connection;
+- a connection limit (``api_max_connections``): a connection past it evicts the connection not
+  in a handler that has gone longest without progress (waiting for its request header, or its
+  output unacknowledged), at least ``API_EVICT_AFTER_S``, from the address holding the most —
+  or, if none is that stale, the oldest of an other address holding more than half the limit;
+  else the newcomer is reset. Slowloris connections and stalled readers cannot starve honest
+  clients, and the API holds at most ``api_max_connections`` file descriptors.
+
+Every cut is counted in ``limit_hits{limit}``: ``api_write_stall``, ``api_write_slow``,
+``api_evicted``, ``api_refused``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from netdiag.node.limits import API_EVICT_AFTER_S, API_SNDBUF, MIN_PEER_RATE
+from netdiag.node.sockets import bound_unacknowledged, queued_bytes, tcp_bytes_acked
+
+OnLimit = Callable[[str], None]
+
+
+@dataclass
+class ApiLimits:
+    header_timeout_s: float = 10.0  # a request header (or POST body) not complete: closed
+    write_timeout_s: float = 10.0  # output unacknowledged (or under the floor): reset; 0 off
+    max_connections: int = 64  # connections at once; past it the stalest is evicted
+
+
+@dataclass
+class _Conn:
+    transport: asyncio.Transport
+    ip: str
+    active_at: float  # accept, the last request's start, or the last output acknowledged
+    busy: int = 0  # requests in a handler (not evictable meanwhile)
+    watch_at: float | None = None  # when output started waiting (None: nothing waits)
+    watch_acked: int = 0  # acknowledged then
+    acked: int = 0  # acknowledged at the last check
+
+
+def reset_transport(transport: asyncio.Transport) -> None:
+    """Abort with a TCP reset (SO_LINGER 0): the kernel drops its send queue too."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+class ApiGuard:
+    """The limits' state and decisions: the connections, their progress, whom to cut."""
+
+    def __init__(
+        self, limits: ApiLimits, on_limit: OnLimit, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limits = limits
+        self.on_limit = on_limit
+        self.clock = clock
+        self.conns: dict[object, _Conn] = {}  # by aiohttp's RequestHandler
+        self.check_s = max(0.05, min(1.0, limits.write_timeout_s / 4 or 1.0))
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def opened(self, handler: object, transport: asyncio.Transport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, API_SNDBUF)
+        bound_unacknowledged(sock, self.limits.write_timeout_s)
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.conns[handler] = _Conn(transport, str(peer[0]), self.clock())
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        if len(self.conns) > self.limits.max_connections:
+            victim = self.victim(exclude=handler)
+            if victim is not None:
+                self.on_limit("api_evicted")
+                self._drop(victim)
+            else:  # after aiohttp has started its task for it (it asserts on a lost one)
+                self.on_limit("api_refused")
+                asyncio.get_running_loop().call_soon(self._drop, handler)
+
+    def closed(self, handler: object) -> None:
+        self.conns.pop(handler, None)
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]
+    ) -> Any:
+        """A connection in a handler is not evicted; a request is progress."""
+        conn = self.conns.get(request.protocol)
+        if conn is None:
+            return await handler(request)
+        conn.busy += 1
+        conn.active_at = self.clock()
+        try:
+            return await handler(request)
+        finally:
+            conn.busy -= 1
+            conn.active_at = self.clock()
+
+    def _drop(self, handler: object) -> None:
+        conn = self.conns.pop(handler, None)
+        if conn is not None:
+            reset_transport(conn.transport)
+
+    @staticmethod
+    def outstanding(conn: _Conn) -> int:
+        """Our output the client has not acknowledged: asyncio's buffer + the kernel's queue."""
+        buffered = conn.transport.get_write_buffer_size()
+        if conn.transport.is_closing() and buffered == 0:
+            return 0  # the fd is closed or about to be: the kernel's timeout bounds the rest
+        return buffered + queued_bytes(conn.transport.get_extra_info("socket"))
+
+    def check(self, handler: object, conn: _Conn, now: float) -> None:
+        """The write timeout, for one connection."""
+        timeout = self.limits.write_timeout_s
+        if timeout <= 0 or self.outstanding(conn) == 0:
+            conn.watch_at = None  # caught up (or nothing asked): the watch starts again
+            return
+        acked = tcp_bytes_acked(conn.transport.get_extra_info("socket")) or 0
+        if conn.watch_at is None:
+            conn.watch_at, conn.watch_acked, conn.acked = now, acked, acked
+            conn.active_at = max(conn.active_at, now)
+            return
+        if acked > conn.acked:
+            conn.acked, conn.active_at = acked, now
+        if now - conn.active_at >= timeout:
+            self.on_limit("api_write_stall")
+            self._drop(handler)
+        elif acked - conn.watch_acked < MIN_PEER_RATE * (now - conn.watch_at - timeout):
+            self.on_limit("api_write_slow")
+            self._drop(handler)
+
+    def check_all(self) -> None:
+        now = self.clock()
+        for handler, conn in list(self.conns.items()):
+            self.check(handler, conn, now)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_s)
+            self.check_all()
+
+    def victim(self, exclude: object) -> object | None:
+        """The connection to evict for the newcomer ``exclude``: one not in a handler, without
+        progress (a request, or output acknowledged) for at least API_EVICT_AFTER_S — of those,
+        from the address holding the most connections, the one without progress longest; if
+        there is none, and another address holds more than half the limit, its oldest not in a
+        handler (one address churning connections faster than they go stale must not lock the
+        others out). None: the newcomer is refused."""
+        floor = self.clock() - API_EVICT_AFTER_S
+        per_ip: dict[str, int] = {}
+        for c in self.conns.values():
+            per_ip[c.ip] = per_ip.get(c.ip, 0) + 1
+        free = [(h, c) for h, c in self.conns.items() if h is not exclude and c.busy == 0]
+        stale = [(h, c) for h, c in free if c.active_at <= floor]
+        if not stale:
+            new = self.conns.get(exclude)
+            half = self.limits.max_connections // 2
+            stale = [
+                (h, c) for h, c in free if per_ip[c.ip] > half and (new is None or c.ip != new.ip)
+            ]
+        if not stale:
+            return None
+        return min(stale, key=lambda hc: (-per_ip[hc[1].ip], hc[1].active_at))[0]
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+
+class GuardedServer(web.Server):
+    """aiohttp's Server for ``plain``'s application, telling ``guard`` of every connection."""
+
+    def __init__(self, plain: web.Server, guard: ApiGuard) -> None:
+        super().__init__(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            loop=plain._loop,
+            **plain._kwargs,
+        )
+        self.guard = guard
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.guard.opened(handler, transport)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self.guard.closed(handler)
+
+
+class GuardedRunner(web.AppRunner):
+    """An AppRunner whose server is a ``GuardedServer`` reporting to ``guard``."""
+
+    def __init__(self, app: web.Application, guard: ApiGuard, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.guard = guard
+
+    async def _make_server(self) -> web.Server:
+        return GuardedServer(await super()._make_server(), self.guard)
+
+    async def _cleanup_server(self) -> None:
+        self.guard.stop()
+        await super()._cleanup_server()

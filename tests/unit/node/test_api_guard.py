@@ -1,0 +1,168 @@
+"""The REST API's connection limits (apiguard.py) on a real aiohttp server and real loopback
+sockets: a client that asks for a large answer and never reads is reset by the write timeout,
+one that reads steadily is served in full; connections past the limit evict the stalest (a
+slowloris) so honest clients are served; a request header of too many fields is refused. The
+victim rule on its own with an injected clock. No timing claims: waits are generous bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from netdiag.node.api import start_api, stop_api
+from netdiag.node.apiguard import ApiGuard, ApiLimits, _Conn
+from netdiag.node.limits import API_EVICT_AFTER_S, API_MAX_HEADERS
+from tests.unit.node.test_api_hardening import FakeView
+
+BIG = 2 << 20  # a /metrics answer far beyond the API's send buffer and the client's window
+TCP_ESTABLISHED = 1
+
+
+class BigView(FakeView):
+    def metrics_text(self) -> bytes:
+        return b"x" * BIG
+
+
+@asynccontextmanager
+async def api(limits: ApiLimits) -> AsyncIterator[tuple[int, list[str]]]:
+    hits: list[str] = []
+    runner, port = await start_api(BigView(), "127.0.0.1:0", limits, hits.append)
+    try:
+        yield port, hits
+    finally:
+        await stop_api(runner)
+
+
+def small_window_client(port: int) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    s.connect(("127.0.0.1", port))
+    s.setblocking(False)
+    return s
+
+
+def tcp_state(s: socket.socket) -> int:
+    return int(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0])
+
+
+async def until(cond: Any, within_s: float) -> bool:
+    end = time.monotonic() + within_s
+    while time.monotonic() < end:
+        if cond():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(cond())
+
+
+async def test_a_client_that_never_reads_a_large_answer_is_reset() -> None:
+    # the header timeout is long: only the write timeout can end this connection
+    async with api(ApiLimits(header_timeout_s=60.0, write_timeout_s=1.0)) as (port, hits):
+        s = small_window_client(port)
+        try:
+            s.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+            reset = await until(lambda: tcp_state(s) != TCP_ESTABLISHED, 30.0)
+            assert reset, "the non-reader's connection is still established"
+            assert "api_write_stall" in hits or "api_write_slow" in hits, hits
+        finally:
+            s.close()
+
+
+async def test_a_client_reading_steadily_gets_the_whole_answer() -> None:
+    async with api(ApiLimits(header_timeout_s=60.0, write_timeout_s=1.0)) as (port, hits):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = 0
+        while chunk := await asyncio.wait_for(r.read(64 << 10), 30):
+            got += len(chunk)
+            await asyncio.sleep(0.05)  # ~1 MB/s at most: far above the floor, slower than asked
+        w.close()
+        assert got > BIG and not hits, (got, hits)
+
+
+async def test_connections_past_the_limit_evict_slowloris_and_honest_clients_are_served() -> None:
+    limit = 8
+    async with api(ApiLimits(header_timeout_s=60.0, max_connections=limit)) as (port, hits):
+        slow = []
+        for _ in range(3 * limit):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+            slow.append((r, w))
+        await asyncio.sleep(API_EVICT_AFTER_S * 1.5)
+        for _ in range(3):  # honest clients keep getting in: each evicts a stale slowloris
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(r.read(), 30)
+            w.close()
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+
+        async def closed(r: asyncio.StreamReader) -> bool:
+            try:
+                return await asyncio.wait_for(r.read(), 3) == b""
+            except (ConnectionError, TimeoutError):
+                return True
+
+        ended = await asyncio.gather(*(closed(r) for r, _ in slow))
+        for _, w in slow:
+            w.close()
+        assert ended.count(False) <= limit, f"{ended.count(False)} slow ones held, limit {limit}"
+        # the slow ones past the limit found nothing stale yet (refused); an honest one did
+        assert hits.count("api_refused") >= 2 * limit and "api_evicted" in hits, hits
+
+
+async def test_a_header_of_too_many_fields_is_refused() -> None:
+    async with api(ApiLimits()) as (port, _):
+        fields = b"".join(b"X-F%d: a\r\n" % i for i in range(API_MAX_HEADERS + 8))
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET /status HTTP/1.1\r\nHost: x\r\n" + fields + b"Connection: close\r\n\r\n")
+        answer = await asyncio.wait_for(r.read(), 30)
+        w.close()
+        assert answer.split(b" ", 2)[1] == b"400", answer[:100]
+
+
+class FakeTransport:
+    def __init__(self, ip: str) -> None:
+        self.ip = ip
+        self.aborted = False
+
+    def get_extra_info(self, name: str) -> Any:
+        return (self.ip, 1) if name == "peername" else None
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_the_victim_is_stale_not_busy_and_from_the_address_holding_most() -> None:
+    now = [100.0]
+    guard = ApiGuard(ApiLimits(max_connections=4), lambda limit: None, clock=lambda: now[0])
+
+    def add(key: str, ip: str, active_at: float, busy: int = 0) -> str:
+        guard.conns[key] = _Conn(FakeTransport(ip), ip, active_at, busy)  # type: ignore[arg-type]
+        return key
+
+    add("fresh", "10.0.0.9", now[0] - API_EVICT_AFTER_S / 2)  # honest, just arrived
+    add("busy", "10.0.0.2", now[0] - 50, busy=1)  # in a handler (a POST /tx waiting)
+    add("lone-old", "10.0.0.3", now[0] - 40)
+    add("crowd-a", "10.0.0.2", now[0] - 20)
+    add("crowd-b", "10.0.0.2", now[0] - 30)
+    assert guard.victim(exclude="new") == "crowd-b"
+    del guard.conns["crowd-a"], guard.conns["crowd-b"]
+    assert guard.victim(exclude="new") == "lone-old"
+    del guard.conns["lone-old"]
+    add("new", "10.0.0.9", now[0])
+    assert guard.victim(exclude="new") is None  # the rest are busy or fresh: refuse the newcomer
+
+
+def test_an_address_holding_over_half_the_slots_yields_one_to_another_address() -> None:
+    now = [100.0]
+    guard = ApiGuard(ApiLimits(max_connections=4), lambda limit: None, clock=lambda: now[0])
+    for i in range(4):  # one address churns: all its connections fresh, none stale yet
+        ip = "10.0.0.2"
+        guard.conns[f"a{i}"] = _Conn(FakeTransport(ip), ip, now[0] - i / 10)  # type: ignore[arg-type]
+    guard.conns["mine"] = _Conn(FakeTransport("10.0.0.7"), "10.0.0.7", now[0])  # type: ignore[arg-type]
+    assert guard.victim(exclude="mine") == "a3"  # its oldest
+    guard.conns["a5"] = _Conn(FakeTransport("10.0.0.2"), "10.0.0.2", now[0])  # type: ignore[arg-type]
+    assert guard.victim(exclude="a5") is None  # its own newcomer does not push it out
