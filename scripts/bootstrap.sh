@@ -45,7 +45,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # .venv from Debian's python3 (the interpreter python3-bpfcc is built for), with Debian's bcc
-# module made visible through a private .pth — not the whole of dist-packages.
+# module linked into the venv's site-packages — not the whole of dist-packages.
 PY=/usr/bin/python3
 stamp=.venv/.netdiag-setup
 want=$(sha256sum pyproject.toml | cut -c1-16)
@@ -63,9 +63,12 @@ fi
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 bcc_src=$("$PY" -c 'import bcc, os; print(os.path.dirname(bcc.__file__))' 2>/dev/null) \
   || die "Debian's bcc module does not import under $PY — apt-get install --reinstall python3-bpfcc"
-mkdir -p .venv/system-bcc
-ln -sfn "$bcc_src" .venv/system-bcc/bcc
-echo "$PWD/.venv/system-bcc" > "$site/netdiag-system-bcc.pth"
+# In site-packages, bcc is what it is to every tool: a third-party package. (Through a private
+# .pth from .venv/system-bcc it looked like project source: hypothesis parsed it for constants
+# and warned "<unknown>:749: DeprecationWarning: invalid escape sequence" from bcc's own code.)
+rm -f "$site/netdiag-system-bcc.pth"
+rm -rf .venv/system-bcc
+ln -sfn "$bcc_src" "$site/bcc"
 
 # tracefs: bcc reads tracepoint ids from it.
 if ! grep -qs ' tracefs ' /proc/self/mounts; then
