@@ -9,7 +9,7 @@ from collections.abc import Callable
 # from the peer may take idle_timeout_s + its declared length / this to complete (4 MiB: ~572 s;
 # 2 MiB, the largest sync answer: ~316 s), and a peer with our output waiting must acknowledge
 # on average at least this since the stall watch started, with one write_stall_timeout_s of
-# slack, or all that was outstanding then (transport.Connection.check_stall: write_slow).
+# slack, or all that was outstanding then (stallwatch.StallWatch.check: write_slow).
 # Slower peers are cut on both paths. Config-free on purpose.
 MIN_PEER_RATE = 8 << 10  # bytes/s
 

@@ -22,7 +22,7 @@ PENALTY_RATE = 1.0
 # as it decays), but one that asks and never reads, session after session, ends up banned
 PENALTY_NOT_READING = 10.0
 NOT_READING = ("write_buffer", "write_stall")
-# a peer cut for reading under MIN_PEER_RATE while still reading (transport.check_stall): not
+# a peer cut for reading under MIN_PEER_RATE while still reading (stallwatch.py): not
 # scored — a node with a slow uplink serving many peers would otherwise penalise all of them
 SLOW_READING = ("write_slow",)
 

@@ -5,15 +5,13 @@ deadline for each frame in flight, from its first byte: idle_timeout_s + its dec
 MIN_PEER_RATE, so a frame trickled a byte at a time ends too while an honest slow sender's large
 frame does not), throttles reads to the per-peer byte rate, drops messages over the per-peer
 message rate, and does TLS itself over memory BIOs (tlsio.py) inside the same handshake
-deadline. A peer whose unread output exceeds the write-buffer cap, who acknowledges less than
-MIN_PEER_RATE x the write-stall timeout of our output (or all that was outstanding, if less) in
-that time while some waits — in the node or, unacknowledged, in the kernel's send queue (a
-reader that stopped reading: zero window) — or whose buffered bytes exceed its memory budget is
-cut: the socket is reset, so what it held for the peer is freed at once (a plain close would
-keep it until the peer reads it, which it never does). A graceful close (ban, idle, shutdown)
-whose last output still waits keeps the same progress-based stall check: the socket is reset
-(SO_LINGER 0, then abort) only once the peer has acknowledged too little of it (as above) for
-the write-stall timeout; a slow reader above MIN_PEER_RATE gets all of it, within CLOSE_WAIT_MAX
+deadline. A peer whose unread output exceeds the write-buffer cap, who takes too little of our
+waiting output (in the node or, unacknowledged, in the kernel's send queue) for the write-stall
+timeout (stallwatch.py), or whose buffered bytes exceed its memory budget is cut: the socket is
+reset, so what it held for the peer is freed at once (a plain close would keep it until the
+peer reads it, which it never does). A graceful close (ban, idle, shutdown) whose last output
+still waits keeps the same watch, and resets the socket (SO_LINGER 0, then abort) once the peer
+takes too little of it; a slow reader above MIN_PEER_RATE gets all of it, within CLOSE_WAIT_MAX
 stall timeouts of the close. What the kernel still holds once asyncio has closed the fd is
 bounded by the kernel: TCP_USER_TIMEOUT (the write-stall timeout) is set before a graceful
 close, so an orphan whose peer neither acknowledges nor opens its window is aborted instead of
@@ -52,6 +50,7 @@ from netdiag.node.sockets import (
     tcp_segments,
     unsent_bytes,
 )
+from netdiag.node.stallwatch import StallWatch, Verdict
 from netdiag.node.tls import peer_cert_key
 from netdiag.node.tlsio import TlsClosed, TlsSession
 
@@ -80,10 +79,6 @@ def set_notsent_lowat(writer: asyncio.StreamWriter, lowat: int) -> None:
 # after a goodbye or a ban (close with flush=False) more than this of our output still waiting
 # (asyncio's buffer + the kernel's send queue) is dropped with a reset instead of a graceful close
 UNWANTED_MAX = 16 << 10
-
-# a graceful close lets a reader that keeps acknowledging take its last output for at most this
-# many write_stall_timeout_s (120 s by default: 16 MiB at ~140 KB/s), then resets the socket
-CLOSE_WAIT_MAX = 12
 
 
 def reset(writer: asyncio.StreamWriter) -> None:
@@ -143,26 +138,15 @@ class Connection:
         self.byte_bucket = TokenBucket(bytes_rate, 2 * bytes_rate, time.monotonic)
         self.ip_msgs = ip_msgs  # shared by every inbound connection from our remote's IP
         self.max_write_buffer = max_write_buffer
-        # output waiting in the node (asyncio's buffer, our queue) or in the kernel's send
-        # queue (SIOCOUTQ: sent and unacknowledged, or unsent) while the peer acknowledges none
-        # of ours for this long: the peer does not read, cut (0 = off). Checked by a timer a
-        # write starts when none runs, which runs while something waits (_watch_stall), on
-        # ``clock``: no syscall per write, at most two per check.
-        self.write_stall_timeout_s = write_stall_timeout_s
+        # output waiting for a peer that takes too little of it is cut (stallwatch.py; 0 =
+        # off), judged by a timer a write starts when none runs, which runs while something
+        # waits (_watch_stall), on ``clock``: no syscall per write, two per check
+        self._watch = StallWatch(write_stall_timeout_s)
         self._clock = clock
         self._stall_timer: asyncio.TimerHandle | None = None
         # progress is what the peer acknowledged (TCP_INFO) where the socket reports it, else
         # what the socket took from us; decided once, so the two are never compared
         self._acked = tcp_bytes_acked(writer.get_extra_info("socket"))
-        self._mark = 0  # progress at the last check that saw enough of it
-        self._progress_at = 0.0
-        self._need = 0  # progress from _mark that restarts the watch: all outstanding then
-        self._watch_from = 0.0  # when the watch (its average) started
-        self._last_progress = 0  # progress at the last check; _progress_at: when it last grew
-        # a graceful close waits for asyncio's buffer to go out; the stall check keeps running
-        # over it (check_stall) and resets the socket only when the peer acknowledges nothing
-        self._close_wait = False
-        self._close_by = 0.0  # ... and whatever the progress, not past this (CLOSE_WAIT_MAX)
         self._handler: ConnectionHandler | None = None  # set by run(): limits are reported
         self.handshake_timeout_s = handshake_timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -203,6 +187,10 @@ class Connection:
         return self.proto.version
 
     @property
+    def write_stall_timeout_s(self) -> float:
+        return self._watch.timeout_s
+
+    @property
     def wire_bytes(self) -> tuple[int, int, int, int]:
         return self.bytes_out, self.bytes_in, *self.segs
 
@@ -225,7 +213,7 @@ class Connection:
     @property
     def taken(self) -> int:
         """Bytes the socket has taken from us so far (written minus asyncio's buffer)."""
-        if self.writer.is_closing() and not self._close_wait:
+        if self.writer.is_closing() and not self._watch.close_wait:
             return self.bytes_out
         return self.bytes_out - self.writer.transport.get_write_buffer_size()
 
@@ -239,7 +227,7 @@ class Connection:
         takes ~15 s to do, though it receives bytes all the while."""
         if self._acked is None:
             return self.taken
-        if not self.writer.is_closing() or self._close_wait:
+        if not self.writer.is_closing() or self._watch.close_wait:
             acked = tcp_bytes_acked(self.writer.get_extra_info("socket"))
             if acked is not None:  # else (the socket failed): no progress; the read loop sees it
                 self._acked = acked
@@ -319,106 +307,54 @@ class Connection:
         """Start the stall watch from the progress so far: one getsockopt and one ioctl, at
         most once per check interval (a watch keeps running while output waits, in the node or
         the kernel)."""
-        self._set_mark(self.progress, self._clock())
+        self._watch.start(self.progress, self._outstanding(), self._clock())
         self._watch_stall()
 
-    def _set_mark(self, progress: int, now: float) -> None:
-        """(Re)start the watch here: no acknowledged byte for the stall timeout cuts the peer
-        (``write_stall``), and so does an average since here under MIN_PEER_RATE with one
-        timeout of slack (``write_slow``: acknowledged < MIN_PEER_RATE x (elapsed - timeout)),
-        unless it acknowledges all that is outstanding now (node and kernel), which starts the
-        watch again, so a peer keeping up with a trickle of output is kept. The average, not a
-        quota per timeout: an honest peer on a lossy link may get a burst, then wait out an
-        RTO backoff or a brief zero window. Without a floor any acknowledged byte reset the
-        clock, and a reader taking a segment per stall timeout (~160 B/s) held up to a send
-        buffer in the kernel and the write cap in the node for ever."""
-        self._mark, self._progress_at = progress, now
-        self._watch_from, self._last_progress = now, progress
-        self._need = max(1, self._outstanding())
+    def _kernel_queued(self) -> int:
+        """The kernel's send queue (one ioctl), where progress is acknowledged bytes: else
+        (not TCP) what the socket took counts as progress, and its queue would never move."""
+        if self._acked is None:
+            return 0
+        return queued_bytes(self.writer.get_extra_info("socket"))
 
     def _outstanding(self) -> int:
         """Our output still waiting for the peer: node queue, asyncio's buffer, kernel's."""
         outstanding = self.writer.transport.get_write_buffer_size()
         if self._queue is not None:
             outstanding += self._queue.size
-        if self._acked is not None:
-            outstanding += queued_bytes(self.writer.get_extra_info("socket"))
-        return outstanding
+        return outstanding + self._kernel_queued()
 
     def _watch_stall(self) -> None:
         self._stall_timer = asyncio.get_running_loop().call_later(
-            self.write_stall_timeout_s / 4, self.check_stall
+            self._watch.interval, self.check_stall
         )
 
     def check_stall(self) -> None:
-        """The stall watch's timer (tests call it with an injected clock): while output waits
-        in the node or in the kernel's send queue, the peer must acknowledge (``progress``)
-        a byte per ``write_stall_timeout_s`` (else ``write_stall``: a zero window, it stopped
-        reading) and on average MIN_PEER_RATE since the watch started, one timeout of slack
-        (else ``write_slow``: a drip that holds our buffers at a segment per timeout; no
-        score penalty, an honest node with a slow uplink may be the cause), unless it catches
-        up with all that was outstanding, which starts the watch again (``_set_mark``; this
-        keeps a peer that keeps up with a trickle of output). The kernel's queue counts on
-        its own: a peer that asks for less than the kernel's send buffer plus its own
-        window, then stops reading, leaves the node's buffers empty while megabytes wait
-        unacknowledged in the kernel's. The watch stops once nothing waits in either. After
-        a graceful close it watches asyncio's buffer still going out the same way and, cut
-        by either rule, resets the socket (SO_LINGER 0, then abort)."""
+        """The stall watch's timer (tests call it with an injected clock): reads what waits in
+        the node and the kernel and the peer's progress, and acts on the watch's decision
+        (stallwatch.py): check again, stop, cut (``write_stall`` / ``write_slow``), or, after
+        a graceful close, reset the socket (SO_LINGER 0, then abort)."""
         if self._stall_timer is not None:  # one timer per connection, also when called early
             self._stall_timer.cancel()
             self._stall_timer = None
         if self.write_stall_timeout_s <= 0:
             return
-        queued = 0  # the kernel's send queue, read only when nothing waits in the node
-        if self._close_wait:
+        if self._watch.close_wait:
             # asyncio empties its buffer on an abort, and closes the socket once it has sent it
             held = self.writer.transport.get_write_buffer_size()
-        elif self.close_reason is not None:
+        elif self.close_reason is not None or self.writer.is_closing():
             return
         else:
-            held = 0 if self.writer.is_closing() else self.write_held
-            if not held and self._acked is not None and not self.writer.is_closing():
-                queued = queued_bytes(self.writer.get_extra_info("socket"))  # one ioctl
-        if not held and not queued:
-            self._close_wait = False
-            return  # all acknowledged: the next write starts a new watch
-        now, progress = self._clock(), self.progress
-        if self._close_wait and now >= self._close_by:
-            # a closed connection's budget and slot are already released: a peer that
-            # acknowledges a byte now and then must not hold its last output (up to the write
-            # cap) and the socket for ever, outside both
-            self._close_wait = False
+            held = self.write_held
+        # after a close the kernel's queue counts only while asyncio still holds output
+        kernel = self._kernel_queued() if held or not self._watch.close_wait else 0
+        decision = self._watch.check(held, kernel, self.progress, self._clock())
+        if decision.verdict is Verdict.KEEP:
+            self._watch_stall()
+        elif decision.verdict is Verdict.RESET:
             reset(self.writer)
-            return
-        if progress - self._mark >= self._need:
-            self._set_mark(progress, now)  # caught up with all that was outstanding
-        else:
-            if progress > self._last_progress:
-                self._last_progress, self._progress_at = progress, now
-            elapsed = now - self._watch_from
-            got = progress - self._mark
-            floor = MIN_PEER_RATE * (elapsed - self.write_stall_timeout_s)
-            stalled = now - self._progress_at >= self.write_stall_timeout_s
-            if stalled or got < floor:
-                if self._close_wait:  # closed already: nothing to report, only the socket to free
-                    self._close_wait = False
-                    reset(self.writer)
-                    return
-                where = f"{held} bytes waiting" if held else f"{queued} bytes in the kernel's queue"
-                if stalled:
-                    self.cut(
-                        "write_stall",
-                        f"write stalled: peer does not read ({where}, nothing acknowledged "
-                        f"in {now - self._progress_at:.1f} s)",
-                    )
-                else:
-                    self.cut(
-                        "write_slow",
-                        f"write too slow: peer reads under {MIN_PEER_RATE} B/s ({where}, {got} "
-                        f"acknowledged in {elapsed:.1f} s, under {int(floor)})",
-                    )
-                return
-        self._watch_stall()
+        elif decision.verdict is not Verdict.DONE:
+            self.cut(decision.verdict.value, decision.reason)
 
     def cut(self, limit: str, reason: str) -> None:
         """Close for a limit the peer hit, dropping what we hold for it (abort: a plain close
@@ -550,14 +486,7 @@ class Connection:
                 # (what waits is bounded by the write cap it was under when we closed)
                 with contextlib.suppress(RuntimeError):  # no loop: nothing can wait anyway
                     asyncio.get_running_loop()
-                    self._close_wait = True
-                    self._close_by = self._clock() + CLOSE_WAIT_MAX * self.write_stall_timeout_s
-                    if not watching:
-                        self._set_mark(self.progress, self._clock())
-                    else:  # the close moved the queue out: catching up means all of it
-                        self._need = max(
-                            self._need, self.progress - self._mark + self._outstanding()
-                        )
+                    self._watch.close(self.progress, self._outstanding(), self._clock(), watching)
                     self._watch_stall()
 
     async def run(self, handler: ConnectionHandler) -> None:

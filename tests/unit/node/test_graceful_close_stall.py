@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 from netdiag.node.limits import MIN_PEER_RATE
-from netdiag.node.transport import CLOSE_WAIT_MAX
+from netdiag.node.stallwatch import CLOSE_WAIT_MAX
 from tests.unit.node import test_write_stall as ws
 
 PER_STALL = int(MIN_PEER_RATE * ws.STALL_S)  # what a reader at the floor gets per stall timeout
