@@ -8,6 +8,7 @@ idle "no complete frame" and so cut every honest sender of a large frame slower 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from netdiag.node.limits import MIN_PEER_RATE
 from netdiag.node.messages import Blocks
@@ -38,10 +39,23 @@ def cut_at(conn: Connection, data: bytes, rate: float, chunk: int, start: float)
     return None
 
 
-def test_an_honest_slow_sender_of_a_2_mib_frame_at_300_kbit_s_is_kept() -> None:
+def on_conn(body: Callable[[Connection, ws.Handler], None]) -> None:
+    """Run ``body`` on an open connection over test_write_stall's fake (idle_timeout_s =
+    IDLE_S), then close it; ``body`` feeds the decoder at times of its own without yielding,
+    so the read loop sees none of it."""
+
     async def main() -> None:
         conn, _transport, handler, task = await ws.open_conn()
         conn.idle_timeout_s = IDLE_S
+        body(conn, handler)
+        conn.close("test over")
+        await ws.ended(task)
+
+    asyncio.run(main())
+
+
+def test_an_honest_slow_sender_of_a_2_mib_frame_at_300_kbit_s_is_kept() -> None:
+    def body(conn: Connection, handler: ws.Handler) -> None:
         data = encode_frame(Blocks(9, [bytes(2 << 20)]))
         t0 = 1000.0
         feed(conn, b"", t0)  # its last complete frame (a pong) just before
@@ -53,16 +67,12 @@ def test_an_honest_slow_sender_of_a_2_mib_frame_at_300_kbit_s_is_kept() -> None:
         # frame deadline (idle alone would never fire: bytes keep coming)
         assert cut_at(conn, data, MIN_PEER_RATE / 4, 16 << 10, start + 100) is not None
         assert handler.limits == []  # nothing was cut for real: the loop saw none of it
-        conn.close("test over")
-        await ws.ended(task)
 
-    asyncio.run(main())
+    on_conn(body)
 
 
 def test_a_trickler_is_cut_at_its_frame_deadline_though_bytes_keep_coming() -> None:
-    async def main() -> None:
-        conn, _transport, _handler, task = await ws.open_conn()
-        conn.idle_timeout_s = IDLE_S
+    def body(conn: Connection, _handler: ws.Handler) -> None:
         data = encode_frame(Blocks(9, [bytes(4 << 20)]))
         now = 0.0
         feed(conn, data[:-500], now)  # most of a 4 MiB frame at once ...
@@ -80,16 +90,12 @@ def test_a_trickler_is_cut_at_its_frame_deadline_though_bytes_keep_coming() -> N
         )
         assert conn.frame_started == started  # the frame's first byte, not its last
         assert deadline - started < 20 * IDLE_S
-        conn.close("test over")
-        await ws.ended(task)
 
-    asyncio.run(main())
+    on_conn(body)
 
 
 def test_a_new_frame_after_a_complete_one_gets_its_own_deadline() -> None:
-    async def main() -> None:
-        conn, _transport, _handler, task = await ws.open_conn()
-        conn.idle_timeout_s = IDLE_S
+    def body(conn: Connection, _handler: ws.Handler) -> None:
         one, two = encode_frame(Blocks(1, [bytes(100)])), encode_frame(Blocks(2, [bytes(100)]))
         feed(conn, one + two[:10], 5.0)  # the first completes, the second starts in this read
         assert conn.frame_started == 5.0
@@ -98,7 +104,5 @@ def test_a_new_frame_after_a_complete_one_gets_its_own_deadline() -> None:
         feed(conn, two[20:] + one[:3], 40.0)  # completes; a third starts (prefix incomplete)
         assert conn.frame_started == 40.0
         assert conn.read_deadline(40.0) == (40.0 + IDLE_S, "idle")  # no declared length yet
-        conn.close("test over")
-        await ws.ended(task)
 
-    asyncio.run(main())
+    on_conn(body)

@@ -32,12 +32,7 @@ def test_a_peer_whose_output_waits_only_in_the_kernel_is_cut_after_the_stall_tim
         for _ in range(3):
             conn.send(ws.ANSWER)
         assert conn.write_held == 0 and transport.sock.inflight > 0  # all in the kernel
-        clock.now += 0.9 * ws.STALL_S
-        conn.check_stall()
-        assert conn.is_open, "cut before the stall timeout"
-        clock.now += 0.1 * ws.STALL_S
-        conn.check_stall()
-        assert not conn.is_open and handler.limits == ["write_stall"]
+        ws.cut_at_the_stall_timeout(conn, clock, handler)
         assert "kernel's queue" in (conn.close_reason or ""), conn.close_reason
         assert await ws.ended(task), "the cut peer's connection did not end"
         assert transport.aborted  # a reset: the kernel drops its queue (SO_LINGER 0)
@@ -57,12 +52,7 @@ def test_a_slow_reader_acknowledging_what_waits_in_the_kernel_is_kept_until_it_s
             conn.check_stall()
             assert conn.is_open, conn.close_reason
         assert conn.write_held == 0 and transport.sock.inflight > 0 and handler.limits == []
-        clock.now += 0.9 * ws.STALL_S  # it stops acknowledging: not cut before the timeout ...
-        conn.check_stall()
-        assert conn.is_open
-        clock.now += 0.1 * ws.STALL_S  # ... and cut at it
-        conn.check_stall()
-        assert handler.limits == ["write_stall"]
+        ws.cut_at_the_stall_timeout(conn, clock, handler)  # it stops acknowledging
         assert await ws.ended(task)
 
     asyncio.run(main())
@@ -83,12 +73,7 @@ def test_the_watch_stops_once_the_peer_acknowledged_everything_and_a_write_resta
         assert conn.is_open and handler.limits == []
         conn.send(ws.ANSWER)  # the next write starts a fresh watch, from now
         assert conn._stall_timer is not None
-        clock.now += 0.9 * ws.STALL_S
-        conn.check_stall()
-        assert conn.is_open
-        clock.now += 0.1 * ws.STALL_S
-        conn.check_stall()
-        assert handler.limits == ["write_stall"]
+        ws.cut_at_the_stall_timeout(conn, clock, handler)
         assert await ws.ended(task)
 
     asyncio.run(main())

@@ -234,6 +234,17 @@ async def open_not_reading(
     return conn, transport, handler, task
 
 
+def cut_at_the_stall_timeout(conn: Connection, clock: Clock, handler: Handler) -> None:
+    """The peer acknowledges nothing from now on: still open 0.9 stall timeouts later, cut as
+    ``write_stall`` at the timeout."""
+    clock.now += 0.9 * STALL_S
+    conn.check_stall()
+    assert conn.is_open, "cut before the stall timeout"
+    clock.now += 0.1 * STALL_S
+    conn.check_stall()
+    assert not conn.is_open and handler.limits == ["write_stall"]
+
+
 async def ended(task: asyncio.Task[None], within_s: float = 30.0) -> bool:
     try:
         await asyncio.wait_for(asyncio.shield(task), within_s)
@@ -251,12 +262,7 @@ def test_a_peer_that_acknowledges_nothing_is_cut_after_the_stall_timeout_and_fre
         conn.send(ANSWER)
         assert transport.get_write_buffer_size() > 0 and conn._stall_timer is not None
         transport.take(3000)  # the kernel takes some; the peer acknowledges none of it
-        clock.now += 0.9 * STALL_S
-        conn.check_stall()
-        assert conn.is_open, "cut before the stall timeout"
-        clock.now += 0.1 * STALL_S
-        conn.check_stall()
-        assert not conn.is_open and handler.limits == ["write_stall"]
+        cut_at_the_stall_timeout(conn, clock, handler)
         assert "does not read" in (conn.close_reason or "")
         assert await ended(task), "the cut peer's connection did not end"
         assert handler.closed == [conn.close_reason]
@@ -286,12 +292,7 @@ def test_a_slow_reader_is_not_cut_while_it_acknowledges_bytes_though_the_kernel_
             conn.check_stall()
             assert conn.is_open, conn.close_reason
         assert conn.taken == taken and handler.limits == []
-        clock.now += 0.9 * STALL_S  # it stops acknowledging: not cut before the timeout ...
-        conn.check_stall()
-        assert conn.is_open
-        clock.now += 0.1 * STALL_S  # ... and cut at it
-        conn.check_stall()
-        assert handler.limits == ["write_stall"]
+        cut_at_the_stall_timeout(conn, clock, handler)  # it stops acknowledging
         assert await ended(task)
 
     asyncio.run(main())
