@@ -151,7 +151,7 @@ class Peering:
         self.pending.discard(conn)
         if self.book.peer_banned(pid):
             self.metrics.handshakes.labels("refused_banned").inc()
-            return f"refused: peer {short(pid)} is banned"
+            return self.book.ban_refusal(pid)
         old = self.conns.get(pid)
         if old is not None:
             if not self.replaces(conn):

@@ -13,6 +13,8 @@ from netdiag.node.config import NodeConfig, split_hostport
 from netdiag.node.errors import ConfigError
 
 FAILED_HANDSHAKE_WINDOW_S = 60.0
+# a ban's reason kept for its refusals: with the refusal's head (~50 B) under Disconnect's 200
+BAN_REASON_MAX = 140
 MAX_LEARNED_PER_MESSAGE = 64
 
 
@@ -31,6 +33,7 @@ class PeerBook:
         self.dialing: set[str] = set()
         self.self_addrs: set[str] = set()
         self.banned: dict[bytes, float] = {}  # peer id -> until
+        self.ban_reasons: dict[bytes, str] = {}  # peer id -> why (told on a refused reconnect)
         self.banned_ips: dict[str, float] = {}  # ip -> until
         self.failed_handshakes: dict[str, deque[float]] = {}
 
@@ -104,8 +107,17 @@ class PeerBook:
 
     # -- bans ------------------------------------------------------------------------------
 
-    def ban_peer(self, pid: bytes) -> None:
+    def ban_peer(self, pid: bytes, reason: str = "") -> None:
         self.banned[pid] = self.clock() + self.cfg.ban_seconds
+        self.ban_reasons[pid] = reason[:BAN_REASON_MAX]
+
+    def ban_refusal(self, pid: bytes) -> str:
+        """What a banned peer's reconnect is refused with: for how much longer, and why (the
+        ban's own Disconnect is lost when the ban reset the socket: output it did not read)."""
+        left = self.banned.get(pid, 0.0) - self.clock()
+        why = self.ban_reasons.get(pid, "")
+        head = f"refused: peer {pid[:6].hex()} is banned ({max(0.0, left):.0f} s more)"
+        return head + (f": {why}" if why else "")
 
     def ban_ip(self, ip: str) -> None:
         self.banned_ips[ip] = self.clock() + self.cfg.ban_seconds
@@ -133,6 +145,7 @@ class PeerBook:
         now = self.clock()
         for pid in [p for p, until in self.banned.items() if until <= now]:
             del self.banned[pid]
+            self.ban_reasons.pop(pid, None)
         for ip in [i for i, until in self.banned_ips.items() if until <= now]:
             del self.banned_ips[ip]
         for ip, window in list(self.failed_handshakes.items()):

@@ -103,7 +103,7 @@ class BanPolicy:
             why = f"score {score:.1f} fell below {self.cfg.ban_threshold:g}, last for {reason}"
         else:
             return
-        self.peering.book.ban_peer(pid)
+        self.peering.book.ban_peer(pid, why)
         self.metrics.bans.labels("peer").inc()
         self.log.warning(
             "peer_banned",
@@ -137,7 +137,7 @@ class BanPolicy:
         pid = conn.peer_id
         if pid is None:
             return
-        self.peering.book.ban_peer(pid)
+        self.peering.book.ban_peer(pid, reason)
         self.metrics.bans.labels("peer").inc()
         self.log.warning(
             "peer_banned",

@@ -3,16 +3,25 @@
 Each session completes the handshake, then sends a second Hello (a protocol violation the node
 closes on). A defended node keeps the peer's score across reconnects and bans it once the
 violations add up (``max_violations``, ``ban_threshold``): later reconnects are refused.
+Once refused, it reconnects ``REFUSALS`` more times back to back and reports what a refusal
+costs the node (CPU, bytes sent) and what it said (the ban's reason since 2026-12-03).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import ssl
+import statistics
+import time
 
-from netdiag.bench.attack.base import AsyncAttack, AttackContext, Outcome
+from netdiag.bench.attack.base import AsyncAttack, AttackContext, Figure, Outcome
 from netdiag.bench.attack.wire import PROTOCOL_VERSION, AttackKey, Refused, WirePeer
+
+REFUSALS = 12  # refused reconnects timed after the ban (within the per-IP burst of 16)
+QUICK_REFUSALS = 3
 
 
 class ReconnectBan(AsyncAttack):
@@ -60,6 +69,7 @@ class ReconnectBan(AsyncAttack):
             ctx.progress(f"reconnect {i}/{n}: {'accepted' if refusal is None else 'refused'}")
             await asyncio.sleep(pause)
         banned = first_refused is not None
+        cost = await self._refusals(ctx, key) if banned else {}
         return Outcome(
             banned=banned,
             defended=banned,
@@ -69,8 +79,69 @@ class ReconnectBan(AsyncAttack):
                 "reconnects": n,
                 "reconnects_accepted": accepted,
                 "first_refused_attempt": first_refused,
+                **cost,
             },
         )
+
+    async def _refusals(self, ctx: AttackContext, key: AttackKey) -> dict[str, Figure]:
+        """What a banned peer reconnecting in a loop costs the node: ``REFUSALS`` reconnects
+        back to back (within the per-IP connection burst), the node's CPU (utime + stime) and
+        the bytes it sent per refused reconnect, and what the refusal said."""
+        t = ctx.cluster.target(ctx.target_index)
+        node = ctx.cluster.nodes[ctx.target_index]
+        pid = node.proc.pid if node.proc is not None else None
+        n = QUICK_REFUSALS if ctx.quick else REFUSALS
+        sent: list[int] = []
+        reasons: list[str] = []
+        cpu0, t0 = cpu_s(pid), time.monotonic()
+        for _ in range(n):
+            peer = None
+            try:
+                peer = await WirePeer.connect(t, ctx.source_ip)
+                await peer.handshake(key, t)
+                reason = await peer.refused_after_open(1.0) or "accepted"
+            except (Refused, OSError, TimeoutError, ssl.SSLError) as e:
+                reason = str(e) or type(e).__name__
+            if peer is not None:
+                with contextlib.suppress(asyncio.TimeoutError, ConnectionError, OSError):
+                    await asyncio.wait_for(peer.reader.read(), 1.0)  # to the node's close
+                sent.append(tcp_received_raw(peer))
+                await peer.aclose()
+            reasons.append(reason)
+        wall, cpu1 = time.monotonic() - t0, cpu_s(pid)
+        said = next((r for r in reasons if "banned" in r), reasons[-1] if reasons else "")
+        return {
+            "refusals_timed": n,
+            "refusal_reason": said[:240],
+            "refusal_says_why": "banned (" in said and "):" in said,
+            "refusal_node_bytes_median": int(statistics.median(sent)) if sent else None,
+            "refusal_node_cpu_ms_each": (
+                None if cpu0 is None or cpu1 is None else round((cpu1 - cpu0) * 1000 / n, 2)
+            ),
+            "refusal_wall_ms_each": round(wall * 1000 / n, 1),
+        }
+
+
+def cpu_s(pid: int | None) -> float | None:
+    """The process's user + system CPU seconds (/proc/PID/stat), None when unreadable."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tcp_received_raw(peer: WirePeer) -> int:
+    """Bytes our TCP socket received from the node (TLS records included; 0 when unknown)."""
+    sock = peer.writer.get_extra_info("socket")
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 136)
+    except (OSError, AttributeError):
+        return 0
+    return int.from_bytes(raw[128:136], "little") if len(raw) >= 136 else 0
 
 
 ATTACK = ReconnectBan()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,31 @@ def test_one_violation_per_connection_ends_in_a_ban(tmp_path: Path, max_violatio
         world.run(1.0)
     assert accepted == max_violations + 1, "banned by the violation after max_violations"
     assert core.book.peer_banned(pid)
-    assert world.events("n", "peer_refused")[-1]["reason"].endswith("is banned")
+    assert "is banned" in world.events("n", "peer_refused")[-1]["reason"]
+
+
+def test_a_banned_peers_reconnect_is_refused_with_the_bans_reason_and_time_left(
+    tmp_path: Path,
+) -> None:
+    """The ban's own Disconnect is lost when the ban resets the socket (more than
+    transport.UNWANTED_MAX of output the peer did not read): the refusal of its reconnect says
+    why instead — one Disconnect (reasons are cut at 200 characters), no more."""
+    spec, _ = lab(1)
+    world = World(tmp_path, spec)
+    core = world.node("n", max_violations=1, ban_threshold=-10_000.0, ban_seconds=600.0)
+    pid = Identity.generate().node_id
+    for _ in range(2):
+        violate(world, world.attach(core, peer_id=pid))
+        world.run(1.0)
+    assert core.book.peer_banned(pid)
+    world.run(100.0)
+    link = world.attach(core, peer_id=pid)
+    reason = link.close_reason or ""
+    assert not link.is_open and "is banned" in reason, reason
+    assert "protocol violations on record" in reason, reason  # the ban's why
+    left = re.search(r"\((\d+) s more\)", reason)
+    assert left and 490 <= int(left.group(1)) <= 500, reason  # and how long it still lasts
+    assert len(reason) <= 200, len(reason)  # whole in one Disconnect
 
 
 def test_a_ban_lasts_across_reconnects_for_its_duration_then_expires(tmp_path: Path) -> None:
