@@ -64,6 +64,7 @@ class _Conn:
     watch_at: float | None = None  # when output started waiting (None: nothing waits)
     watch_acked: int = 0  # acknowledged then
     acked: int = 0  # acknowledged at the last check
+    acked_at: float = 0.0  # when the acknowledged count last grew (or the watch started)
 
 
 def reset_transport(transport: asyncio.Transport) -> None:
@@ -148,11 +149,13 @@ class ApiGuard:
         acked = tcp_bytes_acked(conn.transport.get_extra_info("socket")) or 0
         if conn.watch_at is None:
             conn.watch_at, conn.watch_acked, conn.acked = now, acked, acked
-            conn.active_at = max(conn.active_at, now)
+            conn.acked_at = now
             return
         if acked > conn.acked:
-            conn.acked, conn.active_at = acked, now
-        if now - conn.active_at >= timeout:
+            conn.acked, conn.acked_at, conn.active_at = acked, now, now
+        # only acknowledged output counts here: a new request (pipelined behind output the
+        # client does not read) is not progress on what waits
+        if now - conn.acked_at >= timeout:
             self.on_limit("api_write_stall")
             self._drop(handler)
         elif acked - conn.watch_acked < MIN_PEER_RATE * (now - conn.watch_at - timeout):

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+
 from netdiag.node.api import start_api, stop_api
 from netdiag.node.apiguard import ApiGuard, ApiLimits, _Conn
 from netdiag.node.limits import API_EVICT_AFTER_S, API_MAX_HEADERS
@@ -166,3 +168,26 @@ def test_an_address_holding_over_half_the_slots_yields_one_to_another_address() 
     assert guard.victim(exclude="mine") == "a3"  # its oldest
     guard.conns["a5"] = _Conn(FakeTransport("10.0.0.2"), "10.0.0.2", now[0])  # type: ignore[arg-type]
     assert guard.victim(exclude="a5") is None  # its own newcomer does not push it out
+
+
+def test_the_write_timeout_counts_acknowledged_output_not_new_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that keeps sending requests behind output it never reads is still cut."""
+    from netdiag.node import apiguard
+
+    now = [0.0]
+    hits: list[str] = []
+    guard = ApiGuard(ApiLimits(write_timeout_s=10.0), hits.append, clock=lambda: now[0])
+    monkeypatch.setattr(apiguard, "queued_bytes", lambda sock: 100_000)  # never read
+    monkeypatch.setattr(apiguard, "tcp_bytes_acked", lambda sock: 5_000)  # nothing more acked
+    t = FakeTransport("10.0.0.2")
+    t.get_write_buffer_size = lambda: 0  # type: ignore[attr-defined]
+    t.is_closing = lambda: False  # type: ignore[attr-defined]
+    conn = _Conn(t, "10.0.0.2", 0.0)  # type: ignore[arg-type]
+    guard.conns["c"] = conn
+    for step in range(1, 12):
+        now[0] = float(step)
+        conn.active_at = now[0]  # a request started (what the middleware records)
+        guard.check_all()
+    assert hits == ["api_write_stall"] and t.aborted, hits
