@@ -16,6 +16,7 @@ import socket
 import ssl
 import statistics
 import time
+from typing import Any
 
 from netdiag.bench.attack.base import AsyncAttack, AttackContext, Figure, Outcome
 from netdiag.bench.attack.wire import PROTOCOL_VERSION, AttackKey, Refused, WirePeer
@@ -98,20 +99,23 @@ class ReconnectBan(AsyncAttack):
             peer = None
             try:
                 peer = await WirePeer.connect(t, ctx.source_ip)
+                sock = peer.writer.get_extra_info("socket")
                 await peer.handshake(key, t)
                 reason = await peer.refused_after_open(1.0) or "accepted"
             except (Refused, OSError, TimeoutError, ssl.SSLError) as e:
                 reason = str(e) or type(e).__name__
             if peer is not None:
+                got = tcp_received_raw(sock)  # up to its Disconnect (TLS records included)
                 with contextlib.suppress(asyncio.TimeoutError, ConnectionError, OSError):
                     await asyncio.wait_for(peer.reader.read(), 1.0)  # to the node's close
-                sent.append(tcp_received_raw(peer))
+                sent.append(max(got, tcp_received_raw(sock)))
                 await peer.aclose()
             reasons.append(reason)
         wall, cpu1 = time.monotonic() - t0, cpu_s(pid)
         said = next((r for r in reasons if "banned" in r), reasons[-1] if reasons else "")
         return {
             "refusals_timed": n,
+            "refusals_banned": sum("banned" in r for r in reasons),  # the rest: at accept()
             "refusal_reason": said[:240],
             "refusal_says_why": "banned (" in said and "):" in said,
             "refusal_node_bytes_median": int(statistics.median(sent)) if sent else None,
@@ -134,9 +138,8 @@ def cpu_s(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tcp_received_raw(peer: WirePeer) -> int:
+def tcp_received_raw(sock: Any) -> int:
     """Bytes our TCP socket received from the node (TLS records included; 0 when unknown)."""
-    sock = peer.writer.get_extra_info("socket")
     try:
         raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 136)
     except (OSError, AttributeError):
