@@ -16,7 +16,6 @@ import socket
 import ssl
 import statistics
 import time
-from typing import Any
 
 from netdiag.bench.attack.base import AsyncAttack, AttackContext, Figure, Outcome
 from netdiag.bench.attack.wire import PROTOCOL_VERSION, AttackKey, Refused, WirePeer
@@ -99,7 +98,12 @@ class ReconnectBan(AsyncAttack):
             peer = None
             try:
                 peer = await WirePeer.connect(t, ctx.source_ip)
-                sock = peer.writer.get_extra_info("socket")
+                # a dup: asyncio closes its own fd at the node's close, before we can look
+                sock = socket.fromfd(
+                    peer.writer.get_extra_info("socket").fileno(),
+                    socket.AF_INET,
+                    socket.SOCK_STREAM,
+                )
                 await peer.handshake(key, t)
                 reason = await peer.refused_after_open(1.0) or "accepted"
             except (Refused, OSError, TimeoutError, ssl.SSLError) as e:
@@ -109,6 +113,7 @@ class ReconnectBan(AsyncAttack):
                 with contextlib.suppress(asyncio.TimeoutError, ConnectionError, OSError):
                     await asyncio.wait_for(peer.reader.read(), 1.0)  # to the node's close
                 sent.append(max(got, tcp_received_raw(sock)))
+                sock.close()
                 await peer.aclose()
             reasons.append(reason)
         wall, cpu1 = time.monotonic() - t0, cpu_s(pid)
@@ -138,7 +143,7 @@ def cpu_s(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tcp_received_raw(sock: Any) -> int:
+def tcp_received_raw(sock: socket.socket) -> int:
     """Bytes our TCP socket received from the node (TLS records included; 0 when unknown)."""
     try:
         raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 136)
