@@ -61,6 +61,7 @@ from netdiag.measure import sockdiag
 PEERS = 8
 MODES = ("stock", "small", "goodbye")
 GOODBYE_AFTER_S = 3.0  # the node has written every answer by then (the kernel took them)
+STALL_RCVBUF = 16 << 10  # our receive buffer while stalled (the kernel doubles it)
 SMALL_SHARE = 2  # small asks: each peer asks for the kernel's send buffer (max) / this
 WAITING_BYTES = 4 << 20  # what should wait in the node per peer: well under the 16 MiB cap
 MIN_WAITING = 2 << 20  # asked beyond the kernel's buffers, at the least
@@ -259,6 +260,16 @@ def node_side(port: int, peer_ports: set[int]) -> dict[int, tuple[int, int]] | N
     }
 
 
+def hold_little(peer: WirePeer) -> None:
+    """Lock our receive buffer small, as an attacker who wants the node to hold the bytes
+    would: with autotuning (and TLS, whose transport keeps reading up to 256 KiB while the
+    application is paused) our kernel took up to a whole small ask, the node's socket
+    drained, and the session was judged "not ended by the node" with nothing to end."""
+    sock = peer.writer.get_extra_info("socket")
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALL_RCVBUF)
+
+
 def tcp_received(peer: WirePeer) -> int:
     """Bytes our socket has received from the node (tcpi_bytes_received; 0 when unknown)."""
     sock = peer.writer.get_extra_info("socket")
@@ -367,6 +378,7 @@ class StalledReader(AsyncAttack):
         last_at: dict[int, float] = {}  # peer port -> its last request
 
         async def stall(peer: WirePeer, port: int) -> None:
+            hold_little(peer)
             cast(asyncio.Transport, peer.writer.transport).pause_reading()  # never read
             try:
                 await asyncio.wait_for(peer.send_raw(batch), 10.0)
