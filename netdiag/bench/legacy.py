@@ -30,7 +30,7 @@ def known(doc: Any) -> bool:
 
 def convert(doc: dict[str, Any], source: str) -> dict[str, Any]:
     """The result-format document of a legacy file (`known(doc)` must hold)."""
-    from netdiag.bench import cc, emulator, probes, sync, validate
+    from netdiag.bench import cc, emulator, probes, probes_accuracy, sync, validate
 
     name = doc["benchmark"]
     res: ResultBuilder
@@ -41,7 +41,7 @@ def convert(doc: dict[str, Any], source: str) -> dict[str, Any]:
     elif name == "probes overhead":
         res = probes.overhead_result(doc)
     elif name == "probes accuracy":
-        res = probes.accuracy_result(doc)
+        res = probes_accuracy.accuracy_result(doc)
     elif name == "validate":
         fig = validate.Figures(**doc["results"])
         res = validate.to_result(fig, doc["rounds"], doc["params"])

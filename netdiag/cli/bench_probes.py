@@ -126,7 +126,7 @@ def accuracy(
     as_json: bool,
 ) -> None:
     """min RTT, BDP, retransmits and cwnd from the probes against a lab link's configured truth."""
-    from netdiag.bench import probes as benchmarks
+    from netdiag.bench import probes_accuracy as benchmarks
 
     err = Console(stderr=True)
     doc = benchmarks.accuracy(
