@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from netdiag.node.limits import MIN_PEER_RATE, TokenBucket
+from netdiag.node.limits import TokenBucket
 from netdiag.node.messages import TOPIC_BLOCKS, IHave, Message, Publish
 from netdiag.node.protocol import (
     Event,
@@ -40,6 +40,7 @@ from netdiag.node.protocol import (
     State,
     Violation,
 )
+from netdiag.node.readdeadline import ReadDeadline
 from netdiag.node.resources import MemoryBudget
 from netdiag.node.sendqueue import SendQueue
 from netdiag.node.sockets import (
@@ -152,12 +153,7 @@ class Connection:
         self.idle_timeout_s = idle_timeout_s
         self.connected_at = time.monotonic()
         self.last_recv = self.connected_at
-        # the frame in flight (its first byte arrived then; None: the decoder holds nothing):
-        # it must complete by idle_timeout_s + its declared length / MIN_PEER_RATE, else a peer
-        # trickling one frame a byte per idle timeout would hold up to max_frame_bytes buffered
-        # in the decoder for ever (idle alone counts any byte)
-        self.frame_started: float | None = None
-        self._frame_count = 0  # the decoder's completed count when that frame started
+        self._deadline = ReadDeadline()  # idle, or the frame in flight's own deadline
         self.peer_id: bytes | None = None
         self.listen_addr: str | None = None
         self.probe = False  # dialed as a discovery probe (the shell knows; the address does not)
@@ -568,24 +564,19 @@ class Connection:
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
+    @property
+    def frame_started(self) -> float | None:
+        return self._deadline.frame_started
+
     def note_frames(self, now: float) -> None:
         """After bytes were decoded at ``now``: when a new frame is in flight, it started now."""
-        dec = self.proto.decoder
-        if dec.buffered == 0:
-            self.frame_started = None
-        elif self.frame_started is None or dec.completed != self._frame_count:
-            self.frame_started, self._frame_count = now, dec.completed
+        self._deadline.note_frames(self.proto.decoder.buffered, self.proto.decoder.completed, now)
 
     def read_deadline(self, now: float) -> tuple[float, str]:
-        """When the next read must have come, and the limit that ends the peer then: ``idle``
-        (no byte for idle_timeout_s) or ``frame`` (the frame in flight has not completed within
-        idle_timeout_s + its declared length / MIN_PEER_RATE of its first byte)."""
-        idle = self.last_recv + self.idle_timeout_s
-        if self.frame_started is None:
-            return idle, "idle"
-        frame = self.frame_started + self.idle_timeout_s
-        frame += self.proto.decoder.pending_len / MIN_PEER_RATE
-        return (frame, "frame") if frame < idle else (idle, "idle")
+        """When the next read must have come, and the limit (``idle`` / ``frame``) that ends
+        the peer then (readdeadline.py)."""
+        pending = self.proto.decoder.pending_len
+        return self._deadline.next(self.last_recv, self.idle_timeout_s, pending)
 
     def _timeout_reason(self, what: str, now: float) -> str:
         dec = self.proto.decoder
@@ -594,11 +585,7 @@ class Connection:
         if what == "idle":
             part = f" ({dec.buffered} bytes of a frame never completed)" if dec.buffered else ""
             return f"idle timeout after {self.idle_timeout_s:g} s{part}"
-        took = now - (self.frame_started or now)
-        return (
-            f"frame timeout: {dec.buffered} of {dec.pending_len + 4} bytes of a frame in "
-            f"{took:.0f} s (never completed; slower than {MIN_PEER_RATE} B/s)"
-        )
+        return self._deadline.frame_reason(now, dec.buffered, dec.pending_len)
 
     async def _tls_handshake(self, handler: ConnectionHandler) -> str:
         """The TLS handshake, inside the connection's absolute handshake deadline. Returns the

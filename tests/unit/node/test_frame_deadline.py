@@ -13,6 +13,7 @@ from collections.abc import Callable
 from netdiag.node.limits import MIN_PEER_RATE
 from netdiag.node.messages import Blocks
 from netdiag.node.protocol import encode_frame
+from netdiag.node.readdeadline import ReadDeadline
 from netdiag.node.transport import Connection
 from tests.unit.node import test_write_stall as ws
 
@@ -106,3 +107,19 @@ def test_a_new_frame_after_a_complete_one_gets_its_own_deadline() -> None:
         assert conn.read_deadline(40.0) == (40.0 + IDLE_S, "idle")  # no declared length yet
 
     on_conn(body)
+
+
+def test_read_deadline_alone_is_idle_until_a_frame_is_in_flight_then_the_earlier() -> None:
+    d = ReadDeadline()  # sans I/O: the decoder's counts and the times are the test's
+    assert d.next(10.0, IDLE_S, 0) == (10.0 + IDLE_S, "idle")
+    d.note_frames(buffered=100, completed=3, now=10.0)  # a frame starts
+    d.note_frames(buffered=200, completed=3, now=20.0)  # the same frame goes on
+    big = 4 << 20
+    assert d.frame_started == 10.0
+    assert d.next(20.0, IDLE_S, big) == (20.0 + IDLE_S, "idle")  # a large frame: idle first
+    # ... until bytes keep coming: then the frame's own deadline from its first byte
+    assert d.next(600.0, IDLE_S, big) == (10.0 + IDLE_S + big / MIN_PEER_RATE, "frame")
+    d.note_frames(buffered=5, completed=4, now=30.0)  # it completed, another started
+    assert d.frame_started == 30.0
+    d.note_frames(buffered=0, completed=5, now=31.0)  # nothing in flight
+    assert d.frame_started is None and d.next(31.0, IDLE_S, 0) == (31.0 + IDLE_S, "idle")

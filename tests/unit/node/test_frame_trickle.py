@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-import netdiag.node.transport as transport_mod
+import netdiag.node.readdeadline as deadline_mod
 from netdiag.node.messages import Blocks, Ping
 from netdiag.node.protocol import encode_frame
 from tests.unit.node import test_write_stall as ws
@@ -24,7 +24,7 @@ def test_a_peer_trickling_a_frame_a_byte_at_a_time_is_cut_by_the_frame_deadline(
     idle_s = 0.5
     # the frame deadline is idle + declared length / MIN_PEER_RATE: a fast floor here keeps the
     # real run short (test_frame_deadline checks the real floor on an injected clock)
-    monkeypatch.setattr(transport_mod, "MIN_PEER_RATE", 1e9)
+    monkeypatch.setattr(deadline_mod, "MIN_PEER_RATE", 1e9)
 
     async def main() -> None:
         conn, transport, handler, task = await ws.open_conn()
