@@ -101,7 +101,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     compact_recent_txs: int = 4096
     compact_recent_bytes: int = 8 << 20  # ... and at most this many bytes of them (0: none)
     # per-peer send queue: gossip other than blocks waits for the end of the loop turn and goes
-    # out in one write after any block frame sent meanwhile (transport.low_priority)
+    # out in one write after any block frame sent meanwhile (outbox.low_priority)
     send_priority: bool = True
     # per peer socket: the kernel keeps at most this many unsent bytes (TCP_NOTSENT_LOWAT) and
     # the rest waits in the node's send queue, where a block still overtakes tx gossip

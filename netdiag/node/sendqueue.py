@@ -1,7 +1,7 @@
 """A peer's bulk frames waiting for its socket (no I/O).
 
 With ``notsent_lowat_bytes`` set, the kernel keeps only that many unsent bytes per peer socket
-(TCP_NOTSENT_LOWAT) and the transport hands it bulk frames (transport.low_priority:
+(TCP_NOTSENT_LOWAT) and the transport hands it bulk frames (outbox.low_priority:
 transactions, beacons, snapshot announcements, IHAVE) only while asyncio's own buffer is empty;
 the rest waits here, in order, so a block frame — written at once, past the bound — overtakes
 every bulk frame the socket has not taken yet.

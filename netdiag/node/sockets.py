@@ -1,9 +1,11 @@
 """What the kernel says about a peer's TCP socket: its cookie, queued and unsent bytes, segment
 counts and the bytes the peer has acknowledged. Each helper answers "unknown" (0, None) when
-the socket is not TCP (a test's socketpair or fake) or the kernel does not report the field."""
+the socket is not TCP (a test's socketpair or fake) or the kernel does not report the field.
+Also the two ways to bound what the kernel keeps for a peer: TCP_USER_TIMEOUT, and a reset."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import socket
@@ -92,3 +94,15 @@ def tcp_bytes_acked(sock: socket.socket | None) -> int | None:
     if raw is None:
         return None
     return int(TCP_INFO_BYTES_ACKED.unpack_from(raw, TCP_INFO_BYTES_ACKED_AT)[0])
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Abort the connection with a TCP reset: SO_LINGER 0 makes the kernel drop its send queue
+    too. A plain abort only closes the fd, and with output queued to a zero window the kernel
+    keeps the socket as an orphan in FIN-WAIT-1, holding up to a send buffer (4 MB measured),
+    until its orphan retries run out, while the peer sees no reset."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed, or not a socket that lingers
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

@@ -1,36 +1,30 @@
 """Thin asyncio transport around the sans-I/O PeerProtocol: one Connection per TCP stream.
 
-The read loop enforces the handshake and idle timeouts (idle: no byte for idle_timeout_s) and a
-deadline for each frame in flight, from its first byte: idle_timeout_s + its declared length /
-MIN_PEER_RATE, so a frame trickled a byte at a time ends too while an honest slow sender's large
-frame does not), throttles reads to the per-peer byte rate, drops messages over the per-peer
-message rate, and does TLS itself over memory BIOs (tlsio.py) inside the same handshake
-deadline. A peer whose unread output exceeds the write-buffer cap, who takes too little of our
-waiting output (in the node or, unacknowledged, in the kernel's send queue) for the write-stall
-timeout (stallwatch.py), or whose buffered bytes exceed its memory budget is cut: the socket is
-reset, so what it held for the peer is freed at once (a plain close would keep it until the
-peer reads it, which it never does). A graceful close (ban, idle, shutdown) whose last output
-still waits keeps the same watch, and resets the socket (SO_LINGER 0, then abort) once the peer
-takes too little of it; a slow reader above MIN_PEER_RATE gets all of it, within CLOSE_WAIT_MAX
-stall timeouts of the close. What the kernel still holds once asyncio has closed the fd is
-bounded by the kernel: TCP_USER_TIMEOUT (the write-stall timeout) is set before a graceful
-close, so an orphan whose peer neither acknowledges nor opens its window is aborted instead of
-kept for ever. Everything the peer sends is handed to a ConnectionHandler.
+The read loop enforces the handshake deadline, the idle timeout and each frame's own deadline
+(readdeadline.py), throttles reads to the per-peer byte rate, drops messages over the per-peer
+message rate, and does TLS itself over memory BIOs (tlsio.py) inside the handshake deadline.
+Frames go out in priority order (outbox.py). A peer whose unread output exceeds the write-buffer
+cap, who takes too little of our waiting output (stallwatch.py), or whose buffered bytes exceed
+its memory budget is cut: the socket is reset, so what the node and the kernel held for it is
+freed at once (a plain close would keep it until the peer reads it, which it never does). A
+graceful close (ban, idle, shutdown) whose last output still waits keeps the same watch and
+resets the socket once the peer takes too little of it; what the kernel holds once asyncio has
+closed the fd is bounded by TCP_USER_TIMEOUT (the write-stall timeout), set before the close.
+Everything the peer sends is handed to a ConnectionHandler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
-import struct
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from netdiag.node.limits import TokenBucket
-from netdiag.node.messages import TOPIC_BLOCKS, IHave, Message, Publish
+from netdiag.node.messages import Message
+from netdiag.node.outbox import Outbox
 from netdiag.node.protocol import (
     Event,
     HandshakeComplete,
@@ -42,56 +36,24 @@ from netdiag.node.protocol import (
 )
 from netdiag.node.readdeadline import ReadDeadline
 from netdiag.node.resources import MemoryBudget
-from netdiag.node.sendqueue import SendQueue
 from netdiag.node.sockets import (
     bound_unacknowledged,
     queued_bytes,
+    reset,
     socket_cookie,
     tcp_bytes_acked,
     tcp_segments,
-    unsent_bytes,
 )
 from netdiag.node.stallwatch import StallWatch, Verdict
 from netdiag.node.tls import peer_cert_key
 from netdiag.node.tlsio import TlsClosed, TlsSession
 
 READ_CHUNK = 64 << 10
-LOWAT_LIFTED = 1 << 30  # TCP_NOTSENT_LOWAT while an urgent frame goes out: no bound
-
-
-def low_priority(msg: Message) -> bool:
-    """Frames that wait for the end of the loop turn and go out after any block frame sent
-    meanwhile: gossip other than blocks (transactions, beacons, snapshot announcements) and
-    IHAVE adverts. Blocks, control, sync and handshake frames are written at once."""
-    return (isinstance(msg, Publish) and msg.topic != TOPIC_BLOCKS) or isinstance(msg, IHave)
-
-
-def set_notsent_lowat(writer: asyncio.StreamWriter, lowat: int) -> None:
-    """Keep at most ``lowat`` unsent bytes in the kernel for this socket, and let asyncio's
-    buffer pause the writer as soon as it holds anything (high-water mark 0): unsent data
-    then waits in the connection's queue, where it can still be reordered."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):  # not TCP (a test's socketpair): nothing to bound
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, lowat)
-    writer.transport.set_write_buffer_limits(high=0)
 
 
 # after a goodbye or a ban (close with flush=False) more than this of our output still waiting
 # (asyncio's buffer + the kernel's send queue) is dropped with a reset instead of a graceful close
 UNWANTED_MAX = 16 << 10
-
-
-def reset(writer: asyncio.StreamWriter) -> None:
-    """Abort the connection with a TCP reset: SO_LINGER 0 makes the kernel drop its send queue
-    too. A plain abort only closes the fd, and with output queued to a zero window the kernel
-    keeps the socket as an orphan in FIN-WAIT-1, holding up to a send buffer (4 MB measured),
-    until its orphan retries run out, while the peer sees no reset."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):  # already closed, or not a socket that lingers
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
 
 
 class ConnectionHandler(Protocol):
@@ -162,21 +124,13 @@ class Connection:
         self.bytes_out = 0  # TCP payload written to the socket (TLS records when TLS is on)
         self.bytes_in = 0
         self.segs: tuple[int, int] = (0, 0)  # tcp_info segments out, in; read at close
-        # the per-peer send queue: low-priority frames of this loop turn, written together
-        # (one write, one TLS record run) after the turn, so a block frame overtakes them
-        self.send_priority = send_priority
-        self._bulk: list[bytes] = []
-        # notsent_lowat > 0: the kernel keeps at most that many unsent bytes (TCP_NOTSENT_LOWAT)
-        # and frames wait in our queue until the socket takes them, so a block still overtakes
-        # the tx gossip queued before it (sendqueue.py); 0: every flush is written at once
-        self.notsent_lowat = notsent_lowat
-        self._queue: SendQueue | None = None
-        self._pump_soon = False
-        self._lifted = False  # the bound is lifted while an urgent frame goes out
-        self._drainer: asyncio.Task[None] | None = None
-        if notsent_lowat > 0:
-            set_notsent_lowat(writer, notsent_lowat)
-            self._queue = SendQueue()
+        # frames reach the socket in priority order (outbox.py); every write goes through
+        # _write, every flush ends in _check_held
+        self._out = Outbox(
+            writer, proto, tls, self._write, self._check_held,
+            closed=lambda: self.close_reason is not None,
+            send_priority=send_priority, notsent_lowat=notsent_lowat,
+        )  # fmt: skip
 
     @property
     def version(self) -> int:
@@ -192,19 +146,13 @@ class Connection:
 
     @property
     def send_backlog(self) -> int:
-        """Bytes a block frame sent now finds ahead of it: asyncio's buffer and the kernel's
-        unsent bytes."""
-        if self.writer.is_closing():
-            return 0
-        # not the queued bulk frames: a block frame overtakes them (low_priority)
-        held = self.writer.transport.get_write_buffer_size()
-        return held + unsent_bytes(self.writer.get_extra_info("socket"))
+        return self._out.backlog
 
     @property
     def write_held(self) -> int:
         """Bytes this connection holds for the peer: our queue and asyncio's buffer."""
         held = 0 if self.writer.is_closing() else self.writer.transport.get_write_buffer_size()
-        return held + (self._queue.size if self._queue is not None else 0)
+        return held + self._out.queued
 
     @property
     def taken(self) -> int:
@@ -257,36 +205,8 @@ class Connection:
         return self.proto.state is State.OPEN and self.close_reason is None
 
     def send(self, msg: Message) -> None:
-        if not self.is_open:
-            return
-        self.proto.send(msg)
-        if not (self.send_priority and low_priority(msg)):
-            self._flush()  # a block (or control frame) goes ahead of the queued bulk
-            return
-        if self._queue is not None:  # bulk waits in our queue until the socket takes it
-            self._queue.push(self.proto.data_to_send())
-            if not self._pump_soon:
-                self._pump_soon = True
-                asyncio.get_running_loop().call_soon(self._pump)
-            return
-        if not self._bulk:
-            asyncio.get_running_loop().call_soon(self._flush_bulk)
-        self._bulk.append(self.proto.data_to_send())
-
-    def _flush_bulk(self) -> None:
-        data, self._bulk = b"".join(self._bulk), []
-        self._flush(data)
-
-    def _flush(self, queued: bytes = b"") -> None:
-        data = queued + self.proto.data_to_send()
-        if data and not self.writer.is_closing():
-            if self._tls is not None:
-                data = self._tls.encrypt(data)
-            if self._queue is not None:
-                self._write_urgent(data)
-            else:
-                self._write(data)
-            self._check_held()
+        if self.is_open:
+            self._out.send(msg)
 
     def _check_held(self) -> None:
         held = self.write_held
@@ -315,9 +235,7 @@ class Connection:
 
     def _outstanding(self) -> int:
         """Our output still waiting for the peer: node queue, asyncio's buffer, kernel's."""
-        outstanding = self.writer.transport.get_write_buffer_size()
-        if self._queue is not None:
-            outstanding += self._queue.size
+        outstanding = self.writer.transport.get_write_buffer_size() + self._out.queued
         return outstanding + self._kernel_queued()
 
     def _watch_stall(self) -> None:
@@ -361,64 +279,6 @@ class Connection:
         if self._handler is not None:
             self._handler.on_limit(self, limit)
 
-    def _write_urgent(self, data: bytes) -> None:
-        """A block, control or sync frame goes to the socket at once, past the unsent bound:
-        the bound is lifted for it (one setsockopt) when it is large or when the socket has
-        already refused bytes, so the kernel takes it whole instead of in pieces paced by the
-        loop's wakeups; the next bulk write restores the bound (``_pump``)."""
-        transport = self.writer.transport
-        if not self._lifted and (
-            len(data) > self.notsent_lowat // 2 or transport.get_write_buffer_size() > 0
-        ):
-            self._set_lowat(LOWAT_LIFTED)
-        self._write(data)
-        if not self._lifted and transport.get_write_buffer_size() > 0:
-            self._set_lowat(LOWAT_LIFTED)  # refused: asyncio flushes it on the next turn
-        if self._lifted and not self._pump_soon:
-            # the pump restores the bound once asyncio's buffer is empty, also when no bulk
-            # write follows (send_priority off sends every frame this way)
-            self._pump_soon = True
-            asyncio.get_running_loop().call_soon(self._pump)
-
-    def _set_lowat(self, value: int) -> None:
-        sock = self.writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, value)
-        self._lifted = value != self.notsent_lowat
-
-    def _pump(self) -> None:
-        """Write queued bulk frames while asyncio's buffer is empty, i.e. while the kernel
-        takes them (it refuses more than ``notsent_lowat`` unsent bytes); what is left waits
-        in the queue for the buffer to drain."""
-        self._pump_soon = False
-        q = self._queue
-        if q is None or not (q or self._lifted):
-            return
-        if self.close_reason is not None or self.writer.is_closing():
-            return
-        transport = self.writer.transport
-        if transport.get_write_buffer_size() == 0:
-            if self._lifted:
-                self._set_lowat(self.notsent_lowat)
-            while q and transport.get_write_buffer_size() == 0 and not self.writer.is_closing():
-                data = q.take(self.notsent_lowat)
-                if self._tls is not None:
-                    data = self._tls.encrypt(data)
-                self._write(data)
-        if (q or self._lifted) and self._drainer is None and transport.get_write_buffer_size() > 0:
-            self._drainer = asyncio.get_running_loop().create_task(self._drain_then_pump())
-        self._check_held()
-
-    async def _drain_then_pump(self) -> None:
-        try:
-            await self.writer.drain()  # high-water mark 0: returns once asyncio's buffer is empty
-        except (ConnectionError, OSError):
-            return  # the read loop sees the close and reports it
-        finally:
-            self._drainer = None
-        self._pump()
-
     def _account(self) -> None:
         """Report what this connection holds to the memory budget; over it, close."""
         if self.budget is None or self.close_reason is not None:
@@ -445,14 +305,9 @@ class Connection:
             self._stall_timer.cancel()
             self._stall_timer = None
         self.proto.close(reason)
-        bulk, self._bulk = b"".join(self._bulk), []
-        if self._queue is not None:
-            bulk = self._queue.take_all() + bulk
-            self._queue = None  # from here on, writes go straight to the transport
-            if self._drainer is not None:
-                self._drainer.cancel()
+        bulk = self._out.take_all()  # from here on, writes go straight to the transport
         if flush:
-            self._flush(bulk)
+            self._out.flush(bulk)
             if self._tls is not None and self._tls.established and not self.writer.is_closing():
                 self._write(self._tls.close())
         elif not abort and not self.writer.is_closing():
@@ -461,7 +316,7 @@ class Connection:
             if unwanted > UNWANTED_MAX:
                 abort = True
             else:
-                self._flush()  # our Disconnect (a ban's reason), nothing queued before it
+                self._out.flush()  # our Disconnect (a ban's reason), nothing queued before it
         if abort:
             if not self.writer.is_closing():
                 self.segs = tcp_segments(self.writer.get_extra_info("socket"))
@@ -494,14 +349,14 @@ class Connection:
                 reason = await self._tls_handshake(handler)
             if self.close_reason is None:
                 self.proto.start()
-                self._flush()
+                self._out.flush()
             if self._tls is not None and self.close_reason is None:
                 # Application data that came in the same read as the peer's last handshake
                 # record is already in the TLS buffer: hand it over before waiting for more.
                 early = self._tls.decrypt(b"")
                 if early:
                     self._handle_events(handler, self.proto.receive_data(early))
-                    self._flush()
+                    self._out.flush()
             while self.close_reason is None:
                 # The handshake has one absolute deadline (a trickling peer cannot stretch it);
                 # after it, each read must arrive within the idle timeout.
@@ -551,7 +406,7 @@ class Connection:
                         handler.on_limit(self, "ip_msg_rate")
                         await asyncio.sleep(delay)
                 self._handle_events(handler, events)
-                self._flush()
+                self._out.flush()
                 self._account()
         except (ConnectionError, OSError) as e:
             reason = f"connection error: {e.__class__.__name__}: {e}"

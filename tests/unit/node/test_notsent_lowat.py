@@ -172,7 +172,7 @@ async def bound_after_urgent_only() -> tuple[int, int]:
     """With send_priority off every frame takes the urgent path and no bulk write follows:
     (the option right after a frame 6x the bound, the option once the peer has read it)."""
     a, _b, hb, (task, server) = await pair(LOWAT)
-    a.send_priority = False
+    a._out.send_priority = False
     sock = a.writer.get_extra_info("socket")
     a.send(Publish(TOPIC_TXS, bytes(6 * LOWAT)))
     lifted = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)

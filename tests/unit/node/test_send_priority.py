@@ -11,8 +11,9 @@ import pytest
 
 from netdiag.node.crypto import Identity
 from netdiag.node.messages import TOPIC_BLOCKS, TOPIC_TXS, Message, Ping, Publish
+from netdiag.node.outbox import low_priority
 from netdiag.node.protocol import PeerProtocol
-from netdiag.node.transport import Connection, low_priority
+from netdiag.node.transport import Connection
 from tests.unit.node.test_transport_bytes import GEN, NET, Handler
 
 

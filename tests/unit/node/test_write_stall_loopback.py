@@ -178,7 +178,7 @@ async def scenario() -> tuple[list[tuple[str, str]], dict[str, str], dict[str, i
         while loop.time() - began < 3 * STALL_S:
             await asyncio.sleep(0.1)
         marks["slow_after_3_timeouts"] = "open" if conns[slow.port].is_open else "closed"
-        marks["slow_lowat_lifted"] = str(conns[slow.port]._lifted)
+        marks["slow_lowat_lifted"] = str(conns[slow.port]._out.lifted)
         got_before_stop = slow.got
         slow.reading = False  # now it stops reading: cut
         handler.events.append((slow.port, "stopped_reading"))
