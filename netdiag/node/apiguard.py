@@ -18,11 +18,12 @@ limit but the process's file descriptors, which the P2P side shares.
   same timeout) lets the kernel abort an orphan the client never reads after a close;
 - a small send buffer (``API_SNDBUF``): the kernel holds at most that much per connection;
 - a connection limit (``api_max_connections``): a connection past it evicts the connection not
-  in a handler that has gone longest without progress (waiting for its request header, or its
-  output unacknowledged), at least ``API_EVICT_AFTER_S``, from the address holding the most —
-  or, if none is that stale, the oldest of an other address holding more than half the limit;
-  else the newcomer is reset. Slowloris connections and stalled readers cannot starve honest
-  clients, and the API holds at most ``api_max_connections`` file descriptors.
+  in a handler (or in one still waiting for its request body) that has gone longest without
+  progress (waiting for its request header, or its output unacknowledged), at least
+  ``API_EVICT_AFTER_S``, from the address holding the most — or, if none is that stale, the
+  oldest of an other address holding more than half the limit; else the newcomer is reset.
+  Slowloris connections and stalled readers cannot starve honest clients, and the API holds at
+  most ``api_max_connections`` file descriptors.
 
 Every cut is counted in ``limit_hits{limit}``: ``api_write_stall``, ``api_write_slow``,
 ``api_evicted``, ``api_refused``.
@@ -60,7 +61,8 @@ class _Conn:
     transport: asyncio.Transport
     ip: str
     active_at: float  # accept, the last request's start, or the last output acknowledged
-    busy: int = 0  # requests in a handler (not evictable meanwhile)
+    busy: int = 0  # requests in a handler (not evictable meanwhile, once their body is in)
+    request: Any = None  # the request in a handler (aiohttp runs one at a time per connection)
     watch_at: float | None = None  # when output started waiting (None: nothing waits)
     watch_acked: int = 0  # acknowledged then
     acked: int = 0  # acknowledged at the last check
@@ -115,17 +117,29 @@ class ApiGuard:
     async def middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]
     ) -> Any:
-        """A connection in a handler is not evicted; a request is progress."""
+        """A connection in a handler is not evicted once its request's body is in (``held``);
+        a request is progress."""
         conn = self.conns.get(request.protocol)
         if conn is None:
             return await handler(request)
         conn.busy += 1
+        conn.request = request
         conn.active_at = self.clock()
         try:
             return await handler(request)
         finally:
             conn.busy -= 1
+            conn.request = None
             conn.active_at = self.clock()
+
+    @staticmethod
+    def held(conn: _Conn) -> bool:
+        """In a handler with the whole request in: not evictable. A handler waiting for its
+        client's body (POST /tx reads it for up to the header timeout) is waiting on the
+        client, like a slow header: a dribbled body must not hold a slot out of reach."""
+        if conn.busy == 0:
+            return False
+        return conn.request is None or conn.request.content.is_eof()
 
     def _drop(self, handler: object) -> None:
         conn = self.conns.pop(handler, None)
@@ -173,7 +187,7 @@ class ApiGuard:
             self.check_all()
 
     def victim(self, exclude: object) -> object | None:
-        """The connection to evict for the newcomer ``exclude``: one not in a handler, without
+        """The connection to evict for the newcomer ``exclude``: one not ``held``, without
         progress (a request, or output acknowledged) for at least API_EVICT_AFTER_S — of those,
         from the address holding the most connections, the one without progress longest; if
         there is none, and another address holds more than half the limit, its oldest not in a
@@ -183,7 +197,7 @@ class ApiGuard:
         per_ip: dict[str, int] = {}
         for c in self.conns.values():
             per_ip[c.ip] = per_ip.get(c.ip, 0) + 1
-        free = [(h, c) for h, c in self.conns.items() if h is not exclude and c.busy == 0]
+        free = [(h, c) for h, c in self.conns.items() if h is not exclude and not self.held(c)]
         stale = [(h, c) for h, c in free if c.active_at <= floor]
         if not stale:
             new = self.conns.get(exclude)

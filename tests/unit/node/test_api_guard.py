@@ -115,6 +115,35 @@ async def test_connections_past_the_limit_evict_slowloris_and_honest_clients_are
         assert hits.count("api_refused") >= 2 * limit and "api_evicted" in hits, hits
 
 
+async def test_a_handler_waiting_for_a_dribbled_body_is_evicted_for_an_honest_client() -> None:
+    """POST /tx reads its body in the handler: connections dribbling theirs must not count as
+    busy, or they hold every slot out of reach of eviction."""
+    limit = 2
+    async with api(ApiLimits(header_timeout_s=60.0, max_connections=limit)) as (port, hits):
+        dribblers = []
+        for _ in range(limit):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(
+                b"POST /tx HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n{"
+            )
+            dribblers.append((r, w))
+        await asyncio.sleep(API_EVICT_AFTER_S * 1.5)
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            try:
+                answer = await asyncio.wait_for(r.read(), 30)
+            except ConnectionError:
+                answer = b""
+            w.close()
+            assert answer.startswith(b"HTTP/1.1 200"), (answer[:100], hits)
+            assert "api_evicted" in hits and "api_refused" not in hits, hits
+        finally:
+            for _, w in dribblers:
+                w.close()
+
+
 async def test_a_header_of_too_many_fields_is_refused() -> None:
     async with api(ApiLimits()) as (port, _):
         fields = b"".join(b"X-F%d: a\r\n" % i for i in range(API_MAX_HEADERS + 8))
