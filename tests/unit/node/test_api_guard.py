@@ -114,8 +114,10 @@ async def test_connections_past_the_limit_evict_slowloris_and_honest_clients_are
         for _, w in slow:
             w.close()
         assert ended.count(False) <= limit, f"{ended.count(False)} slow ones held, limit {limit}"
-        # the slow ones past the limit found nothing stale yet (refused); an honest one did
-        assert hits.count("api_refused") >= 2 * limit and "api_evicted" in hits, hits
+        # each slow one past the limit was refused or evicted one (which, depends on how fast
+        # they connected: not a timing claim); an honest one evicted a stale one
+        cuts = hits.count("api_refused") + hits.count("api_evicted")
+        assert cuts >= 2 * limit and "api_evicted" in hits, hits
 
 
 async def test_a_handler_waiting_for_a_dribbled_body_is_evicted_for_an_honest_client() -> None:
