@@ -74,7 +74,9 @@ async def test_a_client_that_never_reads_a_large_answer_is_reset() -> None:
 
 
 async def test_a_client_reading_steadily_gets_the_whole_answer() -> None:
-    async with api(ApiLimits(header_timeout_s=60.0, write_timeout_s=1.0)) as (port, hits):
+    # 5 s: the reader shares this loop, so a process stall under load must not look like one
+    # of its own (1 s, also TCP_USER_TIMEOUT, was within reach of a CPU burner)
+    async with api(ApiLimits(header_timeout_s=60.0, write_timeout_s=5.0)) as (port, hits):
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         got = 0
