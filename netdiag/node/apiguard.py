@@ -21,9 +21,11 @@ limit but the process's file descriptors, which the P2P side shares.
   in a handler (or in one still waiting for its request body) that has gone longest without
   progress (waiting for its request header, or its output unacknowledged), at least
   ``API_EVICT_AFTER_S``, from the address holding the most — or, if none is that stale, the
-  oldest of an other address holding more than half the limit; else the newcomer is reset.
-  Slowloris connections and stalled readers cannot starve honest clients, and the API holds at
-  most ``api_max_connections`` file descriptors.
+  longest held of those not in a handler, from the address holding the most (nginx reuses its
+  keep-alive connections so: clients that keep asking cannot hold every slot); the newcomer is
+  reset only when all the others are in a handler. Slowloris connections and stalled readers
+  cannot starve honest clients, and the API holds at most ``api_max_connections`` file
+  descriptors.
 
 Every cut is counted in ``limit_hits{limit}``: ``api_write_stall``, ``api_write_slow``,
 ``api_evicted``, ``api_refused``.
@@ -63,6 +65,7 @@ class _Conn:
     active_at: float  # accept, the last request's start, or the last output acknowledged
     busy: int = 0  # requests in a handler (not evictable meanwhile, once their body is in)
     request: Any = None  # the request in a handler (aiohttp runs one at a time per connection)
+    opened_at: float = 0.0  # accept
     watch_at: float | None = None  # when output started waiting (None: nothing waits)
     watch_acked: int = 0  # acknowledged then
     acked: int = 0  # acknowledged at the last check
@@ -98,7 +101,8 @@ class ApiGuard:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, API_SNDBUF)
         bound_unacknowledged(sock, self.limits.write_timeout_s)
         peer = transport.get_extra_info("peername") or ("?", 0)
-        self.conns[handler] = _Conn(transport, str(peer[0]), self.clock())
+        now = self.clock()
+        self.conns[handler] = _Conn(transport, str(peer[0]), now, opened_at=now)
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         if len(self.conns) > self.limits.max_connections:
@@ -190,24 +194,20 @@ class ApiGuard:
         """The connection to evict for the newcomer ``exclude``: one not ``held``, without
         progress (a request, or output acknowledged) for at least API_EVICT_AFTER_S — of those,
         from the address holding the most connections, the one without progress longest; if
-        there is none, and another address holds more than half the limit, its oldest not in a
-        handler (one address churning connections faster than they go stale must not lock the
-        others out). None: the newcomer is refused."""
+        there is none, the one not held open longest, from the address holding the most: clients
+        that keep asking (keep-alive, a request every fraction of a second, all from 127.0.0.1)
+        must not lock every newcomer out. None (refused) only when all the others are held."""
         floor = self.clock() - API_EVICT_AFTER_S
         per_ip: dict[str, int] = {}
         for c in self.conns.values():
             per_ip[c.ip] = per_ip.get(c.ip, 0) + 1
         free = [(h, c) for h, c in self.conns.items() if h is not exclude and not self.held(c)]
         stale = [(h, c) for h, c in free if c.active_at <= floor]
-        if not stale:
-            new = self.conns.get(exclude)
-            half = self.limits.max_connections // 2
-            stale = [
-                (h, c) for h, c in free if per_ip[c.ip] > half and (new is None or c.ip != new.ip)
-            ]
-        if not stale:
+        if stale:
+            return min(stale, key=lambda hc: (-per_ip[hc[1].ip], hc[1].active_at))[0]
+        if not free:
             return None
-        return min(stale, key=lambda hc: (-per_ip[hc[1].ip], hc[1].active_at))[0]
+        return min(free, key=lambda hc: (-per_ip[hc[1].ip], hc[1].opened_at, hc[1].active_at))[0]
 
     def stop(self) -> None:
         if self._sweeper is not None:

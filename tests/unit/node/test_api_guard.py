@@ -191,7 +191,9 @@ def test_the_victim_is_stale_not_busy_and_from_the_address_holding_most() -> Non
     assert guard.victim(exclude="new") == "lone-old"
     del guard.conns["lone-old"]
     add("new", "10.0.0.9", now[0])
-    assert guard.victim(exclude="new") is None  # the rest are busy or fresh: refuse the newcomer
+    assert guard.victim(exclude="new") == "fresh"  # none stale: the one not busy, not refused
+    del guard.conns["fresh"]
+    assert guard.victim(exclude="new") is None  # the rest are in a handler: refuse the newcomer
 
 
 def test_an_address_holding_over_half_the_slots_yields_one_to_another_address() -> None:
@@ -202,8 +204,57 @@ def test_an_address_holding_over_half_the_slots_yields_one_to_another_address() 
         guard.conns[f"a{i}"] = _Conn(FakeTransport(ip), ip, now[0] - i / 10)  # type: ignore[arg-type]
     guard.conns["mine"] = _Conn(FakeTransport("10.0.0.7"), "10.0.0.7", now[0])  # type: ignore[arg-type]
     assert guard.victim(exclude="mine") == "a3"  # its oldest
-    guard.conns["a5"] = _Conn(FakeTransport("10.0.0.2"), "10.0.0.2", now[0])  # type: ignore[arg-type]
-    assert guard.victim(exclude="a5") is None  # its own newcomer does not push it out
+
+
+def test_keep_alive_clients_asking_all_the_time_yield_their_longest_held_slot() -> None:
+    """Every client on one address (127.0.0.1), none idle for API_EVICT_AFTER_S (a request
+    every 0.3 s): the newcomer is not refused, the connection held open longest goes."""
+    now = [100.0]
+    guard = ApiGuard(ApiLimits(max_connections=4), lambda limit: None, clock=lambda: now[0])
+    ip = "127.0.0.1"
+    for i, held_since in enumerate([90.0, 60.0, 80.0, 70.0]):
+        conn = _Conn(FakeTransport(ip), ip, now[0] - 0.1 * i, opened_at=held_since)  # type: ignore[arg-type]
+        guard.conns[f"k{i}"] = conn
+    guard.conns["new"] = _Conn(FakeTransport(ip), ip, now[0], opened_at=now[0])  # type: ignore[arg-type]
+    assert guard.victim(exclude="new") == "k1"
+    guard.conns["k1"].busy = 1  # in a handler: kept
+    assert guard.victim(exclude="new") == "k3"
+
+
+async def test_keep_alive_clients_asking_all_the_time_do_not_lock_honest_clients_out() -> None:
+    limit = 4
+    async with api(ApiLimits(header_timeout_s=60.0, max_connections=limit)) as (port, hits):
+        stop = asyncio.Event()
+
+        async def keep_asking() -> None:
+            while not stop.is_set():
+                try:
+                    r, w = await asyncio.open_connection("127.0.0.1", port)
+                    while not stop.is_set():
+                        w.write(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+                        await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 30)
+                        await asyncio.sleep(0.3)
+                    w.close()
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    await asyncio.sleep(0.3)
+
+        askers = [asyncio.create_task(keep_asking()) for _ in range(limit)]
+        try:
+            await asyncio.sleep(API_EVICT_AFTER_S * 1.5)
+            served = 0
+            for _ in range(5):
+                try:
+                    r, w = await asyncio.open_connection("127.0.0.1", port)
+                    w.write(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    answer = await asyncio.wait_for(r.read(), 30)
+                    w.close()
+                    served += answer.startswith(b"HTTP/1.1 200")
+                except ConnectionError:
+                    pass
+            assert served == 5, (served, hits)
+        finally:
+            stop.set()
+            await asyncio.gather(*askers, return_exceptions=True)
 
 
 def test_the_write_timeout_counts_acknowledged_output_not_new_requests(
