@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import struct
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -186,9 +188,17 @@ class ApiGuard:
             self.check(handler, conn, now)
 
     async def _sweep(self) -> None:
+        logged = False
         while True:
             await asyncio.sleep(self.check_s)
-            self.check_all()
+            try:
+                self.check_all()
+            except Exception as e:  # a bug must not turn the write timeout off for good
+                if not logged:  # once: it would repeat every check
+                    logged = True
+                    sys.stderr.write(
+                        json.dumps({"event": "api_guard_error", "msg": f"check: {e!r}"}) + "\n"
+                    )
 
     def victim(self, exclude: object) -> object | None:
         """The connection to evict for the newcomer ``exclude``: one not ``held``, without

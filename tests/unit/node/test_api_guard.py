@@ -278,3 +278,23 @@ def test_the_write_timeout_counts_acknowledged_output_not_new_requests(
         conn.active_at = now[0]  # a request started (what the middleware records)
         guard.check_all()
     assert hits == ["api_write_stall"] and t.aborted, hits
+
+
+async def test_the_sweep_survives_an_exception_in_a_check(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    guard = ApiGuard(ApiLimits(write_timeout_s=0.2), lambda limit: None)
+    calls: list[int] = []
+
+    def check_all() -> None:
+        calls.append(1)
+        raise RuntimeError("boom")
+
+    guard.check_all = check_all  # type: ignore[method-assign]
+    guard._sweeper = asyncio.get_running_loop().create_task(guard._sweep())
+    try:
+        assert await until(lambda: len(calls) >= 3, 30.0), calls
+        assert not guard._sweeper.done()
+    finally:
+        guard.stop()
+    assert capsys.readouterr().err.count("api_guard_error") == 1
