@@ -182,6 +182,17 @@ class ApiGuard:
             self.on_limit("api_write_slow")
             self._drop(handler)
 
+    @staticmethod
+    def refresh(conn: _Conn, now: float) -> None:
+        """Progress since the last sweep, for a connection whose output waits: the sweep reads
+        it only every ``check_s`` (up to API_EVICT_AFTER_S), so a client reading steadily could
+        look idle just before one and be chosen over an attacker's newer connections."""
+        if conn.watch_at is None:
+            return
+        acked = tcp_bytes_acked(conn.transport.get_extra_info("socket"))
+        if acked is not None and acked > conn.acked:
+            conn.acked, conn.acked_at, conn.active_at = acked, now, now
+
     def check_all(self) -> None:
         now = self.clock()
         for handler, conn in list(self.conns.items()):
@@ -207,11 +218,15 @@ class ApiGuard:
         there is none, the one not held open longest, from the address holding the most: clients
         that keep asking (keep-alive, a request every fraction of a second, all from 127.0.0.1)
         must not lock every newcomer out. None (refused) only when all the others are held."""
-        floor = self.clock() - API_EVICT_AFTER_S
+        now = self.clock()
+        floor = now - API_EVICT_AFTER_S
         per_ip: dict[str, int] = {}
         for c in self.conns.values():
             per_ip[c.ip] = per_ip.get(c.ip, 0) + 1
         free = [(h, c) for h, c in self.conns.items() if h is not exclude and not self.held(c)]
+        for _, c in free:
+            if c.active_at <= floor:
+                self.refresh(c, now)
         stale = [(h, c) for h, c in free if c.active_at <= floor]
         if stale:
             return min(stale, key=lambda hc: (-per_ip[hc[1].ip], hc[1].active_at))[0]

@@ -298,3 +298,22 @@ async def test_the_sweep_survives_an_exception_in_a_check(
     finally:
         guard.stop()
     assert capsys.readouterr().err.count("api_guard_error") == 1
+
+
+def test_a_reader_whose_output_moved_since_the_last_sweep_is_not_the_victim(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweep reads progress every check_s: at the limit, the victim rule reads it again for
+    a connection whose output waits, so a steady reader is not taken for an idle one."""
+    from netdiag.node import apiguard
+
+    now = [100.0]
+    guard = ApiGuard(ApiLimits(max_connections=2), lambda limit: None, clock=lambda: now[0])
+    monkeypatch.setattr(apiguard, "tcp_bytes_acked", lambda sock: 50_000)  # it kept reading
+    ip = "127.0.0.1"
+    reader = _Conn(FakeTransport(ip), ip, now[0] - 1.5, watch_at=now[0] - 5, acked=10_000)  # type: ignore[arg-type]
+    guard.conns["reader"] = reader
+    guard.conns["idle"] = _Conn(FakeTransport(ip), ip, now[0] - 1.2)  # type: ignore[arg-type]
+    guard.conns["new"] = _Conn(FakeTransport(ip), ip, now[0])  # type: ignore[arg-type]
+    assert guard.victim(exclude="new") == "idle"
+    assert reader.active_at == now[0] and reader.acked == 50_000
