@@ -11,11 +11,14 @@ here) for ever.
 
 Defended (full run): every connection ended by the node (our socket leaves ESTABLISHED: a
 reset) within the node's write timeout plus ``MARGIN_S`` of its requests, the node's kernel
-holds no output for us at the end of the watch (sock_diag), and ``/status`` was answered to an
-honest client throughout. Not defended on positive evidence of failure: a connection still
-established at the end of the watch, output still held, a ``/status`` that failed. Inconclusive
-(an error, defended null) when nothing was tested: sock_diag never showed the node's side, or
-more than ``MAX_NEVER_HELD`` of its sockets never held output for us. ``--quick`` watches only
+holds no output for us at the end of the watch (sock_diag), the node counted its cuts
+(``limit_hits`` api_write_stall / api_write_slow), and ``/status`` was answered to an honest
+client throughout. Not defended on positive evidence of failure: a connection still
+established at the end of the watch, one ended later than the write timeout plus ``MARGIN_S``,
+output still held, a ``/status`` that failed. Inconclusive (an error, defended null) when
+nothing was tested or seen: sock_diag never showed the node's side or did not answer at the
+end, more than ``MAX_NEVER_HELD`` of its sockets never held output for us, or no cut counted
+(``/metrics`` unread after, or 0: something else ended them). ``--quick`` watches only
 ``--duration`` and gives no verdict of its own.
 """
 
@@ -102,17 +105,31 @@ def assess(s: Seen, quick: bool, watch_s: float) -> Outcome:
     fails = []
     if s.established_end:
         fails.append(f"{s.established_end} connections still established after {watch_s:g} s")
+    late = [t for t in ended if t > WRITE_TIMEOUT_S + MARGIN_S]
+    if late:
+        fails.append(
+            f"{len(late)} connections ended later than the write timeout + {MARGIN_S:g} s "
+            f"(up to {max(late):.1f} s)"
+        )
     if s.kernel_bytes_end:
         fails.append(f"node kernel still holds {s.kernel_bytes_end} B for us")
     if s.status_failed:
         fails.append(f"/status failed {s.status_failed} times")
     if fails:
         return Outcome(defended=False, why="; ".join(fails) + f" — {why}", figures=figures)
-    if not s.node_seen:
-        return Outcome(error=f"the node's side was never seen (sock_diag): {why}", figures=figures)
+    if not s.node_seen or s.kernel_bytes_end is None:
+        when = "at the end" if s.node_seen else "ever"
+        return Outcome(
+            error=f"the node's side was not seen (sock_diag) {when}: {why}", figures=figures
+        )
     if s.never_held > MAX_NEVER_HELD:
         return Outcome(
             error=f"{s.never_held} of the node's sockets never held output for us: {why}",
+            figures=figures,
+        )
+    if not s.cut_hits:
+        return Outcome(
+            error=f"the node counted no write-timeout cut (limit_hits {s.cut_hits}): {why}",
             figures=figures,
         )
     return Outcome(defended=True, why=why, figures=figures)

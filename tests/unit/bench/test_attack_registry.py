@@ -314,7 +314,7 @@ def test_api_stalled_reader_fails_on_evidence_first_and_is_inconclusive_when_not
     from netdiag.bench.attack.api_stalled_reader import Seen, assess
 
     ok = Seen(conns=4, ended_after_s=[12.0] * 4, node_seen=True, kernel_bytes_peak=1 << 20)
-    ok.kernel_bytes_end, ok.status_ok = 0, 10
+    ok.kernel_bytes_end, ok.status_ok, ok.cut_hits = 0, 10, 4.0
     assert assess(ok, quick=False, watch_s=25).defended is True
     # still established at the end: not defended, even with the node's side never seen
     held = Seen(conns=4, established_end=4, status_ok=10)
@@ -326,3 +326,24 @@ def test_api_stalled_reader_fails_on_evidence_first_and_is_inconclusive_when_not
     out = assess(idle, quick=False, watch_s=25)
     assert out.defended is None and out.error and "never held" in out.error
     assert assess(held, quick=True, watch_s=1.5).defended is None  # quick: no verdict
+
+
+def test_api_stalled_reader_judges_when_they_ended_what_it_saw_at_the_end_and_the_cuts() -> None:
+    from dataclasses import replace
+
+    from netdiag.bench.attack.api_stalled_reader import MARGIN_S, WRITE_TIMEOUT_S, Seen, assess
+
+    ok = Seen(conns=4, ended_after_s=[12.0] * 4, node_seen=True, kernel_bytes_peak=1 << 20)
+    ok.kernel_bytes_end, ok.status_ok, ok.cut_hits = 0, 10, 4.0
+    assert assess(ok, quick=False, watch_s=25).defended is True
+    # one ended, but later than the write timeout allows: not defended
+    late = replace(ok, ended_after_s=[12.0] * 3 + [WRITE_TIMEOUT_S + MARGIN_S + 3])
+    out = assess(late, quick=False, watch_s=30)
+    assert out.defended is False and "later than" in out.why, out.why
+    # the node's kernel queue unread at the end: no verdict (was taken for 0 bytes held)
+    out = assess(replace(ok, kernel_bytes_end=None), quick=False, watch_s=25)
+    assert out.defended is None and out.error and "at the end" in out.error
+    # no cut counted (metrics unread, or something else ended them): no verdict
+    for hits in (None, 0.0):
+        out = assess(replace(ok, cut_hits=hits), quick=False, watch_s=25)
+        assert out.defended is None and out.error and "no write-timeout cut" in out.error
