@@ -347,3 +347,24 @@ def test_api_stalled_reader_judges_when_they_ended_what_it_saw_at_the_end_and_th
     for hits in (None, 0.0):
         out = assess(replace(ok, cut_hits=hits), quick=False, watch_s=25)
         assert out.defended is None and out.error and "no write-timeout cut" in out.error
+
+
+def test_api_slowloris_judges_the_node_fds_and_needs_pressure() -> None:
+    from netdiag.bench.attack.api_slowloris import API_MAX, SLACK, assess
+
+    bound = API_MAX + SLACK
+    # pushed past the limit, the node cut some and its fds stayed within the bound: defended
+    ok = assess(150, 400, 250, 0, 70, 30, 30 + bound, 10, 0, 0.01)
+    assert ok.defended is True, ok.why
+    # sock_diag's ESTABLISHED count (accept backlog included) over the bound is not the bound
+    assert assess(150, 400, 250, 0, bound + 40, 30, 30 + bound, 10, 0, 0.01).defended is True
+    # the node's fds grew past it: not defended
+    out = assess(150, 400, 250, 0, 70, 30, 31 + bound, 10, 0, 0.01)
+    assert out.defended is False and "fds grew" in out.why, out.why
+    # nothing closed by the node, or never opened past the bound: no pressure, no verdict
+    for opened, closed in ((400, 0), (bound, 5)):
+        out = assess(150, opened, closed, 0, 70, 30, 40, 10, 0, 0.01)
+        assert out.defended is None and out.error and "no pressure" in out.error, out
+    # the node's fds never read: no verdict
+    out = assess(150, 400, 250, 0, 70, None, None, 10, 0, 0.01)
+    assert out.defended is None and out.error and "never read" in out.error
