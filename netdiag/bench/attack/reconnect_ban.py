@@ -104,6 +104,7 @@ class ReconnectBan(AsyncAttack):
         for i in range(n):
             source = f"127.0.1.{1 + i % 250}"
             peer = None
+            sock: socket.socket | None = None  # unbound (or the last one's) if fromfd raised
             try:
                 peer = await WirePeer.connect(t, source)
                 # a dup: asyncio closes its own fd at the node's close, before we can look
@@ -116,12 +117,13 @@ class ReconnectBan(AsyncAttack):
                 reason = await peer.refused_after_open(1.0) or "accepted"
             except (Refused, OSError, TimeoutError, ssl.SSLError) as e:
                 reason = str(e) or type(e).__name__
-            if peer is not None:
+            if peer is not None and sock is not None:
                 got = tcp_received_raw(sock)  # up to its Disconnect (TLS records included)
                 with contextlib.suppress(asyncio.TimeoutError, ConnectionError, OSError):
                     await asyncio.wait_for(peer.reader.read(), 1.0)  # to the node's close
                 sent.append(max(got, tcp_received_raw(sock)))
                 sock.close()
+            if peer is not None:
                 await peer.aclose()
             reasons.append(reason)
         wall, cpu1 = time.monotonic() - t0, cpu_s(pid)

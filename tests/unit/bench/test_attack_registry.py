@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import types
 
@@ -368,3 +369,35 @@ def test_api_slowloris_judges_the_node_fds_and_needs_pressure() -> None:
     # the node's fds never read: no verdict
     out = assess(150, 400, 250, 0, 70, None, None, 10, 0, 0.01)
     assert out.defended is None and out.error and "never read" in out.error
+
+
+async def test_reconnect_ban_refusals_survive_a_socket_it_cannot_dup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """socket.fromfd raising left ``sock`` unbound (first reconnect) or the last one's."""
+    from types import SimpleNamespace
+
+    from netdiag.bench.attack import reconnect_ban
+
+    closed: list[int] = []
+
+    class Peer:
+        writer = SimpleNamespace(get_extra_info=lambda name: SimpleNamespace(fileno=lambda: -1))
+
+        async def aclose(self) -> None:
+            closed.append(1)
+
+    async def connect(target: object, source: str) -> Peer:
+        return Peer()
+
+    def fromfd(*args: object) -> socket.socket:
+        raise OSError("no dup")
+
+    monkeypatch.setattr(reconnect_ban.WirePeer, "connect", connect)
+    monkeypatch.setattr(reconnect_ban.socket, "fromfd", fromfd)
+    node = SimpleNamespace(proc=None)
+    cluster = SimpleNamespace(target=lambda i: None, nodes=[node])
+    ctx = SimpleNamespace(cluster=cluster, target_index=0, quick=True)
+    got = await reconnect_ban.ReconnectBan()._refusals(ctx, None)  # type: ignore[arg-type]
+    assert got["refusal_reason"] == "no dup" and got["refusal_node_bytes_median"] is None, got
+    assert len(closed) == got["refusals_timed"]
