@@ -34,7 +34,7 @@ def test_compile_attach_count_and_detach() -> None:
         assert _prog_loaded(prog_id)
         with selftest.loopback_flow():
             pass
-        assert b["hits"][0].value > 0, "tcp:tcp_probe fired no events for a real loopback flow"
+        assert b[b"hits"][0].value > 0, "tcp:tcp_probe fired no events for a real loopback flow"
     finally:
         b.cleanup()
     assert not _prog_loaded(prog_id), "the program stayed loaded after cleanup"
