@@ -28,7 +28,7 @@ import statistics
 from netdiag.bench.attack.base import AsyncAttack, AttackContext, Figure, Outcome
 from netdiag.bench.attack.cluster import http_text
 from netdiag.bench.attack.stalled_reader import limit_hits
-from netdiag.bench.attack.wire import LEN, AttackKey, Refused, WirePeer
+from netdiag.bench.attack.wire import LEN, AttackKey, Refused, WirePeer, end_all
 
 PEERS = 8
 FRAME_BYTES = 64 << 10
@@ -105,11 +105,7 @@ class SlowDrip(AsyncAttack):
                 await asyncio.sleep(1.0)
                 ctx.progress(f"{len(ended_after)} of {len(peers)} ended by the node")
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for peer in peers:
-                await peer.aclose()
+            await end_all(tasks, peers)
         metrics_after = http_text(node.api_port, "/metrics")
         b, a = (
             limit_hits(metrics_before, "frame_timeout"),

@@ -54,7 +54,7 @@ from typing import cast
 
 from netdiag.bench.attack.base import AsyncAttack, AttackContext, Figure, Outcome
 from netdiag.bench.attack.cluster import http_text
-from netdiag.bench.attack.wire import AttackKey, Refused, Target, WirePeer, frame
+from netdiag.bench.attack.wire import AttackKey, Refused, Target, WirePeer, end_all, frame
 from netdiag.errors import NetdiagError
 from netdiag.measure import sockdiag
 
@@ -447,11 +447,7 @@ class StalledReader(AsyncAttack):
             s.never_held = sum(1 for port in last_at if not held_max.get(port))
             s.received = sum(tcp_received(peer) for peer in peers)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for peer in peers:
-                await peer.aclose()
+            await end_all(tasks, peers)
         metrics_after = http_text(node.api_port, "/metrics")
         deltas: dict[str, float | None] = {}
         for limit in ("write_stall", "write_slow", "write_buffer"):

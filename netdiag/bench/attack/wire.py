@@ -171,6 +171,15 @@ class WirePeer:
             await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
 
+async def end_all(tasks: list[asyncio.Task[None]], peers: list[WirePeer]) -> None:
+    """An attack's teardown: its per-peer tasks cancelled and awaited, then its peers closed."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for peer in peers:
+        await peer.aclose()
+
+
 async def open_session(t: Target, source_ip: str, key: AttackKey, wait_s: float) -> WirePeer | None:
     """An authenticated connection the node kept open for ``wait_s`` (a ban says bye at
     once), or None when it refused (whatever was opened is closed again)."""
