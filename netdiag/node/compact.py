@@ -56,6 +56,7 @@ from netdiag.node.messages import (
 from netdiag.node.model import Block, BlockHeader, Tx, decode_block, decode_tx, merkle_root
 from netdiag.node.policy import PENALTY_INVALID
 from netdiag.node.recent_txs import RecentTxs
+from netdiag.node.unanswered import Unanswered
 from netdiag.node.validation import WrongProducer, check_header
 
 if TYPE_CHECKING:
@@ -73,7 +74,6 @@ PENALTY_UNSOLICITED = 5.0  # an answer to nothing we asked
 # peer to announce the block is asked at once too, so a first announcer that never answers
 # delays blocks no longer.
 UNANSWERED_MAX = 2
-UNANSWERED_PEERS = 1024  # peer ids with unanswered requests on record, the oldest forgotten
 FINISHED_TXN_MAX = 1024  # getblocktxn ids of blocks done with -> peer asked, for late credit
 
 
@@ -121,9 +121,9 @@ class CompactRelay(CompactSending):
             ingest.metrics.limit_hits.labels("compact_recent_bytes").inc,
         )
         self.waits: dict[int, bytes] = {}  # last-call timer id -> block hash
-        self.unanswered: OrderedDict[bytes, int] = OrderedDict()  # peer id -> txn timeouts
-        self.unanswered_since: dict[bytes, float] = {}  # peer id -> start of its decay period
-        self.half_life_s = cfg.score_half_life_s
+        # the clock looked up at each read: tests swap the ingest's clock
+        self.ledger = Unanswered(lambda: self.ingest.clock.monotonic(), cfg.score_half_life_s)
+        self.unanswered = self.ledger.counts  # peer id -> txn timeouts on record
         # getblocktxn ids still unanswered when their block was done with -> peer id asked: a
         # late answer to one is still credited (oldest forgotten past FINISHED_TXN_MAX)
         self.finished_txn: OrderedDict[int, bytes] = OrderedDict()
@@ -324,7 +324,7 @@ class CompactRelay(CompactSending):
         del self.reqs[rid]
         p.rids.discard(rid)
         if kind == "txn":  # answered, late or not, "not held" or wrong: not unanswered
-            self._credit(conn.peer_id or b"")
+            self.ledger.credit(conn.peer_id or b"")
         if rid != p.req_id:
             self.ingest.metrics.compact_blocks.labels("late_answer").inc()
         return p
@@ -347,44 +347,13 @@ class CompactRelay(CompactSending):
     def _unanswered(self, conn: Link, p: Pending) -> None:
         """``conn`` let a getblocktxn for ``p`` time out (while the block was still needed):
         counted, not penalized."""
-        ing = self.ingest
-        if ing.chain.store.has_block(p.hash):
+        if self.ingest.chain.store.has_block(p.hash):
             return
-        pid = conn.peer_id or b""
-        ing.metrics.compact_blocks.labels("txn_unanswered").inc()
-        n = self.unanswered_count(pid) + 1
-        self.unanswered.pop(pid, None)
-        self.unanswered[pid] = n  # the most recent last
-        self.unanswered_since.setdefault(pid, ing.clock.monotonic())
-        while len(self.unanswered) > UNANSWERED_PEERS:
-            old, _ = self.unanswered.popitem(last=False)
-            self.unanswered_since.pop(old, None)
+        self.ingest.metrics.compact_blocks.labels("txn_unanswered").inc()
+        self.ledger.add(conn.peer_id or b"")
 
     def unanswered_count(self, pid: bytes) -> int:
-        """``pid``'s getblocktxn timeouts on record, halved per ``score_half_life_s`` elapsed."""
-        n = self.unanswered.get(pid, 0)
-        if n <= 0:
-            return 0
-        now = self.ingest.clock.monotonic()
-        since = self.unanswered_since.setdefault(pid, now)
-        halvings = int((now - since) // self.half_life_s)
-        if halvings > 0:
-            n >>= min(halvings, 62)
-            self.unanswered_since[pid] = since + halvings * self.half_life_s
-            self._set_unanswered(pid, n)
-        return n
-
-    def _credit(self, pid: bytes) -> None:
-        """``pid`` answered one of our getblocktxn: one off its timeouts on record."""
-        if pid in self.unanswered:
-            self._set_unanswered(pid, self.unanswered_count(pid) - 1)
-
-    def _set_unanswered(self, pid: bytes, n: int) -> None:
-        if n > 0:
-            self.unanswered[pid] = n
-        else:
-            self.unanswered.pop(pid, None)
-            self.unanswered_since.pop(pid, None)
+        return self.ledger.count(pid)
 
     def _asked_distrusted(self, p: Pending) -> bool:
         """``p``'s current request went to a peer with UNANSWERED_MAX getblocktxn timeouts."""
@@ -491,7 +460,7 @@ class CompactRelay(CompactSending):
         pid = conn.peer_id or b""
         if what == "blocktxn" and self.finished_txn.get(req_id) == pid:
             del self.finished_txn[req_id]
-            self._credit(pid)
+            self.ledger.credit(pid)
 
     def _refuse(self, conn: Link, reason: str, detail: str) -> None:
         """Ids or a header that do not match: the same as an invalid full block from it."""
