@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import json
 import socket
-import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -48,7 +47,12 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from netdiag.node.limits import API_EVICT_AFTER_S, API_SNDBUF, MIN_PEER_RATE
-from netdiag.node.sockets import bound_unacknowledged, queued_bytes, tcp_bytes_acked
+from netdiag.node.sockets import (
+    bound_unacknowledged,
+    queued_bytes,
+    reset_transport,
+    tcp_bytes_acked,
+)
 
 OnLimit = Callable[[str], None]
 
@@ -72,15 +76,6 @@ class _Conn:
     watch_acked: int = 0  # acknowledged then
     acked: int = 0  # acknowledged at the last check
     acked_at: float = 0.0  # when the acknowledged count last grew (or the watch started)
-
-
-def reset_transport(transport: asyncio.Transport) -> None:
-    """Abort with a TCP reset (SO_LINGER 0): the kernel drops its send queue too."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
 
 
 class ApiGuard:

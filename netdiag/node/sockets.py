@@ -101,8 +101,16 @@ def reset(writer: asyncio.StreamWriter) -> None:
     too. A plain abort only closes the fd, and with output queued to a zero window the kernel
     keeps the socket as an orphan in FIN-WAIT-1, holding up to a send buffer (4 MB measured),
     until its orphan retries run out, while the peer sees no reset."""
-    sock = writer.get_extra_info("socket")
+    _reset(writer.get_extra_info("socket"), writer.transport)
+
+
+def reset_transport(transport: asyncio.WriteTransport) -> None:
+    """``reset`` for a bare transport (the REST API's, apiguard.py)."""
+    _reset(transport.get_extra_info("socket"), transport)
+
+
+def _reset(sock: socket.socket | None, transport: asyncio.WriteTransport) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed, or not a socket that lingers
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
+    transport.abort()
