@@ -13,9 +13,10 @@ limit but the process's file descriptors, which the P2P side shares.
 - a write timeout (``api_write_timeout_s``): while output waits for the client (in asyncio's
   buffer or the kernel's send queue), the client must acknowledge some of it within the timeout
   and, on average since the output started waiting, at least ``MIN_PEER_RATE`` with one timeout
-  of slack (the P2P stall check's rule, transport.py); else the socket is reset (``SO_LINGER``
-  0: the kernel drops its queue). Checked on a timer, ``check_s``; ``TCP_USER_TIMEOUT`` (the
-  same timeout) lets the kernel abort an orphan the client never reads after a close;
+  of slack, unless it catches up with all that waited (the P2P rules: a stallwatch.StallWatch
+  per connection); else the socket is reset (``SO_LINGER`` 0: the kernel drops its queue).
+  Checked on a timer, ``check_s``; ``TCP_USER_TIMEOUT`` (the same timeout) lets the kernel
+  abort an orphan the client never reads after a close;
 - a small send buffer (``API_SNDBUF``): the kernel holds at most that much per connection;
 - a connection limit (``api_max_connections``): a connection past it evicts the connection not
   in a handler (or in one still waiting for its request body) that has gone longest without
@@ -46,13 +47,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from netdiag.node.limits import API_EVICT_AFTER_S, API_SNDBUF, MIN_PEER_RATE
+from netdiag.node.limits import API_EVICT_AFTER_S, API_SNDBUF
 from netdiag.node.sockets import (
     bound_unacknowledged,
     queued_bytes,
     reset_transport,
     tcp_bytes_acked,
 )
+from netdiag.node.stallwatch import StallWatch, Verdict
 
 OnLimit = Callable[[str], None]
 
@@ -73,9 +75,8 @@ class _Conn:
     request: Any = None  # the request in a handler (aiohttp runs one at a time per connection)
     opened_at: float = 0.0  # accept
     watch_at: float | None = None  # when output started waiting (None: nothing waits)
-    watch_acked: int = 0  # acknowledged then
     acked: int = 0  # acknowledged at the last check
-    acked_at: float = 0.0  # when the acknowledged count last grew (or the watch started)
+    watch: StallWatch | None = None  # the write timeout's rules (stallwatch.py)
 
 
 class ApiGuard:
@@ -147,33 +148,37 @@ class ApiGuard:
         if conn is not None:
             reset_transport(conn.transport)
 
-    @staticmethod
-    def outstanding(conn: _Conn) -> int:
-        """Our output the client has not acknowledged: asyncio's buffer + the kernel's queue."""
-        buffered = conn.transport.get_write_buffer_size()
-        if conn.transport.is_closing() and buffered == 0:
-            return 0  # the fd is closed or about to be: the kernel's timeout bounds the rest
-        return buffered + queued_bytes(conn.transport.get_extra_info("socket"))
-
     def check(self, handler: object, conn: _Conn, now: float) -> None:
-        """The write timeout, for one connection."""
+        """The write timeout, for one connection: the P2P side's rules (stallwatch.StallWatch,
+        its catch-up restart included) on asyncio's buffer and the kernel's queue."""
         timeout = self.limits.write_timeout_s
-        if timeout <= 0 or self.outstanding(conn) == 0:
-            conn.watch_at = None  # caught up (or nothing asked): the watch starts again
+        if timeout <= 0:
             return
-        acked = tcp_bytes_acked(conn.transport.get_extra_info("socket")) or 0
+        sock = conn.transport.get_extra_info("socket")
+        held = conn.transport.get_write_buffer_size()
+        # the fd is closed or about to be: the kernel's timeout bounds the rest
+        closing = conn.transport.is_closing() and held == 0
+        kernel = 0 if closing else queued_bytes(sock)
+        if conn.watch_at is None and not held and not kernel:
+            return  # nothing asked, or caught up: the next output starts a watch
+        acked = tcp_bytes_acked(sock) or 0
+        if conn.watch is None:
+            conn.watch = StallWatch(timeout)
         if conn.watch_at is None:
-            conn.watch_at, conn.watch_acked, conn.acked = now, acked, acked
-            conn.acked_at = now
+            conn.watch_at, conn.acked = now, acked
+            conn.watch.start(acked, held + kernel, now)
             return
         if acked > conn.acked:
-            conn.acked, conn.acked_at, conn.active_at = acked, now, now
+            conn.acked, conn.active_at = acked, now
         # only acknowledged output counts here: a new request (pipelined behind output the
         # client does not read) is not progress on what waits
-        if now - conn.acked_at >= timeout:
+        verdict = conn.watch.check(held, kernel, acked, now).verdict
+        if verdict is Verdict.DONE:
+            conn.watch_at = None
+        elif verdict is Verdict.WRITE_STALL:
             self.on_limit("api_write_stall")
             self._drop(handler)
-        elif acked - conn.watch_acked < MIN_PEER_RATE * (now - conn.watch_at - timeout):
+        elif verdict is Verdict.WRITE_SLOW:
             self.on_limit("api_write_slow")
             self._drop(handler)
 
@@ -186,7 +191,7 @@ class ApiGuard:
             return
         acked = tcp_bytes_acked(conn.transport.get_extra_info("socket"))
         if acked is not None and acked > conn.acked:
-            conn.acked, conn.acked_at, conn.active_at = acked, now, now
+            conn.acked, conn.active_at = acked, now
 
     def check_all(self) -> None:
         now = self.clock()

@@ -317,3 +317,27 @@ def test_a_reader_whose_output_moved_since_the_last_sweep_is_not_the_victim(
     guard.conns["new"] = _Conn(FakeTransport(ip), ip, now[0])  # type: ignore[arg-type]
     assert guard.victim(exclude="new") == "idle"
     assert reader.active_at == now[0] and reader.acked == 50_000
+
+
+def test_a_client_keeping_up_with_a_trickle_of_output_is_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Output keeps waiting (a little at every check) but the client takes all of it each
+    time: stallwatch's catch-up restart keeps it, though its average is under MIN_PEER_RATE."""
+    from netdiag.node import apiguard
+
+    now = [0.0]
+    hits: list[str] = []
+    guard = ApiGuard(ApiLimits(write_timeout_s=10.0), hits.append, clock=lambda: now[0])
+    acked = [0]
+    monkeypatch.setattr(apiguard, "queued_bytes", lambda sock: 1_000)  # a new answer waits
+    monkeypatch.setattr(apiguard, "tcp_bytes_acked", lambda sock: acked[0])
+    t = FakeTransport("10.0.0.2")
+    t.get_write_buffer_size = lambda: 0  # type: ignore[attr-defined]
+    t.is_closing = lambda: False  # type: ignore[attr-defined]
+    guard.conns["c"] = _Conn(t, "10.0.0.2", 0.0)  # type: ignore[arg-type]
+    for step in range(1, 40):
+        now[0] = float(step)
+        acked[0] += 1_000  # all that waited at the last check
+        guard.check_all()
+    assert not hits and not t.aborted, hits
